@@ -1,0 +1,122 @@
+/**
+ * Every command-line option, in one table: `--help` and the README's flag table are generated
+ * from it (`npm run docs:flags`), and a test checks that the README matches.
+ */
+import { parseArgs } from 'node:util';
+
+interface OptionDef {
+  short?: string;
+  type: 'string' | 'boolean';
+  /** Placeholder shown in help, e.g. `<second>`. */
+  arg?: string;
+  default?: string;
+  help: string;
+}
+
+export const OPTIONS = {
+  listen: { short: 'l', type: 'string', arg: '<ip_addr>', default: '0.0.0.0', help: 'interface to listen on' },
+  port: { short: 'p', type: 'string', arg: '<num>', default: '1218', help: 'TCP port' },
+  datadir: { short: 'x', type: 'string', arg: '<path>', default: './data', help: 'data directory (created when missing)' },
+  timeout: { short: 't', type: 'string', arg: '<second>', default: '60', help: 'keep-alive timeout of an idle HTTP connection' },
+  synctime: {
+    short: 's', type: 'string', arg: '<second>', default: '5',
+    help: 'seconds between flushes in `--sync interval` mode (also `opt=synctime`)',
+  },
+  sync: {
+    type: 'string', arg: '<mode>', default: 'durable',
+    help: '`durable`: ack after the change is on disk; `interval`: ack at once, flush every `-s` seconds (like the reference)',
+  },
+  'cache-nodes': { short: 'c', type: 'string', arg: '<num>', default: '1024', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
+  'cache-mb': { short: 'm', type: 'string', arg: '<size>', default: '100', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
+  pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit' },
+  auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=`' },
+  'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
+  daemon: { short: 'd', type: 'boolean', help: 'run in the background and return once it is listening' },
+  help: { short: 'h', type: 'boolean', help: 'print this help and exit' },
+} satisfies Record<string, OptionDef>;
+
+export type OptionName = keyof typeof OPTIONS;
+
+function flags(name: string, def: OptionDef): string {
+  const long = `--${name}${def.arg ? ` ${def.arg}` : ''}`;
+  return def.short ? `-${def.short}, ${long}` : long;
+}
+
+export function helpText(): string {
+  const rows = Object.entries(OPTIONS as Record<string, OptionDef>).map(([name, def]) => {
+    const dflt = def.default !== undefined ? ` (default ${def.default})` : '';
+    return [flags(name, def), `${def.help.replaceAll('`', '')}${dflt}`] as const;
+  });
+  const width = Math.max(...rows.map(([f]) => f.length)) + 2;
+  return (
+    'httpsqs: HTTP Simple Queue Service, a drop-in HTTPSQS 1.7 server on LMDB\n\n' +
+    'Usage: httpsqs [options]\n\n' +
+    rows.map(([f, h]) => `  ${f.padEnd(width)}${h}`).join('\n') +
+    '\n'
+  );
+}
+
+/** The README's flag table, in Markdown. */
+export function flagTable(): string {
+  const lines = ['| flag | default | meaning |', '|---|---|---|'];
+  for (const [name, def] of Object.entries(OPTIONS as Record<string, OptionDef>)) {
+    lines.push(`| \`${flags(name, def)}\` | ${def.default !== undefined ? `\`${def.default}\`` : ''} | ${def.help} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Options after parsing and validation, with their defaults filled in. */
+export interface Config {
+  listen: string;
+  port: number;
+  datadir: string;
+  timeout: number;
+  synctime: number;
+  sync: 'durable' | 'interval';
+  pidfile: string;
+  auth: string | undefined;
+  maxMessageBytes: number;
+  daemon: boolean;
+  help: boolean;
+}
+
+/** A start-up problem the user can fix; the CLI prints its message and exits with 1. */
+export class UsageError extends Error {}
+
+function int(name: OptionName, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+    const short = (OPTIONS[name] as OptionDef).short;
+    throw new UsageError(`${short ? `-${short}/` : ''}--${name}: expected a whole number from ${min} to ${max}, got "${value}"`);
+  }
+  return n;
+}
+
+export function parseConfig(argv: string[]): Config {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}. Try --help.`);
+  }
+  const v = (name: OptionName): string => (values[name] as string | undefined) ?? (OPTIONS[name] as OptionDef).default!;
+  const sync = v('sync');
+  if (sync !== 'durable' && sync !== 'interval') {
+    throw new UsageError(`--sync: expected "durable" or "interval", got "${sync}"`);
+  }
+  int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);
+  int('cache-mb', v('cache-mb'), 0, 2 ** 31);
+  return {
+    listen: v('listen'),
+    port: int('port', v('port'), 1, 65535),
+    datadir: v('datadir'),
+    timeout: int('timeout', v('timeout'), 1, 86_400),
+    synctime: int('synctime', v('synctime'), 1, 1_000_000_000),
+    sync,
+    pidfile: v('pidfile'),
+    auth: values.auth as string | undefined,
+    maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
+    daemon: Boolean(values.daemon),
+    help: Boolean(values.help),
+  };
+}

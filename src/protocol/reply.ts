@@ -1,0 +1,40 @@
+/** Reply bodies of the reference protocol (PROTOCOL.md sections 2 and 5). */
+import { putLap, unread, type QueueState } from '../queue/ring.js';
+
+export const PUT_OK = 'HTTPSQS_PUT_OK';
+export const PUT_END = 'HTTPSQS_PUT_END';
+export const PUT_ERROR = 'HTTPSQS_PUT_ERROR';
+export const GET_END = 'HTTPSQS_GET_END';
+export const RESET_OK = 'HTTPSQS_RESET_OK';
+export const MAXQUEUE_OK = 'HTTPSQS_MAXQUEUE_OK';
+export const MAXQUEUE_CANCEL = 'HTTPSQS_MAXQUEUE_CANCEL';
+export const SYNCTIME_OK = 'HTTPSQS_SYNCTIME_OK';
+export const AUTH_FAILED = 'HTTPSQS_AUTH_FAILED';
+export const ERROR = 'HTTPSQS_ERROR';
+
+export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
+
+/** `status` text. `name` is a byte string (latin1), so the bytes come back exactly as sent. */
+export function statusText(name: string, s: QueueState): Buffer {
+  const lap = putLap(s) === 2 ? '2nd lap' : '1st lap';
+  return Buffer.from(
+    `${VERSION_LINE}\n------------------------------\nQueue Name: ${name}\n` +
+      `Maximum number of queues: ${s.maxqueue}\n` +
+      `Put position of queue (${lap}): ${s.putpos}\n` +
+      `Get position of queue (1st lap): ${s.getpos}\n` +
+      `Number of unread queue: ${unread(s)}\n`,
+    'latin1',
+  );
+}
+
+/**
+ * `status_json`. Unlike the reference, the name is escaped as JSON; for ordinary names (no `"`,
+ * `\` or control bytes) the output is byte-identical, UTF-8 included.
+ */
+export function statusJson(name: string, s: QueueState): Buffer {
+  const jsonName = JSON.stringify(Buffer.from(name, 'latin1').toString('utf8'));
+  return Buffer.from(
+    `{"name":${jsonName},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"putlap":${putLap(s)},` +
+      `"getpos":${s.getpos},"getlap":1,"unread":${unread(s)}}\n`,
+  );
+}

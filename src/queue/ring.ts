@@ -1,0 +1,54 @@
+/**
+ * The ring-buffer rules of HTTPSQS 1.7 (PROTOCOL.md section 4) as pure functions. Every store
+ * applies exactly these, inside one atomic operation, so LMDB and Redis can never disagree.
+ */
+
+export interface QueueState {
+  /** Last position written, 0 when never written. */
+  putpos: number;
+  /** Last position read, 0 when never read. */
+  getpos: number;
+  /** Size of the ring: positions run 1..maxqueue. */
+  maxqueue: number;
+}
+
+export const DEFAULT_MAXQUEUE = 1_000_000;
+export const MAX_POSITION = 1_000_000_000;
+export const MIN_MAXQUEUE = 10;
+
+export function emptyQueue(): QueueState {
+  return { putpos: 0, getpos: 0, maxqueue: DEFAULT_MAXQUEUE };
+}
+
+/** The position the next put writes, or 0 when the queue is full. */
+export function nextPutPos({ putpos, getpos, maxqueue }: QueueState): number {
+  const p = putpos + 1;
+  if (p === getpos) return 0;
+  if (p > maxqueue) return getpos <= 1 ? 0 : 1;
+  return p;
+}
+
+/** The position the next get reads, or 0 when everything has been read. */
+export function nextGetPos({ putpos, getpos, maxqueue }: QueueState): number {
+  if (getpos === 0 && putpos > 0) return 1;
+  if (getpos < putpos) return getpos + 1;
+  if (getpos > putpos) return getpos < maxqueue ? getpos + 1 : 1;
+  return 0;
+}
+
+export function unread({ putpos, getpos, maxqueue }: QueueState): number {
+  return putpos >= getpos ? putpos - getpos : maxqueue - getpos + putpos;
+}
+
+/** The put lap shown by status: 2 only while the writer has wrapped and the reader has not. */
+export function putLap({ putpos, getpos }: QueueState): 1 | 2 {
+  return putpos < getpos ? 2 : 1;
+}
+
+/**
+ * Whether `num` (already range-checked) may become the new maxqueue. The reference refuses any
+ * change while the writer is a lap ahead, and any size that would cut off a stored position.
+ */
+export function canSetMaxqueue({ putpos, getpos }: QueueState, num: number): boolean {
+  return num >= putpos && num >= getpos && putpos >= getpos;
+}
