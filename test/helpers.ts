@@ -1,0 +1,169 @@
+/** Shared test tools: a real server process on a real port, and a raw HTTP client. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Project root (tests run from dist/test). */
+export const ROOT = resolve(here, '..', '..');
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export function tempDir(prefix = 'httpsqs-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export interface RunningServer {
+  port: number;
+  dir: string;
+  proc: ChildProcess;
+  /** Everything the server wrote to stderr so far. */
+  stderr(): string;
+  /** SIGTERM and wait for the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait. */
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  dir?: string;
+  port?: number;
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Starts `httpsqs` as a subprocess on 127.0.0.1 and resolves once it listens. */
+export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
+  const dir = opts.dir ?? tempDir();
+  const port = opts.port ?? (await freePort());
+  const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'httpsqs.pid'), ...(opts.args ?? [])];
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } });
+  let err = '';
+  proc.stderr!.setEncoding('utf8');
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  await new Promise<void>((ready, fail) => {
+    proc.stderr!.on('data', (d: string) => {
+      err += d;
+      if (err.includes('listening on')) ready();
+    });
+    void exited.then((code) => fail(new Error(`server exited with ${code} before listening: ${err}`)));
+  });
+  return {
+    port,
+    dir,
+    proc,
+    stderr: () => err,
+    async stop() {
+      proc.kill('SIGTERM');
+      return exited;
+    },
+    async kill() {
+      proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Runs the CLI to completion and returns its exit code and output. */
+export function runCli(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => {
+    const proc = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d) => (stdout += d));
+    proc.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => proc.kill('SIGKILL'), opts.timeoutMs ?? 10_000);
+    proc.once('exit', (code) => {
+      clearTimeout(t);
+      res({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface RawResponse {
+  status: number;
+  /** Header lines exactly as sent: [name, value] with the server's spelling. */
+  rawHeaders: [string, string][];
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/** Parses one HTTP response from the start of `buf`; null when it is not complete yet. */
+export function parseResponse(buf: Buffer): { res: RawResponse; rest: Buffer } | null {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
+  const status = Number(lines[0]!.split(' ')[1]);
+  const rawHeaders: [string, string][] = lines.slice(1).map((l) => {
+    const i = l.indexOf(':');
+    return [l.slice(0, i), l.slice(i + 1).trim()];
+  });
+  const headers: Record<string, string> = {};
+  for (const [k, v] of rawHeaders) headers[k.toLowerCase()] ??= v;
+  const len = Number(headers['content-length'] ?? NaN);
+  if (Number.isNaN(len)) throw new Error('response without Content-Length');
+  if (buf.length < end + 4 + len) return null;
+  return {
+    res: { status, rawHeaders, headers, body: buf.subarray(end + 4, end + 4 + len) },
+    rest: buf.subarray(end + 4 + len),
+  };
+}
+
+/** Sends raw bytes on a fresh connection and collects everything until the server closes it. */
+export function rawExchange(port: number, data: Buffer | string, timeoutMs = 5000): Promise<Buffer> {
+  return new Promise((res, rej) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    const t = setTimeout(() => {
+      sock.destroy();
+      rej(new Error(`no close within ${timeoutMs} ms; got: ${Buffer.concat(chunks).toString('latin1').slice(0, 200)}`));
+    }, timeoutMs);
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', () => {}); // a reset after the reply is fine: we judge by what arrived
+    sock.on('close', () => {
+      clearTimeout(t);
+      res(Buffer.concat(chunks));
+    });
+    sock.write(data);
+  });
+}
+
+/** One request on its own connection, sent as the conformance transcripts were recorded. */
+export async function request(
+  port: number,
+  method: string,
+  target: string,
+  opts: { headers?: [string, string][]; body?: Buffer | string; version?: string } = {},
+): Promise<RawResponse> {
+  const body = typeof opts.body === 'string' ? Buffer.from(opts.body) : (opts.body ?? Buffer.alloc(0));
+  let head = `${method} ${target} HTTP/${opts.version ?? '1.1'}\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n`;
+  for (const [k, v] of opts.headers ?? []) head += `${k}: ${v}\r\n`;
+  if (body.length > 0 || method === 'POST' || method === 'PUT') head += `Content-Length: ${body.length}\r\n`;
+  const raw = await rawExchange(port, Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body]));
+  const parsed = parseResponse(raw);
+  if (!parsed) throw new Error(`incomplete response: ${raw.toString('latin1').slice(0, 300)}`);
+  return parsed.res;
+}
+
+/** A keep-alive GET through node's client, for load. */
+export async function get(base: string, query: string, init?: RequestInit): Promise<{ status: number; body: string; pos: string | null }> {
+  const r = await fetch(`${base}/?${query}`, init);
+  return { status: r.status, body: await r.text(), pos: r.headers.get('pos') };
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
