@@ -1,0 +1,50 @@
+/** Query parsing, the two decodings and C atoi (PROTOCOL.md sections 1 and 6). */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { atoi, decodeBytes, decodeComponent, parseQuery } from '../src/protocol/query.js';
+
+describe('query parsing', () => {
+  it('matches names case-insensitively, first occurrence wins, ignores the path and #fragment', () => {
+    const p = parseQuery('/a/b?NAME=q&name=other&Opt=put&data=x#opt=get');
+    assert.equal(p.name, 'q');
+    assert.equal(p.opt, 'put');
+    assert.equal(p.data, 'x');
+  });
+
+  it('keeps an empty value and skips pieces without =', () => {
+    const p = parseQuery('/?junk&name=&&opt=get&');
+    assert.equal(p.name, '');
+    assert.equal(p.opt, 'get');
+  });
+
+  it('returns nothing for a target without a query', () => {
+    assert.deepEqual(parseQuery('/'), {});
+  });
+
+  it('collects unknown parameters for extensions', () => {
+    assert.equal(parseQuery('/?name=q&opt=get&wait=5').extra?.get('wait'), '5');
+  });
+
+  it('decodes percent escapes and + and leaves malformed % alone', () => {
+    assert.equal(decodeComponent('a+b%20c%2Bd%'), 'a b c+d%');
+    assert.equal(decodeComponent('%zz%4'), '%zz%4');
+    assert.equal(decodeComponent('%E4%B8%AD'), '\xe4\xb8\xad');
+    assert.equal(decodeComponent('plain'), 'plain');
+  });
+
+  it('decodes bodies as bytes, keeping NUL and high bytes', () => {
+    assert.deepEqual(decodeBytes(Buffer.from('a%00b%FF+%')), Buffer.from([0x61, 0, 0x62, 0xff, 0x20, 0x25]));
+    const raw = Buffer.from([0, 1, 2, 255]);
+    assert.equal(decodeBytes(raw), raw); // nothing to decode: no copy
+  });
+
+  it('reads numbers like C atoi', () => {
+    assert.equal(atoi('25xyz'), 25);
+    assert.equal(atoi('abc'), 0);
+    assert.equal(atoi('1e3'), 1);
+    assert.equal(atoi('  -7'), -7);
+    assert.equal(atoi('+8'), 8);
+    assert.equal(atoi(undefined), 0);
+    assert.ok(atoi('99999999999999999999999') > 1e9); // saturates, never wraps into range
+  });
+});
