@@ -1,6 +1,7 @@
 /** Shared test tools: a real server process on a real port, and a raw HTTP client. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -102,7 +103,7 @@ export interface RawResponse {
 }
 
 /** Parses one HTTP response from the start of `buf`; null when it is not complete yet. */
-export function parseResponse(buf: Buffer): { res: RawResponse; rest: Buffer } | null {
+export function parseResponse(buf: Buffer, head = false): { res: RawResponse; rest: Buffer } | null {
   const end = buf.indexOf('\r\n\r\n');
   if (end < 0) return null;
   const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
@@ -113,7 +114,7 @@ export function parseResponse(buf: Buffer): { res: RawResponse; rest: Buffer } |
   });
   const headers: Record<string, string> = {};
   for (const [k, v] of rawHeaders) headers[k.toLowerCase()] ??= v;
-  const len = Number(headers['content-length'] ?? NaN);
+  const len = head ? 0 : Number(headers['content-length'] ?? NaN);
   if (Number.isNaN(len)) throw new Error('response without Content-Length');
   if (buf.length < end + 4 + len) return null;
   return {
@@ -153,15 +154,30 @@ export async function request(
   for (const [k, v] of opts.headers ?? []) head += `${k}: ${v}\r\n`;
   if (body.length > 0 || method === 'POST' || method === 'PUT') head += `Content-Length: ${body.length}\r\n`;
   const raw = await rawExchange(port, Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body]));
-  const parsed = parseResponse(raw);
+  const parsed = parseResponse(raw, method === 'HEAD');
   if (!parsed) throw new Error(`incomplete response: ${raw.toString('latin1').slice(0, 300)}`);
   return parsed.res;
 }
 
-/** A keep-alive GET through node's client, for load. */
-export async function get(base: string, query: string, init?: RequestInit): Promise<{ status: number; body: string; pos: string | null }> {
-  const r = await fetch(`${base}/?${query}`, init);
-  return { status: r.status, body: await r.text(), pos: r.headers.get('pos') };
+/** A keep-alive HTTP client for load: `send(path)` resolves to the status, body and Pos. */
+export function keepAliveClient(port: number, maxSockets = 64) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  const send = (path: string, body?: Buffer | string) =>
+    new Promise<{ status: number; body: string; pos: string | undefined }>((res, rej) => {
+      const req = http.request(
+        { host: '127.0.0.1', port, path, agent, method: body === undefined ? 'GET' : 'POST' },
+        (r) => {
+          let b = '';
+          r.setEncoding('latin1');
+          r.on('data', (d: string) => (b += d));
+          r.on('end', () => res({ status: r.statusCode!, body: b, pos: r.headers.pos as string | undefined }));
+          r.on('error', rej);
+        },
+      );
+      req.on('error', rej);
+      req.end(body);
+    });
+  return { send, close: () => agent.destroy() };
 }
 
 export function cleanup(dir: string): void {

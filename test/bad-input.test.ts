@@ -1,0 +1,107 @@
+/**
+ * Bad input gets a clear answer, the server keeps running, and nothing stored is disturbed.
+ * Every test ends by checking that the queue still holds exactly what it held.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { cleanup, parseResponse, rawExchange, request, startServer, type RunningServer } from './helpers.js';
+
+describe('bad input', () => {
+  let server: RunningServer;
+  const LIMIT = 4096;
+  const ask = (target: string, opts?: Parameters<typeof request>[3]) => request(server.port, 'GET', target, opts);
+  const text = async (target: string) => (await ask(target)).body.toString('latin1');
+
+  before(async () => {
+    server = await startServer({ args: ['--max-message-bytes', String(LIMIT)] });
+    assert.equal(await text('/?name=keep&opt=put&data=precious'), 'HTTPSQS_PUT_OK');
+  });
+  after(async () => {
+    // Whatever came before, the stored message is intact and the server still answers.
+    assert.equal(await text('/?name=keep&opt=view&pos=1'), 'precious');
+    assert.equal(await server.stop(), 0);
+    cleanup(server.dir);
+  });
+
+  it('malformed percent-encoding is kept literally, as the reference does', async () => {
+    assert.equal(await text('/?name=%zz&opt=put&data=%%41%4'), 'HTTPSQS_PUT_OK');
+    assert.equal(await text('/?name=%zz&opt=get'), '%A%4');
+    const post = await request(server.port, 'POST', '/?name=pct&opt=put', { body: '%G0%' });
+    assert.equal(post.body.toString(), 'HTTPSQS_PUT_OK');
+    assert.equal(await text('/?name=pct&opt=get'), '%G0%');
+    assert.equal(await text('/?name=%&opt=status_json'), '{"name":"%","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n');
+  });
+
+  it('names over 256 bytes (after decoding) are an error; 256 are fine', async () => {
+    assert.equal(await text(`/?name=${'%41'.repeat(257)}&opt=put&data=x`), 'HTTPSQS_ERROR');
+    assert.equal(await text(`/?name=${'%41'.repeat(256)}&opt=put&data=x`), 'HTTPSQS_PUT_OK');
+  });
+
+  it('unknown or mis-cased opts are an error', async () => {
+    for (const opt of ['nope', 'GET', 'put ', '', 'status_json2']) {
+      assert.equal(await text(`/?name=q&opt=${encodeURIComponent(opt)}`), 'HTTPSQS_ERROR', opt);
+    }
+  });
+
+  it('non-numeric and absurd pos/num are an error and change nothing', async () => {
+    for (const pos of ['abc', '', '-1', '0', '1000000001', '99999999999999999999999', '4294967297', 'NaN', '%00']) {
+      assert.equal(await text(`/?name=keep&opt=view&pos=${pos}`), 'HTTPSQS_ERROR', `pos=${pos}`);
+    }
+    for (const num of ['abc', '9', '-10', '1000000001', '99999999999999999999999', '4294967306']) {
+      assert.equal(await text(`/?name=keep&opt=maxqueue&num=${num}`), 'HTTPSQS_ERROR', `maxqueue num=${num}`);
+      assert.equal(await text(`/?name=keep&opt=synctime&num=${num === '9' ? '0' : num}`), 'HTTPSQS_ERROR', `synctime num=${num}`);
+    }
+    const status = JSON.parse(await text('/?name=keep&opt=status_json')) as { maxqueue: number };
+    assert.equal(status.maxqueue, 1_000_000);
+  });
+
+  it('a body over --max-message-bytes gets HTTP 413 with a one-line reason, and the server goes on', async () => {
+    const declared = await rawExchange(
+      server.port,
+      `POST /?name=big&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`,
+    );
+    const res = parseResponse(declared)!.res;
+    assert.equal(res.status, 413);
+    const reason = res.body.toString();
+    assert.match(reason, /^[^\n]*max-message-bytes[^\n]*\n$/);
+
+    // Chunked bodies have no length up front: the limit is enforced while reading.
+    const chunk = 'a'.repeat(1000);
+    let chunked = 'POST /?name=big&opt=put HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n';
+    for (let i = 0; i < 5; i++) chunked += `${chunk.length.toString(16)}\r\n${chunk}\r\n`;
+    chunked += '0\r\n\r\n';
+    assert.equal(parseResponse(await rawExchange(server.port, chunked))!.res.status, 413);
+
+    // Exactly at the limit is accepted.
+    const ok = await request(server.port, 'POST', '/?name=big&opt=put', { body: 'b'.repeat(LIMIT) });
+    assert.equal(ok.body.toString(), 'HTTPSQS_PUT_OK');
+    assert.equal(await text('/?name=big&opt=status_json'), '{"name":"big","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n');
+  });
+
+  it('unparseable HTTP gets 400 and the connection is closed', async () => {
+    for (const garbage of ['hello there\r\n\r\n', 'GET / HTTP/9.9\r\n\r\n', 'GET /?name=q&opt=get HTTP/1.1\r\nBad Header\r\n\r\n', '\x00\x01\x02\xff\r\n\r\n']) {
+      const raw = await rawExchange(server.port, Buffer.from(garbage, 'latin1'));
+      assert.match(raw.toString('latin1'), /^HTTP\/1\.1 400 /, JSON.stringify(garbage));
+    }
+  });
+
+  it('oversized headers get 431', async () => {
+    const raw = await rawExchange(server.port, `GET /?name=q&opt=get HTTP/1.1\r\nX-Big: ${'x'.repeat(70_000)}\r\n\r\n`);
+    assert.match(raw.toString('latin1'), /^HTTP\/1\.1 431 /);
+  });
+
+  it('methods other than GET, POST, PUT and DELETE get 405 and take nothing', async () => {
+    for (const method of ['HEAD', 'OPTIONS', 'PATCH']) {
+      const res = await request(server.port, method, '/?name=keep&opt=get');
+      assert.equal(res.status, 405, method);
+      assert.equal(res.headers.allow, 'GET, POST, PUT, DELETE');
+    }
+    assert.equal(await text('/?name=keep&opt=status_json'), '{"name":"keep","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n');
+  });
+
+  it('a client that disconnects mid-body does not disturb the server', async () => {
+    const raw = rawExchange(server.port, 'POST /?name=cut&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part', 300).catch(() => null);
+    await raw; // our side gives up and closes after 300 ms
+    assert.equal(await text('/?name=cut&opt=status_json'), '{"name":"cut","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n');
+  });
+});
