@@ -1,5 +1,5 @@
 /** Shared test tools: a real server process on a real port, and a raw HTTP client. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -182,4 +182,16 @@ export function keepAliveClient(port: number, maxSockets = 64) {
 
 export function cleanup(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * For tests that need a system tool: returns a skip reason when it is missing locally (printed
+ * loudly), and `false` (run, and fail) when it is missing in CI, where `.ci/run` installs it.
+ */
+export function needsTool(tool: string, debianPackage: string): string | false {
+  const found = spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+  if (found || process.env.CI === 'true') return false;
+  const reason = `SKIPPED: ${tool} is not installed (apt-get install ${debianPackage}); mandatory in CI`;
+  process.stderr.write(`\n*** ${reason} ***\n\n`);
+  return reason;
 }

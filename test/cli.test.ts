@@ -1,0 +1,220 @@
+/** The `httpsqs` command as a subprocess: flags, start-up errors, PID file, daemon, signals. */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { flagTable, helpText } from '../src/cli/options.js';
+import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, startServer, tempDir } from './helpers.js';
+
+/** True while something accepts connections on the port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), res(true)));
+    s.once('error', () => res(false));
+  });
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(25);
+  }
+}
+
+describe('command line', () => {
+  it('-h prints help generated from the option table, and the README table matches it', async () => {
+    const { code, stdout } = await runCli(['-h']);
+    assert.equal(code, 0);
+    assert.equal(stdout, helpText());
+    for (const flag of ['-l', '-p', '-x', '-t', '-s', '-c', '-m', '-i', '-a', '-d', '-h']) {
+      assert.match(stdout, new RegExp(`^  ${flag}, --`, 'm'), `${flag} has a long form`);
+    }
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const table = /<!-- flags:start -->\n([\s\S]*?)\n<!-- flags:end -->/.exec(readme)?.[1];
+    assert.equal(table?.trim(), flagTable(), 'README flag table is stale: run `npm run docs:flags`');
+  });
+
+  it('bad flags and values: one line on stderr, exit code 1', async () => {
+    for (const args of [['--bogus'], ['-p', 'abc'], ['-p', '70000'], ['-t', '0'], ['--sync', 'sometimes'], ['extra']]) {
+      const { code, stderr } = await runCli(args);
+      assert.equal(code, 1, args.join(' '));
+      assert.equal(stderr.trim().split('\n').length, 1, `one line for ${args.join(' ')}: ${stderr}`);
+    }
+  });
+
+  it('an unusable -x: one line naming the directory, exit code 1', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a directory');
+    const { code, stderr } = await runCli(['-l', '127.0.0.1', '-p', String(await freePort()), '-x', join(file, 'data')]);
+    assert.equal(code, 1);
+    assert.equal(stderr.trim().split('\n').length, 1);
+    assert.match(stderr, /-x: cannot use data directory .*a-file\/data/);
+    cleanup(dir);
+  });
+
+  it('a port in use: one line naming the port, exit code 1', async () => {
+    const blocker = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => blocker.once('listening', r));
+    const port = (blocker.address() as net.AddressInfo).port;
+    const dir = tempDir();
+    const { code, stderr } = await runCli(['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid')]);
+    blocker.close();
+    assert.equal(code, 1);
+    assert.equal(stderr.trim().split('\n').length, 1, stderr);
+    assert.match(stderr, new RegExp(`port ${port} is already in use`));
+    assert.ok(!existsSync(join(dir, 'pid')), 'no PID file left behind');
+    cleanup(dir);
+  });
+
+  it('without -x the data goes to ./data; -i writes the PID file and SIGTERM removes it', async () => {
+    const cwd = tempDir();
+    const port = await freePort();
+    const pidfile = join(cwd, 'h.pid');
+    const { spawn } = await import('node:child_process');
+    const proc = spawn(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), '-l', '127.0.0.1', '-p', String(port), '-i', pidfile], { cwd, stdio: 'ignore' });
+    await waitFor(() => listening(port));
+    assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
+    assert.ok(existsSync(join(cwd, 'data', 'data.mdb')));
+    assert.equal(readFileSync(pidfile, 'utf8').trim(), String(proc.pid));
+    const exit = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    assert.equal(await exit, 0);
+    assert.ok(!existsSync(pidfile), 'PID file removed on exit');
+    cleanup(cwd);
+  });
+
+  it('warns on stderr when listening beyond loopback without -a', async () => {
+    const open = await startServer({ args: ['-l', '0.0.0.0'] });
+    assert.match(open.stderr(), /warning: listening on 0\.0\.0\.0 without a password/);
+    await open.stop();
+    const guarded = await startServer({ args: ['-l', '0.0.0.0', '-a', 'pw'] });
+    assert.doesNotMatch(guarded.stderr(), /warning/);
+    await guarded.stop();
+    const local = await startServer();
+    assert.doesNotMatch(local.stderr(), /warning/);
+    await local.stop();
+    for (const s of [open, guarded, local]) cleanup(s.dir);
+  });
+
+  it('-d runs in the background and returns once it is listening', async () => {
+    const dir = tempDir();
+    const port = await freePort();
+    const pidfile = join(dir, 'd.pid');
+    const { code, stderr } = await runCli(['-d', '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', pidfile]);
+    assert.equal(code, 0, stderr);
+    assert.ok(await listening(port), 'listening as soon as -d returned');
+    const pid = Number(readFileSync(pidfile, 'utf8'));
+    assert.match(stderr, new RegExp(`background, pid ${pid}`));
+    assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=bg')).body.toString(), 'HTTPSQS_PUT_OK');
+    process.kill(pid, 'SIGTERM');
+    await waitFor(() => !existsSync(pidfile));
+    await waitFor(async () => !(await listening(port)));
+    cleanup(dir);
+  });
+
+  it('-d reports a start-up failure with exit code 1', async () => {
+    const blocker = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => blocker.once('listening', r));
+    const port = (blocker.address() as net.AddressInfo).port;
+    const dir = tempDir();
+    const { code, stderr } = await runCli(['-d', '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'p')]);
+    blocker.close();
+    assert.equal(code, 1);
+    assert.match(stderr, /already in use/);
+    cleanup(dir);
+  });
+
+  it('SIGTERM under load: in-flight requests finish, exit code 0, every acknowledged put is kept', async () => {
+    let server = await startServer();
+    const client = keepAliveClient(server.port, 16);
+    const acked: string[] = [];
+    let stop = false;
+    const workers = Array.from({ length: 16 }, async (_, w) => {
+      for (let i = 0; !stop; i++) {
+        try {
+          const r = await client.send(`/?name=term&opt=put&data=w${w}-${i}`);
+          if (r.body === 'HTTPSQS_PUT_OK') acked.push(`w${w}-${i}`);
+        } catch {
+          return;
+        }
+      }
+    });
+    await sleep(400);
+    const code = await server.stop();
+    stop = true;
+    await Promise.all(workers);
+    client.close();
+    assert.equal(code, 0);
+    assert.ok(acked.length > 20, `load ran (${acked.length})`);
+    assert.match(server.stderr(), /SIGTERM: finishing in-flight requests/);
+    server = await startServer({ dir: server.dir });
+    const status = JSON.parse((await request(server.port, 'GET', '/?name=term&opt=status_json')).body.toString()) as { putpos: number };
+    assert.ok(status.putpos >= acked.length, `${status.putpos} stored, ${acked.length} acknowledged`);
+    const stored = new Set<string>();
+    for (let pos = 1; pos <= status.putpos; pos++) {
+      stored.add((await request(server.port, 'GET', `/?name=term&opt=view&pos=${pos}`)).body.toString());
+    }
+    assert.deepEqual(acked.filter((m) => !stored.has(m)), []);
+    await server.stop();
+    cleanup(server.dir);
+  });
+});
+
+describe('HTTP connections', () => {
+  it('HTTP/1.0 without keep-alive is answered and closed; with keep-alive the connection is reused', async () => {
+    const server = await startServer();
+    try {
+      const one = await request(server.port, 'GET', '/?name=q&opt=put&data=a', { version: '1.0' });
+      assert.equal(one.body.toString(), 'HTTPSQS_PUT_OK');
+      assert.equal(one.headers.connection, 'close');
+      const { rawExchange, parseResponse } = await import('./helpers.js');
+      const twice = 'GET /?name=q&opt=status_json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n';
+      const sock = net.connect(server.port, '127.0.0.1');
+      let buf = Buffer.alloc(0);
+      sock.on('data', (d) => (buf = Buffer.concat([buf, d])));
+      sock.write(twice);
+      await waitFor(() => parseResponse(buf) !== null);
+      const first = parseResponse(buf)!;
+      assert.equal(first.res.headers.connection, 'keep-alive');
+      buf = Buffer.alloc(0);
+      sock.write(twice.replace('keep-alive', 'close'));
+      await waitFor(() => parseResponse(buf) !== null);
+      assert.match(parseResponse(buf)!.res.body.toString(), /"putpos":1/);
+      sock.destroy();
+      // HTTP/1.1 pipelining: two requests in one write, two answers in order.
+      const piped = await rawExchange(server.port, 'GET /?name=q&opt=get HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=q&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      const a = parseResponse(piped)!;
+      const b = parseResponse(a.rest)!;
+      assert.equal(a.res.body.toString(), 'a');
+      assert.equal(a.res.headers.pos, '1');
+      assert.equal(b.res.body.toString(), 'HTTPSQS_GET_END');
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
+  it('-t closes an idle keep-alive connection after that many seconds', async () => {
+    const server = await startServer({ args: ['-t', '1'] });
+    try {
+      const sock = net.connect(server.port, '127.0.0.1');
+      let closedAt = 0;
+      sock.on('close', () => (closedAt = Date.now()));
+      sock.on('data', () => {});
+      const sent = Date.now();
+      sock.write('GET /?name=q&opt=status HTTP/1.1\r\nHost: x\r\n\r\n');
+      await sleep(500);
+      assert.equal(closedAt, 0, 'still open after 0.5 s');
+      await waitFor(() => closedAt > 0, 3000);
+      assert.ok(closedAt - sent >= 900, `closed after ${closedAt - sent} ms`);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+});
