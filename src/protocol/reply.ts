@@ -14,16 +14,15 @@ export const ERROR = 'HTTPSQS_ERROR';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
-/** `status` text. `name` is a byte string (latin1), so the bytes come back exactly as sent. */
-export function statusText(name: string, s: QueueState): Buffer {
+/** `status` text, as a byte string: `name` is one (latin1), so its bytes come back as sent. */
+export function statusText(name: string, s: QueueState): string {
   const lap = putLap(s) === 2 ? '2nd lap' : '1st lap';
-  return Buffer.from(
+  return (
     `${VERSION_LINE}\n------------------------------\nQueue Name: ${name}\n` +
       `Maximum number of queues: ${s.maxqueue}\n` +
       `Put position of queue (${lap}): ${s.putpos}\n` +
       `Get position of queue (1st lap): ${s.getpos}\n` +
-      `Number of unread queue: ${unread(s)}\n`,
-    'latin1',
+      `Number of unread queue: ${unread(s)}\n`
   );
 }
 

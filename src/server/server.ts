@@ -30,6 +30,7 @@ export interface HttpsqsServer {
 const MAX_NAME_BYTES = 256;
 const MAX_CHARSET_BYTES = 40;
 const EMPTY = Buffer.alloc(0);
+const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
 
 /** Thrown while reading a request to answer it with a plain HTTP error instead of a token. */
@@ -53,17 +54,19 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   let closing = false;
 
   function reply(res: http.ServerResponse, body: string | Buffer, type: string, pos = 0): void {
-    const buf = typeof body === 'string' ? Buffer.from(body, 'latin1') : body;
     // Spelled exactly as the reference does: some clients search header lines case-sensitively.
     const headers = [
       'Content-Type', type,
-      'Content-Length', String(buf.length),
+      'Content-Length', String(body.length), // strings here are byte strings: length is bytes
       'Connection', res.shouldKeepAlive && !closing ? 'keep-alive' : 'close',
       'Cache-Control', 'no-cache',
     ];
     if (pos > 0) headers.push('Pos', String(pos));
     res.writeHead(200, headers);
-    res.end(buf);
+    // node:http sends a latin1 string body in the same write as the headers (a Buffer costs a
+    // second one), so small bodies go as byte strings; large ones as they are, without a copy.
+    if (typeof body === 'string' || body.length > SMALL_BODY) res.end(body, 'latin1');
+    else res.end(body.toString('latin1'), 'latin1');
   }
 
   function plainError(res: http.ServerResponse, status: number, message: string): void {
