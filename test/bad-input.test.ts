@@ -72,6 +72,13 @@ describe('bad input', () => {
     chunked += '0\r\n\r\n';
     assert.equal(parseResponse(await rawExchange(server.port, chunked))!.res.status, 413);
 
+    // With `Expect: 100-continue` the refusal comes before the client sends the body.
+    const expect = await rawExchange(
+      server.port,
+      `POST /?name=big&opt=put HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`,
+    );
+    assert.match(expect.toString('latin1'), /^HTTP\/1\.1 413 /);
+
     // Exactly at the limit is accepted.
     const ok = await request(server.port, 'POST', '/?name=big&opt=put', { body: 'b'.repeat(LIMIT) });
     assert.equal(ok.body.toString(), 'HTTPSQS_PUT_OK');

@@ -55,6 +55,10 @@ describe('command line', () => {
     assert.equal(stderr.trim().split('\n').length, 1);
     assert.match(stderr, /-x: cannot use data directory .*a-file\/data/);
     cleanup(dir);
+    // A parent that exists but where nothing can be created (node's recursive mkdir loops there).
+    const proc = await runCli(['-l', '127.0.0.1', '-p', String(await freePort()), '-x', '/proc/httpsqs-test/data'], { timeoutMs: 5000 });
+    assert.equal(proc.code, 1);
+    assert.match(proc.stderr, /-x: cannot use data directory \/proc\/httpsqs-test\/data/);
   });
 
   it('a port in use: one line naming the port, exit code 1', async () => {

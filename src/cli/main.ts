@@ -4,9 +4,9 @@
  * module that exits the process.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { createHttpsqsServer } from '../server/server.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
@@ -48,9 +48,20 @@ function daemonize(): Promise<void> {
   });
 }
 
+/**
+ * Creates the directory one level at a time: node 20's recursive mkdir spins forever on paths
+ * such as /proc/x, where the parent exists but nothing can be created.
+ */
+function ensureDir(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) ensureDir(parent);
+  mkdirSync(dir);
+}
+
 function openDataDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    ensureDir(dir);
     accessSync(dir, constants.W_OK | constants.R_OK);
   } catch (err) {
     fail(`-x: cannot use data directory ${dir}: ${(err as Error).message}`);

@@ -133,12 +133,15 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     }
   }
 
+  const tooLarge = () =>
+    new HttpError(413, `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)`);
+  const declaredTooLarge = (req: http.IncomingMessage) =>
+    Number(req.headers['content-length'] ?? 0) > options.maxMessageBytes;
+
   function readBody(req: http.IncomingMessage): Promise<Buffer> {
     const declared = req.headers['content-length'];
     if (declared === undefined && req.headers['transfer-encoding'] === undefined) return Promise.resolve(EMPTY);
-    const tooLarge = () =>
-      new HttpError(413, `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)`);
-    if (declared !== undefined && Number(declared) > options.maxMessageBytes) return Promise.reject(tooLarge());
+    if (declaredTooLarge(req)) return Promise.reject(tooLarge());
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -175,6 +178,12 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     { keepAliveTimeout: options.keepAliveTimeout * 1000, requestTimeout: 120_000, headersTimeout: 30_000 },
     (req, res) => void onRequest(req, res),
   );
+  // `Expect: 100-continue`: refuse an oversized body before the client sends it.
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (declaredTooLarge(req)) return plainError(res, 413, tooLarge().message);
+    res.writeContinue();
+    void onRequest(req, res);
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') return socket.destroy();
     const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
