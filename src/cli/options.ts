@@ -31,6 +31,10 @@ export const OPTIONS = {
   pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit' },
   auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=`' },
   'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
+  workers: {
+    type: 'string', arg: '<num>', default: '1',
+    help: 'serving processes sharing the port and the database (see BENCHMARKS.md for when more than one helps)',
+  },
   daemon: { short: 'd', type: 'boolean', help: 'run in the background and return once it is listening' },
   help: { short: 'h', type: 'boolean', help: 'print this help and exit' },
 } satisfies Record<string, OptionDef>;
@@ -76,6 +80,7 @@ export interface Config {
   pidfile: string;
   auth: string | undefined;
   maxMessageBytes: number;
+  workers: number;
   daemon: boolean;
   help: boolean;
 }
@@ -116,6 +121,7 @@ export function parseConfig(argv: string[]): Config {
     pidfile: v('pidfile'),
     auth: values.auth as string | undefined,
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
+    workers: int('workers', v('workers'), 1, 64),
     daemon: Boolean(values.daemon),
     help: Boolean(values.help),
   };

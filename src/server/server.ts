@@ -17,6 +17,8 @@ export interface ServerOptions {
   keepAliveTimeout: number;
   /** Largest accepted request body; larger ones get HTTP 413. */
   maxMessageBytes: number;
+  /** Called after `opt=synctime` changed this process's interval (to tell other workers). */
+  onSynctime?: ((seconds: number) => void) | undefined;
   /** Where operational errors go (never message contents). */
   log?: (line: string) => void;
 }
@@ -126,6 +128,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         const num = atoi(p.num);
         if (num < 1 || num > MAX_POSITION) return { body: R.ERROR };
         store.setSyncInterval(num);
+        options.onSynctime?.(num);
         return { body: R.SYNCTIME_OK };
       }
       default:

@@ -136,11 +136,15 @@ export class LmdbStore implements Store {
     });
   }
 
+  // Reads outside a write transaction use lmdb-js's shared read snapshot, renewed once per event
+  // loop turn; renewing it here lets a read see a commit another worker process made a moment ago.
   async status(name: string): Promise<QueueState> {
+    this.env.resetReadTxn();
     return decodeMeta(this.meta.get(Buffer.from(name, 'latin1')));
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
+    this.env.resetReadTxn();
     return this.msg.get(msgKey(name, pos)) ?? null;
   }
 

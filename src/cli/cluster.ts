@@ -1,0 +1,97 @@
+/**
+ * `--workers N`: N processes share the port (node's cluster module hands connections out round
+ * robin) and the same LMDB environment, which LMDB is built for: write transactions are
+ * serialized across processes by its lock file, and every queue operation reads its state inside
+ * the write transaction, so the ring rules hold whichever worker serves a request.
+ *
+ * The primary serves nothing itself. It writes the PID file, restarts a worker that dies (with a
+ * back-off), relays `opt=synctime` to every worker, and on a stop signal stops the workers
+ * gracefully before exiting.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import type { Config } from './options.js';
+import { fail, onStopSignal, say, writePidFile } from './process.js';
+import { serve } from './serve.js';
+
+type FromWorker = { ready?: true; error?: string; synctime?: number };
+type ToWorker = { synctime: number };
+
+export async function runPrimary(config: Config, announce: () => void): Promise<void> {
+  let stopping = false;
+  let started = false;
+  let synctime = config.synctime;
+  const restarts: number[] = [];
+
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    worker.on('message', (m: FromWorker) => {
+      if (m.error && !started) fail(m.error);
+      if (m.synctime) {
+        synctime = m.synctime;
+        for (const w of Object.values(cluster.workers ?? {})) if (w !== worker) w?.send({ synctime } satisfies ToWorker);
+      }
+    });
+    worker.on('exit', (code, signal) => {
+      if (stopping || !started) return;
+      // Back off when workers keep dying, so a persistent fault does not become a fork loop.
+      const now = Date.now();
+      while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
+      restarts.push(now);
+      const delay = Math.min(100 * 2 ** Math.max(0, restarts.length - 3), 10_000);
+      say(`worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`);
+      setTimeout(() => {
+        if (stopping) return;
+        const next = fork();
+        next.once('online', () => next.send({ synctime } satisfies ToWorker));
+      }, delay);
+    });
+    return worker;
+  };
+
+  const workers = Array.from({ length: config.workers }, fork);
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<void>((ready) => {
+          w.on('message', (m: FromWorker) => m.ready && ready());
+          w.once('exit', (code) => started || fail(`worker exited during start-up (code ${code})`));
+        }),
+    ),
+  );
+  started = true;
+  const removePidFile = writePidFile(config.pidfile);
+  announce();
+
+  onStopSignal(async (signal) => {
+    stopping = true;
+    say(`${signal}: stopping ${config.workers} workers`);
+    const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
+    await Promise.all(
+      alive.map(
+        (w) =>
+          new Promise<void>((done) => {
+            w.once('exit', (code, signal) => {
+              // A worker still starting up has no handler yet and simply dies of the SIGTERM.
+              if (code !== 0 && signal !== 'SIGTERM') process.exitCode = 1;
+              done();
+            });
+            w.process.kill('SIGTERM');
+          }),
+      ),
+    );
+    removePidFile();
+    say('stopped');
+  });
+}
+
+export async function runWorker(config: Config, datadir: string): Promise<void> {
+  const serving = await serve(config, datadir, (synctime) => process.send?.({ synctime } satisfies FromWorker));
+  process.on('message', (m: ToWorker) => m.synctime && serving.store.setSyncInterval(m.synctime));
+  process.send?.({ ready: true } satisfies FromWorker);
+  onStopSignal(async () => {
+    await serving.stop();
+    process.disconnect?.();
+  });
+}
+
+export const isWorker = () => cluster.isWorker;

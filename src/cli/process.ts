@@ -1,0 +1,69 @@
+/** Process-level helpers of the CLI: messages, exit, PID file, data directory, signals. */
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { dirname } from 'node:path';
+
+export function say(line: string): void {
+  process.stderr.write(`httpsqs: ${line}\n`);
+}
+
+/** Prints one line and exits 1; tells a waiting parent (`-d`, or a cluster primary) why first. */
+export function fail(message: string): never {
+  say(message);
+  if (process.send) process.send({ error: message }, () => process.exit(1));
+  else process.exit(1);
+  throw new Error('unreachable');
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/**
+ * Creates the directory one level at a time: node 20's recursive mkdir spins forever on paths
+ * such as /proc/x, where the parent exists but nothing can be created.
+ */
+function ensureDir(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) ensureDir(parent);
+  mkdirSync(dir);
+}
+
+export function openDataDir(dir: string): void {
+  try {
+    ensureDir(dir);
+    accessSync(dir, constants.W_OK | constants.R_OK);
+  } catch (err) {
+    fail(`-x: cannot use data directory ${dir}: ${(err as Error).message}`);
+  }
+}
+
+/** Writes the PID file; returns the function that removes it (only while it is still ours). */
+export function writePidFile(file: string): () => void {
+  try {
+    writeFileSync(file, `${process.pid}\n`);
+  } catch (err) {
+    say(`-i: cannot write PID file ${file}: ${(err as Error).message}`);
+    return () => {};
+  }
+  return () => {
+    try {
+      if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
+    } catch {
+      /* already gone */
+    }
+  };
+}
+
+/** Runs `stop` once on the first of the signals the reference also stops on. */
+export function onStopSignal(stop: (signal: string) => Promise<void>): void {
+  let stopping = false;
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const) {
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      void stop(sig).finally(() => process.exit());
+    });
+  }
+}

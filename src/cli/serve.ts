@@ -1,0 +1,44 @@
+/** One serving process: the store, the HTTP server on its port, and a clean stop. */
+import { createHttpsqsServer } from '../server/server.js';
+import { LmdbStore } from '../store/lmdb.js';
+import type { Config } from './options.js';
+import { fail, say } from './process.js';
+
+export interface Serving {
+  store: LmdbStore;
+  /** Stop accepting, finish in-flight requests, flush, close. */
+  stop(): Promise<void>;
+}
+
+export async function serve(config: Config, datadir: string, onSynctime?: (seconds: number) => void): Promise<Serving> {
+  let store: LmdbStore;
+  try {
+    store = new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime });
+  } catch (err) {
+    fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
+  }
+  const app = createHttpsqsServer(store, {
+    auth: config.auth,
+    keepAliveTimeout: config.timeout,
+    maxMessageBytes: config.maxMessageBytes,
+    onSynctime,
+  });
+  await new Promise<void>((ready) => {
+    app.server.once('error', (err: NodeJS.ErrnoException) => {
+      const where = `${config.listen}:${config.port}`;
+      if (err.code === 'EADDRINUSE') fail(`-p: port ${config.port} is already in use on ${config.listen}`);
+      if (err.code === 'EADDRNOTAVAIL') fail(`-l: ${config.listen} is not an address of this machine`);
+      if (err.code === 'EACCES') fail(`-p: no permission to listen on ${where}`);
+      fail(`cannot listen on ${where}: ${err.message}`);
+    });
+    app.server.listen(config.port, config.listen, ready);
+  });
+  app.server.on('error', (err) => say(`server error: ${err.message}`));
+  return {
+    store,
+    async stop() {
+      await app.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,99 @@
+/**
+ * `--workers 2`: two processes on one port and one LMDB environment behave as one server.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { replayConformance } from './conformance.js';
+import { cleanup, keepAliveClient, request, startServer } from './helpers.js';
+
+replayConformance('conformance with --workers 2', ['--workers', '2']);
+
+const workerPids = (primary: number) =>
+  execFileSync('pgrep', ['-P', String(primary)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+
+describe('--workers 2', () => {
+  it('many concurrent producers and consumers: every message delivered exactly once', async (t) => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    // One connection per client so that requests really spread over both workers.
+    const clients = Array.from({ length: 24 }, () => keepAliveClient(server.port, 1));
+    const QUEUES = ['a', 'b', 'c'];
+    const PER_PRODUCER = 400;
+    const PRODUCERS = 12;
+    try {
+      const delivered = new Map<string, number>();
+      let producing = PRODUCERS;
+      let fullAnswers = 0;
+      const producer = async (p: number) => {
+        const { send } = clients[p]!;
+        for (let i = 0; i < PER_PRODUCER; i++) {
+          const q = QUEUES[i % QUEUES.length]!;
+          for (;;) {
+            const r = await send(`/?name=${q}&opt=put&data=p${p}-${i}`);
+            if (r.body === 'HTTPSQS_PUT_OK') break;
+            assert.equal(r.body, 'HTTPSQS_PUT_END');
+            fullAnswers++;
+            await sleep(2);
+          }
+        }
+        producing--;
+      };
+      const consumer = async (c: number) => {
+        const { send } = clients[PRODUCERS + c]!;
+        for (let idle = 0; producing > 0 || idle < 3; ) {
+          const q = QUEUES[(c + idle) % QUEUES.length]!;
+          const r = await send(`/?name=${q}&opt=get`);
+          if (r.body === 'HTTPSQS_GET_END') {
+            idle++;
+            await sleep(2);
+            continue;
+          }
+          idle = 0;
+          delivered.set(r.body, (delivered.get(r.body) ?? 0) + 1);
+        }
+      };
+      // The smallest ring, so that positions wrap many times and producers meet a full queue.
+      for (const q of QUEUES) assert.equal((await request(server.port, 'GET', `/?name=${q}&opt=maxqueue&num=10`)).body.toString(), 'HTTPSQS_MAXQUEUE_OK');
+      await Promise.all([...Array.from({ length: PRODUCERS }, (_, p) => producer(p)), ...Array.from({ length: 12 }, (_, c) => consumer(c))]);
+      // Drain whatever the consumers left when they stopped.
+      for (const q of QUEUES) {
+        for (;;) {
+          const r = await clients[0]!.send(`/?name=${q}&opt=get`);
+          if (r.body === 'HTTPSQS_GET_END') break;
+          delivered.set(r.body, (delivered.get(r.body) ?? 0) + 1);
+        }
+      }
+      t.diagnostic(`${delivered.size} delivered, ${fullAnswers} full-queue answers retried`);
+      const twice = [...delivered].filter(([, n]) => n > 1);
+      assert.deepEqual(twice, [], 'delivered more than once');
+      const missing: string[] = [];
+      for (let p = 0; p < PRODUCERS; p++) for (let i = 0; i < PER_PRODUCER; i++) if (!delivered.has(`p${p}-${i}`)) missing.push(`p${p}-${i}`);
+      assert.deepEqual(missing.slice(0, 10), [], `${missing.length} never delivered`);
+      assert.equal(delivered.size, PRODUCERS * PER_PRODUCER);
+    } finally {
+      for (const c of clients) c.close();
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
+  it('a worker that dies is restarted and service goes on', async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    try {
+      const before = workerPids(server.proc.pid!);
+      assert.equal(before.length, 2);
+      process.kill(before[0]!, 'SIGKILL');
+      for (let i = 0; i < 100 && workerPids(server.proc.pid!).filter((p) => !before.includes(p)).length === 0; i++) await sleep(50);
+      const after = workerPids(server.proc.pid!);
+      assert.equal(after.length, 2, 'two workers again');
+      assert.match(server.stderr(), new RegExp(`worker ${before[0]} died \\(SIGKILL\\); restarting`));
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await request(server.port, 'GET', `/?name=r&opt=put&data=${i}`)).body.toString(), 'HTTPSQS_PUT_OK');
+      }
+    } finally {
+      assert.equal(await server.stop(), 0);
+      cleanup(server.dir);
+    }
+  });
+});
