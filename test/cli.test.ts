@@ -75,6 +75,21 @@ describe('command line', () => {
     cleanup(dir);
   });
 
+  it('a second server on the same data directory is refused with one line, exit code 1', async () => {
+    for (const workers of ['1', '2']) {
+      const first = await startServer({ args: ['--workers', workers] });
+      const { code, stderr } = await runCli(['-l', '127.0.0.1', '-p', String(await freePort()), '-x', first.dir, '-i', join(first.dir, 'p2')]);
+      assert.equal(code, 1);
+      assert.equal(stderr.trim().split('\n').length, 1, stderr);
+      assert.match(stderr, new RegExp(`-x: data directory .* is in use by process ${first.proc.pid}`));
+      await first.stop();
+      // Once the first is gone, the directory is free again.
+      const second = await startServer({ dir: first.dir });
+      await second.stop();
+      cleanup(first.dir);
+    }
+  });
+
   it('without -x the data goes to ./data; -i writes the PID file and SIGTERM removes it', async () => {
     const cwd = tempDir();
     const port = await freePort();

@@ -10,13 +10,20 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './options.js';
+import { lockDirectory } from '../store/lock.js';
 import { fail, onStopSignal, say, writePidFile } from './process.js';
 import { serve } from './serve.js';
 
 type FromWorker = { ready?: true; error?: string; synctime?: number };
 type ToWorker = { synctime: number };
 
-export async function runPrimary(config: Config, announce: () => void): Promise<void> {
+export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
+  let unlock: () => void;
+  try {
+    unlock = lockDirectory(datadir);
+  } catch (err) {
+    fail(`-x: ${(err as Error).message}`);
+  }
   let stopping = false;
   let started = false;
   let synctime = config.synctime;
@@ -79,6 +86,7 @@ export async function runPrimary(config: Config, announce: () => void): Promise<
           }),
       ),
     );
+    unlock();
     removePidFile();
     say('stopped');
   });

@@ -58,7 +58,7 @@ async function main(): Promise<void> {
   if (isWorker()) return runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) return daemonize();
   openDataDir(datadir);
-  if (config.workers > 1) return runPrimary(config, () => announce(config, datadir));
+  if (config.workers > 1) return runPrimary(config, datadir, () => announce(config, datadir));
 
   const serving = await serve(config, datadir);
   const removePidFile = writePidFile(config.pidfile);

@@ -1,5 +1,7 @@
 /** One serving process: the store, the HTTP server on its port, and a clean stop. */
+import cluster from 'node:cluster';
 import { createHttpsqsServer } from '../server/server.js';
+import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb.js';
 import type { Config } from './options.js';
 import { fail, say } from './process.js';
@@ -13,8 +15,10 @@ export interface Serving {
 export async function serve(config: Config, datadir: string, onSynctime?: (seconds: number) => void): Promise<Serving> {
   let store: LmdbStore;
   try {
-    store = new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime });
+    // Workers share the environment; the primary holds the directory lock for them.
+    store = new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime, shared: cluster.isWorker });
   } catch (err) {
+    if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
     fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
   }
   const app = createHttpsqsServer(store, {

@@ -1,14 +1,13 @@
 /**
- * The HTTP front: socket -> parse -> one store call -> reply. No ports are bound here and
+ * The httpsqs front: request -> parse -> one store call -> reply. No ports are bound here and
  * nothing exits the process; the CLI does that.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import http from 'node:http';
-import type { Socket } from 'node:net';
 import { atoi, decodeBytes, decodeComponent, parseQuery, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import type { Store } from '../store/store.js';
+import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
 
 export interface ServerOptions {
   /** Password clients must send as `auth=`; none when undefined. */
@@ -23,67 +22,26 @@ export interface ServerOptions {
   log?: (line: string) => void;
 }
 
-export interface HttpsqsServer {
-  server: http.Server;
-  /** Stops accepting, lets in-flight requests finish, then closes every connection. */
-  close(): Promise<void>;
-}
-
 const MAX_NAME_BYTES = 256;
-const MAX_CHARSET_BYTES = 40;
+/** A charset goes into a header line: only visible ASCII, at most 40 bytes, as the reference. */
+const CHARSET = /^[\x21-\x7e]{1,40}$/;
 const EMPTY = Buffer.alloc(0);
+/** Bodies up to this size are sent as byte strings, in the same write as the headers. */
 const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
 
-/** Thrown while reading a request to answer it with a plain HTTP error instead of a token. */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+type Answer = { body: string | Buffer; pos?: number };
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'latin1').digest();
 }
 
-export function createHttpsqsServer(store: Store, options: ServerOptions): HttpsqsServer {
+export function createHttpsqsServer(store: Store, options: ServerOptions): HttpServer {
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = options.auth === undefined ? undefined : digest(options.auth);
-  let closing = false;
 
-  function reply(res: http.ServerResponse, body: string | Buffer, type: string, pos = 0): void {
-    // Spelled exactly as the reference does: some clients search header lines case-sensitively.
-    const headers = [
-      'Content-Type', type,
-      'Content-Length', String(body.length), // strings here are byte strings: length is bytes
-      'Connection', res.shouldKeepAlive && !closing ? 'keep-alive' : 'close',
-      'Cache-Control', 'no-cache',
-    ];
-    if (pos > 0) headers.push('Pos', String(pos));
-    res.writeHead(200, headers);
-    // node:http sends a latin1 string body in the same write as the headers (a Buffer costs a
-    // second one), so small bodies go as byte strings; large ones as they are, without a copy.
-    if (typeof body === 'string' || body.length > SMALL_BODY) res.end(body, 'latin1');
-    else res.end(body.toString('latin1'), 'latin1');
-  }
-
-  function plainError(res: http.ServerResponse, status: number, message: string): void {
-    const body = `${message}\n`;
-    res.writeHead(status, [
-      'Content-Type', 'text/plain',
-      'Content-Length', String(Buffer.byteLength(body)),
-      'Connection', 'close',
-      'Cache-Control', 'no-cache',
-      ...(status === 405 ? ['Allow', 'GET, POST, PUT, DELETE'] : []),
-    ]);
-    res.end(body);
-  }
-
-  async function command(p: Params, body: Buffer): Promise<{ body: string | Buffer; pos?: number }> {
+  async function command(p: Params, body: Buffer): Promise<Answer> {
     if (authDigest && (p.auth === undefined || !timingSafeEqual(digest(p.auth), authDigest))) {
       return { body: R.AUTH_FAILED };
     }
@@ -96,11 +54,13 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         // The reference URL-decodes `data` once more after the query parser did.
         else if (p.data !== undefined) message = Buffer.from(decodeComponent(p.data), 'latin1');
         else return { body: R.PUT_ERROR };
-        const pos = await store.put(name, message).catch((err) => {
-          log(`put to a queue failed: ${(err as Error).message}`);
-          return -1;
-        });
-        if (pos < 0) return { body: R.PUT_ERROR };
+        let pos: number;
+        try {
+          pos = await store.put(name, message);
+        } catch (err) {
+          log(`put failed: ${(err as Error).message}`);
+          return { body: R.PUT_ERROR };
+        }
         return pos === 0 ? { body: R.PUT_END } : { body: R.PUT_OK, pos };
       }
       case 'get': {
@@ -136,83 +96,37 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     }
   }
 
-  const tooLarge = () =>
-    new HttpError(413, `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)`);
-  const declaredTooLarge = (req: http.IncomingMessage) =>
-    Number(req.headers['content-length'] ?? 0) > options.maxMessageBytes;
-
-  function readBody(req: http.IncomingMessage): Promise<Buffer> {
-    const declared = req.headers['content-length'];
-    if (declared === undefined && req.headers['transfer-encoding'] === undefined) return Promise.resolve(EMPTY);
-    if (declaredTooLarge(req)) return Promise.reject(tooLarge());
-    return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > options.maxMessageBytes) {
-          req.removeAllListeners('data');
-          reject(tooLarge());
-        } else chunks.push(chunk);
-      });
-      req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-      req.on('error', reject);
-    });
-  }
-
-  async function onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    if (!SERVED_METHODS.has(req.method!)) return plainError(res, 405, `Method ${req.method} is not served`);
-    const params = parseQuery(req.url ?? '/');
-    const charset = params.charset;
-    const type = charset && charset.length <= MAX_CHARSET_BYTES ? `text/plain; charset=${charset}` : 'text/plain';
-    try {
-      const body = await readBody(req);
-      const out = await command(params, body);
-      if (!res.destroyed) reply(res, out.body, type, out.pos);
-    } catch (err) {
-      if (res.headersSent || res.destroyed) return;
-      if (err instanceof HttpError) return plainError(res, err.status, err.message);
-      log(`request failed: ${(err as Error).message}`);
-      reply(res, R.ERROR, type);
+  async function handle(req: HttpRequest): Promise<HttpReply> {
+    if (!SERVED_METHODS.has(req.method)) {
+      return {
+        status: 405,
+        head: 'Content-Type: text/plain\r\nAllow: GET, POST, PUT, DELETE\r\nCache-Control: no-cache\r\n',
+        body: `Method ${req.method} is not served\n`,
+      };
     }
+    const params = parseQuery(req.target);
+    const charset = params.charset;
+    let out: Answer;
+    try {
+      out = await command(params, req.body);
+    } catch (err) {
+      log(`request failed: ${(err as Error).message}`);
+      out = { body: R.ERROR };
+    }
+    // Spelled exactly as the reference does: some clients search header lines case-sensitively.
+    const head =
+      `Content-Type: ${charset && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain'}\r\n` +
+      `Cache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}`;
+    const body = typeof out.body === 'string' || out.body.length > SMALL_BODY ? out.body : out.body.toString('latin1');
+    return { status: 200, head, body };
   }
 
-  const server = http.createServer(
-    { keepAliveTimeout: options.keepAliveTimeout * 1000, requestTimeout: 120_000, headersTimeout: 30_000 },
-    (req, res) => void onRequest(req, res),
-  );
-  // `Expect: 100-continue`: refuse an oversized body before the client sends it.
-  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    if (declaredTooLarge(req)) return plainError(res, 413, tooLarge().message);
-    res.writeContinue();
-    void onRequest(req, res);
+  return createHttpServer(handle, {
+    maxHeaderBytes: 16 * 1024,
+    maxBodyBytes: options.maxMessageBytes,
+    keepAliveMs: options.keepAliveTimeout * 1000,
+    headersMs: 30_000,
+    bodyMs: 60_000,
+    messages: { 413: `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)` },
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') return socket.destroy();
-    const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
-    const status = tooBig ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    const body = tooBig ? 'Request headers too large\n' : 'Malformed HTTP request\n';
-    socket.end(
-      `HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n` +
-        `Connection: close\r\nCache-Control: no-cache\r\n\r\n${body}`,
-    );
-  });
-
-  let closed: Promise<void> | undefined;
-  return {
-    server,
-    close() {
-      closing = true;
-      closed ??= new Promise<void>((resolve) => {
-        if (!server.listening) return resolve();
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        // Connections busy now get `Connection: close` with their reply; any that linger are cut.
-        const idle = setInterval(() => server.closeIdleConnections(), 100);
-        const hard = setTimeout(() => server.closeAllConnections(), 10_000);
-        server.once('close', () => (clearInterval(idle), clearTimeout(hard)));
-      });
-      return closed;
-    },
-  };
 }

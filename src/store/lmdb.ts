@@ -5,23 +5,25 @@
  * uint32); database `msg` maps [u16 name length][name][u32 position] to the raw message bytes.
  * A queue without a meta record is in its initial state.
  *
- * Durability: every operation runs in an lmdb-js async transaction, and lmdb-js groups all the
- * transactions queued while the previous commit is in progress into one commit. In 'durable'
- * mode the environment is opened with `overlappingSync: false` and without `noSync`, so that
- * commit includes the fdatasync and the promise resolves only once the data is on disk. (The
- * lmdb-js default, overlappingSync, resolves at commit and flushes later: committed, not yet
- * flushed, which is not what we acknowledge.) In 'interval' mode the environment uses `noSync`
- * and a timer flushes every `syncInterval` seconds, as the reference does.
+ * Durability: lmdb-js queues writes for its write thread, which commits everything queued while
+ * the previous commit was in progress in one transaction (group commit). In 'durable' mode the
+ * environment is opened with `overlappingSync: false` and without `noSync`, so a commit includes
+ * the fdatasync and a write's promise resolves only once it is on disk. (The lmdb-js default,
+ * overlappingSync, resolves at commit and flushes later: committed, not yet flushed, which is not
+ * what we acknowledge.) In 'interval' mode the environment uses `noSync` and a timer flushes
+ * every `syncInterval` seconds, as the reference does.
+ *
+ * Two ways to run an operation, with the same rules (`Plan`s over `queue/ring.ts`):
+ * - exclusive (one server process owns the directory, enforced by `lock.ts`): queue positions
+ *   live in memory, an operation is decided at once and its writes are queued in order. The
+ *   write thread never waits for JavaScript, which is what makes durable acks cheap.
+ * - shared (`--workers`): each operation is an lmdb-js transaction callback that reads the
+ *   positions inside the write transaction, which LMDB serializes across processes.
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import {
-  canSetMaxqueue,
-  emptyQueue,
-  nextGetPos,
-  nextPutPos,
-  type QueueState,
-} from '../queue/ring.js';
+import { canSetMaxqueue, emptyQueue, nextGetPos, nextPutPos, type QueueState } from '../queue/ring.js';
+import { lockDirectory } from './lock.js';
 import { StoreError, type Store, type SyncMode } from './store.js';
 
 export interface LmdbOptions {
@@ -29,11 +31,14 @@ export interface LmdbOptions {
   syncMode?: SyncMode;
   /** Seconds between flushes in 'interval' mode. */
   syncInterval?: number;
+  /** Other processes write to the same environment (`--workers`); no directory lock is taken. */
+  shared?: boolean;
   /** Upper bound of the memory map in bytes; the default lets LMDB grow as needed. */
   mapSize?: number;
 }
 
 const META_BYTES = 12;
+const EMPTY = Buffer.alloc(0);
 
 function decodeMeta(v: Buffer | undefined): QueueState {
   if (!v || v.length < META_BYTES) return emptyQueue();
@@ -49,7 +54,7 @@ function encodeMeta(s: QueueState): Buffer {
 }
 
 function msgKey(name: string, pos: number): Buffer {
-  const n = Buffer.byteLength(name, 'latin1');
+  const n = name.length; // a byte string: one char a byte
   const k = Buffer.allocUnsafe(n + 6);
   k.writeUInt16BE(n, 0);
   k.write(name, 2, 'latin1');
@@ -57,11 +62,23 @@ function msgKey(name: string, pos: number): Buffer {
   return k;
 }
 
+/** What an operation decides from the queue's state: new state, a message to store, an answer. */
+interface Decision<T> {
+  next?: QueueState;
+  store?: { pos: number; message: Buffer };
+  result: T;
+}
+type Plan<T> = (s: QueueState, read: (pos: number) => Buffer | undefined) => Decision<T>;
+
 export class LmdbStore implements Store {
   readonly syncMode: SyncMode;
   private readonly env: RootDatabase;
   private readonly meta: Database<Buffer, Buffer>;
   private readonly msg: Database<Buffer, Buffer>;
+  private readonly release: (() => void) | undefined;
+  /** Exclusive mode: every queue's positions including queued writes, and messages not yet committed. */
+  private readonly cache: Map<string, QueueState> | undefined;
+  private readonly uncommitted = new Map<string, Buffer>();
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
@@ -70,13 +87,22 @@ export class LmdbStore implements Store {
     this.syncMode = opts.syncMode ?? 'durable';
     this.syncSeconds = opts.syncInterval ?? 5;
     mkdirSync(opts.path, { recursive: true });
-    this.env = open({
-      path: opts.path,
-      maxDbs: 4,
-      overlappingSync: false,
-      noSync: this.syncMode === 'interval',
-      ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
-    });
+    if (!opts.shared) {
+      this.release = lockDirectory(opts.path);
+      this.cache = new Map();
+    }
+    try {
+      this.env = open({
+        path: opts.path,
+        maxDbs: 4,
+        overlappingSync: false,
+        noSync: this.syncMode === 'interval',
+        ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
+      });
+    } catch (err) {
+      this.release?.();
+      throw err;
+    }
     const dbOpts = { encoding: 'binary', keyEncoding: 'binary' } as const;
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
@@ -101,74 +127,115 @@ export class LmdbStore implements Store {
     });
   }
 
-  private async txn<T>(fn: () => T): Promise<T> {
-    try {
-      return await this.env.transaction(fn);
-    } catch (err) {
-      throw new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err });
-    }
+  private failed(err: unknown): StoreError {
+    // Positions in memory may now be ahead of the disk: forget them and read the disk again.
+    this.cache?.clear();
+    this.uncommitted.clear();
+    return new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err });
   }
 
-  private state(nameKey: Buffer): QueueState {
-    return decodeMeta(this.meta.get(nameKey));
+  private run<T>(name: string, plan: Plan<T>): Promise<T> {
+    const nameKey = Buffer.from(name, 'latin1');
+    if (!this.cache) {
+      return this.env
+        .transaction(() => {
+          const d = plan(decodeMeta(this.meta.get(nameKey)), (pos) => this.msg.get(msgKey(name, pos)));
+          if (d.store) this.msg.put(msgKey(name, d.store.pos), d.store.message);
+          if (d.next) this.meta.put(nameKey, encodeMeta(d.next));
+          return d.result;
+        })
+        .catch((err) => Promise.reject(this.failed(err)));
+    }
+    let s = this.cache.get(name);
+    if (!s) this.cache.set(name, (s = decodeMeta(this.meta.get(nameKey))));
+    const d = plan(s, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
+    if (!d.next) return Promise.resolve(d.result);
+    this.cache.set(name, d.next);
+    let pending: string | undefined;
+    if (d.store) {
+      // Until it is committed, a get or view of this position must find it here.
+      pending = `${d.store.pos}:${name}`;
+      this.uncommitted.set(pending, d.store.message);
+      this.msg.put(msgKey(name, d.store.pos), d.store.message);
+    }
+    // Queued after the message, so it commits in the same transaction or a later one.
+    return this.meta.put(nameKey, encodeMeta(d.next)).then(
+      () => {
+        if (pending && this.uncommitted.get(pending) === d.store!.message) this.uncommitted.delete(pending);
+        return d.result;
+      },
+      (err) => Promise.reject(this.failed(err)),
+    );
+  }
+
+  /** A committed message. lmdb-js renews its read snapshot after each commit it resolves; should a
+   * snapshot still predate the commit of a message no longer in `uncommitted`, renew and look again. */
+  private readCommitted(name: string, pos: number): Buffer | undefined {
+    const key = msgKey(name, pos);
+    const found = this.msg.get(key);
+    if (found) return found;
+    this.env.resetReadTxn();
+    return this.msg.get(key);
   }
 
   put(name: string, message: Buffer): Promise<number> {
-    const nameKey = Buffer.from(name, 'latin1');
-    return this.txn(() => {
-      const s = this.state(nameKey);
+    return this.run(name, (s) => {
       const pos = nextPutPos(s);
-      if (pos === 0) return 0;
-      this.msg.put(msgKey(name, pos), message);
-      this.meta.put(nameKey, encodeMeta({ ...s, putpos: pos }));
-      return pos;
+      return pos ? { next: { ...s, putpos: pos }, store: { pos, message }, result: pos } : { result: 0 };
     });
   }
 
   get(name: string): Promise<{ pos: number; message: Buffer } | null> {
-    const nameKey = Buffer.from(name, 'latin1');
-    return this.txn(() => {
-      const s = this.state(nameKey);
+    return this.run(name, (s, read) => {
       const pos = nextGetPos(s);
-      if (pos === 0) return null;
-      this.meta.put(nameKey, encodeMeta({ ...s, getpos: pos }));
-      return { pos, message: this.msg.get(msgKey(name, pos)) ?? Buffer.alloc(0) };
+      return pos ? { next: { ...s, getpos: pos }, result: { pos, message: read(pos) ?? EMPTY } } : { result: null };
     });
+  }
+
+  maxqueue(name: string, num: number): Promise<boolean> {
+    return this.run(name, (s) => (canSetMaxqueue(s, num) ? { next: { ...s, maxqueue: num }, result: true } : { result: false }));
   }
 
   // Reads outside a write transaction use lmdb-js's shared read snapshot, renewed once per event
   // loop turn; renewing it here lets a read see a commit another worker process made a moment ago.
   async status(name: string): Promise<QueueState> {
+    const cached = this.cache?.get(name);
+    if (cached) return cached;
     this.env.resetReadTxn();
     return decodeMeta(this.meta.get(Buffer.from(name, 'latin1')));
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
+    const pending = this.uncommitted.get(`${pos}:${name}`);
+    if (pending) return pending;
     this.env.resetReadTxn();
     return this.msg.get(msgKey(name, pos)) ?? null;
   }
 
-  reset(name: string): Promise<void> {
+  async reset(name: string): Promise<void> {
     const nameKey = Buffer.from(name, 'latin1');
-    return this.txn(() => {
-      this.meta.remove(nameKey);
-      const range = { start: msgKey(name, 0), end: msgKey(name, 0xffffffff), limit: 10_000 };
-      for (;;) {
-        const keys = Array.from(this.msg.getKeys(range));
-        if (keys.length === 0) break;
-        for (const k of keys) this.msg.remove(k);
+    const range = { start: msgKey(name, 0), end: msgKey(name, 0xffffffff) };
+    if (!this.cache) {
+      return this.env
+        .transaction(() => {
+          this.meta.remove(nameKey);
+          for (const k of Array.from(this.msg.getKeys(range))) this.msg.remove(k);
+        })
+        .catch((err) => Promise.reject(this.failed(err)));
+    }
+    this.cache.set(name, emptyQueue());
+    this.env.resetReadTxn();
+    // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
+    // the removals are queued behind both, and a put after this reset is queued behind them.
+    for (const k of this.msg.getKeys(range)) this.msg.remove(k);
+    for (const key of this.uncommitted.keys()) {
+      const colon = key.indexOf(':');
+      if (key.slice(colon + 1) === name) {
+        this.msg.remove(msgKey(name, Number(key.slice(0, colon))));
+        this.uncommitted.delete(key);
       }
-    });
-  }
-
-  maxqueue(name: string, num: number): Promise<boolean> {
-    const nameKey = Buffer.from(name, 'latin1');
-    return this.txn(() => {
-      const s = this.state(nameKey);
-      if (!canSetMaxqueue(s, num)) return false;
-      this.meta.put(nameKey, encodeMeta({ ...s, maxqueue: num }));
-      return true;
-    });
+    }
+    await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
   }
 
   setSyncInterval(seconds: number): void {
@@ -182,6 +249,7 @@ export class LmdbStore implements Store {
       await this.env.committed;
       await this.flush();
       await this.env.close();
+      this.release?.();
     })();
     return this.closing;
   }

@@ -1,0 +1,351 @@
+/**
+ * A small HTTP/1.0 and 1.1 server on node:net, made for this protocol: requests are a target plus
+ * an optional body, replies always carry Content-Length. node:http spends more than half of its
+ * time per request on machinery this protocol never uses (streams, header objects, validation
+ * of what we write ourselves); this loop costs a fraction of that (see BENCHMARKS.md).
+ *
+ * What it does: keep-alive (1.1 by default, 1.0 on request), pipelining (one request at a time
+ * per connection, in order), Content-Length and chunked bodies with a size limit,
+ * `Expect: 100-continue`, and time limits for idle connections, slow headers and slow bodies.
+ * What it refuses: malformed request lines or headers (400), headers over the limit (431),
+ * bodies over the limit (413), Content-Length together with Transfer-Encoding and any transfer
+ * coding but chunked (400/501, to rule out request smuggling). Every refusal closes the
+ * connection.
+ */
+import net from 'node:net';
+
+export interface HttpRequest {
+  method: string;
+  /** The request target as sent, one char a byte (latin1). */
+  target: string;
+  /** Header names lower-cased; the first occurrence wins. */
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+export interface HttpReply {
+  status: number;
+  /** Header lines, each ending in CRLF, without Content-Length and Connection (added here). */
+  head: string;
+  /** A byte string (latin1) or bytes. */
+  body: string | Buffer;
+}
+
+export interface HttpOptions {
+  maxHeaderBytes: number;
+  maxBodyBytes: number;
+  /** Idle time between requests before a keep-alive connection is closed. */
+  keepAliveMs: number;
+  /** Time allowed from a request's first byte to the end of its headers. */
+  headersMs: number;
+  /** Inactivity allowed while a body is arriving. */
+  bodyMs: number;
+  /** Replies to requests the limits refuse, e.g. to say which flag sets the limit. */
+  messages?: Partial<Record<413 | 431, string>>;
+}
+
+export type Handler = (req: HttpRequest) => HttpReply | Promise<HttpReply>;
+
+const REASONS: Record<number, string> = {
+  100: 'Continue', 200: 'OK', 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout',
+  413: 'Payload Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented',
+};
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const REQUEST_LINE = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/;
+const HEADER = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
+const EMPTY = Buffer.alloc(0);
+
+/** Thrown by the parser: answer with this status and close. */
+class Refusal extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+function render(status: number, head: string, length: number, keepAlive: boolean): string {
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? 'OK'}\r\n${head}Content-Length: ${length}\r\nConnection: ${keepAlive ? 'keep-alive' : 'close'}\r\n\r\n`;
+}
+
+const enum Phase { Head, Body, ChunkSize, ChunkData, ChunkEnd, Trailer }
+
+class Connection {
+  private phase = Phase.Head;
+  /** Bytes received and not yet parsed. */
+  private pending: Buffer = EMPTY;
+  private headStarted = 0;
+  private req: HttpRequest | undefined;
+  private keepAlive = false;
+  private bodyParts: Buffer[] = [];
+  private bodySize = 0;
+  /** Bytes still expected: of a Content-Length body, or of the current chunk. */
+  private remaining = 0;
+  busy = false;
+  closing = false;
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly handler: Handler,
+    private readonly opts: HttpOptions,
+    private readonly shuttingDown: () => boolean,
+  ) {
+    socket.setNoDelay(true);
+    socket.setTimeout(opts.keepAliveMs);
+    socket.on('timeout', () => this.onTimeout());
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('error', () => socket.destroy());
+  }
+
+  /** Idle between requests: nothing received and nothing in progress. */
+  get idle(): boolean {
+    return !this.busy && this.phase === Phase.Head && this.pending.length === 0;
+  }
+
+  private onTimeout(): void {
+    if (this.idle || this.closing) return void this.socket.destroy();
+    this.refuse(new Refusal(408, 'Request not received in time'));
+  }
+
+  private onData(data: Buffer): void {
+    if (this.closing) return; // draining after a refusal
+    this.pending = this.pending.length ? Buffer.concat([this.pending, data]) : data;
+    this.pump();
+  }
+
+  /** Parses as far as the bytes go, dispatching each complete request in turn. */
+  private pump(): void {
+    try {
+      while (!this.busy && !this.closing && this.pending.length > 0) {
+        if (!this.step()) return;
+      }
+    } catch (err) {
+      this.refuse(err instanceof Refusal ? err : new Refusal(400, 'Malformed HTTP request'));
+    }
+  }
+
+  private take(n: number): Buffer {
+    const out = this.pending.subarray(0, n);
+    this.pending = n >= this.pending.length ? EMPTY : this.pending.subarray(n);
+    return out;
+  }
+
+  private addBody(part: Buffer): void {
+    this.bodySize += part.length;
+    if (this.bodySize > this.opts.maxBodyBytes) throw this.tooLarge();
+    this.bodyParts.push(part);
+  }
+
+  private tooLarge(): Refusal {
+    return new Refusal(413, this.opts.messages?.[413] ?? `Request body over ${this.opts.maxBodyBytes} bytes`);
+  }
+
+  /** Consumes what it can of `pending`; false when more bytes are needed. */
+  private step(): boolean {
+    switch (this.phase) {
+      case Phase.Head: {
+        if (!this.headStarted) {
+          this.headStarted = Date.now();
+          this.socket.setTimeout(this.opts.headersMs);
+        }
+        const end = this.pending.indexOf(CRLFCRLF);
+        if (end < 0) {
+          if (this.pending.length > this.opts.maxHeaderBytes) throw new Refusal(431, this.opts.messages?.[431] ?? 'Request headers too large');
+          if (Date.now() - this.headStarted > this.opts.headersMs) throw new Refusal(408, 'Request headers not received in time');
+          return false;
+        }
+        if (end > this.opts.maxHeaderBytes) throw new Refusal(431, this.opts.messages?.[431] ?? 'Request headers too large');
+        this.startRequest(this.take(end + 4).toString('latin1', 0, end));
+        return true;
+      }
+      case Phase.Body: {
+        const part = this.take(Math.min(this.remaining, this.pending.length));
+        this.remaining -= part.length;
+        this.addBody(part);
+        if (this.remaining === 0) this.dispatch();
+        return true;
+      }
+      case Phase.ChunkSize:
+      case Phase.Trailer: {
+        const eol = this.pending.indexOf('\r\n');
+        if (eol < 0) {
+          if (this.pending.length > 4096) throw new Refusal(400, 'Malformed chunked body');
+          return false;
+        }
+        const line = this.take(eol + 2).toString('latin1', 0, eol);
+        if (this.phase === Phase.Trailer) {
+          if (line === '') this.dispatch();
+          return true;
+        }
+        const size = /^([0-9A-Fa-f]{1,8})(?:[ \t]*;.*)?$/.exec(line);
+        if (!size) throw new Refusal(400, 'Malformed chunked body');
+        this.remaining = parseInt(size[1]!, 16);
+        if (this.bodySize + this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
+        this.phase = this.remaining === 0 ? Phase.Trailer : Phase.ChunkData;
+        return true;
+      }
+      case Phase.ChunkData: {
+        const part = this.take(Math.min(this.remaining, this.pending.length));
+        this.remaining -= part.length;
+        this.addBody(part);
+        if (this.remaining === 0) this.phase = Phase.ChunkEnd;
+        return true;
+      }
+      case Phase.ChunkEnd: {
+        if (this.pending.length < 2) return false;
+        if (this.take(2).toString('latin1') !== '\r\n') throw new Refusal(400, 'Malformed chunked body');
+        this.phase = Phase.ChunkSize;
+        return true;
+      }
+    }
+  }
+
+  private startRequest(head: string): void {
+    const lines = head.split('\r\n');
+    const m = REQUEST_LINE.exec(lines[0]!);
+    if (!m) throw new Refusal(400, 'Malformed HTTP request');
+    const headers: Record<string, string> = {};
+    for (let i = 1; i < lines.length; i++) {
+      const h = HEADER.exec(lines[i]!);
+      if (!h) throw new Refusal(400, 'Malformed HTTP header');
+      const name = h[1]!.toLowerCase();
+      const value = h[2]!;
+      if (name === 'content-length' && headers[name] !== undefined && headers[name] !== value) {
+        throw new Refusal(400, 'Conflicting Content-Length headers');
+      }
+      headers[name] ??= value;
+    }
+    const http10 = m[3] === '0';
+    const conn = headers.connection?.toLowerCase();
+    this.keepAlive = http10 ? conn === 'keep-alive' : conn !== 'close';
+    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY };
+    this.bodyParts = [];
+    this.bodySize = 0;
+    this.socket.setTimeout(this.opts.bodyMs);
+
+    const te = headers['transfer-encoding'];
+    const cl = headers['content-length'];
+    if (te !== undefined) {
+      if (cl !== undefined) throw new Refusal(400, 'Content-Length together with Transfer-Encoding');
+      if (te.toLowerCase() !== 'chunked') throw new Refusal(501, `Transfer-Encoding ${te} is not supported`);
+      this.continueIfAsked();
+      this.phase = Phase.ChunkSize;
+    } else if (cl !== undefined && cl !== '0') {
+      if (!/^\d{1,15}$/.test(cl)) throw new Refusal(400, 'Malformed Content-Length');
+      this.remaining = Number(cl);
+      if (this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
+      this.continueIfAsked();
+      this.phase = Phase.Body;
+    } else {
+      this.dispatch();
+    }
+  }
+
+  private continueIfAsked(): void {
+    if (this.req!.headers.expect?.toLowerCase() === '100-continue') this.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
+  }
+
+  private dispatch(): void {
+    const req = this.req!;
+    if (this.bodyParts.length) req.body = this.bodyParts.length === 1 ? this.bodyParts[0]! : Buffer.concat(this.bodyParts, this.bodySize);
+    this.bodyParts = [];
+    this.phase = Phase.Head;
+    this.headStarted = 0;
+    this.req = undefined;
+    this.busy = true;
+    this.socket.pause();
+    this.socket.setTimeout(0); // a handler may take its time (long polls); the clock restarts after the reply
+    let reply: HttpReply | Promise<HttpReply>;
+    try {
+      reply = this.handler(req);
+    } catch (err) {
+      reply = Promise.reject(err);
+    }
+    if (reply instanceof Promise) {
+      reply.then(
+        (r) => this.send(r),
+        () => this.send({ status: 500, head: 'Content-Type: text/plain\r\n', body: 'Internal error\n' }),
+      );
+    } else this.send(reply);
+  }
+
+  private send(r: HttpReply): void {
+    this.busy = false;
+    if (this.socket.destroyed) return;
+    const keep = this.keepAlive && !this.shuttingDown();
+    const head = render(r.status, r.head, r.body.length, keep);
+    if (typeof r.body === 'string') this.socket.write(head + r.body, 'latin1');
+    else {
+      this.socket.cork();
+      this.socket.write(head, 'latin1');
+      this.socket.write(r.body);
+      this.socket.uncork();
+    }
+    if (!keep) return this.finish();
+    this.socket.setTimeout(this.opts.keepAliveMs);
+    // A client that pipelines requests but does not read the replies gets no more until it does.
+    if (this.socket.writableNeedDrain) this.socket.once('drain', () => this.next());
+    else this.next();
+  }
+
+  private next(): void {
+    this.socket.resume();
+    this.pump();
+  }
+
+  /** Refuses the request in progress with a one-line reason, then closes. */
+  private refuse(err: Refusal): void {
+    if (this.socket.destroyed) return;
+    const body = `${err.message}\n`;
+    this.socket.write(render(err.status, 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n', body.length, false) + body, 'latin1');
+    this.finish();
+  }
+
+  /** Ends the connection; whatever the client still sends is read and dropped for a moment, so
+   * that it sees our answer rather than a reset. */
+  private finish(): void {
+    this.closing = true;
+    this.pending = EMPTY;
+    this.socket.end();
+    this.socket.resume();
+    this.socket.setTimeout(2000);
+  }
+}
+
+export interface HttpServer {
+  server: net.Server;
+  /** Open connections now. */
+  connections(): number;
+  /** Stops accepting, lets requests in progress finish, closes every connection. */
+  close(): Promise<void>;
+}
+
+export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServer {
+  const open = new Set<Connection>();
+  let shuttingDown = false;
+  const server = net.createServer((socket) => {
+    const conn = new Connection(socket, handler, opts, () => shuttingDown);
+    open.add(conn);
+    socket.once('close', () => open.delete(conn));
+    if (shuttingDown) socket.destroy();
+  });
+  let closed: Promise<void> | undefined;
+  return {
+    server,
+    connections: () => open.size,
+    close() {
+      shuttingDown = true;
+      closed ??= new Promise<void>((resolve) => {
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+        // Idle connections go now; busy ones after their reply (sent with Connection: close).
+        const sweep = () => {
+          for (const c of open) if (c.idle) c.socket.destroy();
+        };
+        sweep();
+        const timer = setInterval(sweep, 50);
+        const hard = setTimeout(() => open.forEach((c) => c.socket.destroy()), 10_000);
+        server.once('close', () => (clearInterval(timer), clearTimeout(hard)));
+      });
+      return closed;
+    },
+  };
+}
