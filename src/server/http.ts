@@ -79,8 +79,10 @@ class Connection {
   private bodySize = 0;
   /** Bytes still expected: of a Content-Length body, or of the current chunk. */
   private remaining = 0;
+  /** A request is being handled, or its reply waits for the client to read what we sent. */
   busy = false;
   closing = false;
+  private pumping = false;
 
   constructor(
     readonly socket: net.Socket,
@@ -111,15 +113,21 @@ class Connection {
     this.pump();
   }
 
-  /** Parses as far as the bytes go, dispatching each complete request in turn. */
+  /** Parses as far as the bytes go, dispatching each complete request in turn. Re-entered from a
+   * reply sent during the loop, it returns at once: the loop goes on by itself. */
   private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
     try {
       while (!this.busy && !this.closing && this.pending.length > 0) {
-        if (!this.step()) return;
+        if (!this.step()) break;
       }
     } catch (err) {
       this.refuse(err instanceof Refusal ? err : new Refusal(400, 'Malformed HTTP request'));
+    } finally {
+      this.pumping = false;
     }
+    if (!this.busy && !this.closing) this.socket.resume();
   }
 
   private take(n: number): Buffer {
@@ -142,6 +150,9 @@ class Connection {
   private step(): boolean {
     switch (this.phase) {
       case Phase.Head: {
+        // Clients may send a stray CRLF after a body; a server should ignore it (RFC 9112 2.2).
+        while (this.pending.length >= 2 && this.pending[0] === 13 && this.pending[1] === 10) this.take(2);
+        if (this.pending.length === 0) return false;
         if (!this.headStarted) {
           this.headStarted = Date.now();
           this.socket.setTimeout(this.opts.headersMs);
@@ -268,7 +279,6 @@ class Connection {
   }
 
   private send(r: HttpReply): void {
-    this.busy = false;
     if (this.socket.destroyed) return;
     const keep = this.keepAlive && !this.shuttingDown();
     const head = render(r.status, r.head, r.body.length, keep);
@@ -287,7 +297,7 @@ class Connection {
   }
 
   private next(): void {
-    this.socket.resume();
+    this.busy = false;
     this.pump();
   }
 
@@ -302,6 +312,7 @@ class Connection {
   /** Ends the connection; whatever the client still sends is read and dropped for a moment, so
    * that it sees our answer rather than a reset. */
   private finish(): void {
+    this.busy = false;
     this.closing = true;
     this.pending = EMPTY;
     this.socket.end();

@@ -1,0 +1,115 @@
+/** The HTTP/1.x layer on its own, on a real port, with short limits. */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { createHttpServer, type HttpServer } from '../src/server/http.js';
+import { parseResponse, rawExchange } from './helpers.js';
+
+describe('HTTP layer', () => {
+  let http: HttpServer;
+  let port: number;
+  let bigReplies = 0;
+  const BIG = 'b'.repeat(16 * 1024);
+  before(async () => {
+    // Echoes what it understood: method, target and body length, and the body itself.
+    http = createHttpServer(
+      (req) => {
+        if (req.target === '/big') return bigReplies++, { status: 200, head: '', body: BIG };
+        return { status: 200, head: 'Content-Type: text/plain\r\n', body: `${req.method} ${req.target} ${req.body.length}:${req.body.toString('latin1')}` };
+      },
+      { maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 400, headersMs: 300, bodyMs: 300 },
+    );
+    await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+    port = (http.server.address() as net.AddressInfo).port;
+  });
+  after(() => http.close());
+
+  const responses = (raw: Buffer) => {
+    const out = [];
+    for (let p = parseResponse(raw); p; p = parseResponse(p.rest)) out.push(p.res);
+    return out;
+  };
+
+  it('pipelined requests with and without bodies are answered in order', async () => {
+    const raw = await rawExchange(
+      port,
+      'POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc' +
+        'GET /b HTTP/1.1\r\n\r\n\r\n' + // a stray CRLF between requests is ignored
+        'PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;ext=1\r\nxy\r\n1\r\nz\r\n0\r\nTrailer: t\r\n\r\n' +
+        'GET /d HTTP/1.1\r\nConnection: close\r\n\r\n',
+    );
+    assert.deepEqual(responses(raw).map((r) => r.body.toString()), ['POST /a 3:abc', 'GET /b 0:', 'PUT /c 3:xyz', 'GET /d 0:']);
+  });
+
+  it('refuses request smuggling shapes and unsupported codings, and closes', async () => {
+    const cases: [string, number][] = [
+      ['POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd', 400],
+      ['POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n', 501],
+      ['POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400],
+      ['GET / HTTP/1.1\r\n Folded: header\r\n\r\n', 400],
+      ['get / HTTP/1.1\r\n\r\n', 400],
+      [`GET / HTTP/1.1\r\nX: ${'a'.repeat(2000)}\r\n\r\n`, 431],
+      ['POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n', 413],
+    ];
+    for (const [req, status] of cases) {
+      const res = responses(await rawExchange(port, req));
+      assert.equal(res.length, 1, JSON.stringify(req));
+      assert.equal(res[0]!.status, status, JSON.stringify(req));
+      assert.equal(res[0]!.headers.connection, 'close');
+    }
+  });
+
+  it('a chunked body over the limit is refused while it arrives', async () => {
+    const res = responses(await rawExchange(port, 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n' + 'a'.repeat(64) + '\r\n40\r\n'));
+    assert.equal(res[0]!.status, 413);
+  });
+
+  it('slow headers, a stalled body and an idle keep-alive connection are all closed in time', async () => {
+    // Slowloris: one header byte at a time, never finishing.
+    const slow = net.connect(port, '127.0.0.1');
+    let got = '';
+    slow.on('data', (d) => (got += d));
+    const closed = new Promise((r) => slow.once('close', r));
+    for (const ch of 'GET / HTTP/1.1\r\nX-Slow: ') {
+      slow.write(ch);
+      await sleep(30);
+    }
+    await Promise.race([closed, sleep(2000).then(() => assert.fail('slow headers not cut'))]);
+    assert.match(got, /^HTTP\/1\.1 408 /);
+
+    const stalled = await rawExchange(port, 'POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc', 2000);
+    assert.match(stalled.toString(), /^HTTP\/1\.1 408 /);
+
+    const idle = net.connect(port, '127.0.0.1');
+    idle.on('data', () => {});
+    const start = Date.now();
+    idle.write('GET / HTTP/1.1\r\n\r\n');
+    await new Promise((r) => idle.once('close', r));
+    assert.ok(Date.now() - start >= 350, `idle connection closed after ${Date.now() - start} ms`);
+  });
+
+  it('HTTP/1.0 closes unless keep-alive is asked for', async () => {
+    const res = responses(await rawExchange(port, 'GET /x HTTP/1.0\r\n\r\n'));
+    assert.equal(res[0]!.headers.connection, 'close');
+    const two = responses(await rawExchange(port, 'GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n'));
+    assert.deepEqual(two.map((r) => r.headers.connection), ['keep-alive', 'close']);
+  });
+
+  it('a client that pipelines but never reads does not make the server buffer without bound', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.pause(); // never read
+    // 10,000 requests whose replies add up to 160 MB: once the socket buffers are full the server
+    // must stop taking requests instead of queueing replies in memory.
+    sock.write(Buffer.from('GET /big HTTP/1.1\r\n\r\n'.repeat(10_000)));
+    await sleep(1000);
+    assert.ok(bigReplies < 5000, `the server answered ${bigReplies} requests nobody reads the replies of`);
+    assert.equal(http.connections(), 1);
+    sock.destroy();
+    // The server survives and still answers others.
+    const res = responses(await rawExchange(port, 'GET /after HTTP/1.1\r\nConnection: close\r\n\r\n'));
+    assert.equal(res[0]!.body.toString(), 'GET /after 0:');
+  });
+});
