@@ -58,17 +58,24 @@ async function main(): Promise<void> {
   const barePort = await freePort();
   rows.push(...(await measure('bare node:http', [join(ROOT, 'dist', 'bench', 'bare.js'), String(barePort)], barePort)));
 
-  for (const workers of [1, 2]) {
+  // Durable (the default) with one and two workers; then the reference's relaxed mode, to show
+  // what waiting for the disk costs.
+  const configs = [
+    { label: 'httpsqs, 1 worker', flags: ['--workers', '1'] },
+    { label: 'httpsqs, 2 workers', flags: ['--workers', '2'] },
+    { label: 'httpsqs, --sync interval', flags: ['--sync', 'interval'] },
+  ];
+  for (const { label, flags } of configs) {
     const dir = tempDir('httpsqs-bench-');
     const port = await freePort();
-    const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), '--workers', String(workers)];
+    const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), ...flags];
     // A get scenario that emptied the queue measured some cheap GET_END answers: say so.
     const check = async (s: Scenario) => {
       if (s.target !== 'get') return '';
       const st = (await (await fetch(`http://127.0.0.1:${port}/?name=bench&opt=status_json`)).json()) as { unread: number };
       return st.unread > 0 ? '' : 'queue ran empty';
     };
-    rows.push(...(await measure(`httpsqs, ${workers} worker${workers > 1 ? 's' : ''}`, args, port, check)));
+    rows.push(...(await measure(label, args, port, check)));
     rmSync(dir, { recursive: true, force: true });
   }
 

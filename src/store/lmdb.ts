@@ -38,8 +38,6 @@ export interface LmdbOptions {
 }
 
 const META_BYTES = 12;
-/** A key no queue name can produce in `meta` (names are at most 256 bytes; this is 257). */
-const FLUSH_MARKER = Buffer.alloc(257, 0xff);
 const EMPTY = Buffer.alloc(0);
 
 function decodeMeta(v: Buffer | undefined): QueueState {
@@ -81,8 +79,6 @@ export class LmdbStore implements Store {
   /** Exclusive mode: every queue's positions including queued writes, and messages not yet committed. */
   private readonly cache: Map<string, QueueState> | undefined;
   private readonly uncommitted = new Map<string, Buffer>();
-  /** Durable exclusive mode: operations whose commit is done, waiting for the next flush. */
-  private flushWaiters: { resolve: () => void; reject: (err: unknown) => void }[] | undefined;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
@@ -95,14 +91,12 @@ export class LmdbStore implements Store {
       this.release = lockDirectory(opts.path);
       this.cache = new Map();
     }
-    const deferMetaSync = !opts.shared && this.syncMode === 'durable';
     try {
       this.env = open({
         path: opts.path,
         maxDbs: 4,
         overlappingSync: false,
         noSync: this.syncMode === 'interval',
-        noMetaSync: deferMetaSync,
         ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
       });
     } catch (err) {
@@ -113,33 +107,8 @@ export class LmdbStore implements Store {
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
     if (this.syncMode === 'interval') this.schedule();
-    if (deferMetaSync) this.flushWaiters = [];
   }
 
-  /**
-   * LMDB flushes twice per commit: the data pages (fdatasync), then the meta page that makes them
-   * current (a synchronous write). With `noMetaSync` it skips the second, and the next commit's
-   * fdatasync carries the meta page to disk too. So, in durable mode, an operation is acknowledged
-   * once a commit that began after its own commit finished has completed: one flush per commit
-   * instead of two, at the price of waiting for the next commit. One marker write, queued after
-   * every waiting operation's commit has completed, makes sure there is such a commit.
-   */
-  private afterNextFlush(): Promise<void> {
-    const waiters = this.flushWaiters;
-    if (!waiters) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      if (waiters.length === 0) queueMicrotask(() => this.flushMarker());
-      waiters.push({ resolve, reject });
-    });
-  }
-
-  private flushMarker(): void {
-    const batch = this.flushWaiters!.splice(0);
-    this.meta.put(FLUSH_MARKER, EMPTY).then(
-      () => batch.forEach((w) => w.resolve()),
-      (err) => batch.forEach((w) => w.reject(err)),
-    );
-  }
 
   private schedule(): void {
     clearTimeout(this.timer);
@@ -191,7 +160,7 @@ export class LmdbStore implements Store {
       this.msg.put(msgKey(name, d.store.pos), d.store.message);
     }
     // Queued after the message, so it commits in the same transaction or a later one.
-    return this.meta.put(nameKey, encodeMeta(d.next)).then(() => this.afterNextFlush()).then(
+    return this.meta.put(nameKey, encodeMeta(d.next)).then(
       () => {
         if (pending && this.uncommitted.get(pending) === d.store!.message) this.uncommitted.delete(pending);
         return d.result;
@@ -267,7 +236,7 @@ export class LmdbStore implements Store {
         this.uncommitted.delete(key);
       }
     }
-    await this.meta.remove(nameKey).then(() => this.afterNextFlush()).catch((err) => Promise.reject(this.failed(err)));
+    await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
   }
 
   setSyncInterval(seconds: number): void {
