@@ -76,4 +76,8 @@ async function main(): Promise<void> {
   });
 }
 
+// lmdb-js leaves an internal promise of a failed commit (disk full, I/O error) without a handler;
+// the operation that failed has answered already, so log it and keep serving.
+process.on('unhandledRejection', (err) => say(`error: ${(err as Error)?.message ?? err}`));
+
 main().catch((err) => fail(`fatal: ${(err as Error).stack ?? err}`));

@@ -62,6 +62,12 @@ function msgKey(name: string, pos: number): Buffer {
   return k;
 }
 
+/** For writes whose failure the operation learns from its last write (or its transaction): their
+ * own rejection must not go unhandled, which would end the process. */
+function quiet(p: Promise<unknown>): void {
+  p.catch(() => {});
+}
+
 /** What an operation decides from the queue's state: new state, a message to store, an answer. */
 interface Decision<T> {
   next?: QueueState;
@@ -129,6 +135,9 @@ export class LmdbStore implements Store {
   }
 
   private failed(err: unknown): StoreError {
+    // lmdb-js rejects a separate promise with the cause (e.g. ENOSPC); handled here, it carries it.
+    const cause = (err as { commitError?: Promise<unknown> }).commitError;
+    cause?.catch(() => {});
     // Positions in memory may now be ahead of the disk: forget them and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
@@ -141,7 +150,7 @@ export class LmdbStore implements Store {
       return this.env
         .transaction(() => {
           const d = plan(decodeMeta(this.meta.get(nameKey)), (pos) => this.msg.get(msgKey(name, pos)));
-          if (d.store) this.msg.put(msgKey(name, d.store.pos), d.store.message);
+          if (d.store) quiet(this.msg.put(msgKey(name, d.store.pos), d.store.message));
           if (d.next) this.meta.put(nameKey, encodeMeta(d.next));
           return d.result;
         })
@@ -157,7 +166,7 @@ export class LmdbStore implements Store {
       // Until it is committed, a get or view of this position must find it here.
       pending = `${d.store.pos}:${name}`;
       this.uncommitted.set(pending, d.store.message);
-      this.msg.put(msgKey(name, d.store.pos), d.store.message);
+      quiet(this.msg.put(msgKey(name, d.store.pos), d.store.message));
     }
     // Queued after the message, so it commits in the same transaction or a later one.
     return this.meta.put(nameKey, encodeMeta(d.next)).then(
@@ -219,8 +228,8 @@ export class LmdbStore implements Store {
     if (!this.cache) {
       return this.env
         .transaction(() => {
-          this.meta.remove(nameKey);
-          for (const k of Array.from(this.msg.getKeys(range))) this.msg.remove(k);
+          quiet(this.meta.remove(nameKey));
+          for (const k of Array.from(this.msg.getKeys(range))) quiet(this.msg.remove(k));
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
@@ -228,11 +237,11 @@ export class LmdbStore implements Store {
     this.env.resetReadTxn();
     // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
     // the removals are queued behind both, and a put after this reset is queued behind them.
-    for (const k of this.msg.getKeys(range)) this.msg.remove(k);
+    for (const k of this.msg.getKeys(range)) quiet(this.msg.remove(k));
     for (const key of this.uncommitted.keys()) {
       const colon = key.indexOf(':');
       if (key.slice(colon + 1) === name) {
-        this.msg.remove(msgKey(name, Number(key.slice(0, colon))));
+        quiet(this.msg.remove(msgKey(name, Number(key.slice(0, colon)))));
         this.uncommitted.delete(key);
       }
     }
