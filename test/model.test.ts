@@ -71,6 +71,20 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.integer({ min: 8, max: 20 }).map((num) => ({ op: 'maxqueue' as const, num })) },
 );
 
+/** Runs of puts and of gets, so that sequences reach a full ring, a wrap, an empty queue. */
+const seqArb: fc.Arbitrary<Op[]> = fc
+  .array(
+    fc.oneof(
+      opArb.map((o) => [o]),
+      fc.tuple(fc.string({ maxLength: 4 }), fc.integer({ min: 1, max: 12 })).map(([d, n]) =>
+        Array.from({ length: n }, (_, i): Op => ({ op: 'put', data: `${d}${i}` })),
+      ),
+      fc.integer({ min: 1, max: 12 }).map((n) => Array.from({ length: n }, (): Op => ({ op: 'get' }))),
+    ),
+    { minLength: 1, maxLength: 25 },
+  )
+  .map((runs) => runs.flat());
+
 function target(name: string, o: Op): string {
   const q = `/?name=${name}`;
   switch (o.op) {
@@ -95,7 +109,9 @@ function modelCheck(title: string, args: string[], runs: number): void {
     let run = 0;
     try {
       await fc.assert(
-        fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 60 }), async (ops) => {
+        fc.asyncProperty(fc.integer({ min: 10, max: 12 }), seqArb, async (size, rest) => {
+          // Start from a small ring so that sequences reach full queues and wrap-arounds.
+          const ops: Op[] = [{ op: 'maxqueue', num: size }, ...rest];
           const name = `m${run++}`;
           const model = new ModelQueue();
           for (const [i, o] of ops.entries()) {
