@@ -113,3 +113,27 @@ describe('HTTP layer', () => {
     assert.equal(res[0]!.body.toString(), 'GET /after 0:');
   });
 });
+
+it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
+  const http = createHttpServer(() => ({ status: 200, head: '', body: 'ok' }), {
+    maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 10_000, headersMs: 10_000, bodyMs: 10_000, maxConnections: 3,
+  });
+  await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+  const port = (http.server.address() as net.AddressInfo).port;
+  const open = async () => {
+    const s = net.connect(port, '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  };
+  const idle = [await open(), await open(), await open()];
+  await sleep(100);
+  const extra = await open();
+  const closed = await Promise.race([new Promise((r) => extra.once('close', () => r(true))), sleep(2000).then(() => false)]);
+  assert.equal(closed, true, 'the 4th connection was closed');
+  idle[0]!.destroy();
+  await sleep(100);
+  const res = parseResponse(await rawExchange(port, 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n'));
+  assert.equal(res?.res.body.toString(), 'ok');
+  idle.forEach((s) => s.destroy());
+  await http.close();
+});

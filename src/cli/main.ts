@@ -31,6 +31,19 @@ function daemonize(): Promise<void> {
   });
 }
 
+/** Passwords given as flags would show in `ps`: rewrite the process title without them. */
+function hidePasswords(): void {
+  const args = process.argv.slice(2);
+  const secret = new Set(['-a', '--auth', '--admin-auth']);
+  if (!args.some((a) => secret.has(a) || /^(-a.|--(admin-)?auth=)/.test(a))) return;
+  const shown = args.map((a, i) => {
+    if (secret.has(args[i - 1]!)) return '***';
+    if (/^--(admin-)?auth=/.test(a)) return a.replace(/=.*/, '=***');
+    return /^-a./.test(a) ? '-a***' : a;
+  });
+  process.title = ['httpsqs', ...shown].join(' ');
+}
+
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */
 function announce(config: Config, datadir: string): void {
   if (!isLoopback(config.listen) && config.auth === undefined) {
@@ -54,6 +67,7 @@ async function main(): Promise<void> {
     process.stdout.write(helpText());
     return;
   }
+  hidePasswords();
   const datadir = resolve(config.datadir);
   if (isWorker()) return runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) return daemonize();

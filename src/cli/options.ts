@@ -2,6 +2,7 @@
  * Every command-line option, in one table: `--help` and the README's flag table are generated
  * from it (`npm run docs:flags`), and a test checks that the README matches.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 interface OptionDef {
@@ -29,7 +30,17 @@ export const OPTIONS = {
   'cache-nodes': { short: 'c', type: 'string', arg: '<num>', default: '1024', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
   'cache-mb': { short: 'm', type: 'string', arg: '<size>', default: '100', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
   pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit' },
-  auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=`' },
+  auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=` (also `HTTPSQS_AUTH`, or `--auth-file`)' },
+  'auth-file': { type: 'string', arg: '<file>', help: 'read the `-a` password from this file (keeps it out of `ps`)' },
+  'admin-auth': {
+    type: 'string', arg: '<auth>',
+    help: 'when set, the only password accepted for reset, maxqueue and synctime (also `HTTPSQS_ADMIN_AUTH`, or `--admin-auth-file`)',
+  },
+  'admin-auth-file': { type: 'string', arg: '<file>', help: 'read the admin password from this file' },
+  'max-connections': {
+    type: 'string', arg: '<num>', default: '16384',
+    help: 'open connections per process; more are closed at once (keeps idle or slow clients from exhausting sockets)',
+  },
   'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
   workers: {
     type: 'string', arg: '<num>', default: '1',
@@ -79,7 +90,9 @@ export interface Config {
   sync: 'durable' | 'interval';
   pidfile: string;
   auth: string | undefined;
+  adminAuth: string | undefined;
   maxMessageBytes: number;
+  maxConnections: number;
   workers: number;
   daemon: boolean;
   help: boolean;
@@ -95,6 +108,19 @@ function int(name: OptionName, value: string, min: number, max: number): number 
     throw new UsageError(`${short ? `-${short}/` : ''}--${name}: expected a whole number from ${min} to ${max}, got "${value}"`);
   }
   return n;
+}
+
+/** A password from its flag, else its file (first line), else its environment variable. */
+function secret(flag: string | undefined, file: string | undefined, env: string, fileOption: OptionName): string | undefined {
+  if (flag !== undefined) return flag;
+  if (file !== undefined) {
+    try {
+      return readFileSync(file, 'utf8').split(/\r?\n/)[0]!;
+    } catch (err) {
+      throw new UsageError(`--${fileOption}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  }
+  return process.env[env] || undefined;
 }
 
 export function parseConfig(argv: string[]): Config {
@@ -119,8 +145,10 @@ export function parseConfig(argv: string[]): Config {
     synctime: int('synctime', v('synctime'), 1, 1_000_000_000),
     sync,
     pidfile: v('pidfile'),
-    auth: values.auth as string | undefined,
+    auth: secret(values.auth as string | undefined, values['auth-file'] as string | undefined, 'HTTPSQS_AUTH', 'auth-file'),
+    adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
+    maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
     workers: int('workers', v('workers'), 1, 64),
     daemon: Boolean(values.daemon),
     help: Boolean(values.help),

@@ -23,8 +23,10 @@ export async function serve(config: Config, datadir: string, onSynctime?: (secon
   }
   const app = createHttpsqsServer(store, {
     auth: config.auth,
+    adminAuth: config.adminAuth,
     keepAliveTimeout: config.timeout,
     maxMessageBytes: config.maxMessageBytes,
+    maxConnections: config.maxConnections,
     onSynctime,
   });
   await new Promise<void>((ready) => {

@@ -40,6 +40,8 @@ export interface HttpOptions {
   headersMs: number;
   /** Inactivity allowed while a body is arriving. */
   bodyMs: number;
+  /** Open connections allowed; more are closed as soon as they arrive. */
+  maxConnections?: number | undefined;
   /** Replies to requests the limits refuse, e.g. to say which flag sets the limit. */
   messages?: Partial<Record<413 | 431, string>>;
 }
@@ -338,6 +340,7 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
     socket.once('close', () => open.delete(conn));
     if (shuttingDown) socket.destroy();
   });
+  if (opts.maxConnections) server.maxConnections = opts.maxConnections;
   let closed: Promise<void> | undefined;
   return {
     server,

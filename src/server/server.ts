@@ -12,10 +12,14 @@ import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } f
 export interface ServerOptions {
   /** Password clients must send as `auth=`; none when undefined. */
   auth?: string | undefined;
+  /** When set, the only password accepted for reset, maxqueue and synctime. */
+  adminAuth?: string | undefined;
   /** Seconds an idle keep-alive connection is kept open. */
   keepAliveTimeout: number;
   /** Largest accepted request body; larger ones get HTTP 413. */
   maxMessageBytes: number;
+  /** Open connections allowed; more are closed as soon as they arrive. */
+  maxConnections?: number;
   /** Called after `opt=synctime` changed this process's interval (to tell other workers). */
   onSynctime?: ((seconds: number) => void) | undefined;
   /** Where operational errors go (never message contents). */
@@ -29,6 +33,7 @@ const EMPTY = Buffer.alloc(0);
 /** Bodies up to this size are sent as byte strings, in the same write as the headers. */
 const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
+const ADMIN_OPS = new Set(['reset', 'maxqueue', 'synctime']);
 
 type Answer = { body: string | Buffer; pos?: number };
 
@@ -40,11 +45,12 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): HttpS
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = options.auth === undefined ? undefined : digest(options.auth);
+  const adminDigest = options.adminAuth === undefined ? undefined : digest(options.adminAuth);
+  const matches = (given: string | undefined, want: Buffer) => given !== undefined && timingSafeEqual(digest(given), want);
 
   async function command(p: Params, body: Buffer): Promise<Answer> {
-    if (authDigest && (p.auth === undefined || !timingSafeEqual(digest(p.auth), authDigest))) {
-      return { body: R.AUTH_FAILED };
-    }
+    const required = adminDigest && p.opt !== undefined && ADMIN_OPS.has(p.opt) ? adminDigest : authDigest;
+    if (required && !matches(p.auth, required)) return { body: R.AUTH_FAILED };
     const { name, opt } = p;
     if (name === undefined || opt === undefined || name.length > MAX_NAME_BYTES) return { body: R.ERROR };
     switch (opt) {
@@ -124,6 +130,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): HttpS
   return createHttpServer(handle, {
     maxHeaderBytes: 16 * 1024,
     maxBodyBytes: options.maxMessageBytes,
+    maxConnections: options.maxConnections,
     keepAliveMs: options.keepAliveTimeout * 1000,
     headersMs: 30_000,
     bodyMs: 60_000,
