@@ -1,6 +1,6 @@
 /** Shared test tools: a real server process on a real port, and a raw HTTP client. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,6 +27,11 @@ export function freePort(): Promise<number> {
   });
 }
 
+export function workerPids(primary: number): number[] {
+  const out = spawnSync('pgrep', ['-P', String(primary)], { encoding: 'utf8' }).stdout.trim();
+  return out ? out.split('\n').map(Number) : [];
+}
+
 export interface RunningServer {
   port: number;
   dir: string;
@@ -35,8 +40,10 @@ export interface RunningServer {
   stderr(): string;
   /** SIGTERM and wait for the exit code. */
   stop(): Promise<number | null>;
-  /** SIGKILL and wait. */
+  /** SIGKILL the whole server, master and workers at once, and wait. */
   kill(): Promise<void>;
+  /** PIDs of the worker processes. */
+  workers(): number[];
 }
 
 export interface StartOptions {
@@ -72,9 +79,20 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
       return exited;
     },
     async kill() {
+      const workers = workerPids(proc.pid!);
       proc.kill('SIGKILL');
+      for (const pid of workers) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone already */
+        }
+      }
       await exited;
+      // Wait until the workers are gone too, as after a real crash of the whole server.
+      while (workers.some((pid) => existsSync(`/proc/${pid}`))) await new Promise((r) => setTimeout(r, 10));
     },
+    workers: () => workerPids(proc.pid!),
   };
 }
 

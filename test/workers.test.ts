@@ -2,16 +2,13 @@
  * `--workers 2`: two processes on one port and one LMDB environment behave as one server.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, request, startServer } from './helpers.js';
+import { cleanup, keepAliveClient, request, startServer, workerPids } from './helpers.js';
 
 replayConformance('conformance with --workers 2', ['--workers', '2']);
 
-const workerPids = (primary: number) =>
-  execFileSync('pgrep', ['-P', String(primary)], { encoding: 'utf8' }).trim().split('\n').map(Number);
 
 describe('--workers 2', () => {
   it('many concurrent producers and consumers: every message delivered exactly once', async (t) => {

@@ -1,12 +1,14 @@
 /**
- * `--workers N`: N processes share the port (node's cluster module hands connections out round
- * robin) and the same LMDB environment, which LMDB is built for: write transactions are
- * serialized across processes by its lock file, and every queue operation reads its state inside
- * the write transaction, so the ring rules hold whichever worker serves a request.
+ * Master and workers, like the reference: the primary process serves nothing itself. It writes
+ * the PID file, restarts a worker that dies (with a back-off and a log line saying why), relays
+ * `opt=synctime` to every worker, and on a stop signal stops the workers gracefully.
  *
- * The primary serves nothing itself. It writes the PID file, restarts a worker that dies (with a
- * back-off), relays `opt=synctime` to every worker, and on a stop signal stops the workers
- * gracefully before exiting.
+ * One worker (the default) owns the data directory like a single server: it takes the directory
+ * lock itself, so a replacement cannot open the database while a dying worker still could write.
+ * `--workers N` (N > 1): the workers share the port (node's cluster module hands connections out
+ * round robin) and the LMDB environment, which LMDB is built for: write transactions are
+ * serialized across processes by its lock file, and every queue operation reads its state inside
+ * the write transaction. The primary holds the directory lock for them.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './options.js';
@@ -18,12 +20,16 @@ type FromWorker = { ready?: true; error?: string; synctime?: number };
 type ToWorker = { synctime: number };
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
-  let unlock: () => void;
-  try {
-    unlock = lockDirectory(datadir);
-  } catch (err) {
-    fail(`-x: ${(err as Error).message}`);
+  let unlock = () => {};
+  if (config.workers > 1) {
+    try {
+      unlock = lockDirectory(datadir);
+    } catch (err) {
+      fail(`-x: ${(err as Error).message}`);
+    }
   }
+  // One worker accepts connections itself; several take turns through the primary.
+  cluster.schedulingPolicy = config.workers > 1 ? cluster.SCHED_RR : cluster.SCHED_NONE;
   let stopping = false;
   let started = false;
   let synctime = config.synctime;
@@ -33,6 +39,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     const worker = cluster.fork();
     worker.on('message', (m: FromWorker) => {
       if (m.error && !started) fail(m.error);
+      if (m.error) say(`worker ${worker.process.pid} could not start: ${m.error}`);
       if (m.synctime) {
         synctime = m.synctime;
         for (const w of Object.values(cluster.workers ?? {})) if (w !== worker) w?.send({ synctime } satisfies ToWorker);
@@ -71,7 +78,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
 
   onStopSignal(async (signal) => {
     stopping = true;
-    say(`${signal}: stopping ${config.workers} workers`);
+    say(`${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
     const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
     await Promise.all(
       alive.map(

@@ -7,8 +7,7 @@ import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { isWorker, runPrimary, runWorker } from './cluster.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
-import { fail, isLoopback, onStopSignal, openDataDir, say, writePidFile } from './process.js';
-import { serve } from './serve.js';
+import { Exiting, fail, isLoopback, openDataDir, say } from './process.js';
 
 const DAEMON_CHILD = 'HTTPSQS_DAEMON_CHILD';
 
@@ -50,7 +49,7 @@ function announce(config: Config, datadir: string): void {
     say(`warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`);
   }
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
-  const workers = config.workers > 1 ? `${config.workers} workers` : 'one process';
+  const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
   say(`listening on ${config.listen}:${config.port}, data in ${datadir}, sync ${sync}, ${workers}, pid ${process.pid}`);
   if (process.send) process.send({ ready: true }, () => process.disconnect?.());
 }
@@ -72,26 +71,15 @@ async function main(): Promise<void> {
   if (isWorker()) return runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) return daemonize();
   openDataDir(datadir);
-  if (config.workers > 1) return runPrimary(config, datadir, () => announce(config, datadir));
-
-  const serving = await serve(config, datadir);
-  const removePidFile = writePidFile(config.pidfile);
-  announce(config, datadir);
-  onStopSignal(async (signal) => {
-    say(`${signal}: finishing in-flight requests, flushing and stopping`);
-    try {
-      await serving.stop();
-    } catch (err) {
-      say(`error while stopping: ${(err as Error).message}`);
-      process.exitCode = 1;
-    }
-    removePidFile();
-    say('stopped');
-  });
+  await runPrimary(config, datadir, () => announce(config, datadir));
 }
 
 // lmdb-js leaves an internal promise of a failed commit (disk full, I/O error) without a handler;
 // the operation that failed has answered already, so log it and keep serving.
 process.on('unhandledRejection', (err) => say(`error: ${(err as Error)?.message ?? err}`));
 
-main().catch((err) => fail(`fatal: ${(err as Error).stack ?? err}`));
+main().catch((err) => {
+  if (err instanceof Exiting) return;
+  say(`fatal: ${(err as Error).stack ?? err}`);
+  process.exit(1);
+});

@@ -7,13 +7,29 @@ export function say(line: string): void {
   process.stderr.write(`httpsqs: ${line}\n`);
 }
 
-/** Prints one line and exits 1; tells a waiting parent (`-d`, or a cluster primary) why first. */
+/** Thrown by `fail` to stop the code that called it while the process exits. */
+export class Exiting extends Error {}
+
+/**
+ * Exits 1 with one line saying why: printed here, or, when a parent waits for this process to
+ * start (`-d`, or the master of a worker), sent to the parent, which prints it once.
+ */
 export function fail(message: string): never {
-  say(message);
-  if (process.send) process.send({ error: message }, () => process.exit(1));
-  else process.exit(1);
-  throw new Error('unreachable');
+  if (process.send && process.connected) {
+    process.send({ error: message }, () => process.exit(1));
+    setTimeout(() => process.exit(1), 2000).unref();
+  } else {
+    say(message);
+    process.exit(1);
+  }
+  throw new Exiting(message);
 }
+
+process.on('uncaughtException', (err) => {
+  if (err instanceof Exiting) return;
+  say(`fatal: ${err.stack ?? err}`);
+  process.exit(1);
+});
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));

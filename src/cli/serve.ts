@@ -1,5 +1,4 @@
 /** One serving process: the store, the HTTP server on its port, and a clean stop. */
-import cluster from 'node:cluster';
 import { createHttpsqsServer } from '../server/server.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb.js';
@@ -15,8 +14,9 @@ export interface Serving {
 export async function serve(config: Config, datadir: string, onSynctime?: (seconds: number) => void): Promise<Serving> {
   let store: LmdbStore;
   try {
-    // Workers share the environment; the primary holds the directory lock for them.
-    store = new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime, shared: cluster.isWorker });
+    // Several workers share the environment (the primary holds the directory lock for them); a
+    // single worker owns it, lock included.
+    store = new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime, shared: config.workers > 1 });
   } catch (err) {
     if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
     fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);

@@ -1,0 +1,67 @@
+/**
+ * The master restarts a worker that dies: service resumes within a second, nothing acknowledged
+ * is lost, and SIGTERM to the master stops everything and removes the PID file.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { it } from 'node:test';
+import { cleanup, keepAliveClient, request, startServer } from './helpers.js';
+
+it('a worker killed under load is restarted: service back within a second, nothing acknowledged lost', async (t) => {
+  const server = await startServer();
+  const pidfile = join(server.dir, 'httpsqs.pid');
+  assert.equal(readFileSync(pidfile, 'utf8').trim(), String(server.proc.pid), 'the PID file names the master');
+  const [worker] = server.workers();
+  assert.ok(worker, 'one worker runs under the master');
+
+  const client = keepAliveClient(server.port, 8);
+  const acked: string[] = [];
+  let running = true;
+  const load = Array.from({ length: 8 }, async (_, w) => {
+    for (let i = 0; running; i++) {
+      try {
+        const r = await client.send(`/?name=sup&opt=put&data=w${w}-${i}`);
+        if (r.body === 'HTTPSQS_PUT_OK') acked.push(`w${w}-${i}`);
+      } catch {
+        await sleep(5); // the connection died with the worker: try again on a new one
+      }
+    }
+  });
+  await sleep(300);
+  process.kill(worker, 'SIGKILL');
+  const killedAt = Date.now();
+  // Service is back once a fresh connection gets an answer.
+  let backAfter = -1;
+  while (Date.now() - killedAt < 5000) {
+    try {
+      const r = await request(server.port, 'GET', '/?name=probe&opt=status_json');
+      if (r.status === 200) {
+        backAfter = Date.now() - killedAt;
+        break;
+      }
+    } catch {
+      /* not yet */
+    }
+    await sleep(10);
+  }
+  await sleep(200);
+  running = false;
+  await Promise.all(load);
+  client.close();
+  t.diagnostic(`service back ${backAfter} ms after the worker was killed; ${acked.length} puts acknowledged`);
+  assert.ok(backAfter >= 0 && backAfter < 1000, `service back after ${backAfter} ms`);
+  assert.match(server.stderr(), new RegExp(`worker ${worker} died \\(SIGKILL\\); restarting`));
+  assert.notEqual(server.workers()[0], worker, 'a new worker runs');
+
+  const status = JSON.parse((await request(server.port, 'GET', '/?name=sup&opt=status_json')).body.toString());
+  const stored = new Set<string>();
+  for (let pos = 1; pos <= status.putpos; pos++) stored.add((await request(server.port, 'GET', `/?name=sup&opt=view&pos=${pos}`)).body.toString());
+  assert.deepEqual(acked.filter((m) => !stored.has(m)), [], 'acknowledged puts lost');
+
+  assert.equal(await server.stop(), 0);
+  assert.ok(!existsSync(pidfile), 'PID file removed');
+  assert.deepEqual(server.workers(), []);
+  cleanup(server.dir);
+});
