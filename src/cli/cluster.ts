@@ -13,7 +13,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './options.js';
 import { lockDirectory } from '../store/lock.js';
-import { fail, onStopSignal, say, writePidFile } from './process.js';
+import { log } from './log.js';
+import { fail, onStopSignal, writePidFile } from './process.js';
 import { serve } from './serve.js';
 
 type FromWorker = { ready?: true; error?: string; synctime?: number };
@@ -39,7 +40,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     const worker = cluster.fork();
     worker.on('message', (m: FromWorker) => {
       if (m.error && !started) fail(m.error);
-      if (m.error) say(`worker ${worker.process.pid} could not start: ${m.error}`);
+      if (m.error) log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${m.error}`);
       if (m.synctime) {
         synctime = m.synctime;
         for (const w of Object.values(cluster.workers ?? {})) if (w !== worker) w?.send({ synctime } satisfies ToWorker);
@@ -52,7 +53,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
       restarts.push(now);
       const delay = Math.min(100 * 2 ** Math.max(0, restarts.length - 3), 10_000);
-      say(`worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`);
+      log.error({ event: 'restart', worker: worker.process.pid, code, signal, delay }, `worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`);
       setTimeout(() => {
         if (stopping) return;
         const next = fork();
@@ -78,7 +79,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
 
   onStopSignal(async (signal) => {
     stopping = true;
-    say(`${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
+    log.info({ event: 'stop', signal }, `${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
     const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
     await Promise.all(
       alive.map(
@@ -95,7 +96,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     );
     unlock();
     removePidFile();
-    say('stopped');
+    log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
   });
 }
 

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { isWorker, runPrimary, runWorker } from './cluster.js';
+import { log } from './log.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
 import { Exiting, fail, isLoopback, openDataDir, say } from './process.js';
 
@@ -46,11 +47,11 @@ function hidePasswords(): void {
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */
 function announce(config: Config, datadir: string): void {
   if (!isLoopback(config.listen) && config.auth === undefined) {
-    say(`warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`);
+    log.warn({ event: 'unprotected' }, `warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`);
   }
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
-  say(`listening on ${config.listen}:${config.port}, data in ${datadir}, sync ${sync}, ${workers}, pid ${process.pid}`);
+  log.info({ event: 'start', listen: config.listen, port: config.port, datadir, sync: config.sync, workers: config.workers }, `listening on ${config.listen}:${config.port}, data in ${datadir}, sync ${sync}, ${workers}`);
   if (process.send) process.send({ ready: true }, () => process.disconnect?.());
 }
 
@@ -76,7 +77,7 @@ async function main(): Promise<void> {
 
 // lmdb-js leaves an internal promise of a failed commit (disk full, I/O error) without a handler;
 // the operation that failed has answered already, so log it and keep serving.
-process.on('unhandledRejection', (err) => say(`error: ${(err as Error)?.message ?? err}`));
+process.on('unhandledRejection', (err) => log.error({ event: 'error' }, `${(err as Error)?.message ?? err}`));
 
 main().catch((err) => {
   if (err instanceof Exiting) return;

@@ -2,6 +2,7 @@
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname } from 'node:path';
+import { log } from './log.js';
 
 export function say(line: string): void {
   process.stderr.write(`httpsqs: ${line}\n`);
@@ -27,7 +28,7 @@ export function fail(message: string): never {
 
 process.on('uncaughtException', (err) => {
   if (err instanceof Exiting) return;
-  say(`fatal: ${err.stack ?? err}`);
+  log.fatal({ event: 'crash', err }, 'uncaught exception');
   process.exit(1);
 });
 
@@ -60,7 +61,7 @@ export function writePidFile(file: string): () => void {
   try {
     writeFileSync(file, `${process.pid}\n`);
   } catch (err) {
-    say(`-i: cannot write PID file ${file}: ${(err as Error).message}`);
+    log.warn({ event: 'pidfile' }, `-i: cannot write PID file ${file}: ${(err as Error).message}`);
     return () => {};
   }
   return () => {

@@ -3,7 +3,8 @@ import { createHttpsqsServer } from '../server/server.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb.js';
 import type { Config } from './options.js';
-import { fail, say } from './process.js';
+import { log } from './log.js';
+import { fail } from './process.js';
 
 export interface Serving {
   store: LmdbStore;
@@ -28,6 +29,7 @@ export async function serve(config: Config, datadir: string, onSynctime?: (secon
     maxMessageBytes: config.maxMessageBytes,
     maxConnections: config.maxConnections,
     onSynctime,
+    log: (line) => log.error({ event: 'error' }, line),
   });
   await new Promise<void>((ready) => {
     app.server.once('error', (err: NodeJS.ErrnoException) => {
@@ -39,7 +41,7 @@ export async function serve(config: Config, datadir: string, onSynctime?: (secon
     });
     app.server.listen(config.port, config.listen, ready);
   });
-  app.server.on('error', (err) => say(`server error: ${err.message}`));
+  app.server.on('error', (err) => log.error({ event: 'error', err }, `server error: ${err.message}`));
   return {
     store,
     async stop() {
