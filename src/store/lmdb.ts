@@ -151,7 +151,7 @@ export class LmdbStore implements Store {
         .transaction(() => {
           const d = plan(decodeMeta(this.meta.get(nameKey)), (pos) => this.msg.get(msgKey(name, pos)));
           if (d.store) quiet(this.msg.put(msgKey(name, d.store.pos), d.store.message));
-          if (d.next) this.meta.put(nameKey, encodeMeta(d.next));
+          if (d.next) quiet(this.meta.put(nameKey, encodeMeta(d.next)));
           return d.result;
         })
         .catch((err) => Promise.reject(this.failed(err)));
