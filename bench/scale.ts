@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   const dir = tempDir('httpsqs-scale-');
   const port = await freePort();
   const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), '-t', '600'];
-  const report: string[] = [`Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}. Durable defaults, one process.`];
+  const report: string[] = [`Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}. Durable defaults, one worker.`];
   try {
     let server = await startNode(args, port);
     await fetch(`http://127.0.0.1:${port}/?name=${QUEUE}&opt=maxqueue&num=1000000000`);
