@@ -5,7 +5,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, drive, freePort, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, withMemory, type Load, type LoadResult, type Memory } from './lib.js';
+import { CLI, drive, freePort, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -34,49 +34,74 @@ interface Row {
   note: string;
 }
 
-async function measure(label: string, args: string[], port: number, check?: (s: Scenario) => Promise<string>): Promise<Row[]> {
-  const proc = await startNode(args, port);
-  const rows: Row[] = [];
-  try {
-    await drive(port, { requests: [{ path: `/?name=warmup&opt=put&data=${MSG38}` }], connections: CONNECTIONS, seconds: 1 });
-    for (const scenario of SCENARIOS) {
-      const load = { requests: scenario.requests, connections: CONNECTIONS, seconds: SECONDS };
-      const { result, mem } = await withMemory(proc.child.pid!, () => drive(port, load));
-      rows.push({ server: label, scenario, res: result, mem, note: check ? await check(scenario) : '' });
-      process.stderr.write(`${label.padEnd(22)} ${scenario.name.padEnd(18)} ${Math.round(result.rps)} req/s\n`);
-    }
-  } finally {
-    await proc.stop();
-  }
-  return rows;
+interface Target {
+  label: string;
+  port: number;
+  proc: Proc;
+  dir?: string;
+}
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+/** The run with the median requests/s. */
+function median(results: LoadResult[]): LoadResult {
+  return [...results].sort((a, b) => a.rps - b.rps)[results.length >> 1]!;
 }
 
 async function main(): Promise<void> {
   const gen = loadGenerator();
-  process.stderr.write(`load generator: ${gen}; ${CONNECTIONS} keep-alive connections, ${SECONDS} s a scenario\n`);
-  const rows: Row[] = [];
-  const barePort = await freePort();
-  rows.push(...(await measure('bare node:http', [join(ROOT, 'dist', 'bench', 'bare.js'), String(barePort)], barePort)));
+  process.stderr.write(`load generator: ${gen}; ${CONNECTIONS} keep-alive connections, ${SECONDS} s a load, median of ${ROUNDS}\n`);
 
-  // Durable (the default) with one and two workers; then the reference's relaxed mode, to show
-  // what waiting for the disk costs.
-  const configs = [
-    { label: 'httpsqs, 1 worker', flags: ['--workers', '1'] },
-    { label: 'httpsqs, 2 workers', flags: ['--workers', '2'] },
-    { label: 'httpsqs, --sync interval', flags: ['--sync', 'interval'] },
-  ];
-  for (const { label, flags } of configs) {
+  // All servers run side by side (idle ones cost nothing) and take turns, load by load, so that
+  // drift of a shared machine hits them alike. Durable (the default) with one and two workers; then
+  // the reference's relaxed mode, to show what waiting for the disk costs.
+  const targets: Target[] = [];
+  const barePort = await freePort();
+  targets.push({ label: 'bare node:http', port: barePort, proc: await startNode([join(ROOT, 'dist', 'bench', 'bare.js'), String(barePort)], barePort) });
+  for (const [label, flags] of [
+    ['httpsqs, 1 worker', ['--workers', '1']],
+    ['httpsqs, 2 workers', ['--workers', '2']],
+    ['httpsqs, --sync interval', ['--sync', 'interval']],
+  ] as const) {
     const dir = tempDir('httpsqs-bench-');
     const port = await freePort();
     const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), ...flags];
-    // A get scenario that emptied the queue measured some cheap GET_END answers: say so.
-    const check = async (s: Scenario) => {
-      if (s.target !== 'get') return '';
-      const st = (await (await fetch(`http://127.0.0.1:${port}/?name=bench&opt=status_json`)).json()) as { unread: number };
-      return st.unread > 0 ? '' : 'queue ran empty';
-    };
-    rows.push(...(await measure(label, args, port, check)));
-    rmSync(dir, { recursive: true, force: true });
+    targets.push({ label, port, dir, proc: await startNode(args, port) });
+  }
+
+  const rows: Row[] = [];
+  try {
+    for (const t of targets) {
+      await drive(t.port, { requests: [{ path: `/?name=warmup&opt=put&data=${MSG38}` }], connections: CONNECTIONS, seconds: 3 });
+    }
+    for (const scenario of SCENARIOS) {
+      const load = { requests: scenario.requests, connections: CONNECTIONS, seconds: SECONDS };
+      const runs = new Map<Target, { results: LoadResult[]; mem: Memory[] }>(targets.map((t) => [t, { results: [], mem: [] }]));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const t of targets) {
+          const { result, mem } = await withMemory(t.proc.child.pid!, () => drive(t.port, load));
+          runs.get(t)!.results.push(result);
+          runs.get(t)!.mem.push(mem);
+          process.stderr.write(`${t.label.padEnd(26)} ${scenario.name.padEnd(18)} ${Math.round(result.rps)} req/s\n`);
+        }
+      }
+      for (const t of targets) {
+        const { results, mem } = runs.get(t)!;
+        let note = '';
+        // A get load that emptied the queue measured some cheap GET_END answers: say so.
+        if (scenario.target === 'get' && t.dir) {
+          const st = (await (await fetch(`http://127.0.0.1:${t.port}/?name=bench&opt=status_json`)).json()) as { unread: number };
+          if (st.unread === 0) note = 'queue ran empty';
+        }
+        const peak = (f: keyof Memory) => Math.max(...mem.map((m) => m[f]));
+        rows.push({ server: t.label, scenario, res: median(results), mem: { peakRss: peak('peakRss'), rss: peak('rss'), rssAnon: peak('rssAnon') }, note });
+      }
+    }
+  } finally {
+    for (const t of targets) {
+      await t.proc.stop();
+      if (t.dir) rmSync(t.dir, { recursive: true, force: true });
+    }
   }
 
   const bare = new Map(rows.filter((r) => r.server.startsWith('bare')).map((r) => [r.scenario.name, r.res.rps]));
@@ -95,7 +120,7 @@ async function main(): Promise<void> {
   });
   const report =
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}.\n` +
-    `Load: ${gen}, ${CONNECTIONS} keep-alive connections, ${SECONDS} s per load; httpsqs with its durable defaults on a fresh data directory.\n\n` +
+    `Load: ${gen}, ${CONNECTIONS} keep-alive connections, ${SECONDS} s per load, the servers taking turns; each figure is the median of ${ROUNDS} runs. httpsqs with its durable defaults on a fresh data directory.\n\n` +
     `${out}\n\nTargets (one process, durable acks):\n${verdicts.join('\n')}\n`;
   process.stdout.write(`\n${report}`);
 
