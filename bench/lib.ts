@@ -1,6 +1,6 @@
 /** Benchmark plumbing: processes, memory readings, and load through wrk (or autocannon). */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -191,12 +191,6 @@ export function loadGenerator(): string {
 export function machine(): string {
   const c = cpus();
   return `${c.length} x ${c[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node.js ${process.version}, ${process.platform} ${process.arch}`;
-}
-
-export function dirSize(dir: string): number {
-  let total = 0;
-  for (const f of readdirSync(dir)) total += statSync(join(dir, f)).size;
-  return total;
 }
 
 export const MiB = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
