@@ -1,7 +1,8 @@
 /** Process-level helpers of the CLI: messages, exit, PID file, data directory, signals. */
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname } from 'node:path';
+import { removeIfOurs } from '../store/lock.js';
 import { log } from './log.js';
 
 export function say(line: string): void {
@@ -64,13 +65,7 @@ export function writePidFile(file: string): () => void {
     log.warn({ event: 'pidfile' }, `-i: cannot write PID file ${file}: ${(err as Error).message}`);
     return () => {};
   }
-  return () => {
-    try {
-      if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
-    } catch {
-      /* already gone */
-    }
-  };
+  return () => removeIfOurs(file);
 }
 
 /** Runs `stop` once on the first of the signals the reference also stops on. */

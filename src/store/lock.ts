@@ -22,6 +22,15 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Removes a file holding a PID, but only while it is still this process's. */
+export function removeIfOurs(file: string): void {
+  try {
+    if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
+  } catch {
+    /* already gone */
+  }
+}
+
 /** Takes the directory's lock or throws DirectoryInUse; returns the release function. */
 export function lockDirectory(dir: string): () => void {
   const file = join(dir, 'httpsqs.lock');
@@ -36,11 +45,5 @@ export function lockDirectory(dir: string): () => void {
       rmSync(file, { force: true }); // stale: its owner is gone
     }
   }
-  return () => {
-    try {
-      if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
-    } catch {
-      /* already gone */
-    }
-  };
+  return () => removeIfOurs(file);
 }
