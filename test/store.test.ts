@@ -28,7 +28,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       assert.deepEqual(await Promise.all(puts), [1, 2, 3]);
       const got = await Promise.all(gets);
       assert.deepEqual(got.map((g) => g && [g.pos, g.message.toString()]), [[1, 'm1'], [2, 'm2'], [3, 'm3'], null]);
-      assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 3, maxqueue: 1_000_000 });
+      assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 0 });
       await s.close();
     });
 
@@ -76,7 +76,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       assert.equal(await after, 1);
       assert.equal((await s.view('z', 1))?.toString(), 'new');
       assert.equal(await s.view('z', 2), null);
-      assert.deepEqual(await s.status('z'), { putpos: 1, getpos: 0, maxqueue: 1_000_000 });
+      assert.deepEqual(await s.status('z'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0 });
       await s.close();
     });
 
@@ -89,8 +89,107 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.close();
       await s.close(); // safe twice
       s = open(dir);
-      assert.deepEqual(await s.status('d'), { putpos: 2, getpos: 1, maxqueue: 50 });
+      assert.deepEqual(await s.status('d'), { putpos: 2, getpos: 1, maxqueue: 50, leased: 0 });
       assert.equal((await s.get('d'))?.message.toString(), 'b');
+      await s.close();
+    });
+
+    it('putMany stores a batch in order and stops where the queue is full; getMany takes up to max', async () => {
+      const s = fresh();
+      await s.maxqueue('m', 10);
+      assert.deepEqual(await s.putMany('m', ['a', 'b', 'c'].map(b)), [1, 2, 3]);
+      assert.deepEqual(await s.putMany('m', Array.from({ length: 9 }, (_, i) => b(`${i}`))), [4, 5, 6, 7, 8, 9, 10]);
+      assert.deepEqual(await s.putMany('m', [b('x')]), []);
+      const got = await s.getMany('m', 4);
+      assert.deepEqual(got.map((g) => [g.pos, g.message.toString(), g.deliveries]), [[1, 'a', 1], [2, 'b', 1], [3, 'c', 1], [4, '0', 1]]);
+      assert.equal((await s.getMany('m', 100)).length, 6);
+      assert.deepEqual(await s.getMany('m', 5), []);
+      await s.close();
+    });
+
+    it('a leased message is acked once; a nacked one comes back first, counting its deliveries', async () => {
+      const s = fresh();
+      await s.putMany('l', ['one', 'two', 'three'].map(b));
+      const first = await s.get('l', 60_000);
+      assert.deepEqual([first?.pos, first?.deliveries], [1, 1]);
+      const second = await s.get('l', 60_000);
+      assert.equal((await s.status('l')).leased, 2);
+      assert.equal(await s.settle('l', first!.pos, 'ack'), true);
+      assert.equal(await s.settle('l', first!.pos, 'ack'), false); // already acked
+      assert.equal(await s.settle('l', 3, 'nack'), false); // never leased
+      assert.equal(await s.settle('l', second!.pos, 'nack'), true);
+      const again = await s.get('l', 60_000);
+      assert.deepEqual([again?.pos, again?.message.toString(), again?.deliveries], [2, 'two', 2]);
+      assert.equal((await s.get('l'))?.pos, 3); // then the newer one
+      assert.deepEqual(await s.status('l'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 1 });
+      await s.close();
+    });
+
+    it('an expired lease is delivered again ahead of newer messages; a plain get of it ends the lease', async () => {
+      const s = fresh();
+      await s.putMany('e', ['old', 'new'].map(b));
+      assert.equal((await s.get('e', 40))?.pos, 1);
+      const expiry = await s.nextExpiry('e');
+      assert.ok(expiry && expiry > Date.now() - 40 && expiry <= Date.now() + 40, `next expiry ${expiry}`);
+      await new Promise((r) => setTimeout(r, 80));
+      const back = await s.get('e');
+      assert.deepEqual([back?.pos, back?.message.toString(), back?.deliveries], [1, 'old', 2]);
+      assert.equal((await s.status('e')).leased, 0);
+      assert.equal(await s.nextExpiry('e'), undefined);
+      assert.equal((await s.get('e'))?.pos, 2);
+      assert.equal(await s.get('e'), null);
+      await s.close();
+    });
+
+    it('a put never writes over a leased position: the queue reports full instead', async () => {
+      const s = fresh();
+      await s.maxqueue('w', 10);
+      await s.putMany('w', Array.from({ length: 10 }, (_, i) => b(`${i + 1}`)));
+      await s.get('w', 60_000); // position 1, leased
+      await s.get('w');
+      assert.equal(await s.put('w', b('x')), 0); // would wrap onto position 1
+      assert.equal(await s.settle('w', 1, 'ack'), true);
+      assert.equal(await s.put('w', b('x')), 1);
+      await s.close();
+    });
+
+    it('range shows stored messages in a span of positions; list pages through queues by prefix', async () => {
+      const s = fresh();
+      await s.putMany('r', ['a', 'b', 'c'].map(b));
+      await s.get('r');
+      const r = await s.range('r', 2, 5);
+      assert.deepEqual(r.map((x) => [x.pos, x.message.toString()]), [[2, 'b'], [3, 'c']]);
+      for (const n of ['job:b', 'job:a', 'job:c', 'jobs', 'other']) await s.put(n, b('x'));
+      await s.maxqueue('job:d', 20); // state without messages counts too
+      await s.status('job:never'); // looking at a queue does not create it
+      const page1 = await s.list('job:', '', 2);
+      assert.deepEqual(page1.map((q) => q.name), ['job:a', 'job:b']);
+      const page2 = await s.list('job:', page1.at(-1)!.name, 10);
+      assert.deepEqual(page2.map((q) => q.name), ['job:c', 'job:d']);
+      assert.deepEqual(page2[1]!.status, { putpos: 0, getpos: 0, maxqueue: 20, leased: 0 });
+      assert.deepEqual((await s.list('', '', 100)).map((q) => q.name), ['job:a', 'job:b', 'job:c', 'job:d', 'jobs', 'other', 'r']);
+      await s.reset('other');
+      assert.deepEqual((await s.list('o', '', 100)).map((q) => q.name), []);
+      await s.close();
+    });
+
+    it('leases survive closing and opening again; reset removes them', async () => {
+      const dir = tempDir('httpsqs-store-');
+      dirs.push(dir);
+      let s = open(dir);
+      await s.putMany('k', ['a', 'b'].map(b));
+      await s.get('k', 60_000);
+      await s.get('k', 60_000);
+      await s.settle('k', 2, 'nack');
+      await s.close();
+      s = open(dir);
+      assert.equal((await s.status('k')).leased, 2);
+      const back = await s.get('k', 60_000);
+      assert.deepEqual([back?.pos, back?.deliveries], [2, 2]);
+      assert.equal(await s.settle('k', 1, 'ack'), true);
+      await s.reset('k');
+      assert.deepEqual(await s.status('k'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+      assert.equal(await s.settle('k', 2, 'ack'), false);
       await s.close();
     });
   });

@@ -1,9 +1,11 @@
 /**
  * The embedded store: one LMDB environment in the data directory.
  *
- * Layout: database `meta` maps a queue name to 12 bytes (putpos, getpos, maxqueue as big-endian
- * uint32); database `msg` maps [u16 name length][name][u32 position] to the raw message bytes.
- * A queue without a meta record is in its initial state.
+ * Layout: database `meta` maps a queue name to 16 bytes (putpos, getpos, maxqueue and the number
+ * of leases, as big-endian uint32; records written before leases existed have 12); database `msg`
+ * maps [u16 name length][name][u32 position] to the raw message bytes; database `lease` maps the
+ * same keys to a lease (f64 deadline in ms, u32 deliveries). A queue without a meta record is in
+ * its initial state.
  *
  * Durability: lmdb-js queues writes for its write thread, which commits everything queued while
  * the previous commit was in progress in one transaction (group commit). In 'durable' mode the
@@ -13,18 +15,21 @@
  * what we acknowledge.) In 'interval' mode the environment uses `noSync` and a timer flushes
  * every `syncInterval` seconds, as the reference does.
  *
- * Two ways to run an operation, with the same rules (`Plan`s over `queue/ring.ts`):
- * - exclusive (one server process owns the directory, enforced by `lock.ts`): queue positions
- *   live in memory, an operation is decided at once and its writes are queued in order. The
+ * Two ways to run an operation, with the same rules (`Plan`s over `queue/ring.ts` and
+ * `queue/leases.ts`):
+ * - exclusive (one server process owns the directory, enforced by `lock.ts`): queue positions and
+ *   leases live in memory, an operation is decided at once and its writes are queued in order. The
  *   write thread never waits for JavaScript, which is what makes durable acks cheap.
  * - shared (`--workers`): each operation is an lmdb-js transaction callback that reads the
- *   positions inside the write transaction, which LMDB serializes across processes.
+ *   positions (and, when the queue holds any, its leases) inside the write transaction, which
+ *   LMDB serializes across processes.
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { canSetMaxqueue, emptyQueue, nextGetPos, nextPutPos, type QueueState } from '../queue/ring.js';
+import { LeaseTable, putPosition, take, type Lease } from '../queue/leases.js';
+import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, type QueueState } from '../queue/ring.js';
 import { lockDirectory } from './lock.js';
-import { StoreError, type Store, type SyncMode } from './store.js';
+import { StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
 
 export interface LmdbOptions {
   path: string;
@@ -37,19 +42,27 @@ export interface LmdbOptions {
   mapSize?: number;
 }
 
-const META_BYTES = 12;
 const EMPTY = Buffer.alloc(0);
+const LAST_POS = 0xffffffff;
 
-function decodeMeta(v: Buffer | undefined): QueueState {
-  if (!v || v.length < META_BYTES) return emptyQueue();
-  return { putpos: v.readUInt32BE(0), getpos: v.readUInt32BE(4), maxqueue: v.readUInt32BE(8) };
+function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
+  if (!v || v.length < 12) return { s: emptyQueue(), leased: 0 };
+  return { s: { putpos: v.readUInt32BE(0), getpos: v.readUInt32BE(4), maxqueue: v.readUInt32BE(8) }, leased: v.length >= 16 ? v.readUInt32BE(12) : 0 };
 }
 
-function encodeMeta(s: QueueState): Buffer {
-  const b = Buffer.allocUnsafe(META_BYTES);
+function encodeMeta(s: QueueState, leased: number): Buffer {
+  const b = Buffer.allocUnsafe(16);
   b.writeUInt32BE(s.putpos, 0);
   b.writeUInt32BE(s.getpos, 4);
   b.writeUInt32BE(s.maxqueue, 8);
+  b.writeUInt32BE(leased, 12);
+  return b;
+}
+
+function encodeLease(l: Lease): Buffer {
+  const b = Buffer.allocUnsafe(12);
+  b.writeDoubleBE(l.deadline, 0);
+  b.writeUInt32BE(l.deliveries, 8);
   return b;
 }
 
@@ -62,29 +75,60 @@ function msgKey(name: string, pos: number): Buffer {
   return k;
 }
 
+const keyRange = (name: string) => ({ start: msgKey(name, 0), end: msgKey(name, LAST_POS) });
+
 /** For writes whose failure the operation learns from its last write (or its transaction): their
  * own rejection must not go unhandled, which would end the process. */
 function quiet(p: Promise<unknown>): void {
   p.catch(() => {});
 }
 
-/** What an operation decides from the queue's state: new state, a message to store, an answer. */
-interface Decision<T> {
-  next?: QueueState;
-  store?: { pos: number; message: Buffer };
-  result: T;
+/** A queue as operations see it: its ring state and its leases. */
+interface Queue {
+  s: QueueState;
+  leases: LeaseTable;
 }
-type Plan<T> = (s: QueueState, read: (pos: number) => Buffer | undefined) => Decision<T>;
+
+/** One operation on one queue: reads, and records what must be written. */
+class Draft {
+  changed = false;
+  readonly stored: Array<[number, Buffer]> = [];
+  readonly leased = new Set<number>();
+  constructor(
+    readonly q: Queue,
+    readonly read: (pos: number) => Buffer | undefined,
+  ) {}
+
+  state(s: QueueState): void {
+    this.q.s = s;
+    this.changed = true;
+  }
+
+  store(pos: number, message: Buffer): void {
+    this.stored.push([pos, message]);
+    this.changed = true;
+  }
+
+  lease(pos: number, lease: Lease | undefined): void {
+    if (lease) this.q.leases.set(pos, lease);
+    else this.q.leases.delete(pos);
+    this.leased.add(pos);
+    this.changed = true;
+  }
+}
+type Plan<T> = (d: Draft) => T;
 
 export class LmdbStore implements Store {
   readonly syncMode: SyncMode;
   private readonly env: RootDatabase;
   private readonly meta: Database<Buffer, Buffer>;
   private readonly msg: Database<Buffer, Buffer>;
+  private readonly lease: Database<Buffer, Buffer>;
   private readonly release: (() => void) | undefined;
-  /** Exclusive mode: every queue's positions including queued writes, and messages not yet committed. */
-  private readonly cache: Map<string, QueueState> | undefined;
+  /** Exclusive mode: every queue's state including queued writes, and messages not yet committed. */
+  private readonly cache: Map<string, Queue> | undefined;
   private readonly uncommitted = new Map<string, Buffer>();
+  private writeError: StoreError | undefined;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
@@ -112,9 +156,9 @@ export class LmdbStore implements Store {
     const dbOpts = { encoding: 'binary', keyEncoding: 'binary' } as const;
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
+    this.lease = this.env.openDB<Buffer, Buffer>('lease', dbOpts);
     if (this.syncMode === 'interval') this.schedule();
   }
-
 
   private schedule(): void {
     clearTimeout(this.timer);
@@ -138,41 +182,60 @@ export class LmdbStore implements Store {
     // lmdb-js rejects a separate promise with the cause (e.g. ENOSPC); handled here, it carries it.
     const cause = (err as { commitError?: Promise<unknown> }).commitError;
     cause?.catch(() => {});
-    // Positions in memory may now be ahead of the disk: forget them and read the disk again.
+    // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
-    return new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err });
+    return (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
+  }
+
+  /** A queue's state as stored (or as the current write transaction sees it). */
+  private load(name: string): Queue {
+    const { s, leased } = decodeMeta(this.meta.get(Buffer.from(name, 'latin1')));
+    const leases = new LeaseTable();
+    if (leased > 0) {
+      for (const { key, value } of this.lease.getRange(keyRange(name))) {
+        leases.set(key.readUInt32BE(key.length - 4), { deadline: value.readDoubleBE(0), deliveries: value.readUInt32BE(8) });
+      }
+    }
+    return { s, leases };
+  }
+
+  /** Queues an operation's writes; the meta record goes last, so its promise is the operation's. */
+  private write(name: string, d: Draft): Promise<boolean> {
+    for (const [pos, message] of d.stored) quiet(this.msg.put(msgKey(name, pos), message));
+    for (const pos of d.leased) {
+      const l = d.q.leases.get(pos);
+      quiet(l ? this.lease.put(msgKey(name, pos), encodeLease(l)) : this.lease.remove(msgKey(name, pos)));
+    }
+    return this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(d.q.s, d.q.leases.size));
   }
 
   private run<T>(name: string, plan: Plan<T>): Promise<T> {
-    const nameKey = Buffer.from(name, 'latin1');
     if (!this.cache) {
       return this.env
         .transaction(() => {
-          const d = plan(decodeMeta(this.meta.get(nameKey)), (pos) => this.msg.get(msgKey(name, pos)));
-          if (d.store) quiet(this.msg.put(msgKey(name, d.store.pos), d.store.message));
-          if (d.next) quiet(this.meta.put(nameKey, encodeMeta(d.next)));
-          return d.result;
+          const d = new Draft(this.load(name), (pos) => this.msg.get(msgKey(name, pos)));
+          const result = plan(d);
+          if (d.changed) quiet(this.write(name, d));
+          return result;
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
-    let s = this.cache.get(name);
-    if (!s) this.cache.set(name, (s = decodeMeta(this.meta.get(nameKey))));
-    const d = plan(s, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
-    if (!d.next) return Promise.resolve(d.result);
-    this.cache.set(name, d.next);
-    let pending: string | undefined;
-    if (d.store) {
-      // Until it is committed, a get or view of this position must find it here.
-      pending = `${d.store.pos}:${name}`;
-      this.uncommitted.set(pending, d.store.message);
-      quiet(this.msg.put(msgKey(name, d.store.pos), d.store.message));
-    }
-    // Queued after the message, so it commits in the same transaction or a later one.
-    return this.meta.put(nameKey, encodeMeta(d.next)).then(
+    let q = this.cache.get(name);
+    if (!q) this.cache.set(name, (q = this.load(name)));
+    const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
+    const result = plan(d);
+    if (!d.changed) return Promise.resolve(result);
+    // Until they are committed, a get or view of these positions must find them here.
+    for (const [pos, message] of d.stored) this.uncommitted.set(`${pos}:${name}`, message);
+    return this.write(name, d).then(
       () => {
-        if (pending && this.uncommitted.get(pending) === d.store!.message) this.uncommitted.delete(pending);
-        return d.result;
+        this.writeError = undefined;
+        for (const [pos, message] of d.stored) {
+          const key = `${pos}:${name}`;
+          if (this.uncommitted.get(key) === message) this.uncommitted.delete(key);
+        }
+        return result;
       },
       (err) => Promise.reject(this.failed(err)),
     );
@@ -188,31 +251,76 @@ export class LmdbStore implements Store {
     return this.msg.get(key);
   }
 
-  put(name: string, message: Buffer): Promise<number> {
-    return this.run(name, (s) => {
-      const pos = nextPutPos(s);
-      return pos ? { next: { ...s, putpos: pos }, store: { pos, message }, result: pos } : { result: 0 };
-    });
-  }
-
-  get(name: string): Promise<{ pos: number; message: Buffer } | null> {
-    return this.run(name, (s, read) => {
-      const pos = nextGetPos(s);
-      return pos ? { next: { ...s, getpos: pos }, result: { pos, message: read(pos) ?? EMPTY } } : { result: null };
-    });
-  }
-
-  maxqueue(name: string, num: number): Promise<boolean> {
-    return this.run(name, (s) => (canSetMaxqueue(s, num) ? { next: { ...s, maxqueue: num }, result: true } : { result: false }));
-  }
-
-  // Reads outside a write transaction use lmdb-js's shared read snapshot, renewed once per event
-  // loop turn; renewing it here lets a read see a commit another worker process made a moment ago.
-  async status(name: string): Promise<QueueState> {
+  /** Reads outside a write transaction use lmdb-js's shared read snapshot, renewed once per event
+   * loop turn; renewing it here lets a read see a commit another worker process made a moment ago. */
+  private current(name: string): Queue {
     const cached = this.cache?.get(name);
     if (cached) return cached;
     this.env.resetReadTxn();
-    return decodeMeta(this.meta.get(Buffer.from(name, 'latin1')));
+    return this.load(name);
+  }
+
+  async put(name: string, message: Buffer): Promise<number> {
+    return (await this.putMany(name, [message]))[0] ?? 0;
+  }
+
+  putMany(name: string, messages: Buffer[]): Promise<number[]> {
+    return this.run(name, (d) => {
+      const positions: number[] = [];
+      for (const message of messages) {
+        const pos = putPosition(d.q.s, d.q.leases);
+        if (!pos) break;
+        d.state({ ...d.q.s, putpos: pos });
+        d.store(pos, message);
+        positions.push(pos);
+      }
+      return positions;
+    });
+  }
+
+  async get(name: string, leaseMs?: number): Promise<Delivery | null> {
+    return (await this.getMany(name, 1, leaseMs))[0] ?? null;
+  }
+
+  getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]> {
+    return this.run(name, (d) => {
+      const now = Date.now();
+      const out: Delivery[] = [];
+      while (out.length < max) {
+        const t = take(d.q.s, d.q.leases, now, leaseMs);
+        if (!t) break;
+        if (t.next !== d.q.s) d.state(t.next);
+        if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
+        out.push({ pos: t.pos, message: d.read(t.pos) ?? EMPTY, deliveries: t.deliveries });
+      }
+      return out;
+    });
+  }
+
+  settle(name: string, pos: number, outcome: 'ack' | 'nack'): Promise<boolean> {
+    return this.run(name, (d) => {
+      const held = d.q.leases.get(pos);
+      if (!held) return false;
+      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
+      return true;
+    });
+  }
+
+  async nextExpiry(name: string): Promise<number | undefined> {
+    return this.current(name).leases.nextDeadline();
+  }
+
+  maxqueue(name: string, num: number): Promise<boolean> {
+    return this.run(name, (d) => {
+      if (!canSetMaxqueue(d.q.s, num)) return false;
+      d.state({ ...d.q.s, maxqueue: num });
+      return true;
+    });
+  }
+
+  async status(name: string): Promise<QueueStatus> {
+    const q = this.current(name);
+    return { ...q.s, leased: q.leases.size };
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
@@ -222,22 +330,58 @@ export class LmdbStore implements Store {
     return this.msg.get(msgKey(name, pos)) ?? null;
   }
 
+  async range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>> {
+    const out: Array<{ pos: number; message: Buffer }> = [];
+    this.env.resetReadTxn();
+    for (let p = pos; p < pos + num && p <= LAST_POS; p++) {
+      const message = this.uncommitted.get(`${p}:${name}`) ?? this.msg.get(msgKey(name, p));
+      if (message) out.push({ pos: p, message });
+    }
+    return out;
+  }
+
+  async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    const wanted = (name: string) => name.startsWith(prefix) && name > after;
+    const initial = (s: QueueStatus) => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
+    const found = new Map<string, QueueStatus>();
+    this.env.resetReadTxn();
+    const start = Buffer.from(after >= prefix ? after : prefix, 'latin1');
+    for (const { key, value } of this.meta.getRange({ start })) {
+      const name = key.toString('latin1');
+      if (!name.startsWith(prefix) && name > prefix) break;
+      if (!wanted(name)) continue;
+      const { s, leased } = decodeMeta(value);
+      if (!initial({ ...s, leased })) found.set(name, { ...s, leased });
+      if (found.size >= limit) break;
+    }
+    // Queues changed in memory: their state is newer, and a new one may not be committed yet.
+    for (const [name, q] of this.cache ?? []) if (wanted(name)) found.set(name, { ...q.s, leased: q.leases.size });
+    return [...found]
+      .filter(([, s]) => !initial(s))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, limit)
+      .map(([name, status]) => ({ name, status }));
+  }
+
   async reset(name: string): Promise<void> {
     const nameKey = Buffer.from(name, 'latin1');
-    const range = { start: msgKey(name, 0), end: msgKey(name, 0xffffffff) };
+    const removeStored = () => {
+      for (const k of Array.from(this.msg.getKeys(keyRange(name)))) quiet(this.msg.remove(k));
+      for (const k of Array.from(this.lease.getKeys(keyRange(name)))) quiet(this.lease.remove(k));
+    };
     if (!this.cache) {
       return this.env
         .transaction(() => {
           quiet(this.meta.remove(nameKey));
-          for (const k of Array.from(this.msg.getKeys(range))) quiet(this.msg.remove(k));
+          removeStored();
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
-    this.cache.set(name, emptyQueue());
+    this.cache.set(name, { s: emptyQueue(), leases: new LeaseTable() });
     this.env.resetReadTxn();
     // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
     // the removals are queued behind both, and a put after this reset is queued behind them.
-    for (const k of this.msg.getKeys(range)) quiet(this.msg.remove(k));
+    removeStored();
     for (const key of this.uncommitted.keys()) {
       const colon = key.indexOf(':');
       if (key.slice(colon + 1) === name) {
@@ -246,6 +390,13 @@ export class LmdbStore implements Store {
       }
     }
     await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
+  }
+
+  async check(): Promise<void> {
+    if (this.closing) throw new StoreError('the store is closed');
+    if (this.writeError) throw this.writeError;
+    this.env.resetReadTxn();
+    this.meta.get(Buffer.alloc(1));
   }
 
   setSyncInterval(seconds: number): void {

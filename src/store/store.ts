@@ -7,27 +7,57 @@ export type SyncMode =
   /** Like the reference: acknowledge at once, flush every `syncInterval` seconds. */
   | 'interval';
 
+export interface QueueStatus extends QueueState {
+  /** Messages handed out under a lease and not yet acked. */
+  leased: number;
+}
+
+/** A message handed out by a get. */
+export interface Delivery {
+  pos: number;
+  message: Buffer;
+  /** 1 on the first delivery; more when a lease ended and the message came back. */
+  deliveries: number;
+}
+
 /**
- * A queue engine. Every method is ONE atomic operation applying the rules of `queue/ring.ts`;
- * the server never combines two calls into one command, so any engine that can run a small
- * transaction (LMDB, a Redis script) fits. Queue names are byte strings (latin1, one char a
- * byte). A resolved promise from a mutating call means the change is as durable as the store's
- * sync mode promises.
+ * A queue engine. Every method is ONE atomic operation applying the rules of `queue/ring.ts`
+ * and `queue/leases.ts`; the server never combines two calls into one command, so any engine that
+ * can run a small transaction (LMDB, a Redis script) fits. Queue names are byte strings (latin1,
+ * one char a byte). A resolved promise from a mutating call means the change is as durable as the
+ * store's sync mode promises.
  */
 export interface Store {
   /** Stores a message at the next position; resolves to that position, or 0 when full. */
   put(name: string, message: Buffer): Promise<number>;
-  /** Moves the read position on; resolves to what was there, or null when all is read. */
-  get(name: string): Promise<{ pos: number; message: Buffer } | null>;
-  status(name: string): Promise<QueueState>;
+  /** Stores messages in order, all in one commit, as many as fit; resolves to their positions. */
+  putMany(name: string, messages: Buffer[]): Promise<number[]>;
+  /** Hands out the next message (a due lease first); null when there is none. With `leaseMs`
+   * the message is leased for that long (ack or nack it by position). */
+  get(name: string, leaseMs?: number): Promise<Delivery | null>;
+  /** Up to `max` messages in one operation, as `max` gets would hand them out. */
+  getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]>;
+  /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
+   * there is no lease at `pos`. */
+  settle(name: string, pos: number, outcome: 'ack' | 'nack'): Promise<boolean>;
+  /** When the queue's next lease ends (ms since the epoch), if any is held. */
+  nextExpiry(name: string): Promise<number | undefined>;
+  status(name: string): Promise<QueueStatus>;
   /** The message stored at `pos` (read or not), or null when there is none. */
   view(name: string, pos: number): Promise<Buffer | null>;
-  /** Positions and maxqueue back to their defaults, stored messages deleted. */
+  /** The stored messages at positions pos..pos+num-1 (read or not), in order. */
+  range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>>;
+  /** Queues that hold state, in byte order of their names: those starting with `prefix`,
+   * after the name `after`, at most `limit`. */
+  list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>>;
+  /** Positions and maxqueue back to their defaults, stored messages and leases deleted. */
   reset(name: string): Promise<void>;
   /** Sets maxqueue when the ring rules allow it; resolves to whether it did. */
   maxqueue(name: string, num: number): Promise<boolean>;
   /** Seconds between flushes in 'interval' mode (kept, but unused, in 'durable' mode). */
   setSyncInterval(seconds: number): void;
+  /** Rejects with a StoreError when the store cannot serve (it cannot be read, or its last write failed). */
+  check(): Promise<void>;
   readonly syncMode: SyncMode;
   /** Flushes and closes; safe to call twice. */
   close(): Promise<void>;
