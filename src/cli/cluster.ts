@@ -15,10 +15,22 @@ import type { Config } from './options.js';
 import { lockDirectory } from '../store/lock.js';
 import { log } from './log.js';
 import { fail, onStopSignal, writePidFile } from './process.js';
-import { serve } from './serve.js';
+import { clusterMetrics } from '../server/metrics.js';
+import type { Peers } from '../server/waiters.js';
+import { serve, type Serving } from './serve.js';
 
-type FromWorker = { ready?: true; error?: string; synctime?: number };
-type ToWorker = { synctime: number };
+type FromWorker = {
+  ready?: true;
+  error?: string;
+  synctime?: number;
+  /** Start (with an id to confirm) or stop telling this worker of puts to a queue. */
+  watch?: { name: string; on: boolean; id?: number };
+  /** Queues that got messages here, with how many. */
+  puts?: Array<[string, number]>;
+  /** A /metrics request to answer with every worker's metrics. */
+  metrics?: number;
+};
+type ToWorker = { synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
   let unlock = () => {};
@@ -35,9 +47,42 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   let started = false;
   let synctime = config.synctime;
   const restarts: number[] = [];
+  // Long polls across workers: which workers wait on which queue, so a put in one wakes the others.
+  const watchers = new Map<string, Set<Worker>>();
+  const collect = config.workers > 1 ? clusterMetrics() : undefined;
+
+  const relay = (from: Worker, m: FromWorker) => {
+    if (m.watch) {
+      const { name, on, id } = m.watch;
+      let set = watchers.get(name);
+      if (on) {
+        if (!set) watchers.set(name, (set = new Set()));
+        set.add(from);
+        from.send({ watching: id } satisfies ToWorker);
+      } else if (set?.delete(from) && set.size === 0) watchers.delete(name);
+    }
+    if (m.puts) {
+      const wakes = new Map<Worker, Array<[string, number]>>();
+      for (const [name, count] of m.puts) {
+        for (const w of watchers.get(name) ?? []) if (w !== from) wakes.set(w, [...(wakes.get(w) ?? []), [name, count]]);
+      }
+      for (const [w, wake] of wakes) if (w.isConnected()) w.send({ wake } satisfies ToWorker);
+    }
+    if (m.metrics !== undefined && collect) {
+      const id = m.metrics;
+      collect().then(
+        (text) => from.send({ metricsText: { id, text } } satisfies ToWorker),
+        (err: Error) => from.send({ metricsText: { id, text: `# metrics could not be collected: ${err.message}\n` } } satisfies ToWorker),
+      );
+    }
+  };
 
   const fork = (): Worker => {
     const worker = cluster.fork();
+    worker.on('message', (m: FromWorker) => relay(worker, m));
+    worker.on('exit', () => {
+      for (const [name, set] of watchers) if (set.delete(worker) && set.size === 0) watchers.delete(name);
+    });
     worker.on('message', (m: FromWorker) => {
       if (m.error && !started) fail(m.error);
       if (m.error) log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${m.error}`);
@@ -100,9 +145,60 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   });
 }
 
+/** This worker's side of long polls and metrics across workers, through the primary. */
+function primaryLink(): Peers & { fromCluster: () => Promise<string>; onMessage: (m: ToWorker, serving: Serving) => void } {
+  let next = 0;
+  const confirmations = new Map<number, () => void>();
+  const texts = new Map<number, (text: string) => void>();
+  const send = (m: FromWorker) => process.connected && process.send?.(m);
+  let puts: Map<string, number> | undefined;
+  return {
+    watch(name, on) {
+      if (!on || !process.connected) return void send({ watch: { name, on } }), Promise.resolve();
+      const id = next++;
+      return new Promise((resolve) => {
+        confirmations.set(id, resolve);
+        send({ watch: { name, on, id } });
+      });
+    },
+    // Sent once per event-loop turn, however many puts it had.
+    notify(name, count) {
+      if (!puts) {
+        puts = new Map();
+        setImmediate(() => {
+          send({ puts: [...puts!] });
+          puts = undefined;
+        });
+      }
+      puts.set(name, (puts.get(name) ?? 0) + count);
+    },
+    fromCluster() {
+      const id = next++;
+      return new Promise((resolve) => {
+        texts.set(id, resolve);
+        send({ metrics: id });
+      });
+    },
+    onMessage(m, serving) {
+      if (m.synctime) serving.store.setSyncInterval(m.synctime);
+      if (m.watching !== undefined) confirmations.get(m.watching)?.(), confirmations.delete(m.watching);
+      if (m.wake) for (const [name, count] of m.wake) serving.waiters.wake(name, count);
+      if (m.metricsText) texts.get(m.metricsText.id)?.(m.metricsText.text), texts.delete(m.metricsText.id);
+    },
+  };
+}
+
 export async function runWorker(config: Config, datadir: string): Promise<void> {
-  const serving = await serve(config, datadir, (synctime) => process.send?.({ synctime } satisfies FromWorker));
-  process.on('message', (m: ToWorker) => m.synctime && serving.store.setSyncInterval(m.synctime));
+  const link = config.workers > 1 ? primaryLink() : undefined;
+  const serving = await serve(config, datadir, {
+    onSynctime: (synctime) => process.send?.({ synctime } satisfies FromWorker),
+    peers: link,
+    fromCluster: link?.fromCluster,
+  });
+  process.on('message', (m: ToWorker) => {
+    if (link) link.onMessage(m, serving);
+    else if (m.synctime) serving.store.setSyncInterval(m.synctime);
+  });
   process.send?.({ ready: true } satisfies FromWorker);
   onStopSignal(async () => {
     await serving.stop();

@@ -42,6 +42,10 @@ export const OPTIONS = {
     help: 'open connections per process; more are closed at once (keeps idle or slow clients from exhausting sockets)',
   },
   'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
+  'max-wait': {
+    type: 'string', arg: '<second>', default: '60',
+    help: 'longest long poll a client may ask for with `opt=get&wait=` (see docs/EXTENSIONS.md)',
+  },
   workers: {
     type: 'string', arg: '<num>', default: '1',
     help: 'serving processes sharing the port and the database (see BENCHMARKS.md for when more than one helps)',
@@ -93,6 +97,7 @@ export interface Config {
   adminAuth: string | undefined;
   maxMessageBytes: number;
   maxConnections: number;
+  maxWait: number;
   workers: number;
   daemon: boolean;
   help: boolean;
@@ -149,6 +154,7 @@ export function parseConfig(argv: string[]): Config {
     adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
     maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
+    maxWait: int('max-wait', v('max-wait'), 1, 3600),
     workers: int('workers', v('workers'), 1, 64),
     daemon: Boolean(values.daemon),
     help: Boolean(values.help),

@@ -1,5 +1,7 @@
 /** One serving process: the store, the HTTP server on its port, and a clean stop. */
-import { createHttpsqsServer } from '../server/server.js';
+import { createMetrics, shareWithPrimary } from '../server/metrics.js';
+import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
+import type { Peers, Waiters } from '../server/waiters.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb.js';
 import type { Config } from './options.js';
@@ -8,11 +10,21 @@ import { fail } from './process.js';
 
 export interface Serving {
   store: LmdbStore;
+  waiters: Waiters;
   /** Stop accepting, finish in-flight requests, flush, close. */
   stop(): Promise<void>;
 }
 
-export async function serve(config: Config, datadir: string, onSynctime?: (seconds: number) => void): Promise<Serving> {
+export interface ServeHooks {
+  /** `opt=synctime` changed this process's interval (to tell other workers). */
+  onSynctime?: (seconds: number) => void;
+  /** The other workers, for long polls. */
+  peers?: Peers | undefined;
+  /** Every worker's metrics, through the primary. */
+  fromCluster?: (() => Promise<string>) | undefined;
+}
+
+export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
   let store: LmdbStore;
   try {
     // Several workers share the environment (the primary holds the directory lock for them); a
@@ -22,30 +34,43 @@ export async function serve(config: Config, datadir: string, onSynctime?: (secon
     if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
     fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
   }
-  const app = createHttpsqsServer(store, {
+  let app: HttpsqsServer | undefined;
+  const metrics = createMetrics({
+    store,
+    connections: () => app?.connections() ?? 0,
+    waiting: () => app?.waiters.size ?? 0,
+    fromCluster: hooks.fromCluster,
+  });
+  if (hooks.fromCluster) shareWithPrimary(metrics.registry);
+  const server = createHttpsqsServer(metrics.instrument(store), {
     auth: config.auth,
     adminAuth: config.adminAuth,
     keepAliveTimeout: config.timeout,
     maxMessageBytes: config.maxMessageBytes,
     maxConnections: config.maxConnections,
-    onSynctime,
+    maxWait: config.maxWait,
+    onSynctime: hooks.onSynctime,
+    peers: hooks.peers,
+    metrics,
     log: (line) => log.error({ event: 'error' }, line),
   });
+  app = server;
   await new Promise<void>((ready) => {
-    app.server.once('error', (err: NodeJS.ErrnoException) => {
+    server.server.once('error', (err: NodeJS.ErrnoException) => {
       const where = `${config.listen}:${config.port}`;
       if (err.code === 'EADDRINUSE') fail(`-p: port ${config.port} is already in use on ${config.listen}`);
       if (err.code === 'EADDRNOTAVAIL') fail(`-l: ${config.listen} is not an address of this machine`);
       if (err.code === 'EACCES') fail(`-p: no permission to listen on ${where}`);
       fail(`cannot listen on ${where}: ${err.message}`);
     });
-    app.server.listen(config.port, config.listen, ready);
+    server.server.listen(config.port, config.listen, ready);
   });
-  app.server.on('error', (err) => log.error({ event: 'error', err }, `server error: ${err.message}`));
+  server.server.on('error', (err) => log.error({ event: 'error', err }, `server error: ${err.message}`));
   return {
     store,
+    waiters: server.waiters,
     async stop() {
-      await app.close();
+      await server.close();
       await store.close();
     },
   };

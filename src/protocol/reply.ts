@@ -11,6 +11,10 @@ export const MAXQUEUE_CANCEL = 'HTTPSQS_MAXQUEUE_CANCEL';
 export const SYNCTIME_OK = 'HTTPSQS_SYNCTIME_OK';
 export const AUTH_FAILED = 'HTTPSQS_AUTH_FAILED';
 export const ERROR = 'HTTPSQS_ERROR';
+// Extensions (docs/EXTENSIONS.md).
+export const ACK_OK = 'HTTPSQS_ACK_OK';
+export const NACK_OK = 'HTTPSQS_NACK_OK';
+export const LEASE_NOT_FOUND = 'HTTPSQS_LEASE_NOT_FOUND';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
@@ -28,12 +32,18 @@ export function statusText(name: string, s: QueueState): string {
 
 /**
  * `status_json`. Unlike the reference, the name is escaped as JSON; for ordinary names (no `"`,
- * `\` or control bytes) the output is byte-identical, UTF-8 included.
+ * `\` or control bytes) the output is byte-identical, UTF-8 included. `leased` (an extension) is
+ * added only when non-zero, so that queues used the reference way answer exactly as it does.
  */
-export function statusJson(name: string, s: QueueState): Buffer {
+export function statusJson(name: string, s: QueueState, leased = 0): Buffer {
+  return Buffer.from(`${statusObject(name, s, leased, leased > 0)}\n`);
+}
+
+/** The JSON object of `status_json`, optionally always with `leased` (as `opt=list` gives it). */
+export function statusObject(name: string, s: QueueState, leased: number, withLeased = true): string {
   const jsonName = JSON.stringify(Buffer.from(name, 'latin1').toString('utf8'));
-  return Buffer.from(
+  return (
     `{"name":${jsonName},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"putlap":${putLap(s)},` +
-      `"getpos":${s.getpos},"getlap":1,"unread":${unread(s)}}\n`,
+    `"getpos":${s.getpos},"getlap":1,"unread":${unread(s)}${withLeased ? `,"leased":${leased}` : ''}}`
   );
 }

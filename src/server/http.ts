@@ -21,6 +21,9 @@ export interface HttpRequest {
   /** Header names lower-cased; the first occurrence wins. */
   headers: Record<string, string>;
   body: Buffer;
+  /** For a handler that may wait long: aborted when the client goes away before the reply.
+   * Watching means reading on while the request is in progress, so it is opt-in. */
+  gone(): AbortSignal;
 }
 
 export interface HttpReply {
@@ -85,6 +88,7 @@ class Connection {
   busy = false;
   closing = false;
   private pumping = false;
+  private watcher: { signal: AbortSignal; abort: () => void } | undefined;
 
   constructor(
     readonly socket: net.Socket,
@@ -112,7 +116,19 @@ class Connection {
   private onData(data: Buffer): void {
     if (this.closing) return; // draining after a refusal
     this.pending = this.pending.length ? Buffer.concat([this.pending, data]) : data;
+    // Read while a watched request waits, but only as much as one request's headers may take.
+    if (this.busy && this.pending.length > this.opts.maxHeaderBytes) this.socket.pause();
     this.pump();
+  }
+
+  private gone(): AbortSignal {
+    if (!this.watcher) {
+      const controller = new AbortController();
+      this.watcher = { signal: controller.signal, abort: () => controller.abort() };
+      this.socket.once('close', this.watcher.abort);
+      this.socket.resume();
+    }
+    return this.watcher.signal;
   }
 
   /** Parses as far as the bytes go, dispatching each complete request in turn. Re-entered from a
@@ -229,7 +245,7 @@ class Connection {
     const http10 = m[3] === '0';
     const conn = headers.connection?.toLowerCase();
     this.keepAlive = http10 ? conn === 'keep-alive' : conn !== 'close';
-    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY };
+    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone() };
     this.bodyParts = [];
     this.bodySize = 0;
     this.socket.setTimeout(this.opts.bodyMs);
@@ -281,6 +297,10 @@ class Connection {
   }
 
   private send(r: HttpReply): void {
+    if (this.watcher) {
+      this.socket.off('close', this.watcher.abort);
+      this.watcher = undefined;
+    }
     if (this.socket.destroyed) return;
     const keep = this.keepAlive && !this.shuttingDown();
     const head = render(r.status, r.head, r.body.length, keep);

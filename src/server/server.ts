@@ -7,7 +7,9 @@ import { atoi, decodeBytes, decodeComponent, parseQuery, type Params } from '../
 import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import type { Store } from '../store/store.js';
+import { createExtensions, isExtension, type Answer, type ExtensionContext } from './extensions.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
+import { Waiters, type Peers } from './waiters.js';
 
 export interface ServerOptions {
   /** Password clients must send as `auth=`; none when undefined. */
@@ -24,6 +26,25 @@ export interface ServerOptions {
   onSynctime?: ((seconds: number) => void) | undefined;
   /** Where operational errors go (never message contents). */
   log?: (line: string) => void;
+  /** Longest long poll (`wait=`) accepted, in seconds. */
+  maxWait?: number;
+  /** Other processes serving the same store, for long polls (`--workers`). */
+  peers?: Peers | undefined;
+  /** Counts and timings for /metrics; /metrics answers 404 without it. */
+  metrics?: ServerMetrics | undefined;
+}
+
+/** What the server reports to a metrics registry (see cli/metrics.ts). */
+export interface ServerMetrics extends Pick<ExtensionContext, 'onWaited' | 'onTaken' | 'onPut' | 'onSettled'> {
+  /** A request with this opt (or path) took `seconds`. */
+  onRequest(opt: string, seconds: number): void;
+  /** The text exposition of every metric. */
+  render(): Promise<string>;
+}
+
+/** What `createHttpsqsServer` gives: the HTTP server, and the waiters to wake from other processes. */
+export interface HttpsqsServer extends HttpServer {
+  waiters: Waiters;
 }
 
 const MAX_NAME_BYTES = 256;
@@ -35,28 +56,35 @@ const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
 const ADMIN_OPS = new Set(['reset', 'maxqueue', 'synctime']);
 
-type Answer = { body: string | Buffer; pos?: number };
+const BINARY = /^application\/octet-stream\s*(;|$)/i;
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'latin1').digest();
 }
 
-export function createHttpsqsServer(store: Store, options: ServerOptions): HttpServer {
+export function createHttpsqsServer(store: Store, options: ServerOptions): HttpsqsServer {
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
+  const metrics = options.metrics;
+  const waiters = new Waiters(options.peers);
+  const extension = createExtensions({ store, waiters, log, maxWait: options.maxWait ?? 60, ...metrics });
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = options.auth === undefined ? undefined : digest(options.auth);
   const adminDigest = options.adminAuth === undefined ? undefined : digest(options.adminAuth);
   const matches = (given: string | undefined, want: Buffer) => given !== undefined && timingSafeEqual(digest(given), want);
 
-  async function command(p: Params, body: Buffer): Promise<Answer> {
+  async function command(p: Params, req: HttpRequest): Promise<Answer> {
     const required = adminDigest && p.opt !== undefined && ADMIN_OPS.has(p.opt) ? adminDigest : authDigest;
     if (required && !matches(p.auth, required)) return { body: R.AUTH_FAILED };
     const { name, opt } = p;
+    const body = req.body;
+    if (opt === 'list') return extension(p, body, req);
     if (name === undefined || opt === undefined || name.length > MAX_NAME_BYTES) return { body: R.ERROR };
+    if (isExtension(p)) return extension(p, body, req);
     switch (opt) {
       case 'put': {
         let message: Buffer;
-        if (body.length > 0) message = decodeBytes(body);
+        // A binary body is stored as it is; anything else is URL-decoded once, as the reference does.
+        if (body.length > 0) message = BINARY.test(req.headers['content-type'] ?? '') ? body : decodeBytes(body);
         // The reference URL-decodes `data` once more after the query parser did.
         else if (p.data !== undefined) message = Buffer.from(decodeComponent(p.data), 'latin1');
         else return { body: R.PUT_ERROR };
@@ -67,16 +95,24 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): HttpS
           log(`put failed: ${(err as Error).message}`);
           return { body: R.PUT_ERROR };
         }
-        return pos === 0 ? { body: R.PUT_END } : { body: R.PUT_OK, pos };
+        if (pos === 0) return { body: R.PUT_END };
+        waiters.notify(name, 1);
+        metrics?.onPut?.(name, 1);
+        return { body: R.PUT_OK, pos };
       }
       case 'get': {
         const got = await store.get(name);
-        return got ? { body: got.message, pos: got.pos } : { body: R.GET_END };
+        if (!got) return { body: R.GET_END };
+        metrics?.onTaken?.(name, 1, false);
+        // A message whose lease ended comes back to a plain get too, saying how often it went out.
+        return { body: got.message, pos: got.pos, ...(got.deliveries > 1 ? { head: `Deliveries: ${got.deliveries}\r\n` } : {}) };
       }
       case 'status':
         return { body: R.statusText(name, await store.status(name)) };
-      case 'status_json':
-        return { body: R.statusJson(name, await store.status(name)) };
+      case 'status_json': {
+        const s = await store.status(name);
+        return { body: R.statusJson(name, s, s.leased) };
+      }
       case 'view': {
         const pos = atoi(p.pos);
         if (pos < 1 || pos > MAX_POSITION) return { body: R.ERROR };
@@ -102,7 +138,35 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): HttpS
     }
   }
 
+  /** `/healthz` and `/metrics`; every other path is the queue protocol, as in the reference. */
+  async function special(path: string, p: Params): Promise<HttpReply | undefined> {
+    const text = 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n';
+    if (path === '/healthz') {
+      try {
+        await store.check();
+        return { status: 200, head: text, body: 'OK\n' };
+      } catch (err) {
+        return { status: 503, head: text, body: `${(err as Error).message}\n` };
+      }
+    }
+    if (path !== '/metrics' || !metrics) return undefined;
+    if (authDigest && !matches(p.auth, authDigest)) return { status: 401, head: text, body: 'This server needs auth= for /metrics too\n' };
+    const body = Buffer.from(await metrics.render());
+    return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-cache\r\n', body };
+  }
+
   async function handle(req: HttpRequest): Promise<HttpReply> {
+    const params = parseQuery(req.target);
+    const end = req.target.search(/[?#]/);
+    const path = end < 0 ? req.target : req.target.slice(0, end);
+    if (!metrics) return answer(req, path, params);
+    const started = performance.now();
+    const reply = await answer(req, path, params);
+    metrics.onRequest(path === '/metrics' || path === '/healthz' ? path : (params.opt ?? ''), (performance.now() - started) / 1000);
+    return reply;
+  }
+
+  async function answer(req: HttpRequest, path: string, params: Params): Promise<HttpReply> {
     if (!SERVED_METHODS.has(req.method)) {
       return {
         status: 405,
@@ -110,24 +174,24 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): HttpS
         body: `Method ${req.method} is not served\n`,
       };
     }
-    const params = parseQuery(req.target);
+    const other = path === '/healthz' || path === '/metrics' ? await special(path, params) : undefined;
+    if (other) return other;
     const charset = params.charset;
     let out: Answer;
     try {
-      out = await command(params, req.body);
+      out = await command(params, req);
     } catch (err) {
       log(`request failed: ${(err as Error).message}`);
       out = { body: R.ERROR };
     }
+    const type = out.json ? 'application/json' : charset && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
     // Spelled exactly as the reference does: some clients search header lines case-sensitively.
-    const head =
-      `Content-Type: ${charset && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain'}\r\n` +
-      `Cache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}`;
+    const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
     const body = typeof out.body === 'string' || out.body.length > SMALL_BODY ? out.body : out.body.toString('latin1');
     return { status: 200, head, body };
   }
 
-  return createHttpServer(handle, {
+  const http = createHttpServer(handle, {
     maxHeaderBytes: 16 * 1024,
     maxBodyBytes: options.maxMessageBytes,
     maxConnections: options.maxConnections,
@@ -136,4 +200,12 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): HttpS
     bodyMs: 60_000,
     messages: { 413: `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)` },
   });
+  return {
+    ...http,
+    waiters,
+    close() {
+      waiters.close(); // long polls answer now, so that their connections can close
+      return http.close();
+    },
+  };
 }

@@ -1,0 +1,190 @@
+/**
+ * What HTTPSQS users used to build around it, as new opts and new optional parameters that old
+ * clients never send (docs/EXTENSIONS.md): long polling (`wait`), leases (`lease`, `ack`, `nack`),
+ * batches (`mput`, `mget`, `view` with `num`) and listing (`list`). Same reply style as the
+ * reference: HTTP 200, `HTTPSQS_*` tokens for outcomes and errors; lists of things come as JSON.
+ */
+import { atoi, type Params } from '../protocol/query.js';
+import * as R from '../protocol/reply.js';
+import { MAX_LEASE_SECONDS } from '../queue/leases.js';
+import { MAX_POSITION } from '../queue/ring.js';
+import type { Store } from '../store/store.js';
+import type { HttpRequest } from './http.js';
+import type { Waiters } from './waiters.js';
+
+/** Most messages in one mput, mget, view range or list page. */
+export const MAX_BATCH = 1000;
+const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'list']);
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export interface Answer {
+  body: string | Buffer;
+  /** The `Pos` header. */
+  pos?: number;
+  /** More header lines, each ending in CRLF. */
+  head?: string;
+  /** The body is JSON (application/json). */
+  json?: boolean;
+}
+
+export interface ExtensionContext {
+  store: Store;
+  waiters: Waiters;
+  /** Longest `wait` accepted, in seconds. */
+  maxWait: number;
+  log: (line: string) => void;
+  /** A long poll ended after `seconds`, with a message or without. */
+  onWaited?: ((seconds: number, found: boolean) => void) | undefined;
+  /** Messages were handed out (`leased` of them under a lease). */
+  onTaken?: ((name: string, count: number, leased: boolean) => void) | undefined;
+  onPut?: ((name: string, count: number) => void) | undefined;
+  onSettled?: ((name: string, outcome: 'ack' | 'nack') => void) | undefined;
+}
+
+/** Whether the extensions answer this request: a new opt, or a reference opt with a new parameter. */
+export function isExtension(p: Params): boolean {
+  const { opt, extra } = p;
+  if (opt === undefined) return false;
+  if (OPTS.has(opt)) return true;
+  if (opt === 'get') return !!extra && (extra.has('wait') || extra.has('lease'));
+  return opt === 'view' && p.num !== undefined;
+}
+
+/** A whole number in [min, max], in plain digits; NaN for anything else. Unlike the reference's
+ * numbers (C atoi), new parameters are strict: `wait=1e3` is an error, not 1. */
+function whole(v: string | undefined, min: number, max: number): number {
+  if (v === undefined || !/^\d{1,10}$/.test(v)) return NaN;
+  const n = Number(v);
+  return n >= min && n <= max ? n : NaN;
+}
+
+/** An optional parameter: `fallback` when absent, NaN when malformed or out of range. */
+function optional(p: Params, key: string, min: number, max: number, fallback: number): number {
+  const v = p.extra?.get(key);
+  return v === undefined ? fallback : whole(v, min, max);
+}
+
+type Encoding = 'utf8' | 'base64';
+
+function encodingOf(p: Params): Encoding | undefined {
+  const e = p.extra?.get('encoding') ?? 'utf8';
+  return e === 'utf8' || e === 'base64' ? e : undefined;
+}
+
+const encode = (m: Buffer, enc: Encoding) => (enc === 'base64' ? `"${m.toString('base64')}"` : JSON.stringify(m.toString('utf8')));
+const json = (body: string): Answer => ({ body: Buffer.from(`${body}\n`), json: true });
+
+export function createExtensions(ctx: ExtensionContext) {
+  const { store, waiters } = ctx;
+
+  /** Runs `attempt` once, or as a long poll of `wait` seconds. */
+  async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<T | undefined> {
+    if (!wait) return attempt();
+    const started = performance.now();
+    const got = await waiters.wait(name, Date.now() + wait * 1000, req.gone(), attempt, () => store.nextExpiry(name));
+    ctx.onWaited?.((performance.now() - started) / 1000, got !== undefined);
+    return got;
+  }
+
+  /** `wait` and `lease`, shared by get and mget; undefined when either is malformed. */
+  function waitAndLease(p: Params): { wait: number; leaseMs: number | undefined } | undefined {
+    const wait = optional(p, 'wait', 0, ctx.maxWait, 0);
+    const lease = optional(p, 'lease', 1, MAX_LEASE_SECONDS, 0);
+    if (Number.isNaN(wait) || Number.isNaN(lease)) return undefined;
+    return { wait, leaseMs: lease ? lease * 1000 : undefined };
+  }
+
+  async function get(name: string, p: Params, req: HttpRequest): Promise<Answer> {
+    const o = waitAndLease(p);
+    if (!o) return { body: R.ERROR };
+    const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
+    if (!got) return { body: R.GET_END };
+    ctx.onTaken?.(name, 1, !!o.leaseMs);
+    const head = o.leaseMs || got.deliveries > 1 ? `Deliveries: ${got.deliveries}\r\n` : undefined;
+    return { body: got.message, pos: got.pos, ...(head ? { head } : {}) };
+  }
+
+  async function mget(name: string, p: Params, req: HttpRequest): Promise<Answer> {
+    const o = waitAndLease(p);
+    const num = whole(p.num, 1, MAX_BATCH);
+    const enc = encodingOf(p);
+    if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
+    const got = (await taking(name, o.wait, req, async () => {
+      const batch = await store.getMany(name, num, o.leaseMs);
+      return batch.length ? batch : undefined;
+    })) ?? [];
+    if (got.length) ctx.onTaken?.(name, got.length, !!o.leaseMs);
+    return json(`[${got.map((d) => `{"pos":${d.pos},"deliveries":${d.deliveries},"data":${encode(d.message, enc)}}`).join(',')}]`);
+  }
+
+  async function mput(name: string, p: Params, body: Buffer): Promise<Answer> {
+    const enc = encodingOf(p);
+    let items: unknown;
+    try {
+      items = JSON.parse(body.toString('utf8'));
+    } catch {
+      return { body: R.PUT_ERROR };
+    }
+    if (!enc || !Array.isArray(items) || items.length > MAX_BATCH) return { body: R.PUT_ERROR };
+    if (!items.every((m) => typeof m === 'string' && (enc === 'utf8' || BASE64.test(m)))) return { body: R.PUT_ERROR };
+    let positions: number[];
+    try {
+      positions = await store.putMany(name, (items as string[]).map((m) => Buffer.from(m, enc)));
+    } catch (err) {
+      ctx.log(`mput failed: ${(err as Error).message}`);
+      return { body: R.PUT_ERROR };
+    }
+    if (positions.length) {
+      waiters.notify(name, positions.length);
+      ctx.onPut?.(name, positions.length);
+    }
+    return json(`{"count":${positions.length},"positions":[${positions.join(',')}],"full":${positions.length < items.length}}`);
+  }
+
+  async function viewRange(name: string, p: Params): Promise<Answer> {
+    const pos = atoi(p.pos);
+    const num = whole(p.num, 1, MAX_BATCH);
+    const enc = encodingOf(p);
+    if (pos < 1 || pos > MAX_POSITION || Number.isNaN(num) || !enc) return { body: R.ERROR };
+    const found = await store.range(name, pos, num);
+    return json(`[${found.map((m) => `{"pos":${m.pos},"data":${encode(m.message, enc)}}`).join(',')}]`);
+  }
+
+  async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {
+    const pos = whole(p.pos, 1, MAX_POSITION);
+    if (Number.isNaN(pos)) return { body: R.ERROR };
+    if (!(await store.settle(name, pos, outcome))) return { body: R.LEASE_NOT_FOUND };
+    ctx.onSettled?.(name, outcome);
+    if (outcome === 'nack') waiters.notify(name, 1);
+    return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };
+  }
+
+  async function list(p: Params): Promise<Answer> {
+    const limit = optional(p, 'limit', 1, MAX_BATCH, 100);
+    if (Number.isNaN(limit)) return { body: R.ERROR };
+    const queues = await store.list(p.extra?.get('prefix') ?? '', p.extra?.get('after') ?? '', limit);
+    return json(`[${queues.map((q) => R.statusObject(q.name, q.status, q.status.leased)).join(',')}]`);
+  }
+
+  /** Answers a request `isExtension` accepted (`list` needs no `name`; the others have one). */
+  return function command(p: Params, body: Buffer, req: HttpRequest): Promise<Answer> {
+    const name = p.name!;
+    switch (p.opt) {
+      case 'list':
+        return list(p);
+      case 'get':
+        return get(name, p, req);
+      case 'mget':
+        return mget(name, p, req);
+      case 'mput':
+        return mput(name, p, body);
+      case 'view':
+        return viewRange(name, p);
+      case 'ack':
+      case 'nack':
+        return settle(name, p, p.opt);
+      default:
+        return Promise.resolve({ body: R.ERROR });
+    }
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * Long polling (`opt=get&wait=S`): requests that found their queue empty wait in line, first come
+ * first served, and a put wakes as many of them as it stored messages. Nothing polls: a waiter
+ * looks again only when woken, when a lease on its queue ends, or when its time is up.
+ *
+ * A woken waiter may find nothing (a plain get was quicker); it keeps its place in line. A waiter
+ * woken while it was already looking looks once more; one that leaves with a wake it did not use
+ * (it got a message anyway, timed out, or its client went away) passes the wake on.
+ */
+
+/** Other processes serving the same store (`--workers`). */
+export interface Peers {
+  /** From now on, tell this process of puts to `name` (resolves once that holds); or stop. */
+  watch(name: string, on: boolean): Promise<void>;
+  /** Tells the processes watching `name` that it got `count` messages. */
+  notify(name: string, count: number): void;
+}
+
+interface Waiter {
+  /** A wake arrived since the waiter last looked. */
+  woken: boolean;
+  /** Ends the waiter's sleep, if it sleeps. */
+  wake: () => void;
+}
+
+export class Waiters {
+  private readonly lines = new Map<string, Waiter[]>();
+  private readonly watching = new Map<string, Promise<void>>();
+  private closed = false;
+
+  constructor(private readonly peers?: Peers) {}
+
+  /** Waiting requests now. */
+  get size(): number {
+    let n = 0;
+    for (const line of this.lines.values()) n += line.length;
+    return n;
+  }
+
+  /** `name` got `count` messages (or messages back): wake waiters here and in other processes. */
+  notify(name: string, count: number): void {
+    this.wake(name, count);
+    this.peers?.notify(name, count);
+  }
+
+  /** Wakes up to `count` waiters of `name` that are not awake already, first in line first. */
+  wake(name: string, count: number): void {
+    for (const w of this.lines.get(name) ?? []) {
+      if (count <= 0) break;
+      if (w.woken) continue;
+      w.woken = true;
+      w.wake();
+      count--;
+    }
+  }
+
+  /**
+   * Runs `attempt` until it finds something, `until` (ms since the epoch) passes, the client goes
+   * away (`gone`) or the server closes. `nextExpiry` says when a lease on the queue ends, which
+   * makes a message available without any put.
+   */
+  async wait<T>(
+    name: string,
+    until: number,
+    gone: AbortSignal,
+    attempt: () => Promise<T | undefined>,
+    nextExpiry: () => Promise<number | undefined>,
+  ): Promise<T | undefined> {
+    let got = await attempt();
+    if (got !== undefined || Date.now() >= until || this.closed) return got;
+    const me: Waiter = { woken: false, wake: () => {} };
+    await this.enter(name, me);
+    try {
+      for (;;) {
+        if (gone.aborted || this.closed) return undefined;
+        me.woken = false;
+        got = await attempt();
+        if (got !== undefined) return got;
+        if (me.woken) continue; // something arrived while we looked
+        const expiry = await nextExpiry();
+        const wakeAt = Math.min(until, expiry ?? Infinity);
+        if (Date.now() >= until) return undefined;
+        if (!me.woken) await this.sleep(me, Math.max(0, wakeAt - Date.now()), gone);
+      }
+    } finally {
+      this.leave(name, me);
+    }
+  }
+
+  /** Answers every waiting request (with nothing) and takes no more waits. */
+  close(): void {
+    this.closed = true;
+    for (const line of this.lines.values()) for (const w of line) w.wake();
+  }
+
+  private sleep(me: Waiter, ms: number, gone: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        gone.removeEventListener('abort', done);
+        me.wake = () => {};
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      gone.addEventListener('abort', done);
+      me.wake = done;
+    });
+  }
+
+  private async enter(name: string, me: Waiter): Promise<void> {
+    let line = this.lines.get(name);
+    if (!line) this.lines.set(name, (line = []));
+    line.push(me);
+    if (!this.peers) return;
+    let watch = this.watching.get(name);
+    if (!watch) this.watching.set(name, (watch = this.peers.watch(name, true)));
+    await watch;
+  }
+
+  private leave(name: string, me: Waiter): void {
+    const line = this.lines.get(name);
+    if (!line) return;
+    line.splice(line.indexOf(me), 1);
+    if (line.length === 0) {
+      this.lines.delete(name);
+      if (this.watching.delete(name)) void this.peers?.watch(name, false);
+    }
+    if (me.woken) this.wake(name, 1);
+  }
+}
