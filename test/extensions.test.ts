@@ -1,0 +1,330 @@
+/**
+ * The extensions (docs/EXTENSIONS.md) over HTTP against a real server: long polling, leases,
+ * batches, binary bodies, listing, /metrics and /healthz, each with its bad inputs.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { cleanup, request, startServer, type RunningServer } from './helpers.js';
+
+interface Reply {
+  status: number;
+  body: string;
+  bytes: Buffer;
+  headers: http.IncomingHttpHeaders;
+  ms: number;
+}
+
+interface CallOptions {
+  method?: string;
+  body?: string | Buffer;
+  signal?: AbortSignal;
+  /** On a connection of its own (closed after), rather than a pooled keep-alive one. */
+  fresh?: boolean;
+}
+
+/** A keep-alive client: `call(path)` resolves to status, headers, body and how long it took. */
+function client(port: number) {
+  const agent = new http.Agent({ keepAlive: true });
+  return (path: string, o: CallOptions = {}): Promise<Reply> =>
+    new Promise((resolve, reject) => {
+      const started = performance.now();
+      const req = http.request(
+        { host: '127.0.0.1', port, path, method: o.method ?? (o.body === undefined ? 'GET' : 'POST'), agent: o.fresh ? false : agent, signal: o.signal },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (d: Buffer) => chunks.push(d));
+          res.on('error', reject);
+          res.on('end', () => {
+            const bytes = Buffer.concat(chunks);
+            resolve({ status: res.statusCode!, body: bytes.toString('utf8'), bytes, headers: res.headers, ms: performance.now() - started });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(o.body);
+    });
+}
+
+describe('extensions', () => {
+  let server: RunningServer;
+  let call: ReturnType<typeof client>;
+  before(async () => {
+    server = await startServer({ args: ['--max-wait', '5'] });
+    call = client(server.port);
+  });
+  after(async () => {
+    await server.stop();
+    cleanup(server.dir);
+  });
+
+  describe('long polling', () => {
+    it('waits the given seconds on an empty queue, then answers like get', async () => {
+      const r = await call('/?name=lp-empty&opt=get&wait=1');
+      assert.equal(r.body, 'HTTPSQS_GET_END');
+      assert.ok(r.ms >= 950, `answered after ${r.ms} ms`);
+    });
+
+    it('a put wakes a waiting consumer at once', async () => {
+      const waiting = call('/?name=lp-wake&opt=get&wait=5');
+      await sleep(300);
+      const putAt = performance.now();
+      assert.equal((await call('/?name=lp-wake&opt=put&data=hello')).body, 'HTTPSQS_PUT_OK');
+      const r = await waiting;
+      assert.equal(r.body, 'hello');
+      assert.equal(r.headers.pos, '1');
+      assert.ok(performance.now() - putAt < 1000, 'the waiter was answered long after the put');
+    });
+
+    it('waiters are served first come, first served', async () => {
+      const waiters: Array<Promise<Reply>> = [];
+      for (let i = 0; i < 3; i++) {
+        waiters.push(call('/?name=lp-fifo&opt=get&wait=5'));
+        await sleep(150);
+      }
+      for (const m of ['first', 'second', 'third']) await call(`/?name=lp-fifo&opt=put&data=${m}`);
+      assert.deepEqual((await Promise.all(waiters)).map((r) => r.body), ['first', 'second', 'third']);
+    });
+
+    it('a client that disconnects while waiting takes no message with it', async () => {
+      const abort = new AbortController();
+      const gone = call('/?name=lp-gone&opt=get&wait=5', { signal: abort.signal }).catch((err: Error) => err);
+      await sleep(200);
+      abort.abort();
+      assert.ok((await gone) instanceof Error);
+      await sleep(200);
+      await call('/?name=lp-gone&opt=put&data=kept');
+      assert.equal((await call('/?name=lp-gone&opt=get')).body, 'kept');
+    });
+
+    it('a lease that ends wakes a waiter, which gets the message again', async () => {
+      await call('/?name=lp-lease&opt=put&data=again');
+      assert.equal((await call('/?name=lp-lease&opt=get&lease=1')).body, 'again');
+      const r = await call('/?name=lp-lease&opt=get&wait=5');
+      assert.equal(r.body, 'again');
+      assert.equal(r.headers.deliveries, '2');
+      assert.ok(r.ms > 500 && r.ms < 3000, `answered after ${r.ms} ms`);
+    });
+
+    it('wait must be whole seconds within the server cap (--max-wait)', async () => {
+      for (const w of ['abc', '-1', '6', '1e3', '2.5', '']) {
+        assert.equal((await call(`/?name=lp-bad&opt=get&wait=${w}`)).body, 'HTTPSQS_ERROR', `wait=${w}`);
+      }
+      assert.equal((await call('/?name=lp-bad&opt=get&wait=0')).body, 'HTTPSQS_GET_END');
+    });
+  });
+
+  describe('leases', () => {
+    it('get&lease hands the message out with its position; ack confirms it once', async () => {
+      await call('/?name=ls-ack&opt=put&data=job');
+      const r = await call('/?name=ls-ack&opt=get&lease=30');
+      assert.deepEqual([r.body, r.headers.pos, r.headers.deliveries], ['job', '1', '1']);
+      assert.match((await call('/?name=ls-ack&opt=status_json')).body, /"unread":0,"leased":1}\n$/);
+      assert.equal((await call('/?name=ls-ack&opt=ack&pos=1')).body, 'HTTPSQS_ACK_OK');
+      assert.equal((await call('/?name=ls-ack&opt=ack&pos=1')).body, 'HTTPSQS_LEASE_NOT_FOUND');
+      // Without leases, status_json is the reference's, byte for byte.
+      assert.equal((await call('/?name=ls-ack&opt=status_json')).body, '{"name":"ls-ack","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":1,"getlap":1,"unread":0}\n');
+    });
+
+    it('a nacked message comes back first, counting its deliveries; a plain get is unchanged', async () => {
+      await call('/?name=ls-nack&opt=put&data=a');
+      await call('/?name=ls-nack&opt=put&data=b');
+      assert.equal((await call('/?name=ls-nack&opt=get&lease=30')).body, 'a');
+      assert.equal((await call('/?name=ls-nack&opt=nack&pos=1')).body, 'HTTPSQS_NACK_OK');
+      const again = await call('/?name=ls-nack&opt=get&lease=30');
+      assert.deepEqual([again.body, again.headers.pos, again.headers.deliveries], ['a', '1', '2']);
+      const plain = await call('/?name=ls-nack&opt=get');
+      assert.deepEqual([plain.body, plain.headers.deliveries], ['b', undefined]);
+    });
+
+    it('a put never writes over a leased position: the queue reports full', async () => {
+      await call('/?name=ls-full&opt=maxqueue&num=10');
+      for (let i = 1; i <= 10; i++) await call(`/?name=ls-full&opt=put&data=m${i}`);
+      await call('/?name=ls-full&opt=get&lease=30');
+      await call('/?name=ls-full&opt=get');
+      assert.equal((await call('/?name=ls-full&opt=put&data=x')).body, 'HTTPSQS_PUT_END');
+      await call('/?name=ls-full&opt=ack&pos=1');
+      assert.equal((await call('/?name=ls-full&opt=put&data=x')).headers.pos, '1');
+    });
+
+    it('bad lease, ack and nack inputs get HTTPSQS_ERROR', async () => {
+      for (const q of ['opt=get&lease=0', 'opt=get&lease=abc', 'opt=get&lease=86401', 'opt=mget&num=1&lease=-5', 'opt=ack', 'opt=ack&pos=abc', 'opt=nack&pos=0', 'opt=ack&pos=1000000001']) {
+        assert.equal((await call(`/?name=ls-bad&${q}`)).body, 'HTTPSQS_ERROR', q);
+      }
+      assert.equal((await call('/?name=ls-bad&opt=nack&pos=999')).body, 'HTTPSQS_LEASE_NOT_FOUND');
+    });
+  });
+
+  describe('batches', () => {
+    it('mput stores a JSON array atomically and answers with the positions; mget and view ranges return JSON', async () => {
+      const put = await call('/?name=b-basic&opt=mput', { body: JSON.stringify(['one', 'two', 'three', 'zwölf']) });
+      assert.equal(put.headers['content-type'], 'application/json');
+      assert.deepEqual(JSON.parse(put.body), { count: 4, positions: [1, 2, 3, 4], full: false });
+      const got = JSON.parse((await call('/?name=b-basic&opt=mget&num=2')).body);
+      assert.deepEqual(got, [{ pos: 1, deliveries: 1, data: 'one' }, { pos: 2, deliveries: 1, data: 'two' }]);
+      const view = JSON.parse((await call('/?name=b-basic&opt=view&pos=2&num=10')).body);
+      assert.deepEqual(view, [{ pos: 2, data: 'two' }, { pos: 3, data: 'three' }, { pos: 4, data: 'zwölf' }]);
+      assert.deepEqual(JSON.parse((await call('/?name=b-basic&opt=mget&num=10')).body).map((m: { data: string }) => m.data), ['three', 'zwölf']);
+      assert.equal((await call('/?name=b-basic&opt=mget&num=10')).body, '[]\n');
+    });
+
+    it('binary messages travel base64-encoded with encoding=base64', async () => {
+      const raw = Buffer.from([0, 255, 37, 43, 10, 13, 0x80]);
+      const put = await call('/?name=b-bin&opt=mput&encoding=base64', { body: JSON.stringify([raw.toString('base64'), '']) });
+      assert.equal(JSON.parse(put.body).count, 2);
+      assert.deepEqual((await call('/?name=b-bin&opt=view&pos=1')).bytes, raw);
+      const got = JSON.parse((await call('/?name=b-bin&opt=mget&num=5&encoding=base64')).body);
+      assert.deepEqual(got.map((m: { data: string }) => Buffer.from(m.data, 'base64')), [raw, Buffer.alloc(0)]);
+    });
+
+    it('mput into a queue that fills says how many fitted', async () => {
+      await call('/?name=b-full&opt=maxqueue&num=10');
+      const r = JSON.parse((await call('/?name=b-full&opt=mput', { body: JSON.stringify(Array.from({ length: 12 }, (_, i) => `m${i}`)) })).body);
+      assert.equal(r.count, 10);
+      assert.equal(r.full, true);
+      assert.deepEqual(r.positions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    });
+
+    it('mget with wait and lease: the first messages to arrive, leased', async () => {
+      const waiting = call('/?name=b-wait&opt=mget&num=5&wait=5&lease=30');
+      await sleep(200);
+      await call('/?name=b-wait&opt=mput', { body: '["x","y","z"]' });
+      const got = JSON.parse((await waiting).body);
+      assert.deepEqual(got.map((m: { data: string }) => m.data), ['x', 'y', 'z']);
+      assert.match((await call('/?name=b-wait&opt=status_json')).body, /"leased":3}/);
+    });
+
+    it('malformed and oversize batches are refused, and nothing of them is stored', async () => {
+      const bodies = ['', 'not json', '{"a":1}', '"text"', '[1,2]', '["ok",null]', JSON.stringify(Array.from({ length: 1001 }, () => 'm'))];
+      for (const body of bodies) {
+        assert.equal((await call('/?name=b-bad&opt=mput', { method: 'POST', body })).body, 'HTTPSQS_PUT_ERROR', body.slice(0, 20));
+      }
+      assert.equal((await call('/?name=b-bad&opt=mput&encoding=base64', { body: '["not base64!"]' })).body, 'HTTPSQS_PUT_ERROR');
+      assert.equal((await call('/?name=b-bad&opt=mput&encoding=hex', { body: '["00"]' })).body, 'HTTPSQS_PUT_ERROR');
+      for (const q of ['opt=mget', 'opt=mget&num=0', 'opt=mget&num=1001', 'opt=mget&num=x', 'opt=view&pos=1&num=0', 'opt=view&pos=0&num=5', 'opt=view&pos=1&num=2000']) {
+        assert.equal((await call(`/?name=b-bad&${q}`)).body, 'HTTPSQS_ERROR', q);
+      }
+      assert.equal((await call('/?name=b-bad&opt=status')).body.includes('Put position of queue (1st lap): 0'), true);
+    });
+  });
+
+  it('a put with Content-Type application/octet-stream stores the body exactly; others are URL-decoded as before', async () => {
+    const raw = Buffer.from('a+b%20c\x00\xff', 'latin1');
+    await request(server.port, 'POST', '/?name=octet&opt=put', { body: raw, headers: [['Content-Type', 'application/octet-stream']] });
+    await request(server.port, 'POST', '/?name=octet&opt=put', { body: raw });
+    assert.deepEqual((await request(server.port, 'GET', '/?name=octet&opt=get')).body, raw);
+    assert.deepEqual((await request(server.port, 'GET', '/?name=octet&opt=get')).body, Buffer.from('a b c\x00\xff', 'latin1'));
+  });
+
+  it('list returns queues as status_json objects, by prefix, in pages', async () => {
+    for (const n of ['ls:c', 'ls:a', 'ls:b', 'lt']) await call(`/?name=${n}&opt=put&data=x`);
+    const all = JSON.parse((await call('/?opt=list&prefix=ls:')).body);
+    assert.deepEqual(all.map((q: { name: string }) => q.name), ['ls:a', 'ls:b', 'ls:c']);
+    assert.deepEqual(all[0], { name: 'ls:a', maxqueue: 1000000, putpos: 1, putlap: 1, getpos: 0, getlap: 1, unread: 1, leased: 0 });
+    const page1 = JSON.parse((await call('/?opt=list&prefix=ls:&limit=2')).body);
+    const page2 = JSON.parse((await call(`/?opt=list&prefix=ls:&limit=2&after=${page1[1].name}`)).body);
+    assert.deepEqual([...page1, ...page2].map((q: { name: string }) => q.name), ['ls:a', 'ls:b', 'ls:c']);
+    for (const l of ['0', '1001', 'x']) assert.equal((await call(`/?opt=list&limit=${l}`)).body, 'HTTPSQS_ERROR');
+  });
+
+  it('/healthz answers OK; /metrics counts per queue in the Prometheus text format', async () => {
+    assert.deepEqual([(await call('/healthz')).status, (await call('/healthz')).body], [200, 'OK\n']);
+    await call('/?name=met&opt=put&data=1');
+    await call('/?name=met&opt=put&data=2');
+    await call('/?name=met&opt=get&lease=30');
+    await call('/?name=met&opt=ack&pos=1');
+    const m = await call('/metrics');
+    assert.equal(m.status, 200);
+    assert.match(m.headers['content-type']!, /^text\/plain; version=0\.0\.4/);
+    for (const line of m.body.split('\n')) {
+      if (line && !line.startsWith('#')) assert.match(line, /^[a-z_:][a-z0-9_:]*(\{.*\})? -?[0-9.e+-]+|NaN|[+-]Inf$/i, line);
+    }
+    assert.match(m.body, /^httpsqs_messages_put_total\{queue="met"\} 2$/m);
+    assert.match(m.body, /^httpsqs_messages_leased_total\{queue="met"\} 1$/m);
+    assert.match(m.body, /^httpsqs_leases_acked_total\{queue="met"\} 1$/m);
+    assert.match(m.body, /^httpsqs_queue_unread\{queue="met"\} 1$/m);
+    assert.match(m.body, /^httpsqs_request_duration_seconds_count\{opt="put"\} \d+$/m);
+    assert.match(m.body, /^httpsqs_store_write_seconds_count\{op="put"\} \d+$/m);
+    assert.match(m.body, /^httpsqs_long_poll_wait_seconds_count\{outcome="timeout"\} \d+$/m);
+  });
+});
+
+describe('extensions with a password', () => {
+  it('list and /metrics need auth= like every opt; /healthz does not', async () => {
+    const server = await startServer({ args: ['-a', 'sesame'] });
+    const call = client(server.port);
+    try {
+      assert.equal((await call('/?opt=list')).body, 'HTTPSQS_AUTH_FAILED');
+      assert.equal((await call('/?opt=list&auth=sesame')).body, '[]\n');
+      assert.equal((await call('/?name=q&opt=get&wait=1')).body, 'HTTPSQS_AUTH_FAILED');
+      assert.equal((await call('/metrics')).status, 401);
+      assert.equal((await call('/metrics?auth=sesame')).status, 200);
+      assert.equal((await call('/healthz')).status, 200);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+});
+
+describe('extensions across restarts and stops', () => {
+  it('leases survive a crash (SIGKILL): the message is still leased, and comes back when nacked', async () => {
+    let server = await startServer();
+    let call = client(server.port);
+    await call('/?name=crash&opt=put&data=precious');
+    assert.equal((await call('/?name=crash&opt=get&lease=300')).body, 'precious');
+    await server.kill();
+    server = await startServer({ dir: server.dir });
+    call = client(server.port);
+    try {
+      assert.match((await call('/?name=crash&opt=status_json')).body, /"leased":1}/);
+      assert.equal((await call('/?name=crash&opt=get')).body, 'HTTPSQS_GET_END');
+      assert.equal((await call('/?name=crash&opt=nack&pos=1')).body, 'HTTPSQS_NACK_OK');
+      const back = await call('/?name=crash&opt=get');
+      assert.deepEqual([back.body, back.headers.deliveries], ['precious', '2']);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
+  it('a stopping server answers waiting long polls at once and exits cleanly', async () => {
+    const server = await startServer();
+    const call = client(server.port);
+    const waiting = call('/?name=stop&opt=get&wait=30');
+    await sleep(300);
+    const stopped = server.stop();
+    const r = await waiting;
+    assert.equal(r.body, 'HTTPSQS_GET_END');
+    assert.ok(r.ms < 5000, `answered after ${r.ms} ms`);
+    assert.equal(await stopped, 0);
+    cleanup(server.dir);
+  });
+});
+
+describe('extensions with --workers 2', () => {
+  it('a put in one worker wakes long polls waiting in the other; metrics add up over workers', async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const call = client(server.port);
+    try {
+      // Separate connections are handed to the workers in turn, so waiters sit in both.
+      const waiters = Array.from({ length: 6 }, () => call('/?name=ww&opt=get&wait=20', { fresh: true }));
+      await sleep(500);
+      const started = performance.now();
+      // One request, so one worker: the waiters in the other can only hear of it through the primary.
+      await call('/?name=ww&opt=mput', { body: JSON.stringify(['m0', 'm1', 'm2', 'm3', 'm4', 'm5']) });
+      const got = await Promise.all(waiters);
+      assert.deepEqual(got.map((r) => r.body).sort(), ['m0', 'm1', 'm2', 'm3', 'm4', 'm5']);
+      assert.ok(performance.now() - started < 5000, 'waiters were not woken by puts in the other worker');
+      const metrics = (await call('/metrics')).body;
+      assert.match(metrics, /^httpsqs_messages_put_total\{queue="ww"\} 6$/m);
+      // Taken in both workers (or the wake-ups would not have been needed): the sum is 6.
+      assert.match(metrics, /^httpsqs_messages_taken_total\{queue="ww"\} 6$/m);
+      assert.match(metrics, /^httpsqs_queue_unread\{queue="ww"\} 0$/m);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+});
