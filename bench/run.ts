@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: httpsqs (durable defaults, one and two workers) against the ceiling of a bare
- * node:http server, in one run, with the same load generator. Prints a table and rewrites the
- * results section of BENCHMARKS.md. Tune with BENCH_SECONDS and BENCH_CONNECTIONS.
+ * node:http server, in one run, with the same load generator; batches (mput, mget) beside single
+ * puts and gets in messages/s. Prints a table and rewrites the results section of BENCHMARKS.md. Tune with BENCH_SECONDS and BENCH_CONNECTIONS.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,18 +12,30 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const MSG38 = 'hello-world-0123456789-abcdefghijklmno'; // 38 bytes
 const KIB = 'x'.repeat(1024);
 
+/** Messages per batch request (mput, mget). */
+const BATCH = 100;
+
 interface Scenario {
   name: string;
   requests: Load['requests'];
   /** Counts toward the put/get targets. */
   target?: 'put' | 'get';
+  /** A load that takes messages: the queue to check for having run empty. */
+  drains?: string;
+  /** Messages each request carries (batches). */
+  messages?: number;
 }
 
 const SCENARIOS: Scenario[] = [
   { name: 'put data= (38 B)', requests: [{ path: `/?name=bench&opt=put&data=${MSG38}` }], target: 'put' },
   { name: 'put POST (1 KiB)', requests: [{ method: 'POST', path: '/?name=bench&opt=put', body: KIB }], target: 'put' },
-  { name: 'get', requests: [{ path: '/?name=bench&opt=get' }], target: 'get' },
+  { name: 'get', requests: [{ path: '/?name=bench&opt=get' }], target: 'get', drains: 'bench' },
   { name: 'mixed put/get', requests: [{ path: `/?name=mix&opt=put&data=${MSG38}` }, { path: '/?name=mix&opt=get' }] },
+  {
+    name: `mput ${BATCH} x 38 B`, messages: BATCH,
+    requests: [{ method: 'POST', path: '/?name=batch&opt=mput', body: JSON.stringify(Array.from({ length: BATCH }, () => MSG38)) }],
+  },
+  { name: `mget num=${BATCH}`, requests: [{ path: `/?name=batch&opt=mget&num=${BATCH}` }], drains: 'batch', messages: BATCH },
 ];
 
 interface Row {
@@ -73,6 +85,8 @@ async function main(): Promise<void> {
   try {
     for (const t of targets) {
       await drive(t.port, { requests: [{ path: `/?name=warmup&opt=put&data=${MSG38}` }], connections: CONNECTIONS, seconds: 3 });
+      // Room for every batch the mput load stores.
+      if (t.dir) await fetch(`http://127.0.0.1:${t.port}/?name=batch&opt=maxqueue&num=1000000000`);
     }
     for (const scenario of SCENARIOS) {
       const load = { requests: scenario.requests, connections: CONNECTIONS, seconds: SECONDS };
@@ -89,8 +103,8 @@ async function main(): Promise<void> {
         const { results, mem } = runs.get(t)!;
         let note = '';
         // A get load that emptied the queue measured some cheap GET_END answers: say so.
-        if (scenario.target === 'get' && t.dir) {
-          const st = (await (await fetch(`http://127.0.0.1:${t.port}/?name=bench&opt=status_json`)).json()) as { unread: number };
+        if (scenario.drains && t.dir) {
+          const st = (await (await fetch(`http://127.0.0.1:${t.port}/?name=${scenario.drains}&opt=status_json`)).json()) as { unread: number };
           if (st.unread === 0) note = 'queue ran empty';
         }
         const peak = (f: keyof Memory) => Math.max(...mem.map((m) => m[f]));
@@ -106,9 +120,10 @@ async function main(): Promise<void> {
 
   const bare = new Map(rows.filter((r) => r.server.startsWith('bare')).map((r) => [r.scenario.name, r.res.rps]));
   const out = table(
-    ['server', 'load', 'req/s', 'x bare', 'p50 ms', 'p99 ms', 'peak RSS', 'RssAnon', 'errors', 'note'],
+    ['server', 'load', 'req/s', 'x bare', 'msgs/s', 'p50 ms', 'p99 ms', 'peak RSS', 'RssAnon', 'errors', 'note'],
     rows.map((r) => [
       r.server, r.scenario.name, Math.round(r.res.rps), (r.res.rps / bare.get(r.scenario.name)!).toFixed(2),
+      r.server.startsWith('bare') ? '' : Math.round(r.res.rps * (r.scenario.messages ?? 1)),
       r.res.p50ms.toFixed(2), r.res.p99ms.toFixed(2), MiB(r.mem.peakRss), MiB(r.mem.rssAnon), r.res.errors, r.note,
     ]),
   );

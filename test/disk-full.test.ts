@@ -1,6 +1,6 @@
 /**
- * A full disk: puts that cannot be stored answer HTTPSQS_PUT_ERROR with a log line, what was
- * stored stays intact and readable, and puts succeed again once there is room. The data
+ * A full disk: puts that cannot be stored answer HTTPSQS_PUT_ERROR with a log line, /healthz
+ * says so, what was stored stays intact and readable, and puts succeed again once there is room. The data
  * directory is a small tmpfs (needs root, as in CI).
  */
 import assert from 'node:assert/strict';
@@ -44,6 +44,9 @@ it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume 
     assert.equal(answer, 'HTTPSQS_PUT_ERROR');
     assert.ok(stored > 10, `${stored} messages fitted before the disk was full`);
     assert.match(server.stderr(), /put failed: LMDB write failed/);
+    const health = await request(server.port, 'GET', '/healthz');
+    assert.equal(health.status, 503, 'a store whose last write failed is not healthy');
+    assert.match(health.body.toString(), /LMDB write failed/);
 
     const status = JSON.parse((await request(server.port, 'GET', '/?name=full&opt=status_json')).body.toString());
     assert.equal(status.putpos, stored, 'positions match what was acknowledged');
@@ -54,6 +57,7 @@ it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume 
     const again = await request(server.port, 'POST', '/?name=full&opt=put', { body: message(stored + 1) });
     assert.equal(again.body.toString(), 'HTTPSQS_PUT_OK');
     assert.equal(again.headers.pos, String(stored + 1));
+    assert.equal((await request(server.port, 'GET', '/healthz')).status, 200);
     assert.equal((await request(server.port, 'GET', `/?name=full&opt=view&pos=${stored + 1}`)).body.toString(), message(stored + 1));
   } finally {
     assert.equal(await server.stop(), 0);
