@@ -75,6 +75,53 @@ describe('--workers 2', () => {
     }
   });
 
+  it('leases across workers: long-polling consumers that nack some messages ack each one exactly once', async (t) => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const clients = Array.from({ length: 12 }, () => keepAliveClient(server.port, 1));
+    const PRODUCERS = 4;
+    const PER_PRODUCER = 250;
+    try {
+      const acked = new Map<string, number>();
+      const nacked = new Set<string>();
+      let producing = PRODUCERS;
+      let deliveries = 0;
+      const producer = async (p: number) => {
+        for (let i = 0; i < PER_PRODUCER; i++) assert.equal((await clients[p]!.send(`/?name=lq&opt=put&data=p${p}-${i}`)).body, 'HTTPSQS_PUT_OK');
+        producing--;
+      };
+      const consumer = async (c: number) => {
+        const { send } = clients[PRODUCERS + c]!;
+        for (let idle = 0; producing > 0 || idle < 2; ) {
+          const r = await send('/?name=lq&opt=get&wait=1&lease=60');
+          if (r.body === 'HTTPSQS_GET_END') {
+            idle++;
+            continue;
+          }
+          idle = 0;
+          // Every seventh delivery of a message not given back before is given back.
+          if (++deliveries % 7 === 0 && !nacked.has(r.body)) {
+            nacked.add(r.body);
+            assert.equal((await send(`/?name=lq&opt=nack&pos=${r.pos}`)).body, 'HTTPSQS_NACK_OK');
+          } else {
+            assert.equal((await send(`/?name=lq&opt=ack&pos=${r.pos}`)).body, 'HTTPSQS_ACK_OK');
+            acked.set(r.body, (acked.get(r.body) ?? 0) + 1);
+          }
+        }
+      };
+      await Promise.all([...Array.from({ length: PRODUCERS }, (_, p) => producer(p)), ...Array.from({ length: 8 }, (_, c) => consumer(c))]);
+      t.diagnostic(`${acked.size} acked, ${nacked.size} given back once first`);
+      assert.deepEqual([...acked].filter(([, n]) => n > 1), [], 'acked more than once');
+      assert.equal(acked.size, PRODUCERS * PER_PRODUCER);
+      assert.ok(nacked.size > 50, 'some messages went back');
+      const status = (await request(server.port, 'GET', '/?name=lq&opt=status_json')).body.toString();
+      assert.match(status, /"unread":0}\n$/, 'nothing unread and nothing leased');
+    } finally {
+      for (const c of clients) c.close();
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
   it('a worker that dies is restarted and service goes on', async () => {
     const server = await startServer({ args: ['--workers', '2'] });
     try {
