@@ -3,6 +3,7 @@
  * batches, binary bodies, listing, /metrics and /healthz, each with its bad inputs.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -134,8 +135,24 @@ describe('extensions', () => {
       assert.equal((await call('/?name=ls-nack&opt=nack&pos=1')).body, 'HTTPSQS_NACK_OK');
       const again = await call('/?name=ls-nack&opt=get&lease=30');
       assert.deepEqual([again.body, again.headers.pos, again.headers.deliveries], ['a', '1', '2']);
+      assert.match(String(again.headers.lease), /^2-\d+$/);
       const plain = await call('/?name=ls-nack&opt=get');
       assert.deepEqual([plain.body, plain.headers.deliveries], ['b', undefined]);
+    });
+
+    it('ack and nack with token= settle only the grant the Lease header named', async () => {
+      await call('/?name=ls-token&opt=put&data=t');
+      const first = await call('/?name=ls-token&opt=get&lease=30');
+      await call('/?name=ls-token&opt=nack&pos=1');
+      const second = await call('/?name=ls-token&opt=get&lease=30');
+      assert.notEqual(first.headers.lease, second.headers.lease);
+      assert.equal((await call(`/?name=ls-token&opt=ack&pos=1&token=${first.headers.lease}`)).body, 'HTTPSQS_LEASE_NOT_FOUND');
+      assert.equal((await call(`/?name=ls-token&opt=ack&pos=1&token=${second.headers.lease}`)).body, 'HTTPSQS_ACK_OK');
+      const batch = JSON.parse((await call('/?name=ls-token&opt=mget&num=5&lease=30')).body);
+      assert.deepEqual(batch, []);
+      await call('/?name=ls-token&opt=put&data=u');
+      const [leased] = JSON.parse((await call('/?name=ls-token&opt=mget&num=5&lease=30')).body);
+      assert.equal((await call(`/?name=ls-token&opt=ack&pos=${leased.pos}&token=${leased.lease}`)).body, 'HTTPSQS_ACK_OK');
     });
 
     it('a put never writes over a leased position: the queue reports full', async () => {
@@ -318,6 +335,15 @@ describe('extensions with --workers 2', () => {
       assert.deepEqual(got.map((r) => r.body).sort(), ['m0', 'm1', 'm2', 'm3', 'm4', 'm5']);
       assert.ok(performance.now() - started < 5000, 'waiters were not woken by puts in the other worker');
       const metrics = (await call('/metrics')).body;
+      await call('/metrics');
+      // A scrape is one round of messages between the processes, not a storm: all of them idle after.
+      const ticks = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+      const cpu = () => [server.proc.pid!, ...server.workers()].reduce((sum, pid) => sum + ticks(pid), 0);
+      await sleep(200);
+      const before = cpu();
+      await sleep(1000);
+      const used = cpu() - before;
+      assert.ok(used < 40, `the server used ${used} clock ticks in an idle second`);
       assert.match(metrics, /^httpsqs_messages_put_total\{queue="ww"\} 6$/m);
       // Taken in both workers (or the wake-ups would not have been needed): the sum is 6.
       assert.match(metrics, /^httpsqs_messages_taken_total\{queue="ww"\} 6$/m);

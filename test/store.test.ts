@@ -173,6 +173,40 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.close();
     });
 
+    it('a lease token names one grant: a stale ack or nack settles nothing', async () => {
+      const s = fresh();
+      await s.put('t', b('job'));
+      const first = await s.get('t', 60_000);
+      assert.ok(first?.lease);
+      assert.equal(await s.settle('t', 1, 'nack', first.lease), true);
+      const second = await s.get('t', 60_000);
+      assert.notEqual(second?.lease, first.lease);
+      assert.equal(await s.settle('t', 1, 'ack', first.lease), false); // the first consumer is late
+      assert.equal(await s.settle('t', 1, 'nack', 'nonsense'), false);
+      assert.equal(await s.settle('t', 1, 'ack', second!.lease), true);
+      assert.equal((await s.get('t'))?.lease, undefined); // a plain get carries none
+      await s.close();
+    });
+
+    it('reset removes leases whose writes are still queued', async () => {
+      const dir = tempDir('httpsqs-store-');
+      dirs.push(dir);
+      let s = open(dir);
+      await s.putMany('rq', ['o1', 'o2', 'o3'].map(b));
+      await s.get('rq');
+      await s.get('rq');
+      const leased = s.get('rq', 60_000); // position 3, not yet committed when the reset comes
+      await Promise.all([leased, s.reset('rq')]);
+      await s.putMany('rq', ['a', 'b', 'c', 'd'].map(b));
+      await s.get('rq', 60_000);
+      await s.close();
+      s = open(dir);
+      assert.equal((await s.status('rq')).leased, 1);
+      const rest = await s.getMany('rq', 10);
+      assert.deepEqual(rest.map((g) => [g.pos, g.message.toString(), g.deliveries]), [[2, 'b', 1], [3, 'c', 1], [4, 'd', 1]]);
+      await s.close();
+    });
+
     it('leases survive closing and opening again; reset removes them', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);

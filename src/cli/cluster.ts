@@ -27,8 +27,9 @@ type FromWorker = {
   watch?: { name: string; on: boolean; id?: number };
   /** Queues that got messages here, with how many. */
   puts?: Array<[string, number]>;
-  /** A /metrics request to answer with every worker's metrics. */
-  metrics?: number;
+  /** A /metrics request to answer with every worker's metrics. (Not `metrics`: prom-client's own
+   * messages between primary and workers, which pass here too, have a field of that name.) */
+  metricsRequest?: number;
 };
 type ToWorker = { synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
 
@@ -68,12 +69,10 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       }
       for (const [w, wake] of wakes) if (w.isConnected()) w.send({ wake } satisfies ToWorker);
     }
-    if (m.metrics !== undefined && collect) {
-      const id = m.metrics;
-      collect().then(
-        (text) => from.send({ metricsText: { id, text } } satisfies ToWorker),
-        (err: Error) => from.send({ metricsText: { id, text: `# metrics could not be collected: ${err.message}\n` } } satisfies ToWorker),
-      );
+    if (m.metricsRequest !== undefined && collect) {
+      const id = m.metricsRequest;
+      const answer = (text: string) => from.isConnected() && from.send({ metricsText: { id, text } } satisfies ToWorker);
+      collect().then(answer, (err: Error) => answer(`# metrics could not be collected: ${err.message}\n`));
     }
   };
 
@@ -176,7 +175,7 @@ function primaryLink(): Peers & { fromCluster: () => Promise<string>; onMessage:
       const id = next++;
       return new Promise((resolve) => {
         texts.set(id, resolve);
-        send({ metrics: id });
+        send({ metricsRequest: id });
       });
     },
     onMessage(m, serving) {

@@ -16,6 +16,12 @@ export interface Lease {
 
 export const MAX_LEASE_SECONDS = 86_400;
 
+/** Names one grant of a lease (the `Lease` header), so that an ack or nack from a consumer whose
+ * lease ended cannot settle the lease of whoever has the position now. */
+export function leaseToken(l: Lease): string {
+  return `${l.deliveries}-${l.deadline}`;
+}
+
 /** One queue's leases, by position. */
 export class LeaseTable {
   private readonly byPos = new Map<number, Lease>();

@@ -8,7 +8,7 @@ import { atoi, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
-import type { Store } from '../store/store.js';
+import type { Delivery, Store } from '../store/store.js';
 import type { HttpRequest } from './http.js';
 import type { Waiters } from './waiters.js';
 
@@ -100,8 +100,9 @@ export function createExtensions(ctx: ExtensionContext) {
     const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
     if (!got) return { body: R.GET_END };
     ctx.onTaken?.(name, 1, !!o.leaseMs);
-    const head = o.leaseMs || got.deliveries > 1 ? `Deliveries: ${got.deliveries}\r\n` : undefined;
-    return { body: got.message, pos: got.pos, ...(head ? { head } : {}) };
+    if (got.lease) waiters.leased(name);
+    const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
+    return { body: got.message, pos: got.pos, ...(o.leaseMs || got.deliveries > 1 ? { head } : {}) };
   }
 
   async function mget(name: string, p: Params, req: HttpRequest): Promise<Answer> {
@@ -114,7 +115,9 @@ export function createExtensions(ctx: ExtensionContext) {
       return batch.length ? batch : undefined;
     })) ?? [];
     if (got.length) ctx.onTaken?.(name, got.length, !!o.leaseMs);
-    return json(`[${got.map((d) => `{"pos":${d.pos},"deliveries":${d.deliveries},"data":${encode(d.message, enc)}}`).join(',')}]`);
+    if (got.length && o.leaseMs) waiters.leased(name);
+    const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');
+    return json(`[${got.map((d) => `{"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)},"data":${encode(d.message, enc)}}`).join(',')}]`);
   }
 
   async function mput(name: string, p: Params, body: Buffer): Promise<Answer> {
@@ -153,7 +156,7 @@ export function createExtensions(ctx: ExtensionContext) {
   async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {
     const pos = whole(p.pos, 1, MAX_POSITION);
     if (Number.isNaN(pos)) return { body: R.ERROR };
-    if (!(await store.settle(name, pos, outcome))) return { body: R.LEASE_NOT_FOUND };
+    if (!(await store.settle(name, pos, outcome, p.extra?.get('token')))) return { body: R.LEASE_NOT_FOUND };
     ctx.onSettled?.(name, outcome);
     if (outcome === 'nack') waiters.notify(name, 1);
     return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };

@@ -87,6 +87,12 @@ export class Waiters {
     }
   }
 
+  /** A lease was taken on `name`: sleepers look again, so that each wakes when the earliest
+   * lease ends (they computed their time before this one existed). */
+  leased(name: string): void {
+    for (const w of this.lines.get(name) ?? []) if (!w.woken) w.wake();
+  }
+
   /** Answers every waiting request (with nothing) and takes no more waits. */
   close(): void {
     this.closed = true;
@@ -95,6 +101,7 @@ export class Waiters {
 
   private sleep(me: Waiter, ms: number, gone: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
+      if (gone.aborted) return resolve();
       const done = () => {
         clearTimeout(timer);
         gone.removeEventListener('abort', done);

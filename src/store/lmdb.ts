@@ -26,7 +26,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { LeaseTable, putPosition, take, type Lease } from '../queue/leases.js';
+import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
 import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, type QueueState } from '../queue/ring.js';
 import { lockDirectory } from './lock.js';
 import { StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
@@ -291,16 +291,18 @@ export class LmdbStore implements Store {
         if (!t) break;
         if (t.next !== d.q.s) d.state(t.next);
         if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
-        out.push({ pos: t.pos, message: d.read(t.pos) ?? EMPTY, deliveries: t.deliveries });
+        const delivery: Delivery = { pos: t.pos, message: d.read(t.pos) ?? EMPTY, deliveries: t.deliveries };
+        if (t.lease) delivery.lease = leaseToken(t.lease);
+        out.push(delivery);
       }
       return out;
     });
   }
 
-  settle(name: string, pos: number, outcome: 'ack' | 'nack'): Promise<boolean> {
+  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
     return this.run(name, (d) => {
       const held = d.q.leases.get(pos);
-      if (!held) return false;
+      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
       d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
       return true;
     });
@@ -377,6 +379,8 @@ export class LmdbStore implements Store {
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
+    // Leases in memory include ones whose writes are still queued: their removals queue behind them.
+    for (const [pos] of this.cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
     this.cache.set(name, { s: emptyQueue(), leases: new LeaseTable() });
     this.env.resetReadTxn();
     // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);

@@ -18,6 +18,8 @@ export interface Delivery {
   message: Buffer;
   /** 1 on the first delivery; more when a lease ended and the message came back. */
   deliveries: number;
+  /** When handed out under a lease: the grant's token, for ack and nack. */
+  lease?: string;
 }
 
 /**
@@ -38,8 +40,8 @@ export interface Store {
   /** Up to `max` messages in one operation, as `max` gets would hand them out. */
   getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]>;
   /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
-   * there is no lease at `pos`. */
-  settle(name: string, pos: number, outcome: 'ack' | 'nack'): Promise<boolean>;
+   * there is no lease at `pos`, or `token` is given and names another grant (`leaseToken`). */
+  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean>;
   /** When the queue's next lease ends (ms since the epoch), if any is held. */
   nextExpiry(name: string): Promise<number | undefined>;
   status(name: string): Promise<QueueStatus>;
