@@ -1,3 +1,4 @@
+import http from 'node:http';
 /** Benchmark plumbing: processes, memory readings, and load through wrk (or autocannon). */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -198,4 +199,20 @@ export const MiB = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 export function table(header: string[], rows: (string | number)[][]): string {
   const lines = [header, header.map(() => '---'), ...rows.map((r) => r.map(String))];
   return lines.map((l) => `| ${l.join(' | ')} |`).join('\n');
+}
+
+/** One request on a connection of its own. (A pooled keep-alive connection would go stale while
+ * `drive` blocks this process for minutes: the server closes it, and we would not notice in time.) */
+export function ask(port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve(body));
+        res.on('error', reject);
+      })
+      .on('error', reject);
+  });
 }

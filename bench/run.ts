@@ -5,7 +5,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, drive, freePort, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
+import { ask, CLI, drive, freePort, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     for (const t of targets) {
       await drive(t.port, { requests: [{ path: `/?name=warmup&opt=put&data=${MSG38}` }], connections: CONNECTIONS, seconds: 3 });
       // Room for every batch the mput load stores.
-      if (t.dir) await fetch(`http://127.0.0.1:${t.port}/?name=batch&opt=maxqueue&num=1000000000`);
+      if (t.dir) await ask(t.port, '/?name=batch&opt=maxqueue&num=1000000000');
     }
     for (const scenario of SCENARIOS) {
       const load = { requests: scenario.requests, connections: CONNECTIONS, seconds: SECONDS };
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
         let note = '';
         // A get load that emptied the queue measured some cheap GET_END answers: say so.
         if (scenario.drains && t.dir) {
-          const st = (await (await fetch(`http://127.0.0.1:${t.port}/?name=${scenario.drains}&opt=status_json`)).json()) as { unread: number };
+          const st = JSON.parse(await ask(t.port, `/?name=${scenario.drains}&opt=status_json`)) as { unread: number };
           if (st.unread === 0) note = 'queue ran empty';
         }
         const peak = (f: keyof Memory) => Math.max(...mem.map((m) => m[f]));
@@ -146,6 +146,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  process.stderr.write(`bench failed: ${(err as Error).stack}\n`);
+  process.stderr.write(`bench failed: ${(err as Error).stack}\n${(err as Error).cause ? `cause: ${String((err as Error).cause)}\n` : ""}`);
   process.exit(1);
 });
