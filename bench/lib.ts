@@ -1,5 +1,5 @@
-import http from 'node:http';
 /** Benchmark plumbing: processes, memory readings, and load through wrk (or autocannon). */
+import http from 'node:http';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
