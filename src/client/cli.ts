@@ -1,0 +1,363 @@
+#!/usr/bin/env node
+/**
+ * `httpsqs-cli`: everyday work with a queue server from a shell. Output is made for people, or
+ * for scripts with `--json`; exit codes say what happened (see EXIT below and the README).
+ */
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Command, Option } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
+import { AuthError, HttpsqsError, QueueFullError } from './errors.js';
+
+/** Exit codes a script can rely on. */
+export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6 } as const;
+
+/** A result that is not an error but that a script must be able to tell apart. */
+class Outcome extends Error {
+  constructor(
+    readonly exit: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Globals {
+  url?: string;
+  host: string;
+  port: string;
+  auth?: string;
+  json?: boolean;
+  timeout: string;
+  reference?: boolean;
+}
+
+const program = new Command('httpsqs-cli')
+  .description('Command-line client for httpsqs and HTTPSQS servers')
+  .addOption(new Option('--url <url>', 'server URL (overrides --host and --port)').env('HTTPSQS_URL'))
+  .addOption(new Option('--host <host>', 'server host').env('HTTPSQS_HOST').default('127.0.0.1'))
+  .addOption(new Option('--port <port>', 'server port').env('HTTPSQS_PORT').default('1218'))
+  .addOption(new Option('--auth <password>', 'server password (auth=)').env('HTTPSQS_AUTH'))
+  .addOption(new Option('--timeout <ms>', 'time to wait for an answer').default('10000'))
+  .option('--json', 'machine-readable output on stdout')
+  .option('--reference', 'the server is the C HTTPSQS: use only the reference protocol')
+  .showHelpAfterError()
+  .exitOverride();
+program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+function client(): HttpsqsClient {
+  const g = program.opts<Globals>();
+  return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: Number(g.timeout), reference: g.reference });
+}
+const json = () => program.opts<Globals>().json === true;
+const out = (s: string | Buffer) => process.stdout.write(s);
+const messageJson = (m: Message) => JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease ? { lease: m.lease } : {}), data: m.text() });
+
+function seconds(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new Outcome(EXIT.usage, `${name}: expected whole seconds, got "${v}"`);
+  return Number(v);
+}
+
+function whole(name: string, v: string): number {
+  if (!/^\d+$/.test(v)) throw new Outcome(EXIT.usage, `${name}: expected a whole number, got "${v}"`);
+  return Number(v);
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a terminal. */
+async function putLines(q: HttpsqsClient, name: string, input: string): Promise<void> {
+  const reference = program.opts<Globals>().reference;
+  const bar = process.stderr.isTTY && !json() ? new SingleBar({ format: 'put {bar} {value} messages | {rate}/s', stream: process.stderr, hideCursor: true }) : undefined;
+  const lines = createInterface({ input: input === '-' ? process.stdin : createReadStream(input), crlfDelay: Infinity });
+  const started = performance.now();
+  let count = 0;
+  bar?.start(0, 0, { rate: 0 });
+  let batch: string[] = [];
+  const flush = async () => {
+    if (reference) {
+      for (const m of batch) await q.put(name, m);
+    } else {
+      const r = await q.mput(name, batch);
+      if (r.full) {
+        count += r.positions.length;
+        throw new QueueFullError(name);
+      }
+    }
+    count += batch.length;
+    batch = [];
+    bar?.setTotal(count);
+    bar?.update(count, { rate: Math.round(count / ((performance.now() - started) / 1000)) });
+  };
+  try {
+    for await (const line of lines) {
+      batch.push(line);
+      if (batch.length >= 1000) await flush();
+    }
+    if (batch.length) await flush();
+  } catch (err) {
+    if (err instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${count} messages`);
+    throw err;
+  } finally {
+    bar?.stop();
+  }
+  const secs = (performance.now() - started) / 1000;
+  const rate = Math.round(count / Math.max(secs, 1e-3));
+  if (json()) out(`${JSON.stringify({ count, seconds: Number(secs.toFixed(3)), rate })}\n`);
+  else process.stderr.write(`put ${count} messages in ${secs.toFixed(2)} s (${rate} messages/s)\n`);
+}
+
+program
+  .command('put <queue> [message]')
+  .description('put a message: the argument, else standard input; or every line of --file')
+  .option('-f, --file <file>', 'a file of one message per line (- for standard input)')
+  .action(async (name: string, message: string | undefined, o: { file?: string }) => {
+    const q = client();
+    try {
+      if (o.file) return await putLines(q, name, o.file);
+      const pos = await q.put(name, message ?? (await readStdin()));
+      out(json() ? `${JSON.stringify({ pos })}\n` : `${pos}\n`);
+    } catch (err) {
+      if (err instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full`);
+      throw err;
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('get <queue>')
+  .description('take the next message and print it (exit code 3 when there is none)')
+  .option('-w, --wait <seconds>', 'wait this long for a message')
+  .option('--lease <seconds>', 'lease the message (ack it with the Pos and Lease printed to stderr)')
+  .option('-F, --follow', 'go on: print every message as it arrives, one per line, until interrupted')
+  .action(async (name: string, o: { wait?: string; lease?: string; follow?: boolean }) => {
+    const q = client();
+    const wait = seconds('--wait', o.wait);
+    const lease = seconds('--lease', o.lease);
+    const stop = new AbortController();
+    process.once('SIGINT', () => stop.abort());
+    try {
+      do {
+        const m = await q.get(name, { wait: o.follow ? (wait ?? 20) : wait, lease, signal: stop.signal }).catch((err: unknown) => {
+          if (stop.signal.aborted) return null;
+          throw err;
+        });
+        if (!m) {
+          if (!o.follow) throw new Outcome(EXIT.empty, `queue ${name} has no message`);
+          continue;
+        }
+        if (json()) out(`${messageJson(m)}\n`);
+        else {
+          out(m.body);
+          if (o.follow) out('\n');
+          if (m.lease) process.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
+        }
+      } while (o.follow && !stop.signal.aborted);
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('status <queue>')
+  .description("the queue's status (status_json with --json)")
+  .action(async (name: string) => {
+    const q = client();
+    try {
+      out(json() ? `${JSON.stringify(await q.statusJson(name))}\n` : await q.status(name));
+    } finally {
+      await q.close();
+    }
+  });
+
+function queueTable(queues: QueueStatus[]): string {
+  const rows = [['QUEUE', 'UNREAD', 'LEASED', 'PUTPOS', 'GETPOS', 'MAXQUEUE'], ...queues.map((s) => [s.name, s.unread, s.leased, s.putpos, s.getpos, s.maxqueue].map(String))];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+program
+  .command('list')
+  .description('every queue with its counts')
+  .option('--prefix <prefix>', 'only queues whose name starts with this')
+  .action(async (o: { prefix?: string }) => {
+    const q = client();
+    try {
+      const all: QueueStatus[] = [];
+      for await (const s of q.queues(o.prefix)) all.push(s);
+      out(json() ? `${JSON.stringify(all)}\n` : queueTable(all));
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('view <queue> <pos>')
+  .description('print the message at a position, read or not (with --num, several as JSON lines)')
+  .option('-n, --num <count>', 'this many positions from <pos>')
+  .action(async (name: string, posText: string, o: { num?: string }) => {
+    const q = client();
+    const pos = whole('<pos>', posText);
+    try {
+      if (o.num) {
+        for (const m of await q.viewRange(name, pos, whole('--num', o.num))) out(`${JSON.stringify({ pos: m.pos, data: m.body.toString('utf8') })}\n`);
+        return;
+      }
+      const body = await q.view(name, pos);
+      if (body.length === 0) throw new Outcome(EXIT.empty, `nothing stored at position ${pos} of ${name}`);
+      out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : body);
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('reset <queue>')
+  .description('empty the queue and set maxqueue back to its default')
+  .action(async (name: string) => {
+    const q = client();
+    try {
+      await q.reset(name);
+      if (json()) out('{"reset":true}\n');
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('maxqueue <queue> <num>')
+  .description('set the ring size (exit code 5 when the server refuses it now)')
+  .action(async (name: string, num: string) => {
+    const q = client();
+    try {
+      const done = await q.maxqueue(name, whole('<num>', num));
+      if (json()) out(`${JSON.stringify({ maxqueue: done })}\n`);
+      if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: the ring holds positions beyond ${num}, or is a lap ahead`);
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('synctime <seconds>')
+  .description('seconds between flushes of a server in --sync interval mode')
+  .action(async (s: string) => {
+    const q = client();
+    try {
+      await q.synctime(whole('<seconds>', s));
+    } finally {
+      await q.close();
+    }
+  });
+
+program
+  .command('ack <queue> <pos> [token]')
+  .description('confirm a leased message (exit code 5 when that lease is not held)')
+  .action(async (name: string, pos: string, token?: string) => settle('ack', name, pos, token));
+
+program
+  .command('nack <queue> <pos> [token]')
+  .description('give a leased message back (exit code 5 when that lease is not held)')
+  .action(async (name: string, pos: string, token?: string) => settle('nack', name, pos, token));
+
+async function settle(how: 'ack' | 'nack', name: string, pos: string, token?: string): Promise<void> {
+  const q = client();
+  try {
+    if (!(await q[how](name, whole('<pos>', pos), token))) throw new Outcome(EXIT.refused, `no such lease at position ${pos} of ${name}`);
+  } finally {
+    await q.close();
+  }
+}
+
+const SPARKS = '▁▂▃▄▅▆▇█';
+function sparkline(values: number[]): string {
+  const max = Math.max(...values, 1);
+  return values.map((v) => SPARKS[Math.min(SPARKS.length - 1, Math.floor((v / max) * (SPARKS.length - 1)))]).join('');
+}
+
+/** Messages per second between two samples of a queue, counting a wrap of the ring. */
+function rate(now: number, before: number, maxqueue: number, secs: number): number {
+  const moved = now >= before ? now - before : now + maxqueue - before;
+  return moved / secs;
+}
+
+program
+  .command('top')
+  .description('a live view of every queue: unread, leased, put and get rates, unread over time')
+  .option('-i, --interval <seconds>', 'refresh every', '1')
+  .option('--prefix <prefix>', 'only queues whose name starts with this')
+  .option('--iterations <n>', 'stop after this many refreshes (default: until interrupted)')
+  .action(async (o: { interval: string; prefix?: string; iterations?: string }) => {
+    const q = client();
+    const interval = Number(o.interval);
+    if (!(interval > 0)) throw new Outcome(EXIT.usage, `--interval: expected seconds, got "${o.interval}"`);
+    const tty = process.stdout.isTTY;
+    const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
+    const stop = new AbortController();
+    process.once('SIGINT', () => stop.abort());
+    if (tty) out('\x1b[?25l'); // hide the cursor
+    try {
+      for (let i = 0; !o.iterations || i < Number(o.iterations); i++) {
+        const now = performance.now();
+        const rows: string[][] = [];
+        const all: QueueStatus[] = [];
+        for await (const s of q.queues(o.prefix)) all.push(s);
+        all.sort((a, b) => b.unread - a.unread || (a.name < b.name ? -1 : 1));
+        for (const s of all) {
+          const h = history.get(s.name);
+          const secs = h ? (now - h.at) / 1000 : 0;
+          const put = h && secs > 0 ? rate(s.putpos, h.last.putpos, s.maxqueue, secs) : 0;
+          const got = h && secs > 0 ? rate(s.getpos, h.last.getpos, s.maxqueue, secs) : 0;
+          const unread = [...(h?.unread ?? []), s.unread].slice(-30);
+          history.set(s.name, { last: s, at: now, unread });
+          rows.push([s.name, String(s.unread), String(s.leased), put.toFixed(0), got.toFixed(0), sparkline(unread)]);
+        }
+        const height = tty ? Math.max(5, (process.stdout.rows ?? 24) - 4) : rows.length;
+        const header = ['QUEUE', 'UNREAD', 'LEASED', 'PUT/s', 'GET/s', 'UNREAD OVER TIME'];
+        const shown = [header, ...rows.slice(0, height)];
+        const widths = header.map((_, c) => Math.max(...shown.map((r) => [...r[c]!].length)));
+        const table = shown.map((r) => r.map((cell, c) => (c === 0 || c === 5 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
+        const title = `httpsqs top: ${all.length} queue${all.length === 1 ? '' : 's'}, ${new Date().toISOString().slice(11, 19)}${rows.length > height ? ` (${rows.length - height} more)` : ''}`;
+        out(`${tty ? '\x1b[H\x1b[2J' : ''}${title}\n\n${table}\n${tty ? '' : '\n'}`);
+        if (stop.signal.aborted) break;
+        await sleep(interval * 1000, undefined, { signal: stop.signal }).catch(() => {});
+        if (stop.signal.aborted) break;
+      }
+    } finally {
+      if (tty) out('\x1b[?25h\n');
+      await q.close();
+    }
+  });
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    const e = err as Error & { exitCode?: number; code?: unknown };
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
+      // Help and version are not errors; anything else commander refused is a usage error.
+      process.exitCode = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    if (err instanceof Outcome) {
+      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
+      process.exitCode = err.exit;
+    } else if (err instanceof AuthError) {
+      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
+      process.exitCode = EXIT.auth;
+    } else if (err instanceof HttpsqsError) {
+      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
+      process.exitCode = EXIT.error;
+    } else throw err;
+  }
+}
+
+await main();

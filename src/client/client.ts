@@ -1,0 +1,297 @@
+/**
+ * The TypeScript client. The reference operations (put, get, status, statusJson, view, reset,
+ * maxqueue, synctime) use only the HTTPSQS 1.7 protocol, so they work against the C server too;
+ * the rest needs this server's extensions (docs/EXTENSIONS.md).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool } from 'undici';
+import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
+
+export interface ClientOptions {
+  /** Where the server is. @default 'http://127.0.0.1:1218' */
+  url?: string;
+  /** The server's password (`-a`), sent as `auth=`. */
+  auth?: string;
+  /** Milliseconds to wait for an answer; a long poll gets its `wait` on top. @default 10000 */
+  timeout?: number;
+  /** Keep-alive connections held open to the server at most. @default 16 */
+  connections?: number;
+  /** The server is the C HTTPSQS: bytes are sent percent-encoded (it does not know
+   * `application/octet-stream` bodies). Strings are sent so that both servers store them exactly. */
+  reference?: boolean;
+}
+
+/** A queue's state, as `status_json` gives it (`leased` is 0 on servers without leases). */
+export interface QueueStatus {
+  name: string;
+  maxqueue: number;
+  putpos: number;
+  putlap: number;
+  getpos: number;
+  getlap: number;
+  unread: number;
+  leased: number;
+}
+
+/** A message handed out by get or mget. */
+export class Message {
+  constructor(
+    /** The queue it came from. */
+    readonly queue: string,
+    /** Its position: what ack and nack need. */
+    readonly pos: number,
+    /** Its bytes, exactly as stored. */
+    readonly body: Buffer,
+    /** 1 the first time; more when a lease ended or it was given back. */
+    readonly deliveries = 1,
+    /** The token of its lease, when it was taken with one. */
+    readonly lease?: string,
+  ) {}
+
+  /** The body as UTF-8 text. */
+  text(): string {
+    return this.body.toString('utf8');
+  }
+}
+
+export interface GetOptions {
+  /** Seconds to wait for a message when the queue is empty (long polling). */
+  wait?: number;
+  /** Seconds to lease the message for: it comes back unless acked in time. */
+  lease?: number;
+  signal?: AbortSignal;
+}
+
+export interface ConsumeOptions {
+  /** Messages handled at the same time. @default 1 */
+  concurrency?: number;
+  /** Seconds a message is leased while its handler runs. @default 60 */
+  lease?: number;
+  /** Seconds each long poll waits. @default 20 */
+  wait?: number;
+  /** Stops consuming: polls end at once, running handlers finish and are acked. */
+  signal?: AbortSignal;
+  /** Called with what a handler threw (the message is then given back); by default it is ignored. */
+  onError?: (err: unknown, message: Message) => void;
+}
+
+type Reply = { status: number; body: Buffer; headers: Record<string, string | string[] | undefined> };
+
+const text = (b: Buffer) => b.toString('latin1');
+const bytes = (data: string | Uint8Array) => (typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+
+/** Percent-encodes every byte that is not unreserved, so the reference's URL-decoding gives it back. */
+function percentEncode(b: Buffer): string {
+  let out = '';
+  for (const c of b) out += (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e ? String.fromCharCode(c) : `%${c.toString(16).padStart(2, '0')}`;
+  return out;
+}
+
+/**
+ * A client for one httpsqs (or HTTPSQS) server, over a pool of keep-alive connections.
+ *
+ * ```ts
+ * const q = new HttpsqsClient({ url: 'http://127.0.0.1:1218' });
+ * await q.put('mail', 'hello');
+ * const m = await q.get('mail');
+ * ```
+ */
+export class HttpsqsClient {
+  private readonly pool: Pool;
+  private readonly timeout: number;
+
+  constructor(private readonly options: ClientOptions = {}) {
+    this.pool = new Pool(options.url ?? 'http://127.0.0.1:1218', { connections: options.connections ?? 16, pipelining: 1 });
+    this.timeout = options.timeout ?? 10_000;
+  }
+
+  private async call(params: Record<string, string | number | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number } = {}): Promise<Reply> {
+    let query = '';
+    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${encodeURIComponent(v)}`;
+    const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
+    try {
+      const res = await this.pool.request({
+        path: `/${query}`,
+        method: o.body === undefined ? 'GET' : 'POST',
+        ...(o.body !== undefined ? { body: o.body, headers: { 'content-type': o.type ?? 'application/x-www-form-urlencoded' } } : {}),
+        signal: o.signal,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+      });
+      const body = Buffer.from(await res.body.arrayBuffer());
+      const reply = { status: res.statusCode, body, headers: res.headers };
+      if (reply.status === 401 || (reply.status === 200 && text(body) === 'HTTPSQS_AUTH_FAILED')) throw new AuthError('the server refused the password (auth)');
+      if (reply.status !== 200) throw new ProtocolError(`HTTP ${reply.status}: ${text(body).trim()}`, text(body), reply.status);
+      return reply;
+    } catch (err) {
+      if (err instanceof HttpsqsError) throw err;
+      if (o.signal?.aborted) throw err; // the caller's own abort, as it is
+      throw new NetworkError(`no answer from the server: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** A reply that must be one of `tokens`, or `HTTPSQS_ERROR`-like and thrown. */
+  private expect(reply: Reply, ...tokens: string[]): string {
+    const t = text(reply.body);
+    if (!tokens.includes(t)) throw new ProtocolError(`the server answered ${t.slice(0, 60)}`, t);
+    return t;
+  }
+
+  private json<T>(reply: Reply): T {
+    try {
+      return JSON.parse(reply.body.toString('utf8')) as T;
+    } catch {
+      throw new ProtocolError(`the server answered ${text(reply.body).slice(0, 60)}`, text(reply.body));
+    }
+  }
+
+  /** Stores a message; resolves to its position. Strings are stored as UTF-8. Throws
+   * `QueueFullError` when the queue is full. */
+  async put(name: string, data: string | Uint8Array, o: { signal?: AbortSignal } = {}): Promise<number> {
+    const raw = typeof data !== 'string' && !this.options.reference;
+    const body = raw ? bytes(data) : percentEncode(bytes(data));
+    const reply = await this.call({ name, opt: 'put' }, { body, type: raw ? 'application/octet-stream' : undefined, signal: o.signal });
+    if (this.expect(reply, 'HTTPSQS_PUT_OK', 'HTTPSQS_PUT_END') === 'HTTPSQS_PUT_END') throw new QueueFullError(name);
+    return Number(reply.headers.pos);
+  }
+
+  /** The next message, or null when the queue has none (after `wait` seconds, if given). */
+  async get(name: string, o: GetOptions = {}): Promise<Message | null> {
+    const reply = await this.call({ name, opt: 'get', wait: o.wait, lease: o.lease }, { signal: o.signal, waitSeconds: o.wait });
+    if (reply.headers.pos === undefined) {
+      this.expect(reply, 'HTTPSQS_GET_END');
+      return null;
+    }
+    const lease = reply.headers.lease;
+    return new Message(name, Number(reply.headers.pos), reply.body, Number(reply.headers.deliveries ?? 1), typeof lease === 'string' ? lease : undefined);
+  }
+
+  /** The reference's status text. */
+  async status(name: string): Promise<string> {
+    return text((await this.call({ name, opt: 'status' })).body);
+  }
+
+  async statusJson(name: string): Promise<QueueStatus> {
+    const s = this.json<Omit<QueueStatus, 'leased'> & { leased?: number }>(await this.call({ name, opt: 'status_json' }));
+    return { ...s, leased: s.leased ?? 0 };
+  }
+
+  /** The message stored at `pos`, read or not (an empty buffer when there is none). */
+  async view(name: string, pos: number): Promise<Buffer> {
+    return (await this.call({ name, opt: 'view', pos })).body;
+  }
+
+  /** Empties the queue and sets maxqueue back to its default. */
+  async reset(name: string): Promise<void> {
+    this.expect(await this.call({ name, opt: 'reset' }), 'HTTPSQS_RESET_OK');
+  }
+
+  /** Sets the ring size; false when the ring rules do not allow it now. */
+  async maxqueue(name: string, num: number): Promise<boolean> {
+    return this.expect(await this.call({ name, opt: 'maxqueue', num }), 'HTTPSQS_MAXQUEUE_OK', 'HTTPSQS_MAXQUEUE_CANCEL') === 'HTTPSQS_MAXQUEUE_OK';
+  }
+
+  /** Sets the seconds between flushes of `--sync interval` servers. */
+  async synctime(seconds: number): Promise<void> {
+    this.expect(await this.call({ name: '', opt: 'synctime', num: seconds }), 'HTTPSQS_SYNCTIME_OK');
+  }
+
+  /** Confirms a leased message; false when that lease is not held (any more). */
+  async ack(name: string, pos: number, token?: string): Promise<boolean> {
+    return this.expect(await this.call({ name, opt: 'ack', pos, token }), 'HTTPSQS_ACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_ACK_OK';
+  }
+
+  /** Gives a leased message back, to be delivered again at once; false when that lease is not held. */
+  async nack(name: string, pos: number, token?: string): Promise<boolean> {
+    return this.expect(await this.call({ name, opt: 'nack', pos, token }), 'HTTPSQS_NACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_NACK_OK';
+  }
+
+  /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all did). */
+  async mput(name: string, messages: Array<string | Uint8Array>): Promise<{ positions: number[]; full: boolean }> {
+    const base64 = messages.some((m) => typeof m !== 'string');
+    const body = JSON.stringify(messages.map((m) => (base64 ? bytes(m).toString('base64') : m)));
+    const reply = await this.call({ name, opt: 'mput', encoding: base64 ? 'base64' : undefined }, { body, type: 'application/json' });
+    if (text(reply.body) === 'HTTPSQS_PUT_ERROR') throw new ProtocolError('the server refused the batch', 'HTTPSQS_PUT_ERROR');
+    const r = this.json<{ positions: number[]; full: boolean }>(reply);
+    return { positions: r.positions, full: r.full };
+  }
+
+  /** Up to `num` messages in one call ([] when there are none, after `wait` seconds if given). */
+  async mget(name: string, num: number, o: GetOptions = {}): Promise<Message[]> {
+    const reply = await this.call({ name, opt: 'mget', num, wait: o.wait, lease: o.lease, encoding: 'base64' }, { signal: o.signal, waitSeconds: o.wait });
+    type Item = { pos: number; deliveries: number; lease?: string; data: string };
+    return this.json<Item[]>(reply).map((m) => new Message(name, m.pos, Buffer.from(m.data, 'base64'), m.deliveries, m.lease));
+  }
+
+  /** The stored messages at positions pos..pos+num-1, read or not. */
+  async viewRange(name: string, pos: number, num: number): Promise<Array<{ pos: number; body: Buffer }>> {
+    const found = this.json<Array<{ pos: number; data: string }>>(await this.call({ name, opt: 'view', pos, num, encoding: 'base64' }));
+    return found.map((m) => ({ pos: m.pos, body: Buffer.from(m.data, 'base64') }));
+  }
+
+  /** One page of queues, in name order. */
+  async list(o: { prefix?: string; after?: string; limit?: number } = {}): Promise<QueueStatus[]> {
+    return this.json<QueueStatus[]>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit }));
+  }
+
+  /** Every queue (starting with `prefix`), page by page. */
+  async *queues(prefix?: string): AsyncGenerator<QueueStatus> {
+    for (let after: string | undefined; ; ) {
+      const page = await this.list({ prefix, after, limit: 1000 });
+      yield* page;
+      if (page.length < 1000) return;
+      after = page.at(-1)!.name;
+    }
+  }
+
+  /**
+   * Messages as they arrive, each leased: call `ack()` or `nack()` on them (an unsettled one comes
+   * back when its lease ends). Ends when `signal` aborts.
+   */
+  async *messages(name: string, o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {}): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean> }> {
+    while (!o.signal?.aborted) {
+      const m = await this.poll(name, o);
+      if (m) yield Object.assign(m, { ack: () => this.ack(name, m.pos, m.lease), nack: () => this.nack(name, m.pos, m.lease) });
+    }
+  }
+
+  /**
+   * Runs `handler` on every message of the queue, `concurrency` at a time, until `signal` aborts:
+   * long polls, leases each message, acks it when the handler resolves and gives it back when it
+   * throws. Resolves once stopped and every running handler has finished.
+   */
+  async consume(name: string, handler: (message: Message) => unknown, o: ConsumeOptions = {}): Promise<void> {
+    const worker = async () => {
+      while (!o.signal?.aborted) {
+        const m = await this.poll(name, o);
+        if (!m) continue;
+        try {
+          await handler(m);
+        } catch (err) {
+          o.onError?.(err, m);
+          await this.nack(name, m.pos, m.lease).catch(() => {}); // else its lease runs out
+          continue;
+        }
+        await this.ack(name, m.pos, m.lease);
+      }
+    };
+    await Promise.all(Array.from({ length: o.concurrency ?? 1 }, worker));
+  }
+
+  /** One leased long poll; null when stopped or nothing came. Network trouble is waited out. */
+  private async poll(name: string, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
+    try {
+      return await this.get(name, { wait: o.wait ?? 20, lease: o.lease ?? 60, signal: o.signal });
+    } catch (err) {
+      if (o.signal?.aborted) return null;
+      if (!(err instanceof NetworkError)) throw err;
+      await sleep(1000, undefined, { signal: o.signal }).catch(() => {});
+      return null;
+    }
+  }
+
+  /** Closes the connections. */
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}

@@ -1,0 +1,36 @@
+/** Errors of the client. Catch `HttpsqsError` for all of them. */
+
+export class HttpsqsError extends Error {
+  override name = 'HttpsqsError';
+}
+
+/** The queue is full (`HTTPSQS_PUT_END`): nothing was stored. Retry later, or raise maxqueue. */
+export class QueueFullError extends HttpsqsError {
+  override name = 'QueueFullError';
+  constructor(readonly queue: string) {
+    super(`queue ${JSON.stringify(queue)} is full`);
+  }
+}
+
+/** The server wants another password (`HTTPSQS_AUTH_FAILED`, or HTTP 401). */
+export class AuthError extends HttpsqsError {
+  override name = 'AuthError';
+}
+
+/** The server refused the request (`HTTPSQS_ERROR`, `HTTPSQS_PUT_ERROR`, an HTTP error) or gave
+ * an answer this client does not understand. `reply` is what it said. */
+export class ProtocolError extends HttpsqsError {
+  override name = 'ProtocolError';
+  constructor(
+    message: string,
+    readonly reply: string,
+    readonly status = 200,
+  ) {
+    super(message);
+  }
+}
+
+/** The request did not get an answer: connection refused or lost, timeout. `cause` says which. */
+export class NetworkError extends HttpsqsError {
+  override name = 'NetworkError';
+}

@@ -1,0 +1,141 @@
+/**
+ * `httpsqs-cli` run as a subprocess against a real server: output, --json, exit codes, the
+ * environment variables, put from a file with its final rate, get --follow, and top.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { cleanup, freePort, ROOT, startServer, tempDir, type RunningServer } from './helpers.js';
+
+const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
+
+describe('httpsqs-cli', () => {
+  let server: RunningServer;
+  let cli: (args: string[], o?: { input?: string; env?: NodeJS.ProcessEnv }) => { code: number | null; stdout: string; stderr: string };
+  before(async () => {
+    server = await startServer();
+    cli = (args, o = {}) => {
+      const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(server.port), ...args], { input: o.input ?? '', encoding: 'utf8', env: { ...process.env, ...o.env }, timeout: 30_000 });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+  });
+  after(async () => {
+    await server.stop();
+    cleanup(server.dir);
+  });
+
+  it('put prints the position, get prints the message; an empty queue exits with 3', () => {
+    assert.deepEqual(cli(['put', 'k-basic', 'hello world']), { code: 0, stdout: '1\n', stderr: '' });
+    assert.deepEqual(cli(['put', 'k-basic'], { input: 'from stdin\n' }).stdout, '2\n');
+    assert.equal(cli(['get', 'k-basic']).stdout, 'hello world');
+    assert.equal(cli(['get', 'k-basic']).stdout, 'from stdin\n');
+    const empty = cli(['get', 'k-basic']);
+    assert.equal(empty.code, 3);
+    assert.match(empty.stderr, /^httpsqs-cli: queue k-basic has no message\n$/);
+  });
+
+  it('--json gives one JSON document per answer', () => {
+    assert.deepEqual(JSON.parse(cli(['--json', 'put', 'k-json', 'x']).stdout), { pos: 1 });
+    assert.deepEqual(JSON.parse(cli(['--json', 'status', 'k-json']).stdout).unread, 1);
+    assert.deepEqual(JSON.parse(cli(['--json', 'get', 'k-json']).stdout), { pos: 1, deliveries: 1, data: 'x' });
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-json', '1']).stdout), { pos: 1, data: 'x' });
+    const list = JSON.parse(cli(['--json', 'list', '--prefix', 'k-json']).stdout);
+    assert.deepEqual(list.map((q: { name: string }) => q.name), ['k-json']);
+  });
+
+  it('status, list, view, reset, maxqueue and synctime speak plainly', () => {
+    cli(['put', 'k-ops', 'a']);
+    assert.match(cli(['status', 'k-ops']).stdout, /Queue Name: k-ops\n/);
+    assert.match(cli(['list', '--prefix', 'k-ops']).stdout, /^QUEUE\s+UNREAD\s+LEASED\s+PUTPOS\s+GETPOS\s+MAXQUEUE\nk-ops\s+1\s+0\s+1\s+0\s+1000000\n$/);
+    assert.equal(cli(['view', 'k-ops', '1']).stdout, 'a');
+    assert.equal(cli(['view', 'k-ops', '9']).code, 3);
+    assert.equal(cli(['maxqueue', 'k-ops', '100']).code, 0);
+    assert.equal(cli(['maxqueue', 'k-ops', '5']).code, 1); // out of range: the server says HTTPSQS_ERROR
+    assert.equal(cli(['reset', 'k-ops']).code, 0);
+    assert.equal(cli(['synctime', '3']).code, 0);
+    cli(['maxqueue', 'k-cancel', '10']);
+    for (let i = 0; i < 10; i++) cli(['put', 'k-cancel', `${i}`]);
+    cli(['get', 'k-cancel']);
+    cli(['get', 'k-cancel']);
+    cli(['put', 'k-cancel', 'wraps']);
+    const refused = cli(['maxqueue', 'k-cancel', '50']);
+    assert.equal(refused.code, 5);
+    assert.match(refused.stderr, /not changed/);
+    const full = cli(['put', 'k-cancel', 'one too many']);
+    assert.equal(full.code, 4);
+    assert.match(full.stderr, /is full/);
+  });
+
+  it('put --file sends one message per line and reports the rate; a full queue stops it with 4', () => {
+    const dir = tempDir('httpsqs-cli-');
+    const file = join(dir, 'lines.txt');
+    writeFileSync(file, Array.from({ length: 2500 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    const r = cli(['put', 'k-file', '--file', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^put 2500 messages in [\d.]+ s \(\d+ messages\/s\)\n$/);
+    assert.equal(JSON.parse(cli(['--json', 'status', 'k-file']).stdout).unread, 2500);
+    assert.equal(cli(['view', 'k-file', '2500']).stdout, 'line 2499');
+    const json = JSON.parse(cli(['--json', 'put', 'k-file2', '--file', '-'], { input: 'a\nb\n' }).stdout);
+    assert.equal(json.count, 2);
+    cli(['maxqueue', 'k-small', '10']);
+    const full = cli(['put', 'k-small', '--file', file]);
+    assert.equal(full.code, 4);
+    assert.match(full.stderr, /full after 10 messages/);
+    cleanup(dir);
+  });
+
+  it('leases from the command line: get --lease prints Pos and Lease; ack with them', () => {
+    cli(['put', 'k-lease', 'job']);
+    const got = cli(['get', 'k-lease', '--lease', '30']);
+    assert.equal(got.stdout, 'job');
+    const token = /Lease: (\S+)/.exec(got.stderr)![1]!;
+    assert.equal(cli(['ack', 'k-lease', '1', 'wrong-token']).code, 5);
+    assert.equal(cli(['ack', 'k-lease', '1', token]).code, 0);
+  });
+
+  it('the server comes from --url, --host/--port or the environment; errors have their codes', async () => {
+    const env = { HTTPSQS_URL: `http://127.0.0.1:${server.port}` };
+    const viaEnv = spawnSync(process.execPath, [CLI_CLIENT, 'put', 'k-env', 'e'], { encoding: 'utf8', env: { ...process.env, ...env } });
+    assert.equal(viaEnv.stdout, '1\n');
+    const down = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(await freePort()), 'status', 'q'], { encoding: 'utf8' });
+    assert.equal(down.status, 1);
+    assert.match(down.stderr, /^httpsqs-cli: no answer from the server: .*ECONNREFUSED/);
+    const usage = spawnSync(process.execPath, [CLI_CLIENT, 'frobnicate'], { encoding: 'utf8' });
+    assert.equal(usage.status, 2);
+    assert.equal(spawnSync(process.execPath, [CLI_CLIENT, 'get', 'q', '--wait', 'soon'], { encoding: 'utf8' }).status, 2);
+    assert.equal(spawnSync(process.execPath, [CLI_CLIENT, '--help'], { encoding: 'utf8' }).status, 0);
+    const locked = await startServer({ args: ['-a', 'sesame'] });
+    try {
+      const denied = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8' });
+      assert.equal(denied.status, 6);
+      const allowed = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: { ...process.env, HTTPSQS_AUTH: 'sesame' } });
+      assert.equal(allowed.status, 0);
+    } finally {
+      await locked.stop();
+      cleanup(locked.dir);
+    }
+  });
+
+  it('get --follow prints messages as they arrive until interrupted', async () => {
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-follow', '--follow', '--wait', '2']);
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    for (const m of ['one', 'two', 'three']) cli(['put', 'k-follow', m]);
+    for (let i = 0; i < 100 && out !== 'one\ntwo\nthree\n'; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(out, 'one\ntwo\nthree\n');
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+  });
+
+  it('top shows every queue with unread counts, rates and a sparkline', () => {
+    cli(['put', 'k-top', 'a']);
+    const r = cli(['top', '--iterations', '2', '--interval', '0.3', '--prefix', 'k-top']);
+    assert.equal(r.code, 0, r.stderr);
+    const frames = r.stdout.split(/^httpsqs top: /m).filter(Boolean);
+    assert.equal(frames.length, 2);
+    assert.match(frames[1]!, /QUEUE\s+UNREAD\s+LEASED\s+PUT\/s\s+GET\/s\s+UNREAD OVER TIME\nk-top\s+1\s+0\s+0\s+0\s+[▁▂▃▄▅▆▇█]{2}/);
+  });
+});

@@ -1,0 +1,182 @@
+/**
+ * The TypeScript client against a real server: every operation, its error classes, AbortSignal,
+ * consume() and the async iterator, and the README's examples (examples/*.ts), run as they are.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { AuthError, HttpsqsClient, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
+import { cleanup, freePort, ROOT, startServer, type RunningServer } from './helpers.js';
+
+describe('HttpsqsClient', () => {
+  let server: RunningServer;
+  let q: HttpsqsClient;
+  before(async () => {
+    server = await startServer();
+    q = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
+  });
+  after(async () => {
+    await q.close();
+    await server.stop();
+    cleanup(server.dir);
+  });
+
+  it('put and get: strings exactly (+, %, UTF-8), bytes exactly (NUL, 0xff)', async () => {
+    const text = 'a+b %41 100% zwölf ✓ & =';
+    assert.equal(await q.put('c-basic', text), 1);
+    const bin = new Uint8Array([0, 255, 43, 37, 10]);
+    assert.equal(await q.put('c-basic', bin), 2);
+    const first = await q.get('c-basic');
+    assert.deepEqual([first?.pos, first?.text(), first?.deliveries], [1, text, 1]);
+    assert.deepEqual((await q.get('c-basic'))?.body, Buffer.from(bin));
+    assert.equal(await q.get('c-basic'), null);
+  });
+
+  it('status, statusJson, view, maxqueue, reset, synctime', async () => {
+    await q.put('c-ops', 'one');
+    assert.match(await q.status('c-ops'), /^HTTP Simple Queue Service v1\.7\n[\s\S]*Number of unread queue: 1\n$/);
+    assert.deepEqual(await q.statusJson('c-ops'), { name: 'c-ops', maxqueue: 1000000, putpos: 1, putlap: 1, getpos: 0, getlap: 1, unread: 1, leased: 0 });
+    assert.equal((await q.view('c-ops', 1)).toString(), 'one');
+    assert.equal((await q.view('c-ops', 2)).length, 0);
+    assert.equal(await q.maxqueue('c-ops', 100), true);
+    await q.reset('c-ops');
+    assert.equal((await q.statusJson('c-ops')).putpos, 0);
+    await q.synctime(3);
+  });
+
+  it('errors have their own classes: full, refused, auth, network (with its cause)', async () => {
+    await q.maxqueue('c-full', 10);
+    for (let i = 0; i < 10; i++) await q.put('c-full', `${i}`);
+    await assert.rejects(q.put('c-full', 'x'), (err: unknown) => err instanceof QueueFullError && err.queue === 'c-full');
+    await assert.rejects(q.maxqueue('c-full', 5), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
+    const locked = await startServer({ args: ['-a', 'sesame'] });
+    const wrong = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'guess' });
+    const right = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'sesame' });
+    try {
+      await assert.rejects(wrong.put('q', 'x'), AuthError);
+      assert.equal(await right.put('q', 'x'), 1);
+    } finally {
+      await Promise.all([wrong.close(), right.close()]);
+      await locked.stop();
+      cleanup(locked.dir);
+    }
+    const nobody = new HttpsqsClient({ url: `http://127.0.0.1:${await freePort()}` });
+    await assert.rejects(nobody.get('q'), (err: unknown) => err instanceof NetworkError && (err.cause as { code?: string }).code === 'ECONNREFUSED');
+    await nobody.close();
+  });
+
+  it('a long poll gets what arrives; aborting it takes nothing; a timeout is a NetworkError', async () => {
+    const waiting = q.get('c-wait', { wait: 5 });
+    await sleep(200);
+    await q.put('c-wait', 'arrived');
+    assert.equal((await waiting)?.text(), 'arrived');
+
+    const stop = new AbortController();
+    const aborted = q.get('c-wait', { wait: 5, signal: stop.signal });
+    await sleep(200);
+    stop.abort();
+    await assert.rejects(aborted, { name: 'AbortError' });
+    await sleep(100);
+    await q.put('c-wait', 'kept');
+    assert.equal((await q.get('c-wait'))?.text(), 'kept');
+
+    // A server that accepts and never answers.
+    const held = new Set<net.Socket>();
+    const silent = net.createServer((socket) => held.add(socket));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const impatient = new HttpsqsClient({ url: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`, timeout: 300 });
+    const started = performance.now();
+    await assert.rejects(impatient.status('x'), (err: unknown) => err instanceof NetworkError && /timeout/i.test(String((err.cause as Error).message)));
+    assert.ok(performance.now() - started < 3000);
+    await impatient.close().catch(() => {});
+    held.forEach((socket) => socket.destroy());
+    silent.close();
+  });
+
+  it('leases: ack and nack with the token; mput and mget keep bytes; viewRange; list and queues()', async () => {
+    await q.put('c-lease', 'job');
+    const m = await q.get('c-lease', { lease: 30 });
+    assert.ok(m?.lease);
+    assert.equal(await q.nack('c-lease', m.pos, m.lease), true);
+    const again = await q.get('c-lease', { lease: 30 });
+    assert.equal(again?.deliveries, 2);
+    assert.equal(await q.ack('c-lease', m.pos, m.lease), false); // the first grant is over
+    assert.equal(await q.ack('c-lease', again!.pos, again!.lease), true);
+
+    const r = await q.mput('c-batch', ['a', new Uint8Array([0, 1, 2])]);
+    assert.deepEqual(r, { positions: [1, 2], full: false });
+    const got = await q.mget('c-batch', 10);
+    assert.deepEqual(got.map((x) => x.body), [Buffer.from('a'), Buffer.from([0, 1, 2])]);
+    assert.deepEqual((await q.viewRange('c-batch', 1, 5)).map((x) => x.pos), [1, 2]);
+    assert.deepEqual((await q.list({ prefix: 'c-b' })).map((s) => s.name), ['c-basic', 'c-batch']);
+    const names: string[] = [];
+    for await (const s of q.queues('c-')) names.push(s.name);
+    assert.ok(names.includes('c-lease') && names.includes('c-full'));
+  });
+
+  it('consume acks what its handler finished and gives back what it threw on', async () => {
+    await q.mput('c-consume', ['ok-1', 'fail-once', 'ok-2']);
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const errors: string[] = [];
+    let failed = false;
+    await q.consume(
+      'c-consume',
+      (msg) => {
+        seen.push(`${msg.text()}#${msg.deliveries}`);
+        if (msg.text() === 'fail-once' && !failed) {
+          failed = true;
+          throw new Error('boom');
+        }
+        if (seen.length === 4) stop.abort();
+      },
+      { concurrency: 2, lease: 30, wait: 1, signal: stop.signal, onError: (err) => errors.push((err as Error).message) },
+    );
+    assert.deepEqual(seen.sort(), ['fail-once#1', 'fail-once#2', 'ok-1#1', 'ok-2#1']);
+    assert.deepEqual(errors, ['boom']);
+    const s = await q.statusJson('c-consume');
+    assert.deepEqual([s.unread, s.leased], [0, 0]);
+  });
+
+  it('reference mode sends bytes percent-encoded, as the C server needs, and they still arrive exactly', async () => {
+    const ref = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}`, reference: true });
+    const bin = new Uint8Array([0x25, 0x2b, 0x20, 0, 255, 0x41]);
+    await ref.put('c-ref', bin);
+    assert.deepEqual((await ref.get('c-ref'))?.body, Buffer.from(bin));
+    await ref.close();
+  });
+});
+
+describe('README examples', () => {
+  const examples = readdirSync(join(ROOT, 'examples')).filter((f) => f.endsWith('.ts'));
+
+  it('every example is in the README as it is, importing from httpsqs/client', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    assert.ok(examples.length >= 2);
+    for (const f of examples) {
+      const code = readFileSync(join(ROOT, 'examples', f), 'utf8').replace("'../src/client/index.js'", "'httpsqs/client'");
+      assert.ok(readme.includes(code), `README does not show examples/${f} as it is`);
+    }
+  });
+
+  for (const [file, expected] of [
+    ['producer.js', /stored at position 1\nbatch stored at 2, 3\nmail: 3 unread\ntiny is full: queue "tiny" is full\n/],
+    ['worker.js', /(working on resize \d\.jpg \(delivery 1\)\n){4}got resize 5\.jpg\n/],
+  ] as const) {
+    it(`examples/${file.replace('.js', '.ts')} runs against a real server`, async () => {
+      const server = await startServer();
+      try {
+        const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'examples', file)], { env: { ...process.env, HTTPSQS_URL: `http://127.0.0.1:${server.port}` }, encoding: 'utf8', timeout: 30_000 });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, expected);
+      } finally {
+        await server.stop();
+        cleanup(server.dir);
+      }
+    });
+  }
+});
