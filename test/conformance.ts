@@ -31,13 +31,15 @@ const bytes = (m: { body?: string; body_b64?: string }) =>
 
 const EXACT_NAMES = ['Content-Type', 'Content-Length', 'Connection', 'Cache-Control', 'Pos'];
 
-/** Runs every scenario against servers started with `extraArgs`; shared with the --workers suite. */
-export function replayConformance(title: string, extraArgs: string[] = []): void {
-  describe(title, () => {
+/** Runs every scenario against servers started with `extraArgs` (or the arguments it gives for a
+ * scenario, e.g. a store of its own); shared with the --workers and Redis suites. */
+export function replayConformance(title: string, extraArgs: string[] | ((scenario: string) => string[]) = [], opts: { skip?: string | false } = {}): void {
+  describe(title, { skip: opts.skip ?? false }, () => {
     it('has all 23 recorded scenarios', () => assert.equal(scenarios.length, 23));
     for (const sc of scenarios) {
       it(`${sc.scenario}: ${sc.about}`, async () => {
-        const server = await startServer({ args: [...sc.server_args, ...extraArgs] });
+        const extra = typeof extraArgs === 'function' ? extraArgs(sc.scenario) : extraArgs;
+        const server = await startServer({ args: [...sc.server_args, ...extra] });
         try {
           for (const [i, step] of sc.steps.entries()) {
             const { method, target, headers } = step.request;

@@ -1,13 +1,16 @@
 /**
  * The Store contract, run against every store and mode: one-process LMDB (positions in memory),
- * shared LMDB (as under --workers), and the relaxed sync mode. Operations are issued without
+ * shared LMDB (as under --workers), the relaxed sync mode, and Redis. Operations are issued without
  * waiting for each other, as concurrent requests do, so reads must see writes not yet committed.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { basename } from 'node:path';
+import { after, before, describe, it } from 'node:test';
 import { LmdbStore } from '../src/store/lmdb.js';
+import { RedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/store.js';
 import { cleanup, tempDir } from './helpers.js';
+import { noRedis, startRedis, type RedisServer } from './redis-servers.js';
 
 const b = (s: string) => Buffer.from(s);
 
@@ -230,6 +233,13 @@ export function storeContract(title: string, open: (dir: string) => Store): void
 }
 
 storeContract('LMDB store, one process', (path) => new LmdbStore({ path }));
+// The same suite on Redis: each store gets a key prefix of its own, named after its directory.
+describe('on Redis', { skip: noRedis() }, () => {
+  let redis: RedisServer;
+  before(async () => (redis = await startRedis()));
+  after(() => redis.stop());
+  storeContract('Redis store', (dir) => new RedisStore({ url: `${redis.url}?prefix=${basename(dir)}:` }));
+});
 storeContract('LMDB store, shared (--workers)', (path) => new LmdbStore({ path, shared: true }));
 storeContract('LMDB store, --sync interval', (path) => new LmdbStore({ path, syncMode: 'interval', syncInterval: 1 }));
 

@@ -35,7 +35,7 @@ type ToWorker = { synctime?: number; watching?: number; wake?: Array<[string, nu
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
   let unlock = () => {};
-  if (config.workers > 1) {
+  if (config.workers > 1 && config.store === 'lmdb') {
     try {
       unlock = lockDirectory(datadir);
     } catch (err) {

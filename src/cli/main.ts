@@ -51,7 +51,9 @@ function announce(config: Config, datadir: string): void {
   }
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
-  log.info({ event: 'start', listen: config.listen, port: config.port, datadir, sync: config.sync, workers: config.workers }, `listening on ${config.listen}:${config.port}, data in ${datadir}, sync ${sync}, ${workers}`);
+  const store = config.store.replace(/\/\/[^@/]*@/, '//***@');
+  const where = config.store === 'lmdb' ? `data in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
+  log.info({ event: 'start', listen: config.listen, port: config.port, datadir, store, sync: config.sync, workers: config.workers }, `listening on ${config.listen}:${config.port}, ${where}, ${workers}`);
   if (process.send) process.send({ ready: true }, () => process.disconnect?.());
 }
 
@@ -71,7 +73,7 @@ async function main(): Promise<void> {
   const datadir = resolve(config.datadir);
   if (isWorker()) return runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) return daemonize();
-  openDataDir(datadir);
+  if (config.store === 'lmdb') openDataDir(datadir);
   await runPrimary(config, datadir, () => announce(config, datadir));
 }
 

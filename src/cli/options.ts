@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { parseRedisUrl } from '../store/redis.js';
 
 interface OptionDef {
   short?: string;
@@ -27,6 +28,12 @@ export const OPTIONS = {
     type: 'string', arg: '<mode>', default: 'durable',
     help: '`durable`: ack after the change is on disk; `interval`: ack at once, flush every `-s` seconds (like the reference)',
   },
+  store: {
+    type: 'string', arg: '<url>', default: 'lmdb',
+    help: '`lmdb` (in the `-x` directory), or `redis://[:password@]host:port[/db]`, `rediss://…`, `redis-cluster://host:port,host:port` (add `?prefix=p` to share one Redis; password also from `HTTPSQS_REDIS_PASSWORD`)',
+  },
+  'redis-wait': { type: 'string', arg: '<num>', default: '0', help: 'with Redis: acknowledge a change only once this many replicas have it (WAIT)' },
+  'redis-wait-ms': { type: 'string', arg: '<ms>', default: '1000', help: 'with `--redis-wait`: how long to wait for the replicas before answering with an error' },
   'cache-nodes': { short: 'c', type: 'string', arg: '<num>', default: '1024', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
   'cache-mb': { short: 'm', type: 'string', arg: '<size>', default: '100', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
   pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit' },
@@ -92,6 +99,10 @@ export interface Config {
   timeout: number;
   synctime: number;
   sync: 'durable' | 'interval';
+  /** 'lmdb', or a Redis URL. */
+  store: string;
+  redisWait: number;
+  redisWaitMs: number;
   pidfile: string;
   auth: string | undefined;
   adminAuth: string | undefined;
@@ -140,6 +151,14 @@ export function parseConfig(argv: string[]): Config {
   if (sync !== 'durable' && sync !== 'interval') {
     throw new UsageError(`--sync: expected "durable" or "interval", got "${sync}"`);
   }
+  const store = v('store');
+  if (store !== 'lmdb') {
+    try {
+      parseRedisUrl(store);
+    } catch (err) {
+      throw new UsageError(`--store: ${(err as Error).message}`);
+    }
+  }
   int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);
   int('cache-mb', v('cache-mb'), 0, 2 ** 31);
   return {
@@ -149,6 +168,9 @@ export function parseConfig(argv: string[]): Config {
     timeout: int('timeout', v('timeout'), 1, 86_400),
     synctime: int('synctime', v('synctime'), 1, 1_000_000_000),
     sync,
+    store,
+    redisWait: int('redis-wait', v('redis-wait'), 0, 100),
+    redisWaitMs: int('redis-wait-ms', v('redis-wait-ms'), 1, 600_000),
     pidfile: v('pidfile'),
     auth: secret(values.auth as string | undefined, values['auth-file'] as string | undefined, 'HTTPSQS_AUTH', 'auth-file'),
     adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),

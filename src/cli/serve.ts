@@ -4,12 +4,14 @@ import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb.js';
+import { RedisStore } from '../store/redis.js';
+import type { Store } from '../store/store.js';
 import type { Config } from './options.js';
 import { log } from './log.js';
 import { fail } from './process.js';
 
 export interface Serving {
-  store: LmdbStore;
+  store: Store;
   waiters: Waiters;
   /** Stop accepting, finish in-flight requests, flush, close. */
   stop(): Promise<void>;
@@ -25,15 +27,9 @@ export interface ServeHooks {
 }
 
 export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
-  let store: LmdbStore;
-  try {
-    // Several workers share the environment (the primary holds the directory lock for them); a
-    // single worker owns it, lock included.
-    store = new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime, shared: config.workers > 1 });
-  } catch (err) {
-    if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
-    fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
-  }
+  const store = config.store === 'lmdb' ? openLmdb(config, datadir) : await openRedis(config);
+  // With Redis, frontends (and workers) wake each other's long polls through Redis itself.
+  const peers = store instanceof RedisStore ? { watch: (name: string, on: boolean) => store.watch(name, on), notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
   const metrics = createMetrics({
     store,
@@ -50,11 +46,12 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     maxConnections: config.maxConnections,
     maxWait: config.maxWait,
     onSynctime: hooks.onSynctime,
-    peers: hooks.peers,
+    peers,
     metrics,
     log: (line) => log.error({ event: 'error' }, line),
   });
   app = server;
+  if (store instanceof RedisStore) store.onWake((name, count) => server.waiters.wake(name, count));
   await new Promise<void>((ready) => {
     server.server.once('error', (err: NodeJS.ErrnoException) => {
       const where = `${config.listen}:${config.port}`;
@@ -74,4 +71,25 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
       await store.close();
     },
   };
+}
+
+function openLmdb(config: Config, datadir: string): LmdbStore {
+  try {
+    // Several workers share the environment (the primary holds the directory lock for them); a
+    // single worker owns it, lock included.
+    return new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime, shared: config.workers > 1 });
+  } catch (err) {
+    if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
+    fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
+  }
+}
+
+async function openRedis(config: Config): Promise<RedisStore> {
+  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs });
+  try {
+    return await store.ready();
+  } catch (err) {
+    await store.close();
+    fail(`--store: ${(err as Error).message}`);
+  }
 }

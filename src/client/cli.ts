@@ -3,7 +3,7 @@
  * `httpsqs-cli`: everyday work with a queue server from a shell. Output is made for people, or
  * for scripts with `--json`; exit codes say what happened (see EXIT below and the README).
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
@@ -12,7 +12,7 @@ import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, QueueFullError } from './errors.js';
 
 /** Exit codes a script can rely on. */
-export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6 } as const;
+export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6, interrupted: 130 } as const;
 
 /** A result that is not an error but that a script must be able to tell apart. */
 class Outcome extends Error {
@@ -49,10 +49,14 @@ program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 function client(): HttpsqsClient {
   const g = program.opts<Globals>();
+  whole('--timeout', g.timeout);
   return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: Number(g.timeout), reference: g.reference });
 }
 const json = () => program.opts<Globals>().json === true;
 const out = (s: string | Buffer) => process.stdout.write(s);
+process.stdout.on('error', () => {}); // a reader that went away: `write` below reports it
+/** Writes and waits until it is written: a reader that went away (`| head -1`) is an error here. */
+const write = (s: string | Buffer) => new Promise<void>((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(new Outcome(EXIT.ok, '')) : resolve())));
 const messageJson = (m: Message) => JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease ? { lease: m.lease } : {}), data: m.text() });
 
 function seconds(name: string, v: string | undefined): number | undefined {
@@ -75,15 +79,29 @@ async function readStdin(): Promise<Buffer> {
 /** Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a terminal. */
 async function putLines(q: HttpsqsClient, name: string, input: string): Promise<void> {
   const reference = program.opts<Globals>().reference;
-  const bar = process.stderr.isTTY && !json() ? new SingleBar({ format: 'put {bar} {value} messages | {rate}/s', stream: process.stderr, hideCursor: true }) : undefined;
+  let size = 0;
+  if (input !== '-') {
+    try {
+      size = statSync(input).size;
+    } catch (err) {
+      throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(err as Error).message}`);
+    }
+  }
+  // The bar follows the bytes read (a file's size is known; standard input's is not: no bar).
+  const bar = size && process.stderr.isTTY && !json() ? new SingleBar({ format: 'put {bar} {percentage}% | {count} messages | {rate}/s', stream: process.stderr, hideCursor: true }) : undefined;
   const lines = createInterface({ input: input === '-' ? process.stdin : createReadStream(input), crlfDelay: Infinity });
   const started = performance.now();
   let count = 0;
-  bar?.start(0, 0, { rate: 0 });
+  let read = 0;
+  bar?.start(size, 0, { count: 0, rate: 0 });
   let batch: string[] = [];
   const flush = async () => {
     if (reference) {
-      for (const m of batch) await q.put(name, m);
+      for (const m of batch) {
+        await q.put(name, m);
+        count++;
+      }
+      batch = [];
     } else {
       const r = await q.mput(name, batch);
       if (r.full) {
@@ -93,11 +111,11 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
     }
     count += batch.length;
     batch = [];
-    bar?.setTotal(count);
-    bar?.update(count, { rate: Math.round(count / ((performance.now() - started) / 1000)) });
+    bar?.update(read, { count, rate: Math.round(count / ((performance.now() - started) / 1000)) });
   };
   try {
     for await (const line of lines) {
+      read += Buffer.byteLength(line) + 1;
       batch.push(line);
       if (batch.length >= 1000) await flush();
     }
@@ -143,25 +161,32 @@ program
     const wait = seconds('--wait', o.wait);
     const lease = seconds('--lease', o.lease);
     const stop = new AbortController();
-    process.once('SIGINT', () => stop.abort());
+    const interrupted = () => stop.abort();
+    process.once('SIGINT', interrupted);
+    // Following, each message is leased until it has been written out, then acked: one taken
+    // just as Ctrl-C (or a closed pipe) stops us comes back instead of being lost. The C
+    // server has no leases (--reference): there a plain get is all there is.
+    const settleAfter = o.follow && lease === undefined && !program.opts<Globals>().reference;
     try {
       do {
-        const m = await q.get(name, { wait: o.follow ? (wait ?? 20) : wait, lease, signal: stop.signal }).catch((err: unknown) => {
+        const m = await q.get(name, { wait: o.follow ? (wait ?? 20) : wait, lease: settleAfter ? 60 : lease, signal: stop.signal }).catch((err: unknown) => {
           if (stop.signal.aborted) return null;
           throw err;
         });
+        if (stop.signal.aborted && !m) throw new Outcome(EXIT.interrupted, 'interrupted');
         if (!m) {
           if (!o.follow) throw new Outcome(EXIT.empty, `queue ${name} has no message`);
           continue;
         }
-        if (json()) out(`${messageJson(m)}\n`);
+        if (json()) await write(`${messageJson(m)}\n`);
         else {
-          out(m.body);
-          if (o.follow) out('\n');
-          if (m.lease) process.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
+          await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : m.body);
+          if (m.lease && !settleAfter) process.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
         }
+        if (settleAfter) await q.ack(name, m.pos, m.lease);
       } while (o.follow && !stop.signal.aborted);
     } finally {
+      process.off('SIGINT', interrupted);
       await q.close();
     }
   });
@@ -283,10 +308,12 @@ function sparkline(values: number[]): string {
   return values.map((v) => SPARKS[Math.min(SPARKS.length - 1, Math.floor((v / max) * (SPARKS.length - 1)))]).join('');
 }
 
-/** Messages per second between two samples of a queue, counting a wrap of the ring. */
-function rate(now: number, before: number, maxqueue: number, secs: number): number {
-  const moved = now >= before ? now - before : now + maxqueue - before;
-  return moved / secs;
+/** Messages per second between two samples of a queue, counting a wrap of the ring; 0 across a
+ * reset (positions back to 0) or a change of maxqueue. */
+function rates(s: QueueStatus, before: QueueStatus, secs: number): [number, number] {
+  if (s.maxqueue !== before.maxqueue || (s.putpos < before.putpos && s.putpos >= s.getpos && s.getpos < before.getpos)) return [0, 0];
+  const moved = (now: number, then: number) => (now >= then ? now - then : now + s.maxqueue - then) / secs;
+  return [moved(s.putpos, before.putpos), moved(s.getpos, before.getpos)];
 }
 
 program
@@ -296,9 +323,10 @@ program
   .option('--prefix <prefix>', 'only queues whose name starts with this')
   .option('--iterations <n>', 'stop after this many refreshes (default: until interrupted)')
   .action(async (o: { interval: string; prefix?: string; iterations?: string }) => {
-    const q = client();
     const interval = Number(o.interval);
     if (!(interval > 0)) throw new Outcome(EXIT.usage, `--interval: expected seconds, got "${o.interval}"`);
+    if (o.iterations !== undefined) whole('--iterations', o.iterations);
+    const q = client();
     const tty = process.stdout.isTTY;
     const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
     const stop = new AbortController();
@@ -314,8 +342,7 @@ program
         for (const s of all) {
           const h = history.get(s.name);
           const secs = h ? (now - h.at) / 1000 : 0;
-          const put = h && secs > 0 ? rate(s.putpos, h.last.putpos, s.maxqueue, secs) : 0;
-          const got = h && secs > 0 ? rate(s.getpos, h.last.getpos, s.maxqueue, secs) : 0;
+          const [put, got] = h && secs > 0 ? rates(s, h.last, secs) : [0, 0];
           const unread = [...(h?.unread ?? []), s.unread].slice(-30);
           history.set(s.name, { last: s, at: now, unread });
           rows.push([s.name, String(s.unread), String(s.leased), put.toFixed(0), got.toFixed(0), sparkline(unread)]);
@@ -348,7 +375,7 @@ async function main(): Promise<void> {
       return;
     }
     if (err instanceof Outcome) {
-      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
+      if (err.message) process.stderr.write(`httpsqs-cli: ${err.message}\n`);
       process.exitCode = err.exit;
     } else if (err instanceof AuthError) {
       process.stderr.write(`httpsqs-cli: ${err.message}\n`);

@@ -14,7 +14,8 @@ export interface ClientOptions {
   auth?: string;
   /** Milliseconds to wait for an answer; a long poll gets its `wait` on top. @default 10000 */
   timeout?: number;
-  /** Keep-alive connections held open to the server at most. @default 16 */
+  /** Keep-alive connections held open to the server at most. By default there is no limit, so that
+   * long polls never hold up other requests (consume() keeps one open per unit of concurrency). */
   connections?: number;
   /** The server is the C HTTPSQS: bytes are sent percent-encoded (it does not know
    * `application/octet-stream` bodies). Strings are sent so that both servers store them exactly. */
@@ -71,7 +72,8 @@ export interface ConsumeOptions {
   wait?: number;
   /** Stops consuming: polls end at once, running handlers finish and are acked. */
   signal?: AbortSignal;
-  /** Called with what a handler threw (the message is then given back); by default it is ignored. */
+  /** Called with what a handler threw (the message is then given back), or with a failed ack or
+   * nack (the lease then runs out and the message comes back); by default they are ignored. */
   onError?: (err: unknown, message: Message) => void;
 }
 
@@ -101,7 +103,7 @@ export class HttpsqsClient {
   private readonly timeout: number;
 
   constructor(private readonly options: ClientOptions = {}) {
-    this.pool = new Pool(options.url ?? 'http://127.0.0.1:1218', { connections: options.connections ?? 16, pipelining: 1 });
+    this.pool = new Pool(options.url ?? 'http://127.0.0.1:1218', { connections: options.connections ?? null, pipelining: 1 });
     this.timeout = options.timeout ?? 10_000;
   }
 
@@ -120,7 +122,10 @@ export class HttpsqsClient {
       });
       const body = Buffer.from(await res.body.arrayBuffer());
       const reply = { status: res.statusCode, body, headers: res.headers };
-      if (reply.status === 401 || (reply.status === 200 && text(body) === 'HTTPSQS_AUTH_FAILED')) throw new AuthError('the server refused the password (auth)');
+      // A message can say anything: the token counts only where no message (no Pos) came back.
+      if (reply.status === 401 || (reply.status === 200 && res.headers.pos === undefined && text(body) === 'HTTPSQS_AUTH_FAILED')) {
+        throw new AuthError('the server refused the password (auth)');
+      }
       if (reply.status !== 200) throw new ProtocolError(`HTTP ${reply.status}: ${text(body).trim()}`, text(body), reply.status);
       return reply;
     } catch (err) {
@@ -149,8 +154,11 @@ export class HttpsqsClient {
    * `QueueFullError` when the queue is full. */
   async put(name: string, data: string | Uint8Array, o: { signal?: AbortSignal } = {}): Promise<number> {
     const raw = typeof data !== 'string' && !this.options.reference;
-    const body = raw ? bytes(data) : percentEncode(bytes(data));
-    const reply = await this.call({ name, opt: 'put' }, { body, type: raw ? 'application/octet-stream' : undefined, signal: o.signal });
+    const b = bytes(data);
+    // An empty body means "no message" to the server; an empty `data=` is an empty message.
+    const reply = b.length
+      ? await this.call({ name, opt: 'put' }, { body: raw ? b : percentEncode(b), type: raw ? 'application/octet-stream' : undefined, signal: o.signal })
+      : await this.call({ name, opt: 'put', data: '' }, { signal: o.signal });
     if (this.expect(reply, 'HTTPSQS_PUT_OK', 'HTTPSQS_PUT_END') === 'HTTPSQS_PUT_END') throw new QueueFullError(name);
     return Number(reply.headers.pos);
   }
@@ -166,9 +174,9 @@ export class HttpsqsClient {
     return new Message(name, Number(reply.headers.pos), reply.body, Number(reply.headers.deliveries ?? 1), typeof lease === 'string' ? lease : undefined);
   }
 
-  /** The reference's status text. */
+  /** The reference's status text (the queue name in it decoded as UTF-8). */
   async status(name: string): Promise<string> {
-    return text((await this.call({ name, opt: 'status' })).body);
+    return (await this.call({ name, opt: 'status' })).body.toString('utf8');
   }
 
   async statusJson(name: string): Promise<QueueStatus> {
@@ -261,21 +269,39 @@ export class HttpsqsClient {
    * throws. Resolves once stopped and every running handler has finished.
    */
   async consume(name: string, handler: (message: Message) => unknown, o: ConsumeOptions = {}): Promise<void> {
+    // One worker failing (the server refuses the password, say) stops them all, then consume throws.
+    const stop = new AbortController();
+    const stopAll = () => stop.abort();
+    o.signal?.addEventListener('abort', stopAll);
+    if (o.signal?.aborted) stop.abort();
+    const polling = { ...o, signal: stop.signal };
+    let failure: unknown;
     const worker = async () => {
-      while (!o.signal?.aborted) {
-        const m = await this.poll(name, o);
-        if (!m) continue;
-        try {
-          await handler(m);
-        } catch (err) {
-          o.onError?.(err, m);
-          await this.nack(name, m.pos, m.lease).catch(() => {}); // else its lease runs out
-          continue;
+      try {
+        while (!stop.signal.aborted) {
+          const m = await this.poll(name, polling);
+          if (!m) continue;
+          let ok = true;
+          try {
+            await handler(m);
+          } catch (err) {
+            ok = false;
+            o.onError?.(err, m);
+          }
+          // A failed ack or nack leaves the lease to run out: the message comes back then.
+          await (ok ? this.ack(name, m.pos, m.lease) : this.nack(name, m.pos, m.lease)).catch((err: unknown) => o.onError?.(err, m));
         }
-        await this.ack(name, m.pos, m.lease);
+      } catch (err) {
+        failure ??= err;
+        stop.abort();
       }
     };
-    await Promise.all(Array.from({ length: o.concurrency ?? 1 }, worker));
+    try {
+      await Promise.all(Array.from({ length: o.concurrency ?? 1 }, worker));
+    } finally {
+      o.signal?.removeEventListener('abort', stopAll);
+    }
+    if (failure !== undefined) throw failure;
   }
 
   /** One leased long poll; null when stopped or nothing came. Network trouble is waited out. */

@@ -1,0 +1,368 @@
+/**
+ * The store on Redis, Redis Cluster or Valkey (`--store redis://…`, `redis-cluster://…`), for
+ * several frontends sharing one set of queues. Every queue operation is one Lua script (sent
+ * once, then run by its SHA), so each is atomic on the server, applying the same rules as
+ * `queue/ring.ts` and `queue/leases.ts` (and the same lease tokens as the LMDB store).
+ *
+ * A queue's keys share the hash tag `{q<name>}`, so that a queue lives on one shard of a cluster
+ * while different queues spread over the shards: `…:s` (hash: putpos p, getpos g, maxqueue m),
+ * `…:m` (hash: position -> message bytes), `…:l` (hash: position -> "deadline:deliveries") and
+ * `…:d` (sorted set of leased positions by deadline). The `q` keeps the tag non-empty for the
+ * queue named ''. Names are bytes, as everywhere. A sorted set `httpsqs:queues` names the queues
+ * for `list`; it lives on one shard, so it is kept outside the scripts (see `list`).
+ *
+ * Long polls across frontends: a script that makes messages available publishes on the queue's
+ * channel; a frontend subscribes to the channels of the queues it has waiters on, so only those
+ * frontends are woken.
+ */
+import { randomBytes } from 'node:crypto';
+import calculateSlot from 'cluster-key-slot';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { DEFAULT_MAXQUEUE } from '../queue/ring.js';
+import { StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
+
+export interface RedisStoreOptions {
+  /** `redis://[:password@]host:port[/db][?prefix=p]`, `rediss://…` (TLS), or
+   * `redis-cluster://host1:port,host2:port[?prefix=p]`. A password may also come from
+   * HTTPSQS_REDIS_PASSWORD. */
+  url: string;
+  /** Replicas that must have each change before it is acknowledged (WAIT); 0 for none. */
+  wait?: number;
+  /** How long to wait for them, in ms. */
+  waitMs?: number;
+}
+
+const PUT = `
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
+local created = s[1] == false and s[3] == false
+local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
+local out = {0}
+for i = 3, #ARGV do
+  local n = p + 1
+  if n == g then break end
+  if n > mx then
+    if g <= 1 then break end
+    n = 1
+  end
+  if redis.call('HEXISTS', KEYS[3], n) == 1 then break end
+  p = n
+  redis.call('HSET', KEYS[2], n, ARGV[i])
+  out[#out + 1] = n
+end
+if #out > 1 then
+  redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx)
+  redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1))
+  if created then out[1] = 1 end
+end
+return out`;
+
+const GET = `
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
+local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
+local now, leaseMs, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+local moved = false
+for i = 1, max do
+  local pos, deliveries
+  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1)
+  if #due > 0 then
+    pos = tonumber(due[1])
+    deliveries = tonumber(string.match(redis.call('HGET', KEYS[3], pos), ':(%d+)$')) + 1
+  else
+    if g == 0 and p > 0 then pos = 1
+    elseif g < p then pos = g + 1
+    elseif g > p then
+      if g < mx then pos = g + 1 else pos = 1 end
+    else break end
+    g = pos
+    moved = true
+    deliveries = 1
+  end
+  local token = ''
+  if leaseMs > 0 then
+    local deadline = string.format('%d', now + leaseMs)
+    redis.call('HSET', KEYS[3], pos, deadline .. ':' .. deliveries)
+    redis.call('ZADD', KEYS[4], deadline, pos)
+    token = deliveries .. '-' .. deadline
+  elseif #due > 0 then
+    redis.call('HDEL', KEYS[3], pos)
+    redis.call('ZREM', KEYS[4], pos)
+  end
+  out[#out + 1] = pos
+  out[#out + 1] = redis.call('HGET', KEYS[2], pos) or ''
+  out[#out + 1] = deliveries
+  out[#out + 1] = token
+end
+if moved then redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx) end
+return out`;
+
+const SETTLE = `
+local l = redis.call('HGET', KEYS[1], ARGV[3])
+if not l then return 0 end
+local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
+if ARGV[5] ~= '' and ARGV[5] ~= deliveries .. '-' .. deadline then return 0 end
+if ARGV[4] == 'ack' then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  redis.call('HSET', KEYS[1], ARGV[3], '0:' .. deliveries)
+  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':1')
+end
+return 1`;
+
+const MAXQUEUE = `
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
+local created = s[1] == false and s[3] == false
+local p, g, num = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(ARGV[1])
+if num >= p and num >= g and p >= g then
+  redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', num)
+  if created then return 2 end
+  return 1
+end
+return 0`;
+
+const STATUS = `
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
+return {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[2])}`;
+
+type Script = (...args: Array<Buffer | string | number>) => Promise<unknown>;
+
+/** Parses `--store`: the connection, and the key prefix (`?prefix=`). */
+export function parseRedisUrl(url: string): { cluster: boolean; nodes: Array<{ host: string; port: number }>; options: RedisOptions; prefix: string } {
+  const m = /^(redis|rediss|redis-cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
+  if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${url}"`);
+  const [, scheme, user, password, hosts, db, query] = m;
+  const nodes = hosts!.split(',').map((h) => {
+    const [host, port] = h.split(':');
+    if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${url}"`);
+    return { host, port: Number(port ?? 6379) };
+  });
+  const prefix = new URLSearchParams(query ?? '').get('prefix') ?? '';
+  if (/[{}]/.test(prefix)) throw new Error('the key prefix may not contain { or }');
+  const options: RedisOptions = {
+    ...(user ? { username: decodeURIComponent(user) } : {}),
+    password: password !== undefined ? decodeURIComponent(password) : process.env.HTTPSQS_REDIS_PASSWORD || undefined,
+    ...(db ? { db: Number(db) } : {}),
+    ...(scheme === 'rediss' ? { tls: {} } : {}),
+  };
+  return { cluster: scheme === 'redis-cluster', nodes, options, prefix };
+}
+
+export class RedisStore implements Store {
+  readonly syncMode: SyncMode = 'durable';
+  private readonly redis: Redis | Cluster;
+  private readonly sub: Redis | Cluster;
+  private readonly prefix: Buffer;
+  private readonly index: Buffer;
+  /** Tells this frontend's own publications apart from the others'. */
+  private readonly origin = randomBytes(6).toString('hex');
+  private readonly scripts: Record<'put' | 'get' | 'settle' | 'maxqueue' | 'status', Script>;
+  private waker: ((name: string, count: number) => void) | undefined;
+  private closing: Promise<void> | undefined;
+  private lastError: StoreError | undefined;
+
+  constructor(private readonly opts: RedisStoreOptions) {
+    const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
+    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true };
+    this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
+    this.sub = this.redis.duplicate();
+    this.redis.on('error', () => {}); // reported through the commands that fail
+    this.sub.on('error', () => {});
+    this.prefix = Buffer.from(prefix, 'latin1');
+    this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
+    const define = (name: string, keys: number, lua: string): Script => {
+      this.redis.defineCommand(name, { numberOfKeys: keys, lua });
+      return (this.redis as unknown as Record<string, Script>)[`${name}Buffer`]!.bind(this.redis);
+    };
+    this.scripts = {
+      put: define('httpsqsPut', 3, PUT),
+      get: define('httpsqsGet', 4, GET),
+      settle: define('httpsqsSettle', 2, SETTLE),
+      maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
+      status: define('httpsqsStatus', 2, STATUS),
+    };
+    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      const [origin, count] = message.toString('latin1').split(':');
+      if (origin === this.origin || !this.waker) return;
+      this.waker(channel.subarray(this.channel('').length).toString('latin1'), Number(count));
+    });
+  }
+
+  /** Waits until the store answers (or fails with a StoreError saying why). */
+  async ready(timeoutMs = 10_000): Promise<this> {
+    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref());
+    await Promise.race([this.redis.ping(), timer]).catch((err: Error) => {
+      throw new StoreError(`Redis at ${this.opts.url.replace(/\/\/[^@/]*@/, '//***@')}: ${err.message}`, { cause: err });
+    });
+    return this;
+  }
+
+  private key(name: string, kind: 's' | 'm' | 'l' | 'd'): Buffer {
+    return Buffer.concat([this.prefix, Buffer.from(`{q${name}}:${kind}`, 'latin1')]);
+  }
+
+  private channel(name: string): Buffer {
+    return Buffer.concat([this.prefix, Buffer.from(`httpsqs:wake:${name}`, 'latin1')]);
+  }
+
+  private failed(err: unknown): never {
+    throw (this.lastError = new StoreError(`Redis: ${(err as Error).message}`, { cause: err }));
+  }
+
+  /** A change is acknowledged once `--redis-wait` replicas have it. */
+  private async replicated<T>(result: T, name: string): Promise<T> {
+    if (!this.opts.wait) return result;
+    const node = this.redis instanceof Cluster ? this.nodeOf(this.key(name, 's')) : this.redis;
+    const acked = Number(await node.wait(this.opts.wait, this.opts.waitMs ?? 1000));
+    if (acked < this.opts.wait) throw new StoreError(`stored on the primary, but only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`);
+    return result;
+  }
+
+  /** The primary that holds `key` in a cluster: WAIT has no key, so it must be sent there. */
+  private nodeOf(key: Buffer): Redis {
+    const cluster = this.redis as Cluster & { slots: string[][] };
+    const slot = calculateSlot(key);
+    const owner = cluster.slots[slot]?.[0];
+    const node = cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
+    if (!node) throw new StoreError(`no primary known for slot ${slot}`);
+    return node;
+  }
+
+  private async run<T>(name: string, f: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await f();
+    } catch (err) {
+      this.failed(err);
+    }
+    this.lastError = undefined;
+    return this.replicated(result, name);
+  }
+
+  /** A queue that now holds state goes into the index for `list` (outside the script: the index
+   * may live on another shard). */
+  private async indexed(name: string, created: boolean): Promise<void> {
+    if (created) await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
+  }
+
+  async put(name: string, message: Buffer): Promise<number> {
+    return (await this.putMany(name, [message]))[0] ?? 0;
+  }
+
+  async putMany(name: string, messages: Buffer[]): Promise<number[]> {
+    const out = (await this.run(name, () =>
+      this.scripts.put(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.channel(name), this.origin, ...messages),
+    )) as number[];
+    await this.indexed(name, out[0] === 1);
+    return out.slice(1);
+  }
+
+  async get(name: string, leaseMs?: number): Promise<Delivery | null> {
+    return (await this.getMany(name, 1, leaseMs))[0] ?? null;
+  }
+
+  async getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]> {
+    const flat = (await this.run(name, () =>
+      this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, Date.now(), leaseMs ?? 0, max),
+    )) as Array<number | Buffer>;
+    const out: Delivery[] = [];
+    for (let i = 0; i < flat.length; i += 4) {
+      const d: Delivery = { pos: flat[i] as number, message: flat[i + 1] as Buffer, deliveries: flat[i + 2] as number };
+      const token = (flat[i + 3] as Buffer).toString('latin1');
+      if (token) d.lease = token;
+      out.push(d);
+    }
+    return out;
+  }
+
+  async settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
+    const done = await this.run(name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''));
+    return done === 1;
+  }
+
+  async nextExpiry(name: string): Promise<number | undefined> {
+    const first = await this.redis.zrange(this.key(name, 'd'), 0, 0, 'WITHSCORES').catch((err) => this.failed(err));
+    return first.length ? Number(first[1]) : undefined;
+  }
+
+  async maxqueue(name: string, num: number): Promise<boolean> {
+    const r = (await this.run(name, () => this.scripts.maxqueue(this.key(name, 's'), num))) as number;
+    await this.indexed(name, r === 2);
+    return r > 0;
+  }
+
+  async status(name: string): Promise<QueueStatus> {
+    const [putpos, getpos, maxqueue, leased] = (await this.scripts.status(this.key(name, 's'), this.key(name, 'l')).catch((err) => this.failed(err))) as number[];
+    return { putpos: putpos!, getpos: getpos!, maxqueue: maxqueue!, leased: leased! };
+  }
+
+  async view(name: string, pos: number): Promise<Buffer | null> {
+    return this.redis.hgetBuffer(this.key(name, 'm'), String(pos)).catch((err) => this.failed(err));
+  }
+
+  async range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>> {
+    const positions = Array.from({ length: num }, (_, i) => String(pos + i));
+    const found = await this.redis.hmgetBuffer(this.key(name, 'm'), ...positions).catch((err) => this.failed(err));
+    return found.flatMap((message, i) => (message ? [{ pos: pos + i, message }] : []));
+  }
+
+  /**
+   * Queues from the index, with their state. The index is written after the script that created
+   * a queue and cleaned after a reset, not in the same atomic step: a queue can be missing from
+   * a page for the moment between the two, and names of queues reset meanwhile are skipped.
+   */
+  async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    const start = after >= prefix ? Buffer.concat([Buffer.from('('), Buffer.from(after, 'latin1')]) : Buffer.concat([Buffer.from('['), Buffer.from(prefix, 'latin1')]);
+    const out: Array<{ name: string; status: QueueStatus }> = [];
+    let from = start;
+    while (out.length < limit) {
+      const names = await this.redis.zrangebylexBuffer(this.index, from, '+', 'LIMIT', 0, limit).catch((err) => this.failed(err));
+      const wanted = names.map((n) => n.toString('latin1')).filter((n) => n.startsWith(prefix));
+      const states = await Promise.all(wanted.map((n) => this.status(n)));
+      wanted.forEach((name, i) => {
+        const s = states[i]!;
+        const initial = s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
+        if (!initial && out.length < limit) out.push({ name, status: s });
+      });
+      if (names.length < limit || wanted.length < names.length) break;
+      from = Buffer.concat([Buffer.from('('), names.at(-1)!]);
+    }
+    return out;
+  }
+
+  async reset(name: string): Promise<void> {
+    await this.run(name, () => this.redis.del(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
+    await this.redis.zrem(this.index, Buffer.from(name, 'latin1')).catch((err) => this.failed(err));
+  }
+
+  /** Long polls: subscribe to (or leave) a queue's wake-up channel; resolves once subscribed. */
+  async watch(name: string, on: boolean): Promise<void> {
+    try {
+      if (on) await this.sub.subscribe(this.channel(name) as unknown as string);
+      else await this.sub.unsubscribe(this.channel(name) as unknown as string);
+    } catch {
+      // A lost subscription only delays a long poll to its end; it never loses a message.
+    }
+  }
+
+  /** Where wake-ups from other frontends go. */
+  onWake(waker: (name: string, count: number) => void): void {
+    this.waker = waker;
+  }
+
+  async check(): Promise<void> {
+    if (this.closing) throw new StoreError('the store is closed');
+    if (this.lastError) throw this.lastError;
+    await this.redis.ping().catch((err) => this.failed(err));
+  }
+
+  setSyncInterval(): void {
+    // Redis decides when it writes to disk (appendfsync): see the README.
+  }
+
+  close(): Promise<void> {
+    this.closing ??= Promise.all([this.redis.quit().catch(() => {}), this.sub.quit().catch(() => {})]).then(() => {});
+    return this.closing;
+  }
+}

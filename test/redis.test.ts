@@ -1,0 +1,160 @@
+/**
+ * httpsqs on Redis: the reference transcripts, two frontends on one Redis behaving as one server
+ * (exactly-once delivery, long polls woken across frontends), a three-primary cluster with
+ * queues spread over its shards, and --redis-wait. Real redis-server processes on loopback ports.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { replayConformance } from './conformance.js';
+import { cleanup, keepAliveClient, request, startServer, type RunningServer } from './helpers.js';
+import { noRedis, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis-servers.js';
+
+const skip = noRedis();
+let redis: RedisServer;
+before(async () => {
+  if (!skip) redis = await startRedis();
+});
+after(() => redis?.stop());
+
+// Every scenario on a fresh store: a key prefix of its own in the shared Redis.
+replayConformance('conformance on Redis', (scenario) => ['--store', `${redis.url}?prefix=${scenario}:`], { skip });
+
+const get = async (port: number, target: string) => (await request(port, 'GET', target)).body.toString();
+
+describe('two frontends on one Redis', { skip }, () => {
+  let a: RunningServer;
+  let b: RunningServer;
+  before(async () => {
+    [a, b] = await Promise.all([1, 2].map(() => startServer({ args: ['--store', `${redis.url}?prefix=two:`] })));
+  });
+  after(async () => {
+    await Promise.all([a.stop(), b.stop()]);
+    cleanup(a.dir);
+    cleanup(b.dir);
+  });
+
+  it('see one set of queues', async () => {
+    assert.equal(await get(a.port, '/?name=shared&opt=put&data=from-a'), 'HTTPSQS_PUT_OK');
+    assert.equal(await get(b.port, '/?name=shared&opt=get'), 'from-a');
+    assert.match(await get(b.port, '/?name=shared&opt=status_json'), /"putpos":1,.*"getpos":1/);
+    assert.deepEqual(JSON.parse(await get(a.port, '/?opt=list')).map((q: { name: string }) => q.name), ['shared']);
+  });
+
+  it('concurrent producers and consumers on both: every message delivered exactly once', async (t) => {
+    const clients = [a, b].flatMap((s) => Array.from({ length: 8 }, () => keepAliveClient(s.port, 1)));
+    const PRODUCERS = 8;
+    const PER_PRODUCER = 250;
+    const delivered = new Map<string, number>();
+    let producing = PRODUCERS;
+    try {
+      await get(a.port, '/?name=eo&opt=maxqueue&num=50'); // a small ring: it wraps and fills
+      const producer = async (p: number) => {
+        for (let i = 0; i < PER_PRODUCER; i++) {
+          while ((await clients[p]!.send(`/?name=eo&opt=put&data=p${p}-${i}`)).body === 'HTTPSQS_PUT_END') await sleep(2);
+        }
+        producing--;
+      };
+      const consumer = async (c: number) => {
+        for (let idle = 0; producing > 0 || idle < 3; ) {
+          const r = await clients[PRODUCERS + c]!.send('/?name=eo&opt=get');
+          if (r.body === 'HTTPSQS_GET_END') {
+            idle++;
+            await sleep(2);
+            continue;
+          }
+          idle = 0;
+          delivered.set(r.body, (delivered.get(r.body) ?? 0) + 1);
+        }
+      };
+      await Promise.all([...Array.from({ length: PRODUCERS }, (_, p) => producer(p)), ...Array.from({ length: 8 }, (_, c) => consumer(c))]);
+      t.diagnostic(`${delivered.size} delivered`);
+      assert.deepEqual([...delivered].filter(([, n]) => n > 1), []);
+      assert.equal(delivered.size, PRODUCERS * PER_PRODUCER);
+    } finally {
+      clients.forEach((c) => c.close());
+    }
+  });
+
+  it('a put on one frontend wakes long polls waiting on the other', async () => {
+    const waiting = Array.from({ length: 3 }, () => get(b.port, '/?name=lp&opt=get&wait=20'));
+    await sleep(300);
+    const started = performance.now();
+    assert.match(await get(a.port, '/?name=lp&opt=mput'), /HTTPSQS_PUT_ERROR/); // (no body)
+    await request(a.port, 'POST', '/?name=lp&opt=mput', { body: '["x","y","z"]' });
+    assert.deepEqual((await Promise.all(waiting)).sort(), ['x', 'y', 'z']);
+    assert.ok(performance.now() - started < 5000, 'the waiters were not woken by the other frontend');
+  });
+
+  it('leases taken on one frontend are acked on the other', async () => {
+    await get(a.port, '/?name=ls&opt=put&data=job');
+    const r = await request(a.port, 'GET', '/?name=ls&opt=get&lease=30');
+    assert.equal(await get(b.port, `/?name=ls&opt=ack&pos=${r.headers.pos}&token=${r.headers.lease}`), 'HTTPSQS_ACK_OK');
+  });
+});
+
+describe('Redis Cluster with three primaries', { skip }, () => {
+  let cluster: RedisCluster;
+  let server: RunningServer;
+  before(async () => {
+    cluster = await startRedisCluster();
+    server = await startServer({ args: ['--store', cluster.url, '--workers', '2'] });
+  });
+  after(async () => {
+    await server?.stop();
+    if (server) cleanup(server.dir);
+    await cluster?.stop();
+  });
+
+  it('spreads queues over the shards, each queue on one, and serves them all', async () => {
+    const names = Array.from({ length: 30 }, (_, i) => `queue-${i}`);
+    for (const n of names) {
+      assert.equal(await get(server.port, `/?name=${n}&opt=put&data=${n}-1`), 'HTTPSQS_PUT_OK');
+      await get(server.port, `/?name=${n}&opt=put&data=${n}-2`);
+      await get(server.port, `/?name=${n}&opt=get&lease=30`);
+    }
+    // Every primary holds some queues, and all keys of a queue are on the same one.
+    const keysPerNode = cluster.nodes.map((n) => n.cli('--scan', '--pattern', '{q*').split('\n').filter(Boolean));
+    assert.ok(keysPerNode.every((keys) => keys.length > 0), `keys per node: ${keysPerNode.map((k) => k.length)}`);
+    for (const keys of keysPerNode) {
+      for (const k of keys) {
+        const tag = /^\{(q[^}]*)\}/.exec(k)![1];
+        assert.ok(['s', 'm', 'l', 'd'].every((kind) => !keysPerNode.some((other) => other !== keys && other.includes(`{${tag}}:${kind}`))), `${k} split`);
+      }
+    }
+    for (const n of names) {
+      assert.equal(await get(server.port, `/?name=${n}&opt=get`), `${n}-2`);
+      assert.match(await get(server.port, `/?name=${n}&opt=status_json`), /"leased":1}/);
+    }
+    const listed = JSON.parse(await get(server.port, '/?opt=list&prefix=queue-&limit=1000'));
+    assert.equal(listed.length, 30);
+    assert.equal(await get(server.port, '/?name=&opt=put&data=empty-name'), 'HTTPSQS_PUT_OK'); // '' is a queue too
+  });
+});
+
+describe('--redis-wait', { skip }, () => {
+  it('acknowledges once a replica has the change, and answers with an error when none confirms in time', async () => {
+    const primary = await startRedis();
+    const replica = await startRedis(['--replicaof', '127.0.0.1', String(primary.port)]);
+    const server = await startServer({ args: ['--store', primary.url, '--redis-wait', '1', '--redis-wait-ms', '300'] });
+    try {
+      for (let i = 0; !replica.cli('info', 'replication').includes('master_link_status:up'); i++) {
+        assert.ok(i < 200, 'the replica did not finish its first sync');
+        await sleep(50);
+      }
+      assert.equal(await get(server.port, '/?name=w&opt=put&data=replicated'), 'HTTPSQS_PUT_OK');
+      assert.equal(replica.cli('hget', '{qw}:m', '1'), 'replicated');
+      await replica.stop();
+      for (let i = 0; !primary.cli('info', 'replication').includes('connected_slaves:0'); i++) {
+        assert.ok(i < 200, 'the primary still sees its replica');
+        await sleep(50);
+      }
+      assert.equal(await get(server.port, '/?name=w&opt=put&data=alone'), 'HTTPSQS_PUT_ERROR');
+      assert.match(server.stderr(), /only 0 of 1 replicas confirmed it in time/);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+      await Promise.all([replica.stop(), primary.stop()]);
+    }
+  });
+});
