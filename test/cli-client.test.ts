@@ -10,6 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { cleanup, freePort, ROOT, startServer, tempDir, type RunningServer } from './helpers.js';
 
 const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
+/** This environment without HTTPSQS_* settings, which would override the flags under test. */
+const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HTTPSQS_')));
 
 describe('httpsqs-cli', () => {
   let server: RunningServer;
@@ -17,7 +19,7 @@ describe('httpsqs-cli', () => {
   before(async () => {
     server = await startServer();
     cli = (args, o = {}) => {
-      const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(server.port), ...args], { input: o.input ?? '', encoding: 'utf8', env: { ...process.env, ...o.env }, timeout: 30_000 });
+      const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(server.port), ...args], { input: o.input ?? '', encoding: 'utf8', env: { ...cleanEnv(), ...o.env }, timeout: 30_000 });
       return { code: r.status, stdout: r.stdout, stderr: r.stderr };
     };
   });
@@ -68,6 +70,29 @@ describe('httpsqs-cli', () => {
     assert.match(full.stderr, /is full/);
   });
 
+  it('names and messages keep their bytes: UTF-8 names in status, empty messages', () => {
+    cli(['put', 'café', 'crème']);
+    assert.match(cli(['status', 'café']).stdout, /Queue Name: café\n/);
+    assert.equal(cli(['get', 'café']).stdout, 'crème');
+    assert.equal(cli(['put', 'k-empty'], { input: '' }).stdout, '1\n');
+    assert.deepEqual(JSON.parse(cli(['--json', 'get', 'k-empty']).stdout).data, '');
+  });
+
+  it('put --file counts what went in, also one put at a time with --reference; a missing file is one line', () => {
+    const dir = tempDir('httpsqs-cli-');
+    const file = join(dir, 'lines.txt');
+    writeFileSync(file, 'a\n\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\n');
+    cli(['maxqueue', 'k-ref', '10']);
+    const full = cli(['--reference', 'put', 'k-ref', '--file', file]);
+    assert.equal(full.code, 4);
+    assert.match(full.stderr, /full after 10 messages/);
+    assert.equal(cli(['view', 'k-ref', '2']).code, 3); // the empty line went in as an empty message
+    const missing = cli(['put', 'k-ref', '--file', join(dir, 'nope.txt')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^httpsqs-cli: --file: cannot read .*nope\.txt: ENOENT.*\n$/);
+    cleanup(dir);
+  });
+
   it('put --file sends one message per line and reports the rate; a full queue stops it with 4', () => {
     const dir = tempDir('httpsqs-cli-');
     const file = join(dir, 'lines.txt');
@@ -97,20 +122,20 @@ describe('httpsqs-cli', () => {
 
   it('the server comes from --url, --host/--port or the environment; errors have their codes', async () => {
     const env = { HTTPSQS_URL: `http://127.0.0.1:${server.port}` };
-    const viaEnv = spawnSync(process.execPath, [CLI_CLIENT, 'put', 'k-env', 'e'], { encoding: 'utf8', env: { ...process.env, ...env } });
+    const viaEnv = spawnSync(process.execPath, [CLI_CLIENT, 'put', 'k-env', 'e'], { encoding: 'utf8', env: { ...cleanEnv(), ...env } });
     assert.equal(viaEnv.stdout, '1\n');
-    const down = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(await freePort()), 'status', 'q'], { encoding: 'utf8' });
+    const down = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(await freePort()), 'status', 'q'], { encoding: 'utf8', env: cleanEnv() });
     assert.equal(down.status, 1);
     assert.match(down.stderr, /^httpsqs-cli: no answer from the server: .*ECONNREFUSED/);
-    const usage = spawnSync(process.execPath, [CLI_CLIENT, 'frobnicate'], { encoding: 'utf8' });
+    const usage = spawnSync(process.execPath, [CLI_CLIENT, 'frobnicate'], { encoding: 'utf8', env: cleanEnv() });
     assert.equal(usage.status, 2);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, 'get', 'q', '--wait', 'soon'], { encoding: 'utf8' }).status, 2);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, '--help'], { encoding: 'utf8' }).status, 0);
     const locked = await startServer({ args: ['-a', 'sesame'] });
     try {
-      const denied = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8' });
+      const denied = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: cleanEnv() });
       assert.equal(denied.status, 6);
-      const allowed = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: { ...process.env, HTTPSQS_AUTH: 'sesame' } });
+      const allowed = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: { ...cleanEnv(), HTTPSQS_AUTH: 'sesame' } });
       assert.equal(allowed.status, 0);
     } finally {
       await locked.stop();
@@ -119,7 +144,7 @@ describe('httpsqs-cli', () => {
   });
 
   it('get --follow prints messages as they arrive until interrupted', async () => {
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-follow', '--follow', '--wait', '2']);
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-follow', '--follow', '--wait', '2'], { env: cleanEnv() });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -128,6 +153,16 @@ describe('httpsqs-cli', () => {
     assert.equal(out, 'one\ntwo\nthree\n');
     child.kill('SIGINT');
     assert.equal(await exited, 0);
+  });
+
+  it('Ctrl-C during get --wait exits with 130, and the message that came later is still there', async () => {
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await new Promise((r) => setTimeout(r, 500));
+    child.kill('SIGINT');
+    assert.equal(await exited, 130);
+    cli(['put', 'k-int', 'later']);
+    assert.equal(cli(['get', 'k-int']).stdout, 'later');
   });
 
   it('top shows every queue with unread counts, rates and a sparkline', () => {

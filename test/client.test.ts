@@ -36,6 +36,13 @@ describe('HttpsqsClient', () => {
     assert.equal(await q.get('c-basic'), null);
   });
 
+  it('an empty message, and a message that reads like a reply token, are messages like any other', async () => {
+    assert.equal(await q.put('c-odd', ''), 1);
+    assert.equal(await q.put('c-odd', 'HTTPSQS_AUTH_FAILED'), 2);
+    assert.deepEqual([(await q.get('c-odd'))?.pos, (await q.view('c-odd', 1)).length], [1, 0]);
+    assert.equal((await q.get('c-odd'))?.text(), 'HTTPSQS_AUTH_FAILED');
+  });
+
   it('status, statusJson, view, maxqueue, reset, synctime', async () => {
     await q.put('c-ops', 'one');
     assert.match(await q.status('c-ops'), /^HTTP Simple Queue Service v1\.7\n[\s\S]*Number of unread queue: 1\n$/);
@@ -140,6 +147,27 @@ describe('HttpsqsClient', () => {
     assert.deepEqual(errors, ['boom']);
     const s = await q.statusJson('c-consume');
     assert.deepEqual([s.unread, s.leased], [0, 0]);
+  });
+
+  it('consume keeps the client usable while it polls, and stops every worker when one meets an error', async () => {
+    const stop = new AbortController();
+    const running = q.consume('c-busy', () => {}, { concurrency: 20, wait: 5, signal: stop.signal });
+    await sleep(200);
+    const started = performance.now();
+    await q.put('c-other', 'not held up by 20 long polls');
+    assert.ok(performance.now() - started < 1000, 'a put waited behind the long polls');
+    stop.abort();
+    await running;
+
+    const locked = await startServer({ args: ['-a', 'sesame'] });
+    const wrong = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'guess' });
+    try {
+      await assert.rejects(wrong.consume('q', () => {}, { concurrency: 3, wait: 1 }), AuthError);
+    } finally {
+      await wrong.close();
+      await locked.stop();
+      cleanup(locked.dir);
+    }
   });
 
   it('reference mode sends bytes percent-encoded, as the C server needs, and they still arrive exactly', async () => {

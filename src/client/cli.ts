@@ -173,7 +173,11 @@ program
           if (stop.signal.aborted) return null;
           throw err;
         });
-        if (stop.signal.aborted && !m) throw new Outcome(EXIT.interrupted, 'interrupted');
+        // Ctrl-C is how one stops following (exit 0); a single get it interrupts did not finish (130).
+        if (stop.signal.aborted && !m) {
+          if (o.follow) break;
+          throw new Outcome(EXIT.interrupted, 'interrupted');
+        }
         if (!m) {
           if (!o.follow) throw new Outcome(EXIT.empty, `queue ${name} has no message`);
           continue;
