@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 export const hasWrk = spawnSync('sh', ['-c', 'command -v wrk']).status === 0;
+export const hasRedis = spawnSync('sh', ['-c', 'command -v redis-server']).status === 0;
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), prefix));

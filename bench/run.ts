@@ -1,11 +1,13 @@
 /**
- * `npm run bench`: httpsqs (durable defaults, one and two workers) against the ceiling of a bare
+ * `npm run bench`: httpsqs (durable defaults, one and two workers; on Redis with one and two
+ * frontends when redis-server is installed) against the ceiling of a bare
  * node:http server, in one run, with the same load generator; batches (mput, mget) beside single
  * puts and gets in messages/s. Prints a table and rewrites the results section of BENCHMARKS.md. Tune with BENCH_SECONDS and BENCH_CONNECTIONS.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ask, CLI, drive, freePort, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
+import { ask, CLI, drive, freePort, hasRedis, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, waitListening, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -70,10 +72,25 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   const barePort = await freePort();
   targets.push({ label: 'bare node:http', port: barePort, proc: await startNode([join(ROOT, 'dist', 'bench', 'bare.js'), String(barePort)], barePort) });
+  // Redis with an fsync per write (appendfsync always): acknowledged means on disk, as with LMDB.
+  const redisPort = await freePort();
+  const redisDir = tempDir('httpsqs-bench-redis-');
+  const redis = hasRedis
+    ? spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', redisDir], { stdio: 'ignore' })
+    : undefined;
+  if (redis) await waitListening(redisPort);
+  else process.stderr.write('redis-server is not installed (apt-get install redis-server): no Redis rows\n');
+  const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
   for (const [label, flags] of [
     ['httpsqs, 1 worker', ['--workers', '1']],
     ['httpsqs, 2 workers', ['--workers', '2']],
     ['httpsqs, --sync interval', ['--sync', 'interval']],
+    ...(redis
+      ? ([
+          ['Redis, 1 frontend', ['--store', `${redisUrl}?prefix=one:`]],
+          ['Redis, 2 frontends', ['--store', `${redisUrl}?prefix=two:`, '--workers', '2']],
+        ] as const)
+      : []),
   ] as const) {
     const dir = tempDir('httpsqs-bench-');
     const port = await freePort();
@@ -116,6 +133,8 @@ async function main(): Promise<void> {
       await t.proc.stop();
       if (t.dir) rmSync(t.dir, { recursive: true, force: true });
     }
+    redis?.kill();
+    rmSync(redisDir, { recursive: true, force: true });
   }
 
   const bare = new Map(rows.filter((r) => r.server.startsWith('bare')).map((r) => [r.scenario.name, r.res.rps]));
