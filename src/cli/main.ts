@@ -8,6 +8,8 @@ import { resolve } from 'node:path';
 import { isWorker, runPrimary, runWorker } from './cluster.js';
 import { log } from './log.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
+import { DataError, runData } from './data.js';
+import { StoreError } from '../store/store.js';
 import { Exiting, fail, isLoopback, openDataDir, say } from './process.js';
 
 const DAEMON_CHILD = 'HTTPSQS_DAEMON_CHILD';
@@ -58,6 +60,15 @@ function announce(config: Config, datadir: string): void {
 }
 
 async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  if (command === 'export' || command === 'import') {
+    try {
+      return await runData(command, rest);
+    } catch (err) {
+      if (err instanceof DataError || err instanceof StoreError) fail(`${command}: ${err.message}`);
+      throw err;
+    }
+  }
   let config: Config;
   try {
     config = parseConfig(process.argv.slice(2));

@@ -200,7 +200,7 @@ export function createMetrics(opts: MetricsOptions): Metrics {
           );
         };
       }
-      for (const k of ['status', 'view', 'range', 'list', 'nextExpiry', 'check', 'setSyncInterval', 'close'] as const) {
+      for (const k of ['status', 'view', 'range', 'list', 'nextExpiry', 'check', 'setSyncInterval', 'close', 'dump', 'leases', 'restore'] as const) {
         (timed as unknown as Record<string, unknown>)[k] = (store[k] as (...a: unknown[]) => unknown).bind(store);
       }
       return timed;

@@ -396,6 +396,29 @@ export class LmdbStore implements Store {
     await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
   }
 
+  async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
+    this.env.resetReadTxn();
+    for (const { key, value } of this.msg.getRange(keyRange(name))) yield { pos: key.readUInt32BE(key.length - 4), message: value };
+  }
+
+  async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
+    return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
+  }
+
+  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
+    await this.env
+      .transaction(() => {
+        for (const m of r.messages ?? []) quiet(this.msg.put(msgKey(name, m.pos), m.message));
+        for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
+        if (r.state) {
+          const held = r.leases?.length ?? this.load(name).leases.size;
+          quiet(this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(r.state, held)));
+        }
+      })
+      .catch((err) => Promise.reject(this.failed(err)));
+    this.cache?.delete(name);
+  }
+
   async check(): Promise<void> {
     if (this.closing) throw new StoreError('the store is closed');
     if (this.writeError) throw this.writeError;

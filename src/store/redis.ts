@@ -18,7 +18,8 @@
 import { randomBytes } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { DEFAULT_MAXQUEUE } from '../queue/ring.js';
+import type { Lease } from '../queue/leases.js';
+import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
 
 export interface RedisStoreOptions {
@@ -334,6 +335,35 @@ export class RedisStore implements Store {
   async reset(name: string): Promise<void> {
     await this.run(name, () => this.redis.del(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
     await this.redis.zrem(this.index, Buffer.from(name, 'latin1')).catch((err) => this.failed(err));
+  }
+
+  async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.redis.hscanBuffer(this.key(name, 'm'), cursor, 'COUNT', 1000).catch((err) => this.failed(err));
+      cursor = next.toString();
+      for (let i = 0; i < flat.length; i += 2) yield { pos: Number(flat[i]!.toString()), message: flat[i + 1]! };
+    } while (cursor !== '0');
+  }
+
+  async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
+    const all = await this.redis.hgetall(this.key(name, 'l')).catch((err) => this.failed(err));
+    return Object.entries(all).map(([pos, v]) => {
+      const [deadline, deliveries] = v.split(':').map(Number);
+      return { pos: Number(pos), lease: { deadline: deadline!, deliveries: deliveries! } };
+    });
+  }
+
+  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
+    const tx = this.redis.multi(); // one slot: the queue's keys share their hash tag
+    if (r.messages?.length) tx.hset(this.key(name, 'm'), ...r.messages.flatMap((m) => [String(m.pos), m.message]));
+    for (const { pos, lease } of r.leases ?? []) {
+      tx.hset(this.key(name, 'l'), String(pos), `${lease.deadline}:${lease.deliveries}`);
+      tx.zadd(this.key(name, 'd'), lease.deadline, String(pos));
+    }
+    if (r.state) tx.hset(this.key(name, 's'), 'p', r.state.putpos, 'g', r.state.getpos, 'm', r.state.maxqueue);
+    await tx.exec().catch((err) => this.failed(err));
+    if (r.state) await this.indexed(name, true);
   }
 
   /** Long polls: subscribe to (or leave) a queue's wake-up channel; resolves once subscribed. */

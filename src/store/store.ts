@@ -1,3 +1,4 @@
+import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
 
 /** How acknowledgements relate to the disk. */
@@ -58,6 +59,14 @@ export interface Store {
   maxqueue(name: string, num: number): Promise<boolean>;
   /** Seconds between flushes in 'interval' mode (kept, but unused, in 'durable' mode). */
   setSyncInterval(seconds: number): void;
+  /** Every stored message of a queue (read or not), for export; position order where the store
+   * keeps one. Streams: memory stays flat however many there are. */
+  dump(name: string): AsyncIterable<{ pos: number; message: Buffer }>;
+  /** A queue's leases, for export. */
+  leases(name: string): Promise<Array<{ pos: number; lease: Lease }>>;
+  /** Writes records as they are, for import: stored messages, then (last) the queue's state and
+   * its leases. No queue rule is applied; the importer checks what it writes. */
+  restore(name: string, records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void>;
   /** Rejects with a StoreError when the store cannot serve (it cannot be read, or its last write failed). */
   check(): Promise<void>;
   readonly syncMode: SyncMode;

@@ -1,0 +1,302 @@
+/**
+ * `httpsqs export` and `httpsqs import`: backup, restore, moving queues between stores (LMDB and
+ * Redis), and migration from the C HTTPSQS through Tokyo Cabinet's own dump tool. Both stream, so
+ * memory stays flat for a database of any size; a progress bar shows on a terminal.
+ *
+ * The export format (JSON lines, one record a line):
+ *   {"format":"httpsqs-export","version":1}                               first line
+ *   {"queue":"Q","maxqueue":M,"putpos":P,"getpos":G}                       a queue, before its records
+ *   {"queue":"Q","pos":N,"data":"<base64>"}                                a stored message
+ *   {"queue":"Q","pos":N,"deadline":MS,"deliveries":D}                     a lease
+ * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
+ */
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { finished } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import { SingleBar } from 'cli-progress';
+import type { Lease } from '../queue/leases.js';
+import { DEFAULT_MAXQUEUE, MAX_POSITION, type QueueState } from '../queue/ring.js';
+import { DirectoryInUse } from '../store/lock.js';
+import { LmdbStore } from '../store/lmdb.js';
+import { RedisStore } from '../store/redis.js';
+import type { Store } from '../store/store.js';
+
+const USAGE = `Usage:
+  httpsqs export [-x DIR | --store URL] [--prefix P] [-o FILE]     all queues as JSON lines (stdout by default)
+  httpsqs import [-x DIR | --store URL] [--replace] FILE|-          restore an export
+  httpsqs import [-x DIR | --store URL] [--replace] --from-tcbmgr FILE|-
+                                              the C server's data: the output of
+                                              tcbmgr list -pv -px httpsqs.db   (or -pv, for text-only data)
+-x defaults to ./data. An import never writes over a queue that holds state unless --replace is
+given, and never into the directory of a running server (stop it first; export works while it runs).
+`;
+
+/** Thrown for anything the user can fix; main prints the message and exits with 1. */
+export class DataError extends Error {}
+
+const BATCH = 1000;
+
+function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Store {
+  if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
+  const dir = o.datadir ?? './data';
+  try {
+    // Export only reads, which LMDB allows next to a running server; import takes the directory.
+    return new LmdbStore({ path: dir, shared: !forWriting });
+  } catch (err) {
+    if (err instanceof DirectoryInUse) {
+      throw new DataError(`-x ${dir} is in use by a running server (PID ${err.pid}): stop it before importing (export works while it runs)`);
+    }
+    throw new DataError(`-x: cannot open ${dir}: ${(err as Error).message}`);
+  }
+}
+
+function progress(total: number, unit: string): SingleBar | undefined {
+  if (!process.stderr.isTTY || !total) return undefined;
+  const bar = new SingleBar({ format: `{bar} {percentage}% | {count} ${unit}`, stream: process.stderr, hideCursor: true });
+  bar.start(total, 0, { count: 0 });
+  return bar;
+}
+
+const nameField = (name: string) => {
+  const bytes = Buffer.from(name, 'latin1');
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? `"queue":${JSON.stringify(text)}` : `"queue64":"${bytes.toString('base64')}"`;
+};
+
+async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
+  const out = file && file !== '-' ? createWriteStream(file) : process.stdout;
+  // A reader that stopped early (`| head`) ends the export; it only ever read, so nothing is lost.
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(0);
+  });
+  const write = (line: string) => (out.write(`${line}\n`) ? undefined : new Promise<void>((r) => out.once('drain', () => r())));
+  await write('{"format":"httpsqs-export","version":1}');
+  const queues: string[] = [];
+  for (let after = ''; ; ) {
+    const page = await store.list(prefix, after, 1000);
+    queues.push(...page.map((q) => q.name));
+    if (page.length < 1000) break;
+    after = page.at(-1)!.name;
+  }
+  const bar = file && file !== '-' ? progress(queues.length, 'queues') : undefined;
+  let messages = 0;
+  for (const [i, name] of queues.entries()) {
+    const s = await store.status(name);
+    const q = nameField(name);
+    await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}}`);
+    for await (const m of store.dump(name)) {
+      await write(`{${q},"pos":${m.pos},"data":"${m.message.toString('base64')}"}`);
+      messages++;
+    }
+    for (const { pos, lease } of await store.leases(name)) await write(`{${q},"pos":${pos},"deadline":${lease.deadline},"deliveries":${lease.deliveries}}`);
+    bar?.update(i + 1, { count: i + 1 });
+  }
+  bar?.stop();
+  if (out !== process.stdout) {
+    out.end();
+    await finished(out);
+  }
+  process.stderr.write(`exported ${queues.length} queues, ${messages} messages\n`);
+}
+
+/** Writes one queue after another: messages in batches as they come, its state and leases last. */
+class Importer {
+  private name: string | undefined;
+  private state: QueueState | undefined;
+  private batch: Array<{ pos: number; message: Buffer }> = [];
+  private held: Array<{ pos: number; lease: Lease }> = [];
+  private readonly seen = new Set<string>();
+  queues = 0;
+  messages = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly replace: boolean,
+  ) {}
+
+  /** Starts (or goes back to) a queue; the first time, checks that writing it harms nothing. */
+  async queue(name: string): Promise<void> {
+    if (name === this.name) return;
+    await this.flush(true);
+    this.name = name;
+    if (this.seen.has(name)) return;
+    this.seen.add(name);
+    this.queues++;
+    const s = await this.store.status(name);
+    if (s.putpos || s.getpos || s.leased || s.maxqueue !== DEFAULT_MAXQUEUE) {
+      if (!this.replace) throw new DataError(`queue ${JSON.stringify(name)} already holds state here; nothing of it was imported (reset it first, or use --replace)`);
+      await this.store.reset(name);
+    }
+  }
+
+  setState(s: QueueState): void {
+    this.state = s;
+  }
+
+  async message(pos: number, message: Buffer): Promise<void> {
+    if (!(pos >= 1 && pos <= MAX_POSITION)) throw new DataError(`position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
+    this.batch.push({ pos, message });
+    this.messages++;
+    if (this.batch.length >= BATCH) await this.flush(false);
+  }
+
+  lease(pos: number, lease: Lease): void {
+    this.held.push({ pos, lease });
+  }
+
+  async flush(end: boolean): Promise<void> {
+    if (this.name === undefined) return;
+    if (this.batch.length) await this.store.restore(this.name, { messages: this.batch });
+    this.batch = [];
+    if (end && (this.state || this.held.length)) {
+      await this.store.restore(this.name, { state: this.state ?? (await this.store.status(this.name)), leases: this.held });
+      this.state = undefined;
+      this.held = [];
+    }
+  }
+}
+
+const number = (v: unknown, what: string): number => {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new DataError(`${what}: expected a whole number, got ${JSON.stringify(v)}`);
+  return v;
+};
+
+async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
+  let n = 0;
+  for await (const line of lines) {
+    n++;
+    if (!line.trim()) continue;
+    let r: Record<string, unknown>;
+    try {
+      r = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      throw new DataError(`line ${n}: not JSON`);
+    }
+    if (n === 1) {
+      if (r.format !== 'httpsqs-export' || r.version !== 1) throw new DataError('line 1: not an httpsqs export (version 1)');
+      continue;
+    }
+    const name = typeof r.queue === 'string' ? Buffer.from(r.queue, 'utf8').toString('latin1') : typeof r.queue64 === 'string' ? Buffer.from(r.queue64, 'base64').toString('latin1') : undefined;
+    if (name === undefined) throw new DataError(`line ${n}: no queue`);
+    await imp.queue(name);
+    if ('maxqueue' in r) {
+      imp.setState({ maxqueue: number(r.maxqueue, `line ${n}: maxqueue`), putpos: number(r.putpos, `line ${n}: putpos`), getpos: number(r.getpos, `line ${n}: getpos`) });
+    } else if ('data' in r) {
+      if (typeof r.data !== 'string') throw new DataError(`line ${n}: data must be base64 text`);
+      await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
+    } else if ('deadline' in r) {
+      imp.lease(number(r.pos, `line ${n}: pos`), { deadline: number(r.deadline, `line ${n}: deadline`), deliveries: number(r.deliveries, `line ${n}: deliveries`) });
+    } else throw new DataError(`line ${n}: neither a queue, a message nor a lease`);
+  }
+}
+
+/**
+ * Tokyo Cabinet's `tcbmgr list -pv -px` (keys and values as hex bytes; or `-pv`, raw, for text).
+ * Keys of HTTPSQS 1.7: `Q:putpos`, `Q:getpos`, `Q:maxqueue` and `Q:N` (the message at N); older
+ * servers kept one key `Q` holding "getpos,putpos,maxqueue". A name may itself hold `:`.
+ */
+async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
+  const states = new Map<string, Partial<QueueState>>();
+  const hex = (s: string) => Buffer.from(s.replace(/ /g, ''), 'hex');
+  let n = 0;
+  let hexMode: boolean | undefined;
+  for await (const line of lines) {
+    n++;
+    if (!line) continue;
+    const tab = line.indexOf('\t');
+    if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
+    hexMode ??= /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i.test(line);
+    const key = hexMode ? hex(line.slice(0, tab)).toString('latin1') : Buffer.from(line.slice(0, tab), 'utf8').toString('latin1');
+    const value = hexMode ? hex(line.slice(tab + 1)) : Buffer.from(line.slice(tab + 1), 'utf8');
+    const colon = key.lastIndexOf(':');
+    const field = colon >= 0 ? key.slice(colon + 1) : '';
+    const name = colon >= 0 ? key.slice(0, colon) : key;
+    const state = () => states.get(name) ?? (states.set(name, {}), states.get(name)!);
+    const int = () => {
+      const t = value.toString('latin1');
+      if (!/^\d+$/.test(t)) throw new DataError(`line ${n}: ${key} should hold a number, holds ${JSON.stringify(t.slice(0, 40))}`);
+      return Number(t);
+    };
+    if (colon >= 0 && /^\d+$/.test(field)) {
+      await imp.queue(name);
+      await imp.message(Number(field), value);
+    } else if (field === 'putpos') state().putpos = int();
+    else if (field === 'getpos') state().getpos = int();
+    else if (field === 'maxqueue') state().maxqueue = int();
+    else if (/^\d+,\d+,\d+$/.test(value.toString('latin1'))) {
+      const [getpos, putpos, maxqueue] = value.toString('latin1').split(',').map(Number);
+      states.set(key, { getpos, putpos, maxqueue });
+    } else process.stderr.write(`line ${n}: skipped the key ${JSON.stringify(key)}: not one HTTPSQS writes\n`);
+  }
+  // Positions come after the messages in the file's key order; set them last, queue by queue.
+  for (const [name, s] of states) {
+    await imp.queue(name);
+    imp.setState({ putpos: s.putpos ?? 0, getpos: s.getpos ?? 0, maxqueue: s.maxqueue ?? DEFAULT_MAXQUEUE });
+  }
+}
+
+/** Runs `httpsqs export …` or `httpsqs import …`; resolves once done. */
+export async function runData(command: 'export' | 'import', argv: string[]): Promise<void> {
+  let values;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        datadir: { type: 'string', short: 'x' },
+        store: { type: 'string' },
+        prefix: { type: 'string' },
+        output: { type: 'string', short: 'o' },
+        replace: { type: 'boolean' },
+        'from-tcbmgr': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new DataError(`${(err as Error).message}\n${USAGE}`);
+  }
+  if (values.help) return void process.stdout.write(USAGE);
+  if (command === 'export') {
+    const store = openStore(values, false);
+    try {
+      if (store instanceof RedisStore) await store.ready();
+      await exportAll(store, values.prefix ?? '', values.output);
+    } finally {
+      await store.close();
+    }
+    return;
+  }
+  const source = values['from-tcbmgr'] ?? positionals[0];
+  if (!source || positionals.length > (values['from-tcbmgr'] ? 0 : 1)) throw new DataError(`import: give one file (or - for standard input)\n${USAGE}`);
+  let size = 0;
+  if (source !== '-') {
+    try {
+      size = statSync(source).size;
+    } catch (err) {
+      throw new DataError(`cannot read ${source}: ${(err as Error).message}`);
+    }
+  }
+  const store = openStore(values, true);
+  // Ready before the input flows: lines read while we wait would be lost.
+  if (store instanceof RedisStore) await store.ready().catch(async (err: Error) => (await store.close(), Promise.reject(err)));
+  const imp = new Importer(store, values.replace ?? false);
+  const bar = progress(size, 'messages');
+  const input = source === '-' ? process.stdin : createReadStream(source);
+  let read = 0;
+  input.on('data', (chunk: Buffer | string) => {
+    read += chunk.length;
+    bar?.update(read, { count: imp.messages });
+  });
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  try {
+    await (values['from-tcbmgr'] ? importTcbmgr(imp, lines) : importJsonLines(imp, lines));
+    await imp.flush(true);
+  } finally {
+    bar?.stop();
+    await store.close();
+  }
+  process.stderr.write(`imported ${imp.queues} queues, ${imp.messages} messages\n`);
+}

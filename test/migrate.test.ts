@@ -1,0 +1,136 @@
+/**
+ * Moving data: from the C HTTPSQS (a real Tokyo Cabinet file made with tcbmgr, dumped with
+ * `tcbmgr list -pv -px`), and between stores with `httpsqs export` / `httpsqs import`.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { cleanup, CLI, needsTool, request, startServer, tempDir } from './helpers.js';
+import { noRedis, startRedis } from './redis-servers.js';
+
+const httpsqs = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input, timeout: 60_000 });
+const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(' ');
+const body = async (port: number, target: string) => (await request(port, 'GET', target)).body;
+
+describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin') }, () => {
+  it('recreates every queue of a Tokyo Cabinet file: positions, maxqueue, every stored message byte for byte', async () => {
+    const dir = tempDir('httpsqs-tc-');
+    const db = join(dir, 'httpsqs.db');
+    const put = (key: string | Buffer, value: string | Buffer) =>
+      execFileSync('tcbmgr', ['put', '-sx', db, hex(Buffer.from(key as string, 'latin1')), hex(Buffer.isBuffer(value) ? value : Buffer.from(value, 'utf8'))]);
+    execFileSync('tcbmgr', ['create', db]);
+    // 1.7 layout, a queue that has wrapped: maxqueue 10, the writer at 3 on its second lap, the
+    // reader at 8; positions 4-8 were read but are still stored.
+    put('jobs:maxqueue', '10');
+    put('jobs:putpos', '3');
+    put('jobs:getpos', '8');
+    for (let i = 1; i <= 10; i++) put(`jobs:${i}`, `job ${i}`);
+    // Bytes that a text dump would mangle, in a queue whose name holds a colon.
+    const raw = Buffer.from([0, 9, 10, 13, 0xff, 0x41]);
+    put('a:b:putpos', '1');
+    put('a:b:1', raw);
+    // The single-key layout: getpos,putpos,maxqueue.
+    put('legacy', '1,2,1000');
+    put('legacy:1', 'l1');
+    put('legacy:2', 'l2');
+    const dump = join(dir, 'dump.txt');
+    writeFileSync(dump, execFileSync('tcbmgr', ['list', '-pv', '-px', db]));
+
+    const data = join(dir, 'data');
+    const r = httpsqs(['import', '-x', data, '--from-tcbmgr', dump]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /imported 3 queues, 13 messages/);
+    const server = await startServer({ dir: data });
+    try {
+      assert.equal(
+        (await body(server.port, '/?name=jobs&opt=status_json')).toString(),
+        '{"name":"jobs","maxqueue":10,"putpos":3,"putlap":2,"getpos":8,"getlap":1,"unread":5}\n',
+      );
+      assert.equal((await body(server.port, '/?name=jobs&opt=view&pos=5')).toString(), 'job 5');
+      const order: string[] = [];
+      for (let i = 0; i < 6; i++) order.push((await body(server.port, '/?name=jobs&opt=get')).toString());
+      assert.deepEqual(order, ['job 9', 'job 10', 'job 1', 'job 2', 'job 3', 'HTTPSQS_GET_END']);
+      assert.equal((await body(server.port, '/?name=jobs&opt=put&data=next')).toString(), 'HTTPSQS_PUT_OK'); // continues at 4
+      assert.equal((await body(server.port, '/?name=jobs&opt=view&pos=4')).toString(), 'next');
+      assert.deepEqual(await body(server.port, '/?name=a%3Ab&opt=get'), raw);
+      assert.match((await body(server.port, '/?name=legacy&opt=status_json')).toString(), /"maxqueue":1000,"putpos":2,"putlap":1,"getpos":1,/);
+      assert.equal((await body(server.port, '/?name=legacy&opt=get')).toString(), 'l2');
+    } finally {
+      await server.stop();
+    }
+
+    // Plain -pv output (text only) is read too.
+    const text = join(dir, 'text.txt');
+    writeFileSync(text, execFileSync('tcbmgr', ['list', '-pv', db]).toString('latin1').split('\n').filter((l) => l.startsWith('legacy')).join('\n') + '\n');
+    const plain = httpsqs(['import', '-x', join(dir, 'data2'), '--from-tcbmgr', text]);
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.match(plain.stderr, /imported 1 queues, 2 messages/);
+    cleanup(dir);
+  });
+});
+
+describe('export and import', () => {
+  it('round-trips queues, stored messages (binary too) and leases, LMDB to Redis and back', { skip: noRedis() }, async () => {
+    const dir = tempDir('httpsqs-move-');
+    const server = await startServer({ dir: join(dir, 'a') });
+    const raw = Buffer.from([0, 1, 2, 255, 10]);
+    try {
+      for (let i = 1; i <= 5; i++) await request(server.port, 'GET', `/?name=text&opt=put&data=m${i}`);
+      await request(server.port, 'GET', '/?name=text&opt=get');
+      await request(server.port, 'GET', '/?name=text&opt=get&lease=600');
+      await request(server.port, 'POST', '/?name=bin&opt=put', { body: raw, headers: [['Content-Type', 'application/octet-stream']] });
+      await request(server.port, 'GET', '/?name=z%C3%BCrich&opt=maxqueue&num=50');
+      // Export works while the server runs; import into its directory is refused.
+      const live = httpsqs(['export', '-x', join(dir, 'a')]);
+      assert.equal(live.status, 0, live.stderr);
+      const refused = httpsqs(['import', '-x', join(dir, 'a'), '-'], live.stdout);
+      assert.equal(refused.status, 1);
+      assert.match(refused.stderr, /^httpsqs: import: -x .* is in use by a running server \(PID \d+\): stop it before importing/);
+    } finally {
+      await server.stop();
+    }
+    const first = httpsqs(['export', '-x', join(dir, 'a'), '-o', join(dir, 'a.jsonl')]);
+    assert.equal(first.status, 0, first.stderr);
+    const exported = readFileSync(join(dir, 'a.jsonl'), 'utf8');
+    assert.match(exported, /^\{"format":"httpsqs-export","version":1\}\n/);
+    assert.match(exported, /"queue":"text","pos":2,"deadline":\d+,"deliveries":1\}/);
+
+    const redis = await startRedis();
+    try {
+      const store = `${redis.url}?prefix=moved:`;
+      assert.equal(httpsqs(['import', '--store', store, join(dir, 'a.jsonl')]).status, 0);
+      const again = httpsqs(['import', '--store', store, join(dir, 'a.jsonl')]);
+      assert.equal(again.status, 1, 'an import never writes over queues that hold state');
+      assert.match(again.stderr, /already holds state here/);
+      assert.equal(httpsqs(['import', '--store', store, '--replace', join(dir, 'a.jsonl')]).status, 0);
+      const fromRedis = httpsqs(['export', '--store', store]);
+      assert.equal(fromRedis.status, 0, fromRedis.stderr);
+      assert.equal(httpsqs(['import', '-x', join(dir, 'b'), '-'], fromRedis.stdout).status, 0);
+    } finally {
+      await redis.stop();
+    }
+    const back = httpsqs(['export', '-x', join(dir, 'b')]).stdout;
+    const sorted = (s: string) => s.split('\n').sort().join('\n');
+    assert.equal(sorted(back), sorted(exported));
+    const server2 = await startServer({ dir: join(dir, 'b') });
+    try {
+      assert.deepEqual(await body(server2.port, '/?name=bin&opt=get'), raw);
+      assert.match((await body(server2.port, '/?name=text&opt=status_json')).toString(), /"putpos":5,.*"getpos":2,.*"leased":1\}/);
+      assert.equal((await body(server2.port, '/?name=text&opt=nack&pos=2')).toString(), 'HTTPSQS_NACK_OK');
+    } finally {
+      await server2.stop();
+      cleanup(dir);
+    }
+  });
+
+  it('refuses input that is not an export, with the line it stopped at', () => {
+    const dir = tempDir('httpsqs-bad-');
+    const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], '{"format":"httpsqs-export","version":1}\n{"queue":"q","pos":"x","data":"AA=="}\n');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /line 2: pos: expected a whole number/);
+    assert.equal(httpsqs(['import', '-x', join(dir, 'd'), '-'], 'hello\n').status, 1);
+    cleanup(dir);
+  });
+});
