@@ -76,7 +76,8 @@ export function helpText(): string {
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   return (
     'httpsqs: HTTP Simple Queue Service, a drop-in HTTPSQS 1.7 server on LMDB\n\n' +
-    'Usage: httpsqs [options]\n\n' +
+    'Usage: httpsqs [options]\n' +
+    '       httpsqs export|import ...   backup, restore, move between stores, migrate (httpsqs import -h)\n\n' +
     rows.map(([f, h]) => `  ${f.padEnd(width)}${h}`).join('\n') +
     '\n'
   );
