@@ -8,6 +8,7 @@ import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 import type { Config } from './options.js';
 import { log } from './log.js';
+import { VERSION } from './version.js';
 import { fail } from './process.js';
 
 export interface Serving {
@@ -31,6 +32,13 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   // With Redis, frontends (and workers) wake each other's long polls through Redis itself.
   const peers = store instanceof RedisStore ? { watch: (name: string, on: boolean) => store.watch(name, on), notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
+  const facts = {
+    version: VERSION,
+    started: Date.now(),
+    store: config.store === 'lmdb' ? 'LMDB' : config.store.replace(/\/\/[^@/]*@/, '//***@'),
+    durability: store instanceof RedisStore ? (config.redisWait ? `Redis, ${config.redisWait} replicas confirm` : 'as Redis persists') : config.sync === 'durable' ? 'durable (ack after flush)' : `flush every ${config.synctime}s`,
+    workers: config.workers,
+  };
   const metrics = createMetrics({
     store,
     connections: () => app?.connections() ?? 0,
@@ -48,6 +56,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     onSynctime: hooks.onSynctime,
     peers,
     metrics,
+    facts: () => facts,
     log: (line) => log.error({ event: 'error' }, line),
   });
   app = server;

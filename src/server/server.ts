@@ -8,6 +8,7 @@ import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import type { Store } from '../store/store.js';
 import { createExtensions, isExtension, type Answer, type ExtensionContext } from './extensions.js';
+import { dashboard, type ServerFacts } from '../dashboard/index.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
 import { Waiters, type Peers } from './waiters.js';
 
@@ -32,6 +33,8 @@ export interface ServerOptions {
   peers?: Peers | undefined;
   /** Counts and timings for /metrics; /metrics answers 404 without it. */
   metrics?: ServerMetrics | undefined;
+  /** Facts for /dashboard; no dashboard without them. */
+  facts?: (() => Omit<ServerFacts, 'connections'>) | undefined;
 }
 
 /** What the server reports to a metrics registry (see cli/metrics.ts). */
@@ -138,7 +141,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     }
   }
 
-  /** `/healthz` and `/metrics`; every other path is the queue protocol, as in the reference. */
+  /** `/healthz`, `/metrics` and `/dashboard`; every other path is the queue protocol, as in the reference. */
   async function special(path: string, p: Params): Promise<HttpReply | undefined> {
     const text = 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n';
     if (path === '/healthz') {
@@ -148,6 +151,10 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
       } catch (err) {
         return { status: 503, head: text, body: `${(err as Error).message}\n` };
       }
+    }
+    if (path.startsWith('/dashboard') && options.facts) {
+      const facts = options.facts;
+      return dashboard(path, !authDigest || matches(p.auth, authDigest), () => ({ ...facts(), connections: http.connections() }));
     }
     if (path !== '/metrics' || !metrics) return undefined;
     if (authDigest && !matches(p.auth, authDigest)) return { status: 401, head: text, body: 'This server needs auth= for /metrics too\n' };
@@ -174,7 +181,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         body: `Method ${req.method} is not served\n`,
       };
     }
-    const other = path === '/healthz' || path === '/metrics' ? await special(path, params) : undefined;
+    const other = path === '/healthz' || path === '/metrics' || path.startsWith('/dashboard') ? await special(path, params) : undefined;
     if (other) return other;
     const charset = params.charset;
     let out: Answer;

@@ -1,0 +1,319 @@
+/**
+ * The dashboard's page: one self-contained HTML document (styles and script inline, no network
+ * access needed), built into the package. It reads the same JSON the clients use (`opt=list`,
+ * `status_json`, `view&num`) and `/dashboard/info` by short polling, and draws its charts as SVG.
+ * Everything that comes from queue names or messages goes into the page as text nodes, never as
+ * markup.
+ */
+export const DASHBOARD_HTML = String.raw`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>httpsqs dashboard</title>
+<style>
+  :root { --bg: #f6f7f9; --card: #fff; --ink: #1c2330; --muted: #667085; --line: #e4e7ec; --put: #2563eb; --get: #16a34a; --warn: #b42318; }
+  * { box-sizing: border-box; }
+  body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--ink); }
+  header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 16px; padding: 14px 20px; background: var(--ink); color: #fff; }
+  header h1 { margin: 0; font-size: 18px; letter-spacing: .02em; }
+  header a { color: inherit; text-decoration: none; }
+  #facts { color: #c8cfdb; font-size: 13px; }
+  #live { margin-left: auto; font-size: 12px; color: #9fe0b0; }
+  #live.stale { color: #ffb4a9; }
+  main { max-width: 1200px; margin: 0 auto; padding: 16px 20px 40px; }
+  .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px; margin-bottom: 16px; }
+  .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
+  .card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+  .card .v { font-size: 22px; font-variant-numeric: tabular-nums; }
+  .panel { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 14px; margin-bottom: 16px; }
+  .panel h2 { margin: 0 0 10px; font-size: 15px; }
+  .toolbar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; margin-bottom: 10px; }
+  input, button, select { font: inherit; padding: 6px 10px; border: 1px solid var(--line); border-radius: 6px; background: #fff; color: var(--ink); }
+  button { cursor: pointer; background: var(--ink); color: #fff; border-color: var(--ink); }
+  button.secondary { background: #fff; color: var(--ink); border-color: var(--line); }
+  button.danger { background: var(--warn); border-color: var(--warn); }
+  button:disabled { opacity: .5; cursor: default; }
+  table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
+  th, td { padding: 7px 8px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+  th:first-child, td:first-child { text-align: left; }
+  td.name { max-width: 340px; overflow: hidden; text-overflow: ellipsis; }
+  th { color: var(--muted); font-weight: 600; font-size: 12px; cursor: pointer; user-select: none; }
+  th.sorted::after { content: " ▾"; }
+  th.sorted.asc::after { content: " ▴"; }
+  tbody tr:hover { background: #f9fafb; }
+  a.q { color: var(--put); text-decoration: none; }
+  .legend { color: var(--muted); font-size: 12px; }
+  .legend .put { color: var(--put); } .legend .get { color: var(--get); }
+  .pager { display: flex; gap: 8px; align-items: center; justify-content: flex-end; margin-top: 10px; color: var(--muted); }
+  .msg { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; white-space: pre-wrap; word-break: break-all; text-align: left; }
+  tr.read td { color: var(--muted); }
+  .tag { display: inline-block; padding: 1px 6px; border-radius: 10px; font-size: 11px; }
+  .tag.unread { background: #dbeafe; color: #1e40af; } .tag.read { background: #eef0f3; color: var(--muted); } .tag.leased { background: #fef3c7; color: #92400e; }
+  .notice { padding: 8px 12px; border-radius: 6px; background: #fef3f2; color: var(--warn); margin-bottom: 12px; }
+  .ok { background: #ecfdf3; color: #067647; }
+  #login { max-width: 360px; margin: 60px auto; }
+  svg { display: block; width: 100%; }
+  @media (max-width: 700px) {
+    .wide { display: none; }
+    main { padding: 12px; }
+    td.name { max-width: 160px; }
+  }
+</style>
+</head>
+<body>
+<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live">●</span></header>
+<main id="app"></main>
+<script>
+"use strict";
+const app = document.getElementById('app');
+const params = new URLSearchParams(location.search);
+let auth = sessionStorage.getItem('httpsqs-auth') ?? params.get('auth') ?? '';
+let adminAuth = sessionStorage.getItem('httpsqs-admin-auth') ?? '';
+const HISTORY = 300; // samples kept per queue (5 minutes at one a second)
+const history = new Map(); // name -> [{t, putpos, getpos, maxqueue}]
+let queues = [];
+let facts = null;
+let view = { search: '', sort: 'unread', asc: false, page: 0, size: 50 };
+let msgPage = null; // the queue page's first position shown
+let timer = null;
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+class AuthNeeded extends Error {}
+
+async function api(query, { admin = false, method = 'GET', body } = {}) {
+  const q = new URLSearchParams(query);
+  const pass = admin && adminAuth ? adminAuth : auth;
+  if (pass) q.set('auth', pass);
+  const r = await fetch('/?' + q.toString(), { method, body, cache: 'no-store' });
+  const text = await r.text();
+  if (text === 'HTTPSQS_AUTH_FAILED') throw new AuthNeeded(admin ? 'admin' : 'user');
+  return text;
+}
+
+async function json(query) {
+  const t = await api(query);
+  try { return JSON.parse(t); } catch { throw new Error(t); }
+}
+
+async function loadAll() {
+  const all = [];
+  for (let after = ''; ;) {
+    const page = await json({ opt: 'list', limit: '1000', ...(after ? { after } : {}) });
+    all.push(...page);
+    if (page.length < 1000) break;
+    after = page[page.length - 1].name;
+  }
+  return all;
+}
+
+function moved(now, then, maxqueue) { return now >= then ? now - then : now + maxqueue - then; }
+
+/** Puts and gets a second for a queue's samples, oldest first. */
+function rates(samples) {
+  const out = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1], b = samples[i];
+    const secs = (b.t - a.t) / 1000;
+    const reset = b.maxqueue !== a.maxqueue || (b.putpos < a.putpos && b.putpos >= b.getpos && b.getpos < a.getpos);
+    out.push(reset || secs <= 0 ? { put: 0, get: 0 } : { put: moved(b.putpos, a.putpos, b.maxqueue) / secs, get: moved(b.getpos, a.getpos, b.maxqueue) / secs });
+  }
+  return out;
+}
+
+function record(list) {
+  const t = Date.now();
+  const seen = new Set();
+  for (const q of list) {
+    seen.add(q.name);
+    const h = history.get(q.name) ?? [];
+    h.push({ t, putpos: q.putpos, getpos: q.getpos, maxqueue: q.maxqueue });
+    if (h.length > HISTORY) h.shift();
+    history.set(q.name, h);
+  }
+  for (const name of history.keys()) if (!seen.has(name)) history.delete(name);
+}
+
+function latest(name) {
+  const r = rates(history.get(name) ?? []);
+  return r.length ? r[r.length - 1] : { put: 0, get: 0 };
+}
+
+const fmt = (n) => n >= 100 ? Math.round(n).toLocaleString('en') : n >= 1 ? n.toFixed(1) : n > 0 ? n.toFixed(2) : '0';
+
+/** An SVG line chart of put and get rates. */
+function chart(series, height = 120, small = false) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const w = small ? 120 : 600;
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 ' + w + ' ' + height);
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('class', 'chart');
+  if (small) { svg.style.width = '120px'; svg.style.height = height + 'px'; }
+  const max = Math.max(1, ...series.map((s) => Math.max(s.put, s.get)));
+  const line = (key, color) => {
+    const p = document.createElementNS(ns, 'polyline');
+    const n = Math.max(series.length - 1, 1);
+    p.setAttribute('points', series.map((s, i) => (i / n * w).toFixed(1) + ',' + (height - 2 - (s[key] / max) * (height - 6)).toFixed(1)).join(' '));
+    p.setAttribute('fill', 'none');
+    p.setAttribute('stroke', color);
+    p.setAttribute('stroke-width', small ? '1.5' : '2');
+    p.setAttribute('vector-effect', 'non-scaling-stroke');
+    svg.append(p);
+  };
+  line('put', 'var(--put)');
+  line('get', 'var(--get)');
+  if (small) return svg;
+  return el('div', {}, el('div', { class: 'legend', text: 'top of the chart: ' + fmt(max) + '/s' }), svg);
+}
+
+function totals() {
+  const sum = { unread: 0, leased: 0, put: 0, get: 0 };
+  for (const q of queues) { sum.unread += q.unread; sum.leased += q.leased; const r = latest(q.name); sum.put += r.put; sum.get += r.get; }
+  return sum;
+}
+
+function totalSeries() {
+  const n = Math.max(0, ...[...history.values()].map((h) => h.length - 1));
+  const out = Array.from({ length: n }, () => ({ put: 0, get: 0 }));
+  for (const h of history.values()) {
+    const r = rates(h);
+    r.forEach((x, i) => { const j = n - r.length + i; out[j].put += x.put; out[j].get += x.get; });
+  }
+  return out;
+}
+
+function showFacts() {
+  if (!facts) return;
+  const up = Math.round((Date.now() - facts.started) / 1000);
+  const uptime = up >= 86400 ? Math.floor(up / 86400) + 'd ' + Math.floor(up % 86400 / 3600) + 'h' : up >= 3600 ? Math.floor(up / 3600) + 'h ' + Math.floor(up % 3600 / 60) + 'm' : Math.floor(up / 60) + 'm ' + (up % 60) + 's';
+  document.getElementById('facts').textContent = 'v' + facts.version + ' · up ' + uptime + ' · ' + facts.store + ' · ' + facts.durability + ' · ' + facts.connections + (facts.connections === 1 ? ' connection · ' : ' connections · ') + facts.workers + ' worker' + (facts.workers > 1 ? 's' : '');
+}
+
+function card(k, v, id) { return el('div', { class: 'card' }, el('div', { class: 'k', text: k }), el('div', { class: 'v', text: v, ...(id ? { id } : {}) })); }
+
+function renderOverview() {
+  const t = totals();
+  const filtered = queues.filter((q) => q.name.toLowerCase().includes(view.search.toLowerCase()));
+  const key = { name: (q) => q.name, unread: (q) => q.unread, leased: (q) => q.leased, put: (q) => latest(q.name).put, get: (q) => latest(q.name).get, putpos: (q) => q.putpos, getpos: (q) => q.getpos, maxqueue: (q) => q.maxqueue }[view.sort];
+  filtered.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : a.name < b.name ? -1 : 1) * (view.asc ? 1 : -1); });
+  const pages = Math.max(1, Math.ceil(filtered.length / view.size));
+  view.page = Math.min(view.page, pages - 1);
+  const rows = filtered.slice(view.page * view.size, (view.page + 1) * view.size);
+  const head = (label, sort, cls = '') => el('th', { class: cls + (view.sort === sort ? ' sorted' + (view.asc ? ' asc' : '') : ''), onclick: () => { view.asc = view.sort === sort ? !view.asc : sort === 'name'; view.sort = sort; render(); } }, label);
+  const search = el('input', { type: 'search', placeholder: 'Search queues', value: view.search, 'aria-label': 'search queues', id: 'search' });
+  search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); document.getElementById('search').focus(); });
+  app.replaceChildren(
+    el('div', { class: 'cards' }, card('queues', queues.length.toLocaleString('en'), 'total-queues'), card('unread', t.unread.toLocaleString('en'), 'total-unread'), card('leased', t.leased.toLocaleString('en')), card('puts/s', fmt(t.put)), card('gets/s', fmt(t.get))),
+    el('div', { class: 'panel' }, el('h2', {}, 'Throughput ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }), ' per second, last minutes')), chart(totalSeries())),
+    el('div', { class: 'panel' },
+      el('div', { class: 'toolbar' }, search, el('span', { class: 'legend', text: filtered.length.toLocaleString('en') + ' of ' + queues.length.toLocaleString('en') + ' queues' })),
+      el('div', { style: 'overflow-x:auto' }, el('table', { id: 'queues' },
+        el('thead', {}, el('tr', {}, head('Queue', 'name'), head('Unread', 'unread'), head('Leased', 'leased'), head('Put pos', 'putpos', 'wide'), head('Get pos', 'getpos', 'wide'), el('th', { class: 'wide', text: 'Laps' }), head('Maxqueue', 'maxqueue', 'wide'), head('Puts/s', 'put'), head('Gets/s', 'get'), el('th', { text: 'Rates' }))),
+        el('tbody', {}, ...rows.map((q) => { const r = latest(q.name); return el('tr', { 'data-queue': q.name },
+          el('td', { class: 'name' }, el('a', { class: 'q', href: '#/q/' + encodeURIComponent(q.name), text: q.name })),
+          el('td', { class: 'unread', text: q.unread.toLocaleString('en') }), el('td', { text: q.leased }),
+          el('td', { class: 'wide', text: q.putpos }), el('td', { class: 'wide', text: q.getpos }), el('td', { class: 'wide', text: q.putlap + '/' + q.getlap }), el('td', { class: 'wide', text: q.maxqueue.toLocaleString('en') }),
+          el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(rates(history.get(q.name) ?? []).slice(-60), 24, true))); })))),
+      el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { view.page--; render(); }, ...(view.page === 0 ? { disabled: '' } : {}) }, '‹ Prev'), 'page ' + (view.page + 1) + ' of ' + pages, el('button', { class: 'secondary', onclick: () => { view.page++; render(); }, ...(view.page >= pages - 1 ? { disabled: '' } : {}) }, 'Next ›'))),
+  );
+}
+
+function b64text(s) {
+  const bytes = Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+  return new TextDecoder('utf-8', { fatal: false }).decode(bytes);
+}
+
+let notice = null;
+async function renderQueue(name) {
+  const s = queues.find((q) => q.name === name) ?? (await json({ name, opt: 'status_json' }));
+  const leased = s.leased ?? 0;
+  const first = msgPage ?? Math.max(1, s.getpos - 4);
+  const msgs = await json({ name, opt: 'view', pos: String(first), num: '20', encoding: 'base64' });
+  const isUnread = (pos) => s.putpos >= s.getpos ? pos > s.getpos && pos <= s.putpos : pos > s.getpos || pos <= s.putpos;
+  const maxInput = el('input', { type: 'number', min: '10', value: String(s.maxqueue), 'aria-label': 'maxqueue', id: 'maxqueue-input' });
+  const putInput = el('input', { type: 'text', placeholder: 'a test message', 'aria-label': 'message', id: 'put-input' });
+  const act = async (label, fn) => {
+    try { notice = { ok: true, text: label + ': ' + (await fn()) }; }
+    catch (err) { if (err instanceof AuthNeeded) { askAdmin(); return; } notice = { ok: false, text: label + ': ' + err.message }; }
+    await refresh();
+  };
+  app.replaceChildren(
+    el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
+    ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
+    el('div', { class: 'cards' }, card('queue', name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased)), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
+    el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(rates(history.get(name) ?? []))),
+    el('div', { class: 'panel' }, el('h2', { text: 'Actions' }),
+      el('div', { class: 'toolbar' }, putInput, el('button', { id: 'put-button', onclick: () => act('put', () => api({ name, opt: 'put' }, { method: 'POST', body: encodeURIComponent(putInput.value || 'test message') })) }, 'Put message')),
+      el('div', { class: 'toolbar' }, maxInput, el('button', { id: 'maxqueue-button', onclick: () => act('maxqueue', () => api({ name, opt: 'maxqueue', num: maxInput.value }, { admin: true })) }, 'Set maxqueue')),
+      el('div', { class: 'toolbar' }, el('button', { class: 'danger', id: 'reset-button', onclick: () => { if (confirm('Reset queue "' + name + '"? Every message in it is deleted.')) act('reset', () => api({ name, opt: 'reset' }, { admin: true })); } }, 'Reset queue…'))),
+    el('div', { class: 'panel' }, el('h2', { text: 'Messages by position' }),
+      el('table', { id: 'messages' }, el('thead', {}, el('tr', {}, el('th', { text: 'Pos' }), el('th', { text: 'State' }), el('th', { style: 'text-align:left', text: 'Message' }))),
+        el('tbody', {}, ...(msgs.length ? msgs.map((m) => el('tr', { class: isUnread(m.pos) ? 'unread' : 'read' }, el('td', { text: m.pos }), el('td', {}, el('span', { class: 'tag ' + (isUnread(m.pos) ? 'unread' : 'read'), text: isUnread(m.pos) ? 'unread' : 'read' })), el('td', { class: 'msg', text: b64text(m.data).slice(0, 500) }))) : [el('tr', {}, el('td', { colspan: '3', class: 'legend', text: 'No stored messages at positions ' + first + '–' + (first + 19) }))]))),
+      el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { msgPage = Math.max(1, first - 20); refresh(); }, ...(first <= 1 ? { disabled: '' } : {}) }, '‹ Earlier'), 'positions ' + first + '–' + (first + 19), el('button', { class: 'secondary', onclick: () => { msgPage = first + 20; refresh(); } }, 'Later ›'))),
+  );
+}
+
+function askAdmin() {
+  const input = el('input', { type: 'password', placeholder: 'admin password', 'aria-label': 'admin password', id: 'admin-input' });
+  const form = el('form', { class: 'panel', onsubmit: (e) => { e.preventDefault(); adminAuth = input.value; sessionStorage.setItem('httpsqs-admin-auth', adminAuth); notice = { ok: false, text: 'Admin password set: try the action again.' }; form.remove(); refresh(); } },
+    el('h2', { text: 'This action needs the admin password' }), el('div', { class: 'toolbar' }, input, el('button', {}, 'Use it')));
+  app.prepend(form);
+  input.focus();
+}
+
+function showLogin() {
+  clearTimeout(timer);
+  const input = el('input', { type: 'password', placeholder: 'password', 'aria-label': 'password', id: 'password-input' });
+  app.replaceChildren(el('form', { id: 'login', class: 'panel', onsubmit: (e) => { e.preventDefault(); auth = input.value; sessionStorage.setItem('httpsqs-auth', auth); app.replaceChildren(el('p', { class: 'legend', text: 'Signing in…' })); refresh(); } },
+    el('h2', { text: 'This server needs a password' }), el('p', { class: 'legend', text: 'The one clients send as auth=.' }), el('div', { class: 'toolbar' }, input, el('button', {}, 'Sign in'))));
+  input.focus();
+}
+
+function route() { const m = /^#\/q\/(.*)$/.exec(location.hash); return m ? decodeURIComponent(m[1]) : null; }
+
+async function render() {
+  const q = route();
+  if (q === null) renderOverview(); else await renderQueue(q);
+}
+
+let busy = false;
+async function refresh() {
+  clearTimeout(timer);
+  if (busy) return;
+  busy = true;
+  try {
+    facts = await fetch('/dashboard/info' + (auth ? '?auth=' + encodeURIComponent(auth) : ''), { cache: 'no-store' }).then((r) => (r.ok ? r.json() : facts)).catch(() => facts);
+    queues = await loadAll();
+    record(queues);
+    showFacts();
+    // Not while someone types into a form on the page (the search box re-renders as it goes).
+    const typing = document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
+    if (!typing) await render();
+    document.getElementById('live').className = '';
+  } catch (err) {
+    if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
+    document.getElementById('live').className = 'stale';
+  } finally {
+    busy = false;
+  }
+  timer = setTimeout(refresh, queues.length > 1000 ? 3000 : 1000);
+}
+
+addEventListener('hashchange', () => { msgPage = null; notice = null; refresh(); });
+refresh();
+</script>
+</body>
+</html>
+`;

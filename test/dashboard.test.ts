@@ -1,0 +1,180 @@
+/**
+ * The dashboard in a real browser: headless Chromium (Debian's package) driven by playwright-core.
+ * Screenshots go to test-output/.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { cleanup, keepAliveClient, needsTool, request, ROOT, startServer, type RunningServer } from './helpers.js';
+
+const skip = needsTool('chromium', 'chromium');
+const SHOTS = join(ROOT, 'test-output');
+const XSS = '<img src=x onerror=alert(1)>';
+
+let browser: Browser;
+before(async () => {
+  if (skip) return;
+  mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+});
+after(() => browser?.close());
+
+/** A page that fails the test on any dialog it did not expect, and on script errors. */
+async function open(url: string, viewport = { width: 1280, height: 900 }): Promise<{ page: Page; problems: string[] }> {
+  const page = await browser.newPage({ viewport });
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(`script error: ${err.message}`));
+  page.on('dialog', (d) => {
+    if (d.type() === 'confirm') return void d.accept();
+    problems.push(`unexpected ${d.type()}: ${d.message()}`);
+    void d.dismiss();
+  });
+  await page.goto(url);
+  return { page, problems };
+}
+
+const put = (port: number, name: string, data: string) => request(port, 'GET', `/?name=${encodeURIComponent(name)}&opt=put&data=${encodeURIComponent(data)}`);
+
+describe('dashboard', { skip }, () => {
+  let server: RunningServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server.stop();
+    cleanup(server.dir);
+  });
+
+  it('lists queues with their counts, updates live, charts rates, and keeps names and messages inert', async () => {
+    for (const m of ['a', 'b', 'c']) await put(server.port, 'orders', m);
+    await put(server.port, XSS, '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    const row = page.locator('tr[data-queue="orders"]');
+    await row.waitFor();
+    assert.equal(await row.locator('td.unread').textContent(), '3');
+    assert.match((await page.locator('#facts').textContent())!, /^v\d+\.\d+\.\d+ · up .* · LMDB · durable \(ack after flush\) · \d+ connections? · 1 worker$/);
+
+    // Puts and gets while the page watches: the count follows and the rates show.
+    const client = keepAliveClient(server.port, 4);
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      await client.send('/?name=orders&opt=put&data=more');
+      await client.send('/?name=orders&opt=put&data=more');
+      await client.send('/?name=orders&opt=get');
+      await sleep(5);
+    }
+    client.close();
+    const unread = JSON.parse((await request(server.port, 'GET', '/?name=orders&opt=status_json')).body.toString()).unread;
+    await page.waitForFunction((n) => document.querySelector('tr[data-queue="orders"] td.unread')?.textContent === n.toLocaleString('en'), unread, { timeout: 5000 });
+    const rateCells = await row.locator('td').allTextContents();
+    assert.ok(rateCells.length >= 10);
+    const points = await row.locator('svg polyline').first().getAttribute('points');
+    assert.ok(points && new Set(points.split(' ').map((p) => p.split(',')[1])).size > 1, `the row's chart is flat: ${points}`);
+
+    // The XSS probe is shown as text and nothing of it runs.
+    const xssRow = page.locator('tr[data-queue="<img src=x onerror=alert(1)>"]');
+    assert.equal(await xssRow.locator('td.name').textContent(), XSS);
+    assert.equal(await page.locator('img').count(), 0);
+    await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
+
+    await xssRow.locator('a').click();
+    await page.locator('#messages tbody tr').first().waitFor();
+    assert.equal(await page.locator('#messages td.msg').first().textContent(), '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">');
+    assert.equal(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss), undefined);
+    assert.equal(await page.locator('img').count(), 0);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  it('a queue page shows messages by position, read and unread, and its actions work', async () => {
+    for (const m of ['one', 'two', 'three']) await put(server.port, 'q-page', m);
+    await request(server.port, 'GET', '/?name=q-page&opt=get');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard#/q/q-page`);
+    await page.locator('#messages tbody tr').nth(2).waitFor();
+    assert.deepEqual(await page.locator('#messages tbody tr').evaluateAll((rows) => rows.map((r) => [r.children[0]!.textContent, r.children[1]!.textContent, r.children[2]!.textContent])), [
+      ['1', 'read', 'one'],
+      ['2', 'unread', 'two'],
+      ['3', 'unread', 'three'],
+    ]);
+    assert.equal(await page.locator('#queue-unread').textContent(), '2');
+
+    await page.fill('#put-input', 'from the browser');
+    await page.click('#put-button');
+    await page.waitForFunction(() => document.querySelector('#queue-unread')?.textContent === '3');
+    assert.equal((await request(server.port, 'GET', '/?name=q-page&opt=view&pos=4')).body.toString(), 'from the browser');
+
+    await page.fill('#maxqueue-input', '500');
+    await page.click('#maxqueue-button');
+    await page.waitForFunction(() => document.querySelector('#queue-maxqueue')?.textContent === '500');
+    assert.match((await page.locator('#notice').textContent())!, /HTTPSQS_MAXQUEUE_OK/);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-queue.png'), fullPage: true });
+
+    await page.click('#reset-button'); // the confirmation is accepted
+    await page.waitForFunction(() => document.querySelector('#queue-unread')?.textContent === '0');
+    assert.match((await request(server.port, 'GET', '/?name=q-page&opt=status_json')).body.toString(), /"maxqueue":1000000,"putpos":0/);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  it('reads well on a phone', async () => {
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { width: 390, height: 844 });
+    await page.locator('tr[data-queue="orders"]').waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-phone.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  it('stays usable with 10,000 queues: search, sort and paging', async () => {
+    const clients = Array.from({ length: 8 }, () => keepAliveClient(server.port, 1));
+    await Promise.all(clients.map(async (c, k) => {
+      for (let i = k; i < 10_000; i += clients.length) await c.send(`/?name=bulk-${String(i).padStart(5, '0')}&opt=put&data=x`);
+    }));
+    clients.forEach((c) => c.close());
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    await page.waitForFunction(() => Number(document.querySelector('#total-queues')?.textContent?.replace(/,/g, '')) >= 10_000, undefined, { timeout: 15_000 });
+    assert.equal(await page.locator('#queues tbody tr').count(), 50);
+    assert.match((await page.locator('.pager').first().textContent())!, /page 1 of 2\d\d/);
+    await page.fill('#search', 'bulk-0424');
+    await page.waitForFunction(() => document.querySelectorAll('#queues tbody tr').length === 10);
+    await page.fill('#search', 'bulk-04242');
+    await page.waitForFunction(() => document.querySelectorAll('#queues tbody tr').length === 1);
+    await page.fill('#search', '');
+    await page.click('#queues th:first-child'); // sort by name
+    await page.waitForFunction(() => document.querySelector('#queues tbody tr')?.getAttribute('data-queue') === '<img src=x onerror=alert(1)>');
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+});
+
+describe('dashboard with passwords', { skip }, () => {
+  it('asks for the password, and for the admin password before an admin action', async () => {
+    const server = await startServer({ args: ['-a', 'user-pass', '--admin-auth', 'admin-pass'] });
+    try {
+      await request(server.port, 'GET', '/?name=guarded&opt=put&data=x&auth=user-pass');
+      assert.equal((await request(server.port, 'GET', '/dashboard/info')).status, 401);
+      const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+      await page.fill('#password-input', 'user-pass');
+      await page.press('#password-input', 'Enter');
+      await page.locator('tr[data-queue="guarded"]').waitFor();
+      await page.locator('tr[data-queue="guarded"] a').click();
+      await page.locator('#reset-button').click();
+      await page.locator('#admin-input').waitFor();
+      assert.match((await request(server.port, 'GET', '/?name=guarded&opt=status_json&auth=user-pass')).body.toString(), /"putpos":1/);
+      await page.fill('#admin-input', 'admin-pass');
+      await page.press('#admin-input', 'Enter');
+      await page.click('#reset-button');
+      await page.waitForFunction(() => document.querySelector('#queue-unread')?.textContent === '0');
+      assert.match((await request(server.port, 'GET', '/?name=guarded&opt=status_json&auth=user-pass')).body.toString(), /"putpos":0/);
+      assert.deepEqual(problems, []);
+      await page.close();
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+});
