@@ -37,7 +37,7 @@ export interface ServerOptions {
   facts?: (() => Omit<ServerFacts, 'connections'>) | undefined;
 }
 
-/** What the server reports to a metrics registry (see cli/metrics.ts). */
+/** What the server reports to a metrics registry (see metrics.ts). */
 export interface ServerMetrics extends Pick<ExtensionContext, 'onWaited' | 'onTaken' | 'onPut' | 'onSettled'> {
   /** A request with this opt (or path) took `seconds`. */
   onRequest(opt: string, seconds: number): void;
