@@ -52,6 +52,15 @@ function client(): HttpsqsClient {
   whole('--timeout', g.timeout);
   return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: Number(g.timeout), reference: g.reference });
 }
+/** Runs `fn` with a client, closed afterwards whatever happens. */
+async function withClient<T>(fn: (q: HttpsqsClient) => Promise<T>): Promise<T> {
+  const q = client();
+  try {
+    return await fn(q);
+  } finally {
+    await q.close();
+  }
+}
 const json = () => program.opts<Globals>().json === true;
 const out = (s: string | Buffer) => process.stdout.write(s);
 process.stdout.on('error', () => {}); // a reader that went away: `write` below reports it
@@ -137,17 +146,13 @@ program
   .description('put a message: the argument, else standard input; or every line of --file')
   .option('-f, --file <file>', 'a file of one message per line (- for standard input)')
   .action(async (name: string, message: string | undefined, o: { file?: string }) => {
-    const q = client();
-    try {
+    await withClient(async (q) => {
       if (o.file) return await putLines(q, name, o.file);
-      const pos = await q.put(name, message ?? (await readStdin()));
+      const pos = await q.put(name, message ?? (await readStdin())).catch((err: unknown) => {
+        throw err instanceof QueueFullError ? new Outcome(EXIT.full, `queue ${name} is full`) : err;
+      });
       out(json() ? `${JSON.stringify({ pos })}\n` : `${pos}\n`);
-    } catch (err) {
-      if (err instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full`);
-      throw err;
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 program
@@ -199,12 +204,9 @@ program
   .command('status <queue>')
   .description("the queue's status (status_json with --json)")
   .action(async (name: string) => {
-    const q = client();
-    try {
+    await withClient(async (q) => {
       out(json() ? `${JSON.stringify(await q.statusJson(name))}\n` : await q.status(name));
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 function queueTable(queues: QueueStatus[]): string {
@@ -218,14 +220,11 @@ program
   .description('every queue with its counts')
   .option('--prefix <prefix>', 'only queues whose name starts with this')
   .action(async (o: { prefix?: string }) => {
-    const q = client();
-    try {
+    await withClient(async (q) => {
       const all: QueueStatus[] = [];
       for await (const s of q.queues(o.prefix)) all.push(s);
       out(json() ? `${JSON.stringify(all)}\n` : queueTable(all));
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 program
@@ -233,9 +232,8 @@ program
   .description('print the message at a position, read or not (with --num, several as JSON lines)')
   .option('-n, --num <count>', 'this many positions from <pos>')
   .action(async (name: string, posText: string, o: { num?: string }) => {
-    const q = client();
     const pos = whole('<pos>', posText);
-    try {
+    await withClient(async (q) => {
       if (o.num) {
         for (const m of await q.viewRange(name, pos, whole('--num', o.num))) out(`${JSON.stringify({ pos: m.pos, data: m.body.toString('utf8') })}\n`);
         return;
@@ -243,48 +241,37 @@ program
       const body = await q.view(name, pos);
       if (body.length === 0) throw new Outcome(EXIT.empty, `nothing stored at position ${pos} of ${name}`);
       out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : body);
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 program
   .command('reset <queue>')
   .description('empty the queue and set maxqueue back to its default')
   .action(async (name: string) => {
-    const q = client();
-    try {
+    await withClient(async (q) => {
       await q.reset(name);
       if (json()) out('{"reset":true}\n');
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 program
   .command('maxqueue <queue> <num>')
   .description('set the ring size (exit code 5 when the server refuses it now)')
   .action(async (name: string, num: string) => {
-    const q = client();
-    try {
+    await withClient(async (q) => {
       const done = await q.maxqueue(name, whole('<num>', num));
       if (json()) out(`${JSON.stringify({ maxqueue: done })}\n`);
       if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: the ring holds positions beyond ${num}, or is a lap ahead`);
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 program
   .command('synctime <seconds>')
   .description('seconds between flushes of a server in --sync interval mode')
   .action(async (s: string) => {
-    const q = client();
-    try {
+    await withClient(async (q) => {
       await q.synctime(whole('<seconds>', s));
-    } finally {
-      await q.close();
-    }
+    });
   });
 
 program
@@ -298,12 +285,9 @@ program
   .action(async (name: string, pos: string, token?: string) => settle('nack', name, pos, token));
 
 async function settle(how: 'ack' | 'nack', name: string, pos: string, token?: string): Promise<void> {
-  const q = client();
-  try {
+  await withClient(async (q) => {
     if (!(await q[how](name, whole('<pos>', pos), token))) throw new Outcome(EXIT.refused, `no such lease at position ${pos} of ${name}`);
-  } finally {
-    await q.close();
-  }
+  });
 }
 
 const SPARKS = '▁▂▃▄▅▆▇█';
