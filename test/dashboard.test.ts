@@ -139,10 +139,15 @@ describe('dashboard', { skip }, () => {
     await page.waitForFunction(() => Number(document.querySelector('#total-queues')?.textContent?.replace(/,/g, '')) >= 10_000, undefined, { timeout: 15_000 });
     assert.equal(await page.locator('#queues tbody tr').count(), 50);
     assert.match((await page.locator('.pager').first().textContent())!, /page 1 of 2\d\d/);
-    await page.fill('#search', 'bulk-0424');
+    // Typed key by key, as a person does: the box keeps its focus and caret through re-renders.
+    await page.click('#search');
+    await page.keyboard.type('bulk-0424', { delay: 30 });
     await page.waitForFunction(() => document.querySelectorAll('#queues tbody tr').length === 10);
-    await page.fill('#search', 'bulk-04242');
+    await page.keyboard.type('2', { delay: 30 });
     await page.waitForFunction(() => document.querySelectorAll('#queues tbody tr').length === 1);
+    await sleep(1500); // a refresh or two while the box has focus
+    assert.equal(await page.inputValue('#search'), 'bulk-04242');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'search');
     await page.fill('#search', '');
     await page.click('#queues th:first-child'); // sort by name
     await page.waitForFunction(() => document.querySelector('#queues tbody tr')?.getAttribute('data-queue') === '<img src=x onerror=alert(1)>');

@@ -61,12 +61,21 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
       await server.stop();
     }
 
-    // Plain -pv output (text only) is read too.
+    // Plain -pv output is read too, its bytes as they are (a GBK message, not UTF-8).
+    put('gbk:putpos', '1');
+    put('gbk:1', Buffer.from([0xc4, 0xe3, 0xba, 0xc3]));
     const text = join(dir, 'text.txt');
-    writeFileSync(text, execFileSync('tcbmgr', ['list', '-pv', db]).toString('latin1').split('\n').filter((l) => l.startsWith('legacy')).join('\n') + '\n');
+    const lines = execFileSync('tcbmgr', ['list', '-pv', db]).toString('latin1').split('\n').filter((l) => l.startsWith('legacy') || l.startsWith('gbk'));
+    writeFileSync(text, Buffer.from(lines.join('\n') + '\n', 'latin1'));
     const plain = httpsqs(['import', '-x', join(dir, 'data2'), '--from-tcbmgr', text]);
     assert.equal(plain.status, 0, plain.stderr);
-    assert.match(plain.stderr, /imported 1 queues, 2 messages/);
+    assert.match(plain.stderr, /imported 2 queues, 3 messages/);
+    const server2 = await startServer({ dir: join(dir, 'data2') });
+    try {
+      assert.deepEqual(await body(server2.port, '/?name=gbk&opt=get'), Buffer.from([0xc4, 0xe3, 0xba, 0xc3]));
+    } finally {
+      await server2.stop();
+    }
     cleanup(dir);
   });
 });

@@ -128,6 +128,15 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.close();
     });
 
+    it('messages given back together come back in position order', async () => {
+      const s = fresh();
+      await s.putMany('o', Array.from({ length: 12 }, (_, i) => b(`m${i + 1}`)));
+      await s.getMany('o', 12, 60_000);
+      for (const pos of [12, 3, 10, 1]) assert.equal(await s.settle('o', pos, 'nack'), true);
+      assert.deepEqual((await s.getMany('o', 10)).map((g) => g.pos), [1, 3, 10, 12]);
+      await s.close();
+    });
+
     it('an expired lease is delivered again ahead of newer messages; a plain get of it ends the lease', async () => {
       const s = fresh();
       await s.putMany('e', ['old', 'new'].map(b));

@@ -16,7 +16,7 @@ import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
 import type { Lease } from '../queue/leases.js';
-import { DEFAULT_MAXQUEUE, MAX_POSITION, type QueueState } from '../queue/ring.js';
+import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { RedisStore } from '../store/redis.js';
@@ -36,6 +36,7 @@ given, and never into the directory of a running server (stop it first; export w
 export class DataError extends Error {}
 
 const BATCH = 1000;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Store {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
@@ -132,6 +133,9 @@ class Importer {
   }
 
   setState(s: QueueState): void {
+    const what = `queue ${JSON.stringify(this.name)}`;
+    if (s.maxqueue < MIN_MAXQUEUE || s.maxqueue > MAX_POSITION) throw new DataError(`${what}: maxqueue ${s.maxqueue} is outside ${MIN_MAXQUEUE}..${MAX_POSITION}`);
+    if (s.putpos > s.maxqueue || s.getpos > s.maxqueue) throw new DataError(`${what}: positions ${s.putpos}/${s.getpos} are beyond maxqueue ${s.maxqueue}`);
     this.state = s;
   }
 
@@ -143,6 +147,7 @@ class Importer {
   }
 
   lease(pos: number, lease: Lease): void {
+    if (!(pos >= 1 && pos <= MAX_POSITION)) throw new DataError(`a lease at position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
     this.held.push({ pos, lease });
   }
 
@@ -184,7 +189,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     if ('maxqueue' in r) {
       imp.setState({ maxqueue: number(r.maxqueue, `line ${n}: maxqueue`), putpos: number(r.putpos, `line ${n}: putpos`), getpos: number(r.getpos, `line ${n}: getpos`) });
     } else if ('data' in r) {
-      if (typeof r.data !== 'string') throw new DataError(`line ${n}: data must be base64 text`);
+      if (typeof r.data !== 'string' || !BASE64.test(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
       imp.lease(number(r.pos, `line ${n}: pos`), { deadline: number(r.deadline, `line ${n}: deadline`), deliveries: number(r.deliveries, `line ${n}: deliveries`) });
@@ -208,8 +213,9 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
     const tab = line.indexOf('\t');
     if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
     hexMode ??= /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i.test(line);
-    const key = hexMode ? hex(line.slice(0, tab)).toString('latin1') : Buffer.from(line.slice(0, tab), 'utf8').toString('latin1');
-    const value = hexMode ? hex(line.slice(tab + 1)) : Buffer.from(line.slice(tab + 1), 'utf8');
+    // Lines are read as latin1, one char a byte: the text form's bytes come through as they are.
+    const key = hexMode ? hex(line.slice(0, tab)).toString('latin1') : line.slice(0, tab);
+    const value = hexMode ? hex(line.slice(tab + 1)) : Buffer.from(line.slice(tab + 1), 'latin1');
     const colon = key.lastIndexOf(':');
     const field = colon >= 0 ? key.slice(colon + 1) : '';
     const name = colon >= 0 ? key.slice(0, colon) : key;
@@ -285,9 +291,11 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
   const imp = new Importer(store, values.replace ?? false);
   const bar = progress(size, 'messages');
   const input = source === '-' ? process.stdin : createReadStream(source);
+  // JSON lines are UTF-8; a tcbmgr dump is bytes (hex, or raw in its text form).
+  input.setEncoding(values['from-tcbmgr'] ? 'latin1' : 'utf8');
   let read = 0;
   input.on('data', (chunk: Buffer | string) => {
-    read += chunk.length;
+    read += Buffer.byteLength(chunk, values['from-tcbmgr'] ? 'latin1' : 'utf8');
     bar?.update(read, { count: imp.messages });
   });
   const lines = createInterface({ input, crlfDelay: Infinity });

@@ -212,8 +212,11 @@ function renderOverview() {
   view.page = Math.min(view.page, pages - 1);
   const rows = filtered.slice(view.page * view.size, (view.page + 1) * view.size);
   const head = (label, sort, cls = '') => el('th', { class: cls + (view.sort === sort ? ' sorted' + (view.asc ? ' asc' : '') : ''), onclick: () => { view.asc = view.sort === sort ? !view.asc : sort === 'name'; view.sort = sort; render(); } }, label);
+  // Re-rendering replaces the search box: keep its focus and caret where the user has them.
+  const before = document.getElementById('search');
+  const typing = before && document.activeElement === before ? [before.selectionStart, before.selectionEnd] : null;
   const search = el('input', { type: 'search', placeholder: 'Search queues', value: view.search, 'aria-label': 'search queues', id: 'search' });
-  search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); document.getElementById('search').focus(); });
+  search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); });
   app.replaceChildren(
     el('div', { class: 'cards' }, card('queues', queues.length.toLocaleString('en'), 'total-queues'), card('unread', t.unread.toLocaleString('en'), 'total-unread'), card('leased', t.leased.toLocaleString('en')), card('puts/s', fmt(t.put)), card('gets/s', fmt(t.get))),
     el('div', { class: 'panel' }, el('h2', {}, 'Throughput ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }), ' per second, last minutes')), chart(totalSeries())),
@@ -228,6 +231,7 @@ function renderOverview() {
           el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(rates(history.get(q.name) ?? []).slice(-60), 24, true))); })))),
       el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { view.page--; render(); }, ...(view.page === 0 ? { disabled: '' } : {}) }, '‹ Prev'), 'page ' + (view.page + 1) + ' of ' + pages, el('button', { class: 'secondary', onclick: () => { view.page++; render(); }, ...(view.page >= pages - 1 ? { disabled: '' } : {}) }, 'Next ›'))),
   );
+  if (typing) { search.focus(); search.setSelectionRange(typing[0], typing[1]); }
 }
 
 function b64text(s) {

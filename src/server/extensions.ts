@@ -156,7 +156,7 @@ export function createExtensions(ctx: ExtensionContext) {
   async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {
     const pos = whole(p.pos, 1, MAX_POSITION);
     if (Number.isNaN(pos)) return { body: R.ERROR };
-    if (!(await store.settle(name, pos, outcome, p.extra?.get('token')))) return { body: R.LEASE_NOT_FOUND };
+    if (!(await store.settle(name, pos, outcome, p.extra?.get('token') || undefined))) return { body: R.LEASE_NOT_FOUND };
     ctx.onSettled?.(name, outcome);
     if (outcome === 'nack') waiters.notify(name, 1);
     return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };

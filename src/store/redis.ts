@@ -7,7 +7,8 @@
  * A queue's keys share the hash tag `{q<name>}`, so that a queue lives on one shard of a cluster
  * while different queues spread over the shards: `…:s` (hash: putpos p, getpos g, maxqueue m),
  * `…:m` (hash: position -> message bytes), `…:l` (hash: position -> "deadline:deliveries") and
- * `…:d` (sorted set of leased positions by deadline). The `q` keeps the tag non-empty for the
+ * `…:d` (sorted set of leased positions by deadline, zero-padded so that equal deadlines go in
+ * position order, as on LMDB). The `q` keeps the tag non-empty for the
  * queue named ''. Names are bytes, as everywhere. A sorted set `httpsqs:queues` names the queues
  * for `list`; it lives on one shard, so it is kept outside the scripts (see `list`).
  *
@@ -83,11 +84,11 @@ for i = 1, max do
   if leaseMs > 0 then
     local deadline = string.format('%d', now + leaseMs)
     redis.call('HSET', KEYS[3], pos, deadline .. ':' .. deliveries)
-    redis.call('ZADD', KEYS[4], deadline, pos)
+    redis.call('ZADD', KEYS[4], deadline, string.format('%010d', pos))
     token = deliveries .. '-' .. deadline
   elseif #due > 0 then
     redis.call('HDEL', KEYS[3], pos)
-    redis.call('ZREM', KEYS[4], pos)
+    redis.call('ZREM', KEYS[4], string.format('%010d', pos))
   end
   out[#out + 1] = pos
   out[#out + 1] = redis.call('HGET', KEYS[2], pos) or ''
@@ -104,10 +105,10 @@ local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
 if ARGV[5] ~= '' and ARGV[5] ~= deliveries .. '-' .. deadline then return 0 end
 if ARGV[4] == 'ack' then
   redis.call('HDEL', KEYS[1], ARGV[3])
-  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[2], string.format('%010d', ARGV[3]))
 else
   redis.call('HSET', KEYS[1], ARGV[3], '0:' .. deliveries)
-  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  redis.call('ZADD', KEYS[2], 0, string.format('%010d', ARGV[3]))
   redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':1')
 end
 return 1`;
@@ -165,9 +166,11 @@ export class RedisStore implements Store {
 
   constructor(private readonly opts: RedisStoreOptions) {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
-    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true };
+    // A script sent but not answered (the connection dropped) may have run: sending it again could
+    // store a message twice or skip one. It fails instead, and the client is told so.
+    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false };
     this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
-    this.sub = this.redis.duplicate();
+    this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
     this.redis.on('error', () => {}); // reported through the commands that fail
     this.sub.on('error', () => {});
     this.prefix = Buffer.from(prefix, 'latin1');
@@ -186,7 +189,7 @@ export class RedisStore implements Store {
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
       const [origin, count] = message.toString('latin1').split(':');
       if (origin === this.origin || !this.waker) return;
-      this.waker(channel.subarray(this.channel('').length).toString('latin1'), Number(count));
+      this.waker(Buffer.from(channel.subarray(this.channel('').length).toString('latin1'), 'hex').toString('latin1'), Number(count));
     });
   }
 
@@ -203,8 +206,10 @@ export class RedisStore implements Store {
     return Buffer.concat([this.prefix, Buffer.from(`{q${name}}:${kind}`, 'latin1')]);
   }
 
+  /** The queue's wake-up channel. The name goes in as hex: ioredis keeps subscriptions as UTF-8
+   * text to renew them after a reconnect, which would garble other bytes. */
   private channel(name: string): Buffer {
-    return Buffer.concat([this.prefix, Buffer.from(`httpsqs:wake:${name}`, 'latin1')]);
+    return Buffer.concat([this.prefix, Buffer.from(`httpsqs:wake:${Buffer.from(name, 'latin1').toString('hex')}`, 'latin1')]);
   }
 
   private failed(err: unknown): never {
@@ -359,7 +364,7 @@ export class RedisStore implements Store {
     if (r.messages?.length) tx.hset(this.key(name, 'm'), ...r.messages.flatMap((m) => [String(m.pos), m.message]));
     for (const { pos, lease } of r.leases ?? []) {
       tx.hset(this.key(name, 'l'), String(pos), `${lease.deadline}:${lease.deliveries}`);
-      tx.zadd(this.key(name, 'd'), lease.deadline, String(pos));
+      tx.zadd(this.key(name, 'd'), lease.deadline, String(pos).padStart(10, '0'));
     }
     if (r.state) tx.hset(this.key(name, 's'), 'p', r.state.putpos, 'g', r.state.getpos, 'm', r.state.maxqueue);
     await tx.exec().catch((err) => this.failed(err));
@@ -383,8 +388,9 @@ export class RedisStore implements Store {
 
   async check(): Promise<void> {
     if (this.closing) throw new StoreError('the store is closed');
-    if (this.lastError) throw this.lastError;
+    // Healthy again as soon as Redis answers: a failed write says nothing about the next one.
     await this.redis.ping().catch((err) => this.failed(err));
+    this.lastError = undefined;
   }
 
   setSyncInterval(): void {
