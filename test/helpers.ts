@@ -213,3 +213,55 @@ export function needsTool(tool: string, debianPackage: string): string | false {
   process.stderr.write(`\n*** ${reason} ***\n\n`);
   return reason;
 }
+
+/**
+ * Producers put `p<producer>-<i>` messages round-robin over `queues` (retrying on a full queue),
+ * consumers get until the producers are done and the queues stay empty, then whatever is left is
+ * drained. Resolves to how often each message was delivered, and how many puts found a full queue.
+ */
+export async function produceAndConsume(o: {
+  producers: Array<ReturnType<typeof keepAliveClient>>;
+  consumers: Array<ReturnType<typeof keepAliveClient>>;
+  queues: string[];
+  perProducer: number;
+}): Promise<{ delivered: Map<string, number>; fullAnswers: number }> {
+  const delivered = new Map<string, number>();
+  const deliver = (body: string) => delivered.set(body, (delivered.get(body) ?? 0) + 1);
+  let producing = o.producers.length;
+  let fullAnswers = 0;
+  const producer = async ({ send }: ReturnType<typeof keepAliveClient>, p: number) => {
+    for (let i = 0; i < o.perProducer; i++) {
+      const q = o.queues[i % o.queues.length]!;
+      for (;;) {
+        const r = await send(`/?name=${q}&opt=put&data=p${p}-${i}`);
+        if (r.body === 'HTTPSQS_PUT_OK') break;
+        if (r.body !== 'HTTPSQS_PUT_END') throw new Error(`put answered ${r.body}`);
+        fullAnswers++;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    }
+    producing--;
+  };
+  const consumer = async ({ send }: ReturnType<typeof keepAliveClient>, c: number) => {
+    for (let idle = 0; producing > 0 || idle < 3; ) {
+      const r = await send(`/?name=${o.queues[(c + idle) % o.queues.length]!}&opt=get`);
+      if (r.body === 'HTTPSQS_GET_END') {
+        idle++;
+        await new Promise((r) => setTimeout(r, 2));
+        continue;
+      }
+      idle = 0;
+      deliver(r.body);
+    }
+  };
+  await Promise.all([...o.producers.map(producer), ...o.consumers.map(consumer)]);
+  // Drain whatever the consumers left when they stopped.
+  for (const q of o.queues) {
+    for (;;) {
+      const r = await o.consumers[0]!.send(`/?name=${q}&opt=get`);
+      if (r.body === 'HTTPSQS_GET_END') break;
+      deliver(r.body);
+    }
+  }
+  return { delivered, fullAnswers };
+}

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, request, startServer, type RunningServer } from './helpers.js';
+import { cleanup, keepAliveClient, produceAndConsume, request, startServer, type RunningServer } from './helpers.js';
 import { noRedis, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis-servers.js';
 
 const skip = noRedis();
@@ -45,29 +45,9 @@ describe('two frontends on one Redis', { skip }, () => {
     const clients = [a, b].flatMap((s) => Array.from({ length: 8 }, () => keepAliveClient(s.port, 1)));
     const PRODUCERS = 8;
     const PER_PRODUCER = 250;
-    const delivered = new Map<string, number>();
-    let producing = PRODUCERS;
     try {
       await get(a.port, '/?name=eo&opt=maxqueue&num=50'); // a small ring: it wraps and fills
-      const producer = async (p: number) => {
-        for (let i = 0; i < PER_PRODUCER; i++) {
-          while ((await clients[p]!.send(`/?name=eo&opt=put&data=p${p}-${i}`)).body === 'HTTPSQS_PUT_END') await sleep(2);
-        }
-        producing--;
-      };
-      const consumer = async (c: number) => {
-        for (let idle = 0; producing > 0 || idle < 3; ) {
-          const r = await clients[PRODUCERS + c]!.send('/?name=eo&opt=get');
-          if (r.body === 'HTTPSQS_GET_END') {
-            idle++;
-            await sleep(2);
-            continue;
-          }
-          idle = 0;
-          delivered.set(r.body, (delivered.get(r.body) ?? 0) + 1);
-        }
-      };
-      await Promise.all([...Array.from({ length: PRODUCERS }, (_, p) => producer(p)), ...Array.from({ length: 8 }, (_, c) => consumer(c))]);
+      const { delivered } = await produceAndConsume({ producers: clients.slice(0, PRODUCERS), consumers: clients.slice(PRODUCERS), queues: ['eo'], perProducer: PER_PRODUCER });
       t.diagnostic(`${delivered.size} delivered`);
       assert.deepEqual([...delivered].filter(([, n]) => n > 1), []);
       assert.equal(delivered.size, PRODUCERS * PER_PRODUCER);

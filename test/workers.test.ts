@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, request, startServer, workerPids } from './helpers.js';
+import { cleanup, keepAliveClient, produceAndConsume, request, startServer, workerPids } from './helpers.js';
 
 replayConformance('conformance with --workers 2', ['--workers', '2']);
 
@@ -19,48 +19,9 @@ describe('--workers 2', () => {
     const PER_PRODUCER = 400;
     const PRODUCERS = 12;
     try {
-      const delivered = new Map<string, number>();
-      let producing = PRODUCERS;
-      let fullAnswers = 0;
-      const producer = async (p: number) => {
-        const { send } = clients[p]!;
-        for (let i = 0; i < PER_PRODUCER; i++) {
-          const q = QUEUES[i % QUEUES.length]!;
-          for (;;) {
-            const r = await send(`/?name=${q}&opt=put&data=p${p}-${i}`);
-            if (r.body === 'HTTPSQS_PUT_OK') break;
-            assert.equal(r.body, 'HTTPSQS_PUT_END');
-            fullAnswers++;
-            await sleep(2);
-          }
-        }
-        producing--;
-      };
-      const consumer = async (c: number) => {
-        const { send } = clients[PRODUCERS + c]!;
-        for (let idle = 0; producing > 0 || idle < 3; ) {
-          const q = QUEUES[(c + idle) % QUEUES.length]!;
-          const r = await send(`/?name=${q}&opt=get`);
-          if (r.body === 'HTTPSQS_GET_END') {
-            idle++;
-            await sleep(2);
-            continue;
-          }
-          idle = 0;
-          delivered.set(r.body, (delivered.get(r.body) ?? 0) + 1);
-        }
-      };
       // The smallest ring, so that positions wrap many times and producers meet a full queue.
       for (const q of QUEUES) assert.equal((await request(server.port, 'GET', `/?name=${q}&opt=maxqueue&num=10`)).body.toString(), 'HTTPSQS_MAXQUEUE_OK');
-      await Promise.all([...Array.from({ length: PRODUCERS }, (_, p) => producer(p)), ...Array.from({ length: 12 }, (_, c) => consumer(c))]);
-      // Drain whatever the consumers left when they stopped.
-      for (const q of QUEUES) {
-        for (;;) {
-          const r = await clients[0]!.send(`/?name=${q}&opt=get`);
-          if (r.body === 'HTTPSQS_GET_END') break;
-          delivered.set(r.body, (delivered.get(r.body) ?? 0) + 1);
-        }
-      }
+      const { delivered, fullAnswers } = await produceAndConsume({ producers: clients.slice(0, PRODUCERS), consumers: clients.slice(PRODUCERS), queues: QUEUES, perProducer: PER_PRODUCER });
       t.diagnostic(`${delivered.size} delivered, ${fullAnswers} full-queue answers retried`);
       const twice = [...delivered].filter(([, n]) => n > 1);
       assert.deepEqual(twice, [], 'delivered more than once');

@@ -65,7 +65,12 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     if (m.puts) {
       const wakes = new Map<Worker, Array<[string, number]>>();
       for (const [name, count] of m.puts) {
-        for (const w of watchers.get(name) ?? []) if (w !== from) wakes.set(w, [...(wakes.get(w) ?? []), [name, count]]);
+        for (const w of watchers.get(name) ?? []) {
+          if (w === from) continue;
+          let list = wakes.get(w);
+          if (!list) wakes.set(w, (list = []));
+          list.push([name, count]);
+        }
       }
       for (const [w, wake] of wakes) if (w.isConnected()) w.send({ wake } satisfies ToWorker);
     }

@@ -187,8 +187,17 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   return {
     registry,
     instrument(store) {
-      // The same object with its writes replaced by timed ones; everything else is the store's own.
+      // The same object with its writes replaced by timed ones; every other method is the store's
+      // own, bound to it (so that what it sets on `this` lands on the store).
       const timed: Store = Object.create(store);
+      for (let proto = Object.getPrototypeOf(store); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+        for (const k of Object.getOwnPropertyNames(proto)) {
+          const v: unknown = (store as unknown as Record<string, unknown>)[k];
+          if (k !== 'constructor' && typeof v === 'function' && !Object.hasOwn(timed, k)) {
+            (timed as unknown as Record<string, unknown>)[k] = (v as (...a: unknown[]) => unknown).bind(store);
+          }
+        }
+      }
       for (const op of WRITES) {
         const write = store[op].bind(store) as (...a: unknown[]) => Promise<unknown>;
         const observe = writes.of(op);
@@ -199,9 +208,6 @@ export function createMetrics(opts: MetricsOptions): Metrics {
             (err: unknown) => (observe((performance.now() - started) / 1000), Promise.reject(err)),
           );
         };
-      }
-      for (const k of ['status', 'view', 'range', 'list', 'nextExpiry', 'check', 'setSyncInterval', 'close', 'dump', 'leases', 'restore'] as const) {
-        (timed as unknown as Record<string, unknown>)[k] = (store[k] as (...a: unknown[]) => unknown).bind(store);
       }
       return timed;
     },
