@@ -4,7 +4,8 @@
  * waiting for each other, as concurrent requests do, so reads must see writes not yet committed.
  */
 import assert from 'node:assert/strict';
-import { basename } from 'node:path';
+import { statSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LmdbStore } from '../src/store/lmdb.js';
 import { RedisStore } from '../src/store/redis.js';
@@ -261,4 +262,17 @@ it('one process: view and get see a message whose put is still being committed',
   assert.equal(await put, 1);
   await s.close();
   cleanup(dir);
+});
+
+it('a data directory whose name has a dot is a directory, and holds its data across a restart', async () => {
+  const parent = tempDir('httpsqs-store-');
+  const dir = join(parent, 'httpsqs.data');
+  let s = new LmdbStore({ path: dir });
+  assert.equal(await s.put('d', b('kept')), 1);
+  await s.close();
+  assert.ok(statSync(dir).isDirectory());
+  s = new LmdbStore({ path: dir });
+  assert.equal((await s.get('d'))?.message.toString(), 'kept');
+  await s.close();
+  cleanup(parent);
 });

@@ -144,6 +144,9 @@ export class LmdbStore implements Store {
     try {
       this.env = open({
         path: opts.path,
+        // The data directory is a directory even when its name has a dot (lmdb-js would otherwise
+        // take `/var/lib/httpsqs.data` for a file name).
+        noSubdir: false,
         maxDbs: 4,
         overlappingSync: false,
         noSync: this.syncMode === 'interval',
