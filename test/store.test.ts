@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { LmdbStore } from '../src/store/lmdb.js';
+import { LmdbStore } from '../src/store/lmdb-store.js';
 import { RedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/store.js';
 import { cleanup, tempDir } from './helpers.js';
@@ -275,4 +275,17 @@ it('a data directory whose name has a dot is a directory, and holds its data acr
   assert.equal((await s.get('d'))?.message.toString(), 'kept');
   await s.close();
   cleanup(parent);
+});
+
+it('one process: a queue reset but not yet committed does not shorten a page of list', async () => {
+  const dir = tempDir('httpsqs-store-');
+  let s = new LmdbStore({ path: dir });
+  for (const n of ['pg:a', 'pg:b', 'pg:c']) await s.put(n, b('x'));
+  await s.close();
+  s = new LmdbStore({ path: dir }); // the queues are on disk, none in memory yet
+  const reset = s.reset('pg:a');
+  assert.deepEqual((await s.list('pg:', '', 2)).map((q) => q.name), ['pg:b', 'pg:c']);
+  await reset;
+  await s.close();
+  cleanup(dir);
 });

@@ -18,7 +18,7 @@ import { SingleBar } from 'cli-progress';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { DirectoryInUse } from '../store/lock.js';
-import { LmdbStore } from '../store/lmdb.js';
+import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 

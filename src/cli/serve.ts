@@ -3,7 +3,7 @@ import { createMetrics, shareWithPrimary } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
 import { DirectoryInUse } from '../store/lock.js';
-import { LmdbStore } from '../store/lmdb.js';
+import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 import type { Config } from './options.js';

@@ -8,7 +8,8 @@ import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import type { Store } from '../store/store.js';
 import { createExtensions, isExtension, type Answer, type ExtensionContext } from './extensions.js';
-import { dashboard, type ServerFacts } from '../dashboard/index.js';
+import type { ServerFacts } from '../dashboard/index.js';
+import { createEndpoints, isEndpoint } from './endpoints.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
 import { Waiters, type Peers } from './waiters.js';
 
@@ -74,6 +75,12 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const authDigest = options.auth === undefined ? undefined : digest(options.auth);
   const adminDigest = options.adminAuth === undefined ? undefined : digest(options.adminAuth);
   const matches = (given: string | undefined, want: Buffer) => given !== undefined && timingSafeEqual(digest(given), want);
+  const endpoint = createEndpoints({
+    store,
+    metrics,
+    facts: options.facts && (() => ({ ...options.facts!(), connections: http.connections() })),
+    authorized: (auth) => !authDigest || matches(auth, authDigest),
+  });
 
   async function command(p: Params, req: HttpRequest): Promise<Answer> {
     const required = adminDigest && p.opt !== undefined && ADMIN_OPS.has(p.opt) ? adminDigest : authDigest;
@@ -141,27 +148,6 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     }
   }
 
-  /** `/healthz`, `/metrics` and `/dashboard`; every other path is the queue protocol, as in the reference. */
-  async function special(path: string, p: Params): Promise<HttpReply | undefined> {
-    const text = 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n';
-    if (path === '/healthz') {
-      try {
-        await store.check();
-        return { status: 200, head: text, body: 'OK\n' };
-      } catch (err) {
-        return { status: 503, head: text, body: `${(err as Error).message}\n` };
-      }
-    }
-    if (path.startsWith('/dashboard') && options.facts) {
-      const facts = options.facts;
-      return dashboard(path, !authDigest || matches(p.auth, authDigest), () => ({ ...facts(), connections: http.connections() }));
-    }
-    if (path !== '/metrics' || !metrics) return undefined;
-    if (authDigest && !matches(p.auth, authDigest)) return { status: 401, head: text, body: 'This server needs auth= for /metrics too\n' };
-    const body = Buffer.from(await metrics.render());
-    return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-cache\r\n', body };
-  }
-
   async function handle(req: HttpRequest): Promise<HttpReply> {
     const params = parseQuery(req.target);
     const end = req.target.search(/[?#]/);
@@ -181,7 +167,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         body: `Method ${req.method} is not served\n`,
       };
     }
-    const other = path === '/healthz' || path === '/metrics' || path.startsWith('/dashboard') ? await special(path, params) : undefined;
+    const other = isEndpoint(path) ? await endpoint(path, params.auth) : undefined;
     if (other) return other;
     const charset = params.charset;
     let out: Answer;

@@ -1,5 +1,6 @@
 /**
- * The embedded store: one LMDB environment in the data directory.
+ * The embedded store: one LMDB environment in the data directory. This is its core, what the
+ * reference protocol needs; `lmdb-store.ts` adds lease settling, lists and export/import records.
  *
  * Layout: database `meta` maps a queue name to 16 bytes (putpos, getpos, maxqueue and the number
  * of leases, as big-endian uint32; records written before leases existed have 12); database `msg`
@@ -27,9 +28,9 @@
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
-import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, type QueueState } from '../queue/ring.js';
+import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
 import { lockDirectory } from './lock.js';
-import { StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
+import { StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
 
 export interface LmdbOptions {
   path: string;
@@ -43,14 +44,14 @@ export interface LmdbOptions {
 }
 
 const EMPTY = Buffer.alloc(0);
-const LAST_POS = 0xffffffff;
+export const LAST_POS = 0xffffffff;
 
-function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
+export function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
   if (!v || v.length < 12) return { s: emptyQueue(), leased: 0 };
   return { s: { putpos: v.readUInt32BE(0), getpos: v.readUInt32BE(4), maxqueue: v.readUInt32BE(8) }, leased: v.length >= 16 ? v.readUInt32BE(12) : 0 };
 }
 
-function encodeMeta(s: QueueState, leased: number): Buffer {
+export function encodeMeta(s: QueueState, leased: number): Buffer {
   const b = Buffer.allocUnsafe(16);
   b.writeUInt32BE(s.putpos, 0);
   b.writeUInt32BE(s.getpos, 4);
@@ -59,14 +60,14 @@ function encodeMeta(s: QueueState, leased: number): Buffer {
   return b;
 }
 
-function encodeLease(l: Lease): Buffer {
+export function encodeLease(l: Lease): Buffer {
   const b = Buffer.allocUnsafe(12);
   b.writeDoubleBE(l.deadline, 0);
   b.writeUInt32BE(l.deliveries, 8);
   return b;
 }
 
-function msgKey(name: string, pos: number): Buffer {
+export function msgKey(name: string, pos: number): Buffer {
   const n = name.length; // a byte string: one char a byte
   const k = Buffer.allocUnsafe(n + 6);
   k.writeUInt16BE(n, 0);
@@ -75,22 +76,22 @@ function msgKey(name: string, pos: number): Buffer {
   return k;
 }
 
-const keyRange = (name: string) => ({ start: msgKey(name, 0), end: msgKey(name, LAST_POS) });
+export const keyRange = (name: string) => ({ start: msgKey(name, 0), end: msgKey(name, LAST_POS) });
 
 /** For writes whose failure the operation learns from its last write (or its transaction): their
  * own rejection must not go unhandled, which would end the process. */
-function quiet(p: Promise<unknown>): void {
+export function quiet(p: Promise<unknown>): void {
   p.catch(() => {});
 }
 
 /** A queue as operations see it: its ring state and its leases. */
-interface Queue {
+export interface Queue {
   s: QueueState;
   leases: LeaseTable;
 }
 
 /** One operation on one queue: reads, and records what must be written. */
-class Draft {
+export class Draft {
   changed = false;
   readonly stored: Array<[number, Buffer]> = [];
   readonly leased = new Set<number>();
@@ -116,18 +117,18 @@ class Draft {
     this.changed = true;
   }
 }
-type Plan<T> = (d: Draft) => T;
+export type Plan<T> = (d: Draft) => T;
 
-export class LmdbStore implements Store {
+export class LmdbCore implements CoreStore {
   readonly syncMode: SyncMode;
-  private readonly env: RootDatabase;
-  private readonly meta: Database<Buffer, Buffer>;
-  private readonly msg: Database<Buffer, Buffer>;
-  private readonly lease: Database<Buffer, Buffer>;
+  protected readonly env: RootDatabase;
+  protected readonly meta: Database<Buffer, Buffer>;
+  protected readonly msg: Database<Buffer, Buffer>;
+  protected readonly lease: Database<Buffer, Buffer>;
   private readonly release: (() => void) | undefined;
   /** Exclusive mode: every queue's state including queued writes, and messages not yet committed. */
-  private readonly cache: Map<string, Queue> | undefined;
-  private readonly uncommitted = new Map<string, Buffer>();
+  protected readonly cache: Map<string, Queue> | undefined;
+  protected readonly uncommitted = new Map<string, Buffer>();
   private writeError: StoreError | undefined;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
@@ -181,7 +182,7 @@ export class LmdbStore implements Store {
     });
   }
 
-  private failed(err: unknown): StoreError {
+  protected failed(err: unknown): StoreError {
     // lmdb-js rejects a separate promise with the cause (e.g. ENOSPC); handled here, it carries it.
     const cause = (err as { commitError?: Promise<unknown> }).commitError;
     cause?.catch(() => {});
@@ -192,7 +193,7 @@ export class LmdbStore implements Store {
   }
 
   /** A queue's state as stored (or as the current write transaction sees it). */
-  private load(name: string): Queue {
+  protected load(name: string): Queue {
     const { s, leased } = decodeMeta(this.meta.get(Buffer.from(name, 'latin1')));
     const leases = new LeaseTable();
     if (leased > 0) {
@@ -213,7 +214,7 @@ export class LmdbStore implements Store {
     return this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(d.q.s, d.q.leases.size));
   }
 
-  private run<T>(name: string, plan: Plan<T>): Promise<T> {
+  protected run<T>(name: string, plan: Plan<T>): Promise<T> {
     if (!this.cache) {
       return this.env
         .transaction(() => {
@@ -256,7 +257,7 @@ export class LmdbStore implements Store {
 
   /** Reads outside a write transaction use lmdb-js's shared read snapshot, renewed once per event
    * loop turn; renewing it here lets a read see a commit another worker process made a moment ago. */
-  private current(name: string): Queue {
+  protected current(name: string): Queue {
     const cached = this.cache?.get(name);
     if (cached) return cached;
     this.env.resetReadTxn();
@@ -302,19 +303,6 @@ export class LmdbStore implements Store {
     });
   }
 
-  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    return this.run(name, (d) => {
-      const held = d.q.leases.get(pos);
-      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
-      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
-      return true;
-    });
-  }
-
-  async nextExpiry(name: string): Promise<number | undefined> {
-    return this.current(name).leases.nextDeadline();
-  }
-
   maxqueue(name: string, num: number): Promise<boolean> {
     return this.run(name, (d) => {
       if (!canSetMaxqueue(d.q.s, num)) return false;
@@ -333,39 +321,6 @@ export class LmdbStore implements Store {
     if (pending) return pending;
     this.env.resetReadTxn();
     return this.msg.get(msgKey(name, pos)) ?? null;
-  }
-
-  async range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>> {
-    const out: Array<{ pos: number; message: Buffer }> = [];
-    this.env.resetReadTxn();
-    for (let p = pos; p < pos + num && p <= LAST_POS; p++) {
-      const message = this.uncommitted.get(`${p}:${name}`) ?? this.msg.get(msgKey(name, p));
-      if (message) out.push({ pos: p, message });
-    }
-    return out;
-  }
-
-  async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
-    const wanted = (name: string) => name.startsWith(prefix) && name > after;
-    const initial = (s: QueueStatus) => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
-    const found = new Map<string, QueueStatus>();
-    this.env.resetReadTxn();
-    const start = Buffer.from(after >= prefix ? after : prefix, 'latin1');
-    for (const { key, value } of this.meta.getRange({ start })) {
-      const name = key.toString('latin1');
-      if (!name.startsWith(prefix) && name > prefix) break;
-      if (!wanted(name)) continue;
-      const { s, leased } = decodeMeta(value);
-      if (!initial({ ...s, leased })) found.set(name, { ...s, leased });
-      if (found.size >= limit) break;
-    }
-    // Queues changed in memory: their state is newer, and a new one may not be committed yet.
-    for (const [name, q] of this.cache ?? []) if (wanted(name)) found.set(name, { ...q.s, leased: q.leases.size });
-    return [...found]
-      .filter(([, s]) => !initial(s))
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .slice(0, limit)
-      .map(([name, status]) => ({ name, status }));
   }
 
   async reset(name: string): Promise<void> {
@@ -397,29 +352,6 @@ export class LmdbStore implements Store {
       }
     }
     await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
-  }
-
-  async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
-    this.env.resetReadTxn();
-    for (const { key, value } of this.msg.getRange(keyRange(name))) yield { pos: key.readUInt32BE(key.length - 4), message: value };
-  }
-
-  async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
-    return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
-  }
-
-  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
-    await this.env
-      .transaction(() => {
-        for (const m of r.messages ?? []) quiet(this.msg.put(msgKey(name, m.pos), m.message));
-        for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
-        if (r.state) {
-          const held = r.leases?.length ?? this.load(name).leases.size;
-          quiet(this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(r.state, held)));
-        }
-      })
-      .catch((err) => Promise.reject(this.failed(err)));
-    this.cache?.delete(name);
   }
 
   async check(): Promise<void> {

@@ -28,9 +28,10 @@ export interface Delivery {
  * and `queue/leases.ts`; the server never combines two calls into one command, so any engine that
  * can run a small transaction (LMDB, a Redis script) fits. Queue names are byte strings (latin1,
  * one char a byte). A resolved promise from a mutating call means the change is as durable as the
- * store's sync mode promises.
+ * store's sync mode promises. `CoreStore` is what the reference protocol needs; `Store` adds what
+ * the extensions, export and import need.
  */
-export interface Store {
+export interface CoreStore {
   /** Stores a message at the next position; resolves to that position, or 0 when full. */
   put(name: string, message: Buffer): Promise<number>;
   /** Stores messages in order, all in one commit, as many as fit; resolves to their positions. */
@@ -40,25 +41,33 @@ export interface Store {
   get(name: string, leaseMs?: number): Promise<Delivery | null>;
   /** Up to `max` messages in one operation, as `max` gets would hand them out. */
   getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]>;
-  /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
-   * there is no lease at `pos`, or `token` is given and names another grant (`leaseToken`). */
-  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean>;
-  /** When the queue's next lease ends (ms since the epoch), if any is held. */
-  nextExpiry(name: string): Promise<number | undefined>;
   status(name: string): Promise<QueueStatus>;
   /** The message stored at `pos` (read or not), or null when there is none. */
   view(name: string, pos: number): Promise<Buffer | null>;
-  /** The stored messages at positions pos..pos+num-1 (read or not), in order. */
-  range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>>;
-  /** Queues that hold state, in byte order of their names: those starting with `prefix`,
-   * after the name `after`, at most `limit`. */
-  list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>>;
   /** Positions and maxqueue back to their defaults, stored messages and leases deleted. */
   reset(name: string): Promise<void>;
   /** Sets maxqueue when the ring rules allow it; resolves to whether it did. */
   maxqueue(name: string, num: number): Promise<boolean>;
   /** Seconds between flushes in 'interval' mode (kept, but unused, in 'durable' mode). */
   setSyncInterval(seconds: number): void;
+  /** Rejects with a StoreError when the store cannot serve (it cannot be read, or its last write failed). */
+  check(): Promise<void>;
+  readonly syncMode: SyncMode;
+  /** Flushes and closes; safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface Store extends CoreStore {
+  /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
+   * there is no lease at `pos`, or `token` is given and names another grant (`leaseToken`). */
+  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean>;
+  /** When the queue's next lease ends (ms since the epoch), if any is held. */
+  nextExpiry(name: string): Promise<number | undefined>;
+  /** The stored messages at positions pos..pos+num-1 (read or not), in order. */
+  range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>>;
+  /** Queues that hold state, in byte order of their names: those starting with `prefix`,
+   * after the name `after`, at most `limit`. */
+  list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>>;
   /** Every stored message of a queue (read or not), for export; position order where the store
    * keeps one. Streams: memory stays flat however many there are. */
   dump(name: string): AsyncIterable<{ pos: number; message: Buffer }>;
@@ -67,11 +76,6 @@ export interface Store {
   /** Writes records as they are, for import: stored messages, then (last) the queue's state and
    * its leases. No queue rule is applied; the importer checks what it writes. */
   restore(name: string, records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void>;
-  /** Rejects with a StoreError when the store cannot serve (it cannot be read, or its last write failed). */
-  check(): Promise<void>;
-  readonly syncMode: SyncMode;
-  /** Flushes and closes; safe to call twice. */
-  close(): Promise<void>;
 }
 
 /** A failure of the storage engine itself (disk full, I/O error), as opposed to a queue rule. */

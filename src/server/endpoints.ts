@@ -1,0 +1,42 @@
+/**
+ * The paths beside the queue protocol: `/healthz`, `/metrics` and `/dashboard`. Every other path
+ * is the queue protocol, as in the reference.
+ */
+import { dashboard, type ServerFacts } from '../dashboard/index.js';
+import type { Store } from '../store/store.js';
+import type { HttpReply } from './http.js';
+import type { ServerMetrics } from './server.js';
+
+export interface EndpointContext {
+  store: Store;
+  /** /metrics answers 404 without it. */
+  metrics?: ServerMetrics | undefined;
+  /** No dashboard without them. */
+  facts?: (() => ServerFacts) | undefined;
+  /** Whether `auth=` is the password (always true when the server has none). */
+  authorized(auth: string | undefined): boolean;
+}
+
+const TEXT = 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n';
+
+export const isEndpoint = (path: string): boolean => path === '/healthz' || path === '/metrics' || path.startsWith('/dashboard');
+
+/** Answers one of those paths, or undefined to let the queue protocol answer (as it does for any
+ * path the server does not serve here). */
+export function createEndpoints(ctx: EndpointContext): (path: string, auth: string | undefined) => Promise<HttpReply | undefined> {
+  return async (path, auth) => {
+    if (path === '/healthz') {
+      try {
+        await ctx.store.check();
+        return { status: 200, head: TEXT, body: 'OK\n' };
+      } catch (err) {
+        return { status: 503, head: TEXT, body: `${(err as Error).message}\n` };
+      }
+    }
+    if (path.startsWith('/dashboard') && ctx.facts) return dashboard(path, ctx.authorized(auth), ctx.facts);
+    if (path !== '/metrics' || !ctx.metrics) return undefined;
+    if (!ctx.authorized(auth)) return { status: 401, head: TEXT, body: 'This server needs auth= for /metrics too\n' };
+    const body = Buffer.from(await ctx.metrics.render());
+    return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-cache\r\n', body };
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * The LMDB store with what the extensions, export and import need on top of the core in
+ * `lmdb.ts`: lease settling, ranges and lists of queues, and the raw records for export and
+ * import. Every change still goes through the core's `run`, so the same rules, order and
+ * durability apply.
+ */
+import { leaseToken, type Lease } from '../queue/leases.js';
+import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
+import { decodeMeta, encodeLease, encodeMeta, keyRange, LAST_POS, LmdbCore, msgKey, quiet } from './lmdb.js';
+import type { QueueStatus, Store } from './store.js';
+
+export type { LmdbOptions } from './lmdb.js';
+
+export class LmdbStore extends LmdbCore implements Store {
+  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
+    return this.run(name, (d) => {
+      const held = d.q.leases.get(pos);
+      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
+      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
+      return true;
+    });
+  }
+
+  async nextExpiry(name: string): Promise<number | undefined> {
+    return this.current(name).leases.nextDeadline();
+  }
+
+  async range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>> {
+    const out: Array<{ pos: number; message: Buffer }> = [];
+    this.env.resetReadTxn();
+    for (let p = pos; p < pos + num && p <= LAST_POS; p++) {
+      const message = this.uncommitted.get(`${p}:${name}`) ?? this.msg.get(msgKey(name, p));
+      if (message) out.push({ pos: p, message });
+    }
+    return out;
+  }
+
+  async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    const wanted = (name: string) => name.startsWith(prefix) && name > after;
+    const initial = (s: QueueStatus) => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
+    const found = new Map<string, QueueStatus>();
+    this.env.resetReadTxn();
+    const start = Buffer.from(after >= prefix ? after : prefix, 'latin1');
+    // Queues in memory: their state is newer than the committed one (a reset one may still have its
+    // record), and a new one may not be committed yet, so it is added after the scan.
+    const newer = (name: string): QueueStatus | undefined => {
+      const q = this.cache?.get(name);
+      return q && { ...q.s, leased: q.leases.size };
+    };
+    for (const { key, value } of this.meta.getRange({ start })) {
+      const name = key.toString('latin1');
+      if (!name.startsWith(prefix) && name > prefix) break;
+      if (!wanted(name)) continue;
+      const { s, leased } = decodeMeta(value);
+      const status = newer(name) ?? { ...s, leased };
+      if (!initial(status)) found.set(name, status);
+      if (found.size >= limit) break;
+    }
+    for (const name of this.cache?.keys() ?? []) if (wanted(name)) found.set(name, newer(name)!);
+    return [...found]
+      .filter(([, s]) => !initial(s))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, limit)
+      .map(([name, status]) => ({ name, status }));
+  }
+
+  async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
+    this.env.resetReadTxn();
+    for (const { key, value } of this.msg.getRange(keyRange(name))) yield { pos: key.readUInt32BE(key.length - 4), message: value };
+  }
+
+  async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
+    return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
+  }
+
+  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
+    await this.env
+      .transaction(() => {
+        for (const m of r.messages ?? []) quiet(this.msg.put(msgKey(name, m.pos), m.message));
+        for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
+        if (r.state) {
+          const held = r.leases?.length ?? this.load(name).leases.size;
+          quiet(this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(r.state, held)));
+        }
+      })
+      .catch((err) => Promise.reject(this.failed(err)));
+    this.cache?.delete(name);
+  }
+}
