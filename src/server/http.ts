@@ -6,7 +6,8 @@
  *
  * What it does: keep-alive (1.1 by default, 1.0 on request), pipelining (one request at a time
  * per connection, in order), Content-Length and chunked bodies with a size limit,
- * `Expect: 100-continue`, and time limits for idle connections, slow headers and slow bodies.
+ * `Expect: 100-continue`, replies to a client that half-closed after its requests, and time
+ * limits for idle connections, slow headers and slow bodies.
  * What it refuses: malformed request lines or headers (400), headers over the limit (431),
  * bodies over the limit (413), Content-Length together with Transfer-Encoding and any transfer
  * coding but chunked (400/501, to rule out request smuggling). Every refusal closes the
@@ -87,6 +88,8 @@ class Connection {
   /** A request is being handled, or its reply waits for the client to read what we sent. */
   busy = false;
   closing = false;
+  /** The client half-closed: it sends no more, but may still read the replies it is owed. */
+  private ended = false;
   private pumping = false;
   private watcher: { signal: AbortSignal; abort: () => void } | undefined;
 
@@ -100,6 +103,7 @@ class Connection {
     socket.setTimeout(opts.keepAliveMs);
     socket.on('timeout', () => this.onTimeout());
     socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
   }
 
@@ -119,6 +123,15 @@ class Connection {
     // Read while a watched request waits, but only as much as one request's headers may take.
     if (this.busy && this.pending.length > this.opts.maxHeaderBytes) this.socket.pause();
     this.pump();
+  }
+
+  /** Requests already received are answered, then the connection closes. A long poll answers at
+   * once, as if its time were up: a client that went away entirely looks the same from here, and
+   * must not take a message with it. */
+  private onEnd(): void {
+    this.ended = true;
+    this.watcher?.abort();
+    if (!this.busy && !this.closing) this.finish();
   }
 
   private gone(): AbortSignal {
@@ -321,6 +334,7 @@ class Connection {
   private next(): void {
     this.busy = false;
     this.pump();
+    if (this.ended && !this.busy && !this.closing) this.finish();
   }
 
   /** Refuses the request in progress with a one-line reason, then closes. */
@@ -354,7 +368,8 @@ export interface HttpServer {
 export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServer {
   const open = new Set<Connection>();
   let shuttingDown = false;
-  const server = net.createServer((socket) => {
+  // Half-open: a client may send its request, shut down its sending side and still read the reply.
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     const conn = new Connection(socket, handler, opts, () => shuttingDown);
     open.add(conn);
     socket.once('close', () => open.delete(conn));
