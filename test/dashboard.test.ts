@@ -119,6 +119,28 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('tells apart and acts on queues whose names are not UTF-8', async () => {
+    // Two names whose bytes differ but read the same as UTF-8 (each invalid byte becomes U+FFFD).
+    const put1 = (raw: string, data: string) => request(server.port, 'GET', `/?name=${raw}&opt=put&data=${data}`);
+    await put1('%FFbin', 'first');
+    for (const m of ['x', 'y']) await put1('%FEbin', m);
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    const rows = page.locator('tr[data-queue="\uFFFDbin"]');
+    await rows.nth(1).waitFor();
+    const counts = await rows.locator('td.unread').allTextContents();
+    assert.deepEqual([...counts].sort(), ['1', '2']);
+    await rows.nth(counts.indexOf('2')).locator('a').click();
+    await page.waitForFunction(() => document.querySelector('#queue-unread')?.textContent === '2');
+    assert.deepEqual(await page.locator('#messages td.msg').allTextContents(), ['x', 'y']);
+    await page.fill('#put-input', 'z');
+    await page.click('#put-button');
+    await page.waitForFunction(() => document.querySelector('#queue-unread')?.textContent === '3');
+    assert.equal((await request(server.port, 'GET', '/?name=%FEbin&opt=view&pos=3')).body.toString(), 'z');
+    assert.match((await request(server.port, 'GET', '/?name=%FFbin&opt=status_json')).body.toString(), /"putpos":1,/);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('reads well on a phone', async () => {
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { width: 390, height: 844 });
     await page.locator('tr[data-queue="orders"]').waitFor();

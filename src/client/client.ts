@@ -32,6 +32,8 @@ export interface QueueStatus {
   getlap: number;
   unread: number;
   leased: number;
+  /** From `list`, for a name whose bytes are not UTF-8: those bytes, base64 (`name` lost some). */
+  name64?: string;
 }
 
 /** A message handed out by get or mget. */

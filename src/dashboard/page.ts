@@ -92,11 +92,19 @@ function el(tag, props = {}, ...children) {
 
 class AuthNeeded extends Error {}
 
+/** A queue as the page knows it: its name read as UTF-8 and, when that reading loses bytes, the
+ * bytes themselves (name64, from opt=list). The key tells queues apart; param addresses one. */
+const keyOf = (ref) => (ref.name64 ? 'b ' + ref.name64 : 'q ' + ref.name);
+const param = (ref) => ref.name64 ? Array.from(atob(ref.name64), (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join('') : encodeURIComponent(ref.name);
+
+/** Values are strings, or queue references (for name and after). */
 async function api(query, { admin = false, method = 'GET', body } = {}) {
-  const q = new URLSearchParams(query);
+  const q = new URLSearchParams();
+  const refs = [];
+  for (const [k, v] of Object.entries(query)) if (typeof v === 'string') q.set(k, v); else refs.push(k + '=' + param(v));
   const pass = admin && adminAuth ? adminAuth : auth;
   if (pass) q.set('auth', pass);
-  const r = await fetch('/?' + q.toString(), { method, body, cache: 'no-store' });
+  const r = await fetch('/?' + [...refs, q.toString()].join('&'), { method, body, cache: 'no-store' });
   const text = await r.text();
   if (text === 'HTTPSQS_AUTH_FAILED') throw new AuthNeeded(admin ? 'admin' : 'user');
   return text;
@@ -109,11 +117,11 @@ async function json(query) {
 
 async function loadAll() {
   const all = [];
-  for (let after = ''; ;) {
+  for (let after = null; ;) {
     const page = await json({ opt: 'list', limit: '1000', ...(after ? { after } : {}) });
     all.push(...page);
     if (page.length < 1000) break;
-    after = page[page.length - 1].name;
+    after = page[page.length - 1];
   }
   return all;
 }
@@ -136,17 +144,17 @@ function record(list) {
   const t = Date.now();
   const seen = new Set();
   for (const q of list) {
-    seen.add(q.name);
-    const h = history.get(q.name) ?? [];
+    seen.add(keyOf(q));
+    const h = history.get(keyOf(q)) ?? [];
     h.push({ t, putpos: q.putpos, getpos: q.getpos, maxqueue: q.maxqueue });
     if (h.length > HISTORY) h.shift();
-    history.set(q.name, h);
+    history.set(keyOf(q), h);
   }
-  for (const name of history.keys()) if (!seen.has(name)) history.delete(name);
+  for (const key of history.keys()) if (!seen.has(key)) history.delete(key);
 }
 
-function latest(name) {
-  const r = rates(history.get(name) ?? []);
+function latest(ref) {
+  const r = rates(history.get(keyOf(ref)) ?? []);
   return r.length ? r[r.length - 1] : { put: 0, get: 0 };
 }
 
@@ -180,7 +188,7 @@ function chart(series, height = 120, small = false) {
 
 function totals() {
   const sum = { unread: 0, leased: 0, put: 0, get: 0 };
-  for (const q of queues) { sum.unread += q.unread; sum.leased += q.leased; const r = latest(q.name); sum.put += r.put; sum.get += r.get; }
+  for (const q of queues) { sum.unread += q.unread; sum.leased += q.leased; const r = latest(q); sum.put += r.put; sum.get += r.get; }
   return sum;
 }
 
@@ -206,7 +214,7 @@ function card(k, v, id) { return el('div', { class: 'card' }, el('div', { class:
 function renderOverview() {
   const t = totals();
   const filtered = queues.filter((q) => q.name.toLowerCase().includes(view.search.toLowerCase()));
-  const key = { name: (q) => q.name, unread: (q) => q.unread, leased: (q) => q.leased, put: (q) => latest(q.name).put, get: (q) => latest(q.name).get, putpos: (q) => q.putpos, getpos: (q) => q.getpos, maxqueue: (q) => q.maxqueue }[view.sort];
+  const key = { name: (q) => q.name, unread: (q) => q.unread, leased: (q) => q.leased, put: (q) => latest(q).put, get: (q) => latest(q).get, putpos: (q) => q.putpos, getpos: (q) => q.getpos, maxqueue: (q) => q.maxqueue }[view.sort];
   filtered.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : a.name < b.name ? -1 : 1) * (view.asc ? 1 : -1); });
   const pages = Math.max(1, Math.ceil(filtered.length / view.size));
   view.page = Math.min(view.page, pages - 1);
@@ -224,11 +232,11 @@ function renderOverview() {
       el('div', { class: 'toolbar' }, search, el('span', { class: 'legend', text: filtered.length.toLocaleString('en') + ' of ' + queues.length.toLocaleString('en') + ' queues' })),
       el('div', { style: 'overflow-x:auto' }, el('table', { id: 'queues' },
         el('thead', {}, el('tr', {}, head('Queue', 'name'), head('Unread', 'unread'), head('Leased', 'leased'), head('Put pos', 'putpos', 'wide'), head('Get pos', 'getpos', 'wide'), el('th', { class: 'wide', text: 'Laps' }), head('Maxqueue', 'maxqueue', 'wide'), head('Puts/s', 'put'), head('Gets/s', 'get'), el('th', { text: 'Rates' }))),
-        el('tbody', {}, ...rows.map((q) => { const r = latest(q.name); return el('tr', { 'data-queue': q.name },
-          el('td', { class: 'name' }, el('a', { class: 'q', href: '#/q/' + encodeURIComponent(q.name), text: q.name })),
+        el('tbody', {}, ...rows.map((q) => { const r = latest(q); return el('tr', { 'data-queue': q.name },
+          el('td', { class: 'name' }, el('a', { class: 'q', href: q.name64 ? '#/b/' + encodeURIComponent(q.name64) : '#/q/' + encodeURIComponent(q.name), text: q.name })),
           el('td', { class: 'unread', text: q.unread.toLocaleString('en') }), el('td', { text: q.leased }),
           el('td', { class: 'wide', text: q.putpos }), el('td', { class: 'wide', text: q.getpos }), el('td', { class: 'wide', text: q.putlap + '/' + q.getlap }), el('td', { class: 'wide', text: q.maxqueue.toLocaleString('en') }),
-          el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(rates(history.get(q.name) ?? []).slice(-60), 24, true))); })))),
+          el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(rates(history.get(keyOf(q)) ?? []).slice(-60), 24, true))); })))),
       el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { view.page--; render(); }, ...(view.page === 0 ? { disabled: '' } : {}) }, '‹ Prev'), 'page ' + (view.page + 1) + ' of ' + pages, el('button', { class: 'secondary', onclick: () => { view.page++; render(); }, ...(view.page >= pages - 1 ? { disabled: '' } : {}) }, 'Next ›'))),
   );
   if (typing) { search.focus(); search.setSelectionRange(typing[0], typing[1]); }
@@ -240,8 +248,9 @@ function b64text(s) {
 }
 
 let notice = null;
-async function renderQueue(name) {
-  const s = queues.find((q) => q.name === name) ?? (await json({ name, opt: 'status_json' }));
+async function renderQueue(ref) {
+  const name = ref;
+  const s = queues.find((q) => keyOf(q) === keyOf(ref)) ?? (await json({ name, opt: 'status_json' }));
   const leased = s.leased ?? 0;
   const first = msgPage ?? Math.max(1, s.getpos - 4);
   const msgs = await json({ name, opt: 'view', pos: String(first), num: '20', encoding: 'base64' });
@@ -256,12 +265,12 @@ async function renderQueue(name) {
   app.replaceChildren(
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
-    el('div', { class: 'cards' }, card('queue', name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased)), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
-    el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(rates(history.get(name) ?? []))),
+    el('div', { class: 'cards' }, card('queue', ref.name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased)), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
+    el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(rates(history.get(keyOf(ref)) ?? []))),
     el('div', { class: 'panel' }, el('h2', { text: 'Actions' }),
       el('div', { class: 'toolbar' }, putInput, el('button', { id: 'put-button', onclick: () => act('put', () => api({ name, opt: 'put' }, { method: 'POST', body: encodeURIComponent(putInput.value || 'test message') })) }, 'Put message')),
       el('div', { class: 'toolbar' }, maxInput, el('button', { id: 'maxqueue-button', onclick: () => act('maxqueue', () => api({ name, opt: 'maxqueue', num: maxInput.value }, { admin: true })) }, 'Set maxqueue')),
-      el('div', { class: 'toolbar' }, el('button', { class: 'danger', id: 'reset-button', onclick: () => { if (confirm('Reset queue "' + name + '"? Every message in it is deleted.')) act('reset', () => api({ name, opt: 'reset' }, { admin: true })); } }, 'Reset queue…'))),
+      el('div', { class: 'toolbar' }, el('button', { class: 'danger', id: 'reset-button', onclick: () => { if (confirm('Reset queue "' + ref.name + '"? Every message in it is deleted.')) act('reset', () => api({ name, opt: 'reset' }, { admin: true })); } }, 'Reset queue…'))),
     el('div', { class: 'panel' }, el('h2', { text: 'Messages by position' }),
       el('table', { id: 'messages' }, el('thead', {}, el('tr', {}, el('th', { text: 'Pos' }), el('th', { text: 'State' }), el('th', { style: 'text-align:left', text: 'Message' }))),
         el('tbody', {}, ...(msgs.length ? msgs.map((m) => el('tr', { class: isUnread(m.pos) ? 'unread' : 'read' }, el('td', { text: m.pos }), el('td', {}, el('span', { class: 'tag ' + (isUnread(m.pos) ? 'unread' : 'read'), text: isUnread(m.pos) ? 'unread' : 'read' })), el('td', { class: 'msg', text: b64text(m.data).slice(0, 500) }))) : [el('tr', {}, el('td', { colspan: '3', class: 'legend', text: 'No stored messages at positions ' + first + '–' + (first + 19) }))]))),
@@ -285,7 +294,14 @@ function showLogin() {
   input.focus();
 }
 
-function route() { const m = /^#\/q\/(.*)$/.exec(location.hash); return m ? decodeURIComponent(m[1]) : null; }
+/** The queue the page shows: #/q/<name>, or #/b/<name64> for a name that is not UTF-8. */
+function route() {
+  const m = /^#\/([qb])\/(.*)$/.exec(location.hash);
+  if (!m) return null;
+  if (m[1] === 'q') return { name: decodeURIComponent(m[2]) };
+  const name64 = decodeURIComponent(m[2]);
+  return queues.find((q) => q.name64 === name64) ?? { name: b64text(name64), name64 };
+}
 
 async function render() {
   const q = route();

@@ -4,6 +4,7 @@
  * batches (`mput`, `mget`, `view` with `num`) and listing (`list`). Same reply style as the
  * reference: HTTP 200, `HTTPSQS_*` tokens for outcomes and errors; lists of things come as JSON.
  */
+import { isUtf8 } from 'node:buffer';
 import { atoi, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
@@ -72,6 +73,13 @@ function encodingOf(p: Params): Encoding | undefined {
 }
 
 const encode = (m: Buffer, enc: Encoding) => (enc === 'base64' ? `"${m.toString('base64')}"` : JSON.stringify(m.toString('utf8')));
+/** A list entry: `name` is the name read as UTF-8; when its bytes are not UTF-8 that reading
+ * loses some, and `name64` carries them (base64), to address the queue and to page after it. */
+function listed(name: string, object: string): string {
+  const bytes = Buffer.from(name, 'latin1');
+  return isUtf8(bytes) ? object : `${object.slice(0, -1)},"name64":"${bytes.toString('base64')}"}`;
+}
+
 const json = (body: string): Answer => ({ body: Buffer.from(`${body}\n`), json: true });
 
 export function createExtensions(ctx: ExtensionContext) {
@@ -166,7 +174,7 @@ export function createExtensions(ctx: ExtensionContext) {
     const limit = optional(p, 'limit', 1, MAX_BATCH, 100);
     if (Number.isNaN(limit)) return { body: R.ERROR };
     const queues = await store.list(p.extra?.get('prefix') ?? '', p.extra?.get('after') ?? '', limit);
-    return json(`[${queues.map((q) => R.statusObject(q.name, q.status, q.status.leased)).join(',')}]`);
+    return json(`[${queues.map((q) => listed(q.name, R.statusObject(q.name, q.status, q.status.leased))).join(',')}]`);
   }
 
   /** Answers a request `isExtension` accepted (`list` needs no `name`; the others have one). */
