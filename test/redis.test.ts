@@ -131,6 +131,8 @@ describe('--redis-wait', { skip }, () => {
       }
       assert.equal(await get(server.port, '/?name=w&opt=put&data=alone'), 'HTTPSQS_PUT_ERROR');
       assert.match(server.stderr(), /only 0 of 1 replicas confirmed it in time/);
+      // What changed nothing waits for no replica: a get of an empty queue answers as usual.
+      assert.equal(await get(server.port, '/?name=empty&opt=get'), 'HTTPSQS_GET_END');
     } finally {
       await server.stop();
       cleanup(server.dir);

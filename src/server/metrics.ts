@@ -209,6 +209,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
           );
         };
       }
+      // A reset queue starts its counters again (Prometheus reads a drop as a counter reset), and a
+      // server with many short-lived queues does not keep a series for each one it ever saw.
+      const reset = timed.reset;
+      timed.reset = (name) => reset(name).then(() => void queues.delete(name));
       return timed;
     },
     onRequest(opt, seconds) {

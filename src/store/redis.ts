@@ -162,7 +162,6 @@ export class RedisStore implements Store {
   private readonly scripts: Record<'put' | 'get' | 'settle' | 'maxqueue' | 'status', Script>;
   private waker: ((name: string, count: number) => void) | undefined;
   private closing: Promise<void> | undefined;
-  private lastError: StoreError | undefined;
 
   constructor(private readonly opts: RedisStoreOptions) {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
@@ -213,7 +212,7 @@ export class RedisStore implements Store {
   }
 
   private failed(err: unknown): never {
-    throw (this.lastError = new StoreError(`Redis: ${(err as Error).message}`, { cause: err }));
+    throw new StoreError(`Redis: ${(err as Error).message}`, { cause: err });
   }
 
   /** A change is acknowledged once `--redis-wait` replicas have it. */
@@ -235,15 +234,15 @@ export class RedisStore implements Store {
     return node;
   }
 
-  private async run<T>(name: string, f: () => Promise<T>): Promise<T> {
+  /** Runs a write; `changed` tells whether it changed anything (no WAIT for one that did not). */
+  private async run<T>(name: string, f: () => Promise<T>, changed: (r: T) => boolean = () => true): Promise<T> {
     let result: T;
     try {
       result = await f();
     } catch (err) {
       this.failed(err);
     }
-    this.lastError = undefined;
-    return this.replicated(result, name);
+    return changed(result) ? this.replicated(result, name) : result;
   }
 
   /** A queue that now holds state goes into the index for `list` (outside the script: the index
@@ -259,7 +258,7 @@ export class RedisStore implements Store {
   async putMany(name: string, messages: Buffer[]): Promise<number[]> {
     const out = (await this.run(name, () =>
       this.scripts.put(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.channel(name), this.origin, ...messages),
-    )) as number[];
+    (r) => (r as number[]).length > 1)) as number[];
     await this.indexed(name, out[0] === 1);
     return out.slice(1);
   }
@@ -271,7 +270,7 @@ export class RedisStore implements Store {
   async getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]> {
     const flat = (await this.run(name, () =>
       this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, Date.now(), leaseMs ?? 0, max),
-    )) as Array<number | Buffer>;
+    (r) => (r as unknown[]).length > 0)) as Array<number | Buffer>;
     const out: Delivery[] = [];
     for (let i = 0; i < flat.length; i += 4) {
       const d: Delivery = { pos: flat[i] as number, message: flat[i + 1] as Buffer, deliveries: flat[i + 2] as number };
@@ -283,7 +282,7 @@ export class RedisStore implements Store {
   }
 
   async settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    const done = await this.run(name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''));
+    const done = await this.run(name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''), (r) => r === 1);
     return done === 1;
   }
 
@@ -293,7 +292,7 @@ export class RedisStore implements Store {
   }
 
   async maxqueue(name: string, num: number): Promise<boolean> {
-    const r = (await this.run(name, () => this.scripts.maxqueue(this.key(name, 's'), num))) as number;
+    const r = (await this.run(name, () => this.scripts.maxqueue(this.key(name, 's'), num), (r) => (r as number) > 0)) as number;
     await this.indexed(name, r === 2);
     return r > 0;
   }
@@ -390,7 +389,6 @@ export class RedisStore implements Store {
     if (this.closing) throw new StoreError('the store is closed');
     // Healthy again as soon as Redis answers: a failed write says nothing about the next one.
     await this.redis.ping().catch((err) => this.failed(err));
-    this.lastError = undefined;
   }
 
   setSyncInterval(): void {
