@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { cleanup, request, startServer, type RunningServer } from './helpers.js';
@@ -97,6 +98,29 @@ describe('extensions', () => {
       await sleep(200);
       await call('/?name=lp-gone&opt=put&data=kept');
       assert.equal((await call('/?name=lp-gone&opt=get')).body, 'kept');
+    });
+
+    it('a client that half-closes after its requests still gets every reply; its long poll ends at once, taking nothing', async () => {
+      // As `printf ... | nc -N` does: send, shut down the sending side, read until the server closes.
+      const halfClosed = (data: string) =>
+        new Promise<string>((resolve, reject) => {
+          const sock = net.connect(server.port, '127.0.0.1');
+          const chunks: Buffer[] = [];
+          sock.on('data', (d: Buffer) => chunks.push(d));
+          sock.on('error', reject);
+          sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+          sock.end(data);
+        });
+      const bodies = (raw: string) => raw.split(/HTTP\/1\.1 200 OK\r\n[^]*?\r\n\r\n/).slice(1);
+      assert.deepEqual(bodies(await halfClosed('GET /?name=hc&opt=put&data=one HTTP/1.0\r\n\r\n')), ['HTTPSQS_PUT_OK']);
+      const pipelined = 'GET /?name=hc&opt=put&data=two HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=hc&opt=get HTTP/1.1\r\nHost: x\r\n\r\n';
+      assert.deepEqual(bodies(await halfClosed(pipelined)), ['HTTPSQS_PUT_OK', 'one']);
+      const started = performance.now();
+      assert.deepEqual(bodies(await halfClosed('GET /?name=hc-wait&opt=get&wait=5 HTTP/1.0\r\n\r\n')), ['HTTPSQS_GET_END']);
+      assert.ok(performance.now() - started < 2000);
+      await call('/?name=hc-wait&opt=put&data=kept');
+      assert.equal((await call('/?name=hc-wait&opt=get')).body, 'kept');
+      assert.equal((await call('/?name=hc&opt=get')).body, 'two');
     });
 
     it('a lease that ends wakes a waiter, which gets the message again', async () => {
@@ -245,6 +269,18 @@ describe('extensions', () => {
     for (const l of ['0', '1001', 'x']) assert.equal((await call(`/?opt=list&limit=${l}`)).body, 'HTTPSQS_ERROR');
   });
 
+  it('list gives the bytes of a name that is not UTF-8 as name64, and pages after it', async () => {
+    for (const n of ['nu:%C3%A9', 'nu:%FF', 'nu:%FFz']) await call(`/?name=${n}&opt=put&data=x`);
+    const all = JSON.parse((await call('/?opt=list&prefix=nu:')).body);
+    assert.deepEqual(all.map((q: { name: string; name64?: string }) => [q.name, q.name64]), [
+      ['nu:é', undefined],
+      ['nu:\uFFFD', Buffer.from('nu:\xff', 'latin1').toString('base64')],
+      ['nu:\uFFFDz', Buffer.from('nu:\xffz', 'latin1').toString('base64')],
+    ]);
+    const after = [...Buffer.from(all[1].name64, 'base64')].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('');
+    assert.deepEqual(JSON.parse((await call(`/?opt=list&prefix=nu:&after=${after}`)).body).map((q: { name: string }) => q.name), ['nu:\uFFFDz']);
+  });
+
   it('/healthz answers OK; /metrics counts per queue in the Prometheus text format', async () => {
     assert.deepEqual([(await call('/healthz')).status, (await call('/healthz')).body], [200, 'OK\n']);
     await call('/?name=met&opt=put&data=1');
@@ -264,6 +300,12 @@ describe('extensions', () => {
     assert.match(m.body, /^httpsqs_request_duration_seconds_count\{opt="put"\} \d+$/m);
     assert.match(m.body, /^httpsqs_store_write_seconds_count\{op="put"\} \d+$/m);
     assert.match(m.body, /^httpsqs_long_poll_wait_seconds_count\{outcome="timeout"\} \d+$/m);
+    // A reset forgets the queue's counters.
+    await call('/?name=met&opt=reset');
+    await call('/?name=met&opt=put&data=3');
+    const after = (await call('/metrics')).body;
+    assert.match(after, /^httpsqs_messages_put_total\{queue="met"\} 1$/m);
+    assert.doesNotMatch(after, /^httpsqs_leases_acked_total\{queue="met"\}/m);
   });
 });
 
