@@ -111,13 +111,18 @@ describe('httpsqs-cli', () => {
     cleanup(dir);
   });
 
-  it('leases from the command line: get --lease prints Pos and Lease; ack with them', () => {
+  it('leases from the command line: get --lease prints Pos and Lease; touch extends; ack with the token', () => {
     cli(['put', 'k-lease', 'job']);
     const got = cli(['get', 'k-lease', '--lease', '30']);
     assert.equal(got.stdout, 'job');
     const token = /Lease: (\S+)/.exec(got.stderr)![1]!;
-    assert.equal(cli(['ack', 'k-lease', '1', 'wrong-token']).code, 5);
-    assert.equal(cli(['ack', 'k-lease', '1', token]).code, 0);
+    assert.equal(cli(['touch', 'k-lease', '1', '60', 'wrong-token']).code, 5);
+    const touched = cli(['touch', 'k-lease', '1', '60', token]);
+    assert.equal(touched.code, 0);
+    const renewed = touched.stdout.trim();
+    assert.ok(renewed && renewed !== token);
+    assert.equal(cli(['ack', 'k-lease', '1', token]).code, 5);
+    assert.equal(cli(['ack', 'k-lease', '1', renewed]).code, 0);
   });
 
   it('the server comes from --url, --host/--port or the environment; errors have their codes', async () => {

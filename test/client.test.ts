@@ -149,6 +149,35 @@ describe('HttpsqsClient', () => {
     assert.deepEqual([s.unread, s.leased], [0, 0]);
   });
 
+  it('consume keeps extending the lease of a message whose handler takes longer than the lease', async () => {
+    await q.put('c-slow', 'slow job');
+    let deliveries = 0;
+    const stop = new AbortController();
+    const running = q.consume(
+      'c-slow',
+      async () => {
+        deliveries++;
+        await sleep(2600); // more than twice the lease
+        stop.abort();
+      },
+      { lease: 1, wait: 1, signal: stop.signal },
+    );
+    await sleep(1800);
+    assert.equal((await q.statusJson('c-slow')).leased, 1);
+    assert.equal(await q.get('c-slow'), null); // not handed out again meanwhile
+    await running;
+    assert.equal(deliveries, 1);
+    const s = await q.statusJson('c-slow');
+    assert.deepEqual([s.unread, s.leased], [0, 0]); // acked with the token of the last extension
+    await q.put('c-slow-2', 'x');
+    const m = (await q.get('c-slow-2', { lease: 30 }))!;
+    const token = await q.touch('c-slow-2', m.pos, 60, m.lease);
+    assert.ok(token && token !== m.lease);
+    assert.equal(await q.ack('c-slow-2', m.pos, m.lease), false);
+    assert.equal(await q.ack('c-slow-2', m.pos, token), true);
+    assert.equal(await q.touch('c-slow-2', m.pos, 60, token), null);
+  });
+
   it('consume keeps the client usable while it polls, and stops every worker when one meets an error', async () => {
     const stop = new AbortController();
     const running = q.consume('c-busy', () => {}, { concurrency: 20, wait: 5, signal: stop.signal });

@@ -250,6 +250,24 @@ describe('extensions', () => {
     });
   });
 
+  it('touch extends a running lease and answers with its new token; ack takes the new one', async () => {
+    await call('/?name=touch&opt=put&data=slow');
+    const got = await call('/?name=touch&opt=get&lease=1');
+    const old = got.headers.lease as string;
+    const t = await call(`/?name=touch&opt=touch&pos=1&lease=30&token=${old}`);
+    assert.equal(t.body, 'HTTPSQS_TOUCH_OK');
+    const renewed = t.headers.lease as string;
+    assert.ok(renewed && renewed !== old);
+    await sleep(1300); // the first lease would have run out by now
+    assert.equal((await call('/?name=touch&opt=get')).body, 'HTTPSQS_GET_END');
+    assert.equal((await call(`/?name=touch&opt=ack&pos=1&token=${old}`)).body, 'HTTPSQS_LEASE_NOT_FOUND');
+    assert.equal((await call(`/?name=touch&opt=ack&pos=1&token=${renewed}`)).body, 'HTTPSQS_ACK_OK');
+    assert.equal((await call('/?name=touch&opt=touch&pos=1&lease=30')).body, 'HTTPSQS_LEASE_NOT_FOUND');
+    for (const q of ['pos=1', 'pos=1&lease=0', 'pos=1&lease=86401', 'pos=1&lease=1e3', 'lease=30', 'pos=0&lease=30']) {
+      assert.equal((await call(`/?name=touch&opt=touch&${q}`)).body, 'HTTPSQS_ERROR', q);
+    }
+  });
+
   it('a put with Content-Type application/octet-stream stores the body exactly; others are URL-decoded as before', async () => {
     const raw = Buffer.from('a+b%20c\x00\xff', 'latin1');
     await request(server.port, 'POST', '/?name=octet&opt=put', { body: raw, headers: [['Content-Type', 'application/octet-stream']] });

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LmdbStore } from '../src/store/lmdb-store.js';
 import { RedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/store.js';
@@ -198,6 +199,26 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       assert.equal(await s.settle('t', 1, 'nack', 'nonsense'), false);
       assert.equal(await s.settle('t', 1, 'ack', second!.lease), true);
       assert.equal((await s.get('t'))?.lease, undefined); // a plain get carries none
+      await s.close();
+    });
+
+    it('touch extends a running lease under a new token; an ended or given-back lease cannot be touched', async () => {
+      const s = fresh();
+      await s.putMany('tc', [b('long job'), b('short')]);
+      const job = await s.get('tc', 300);
+      const renewed = await s.touch('tc', 1, 60_000, job!.lease);
+      assert.ok(renewed && renewed !== job!.lease, `new token: ${renewed}`);
+      assert.equal(await s.touch('tc', 1, 60_000, job!.lease), null); // the old token names nothing now
+      assert.equal(await s.touch('tc', 1, 60_000, 'nonsense'), null);
+      await sleep(500); // past the first deadline: still leased
+      assert.equal((await s.get('tc', 300))?.message.toString(), 'short');
+      await sleep(500); // the second lease, not touched, ran out
+      assert.equal(await s.touch('tc', 2, 60_000), null);
+      assert.equal(await s.settle('tc', 1, 'ack', job!.lease), false);
+      assert.equal(await s.settle('tc', 1, 'nack', renewed), true);
+      assert.equal(await s.touch('tc', 1, 60_000), null); // given back: due, not running
+      assert.equal(await s.touch('tc', 3, 60_000), null); // never leased
+      assert.deepEqual((await s.getMany('tc', 5)).map((d) => [d.pos, d.deliveries]), [[1, 2], [2, 2]]);
       await s.close();
     });
 

@@ -284,6 +284,17 @@ program
   .description('give a leased message back (exit code 5 when that lease is not held)')
   .action(async (name: string, pos: string, token?: string) => settle('nack', name, pos, token));
 
+program
+  .command('touch <queue> <pos> <seconds> [token]')
+  .description('extend a running lease to that many seconds from now; prints its new token (exit code 5 when that lease is not held)')
+  .action(async (name: string, pos: string, seconds: string, token?: string) => {
+    await withClient(async (q) => {
+      const renewed = await q.touch(name, whole('<pos>', pos), whole('<seconds>', seconds), token);
+      if (renewed === null) throw new Outcome(EXIT.refused, `no running lease at position ${pos} of ${name}`);
+      console.log(renewed);
+    });
+  });
+
 async function settle(how: 'ack' | 'nack', name: string, pos: string, token?: string): Promise<void> {
   await withClient(async (q) => {
     if (!(await q[how](name, whole('<pos>', pos), token))) throw new Outcome(EXIT.refused, `no such lease at position ${pos} of ${name}`);

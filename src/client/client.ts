@@ -68,7 +68,9 @@ export interface GetOptions {
 export interface ConsumeOptions {
   /** Messages handled at the same time. @default 1 */
   concurrency?: number;
-  /** Seconds a message is leased while its handler runs. @default 60 */
+  /** Seconds a message is leased for. While its handler runs the lease is extended every half of
+   * that, so a long job keeps its message; a consumer that dies lets it come back within that
+   * time. @default 60 */
   lease?: number;
   /** Seconds each long poll waits. @default 20 */
   wait?: number;
@@ -216,6 +218,14 @@ export class HttpsqsClient {
     return this.expect(await this.call({ name, opt: 'nack', pos, token }), 'HTTPSQS_NACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_NACK_OK';
   }
 
+  /** Extends a running lease to `seconds` from now. Resolves to the lease's new token (use it to
+   * ack or nack from now on), or null when that lease no longer runs. */
+  async touch(name: string, pos: number, seconds: number, token?: string): Promise<string | null> {
+    const reply = await this.call({ name, opt: 'touch', pos, lease: seconds, token });
+    if (this.expect(reply, 'HTTPSQS_TOUCH_OK', 'HTTPSQS_LEASE_NOT_FOUND') !== 'HTTPSQS_TOUCH_OK') return null;
+    return String(reply.headers.lease ?? '') || null;
+  }
+
   /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all did). */
   async mput(name: string, messages: Array<string | Uint8Array>): Promise<{ positions: number[]; full: boolean }> {
     const base64 = messages.some((m) => typeof m !== 'string');
@@ -283,15 +293,26 @@ export class HttpsqsClient {
         while (!stop.signal.aborted) {
           const m = await this.poll(name, polling);
           if (!m) continue;
+          // Each extension gives the lease a new token; ack and nack wait for the last one.
+          const lease = o.lease ?? 60;
+          let token = m.lease;
+          let extending = Promise.resolve();
+          const extend = () => {
+            extending = extending.then(() => this.touch(name, m.pos, lease, token).then((t) => void (token = t ?? token), (err: unknown) => o.onError?.(err, m)));
+          };
+          const timer = setInterval(extend, lease * 500);
           let ok = true;
           try {
             await handler(m);
           } catch (err) {
             ok = false;
             o.onError?.(err, m);
+          } finally {
+            clearInterval(timer);
           }
+          await extending;
           // A failed ack or nack leaves the lease to run out: the message comes back then.
-          await (ok ? this.ack(name, m.pos, m.lease) : this.nack(name, m.pos, m.lease)).catch((err: unknown) => o.onError?.(err, m));
+          await (ok ? this.ack(name, m.pos, token) : this.nack(name, m.pos, token)).catch((err: unknown) => o.onError?.(err, m));
         }
       } catch (err) {
         failure ??= err;

@@ -14,6 +14,7 @@ export const ERROR = 'HTTPSQS_ERROR';
 // Extensions (docs/EXTENSIONS.md).
 export const ACK_OK = 'HTTPSQS_ACK_OK';
 export const NACK_OK = 'HTTPSQS_NACK_OK';
+export const TOUCH_OK = 'HTTPSQS_TOUCH_OK';
 export const LEASE_NOT_FOUND = 'HTTPSQS_LEASE_NOT_FOUND';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';

@@ -15,7 +15,7 @@ import type { Waiters } from './waiters.js';
 
 /** Most messages in one mput, mget, view range or list page. */
 export const MAX_BATCH = 1000;
-const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'list']);
+const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'touch', 'list']);
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 export interface Answer {
@@ -170,6 +170,16 @@ export function createExtensions(ctx: ExtensionContext) {
     return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };
   }
 
+  /** Extends a running lease; the answer carries the grant's new token. */
+  async function touch(name: string, p: Params): Promise<Answer> {
+    const pos = whole(p.pos, 1, MAX_POSITION);
+    const lease = whole(p.extra?.get('lease'), 1, MAX_LEASE_SECONDS);
+    if (Number.isNaN(pos) || Number.isNaN(lease)) return { body: R.ERROR };
+    const token = await store.touch(name, pos, lease * 1000, p.extra?.get('token') || undefined);
+    if (token === null) return { body: R.LEASE_NOT_FOUND };
+    return { body: R.TOUCH_OK, head: `Lease: ${token}\r\n` };
+  }
+
   async function list(p: Params): Promise<Answer> {
     const limit = optional(p, 'limit', 1, MAX_BATCH, 100);
     if (Number.isNaN(limit)) return { body: R.ERROR };
@@ -194,6 +204,8 @@ export function createExtensions(ctx: ExtensionContext) {
       case 'ack':
       case 'nack':
         return settle(name, p, p.opt);
+      case 'touch':
+        return touch(name, p);
       default:
         return Promise.resolve({ body: R.ERROR });
     }

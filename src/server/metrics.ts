@@ -94,7 +94,7 @@ class Timings {
 }
 
 /** Store calls that write, timed by `instrument`. */
-const WRITES = ['put', 'putMany', 'get', 'getMany', 'settle', 'reset', 'maxqueue'] as const;
+const WRITES = ['put', 'putMany', 'get', 'getMany', 'settle', 'touch', 'reset', 'maxqueue'] as const;
 
 export interface Metrics extends ServerMetrics {
   registry: Registry;

@@ -21,6 +21,17 @@ export class LmdbStore extends LmdbCore implements Store {
     });
   }
 
+  touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
+    return this.run(name, (d) => {
+      const held = d.q.leases.get(pos);
+      const now = Date.now();
+      if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
+      const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
+      d.lease(pos, lease);
+      return leaseToken(lease);
+    });
+  }
+
   async nextExpiry(name: string): Promise<number | undefined> {
     return this.current(name).leases.nextDeadline();
   }

@@ -113,6 +113,17 @@ else
 end
 return 1`;
 
+// A running lease (deadline after now) gets a new deadline; its new token is returned.
+const TOUCH = `
+local l = redis.call('HGET', KEYS[1], ARGV[1])
+if not l then return false end
+local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
+if tonumber(deadline) <= tonumber(ARGV[3]) then return false end
+if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. deadline then return false end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ':' .. deliveries)
+redis.call('ZADD', KEYS[2], ARGV[4], string.format('%010d', ARGV[1]))
+return deliveries .. '-' .. ARGV[4]`;
+
 const MAXQUEUE = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
 local created = s[1] == false and s[3] == false
@@ -159,7 +170,7 @@ export class RedisStore implements Store {
   private readonly index: Buffer;
   /** Tells this frontend's own publications apart from the others'. */
   private readonly origin = randomBytes(6).toString('hex');
-  private readonly scripts: Record<'put' | 'get' | 'settle' | 'maxqueue' | 'status', Script>;
+  private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'status', Script>;
   private waker: ((name: string, count: number) => void) | undefined;
   private closing: Promise<void> | undefined;
 
@@ -182,6 +193,7 @@ export class RedisStore implements Store {
       put: define('httpsqsPut', 3, PUT),
       get: define('httpsqsGet', 4, GET),
       settle: define('httpsqsSettle', 2, SETTLE),
+      touch: define('httpsqsTouch', 2, TOUCH),
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
       status: define('httpsqsStatus', 2, STATUS),
     };
@@ -284,6 +296,13 @@ export class RedisStore implements Store {
   async settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
     const done = await this.run(name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''), (r) => r === 1);
     return done === 1;
+  }
+
+  async touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
+    const now = Date.now();
+    const args = [this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', now, now + leaseMs] as const;
+    const t = await this.run(name, () => this.scripts.touch(...args), (r) => r !== null);
+    return t === null ? null : (t as Buffer).toString('latin1');
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {
