@@ -357,7 +357,11 @@ export class RedisStore implements Store {
 
   async reset(name: string): Promise<void> {
     await this.run(name, () => this.redis.del(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
-    await this.redis.zrem(this.index, Buffer.from(name, 'latin1')).catch((err) => this.failed(err));
+    const member = Buffer.from(name, 'latin1');
+    await this.redis.zrem(this.index, member).catch((err) => this.failed(err));
+    // A put from another frontend between the DEL and the ZREM found the name still indexed and
+    // left it there for the ZREM to take away: the queue holds state again, so it goes back.
+    if (await this.redis.exists(this.key(name, 's')).catch((err) => this.failed(err))) await this.indexed(name, true);
   }
 
   async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
