@@ -4,7 +4,7 @@
  * waiting for each other, as concurrent requests do, so reads must see writes not yet committed.
  */
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -307,6 +307,25 @@ it('one process: a queue reset but not yet committed does not shorten a page of 
   const reset = s.reset('pg:a');
   assert.deepEqual((await s.list('pg:', '', 2)).map((q) => q.name), ['pg:b', 'pg:c']);
   await reset;
+  await s.close();
+  cleanup(dir);
+});
+
+it('one process: resetting a queue of 200,000 messages takes next to no memory', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const s = new LmdbStore({ path: dir });
+  const message = Buffer.alloc(100, 120);
+  for (let i = 0; i < 200_000; i += 1000) await s.putMany('huge', Array.from({ length: 1000 }, () => message));
+  const anon = () => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+  const before = anon();
+  const reset = s.reset('huge'); // the removals are read and queued before this returns
+  const grew = anon() - before;
+  await reset;
+  assert.ok(grew < 40, `private memory grew by ${grew.toFixed(1)} MiB while queuing the removals`);
+  assert.equal(await s.put('huge', b('fresh')), 1);
+  let left = 0;
+  for await (const _ of s.dump('huge')) left++;
+  assert.equal(left, 1);
   await s.close();
   cleanup(dir);
 });

@@ -325,15 +325,23 @@ export class LmdbCore implements CoreStore {
 
   async reset(name: string): Promise<void> {
     const nameKey = Buffer.from(name, 'latin1');
-    const removeStored = () => {
-      for (const k of Array.from(this.msg.getKeys(keyRange(name)))) quiet(this.msg.remove(k));
-      for (const k of Array.from(this.lease.getKeys(keyRange(name)))) quiet(this.lease.remove(k));
+    // Writes queued together share lmdb-js's promise for their batch: one handler per batch. In a
+    // read snapshot the keys are read as they are removed, so memory stays flat however many
+    // there are; inside a write transaction they are read first.
+    let batch: Promise<unknown> | undefined;
+    const remove = (db: Database<Buffer, Buffer>, k: Buffer) => {
+      const p = db.remove(k);
+      if (p !== batch) quiet((batch = p));
+    };
+    const removeStored = (keys: (it: Iterable<Buffer>) => Iterable<Buffer>) => {
+      for (const k of keys(this.msg.getKeys(keyRange(name)))) remove(this.msg, k);
+      for (const k of keys(this.lease.getKeys(keyRange(name)))) remove(this.lease, k);
     };
     if (!this.cache) {
       return this.env
         .transaction(() => {
           quiet(this.meta.remove(nameKey));
-          removeStored();
+          removeStored(Array.from);
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
@@ -343,7 +351,7 @@ export class LmdbCore implements CoreStore {
     this.env.resetReadTxn();
     // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
     // the removals are queued behind both, and a put after this reset is queued behind them.
-    removeStored();
+    removeStored((it) => it);
     for (const key of this.uncommitted.keys()) {
       const colon = key.indexOf(':');
       if (key.slice(colon + 1) === name) {
