@@ -325,23 +325,25 @@ export class LmdbCore implements CoreStore {
 
   async reset(name: string): Promise<void> {
     const nameKey = Buffer.from(name, 'latin1');
-    // Writes queued together share lmdb-js's promise for their batch: one handler per batch. In a
-    // read snapshot the keys are read as they are removed, so memory stays flat however many
-    // there are; inside a write transaction they are read first.
+    // Writes queued together share lmdb-js's promise for their batch: one handler per batch.
     let batch: Promise<unknown> | undefined;
     const remove = (db: Database<Buffer, Buffer>, k: Buffer) => {
       const p = db.remove(k);
       if (p !== batch) quiet((batch = p));
     };
-    const removeStored = (keys: (it: Iterable<Buffer>) => Iterable<Buffer>) => {
-      for (const k of keys(this.msg.getKeys(keyRange(name)))) remove(this.msg, k);
-      for (const k of keys(this.lease.getKeys(keyRange(name)))) remove(this.lease, k);
+    // Memory stays flat however many there are: from a read snapshot the keys are read as they are
+    // removed; inside the write transaction, where a removal shows at once, a chunk at a time.
+    const removeStored = (inTransaction: boolean) => {
+      for (const db of [this.msg, this.lease]) {
+        if (!inTransaction) for (const k of db.getKeys(keyRange(name))) remove(db, k);
+        else for (let keys; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) keys.forEach((k) => remove(db, k));
+      }
     };
     if (!this.cache) {
       return this.env
         .transaction(() => {
           quiet(this.meta.remove(nameKey));
-          removeStored(Array.from);
+          removeStored(true);
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
@@ -351,7 +353,7 @@ export class LmdbCore implements CoreStore {
     this.env.resetReadTxn();
     // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
     // the removals are queued behind both, and a put after this reset is queued behind them.
-    removeStored((it) => it);
+    removeStored(false);
     for (const key of this.uncommitted.keys()) {
       const colon = key.indexOf(':');
       if (key.slice(colon + 1) === name) {
