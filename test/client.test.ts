@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { AuthError, HttpsqsClient, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
-import { cleanup, freePort, ROOT, startServer, type RunningServer } from './helpers.js';
+import { cleanup, freePort, request, ROOT, startServer, type RunningServer } from './helpers.js';
 
 describe('HttpsqsClient', () => {
   let server: RunningServer;
@@ -123,6 +123,18 @@ describe('HttpsqsClient', () => {
     const names: string[] = [];
     for await (const s of q.queues('c-')) names.push(s.name);
     assert.ok(names.includes('c-lease') && names.includes('c-full'));
+  });
+
+  it('queues() pages past a name that is not UTF-8, by its bytes (name64)', async () => {
+    // 999 ordinary names, then two that are not UTF-8 and sort after them: the 1,000th ends a page.
+    for (let i = 0; i < 999; i += 111) {
+      await Promise.all(Array.from({ length: 111 }, (_, j) => q.put(`pg8:${String(i + j).padStart(4, '0')}`, 'x')));
+    }
+    for (const raw of ['%FF', '%FFz']) await request(server.port, 'GET', `/?name=pg8:${raw}&opt=put&data=x`);
+    const seen: Array<string | undefined> = [];
+    for await (const s of q.queues('pg8:')) seen.push(s.name64);
+    assert.equal(seen.length, 1001);
+    assert.deepEqual(seen.slice(-2), [Buffer.from('pg8:\xff', 'latin1').toString('base64'), Buffer.from('pg8:\xffz', 'latin1').toString('base64')]);
   });
 
   it('consume acks what its handler finished and gives back what it threw on', async () => {

@@ -111,9 +111,9 @@ export class HttpsqsClient {
     this.timeout = options.timeout ?? 10_000;
   }
 
-  private async call(params: Record<string, string | number | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number } = {}): Promise<Reply> {
+  private async call(params: Record<string, string | number | Buffer | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number } = {}): Promise<Reply> {
     let query = '';
-    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${encodeURIComponent(v)}`;
+    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${Buffer.isBuffer(v) ? percentEncode(v) : encodeURIComponent(v)}`;
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
     try {
       const res = await this.pool.request({
@@ -249,18 +249,19 @@ export class HttpsqsClient {
     return found.map((m) => ({ pos: m.pos, body: Buffer.from(m.data, 'base64') }));
   }
 
-  /** One page of queues, in name order. */
-  async list(o: { prefix?: string; after?: string; limit?: number } = {}): Promise<QueueStatus[]> {
+  /** One page of queues, in name order. `after` is a name, or the bytes of one (from `name64`). */
+  async list(o: { prefix?: string; after?: string | Buffer; limit?: number } = {}): Promise<QueueStatus[]> {
     return this.json<QueueStatus[]>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit }));
   }
 
   /** Every queue (starting with `prefix`), page by page. */
   async *queues(prefix?: string): AsyncGenerator<QueueStatus> {
-    for (let after: string | undefined; ; ) {
+    for (let after: string | Buffer | undefined; ; ) {
       const page = await this.list({ prefix, after, limit: 1000 });
       yield* page;
       if (page.length < 1000) return;
-      after = page.at(-1)!.name;
+      const last = page.at(-1)!;
+      after = last.name64 ? Buffer.from(last.name64, 'base64') : last.name;
     }
   }
 
