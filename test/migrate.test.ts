@@ -114,6 +114,20 @@ describe('export and import', () => {
       assert.equal(again.status, 1, 'an import never writes over queues that hold state');
       assert.match(again.stderr, /already holds state here/);
       assert.equal(httpsqs(['import', '--store', store, '--replace', join(dir, 'a.jsonl')]).status, 0);
+      // While a server uses this Redis with this prefix, an import is refused; once it stops, not.
+      // One on another prefix does not count.
+      const frontend = await startServer({ args: ['--store', store] });
+      const elsewhere = await startServer({ args: ['--store', `${redis.url}?prefix=elsewhere:`] });
+      try {
+        const busy = httpsqs(['import', '--store', store, '--replace', join(dir, 'a.jsonl')]);
+        assert.equal(busy.status, 1);
+        assert.match(busy.stderr, /1 httpsqs server\(s\) use this Redis now: stop them before importing/);
+        await frontend.stop();
+        assert.equal(httpsqs(['import', '--store', store, '--replace', join(dir, 'a.jsonl')]).status, 0);
+      } finally {
+        await Promise.all([frontend.stop(), elsewhere.stop()]);
+        [frontend.dir, elsewhere.dir].forEach(cleanup);
+      }
       const fromRedis = httpsqs(['export', '--store', store]);
       assert.equal(fromRedis.status, 0, fromRedis.stderr);
       assert.equal(httpsqs(['import', '-x', join(dir, 'b'), '-'], fromRedis.stdout).status, 0);

@@ -29,7 +29,8 @@ const USAGE = `Usage:
                                               the C server's data: the output of
                                               tcbmgr list -pv -px httpsqs.db   (or -pv, for text-only data)
 -x defaults to ./data. An import never writes over a queue that holds state unless --replace is
-given, and never into the directory of a running server (stop it first; export works while it runs).
+given, and never into the directory of a running server or a Redis that servers use (stop them
+first; export works while they run).
 `;
 
 /** Thrown for anything the user can fix; main prints the message and exits with 1. */
@@ -287,7 +288,16 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
   }
   const store = openStore(values, true);
   // Ready before the input flows: lines read while we wait would be lost.
-  if (store instanceof RedisStore) await store.ready().catch(async (err: Error) => (await store.close(), Promise.reject(err)));
+  if (store instanceof RedisStore) {
+    const running = await store
+      .ready()
+      .then(() => store.frontendsRunning())
+      .catch(async (err: Error) => (await store.close(), Promise.reject(err)));
+    if (running > 0) {
+      await store.close();
+      throw new DataError(`${running} httpsqs server(s) use this Redis now: stop them before importing (export works while they run)`);
+    }
+  }
   const imp = new Importer(store, values.replace ?? false);
   const bar = progress(size, 'messages');
   const input = source === '-' ? process.stdin : createReadStream(source);

@@ -94,7 +94,7 @@ function openLmdb(config: Config, datadir: string): LmdbStore {
 }
 
 async function openRedis(config: Config): Promise<RedisStore> {
-  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs });
+  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs, announce: true });
   try {
     return await store.ready();
   } catch (err) {

@@ -32,7 +32,13 @@ export interface RedisStoreOptions {
   wait?: number;
   /** How long to wait for them, in ms. */
   waitMs?: number;
+  /** A server's store: it says so in Redis while it runs, so that an import can tell. */
+  announce?: boolean;
 }
+
+/** A frontend renews its entry this often, and counts as gone this long after the last one. */
+const ANNOUNCE_MS = 5_000;
+const GONE_MS = 15_000;
 
 const PUT = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
@@ -173,6 +179,9 @@ export class RedisStore implements Store {
   private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'status', Script>;
   private waker: ((name: string, count: number) => void) | undefined;
   private closing: Promise<void> | undefined;
+  /** Servers running on this Redis (and key prefix) now: a sorted set of ids by expiry time. */
+  private readonly frontends: Buffer;
+  private announcer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: RedisStoreOptions) {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
@@ -185,6 +194,12 @@ export class RedisStore implements Store {
     this.sub.on('error', () => {});
     this.prefix = Buffer.from(prefix, 'latin1');
     this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
+    this.frontends = Buffer.concat([this.prefix, Buffer.from('httpsqs:frontends')]);
+    if (opts.announce) {
+      const announce = () => void this.redis.zadd(this.frontends, Date.now() + GONE_MS, this.origin).catch(() => {});
+      announce();
+      this.announcer = setInterval(announce, ANNOUNCE_MS).unref();
+    }
     const define = (name: string, keys: number, lua: string): Script => {
       this.redis.defineCommand(name, { numberOfKeys: keys, lua });
       return (this.redis as unknown as Record<string, Script>)[`${name}Buffer`]!.bind(this.redis);
@@ -418,8 +433,18 @@ export class RedisStore implements Store {
     // Redis decides when it writes to disk (appendfsync): see the README.
   }
 
+  /** How many servers use this Redis (and key prefix) now. */
+  async frontendsRunning(): Promise<number> {
+    await this.redis.zremrangebyscore(this.frontends, '-inf', Date.now()).catch((err) => this.failed(err));
+    return this.redis.zcard(this.frontends).catch((err) => this.failed(err));
+  }
+
   close(): Promise<void> {
-    this.closing ??= Promise.all([this.redis.quit().catch(() => {}), this.sub.quit().catch(() => {})]).then(() => {});
+    clearInterval(this.announcer);
+    this.closing ??= (async () => {
+      if (this.announcer) await this.redis.zrem(this.frontends, this.origin).catch(() => {});
+      await Promise.all([this.redis.quit().catch(() => {}), this.sub.quit().catch(() => {})]);
+    })();
     return this.closing;
   }
 }
