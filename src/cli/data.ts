@@ -10,6 +10,7 @@
  *   {"queue":"Q","pos":N,"deadline":MS,"deliveries":D}                     a lease
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
+import { isUtf8 } from 'node:buffer';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
@@ -20,7 +21,8 @@ import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '.
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
-import type { Store } from '../store/store.js';
+import { isInitial, type Store } from '../store/store.js';
+import { BASE64 } from '../server/extensions.js';
 
 const USAGE = `Usage:
   httpsqs export [-x DIR | --store URL] [--prefix P] [-o FILE]     all queues as JSON lines (stdout by default)
@@ -37,7 +39,6 @@ first; export works while they run).
 export class DataError extends Error {}
 
 const BATCH = 1000;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Store {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
@@ -62,8 +63,7 @@ function progress(total: number, unit: string): SingleBar | undefined {
 
 const nameField = (name: string) => {
   const bytes = Buffer.from(name, 'latin1');
-  const text = bytes.toString('utf8');
-  return Buffer.from(text, 'utf8').equals(bytes) ? `"queue":${JSON.stringify(text)}` : `"queue64":"${bytes.toString('base64')}"`;
+  return isUtf8(bytes) ? `"queue":${JSON.stringify(bytes.toString('utf8'))}` : `"queue64":"${bytes.toString('base64')}"`;
 };
 
 async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
@@ -127,7 +127,7 @@ class Importer {
     this.seen.add(name);
     this.queues++;
     const s = await this.store.status(name);
-    if (s.putpos || s.getpos || s.leased || s.maxqueue !== DEFAULT_MAXQUEUE) {
+    if (!isInitial(s)) {
       if (!this.replace) throw new DataError(`queue ${JSON.stringify(name)} already holds state here; nothing of it was imported (reset it first, or use --replace)`);
       await this.store.reset(name);
     }

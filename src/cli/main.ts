@@ -9,6 +9,7 @@ import { isWorker, runPrimary, runWorker } from './cluster.js';
 import { log } from './log.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
 import { DataError, runData } from './data.js';
+import { redactUrl } from '../store/redis.js';
 import { StoreError } from '../store/store.js';
 import { Exiting, fail, isLoopback, openDataDir, say } from './process.js';
 
@@ -53,7 +54,7 @@ function announce(config: Config, datadir: string): void {
   }
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
-  const store = config.store.replace(/\/\/[^@/]*@/, '//***@');
+  const store = redactUrl(config.store);
   const where = config.store === 'lmdb' ? `data in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
   log.info({ event: 'start', listen: config.listen, port: config.port, datadir, store, sync: config.sync, workers: config.workers }, `listening on ${config.listen}:${config.port}, ${where}, ${workers}`);
   if (process.send) process.send({ ready: true }, () => process.disconnect?.());

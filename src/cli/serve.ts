@@ -4,7 +4,7 @@ import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
-import { RedisStore } from '../store/redis.js';
+import { redactUrl, RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 import type { Config } from './options.js';
 import { log } from './log.js';
@@ -35,7 +35,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   const facts = {
     version: VERSION,
     started: Date.now(),
-    store: config.store === 'lmdb' ? 'LMDB' : config.store.replace(/\/\/[^@/]*@/, '//***@'),
+    store: config.store === 'lmdb' ? 'LMDB' : redactUrl(config.store),
     durability: store instanceof RedisStore ? (config.redisWait ? `Redis, ${config.redisWait} replicas confirm` : 'as Redis persists') : config.sync === 'durable' ? 'durable (ack after flush)' : `flush every ${config.synctime}s`,
     workers: config.workers,
   };

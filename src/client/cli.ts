@@ -49,8 +49,7 @@ program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 function client(): HttpsqsClient {
   const g = program.opts<Globals>();
-  whole('--timeout', g.timeout);
-  return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: Number(g.timeout), reference: g.reference });
+  return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: whole('--timeout', g.timeout), reference: g.reference });
 }
 /** Runs `fn` with a client, closed afterwards whatever happens. */
 async function withClient<T>(fn: (q: HttpsqsClient) => Promise<T>): Promise<T> {
@@ -110,15 +109,11 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
         await q.put(name, m);
         count++;
       }
-      batch = [];
     } else {
       const r = await q.mput(name, batch);
-      if (r.full) {
-        count += r.positions.length;
-        throw new QueueFullError(name);
-      }
+      count += r.positions.length;
+      if (r.full) throw new QueueFullError(name);
     }
-    count += batch.length;
     batch = [];
     bar?.update(read, { count, rate: Math.round(count / ((performance.now() - started) / 1000)) });
   };
@@ -324,7 +319,7 @@ program
   .action(async (o: { interval: string; prefix?: string; iterations?: string }) => {
     const interval = Number(o.interval);
     if (!(interval > 0)) throw new Outcome(EXIT.usage, `--interval: expected seconds, got "${o.interval}"`);
-    if (o.iterations !== undefined) whole('--iterations', o.iterations);
+    const iterations = o.iterations === undefined ? Infinity : whole('--iterations', o.iterations);
     const q = client();
     const tty = process.stdout.isTTY;
     const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
@@ -332,7 +327,7 @@ program
     process.once('SIGINT', () => stop.abort());
     if (tty) out('\x1b[?25l'); // hide the cursor
     try {
-      for (let i = 0; !o.iterations || i < Number(o.iterations); i++) {
+      for (let i = 0; i < iterations; i++) {
         const now = performance.now();
         const rows: string[][] = [];
         const all: QueueStatus[] = [];

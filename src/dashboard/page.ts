@@ -215,7 +215,7 @@ function renderOverview() {
   const t = totals();
   const filtered = queues.filter((q) => q.name.toLowerCase().includes(view.search.toLowerCase()));
   const key = { name: (q) => q.name, unread: (q) => q.unread, leased: (q) => q.leased, put: (q) => latest(q).put, get: (q) => latest(q).get, putpos: (q) => q.putpos, getpos: (q) => q.getpos, maxqueue: (q) => q.maxqueue }[view.sort];
-  filtered.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : a.name < b.name ? -1 : 1) * (view.asc ? 1 : -1); });
+  filtered.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : keyOf(a) < keyOf(b) ? -1 : 1) * (view.asc ? 1 : -1); });
   const pages = Math.max(1, Math.ceil(filtered.length / view.size));
   view.page = Math.min(view.page, pages - 1);
   const rows = filtered.slice(view.page * view.size, (view.page + 1) * view.size);

@@ -16,7 +16,7 @@ import type { Waiters } from './waiters.js';
 /** Most messages in one mput, mget, view range or list page. */
 export const MAX_BATCH = 1000;
 const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'touch', 'list']);
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 export interface Answer {
   body: string | Buffer;
@@ -50,6 +50,9 @@ export function isExtension(p: Params): boolean {
   if (opt === 'get') return !!extra && (extra.has('wait') || extra.has('lease'));
   return opt === 'view' && p.num !== undefined;
 }
+
+/** The lease token of ack, nack and touch; an empty one means none. */
+const tokenOf = (p: Params): string | undefined => p.extra?.get('token') || undefined;
 
 /** A whole number in [min, max], in plain digits; NaN for anything else. Unlike the reference's
  * numbers (C atoi), new parameters are strict: `wait=1e3` is an error, not 1. */
@@ -164,7 +167,7 @@ export function createExtensions(ctx: ExtensionContext) {
   async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {
     const pos = whole(p.pos, 1, MAX_POSITION);
     if (Number.isNaN(pos)) return { body: R.ERROR };
-    if (!(await store.settle(name, pos, outcome, p.extra?.get('token') || undefined))) return { body: R.LEASE_NOT_FOUND };
+    if (!(await store.settle(name, pos, outcome, tokenOf(p)))) return { body: R.LEASE_NOT_FOUND };
     ctx.onSettled?.(name, outcome);
     if (outcome === 'nack') waiters.notify(name, 1);
     return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };
@@ -175,7 +178,7 @@ export function createExtensions(ctx: ExtensionContext) {
     const pos = whole(p.pos, 1, MAX_POSITION);
     const lease = whole(p.extra?.get('lease'), 1, MAX_LEASE_SECONDS);
     if (Number.isNaN(pos) || Number.isNaN(lease)) return { body: R.ERROR };
-    const token = await store.touch(name, pos, lease * 1000, p.extra?.get('token') || undefined);
+    const token = await store.touch(name, pos, lease * 1000, tokenOf(p));
     if (token === null) return { body: R.LEASE_NOT_FOUND };
     return { body: R.TOUCH_OK, head: `Lease: ${token}\r\n` };
   }

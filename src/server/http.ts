@@ -131,7 +131,7 @@ class Connection {
   private onEnd(): void {
     this.ended = true;
     this.watcher?.abort();
-    if (!this.busy && !this.closing) this.finish();
+    this.pump();
   }
 
   private gone(): AbortSignal {
@@ -158,7 +158,11 @@ class Connection {
     } finally {
       this.pumping = false;
     }
-    if (!this.busy && !this.closing) this.socket.resume();
+    // Nothing in progress: read on, or, once the client has sent all it will, close.
+    if (!this.busy && !this.closing) {
+      if (this.ended) this.finish();
+      else this.socket.resume();
+    }
   }
 
   private take(n: number): Buffer {
@@ -334,7 +338,6 @@ class Connection {
   private next(): void {
     this.busy = false;
     this.pump();
-    if (this.ended && !this.busy && !this.closing) this.finish();
   }
 
   /** Refuses the request in progress with a one-line reason, then closes. */

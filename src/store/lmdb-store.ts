@@ -5,11 +5,9 @@
  * durability apply.
  */
 import { leaseToken, type Lease } from '../queue/leases.js';
-import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
+import type { QueueState } from '../queue/ring.js';
 import { decodeMeta, encodeLease, encodeMeta, keyRange, LAST_POS, LmdbCore, msgKey, quiet } from './lmdb.js';
-import type { QueueStatus, Store } from './store.js';
-
-export type { LmdbOptions } from './lmdb.js';
+import { isInitial, type QueueStatus, type Store } from './store.js';
 
 export class LmdbStore extends LmdbCore implements Store {
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
@@ -48,7 +46,6 @@ export class LmdbStore extends LmdbCore implements Store {
 
   async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
     const wanted = (name: string) => name.startsWith(prefix) && name > after;
-    const initial = (s: QueueStatus) => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
     const found = new Map<string, QueueStatus>();
     this.env.resetReadTxn();
     const start = Buffer.from(after >= prefix ? after : prefix, 'latin1');
@@ -64,12 +61,12 @@ export class LmdbStore extends LmdbCore implements Store {
       if (!wanted(name)) continue;
       const { s, leased } = decodeMeta(value);
       const status = newer(name) ?? { ...s, leased };
-      if (!initial(status)) found.set(name, status);
+      if (!isInitial(status)) found.set(name, status);
       if (found.size >= limit) break;
     }
-    for (const name of this.cache?.keys() ?? []) if (wanted(name)) found.set(name, newer(name)!);
+    for (const name of this.cache?.keys() ?? []) if (wanted(name) && !found.has(name)) found.set(name, newer(name)!);
     return [...found]
-      .filter(([, s]) => !initial(s))
+      .filter(([, s]) => !isInitial(s))
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .slice(0, limit)
       .map(([name, status]) => ({ name, status }));

@@ -85,13 +85,13 @@ export function quiet(p: Promise<unknown>): void {
 }
 
 /** A queue as operations see it: its ring state and its leases. */
-export interface Queue {
+interface Queue {
   s: QueueState;
   leases: LeaseTable;
 }
 
 /** One operation on one queue: reads, and records what must be written. */
-export class Draft {
+class Draft {
   changed = false;
   readonly stored: Array<[number, Buffer]> = [];
   readonly leased = new Set<number>();
@@ -117,7 +117,7 @@ export class Draft {
     this.changed = true;
   }
 }
-export type Plan<T> = (d: Draft) => T;
+type Plan<T> = (d: Draft) => T;
 
 export class LmdbCore implements CoreStore {
   readonly syncMode: SyncMode;

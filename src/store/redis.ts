@@ -21,7 +21,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
-import { StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
+import { isInitial, StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
 
 export interface RedisStoreOptions {
   /** `redis://[:password@]host:port[/db][?prefix=p]`, `rediss://…` (TLS), or
@@ -35,6 +35,9 @@ export interface RedisStoreOptions {
   /** A server's store: it says so in Redis while it runs, so that an import can tell. */
   announce?: boolean;
 }
+
+/** A Redis URL fit to print: without its password. */
+export const redactUrl = (url: string): string => url.replace(/\/\/[^@/]*@/, '//***@');
 
 /** A frontend renews its entry this often, and counts as gone this long after the last one. */
 const ANNOUNCE_MS = 5_000;
@@ -223,7 +226,7 @@ export class RedisStore implements Store {
   async ready(timeoutMs = 10_000): Promise<this> {
     const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref());
     await Promise.race([this.redis.ping(), timer]).catch((err: Error) => {
-      throw new StoreError(`Redis at ${this.opts.url.replace(/\/\/[^@/]*@/, '//***@')}: ${err.message}`, { cause: err });
+      throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${err.message}`, { cause: err });
     });
     return this;
   }
@@ -361,8 +364,7 @@ export class RedisStore implements Store {
       const states = await Promise.all(wanted.map((n) => this.status(n)));
       wanted.forEach((name, i) => {
         const s = states[i]!;
-        const initial = s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
-        if (!initial && out.length < limit) out.push({ name, status: s });
+        if (!isInitial(s) && out.length < limit) out.push({ name, status: s });
       });
       if (names.length < limit || wanted.length < names.length) break;
       from = Buffer.concat([Buffer.from('('), names.at(-1)!]);
@@ -404,7 +406,9 @@ export class RedisStore implements Store {
       tx.zadd(this.key(name, 'd'), lease.deadline, String(pos).padStart(10, '0'));
     }
     if (r.state) tx.hset(this.key(name, 's'), 'p', r.state.putpos, 'g', r.state.getpos, 'm', r.state.maxqueue);
-    await tx.exec().catch((err) => this.failed(err));
+    // A MULTI answers each command on its own: one that failed does not reject the whole.
+    const replies = await tx.exec().catch((err) => this.failed(err));
+    for (const [err] of replies ?? []) if (err) this.failed(err);
     if (r.state) await this.indexed(name, true);
   }
 

@@ -1,5 +1,5 @@
 import type { Lease } from '../queue/leases.js';
-import type { QueueState } from '../queue/ring.js';
+import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
 
 /** How acknowledgements relate to the disk. */
 export type SyncMode =
@@ -80,6 +80,9 @@ export interface Store extends CoreStore {
    * its leases. No queue rule is applied; the importer checks what it writes. */
   restore(name: string, records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void>;
 }
+
+/** A queue in its initial state holds nothing: stores keep no record of it, and lists skip it. */
+export const isInitial = (s: QueueStatus): boolean => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
 
 /** A failure of the storage engine itself (disk full, I/O error), as opposed to a queue rule. */
 export class StoreError extends Error {
