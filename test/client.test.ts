@@ -9,7 +9,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { AuthError, HttpsqsClient, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
+import { AuthError, HttpsqsClient, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
 import { cleanup, freePort, request, ROOT, startServer, type RunningServer } from './helpers.js';
 
 describe('HttpsqsClient', () => {
@@ -40,6 +40,7 @@ describe('HttpsqsClient', () => {
     assert.equal(await q.put('c-odd', ''), 1);
     assert.equal(await q.put('c-odd', 'HTTPSQS_AUTH_FAILED'), 2);
     assert.deepEqual([(await q.get('c-odd'))?.pos, (await q.view('c-odd', 1)).length], [1, 0]);
+    assert.equal((await q.view('c-odd', 2)).toString(), 'HTTPSQS_AUTH_FAILED');
     assert.equal((await q.get('c-odd'))?.text(), 'HTTPSQS_AUTH_FAILED');
   });
 
@@ -66,6 +67,8 @@ describe('HttpsqsClient', () => {
     try {
       await assert.rejects(wrong.put('q', 'x'), AuthError);
       assert.equal(await right.put('q', 'x'), 1);
+      await assert.rejects(wrong.view('q', 1), AuthError);
+      assert.equal((await right.view('q', 1)).toString(), 'x');
     } finally {
       await Promise.all([wrong.close(), right.close()]);
       await locked.stop();
@@ -188,6 +191,33 @@ describe('HttpsqsClient', () => {
     assert.equal(await q.ack('c-slow-2', m.pos, m.lease), false);
     assert.equal(await q.ack('c-slow-2', m.pos, token), true);
     assert.equal(await q.touch('c-slow-2', m.pos, 60, token), null);
+  });
+
+  it('consume tells onError when a lease ended before the message was settled, once', async () => {
+    const errors: unknown[] = [];
+    const seen: string[] = [];
+    const run = async (queue: string, lease: number, holdMs: number) => {
+      await q.put(queue, 'job');
+      const stop = new AbortController();
+      await q.consume(
+        queue,
+        async (msg) => {
+          seen.push(`${queue}#${msg.deliveries}`);
+          if (msg.deliveries > 1) return void stop.abort();
+          assert.equal(await q.nack(queue, msg.pos), true); // someone else gives it back meanwhile
+          await sleep(holdMs);
+        },
+        { lease, wait: 1, signal: stop.signal, onError: (err) => errors.push(err) },
+      );
+    };
+    await run('c-lost-touch', 1, 1300); // an extension finds the lease gone
+    await run('c-lost-ack', 30, 0); // the ack does
+    assert.deepEqual(seen, ['c-lost-touch#1', 'c-lost-touch#2', 'c-lost-ack#1', 'c-lost-ack#2']);
+    assert.deepEqual(
+      errors.map((e) => (e instanceof LeaseLostError ? `${e.queue}:${e.pos}` : String(e))),
+      ['c-lost-touch:1', 'c-lost-ack:1'],
+    );
+    for (const name of ['c-lost-touch', 'c-lost-ack']) assert.deepEqual((({ unread, leased }) => [unread, leased])(await q.statusJson(name)), [0, 0]);
   });
 
   it('consume keeps the client usable while it polls, and stops every worker when one meets an error', async () => {

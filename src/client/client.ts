@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
-import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
+import { AuthError, HttpsqsError, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 
 export interface ClientOptions {
   /** Where the server is. @default 'http://127.0.0.1:1218' */
@@ -76,8 +76,10 @@ export interface ConsumeOptions {
   wait?: number;
   /** Stops consuming: polls end at once, running handlers finish and are acked. */
   signal?: AbortSignal;
-  /** Called with what a handler threw (the message is then given back), or with a failed ack or
-   * nack (the lease then runs out and the message comes back); by default they are ignored. */
+  /** Called with what a handler threw (the message is then given back), with a failed ack, nack
+   * or extension (the lease then runs out and the message comes back), and with a
+   * `LeaseLostError` when a message's lease ended before it was settled (it may be delivered
+   * again); by default they are ignored. */
   onError?: (err: unknown, message: Message) => void;
 }
 
@@ -111,7 +113,8 @@ export class HttpsqsClient {
     this.timeout = options.timeout ?? 10_000;
   }
 
-  private async call(params: Record<string, string | number | Buffer | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number } = {}): Promise<Reply> {
+  /** One request. With `message`, a 200 reply is a stored message whatever it says (see `view`). */
+  private async call(params: Record<string, string | number | Buffer | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; message?: boolean } = {}): Promise<Reply> {
     let query = '';
     for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${Buffer.isBuffer(v) ? percentEncode(v) : encodeURIComponent(v)}`;
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
@@ -127,7 +130,7 @@ export class HttpsqsClient {
       const body = Buffer.from(await res.body.arrayBuffer());
       const reply = { status: res.statusCode, body, headers: res.headers };
       // A message can say anything: the token counts only where no message (no Pos) came back.
-      if (reply.status === 401 || (reply.status === 200 && res.headers.pos === undefined && text(body) === 'HTTPSQS_AUTH_FAILED')) {
+      if (reply.status === 401 || (reply.status === 200 && !o.message && res.headers.pos === undefined && text(body) === 'HTTPSQS_AUTH_FAILED')) {
         throw new AuthError('the server refused the password (auth)');
       }
       if (reply.status !== 200) throw new ProtocolError(`HTTP ${reply.status}: ${text(body).trim()}`, text(body), reply.status);
@@ -190,7 +193,11 @@ export class HttpsqsClient {
 
   /** The message stored at `pos`, read or not (an empty buffer when there is none). */
   async view(name: string, pos: number): Promise<Buffer> {
-    return (await this.call({ name, opt: 'view', pos })).body;
+    const { body } = await this.call({ name, opt: 'view', pos }, { message: true });
+    // A refused password and a stored message of that text read the same: ask again in a way
+    // that cannot be a message, which throws AuthError only if the password is refused.
+    if (text(body) === 'HTTPSQS_AUTH_FAILED') await this.call({ name, opt: 'status_json' });
+    return body;
   }
 
   /** Empties the queue and sets maxqueue back to its default. */
@@ -297,9 +304,17 @@ export class HttpsqsClient {
           // Each extension gives the lease a new token; ack and nack wait for the last one.
           const lease = o.lease ?? 60;
           let token = m.lease;
+          let lost = false;
+          const gone = () => {
+            lost = true;
+            clearInterval(timer);
+            o.onError?.(new LeaseLostError(name, m.pos), m);
+          };
           let extending = Promise.resolve();
           const extend = () => {
-            extending = extending.then(() => this.touch(name, m.pos, lease, token).then((t) => void (token = t ?? token), (err: unknown) => o.onError?.(err, m)));
+            extending = extending.then(() =>
+              lost ? undefined : this.touch(name, m.pos, lease, token).then((t) => (t ? void (token = t) : gone()), (err: unknown) => o.onError?.(err, m)),
+            );
           };
           const timer = setInterval(extend, lease * 500);
           let ok = true;
@@ -312,8 +327,9 @@ export class HttpsqsClient {
             clearInterval(timer);
           }
           await extending;
+          if (lost) continue; // said once already; settling it now could only fail
           // A failed ack or nack leaves the lease to run out: the message comes back then.
-          await (ok ? this.ack(name, m.pos, token) : this.nack(name, m.pos, token)).catch((err: unknown) => o.onError?.(err, m));
+          await (ok ? this.ack(name, m.pos, token) : this.nack(name, m.pos, token)).then((held) => held || gone(), (err: unknown) => o.onError?.(err, m));
         }
       } catch (err) {
         failure ??= err;

@@ -34,3 +34,16 @@ export class ProtocolError extends HttpsqsError {
 export class NetworkError extends HttpsqsError {
   override name = 'NetworkError';
 }
+
+/** consume(): a message's lease ended before it was settled (it ran out between extensions, or
+ * the message was given back or the queue reset meanwhile). The message may be, or have been,
+ * delivered to another consumer: its work can happen twice. Passed to `onError`. */
+export class LeaseLostError extends HttpsqsError {
+  override name = 'LeaseLostError';
+  constructor(
+    readonly queue: string,
+    readonly pos: number,
+  ) {
+    super(`the lease of message ${pos} of queue ${JSON.stringify(queue)} ended before it was settled: it may be delivered again`);
+  }
+}
