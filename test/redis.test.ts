@@ -136,6 +136,25 @@ describe('a reset racing a put on another frontend', { skip }, () => {
   });
 });
 
+describe('the list index', { skip }, () => {
+  it('a put whose queue could not be added to the index still succeeds, and list adds it later', async () => {
+    // A user that may run the scripts but not write the index: the put is stored, its ZADD fails.
+    redis.cli('acl', 'setuser', 'noindex', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
+    const store = new RedisStore({ url: `redis://noindex:pw@127.0.0.1:${redis.port}/0?prefix=noindex:` });
+    try {
+      assert.equal(await store.put('jobs', Buffer.from('once')), 1);
+      assert.equal(await store.put('jobs', Buffer.from('twice')), 2);
+      assert.deepEqual(await store.list('', '', 10), []); // still not allowed
+      redis.cli('acl', 'setuser', 'noindex', '+zadd');
+      assert.deepEqual((await store.list('', '', 10)).map((q) => [q.name, q.status.putpos]), [['jobs', 2]]);
+      assert.equal((await store.get('jobs'))?.message.toString(), 'once');
+    } finally {
+      await store.close();
+      redis.cli('acl', 'deluser', 'noindex');
+    }
+  });
+});
+
 describe('--redis-wait', { skip }, () => {
   it('acknowledges once a replica has the change, and answers with an error when none confirms in time', async () => {
     const primary = await startRedis();

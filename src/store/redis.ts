@@ -185,6 +185,8 @@ export class RedisStore implements Store {
   /** Servers running on this Redis (and key prefix) now: a sorted set of ids by expiry time. */
   private readonly frontends: Buffer;
   private announcer: NodeJS.Timeout | undefined;
+  /** Queues whose index entry could not be written yet (see `indexed`). */
+  private readonly unindexed = new Set<string>();
 
   constructor(private readonly opts: RedisStoreOptions) {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
@@ -275,10 +277,20 @@ export class RedisStore implements Store {
     return changed(result) ? this.replicated(result, name) : result;
   }
 
-  /** A queue that now holds state goes into the index for `list` (outside the script: the index
-   * may live on another shard). */
+  /**
+   * A queue that now holds state goes into the index for `list` (outside the script: the index
+   * may live on another shard). The change itself is done by then, so a failure here does not fail
+   * the request (a client would repeat a put that worked): the name is kept and `list` tries again.
+   */
   private async indexed(name: string, created: boolean): Promise<void> {
-    if (created) await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
+    if (!created && !this.unindexed.has(name)) return;
+    try {
+      await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
+      this.unindexed.delete(name);
+    } catch (err) {
+      if (this.unindexed.size === 0) process.emitWarning(`Redis: a queue could not be added to the list index (${(err as Error).message}); list tries again`);
+      this.unindexed.add(name);
+    }
   }
 
   async put(name: string, message: Buffer): Promise<number> {
@@ -356,6 +368,7 @@ export class RedisStore implements Store {
    */
   async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
     const start = after >= prefix ? Buffer.concat([Buffer.from('('), Buffer.from(after, 'latin1')]) : Buffer.concat([Buffer.from('['), Buffer.from(prefix, 'latin1')]);
+    for (const name of [...this.unindexed]) await this.indexed(name, false);
     const out: Array<{ name: string; status: QueueStatus }> = [];
     let from = start;
     while (out.length < limit) {
@@ -375,6 +388,7 @@ export class RedisStore implements Store {
   async reset(name: string): Promise<void> {
     await this.run(name, () => this.redis.del(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
     const member = Buffer.from(name, 'latin1');
+    this.unindexed.delete(name);
     await this.redis.zrem(this.index, member).catch((err) => this.failed(err));
     // A put from another frontend between the DEL and the ZREM found the name still indexed and
     // left it there for the ZREM to take away: the queue holds state again, so it goes back.
