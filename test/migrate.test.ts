@@ -100,6 +100,13 @@ describe('export and import', () => {
     } finally {
       await server.stop();
     }
+    // A write that fails ends the export with a clear error, not a stack trace.
+    for (const [out, why] of [['/dev/full', /ENOSPC/], [join(dir, 'missing', 'a.jsonl'), /ENOENT/]] as const) {
+      const failed = httpsqs(['export', '-x', join(dir, 'a'), '-o', out]);
+      assert.equal(failed.status, 1, failed.stderr);
+      assert.match(failed.stderr, new RegExp(`^httpsqs: export: cannot write ${out.replace(/[/.]/g, '\\$&')}: .*${why.source}`));
+      assert.doesNotMatch(failed.stderr, /\n\s+at /);
+    }
     const first = httpsqs(['export', '-x', join(dir, 'a'), '-o', join(dir, 'a.jsonl')]);
     assert.equal(first.status, 0, first.stderr);
     const exported = readFileSync(join(dir, 'a.jsonl'), 'utf8');

@@ -69,11 +69,19 @@ const nameField = (name: string) => {
 async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
   const out = file && file !== '-' ? createWriteStream(file) : process.stdout;
   // A reader that stopped early (`| head`) ends the export; it only ever read, so nothing is lost.
-  out.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-    process.exit(0);
-  });
-  const write = (line: string) => (out.write(`${line}\n`) ? undefined : new Promise<void>((r) => out.once('drain', () => r())));
+  // Any other write error (a full disk, a directory that is not there) ends it with that error.
+  let broken: DataError | undefined;
+  const failed = new Promise<never>((_, reject) =>
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      reject((broken ??= new DataError(`cannot write ${file && file !== '-' ? file : 'standard output'}: ${err.message}`)));
+    }),
+  );
+  failed.catch(() => {});
+  const write = (line: string) => {
+    if (broken) throw broken;
+    return out.write(`${line}\n`) ? undefined : Promise.race([new Promise<void>((r) => out.once('drain', () => r())), failed]);
+  };
   await write('{"format":"httpsqs-export","version":1}');
   const queues: string[] = [];
   for (let after = ''; ; ) {
@@ -98,8 +106,9 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
   bar?.stop();
   if (out !== process.stdout) {
     out.end();
-    await finished(out);
+    await Promise.race([finished(out), failed]);
   }
+  if (broken) throw broken;
   process.stderr.write(`exported ${queues.length} queues, ${messages} messages\n`);
 }
 
