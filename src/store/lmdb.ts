@@ -43,7 +43,6 @@ export interface LmdbOptions {
   mapSize?: number;
 }
 
-const EMPTY = Buffer.alloc(0);
 export const LAST_POS = 0xffffffff;
 
 export function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
@@ -130,6 +129,10 @@ export class LmdbCore implements CoreStore {
   protected readonly cache: Map<string, Queue> | undefined;
   protected readonly uncommitted = new Map<string, Buffer>();
   private writeError: StoreError | undefined;
+  /** Exclusive mode, after a failed commit: writes queued behind it (decided on a state that
+   * assumed it had succeeded) may still commit. Until they have settled, operations are refused;
+   * then every queue is read from disk again. */
+  private fence: Promise<void> | undefined;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
@@ -189,6 +192,14 @@ export class LmdbCore implements CoreStore {
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
+    if (this.cache && !this.fence) {
+      const lift = () => {
+        this.fence = undefined;
+        this.cache?.clear();
+        this.uncommitted.clear();
+      };
+      this.fence = Promise.resolve(this.env.committed).then(lift, lift);
+    }
     return (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
   }
 
@@ -225,6 +236,7 @@ export class LmdbCore implements CoreStore {
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
+    if (this.fence) return Promise.reject(this.writeError);
     let q = this.cache.get(name);
     if (!q) this.cache.set(name, (q = this.load(name)));
     const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
@@ -294,8 +306,15 @@ export class LmdbCore implements CoreStore {
         const t = take(d.q.s, d.q.leases, now, leaseMs);
         if (!t) break;
         if (t.next !== d.q.s) d.state(t.next);
+        const message = d.read(t.pos);
+        if (!message) {
+          // A position whose put failed while a later one committed (see `fence`): that put was
+          // answered with an error, so there is nothing to deliver here.
+          if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
+          continue;
+        }
         if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
-        const delivery: Delivery = { pos: t.pos, message: d.read(t.pos) ?? EMPTY, deliveries: t.deliveries };
+        const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
         if (t.lease) delivery.lease = leaseToken(t.lease);
         out.push(delivery);
       }
@@ -339,6 +358,7 @@ export class LmdbCore implements CoreStore {
         else for (let keys; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) keys.forEach((k) => remove(db, k));
       }
     };
+    if (this.fence) throw this.writeError;
     if (!this.cache) {
       return this.env
         .transaction(() => {
