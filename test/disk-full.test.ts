@@ -1,12 +1,13 @@
 /**
  * A full disk: puts that cannot be stored answer HTTPSQS_PUT_ERROR with a log line, /healthz
  * says so, what was stored stays intact and readable, and puts succeed again once there is room;
- * under concurrent puts, no failed put leaves anything a consumer would get. The data directory
- * is a small tmpfs (needs root, as in CI).
+ * under concurrent puts, no failed put leaves anything a consumer would get. With --disk-reserve
+ * (on by default) puts stop before the disk is full. The data directory is a small tmpfs (needs
+ * root, as in CI).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
@@ -33,7 +34,7 @@ it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume 
   const mnt = join(root, 'mnt');
   mkdirSync(mnt);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid')] });
+  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--disk-reserve', '0'] });
   try {
     const message = (i: number) => `${i}:`.padEnd(10_000, 'x');
     let stored = 0;
@@ -73,7 +74,7 @@ it('disk full under 30 concurrent producers: every acknowledged message is deliv
   const mnt = join(root, 'mnt');
   mkdirSync(mnt);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid')] });
+  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--disk-reserve', '0'] });
   const base = `http://127.0.0.1:${server.port}/?name=full`;
   try {
     const acked = new Map<number, string>(); // position -> body
@@ -124,6 +125,51 @@ it('disk full under 30 concurrent producers: every acknowledged message is deliv
     for (const [pos, body] of acked) assert.equal(delivered.get(pos), body, `acknowledged message at ${pos}`);
   } finally {
     await server.stop();
+    execFileSync('umount', [mnt]);
+    cleanup(root);
+  }
+});
+
+it('--disk-reserve: puts stop while the disk has less free space than the reserve, said once, and resume once there is room', { skip: canMount() }, async () => {
+  const root = tempDir('httpsqs-full-');
+  const mnt = join(root, 'mnt');
+  mkdirSync(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
+  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--disk-reserve', '8'] });
+  const free = () => statfsSync(mnt).bavail * statfsSync(mnt).bsize;
+  try {
+    const message = (i: number) => `${i}:`.padEnd(10_000, 'x');
+    let stored = 0;
+    let answer = '';
+    for (let i = 1; i <= 2000; i++) {
+      answer = (await request(server.port, 'POST', '/?name=full&opt=put', { body: message(i) })).body.toString();
+      if (answer !== 'HTTPSQS_PUT_OK') break;
+      stored = i;
+    }
+    assert.equal(answer, 'HTTPSQS_PUT_ERROR');
+    assert.ok(stored > 50, `${stored} messages fitted`);
+    assert.ok(free() >= 6 * 2 ** 20, `${free()} bytes left: the reserve was not kept`);
+    // Refused again, and said once, not per request.
+    assert.equal((await request(server.port, 'POST', '/?name=full&opt=put', { body: 'more' })).body.toString(), 'HTTPSQS_PUT_ERROR');
+    assert.equal(server.stderr().match(/below --disk-reserve 8 MiB: puts are refused until there is room/g)?.length, 1, server.stderr());
+    assert.doesNotMatch(server.stderr(), /put failed/);
+    const health = await request(server.port, 'GET', '/healthz');
+    assert.equal(health.status, 503);
+    assert.match(health.body.toString(), /below the reserve of 8 MiB/);
+    // Consumers go on.
+    assert.equal((await request(server.port, 'GET', '/?name=full&opt=get')).body.toString(), message(1));
+
+    execFileSync('mount', ['-o', 'remount,size=64m', mnt]);
+    let again = '';
+    for (let i = 0; i < 30 && again !== 'HTTPSQS_PUT_OK'; i++) {
+      await sleep(100);
+      again = (await request(server.port, 'POST', '/?name=full&opt=put', { body: 'room again' })).body.toString();
+    }
+    assert.equal(again, 'HTTPSQS_PUT_OK');
+    assert.match(server.stderr(), /MiB free on the disk of .*: puts are accepted again/);
+    assert.equal((await request(server.port, 'GET', '/healthz')).status, 200);
+  } finally {
+    assert.equal(await server.stop(), 0);
     execFileSync('umount', [mnt]);
     cleanup(root);
   }

@@ -49,6 +49,10 @@ export const OPTIONS = {
     help: 'open connections per process; more are closed at once (keeps idle or slow clients from exhausting sockets)',
   },
   'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
+  'disk-reserve': {
+    type: 'string', arg: '<MiB>', default: '64',
+    help: 'with LMDB: refuse puts (`HTTPSQS_PUT_ERROR`) while the disk of the data directory has less free space than this; gets go on; 0 turns it off',
+  },
   'max-wait': {
     type: 'string', arg: '<second>', default: '60',
     help: 'longest long poll a client may ask for with `opt=get&wait=` (see docs/EXTENSIONS.md)',
@@ -110,6 +114,8 @@ export interface Config {
   maxMessageBytes: number;
   maxConnections: number;
   maxWait: number;
+  /** MiB. */
+  diskReserve: number;
   workers: number;
   daemon: boolean;
   help: boolean;
@@ -178,6 +184,7 @@ export function parseConfig(argv: string[]): Config {
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
     maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
     maxWait: int('max-wait', v('max-wait'), 1, 3600),
+    diskReserve: int('disk-reserve', v('disk-reserve'), 0, 2 ** 30),
     workers: int('workers', v('workers'), 1, 64),
     daemon: Boolean(values.daemon),
     help: Boolean(values.help),

@@ -86,7 +86,18 @@ function openLmdb(config: Config, datadir: string): LmdbStore {
   try {
     // Several workers share the environment (the primary holds the directory lock for them); a
     // single worker owns it, lock included.
-    return new LmdbStore({ path: datadir, syncMode: config.sync, syncInterval: config.synctime, shared: config.workers > 1 });
+    return new LmdbStore({
+      path: datadir,
+      syncMode: config.sync,
+      syncInterval: config.synctime,
+      shared: config.workers > 1,
+      reserveBytes: config.diskReserve * 2 ** 20,
+      onDiskSpace: (low, free) => {
+        const mib = `${Math.floor(free / 2 ** 20)} MiB free on the disk of ${datadir}`;
+        if (low) log.warn({ event: 'disk-low', free }, `${mib}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
+        else log.info({ event: 'disk-ok', free }, `${mib}: puts are accepted again`);
+      },
+    });
   } catch (err) {
     if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
     fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);

@@ -9,7 +9,7 @@ import { atoi, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
-import type { Delivery, Store } from '../store/store.js';
+import { DiskLowError, type Delivery, type Store } from '../store/store.js';
 import type { HttpRequest } from './http.js';
 import type { Waiters } from './waiters.js';
 
@@ -145,7 +145,7 @@ export function createExtensions(ctx: ExtensionContext) {
     try {
       positions = await store.putMany(name, (items as string[]).map((m) => Buffer.from(m, enc)));
     } catch (err) {
-      ctx.log(`mput failed: ${(err as Error).message}`);
+      if (!(err instanceof DiskLowError)) ctx.log(`mput failed: ${(err as Error).message}`);
       return { body: R.PUT_ERROR };
     }
     if (positions.length) {

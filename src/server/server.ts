@@ -6,7 +6,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { atoi, decodeBytes, decodeComponent, parseQuery, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
-import type { Store } from '../store/store.js';
+import { DiskLowError, type Store } from '../store/store.js';
 import { createExtensions, isExtension, type Answer, type ExtensionContext } from './extensions.js';
 import type { ServerFacts } from '../dashboard/index.js';
 import { createEndpoints, isEndpoint } from './endpoints.js';
@@ -102,7 +102,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         try {
           pos = await store.put(name, message);
         } catch (err) {
-          log(`put failed: ${(err as Error).message}`);
+          if (!(err instanceof DiskLowError)) log(`put failed: ${(err as Error).message}`);
           return { body: R.PUT_ERROR };
         }
         if (pos === 0) return { body: R.PUT_END };

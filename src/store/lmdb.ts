@@ -29,6 +29,7 @@ import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
 import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
+import { DiskReserve } from './disk-reserve.js';
 import { lockDirectory } from './lock.js';
 import { StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
 
@@ -41,6 +42,10 @@ export interface LmdbOptions {
   shared?: boolean;
   /** Upper bound of the memory map in bytes; the default lets LMDB grow as needed. */
   mapSize?: number;
+  /** Puts are refused while the directory's disk has less free space than this (disk-reserve.ts). */
+  reserveBytes?: number;
+  /** Told when free space falls below the reserve, and when it is back. */
+  onDiskSpace?: (low: boolean, freeBytes: number) => void;
 }
 
 export const LAST_POS = 0xffffffff;
@@ -135,6 +140,7 @@ export class LmdbCore implements CoreStore {
   private fence: Promise<void> | undefined;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
+  private readonly disk: DiskReserve | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(opts: LmdbOptions) {
@@ -165,6 +171,7 @@ export class LmdbCore implements CoreStore {
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
     this.lease = this.env.openDB<Buffer, Buffer>('lease', dbOpts);
     if (this.syncMode === 'interval') this.schedule();
+    if (opts.reserveBytes) this.disk = new DiskReserve(opts.path, opts.reserveBytes, opts.onDiskSpace);
   }
 
   private schedule(): void {
@@ -189,6 +196,7 @@ export class LmdbCore implements CoreStore {
     // lmdb-js rejects a separate promise with the cause (e.g. ENOSPC); handled here, it carries it.
     const cause = (err as { commitError?: Promise<unknown> }).commitError;
     cause?.catch(() => {});
+    this.disk?.check();
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
@@ -281,6 +289,8 @@ export class LmdbCore implements CoreStore {
   }
 
   putMany(name: string, messages: Buffer[]): Promise<number[]> {
+    const refused = this.disk?.refuse(messages.reduce((n, m) => n + m.length, 0));
+    if (refused) return Promise.reject(refused);
     return this.run(name, (d) => {
       const positions: number[] = [];
       for (const message of messages) {
@@ -387,6 +397,7 @@ export class LmdbCore implements CoreStore {
   async check(): Promise<void> {
     if (this.closing) throw new StoreError('the store is closed');
     if (this.writeError) throw this.writeError;
+    if (this.disk?.refusal) throw this.disk.refusal;
     this.env.resetReadTxn();
     this.meta.get(Buffer.alloc(1));
   }
@@ -399,6 +410,7 @@ export class LmdbCore implements CoreStore {
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearTimeout(this.timer);
+      this.disk?.close();
       await this.env.committed;
       await this.flush();
       await this.env.close();

@@ -88,3 +88,9 @@ export const isInitial = (s: QueueStatus): boolean => s.putpos === 0 && s.getpos
 export class StoreError extends Error {
   override name = 'StoreError';
 }
+
+/** A put refused because the disk of the data directory is short of space (its reserve). The
+ * store tells when that starts and ends, so refused requests need not each be logged. */
+export class DiskLowError extends StoreError {
+  override name = 'DiskLowError';
+}
