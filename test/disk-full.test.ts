@@ -11,7 +11,7 @@ import { mkdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
-import { cleanup, request, startServer, tempDir } from './helpers.js';
+import { cleanup, request, startServer, tempDir, type RunningServer } from './helpers.js';
 
 function canMount(): string | false {
   const probe = tempDir('httpsqs-mount-');
@@ -29,21 +29,42 @@ function canMount(): string | false {
   }
 }
 
-it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume once there is room', { skip: canMount() }, async () => {
+/** Runs `body` against a server whose data directory is on a new tmpfs of `size`; resolves to
+ * the server's exit code once it is stopped and the tmpfs unmounted. */
+async function onTmpfs(size: string, args: string[], body: (server: RunningServer, mnt: string) => Promise<void>): Promise<number | null> {
   const root = tempDir('httpsqs-full-');
   const mnt = join(root, 'mnt');
   mkdirSync(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--disk-reserve', '0'] });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]);
+  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), ...args] });
+  let exit: number | null;
   try {
-    const message = (i: number) => `${i}:`.padEnd(10_000, 'x');
-    let stored = 0;
-    let answer = '';
-    for (let i = 1; i <= 1000; i++) {
-      answer = (await request(server.port, 'POST', '/?name=full&opt=put', { body: message(i) })).body.toString();
-      if (answer !== 'HTTPSQS_PUT_OK') break;
-      stored = i;
-    }
+    await body(server, mnt);
+  } finally {
+    exit = await server.stop();
+    execFileSync('umount', [mnt]);
+    cleanup(root);
+  }
+  return exit;
+}
+
+const message = (i: number) => `${i}:`.padEnd(10_000, 'x');
+
+/** Puts message(1), message(2)… one at a time until one is not stored (or `max` are). */
+async function putUntilRefused(port: number, max: number): Promise<{ stored: number; answer: string }> {
+  let stored = 0;
+  let answer = '';
+  for (let i = 1; i <= max; i++) {
+    answer = (await request(port, 'POST', '/?name=full&opt=put', { body: message(i) })).body.toString();
+    if (answer !== 'HTTPSQS_PUT_OK') break;
+    stored = i;
+  }
+  return { stored, answer };
+}
+
+it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume once there is room', { skip: canMount() }, async () => {
+  const exit = await onTmpfs('2m', ['--disk-reserve', '0'], async (server, mnt) => {
+    const { stored, answer } = await putUntilRefused(server.port, 1000);
     assert.equal(answer, 'HTTPSQS_PUT_ERROR');
     assert.ok(stored > 10, `${stored} messages fitted before the disk was full`);
     assert.match(server.stderr(), /put failed: LMDB write failed/);
@@ -62,21 +83,13 @@ it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume 
     assert.equal(again.headers.pos, String(stored + 1));
     assert.equal((await request(server.port, 'GET', '/healthz')).status, 200);
     assert.equal((await request(server.port, 'GET', `/?name=full&opt=view&pos=${stored + 1}`)).body.toString(), message(stored + 1));
-  } finally {
-    assert.equal(await server.stop(), 0);
-    execFileSync('umount', [mnt]);
-    cleanup(root);
-  }
+  });
+  assert.equal(exit, 0);
 });
 
 it('disk full under 30 concurrent producers: every acknowledged message is delivered once, intact; nothing of a failed put is', { skip: canMount() }, async () => {
-  const root = tempDir('httpsqs-full-');
-  const mnt = join(root, 'mnt');
-  mkdirSync(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--disk-reserve', '0'] });
-  const base = `http://127.0.0.1:${server.port}/?name=full`;
-  try {
+  await onTmpfs('2m', ['--disk-reserve', '0'], async (server) => {
+    const base = `http://127.0.0.1:${server.port}/?name=full`;
     const acked = new Map<number, string>(); // position -> body
     const refused = new Set<string>();
     let seq = 0;
@@ -123,29 +136,13 @@ it('disk full under 30 concurrent producers: every acknowledged message is deliv
       delivered.set(pos, body);
     }
     for (const [pos, body] of acked) assert.equal(delivered.get(pos), body, `acknowledged message at ${pos}`);
-  } finally {
-    await server.stop();
-    execFileSync('umount', [mnt]);
-    cleanup(root);
-  }
+  });
 });
 
 it('--disk-reserve: puts stop while the disk has less free space than the reserve, said once, and resume once there is room', { skip: canMount() }, async () => {
-  const root = tempDir('httpsqs-full-');
-  const mnt = join(root, 'mnt');
-  mkdirSync(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
-  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--disk-reserve', '8'] });
-  const free = () => statfsSync(mnt).bavail * statfsSync(mnt).bsize;
-  try {
-    const message = (i: number) => `${i}:`.padEnd(10_000, 'x');
-    let stored = 0;
-    let answer = '';
-    for (let i = 1; i <= 2000; i++) {
-      answer = (await request(server.port, 'POST', '/?name=full&opt=put', { body: message(i) })).body.toString();
-      if (answer !== 'HTTPSQS_PUT_OK') break;
-      stored = i;
-    }
+  const exit = await onTmpfs('16m', ['--disk-reserve', '8'], async (server, mnt) => {
+    const free = () => statfsSync(mnt).bavail * statfsSync(mnt).bsize;
+    const { stored, answer } = await putUntilRefused(server.port, 2000);
     assert.equal(answer, 'HTTPSQS_PUT_ERROR');
     assert.ok(stored > 50, `${stored} messages fitted`);
     assert.ok(free() >= 6 * 2 ** 20, `${free()} bytes left: the reserve was not kept`);
@@ -168,9 +165,6 @@ it('--disk-reserve: puts stop while the disk has less free space than the reserv
     assert.equal(again, 'HTTPSQS_PUT_OK');
     assert.match(server.stderr(), /MiB free on the disk of .*: puts are accepted again/);
     assert.equal((await request(server.port, 'GET', '/healthz')).status, 200);
-  } finally {
-    assert.equal(await server.stop(), 0);
-    execFileSync('umount', [mnt]);
-    cleanup(root);
-  }
+  });
+  assert.equal(exit, 0);
 });
