@@ -4,7 +4,7 @@
  * node:http server, in one run, with the same load generator; batches (mput, mget) beside single
  * puts and gets in messages/s. Prints a table and rewrites the results section of BENCHMARKS.md. Tune with BENCH_SECONDS and BENCH_CONNECTIONS.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ask, CLI, drive, freePort, hasRedis, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, waitListening, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
@@ -70,36 +70,37 @@ async function main(): Promise<void> {
   // drift of a shared machine hits them alike. Durable (the default) with one and two workers; then
   // the reference's relaxed mode, to show what waiting for the disk costs.
   const targets: Target[] = [];
-  const barePort = await freePort();
-  targets.push({ label: 'bare node:http', port: barePort, proc: await startNode([join(ROOT, 'dist', 'bench', 'bare.js'), String(barePort)], barePort) });
-  // Redis with an fsync per write (appendfsync always): acknowledged means on disk, as with LMDB.
-  const redisPort = await freePort();
+  // Everything started is stopped however the run ends, a failed start included.
   const redisDir = tempDir('httpsqs-bench-redis-');
-  const redis = hasRedis
-    ? spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', redisDir], { stdio: 'ignore' })
-    : undefined;
-  if (redis) await waitListening(redisPort);
-  else process.stderr.write('redis-server is not installed (apt-get install redis-server): no Redis rows\n');
-  const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
-  for (const [label, flags] of [
-    ['httpsqs, 1 worker', ['--workers', '1']],
-    ['httpsqs, 2 workers', ['--workers', '2']],
-    ['httpsqs, --sync interval', ['--sync', 'interval']],
-    ...(redis
-      ? ([
-          ['Redis, 1 frontend', ['--store', `${redisUrl}?prefix=one:`]],
-          ['Redis, 2 frontends', ['--store', `${redisUrl}?prefix=two:`, '--workers', '2']],
-        ] as const)
-      : []),
-  ] as const) {
-    const dir = tempDir('httpsqs-bench-');
-    const port = await freePort();
-    const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), ...flags];
-    targets.push({ label, port, dir, proc: await startNode(args, port) });
-  }
-
+  let redis: ChildProcess | undefined;
   const rows: Row[] = [];
   try {
+    const barePort = await freePort();
+    targets.push({ label: 'bare node:http', port: barePort, proc: await startNode([join(ROOT, 'dist', 'bench', 'bare.js'), String(barePort)], barePort) });
+    // Redis with an fsync per write (appendfsync always): acknowledged means on disk, as with LMDB.
+    const redisPort = await freePort();
+    redis = hasRedis
+      ? spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', redisDir], { stdio: 'ignore' })
+      : undefined;
+    if (redis) await waitListening(redisPort);
+    else process.stderr.write('redis-server is not installed (apt-get install redis-server): no Redis rows\n');
+    const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
+    for (const [label, flags] of [
+      ['httpsqs, 1 worker', ['--workers', '1']],
+      ['httpsqs, 2 workers', ['--workers', '2']],
+      ['httpsqs, --sync interval', ['--sync', 'interval']],
+      ...(redis
+        ? ([
+            ['Redis, 1 frontend', ['--store', `${redisUrl}?prefix=one:`]],
+            ['Redis, 2 frontends', ['--store', `${redisUrl}?prefix=two:`, '--workers', '2']],
+          ] as const)
+        : []),
+    ] as const) {
+      const dir = tempDir('httpsqs-bench-');
+      const port = await freePort();
+      const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), ...flags];
+      targets.push({ label, port, dir, proc: await startNode(args, port) });
+    }
     for (const t of targets) {
       await drive(t.port, { requests: [{ path: `/?name=warmup&opt=put&data=${MSG38}` }], connections: CONNECTIONS, seconds: 3 });
       // Room for every batch the mput load stores.
