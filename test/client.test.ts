@@ -44,6 +44,25 @@ describe('HttpsqsClient', () => {
     assert.equal((await q.get('c-odd'))?.text(), 'HTTPSQS_AUTH_FAILED');
   });
 
+  it('a queue named in another charset (GBK bytes) is reached by its bytes, as queues() gives them', async () => {
+    const gbk = Buffer.from([0xd6, 0xd0, 0xce, 0xc4, 0x2d, 0x71]); // "中文-q" in GBK: not UTF-8
+    assert.equal(await q.put(gbk, 'first'), 1);
+    assert.deepEqual((await q.mput(new Uint8Array(gbk), ['second'])).positions, [2]);
+    const listed = [];
+    for await (const s of q.queues()) if (s.name64 && Buffer.from(s.name64, 'base64').equals(gbk)) listed.push(s);
+    assert.deepEqual(listed.map((s) => s.putpos), [2]);
+    const name = Buffer.from(listed[0]!.name64!, 'base64');
+    assert.equal((await q.statusJson(name)).unread, 2);
+    assert.equal((await q.view(name, 2)).toString(), 'second');
+    const m = (await q.get(name, { lease: 30 }))!;
+    assert.deepEqual([m.text(), Buffer.from(m.queue as Uint8Array).equals(gbk)], ['first', true]);
+    assert.equal(await q.ack(name, m.pos, m.lease), true);
+    await q.maxqueue(name, 10);
+    await q.reset(name);
+    assert.equal((await q.statusJson(name)).putpos, 0);
+    assert.equal(await q.get('\u4e2d\u6587-q'), null, 'the UTF-8 spelling is another queue');
+  });
+
   it('status, statusJson, view, maxqueue, reset, synctime', async () => {
     await q.put('c-ops', 'one');
     assert.match(await q.status('c-ops'), /^HTTP Simple Queue Service v1\.7\n[\s\S]*Number of unread queue: 1\n$/);

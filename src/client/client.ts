@@ -36,11 +36,15 @@ export interface QueueStatus {
   name64?: string;
 }
 
+/** A queue name: text (sent as UTF-8), or its bytes, for a name in another charset (such as GBK;
+ * `list` and `queues()` give those bytes as `name64`). */
+export type QueueName = string | Uint8Array;
+
 /** A message handed out by get or mget. */
 export class Message {
   constructor(
-    /** The queue it came from. */
-    readonly queue: string,
+    /** The queue it came from, as it was named in the call. */
+    readonly queue: QueueName,
     /** Its position: what ack and nack need. */
     readonly pos: number,
     /** Its bytes, exactly as stored. */
@@ -114,9 +118,9 @@ export class HttpsqsClient {
   }
 
   /** One request. With `message`, a 200 reply is a stored message whatever it says (see `view`). */
-  private async call(params: Record<string, string | number | Buffer | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; message?: boolean } = {}): Promise<Reply> {
+  private async call(params: Record<string, string | number | Uint8Array | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; message?: boolean } = {}): Promise<Reply> {
     let query = '';
-    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${Buffer.isBuffer(v) ? percentEncode(v) : encodeURIComponent(v)}`;
+    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${typeof v === 'object' ? percentEncode(bytes(v)) : encodeURIComponent(v)}`;
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
     try {
       const res = await this.pool.request({
@@ -159,7 +163,7 @@ export class HttpsqsClient {
 
   /** Stores a message; resolves to its position. Strings are stored as UTF-8. Throws
    * `QueueFullError` when the queue is full. */
-  async put(name: string, data: string | Uint8Array, o: { signal?: AbortSignal } = {}): Promise<number> {
+  async put(name: QueueName, data: string | Uint8Array, o: { signal?: AbortSignal } = {}): Promise<number> {
     const raw = typeof data !== 'string' && !this.options.reference;
     const b = bytes(data);
     // An empty body means "no message" to the server; an empty `data=` is an empty message.
@@ -171,7 +175,7 @@ export class HttpsqsClient {
   }
 
   /** The next message, or null when the queue has none (after `wait` seconds, if given). */
-  async get(name: string, o: GetOptions = {}): Promise<Message | null> {
+  async get(name: QueueName, o: GetOptions = {}): Promise<Message | null> {
     const reply = await this.call({ name, opt: 'get', wait: o.wait, lease: o.lease }, { signal: o.signal, waitSeconds: o.wait });
     if (reply.headers.pos === undefined) {
       this.expect(reply, 'HTTPSQS_GET_END');
@@ -182,17 +186,17 @@ export class HttpsqsClient {
   }
 
   /** The reference's status text (the queue name in it decoded as UTF-8). */
-  async status(name: string): Promise<string> {
+  async status(name: QueueName): Promise<string> {
     return (await this.call({ name, opt: 'status' })).body.toString('utf8');
   }
 
-  async statusJson(name: string): Promise<QueueStatus> {
+  async statusJson(name: QueueName): Promise<QueueStatus> {
     const s = this.json<Omit<QueueStatus, 'leased'> & { leased?: number }>(await this.call({ name, opt: 'status_json' }));
     return { ...s, leased: s.leased ?? 0 };
   }
 
   /** The message stored at `pos`, read or not (an empty buffer when there is none). */
-  async view(name: string, pos: number): Promise<Buffer> {
+  async view(name: QueueName, pos: number): Promise<Buffer> {
     const { body } = await this.call({ name, opt: 'view', pos }, { message: true });
     // A refused password and a stored message of that text read the same: ask again in a way
     // that cannot be a message, which throws AuthError only if the password is refused.
@@ -201,12 +205,12 @@ export class HttpsqsClient {
   }
 
   /** Empties the queue and sets maxqueue back to its default. */
-  async reset(name: string): Promise<void> {
+  async reset(name: QueueName): Promise<void> {
     this.expect(await this.call({ name, opt: 'reset' }), 'HTTPSQS_RESET_OK');
   }
 
   /** Sets the ring size; false when the ring rules do not allow it now. */
-  async maxqueue(name: string, num: number): Promise<boolean> {
+  async maxqueue(name: QueueName, num: number): Promise<boolean> {
     return this.expect(await this.call({ name, opt: 'maxqueue', num }), 'HTTPSQS_MAXQUEUE_OK', 'HTTPSQS_MAXQUEUE_CANCEL') === 'HTTPSQS_MAXQUEUE_OK';
   }
 
@@ -216,25 +220,25 @@ export class HttpsqsClient {
   }
 
   /** Confirms a leased message; false when that lease is not held (any more). */
-  async ack(name: string, pos: number, token?: string): Promise<boolean> {
+  async ack(name: QueueName, pos: number, token?: string): Promise<boolean> {
     return this.expect(await this.call({ name, opt: 'ack', pos, token }), 'HTTPSQS_ACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_ACK_OK';
   }
 
   /** Gives a leased message back, to be delivered again at once; false when that lease is not held. */
-  async nack(name: string, pos: number, token?: string): Promise<boolean> {
+  async nack(name: QueueName, pos: number, token?: string): Promise<boolean> {
     return this.expect(await this.call({ name, opt: 'nack', pos, token }), 'HTTPSQS_NACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_NACK_OK';
   }
 
   /** Extends a running lease to `seconds` from now. Resolves to the lease's new token (use it to
    * ack or nack from now on), or null when that lease no longer runs. */
-  async touch(name: string, pos: number, seconds: number, token?: string): Promise<string | null> {
+  async touch(name: QueueName, pos: number, seconds: number, token?: string): Promise<string | null> {
     const reply = await this.call({ name, opt: 'touch', pos, lease: seconds, token });
     if (this.expect(reply, 'HTTPSQS_TOUCH_OK', 'HTTPSQS_LEASE_NOT_FOUND') !== 'HTTPSQS_TOUCH_OK') return null;
     return String(reply.headers.lease ?? '') || null;
   }
 
   /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all did). */
-  async mput(name: string, messages: Array<string | Uint8Array>): Promise<{ positions: number[]; full: boolean }> {
+  async mput(name: QueueName, messages: Array<string | Uint8Array>): Promise<{ positions: number[]; full: boolean }> {
     const base64 = messages.some((m) => typeof m !== 'string');
     const body = JSON.stringify(messages.map((m) => (base64 ? bytes(m).toString('base64') : m)));
     const reply = await this.call({ name, opt: 'mput', encoding: base64 ? 'base64' : undefined }, { body, type: 'application/json' });
@@ -244,14 +248,14 @@ export class HttpsqsClient {
   }
 
   /** Up to `num` messages in one call ([] when there are none, after `wait` seconds if given). */
-  async mget(name: string, num: number, o: GetOptions = {}): Promise<Message[]> {
+  async mget(name: QueueName, num: number, o: GetOptions = {}): Promise<Message[]> {
     const reply = await this.call({ name, opt: 'mget', num, wait: o.wait, lease: o.lease, encoding: 'base64' }, { signal: o.signal, waitSeconds: o.wait });
     type Item = { pos: number; deliveries: number; lease?: string; data: string };
     return this.json<Item[]>(reply).map((m) => new Message(name, m.pos, Buffer.from(m.data, 'base64'), m.deliveries, m.lease));
   }
 
   /** The stored messages at positions pos..pos+num-1, read or not. */
-  async viewRange(name: string, pos: number, num: number): Promise<Array<{ pos: number; body: Buffer }>> {
+  async viewRange(name: QueueName, pos: number, num: number): Promise<Array<{ pos: number; body: Buffer }>> {
     const found = this.json<Array<{ pos: number; data: string }>>(await this.call({ name, opt: 'view', pos, num, encoding: 'base64' }));
     return found.map((m) => ({ pos: m.pos, body: Buffer.from(m.data, 'base64') }));
   }
@@ -276,7 +280,7 @@ export class HttpsqsClient {
    * Messages as they arrive, each leased: call `ack()` or `nack()` on them (an unsettled one comes
    * back when its lease ends). Ends when `signal` aborts.
    */
-  async *messages(name: string, o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {}): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean> }> {
+  async *messages(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {}): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean> }> {
     while (!o.signal?.aborted) {
       const m = await this.poll(name, o);
       if (m) yield Object.assign(m, { ack: () => this.ack(name, m.pos, m.lease), nack: () => this.nack(name, m.pos, m.lease) });
@@ -288,7 +292,7 @@ export class HttpsqsClient {
    * long polls, leases each message, acks it when the handler resolves and gives it back when it
    * throws. Resolves once stopped and every running handler has finished.
    */
-  async consume(name: string, handler: (message: Message) => unknown, o: ConsumeOptions = {}): Promise<void> {
+  async consume(name: QueueName, handler: (message: Message) => unknown, o: ConsumeOptions = {}): Promise<void> {
     // One worker failing (the server refuses the password, say) stops them all, then consume throws.
     const stop = new AbortController();
     const stopAll = () => stop.abort();
@@ -345,7 +349,7 @@ export class HttpsqsClient {
   }
 
   /** One leased long poll; null when stopped or nothing came. Network trouble is waited out. */
-  private async poll(name: string, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
+  private async poll(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
     try {
       return await this.get(name, { wait: o.wait ?? 20, lease: o.lease ?? 60, signal: o.signal });
     } catch (err) {

@@ -1,5 +1,8 @@
 /** Errors of the client. Catch `HttpsqsError` for all of them. */
 
+/** A queue name for a message: text quoted, bytes (a name in another charset) in hex. */
+const shown = (queue: string | Uint8Array) => (typeof queue === 'string' ? JSON.stringify(queue) : `0x${Buffer.from(queue).toString('hex')}`);
+
 export class HttpsqsError extends Error {
   override name = 'HttpsqsError';
 }
@@ -7,8 +10,8 @@ export class HttpsqsError extends Error {
 /** The queue is full (`HTTPSQS_PUT_END`): nothing was stored. Retry later, or raise maxqueue. */
 export class QueueFullError extends HttpsqsError {
   override name = 'QueueFullError';
-  constructor(readonly queue: string) {
-    super(`queue ${JSON.stringify(queue)} is full`);
+  constructor(readonly queue: string | Uint8Array) {
+    super(`queue ${shown(queue)} is full`);
   }
 }
 
@@ -41,9 +44,9 @@ export class NetworkError extends HttpsqsError {
 export class LeaseLostError extends HttpsqsError {
   override name = 'LeaseLostError';
   constructor(
-    readonly queue: string,
+    readonly queue: string | Uint8Array,
     readonly pos: number,
   ) {
-    super(`the lease of message ${pos} of queue ${JSON.stringify(queue)} ended before it was settled: it may be delivered again`);
+    super(`the lease of message ${pos} of queue ${shown(queue)} ended before it was settled: it may be delivered again`);
   }
 }
