@@ -305,6 +305,7 @@ describe('extensions', () => {
     await call('/?name=met&opt=put&data=2');
     await call('/?name=met&opt=get&lease=30');
     await call('/?name=met&opt=ack&pos=1');
+    assert.equal((await call('/dashboard/info')).status, 200);
     const m = await call('/metrics');
     assert.equal(m.status, 200);
     assert.match(m.headers['content-type']!, /^text\/plain; version=0\.0\.4/);
@@ -316,6 +317,8 @@ describe('extensions', () => {
     assert.match(m.body, /^httpsqs_leases_acked_total\{queue="met"\} 1$/m);
     assert.match(m.body, /^httpsqs_queue_unread\{queue="met"\} 1$/m);
     assert.match(m.body, /^httpsqs_request_duration_seconds_count\{opt="put"\} \d+$/m);
+    assert.match(m.body, /^httpsqs_request_duration_seconds_count\{opt="\/dashboard"\} 1$/m);
+    assert.doesNotMatch(m.body, /^httpsqs_request_duration_seconds_count\{opt="(other)?"\}/m);
     assert.match(m.body, /^httpsqs_store_write_seconds_count\{op="put"\} \d+$/m);
     assert.match(m.body, /^httpsqs_long_poll_wait_seconds_count\{outcome="timeout"\} \d+$/m);
     // A reset forgets the queue's counters.

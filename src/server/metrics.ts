@@ -13,7 +13,7 @@ import type { ServerMetrics } from './server.js';
 /** The opts a request label may name; anything else is counted as `other`. */
 const OPTS = new Set([
   'put', 'get', 'status', 'status_json', 'view', 'reset', 'maxqueue', 'synctime',
-  'mput', 'mget', 'ack', 'nack', 'list', '/metrics', '/healthz',
+  'mput', 'mget', 'ack', 'nack', 'touch', 'list', '/metrics', '/healthz', '/dashboard',
 ]);
 /** Queues whose depth a scrape reports, at most (a label per queue; more would swamp Prometheus). */
 const MAX_QUEUES = 10_000;

@@ -155,7 +155,8 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     if (!metrics) return answer(req, path, params);
     const started = performance.now();
     const reply = await answer(req, path, params);
-    metrics.onRequest(path === '/metrics' || path === '/healthz' ? path : (params.opt ?? ''), (performance.now() - started) / 1000);
+    // Labelled by opt, or by path for the other endpoints (the dashboard's pages under one).
+    metrics.onRequest(isEndpoint(path) ? path.replace(/^\/dashboard.*/, '/dashboard') : (params.opt ?? ''), (performance.now() - started) / 1000);
     return reply;
   }
 
