@@ -139,16 +139,27 @@ it('disk full under 30 concurrent producers: every acknowledged message is deliv
   });
 });
 
-it('--disk-reserve: puts stop while the disk has less free space than the reserve, said once, and resume once there is room', { skip: canMount() }, async () => {
+it('--disk-reserve: puts stop while less than the reserve is free, said once; a reset or more room lets them resume', { skip: canMount() }, async () => {
   const exit = await onTmpfs('16m', ['--disk-reserve', '8'], async (server, mnt) => {
     const free = () => statfsSync(mnt).bavail * statfsSync(mnt).bsize;
+    const said = (what: RegExp) => server.stderr().match(new RegExp(what, 'g'))?.length ?? 0;
+    const refused = /below --disk-reserve 8 MiB: puts are refused until there is room/;
+    const resumed = /MiB free for .*: puts are accepted again/;
+    const putSoon = async () => {
+      let answer = '';
+      for (let i = 0; i < 30 && answer !== 'HTTPSQS_PUT_OK'; i++) {
+        await sleep(100);
+        answer = (await request(server.port, 'POST', '/?name=other&opt=put', { body: 'room again' })).body.toString();
+      }
+      return answer;
+    };
     const { stored, answer } = await putUntilRefused(server.port, 2000);
     assert.equal(answer, 'HTTPSQS_PUT_ERROR');
     assert.ok(stored > 50, `${stored} messages fitted`);
     assert.ok(free() >= 6 * 2 ** 20, `${free()} bytes left: the reserve was not kept`);
     // Refused again, and said once, not per request.
     assert.equal((await request(server.port, 'POST', '/?name=full&opt=put', { body: 'more' })).body.toString(), 'HTTPSQS_PUT_ERROR');
-    assert.equal(server.stderr().match(/below --disk-reserve 8 MiB: puts are refused until there is room/g)?.length, 1, server.stderr());
+    assert.equal(said(refused), 1, server.stderr());
     assert.doesNotMatch(server.stderr(), /put failed/);
     const health = await request(server.port, 'GET', '/healthz');
     assert.equal(health.status, 503);
@@ -156,14 +167,17 @@ it('--disk-reserve: puts stop while the disk has less free space than the reserv
     // Consumers go on.
     assert.equal((await request(server.port, 'GET', '/?name=full&opt=get')).body.toString(), message(1));
 
+    // A reset frees the queue's pages inside the database (not on the disk): they count as room.
+    assert.equal((await request(server.port, 'GET', '/?name=full&opt=reset')).body.toString(), 'HTTPSQS_RESET_OK');
+    assert.equal(await putSoon(), 'HTTPSQS_PUT_OK');
+    assert.equal(said(resumed), 1, server.stderr());
+
+    // Full again; then the disk grows.
+    assert.equal((await putUntilRefused(server.port, 2000)).answer, 'HTTPSQS_PUT_ERROR');
+    assert.equal(said(refused), 2, server.stderr());
     execFileSync('mount', ['-o', 'remount,size=64m', mnt]);
-    let again = '';
-    for (let i = 0; i < 30 && again !== 'HTTPSQS_PUT_OK'; i++) {
-      await sleep(100);
-      again = (await request(server.port, 'POST', '/?name=full&opt=put', { body: 'room again' })).body.toString();
-    }
-    assert.equal(again, 'HTTPSQS_PUT_OK');
-    assert.match(server.stderr(), /MiB free on the disk of .*: puts are accepted again/);
+    assert.equal(await putSoon(), 'HTTPSQS_PUT_OK');
+    assert.equal(said(resumed), 2, server.stderr());
     assert.equal((await request(server.port, 'GET', '/healthz')).status, 200);
   });
   assert.equal(exit, 0);

@@ -51,7 +51,7 @@ export const OPTIONS = {
   'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
   'disk-reserve': {
     type: 'string', arg: '<MiB>', default: '64',
-    help: 'with LMDB: refuse puts (`HTTPSQS_PUT_ERROR`) while the disk of the data directory has less free space than this; gets go on; 0 turns it off',
+    help: 'with LMDB: refuse puts (`HTTPSQS_PUT_ERROR`) while less than this is free for the data directory (on its disk, or unused inside the database, as a reset leaves it); gets go on; 0 turns it off',
   },
   'max-wait': {
     type: 'string', arg: '<second>', default: '60',

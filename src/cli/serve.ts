@@ -93,7 +93,7 @@ function openLmdb(config: Config, datadir: string): LmdbStore {
       shared: config.workers > 1,
       reserveBytes: config.diskReserve * 2 ** 20,
       onDiskSpace: (low, free) => {
-        const mib = `${Math.floor(free / 2 ** 20)} MiB free on the disk of ${datadir}`;
+        const mib = `${Math.floor(free / 2 ** 20)} MiB free for ${datadir}`;
         if (low) log.warn({ event: 'disk-low', free }, `${mib}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
         else log.info({ event: 'disk-ok', free }, `${mib}: puts are accepted again`);
       },

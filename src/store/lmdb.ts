@@ -29,7 +29,7 @@ import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
 import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
-import { DiskReserve } from './disk-reserve.js';
+import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
 import { lockDirectory } from './lock.js';
 import { StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
 
@@ -171,7 +171,8 @@ export class LmdbCore implements CoreStore {
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
     this.lease = this.env.openDB<Buffer, Buffer>('lease', dbOpts);
     if (this.syncMode === 'interval') this.schedule();
-    if (opts.reserveBytes) this.disk = new DiskReserve(opts.path, opts.reserveBytes, opts.onDiskSpace);
+    const inside = () => lmdbFreeBytes(this.env, [this.meta, this.msg, this.lease]);
+    if (opts.reserveBytes) this.disk = new DiskReserve(opts.path, opts.reserveBytes, inside, opts.onDiskSpace);
   }
 
   private schedule(): void {
