@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
+import { MAX_BATCH } from '../protocol/reply.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, QueueFullError } from './errors.js';
 
@@ -121,7 +122,7 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
     for await (const line of lines) {
       read += Buffer.byteLength(line) + 1;
       batch.push(line);
-      if (batch.length >= 1000) await flush();
+      if (batch.length >= MAX_BATCH) await flush();
     }
     if (batch.length) await flush();
   } catch (err) {

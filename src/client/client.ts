@@ -5,6 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
+import * as R from '../protocol/reply.js';
 import { AuthError, HttpsqsError, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 
 export interface ClientOptions {
@@ -134,7 +135,7 @@ export class HttpsqsClient {
       const body = Buffer.from(await res.body.arrayBuffer());
       const reply = { status: res.statusCode, body, headers: res.headers };
       // A message can say anything: the token counts only where no message (no Pos) came back.
-      if (reply.status === 401 || (reply.status === 200 && !o.message && res.headers.pos === undefined && text(body) === 'HTTPSQS_AUTH_FAILED')) {
+      if (reply.status === 401 || (reply.status === 200 && !o.message && res.headers.pos === undefined && text(body) === R.AUTH_FAILED)) {
         throw new AuthError('the server refused the password (auth)');
       }
       if (reply.status !== 200) throw new ProtocolError(`HTTP ${reply.status}: ${text(body).trim()}`, text(body), reply.status);
@@ -170,7 +171,7 @@ export class HttpsqsClient {
     const reply = b.length
       ? await this.call({ name, opt: 'put' }, { body: raw ? b : percentEncode(b), type: raw ? 'application/octet-stream' : undefined, signal: o.signal })
       : await this.call({ name, opt: 'put', data: '' }, { signal: o.signal });
-    if (this.expect(reply, 'HTTPSQS_PUT_OK', 'HTTPSQS_PUT_END') === 'HTTPSQS_PUT_END') throw new QueueFullError(name);
+    if (this.expect(reply, R.PUT_OK, R.PUT_END) === R.PUT_END) throw new QueueFullError(name);
     return Number(reply.headers.pos);
   }
 
@@ -178,7 +179,7 @@ export class HttpsqsClient {
   async get(name: QueueName, o: GetOptions = {}): Promise<Message | null> {
     const reply = await this.call({ name, opt: 'get', wait: o.wait, lease: o.lease }, { signal: o.signal, waitSeconds: o.wait });
     if (reply.headers.pos === undefined) {
-      this.expect(reply, 'HTTPSQS_GET_END');
+      this.expect(reply, R.GET_END);
       return null;
     }
     const lease = reply.headers.lease;
@@ -200,40 +201,40 @@ export class HttpsqsClient {
     const { body } = await this.call({ name, opt: 'view', pos }, { message: true });
     // A refused password and a stored message of that text read the same: ask again in a way
     // that cannot be a message, which throws AuthError only if the password is refused.
-    if (text(body) === 'HTTPSQS_AUTH_FAILED') await this.call({ name, opt: 'status_json' });
+    if (text(body) === R.AUTH_FAILED) await this.call({ name, opt: 'status_json' });
     return body;
   }
 
   /** Empties the queue and sets maxqueue back to its default. */
   async reset(name: QueueName): Promise<void> {
-    this.expect(await this.call({ name, opt: 'reset' }), 'HTTPSQS_RESET_OK');
+    this.expect(await this.call({ name, opt: 'reset' }), R.RESET_OK);
   }
 
   /** Sets the ring size; false when the ring rules do not allow it now. */
   async maxqueue(name: QueueName, num: number): Promise<boolean> {
-    return this.expect(await this.call({ name, opt: 'maxqueue', num }), 'HTTPSQS_MAXQUEUE_OK', 'HTTPSQS_MAXQUEUE_CANCEL') === 'HTTPSQS_MAXQUEUE_OK';
+    return this.expect(await this.call({ name, opt: 'maxqueue', num }), R.MAXQUEUE_OK, R.MAXQUEUE_CANCEL) === R.MAXQUEUE_OK;
   }
 
   /** Sets the seconds between flushes of `--sync interval` servers. */
   async synctime(seconds: number): Promise<void> {
-    this.expect(await this.call({ name: '', opt: 'synctime', num: seconds }), 'HTTPSQS_SYNCTIME_OK');
+    this.expect(await this.call({ name: '', opt: 'synctime', num: seconds }), R.SYNCTIME_OK);
   }
 
   /** Confirms a leased message; false when that lease is not held (any more). */
   async ack(name: QueueName, pos: number, token?: string): Promise<boolean> {
-    return this.expect(await this.call({ name, opt: 'ack', pos, token }), 'HTTPSQS_ACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_ACK_OK';
+    return this.expect(await this.call({ name, opt: 'ack', pos, token }), R.ACK_OK, R.LEASE_NOT_FOUND) === R.ACK_OK;
   }
 
   /** Gives a leased message back, to be delivered again at once; false when that lease is not held. */
   async nack(name: QueueName, pos: number, token?: string): Promise<boolean> {
-    return this.expect(await this.call({ name, opt: 'nack', pos, token }), 'HTTPSQS_NACK_OK', 'HTTPSQS_LEASE_NOT_FOUND') === 'HTTPSQS_NACK_OK';
+    return this.expect(await this.call({ name, opt: 'nack', pos, token }), R.NACK_OK, R.LEASE_NOT_FOUND) === R.NACK_OK;
   }
 
   /** Extends a running lease to `seconds` from now. Resolves to the lease's new token (use it to
    * ack or nack from now on), or null when that lease no longer runs. */
   async touch(name: QueueName, pos: number, seconds: number, token?: string): Promise<string | null> {
     const reply = await this.call({ name, opt: 'touch', pos, lease: seconds, token });
-    if (this.expect(reply, 'HTTPSQS_TOUCH_OK', 'HTTPSQS_LEASE_NOT_FOUND') !== 'HTTPSQS_TOUCH_OK') return null;
+    if (this.expect(reply, R.TOUCH_OK, R.LEASE_NOT_FOUND) !== R.TOUCH_OK) return null;
     return String(reply.headers.lease ?? '') || null;
   }
 
@@ -242,7 +243,7 @@ export class HttpsqsClient {
     const base64 = messages.some((m) => typeof m !== 'string');
     const body = JSON.stringify(messages.map((m) => (base64 ? bytes(m).toString('base64') : m)));
     const reply = await this.call({ name, opt: 'mput', encoding: base64 ? 'base64' : undefined }, { body, type: 'application/json' });
-    if (text(reply.body) === 'HTTPSQS_PUT_ERROR') throw new ProtocolError('the server refused the batch', 'HTTPSQS_PUT_ERROR');
+    if (text(reply.body) === R.PUT_ERROR) throw new ProtocolError('the server refused the batch', R.PUT_ERROR);
     const r = this.json<{ positions: number[]; full: boolean }>(reply);
     return { positions: r.positions, full: r.full };
   }
@@ -268,9 +269,9 @@ export class HttpsqsClient {
   /** Every queue (starting with `prefix`), page by page. */
   async *queues(prefix?: string): AsyncGenerator<QueueStatus> {
     for (let after: string | Buffer | undefined; ; ) {
-      const page = await this.list({ prefix, after, limit: 1000 });
+      const page = await this.list({ prefix, after, limit: R.MAX_BATCH });
       yield* page;
-      if (page.length < 1000) return;
+      if (page.length < R.MAX_BATCH) return;
       const last = page.at(-1)!;
       after = last.name64 ? Buffer.from(last.name64, 'base64') : last.name;
     }

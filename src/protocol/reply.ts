@@ -19,6 +19,9 @@ export const LEASE_NOT_FOUND = 'HTTPSQS_LEASE_NOT_FOUND';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
+/** Most messages in one mput or mget, and queues in one page of list (extensions). */
+export const MAX_BATCH = 1000;
+
 /** `status` text, as a byte string: `name` is one (latin1), so its bytes come back as sent. */
 export function statusText(name: string, s: QueueState): string {
   const lap = putLap(s) === 2 ? '2nd lap' : '1st lap';

@@ -14,7 +14,6 @@ import type { HttpRequest } from './http.js';
 import type { Waiters } from './waiters.js';
 
 /** Most messages in one mput, mget, view range or list page. */
-export const MAX_BATCH = 1000;
 const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'touch', 'list']);
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -118,7 +117,7 @@ export function createExtensions(ctx: ExtensionContext) {
 
   async function mget(name: string, p: Params, req: HttpRequest): Promise<Answer> {
     const o = waitAndLease(p);
-    const num = whole(p.num, 1, MAX_BATCH);
+    const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
     const got = (await taking(name, o.wait, req, async () => {
@@ -139,7 +138,7 @@ export function createExtensions(ctx: ExtensionContext) {
     } catch {
       return { body: R.PUT_ERROR };
     }
-    if (!enc || !Array.isArray(items) || items.length > MAX_BATCH) return { body: R.PUT_ERROR };
+    if (!enc || !Array.isArray(items) || items.length > R.MAX_BATCH) return { body: R.PUT_ERROR };
     if (!items.every((m) => typeof m === 'string' && (enc === 'utf8' || BASE64.test(m)))) return { body: R.PUT_ERROR };
     let positions: number[];
     try {
@@ -157,7 +156,7 @@ export function createExtensions(ctx: ExtensionContext) {
 
   async function viewRange(name: string, p: Params): Promise<Answer> {
     const pos = atoi(p.pos);
-    const num = whole(p.num, 1, MAX_BATCH);
+    const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (pos < 1 || pos > MAX_POSITION || Number.isNaN(num) || !enc) return { body: R.ERROR };
     const found = await store.range(name, pos, num);
@@ -184,7 +183,7 @@ export function createExtensions(ctx: ExtensionContext) {
   }
 
   async function list(p: Params): Promise<Answer> {
-    const limit = optional(p, 'limit', 1, MAX_BATCH, 100);
+    const limit = optional(p, 'limit', 1, R.MAX_BATCH, 100);
     if (Number.isNaN(limit)) return { body: R.ERROR };
     const queues = await store.list(p.extra?.get('prefix') ?? '', p.extra?.get('after') ?? '', limit);
     return json(`[${queues.map((q) => listed(q.name, R.statusObject(q.name, q.status, q.status.leased))).join(',')}]`);
