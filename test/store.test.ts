@@ -241,6 +241,17 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.close();
     });
 
+    it('a position with no stored message is skipped by get, not delivered empty', async () => {
+      // What an import of such a queue leaves, or on LMDB a put that failed while a put queued
+      // behind it committed (a full disk): the positions count it, the message is not there.
+      const s = fresh();
+      await s.restore('gap', { messages: [{ pos: 1, message: b('one') }, { pos: 3, message: b('three') }, { pos: 4, message: b('') }], state: { putpos: 4, getpos: 0, maxqueue: 100 } });
+      const got = [await s.get('gap'), await s.get('gap', 60_000), await s.get('gap'), await s.get('gap')];
+      assert.deepEqual(got.map((d) => d && [d.pos, d.message.toString()]), [[1, 'one'], [3, 'three'], [4, ''], null]);
+      assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1 });
+      await s.close();
+    });
+
     it('leases survive closing and opening again; reset removes them', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
@@ -332,19 +343,6 @@ for (const shared of [false, true]) it(`${shared ? 'shared (--workers)' : 'one p
   let left = 0;
   for await (const _ of s.dump('huge')) left++;
   assert.equal(left, 1);
-  await s.close();
-  cleanup(dir);
-});
-
-for (const shared of [false, true]) it(`${shared ? 'shared (--workers)' : 'one process'}: a position with no stored message is skipped by get, not delivered empty`, async () => {
-  // What a put that failed leaves when a put queued behind it committed (a full disk, say): the
-  // queue's positions count it, the message is not there.
-  const dir = tempDir('httpsqs-store-');
-  const s = new LmdbStore({ path: dir, shared });
-  await s.restore('gap', { messages: [{ pos: 1, message: b('one') }, { pos: 3, message: b('three') }, { pos: 4, message: b('') }], state: { putpos: 4, getpos: 0, maxqueue: 100 } });
-  const got = [await s.get('gap'), await s.get('gap', 60_000), await s.get('gap'), await s.get('gap')];
-  assert.deepEqual(got.map((d) => d && [d.pos, d.message.toString()]), [[1, 'one'], [3, 'three'], [4, ''], null]);
-  assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1 });
   await s.close();
   cleanup(dir);
 });

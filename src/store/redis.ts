@@ -73,7 +73,7 @@ local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${D
 local now, leaseMs, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
 local moved = false
-for i = 1, max do
+while #out < 4 * max do
   local pos, deliveries
   local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1)
   if #due > 0 then
@@ -89,8 +89,10 @@ for i = 1, max do
     moved = true
     deliveries = 1
   end
+  -- A position with no message (an import can leave one) is passed over, its lease dropped.
+  local message = redis.call('HGET', KEYS[2], pos)
   local token = ''
-  if leaseMs > 0 then
+  if message and leaseMs > 0 then
     local deadline = string.format('%d', now + leaseMs)
     redis.call('HSET', KEYS[3], pos, deadline .. ':' .. deliveries)
     redis.call('ZADD', KEYS[4], deadline, string.format('%010d', pos))
@@ -99,10 +101,12 @@ for i = 1, max do
     redis.call('HDEL', KEYS[3], pos)
     redis.call('ZREM', KEYS[4], string.format('%010d', pos))
   end
-  out[#out + 1] = pos
-  out[#out + 1] = redis.call('HGET', KEYS[2], pos) or ''
-  out[#out + 1] = deliveries
-  out[#out + 1] = token
+  if message then
+    out[#out + 1] = pos
+    out[#out + 1] = message
+    out[#out + 1] = deliveries
+    out[#out + 1] = token
+  end
 end
 if moved then redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx) end
 return out`;
