@@ -19,7 +19,7 @@ export const LEASE_NOT_FOUND = 'HTTPSQS_LEASE_NOT_FOUND';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
-/** Most messages in one mput or mget, and queues in one page of list (extensions). */
+/** Most messages in one mput, mget or view range, and queues in one page of list (extensions). */
 export const MAX_BATCH = 1000;
 
 /** `status` text, as a byte string: `name` is one (latin1), so its bytes come back as sent. */

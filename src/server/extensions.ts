@@ -13,7 +13,6 @@ import { DiskLowError, type Delivery, type Store } from '../store/store.js';
 import type { HttpRequest } from './http.js';
 import type { Waiters } from './waiters.js';
 
-/** Most messages in one mput, mget, view range or list page. */
 const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'touch', 'list']);
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 

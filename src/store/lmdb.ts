@@ -136,8 +136,8 @@ export class LmdbCore implements CoreStore {
   private writeError: StoreError | undefined;
   /** Exclusive mode, after a failed commit: writes queued behind it (decided on a state that
    * assumed it had succeeded) may still commit. Until they have settled, operations are refused;
-   * then every queue is read from disk again. */
-  private fence: Promise<void> | undefined;
+   * then every queue is read from disk again (the state in memory was dropped at the failure). */
+  private fenced = false;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
   private readonly disk: DiskReserve | undefined;
@@ -201,13 +201,10 @@ export class LmdbCore implements CoreStore {
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
-    if (this.cache && !this.fence) {
-      const lift = () => {
-        this.fence = undefined;
-        this.cache?.clear();
-        this.uncommitted.clear();
-      };
-      this.fence = Promise.resolve(this.env.committed).then(lift, lift);
+    if (this.cache && !this.fenced) {
+      this.fenced = true;
+      const lift = () => void (this.fenced = false);
+      Promise.resolve(this.env.committed).then(lift, lift);
     }
     return (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
   }
@@ -245,7 +242,7 @@ export class LmdbCore implements CoreStore {
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
-    if (this.fence) return Promise.reject(this.writeError);
+    if (this.fenced) return Promise.reject(this.writeError);
     let q = this.cache.get(name);
     if (!q) this.cache.set(name, (q = this.load(name)));
     const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
@@ -319,7 +316,7 @@ export class LmdbCore implements CoreStore {
         if (t.next !== d.q.s) d.state(t.next);
         const message = d.read(t.pos);
         if (!message) {
-          // A position whose put failed while a later one committed (see `fence`): that put was
+          // A position whose put failed while a later one committed (see `fenced`): that put was
           // answered with an error, so there is nothing to deliver here.
           if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
           continue;
@@ -354,6 +351,7 @@ export class LmdbCore implements CoreStore {
   }
 
   async reset(name: string): Promise<void> {
+    if (this.fenced) throw this.writeError;
     const nameKey = Buffer.from(name, 'latin1');
     // Writes queued together share lmdb-js's promise for their batch: one handler per batch.
     let batch: Promise<unknown> | undefined;
@@ -369,7 +367,6 @@ export class LmdbCore implements CoreStore {
         else for (let keys; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) keys.forEach((k) => remove(db, k));
       }
     };
-    if (this.fence) throw this.writeError;
     if (!this.cache) {
       return this.env
         .transaction(() => {
