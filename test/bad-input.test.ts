@@ -106,6 +106,39 @@ describe('bad input', () => {
     assert.equal(await text('/?name=keep&opt=status_json'), '{"name":"keep","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n');
   });
 
+  it('a reply to HEAD carries headers only, so the next reply on the connection reads right', async () => {
+    const raw = await rawExchange(server.port, 'HEAD /?name=keep&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=keep&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const first = parseResponse(raw, true)!;
+    assert.equal(first.res.status, 405);
+    assert.equal(first.res.headers.connection, 'keep-alive');
+    assert.ok(Number(first.res.headers['content-length']) > 0);
+    const second = parseResponse(first.rest)!;
+    assert.equal(second.res.status, 200);
+    assert.equal(second.res.body.toString(), 'precious');
+    assert.equal(second.rest.length, 0);
+  });
+
+  it('an empty name= is a queue like any other, as in the reference', async () => {
+    const put = await ask('/?name=&opt=put&data=nameless');
+    assert.deepEqual([put.body.toString(), put.headers.pos], ['HTTPSQS_PUT_OK', '1']);
+    assert.equal(await text('/?name=&opt=status_json'), '{"name":"","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n');
+    assert.equal(await text('/?name=&opt=view&pos=1'), 'nameless');
+    assert.equal(await text('/?name=&opt=maxqueue&num=10'), 'HTTPSQS_MAXQUEUE_OK');
+    assert.equal((JSON.parse(await text('/?opt=list')) as Array<{ name: string }>)[0]?.name, '');
+    assert.equal(await text('/?name=&opt=get'), 'nameless');
+    assert.equal(await text('/?name=&opt=reset'), 'HTTPSQS_RESET_OK');
+    assert.equal(await text('/?name=&opt=get'), 'HTTPSQS_GET_END');
+  });
+
+  it('charset= goes into Content-Type as given, even empty; one with a control character is dropped', async () => {
+    const type = async (charset: string) => (await ask(`/?name=keep&opt=status_json&charset=${charset}`)).headers['content-type'];
+    assert.equal(await type(''), 'text/plain; charset=');
+    assert.equal(await type('x%20y'), 'text/plain; charset=x y');
+    const split = await ask('/?name=keep&opt=status_json&charset=utf-8%0d%0aSet-Cookie:%20a=b');
+    assert.equal(split.headers['content-type'], 'text/plain');
+    assert.equal(split.headers['set-cookie'], undefined);
+  });
+
   it('a client that disconnects mid-body does not disturb the server', async () => {
     const raw = rawExchange(server.port, 'POST /?name=cut&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part', 300).catch(() => null);
     await raw; // our side gives up and closes after 300 ms

@@ -161,6 +161,10 @@ describe('export and import', () => {
     assert.equal(r.status, 1);
     assert.match(r.stderr, /line 2: pos: expected a whole number/);
     assert.equal(httpsqs(['import', '-x', join(dir, 'd'), '-'], 'hello\n').status, 1);
+    // A name the server could never be asked for is refused, not stored out of reach.
+    const long = httpsqs(['import', '-x', join(dir, 'd'), '-'], `{"format":"httpsqs-export","version":1}\n{"queue":"${'n'.repeat(257)}","maxqueue":10,"putpos":0,"getpos":0}\n`);
+    assert.equal(long.status, 1);
+    assert.match(long.stderr, /a queue name of 257 bytes: the server takes at most 256/);
     cleanup(dir);
   });
 });

@@ -187,6 +187,31 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.close();
     });
 
+    it('the empty name is a queue like any other, and list shows it first', async () => {
+      const dir = tempDir('httpsqs-store-');
+      dirs.push(dir);
+      let s = open(dir);
+      assert.deepEqual(await s.putMany('', ['one', 'two', 'three'].map(b)), [1, 2, 3]);
+      assert.equal((await s.get(''))?.message.toString(), 'one');
+      assert.equal(await s.maxqueue('', 50), true);
+      for (const n of ['\0', 'a']) await s.put(n, b('x'));
+      await s.close();
+      s = open(dir);
+      assert.deepEqual(await s.status(''), { putpos: 3, getpos: 1, maxqueue: 50, leased: 0 });
+      assert.equal((await s.view('', 3))?.toString(), 'three');
+      assert.deepEqual((await s.list('', undefined, 100)).map((q) => q.name), ['', '\0', 'a']);
+      // Page by page, `after` the last name of each page: '' is a name too.
+      const names: string[] = [];
+      for (let after: string | undefined, page; (page = await s.list('', after, 1)).length > 0 && names.length < 5; after = page[0]!.name) names.push(page[0]!.name);
+      assert.deepEqual(names, ['', '\0', 'a']);
+      assert.deepEqual((await s.list('a', undefined, 100)).map((q) => q.name), ['a']);
+      await s.reset('');
+      assert.deepEqual(await s.status(''), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+      assert.equal(await s.view('', 3), null);
+      assert.deepEqual((await s.list('', undefined, 100)).map((q) => q.name), ['\0', 'a']);
+      await s.close();
+    });
+
     it('a lease token names one grant: a stale ack or nack settles nothing', async () => {
       const s = fresh();
       await s.put('t', b('job'));

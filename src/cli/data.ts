@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
+import { MAX_NAME_BYTES } from '../protocol/query.js';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { DirectoryInUse } from '../store/lock.js';
@@ -84,7 +85,7 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
   };
   await write('{"format":"httpsqs-export","version":1}');
   const queues: string[] = [];
-  for (let after = ''; ; ) {
+  for (let after: string | undefined; ; ) {
     const page = await store.list(prefix, after, 1000);
     queues.push(...page.map((q) => q.name));
     if (page.length < 1000) break;
@@ -130,6 +131,7 @@ class Importer {
   /** Starts (or goes back to) a queue; the first time, checks that writing it harms nothing. */
   async queue(name: string): Promise<void> {
     if (name === this.name) return;
+    if (name.length > MAX_NAME_BYTES) throw new DataError(`a queue name of ${name.length} bytes: the server takes at most ${MAX_NAME_BYTES}`);
     await this.flush(true);
     this.name = name;
     if (this.seen.has(name)) return;

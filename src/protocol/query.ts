@@ -19,6 +19,9 @@ export interface Params {
   extra?: Map<string, string>;
 }
 
+/** The longest queue name, in bytes after decoding (longer ones are refused). */
+export const MAX_NAME_BYTES = 256;
+
 const KNOWN = new Set(['name', 'opt', 'data', 'pos', 'num', 'auth', 'charset']);
 
 function hexVal(c: number): number {

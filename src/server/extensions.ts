@@ -184,7 +184,7 @@ export function createExtensions(ctx: ExtensionContext) {
   async function list(p: Params): Promise<Answer> {
     const limit = optional(p, 'limit', 1, R.MAX_BATCH, 100);
     if (Number.isNaN(limit)) return { body: R.ERROR };
-    const queues = await store.list(p.extra?.get('prefix') ?? '', p.extra?.get('after') ?? '', limit);
+    const queues = await store.list(p.extra?.get('prefix') ?? '', p.extra?.get('after'), limit);
     return json(`[${queues.map((q) => listed(q.name, R.statusObject(q.name, q.status, q.status.leased))).join(',')}]`);
   }
 

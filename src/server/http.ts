@@ -307,13 +307,14 @@ class Connection {
     }
     if (reply instanceof Promise) {
       reply.then(
-        (r) => this.send(r),
-        () => this.send({ status: 500, head: 'Content-Type: text/plain\r\n', body: 'Internal error\n' }),
+        (r) => this.send(r, req.method),
+        () => this.send({ status: 500, head: 'Content-Type: text/plain\r\n', body: 'Internal error\n' }, req.method),
       );
-    } else this.send(reply);
+    } else this.send(reply, req.method);
   }
 
-  private send(r: HttpReply): void {
+  /** A reply to HEAD has the headers of the reply to GET, and no body. */
+  private send(r: HttpReply, method: string): void {
     if (this.watcher) {
       this.socket.off('close', this.watcher.abort);
       this.watcher = undefined;
@@ -321,7 +322,8 @@ class Connection {
     if (this.socket.destroyed) return;
     const keep = this.keepAlive && !this.shuttingDown();
     const head = render(r.status, r.head, r.body.length, keep);
-    if (typeof r.body === 'string') this.socket.write(head + r.body, 'latin1');
+    if (method === 'HEAD') this.socket.write(head, 'latin1');
+    else if (typeof r.body === 'string') this.socket.write(head + r.body, 'latin1');
     else {
       this.socket.cork();
       this.socket.write(head, 'latin1');

@@ -3,7 +3,7 @@
  * nothing exits the process; the CLI does that.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { atoi, decodeBytes, decodeComponent, parseQuery, type Params } from '../protocol/query.js';
+import { atoi, decodeBytes, decodeComponent, MAX_NAME_BYTES, parseQuery, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { DiskLowError, type Store } from '../store/store.js';
@@ -51,9 +51,9 @@ export interface HttpsqsServer extends HttpServer {
   waiters: Waiters;
 }
 
-const MAX_NAME_BYTES = 256;
-/** A charset goes into a header line: only visible ASCII, at most 40 bytes, as the reference. */
-const CHARSET = /^[\x21-\x7e]{1,40}$/;
+/** A charset goes into a header line as given when it is at most 40 bytes (empty too), as the
+ * reference does; one with a control character (CR, LF, ...) is dropped, so no header can be split. */
+const CHARSET = /^[^\x00-\x08\x0a-\x1f\x7f]{0,40}$/;
 const EMPTY = Buffer.alloc(0);
 /** Bodies up to this size are sent as byte strings, in the same write as the headers. */
 const SMALL_BODY = 16 * 1024;
@@ -178,7 +178,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
       log(`request failed: ${(err as Error).message}`);
       out = { body: R.ERROR };
     }
-    const type = out.json ? 'application/json' : charset && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
+    const type = out.json ? 'application/json' : charset !== undefined && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
     // Spelled exactly as the reference does: some clients search header lines case-sensitively.
     const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
     const body = typeof out.body === 'string' || out.body.length > SMALL_BODY ? out.body : out.body.toString('latin1');

@@ -6,7 +6,7 @@
  */
 import { leaseToken, type Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
-import { decodeMeta, encodeLease, encodeMeta, keyRange, LAST_POS, LmdbCore, msgKey, quiet } from './lmdb.js';
+import { decodeMeta, EMPTY_NAME_KEY, encodeLease, encodeMeta, keyRange, LAST_POS, LmdbCore, metaKey, msgKey, quiet } from './lmdb.js';
 import { isInitial, type QueueStatus, type Store } from './store.js';
 
 export class LmdbStore extends LmdbCore implements Store {
@@ -44,25 +44,30 @@ export class LmdbStore extends LmdbCore implements Store {
     return out;
   }
 
-  async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
-    const wanted = (name: string) => name.startsWith(prefix) && name > after;
+  async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    const wanted = (name: string) => name.startsWith(prefix) && (after === undefined || name > after);
     const found = new Map<string, QueueStatus>();
     this.env.resetReadTxn();
-    const start = Buffer.from(after >= prefix ? after : prefix, 'latin1');
+    const start = Buffer.from(after !== undefined && after >= prefix ? after : prefix, 'latin1');
     // Queues in memory: their state is newer than the committed one (a reset one may still have its
     // record), and a new one may not be committed yet, so it is added after the scan.
     const newer = (name: string): QueueStatus | undefined => {
       const q = this.cache?.get(name);
       return q && { ...q.s, leased: q.leases.size };
     };
-    for (const { key, value } of this.meta.getRange({ start })) {
-      const name = key.toString('latin1');
-      if (!name.startsWith(prefix) && name > prefix) break;
-      if (!wanted(name)) continue;
+    const add = (name: string, value: Buffer | undefined) => {
       const { s, leased } = decodeMeta(value);
       const status = newer(name) ?? { ...s, leased };
       if (!isInitial(status)) found.set(name, status);
+    };
+    // The empty name comes first, though its key sorts elsewhere (see `metaKey`).
+    if (wanted('')) add('', this.meta.get(EMPTY_NAME_KEY));
+    for (const { key, value } of this.meta.getRange({ start })) {
       if (found.size >= limit) break;
+      if (key.equals(EMPTY_NAME_KEY)) continue;
+      const name = key.toString('latin1');
+      if (!name.startsWith(prefix) && name > prefix) break;
+      if (wanted(name)) add(name, value);
     }
     for (const name of this.cache?.keys() ?? []) if (wanted(name) && !found.has(name)) found.set(name, newer(name)!);
     return [...found]
@@ -88,7 +93,7 @@ export class LmdbStore extends LmdbCore implements Store {
         for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
         if (r.state) {
           const held = r.leases?.length ?? this.load(name).leases.size;
-          quiet(this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(r.state, held)));
+          quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
         }
       })
       .catch((err) => Promise.reject(this.failed(err)));

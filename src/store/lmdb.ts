@@ -27,6 +27,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { MAX_NAME_BYTES } from '../protocol/query.js';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
 import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
@@ -79,6 +80,11 @@ export function msgKey(name: string, pos: number): Buffer {
   k.writeUInt32BE(pos, n + 2);
   return k;
 }
+
+/** A queue's meta key: its name. LMDB takes no empty key, so the empty name (a valid one) has a key
+ * longer than any name. */
+export const EMPTY_NAME_KEY = Buffer.alloc(MAX_NAME_BYTES + 1);
+export const metaKey = (name: string): Buffer => (name ? Buffer.from(name, 'latin1') : EMPTY_NAME_KEY);
 
 export const keyRange = (name: string) => ({ start: msgKey(name, 0), end: msgKey(name, LAST_POS) });
 
@@ -211,7 +217,7 @@ export class LmdbCore implements CoreStore {
 
   /** A queue's state as stored (or as the current write transaction sees it). */
   protected load(name: string): Queue {
-    const { s, leased } = decodeMeta(this.meta.get(Buffer.from(name, 'latin1')));
+    const { s, leased } = decodeMeta(this.meta.get(metaKey(name)));
     const leases = new LeaseTable();
     if (leased > 0) {
       for (const { key, value } of this.lease.getRange(keyRange(name))) {
@@ -228,7 +234,7 @@ export class LmdbCore implements CoreStore {
       const l = d.q.leases.get(pos);
       quiet(l ? this.lease.put(msgKey(name, pos), encodeLease(l)) : this.lease.remove(msgKey(name, pos)));
     }
-    return this.meta.put(Buffer.from(name, 'latin1'), encodeMeta(d.q.s, d.q.leases.size));
+    return this.meta.put(metaKey(name), encodeMeta(d.q.s, d.q.leases.size));
   }
 
   protected run<T>(name: string, plan: Plan<T>): Promise<T> {
@@ -352,7 +358,7 @@ export class LmdbCore implements CoreStore {
 
   async reset(name: string): Promise<void> {
     if (this.fenced) throw this.writeError;
-    const nameKey = Buffer.from(name, 'latin1');
+    const nameKey = metaKey(name);
     // Writes queued together share lmdb-js's promise for their batch: one handler per batch.
     let batch: Promise<unknown> | undefined;
     const remove = (db: Database<Buffer, Buffer>, k: Buffer) => {

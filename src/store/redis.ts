@@ -370,8 +370,8 @@ export class RedisStore implements Store {
    * a queue and cleaned after a reset, not in the same atomic step: a queue can be missing from
    * a page for the moment between the two, and names of queues reset meanwhile are skipped.
    */
-  async list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
-    const start = after >= prefix ? Buffer.concat([Buffer.from('('), Buffer.from(after, 'latin1')]) : Buffer.concat([Buffer.from('['), Buffer.from(prefix, 'latin1')]);
+  async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    const start = after !== undefined && after >= prefix ? Buffer.concat([Buffer.from('('), Buffer.from(after, 'latin1')]) : Buffer.concat([Buffer.from('['), Buffer.from(prefix, 'latin1')]);
     for (const name of [...this.unindexed]) await this.indexed(name, false);
     const out: Array<{ name: string; status: QueueStatus }> = [];
     let from = start;

@@ -68,9 +68,9 @@ export interface Store extends CoreStore {
   nextExpiry(name: string): Promise<number | undefined>;
   /** The stored messages at positions pos..pos+num-1 (read or not), in order. */
   range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>>;
-  /** Queues that hold state, in byte order of their names: those starting with `prefix`,
-   * after the name `after`, at most `limit`. */
-  list(prefix: string, after: string, limit: number): Promise<Array<{ name: string; status: QueueStatus }>>;
+  /** Queues that hold state, in byte order of their names: those starting with `prefix`, after
+   * the name `after` (from the first when undefined; `''` is a name too), at most `limit`. */
+  list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>>;
   /** Every stored message of a queue (read or not), for export; position order where the store
    * keeps one. Streams: memory stays flat however many there are. */
   dump(name: string): AsyncIterable<{ pos: number; message: Buffer }>;
