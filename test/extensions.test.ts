@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, request, startServer, type RunningServer } from './helpers.js';
+import { cleanup, parseResponse, rawExchange, request, startServer, type RunningServer } from './helpers.js';
 
 interface Reply {
   status: number;
@@ -341,6 +341,12 @@ describe('extensions with a password', () => {
       assert.equal((await call('/metrics')).status, 401);
       assert.equal((await call('/metrics?auth=sesame')).status, 200);
       assert.equal((await call('/healthz')).status, 200);
+      // A load balancer's HEAD check gets the headers of /healthz; HEAD never runs a queue operation.
+      await call('/?name=h&opt=put&data=x&auth=sesame');
+      const head = parseResponse(await rawExchange(server.port, 'HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'), true)!;
+      assert.deepEqual([head.res.status, head.rest.length], [200, 0]);
+      assert.equal((await request(server.port, 'HEAD', '/?name=h&opt=get&auth=sesame')).status, 405);
+      assert.equal((await call('/?name=h&opt=status_json&auth=sesame')).body, '{"name":"h","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n');
     } finally {
       await server.stop();
       cleanup(server.dir);

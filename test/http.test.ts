@@ -16,6 +16,7 @@ describe('HTTP layer', () => {
     http = createHttpServer(
       (req) => {
         if (req.target === '/big') return bigReplies++, { status: 200, head: '', body: BIG };
+        if (/^\/\d{3}$/.test(req.target)) return { status: Number(req.target.slice(1)), head: '', body: 'status' };
         return { status: 200, head: 'Content-Type: text/plain\r\n', body: `${req.method} ${req.target} ${req.body.length}:${req.body.toString('latin1')}` };
       },
       { maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 400, headersMs: 300, bodyMs: 300 },
@@ -89,6 +90,13 @@ describe('HTTP layer', () => {
     idle.write('GET / HTTP/1.1\r\n\r\n');
     await new Promise((r) => idle.once('close', r));
     assert.ok(Date.now() - start >= 350, `idle connection closed after ${Date.now() - start} ms`);
+  });
+
+  it('every status the server sends has its own reason phrase', async () => {
+    for (const [status, reason] of [[401, 'Unauthorized'], [405, 'Method Not Allowed'], [500, 'Internal Server Error'], [503, 'Service Unavailable']] as const) {
+      const raw = await rawExchange(port, `GET /${status} HTTP/1.1\r\nConnection: close\r\n\r\n`);
+      assert.equal(raw.toString('latin1').split('\r\n')[0], `HTTP/1.1 ${status} ${reason}`);
+    }
   });
 
   it('HTTP/1.0 closes unless keep-alive is asked for', async () => {

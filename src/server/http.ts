@@ -53,8 +53,9 @@ export interface HttpOptions {
 export type Handler = (req: HttpRequest) => HttpReply | Promise<HttpReply>;
 
 const REASONS: Record<number, string> = {
-  100: 'Continue', 200: 'OK', 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout',
+  100: 'Continue', 200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 405: 'Method Not Allowed', 408: 'Request Timeout',
   413: 'Payload Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented',
+  503: 'Service Unavailable',
 };
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const REQUEST_LINE = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/;

@@ -161,15 +161,17 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   }
 
   async function answer(req: HttpRequest, path: string, params: Params): Promise<HttpReply> {
-    if (!SERVED_METHODS.has(req.method)) {
-      return {
-        status: 405,
-        head: 'Content-Type: text/plain\r\nAllow: GET, POST, PUT, DELETE\r\nCache-Control: no-cache\r\n',
-        body: `Method ${req.method} is not served\n`,
-      };
-    }
+    const refused: HttpReply = {
+      status: 405,
+      head: 'Content-Type: text/plain\r\nAllow: GET, POST, PUT, DELETE\r\nCache-Control: no-cache\r\n',
+      body: `Method ${req.method} is not served\n`,
+    };
+    // HEAD is for the endpoints (a load balancer's health check); it never runs a queue operation.
+    const headOnly = req.method === 'HEAD';
+    if (!headOnly && !SERVED_METHODS.has(req.method)) return refused;
     const other = isEndpoint(path) ? await endpoint(path, params.auth) : undefined;
     if (other) return other;
+    if (headOnly) return refused;
     const charset = params.charset;
     let out: Answer;
     try {
