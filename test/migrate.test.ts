@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cleanup, CLI, needsTool, request, startServer, tempDir } from './helpers.js';
@@ -119,7 +119,7 @@ describe('export and import', () => {
       assert.equal(httpsqs(['import', '--store', store, join(dir, 'a.jsonl')]).status, 0);
       const again = httpsqs(['import', '--store', store, join(dir, 'a.jsonl')]);
       assert.equal(again.status, 1, 'an import never writes over queues that hold state');
-      assert.match(again.stderr, /already holds state here/);
+      assert.match(again.stderr, /already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the 0 queue\(s\) before it were imported/);
       assert.equal(httpsqs(['import', '--store', store, '--replace', join(dir, 'a.jsonl')]).status, 0);
       // While a server uses this Redis with this prefix, an import is refused; once it stops, not.
       // One on another prefix does not count.
@@ -153,6 +153,16 @@ describe('export and import', () => {
       await server2.stop();
       cleanup(dir);
     }
+  });
+
+  it('export refuses a directory without a database, and leaves none there', () => {
+    const dir = tempDir('httpsqs-bad-');
+    const r = httpsqs(['export', '-x', join(dir, 'typo')]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /-x .*typo: no httpsqs database there \(no data\.mdb\), so nothing to export/);
+    assert.equal(r.stdout, '');
+    assert.equal(existsSync(join(dir, 'typo')), false);
+    cleanup(dir);
   });
 
   it('refuses input that is not an export, with the line it stopped at', () => {

@@ -11,7 +11,8 @@
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
 import { isUtf8 } from 'node:buffer';
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -44,6 +45,8 @@ const BATCH = 1000;
 function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Store {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
   const dir = o.datadir ?? './data';
+  // A mistyped -x must not give an empty backup (nor leave a new database behind).
+  if (!forWriting && !existsSync(join(dir, 'data.mdb'))) throw new DataError(`-x ${dir}: no httpsqs database there (no data.mdb), so nothing to export`);
   try {
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
     return new LmdbStore({ path: dir, shared: !forWriting });
@@ -139,7 +142,7 @@ class Importer {
     this.queues++;
     const s = await this.store.status(name);
     if (!isInitial(s)) {
-      if (!this.replace) throw new DataError(`queue ${JSON.stringify(name)} already holds state here; nothing of it was imported (reset it first, or use --replace)`);
+      if (!this.replace) throw new DataError(`queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues - 1} queue(s) before it were imported (reset it first, or use --replace)`);
       await this.store.reset(name);
     }
   }
