@@ -135,6 +135,20 @@ describe('httpsqs-cli', () => {
     const usage = spawnSync(process.execPath, [CLI_CLIENT, 'frobnicate'], { encoding: 'utf8', env: cleanEnv() });
     assert.equal(usage.status, 2);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, 'get', 'q', '--wait', 'soon'], { encoding: 'utf8' }).status, 2);
+    // A server address that is not one is a usage error with one line, not a stack trace.
+    for (const [args, message] of [
+      [['--url', `127.0.0.1:${server.port}`], /^httpsqs-cli: --url: not a server URL: "127\.0\.0\.1:\d+"/],
+      [['--url', `http://127.0.0.1:${server.port}/?x=1`], /^httpsqs-cli: --url: not a server URL/],
+      [['--port', 'abc'], /^httpsqs-cli: --port: expected 1\.\.65535, got "abc"\n$/],
+    ] as const) {
+      const bad = spawnSync(process.execPath, [CLI_CLIENT, ...args, 'status', 'q'], { encoding: 'utf8', env: cleanEnv() });
+      assert.equal(bad.status, 2, args.join(' '));
+      assert.match(bad.stderr, message);
+      assert.doesNotMatch(bad.stderr, /\n\s+at /);
+    }
+    // Any path reaches the queues, so a URL with one works (a server behind a proxy, say).
+    const withPath = spawnSync(process.execPath, [CLI_CLIENT, '--url', `http://127.0.0.1:${server.port}/queues/`, 'put', 'k-path', 'p'], { encoding: 'utf8', env: cleanEnv() });
+    assert.deepEqual([withPath.status, withPath.stdout], [0, '1\n']);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, '--help'], { encoding: 'utf8' }).status, 0);
     const locked = await startServer({ args: ['-a', 'sesame'] });
     try {

@@ -93,6 +93,9 @@ describe('HttpsqsClient', () => {
       await locked.stop();
       cleanup(locked.dir);
     }
+    for (const url of ['127.0.0.1:1218', 'ftp://127.0.0.1:1218', 'http://127.0.0.1:1218/?name=q', 'http://a b']) {
+      assert.throws(() => new HttpsqsClient({ url }), (err: unknown) => err instanceof TypeError && err.message.startsWith(`not a server URL: "${url}"`), url);
+    }
     const nobody = new HttpsqsClient({ url: `http://127.0.0.1:${await freePort()}` });
     await assert.rejects(nobody.get('q'), (err: unknown) => err instanceof NetworkError && (err.cause as { code?: string }).code === 'ECONNREFUSED');
     await nobody.close();

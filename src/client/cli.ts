@@ -50,7 +50,12 @@ program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 function client(): HttpsqsClient {
   const g = program.opts<Globals>();
-  return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: whole('--timeout', g.timeout), reference: g.reference });
+  if (!g.url && !(/^\d+$/.test(g.port) && Number(g.port) >= 1 && Number(g.port) <= 65535)) throw new Outcome(EXIT.usage, `--port: expected 1..65535, got "${g.port}"`);
+  try {
+    return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: whole('--timeout', g.timeout), reference: g.reference });
+  } catch (err) {
+    throw new Outcome(EXIT.usage, `${g.url ? '--url' : '--host'}: ${(err as Error).message}`);
+  }
 }
 /** Runs `fn` with a client, closed afterwards whatever happens. */
 async function withClient<T>(fn: (q: HttpsqsClient) => Promise<T>): Promise<T> {

@@ -9,7 +9,9 @@ import * as R from '../protocol/reply.js';
 import { AuthError, HttpsqsError, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 
 export interface ClientOptions {
-  /** Where the server is. @default 'http://127.0.0.1:1218' */
+  /** Where the server is: `http://host:port`, or with a path (any path reaches the queues, so a
+   * server behind a proxy under `/queue/` works). A URL that is not one throws a TypeError.
+   * @default 'http://127.0.0.1:1218' */
   url?: string;
   /** The server's password (`-a`), sent as `auth=`. */
   auth?: string;
@@ -111,10 +113,17 @@ function percentEncode(b: Buffer): string {
  */
 export class HttpsqsClient {
   private readonly pool: Pool;
+  private readonly path: string;
   private readonly timeout: number;
 
   constructor(private readonly options: ClientOptions = {}) {
-    this.pool = new Pool(options.url ?? 'http://127.0.0.1:1218', { connections: options.connections ?? null, pipelining: 1 });
+    const given = options.url ?? 'http://127.0.0.1:1218';
+    const url = URL.canParse(given) ? new URL(given) : undefined;
+    if (!url || !/^https?:$/.test(url.protocol) || url.search || url.hash || url.username) {
+      throw new TypeError(`not a server URL: "${given}" (give one like http://127.0.0.1:1218, with a path if you like, without a query)`);
+    }
+    this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
+    this.path = url.pathname;
     this.timeout = options.timeout ?? 10_000;
   }
 
@@ -125,7 +134,7 @@ export class HttpsqsClient {
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
     try {
       const res = await this.pool.request({
-        path: `/${query}`,
+        path: `${this.path}${query}`,
         method: o.body === undefined ? 'GET' : 'POST',
         ...(o.body !== undefined ? { body: o.body, headers: { 'content-type': o.type ?? 'application/x-www-form-urlencoded' } } : {}),
         signal: o.signal,
