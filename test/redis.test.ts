@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { RedisStore } from '../src/store/redis.js';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, produceAndConsume, request, startServer, type RunningServer } from './helpers.js';
+import { cleanup, freePort, keepAliveClient, produceAndConsume, request, startServer, type RunningServer } from './helpers.js';
 import { noRedis, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis-servers.js';
 
 const skip = noRedis();
@@ -132,6 +132,23 @@ describe('a reset racing a put on another frontend', { skip }, () => {
       assert.equal((await b.get('r'))?.message.toString(), 'new');
     } finally {
       await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('a Redis out of reach', { skip }, () => {
+  it('is named with the cause, at start and when it goes away', async () => {
+    const nobody = new RedisStore({ url: `redis://127.0.0.1:${await freePort()}` });
+    await assert.rejects(nobody.ready(), /^StoreError: Redis at redis:\/\/127\.0\.0\.1:\d+: cannot reach it \(connect ECONNREFUSED 127\.0\.0\.1:\d+\)$/);
+    await nobody.close();
+    const own = await startRedis();
+    const store = await new RedisStore({ url: own.url }).ready();
+    try {
+      assert.equal(await store.put('q', Buffer.from('x')), 1);
+      await own.stop();
+      await assert.rejects(store.status('q'), /^StoreError: Redis: cannot reach it \(.*ECONNREFUSED/);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -191,6 +191,7 @@ export class RedisStore implements Store {
   private announcer: NodeJS.Timeout | undefined;
   /** Queues whose index entry could not be written yet (see `indexed`). */
   private readonly unindexed = new Set<string>();
+  private lastError: Error | undefined;
 
   constructor(private readonly opts: RedisStoreOptions) {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
@@ -199,7 +200,9 @@ export class RedisStore implements Store {
     const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false };
     this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
     this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
-    this.redis.on('error', () => {}); // reported through the commands that fail
+    // Reported through the commands that fail; the last one says why when they fail for want of a
+    // connection (ioredis then only says it gave up retrying).
+    this.redis.on('error', (err: Error) => void (this.lastError = err));
     this.sub.on('error', () => {});
     this.prefix = Buffer.from(prefix, 'latin1');
     this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
@@ -232,7 +235,7 @@ export class RedisStore implements Store {
   async ready(timeoutMs = 10_000): Promise<this> {
     const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref());
     await Promise.race([this.redis.ping(), timer]).catch((err: Error) => {
-      throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${err.message}`, { cause: err });
+      throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${this.why(err)}`, { cause: err });
     });
     return this;
   }
@@ -247,8 +250,13 @@ export class RedisStore implements Store {
     return Buffer.concat([this.prefix, Buffer.from(`httpsqs:wake:${Buffer.from(name, 'latin1').toString('hex')}`, 'latin1')]);
   }
 
+  private why(err: Error): string {
+    const unreachable = err.name === 'MaxRetriesPerRequestError' || this.redis.status !== 'ready';
+    return unreachable && this.lastError ? `cannot reach it (${this.lastError.message})` : err.message;
+  }
+
   private failed(err: unknown): never {
-    throw new StoreError(`Redis: ${(err as Error).message}`, { cause: err });
+    throw new StoreError(`Redis: ${this.why(err as Error)}`, { cause: err });
   }
 
   /** A change is acknowledged once `--redis-wait` replicas have it. */
