@@ -146,6 +146,10 @@ describe('command line', () => {
     blocker.close();
     assert.equal(code, 1);
     assert.match(stderr, /already in use/);
+    // In the background its PID file is how it is stopped: one it cannot write is a failure there.
+    const noPid = await runCli(['-d', '-l', '127.0.0.1', '-p', String(await freePort()), '-x', dir, '-i', join(dir, 'missing', 'p')]);
+    assert.equal(noPid.code, 1);
+    assert.match(noPid.stderr, /^httpsqs: -i: cannot write PID file .*missing\/p: ENOENT/);
     cleanup(dir);
   });
 

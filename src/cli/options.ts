@@ -61,7 +61,7 @@ export const OPTIONS = {
     type: 'string', arg: '<num>', default: '1',
     help: 'serving processes sharing the port and the database (see BENCHMARKS.md for when more than one helps)',
   },
-  daemon: { short: 'd', type: 'boolean', help: 'run in the background and return once it is listening' },
+  daemon: { short: 'd', type: 'boolean', help: 'run in the background and return once it is listening (the PID file must be writable)' },
   help: { short: 'h', type: 'boolean', help: 'print this help and exit' },
 } satisfies Record<string, OptionDef>;
 

@@ -57,6 +57,16 @@ export function openDataDir(dir: string): void {
   }
 }
 
+/** Why the PID file could not be written, or undefined when it can. */
+export function pidFileProblem(file: string): string | undefined {
+  try {
+    accessSync(existsSync(file) ? file : dirname(file), constants.W_OK);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
 /** Writes the PID file; returns the function that removes it (only while it is still ours). */
 export function writePidFile(file: string): () => void {
   try {
