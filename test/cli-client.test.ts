@@ -45,6 +45,11 @@ describe('httpsqs-cli', () => {
     assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-json', '1']).stdout), { pos: 1, data: 'x' });
     const list = JSON.parse(cli(['--json', 'list', '--prefix', 'k-json']).stdout);
     assert.deepEqual(list.map((q: { name: string }) => q.name), ['k-json']);
+    cli(['put', 'k-json', 'y']);
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-json', '1', '--num', '3']).stdout), [{ pos: 1, data: 'x' }, { pos: 2, data: 'y' }]);
+    assert.equal(cli(['view', 'k-json', '1', '--num', '3']).stdout, '{"pos":1,"data":"x"}\n{"pos":2,"data":"y"}\n');
+    assert.deepEqual(JSON.parse(cli(['--json', 'synctime', '4']).stdout), { synctime: 4 });
+    assert.deepEqual(JSON.parse(cli(['--json', 'reset', 'k-json']).stdout), { reset: true });
   });
 
   it('status, list, view, reset, maxqueue and synctime speak plainly', () => {
@@ -54,7 +59,8 @@ describe('httpsqs-cli', () => {
     assert.equal(cli(['view', 'k-ops', '1']).stdout, 'a');
     assert.equal(cli(['view', 'k-ops', '9']).code, 3);
     assert.equal(cli(['maxqueue', 'k-ops', '100']).code, 0);
-    assert.equal(cli(['maxqueue', 'k-ops', '5']).code, 1); // out of range: the server says HTTPSQS_ERROR
+    const small = cli(['maxqueue', 'k-ops', '5']);
+    assert.deepEqual([small.code, small.stderr], [2, 'httpsqs-cli: <num>: expected 10..1000000000, got 5\n']);
     assert.equal(cli(['reset', 'k-ops']).code, 0);
     assert.equal(cli(['synctime', '3']).code, 0);
     cli(['maxqueue', 'k-cancel', '10']);

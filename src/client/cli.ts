@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { MAX_BATCH } from '../protocol/reply.js';
+import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, QueueFullError } from './errors.js';
 
@@ -236,7 +237,8 @@ program
     const pos = whole('<pos>', posText);
     await withClient(async (q) => {
       if (o.num) {
-        for (const m of await q.viewRange(name, pos, whole('--num', o.num))) out(`${JSON.stringify({ pos: m.pos, data: m.body.toString('utf8') })}\n`);
+        const found = (await q.viewRange(name, pos, whole('--num', o.num))).map((m) => ({ pos: m.pos, data: m.body.toString('utf8') }));
+        out(json() ? `${JSON.stringify(found)}\n` : found.map((m) => `${JSON.stringify(m)}\n`).join(''));
         return;
       }
       const body = await q.view(name, pos);
@@ -260,7 +262,9 @@ program
   .description('set the ring size (exit code 5 when the server refuses it now)')
   .action(async (name: string, num: string) => {
     await withClient(async (q) => {
-      const done = await q.maxqueue(name, whole('<num>', num));
+      const size = whole('<num>', num);
+      if (size < MIN_MAXQUEUE || size > MAX_POSITION) throw new Outcome(EXIT.usage, `<num>: expected ${MIN_MAXQUEUE}..${MAX_POSITION}, got ${num}`);
+      const done = await q.maxqueue(name, size);
       if (json()) out(`${JSON.stringify({ maxqueue: done })}\n`);
       if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: the ring holds positions beyond ${num}, or is a lap ahead`);
     });
@@ -271,7 +275,9 @@ program
   .description('seconds between flushes of a server in --sync interval mode')
   .action(async (s: string) => {
     await withClient(async (q) => {
-      await q.synctime(whole('<seconds>', s));
+      const seconds = whole('<seconds>', s);
+      await q.synctime(seconds);
+      if (json()) out(`${JSON.stringify({ synctime: seconds })}\n`);
     });
   });
 
