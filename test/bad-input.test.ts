@@ -130,6 +130,13 @@ describe('bad input', () => {
     assert.equal(await text('/?name=&opt=get'), 'HTTPSQS_GET_END');
   });
 
+  it('status_json gives a name in another charset as its bytes, as the reference does; only " \\ and control bytes are escaped', async () => {
+    const gbk = await ask('/?name=%C4%E3%BA%C3&opt=status_json'); // 你好 in GBK: not UTF-8
+    assert.deepEqual(gbk.body.subarray(0, 13), Buffer.from([...Buffer.from('{"name":"'), 0xc4, 0xe3, 0xba, 0xc3]));
+    assert.equal(gbk.body.subarray(13).toString(), '","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n');
+    assert.equal(await text('/?name=a%22b%5Cc%01%E4%BD%A0&opt=status_json'), Buffer.from('{"name":"a\\"b\\\\c\\u0001你","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n').toString('latin1'));
+  });
+
   it('charset= goes into Content-Type as given, even empty; one with a control character is dropped', async () => {
     const type = async (charset: string) => (await ask(`/?name=keep&opt=status_json&charset=${charset}`)).headers['content-type'];
     assert.equal(await type(''), 'text/plain; charset=');

@@ -35,17 +35,21 @@ export function statusText(name: string, s: QueueState): string {
 }
 
 /**
- * `status_json`. Unlike the reference, the name is escaped as JSON; for ordinary names (no `"`,
- * `\` or control bytes) the output is byte-identical, UTF-8 included. `leased` (an extension) is
- * added only when non-zero, so that queues used the reference way answer exactly as it does.
+ * `status_json`. Unlike the reference, `"`, `\` and control bytes of the name are escaped as JSON;
+ * every other byte comes back as sent, as the reference sends it (UTF-8, GBK or any charset), so
+ * for ordinary names the output is byte-identical. `leased` (an extension) is added only when
+ * non-zero, so that queues used the reference way answer exactly as it does.
  */
 export function statusJson(name: string, s: QueueState, leased = 0): Buffer {
-  return Buffer.from(`${statusObject(name, s, leased, leased > 0)}\n`);
+  return Buffer.from(`${fields(JSON.stringify(name), s, leased, leased > 0)}\n`, 'latin1');
 }
 
-/** The JSON object of `status_json`, optionally always with `leased` (as `opt=list` gives it). */
-export function statusObject(name: string, s: QueueState, leased: number, withLeased = true): string {
-  const jsonName = JSON.stringify(Buffer.from(name, 'latin1').toString('utf8'));
+/** The JSON object of a queue's status, with `leased`, as valid UTF-8 (as `opt=list` gives it). */
+export function statusObject(name: string, s: QueueState, leased: number): string {
+  return fields(JSON.stringify(Buffer.from(name, 'latin1').toString('utf8')), s, leased, true);
+}
+
+function fields(jsonName: string, s: QueueState, leased: number, withLeased: boolean): string {
   return (
     `{"name":${jsonName},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"putlap":${putLap(s)},` +
     `"getpos":${s.getpos},"getlap":1,"unread":${unread(s)}${withLeased ? `,"leased":${leased}` : ''}}`
