@@ -334,6 +334,37 @@ it('a data directory whose name has a dot is a directory, and holds its data acr
   cleanup(parent);
 });
 
+it('one process: memory does not grow with every queue name used; queues it forgot are read from disk again', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const s = new LmdbStore({ path: dir });
+  const kept = () => (s as unknown as { cache: Map<string, unknown> }).cache.size;
+  // Names only looked at (a get on an empty queue, a status) are not kept at all.
+  await Promise.all(Array.from({ length: 20_000 }, (_, i) => s.get(`nothing-${i}`)));
+  await Promise.all(Array.from({ length: 1_000 }, (_, i) => s.status(`nothing-${i}`)));
+  assert.equal(kept(), 0);
+  // Queues written to are kept up to a limit; past it, those whose writes have settled are let go.
+  for (let i = 0; i < 12_000; i += 1_000) {
+    await Promise.all(Array.from({ length: 1_000 }, (_, j) => s.putMany(`q-${i + j}`, [b(`first of ${i + j}`), b('second')])));
+  }
+  assert.ok(kept() <= 10_000, `${kept()} queues in memory`);
+  // The forgotten ones, read from disk again, are exactly as they were; and go on from there.
+  const got = await s.get('q-0', 60_000);
+  assert.deepEqual([got?.pos, got?.message.toString()], [1, 'first of 0']);
+  assert.deepEqual(await s.status('q-0'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1 });
+  assert.equal(await s.put('q-1', b('third')), 3);
+  await s.reset('q-2');
+  await Promise.all(Array.from({ length: 3_000 }, (_, i) => s.put(`r-${i}`, b('x'))));
+  assert.ok(kept() <= 10_000, `${kept()} queues in memory`);
+  assert.deepEqual(await s.status('q-0'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1 });
+  assert.equal(await s.settle('q-0', 1, 'ack'), true);
+  assert.deepEqual(await s.status('q-1'), { putpos: 3, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+  assert.deepEqual(await s.status('q-2'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+  assert.equal(await s.view('q-2', 1), null);
+  assert.equal((await s.list('q-', undefined, 1000)).length, 1000);
+  await s.close();
+  cleanup(dir);
+});
+
 it('one process: a queue reset but not yet committed does not shorten a page of list', async () => {
   const dir = tempDir('httpsqs-store-');
   let s = new LmdbStore({ path: dir });

@@ -98,7 +98,13 @@ export function quiet(p: Promise<unknown>): void {
 interface Queue {
   s: QueueState;
   leases: LeaseTable;
+  /** Exclusive mode: writes queued and not yet settled (until then it must stay in memory). */
+  pending: number;
 }
+
+/** Exclusive mode: queues kept in memory at most, beyond those with writes in progress. The
+ * others are read from disk again when next used, so memory does not grow with every name used. */
+const CACHED_QUEUES = 10_000;
 
 /** One operation on one queue: reads, and records what must be written. */
 class Draft {
@@ -224,7 +230,7 @@ export class LmdbCore implements CoreStore {
         leases.set(key.readUInt32BE(key.length - 4), { deadline: value.readDoubleBE(0), deliveries: value.readUInt32BE(8) });
       }
     }
-    return { s, leases };
+    return { s, leases, pending: 0 };
   }
 
   /** Queues an operation's writes; the meta record goes last, so its promise is the operation's. */
@@ -249,15 +255,16 @@ export class LmdbCore implements CoreStore {
         .catch((err) => Promise.reject(this.failed(err)));
     }
     if (this.fenced) return Promise.reject(this.writeError);
-    let q = this.cache.get(name);
-    if (!q) this.cache.set(name, (q = this.load(name)));
+    const q = this.cache.get(name) ?? this.current(name);
     const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
     const result = plan(d);
-    if (!d.changed) return Promise.resolve(result);
+    if (!d.changed) return Promise.resolve(result); // a queue only looked at is not kept
+    if (q.pending++ === 0 && !this.cache.has(name)) this.remember(name, q);
     // Until they are committed, a get or view of these positions must find them here.
     for (const [pos, message] of d.stored) this.uncommitted.set(`${pos}:${name}`, message);
     return this.write(name, d).then(
       () => {
+        q.pending--;
         this.writeError = undefined;
         for (const [pos, message] of d.stored) {
           const key = `${pos}:${name}`;
@@ -267,6 +274,17 @@ export class LmdbCore implements CoreStore {
       },
       (err) => Promise.reject(this.failed(err)),
     );
+  }
+
+  /** Keeps a queue in memory; past the limit, forgets the oldest whose writes have all settled. */
+  private remember(name: string, q: Queue): void {
+    const cache = this.cache!;
+    cache.set(name, q);
+    if (cache.size <= CACHED_QUEUES) return;
+    for (const [other, o] of cache) {
+      if (cache.size <= CACHED_QUEUES * 0.9) break;
+      if (o.pending === 0) cache.delete(other);
+    }
   }
 
   /** A committed message. lmdb-js renews its read snapshot after each commit it resolves; should a
@@ -383,7 +401,9 @@ export class LmdbCore implements CoreStore {
     }
     // Leases in memory include ones whose writes are still queued: their removals queue behind them.
     for (const [pos] of this.cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
-    this.cache.set(name, { s: emptyQueue(), leases: new LeaseTable() });
+    const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), pending: 1 };
+    this.cache.delete(name);
+    this.remember(name, q);
     this.env.resetReadTxn();
     // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
     // the removals are queued behind both, and a put after this reset is queued behind them.
@@ -396,6 +416,7 @@ export class LmdbCore implements CoreStore {
       }
     }
     await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
+    q.pending--;
   }
 
   async check(): Promise<void> {
