@@ -92,6 +92,15 @@ describe('HTTP layer', () => {
     assert.ok(Date.now() - start >= 350, `idle connection closed after ${Date.now() - start} ms`);
   });
 
+  it('bytes that cannot begin a request (TLS, SSH) get 400 at once, not when the header time is up', async () => {
+    for (const start of [Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]), Buffer.from('SSH-2.0-OpenSSH_9.2\r\n'), Buffer.from('GET /x HTTP/1.1')]) {
+      const raw = await rawExchange(port, start, 2000);
+      const reply = raw.toString('latin1');
+      if (start.toString().startsWith('GET')) assert.match(reply, /^HTTP\/1\.1 408 /, 'a request line still arriving waits for the rest');
+      else assert.match(reply, /^HTTP\/1\.1 400 Bad Request\r\n/, JSON.stringify(start.toString('latin1')));
+    }
+  });
+
   it('every status the server sends has its own reason phrase', async () => {
     for (const [status, reason] of [[401, 'Unauthorized'], [405, 'Method Not Allowed'], [500, 'Internal Server Error'], [503, 'Service Unavailable']] as const) {
       const raw = await rawExchange(port, `GET /${status} HTTP/1.1\r\nConnection: close\r\n\r\n`);

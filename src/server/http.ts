@@ -195,6 +195,12 @@ class Connection {
         }
         const end = this.pending.indexOf(CRLFCRLF);
         if (end < 0) {
+          // Bytes that cannot begin a request (TLS, SSH, binary) are refused now, not when time is up.
+          const eol = this.pending.indexOf('\r\n');
+          const first = this.pending[0]!;
+          if (!((first >= 65 && first <= 90) || first === 13) || (eol > 0 && !REQUEST_LINE.test(this.pending.toString('latin1', 0, eol)))) {
+            throw new Refusal(400, 'Malformed HTTP request');
+          }
           if (this.pending.length > this.opts.maxHeaderBytes) throw new Refusal(431, this.opts.messages?.[431] ?? 'Request headers too large');
           if (Date.now() - this.headStarted > this.opts.headersMs) throw new Refusal(408, 'Request headers not received in time');
           return false;
