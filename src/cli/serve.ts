@@ -2,6 +2,7 @@
 import { createMetrics, shareWithPrimary } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
+import { mib } from '../store/disk-reserve.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { redactUrl, RedisStore } from '../store/redis.js';
@@ -93,9 +94,9 @@ function openLmdb(config: Config, datadir: string): LmdbStore {
       shared: config.workers > 1,
       reserveBytes: config.diskReserve * 2 ** 20,
       onDiskSpace: (low, free) => {
-        const mib = `${Math.floor(free / 2 ** 20)} MiB free for ${datadir}`;
-        if (low) log.warn({ event: 'disk-low', free }, `${mib}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
-        else log.info({ event: 'disk-ok', free }, `${mib}: puts are accepted again`);
+        const left = `${mib(free)} free for ${datadir}`;
+        if (low) log.warn({ event: 'disk-low', free }, `${left}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
+        else log.info({ event: 'disk-ok', free }, `${left}: puts are accepted again`);
       },
     });
   } catch (err) {

@@ -21,7 +21,7 @@ export function lmdbFreeBytes(env: RootDatabase, dbs: Database[]): number {
   return Math.max(0, root.lastPageNumber + 1 - used) * root.pageSize;
 }
 
-const mib = (n: number) => `${Math.floor(n / 2 ** 20)} MiB`;
+export const mib = (n: number): string => `${Math.floor(n / 2 ** 20)} MiB`;
 
 export class DiskReserve {
   private low: DiskLowError | undefined;
