@@ -125,6 +125,7 @@ describe('bad input', () => {
     assert.equal(await text('/?name=&opt=view&pos=1'), 'nameless');
     assert.equal(await text('/?name=&opt=maxqueue&num=10'), 'HTTPSQS_MAXQUEUE_OK');
     assert.equal((JSON.parse(await text('/?opt=list')) as Array<{ name: string }>)[0]?.name, '');
+    assert.match(await text('/metrics'), /^httpsqs_queue_unread\{queue=""\} 1$/m);
     assert.equal(await text('/?name=&opt=get'), 'nameless');
     assert.equal(await text('/?name=&opt=reset'), 'HTTPSQS_RESET_OK');
     assert.equal(await text('/?name=&opt=get'), 'HTTPSQS_GET_END');

@@ -146,6 +146,8 @@ describe('httpsqs-cli', () => {
       [['--url', `127.0.0.1:${server.port}`], /^httpsqs-cli: --url: not a server URL: "127\.0\.0\.1:\d+"/],
       [['--url', `http://127.0.0.1:${server.port}/?x=1`], /^httpsqs-cli: --url: not a server URL/],
       [['--port', 'abc'], /^httpsqs-cli: --port: expected 1\.\.65535, got "abc"\n$/],
+      [['--host', '127.0.0.1/x'], /^httpsqs-cli: --host: expected a host name or address, got "127\.0\.0\.1\/x"\n$/],
+      [['--timeout', 'abc'], /^httpsqs-cli: --timeout: expected a whole number, got "abc"\n$/],
     ] as const) {
       const bad = spawnSync(process.execPath, [CLI_CLIENT, ...args, 'status', 'q'], { encoding: 'utf8', env: cleanEnv() });
       assert.equal(bad.status, 2, args.join(' '));

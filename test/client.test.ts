@@ -93,7 +93,7 @@ describe('HttpsqsClient', () => {
       await locked.stop();
       cleanup(locked.dir);
     }
-    for (const url of ['127.0.0.1:1218', 'ftp://127.0.0.1:1218', 'http://127.0.0.1:1218/?name=q', 'http://a b']) {
+    for (const url of ['127.0.0.1:1218', 'ftp://127.0.0.1:1218', 'http://127.0.0.1:1218/?name=q', 'http://a b', 'http://:pw@127.0.0.1:1218']) {
       assert.throws(() => new HttpsqsClient({ url }), (err: unknown) => err instanceof TypeError && err.message.startsWith(`not a server URL: "${url}"`), url);
     }
     const nobody = new HttpsqsClient({ url: `http://127.0.0.1:${await freePort()}` });

@@ -361,6 +361,11 @@ it('one process: memory does not grow with every queue name used; queues it forg
   assert.deepEqual(await s.status('q-2'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
   assert.equal(await s.view('q-2', 1), null);
   assert.equal((await s.list('q-', undefined, 1000)).length, 1000);
+  // A burst of writes to more queues than the limit at once: all are kept while in progress, then let go.
+  assert.deepEqual(new Set(await Promise.all(Array.from({ length: 15_000 }, (_, i) => s.put(`burst-${i}`, b('x'))))), new Set([1]));
+  for (let i = 0; i < 2_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => s.put(`after-${i + j}`, b('x'))));
+  assert.ok(kept() <= 10_000, `${kept()} queues in memory`);
+  assert.deepEqual(await s.status('burst-0'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0 });
   await s.close();
   cleanup(dir);
 });

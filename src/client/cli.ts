@@ -51,9 +51,13 @@ program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 function client(): HttpsqsClient {
   const g = program.opts<Globals>();
+  const timeout = whole('--timeout', g.timeout);
   if (!g.url && !(/^\d+$/.test(g.port) && Number(g.port) >= 1 && Number(g.port) <= 65535)) throw new Outcome(EXIT.usage, `--port: expected 1..65535, got "${g.port}"`);
+  if (!g.url && /[/?#@\s]/.test(g.host)) throw new Outcome(EXIT.usage, `--host: expected a host name or address, got "${g.host}"`);
+  // An IPv6 address goes into a URL in brackets.
+  const host = g.host.includes(':') && !g.host.startsWith('[') ? `[${g.host}]` : g.host;
   try {
-    return new HttpsqsClient({ url: g.url ?? `http://${g.host}:${g.port}`, auth: g.auth, timeout: whole('--timeout', g.timeout), reference: g.reference });
+    return new HttpsqsClient({ url: g.url ?? `http://${host}:${g.port}`, auth: g.auth, timeout, reference: g.reference });
   } catch (err) {
     throw new Outcome(EXIT.usage, `${g.url ? '--url' : '--host'}: ${(err as Error).message}`);
   }

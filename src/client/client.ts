@@ -119,8 +119,8 @@ export class HttpsqsClient {
   constructor(private readonly options: ClientOptions = {}) {
     const given = options.url ?? 'http://127.0.0.1:1218';
     const url = URL.canParse(given) ? new URL(given) : undefined;
-    if (!url || !/^https?:$/.test(url.protocol) || url.search || url.hash || url.username) {
-      throw new TypeError(`not a server URL: "${given}" (give one like http://127.0.0.1:1218, with a path if you like, without a query)`);
+    if (!url || !/^https?:$/.test(url.protocol) || url.search || url.hash || url.username || url.password) {
+      throw new TypeError(`not a server URL: "${given}" (give one like http://127.0.0.1:1218, with a path if you like, without a query or credentials: the password is the auth option)`);
     }
     this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
     this.path = url.pathname;

@@ -130,7 +130,7 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   let depths: Promise<Array<{ name: string; unread: number; leased: number }>> | undefined;
   const readDepths = async () => {
     const out: Array<{ name: string; unread: number; leased: number }> = [];
-    let after = '';
+    let after: string | undefined;
     while (out.length < MAX_QUEUES) {
       const page = await opts.store.list('', after, 1000);
       for (const q of page) {

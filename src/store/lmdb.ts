@@ -18,8 +18,9 @@
  *
  * Two ways to run an operation, with the same rules (`Plan`s over `queue/ring.ts` and
  * `queue/leases.ts`):
- * - exclusive (one server process owns the directory, enforced by `lock.ts`): queue positions and
- *   leases live in memory, an operation is decided at once and its writes are queued in order. The
+ * - exclusive (one server process owns the directory, enforced by `lock.ts`): the positions and
+ *   leases of the queues in use live in memory, an operation is decided at once and its writes are
+ *   queued in order. The
  *   write thread never waits for JavaScript, which is what makes durable acks cheap.
  * - shared (`--workers`): each operation is an lmdb-js transaction callback that reads the
  *   positions (and, when the queue holds any, its leases) inside the write transaction, which
@@ -142,7 +143,8 @@ export class LmdbCore implements CoreStore {
   protected readonly msg: Database<Buffer, Buffer>;
   protected readonly lease: Database<Buffer, Buffer>;
   private readonly release: (() => void) | undefined;
-  /** Exclusive mode: every queue's state including queued writes, and messages not yet committed. */
+  /** Exclusive mode: the state of the queues in use, including queued writes (see `remember`), and
+   * messages not yet committed. */
   protected readonly cache: Map<string, Queue> | undefined;
   protected readonly uncommitted = new Map<string, Buffer>();
   private writeError: StoreError | undefined;
@@ -150,6 +152,8 @@ export class LmdbCore implements CoreStore {
    * assumed it had succeeded) may still commit. Until they have settled, operations are refused;
    * then every queue is read from disk again (the state in memory was dropped at the failure). */
   private fenced = false;
+  /** Cache size that makes `remember` look for queues to forget. */
+  private evictAt = CACHED_QUEUES;
   private syncSeconds: number;
   private timer: NodeJS.Timeout | undefined;
   private readonly disk: DiskReserve | undefined;
@@ -276,15 +280,18 @@ export class LmdbCore implements CoreStore {
     );
   }
 
-  /** Keeps a queue in memory; past the limit, forgets the oldest whose writes have all settled. */
+  /** Keeps a queue in memory; past the limit, forgets the oldest whose writes have all settled.
+   * When too few have (a burst of writes to many queues), the next look waits for a tenth of the
+   * limit more, so that a burst does not scan the cache on every new queue. */
   private remember(name: string, q: Queue): void {
     const cache = this.cache!;
     cache.set(name, q);
-    if (cache.size <= CACHED_QUEUES) return;
+    if (cache.size <= this.evictAt) return;
     for (const [other, o] of cache) {
       if (cache.size <= CACHED_QUEUES * 0.9) break;
       if (o.pending === 0) cache.delete(other);
     }
+    this.evictAt = Math.max(CACHED_QUEUES, cache.size + CACHED_QUEUES / 10);
   }
 
   /** A committed message. lmdb-js renews its read snapshot after each commit it resolves; should a

@@ -203,6 +203,7 @@ export class RedisStore implements Store {
     // Reported through the commands that fail; the last one says why when they fail for want of a
     // connection (ioredis then only says it gave up retrying).
     this.redis.on('error', (err: Error) => void (this.lastError = err));
+    this.redis.on('ready', () => void (this.lastError = undefined));
     this.sub.on('error', () => {});
     this.prefix = Buffer.from(prefix, 'latin1');
     this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
