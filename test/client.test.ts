@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -263,12 +264,78 @@ describe('HttpsqsClient', () => {
     }
   });
 
+  it('close() ends long polls at once and stops consume; calls afterwards say the client is closed', async () => {
+    const c = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
+    const consuming = c.consume('c-close', () => {}, { wait: 20 });
+    const polling = c.get('c-close', { wait: 20 }).catch((err: unknown) => err);
+    await sleep(300);
+    const closed = c.close();
+    const outcome = await Promise.race([Promise.all([consuming, closed]).then(() => 'ended'), sleep(5000).then(() => 'still running')]);
+    assert.equal(outcome, 'ended');
+    const ended = await polling;
+    assert.ok(ended instanceof NetworkError && ended.message === 'the client is closed', String(ended));
+    await assert.rejects(c.put('c-close', 'late'), (err: unknown) => err instanceof NetworkError && err.message === 'the client is closed');
+    await c.consume('c-close', () => {}); // returns at once
+    // The long polls took nothing with them.
+    await q.put('c-close', 'kept');
+    assert.equal((await q.get('c-close'))?.text(), 'kept');
+    await assert.rejects(q.consume('c-close', () => {}, { concurrency: 0 }), RangeError);
+  });
+
+  it('consume waits out HTTP 5xx from a proxy, and what onError throws does not stop it', async () => {
+    // A stand-in for a proxy in front of a restarting server: 502 first, then a message, then acks.
+    let requests = 0;
+    const proxy = http.createServer((req, res) => {
+      requests++;
+      if (requests === 1) return res.writeHead(502).end('Bad Gateway');
+      if (req.url!.includes('opt=get')) return res.writeHead(200, { Pos: '7', Lease: 't', Deliveries: '1' }).end('job');
+      res.writeHead(200).end(req.url!.includes('opt=nack') ? 'HTTPSQS_NACK_OK' : 'HTTPSQS_ACK_OK');
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const c = new HttpsqsClient({ url: `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}` });
+    const stop = new AbortController();
+    let handled = 0;
+    try {
+      await c.consume(
+        'c-proxy',
+        () => {
+          if (++handled === 2) stop.abort();
+          throw new Error('handler failed');
+        },
+        { wait: 1, signal: stop.signal, onError: () => { throw new Error('onError failed too'); } },
+      );
+    } finally {
+      await c.close();
+      proxy.close();
+    }
+    assert.equal(handled, 2);
+  });
+
+  it('messages() gives each message touch(), and ack() uses the lease\'s newest token', async () => {
+    await q.put('c-iter', 'work');
+    const stop = new AbortController();
+    for await (const m of q.messages('c-iter', { lease: 5, wait: 1, signal: stop.signal })) {
+      assert.equal(await m.touch(30), true);
+      assert.equal(await m.ack(), true);
+      stop.abort();
+    }
+    assert.equal((await q.statusJson('c-iter')).leased, 0);
+  });
+
   it('reference mode sends bytes percent-encoded, as the C server needs, and they still arrive exactly', async () => {
     const ref = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}`, reference: true });
     const bin = new Uint8Array([0x25, 0x2b, 0x20, 0, 255, 0x41]);
     await ref.put('c-ref', bin);
+    await ref.put('c-ref', 'a+b %41 ✓');
     assert.deepEqual((await ref.get('c-ref'))?.body, Buffer.from(bin));
+    assert.equal((await ref.get('c-ref'))?.text(), 'a+b %41 ✓');
     await ref.close();
+  });
+
+  it('a string goes as its UTF-8 bytes, not percent-encoded to three times its size', async () => {
+    const big = '中'.repeat(4_000_000); // 12 MB of UTF-8; percent-encoded it would be over the 32 MiB limit
+    const pos = await q.put('c-big', big);
+    assert.equal((await q.view('c-big', pos)).toString('utf8') === big, true);
   });
 });
 

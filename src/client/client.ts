@@ -3,6 +3,7 @@
  * maxqueue, synctime) use only the HTTPSQS 1.7 protocol, so they work against the C server too;
  * the rest needs this server's extensions (docs/EXTENSIONS.md).
  */
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import * as R from '../protocol/reply.js';
@@ -15,13 +16,14 @@ export interface ClientOptions {
   url?: string;
   /** The server's password (`-a`), sent as `auth=`. */
   auth?: string;
-  /** Milliseconds to wait for an answer; a long poll gets its `wait` on top. @default 10000 */
+  /** Milliseconds the server may stay silent, before its answer and between its parts; a long poll
+   * gets its `wait` on top. @default 10000 */
   timeout?: number;
   /** Keep-alive connections held open to the server at most. By default there is no limit, so that
    * long polls never hold up other requests (consume() keeps one open per unit of concurrency). */
   connections?: number;
-  /** The server is the C HTTPSQS: bytes are sent percent-encoded (it does not know
-   * `application/octet-stream` bodies). Strings are sent so that both servers store them exactly. */
+  /** The server is the C HTTPSQS: messages are sent percent-encoded (it URL-decodes every body and
+   * knows no `application/octet-stream`). Otherwise they go as they are, as octet-stream. */
   reference?: boolean;
 }
 
@@ -95,11 +97,18 @@ type Reply = { status: number; body: Buffer; headers: Record<string, string | st
 const text = (b: Buffer) => b.toString('latin1');
 const bytes = (data: string | Uint8Array) => (typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
 
+const HEX = Buffer.from('0123456789abcdef');
+const UNRESERVED = new Uint8Array(256).map((_, c) => Number((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e));
+
 /** Percent-encodes every byte that is not unreserved, so the reference's URL-decoding gives it back. */
-function percentEncode(b: Buffer): string {
-  let out = '';
-  for (const c of b) out += (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e ? String.fromCharCode(c) : `%${c.toString(16).padStart(2, '0')}`;
-  return out;
+function percentEncode(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(b.length * 3);
+  let n = 0;
+  for (const c of b) {
+    if (UNRESERVED[c]) out[n++] = c;
+    else (out[n++] = 0x25), (out[n++] = HEX[c >> 4]!), (out[n++] = HEX[c & 15]!);
+  }
+  return out.subarray(0, n);
 }
 
 /**
@@ -115,6 +124,8 @@ export class HttpsqsClient {
   private readonly pool: Pool;
   private readonly path: string;
   private readonly timeout: number;
+  /** Aborted by `close()`: long polls end, and consume() and messages() stop. */
+  private readonly closing = new AbortController();
 
   constructor(private readonly options: ClientOptions = {}) {
     const given = options.url ?? 'http://127.0.0.1:1218';
@@ -125,19 +136,32 @@ export class HttpsqsClient {
     this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
     this.path = url.pathname;
     this.timeout = options.timeout ?? 10_000;
+    setMaxListeners(0, this.closing.signal); // one listener per long poll in flight
   }
 
   /** One request. With `message`, a 200 reply is a stored message whatever it says (see `view`). */
   private async call(params: Record<string, string | number | Uint8Array | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; message?: boolean } = {}): Promise<Reply> {
     let query = '';
-    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${typeof v === 'object' ? percentEncode(bytes(v)) : encodeURIComponent(v)}`;
+    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${typeof v === 'object' ? percentEncode(bytes(v)).toString('latin1') : encodeURIComponent(v)}`;
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
+    if (this.closing.signal.aborted) throw new NetworkError('the client is closed');
+    // A long poll ends when the client is closed (the server then hands its message to no one).
+    let signal = o.signal;
+    let unlink = () => {};
+    if (o.waitSeconds) {
+      const both = new AbortController();
+      const abort = () => both.abort();
+      for (const s of [o.signal, this.closing.signal]) s?.addEventListener('abort', abort);
+      if (o.signal?.aborted) both.abort();
+      unlink = () => [o.signal, this.closing.signal].forEach((s) => s?.removeEventListener('abort', abort));
+      signal = both.signal;
+    }
     try {
       const res = await this.pool.request({
         path: `${this.path}${query}`,
         method: o.body === undefined ? 'GET' : 'POST',
         ...(o.body !== undefined ? { body: o.body, headers: { 'content-type': o.type ?? 'application/x-www-form-urlencoded' } } : {}),
-        signal: o.signal,
+        signal,
         headersTimeout: timeout,
         bodyTimeout: timeout,
       });
@@ -152,7 +176,10 @@ export class HttpsqsClient {
     } catch (err) {
       if (err instanceof HttpsqsError) throw err;
       if (o.signal?.aborted) throw err; // the caller's own abort, as it is
+      if (this.closing.signal.aborted) throw new NetworkError('the client is closed', { cause: err });
       throw new NetworkError(`no answer from the server: ${(err as Error).message}`, { cause: err });
+    } finally {
+      unlink();
     }
   }
 
@@ -174,7 +201,9 @@ export class HttpsqsClient {
   /** Stores a message; resolves to its position. Strings are stored as UTF-8. Throws
    * `QueueFullError` when the queue is full. */
   async put(name: QueueName, data: string | Uint8Array, o: { signal?: AbortSignal } = {}): Promise<number> {
-    const raw = typeof data !== 'string' && !this.options.reference;
+    // Sent as they are (this server stores an octet-stream body exactly), or, to the C server,
+    // percent-encoded (it URL-decodes every body).
+    const raw = !this.options.reference;
     const b = bytes(data);
     // An empty body means "no message" to the server; an empty `data=` is an empty message.
     const reply = b.length
@@ -288,12 +317,20 @@ export class HttpsqsClient {
 
   /**
    * Messages as they arrive, each leased: call `ack()` or `nack()` on them (an unsettled one comes
-   * back when its lease ends). Ends when `signal` aborts.
+   * back when its lease ends), and `touch(seconds)` to extend a lease while working on one (unlike
+   * consume(), nothing extends it by itself). Ends when `signal` aborts or the client is closed.
    */
-  async *messages(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {}): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean> }> {
-    while (!o.signal?.aborted) {
+  async *messages(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {}): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean>; touch(seconds: number): Promise<boolean> }> {
+    while (!o.signal?.aborted && !this.closing.signal.aborted) {
       const m = await this.poll(name, o);
-      if (m) yield Object.assign(m, { ack: () => this.ack(name, m.pos, m.lease), nack: () => this.nack(name, m.pos, m.lease) });
+      if (!m) continue;
+      let token = m.lease;
+      const touch = async (seconds: number) => {
+        const renewed = await this.touch(name, m.pos, seconds, token);
+        if (renewed) token = renewed;
+        return renewed !== null;
+      };
+      yield Object.assign(m, { ack: () => this.ack(name, m.pos, token), nack: () => this.nack(name, m.pos, token), touch });
     }
   }
 
@@ -303,11 +340,22 @@ export class HttpsqsClient {
    * throws. Resolves once stopped and every running handler has finished.
    */
   async consume(name: QueueName, handler: (message: Message) => unknown, o: ConsumeOptions = {}): Promise<void> {
+    const concurrency = o.concurrency ?? 1;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
     // One worker failing (the server refuses the password, say) stops them all, then consume throws.
     const stop = new AbortController();
+    setMaxListeners(0, stop.signal); // one listener per worker's poll
     const stopAll = () => stop.abort();
-    o.signal?.addEventListener('abort', stopAll);
-    if (o.signal?.aborted) stop.abort();
+    for (const s of [o.signal, this.closing.signal]) s?.addEventListener('abort', stopAll);
+    if (o.signal?.aborted || this.closing.signal.aborted) stop.abort();
+    // What onError throws must not stop the other messages: it is reported as a warning.
+    const report = (err: unknown, m: Message) => {
+      try {
+        o.onError?.(err, m);
+      } catch (thrown) {
+        process.emitWarning(`consume: onError threw: ${(thrown as Error)?.message ?? thrown}`);
+      }
+    };
     const polling = { ...o, signal: stop.signal };
     let failure: unknown;
     const worker = async () => {
@@ -322,12 +370,12 @@ export class HttpsqsClient {
           const gone = () => {
             lost = true;
             clearInterval(timer);
-            o.onError?.(new LeaseLostError(name, m.pos), m);
+            report(new LeaseLostError(name, m.pos), m);
           };
           let extending = Promise.resolve();
           const extend = () => {
             extending = extending.then(() =>
-              lost ? undefined : this.touch(name, m.pos, lease, token).then((t) => (t ? void (token = t) : gone()), (err: unknown) => o.onError?.(err, m)),
+              lost ? undefined : this.touch(name, m.pos, lease, token).then((t) => (t ? void (token = t) : gone()), (err: unknown) => report(err, m)),
             );
           };
           const timer = setInterval(extend, lease * 500);
@@ -336,14 +384,13 @@ export class HttpsqsClient {
             await handler(m);
           } catch (err) {
             ok = false;
-            o.onError?.(err, m);
+            report(err, m);
           } finally {
             clearInterval(timer);
           }
           await extending;
           if (lost) continue; // said once already; settling it now could only fail
-          // A failed ack or nack leaves the lease to run out: the message comes back then.
-          await (ok ? this.ack(name, m.pos, token) : this.nack(name, m.pos, token)).then((held) => held || gone(), (err: unknown) => o.onError?.(err, m));
+          await this.settle(ok ? 'ack' : 'nack', name, m.pos, token).then((held) => held || gone(), (err: unknown) => report(err, m));
         }
       } catch (err) {
         failure ??= err;
@@ -351,27 +398,44 @@ export class HttpsqsClient {
       }
     };
     try {
-      await Promise.all(Array.from({ length: o.concurrency ?? 1 }, worker));
+      await Promise.all(Array.from({ length: concurrency }, worker));
     } finally {
-      o.signal?.removeEventListener('abort', stopAll);
+      for (const s of [o.signal, this.closing.signal]) s?.removeEventListener('abort', stopAll);
     }
     if (failure !== undefined) throw failure;
   }
 
-  /** One leased long poll; null when stopped or nothing came. Network trouble is waited out. */
+  /** consume()'s ack or nack, tried up to three times when no answer came. A retry that finds the
+   * lease gone counts as held: the first try may have settled it. A failure that remains leaves
+   * the lease to run out: the message comes back then. */
+  private async settle(how: 'ack' | 'nack', name: QueueName, pos: number, token: string | undefined): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this[how](name, pos, token)) || attempt > 1;
+      } catch (err) {
+        if (!(err instanceof NetworkError) || attempt === 3 || this.closing.signal.aborted) throw err;
+        await sleep(500 * attempt);
+      }
+    }
+  }
+
+  /** One leased long poll; null when stopped or nothing came. Network trouble, and HTTP errors of
+   * a proxy or server that is restarting (5xx), are waited out. */
   private async poll(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
     try {
       return await this.get(name, { wait: o.wait ?? 20, lease: o.lease ?? 60, signal: o.signal });
     } catch (err) {
-      if (o.signal?.aborted) return null;
-      if (!(err instanceof NetworkError)) throw err;
+      if (o.signal?.aborted || this.closing.signal.aborted) return null;
+      if (!(err instanceof NetworkError || (err instanceof ProtocolError && err.status >= 500))) throw err;
       await sleep(1000, undefined, { signal: o.signal }).catch(() => {});
       return null;
     }
   }
 
-  /** Closes the connections. */
+  /** Closes the connections: long polls end at once (consume() and messages() stop), other
+   * requests in flight are answered first. Calls made afterwards throw a NetworkError. */
   close(): Promise<void> {
+    this.closing.abort();
     return this.pool.close();
   }
 }
