@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { flagTable, helpText } from '../src/cli/options.js';
-import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, startServer, tempDir } from './helpers.js';
+import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, startServer, tempDir, waitFor } from './helpers.js';
 
 /** True while something accepts connections on the port. */
 function listening(port: number): Promise<boolean> {
@@ -17,13 +17,6 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(25);
-  }
-}
 
 describe('command line', () => {
   it('-h prints help generated from the option table, and the README table matches it', async () => {

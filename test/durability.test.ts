@@ -9,12 +9,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { CLI, cleanup, freePort, needsTool, request, tempDir } from './helpers.js';
+import { CLI, cleanup, freePort, needsTool, request, tempDir, waitFor, workerPids } from './helpers.js';
 
 const PUTS = 30;
 
 /** Runs the server under strace, makes PUTS sequential puts, returns how many flushes it made. */
-async function countFlushes(extraArgs: string[], then?: (port: number) => Promise<void>): Promise<{ flushes: number; acked: number; later: number }> {
+async function countFlushes(extraArgs: string[], then?: (port: number, count: () => number, primary: number) => Promise<void>): Promise<{ flushes: number; acked: number; later: number }> {
   const dir = tempDir();
   const port = await freePort();
   const trace = join(dir, 'trace');
@@ -36,7 +36,7 @@ async function countFlushes(extraArgs: string[], then?: (port: number) => Promis
     if (r.body.toString() === 'HTTPSQS_PUT_OK') acked++;
   }
   const flushes = count() - before;
-  await then?.(port);
+  await then?.(port, count, Number(readFileSync(pidfile, 'utf8')));
   const later = count() - before - flushes;
   process.kill(Number(readFileSync(pidfile, 'utf8')), 'SIGTERM');
   await exited;
@@ -54,10 +54,17 @@ describe('durability of acknowledgements', () => {
   });
 
   it('--sync interval: acknowledged without a flush, flushed every -s seconds', { skip }, async () => {
-    const { flushes, acked, later } = await countFlushes(['--sync', 'interval', '-s', '3600'], async (port) => {
+    const { flushes, acked, later } = await countFlushes(['--sync', 'interval', '-s', '3600'], async (port, count, primary) => {
       // opt=synctime changes the interval at run time: the next flush comes within a second.
       assert.equal((await request(port, 'GET', '/?name=x&opt=synctime&num=1')).body.toString(), 'HTTPSQS_SYNCTIME_OK');
       await sleep(1800);
+      // A worker the master restarts keeps it (it would otherwise flush every 3600 s again).
+      const [worker] = workerPids(primary);
+      process.kill(worker!, 'SIGKILL');
+      await waitFor(async () => workerPids(primary).some((p) => p !== worker) && (await request(port, 'GET', '/?name=x&opt=put&data=after').catch(() => null))?.body.toString() === 'HTTPSQS_PUT_OK');
+      const restarted = count();
+      await sleep(2500);
+      assert.ok(count() > restarted, 'the restarted worker made no flush within 2.5 s: it lost synctime=1');
     });
     assert.equal(acked, PUTS);
     assert.ok(flushes < 3, `${flushes} flushes for ${PUTS} puts in interval mode`);

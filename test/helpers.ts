@@ -6,6 +6,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Project root (tests run from dist/test). */
@@ -264,4 +265,13 @@ export async function produceAndConsume(o: {
     }
   }
   return { delivered, fullAnswers };
+}
+
+/** Resolves once `cond` holds; throws after `ms`. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(25);
+  }
 }

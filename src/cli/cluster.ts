@@ -106,7 +106,8 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       setTimeout(() => {
         if (stopping) return;
         const next = fork();
-        next.once('online', () => next.send({ synctime } satisfies ToWorker));
+        // Once it listens for messages (its 'ready'): sent at 'online', the value was lost.
+        next.on('message', (m: FromWorker) => m.ready && next.send({ synctime } satisfies ToWorker));
       }, delay);
     });
     return worker;
