@@ -145,6 +145,11 @@ describe('a Redis out of reach', { skip }, () => {
     const store = await new RedisStore({ url: own.url }).ready();
     try {
       assert.equal(await store.put('q', Buffer.from('x')), 1);
+      // Frozen rather than gone: a health check answers within its own limit, and recovers.
+      own.proc.kill('SIGSTOP');
+      await assert.rejects(store.check(), /^StoreError: Redis: no answer within 2000 ms$/);
+      own.proc.kill('SIGCONT');
+      await store.check();
       await own.stop();
       await assert.rejects(store.status('q'), /^StoreError: Redis: cannot reach it \(.*ECONNREFUSED/);
     } finally {

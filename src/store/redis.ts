@@ -42,6 +42,9 @@ export const redactUrl = (url: string): string => url.replace(/\/\/[^@/]*@/, '//
 /** A frontend renews its entry this often, and counts as gone this long after the last one. */
 const ANNOUNCE_MS = 5_000;
 const GONE_MS = 15_000;
+/** Longest wait for any Redis command, and for the ping of a health check. */
+const COMMAND_MS = 10_000;
+const CHECK_MS = 2_000;
 
 const PUT = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
@@ -197,7 +200,9 @@ export class RedisStore implements Store {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
     // A script sent but not answered (the connection dropped) may have run: sending it again could
     // store a message twice or skip one. It fails instead, and the client is told so.
-    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false };
+    // A Redis that stops answering (frozen, overloaded) fails requests after COMMAND_MS instead of
+    // holding them; what such a request changed is as uncertain as after a dropped connection.
+    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false, commandTimeout: COMMAND_MS };
     this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
     this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
     // Reported through the commands that fail; the last one says why when they fail for want of a
@@ -399,7 +404,7 @@ export class RedisStore implements Store {
   }
 
   async reset(name: string): Promise<void> {
-    await this.run(name, () => this.redis.del(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
+    await this.run(name, () => this.redis.unlink(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
     const member = Buffer.from(name, 'latin1');
     this.unindexed.delete(name);
     await this.redis.zrem(this.index, member).catch((err) => this.failed(err));
@@ -456,8 +461,10 @@ export class RedisStore implements Store {
 
   async check(): Promise<void> {
     if (this.closing) throw new StoreError('the store is closed');
-    // Healthy again as soon as Redis answers: a failed write says nothing about the next one.
-    await this.redis.ping().catch((err) => this.failed(err));
+    // Healthy again as soon as Redis answers: a failed write says nothing about the next one. A
+    // health check gets its answer sooner than a request would.
+    const late = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${CHECK_MS} ms`)), CHECK_MS).unref());
+    await Promise.race([this.redis.ping(), late]).catch((err) => this.failed(err));
   }
 
   setSyncInterval(): void {
