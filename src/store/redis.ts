@@ -200,9 +200,10 @@ export class RedisStore implements Store {
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
     // A script sent but not answered (the connection dropped) may have run: sending it again could
     // store a message twice or skip one. It fails instead, and the client is told so.
-    // A Redis that stops answering (frozen, overloaded) fails requests after COMMAND_MS instead of
-    // holding them; what such a request changed is as uncertain as after a dropped connection.
-    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false, commandTimeout: COMMAND_MS };
+    // A Redis that stops answering (frozen, overloaded) fails requests after COMMAND_MS (plus the
+    // time WAIT may take) instead of holding them; what such a request changed is as uncertain as
+    // after a dropped connection.
+    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false, commandTimeout: COMMAND_MS + (opts.waitMs ?? 0) };
     this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
     this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
     // Reported through the commands that fail; the last one says why when they fail for want of a
