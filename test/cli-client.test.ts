@@ -127,8 +127,10 @@ describe('httpsqs-cli', () => {
     assert.equal(touched.code, 0);
     const renewed = touched.stdout.trim();
     assert.ok(renewed && renewed !== token);
-    assert.equal(cli(['ack', 'k-lease', '1', token]).code, 5);
-    assert.equal(cli(['ack', 'k-lease', '1', renewed]).code, 0);
+    const again = JSON.parse(cli(['--json', 'touch', 'k-lease', '1', '60', renewed]).stdout) as { lease: string };
+    assert.ok(again.lease && again.lease !== renewed);
+    assert.equal(cli(['ack', 'k-lease', '1', renewed]).code, 5);
+    assert.deepEqual(JSON.parse(cli(['--json', 'ack', 'k-lease', '1', again.lease]).stdout), { acked: true });
   });
 
   it('the server comes from --url, --host/--port or the environment; errors have their codes', async () => {
@@ -180,6 +182,31 @@ describe('httpsqs-cli', () => {
     assert.equal(out, 'one\ntwo\nthree\n');
     child.kill('SIGINT');
     assert.equal(await exited, 0);
+  });
+
+  it('get --follow waits out a server that restarts, and goes on', async () => {
+    let own = await startServer();
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(own.port), 'get', 'k-restart', '--follow', '--wait', '1'], { env: cleanEnv() });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await own.stop();
+      await new Promise((r) => setTimeout(r, 1500));
+      own = await startServer({ dir: own.dir, port: own.port });
+      await fetch(`http://127.0.0.1:${own.port}/?name=k-restart&opt=put&data=after`);
+      for (let i = 0; i < 100 && out !== 'after\n'; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(out, 'after\n');
+      assert.match(err, /^httpsqs-cli: no answer from the server: .*; trying again\n$/);
+      child.kill('SIGINT');
+      assert.equal(await exited, 0);
+    } finally {
+      child.kill('SIGKILL');
+      await own.stop();
+      cleanup(own.dir);
+    }
   });
 
   it('Ctrl-C during get --wait exits with 130, and the message that came later is still there', async () => {

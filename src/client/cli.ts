@@ -11,7 +11,7 @@ import { SingleBar } from 'cli-progress';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
-import { AuthError, HttpsqsError, QueueFullError } from './errors.js';
+import { AuthError, HttpsqsError, NetworkError, QueueFullError } from './errors.js';
 
 /** Exit codes a script can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6, interrupted: 130 } as const;
@@ -178,12 +178,20 @@ program
     // just as Ctrl-C (or a closed pipe) stops us comes back instead of being lost. The C
     // server has no leases (--reference): there a plain get is all there is.
     const settleAfter = o.follow && lease === undefined && !program.opts<Globals>().reference;
+    let outage = false;
     try {
       do {
-        const m = await q.get(name, { wait: o.follow ? (wait ?? 20) : wait, lease: settleAfter ? 60 : lease, signal: stop.signal }).catch((err: unknown) => {
+        const m = await q.get(name, { wait: o.follow ? (wait ?? 20) : wait, lease: settleAfter ? 60 : lease, signal: stop.signal }).catch(async (err: unknown) => {
           if (stop.signal.aborted) return null;
-          throw err;
+          // Following, a server that restarts is waited for (said once), as consume() does.
+          if (!o.follow || !(err instanceof NetworkError)) throw err;
+          if (!outage) process.stderr.write(`httpsqs-cli: ${err.message}; trying again\n`);
+          outage = true;
+          await sleep(1000, undefined, { signal: stop.signal }).catch(() => {});
+          return undefined;
         });
+        if (m === undefined) continue;
+        outage = false;
         // Ctrl-C is how one stops following (exit 0); a single get it interrupts did not finish (130).
         if (stop.signal.aborted && !m) {
           if (o.follow) break;
@@ -302,13 +310,14 @@ program
     await withClient(async (q) => {
       const renewed = await q.touch(name, whole('<pos>', pos), whole('<seconds>', seconds), token);
       if (renewed === null) throw new Outcome(EXIT.refused, `no running lease at position ${pos} of ${name}`);
-      console.log(renewed);
+      out(json() ? `${JSON.stringify({ lease: renewed })}\n` : `${renewed}\n`);
     });
   });
 
 async function settle(how: 'ack' | 'nack', name: string, pos: string, token?: string): Promise<void> {
   await withClient(async (q) => {
     if (!(await q[how](name, whole('<pos>', pos), token))) throw new Outcome(EXIT.refused, `no such lease at position ${pos} of ${name}`);
+    if (json()) out(`${JSON.stringify({ [how === 'ack' ? 'acked' : 'nacked']: true })}\n`);
   });
 }
 
@@ -347,7 +356,16 @@ program
         const now = performance.now();
         const rows: string[][] = [];
         const all: QueueStatus[] = [];
-        for await (const s of q.queues(o.prefix)) all.push(s);
+        try {
+          for await (const s of q.queues(o.prefix)) all.push(s);
+        } catch (err) {
+          // A server restarting: say so in place of the table, and look again at the next refresh.
+          if (!(err instanceof NetworkError)) throw err;
+          out(`${tty ? '\x1b[H\x1b[2J' : ''}httpsqs top: ${err.message}; trying again\n${tty ? '' : '\n'}`);
+          await sleep(interval * 1000, undefined, { signal: stop.signal }).catch(() => {});
+          if (stop.signal.aborted) break;
+          continue;
+        }
         all.sort((a, b) => b.unread - a.unread || (a.name < b.name ? -1 : 1));
         for (const s of all) {
           const h = history.get(s.name);

@@ -300,7 +300,7 @@ export class HttpsqsClient {
   }
 
   /** One page of queues, in name order. `after` is a name, or the bytes of one (from `name64`). */
-  async list(o: { prefix?: string; after?: string | Buffer; limit?: number } = {}): Promise<QueueStatus[]> {
+  async list(o: { prefix?: string; after?: string | Uint8Array; limit?: number } = {}): Promise<QueueStatus[]> {
     return this.json<QueueStatus[]>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit }));
   }
 
