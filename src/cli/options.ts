@@ -49,6 +49,10 @@ export const OPTIONS = {
     help: 'open connections per process; more are closed at once (keeps idle or slow clients from exhausting sockets)',
   },
   'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
+  'max-header-bytes': {
+    type: 'string', arg: '<bytes>', default: String(16 * 1024),
+    help: 'largest request line plus headers, so also the largest `data=` message; larger ones get HTTP 431 (the reference had no limit: raise it for clients that put big messages in the URL)',
+  },
   'disk-reserve': {
     type: 'string', arg: '<MiB>', default: '64',
     help: 'with LMDB: refuse puts (`HTTPSQS_PUT_ERROR`) while less than this is free for the data directory (on its disk, or unused inside the database, as a reset leaves it); gets go on; 0 turns it off',
@@ -112,6 +116,7 @@ export interface Config {
   auth: string | undefined;
   adminAuth: string | undefined;
   maxMessageBytes: number;
+  maxHeaderBytes: number;
   maxConnections: number;
   maxWait: number;
   /** MiB. */
@@ -182,6 +187,7 @@ export function parseConfig(argv: string[]): Config {
     auth: secret(values.auth as string | undefined, values['auth-file'] as string | undefined, 'HTTPSQS_AUTH', 'auth-file'),
     adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
+    maxHeaderBytes: int('max-header-bytes', v('max-header-bytes'), 1024, 1024 ** 3),
     maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
     maxWait: int('max-wait', v('max-wait'), 1, 3600),
     diskReserve: int('disk-reserve', v('disk-reserve'), 0, 2 ** 30),

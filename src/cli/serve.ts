@@ -52,6 +52,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     adminAuth: config.adminAuth,
     keepAliveTimeout: config.timeout,
     maxMessageBytes: config.maxMessageBytes,
+    maxHeaderBytes: config.maxHeaderBytes,
     maxConnections: config.maxConnections,
     maxWait: config.maxWait,
     onSynctime: hooks.onSynctime,

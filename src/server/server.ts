@@ -22,6 +22,8 @@ export interface ServerOptions {
   keepAliveTimeout: number;
   /** Largest accepted request body; larger ones get HTTP 413. */
   maxMessageBytes: number;
+  /** Largest request line plus headers (so also the largest `data=`); larger ones get HTTP 431. */
+  maxHeaderBytes?: number;
   /** Open connections allowed; more are closed as soon as they arrive. */
   maxConnections?: number;
   /** Called after `opt=synctime` changed this process's interval (to tell other workers). */
@@ -188,13 +190,16 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   }
 
   const http = createHttpServer(handle, {
-    maxHeaderBytes: 16 * 1024,
+    maxHeaderBytes: options.maxHeaderBytes ?? 16 * 1024,
     maxBodyBytes: options.maxMessageBytes,
     maxConnections: options.maxConnections,
     keepAliveMs: options.keepAliveTimeout * 1000,
     headersMs: 30_000,
     bodyMs: 60_000,
-    messages: { 413: `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)` },
+    messages: {
+      413: `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)`,
+      431: `Request line and headers over the limit of ${options.maxHeaderBytes ?? 16 * 1024} bytes (--max-header-bytes)`,
+    },
   });
   return {
     ...http,
