@@ -311,6 +311,24 @@ describe('HttpsqsClient', () => {
     assert.equal(handled, 2);
   });
 
+  it('a handler is told of the stop through its signal; the message it gave up on comes back', async () => {
+    await q.put('c-stop', 'long job');
+    const stop = new AbortController();
+    const consuming = q.consume(
+      'c-stop',
+      (_m, { signal }) =>
+        new Promise((_, reject) => {
+          signal.addEventListener('abort', () => reject(new Error('stopped')));
+          stop.abort(); // the worker is told to stop while the job runs
+        }),
+      { wait: 1, signal: stop.signal },
+    );
+    const outcome = await Promise.race([consuming.then(() => 'ended'), sleep(5000).then(() => 'still running')]);
+    assert.equal(outcome, 'ended');
+    const back = await q.get('c-stop');
+    assert.deepEqual([back?.text(), back?.deliveries], ['long job', 2]);
+  });
+
   it('messages() gives each message touch(), and ack() uses the lease\'s newest token', async () => {
     await q.put('c-iter', 'work');
     const stop = new AbortController();

@@ -337,9 +337,10 @@ export class HttpsqsClient {
   /**
    * Runs `handler` on every message of the queue, `concurrency` at a time, until `signal` aborts:
    * long polls, leases each message, acks it when the handler resolves and gives it back when it
-   * throws. Resolves once stopped and every running handler has finished.
+   * throws. Resolves once stopped and every running handler has finished; a handler learns of the
+   * stop through the `signal` it is given (one that throws then gives its message back).
    */
-  async consume(name: QueueName, handler: (message: Message) => unknown, o: ConsumeOptions = {}): Promise<void> {
+  async consume(name: QueueName, handler: (message: Message, context: { signal: AbortSignal }) => unknown, o: ConsumeOptions = {}): Promise<void> {
     const concurrency = o.concurrency ?? 1;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
     // One worker failing (the server refuses the password, say) stops them all, then consume throws.
@@ -381,7 +382,7 @@ export class HttpsqsClient {
           const timer = setInterval(extend, lease * 500);
           let ok = true;
           try {
-            await handler(m);
+            await handler(m, { signal: stop.signal });
           } catch (err) {
             ok = false;
             report(err, m);
