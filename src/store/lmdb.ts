@@ -20,8 +20,8 @@
  * `queue/leases.ts`):
  * - exclusive (one server process owns the directory, enforced by `lock.ts`): the positions and
  *   leases of the queues in use live in memory, an operation is decided at once and its writes are
- *   queued in order. The
- *   write thread never waits for JavaScript, which is what makes durable acks cheap.
+ *   queued in order. The write thread never waits for JavaScript, which is what makes durable
+ *   acks cheap.
  * - shared (`--workers`): each operation is an lmdb-js transaction callback that reads the
  *   positions (and, when the queue holds any, its leases) inside the write transaction, which
  *   LMDB serializes across processes.
