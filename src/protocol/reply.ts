@@ -37,7 +37,8 @@ export function statusText(name: string, s: QueueState): string {
 /**
  * `status_json`. Unlike the reference, `"`, `\` and control bytes of the name are escaped as JSON;
  * every other byte comes back as sent, as the reference sends it (UTF-8, GBK or any charset), so
- * for ordinary names the output is byte-identical. `leased` (an extension) is added only when
+ * for ordinary names the output is byte-identical. (A 0x5C byte is escaped even where it is the
+ * second byte of a GBK, Big5 or Shift_JIS character.) `leased` (an extension) is added only when
  * non-zero, so that queues used the reference way answer exactly as it does.
  */
 export function statusJson(name: string, s: QueueState, leased = 0): Buffer {
