@@ -264,22 +264,37 @@ describe('HttpsqsClient', () => {
     }
   });
 
-  it('close() ends long polls at once and stops consume; calls afterwards say the client is closed', async () => {
+  it('close() ends leased long polls at once, lets a plain one finish (its message is not lost), and lets consume ack what it finished', async () => {
     const c = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
-    const consuming = c.consume('c-close', () => {}, { wait: 20 });
-    const polling = c.get('c-close', { wait: 20 }).catch((err: unknown) => err);
-    await sleep(300);
+    await q.put('c-close-job', 'job');
+    let handled = 0;
+    const consuming = c.consume('c-close-job', async () => {
+      await sleep(500);
+      handled++;
+    });
+    const leased = c.get('c-close', { wait: 20, lease: 30 }).catch((err: unknown) => err);
+    const plain = c.get('c-plain', { wait: 3 });
+    await sleep(300); // the handler is running, the polls wait
     const closed = c.close();
-    const outcome = await Promise.race([Promise.all([consuming, closed]).then(() => 'ended'), sleep(5000).then(() => 'still running')]);
+    await q.put('c-plain', 'not lost');
+    const outcome = await Promise.race([Promise.all([consuming, closed]).then(() => 'ended'), sleep(8000).then(() => 'still running')]);
     assert.equal(outcome, 'ended');
-    const ended = await polling;
+    assert.equal(handled, 1);
+    assert.deepEqual(await q.statusJson('c-close-job').then((s) => [s.unread, s.leased]), [0, 0], 'the finished job was acked');
+    const ended = await leased;
     assert.ok(ended instanceof NetworkError && ended.message === 'the client is closed', String(ended));
+    assert.equal((await plain)?.text(), 'not lost');
     await assert.rejects(c.put('c-close', 'late'), (err: unknown) => err instanceof NetworkError && err.message === 'the client is closed');
-    await c.consume('c-close', () => {}); // returns at once
-    // The long polls took nothing with them.
+    await assert.rejects(c.consume('c-close', () => {}), NetworkError);
+    // The leased poll took nothing with it.
     await q.put('c-close', 'kept');
     assert.equal((await q.get('c-close'))?.text(), 'kept');
     await assert.rejects(q.consume('c-close', () => {}, { concurrency: 0 }), RangeError);
+  });
+
+  it('a long poll rejects with the reason its caller aborted it with', async () => {
+    await assert.rejects(q.get('c-reason', { wait: 5, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');
+    await assert.rejects(q.get('c-reason', { wait: 5, lease: 10, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');
   });
 
   it('consume waits out HTTP 5xx from a proxy, and what onError throws does not stop it', async () => {

@@ -206,7 +206,13 @@ program
           await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : m.body);
           if (m.lease && !settleAfter) process.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
         }
-        if (settleAfter) await q.ack(name, m.pos, m.lease);
+        if (settleAfter) {
+          // An ack that got no answer leaves the lease to run out: the message is printed again then.
+          await q.ack(name, m.pos, m.lease).catch((err: unknown) => {
+            if (!(err instanceof NetworkError)) throw err;
+            process.stderr.write(`httpsqs-cli: could not ack position ${m.pos} (${err.message}); it will come again\n`);
+          });
+        }
       } while (o.follow && !stop.signal.aborted);
     } finally {
       process.off('SIGINT', interrupted);

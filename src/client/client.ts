@@ -1,7 +1,7 @@
 /**
  * The TypeScript client. The reference operations (put, get, status, statusJson, view, reset,
- * maxqueue, synctime) use only the HTTPSQS 1.7 protocol, so they work against the C server too;
- * the rest needs this server's extensions (docs/EXTENSIONS.md).
+ * maxqueue, synctime) use only the HTTPSQS 1.7 protocol, so they work against the C server too
+ * (with `reference: true`); the rest needs this server's extensions (docs/EXTENSIONS.md).
  */
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -124,8 +124,13 @@ export class HttpsqsClient {
   private readonly pool: Pool;
   private readonly path: string;
   private readonly timeout: number;
-  /** Aborted by `close()`: long polls end, and consume() and messages() stop. */
+  /** Aborted by `close()`: leased long polls end, and consume() and messages() stop. */
   private readonly closing = new AbortController();
+  /** consume() calls still running: close() lets them settle what their handlers finished. */
+  private readonly consuming = new Set<Promise<void>>();
+  /** Set once close() has let them finish: requests are refused from then on. */
+  private closed: Promise<void> | undefined;
+  private shut = false;
 
   constructor(private readonly options: ClientOptions = {}) {
     const given = options.url ?? 'http://127.0.0.1:1218';
@@ -140,19 +145,21 @@ export class HttpsqsClient {
   }
 
   /** One request. With `message`, a 200 reply is a stored message whatever it says (see `view`). */
-  private async call(params: Record<string, string | number | Uint8Array | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; message?: boolean } = {}): Promise<Reply> {
+  private async call(params: Record<string, string | number | Uint8Array | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; leased?: boolean; message?: boolean } = {}): Promise<Reply> {
     let query = '';
     for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${typeof v === 'object' ? percentEncode(bytes(v)).toString('latin1') : encodeURIComponent(v)}`;
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
-    if (this.closing.signal.aborted) throw new NetworkError('the client is closed');
-    // A long poll ends when the client is closed (the server then hands its message to no one).
+    if (this.shut) throw new NetworkError('the client is closed');
+    // A leased long poll ends when the client is closed: a message the server was handing out
+    // just then comes back when its lease ends. (A plain one is let finish: its message would be lost.)
     let signal = o.signal;
     let unlink = () => {};
-    if (o.waitSeconds) {
+    if (o.waitSeconds && o.leased) {
       const both = new AbortController();
-      const abort = () => both.abort();
+      const abort = (e: Event) => both.abort((e.target as AbortSignal).reason);
       for (const s of [o.signal, this.closing.signal]) s?.addEventListener('abort', abort);
-      if (o.signal?.aborted) both.abort();
+      if (o.signal?.aborted) both.abort(o.signal.reason);
+      else if (this.closing.signal.aborted) both.abort(this.closing.signal.reason);
       unlink = () => [o.signal, this.closing.signal].forEach((s) => s?.removeEventListener('abort', abort));
       signal = both.signal;
     }
@@ -215,7 +222,7 @@ export class HttpsqsClient {
 
   /** The next message, or null when the queue has none (after `wait` seconds, if given). */
   async get(name: QueueName, o: GetOptions = {}): Promise<Message | null> {
-    const reply = await this.call({ name, opt: 'get', wait: o.wait, lease: o.lease }, { signal: o.signal, waitSeconds: o.wait });
+    const reply = await this.call({ name, opt: 'get', wait: o.wait, lease: o.lease }, { signal: o.signal, waitSeconds: o.wait, leased: o.lease !== undefined });
     if (reply.headers.pos === undefined) {
       this.expect(reply, R.GET_END);
       return null;
@@ -288,7 +295,7 @@ export class HttpsqsClient {
 
   /** Up to `num` messages in one call ([] when there are none, after `wait` seconds if given). */
   async mget(name: QueueName, num: number, o: GetOptions = {}): Promise<Message[]> {
-    const reply = await this.call({ name, opt: 'mget', num, wait: o.wait, lease: o.lease, encoding: 'base64' }, { signal: o.signal, waitSeconds: o.wait });
+    const reply = await this.call({ name, opt: 'mget', num, wait: o.wait, lease: o.lease, encoding: 'base64' }, { signal: o.signal, waitSeconds: o.wait, leased: o.lease !== undefined });
     type Item = { pos: number; deliveries: number; lease?: string; data: string };
     return this.json<Item[]>(reply).map((m) => new Message(name, m.pos, Buffer.from(m.data, 'base64'), m.deliveries, m.lease));
   }
@@ -343,6 +350,10 @@ export class HttpsqsClient {
   async consume(name: QueueName, handler: (message: Message, context: { signal: AbortSignal }) => unknown, o: ConsumeOptions = {}): Promise<void> {
     const concurrency = o.concurrency ?? 1;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
+    if (this.closing.signal.aborted) throw new NetworkError('the client is closed');
+    let finished!: () => void;
+    const tracked = new Promise<void>((resolve) => (finished = resolve));
+    this.consuming.add(tracked);
     // One worker failing (the server refuses the password, say) stops them all, then consume throws.
     const stop = new AbortController();
     setMaxListeners(0, stop.signal); // one listener per worker's poll
@@ -402,41 +413,50 @@ export class HttpsqsClient {
       await Promise.all(Array.from({ length: concurrency }, worker));
     } finally {
       for (const s of [o.signal, this.closing.signal]) s?.removeEventListener('abort', stopAll);
+      this.consuming.delete(tracked);
+      finished();
     }
     if (failure !== undefined) throw failure;
   }
 
   /** consume()'s ack or nack, tried up to three times when no answer came. A retry that finds the
-   * lease gone counts as held: the first try may have settled it. A failure that remains leaves
-   * the lease to run out: the message comes back then. */
+   * lease gone counts as held when an earlier try may have reached the server (and settled it).
+   * A failure that remains leaves the lease to run out: the message comes back then. */
   private async settle(how: 'ack' | 'nack', name: QueueName, pos: number, token: string | undefined): Promise<boolean> {
+    let reached = false;
     for (let attempt = 1; ; attempt++) {
       try {
-        return (await this[how](name, pos, token)) || attempt > 1;
+        return (await this[how](name, pos, token)) || reached;
       } catch (err) {
-        if (!(err instanceof NetworkError) || attempt === 3 || this.closing.signal.aborted) throw err;
+        if (!(err instanceof NetworkError) || attempt === 3) throw err;
+        reached ||= (err.cause as { code?: string } | undefined)?.code !== 'ECONNREFUSED';
         await sleep(500 * attempt);
       }
     }
   }
 
-  /** One leased long poll; null when stopped or nothing came. Network trouble, and HTTP errors of
-   * a proxy or server that is restarting (5xx), are waited out. */
+  /** One leased long poll; null when stopped or nothing came. Network trouble, and the HTTP errors
+   * of a proxy in front of a server that is restarting (502, 503, 504), are waited out. */
   private async poll(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
     try {
       return await this.get(name, { wait: o.wait ?? 20, lease: o.lease ?? 60, signal: o.signal });
     } catch (err) {
       if (o.signal?.aborted || this.closing.signal.aborted) return null;
-      if (!(err instanceof NetworkError || (err instanceof ProtocolError && err.status >= 500))) throw err;
-      await sleep(1000, undefined, { signal: o.signal }).catch(() => {});
+      if (!(err instanceof NetworkError || (err instanceof ProtocolError && [502, 503, 504].includes(err.status)))) throw err;
+      await sleep(1000, undefined, { signal: o.signal ?? this.closing.signal }).catch(() => {});
       return null;
     }
   }
 
-  /** Closes the connections: long polls end at once (consume() and messages() stop), other
-   * requests in flight are answered first. Calls made afterwards throw a NetworkError. */
+  /** Closes the connections. consume() and messages() stop (their leased long polls end at once),
+   * and what consume()'s handlers finish is still acked; other requests in flight are answered
+   * first. Calls made once it resolved throw a NetworkError. */
   close(): Promise<void> {
     this.closing.abort();
-    return this.pool.close();
+    this.closed ??= Promise.allSettled([...this.consuming]).then(() => {
+      this.shut = true;
+      return this.pool.close();
+    });
+    return this.closed;
   }
 }
