@@ -90,6 +90,8 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     worker.on('message', (m: FromWorker) => {
       if (m.error && !started) fail(m.error);
       if (m.error) log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${m.error}`);
+      // A worker that replaces one gets the synctime set at run time once it listens (its 'ready').
+      if (m.ready && started) worker.send({ synctime } satisfies ToWorker);
       if (m.synctime) {
         synctime = m.synctime;
         for (const w of Object.values(cluster.workers ?? {})) if (w !== worker) w?.send({ synctime } satisfies ToWorker);
@@ -105,9 +107,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       log.error({ event: 'restart', worker: worker.process.pid, code, signal, delay }, `worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`);
       setTimeout(() => {
         if (stopping) return;
-        const next = fork();
-        // Once it listens for messages (its 'ready'): sent at 'online', the value was lost.
-        next.on('message', (m: FromWorker) => m.ready && next.send({ synctime } satisfies ToWorker));
+        fork();
       }, delay);
     });
     return worker;

@@ -23,7 +23,7 @@ import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '.
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
-import { isInitial, type Store } from '../store/store.js';
+import { everyQueue, isInitial, type Store } from '../store/store.js';
 import { BASE64 } from '../server/extensions.js';
 
 const USAGE = `Usage:
@@ -71,14 +71,15 @@ const nameField = (name: string) => {
 };
 
 async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
-  const out = file && file !== '-' ? createWriteStream(file) : process.stdout;
+  const toFile = file && file !== '-' ? file : undefined;
+  const out = toFile ? createWriteStream(toFile) : process.stdout;
   // A reader that stopped early (`| head`) ends the export; it only ever read, so nothing is lost.
   // Any other write error (a full disk, a directory that is not there) ends it with that error.
   let broken: DataError | undefined;
   const failed = new Promise<never>((_, reject) =>
     out.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EPIPE') process.exit(0);
-      reject((broken ??= new DataError(`cannot write ${file && file !== '-' ? file : 'standard output'}: ${err.message}`)));
+      reject((broken ??= new DataError(`cannot write ${toFile ?? 'standard output'}: ${err.message}`)));
     }),
   );
   failed.catch(() => {});
@@ -88,13 +89,8 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
   };
   await write('{"format":"httpsqs-export","version":1}');
   const queues: string[] = [];
-  for (let after: string | undefined; ; ) {
-    const page = await store.list(prefix, after, 1000);
-    queues.push(...page.map((q) => q.name));
-    if (page.length < 1000) break;
-    after = page.at(-1)!.name;
-  }
-  const bar = file && file !== '-' ? progress(queues.length, 'queues') : undefined;
+  for await (const q of everyQueue(store, prefix)) queues.push(q.name);
+  const bar = toFile ? progress(queues.length, 'queues') : undefined;
   let messages = 0;
   for (const [i, name] of queues.entries()) {
     const s = await store.status(name);

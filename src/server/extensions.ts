@@ -9,7 +9,7 @@ import { atoi, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
-import { DiskLowError, type Delivery, type Store } from '../store/store.js';
+import type { Delivery, Store } from '../store/store.js';
 import type { HttpRequest } from './http.js';
 import type { Waiters } from './waiters.js';
 
@@ -31,7 +31,8 @@ export interface ExtensionContext {
   waiters: Waiters;
   /** Longest `wait` accepted, in seconds. */
   maxWait: number;
-  log: (line: string) => void;
+  /** A put the store could not make: logged, unless the store reports such refusals itself. */
+  putFailed: (what: string, err: unknown) => void;
   /** A long poll ended after `seconds`, with a message or without. */
   onWaited?: ((seconds: number, found: boolean) => void) | undefined;
   /** Messages were handed out (`leased` of them under a lease). */
@@ -143,7 +144,7 @@ export function createExtensions(ctx: ExtensionContext) {
     try {
       positions = await store.putMany(name, (items as string[]).map((m) => Buffer.from(m, enc)));
     } catch (err) {
-      if (!(err instanceof DiskLowError)) ctx.log(`mput failed: ${(err as Error).message}`);
+      ctx.putFailed('mput', err);
       return { body: R.PUT_ERROR };
     }
     if (positions.length) {

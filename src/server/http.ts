@@ -80,6 +80,8 @@ class Connection {
   /** Bytes received and not yet parsed. */
   private pending: Buffer = EMPTY;
   private headStarted = 0;
+  /** The request line in progress has been seen whole and is well-formed. */
+  private lineChecked = false;
   private req: HttpRequest | undefined;
   private keepAlive = false;
   private bodyParts: Buffer[] = [];
@@ -196,10 +198,13 @@ class Connection {
         const end = this.pending.indexOf(CRLFCRLF);
         if (end < 0) {
           // Bytes that cannot begin a request (TLS, SSH, binary) are refused now, not when time is up.
-          const eol = this.pending.indexOf('\r\n');
-          const first = this.pending[0]!;
-          if (!((first >= 65 && first <= 90) || first === 13) || (eol > 0 && !REQUEST_LINE.test(this.pending.toString('latin1', 0, eol)))) {
-            throw new Refusal(400, 'Malformed HTTP request');
+          if (!this.lineChecked) {
+            const eol = this.pending.indexOf('\r\n');
+            const first = this.pending[0]!;
+            if (!((first >= 65 && first <= 90) || first === 13) || (eol > 0 && !REQUEST_LINE.test(this.pending.toString('latin1', 0, eol)))) {
+              throw new Refusal(400, 'Malformed HTTP request');
+            }
+            this.lineChecked = eol > 0;
           }
           if (this.pending.length > this.opts.maxHeaderBytes) throw new Refusal(431, this.opts.messages?.[431] ?? 'Request headers too large');
           if (Date.now() - this.headStarted > this.opts.headersMs) throw new Refusal(408, 'Request headers not received in time');
@@ -302,6 +307,7 @@ class Connection {
     this.bodyParts = [];
     this.phase = Phase.Head;
     this.headStarted = 0;
+    this.lineChecked = false;
     this.req = undefined;
     this.busy = true;
     this.socket.pause();

@@ -7,7 +7,8 @@
  */
 import cluster from 'node:cluster';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValueWithName } from 'prom-client';
-import type { Store } from '../store/store.js';
+import { unread } from '../queue/ring.js';
+import { everyQueue, type Store } from '../store/store.js';
 import type { ServerMetrics } from './server.js';
 
 /** The opts a request label may name; anything else is counted as `other`. */
@@ -130,15 +131,9 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   let depths: Promise<Array<{ name: string; unread: number; leased: number }>> | undefined;
   const readDepths = async () => {
     const out: Array<{ name: string; unread: number; leased: number }> = [];
-    let after: string | undefined;
-    while (out.length < MAX_QUEUES) {
-      const page = await opts.store.list('', after, 1000);
-      for (const q of page) {
-        const { putpos, getpos, maxqueue } = q.status;
-        out.push({ name: q.name, unread: putpos >= getpos ? putpos - getpos : maxqueue - getpos + putpos, leased: q.status.leased });
-      }
-      if (page.length < 1000) break;
-      after = page.at(-1)!.name;
+    for await (const q of everyQueue(opts.store)) {
+      out.push({ name: q.name, unread: unread(q.status), leased: q.status.leased });
+      if (out.length >= MAX_QUEUES) break;
     }
     return out;
   };

@@ -72,7 +72,9 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
   const metrics = options.metrics;
   const waiters = new Waiters(options.peers);
-  const extension = createExtensions({ store, waiters, log, maxWait: options.maxWait ?? 60, ...metrics });
+  // A put refused for want of disk space is not logged each time: the store says when that starts and ends.
+  const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
+  const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, ...metrics });
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = options.auth === undefined ? undefined : digest(options.auth);
   const adminDigest = options.adminAuth === undefined ? undefined : digest(options.adminAuth);
@@ -104,7 +106,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         try {
           pos = await store.put(name, message);
         } catch (err) {
-          if (!(err instanceof DiskLowError)) log(`put failed: ${(err as Error).message}`);
+          putFailed('put', err);
           return { body: R.PUT_ERROR };
         }
         if (pos === 0) return { body: R.PUT_END };
@@ -154,26 +156,29 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     const params = parseQuery(req.target);
     const end = req.target.search(/[?#]/);
     const path = end < 0 ? req.target : req.target.slice(0, end);
-    if (!metrics) return answer(req, path, params);
+    const served = isEndpoint(path);
+    if (!metrics) return answer(req, path, served, params);
     const started = performance.now();
-    const reply = await answer(req, path, params);
+    const reply = await answer(req, path, served, params);
     // Labelled by opt, or by path for the other endpoints (the dashboard's pages under one).
-    metrics.onRequest(isEndpoint(path) ? path.replace(/^\/dashboard.*/, '/dashboard') : (params.opt ?? ''), (performance.now() - started) / 1000);
+    metrics.onRequest(served ? path.replace(/^\/dashboard.*/, '/dashboard') : (params.opt ?? ''), (performance.now() - started) / 1000);
     return reply;
   }
 
-  async function answer(req: HttpRequest, path: string, params: Params): Promise<HttpReply> {
-    const refused: HttpReply = {
-      status: 405,
-      head: 'Content-Type: text/plain\r\nAllow: GET, POST, PUT, DELETE\r\nCache-Control: no-cache\r\n',
-      body: `Method ${req.method} is not served\n`,
-    };
+  const refused = (method: string): HttpReply => ({
+    status: 405,
+    head: 'Content-Type: text/plain\r\nAllow: GET, POST, PUT, DELETE\r\nCache-Control: no-cache\r\n',
+    body: `Method ${method} is not served\n`,
+  });
+
+  /** `endpointPath`: the path is one of endpoints.ts's (they answer it, or let the queues do). */
+  async function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params): Promise<HttpReply> {
     // HEAD is for the endpoints (a load balancer's health check); it never runs a queue operation.
     const headOnly = req.method === 'HEAD';
-    if (!headOnly && !SERVED_METHODS.has(req.method)) return refused;
-    const other = isEndpoint(path) ? await endpoint(path, params.auth) : undefined;
+    if (!headOnly && !SERVED_METHODS.has(req.method)) return refused(req.method);
+    const other = endpointPath ? await endpoint(path, params.auth) : undefined;
     if (other) return other;
-    if (headOnly) return refused;
+    if (headOnly) return refused(req.method);
     const charset = params.charset;
     let out: Answer;
     try {
@@ -189,8 +194,9 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     return { status: 200, head, body };
   }
 
+  const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024;
   const http = createHttpServer(handle, {
-    maxHeaderBytes: options.maxHeaderBytes ?? 16 * 1024,
+    maxHeaderBytes,
     maxBodyBytes: options.maxMessageBytes,
     maxConnections: options.maxConnections,
     keepAliveMs: options.keepAliveTimeout * 1000,
@@ -198,7 +204,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     bodyMs: 60_000,
     messages: {
       413: `Request body over the limit of ${options.maxMessageBytes} bytes (--max-message-bytes)`,
-      431: `Request line and headers over the limit of ${options.maxHeaderBytes ?? 16 * 1024} bytes (--max-header-bytes)`,
+      431: `Request line and headers over the limit of ${maxHeaderBytes} bytes (--max-header-bytes)`,
     },
   });
   return {

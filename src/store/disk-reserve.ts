@@ -69,6 +69,7 @@ export class DiskReserve {
   }
 
   private update(onDisk: number): void {
+    if (!this.low && onDisk >= this.reserve) return; // enough on the disk alone: nothing can change
     let free = onDisk;
     try {
       free += this.inside();

@@ -259,11 +259,13 @@ export class LmdbCore implements CoreStore {
         .catch((err) => Promise.reject(this.failed(err)));
     }
     if (this.fenced) return Promise.reject(this.writeError);
-    const q = this.cache.get(name) ?? this.current(name);
+    const cached = this.cache.get(name);
+    const q = cached ?? this.fromDisk(name);
     const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
     const result = plan(d);
     if (!d.changed) return Promise.resolve(result); // a queue only looked at is not kept
-    if (q.pending++ === 0 && !this.cache.has(name)) this.remember(name, q);
+    q.pending++;
+    if (!cached) this.remember(name, q);
     // Until they are committed, a get or view of these positions must find them here.
     for (const [pos, message] of d.stored) this.uncommitted.set(`${pos}:${name}`, message);
     return this.write(name, d).then(
@@ -304,11 +306,14 @@ export class LmdbCore implements CoreStore {
     return this.msg.get(key);
   }
 
+  /** A queue's state: the one in memory, or else the one on disk. */
+  protected current(name: string): Queue {
+    return this.cache?.get(name) ?? this.fromDisk(name);
+  }
+
   /** Reads outside a write transaction use lmdb-js's shared read snapshot, renewed once per event
    * loop turn; renewing it here lets a read see a commit another worker process made a moment ago. */
-  protected current(name: string): Queue {
-    const cached = this.cache?.get(name);
-    if (cached) return cached;
+  private fromDisk(name: string): Queue {
     this.env.resetReadTxn();
     return this.load(name);
   }

@@ -46,6 +46,13 @@ const GONE_MS = 15_000;
 const COMMAND_MS = 10_000;
 const CHECK_MS = 2_000;
 
+/** `p`, or a rejection once `ms` have passed without its answer. */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 const PUT = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
 local created = s[1] == false and s[3] == false
@@ -240,8 +247,7 @@ export class RedisStore implements Store {
 
   /** Waits until the store answers (or fails with a StoreError saying why). */
   async ready(timeoutMs = 10_000): Promise<this> {
-    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref());
-    await Promise.race([this.redis.ping(), timer]).catch((err: Error) => {
+    await within(this.redis.ping(), timeoutMs).catch((err: Error) => {
       throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${this.why(err)}`, { cause: err });
     });
     return this;
@@ -464,8 +470,7 @@ export class RedisStore implements Store {
     if (this.closing) throw new StoreError('the store is closed');
     // Healthy again as soon as Redis answers: a failed write says nothing about the next one. A
     // health check gets its answer sooner than a request would.
-    const late = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${CHECK_MS} ms`)), CHECK_MS).unref());
-    await Promise.race([this.redis.ping(), late]).catch((err) => this.failed(err));
+    await within(this.redis.ping(), CHECK_MS).catch((err) => this.failed(err));
   }
 
   setSyncInterval(): void {

@@ -84,6 +84,17 @@ export interface Store extends CoreStore {
 /** A queue in its initial state holds nothing: stores keep no record of it, and lists skip it. */
 export const isInitial = (s: QueueStatus): boolean => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
 
+/** Every queue that holds state (those starting with `prefix`), in order, a page of `list` at a time. */
+export async function* everyQueue(store: Store, prefix = ''): AsyncGenerator<{ name: string; status: QueueStatus }> {
+  const PAGE = 1000;
+  for (let after: string | undefined; ; ) {
+    const page = await store.list(prefix, after, PAGE);
+    yield* page;
+    if (page.length < PAGE) return;
+    after = page.at(-1)!.name;
+  }
+}
+
 /** A failure of the storage engine itself (disk full, I/O error), as opposed to a queue rule. */
 export class StoreError extends Error {
   override name = 'StoreError';
