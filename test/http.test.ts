@@ -63,6 +63,25 @@ describe('HTTP layer', () => {
     }
   });
 
+  it('a second Transfer-Encoding line (chunked, then identity) is refused: a proxy could read the other', async () => {
+    const res = responses(await rawExchange(port, 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n'));
+    assert.deepEqual(res.map((r) => [r.status, r.headers.connection]), [[400, 'close']]);
+  });
+
+  it('Content-Length: 00 is an empty body, answered at once', async () => {
+    const res = responses(await rawExchange(port, 'POST /zero HTTP/1.1\r\nContent-Length: 00\r\nConnection: close\r\n\r\n', 2000));
+    assert.deepEqual(res.map((r) => [r.status, r.body.toString()]), [[200, 'POST /zero 0:']]);
+  });
+
+  it('lines ending in a bare LF get 400 at once, not when the header time is up', async () => {
+    for (const req of ['GET / HTTP/1.1\n\n', 'GET / HTTP/1.1\nHost: x\n', 'GET / HTTP/1.1\r\nHost: x\n\n']) {
+      const started = Date.now();
+      const res = responses(await rawExchange(port, req, 2000));
+      assert.deepEqual(res.map((r) => r.status), [400], JSON.stringify(req));
+      assert.ok(Date.now() - started < 250, `answered after ${Date.now() - started} ms`);
+    }
+  });
+
   it('a chunked body over the limit is refused while it arrives', async () => {
     const res = responses(await rawExchange(port, 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n' + 'a'.repeat(64) + '\r\n40\r\n'));
     assert.equal(res[0]!.status, 413);

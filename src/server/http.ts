@@ -27,12 +27,20 @@ export interface HttpRequest {
   gone(): AbortSignal;
 }
 
+/** A body written piece by piece as the client reads it: a large reply is never whole in memory,
+ * and a client that does not read holds at most one piece beyond its socket's buffer. */
+export interface Streamed {
+  /** The sum of the pieces' lengths (the Content-Length). */
+  length: number;
+  pieces(): Iterable<Buffer>;
+}
+
 export interface HttpReply {
   status: number;
   /** Header lines, each ending in CRLF, without Content-Length and Connection (added here). */
   head: string;
-  /** A byte string (latin1) or bytes. */
-  body: string | Buffer;
+  /** A byte string (latin1), bytes, or pieces of bytes. */
+  body: string | Buffer | Streamed;
 }
 
 export interface HttpOptions {
@@ -53,7 +61,7 @@ export interface HttpOptions {
 export type Handler = (req: HttpRequest) => HttpReply | Promise<HttpReply>;
 
 const REASONS: Record<number, string> = {
-  100: 'Continue', 200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 405: 'Method Not Allowed', 408: 'Request Timeout',
+  100: 'Continue', 200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 405: 'Method Not Allowed', 408: 'Request Timeout',
   413: 'Payload Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented',
   503: 'Service Unavailable',
 };
@@ -82,15 +90,21 @@ class Connection {
   private headStarted = 0;
   /** The request line in progress has been seen whole and is well-formed. */
   private lineChecked = false;
+  /** Bytes of the head in progress already checked for bare LFs. */
+  private scanned = 0;
   private req: HttpRequest | undefined;
   private keepAlive = false;
-  private bodyParts: Buffer[] = [];
+  /** The body received so far: its first `bodySize` bytes. One buffer that grows by doubling, so
+   * that memory stays proportional to the body however small its pieces (1-byte chunks). */
+  private body: Buffer = EMPTY;
   private bodySize = 0;
   /** Bytes still expected: of a Content-Length body, or of the current chunk. */
   private remaining = 0;
   /** A request is being handled, or its reply waits for the client to read what we sent. */
   busy = false;
   closing = false;
+  /** A streamed reply is being written. */
+  private streaming = false;
   /** The client half-closed: it sends no more, but may still read the replies it is owed. */
   private ended = false;
   private pumping = false;
@@ -116,7 +130,7 @@ class Connection {
   }
 
   private onTimeout(): void {
-    if (this.idle || this.closing) return void this.socket.destroy();
+    if (this.idle || this.closing || this.streaming) return void this.socket.destroy();
     this.refuse(new Refusal(408, 'Request not received in time'));
   }
 
@@ -175,9 +189,19 @@ class Connection {
   }
 
   private addBody(part: Buffer): void {
-    this.bodySize += part.length;
-    if (this.bodySize > this.opts.maxBodyBytes) throw this.tooLarge();
-    this.bodyParts.push(part);
+    const size = this.bodySize + part.length;
+    if (size > this.opts.maxBodyBytes) throw this.tooLarge();
+    if (this.bodySize === 0) this.body = part; // most bodies come in one piece: no copy
+    else {
+      if (size > this.body.length) {
+        // Doubling, not the announced length: memory follows what really arrived.
+        const grown = Buffer.allocUnsafe(Math.min(this.opts.maxBodyBytes, Math.max(size, 2 * this.bodySize, 16 * 1024)));
+        this.body.copy(grown, 0, 0, this.bodySize);
+        this.body = grown;
+      }
+      part.copy(this.body, this.bodySize);
+    }
+    this.bodySize = size;
   }
 
   private tooLarge(): Refusal {
@@ -197,7 +221,12 @@ class Connection {
         }
         const end = this.pending.indexOf(CRLFCRLF);
         if (end < 0) {
-          // Bytes that cannot begin a request (TLS, SSH, binary) are refused now, not when time is up.
+          // Refused now, not when the header time is up: a bare LF (it ends no line here, as in
+          // node's own parser), and bytes that cannot begin a request (TLS, SSH, binary).
+          for (let lf = this.pending.indexOf(10, this.scanned); lf >= 0; lf = this.pending.indexOf(10, lf + 1)) {
+            if (lf === 0 || this.pending[lf - 1] !== 13) throw new Refusal(400, 'Malformed HTTP request: a line ends in LF without CR');
+          }
+          this.scanned = this.pending.length;
           if (!this.lineChecked) {
             const eol = this.pending.indexOf('\r\n');
             const first = this.pending[0]!;
@@ -269,13 +298,15 @@ class Connection {
       if (name === 'content-length' && headers[name] !== undefined && headers[name] !== value) {
         throw new Refusal(400, 'Conflicting Content-Length headers');
       }
+      // A proxy in front may read a second one (`chunked`, then `identity`) otherwise: smuggling.
+      if (name === 'transfer-encoding' && headers[name] !== undefined) throw new Refusal(400, 'Transfer-Encoding more than once');
       headers[name] ??= value;
     }
     const http10 = m[3] === '0';
     const conn = headers.connection?.toLowerCase();
     this.keepAlive = http10 ? conn === 'keep-alive' : conn !== 'close';
     this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone() };
-    this.bodyParts = [];
+    this.body = EMPTY;
     this.bodySize = 0;
     this.socket.setTimeout(this.opts.bodyMs);
 
@@ -289,6 +320,7 @@ class Connection {
     } else if (cl !== undefined && cl !== '0') {
       if (!/^\d{1,15}$/.test(cl)) throw new Refusal(400, 'Malformed Content-Length');
       this.remaining = Number(cl);
+      if (this.remaining === 0) return this.dispatch(); // `00`
       if (this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
       this.continueIfAsked();
       this.phase = Phase.Body;
@@ -303,11 +335,12 @@ class Connection {
 
   private dispatch(): void {
     const req = this.req!;
-    if (this.bodyParts.length) req.body = this.bodyParts.length === 1 ? this.bodyParts[0]! : Buffer.concat(this.bodyParts, this.bodySize);
-    this.bodyParts = [];
+    if (this.bodySize) req.body = this.body.subarray(0, this.bodySize);
+    this.body = EMPTY;
     this.phase = Phase.Head;
     this.headStarted = 0;
     this.lineChecked = false;
+    this.scanned = 0;
     this.req = undefined;
     this.busy = true;
     this.socket.pause();
@@ -337,12 +370,38 @@ class Connection {
     const head = render(r.status, r.head, r.body.length, keep);
     if (method === 'HEAD') this.socket.write(head, 'latin1');
     else if (typeof r.body === 'string') this.socket.write(head + r.body, 'latin1');
-    else {
+    else if (Buffer.isBuffer(r.body)) {
       this.socket.cork();
       this.socket.write(head, 'latin1');
       this.socket.write(r.body);
       this.socket.uncork();
+    } else {
+      this.socket.write(head, 'latin1');
+      return this.stream(r.body.pieces()[Symbol.iterator](), () => this.sent(keep));
     }
+    this.sent(keep);
+  }
+
+  /** Writes the pieces as the client reads them; one that stops reading is dropped after the
+   * body time limit (a reply cut short cannot be answered with an error any more). */
+  private stream(pieces: Iterator<Buffer>, then: () => void): void {
+    this.streaming = true;
+    this.socket.setTimeout(this.opts.bodyMs);
+    const more = () => {
+      for (;;) {
+        if (this.socket.destroyed) return;
+        const piece = pieces.next();
+        if (piece.done) {
+          this.streaming = false;
+          return then();
+        }
+        if (!this.socket.write(piece.value)) return void this.socket.once('drain', more);
+      }
+    };
+    more();
+  }
+
+  private sent(keep: boolean): void {
     if (!keep) return this.finish();
     this.socket.setTimeout(this.opts.keepAliveMs);
     // A client that pipelines requests but does not read the replies gets no more until it does.
