@@ -22,11 +22,14 @@ export function leaseToken(l: Lease): string {
   return `${l.deliveries}-${l.deadline}`;
 }
 
-/** One queue's leases, by position. */
+/** One queue's leases, by position, with their deadlines in a min-heap, so that finding the lease
+ * that ended first costs O(log n) however many are held (a scan made an mget of many over
+ * 100,000 expired leases quadratic). A lease replaced or removed leaves its heap entry behind;
+ * such entries are dropped when they reach the top, or all at once when they outnumber the live. */
 export class LeaseTable {
   private readonly byPos = new Map<number, Lease>();
-  /** No deadline is earlier than this; it saves a scan on most gets. */
-  private earliest = Infinity;
+  /** [deadline, pos, the lease itself]: an entry is live while `byPos` still holds that lease. */
+  private heap: Array<[number, number, Lease]> = [];
 
   get size(): number {
     return this.byPos.size;
@@ -42,11 +45,14 @@ export class LeaseTable {
 
   set(pos: number, lease: Lease): void {
     this.byPos.set(pos, lease);
-    if (lease.deadline < this.earliest) this.earliest = lease.deadline;
+    this.push([lease.deadline, pos, lease]);
+    this.compact();
   }
 
   delete(pos: number): boolean {
-    return this.byPos.delete(pos);
+    const had = this.byPos.delete(pos);
+    this.compact();
+    return had;
   }
 
   entries(): IterableIterator<[number, Lease]> {
@@ -55,24 +61,61 @@ export class LeaseTable {
 
   /** The lease that ended first by `now` (ties: the lower position), if any has. */
   due(now: number): [number, Lease] | undefined {
-    if (now < this.earliest) return undefined;
-    let best: [number, Lease] | undefined;
-    let min = Infinity;
-    for (const entry of this.byPos) {
-      const [pos, l] = entry;
-      if (l.deadline < min) min = l.deadline;
-      if (l.deadline <= now && (!best || l.deadline < best[1].deadline || (l.deadline === best[1].deadline && pos < best[0]))) best = entry;
-    }
-    this.earliest = min;
-    return best;
+    const top = this.top();
+    return top && top[0] <= now ? [top[1], top[2]] : undefined;
   }
 
   /** When the next lease ends, if any is held. */
   nextDeadline(): number | undefined {
-    let min = Infinity;
-    for (const l of this.byPos.values()) if (l.deadline < min) min = l.deadline;
-    this.earliest = min;
-    return min === Infinity ? undefined : min;
+    return this.top()?.[0];
+  }
+
+  /** The earliest live entry, after dropping dead ones above it. */
+  private top(): [number, number, Lease] | undefined {
+    for (let t = this.heap[0]; t; t = this.heap[0]) {
+      if (this.byPos.get(t[1]) === t[2]) return t;
+      this.pop();
+    }
+    return undefined;
+  }
+
+  /** Drops the dead entries once they outnumber the live ones (amortized O(1) a change). */
+  private compact(): void {
+    if (this.heap.length <= 2 * this.byPos.size + 64) return;
+    this.heap = [];
+    for (const [pos, lease] of this.byPos) this.push([lease.deadline, pos, lease]);
+  }
+
+  private static before(a: [number, number, Lease], b: [number, number, Lease]): boolean {
+    return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+  }
+
+  private push(e: [number, number, Lease]): void {
+    const h = this.heap;
+    let i = h.push(e) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!LeaseTable.before(h[i]!, h[parent]!)) break;
+      [h[i], h[parent]] = [h[parent]!, h[i]!];
+      i = parent;
+    }
+  }
+
+  private pop(): void {
+    const h = this.heap;
+    const last = h.pop()!;
+    if (h.length === 0) return;
+    h[0] = last;
+    for (let i = 0; ; ) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < h.length && LeaseTable.before(h[l]!, h[m]!)) m = l;
+      if (r < h.length && LeaseTable.before(h[r]!, h[m]!)) m = r;
+      if (m === i) return;
+      [h[i], h[m]] = [h[m]!, h[i]!];
+      i = m;
+    }
   }
 }
 

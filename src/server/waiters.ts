@@ -1,7 +1,9 @@
 /**
  * Long polling (`opt=get&wait=S`): requests that found their queue empty wait in line, first come
  * first served, and a put wakes as many of them as it stored messages. Nothing polls: a waiter
- * looks again only when woken, when a lease on its queue ends, or when its time is up.
+ * looks again only when woken, or when its time is up. A lease that ends makes a message
+ * available without a put: each queue with waiters has one alarm, set for its earliest lease
+ * deadline, that wakes one waiter then (so a leased get costs O(1), not a wake of every waiter).
  *
  * A woken waiter may find nothing (a plain get was quicker); it keeps its place in line. A waiter
  * woken while it was already looking looks once more; one that leaves with a wake it did not use
@@ -25,6 +27,8 @@ interface Waiter {
 
 export class Waiters {
   private readonly lines = new Map<string, Waiter[]>();
+  /** A queue's alarm: when its earliest lease ends, wake one waiter. */
+  private readonly alarms = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly watching = new Map<string, Promise<void>>();
   private closed = false;
 
@@ -77,25 +81,37 @@ export class Waiters {
         got = await attempt();
         if (got !== undefined) return got;
         if (me.woken) continue; // something arrived while we looked
-        const expiry = await nextExpiry();
-        const wakeAt = Math.min(until, expiry ?? Infinity);
         if (Date.now() >= until) return undefined;
-        if (!me.woken) await this.sleep(me, Math.max(0, wakeAt - Date.now()), gone);
+        // Leases may have been taken or given back since the alarm was set (or by another process).
+        if (!this.alarms.has(name)) {
+          const expiry = await nextExpiry();
+          if (expiry !== undefined) this.leased(name, expiry);
+        }
+        if (!me.woken) await this.sleep(me, Math.max(0, until - Date.now()), gone);
       }
     } finally {
       this.leave(name, me);
     }
   }
 
-  /** A lease was taken on `name`: sleepers look again, so that each wakes when the earliest
-   * lease ends (they computed their time before this one existed). */
-  leased(name: string): void {
-    for (const w of this.lines.get(name) ?? []) if (!w.woken) w.wake();
+  /** A lease on `name` ends at `deadline`: the queue's alarm goes off then, if not earlier. */
+  leased(name: string, deadline: number): void {
+    if (!this.lines.has(name)) return; // nobody to wake; a waiter that comes asks the store
+    const alarm = this.alarms.get(name);
+    if (alarm && alarm.at <= deadline) return;
+    clearTimeout(alarm?.timer);
+    const timer = setTimeout(() => {
+      this.alarms.delete(name);
+      this.wake(name, 1);
+    }, Math.max(0, deadline - Date.now()));
+    this.alarms.set(name, { at: deadline, timer });
   }
 
   /** Answers every waiting request (with nothing) and takes no more waits. */
   close(): void {
     this.closed = true;
+    for (const alarm of this.alarms.values()) clearTimeout(alarm.timer);
+    this.alarms.clear();
     for (const line of this.lines.values()) for (const w of line) w.wake();
   }
 
@@ -130,6 +146,8 @@ export class Waiters {
     line.splice(line.indexOf(me), 1);
     if (line.length === 0) {
       this.lines.delete(name);
+      clearTimeout(this.alarms.get(name)?.timer);
+      this.alarms.delete(name);
       if (this.watching.delete(name)) void this.peers?.watch(name, false);
     }
     if (me.woken) this.wake(name, 1);
