@@ -2,6 +2,7 @@
  * The paths beside the queue protocol: `/healthz`, `/metrics` and `/dashboard`. Every other path
  * is the queue protocol, as in the reference.
  */
+import { isIP } from 'node:net';
 import { dashboard, type ServerFacts } from '../dashboard/index.js';
 import type { Store } from '../store/store.js';
 import type { HttpReply } from './http.js';
@@ -15,16 +16,30 @@ export interface EndpointContext {
   facts?: (() => ServerFacts) | undefined;
   /** Whether `auth=` is the password (always true when the server has none). */
   authorized(auth: string | undefined): boolean;
+  /** Host names the dashboard answers to besides IP literals and `localhost` (`--allowed-hosts`). */
+  allowedHosts?: readonly string[] | undefined;
 }
 
 const TEXT = 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n';
 
 export const isEndpoint = (path: string): boolean => path === '/healthz' || path === '/metrics' || path.startsWith('/dashboard');
 
+/**
+ * Whether the dashboard answers a request with this `Host` header. A web page can make a browser
+ * on the server's machine send requests with its own host name that DNS points at 127.0.0.1 (DNS
+ * rebinding); the dashboard answers only names that no outside page can claim, and those listed.
+ * No Host (HTTP/1.0) comes from no browser.
+ */
+export function hostAllowed(host: string | undefined, allowed: readonly string[] = []): boolean {
+  if (!host) return true;
+  const name = (host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '')).toLowerCase();
+  return isIP(name) !== 0 || name === 'localhost' || allowed.includes(name);
+}
+
 /** Answers one of those paths, or undefined to let the queue protocol answer (as it does for any
  * path the server does not serve here). */
-export function createEndpoints(ctx: EndpointContext): (path: string, auth: string | undefined) => Promise<HttpReply | undefined> {
-  return async (path, auth) => {
+export function createEndpoints(ctx: EndpointContext): (path: string, auth: string | undefined, host: string | undefined) => Promise<HttpReply | undefined> {
+  return async (path, auth, host) => {
     if (path === '/healthz') {
       try {
         await ctx.store.check();
@@ -33,7 +48,12 @@ export function createEndpoints(ctx: EndpointContext): (path: string, auth: stri
         return { status: 503, head: TEXT, body: `${(err as Error).message}\n` };
       }
     }
-    if (path.startsWith('/dashboard') && ctx.facts) return dashboard(path, ctx.authorized(auth), ctx.facts);
+    if (path.startsWith('/dashboard') && ctx.facts) {
+      if (!hostAllowed(host, ctx.allowedHosts)) {
+        return { status: 403, head: TEXT, body: `Host ${host} is not served the dashboard: use an IP address or localhost, or name it with --allowed-hosts\n` };
+      }
+      return dashboard(path, ctx.authorized(auth), ctx.facts);
+    }
     if (path !== '/metrics' || !ctx.metrics) return undefined;
     if (!ctx.authorized(auth)) return { status: 401, head: TEXT, body: 'This server needs auth= for /metrics too\n' };
     const body = Buffer.from(await ctx.metrics.render());
