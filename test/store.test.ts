@@ -187,6 +187,25 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.close();
     });
 
+    it('a batch with a byte budget takes only the messages that fit (at least one) and leaves the rest unread', async () => {
+      const s = fresh();
+      await s.putMany('bb', [b('a'.repeat(600)), b(''), b('c'.repeat(500)), b('d'.repeat(2000)), b('e')]);
+      // 600 + 0 fit in 1000, 500 more would not: two taken, the rest unread.
+      assert.deepEqual((await s.getMany('bb', 10, undefined, 1000)).map((d) => d.pos), [1, 2]);
+      assert.equal((await s.status('bb')).getpos, 2);
+      assert.deepEqual((await s.range('bb', 1, 10, 1100)).map((m) => m.pos), [1, 2, 3]);
+      // The first message goes whatever its size; a leased batch obeys the budget too.
+      assert.deepEqual((await s.getMany('bb', 10, 60_000, 400)).map((d) => d.pos), [3]);
+      assert.deepEqual((await s.getMany('bb', 10, 60_000, 10)).map((d) => d.pos), [4]);
+      assert.deepEqual((await s.range('bb', 4, 10, 10)).map((m) => m.pos), [4]);
+      assert.equal((await s.status('bb')).leased, 2);
+      assert.equal((await s.settle('bb', 3, 'nack')), true);
+      // A message given back that does not fit stays due, ahead of the rest.
+      assert.deepEqual((await s.getMany('bb', 10, undefined, 500)).map((d) => d.pos), [3]);
+      assert.deepEqual((await s.getMany('bb', 10)).map((d) => d.pos), [5]);
+      await s.close();
+    });
+
     it('the empty name is a queue like any other, and list shows it first', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);

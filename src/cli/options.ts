@@ -53,9 +53,17 @@ export const OPTIONS = {
     type: 'string', arg: '<bytes>', default: String(16 * 1024),
     help: 'largest request line plus headers, so also the largest `data=` message; larger ones get HTTP 431 (the reference had no limit: raise it for clients that put big messages in the URL)',
   },
+  'max-reply-bytes': {
+    type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024),
+    help: 'most message bytes in one batch reply (`mget`, `view` with `num`): a batch takes only the messages that fit, and always at least one; the reply is streamed',
+  },
   'disk-reserve': {
     type: 'string', arg: '<MiB>', default: '64',
     help: 'with LMDB: refuse puts (`HTTPSQS_PUT_ERROR`) while less than this is free for the data directory (on its disk, or unused inside the database, as a reset leaves it); gets go on; 0 turns it off',
+  },
+  'allowed-hosts': {
+    type: 'string', arg: '<names>',
+    help: 'host names (comma-separated) the dashboard answers to, besides IP addresses and `localhost`: a page elsewhere cannot reach it through DNS rebinding',
   },
   'max-wait': {
     type: 'string', arg: '<second>', default: '60',
@@ -117,8 +125,11 @@ export interface Config {
   adminAuth: string | undefined;
   maxMessageBytes: number;
   maxHeaderBytes: number;
+  maxReplyBytes: number;
   maxConnections: number;
   maxWait: number;
+  /** Lower-cased. */
+  allowedHosts: string[];
   /** MiB. */
   diskReserve: number;
   workers: number;
@@ -188,8 +199,10 @@ export function parseConfig(argv: string[]): Config {
     adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
     maxHeaderBytes: int('max-header-bytes', v('max-header-bytes'), 1024, 1024 ** 3),
+    maxReplyBytes: int('max-reply-bytes', v('max-reply-bytes'), 1, 1024 ** 3),
     maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
     maxWait: int('max-wait', v('max-wait'), 1, 3600),
+    allowedHosts: ((values['allowed-hosts'] as string | undefined) ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
     diskReserve: int('disk-reserve', v('disk-reserve'), 0, 2 ** 30),
     workers: int('workers', v('workers'), 1, 64),
     daemon: Boolean(values.daemon),

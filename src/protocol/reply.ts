@@ -21,6 +21,8 @@ export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
 /** Most messages in one mput, mget or view range, and queues in one page of list (extensions). */
 export const MAX_BATCH = 1000;
+/** Most message bytes in one batch reply by default (`--max-reply-bytes`). */
+export const DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024;
 
 /** `status` text, as a byte string: `name` is one (latin1), so its bytes come back as sent. */
 export function statusText(name: string, s: QueueState): string {

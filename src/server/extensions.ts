@@ -10,14 +10,15 @@ import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
 import type { Delivery, Store } from '../store/store.js';
-import type { HttpRequest } from './http.js';
+import { batchBody, type Encoding } from './batch.js';
+import type { HttpRequest, Streamed } from './http.js';
 import type { Waiters } from './waiters.js';
 
 const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'touch', 'list']);
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 export interface Answer {
-  body: string | Buffer;
+  body: string | Buffer | Streamed;
   /** The `Pos` header. */
   pos?: number;
   /** More header lines, each ending in CRLF. */
@@ -31,6 +32,8 @@ export interface ExtensionContext {
   waiters: Waiters;
   /** Longest `wait` accepted, in seconds. */
   maxWait: number;
+  /** Most message bytes in one batch reply (mget, view with num); at least one message goes. */
+  maxReplyBytes: number;
   /** A put the store could not make: logged, unless the store reports such refusals itself. */
   putFailed: (what: string, err: unknown) => void;
   /** A long poll ended after `seconds`, with a message or without. */
@@ -67,14 +70,11 @@ function optional(p: Params, key: string, min: number, max: number, fallback: nu
   return v === undefined ? fallback : whole(v, min, max);
 }
 
-type Encoding = 'utf8' | 'base64';
-
 function encodingOf(p: Params): Encoding | undefined {
   const e = p.extra?.get('encoding') ?? 'utf8';
   return e === 'utf8' || e === 'base64' ? e : undefined;
 }
 
-const encode = (m: Buffer, enc: Encoding) => (enc === 'base64' ? `"${m.toString('base64')}"` : JSON.stringify(m.toString('utf8')));
 /** A list entry: `name` is the name read as UTF-8; when its bytes are not UTF-8 that reading
  * loses some, and `name64` carries them (base64), to address the queue and to page after it. */
 function listed(name: string, object: string): string {
@@ -110,7 +110,7 @@ export function createExtensions(ctx: ExtensionContext) {
     const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
     if (!got) return { body: R.GET_END };
     ctx.onTaken?.(name, 1, !!o.leaseMs);
-    if (got.lease) waiters.leased(name);
+    if (o.leaseMs) waiters.leased(name, Date.now() + o.leaseMs);
     const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
     return { body: got.message, pos: got.pos, ...(o.leaseMs || got.deliveries > 1 ? { head } : {}) };
   }
@@ -121,13 +121,13 @@ export function createExtensions(ctx: ExtensionContext) {
     const enc = encodingOf(p);
     if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
     const got = (await taking(name, o.wait, req, async () => {
-      const batch = await store.getMany(name, num, o.leaseMs);
+      const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
       return batch.length ? batch : undefined;
     })) ?? [];
     if (got.length) ctx.onTaken?.(name, got.length, !!o.leaseMs);
-    if (got.length && o.leaseMs) waiters.leased(name);
+    if (got.length && o.leaseMs) waiters.leased(name, Date.now() + o.leaseMs);
     const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');
-    return json(`[${got.map((d) => `{"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)},"data":${encode(d.message, enc)}}`).join(',')}]`);
+    return { body: batchBody(got.map((d) => ({ fields: `"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)}`, message: d.message })), enc), json: true };
   }
 
   async function mput(name: string, p: Params, body: Buffer): Promise<Answer> {
@@ -159,8 +159,8 @@ export function createExtensions(ctx: ExtensionContext) {
     const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (pos < 1 || pos > MAX_POSITION || Number.isNaN(num) || !enc) return { body: R.ERROR };
-    const found = await store.range(name, pos, num);
-    return json(`[${found.map((m) => `{"pos":${m.pos},"data":${encode(m.message, enc)}}`).join(',')}]`);
+    const found = await store.range(name, pos, num, ctx.maxReplyBytes);
+    return { body: batchBody(found.map((m) => ({ fields: `"pos":${m.pos}`, message: m.message })), enc), json: true };
   }
 
   async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {

@@ -32,10 +32,14 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** Longest long poll (`wait=`) accepted, in seconds. */
   maxWait?: number;
+  /** Most message bytes in one batch reply (mget, view with num); at least one message goes. */
+  maxReplyBytes?: number;
   /** Other processes serving the same store, for long polls (`--workers`). */
   peers?: Peers | undefined;
   /** Counts and timings for /metrics; /metrics answers 404 without it. */
   metrics?: ServerMetrics | undefined;
+  /** Host names the dashboard answers to besides IP literals and `localhost`. */
+  allowedHosts?: readonly string[] | undefined;
   /** Facts for /dashboard; no dashboard without them. */
   facts?: (() => Omit<ServerFacts, 'connections'>) | undefined;
 }
@@ -74,7 +78,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const waiters = new Waiters(options.peers);
   // A put refused for want of disk space is not logged each time: the store says when that starts and ends.
   const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
-  const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, ...metrics });
+  const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES, ...metrics });
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = options.auth === undefined ? undefined : digest(options.auth);
   const adminDigest = options.adminAuth === undefined ? undefined : digest(options.adminAuth);
@@ -84,6 +88,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     metrics,
     facts: options.facts && (() => ({ ...options.facts!(), connections: http.connections() })),
     authorized: (auth) => !authDigest || matches(auth, authDigest),
+    allowedHosts: options.allowedHosts,
   });
 
   async function command(p: Params, req: HttpRequest): Promise<Answer> {
@@ -176,7 +181,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     // HEAD is for the endpoints (a load balancer's health check); it never runs a queue operation.
     const headOnly = req.method === 'HEAD';
     if (!headOnly && !SERVED_METHODS.has(req.method)) return refused(req.method);
-    const other = endpointPath ? await endpoint(path, params.auth) : undefined;
+    const other = endpointPath ? await endpoint(path, params.auth, req.headers.host) : undefined;
     if (other) return other;
     if (headOnly) return refused(req.method);
     const charset = params.charset;
@@ -190,7 +195,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     const type = out.json ? 'application/json' : charset !== undefined && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
     // Spelled exactly as the reference does: some clients search header lines case-sensitively.
     const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
-    const body = typeof out.body === 'string' || out.body.length > SMALL_BODY ? out.body : out.body.toString('latin1');
+    const body = Buffer.isBuffer(out.body) && out.body.length <= SMALL_BODY ? out.body.toString('latin1') : out.body;
     return { status: 200, head, body };
   }
 

@@ -34,12 +34,16 @@ export class LmdbStore extends LmdbCore implements Store {
     return this.current(name).leases.nextDeadline();
   }
 
-  async range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>> {
+  async range(name: string, pos: number, num: number, maxBytes = Infinity): Promise<Array<{ pos: number; message: Buffer }>> {
     const out: Array<{ pos: number; message: Buffer }> = [];
+    let bytes = 0;
     this.env.resetReadTxn();
     for (let p = pos; p < pos + num && p <= LAST_POS; p++) {
       const message = this.uncommitted.get(`${p}:${name}`) ?? this.msg.get(msgKey(name, p));
-      if (message) out.push({ pos: p, message });
+      if (!message) continue;
+      if (out.length > 0 && bytes + message.length > maxBytes) break;
+      bytes += message.length;
+      out.push({ pos: p, message });
     }
     return out;
   }

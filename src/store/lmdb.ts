@@ -342,21 +342,25 @@ export class LmdbCore implements CoreStore {
     return (await this.getMany(name, 1, leaseMs))[0] ?? null;
   }
 
-  getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]> {
+  getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
     return this.run(name, (d) => {
       const now = Date.now();
       const out: Delivery[] = [];
+      let bytes = 0;
       while (out.length < max) {
         const t = take(d.q.s, d.q.leases, now, leaseMs);
         if (!t) break;
-        if (t.next !== d.q.s) d.state(t.next);
         const message = d.read(t.pos);
+        // Decided before anything changes: a message that does not fit stays where it is.
+        if (message && out.length > 0 && bytes + message.length > maxBytes) break;
+        if (t.next !== d.q.s) d.state(t.next);
         if (!message) {
           // A position whose put failed while a later one committed (see `fenced`): that put was
           // answered with an error, so there is nothing to deliver here.
           if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
           continue;
         }
+        bytes += message.length;
         if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
         const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
         if (t.lease) delivery.lease = leaseToken(t.lease);

@@ -80,9 +80,10 @@ return out`;
 const GET = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
 local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
-local now, leaseMs, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now, leaseMs, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
 local moved = false
+local bytes = 0
 while #out < 4 * max do
   local pos, deliveries
   local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1)
@@ -95,12 +96,16 @@ while #out < 4 * max do
     elseif g > p then
       if g < mx then pos = g + 1 else pos = 1 end
     else break end
-    g = pos
-    moved = true
     deliveries = 1
   end
   -- A position with no message (an import can leave one) is passed over, its lease dropped.
   local message = redis.call('HGET', KEYS[2], pos)
+  -- Decided before anything changes: a message that does not fit the reply stays where it is.
+  if message and #out > 0 and budget >= 0 and bytes + #message > budget then break end
+  if #due == 0 then
+    g = pos
+    moved = true
+  end
   local token = ''
   if message and leaseMs > 0 then
     local deadline = string.format('%d', now + leaseMs)
@@ -112,6 +117,7 @@ while #out < 4 * max do
     redis.call('ZREM', KEYS[4], string.format('%010d', pos))
   end
   if message then
+    bytes = bytes + #message
     out[#out + 1] = pos
     out[#out + 1] = message
     out[#out + 1] = deliveries
@@ -162,6 +168,20 @@ const STATUS = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
 return {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[2])}`;
 
+// Stored messages from ARGV[1] on, ARGV[2] positions, as many as fit in ARGV[3] bytes (-1: all).
+const RANGE = `
+local out, bytes, budget = {}, 0, tonumber(ARGV[3])
+for pos = tonumber(ARGV[1]), tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1 do
+  if redis.call('HEXISTS', KEYS[1], pos) == 1 then
+    local size = redis.call('HSTRLEN', KEYS[1], pos)
+    if #out > 0 and budget >= 0 and bytes + size > budget then break end
+    bytes = bytes + size
+    out[#out + 1] = pos
+    out[#out + 1] = redis.call('HGET', KEYS[1], pos)
+  end
+end
+return out`;
+
 type Script = (...args: Array<Buffer | string | number>) => Promise<unknown>;
 
 /** Parses `--store`: the connection, and the key prefix (`?prefix=`). */
@@ -193,7 +213,7 @@ export class RedisStore implements Store {
   private readonly index: Buffer;
   /** Tells this frontend's own publications apart from the others'. */
   private readonly origin = randomBytes(6).toString('hex');
-  private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'status', Script>;
+  private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'status' | 'range', Script>;
   private waker: ((name: string, count: number) => void) | undefined;
   private closing: Promise<void> | undefined;
   /** Servers running on this Redis (and key prefix) now: a sorted set of ids by expiry time. */
@@ -237,6 +257,7 @@ export class RedisStore implements Store {
       touch: define('httpsqsTouch', 2, TOUCH),
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
       status: define('httpsqsStatus', 2, STATUS),
+      range: define('httpsqsRange', 1, RANGE),
     };
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
       const [origin, count] = message.toString('latin1').split(':');
@@ -334,9 +355,10 @@ export class RedisStore implements Store {
     return (await this.getMany(name, 1, leaseMs))[0] ?? null;
   }
 
-  async getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]> {
+  async getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]> {
+    const budget = maxBytes ?? -1; // -1: no limit (Lua numbers are doubles; Infinity has no spelling)
     const flat = (await this.run(name, () =>
-      this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, Date.now(), leaseMs ?? 0, max),
+      this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, Date.now(), leaseMs ?? 0, max, budget),
     (r) => (r as unknown[]).length > 0)) as Array<number | Buffer>;
     const out: Delivery[] = [];
     for (let i = 0; i < flat.length; i += 4) {
@@ -380,10 +402,11 @@ export class RedisStore implements Store {
     return this.redis.hgetBuffer(this.key(name, 'm'), String(pos)).catch((err) => this.failed(err));
   }
 
-  async range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>> {
-    const positions = Array.from({ length: num }, (_, i) => String(pos + i));
-    const found = await this.redis.hmgetBuffer(this.key(name, 'm'), ...positions).catch((err) => this.failed(err));
-    return found.flatMap((message, i) => (message ? [{ pos: pos + i, message }] : []));
+  async range(name: string, pos: number, num: number, maxBytes?: number): Promise<Array<{ pos: number; message: Buffer }>> {
+    const flat = (await this.scripts.range(this.key(name, 'm'), pos, num, maxBytes ?? -1).catch((err) => this.failed(err))) as Array<number | Buffer>;
+    const out: Array<{ pos: number; message: Buffer }> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ pos: flat[i] as number, message: flat[i + 1] as Buffer });
+    return out;
   }
 
   /**

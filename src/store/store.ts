@@ -39,8 +39,10 @@ export interface CoreStore {
   /** Hands out the next message (a due lease first); null when there is none. With `leaseMs`
    * the message is leased for that long (ack or nack it by position). */
   get(name: string, leaseMs?: number): Promise<Delivery | null>;
-  /** Up to `max` messages in one operation, as `max` gets would hand them out. */
-  getMany(name: string, max: number, leaseMs?: number): Promise<Delivery[]>;
+  /** Up to `max` messages in one operation, as `max` gets would hand them out; with `maxBytes`,
+   * only as many as fit in that many bytes of messages (the first is taken whatever its size), so
+   * that the reply can always be built before anything is consumed. */
+  getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]>;
   status(name: string): Promise<QueueStatus>;
   /** The message stored at `pos` (read or not), or null when there is none. */
   view(name: string, pos: number): Promise<Buffer | null>;
@@ -66,8 +68,9 @@ export interface Store extends CoreStore {
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null>;
   /** When the queue's next lease ends (ms since the epoch), if any is held. */
   nextExpiry(name: string): Promise<number | undefined>;
-  /** The stored messages at positions pos..pos+num-1 (read or not), in order. */
-  range(name: string, pos: number, num: number): Promise<Array<{ pos: number; message: Buffer }>>;
+  /** The stored messages at positions pos..pos+num-1 (read or not), in order; with `maxBytes`, as
+   * many as fit in that many bytes (at least the first found). */
+  range(name: string, pos: number, num: number, maxBytes?: number): Promise<Array<{ pos: number; message: Buffer }>>;
   /** Queues that hold state, in byte order of their names: those starting with `prefix`, after
    * the name `after` (from the first when undefined; `''` is a name too), at most `limit`. */
   list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>>;
