@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cleanup, request, startServer, tempDir } from './helpers.js';
+import { cleanup, freePort, request, runCli, startServer, tempDir } from './helpers.js';
 
 const text = async (port: number, target: string) => (await request(port, 'GET', target)).body.toString();
 
@@ -20,6 +20,29 @@ describe('passwords', () => {
       assert.equal(await text(server.port, `/?name=q&opt=put&data=x&auth=${pw}`), 'HTTPSQS_PUT_OK');
       await server.stop();
       cleanup(server.dir);
+    }
+    cleanup(dir);
+  });
+
+  it('an empty password, from a flag, a file or the environment, stops the start with one line naming it', async () => {
+    const dir = tempDir();
+    const blankFirst = join(dir, 'blank-first');
+    writeFileSync(blankFirst, '\r\nthe second line\n');
+    const start = ['-l', '127.0.0.1', '-p', String(await freePort()), '-x', join(dir, 'data'), '-i', join(dir, 'pid')];
+    for (const [args, env, source] of [
+      [['-a', ''], {}, /^httpsqs: -a\/--auth: the password is empty/],
+      [['--admin-auth='], {}, /^httpsqs: --admin-auth: the password is empty/],
+      [['--auth-file', '/dev/null'], {}, /^httpsqs: --auth-file: the first line of \/dev\/null is empty/],
+      // Anyone could reset with auth= (or none) while -a guards the rest.
+      [['-a', 's3cret', '--admin-auth-file', '/dev/null'], {}, /^httpsqs: --admin-auth-file: the first line of \/dev\/null is empty/],
+      [['--auth-file', blankFirst], {}, /^httpsqs: --auth-file: the first line of .*blank-first is empty/],
+      [[], { HTTPSQS_AUTH: '' }, /^httpsqs: HTTPSQS_AUTH is set but empty/],
+      [['-a', 's3cret'], { HTTPSQS_ADMIN_AUTH: '' }, /^httpsqs: HTTPSQS_ADMIN_AUTH is set but empty/],
+    ] as const) {
+      const { code, stderr } = await runCli([...start, ...args], { env, timeoutMs: 5000 });
+      assert.equal(code, 1, `${args.join(' ')} ${JSON.stringify(env)}: ${stderr}`);
+      assert.equal(stderr.trim().split('\n').length, 1, stderr);
+      assert.match(stderr, source);
     }
     cleanup(dir);
   });

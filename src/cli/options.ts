@@ -138,17 +138,28 @@ function int(name: OptionName, value: string, min: number, max: number): number 
   return n;
 }
 
-/** A password from its flag, else its file (first line), else its environment variable. */
-function secret(flag: string | undefined, file: string | undefined, env: string, fileOption: OptionName): string | undefined {
-  if (flag !== undefined) return flag;
+/**
+ * A password from its flag, else its file (first line), else its environment variable. An empty
+ * one is refused: `auth=` (or no auth at all) would match it, so the server would be open.
+ */
+function secret(flagName: string, flag: string | undefined, fileOption: OptionName, file: string | undefined, env: string): string | undefined {
+  if (flag !== undefined) {
+    if (!flag) throw new UsageError(`${flagName}: the password is empty: give one, or leave the flag out for no password`);
+    return flag;
+  }
   if (file !== undefined) {
+    let first: string;
     try {
-      return readFileSync(file, 'utf8').split(/\r?\n/)[0]!;
+      first = readFileSync(file, 'utf8').split(/\r?\n/)[0]!;
     } catch (err) {
       throw new UsageError(`--${fileOption}: cannot read ${file}: ${(err as Error).message}`);
     }
+    if (!first) throw new UsageError(`--${fileOption}: the first line of ${file} is empty: put the password there`);
+    return first;
   }
-  return process.env[env] || undefined;
+  const value = process.env[env];
+  if (value === '') throw new UsageError(`${env} is set but empty: set the password there, or unset it for no password`);
+  return value;
 }
 
 export function parseConfig(argv: string[]): Config {
@@ -184,8 +195,8 @@ export function parseConfig(argv: string[]): Config {
     redisWait: int('redis-wait', v('redis-wait'), 0, 100),
     redisWaitMs: int('redis-wait-ms', v('redis-wait-ms'), 1, 600_000),
     pidfile: v('pidfile'),
-    auth: secret(values.auth as string | undefined, values['auth-file'] as string | undefined, 'HTTPSQS_AUTH', 'auth-file'),
-    adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),
+    auth: secret('-a/--auth', values.auth as string | undefined, 'auth-file', values['auth-file'] as string | undefined, 'HTTPSQS_AUTH'),
+    adminAuth: secret('--admin-auth', values['admin-auth'] as string | undefined, 'admin-auth-file', values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH'),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
     maxHeaderBytes: int('max-header-bytes', v('max-header-bytes'), 1024, 1024 ** 3),
     maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
