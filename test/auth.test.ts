@@ -47,6 +47,47 @@ describe('passwords', () => {
     cleanup(dir);
   });
 
+  it('a non-ASCII password is its UTF-8 bytes, from a flag, the environment or a file alike', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'pw'), '密码\r\nnot this line\n');
+    const utf8 = '%E5%AF%86%E7%A0%81';
+    // Each character cut to its low byte (U+5BC6 U+7801): how a latin1 reading of 密码 sees it.
+    const misread = '%C6%01';
+    for (const [args, env] of [
+      [['-a', '密码', '--admin-auth', 'ü'], {}],
+      [[], { HTTPSQS_AUTH: '密码', HTTPSQS_ADMIN_AUTH: 'ü' }],
+      [['--auth-file', join(dir, 'pw'), '--admin-auth', 'ü'], {}],
+    ] as const) {
+      const server = await startServer({ args: [...args], env });
+      const p = server.port;
+      try {
+        assert.equal(await text(p, `/?name=q&opt=put&data=x&auth=${utf8}`), 'HTTPSQS_PUT_OK', args.join(' '));
+        assert.equal(await text(p, `/?name=q&opt=put&data=x&auth=${misread}`), 'HTTPSQS_AUTH_FAILED', args.join(' '));
+        assert.equal(await text(p, '/?name=q&opt=reset&auth=%FC'), 'HTTPSQS_AUTH_FAILED');
+        assert.equal(await text(p, '/?name=q&opt=reset&auth=%C3%BC'), 'HTTPSQS_RESET_OK');
+        // The dashboard and /metrics compare the same way.
+        for (const path of ['/metrics', '/dashboard/info']) {
+          assert.equal((await request(p, 'GET', `${path}?auth=${utf8}`)).status, 200, path);
+          assert.equal((await request(p, 'GET', `${path}?auth=${misread}`)).status, 401, path);
+        }
+      } finally {
+        await server.stop();
+        cleanup(server.dir);
+      }
+    }
+    // A file holds bytes: a password that is not UTF-8 (GBK here) is compared as those bytes.
+    writeFileSync(join(dir, 'gbk'), Buffer.from([0xc4, 0xe3, 0xba, 0xc3, 0x0d, 0x0a]));
+    const server = await startServer({ args: ['--auth-file', join(dir, 'gbk')] });
+    try {
+      assert.equal(await text(server.port, '/?name=q&opt=put&data=x&auth=%C4%E3%BA%C3'), 'HTTPSQS_PUT_OK');
+      assert.equal(await text(server.port, '/?name=q&opt=put&data=x&auth=%C4%E3%BA%C3%0D'), 'HTTPSQS_AUTH_FAILED');
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+    cleanup(dir);
+  });
+
   it('--admin-auth is the only password for reset, maxqueue and synctime; -a still guards the rest', async () => {
     const server = await startServer({ args: ['-a', 'user-pw', '--admin-auth', 'admin-pw'] });
     const p = server.port;

@@ -113,8 +113,9 @@ export interface Config {
   redisWait: number;
   redisWaitMs: number;
   pidfile: string;
-  auth: string | undefined;
-  adminAuth: string | undefined;
+  /** The passwords' bytes: UTF-8 from a flag or the environment, as they are from a file. */
+  auth: Buffer | undefined;
+  adminAuth: Buffer | undefined;
   maxMessageBytes: number;
   maxHeaderBytes: number;
   maxConnections: number;
@@ -142,24 +143,28 @@ function int(name: OptionName, value: string, min: number, max: number): number 
  * A password from its flag, else its file (first line), else its environment variable. An empty
  * one is refused: `auth=` (or no auth at all) would match it, so the server would be open.
  */
-function secret(flagName: string, flag: string | undefined, fileOption: OptionName, file: string | undefined, env: string): string | undefined {
+function secret(flagName: string, flag: string | undefined, fileOption: OptionName, file: string | undefined, env: string): Buffer | undefined {
   if (flag !== undefined) {
     if (!flag) throw new UsageError(`${flagName}: the password is empty: give one, or leave the flag out for no password`);
-    return flag;
+    return Buffer.from(flag, 'utf8');
   }
   if (file !== undefined) {
-    let first: string;
+    let bytes: Buffer;
     try {
-      first = readFileSync(file, 'utf8').split(/\r?\n/)[0]!;
+      bytes = readFileSync(file);
     } catch (err) {
       throw new UsageError(`--${fileOption}: cannot read ${file}: ${(err as Error).message}`);
     }
-    if (!first) throw new UsageError(`--${fileOption}: the first line of ${file} is empty: put the password there`);
+    // Bytes, not text: a password in another charset is compared as the client sends it.
+    const end = bytes.indexOf(0x0a);
+    let first = end < 0 ? bytes : bytes.subarray(0, end);
+    if (first.at(-1) === 0x0d) first = first.subarray(0, -1);
+    if (!first.length) throw new UsageError(`--${fileOption}: the first line of ${file} is empty: put the password there`);
     return first;
   }
   const value = process.env[env];
   if (value === '') throw new UsageError(`${env} is set but empty: set the password there, or unset it for no password`);
-  return value;
+  return value === undefined ? undefined : Buffer.from(value, 'utf8');
 }
 
 export function parseConfig(argv: string[]): Config {
