@@ -101,6 +101,15 @@ describe('command line', () => {
     cleanup(cwd);
   });
 
+  it('SIGTERM as soon as the server says it listens: a clean stop, the PID file removed', async () => {
+    for (let i = 0; i < 5; i++) {
+      const server = await startServer();
+      assert.equal(await server.stop(), 0, `try ${i}`);
+      assert.ok(!existsSync(join(server.dir, 'httpsqs.pid')), `try ${i}`);
+      cleanup(server.dir);
+    }
+  });
+
   it('warns on stderr when listening beyond loopback without -a', async () => {
     const open = await startServer({ args: ['-l', '0.0.0.0'] });
     assert.match(open.stderr(), /warning: listening on 0\.0\.0\.0 without a password/);

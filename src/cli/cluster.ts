@@ -125,8 +125,8 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   );
   started = true;
   const removePidFile = writePidFile(config.pidfile);
-  announce();
-
+  // The stop handlers go in before the start is announced: a signal sent as soon as it was
+  // could kill the master the default way, leaving the PID file behind.
   onStopSignal(async (signal) => {
     stopping = true;
     log.info({ event: 'stop', signal }, `${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
@@ -148,6 +148,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     removePidFile();
     log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
   });
+  announce();
 }
 
 /** This worker's side of long polls and metrics across workers, through the primary. */
