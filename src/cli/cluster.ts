@@ -14,7 +14,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './options.js';
 import { lockDirectory } from '../store/lock.js';
 import { log } from './log.js';
-import { fail, onStopSignal, writePidFile } from './process.js';
+import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
 import { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
 import { serve, type Serving } from './serve.js';
@@ -34,6 +34,7 @@ type FromWorker = {
 type ToWorker = { synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
+  refuseRunningPidFile(config.pidfile);
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {

@@ -36,7 +36,7 @@ export const OPTIONS = {
   'redis-wait-ms': { type: 'string', arg: '<ms>', default: '1000', help: 'with `--redis-wait`: how long to wait for the replicas before answering with an error' },
   'cache-nodes': { short: 'c', type: 'string', arg: '<num>', default: '1024', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
   'cache-mb': { short: 'm', type: 'string', arg: '<size>', default: '100', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
-  pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit' },
+  pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit; while it names a running httpsqs, the start is refused' },
   auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=` (also `HTTPSQS_AUTH`, or `--auth-file`)' },
   'auth-file': { type: 'string', arg: '<file>', help: 'read the `-a` password from this file (keeps it out of `ps`)' },
   'admin-auth': {
