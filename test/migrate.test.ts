@@ -165,6 +165,21 @@ describe('export and import', () => {
     cleanup(dir);
   });
 
+  it('imports a message of several MiB', async () => {
+    const dir = tempDir('httpsqs-big-');
+    const big = Buffer.alloc(8 * 2 ** 20, 0xcd);
+    const input = `{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":0}\n{"queue":"q","pos":1,"data":"${big.toString('base64')}"}\n`;
+    const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], input);
+    assert.equal(r.status, 0, r.stderr);
+    const server = await startServer({ dir: join(dir, 'd') });
+    try {
+      assert.deepEqual(await body(server.port, '/?name=q&opt=get'), big);
+    } finally {
+      await server.stop();
+      cleanup(dir);
+    }
+  });
+
   it('refuses input that is not an export, with the line it stopped at', () => {
     const dir = tempDir('httpsqs-bad-');
     const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], '{"format":"httpsqs-export","version":1}\n{"queue":"q","pos":"x","data":"AA=="}\n');

@@ -24,7 +24,7 @@ import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
 import { everyQueue, isInitial, type Store } from '../store/store.js';
-import { BASE64 } from '../server/extensions.js';
+import { isBase64 } from '../server/extensions.js';
 
 const USAGE = `Usage:
   httpsqs export [-x DIR | --store URL] [--prefix P] [-o FILE]     all queues as JSON lines (stdout by default)
@@ -200,7 +200,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     if ('maxqueue' in r) {
       imp.setState({ maxqueue: number(r.maxqueue, `line ${n}: maxqueue`), putpos: number(r.putpos, `line ${n}: putpos`), getpos: number(r.getpos, `line ${n}: getpos`) });
     } else if ('data' in r) {
-      if (typeof r.data !== 'string' || !BASE64.test(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
+      if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
       imp.lease(number(r.pos, `line ${n}: pos`), { deadline: number(r.deadline, `line ${n}: deadline`), deliveries: number(r.deliveries, `line ${n}: deliveries`) });
