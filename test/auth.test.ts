@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cleanup, request, startServer, tempDir } from './helpers.js';
+import { cleanup, freePort, request, runCli, startServer, tempDir } from './helpers.js';
 
 const text = async (port: number, target: string) => (await request(port, 'GET', target)).body.toString();
 
@@ -18,6 +18,70 @@ describe('passwords', () => {
       const server = await startServer({ args: [...args], env });
       assert.equal(await text(server.port, '/?name=q&opt=put&data=x'), 'HTTPSQS_AUTH_FAILED');
       assert.equal(await text(server.port, `/?name=q&opt=put&data=x&auth=${pw}`), 'HTTPSQS_PUT_OK');
+      await server.stop();
+      cleanup(server.dir);
+    }
+    cleanup(dir);
+  });
+
+  it('an empty password, from a flag, a file or the environment, stops the start with one line naming it', async () => {
+    const dir = tempDir();
+    const blankFirst = join(dir, 'blank-first');
+    writeFileSync(blankFirst, '\r\nthe second line\n');
+    const start = ['-l', '127.0.0.1', '-p', String(await freePort()), '-x', join(dir, 'data'), '-i', join(dir, 'pid')];
+    for (const [args, env, source] of [
+      [['-a', ''], {}, /^httpsqs: -a\/--auth: the password is empty/],
+      [['--admin-auth='], {}, /^httpsqs: --admin-auth: the password is empty/],
+      [['--auth-file', '/dev/null'], {}, /^httpsqs: --auth-file: the first line of \/dev\/null is empty/],
+      // Anyone could reset with auth= (or none) while -a guards the rest.
+      [['-a', 's3cret', '--admin-auth-file', '/dev/null'], {}, /^httpsqs: --admin-auth-file: the first line of \/dev\/null is empty/],
+      [['--auth-file', blankFirst], {}, /^httpsqs: --auth-file: the first line of .*blank-first is empty/],
+      [[], { HTTPSQS_AUTH: '' }, /^httpsqs: HTTPSQS_AUTH is set but empty/],
+      [['-a', 's3cret'], { HTTPSQS_ADMIN_AUTH: '' }, /^httpsqs: HTTPSQS_ADMIN_AUTH is set but empty/],
+    ] as const) {
+      const { code, stderr } = await runCli([...start, ...args], { env, timeoutMs: 5000 });
+      assert.equal(code, 1, `${args.join(' ')} ${JSON.stringify(env)}: ${stderr}`);
+      assert.equal(stderr.trim().split('\n').length, 1, stderr);
+      assert.match(stderr, source);
+    }
+    cleanup(dir);
+  });
+
+  it('a non-ASCII password is its UTF-8 bytes, from a flag, the environment or a file alike', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'pw'), '密码\r\nnot this line\n');
+    const utf8 = '%E5%AF%86%E7%A0%81';
+    // Each character cut to its low byte (U+5BC6 U+7801): how a latin1 reading of 密码 sees it.
+    const misread = '%C6%01';
+    for (const [args, env] of [
+      [['-a', '密码', '--admin-auth', 'ü'], {}],
+      [[], { HTTPSQS_AUTH: '密码', HTTPSQS_ADMIN_AUTH: 'ü' }],
+      [['--auth-file', join(dir, 'pw'), '--admin-auth', 'ü'], {}],
+    ] as const) {
+      const server = await startServer({ args: [...args], env });
+      const p = server.port;
+      try {
+        assert.equal(await text(p, `/?name=q&opt=put&data=x&auth=${utf8}`), 'HTTPSQS_PUT_OK', args.join(' '));
+        assert.equal(await text(p, `/?name=q&opt=put&data=x&auth=${misread}`), 'HTTPSQS_AUTH_FAILED', args.join(' '));
+        assert.equal(await text(p, '/?name=q&opt=reset&auth=%FC'), 'HTTPSQS_AUTH_FAILED');
+        assert.equal(await text(p, '/?name=q&opt=reset&auth=%C3%BC'), 'HTTPSQS_RESET_OK');
+        // The dashboard and /metrics compare the same way.
+        for (const path of ['/metrics', '/dashboard/info']) {
+          assert.equal((await request(p, 'GET', `${path}?auth=${utf8}`)).status, 200, path);
+          assert.equal((await request(p, 'GET', `${path}?auth=${misread}`)).status, 401, path);
+        }
+      } finally {
+        await server.stop();
+        cleanup(server.dir);
+      }
+    }
+    // A file holds bytes: a password that is not UTF-8 (GBK here) is compared as those bytes.
+    writeFileSync(join(dir, 'gbk'), Buffer.from([0xc4, 0xe3, 0xba, 0xc3, 0x0d, 0x0a]));
+    const server = await startServer({ args: ['--auth-file', join(dir, 'gbk')] });
+    try {
+      assert.equal(await text(server.port, '/?name=q&opt=put&data=x&auth=%C4%E3%BA%C3'), 'HTTPSQS_PUT_OK');
+      assert.equal(await text(server.port, '/?name=q&opt=put&data=x&auth=%C4%E3%BA%C3%0D'), 'HTTPSQS_AUTH_FAILED');
+    } finally {
       await server.stop();
       cleanup(server.dir);
     }

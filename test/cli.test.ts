@@ -1,6 +1,6 @@
 /** The `httpsqs` command as a subprocess: flags, start-up errors, PID file, daemon, signals. */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -99,6 +99,67 @@ describe('command line', () => {
     assert.equal(await exit, 0);
     assert.ok(!existsSync(pidfile), 'PID file removed on exit');
     cleanup(cwd);
+  });
+
+  it('-i replaces a symlink with a PID file of its own, leaving what it pointed at alone', async () => {
+    const dir = tempDir();
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'precious\n');
+    symlinkSync(victim, join(dir, 'link.pid'));
+    symlinkSync(join(dir, 'never-created'), join(dir, 'dangling.pid'));
+    for (const name of ['link.pid', 'dangling.pid']) {
+      const pidfile = join(dir, name);
+      const server = await startServer({ args: ['-i', pidfile] });
+      try {
+        assert.ok(lstatSync(pidfile).isFile(), `${name} is a regular file now`);
+        assert.equal(readFileSync(pidfile, 'utf8'), `${server.proc.pid}\n`);
+      } finally {
+        await server.stop();
+        cleanup(server.dir);
+      }
+      assert.ok(!existsSync(pidfile), 'removed on exit');
+    }
+    assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    assert.ok(!existsSync(join(dir, 'never-created')));
+    cleanup(dir);
+  });
+
+  it('a PID file naming a running httpsqs stops a second server before it listens; a stale one is taken over', async () => {
+    const dir = tempDir();
+    const pidfile = join(dir, 'shared.pid');
+    const first = await startServer({ args: ['-i', pidfile] });
+    try {
+      for (const daemon of [[], ['-d']]) {
+        const port = await freePort();
+        const { code, stderr } = await runCli([...daemon, '-l', '127.0.0.1', '-p', String(port), '-x', join(dir, 'other'), '-i', pidfile], { timeoutMs: 5000 });
+        assert.equal(code, 1, stderr);
+        assert.equal(stderr.trim().split('\n').length, 1, stderr);
+        assert.match(stderr, new RegExp(`^httpsqs: -i: PID file .*shared\\.pid names httpsqs process ${first.proc.pid}, which is running`));
+        assert.ok(!(await listening(port)));
+      }
+      assert.equal(readFileSync(pidfile, 'utf8').trim(), String(first.proc.pid));
+    } finally {
+      await first.stop();
+      cleanup(first.dir);
+    }
+    // A PID no process has, and a live process that is not httpsqs (this test), are overwritten.
+    for (const stale of ['99999999', String(process.pid)]) {
+      writeFileSync(pidfile, `${stale}\n`);
+      const server = await startServer({ args: ['-i', pidfile] });
+      assert.equal(readFileSync(pidfile, 'utf8').trim(), String(server.proc.pid));
+      await server.stop();
+      cleanup(server.dir);
+    }
+    cleanup(dir);
+  });
+
+  it('SIGTERM as soon as the server says it listens: a clean stop, the PID file removed', async () => {
+    for (let i = 0; i < 5; i++) {
+      const server = await startServer();
+      assert.equal(await server.stop(), 0, `try ${i}`);
+      assert.ok(!existsSync(join(server.dir, 'httpsqs.pid')), `try ${i}`);
+      cleanup(server.dir);
+    }
   });
 
   it('warns on stderr when listening beyond loopback without -a', async () => {

@@ -217,6 +217,9 @@ describe('extensions', () => {
       assert.deepEqual((await call('/?name=b-bin&opt=view&pos=1')).bytes, raw);
       const got = JSON.parse((await call('/?name=b-bin&opt=mget&num=5&encoding=base64')).body);
       assert.deepEqual(got.map((m: { data: string }) => Buffer.from(m.data, 'base64')), [raw, Buffer.alloc(0)]);
+      const big = Buffer.alloc(8 * 2 ** 20, 0xab);
+      assert.equal(JSON.parse((await call('/?name=b-bin&opt=mput&encoding=base64', { body: JSON.stringify([big.toString('base64')]) })).body).count, 1);
+      assert.deepEqual((await call('/?name=b-bin&opt=view&pos=3')).bytes, big);
     });
 
     it('mput into a queue that fills says how many fitted', async () => {
@@ -241,7 +244,9 @@ describe('extensions', () => {
       for (const body of bodies) {
         assert.equal((await call('/?name=b-bad&opt=mput', { method: 'POST', body })).body, 'HTTPSQS_PUT_ERROR', body.slice(0, 20));
       }
-      assert.equal((await call('/?name=b-bad&opt=mput&encoding=base64', { body: '["not base64!"]' })).body, 'HTTPSQS_PUT_ERROR');
+      for (const bad of ['not base64!', 'AB=', 'A===', 'AAAA=', 'AA=A', 'AAA']) {
+        assert.equal((await call('/?name=b-bad&opt=mput&encoding=base64', { body: JSON.stringify([bad]) })).body, 'HTTPSQS_PUT_ERROR', bad);
+      }
       assert.equal((await call('/?name=b-bad&opt=mput&encoding=hex', { body: '["00"]' })).body, 'HTTPSQS_PUT_ERROR');
       for (const q of ['opt=mget', 'opt=mget&num=0', 'opt=mget&num=1001', 'opt=mget&num=x', 'opt=view&pos=1&num=0', 'opt=view&pos=0&num=5', 'opt=view&pos=1&num=2000']) {
         assert.equal((await call(`/?name=b-bad&${q}`)).body, 'HTTPSQS_ERROR', q);

@@ -98,9 +98,9 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
 }
 
 /** Runs the CLI to completion and returns its exit code and output. */
-export function runCli(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}) {
+export function runCli(args: string[], opts: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d) => (stdout += d));

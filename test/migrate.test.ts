@@ -3,9 +3,10 @@
  * `tcbmgr list -pv -px`), and between stores with `httpsqs export` / `httpsqs import`.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { cleanup, CLI, needsTool, request, startServer, tempDir } from './helpers.js';
 import { noRedis, startRedis } from './redis-servers.js';
@@ -13,6 +14,16 @@ import { noRedis, startRedis } from './redis-servers.js';
 const httpsqs = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input, timeout: 60_000 });
 const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(' ');
 const body = async (port: number, target: string) => (await request(port, 'GET', target)).body;
+
+/** `httpsqs import` reading standard input from a stream of chunks (too big to hold as one string). */
+function importFrom(args: string[], chunks: Iterable<Buffer | string>) {
+  const proc = spawn(process.execPath, [CLI, 'import', ...args, '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  proc.stdin.on('error', () => {}); // EPIPE once the import stopped reading
+  Readable.from(chunks).pipe(proc.stdin);
+  let stderr = '';
+  proc.stderr.on('data', (d) => (stderr += d));
+  return new Promise<{ status: number | null; stderr: string }>((res) => proc.once('close', (status) => res({ status, stderr })));
+}
 
 describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin') }, () => {
   it('recreates every queue of a Tokyo Cabinet file: positions, maxqueue, every stored message byte for byte', async () => {
@@ -162,6 +173,54 @@ describe('export and import', () => {
     assert.match(r.stderr, /-x .*typo: no httpsqs database there \(no data\.mdb\), so nothing to export/);
     assert.equal(r.stdout, '');
     assert.equal(existsSync(join(dir, 'typo')), false);
+    cleanup(dir);
+  });
+
+  it('imports a message of several MiB', async () => {
+    const dir = tempDir('httpsqs-big-');
+    const big = Buffer.alloc(8 * 2 ** 20, 0xcd);
+    const input = `{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":0}\n{"queue":"q","pos":1,"data":"${big.toString('base64')}"}\n`;
+    const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], input);
+    assert.equal(r.status, 0, r.stderr);
+    const server = await startServer({ dir: join(dir, 'd') });
+    try {
+      assert.deepEqual(await body(server.port, '/?name=q&opt=get'), big);
+    } finally {
+      await server.stop();
+      cleanup(dir);
+    }
+  });
+
+  it('a line longer than the limit is refused with its number before it is read whole, for an export and a tcbmgr dump', async () => {
+    const dir = tempDir('httpsqs-bad-');
+    // The default, 64 MiB: the line of a 48 MiB message (more than the server takes by default).
+    const mib = Buffer.alloc(2 ** 20, 'A');
+    function* huge() {
+      yield '{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":0}\n{"queue":"q","pos":1,"data":"';
+      for (let i = 0; i < 65; i++) yield mib;
+      yield '"}\n';
+    }
+    const started = Date.now();
+    const big = await importFrom(['-x', join(dir, 'd')], huge());
+    assert.equal(big.status, 1, big.stderr);
+    assert.equal(big.stderr, 'httpsqs: import: line 3: longer than 67108864 bytes (--max-line-bytes)\n');
+    assert.ok(Date.now() - started < 20_000);
+    // --max-line-bytes sets it, and a tcbmgr dump goes through the same reader.
+    const lines = '{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":0,"getpos":0}\n';
+    const small = httpsqs(['import', '-x', join(dir, 'd'), '--max-line-bytes', '1024', '-'], `${lines}{"queue":"q","pos":1,"data":"${'A'.repeat(1020)}"}\n`);
+    assert.equal(small.status, 1, small.stderr);
+    assert.match(small.stderr, /^httpsqs: import: line 3: longer than 1024 bytes \(--max-line-bytes\)\n$/);
+    const tc = httpsqs(['import', '-x', join(dir, 'd'), '--max-line-bytes', '1024', '--from-tcbmgr', '-'], `71 3a 70 75 74 70 6f 73\t31\n71 3a 31\t${'41 '.repeat(400)}41\n`);
+    assert.equal(tc.status, 1, tc.stderr);
+    assert.match(tc.stderr, /^httpsqs: import: line 2: longer than 1024 bytes \(--max-line-bytes\)\n$/);
+    cleanup(dir);
+  });
+
+  it('the first line must be the export header; a blank one too is refused', () => {
+    const dir = tempDir('httpsqs-bad-');
+    const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], '\n{"queue":"q","maxqueue":10,"putpos":0,"getpos":0}\n');
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^httpsqs: import: line 1: not an httpsqs export \(version 1\)/);
     cleanup(dir);
   });
 

@@ -14,7 +14,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './options.js';
 import { lockDirectory } from '../store/lock.js';
 import { log } from './log.js';
-import { fail, onStopSignal, writePidFile } from './process.js';
+import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
 import { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
 import { serve, type Serving } from './serve.js';
@@ -34,6 +34,7 @@ type FromWorker = {
 type ToWorker = { synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
+  refuseRunningPidFile(config.pidfile);
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
@@ -125,8 +126,8 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   );
   started = true;
   const removePidFile = writePidFile(config.pidfile);
-  announce();
-
+  // The stop handlers go in before the start is announced: a signal sent as soon as it was
+  // could kill the master the default way, leaving the PID file behind.
   onStopSignal(async (signal) => {
     stopping = true;
     log.info({ event: 'stop', signal }, `${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
@@ -148,6 +149,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     removePidFile();
     log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
   });
+  announce();
 }
 
 /** This worker's side of long polls and metrics across workers, through the primary. */

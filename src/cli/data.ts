@@ -10,10 +10,9 @@
  *   {"queue":"Q","pos":N,"deadline":MS,"deliveries":D}                     a lease
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
-import { isUtf8 } from 'node:buffer';
+import { constants, isUtf8 } from 'node:buffer';
 import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
@@ -24,17 +23,28 @@ import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
 import { everyQueue, isInitial, type Store } from '../store/store.js';
-import { BASE64 } from '../server/extensions.js';
+import { isBase64 } from '../server/extensions.js';
+
+/**
+ * The longest input line an import reads, by default: a message of the server's default
+ * --max-message-bytes (32 MiB) as an export writes it (base64, 43 MiB) or as `tcbmgr list -px`
+ * dumps it (a hex pair and a space a byte, 96 MiB), with room for the rest of the line.
+ */
+const MAX_LINE = { export: 64 * 2 ** 20, tcbmgr: 128 * 2 ** 20 };
 
 const USAGE = `Usage:
   httpsqs export [-x DIR | --store URL] [--prefix P] [-o FILE]     all queues as JSON lines (stdout by default)
-  httpsqs import [-x DIR | --store URL] [--replace] FILE|-          restore an export
-  httpsqs import [-x DIR | --store URL] [--replace] --from-tcbmgr FILE|-
+  httpsqs import [-x DIR | --store URL] [--replace] [--max-line-bytes N] FILE|-
+                                              restore an export
+  httpsqs import [-x DIR | --store URL] [--replace] [--max-line-bytes N] --from-tcbmgr FILE|-
                                               the C server's data: the output of
                                               tcbmgr list -pv -px httpsqs.db   (or -pv, for text-only data)
 -x defaults to ./data. An import never writes over a queue that holds state unless --replace is
 given, and never into the directory of a running server or a Redis that servers use (stop them
 first; export works while they run).
+An import stops at a line longer than --max-line-bytes: by default ${MAX_LINE.export} (64 MiB) for an
+export, ${MAX_LINE.tcbmgr} (128 MiB) for a tcbmgr dump, enough for a message of 32 MiB (the server's
+default --max-message-bytes). Raise it for larger messages, up to ${constants.MAX_STRING_LENGTH}.
 `;
 
 /** Thrown for anything the user can fix; main prints the message and exits with 1. */
@@ -179,10 +189,56 @@ const number = (v: unknown, what: string): number => {
   return v;
 };
 
+/**
+ * The input's lines (split at LF, a CR before it dropped), each decoded on its own. A line longer
+ * than `max` bytes stops the import once that much of it has come, so it is never held as one
+ * string (V8 makes none over about 512 MiB: "Invalid string length").
+ */
+async function* boundedLines(input: AsyncIterable<Buffer>, encoding: BufferEncoding, max: number, onChunk: (bytes: number) => void): AsyncGenerator<string> {
+  let held: Buffer[] = [];
+  let size = 0;
+  let n = 0;
+  const tooLong = () => new DataError(`line ${n + 1}: longer than ${max} bytes (--max-line-bytes)`);
+  const line = (end: Buffer) => {
+    let bytes = held.length ? Buffer.concat([...held, end]) : end;
+    if (bytes.at(-1) === 0x0d) bytes = bytes.subarray(0, -1);
+    held = [];
+    size = 0;
+    n++;
+    return bytes.toString(encoding);
+  };
+  for await (const chunk of input) {
+    onChunk(chunk.length);
+    let start = 0;
+    for (let lf = chunk.indexOf(0x0a); lf >= 0; start = lf + 1, lf = chunk.indexOf(0x0a, start)) {
+      if (size + lf - start > max) throw tooLong();
+      yield line(chunk.subarray(start, lf));
+    }
+    size += chunk.length - start;
+    if (size > max) throw tooLong();
+    if (start < chunk.length) held.push(chunk.subarray(start));
+  }
+  if (size) yield line(Buffer.alloc(0));
+}
+
+function isExportHeader(line: string): boolean {
+  try {
+    const h = JSON.parse(line) as { format?: unknown; version?: unknown } | null;
+    return h?.format === 'httpsqs-export' && h.version === 1;
+  } catch {
+    return false;
+  }
+}
+
 async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
   let n = 0;
   for await (const line of lines) {
     n++;
+    // The header comes first, not after a blank line: without it, the input may be anything.
+    if (n === 1) {
+      if (!isExportHeader(line)) throw new DataError('line 1: not an httpsqs export (version 1)');
+      continue;
+    }
     if (!line.trim()) continue;
     let r: Record<string, unknown>;
     try {
@@ -190,17 +246,13 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     } catch {
       throw new DataError(`line ${n}: not JSON`);
     }
-    if (n === 1) {
-      if (r.format !== 'httpsqs-export' || r.version !== 1) throw new DataError('line 1: not an httpsqs export (version 1)');
-      continue;
-    }
     const name = typeof r.queue === 'string' ? Buffer.from(r.queue, 'utf8').toString('latin1') : typeof r.queue64 === 'string' ? Buffer.from(r.queue64, 'base64').toString('latin1') : undefined;
     if (name === undefined) throw new DataError(`line ${n}: no queue`);
     await imp.queue(name);
     if ('maxqueue' in r) {
       imp.setState({ maxqueue: number(r.maxqueue, `line ${n}: maxqueue`), putpos: number(r.putpos, `line ${n}: putpos`), getpos: number(r.getpos, `line ${n}: getpos`) });
     } else if ('data' in r) {
-      if (typeof r.data !== 'string' || !BASE64.test(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
+      if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
       imp.lease(number(r.pos, `line ${n}: pos`), { deadline: number(r.deadline, `line ${n}: deadline`), deliveries: number(r.deliveries, `line ${n}: deliveries`) });
@@ -269,6 +321,7 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
         output: { type: 'string', short: 'o' },
         replace: { type: 'boolean' },
         'from-tcbmgr': { type: 'string' },
+        'max-line-bytes': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -288,6 +341,14 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
   }
   const source = values['from-tcbmgr'] ?? positionals[0];
   if (!source || positionals.length > (values['from-tcbmgr'] ? 0 : 1)) throw new DataError(`import: give one file (or - for standard input)\n${USAGE}`);
+  const tcbmgr = values['from-tcbmgr'] !== undefined;
+  let maxLine = tcbmgr ? MAX_LINE.tcbmgr : MAX_LINE.export;
+  if (values['max-line-bytes'] !== undefined) {
+    maxLine = Number(values['max-line-bytes']);
+    if (!/^\d+$/.test(values['max-line-bytes']) || maxLine < 1024 || maxLine > constants.MAX_STRING_LENGTH) {
+      throw new DataError(`--max-line-bytes: expected a whole number from 1024 to ${constants.MAX_STRING_LENGTH}, got "${values['max-line-bytes']}"`);
+    }
+  }
   let size = 0;
   if (source !== '-') {
     try {
@@ -311,16 +372,14 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
   const imp = new Importer(store, values.replace ?? false);
   const bar = progress(size, 'messages');
   const input = source === '-' ? process.stdin : createReadStream(source);
-  // JSON lines are UTF-8; a tcbmgr dump is bytes (hex, or raw in its text form).
-  input.setEncoding(values['from-tcbmgr'] ? 'latin1' : 'utf8');
   let read = 0;
-  input.on('data', (chunk: Buffer | string) => {
-    read += Buffer.byteLength(chunk, values['from-tcbmgr'] ? 'latin1' : 'utf8');
+  // JSON lines are UTF-8; a tcbmgr dump is bytes (hex, or raw in its text form).
+  const lines = boundedLines(input, tcbmgr ? 'latin1' : 'utf8', maxLine, (bytes) => {
+    read += bytes;
     bar?.update(read, { count: imp.messages });
   });
-  const lines = createInterface({ input, crlfDelay: Infinity });
   try {
-    await (values['from-tcbmgr'] ? importTcbmgr(imp, lines) : importJsonLines(imp, lines));
+    await (tcbmgr ? importTcbmgr(imp, lines) : importJsonLines(imp, lines));
     await imp.flush(true);
   } finally {
     bar?.stop();

@@ -11,7 +11,7 @@ import { helpText, parseConfig, UsageError, type Config } from './options.js';
 import { DataError, runData } from './data.js';
 import { redactUrl } from '../store/redis.js';
 import { StoreError } from '../store/store.js';
-import { Exiting, fail, isLoopback, openDataDir, pidFileProblem, say } from './process.js';
+import { Exiting, fail, isLoopback, openDataDir, pidFileProblem, refuseRunningPidFile, say } from './process.js';
 
 const DAEMON_CHILD = 'HTTPSQS_DAEMON_CHILD';
 
@@ -86,6 +86,7 @@ async function main(): Promise<void> {
   if (isWorker()) return runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) {
     // In the background its PID file is the way to stop it, and its warnings go nowhere.
+    refuseRunningPidFile(config.pidfile);
     const problem = pidFileProblem(config.pidfile);
     if (problem) fail(`-i: cannot write PID file ${config.pidfile}: ${problem}`);
     return daemonize();

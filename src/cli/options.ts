@@ -36,7 +36,7 @@ export const OPTIONS = {
   'redis-wait-ms': { type: 'string', arg: '<ms>', default: '1000', help: 'with `--redis-wait`: how long to wait for the replicas before answering with an error' },
   'cache-nodes': { short: 'c', type: 'string', arg: '<num>', default: '1024', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
   'cache-mb': { short: 'm', type: 'string', arg: '<size>', default: '100', help: 'accepted for compatibility, no effect (LMDB caches through the OS page cache)' },
-  pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit' },
+  pidfile: { short: 'i', type: 'string', arg: '<file>', default: '/tmp/httpsqs.pid', help: 'PID file, removed on exit; while it names a running httpsqs, the start is refused' },
   auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=` (also `HTTPSQS_AUTH`, or `--auth-file`)' },
   'auth-file': { type: 'string', arg: '<file>', help: 'read the `-a` password from this file (keeps it out of `ps`)' },
   'admin-auth': {
@@ -121,8 +121,9 @@ export interface Config {
   redisWait: number;
   redisWaitMs: number;
   pidfile: string;
-  auth: string | undefined;
-  adminAuth: string | undefined;
+  /** The passwords' bytes: UTF-8 from a flag or the environment, as they are from a file. */
+  auth: Buffer | undefined;
+  adminAuth: Buffer | undefined;
   maxMessageBytes: number;
   maxHeaderBytes: number;
   maxReplyBytes: number;
@@ -149,17 +150,32 @@ function int(name: OptionName, value: string, min: number, max: number): number 
   return n;
 }
 
-/** A password from its flag, else its file (first line), else its environment variable. */
-function secret(flag: string | undefined, file: string | undefined, env: string, fileOption: OptionName): string | undefined {
-  if (flag !== undefined) return flag;
+/**
+ * A password from its flag, else its file (first line), else its environment variable. An empty
+ * one is refused: `auth=` (or no auth at all) would match it, so the server would be open.
+ */
+function secret(flagName: string, flag: string | undefined, fileOption: OptionName, file: string | undefined, env: string): Buffer | undefined {
+  if (flag !== undefined) {
+    if (!flag) throw new UsageError(`${flagName}: the password is empty: give one, or leave the flag out for no password`);
+    return Buffer.from(flag, 'utf8');
+  }
   if (file !== undefined) {
+    let bytes: Buffer;
     try {
-      return readFileSync(file, 'utf8').split(/\r?\n/)[0]!;
+      bytes = readFileSync(file);
     } catch (err) {
       throw new UsageError(`--${fileOption}: cannot read ${file}: ${(err as Error).message}`);
     }
+    // Bytes, not text: a password in another charset is compared as the client sends it.
+    const end = bytes.indexOf(0x0a);
+    let first = end < 0 ? bytes : bytes.subarray(0, end);
+    if (first.at(-1) === 0x0d) first = first.subarray(0, -1);
+    if (!first.length) throw new UsageError(`--${fileOption}: the first line of ${file} is empty: put the password there`);
+    return first;
   }
-  return process.env[env] || undefined;
+  const value = process.env[env];
+  if (value === '') throw new UsageError(`${env} is set but empty: set the password there, or unset it for no password`);
+  return value === undefined ? undefined : Buffer.from(value, 'utf8');
 }
 
 export function parseConfig(argv: string[]): Config {
@@ -195,8 +211,8 @@ export function parseConfig(argv: string[]): Config {
     redisWait: int('redis-wait', v('redis-wait'), 0, 100),
     redisWaitMs: int('redis-wait-ms', v('redis-wait-ms'), 1, 600_000),
     pidfile: v('pidfile'),
-    auth: secret(values.auth as string | undefined, values['auth-file'] as string | undefined, 'HTTPSQS_AUTH', 'auth-file'),
-    adminAuth: secret(values['admin-auth'] as string | undefined, values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH', 'admin-auth-file'),
+    auth: secret('-a/--auth', values.auth as string | undefined, 'auth-file', values['auth-file'] as string | undefined, 'HTTPSQS_AUTH'),
+    adminAuth: secret('--admin-auth', values['admin-auth'] as string | undefined, 'admin-auth-file', values['admin-auth-file'] as string | undefined, 'HTTPSQS_ADMIN_AUTH'),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
     maxHeaderBytes: int('max-header-bytes', v('max-header-bytes'), 1024, 1024 ** 3),
     maxReplyBytes: int('max-reply-bytes', v('max-reply-bytes'), 1, 1024 ** 3),

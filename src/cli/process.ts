@@ -1,7 +1,9 @@
 /** Process-level helpers of the CLI: messages, exit, PID file, data directory, signals. */
-import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { accessSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { removeIfOurs } from '../store/lock.js';
 import { log } from './log.js';
 
@@ -60,22 +62,120 @@ export function openDataDir(dir: string): void {
 /** Why the PID file could not be written, or undefined when it can. */
 export function pidFileProblem(file: string): string | undefined {
   try {
-    accessSync(existsSync(file) ? file : dirname(file), constants.W_OK);
+    accessSync(dirname(file), constants.W_OK);
     return undefined;
   } catch (err) {
+    // In a directory we cannot write to, a regular file there is written in place (writeInPlace).
+    try {
+      if (lstatSync(file).isFile()) {
+        accessSync(file, constants.W_OK);
+        return undefined;
+      }
+    } catch {
+      /* the directory's reason is the one to give */
+    }
     return (err as Error).message;
   }
+}
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+
+/**
+ * Whether a process is an httpsqs server, by its command line: this package's main.js, or a
+ * command named httpsqs (the installed bin, the C server, the title set when passwords are hidden).
+ * A stale PID may name any other process by now; a gone one has no command line.
+ */
+function isHttpsqs(pid: number): boolean {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    return args.some((a) => a === MAIN || /(^|\/)httpsqs( |$)/.test(a));
+  } catch {
+    return false;
+  }
+}
+
+/** The running httpsqs (not this process) that the PID file names, if any. Only a regular file is read. */
+function pidFileOwner(file: string): number | undefined {
+  let text: string;
+  try {
+    const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      if (!fstatSync(fd).isFile()) return undefined;
+      const buf = Buffer.alloc(32);
+      text = buf.toString('latin1', 0, readSync(fd, buf));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  const pid = Number(text.trim());
+  // Our own PID there was left by an earlier life (containers reuse PIDs).
+  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && isHttpsqs(pid) ? pid : undefined;
+}
+
+/** Stops the start when the PID file names a running httpsqs: overwriting it would leave that one
+ * without the file its stop scripts read. */
+export function refuseRunningPidFile(file: string): void {
+  const owner = pidFileOwner(file);
+  if (owner !== undefined) fail(`-i: PID file ${file} names httpsqs process ${owner}, which is running: stop it first, or give this server another -i`);
 }
 
 /** Writes the PID file; returns the function that removes it (only while it is still ours). */
 export function writePidFile(file: string): () => void {
   try {
-    writeFileSync(file, `${process.pid}\n`);
+    replaceFile(file, `${process.pid}\n`);
   } catch (err) {
     log.warn({ event: 'pidfile' }, `-i: cannot write PID file ${file}: ${(err as Error).message}`);
     return () => {};
   }
   return () => removeIfOurs(file);
+}
+
+/**
+ * Writes a new file beside `file` and renames it over `file`: a symlink (anyone can leave one in
+ * /tmp) or a hard link there is replaced, never written through, so a server running as root
+ * cannot be made to overwrite what it points at.
+ */
+function replaceFile(file: string, content: string): void {
+  const tmp = `${file}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'wx', 0o644);
+  } catch (err) {
+    if (!['EACCES', 'EPERM', 'EROFS'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    return writeInPlace(file, content, err);
+  }
+  try {
+    try {
+      writeSync(fd, content);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Where this process cannot create a file (a root-owned /run holding one made for the server), an
+ * existing regular file is written in place, without following a symlink.
+ */
+function writeInPlace(file: string, content: string, why: unknown): void {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    throw why;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw why;
+    writeSync(fd, content);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Runs `stop` once on the first of the signals the reference also stops on. */

@@ -14,10 +14,10 @@ import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } f
 import { Waiters, type Peers } from './waiters.js';
 
 export interface ServerOptions {
-  /** Password clients must send as `auth=`; none when undefined. */
-  auth?: string | undefined;
-  /** When set, the only password accepted for reset, maxqueue and synctime. */
-  adminAuth?: string | undefined;
+  /** Password clients must send as `auth=` (a string stands for its UTF-8 bytes); none when undefined. */
+  auth?: string | Uint8Array | undefined;
+  /** When set, the only password accepted for reset, maxqueue and synctime (a string as UTF-8). */
+  adminAuth?: string | Uint8Array | undefined;
   /** Seconds an idle keep-alive connection is kept open. */
   keepAliveTimeout: number;
   /** Largest accepted request body; larger ones get HTTP 413. */
@@ -68,9 +68,14 @@ const ADMIN_OPS = new Set(['reset', 'maxqueue', 'synctime']);
 
 const BINARY = /^application\/octet-stream\s*(;|$)/i;
 
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s, 'latin1').digest();
+function digest(bytes: Uint8Array): Buffer {
+  return createHash('sha256').update(bytes).digest();
 }
+
+/** Passwords are compared as bytes: the configured one's (UTF-8 for a string), against what the
+ * client sent, which the query parser hands over as a byte string (one char a byte). */
+const passwordDigest = (password: string | Uint8Array | undefined) =>
+  password === undefined ? undefined : digest(typeof password === 'string' ? Buffer.from(password, 'utf8') : password);
 
 export function createHttpsqsServer(store: Store, options: ServerOptions): HttpsqsServer {
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
@@ -80,9 +85,9 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
   const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES, ...metrics });
   // Compare digests so the comparison takes the same time whatever the length or content.
-  const authDigest = options.auth === undefined ? undefined : digest(options.auth);
-  const adminDigest = options.adminAuth === undefined ? undefined : digest(options.adminAuth);
-  const matches = (given: string | undefined, want: Buffer) => given !== undefined && timingSafeEqual(digest(given), want);
+  const authDigest = passwordDigest(options.auth);
+  const adminDigest = passwordDigest(options.adminAuth);
+  const matches = (given: string | undefined, want: Buffer) => given !== undefined && timingSafeEqual(digest(Buffer.from(given, 'latin1')), want);
   const endpoint = createEndpoints({
     store,
     metrics,
