@@ -37,7 +37,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
-      unlock = lockDirectory(datadir);
+      unlock = await lockDirectory(datadir);
     } catch (err) {
       fail(`-x: ${(err as Error).message}`);
     }

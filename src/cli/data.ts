@@ -42,17 +42,17 @@ export class DataError extends Error {}
 
 const BATCH = 1000;
 
-function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Store {
+async function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Promise<Store> {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
   const dir = o.datadir ?? './data';
   // A mistyped -x must not give an empty backup (nor leave a new database behind).
   if (!forWriting && !existsSync(join(dir, 'data.mdb'))) throw new DataError(`-x ${dir}: no httpsqs database there (no data.mdb), so nothing to export`);
   try {
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
-    return new LmdbStore({ path: dir, shared: !forWriting });
+    return await LmdbStore.open({ path: dir, shared: !forWriting });
   } catch (err) {
     if (err instanceof DirectoryInUse) {
-      throw new DataError(`-x ${dir} is in use by a running server (PID ${err.pid}): stop it before importing (export works while it runs)`);
+      throw new DataError(`-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`);
     }
     throw new DataError(`-x: cannot open ${dir}: ${(err as Error).message}`);
   }
@@ -277,7 +277,7 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
   }
   if (values.help) return void process.stdout.write(USAGE);
   if (command === 'export') {
-    const store = openStore(values, false);
+    const store = await openStore(values, false);
     try {
       if (store instanceof RedisStore) await store.ready();
       await exportAll(store, values.prefix ?? '', values.output);
@@ -296,7 +296,7 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
       throw new DataError(`cannot read ${source}: ${(err as Error).message}`);
     }
   }
-  const store = openStore(values, true);
+  const store = await openStore(values, true);
   // Ready before the input flows: lines read while we wait would be lost.
   if (store instanceof RedisStore) {
     const running = await store

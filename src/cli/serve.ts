@@ -29,7 +29,7 @@ export interface ServeHooks {
 }
 
 export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
-  const store = config.store === 'lmdb' ? openLmdb(config, datadir) : await openRedis(config);
+  const store = config.store === 'lmdb' ? await openLmdb(config, datadir) : await openRedis(config);
   // With Redis, frontends (and workers) wake each other's long polls through Redis itself.
   const peers = store instanceof RedisStore ? { watch: (name: string, on: boolean) => store.watch(name, on), notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
@@ -84,15 +84,16 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   };
 }
 
-function openLmdb(config: Config, datadir: string): LmdbStore {
+async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
   try {
     // Several workers share the environment (the primary holds the directory lock for them); a
-    // single worker owns it, lock included.
-    return new LmdbStore({
+    // single worker owns it, lock included. This is a worker: the process to stop is its master.
+    return await LmdbStore.open({
       path: datadir,
       syncMode: config.sync,
       syncInterval: config.synctime,
       shared: config.workers > 1,
+      owner: process.ppid,
       reserveBytes: config.diskReserve * 2 ** 20,
       onDiskSpace: (low, free) => {
         const left = `${mib(free)} free for ${datadir}`;
