@@ -119,7 +119,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       (w) =>
         new Promise<void>((ready) => {
           w.on('message', (m: FromWorker) => m.ready && ready());
-          w.once('exit', (code) => started || fail(`worker exited during start-up (code ${code})`));
+          w.once('exit', (code, signal) => started || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`));
         }),
     ),
   );

@@ -11,7 +11,7 @@
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
 import { isUtf8 } from 'node:buffer';
-import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
@@ -20,6 +20,7 @@ import { SingleBar } from 'cli-progress';
 import { MAX_NAME_BYTES } from '../protocol/query.js';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
+import { DamagedDataFile, repairedCopy } from '../store/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
@@ -51,6 +52,16 @@ async function openStore(o: { datadir?: string; store?: string }, forWriting: bo
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
     return await LmdbStore.open({ path: dir, shared: !forWriting });
   } catch (err) {
+    if (err instanceof DamagedDataFile) {
+      const { intact, newest, problem } = err.found;
+      if (forWriting || !intact) throw new DataError(`-x: ${err.message}`);
+      // What can still be read is read from a copy, so that the damaged file stays as it is.
+      const copy = repairedCopy(err.file, intact);
+      process.once('exit', () => rmSync(copy, { recursive: true, force: true }));
+      const lost = intact === newest ? 'the damaged meta page may have named a newer one' : `the newest, ${newest!.txnid}, is lost`;
+      process.stderr.write(`data file ${err.file} ${problem}: exporting its last intact transaction (${intact.txnid}; ${lost}) from a repaired copy in ${copy}\n`);
+      return await LmdbStore.open({ path: copy, shared: true });
+    }
     if (err instanceof DirectoryInUse) {
       throw new DataError(`-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`);
     }

@@ -3,6 +3,7 @@ import { createMetrics, shareWithPrimary } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
 import { mib } from '../store/disk-reserve.js';
+import { DamagedDataFile } from '../store/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { redactUrl, RedisStore } from '../store/redis.js';
@@ -102,7 +103,7 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
       },
     });
   } catch (err) {
-    if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
+    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) fail(`-x: ${err.message}`);
     fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
   }
 }

@@ -31,6 +31,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_NAME_BYTES } from '../protocol/query.js';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
 import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
+import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
 import { lockDirectory } from './lock.js';
 import { StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
@@ -180,6 +181,8 @@ export class LmdbCore implements CoreStore {
     this.syncSeconds = opts.syncInterval ?? 5;
     this.release = release;
     if (!opts.shared) this.cache = new Map();
+    // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
+    checkDataFile(opts.path, opts.shared ? 3 : 1);
     this.env = open({
       path: opts.path,
       // The data directory is a directory even when its name has a dot (lmdb-js would otherwise
