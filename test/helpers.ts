@@ -52,6 +52,8 @@ export interface StartOptions {
   port?: number;
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** In a process group of its own, so that master and workers can be killed at once. */
+  detached?: boolean;
 }
 
 /** Starts `httpsqs` as a subprocess on 127.0.0.1 and resolves once it listens. */
@@ -59,7 +61,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const dir = opts.dir ?? tempDir();
   const port = opts.port ?? (await freePort());
   const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'httpsqs.pid'), ...(opts.args ?? [])];
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } });
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env }, detached: opts.detached ?? false });
   let err = '';
   proc.stderr!.setEncoding('utf8');
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));

@@ -17,7 +17,7 @@ describe('the Host rule', () => {
   let app: HttpsqsServer;
   let port: number;
   before(async () => {
-    store = new LmdbStore({ path: dir });
+    store = await LmdbStore.open({ path: dir });
     app = createHttpsqsServer(store, {
       keepAliveTimeout: 60,
       maxMessageBytes: 1024,

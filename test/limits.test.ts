@@ -102,7 +102,7 @@ describe('batch replies', () => {
 describe('many leases', () => {
   it('100,000 expired leases: taking them back 1,000 at a time costs O(log n) a take, not a scan', async (t: TestContext) => {
     const dir = tempDir();
-    const s = new LmdbStore({ path: dir });
+    const s = await LmdbStore.open({ path: dir });
     try {
       const all = Array.from({ length: 100_000 }, (_, i) => Buffer.from(String(i)));
       for (let i = 0; i < all.length; i += 1000) await s.putMany('l', all.slice(i, i + 1000));
@@ -127,7 +127,7 @@ describe('many leases', () => {
 
   it('each leased take wakes no more long polls than it makes messages available', async () => {
     const dir = tempDir();
-    const lmdb = new LmdbStore({ path: dir });
+    const lmdb = await LmdbStore.open({ path: dir });
     // Counts the store's gets: each is a waiter looking for a message.
     let looks = 0;
     const store: Store = Object.create(lmdb);

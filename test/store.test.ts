@@ -16,7 +16,7 @@ import { noRedis, startRedis, type RedisServer } from './redis-servers.js';
 
 const b = (s: string) => Buffer.from(s);
 
-export function storeContract(title: string, open: (dir: string) => Store): void {
+export function storeContract(title: string, open: (dir: string) => Store | Promise<Store>): void {
   describe(title, () => {
     const dirs: string[] = [];
     const fresh = () => {
@@ -27,7 +27,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     after(() => dirs.forEach(cleanup));
 
     it('puts and gets issued together keep their order and see each other', async () => {
-      const s = fresh();
+      const s = await fresh();
       const puts = [1, 2, 3].map((i) => s.put('q', b(`m${i}`)));
       const gets = [1, 2, 3, 4].map(() => s.get('q'));
       assert.deepEqual(await Promise.all(puts), [1, 2, 3]);
@@ -38,7 +38,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('messages are bytes: NUL, high bytes and empty messages come back exactly', async () => {
-      const s = fresh();
+      const s = await fresh();
       const raw = Buffer.from([0, 255, 10, 0, 13]);
       await s.put('bin', raw);
       await s.put('bin', Buffer.alloc(0));
@@ -49,7 +49,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('view shows a stored message and never moves the read position', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.put('v', b('soon'));
       assert.equal((await s.view('v', 1))?.toString(), 'soon');
       assert.equal(await s.view('v', 2), null);
@@ -58,7 +58,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('the ring fills, refuses, and wraps after two gets', async () => {
-      const s = fresh();
+      const s = await fresh();
       assert.equal(await s.maxqueue('r', 10), true);
       const puts = await Promise.all(Array.from({ length: 11 }, (_, i) => s.put('r', b(`${i}`))));
       assert.deepEqual(puts, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0]);
@@ -72,7 +72,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('reset deletes messages, including ones still in flight, and a put after it starts at 1', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.put('z', b('old1'));
       const inflight = s.put('z', b('old2'));
       const reset = s.reset('z');
@@ -88,19 +88,19 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     it('what was acknowledged is there after closing and opening again', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
-      let s = open(dir);
+      let s = await open(dir);
       await Promise.all([s.put('d', b('a')), s.put('d', b('b')), s.maxqueue('d', 50)]);
       await s.get('d');
       await s.close();
       await s.close(); // safe twice
-      s = open(dir);
+      s = await open(dir);
       assert.deepEqual(await s.status('d'), { putpos: 2, getpos: 1, maxqueue: 50, leased: 0 });
       assert.equal((await s.get('d'))?.message.toString(), 'b');
       await s.close();
     });
 
     it('putMany stores a batch in order and stops where the queue is full; getMany takes up to max', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.maxqueue('m', 10);
       assert.deepEqual(await s.putMany('m', ['a', 'b', 'c'].map(b)), [1, 2, 3]);
       assert.deepEqual(await s.putMany('m', Array.from({ length: 9 }, (_, i) => b(`${i}`))), [4, 5, 6, 7, 8, 9, 10]);
@@ -113,7 +113,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('a leased message is acked once; a nacked one comes back first, counting its deliveries', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.putMany('l', ['one', 'two', 'three'].map(b));
       const first = await s.get('l', 60_000);
       assert.deepEqual([first?.pos, first?.deliveries], [1, 1]);
@@ -131,7 +131,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('messages given back together come back in position order', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.putMany('o', Array.from({ length: 12 }, (_, i) => b(`m${i + 1}`)));
       await s.getMany('o', 12, 60_000);
       for (const pos of [12, 3, 10, 1]) assert.equal(await s.settle('o', pos, 'nack'), true);
@@ -140,7 +140,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('an expired lease is delivered again ahead of newer messages; a plain get of it ends the lease', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.putMany('e', ['old', 'new'].map(b));
       assert.equal((await s.get('e', 40))?.pos, 1);
       const expiry = await s.nextExpiry('e');
@@ -156,7 +156,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('a put never writes over a leased position: the queue reports full instead', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.maxqueue('w', 10);
       await s.putMany('w', Array.from({ length: 10 }, (_, i) => b(`${i + 1}`)));
       await s.get('w', 60_000); // position 1, leased
@@ -168,7 +168,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('range shows stored messages in a span of positions; list pages through queues by prefix', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.putMany('r', ['a', 'b', 'c'].map(b));
       await s.get('r');
       const r = await s.range('r', 2, 5);
@@ -188,7 +188,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('a batch with a byte budget takes only the messages that fit (at least one) and leaves the rest unread', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.putMany('bb', [b('a'.repeat(600)), b(''), b('c'.repeat(500)), b('d'.repeat(2000)), b('e')]);
       // 600 + 0 fit in 1000, 500 more would not: two taken, the rest unread.
       assert.deepEqual((await s.getMany('bb', 10, undefined, 1000)).map((d) => d.pos), [1, 2]);
@@ -209,13 +209,13 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     it('the empty name is a queue like any other, and list shows it first', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
-      let s = open(dir);
+      let s = await open(dir);
       assert.deepEqual(await s.putMany('', ['one', 'two', 'three'].map(b)), [1, 2, 3]);
       assert.equal((await s.get(''))?.message.toString(), 'one');
       assert.equal(await s.maxqueue('', 50), true);
       for (const n of ['\0', 'a']) await s.put(n, b('x'));
       await s.close();
-      s = open(dir);
+      s = await open(dir);
       assert.deepEqual(await s.status(''), { putpos: 3, getpos: 1, maxqueue: 50, leased: 0 });
       assert.equal((await s.view('', 3))?.toString(), 'three');
       assert.deepEqual((await s.list('', undefined, 100)).map((q) => q.name), ['', '\0', 'a']);
@@ -232,7 +232,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('a lease token names one grant: a stale ack or nack settles nothing', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.put('t', b('job'));
       const first = await s.get('t', 60_000);
       assert.ok(first?.lease);
@@ -247,7 +247,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     });
 
     it('touch extends a running lease under a new token; an ended or given-back lease cannot be touched', async () => {
-      const s = fresh();
+      const s = await fresh();
       await s.putMany('tc', [b('long job'), b('short')]);
       const job = await s.get('tc', 300);
       const renewed = await s.touch('tc', 1, 60_000, job!.lease);
@@ -269,7 +269,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     it('reset removes leases whose writes are still queued', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
-      let s = open(dir);
+      let s = await open(dir);
       await s.putMany('rq', ['o1', 'o2', 'o3'].map(b));
       await s.get('rq');
       await s.get('rq');
@@ -278,7 +278,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
       await s.putMany('rq', ['a', 'b', 'c', 'd'].map(b));
       await s.get('rq', 60_000);
       await s.close();
-      s = open(dir);
+      s = await open(dir);
       assert.equal((await s.status('rq')).leased, 1);
       const rest = await s.getMany('rq', 10);
       assert.deepEqual(rest.map((g) => [g.pos, g.message.toString(), g.deliveries]), [[2, 'b', 1], [3, 'c', 1], [4, 'd', 1]]);
@@ -288,7 +288,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     it('a position with no stored message is skipped by get, not delivered empty', async () => {
       // What an import of such a queue leaves, or on LMDB a put that failed while a put queued
       // behind it committed (a full disk): the positions count it, the message is not there.
-      const s = fresh();
+      const s = await fresh();
       await s.restore('gap', { messages: [{ pos: 1, message: b('one') }, { pos: 3, message: b('three') }, { pos: 4, message: b('') }], state: { putpos: 4, getpos: 0, maxqueue: 100 } });
       const got = [await s.get('gap'), await s.get('gap', 60_000), await s.get('gap'), await s.get('gap')];
       assert.deepEqual(got.map((d) => d && [d.pos, d.message.toString()]), [[1, 'one'], [3, 'three'], [4, ''], null]);
@@ -299,13 +299,13 @@ export function storeContract(title: string, open: (dir: string) => Store): void
     it('leases survive closing and opening again; reset removes them', async () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
-      let s = open(dir);
+      let s = await open(dir);
       await s.putMany('k', ['a', 'b'].map(b));
       await s.get('k', 60_000);
       await s.get('k', 60_000);
       await s.settle('k', 2, 'nack');
       await s.close();
-      s = open(dir);
+      s = await open(dir);
       assert.equal((await s.status('k')).leased, 2);
       const back = await s.get('k', 60_000);
       assert.deepEqual([back?.pos, back?.deliveries], [2, 2]);
@@ -318,7 +318,7 @@ export function storeContract(title: string, open: (dir: string) => Store): void
   });
 }
 
-storeContract('LMDB store, one process', (path) => new LmdbStore({ path }));
+storeContract('LMDB store, one process', (path) => LmdbStore.open({ path }));
 // The same suite on Redis: each store gets a key prefix of its own, named after its directory.
 describe('on Redis', { skip: noRedis() }, () => {
   let redis: RedisServer;
@@ -326,12 +326,12 @@ describe('on Redis', { skip: noRedis() }, () => {
   after(() => redis.stop());
   storeContract('Redis store', (dir) => new RedisStore({ url: `${redis.url}?prefix=${basename(dir)}:` }));
 });
-storeContract('LMDB store, shared (--workers)', (path) => new LmdbStore({ path, shared: true }));
-storeContract('LMDB store, --sync interval', (path) => new LmdbStore({ path, syncMode: 'interval', syncInterval: 1 }));
+storeContract('LMDB store, shared (--workers)', (path) => LmdbStore.open({ path, shared: true }));
+storeContract('LMDB store, --sync interval', (path) => LmdbStore.open({ path, syncMode: 'interval', syncInterval: 1 }));
 
 it('one process: view and get see a message whose put is still being committed', async () => {
   const dir = tempDir('httpsqs-store-');
-  const s = new LmdbStore({ path: dir });
+  const s = await LmdbStore.open({ path: dir });
   const put = s.put('v', b('soon'));
   assert.equal((await s.view('v', 1))?.toString(), 'soon');
   assert.equal((await s.get('v'))?.message.toString(), 'soon');
@@ -343,11 +343,11 @@ it('one process: view and get see a message whose put is still being committed',
 it('a data directory whose name has a dot is a directory, and holds its data across a restart', async () => {
   const parent = tempDir('httpsqs-store-');
   const dir = join(parent, 'httpsqs.data');
-  let s = new LmdbStore({ path: dir });
+  let s = await LmdbStore.open({ path: dir });
   assert.equal(await s.put('d', b('kept')), 1);
   await s.close();
   assert.ok(statSync(dir).isDirectory());
-  s = new LmdbStore({ path: dir });
+  s = await LmdbStore.open({ path: dir });
   assert.equal((await s.get('d'))?.message.toString(), 'kept');
   await s.close();
   cleanup(parent);
@@ -355,7 +355,7 @@ it('a data directory whose name has a dot is a directory, and holds its data acr
 
 it('one process: memory does not grow with every queue name used; queues it forgot are read from disk again', async () => {
   const dir = tempDir('httpsqs-store-');
-  const s = new LmdbStore({ path: dir });
+  const s = await LmdbStore.open({ path: dir });
   const kept = () => (s as unknown as { cache: Map<string, unknown> }).cache.size;
   // Names only looked at (a get on an empty queue, a status) are not kept at all.
   await Promise.all(Array.from({ length: 20_000 }, (_, i) => s.get(`nothing-${i}`)));
@@ -391,10 +391,10 @@ it('one process: memory does not grow with every queue name used; queues it forg
 
 it('one process: a queue reset but not yet committed does not shorten a page of list', async () => {
   const dir = tempDir('httpsqs-store-');
-  let s = new LmdbStore({ path: dir });
+  let s = await LmdbStore.open({ path: dir });
   for (const n of ['pg:a', 'pg:b', 'pg:c']) await s.put(n, b('x'));
   await s.close();
-  s = new LmdbStore({ path: dir }); // the queues are on disk, none in memory yet
+  s = await LmdbStore.open({ path: dir }); // the queues are on disk, none in memory yet
   const reset = s.reset('pg:a');
   assert.deepEqual((await s.list('pg:', '', 2)).map((q) => q.name), ['pg:b', 'pg:c']);
   await reset;
@@ -404,7 +404,7 @@ it('one process: a queue reset but not yet committed does not shorten a page of 
 
 for (const shared of [false, true]) it(`${shared ? 'shared (--workers)' : 'one process'}: resetting a queue of 200,000 messages takes next to no memory`, async () => {
   const dir = tempDir('httpsqs-store-');
-  const s = new LmdbStore({ path: dir, shared });
+  const s = await LmdbStore.open({ path: dir, shared });
   const message = Buffer.alloc(100, 120);
   for (let i = 0; i < 200_000; i += 1000) await s.putMany('huge', Array.from({ length: 1000 }, () => message));
   const anon = () => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;

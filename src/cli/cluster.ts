@@ -38,7 +38,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
-      unlock = lockDirectory(datadir);
+      unlock = await lockDirectory(datadir);
     } catch (err) {
       fail(`-x: ${(err as Error).message}`);
     }
@@ -120,7 +120,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       (w) =>
         new Promise<void>((ready) => {
           w.on('message', (m: FromWorker) => m.ready && ready());
-          w.once('exit', (code) => started || fail(`worker exited during start-up (code ${code})`));
+          w.once('exit', (code, signal) => started || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`));
         }),
     ),
   );

@@ -11,7 +11,7 @@
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
 import { constants, isUtf8 } from 'node:buffer';
-import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -19,6 +19,7 @@ import { SingleBar } from 'cli-progress';
 import { MAX_NAME_BYTES } from '../protocol/query.js';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
+import { DamagedDataFile, repairedCopy } from '../store/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
@@ -52,17 +53,27 @@ export class DataError extends Error {}
 
 const BATCH = 1000;
 
-function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Store {
+async function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Promise<Store> {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
   const dir = o.datadir ?? './data';
   // A mistyped -x must not give an empty backup (nor leave a new database behind).
   if (!forWriting && !existsSync(join(dir, 'data.mdb'))) throw new DataError(`-x ${dir}: no httpsqs database there (no data.mdb), so nothing to export`);
   try {
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
-    return new LmdbStore({ path: dir, shared: !forWriting });
+    return await LmdbStore.open({ path: dir, shared: !forWriting });
   } catch (err) {
+    if (err instanceof DamagedDataFile) {
+      const { intact, newest, problem } = err.found;
+      if (forWriting || !intact) throw new DataError(`-x: ${err.message}`);
+      // What can still be read is read from a copy, so that the damaged file stays as it is.
+      const copy = repairedCopy(err.file, intact);
+      process.once('exit', () => rmSync(copy, { recursive: true, force: true }));
+      const lost = intact === newest ? 'the damaged meta page may have named a newer one' : `the newest, ${newest!.txnid}, is lost`;
+      process.stderr.write(`data file ${err.file} ${problem}: exporting its last intact transaction (${intact.txnid}; ${lost}) from a repaired copy in ${copy}\n`);
+      return await LmdbStore.open({ path: copy, shared: true });
+    }
     if (err instanceof DirectoryInUse) {
-      throw new DataError(`-x ${dir} is in use by a running server (PID ${err.pid}): stop it before importing (export works while it runs)`);
+      throw new DataError(`-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`);
     }
     throw new DataError(`-x: cannot open ${dir}: ${(err as Error).message}`);
   }
@@ -330,7 +341,7 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
   }
   if (values.help) return void process.stdout.write(USAGE);
   if (command === 'export') {
-    const store = openStore(values, false);
+    const store = await openStore(values, false);
     try {
       if (store instanceof RedisStore) await store.ready();
       await exportAll(store, values.prefix ?? '', values.output);
@@ -357,7 +368,7 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
       throw new DataError(`cannot read ${source}: ${(err as Error).message}`);
     }
   }
-  const store = openStore(values, true);
+  const store = await openStore(values, true);
   // Ready before the input flows: lines read while we wait would be lost.
   if (store instanceof RedisStore) {
     const running = await store

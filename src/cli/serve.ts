@@ -3,6 +3,7 @@ import { createMetrics, shareWithPrimary } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
 import { mib } from '../store/disk-reserve.js';
+import { DamagedDataFile } from '../store/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { redactUrl, RedisStore } from '../store/redis.js';
@@ -29,7 +30,7 @@ export interface ServeHooks {
 }
 
 export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
-  const store = config.store === 'lmdb' ? openLmdb(config, datadir) : await openRedis(config);
+  const store = config.store === 'lmdb' ? await openLmdb(config, datadir) : await openRedis(config);
   // With Redis, frontends (and workers) wake each other's long polls through Redis itself.
   const peers = store instanceof RedisStore ? { watch: (name: string, on: boolean) => store.watch(name, on), notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
@@ -86,15 +87,16 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   };
 }
 
-function openLmdb(config: Config, datadir: string): LmdbStore {
+async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
   try {
     // Several workers share the environment (the primary holds the directory lock for them); a
-    // single worker owns it, lock included.
-    return new LmdbStore({
+    // single worker owns it, lock included. This is a worker: the process to stop is its master.
+    return await LmdbStore.open({
       path: datadir,
       syncMode: config.sync,
       syncInterval: config.synctime,
       shared: config.workers > 1,
+      owner: process.ppid,
       reserveBytes: config.diskReserve * 2 ** 20,
       onDiskSpace: (low, free) => {
         const left = `${mib(free)} free for ${datadir}`;
@@ -103,7 +105,7 @@ function openLmdb(config: Config, datadir: string): LmdbStore {
       },
     });
   } catch (err) {
-    if (err instanceof DirectoryInUse) fail(`-x: ${err.message}`);
+    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) fail(`-x: ${err.message}`);
     fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
   }
 }

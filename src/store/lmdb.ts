@@ -31,6 +31,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_NAME_BYTES } from '../protocol/query.js';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
 import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
+import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
 import { lockDirectory } from './lock.js';
 import { StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
@@ -42,6 +43,8 @@ export interface LmdbOptions {
   syncInterval?: number;
   /** Other processes write to the same environment (`--workers`); no directory lock is taken. */
   shared?: boolean;
+  /** The PID the directory lock names to a contender, as the process to stop (a worker's master). */
+  owner?: number;
   /** Upper bound of the memory map in bytes; the default lets LMDB grow as needed. */
   mapSize?: number;
   /** Puts are refused while the directory's disk has less free space than this (disk-reserve.ts). */
@@ -159,29 +162,37 @@ export class LmdbCore implements CoreStore {
   private readonly disk: DiskReserve | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(opts: LmdbOptions) {
-    this.syncMode = opts.syncMode ?? 'durable';
-    this.syncSeconds = opts.syncInterval ?? 5;
+  /** Opens a store; one that owns the directory (not `shared`) takes its lock first. */
+  static async open<T extends LmdbCore>(this: new (opts: LmdbOptions, release?: () => void) => T, opts: LmdbOptions): Promise<T> {
     mkdirSync(opts.path, { recursive: true });
-    if (!opts.shared) {
-      this.release = lockDirectory(opts.path);
-      this.cache = new Map();
-    }
+    const release = opts.shared ? undefined : await lockDirectory(opts.path, opts.owner);
     try {
-      this.env = open({
-        path: opts.path,
-        // The data directory is a directory even when its name has a dot (lmdb-js would otherwise
-        // take `/var/lib/httpsqs.data` for a file name).
-        noSubdir: false,
-        maxDbs: 4,
-        overlappingSync: false,
-        noSync: this.syncMode === 'interval',
-        ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
-      });
+      return new this(opts, release);
     } catch (err) {
-      this.release?.();
+      release?.();
       throw err;
     }
+  }
+
+  /** Through `open`, which takes the directory lock that a store of one process relies on. */
+  constructor(opts: LmdbOptions, release?: () => void) {
+    if (!opts.shared && !release) throw new Error('an LMDB store of one process is opened with LmdbStore.open(), which locks its directory');
+    this.syncMode = opts.syncMode ?? 'durable';
+    this.syncSeconds = opts.syncInterval ?? 5;
+    this.release = release;
+    if (!opts.shared) this.cache = new Map();
+    // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
+    checkDataFile(opts.path, opts.shared ? 3 : 1);
+    this.env = open({
+      path: opts.path,
+      // The data directory is a directory even when its name has a dot (lmdb-js would otherwise
+      // take `/var/lib/httpsqs.data` for a file name).
+      noSubdir: false,
+      maxDbs: 4,
+      overlappingSync: false,
+      noSync: this.syncMode === 'interval',
+      ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
+    });
     const dbOpts = { encoding: 'binary', keyEncoding: 'binary' } as const;
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);

@@ -1,49 +1,102 @@
 /**
- * One server per data directory: `httpsqs.lock` holds the PID of the process that owns it. The
- * single-process store keeps queue positions in memory, so a second server on the same
- * directory (or an import into it) must be refused rather than allowed to interleave writes.
+ * One server per data directory. The single-process store keeps queue positions in memory, so a
+ * second server on the same directory (or an import into it) must be refused rather than allowed
+ * to interleave writes.
+ *
+ * The lock is an abstract Unix socket named after the directory's device and inode, so that two
+ * paths to one directory share it. The kernel frees it the instant its holder's descriptors close:
+ * a crash never leaves it behind, whether the dead process lingers as a zombie or its PID is
+ * reused. A contender connects to it and is told which process to stop. `httpsqs.lock` holds that
+ * PID for people to read; it is not the lock. An abstract socket belongs to a network namespace:
+ * servers in two containers with namespaces of their own, sharing one volume, do not see each other.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export class DirectoryInUse extends Error {
-  constructor(readonly dir: string, readonly pid: number) {
-    super(`data directory ${dir} is in use by process ${pid}`);
+  constructor(
+    readonly dir: string,
+    readonly pid: number | undefined,
+  ) {
+    super(`data directory ${dir} is in use by ${pid ? `process ${pid}` : 'another process'}`);
   }
 }
 
-function alive(pid: number): boolean {
-  if (pid === process.pid) return false; // a lock we left behind in an earlier life (containers reuse PIDs)
+/** Removes a file holding a PID, but only while it still holds that one. */
+export function removeIfOurs(file: string, pid = process.pid): void {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Removes a file holding a PID, but only while it is still this process's. */
-export function removeIfOurs(file: string): void {
-  try {
-    if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
+    if (readFileSync(file, 'utf8').trim() === String(pid)) rmSync(file);
   } catch {
     /* already gone */
   }
 }
 
-/** Takes the directory's lock or throws DirectoryInUse; returns the release function. */
-export function lockDirectory(dir: string): () => void {
+/** How long a live holder may take to answer (its event loop may be busy). */
+const ANSWER_MS = 2000;
+
+function listen(name: string): Promise<net.Server | undefined> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(undefined) : reject(err)));
+    // `exclusive`: a cluster worker binds the socket itself rather than through the primary.
+    server.listen({ path: name, exclusive: true }, () => resolve(server));
+  });
+}
+
+/** The holder's answer: a PID; undefined when it closed without one (it is dying, or was gone);
+ * 'silent' when it did not answer in time. */
+function ask(name: string): Promise<number | undefined | 'silent'> {
+  return new Promise((resolve) => {
+    const sock = net.connect(name);
+    let text = '';
+    sock.setEncoding('latin1');
+    sock.setTimeout(ANSWER_MS, () => (resolve('silent'), sock.destroy()));
+    sock.on('data', (d: string) => (text += d));
+    sock.on('error', () => {});
+    sock.on('close', () => resolve(Number(text) > 0 ? Number(text) : undefined));
+  });
+}
+
+function pidIn(file: string): number | undefined {
+  try {
+    return Number(readFileSync(file, 'utf8').trim()) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Takes the directory's lock or throws DirectoryInUse; resolves to the release function. `owner` is
+ * the PID a contender is told to stop: a cluster worker names its master.
+ */
+export async function lockDirectory(dir: string, owner = process.pid): Promise<() => void> {
+  const { dev, ino } = statSync(dir, { bigint: true });
+  const name = `\0httpsqs:${dev}:${ino}`;
   const file = join(dir, 'httpsqs.lock');
   for (let attempt = 0; ; attempt++) {
-    try {
-      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
-      const owner = Number(readFileSync(file, 'utf8').trim());
-      if (owner > 0 && alive(owner)) throw new DirectoryInUse(dir, owner);
-      rmSync(file, { force: true }); // stale: its owner is gone
+    const server = await listen(name);
+    if (server) {
+      // The lock alone must not keep the process running.
+      server.unref();
+      server.on('connection', (sock) => sock.on('error', () => {}).end(`${owner}\n`));
+      try {
+        writeFileSync(file, `${owner}\n`);
+      } catch (err) {
+        server.close();
+        throw err;
+      }
+      return () => {
+        // The file first: once the socket is closed, a successor may write its own.
+        removeIfOurs(file, owner);
+        server.close();
+      };
     }
+    const holder = await ask(name);
+    if (typeof holder === 'number') throw new DirectoryInUse(dir, holder);
+    // A holder that is being killed closes without answering: its lock is about to be free.
+    if (holder === 'silent' || attempt === 40) throw new DirectoryInUse(dir, pidIn(file));
+    await sleep(25);
   }
-  return () => removeIfOurs(file);
 }
