@@ -13,7 +13,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './options.js';
 import { lockDirectory } from '../store/lock.js';
-import { log } from './log.js';
+import { log, reopenLog } from './log.js';
 import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
 import { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
@@ -31,7 +31,7 @@ type FromWorker = {
    * messages between primary and workers, which pass here too, have a field of that name.) */
   metricsRequest?: number;
 };
-type ToWorker = { synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
+type ToWorker = { reopenLog?: true; synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
   refuseRunningPidFile(config.pidfile);
@@ -148,6 +148,9 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     unlock();
     removePidFile();
     log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
+  }, () => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send({ reopenLog: true } satisfies ToWorker);
+    log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
   });
   announce();
 }
@@ -203,6 +206,7 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
     fromCluster: link?.fromCluster,
   });
   process.on('message', (m: ToWorker) => {
+    if (m.reopenLog) reopenLog();
     if (link) link.onMessage(m, serving);
     else if (m.synctime) serving.store.setSyncInterval(m.synctime);
   });

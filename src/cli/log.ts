@@ -1,15 +1,49 @@
 /**
- * The server's log: one JSON line per event on stderr (pino), written synchronously so that a
- * line is out before the process exits. Start, stop, restarts and errors; never message contents
- * or passwords. Plain-text lines on stderr are kept for start-up errors (`fail`).
+ * The server's log (pino): start, stop, restarts and errors; never message contents or passwords.
+ * One JSON line per event, or a readable line when it goes to a terminal. It goes to stderr, or
+ * with `--log-file` to a file that is appended to (by every process of the server) and reopened on
+ * SIGHUP, after logrotate moved it. Lines are written synchronously, so that a line is out before
+ * the process exits. Plain-text lines on stderr are kept for start-up errors (`fail`).
  */
 import cluster from 'node:cluster';
-import { pino } from 'pino';
+import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 
-export const log = pino(
-  {
-    base: { pid: process.pid, role: cluster.isWorker ? 'worker' : 'master' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  },
-  pino.destination({ fd: 2, sync: true }),
-);
+export const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const satisfies readonly Level[];
+
+/** A line of the log as a person reads it: time, level, message, and the other fields. */
+export function readable(json: string): string {
+  const { time, level, msg, pid: _pid, role: _role, ...rest } = JSON.parse(json) as Record<string, unknown>;
+  const name = (pino.levels.labels[level as number] ?? String(level)).toUpperCase();
+  const extra = Object.entries(rest).map(([k, v]) => ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join('');
+  return `${String(time)} ${name.padEnd(5)} ${String(msg)}${extra}\n`;
+}
+
+const toTerminal: DestinationStream = { write: (line: string) => void process.stderr.write(readable(line)) };
+
+function create(level: Level, dest: DestinationStream): Logger {
+  return pino({ level, base: { pid: process.pid, role: cluster.isWorker ? 'worker' : 'master' }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+}
+
+let file: ReturnType<typeof pino.destination> | undefined;
+
+/** The log; replaced by `configureLog` (importers see the new one: ES modules bind live). */
+export let log: Logger = create('info', process.stderr.isTTY ? toTerminal : pino.destination({ fd: 2, sync: true }));
+
+/** Sends the log to `path` (appended; readable text only on a terminal), at `level` and above.
+ * Throws when the file cannot be opened. */
+export function configureLog(o: { file?: string | undefined; level?: Level }): void {
+  const level = o.level ?? 'info';
+  if (o.file) {
+    // Opened now, so that a path that cannot be written is a start-up error, not a silent log.
+    file = pino.destination({ dest: o.file, append: true, sync: true, mkdir: false });
+    log = create(level, file);
+  } else log = create(level, process.stderr.isTTY ? toTerminal : pino.destination({ fd: 2, sync: true }));
+}
+
+/** Whether the log goes to a file (SIGHUP then reopens it instead of stopping the server). */
+export const logsToFile = (): boolean => file !== undefined;
+
+/** Opens the log file again under its name (logrotate moved the old one away). */
+export function reopenLog(): void {
+  file?.reopen();
+}

@@ -6,7 +6,8 @@
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { isWorker, runPrimary, runWorker } from './cluster.js';
-import { log } from './log.js';
+import { configureLog, log } from './log.js';
+import { VERSION } from './version.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
 import { DataError, runData } from './data.js';
 import { redactUrl } from '../store/redis.js';
@@ -55,8 +56,11 @@ function announce(config: Config, datadir: string): void {
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
   const store = redactUrl(config.store);
-  const where = config.store === 'lmdb' ? `data in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
-  log.info({ event: 'start', listen: config.listen, port: config.port, datadir, store, sync: config.sync, workers: config.workers }, `listening on ${config.listen}:${config.port}, ${where}, ${workers}`);
+  // Only what is really used: an LMDB directory and sync mode, or the Redis store.
+  const lmdb = config.store === 'lmdb';
+  const where = lmdb ? `data in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
+  const fields = lmdb ? { store: 'lmdb', datadir, sync: config.sync } : { store, redisWait: config.redisWait };
+  log.info({ event: 'start', version: VERSION, listen: config.listen, port: config.port, ...fields, workers: config.workers }, `listening on ${config.listen}:${config.port}, ${where}, ${workers}`);
   if (process.send) process.send({ ready: true }, () => process.disconnect?.());
 }
 
@@ -80,6 +84,15 @@ async function main(): Promise<void> {
   if (config.help) {
     process.stdout.write(helpText());
     return;
+  }
+  if (config.version) {
+    process.stdout.write(`httpsqs ${VERSION}\n`);
+    return;
+  }
+  try {
+    configureLog({ file: config.logFile, level: config.logLevel });
+  } catch (err) {
+    fail(`--log-file: cannot open ${config.logFile}: ${(err as Error).message}`);
   }
   hidePasswords();
   const datadir = resolve(config.datadir);

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseRedisUrl } from '../store/redis.js';
+import { LEVELS } from './log.js';
 
 interface OptionDef {
   short?: string;
@@ -71,9 +72,15 @@ export const OPTIONS = {
   },
   workers: {
     type: 'string', arg: '<num>', default: '1',
-    help: 'serving processes sharing the port and the database (see BENCHMARKS.md for when more than one helps)',
+    help: 'serving processes sharing the port and the database (more than one helps only with cores to spare: see the README)',
   },
+  'log-file': {
+    type: 'string', arg: '<path>',
+    help: 'append the log (JSON lines) to this file instead of stderr; SIGHUP reopens it (for logrotate) instead of stopping the server',
+  },
+  'log-level': { type: 'string', arg: '<level>', default: 'info', help: '`fatal`, `error`, `warn`, `info` or `debug`: the least severe events logged' },
   daemon: { short: 'd', type: 'boolean', help: 'run in the background and return once it is listening (the PID file must be writable)' },
+  version: { short: 'V', type: 'boolean', help: 'print the version and exit' },
   help: { short: 'h', type: 'boolean', help: 'print this help and exit' },
 } satisfies Record<string, OptionDef>;
 
@@ -134,7 +141,10 @@ export interface Config {
   /** MiB. */
   diskReserve: number;
   workers: number;
+  logFile: string | undefined;
+  logLevel: (typeof LEVELS)[number];
   daemon: boolean;
+  version: boolean;
   help: boolean;
 }
 
@@ -148,6 +158,11 @@ function int(name: OptionName, value: string, min: number, max: number): number 
     throw new UsageError(`${short ? `-${short}/` : ''}--${name}: expected a whole number from ${min} to ${max}, got "${value}"`);
   }
   return n;
+}
+
+function oneOf<T extends string>(name: OptionName, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`--${name}: expected ${allowed.map((a) => `"${a}"`).join(', ')}, got "${value}"`);
+  return value as T;
 }
 
 /**
@@ -221,7 +236,10 @@ export function parseConfig(argv: string[]): Config {
     allowedHosts: ((values['allowed-hosts'] as string | undefined) ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
     diskReserve: int('disk-reserve', v('disk-reserve'), 0, 2 ** 30),
     workers: int('workers', v('workers'), 1, 64),
+    logFile: values['log-file'] as string | undefined,
+    logLevel: oneOf('log-level', v('log-level'), LEVELS),
     daemon: Boolean(values.daemon),
+    version: Boolean(values.version),
     help: Boolean(values.help),
   };
 }

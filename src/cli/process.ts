@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { removeIfOurs } from '../store/lock.js';
-import { log } from './log.js';
+import { log, logsToFile, reopenLog } from './log.js';
 
 export function say(line: string): void {
   process.stderr.write(`httpsqs: ${line}\n`);
@@ -178,11 +178,19 @@ function writeInPlace(file: string, content: string, why: unknown): void {
   }
 }
 
-/** Runs `stop` once on the first of the signals the reference also stops on. */
-export function onStopSignal(stop: (signal: string) => Promise<void>): void {
+/**
+ * Runs `stop` once on the first of the signals the reference also stops on. With `--log-file`,
+ * SIGHUP instead reopens the log (what logrotate sends), and `reopened` passes it on.
+ */
+export function onStopSignal(stop: (signal: string) => Promise<void>, reopened?: () => void): void {
   let stopping = false;
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const) {
     process.on(sig, () => {
+      if (sig === 'SIGHUP' && logsToFile()) {
+        reopenLog();
+        reopened?.();
+        return;
+      }
       if (stopping) return;
       stopping = true;
       void stop(sig).finally(() => process.exit());

@@ -13,6 +13,8 @@ import { log } from './log.js';
 import { VERSION } from './version.js';
 import { fail } from './process.js';
 
+const storeWarning = (message: string) => log.warn({ event: 'store' }, message);
+
 export interface Serving {
   store: Store;
   waiters: Waiters;
@@ -103,6 +105,7 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
         if (low) log.warn({ event: 'disk-low', free }, `${left}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
         else log.info({ event: 'disk-ok', free }, `${left}: puts are accepted again`);
       },
+      warn: storeWarning,
     });
   } catch (err) {
     if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) fail(`-x: ${err.message}`);
@@ -111,7 +114,7 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
 }
 
 async function openRedis(config: Config): Promise<RedisStore> {
-  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs, announce: true });
+  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs, announce: true, warn: storeWarning });
   try {
     return await store.ready();
   } catch (err) {

@@ -51,6 +51,8 @@ export interface LmdbOptions {
   reserveBytes?: number;
   /** Told when free space falls below the reserve, and when it is back. */
   onDiskSpace?: (low: boolean, freeBytes: number) => void;
+  /** Where the store reports a problem no request hears of (a failed background flush). */
+  warn?: (message: string) => void;
 }
 
 export const LAST_POS = 0xffffffff;
@@ -158,6 +160,7 @@ export class LmdbCore implements CoreStore {
   /** Cache size that makes `remember` look for queues to forget. */
   private evictAt = CACHED_QUEUES;
   private syncSeconds: number;
+  private readonly warn: (message: string) => void;
   private timer: NodeJS.Timeout | undefined;
   private readonly disk: DiskReserve | undefined;
   private closing: Promise<void> | undefined;
@@ -179,6 +182,7 @@ export class LmdbCore implements CoreStore {
     if (!opts.shared && !release) throw new Error('an LMDB store of one process is opened with LmdbStore.open(), which locks its directory');
     this.syncMode = opts.syncMode ?? 'durable';
     this.syncSeconds = opts.syncInterval ?? 5;
+    this.warn = opts.warn ?? ((message) => process.stderr.write(`httpsqs: ${message}\n`));
     this.release = release;
     if (!opts.shared) this.cache = new Map();
     // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
@@ -214,7 +218,7 @@ export class LmdbCore implements CoreStore {
     return new Promise((resolve) => {
       // `sync` exists on the root database at run time but is missing from lmdb's typings.
       (this.env as unknown as { sync(cb: (err?: Error) => void): void }).sync((err) => {
-        if (err) process.emitWarning(`LMDB flush failed: ${err.message}`);
+        if (err) this.warn(`LMDB flush failed: ${err.message}`);
         resolve();
       });
     });

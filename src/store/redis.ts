@@ -34,6 +34,8 @@ export interface RedisStoreOptions {
   waitMs?: number;
   /** A server's store: it says so in Redis while it runs, so that an import can tell. */
   announce?: boolean;
+  /** Where the store reports a problem no request hears of. */
+  warn?: (message: string) => void;
 }
 
 /** A Redis URL fit to print: without its password. */
@@ -334,7 +336,7 @@ export class RedisStore implements Store {
       await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
       this.unindexed.delete(name);
     } catch (err) {
-      if (this.unindexed.size === 0) process.emitWarning(`Redis: a queue could not be added to the list index (${(err as Error).message}); list tries again`);
+      if (this.unindexed.size === 0) (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(`Redis: a queue could not be added to the list index (${(err as Error).message}); list tries again`);
       this.unindexed.add(name);
     }
   }
