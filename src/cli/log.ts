@@ -10,12 +10,12 @@ import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 
 export const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const satisfies readonly Level[];
 
-/** A line of the log as a person reads it: time, level, message, and the other fields. */
+/** A line of the log as a person reads it: time, level and message (which says what the fields
+ * say), and an error's stack. */
 export function readable(json: string): string {
-  const { time, level, msg, pid: _pid, role: _role, ...rest } = JSON.parse(json) as Record<string, unknown>;
-  const name = (pino.levels.labels[level as number] ?? String(level)).toUpperCase();
-  const extra = Object.entries(rest).map(([k, v]) => ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join('');
-  return `${String(time)} ${name.padEnd(5)} ${String(msg)}${extra}\n`;
+  const { time, level, msg, err } = JSON.parse(json) as { time: string; level: number; msg: string; err?: { stack?: string } };
+  const name = (pino.levels.labels[level] ?? String(level)).toUpperCase();
+  return `${time} ${name.padEnd(5)} ${msg}${err?.stack ? `\n${err.stack}` : ''}\n`;
 }
 
 const toTerminal: DestinationStream = { write: (line: string) => void process.stderr.write(readable(line)) };

@@ -1,0 +1,187 @@
+/**
+ * Running it as an operator does: the version, a log file that survives logrotate (with -d and
+ * --workers), log levels, readable logs on a terminal, the start line, the systemd unit, the
+ * Dockerfile, and installing the commands onto PATH without install-script warnings.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { parseConfig } from '../src/cli/options.js';
+import { cleanup, freePort, needsTool, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+import { noRedis, startRedis } from './redis-servers.js';
+
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** The log file's lines, parsed. */
+const lines = (file: string): Array<Record<string, unknown>> =>
+  existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : [];
+
+const alive = (pid: number) => existsSync(`/proc/${pid}`);
+
+it('--version and -V print the version and exit 0', async () => {
+  for (const flag of ['--version', '-V']) {
+    const r = await runCli([flag]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, `httpsqs ${VERSION}\n`);
+  }
+  assert.doesNotMatch((await runCli(['--help'])).stdout, /BENCHMARKS/, '--help names no file the package does not ship');
+});
+
+it('--log-file with -d and --workers 2: every process appends to it, SIGHUP reopens it after a move, and the server goes on', async () => {
+  const dir = tempDir();
+  const log = join(dir, 'httpsqs.log');
+  const pidfile = join(dir, 'httpsqs.pid');
+  const port = await freePort();
+  const started = await runCli(['-d', '-l', '127.0.0.1', '-p', String(port), '-x', join(dir, 'data'), '-i', pidfile, '--workers', '2', '--log-file', log]);
+  assert.equal(started.code, 0, started.stderr);
+  const master = Number(readFileSync(pidfile, 'utf8'));
+  try {
+    assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
+    const start = lines(log).find((l) => l.event === 'start')!;
+    assert.match(String(start.msg), /^listening on 127\.0\.0\.1:\d+, data in .*, sync durable \(ack after flush\), 2 workers$/);
+    assert.equal(start.version, VERSION);
+
+    // logrotate: move the file away, then SIGHUP.
+    renameSync(log, `${log}.1`);
+    process.kill(master, 'SIGHUP');
+    await waitFor(() => lines(log).some((l) => l.event === 'log-reopened'));
+    const workers = workerPids(master);
+    assert.equal(workers.length, 2);
+    // Each worker writes to the new file, not to the one moved away.
+    const opened = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } });
+    await waitFor(() => workers.every((pid) => opened(pid).includes(log) && !opened(pid).includes(`${log}.1`)));
+    assert.equal((await request(port, 'GET', '/?name=q&opt=get')).body.toString(), 'x', 'SIGHUP did not stop the server');
+
+    process.kill(workers[0]!, 'SIGKILL');
+    await waitFor(() => lines(log).some((l) => l.event === 'restart'));
+  } finally {
+    process.kill(master, 'SIGTERM');
+    await waitFor(() => !alive(master), 10_000);
+  }
+  assert.ok(lines(log).some((l) => l.event === 'stopped'));
+  assert.ok(lines(`${log}.1`).some((l) => l.event === 'start'));
+  cleanup(dir);
+});
+
+it('--log-level warn leaves out info lines; a log file that cannot be opened stops the start', async () => {
+  const dir = tempDir();
+  const log = join(dir, 'warn.log');
+  const port = await freePort();
+  const started = await runCli(['-d', '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'no', 'such', 'dir.pid'), '--log-level', 'warn', '--log-file', log]);
+  // -d wants a PID file it can write; without -d the warning is logged instead.
+  assert.equal(started.code, 1);
+  const server = spawnSync(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'no', 'dir.pid'), '--log-level', 'warn', '--log-file', log], {
+    timeout: 3000,
+    killSignal: 'SIGTERM',
+  });
+  assert.equal(server.status, 0, server.stderr.toString());
+  const events = lines(log).map((l) => l.event);
+  assert.ok(events.includes('pidfile'), `warnings are kept: ${events.join(', ')}`);
+  assert.ok(!events.includes('start') && !events.includes('stopped'), `info lines are left out: ${events.join(', ')}`);
+  const bad = await runCli(['-x', dir, '--log-file', join(dir, 'missing', 'x.log')]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^httpsqs: --log-file: cannot open .*missing\/x\.log: ENOENT/);
+  cleanup(dir);
+});
+
+it('on a terminal the log is readable text; piped it is JSON', { skip: needsTool('script', 'bsdutils') }, async () => {
+  const dir = tempDir();
+  const port = await freePort();
+  const cmd = `timeout -s TERM 2 ${process.execPath} ${join(ROOT, 'dist/src/cli/main.js')} -l 127.0.0.1 -p ${port} -x ${dir} -i ${join(dir, 'pid')}`;
+  // `timeout` stops the server after 2 s (and so exits 124).
+  const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' }).stdout;
+  assert.match(out, /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO  listening on 127\.0\.0\.1:\d+, data in /m);
+  assert.match(out, /Z INFO  stopped\r?\n/);
+  assert.doesNotMatch(out, /"msg":/);
+  cleanup(dir);
+});
+
+it('with --store redis://… the start line names the store, no data directory and no LMDB sync mode', { skip: noRedis() }, async () => {
+  const redis = await startRedis();
+  const server = await startServer({ args: ['--store', `${redis.url}?prefix=start:`] });
+  try {
+    const start = server.stderr().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === 'start')!;
+    assert.match(String(start.msg), /^listening on 127\.0\.0\.1:\d+, store redis:\/\/.*, 1 worker$/);
+    assert.equal(start.datadir, undefined);
+    assert.equal(start.sync, undefined);
+    assert.match(String(start.store), /^redis:\/\//);
+  } finally {
+    await server.stop();
+    cleanup(server.dir);
+    await redis.stop();
+  }
+});
+
+describe('packaging', () => {
+  it('contrib/httpsqs.service passes systemd-analyze verify, and its command line is one the server takes', { skip: needsTool('systemd-analyze', 'systemd') }, () => {
+    const unit = readFileSync(join(ROOT, 'contrib/httpsqs.service'), 'utf8');
+    for (const line of [/^User=httpsqs$/m, /^Restart=always$/m, /^KillMode=mixed$/m, /^NoNewPrivileges=yes$/m, /^ProtectSystem=strict$/m]) assert.match(unit, line);
+    assert.ok(Number(/^LimitNOFILE=(\d+)$/m.exec(unit)![1]) >= 10_000 + 100, 'enough descriptors for 10,000 connections');
+    assert.doesNotMatch(unit, /^StandardOutput=|^StandardError=/m, 'the log goes to the journal');
+    const exec = /^ExecStart=(\S+) (\S+) (.*)$/m.exec(unit)!;
+    assert.equal(exec[2], '/opt/httpsqs/dist/src/cli/main.js');
+    const config = parseConfig(exec[3]!.split(' '));
+    assert.equal(config.datadir, '/var/lib/httpsqs');
+    // Verified where node really is on this machine; any complaint fails the test.
+    const dir = tempDir();
+    const copy = join(dir, 'httpsqs.service');
+    writeFileSync(copy, unit.replace(`ExecStart=${exec[1]}`, `ExecStart=${process.execPath}`));
+    const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr.trim(), '', 'no warnings');
+    cleanup(dir);
+  });
+
+  it('the Dockerfile runs the server with a command line it takes, as a user, with /data and a health check that works', async () => {
+    const docker = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    const json = (instr: string) => JSON.parse(new RegExp(`^${instr} (\\[.*\\])$`, 'm').exec(docker.replace(/\\\n\s*/g, ''))![1]!) as string[];
+    const [, main] = json('ENTRYPOINT');
+    assert.equal(main, 'dist/src/cli/main.js');
+    const config = parseConfig(json('CMD'));
+    assert.equal(config.listen, '0.0.0.0');
+    assert.equal(config.datadir, '/data');
+    assert.match(docker, /^FROM node:22-\S*slim$/m);
+    assert.match(docker, /^USER httpsqs$/m);
+    assert.match(docker, /^VOLUME \/data$/m);
+    assert.ok(existsSync(join(ROOT, '.dockerignore')));
+    // The HEALTHCHECK's own command, against a real server on the port it checks, then without one.
+    const check = json('HEALTHCHECK .*CMD');
+    const port = await freePort();
+    const script = check[2]!.replace('127.0.0.1:1218', `127.0.0.1:${port}`);
+    assert.notEqual(script, check[2], 'the health check asks the server port');
+    assert.equal(spawnSync(process.execPath, ['-e', script]).status, 1, 'unhealthy without a server');
+    const server = await startServer({ port });
+    try {
+      assert.equal(spawnSync(process.execPath, ['-e', script]).status, 0, 'healthy with one');
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
+  it('npm link puts httpsqs and httpsqs-cli on PATH, with no install-script warning', () => {
+    const prefix = tempDir('httpsqs-prefix-');
+    const env = { ...process.env, NPM_CONFIG_PREFIX: prefix };
+    const r = spawnSync('npm', ['link', '--no-audit', '--no-fund'], { cwd: ROOT, env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr, /warn/i);
+    assert.equal(execFileSync(join(prefix, 'bin', 'httpsqs'), ['--version'], { encoding: 'utf8' }), `httpsqs ${VERSION}\n`);
+    assert.match(execFileSync(join(prefix, 'bin', 'httpsqs-cli'), ['--help'], { encoding: 'utf8' }), /httpsqs-cli/);
+    cleanup(prefix);
+  });
+
+  it('a global install of the packed package, as the README says, prints no install-script warning', () => {
+    const dir = tempDir('httpsqs-pack-');
+    const packed = spawnSync('npm', ['pack', '--pack-destination', dir, '--silent'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(packed.status, 0, packed.stderr);
+    const tarball = join(dir, packed.stdout.trim().split('\n').at(-1)!);
+    const env = { ...process.env, NPM_CONFIG_PREFIX: join(dir, 'global') };
+    const r = spawnSync('npm', ['install', '-g', '--allow-scripts=lmdb,msgpackr-extract', '--no-audit', '--no-fund', tarball], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr, /warn/i);
+    assert.equal(execFileSync(join(dir, 'global', 'bin', 'httpsqs'), ['-V'], { encoding: 'utf8' }), `httpsqs ${VERSION}\n`);
+    cleanup(dir);
+  });
+});
