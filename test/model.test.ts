@@ -1,6 +1,6 @@
 /**
  * Model check: random sequences of put/get/view/status/reset/maxqueue against a real server,
- * compared answer by answer with a plain in-memory model of PROTOCOL.md section 4. The model is
+ * compared answer by answer with a plain in-memory model of docs/PROTOCOL.md section 4. The model is
  * written here from the document, independently of src/queue/ring.ts.
  */
 import assert from 'node:assert/strict';
@@ -133,7 +133,7 @@ function modelCheck(title: string, args: string[], runs: number): void {
   });
 }
 
-describe('model check of the ring against PROTOCOL.md section 4', () => {
+describe('model check of the ring against docs/PROTOCOL.md section 4', () => {
   modelCheck('one process', [], 150);
   modelCheck('two workers (requests spread over both)', ['--workers', '2'], 60);
 });

@@ -1,4 +1,4 @@
-/** Query parsing, the two decodings and C atoi (PROTOCOL.md sections 1 and 6). */
+/** Query parsing, the two decodings and C atoi (docs/PROTOCOL.md sections 1 and 6). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { atoi, decodeBytes, decodeComponent, parseQuery } from '../src/protocol/query.js';

@@ -1,4 +1,4 @@
-/** The ring-buffer rules of PROTOCOL.md section 4, with the queue state set directly. */
+/** The ring-buffer rules of docs/PROTOCOL.md section 4, with the queue state set directly. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {

@@ -1,4 +1,4 @@
-/** Reply bodies of the reference protocol (PROTOCOL.md sections 2 and 5). */
+/** Reply bodies of the reference protocol (docs/PROTOCOL.md sections 2 and 5). */
 import { putLap, unread, type QueueState } from '../queue/ring.js';
 
 export const PUT_OK = 'HTTPSQS_PUT_OK';

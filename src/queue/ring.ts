@@ -1,6 +1,7 @@
 /**
- * The ring-buffer rules of HTTPSQS 1.7 (PROTOCOL.md section 4) as pure functions. Every store
- * applies exactly these, inside one atomic operation, so LMDB and Redis can never disagree.
+ * The ring-buffer rules of HTTPSQS 1.7 (docs/PROTOCOL.md section 4) as pure functions. Every store
+ * applies exactly these inside one atomic operation; the store contract (test/store.test.ts) runs
+ * the same cases on every store to hold each to them.
  */
 
 export interface QueueState {
