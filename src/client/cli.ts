@@ -4,7 +4,7 @@
  * for scripts with `--json`; exit codes say what happened (see EXIT below and the README).
  */
 import { createReadStream, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
@@ -95,7 +95,42 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a terminal. */
+/** How long an interrupted `put --file` waits for the answers to what it already sent. */
+const GRACE_MS = 5000;
+
+/** The lines of `input` as `tail` and `wc -l` count them (split at \n only, a \r before it
+ * dropped), so that a line number reported is the one `tail -n +N` starts at. */
+async function* linesOf(input: Readable): AsyncGenerator<string> {
+  let parts: Buffer[] = [];
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; start = nl + 1, nl = chunk.indexOf(10, start)) {
+      parts.push(chunk.subarray(start, nl));
+      yield lineText(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      parts = [];
+    }
+    if (start < chunk.length) parts.push(chunk.subarray(start));
+  }
+  if (parts.length) yield lineText(Buffer.concat(parts));
+}
+const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
+const lineText = (b: Buffer) => b.toString('utf8', 0, b.at(-1) === 13 ? b.length - 1 : b.length);
+
+/** Where a `put --file` stands: lines 1..stored are stored; the next `unsure` were sent without an
+ * answer, so the server may hold them too. */
+function resumeNote(name: string, input: string, stored: number, unsure: number): string {
+  const next = stored + 1;
+  const done = stored ? `the server stored ${stored} line${stored === 1 ? '' : 's'} (1-${stored})` : 'the server stored no line';
+  const maybe = unsure ? `; lines ${next}-${stored + unsure} were sent but not answered: they may be stored too` : '';
+  const from = `resume from line ${next}${input === '-' ? '' : ` (tail -n +${next} ${shellWord(input)} | httpsqs-cli put ${shellWord(name)} --file -)`}`;
+  return `${done}${maybe}; ${from}${unsure ? ', which may store those again' : ''}`;
+}
+
+/**
+ * Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a
+ * terminal. SIGINT and SIGTERM stop the sending: what is in flight gets GRACE_MS to be answered
+ * (a second signal stops the wait), then it says which lines are stored and where to resume.
+ */
 async function putLines(q: HttpsqsClient, name: string, input: string): Promise<void> {
   const reference = program.opts<Globals>().reference;
   let size = 0;
@@ -106,45 +141,79 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
       throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(err as Error).message}`);
     }
   }
+  const stop = new AbortController(); // no more sending
+  const giveUp = new AbortController(); // no more waiting for answers
+  const onSignal = () => {
+    if (stop.signal.aborted) return giveUp.abort();
+    stop.abort();
+    setTimeout(() => giveUp.abort(), GRACE_MS).unref();
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  const source = addAbortSignal(stop.signal, input === '-' ? process.stdin : createReadStream(input));
   // The bar follows the bytes read (a file's size is known; standard input's is not: no bar).
   const bar = size && process.stderr.isTTY && !json() ? new SingleBar({ format: 'put {bar} {percentage}% | {count} messages | {rate}/s', stream: process.stderr, hideCursor: true }) : undefined;
-  const lines = createInterface({ input: input === '-' ? process.stdin : createReadStream(input), crlfDelay: Infinity });
   const started = performance.now();
-  let count = 0;
+  const rate = () => Math.round(stored / Math.max((performance.now() - started) / 1000, 1e-3));
+  // Sent one batch at a time, so the stored lines are always 1..stored.
+  let stored = 0;
+  let unsure = 0;
   let read = 0;
+  let complete = false;
+  let failure: unknown;
   bar?.start(size, 0, { count: 0, rate: 0 });
   let batch: string[] = [];
   const flush = async () => {
-    if (reference) {
-      for (const m of batch) {
-        await q.put(name, m);
-        count++;
+    try {
+      if (reference) {
+        for (const m of batch) {
+          if (stop.signal.aborted) return;
+          await q.put(name, m, { signal: giveUp.signal });
+          stored++;
+        }
+      } else {
+        const r = await q.mput(name, batch, { signal: giveUp.signal });
+        stored += r.positions.length;
+        if (r.full) throw new QueueFullError(name);
       }
-    } else {
-      const r = await q.mput(name, batch);
-      count += r.positions.length;
-      if (r.full) throw new QueueFullError(name);
+    } catch (err) {
+      // Without an answer the server may have stored what it was sent (unless it was never reached).
+      const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
+      if (giveUp.signal.aborted || (err instanceof NetworkError && !refused)) unsure = reference ? 1 : batch.length;
+      throw err;
     }
     batch = [];
-    bar?.update(read, { count, rate: Math.round(count / ((performance.now() - started) / 1000)) });
+    bar?.update(read, { count: stored, rate: rate() });
   };
   try {
-    for await (const line of lines) {
+    for await (const line of linesOf(source)) {
+      if (stop.signal.aborted) break;
       read += Buffer.byteLength(line) + 1;
       batch.push(line);
       if (batch.length >= MAX_BATCH) await flush();
     }
-    if (batch.length) await flush();
+    if (!stop.signal.aborted) {
+      if (batch.length) await flush();
+      complete = !stop.signal.aborted;
+    }
   } catch (err) {
-    if (err instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${count} messages`);
-    throw err;
+    if (!stop.signal.aborted) failure = err; // else the abort of the reading, or of a request, stopped it
   } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    bar?.update(read, { count: stored, rate: rate() });
     bar?.stop();
+    source.destroy();
+  }
+  if (!complete || failure !== undefined) {
+    const where = resumeNote(name, input, stored, unsure);
+    if (failure === undefined) throw new Outcome(EXIT.interrupted, `interrupted: ${where}`);
+    const note = stored || unsure ? `; ${where}` : '';
+    if (failure instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${stored} messages${note}`);
+    if (!(failure instanceof HttpsqsError)) throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(failure as Error).message}${note}`);
+    throw new Outcome(exitCode(failure), `${failure.message}${note}`);
   }
   const secs = (performance.now() - started) / 1000;
-  const rate = Math.round(count / Math.max(secs, 1e-3));
-  if (json()) out(`${JSON.stringify({ count, seconds: Number(secs.toFixed(3)), rate })}\n`);
-  else process.stderr.write(`put ${count} messages in ${secs.toFixed(2)} s (${rate} messages/s)\n`);
+  if (json()) out(`${JSON.stringify({ count: stored, seconds: Number(secs.toFixed(3)), rate: rate() })}\n`);
+  else process.stderr.write(`put ${stored} messages in ${secs.toFixed(2)} s (${rate()} messages/s)\n`);
 }
 
 program
@@ -398,6 +467,14 @@ program
     }
   });
 
+/** The exit code for an error of the client; anything else is a bug, and thrown. */
+function exitCode(err: unknown): number {
+  if (err instanceof Outcome) return err.exit;
+  if (err instanceof AuthError) return EXIT.auth;
+  if (err instanceof HttpsqsError) return EXIT.error;
+  throw err;
+}
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
@@ -408,16 +485,8 @@ async function main(): Promise<void> {
       process.exitCode = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
       return;
     }
-    if (err instanceof Outcome) {
-      if (err.message) process.stderr.write(`httpsqs-cli: ${err.message}\n`);
-      process.exitCode = err.exit;
-    } else if (err instanceof AuthError) {
-      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
-      process.exitCode = EXIT.auth;
-    } else if (err instanceof HttpsqsError) {
-      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
-      process.exitCode = EXIT.error;
-    } else throw err;
+    process.exitCode = exitCode(err);
+    if (e.message) process.stderr.write(`httpsqs-cli: ${e.message}\n`);
   }
 }
 
