@@ -324,4 +324,22 @@ describe('httpsqs-cli', () => {
     assert.equal(frames.length, 2);
     assert.match(frames[1]!, /QUEUE\s+UNREAD\s+LEASED\s+PUT\/s\s+GET\/s\s+UNREAD OVER TIME\nk-top\s+1\s+0\s+0\s+0\s+[▁▂▃▄▅▆▇█]{2}/);
   });
+
+  it('top that never reaches a server says so and exits with 1, after its iterations or when interrupted', async () => {
+    const port = String(await freePort());
+    const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--iterations', '2', '--interval', '0.2'], { encoding: 'utf8', env: cleanEnv() });
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.stdout.match(/trying again/g)?.length, 2);
+    assert.match(r.stderr, /^httpsqs-cli: top never reached the server \(no answer from the server: .*ECONNREFUSED.*\)\n$/);
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--interval', '0.2'], { env: cleanEnv() });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await waitFor(() => out.includes('trying again'));
+    child.kill('SIGINT');
+    assert.equal(await exited, 1);
+    assert.match(err, /^httpsqs-cli: top never reached the server/);
+  });
 });

@@ -425,6 +425,9 @@ program
     const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
     const stop = new AbortController();
     process.once('SIGINT', () => stop.abort());
+    // A server restarting is waited for; one never reached (a wrong port?) is an error at the end.
+    let failed: NetworkError | undefined;
+    let reached = false;
     if (tty) out('\x1b[?25l'); // hide the cursor
     try {
       for (let i = 0; i < iterations; i++) {
@@ -433,9 +436,11 @@ program
         const all: QueueStatus[] = [];
         try {
           for await (const s of q.queues(o.prefix)) all.push(s);
+          reached = true;
         } catch (err) {
           // A server restarting: say so in place of the table, and look again at the next refresh.
           if (!(err instanceof NetworkError)) throw err;
+          failed = err;
           out(`${tty ? '\x1b[H\x1b[2J' : ''}httpsqs top: ${err.message}; trying again\n${tty ? '' : '\n'}`);
           await sleep(interval * 1000, undefined, { signal: stop.signal }).catch(() => {});
           if (stop.signal.aborted) break;
@@ -465,6 +470,7 @@ program
       if (tty) out('\x1b[?25h\n');
       await q.close();
     }
+    if (!reached && failed) throw new Outcome(EXIT.error, `top never reached the server (${failed.message})`);
   });
 
 /** The exit code for an error of the client; anything else is a bug, and thrown. */
