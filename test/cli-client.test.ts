@@ -8,7 +8,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HttpsqsClient } from '../src/client/index.js';
-import { cleanup, freePort, ROOT, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
+import { cleanup, freePort, needsTool, ROOT, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
 /** This environment without HTTPSQS_* settings, which would override the flags under test. */
@@ -103,22 +103,44 @@ describe('httpsqs-cli', () => {
     assert.match(cli(['list', '--prefix', 'k-ops']).stdout, /^QUEUE\s+UNREAD\s+LEASED\s+PUTPOS\s+GETPOS\s+MAXQUEUE\nk-ops\s+1\s+0\s+1\s+0\s+1000000\n$/);
     assert.equal(cli(['view', 'k-ops', '1']).stdout, 'a');
     assert.equal(cli(['view', 'k-ops', '9']).code, 3);
-    assert.equal(cli(['maxqueue', 'k-ops', '100']).code, 0);
+    assert.deepEqual(cli(['maxqueue', 'k-ops', '100']), { code: 0, stdout: 'maxqueue of k-ops set to 100\n', stderr: '' });
     const small = cli(['maxqueue', 'k-ops', '5']);
     assert.deepEqual([small.code, small.stderr], [2, 'httpsqs-cli: <num>: expected 10..1000000000, got 5\n']);
     assert.equal(cli(['reset', 'k-ops']).code, 0);
-    assert.equal(cli(['synctime', '3']).code, 0);
+    assert.deepEqual(cli(['synctime', '3']), { code: 0, stdout: 'synctime set to 3 s\n', stderr: '' });
     cli(['maxqueue', 'k-cancel', '10']);
     for (let i = 0; i < 10; i++) cli(['put', 'k-cancel', `${i}`]);
     cli(['get', 'k-cancel']);
     cli(['get', 'k-cancel']);
     cli(['put', 'k-cancel', 'wraps']);
     const refused = cli(['maxqueue', 'k-cancel', '50']);
-    assert.equal(refused.code, 5);
-    assert.match(refused.stderr, /not changed/);
+    assert.deepEqual(refused, {
+      code: 5,
+      stdout: '',
+      stderr: 'httpsqs-cli: maxqueue of k-cancel not changed: the ring rules refuse 50 while the writer is a lap ahead of the reader (putpos 1, getpos 2): no size is taken until the reader has come round too\n',
+    });
+    assert.deepEqual(cli(['--json', 'maxqueue', 'k-cancel', '50']), { code: 5, stdout: '{"maxqueue":false}\n', stderr: refused.stderr });
+    cli(['put', 'k-beyond', '--file', '-'], { input: 'm\n'.repeat(150) });
+    assert.match(cli(['maxqueue', 'k-beyond', '100']).stderr, /^httpsqs-cli: maxqueue of k-beyond not changed: the ring rules refuse 100 while position 150 is in use \(putpos 150, getpos 0\): give 150 or more\n$/);
+    assert.deepEqual(cli(['--json', 'maxqueue', 'k-beyond', '150']), { code: 0, stdout: '{"maxqueue":true}\n', stderr: '' });
     const full = cli(['put', 'k-cancel', 'one too many']);
     assert.equal(full.code, 4);
     assert.match(full.stderr, /is full/);
+  });
+
+  it('get and view end with a newline on a terminal, and only there', { skip: needsTool('script', 'util-linux') }, () => {
+    const onTerminal = (args: string) => {
+      const r = spawnSync('script', ['-qec', `'${process.execPath}' '${CLI_CLIENT}' --port ${server.port} ${args}`, '/dev/null'], { input: '', encoding: 'utf8', env: cleanEnv(), timeout: 30_000 });
+      return { code: r.status, stdout: r.stdout };
+    };
+    for (const m of ['no newline', 'has one\n', '']) cli(['put', 'k-tty'], { input: m });
+    // The terminal shows \n as \r\n; a message that ends with a newline gets no second one.
+    assert.deepEqual(onTerminal('get k-tty'), { code: 0, stdout: 'no newline\r\n' });
+    assert.deepEqual(onTerminal('get k-tty'), { code: 0, stdout: 'has one\r\n' });
+    assert.deepEqual(onTerminal('get k-tty'), { code: 0, stdout: '\r\n' });
+    assert.deepEqual(onTerminal('view k-tty 1'), { code: 0, stdout: 'no newline\r\n' });
+    assert.equal(cli(['view', 'k-tty', '1']).stdout, 'no newline');
+    assert.equal(cli(['view', 'k-tty', '2']).stdout, 'has one\n');
   });
 
   it('names and messages keep their bytes: UTF-8 names in status, empty messages', () => {

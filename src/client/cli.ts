@@ -76,6 +76,9 @@ const out = (s: string | Buffer) => process.stdout.write(s);
 process.stdout.on('error', () => {}); // a reader that went away: `write` below reports it
 /** Writes and waits until it is written: a reader that went away (`| head -1`) is an error here. */
 const write = (s: string | Buffer) => new Promise<void>((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(new Outcome(EXIT.ok, '')) : resolve())));
+/** A message as it is; on a terminal, ended with a newline if it has none, so that the prompt
+ * does not run on after it. Piped, its bytes are kept: messages are binary. */
+const shown = (body: Buffer, terminal = process.stdout.isTTY === true) => (terminal && body.at(-1) !== 10 ? Buffer.concat([body, Buffer.from('\n')]) : body);
 const messageJson = (m: Message) => JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease ? { lease: m.lease } : {}), data: m.text() });
 
 function seconds(name: string, v: string | undefined): number | undefined {
@@ -272,7 +275,7 @@ program
         }
         if (json()) await write(`${messageJson(m)}\n`);
         else {
-          await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : m.body);
+          await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : shown(m.body));
           if (m.lease && !settleAfter) process.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
         }
         if (settleAfter) {
@@ -330,7 +333,7 @@ program
       }
       const body = await q.view(name, pos);
       if (body.length === 0) throw new Outcome(EXIT.empty, `nothing stored at position ${pos} of ${name}`);
-      out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : body);
+      out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : shown(body));
     });
   });
 
@@ -353,9 +356,21 @@ program
       if (size < MIN_MAXQUEUE || size > MAX_POSITION) throw new Outcome(EXIT.usage, `<num>: expected ${MIN_MAXQUEUE}..${MAX_POSITION}, got ${num}`);
       const done = await q.maxqueue(name, size);
       if (json()) out(`${JSON.stringify({ maxqueue: done })}\n`);
-      if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: the ring holds positions beyond ${num}, or is a lap ahead`);
+      else if (done) out(`maxqueue of ${name} set to ${size}\n`);
+      if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: ${await refusal(q, name, size)}`);
     });
   });
+
+/** Why the ring rules refuse `num`, from the queue as it stands now (it may have moved since). */
+async function refusal(q: HttpsqsClient, name: string, num: number): Promise<string> {
+  const s = await q.statusJson(name).catch(() => undefined);
+  if (!s) return `the ring rules refuse ${num} while it holds positions beyond it, or its writer is a lap ahead`;
+  const at = `putpos ${s.putpos}, getpos ${s.getpos}`;
+  if (s.putpos < s.getpos) return `the ring rules refuse ${num} while the writer is a lap ahead of the reader (${at}): no size is taken until the reader has come round too`;
+  const used = Math.max(s.putpos, s.getpos);
+  if (num < used) return `the ring rules refuse ${num} while position ${used} is in use (${at}): give ${used} or more`;
+  return `the ring rules refused ${num}, and the queue has moved since (${at}): try again`;
+}
 
 program
   .command('synctime <seconds>')
@@ -364,7 +379,7 @@ program
     await withClient(async (q) => {
       const seconds = whole('<seconds>', s);
       await q.synctime(seconds);
-      if (json()) out(`${JSON.stringify({ synctime: seconds })}\n`);
+      out(json() ? `${JSON.stringify({ synctime: seconds })}\n` : `synctime set to ${seconds} s\n`);
     });
   });
 
