@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HttpsqsClient } from '../src/client/index.js';
@@ -279,6 +279,11 @@ describe('httpsqs-cli', () => {
     const withPath = spawnSync(process.execPath, [CLI_CLIENT, '--url', `http://127.0.0.1:${server.port}/queues/`, 'put', 'k-path', 'p'], { encoding: 'utf8', env: cleanEnv() });
     assert.deepEqual([withPath.status, withPath.stdout], [0, '1\n']);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, '--help'], { encoding: 'utf8' }).status, 0);
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const v = spawnSync(process.execPath, [CLI_CLIENT, flag], { encoding: 'utf8', env: cleanEnv() });
+      assert.deepEqual([v.status, v.stdout, v.stderr], [0, `${version}\n`, ''], flag);
+    }
     const locked = await startServer({ args: ['-a', 'sesame'] });
     try {
       const denied = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: cleanEnv() });

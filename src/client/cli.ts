@@ -8,6 +8,7 @@ import { addAbortSignal, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
+import { VERSION } from '../cli/version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
@@ -38,6 +39,7 @@ interface Globals {
 
 const program = new Command('httpsqs-cli')
   .description('Command-line client for httpsqs and HTTPSQS servers')
+  .version(VERSION, '-V, --version', 'print the version and exit')
   .addOption(new Option('--url <url>', 'server URL (overrides --host and --port)').env('HTTPSQS_URL'))
   .addOption(new Option('--host <host>', 'server host').env('HTTPSQS_HOST').default('127.0.0.1'))
   .addOption(new Option('--port <port>', 'server port').env('HTTPSQS_PORT').default('1218'))
