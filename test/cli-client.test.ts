@@ -1,6 +1,7 @@
 /**
- * `httpsqs-cli` run as a subprocess against a real server: output, --json, exit codes, the
- * environment variables, put from a file with its final rate, get --follow, and top.
+ * `httpsqs-cli` run as a subprocess against a real server: output (on a terminal too), --json,
+ * exit codes, the environment variables, put from a file with its final rate or interrupted part
+ * way, get --follow, and top.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';

@@ -198,7 +198,7 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
     }
     if (!stop.signal.aborted) {
       if (batch.length) await flush();
-      complete = !stop.signal.aborted;
+      complete = batch.length === 0; // a signal during the last batch: it went in all the same
     }
   } catch (err) {
     if (!stop.signal.aborted) failure = err; // else the abort of the reading, or of a request, stopped it
