@@ -1,17 +1,63 @@
 /**
- * `httpsqs-cli` run as a subprocess against a real server: output, --json, exit codes, the
- * environment variables, put from a file with its final rate, get --follow, and top.
+ * `httpsqs-cli` run as a subprocess against a real server: output (on a terminal too), --json,
+ * exit codes, the environment variables, put from a file with its final rate or interrupted part
+ * way, get --follow, and top.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, freePort, ROOT, startServer, tempDir, type RunningServer } from './helpers.js';
+import { HttpsqsClient } from '../src/client/index.js';
+import { cleanup, freePort, needsTool, ROOT, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
 /** This environment without HTTPSQS_* settings, which would override the flags under test. */
 const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HTTPSQS_')));
+
+/** A file of `count` lines, `line 1` to `line <count>`, and an `httpsqs-cli` for the server on
+ * `port` on a PATH, to run the resume command an interrupted put prints as it is. */
+function bigFile(count: number, port: number): { dir: string; file: string; lines: string[]; env: NodeJS.ProcessEnv } {
+  const dir = tempDir('httpsqs-cli-');
+  const file = join(dir, 'big.txt');
+  const lines = Array.from({ length: count }, (_, i) => `line ${i + 1}`);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  const shim = join(dir, 'httpsqs-cli');
+  writeFileSync(shim, `#!/bin/sh\nexec "${process.execPath}" "${CLI_CLIENT}" --port ${port} "$@"\n`);
+  chmodSync(shim, 0o755);
+  return { dir, file, lines, env: { ...cleanEnv(), PATH: `${dir}:${process.env.PATH}` } };
+}
+
+/** Every message of the queue, in position order (the queue never wrapped). */
+async function stored(port: number, name: string): Promise<string[]> {
+  const q = new HttpsqsClient({ url: `http://127.0.0.1:${port}` });
+  try {
+    const { putpos } = await q.statusJson(name);
+    const all: string[] = [];
+    for (let pos = 1; pos <= putpos; pos += 1000) all.push(...(await q.viewRange(name, pos, 1000)).map((m) => m.body.toString()));
+    return all;
+  } finally {
+    await q.close();
+  }
+}
+
+/** Starts `put <name> --file <file>` and resolves once the server holds some of it. */
+async function putUnderWay(port: number, name: string, file: string, args: string[] = []) {
+  const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(port), ...args, 'put', name, '--file', file], { env: cleanEnv() });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const q = new HttpsqsClient({ url: `http://127.0.0.1:${port}` });
+  try {
+    await waitFor(async () => (await q.statusJson(name)).putpos >= 2000 || child.exitCode !== null, 20_000);
+  } finally {
+    await q.close();
+  }
+  assert.equal(child.exitCode, null, `the put ended before it could be interrupted: ${stderr}`);
+  return { child, exited, stderr: () => stderr };
+}
+
+const SUMMARY = /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli put \S+ --file -)\)(, which may store those again)?\n$/;
 
 describe('httpsqs-cli', () => {
   let server: RunningServer;
@@ -58,22 +104,44 @@ describe('httpsqs-cli', () => {
     assert.match(cli(['list', '--prefix', 'k-ops']).stdout, /^QUEUE\s+UNREAD\s+LEASED\s+PUTPOS\s+GETPOS\s+MAXQUEUE\nk-ops\s+1\s+0\s+1\s+0\s+1000000\n$/);
     assert.equal(cli(['view', 'k-ops', '1']).stdout, 'a');
     assert.equal(cli(['view', 'k-ops', '9']).code, 3);
-    assert.equal(cli(['maxqueue', 'k-ops', '100']).code, 0);
+    assert.deepEqual(cli(['maxqueue', 'k-ops', '100']), { code: 0, stdout: 'maxqueue of k-ops set to 100\n', stderr: '' });
     const small = cli(['maxqueue', 'k-ops', '5']);
     assert.deepEqual([small.code, small.stderr], [2, 'httpsqs-cli: <num>: expected 10..1000000000, got 5\n']);
     assert.equal(cli(['reset', 'k-ops']).code, 0);
-    assert.equal(cli(['synctime', '3']).code, 0);
+    assert.deepEqual(cli(['synctime', '3']), { code: 0, stdout: 'synctime set to 3 s\n', stderr: '' });
     cli(['maxqueue', 'k-cancel', '10']);
     for (let i = 0; i < 10; i++) cli(['put', 'k-cancel', `${i}`]);
     cli(['get', 'k-cancel']);
     cli(['get', 'k-cancel']);
     cli(['put', 'k-cancel', 'wraps']);
     const refused = cli(['maxqueue', 'k-cancel', '50']);
-    assert.equal(refused.code, 5);
-    assert.match(refused.stderr, /not changed/);
+    assert.deepEqual(refused, {
+      code: 5,
+      stdout: '',
+      stderr: 'httpsqs-cli: maxqueue of k-cancel not changed: the ring rules refuse 50 while the writer is a lap ahead of the reader (putpos 1, getpos 2): no size is taken until the reader has come round too\n',
+    });
+    assert.deepEqual(cli(['--json', 'maxqueue', 'k-cancel', '50']), { code: 5, stdout: '{"maxqueue":false}\n', stderr: refused.stderr });
+    cli(['put', 'k-beyond', '--file', '-'], { input: 'm\n'.repeat(150) });
+    assert.match(cli(['maxqueue', 'k-beyond', '100']).stderr, /^httpsqs-cli: maxqueue of k-beyond not changed: the ring rules refuse 100 while position 150 is in use \(putpos 150, getpos 0\): give 150 or more\n$/);
+    assert.deepEqual(cli(['--json', 'maxqueue', 'k-beyond', '150']), { code: 0, stdout: '{"maxqueue":true}\n', stderr: '' });
     const full = cli(['put', 'k-cancel', 'one too many']);
     assert.equal(full.code, 4);
     assert.match(full.stderr, /is full/);
+  });
+
+  it('get and view end with a newline on a terminal, and only there', { skip: needsTool('script', 'util-linux') }, () => {
+    const onTerminal = (args: string) => {
+      const r = spawnSync('script', ['-qec', `'${process.execPath}' '${CLI_CLIENT}' --port ${server.port} ${args}`, '/dev/null'], { input: '', encoding: 'utf8', env: cleanEnv(), timeout: 30_000 });
+      return { code: r.status, stdout: r.stdout };
+    };
+    for (const m of ['no newline', 'has one\n', '']) cli(['put', 'k-tty'], { input: m });
+    // The terminal shows \n as \r\n; a message that ends with a newline gets no second one.
+    assert.deepEqual(onTerminal('get k-tty'), { code: 0, stdout: 'no newline\r\n' });
+    assert.deepEqual(onTerminal('get k-tty'), { code: 0, stdout: 'has one\r\n' });
+    assert.deepEqual(onTerminal('get k-tty'), { code: 0, stdout: '\r\n' });
+    assert.deepEqual(onTerminal('view k-tty 1'), { code: 0, stdout: 'no newline\r\n' });
+    assert.equal(cli(['view', 'k-tty', '1']).stdout, 'no newline');
+    assert.equal(cli(['view', 'k-tty', '2']).stdout, 'has one\n');
   });
 
   it('names and messages keep their bytes: UTF-8 names in status, empty messages', () => {
@@ -110,11 +178,63 @@ describe('httpsqs-cli', () => {
     assert.equal(cli(['view', 'k-file', '2500']).stdout, 'line 2499');
     const json = JSON.parse(cli(['--json', 'put', 'k-file2', '--file', '-'], { input: 'a\nb\n' }).stdout);
     assert.equal(json.count, 2);
+    // Lines as tail and wc -l count them, so that a line number to resume from is right: a \r
+    // ends a line only before \n.
+    cli(['put', 'k-crlf', '--file', '-'], { input: 'a\r\nb\rc\nlast' });
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-crlf', '1', '--num', '5']).stdout), [{ pos: 1, data: 'a' }, { pos: 2, data: 'b\rc' }, { pos: 3, data: 'last' }]);
     cli(['maxqueue', 'k-small', '10']);
     const full = cli(['put', 'k-small', '--file', file]);
     assert.equal(full.code, 4);
     assert.match(full.stderr, /full after 10 messages/);
     cleanup(dir);
+  });
+
+  it('Ctrl-C during put --file stops it: the lines the server holds, where to resume, exit 130; resuming loses none', async () => {
+    const { dir, file, lines, env } = bigFile(500_000, server.port);
+    try {
+      const put = await putUnderWay(server.port, 'k-int-file', file);
+      put.child.kill('SIGINT');
+      assert.equal(await put.exited, 130, put.stderr());
+      const [, count, unsureFrom, , resume, command] = SUMMARY.exec(put.stderr()) ?? assert.fail(put.stderr());
+      // The server answered what was in flight: nothing is in doubt.
+      assert.equal(unsureFrom, undefined, put.stderr());
+      assert.ok(Number(count) >= 2000 && Number(count) < lines.length, count);
+      assert.equal(Number(resume), Number(count) + 1);
+      assert.equal((await stored(server.port, 'k-int-file')).length, Number(count));
+      const rest = spawnSync('sh', ['-c', command!], { encoding: 'utf8', env, timeout: 60_000 });
+      assert.equal(rest.status, 0, rest.stderr);
+      assert.deepEqual(await stored(server.port, 'k-int-file'), lines);
+    } finally {
+      cleanup(dir);
+    }
+  });
+
+  it('SIGTERM while the server does not answer: the lines in flight are reported as maybe stored, and only they come twice', async () => {
+    const own = await startServer();
+    const { dir, file, lines, env } = bigFile(500_000, own.port);
+    const workers = own.workers();
+    try {
+      const put = await putUnderWay(own.port, 'k-stopped', file, ['--timeout', '1000']);
+      for (const pid of workers) process.kill(pid, 'SIGSTOP');
+      await new Promise((r) => setTimeout(r, 300)); // the next batch is sent, and waits
+      put.child.kill('SIGTERM');
+      assert.equal(await put.exited, 130, put.stderr());
+      for (const pid of workers) process.kill(pid, 'SIGCONT');
+      const [, count, unsureFrom, unsureTo, resume, command, again] = SUMMARY.exec(put.stderr()) ?? assert.fail(put.stderr());
+      const [s, from, to] = [Number(count), Number(unsureFrom), Number(unsureTo)];
+      assert.deepEqual([from, to, Number(resume)], [s + 1, s + 1000, s + 1], put.stderr());
+      assert.ok(again, put.stderr());
+      // The batch got to the server, which stores it once it runs again.
+      await waitFor(async () => (await stored(own.port, 'k-stopped')).length === to);
+      const rest = spawnSync('sh', ['-c', command!], { encoding: 'utf8', env, timeout: 60_000 });
+      assert.equal(rest.status, 0, rest.stderr);
+      assert.deepEqual(await stored(own.port, 'k-stopped'), [...lines.slice(0, to), ...lines.slice(s)]);
+    } finally {
+      for (const pid of workers) process.kill(pid, 'SIGCONT');
+      await own.stop();
+      cleanup(own.dir);
+      cleanup(dir);
+    }
   });
 
   it('leases from the command line: get --lease prints Pos and Lease; touch extends; ack with the token', () => {
@@ -160,6 +280,11 @@ describe('httpsqs-cli', () => {
     const withPath = spawnSync(process.execPath, [CLI_CLIENT, '--url', `http://127.0.0.1:${server.port}/queues/`, 'put', 'k-path', 'p'], { encoding: 'utf8', env: cleanEnv() });
     assert.deepEqual([withPath.status, withPath.stdout], [0, '1\n']);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, '--help'], { encoding: 'utf8' }).status, 0);
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const v = spawnSync(process.execPath, [CLI_CLIENT, flag], { encoding: 'utf8', env: cleanEnv() });
+      assert.deepEqual([v.status, v.stdout, v.stderr], [0, `${version}\n`, ''], flag);
+    }
     const locked = await startServer({ args: ['-a', 'sesame'] });
     try {
       const denied = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: cleanEnv() });
@@ -226,5 +351,23 @@ describe('httpsqs-cli', () => {
     const frames = r.stdout.split(/^httpsqs top: /m).filter(Boolean);
     assert.equal(frames.length, 2);
     assert.match(frames[1]!, /QUEUE\s+UNREAD\s+LEASED\s+PUT\/s\s+GET\/s\s+UNREAD OVER TIME\nk-top\s+1\s+0\s+0\s+0\s+[▁▂▃▄▅▆▇█]{2}/);
+  });
+
+  it('top that never reaches a server says so and exits with 1, after its iterations or when interrupted', async () => {
+    const port = String(await freePort());
+    const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--iterations', '2', '--interval', '0.2'], { encoding: 'utf8', env: cleanEnv() });
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.stdout.match(/trying again/g)?.length, 2);
+    assert.match(r.stderr, /^httpsqs-cli: top never reached the server \(no answer from the server: .*ECONNREFUSED.*\)\n$/);
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--interval', '0.2'], { env: cleanEnv() });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await waitFor(() => out.includes('trying again'));
+    child.kill('SIGINT');
+    assert.equal(await exited, 1);
+    assert.match(err, /^httpsqs-cli: top never reached the server/);
   });
 });

@@ -4,10 +4,11 @@
  * for scripts with `--json`; exit codes say what happened (see EXIT below and the README).
  */
 import { createReadStream, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
+import { VERSION } from '../cli/version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
@@ -38,6 +39,7 @@ interface Globals {
 
 const program = new Command('httpsqs-cli')
   .description('Command-line client for httpsqs and HTTPSQS servers')
+  .version(VERSION, '-V, --version', 'print the version and exit')
   .addOption(new Option('--url <url>', 'server URL (overrides --host and --port)').env('HTTPSQS_URL'))
   .addOption(new Option('--host <host>', 'server host').env('HTTPSQS_HOST').default('127.0.0.1'))
   .addOption(new Option('--port <port>', 'server port').env('HTTPSQS_PORT').default('1218'))
@@ -76,6 +78,9 @@ const out = (s: string | Buffer) => process.stdout.write(s);
 process.stdout.on('error', () => {}); // a reader that went away: `write` below reports it
 /** Writes and waits until it is written: a reader that went away (`| head -1`) is an error here. */
 const write = (s: string | Buffer) => new Promise<void>((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(new Outcome(EXIT.ok, '')) : resolve())));
+/** A message as it is; on a terminal, ended with a newline if it has none, so that the prompt
+ * does not run on after it. Piped, its bytes are kept: messages are binary. */
+const shown = (body: Buffer, terminal = process.stdout.isTTY === true) => (terminal && body.at(-1) !== 10 ? Buffer.concat([body, Buffer.from('\n')]) : body);
 const messageJson = (m: Message) => JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease ? { lease: m.lease } : {}), data: m.text() });
 
 function seconds(name: string, v: string | undefined): number | undefined {
@@ -95,7 +100,42 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a terminal. */
+/** How long an interrupted `put --file` waits for the answers to what it already sent. */
+const GRACE_MS = 5000;
+
+/** The lines of `input` as `tail` and `wc -l` count them (split at \n only, a \r before it
+ * dropped), so that a line number reported is the one `tail -n +N` starts at. */
+async function* linesOf(input: Readable): AsyncGenerator<string> {
+  let parts: Buffer[] = [];
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; start = nl + 1, nl = chunk.indexOf(10, start)) {
+      parts.push(chunk.subarray(start, nl));
+      yield lineText(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      parts = [];
+    }
+    if (start < chunk.length) parts.push(chunk.subarray(start));
+  }
+  if (parts.length) yield lineText(Buffer.concat(parts));
+}
+const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
+const lineText = (b: Buffer) => b.toString('utf8', 0, b.at(-1) === 13 ? b.length - 1 : b.length);
+
+/** Where a `put --file` stands: lines 1..stored are stored; the next `unsure` were sent without an
+ * answer, so the server may hold them too. */
+function resumeNote(name: string, input: string, stored: number, unsure: number): string {
+  const next = stored + 1;
+  const done = stored ? `the server stored ${stored} line${stored === 1 ? '' : 's'} (1-${stored})` : 'the server stored no line';
+  const maybe = unsure ? `; lines ${next}-${stored + unsure} were sent but not answered: they may be stored too` : '';
+  const from = `resume from line ${next}${input === '-' ? '' : ` (tail -n +${next} ${shellWord(input)} | httpsqs-cli put ${shellWord(name)} --file -)`}`;
+  return `${done}${maybe}; ${from}${unsure ? ', which may store those again' : ''}`;
+}
+
+/**
+ * Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a
+ * terminal. SIGINT and SIGTERM stop the sending: what is in flight gets GRACE_MS to be answered
+ * (a second signal stops the wait), then it says which lines are stored and where to resume.
+ */
 async function putLines(q: HttpsqsClient, name: string, input: string): Promise<void> {
   const reference = program.opts<Globals>().reference;
   let size = 0;
@@ -106,45 +146,79 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
       throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(err as Error).message}`);
     }
   }
+  const stop = new AbortController(); // no more sending
+  const giveUp = new AbortController(); // no more waiting for answers
+  const onSignal = () => {
+    if (stop.signal.aborted) return giveUp.abort();
+    stop.abort();
+    setTimeout(() => giveUp.abort(), GRACE_MS).unref();
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  const source = addAbortSignal(stop.signal, input === '-' ? process.stdin : createReadStream(input));
   // The bar follows the bytes read (a file's size is known; standard input's is not: no bar).
   const bar = size && process.stderr.isTTY && !json() ? new SingleBar({ format: 'put {bar} {percentage}% | {count} messages | {rate}/s', stream: process.stderr, hideCursor: true }) : undefined;
-  const lines = createInterface({ input: input === '-' ? process.stdin : createReadStream(input), crlfDelay: Infinity });
   const started = performance.now();
-  let count = 0;
+  const rate = () => Math.round(stored / Math.max((performance.now() - started) / 1000, 1e-3));
+  // Sent one batch at a time, so the stored lines are always 1..stored.
+  let stored = 0;
+  let unsure = 0;
   let read = 0;
+  let complete = false;
+  let failure: unknown;
   bar?.start(size, 0, { count: 0, rate: 0 });
   let batch: string[] = [];
   const flush = async () => {
-    if (reference) {
-      for (const m of batch) {
-        await q.put(name, m);
-        count++;
+    try {
+      if (reference) {
+        for (const m of batch) {
+          if (stop.signal.aborted) return;
+          await q.put(name, m, { signal: giveUp.signal });
+          stored++;
+        }
+      } else {
+        const r = await q.mput(name, batch, { signal: giveUp.signal });
+        stored += r.positions.length;
+        if (r.full) throw new QueueFullError(name);
       }
-    } else {
-      const r = await q.mput(name, batch);
-      count += r.positions.length;
-      if (r.full) throw new QueueFullError(name);
+    } catch (err) {
+      // Without an answer the server may have stored what it was sent (unless it was never reached).
+      const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
+      if (giveUp.signal.aborted || (err instanceof NetworkError && !refused)) unsure = reference ? 1 : batch.length;
+      throw err;
     }
     batch = [];
-    bar?.update(read, { count, rate: Math.round(count / ((performance.now() - started) / 1000)) });
+    bar?.update(read, { count: stored, rate: rate() });
   };
   try {
-    for await (const line of lines) {
+    for await (const line of linesOf(source)) {
+      if (stop.signal.aborted) break;
       read += Buffer.byteLength(line) + 1;
       batch.push(line);
       if (batch.length >= MAX_BATCH) await flush();
     }
-    if (batch.length) await flush();
+    if (!stop.signal.aborted) {
+      if (batch.length) await flush();
+      complete = batch.length === 0; // a signal during the last batch: it went in all the same
+    }
   } catch (err) {
-    if (err instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${count} messages`);
-    throw err;
+    if (!stop.signal.aborted) failure = err; // else the abort of the reading, or of a request, stopped it
   } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    bar?.update(read, { count: stored, rate: rate() });
     bar?.stop();
+    source.destroy();
+  }
+  if (!complete || failure !== undefined) {
+    const where = resumeNote(name, input, stored, unsure);
+    if (failure === undefined) throw new Outcome(EXIT.interrupted, `interrupted: ${where}`);
+    const note = stored || unsure ? `; ${where}` : '';
+    if (failure instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${stored} messages${note}`);
+    if (!(failure instanceof HttpsqsError)) throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(failure as Error).message}${note}`);
+    throw new Outcome(exitCode(failure), `${failure.message}${note}`);
   }
   const secs = (performance.now() - started) / 1000;
-  const rate = Math.round(count / Math.max(secs, 1e-3));
-  if (json()) out(`${JSON.stringify({ count, seconds: Number(secs.toFixed(3)), rate })}\n`);
-  else process.stderr.write(`put ${count} messages in ${secs.toFixed(2)} s (${rate} messages/s)\n`);
+  if (json()) out(`${JSON.stringify({ count: stored, seconds: Number(secs.toFixed(3)), rate: rate() })}\n`);
+  else process.stderr.write(`put ${stored} messages in ${secs.toFixed(2)} s (${rate()} messages/s)\n`);
 }
 
 program
@@ -203,7 +277,7 @@ program
         }
         if (json()) await write(`${messageJson(m)}\n`);
         else {
-          await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : m.body);
+          await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : shown(m.body));
           if (m.lease && !settleAfter) process.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
         }
         if (settleAfter) {
@@ -261,7 +335,7 @@ program
       }
       const body = await q.view(name, pos);
       if (body.length === 0) throw new Outcome(EXIT.empty, `nothing stored at position ${pos} of ${name}`);
-      out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : body);
+      out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : shown(body));
     });
   });
 
@@ -284,9 +358,21 @@ program
       if (size < MIN_MAXQUEUE || size > MAX_POSITION) throw new Outcome(EXIT.usage, `<num>: expected ${MIN_MAXQUEUE}..${MAX_POSITION}, got ${num}`);
       const done = await q.maxqueue(name, size);
       if (json()) out(`${JSON.stringify({ maxqueue: done })}\n`);
-      if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: the ring holds positions beyond ${num}, or is a lap ahead`);
+      else if (done) out(`maxqueue of ${name} set to ${size}\n`);
+      if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: ${await refusal(q, name, size)}`);
     });
   });
+
+/** Why the ring rules refuse `num`, from the queue as it stands now (it may have moved since). */
+async function refusal(q: HttpsqsClient, name: string, num: number): Promise<string> {
+  const s = await q.statusJson(name).catch(() => undefined);
+  if (!s) return `the ring rules refuse ${num} while it holds positions beyond it, or its writer is a lap ahead`;
+  const at = `putpos ${s.putpos}, getpos ${s.getpos}`;
+  if (s.putpos < s.getpos) return `the ring rules refuse ${num} while the writer is a lap ahead of the reader (${at}): no size is taken until the reader has come round too`;
+  const used = Math.max(s.putpos, s.getpos);
+  if (num < used) return `the ring rules refuse ${num} while position ${used} is in use (${at}): give ${used} or more`;
+  return `the ring rules refused ${num}, and the queue has moved since (${at}): try again`;
+}
 
 program
   .command('synctime <seconds>')
@@ -295,7 +381,7 @@ program
     await withClient(async (q) => {
       const seconds = whole('<seconds>', s);
       await q.synctime(seconds);
-      if (json()) out(`${JSON.stringify({ synctime: seconds })}\n`);
+      out(json() ? `${JSON.stringify({ synctime: seconds })}\n` : `synctime set to ${seconds} s\n`);
     });
   });
 
@@ -356,6 +442,9 @@ program
     const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
     const stop = new AbortController();
     process.once('SIGINT', () => stop.abort());
+    // A server restarting is waited for; one never reached (a wrong port?) is an error at the end.
+    let failed: NetworkError | undefined;
+    let reached = false;
     if (tty) out('\x1b[?25l'); // hide the cursor
     try {
       for (let i = 0; i < iterations; i++) {
@@ -364,9 +453,11 @@ program
         const all: QueueStatus[] = [];
         try {
           for await (const s of q.queues(o.prefix)) all.push(s);
+          reached = true;
         } catch (err) {
           // A server restarting: say so in place of the table, and look again at the next refresh.
           if (!(err instanceof NetworkError)) throw err;
+          failed = err;
           out(`${tty ? '\x1b[H\x1b[2J' : ''}httpsqs top: ${err.message}; trying again\n${tty ? '' : '\n'}`);
           await sleep(interval * 1000, undefined, { signal: stop.signal }).catch(() => {});
           if (stop.signal.aborted) break;
@@ -396,7 +487,16 @@ program
       if (tty) out('\x1b[?25h\n');
       await q.close();
     }
+    if (!reached && failed) throw new Outcome(EXIT.error, `top never reached the server (${failed.message})`);
   });
+
+/** The exit code for an error of the client; anything else is a bug, and thrown. */
+function exitCode(err: unknown): number {
+  if (err instanceof Outcome) return err.exit;
+  if (err instanceof AuthError) return EXIT.auth;
+  if (err instanceof HttpsqsError) return EXIT.error;
+  throw err;
+}
 
 async function main(): Promise<void> {
   try {
@@ -408,16 +508,8 @@ async function main(): Promise<void> {
       process.exitCode = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
       return;
     }
-    if (err instanceof Outcome) {
-      if (err.message) process.stderr.write(`httpsqs-cli: ${err.message}\n`);
-      process.exitCode = err.exit;
-    } else if (err instanceof AuthError) {
-      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
-      process.exitCode = EXIT.auth;
-    } else if (err instanceof HttpsqsError) {
-      process.stderr.write(`httpsqs-cli: ${err.message}\n`);
-      process.exitCode = EXIT.error;
-    } else throw err;
+    process.exitCode = exitCode(err);
+    if (e.message) process.stderr.write(`httpsqs-cli: ${e.message}\n`);
   }
 }
 

@@ -284,10 +284,10 @@ export class HttpsqsClient {
   }
 
   /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all did). */
-  async mput(name: QueueName, messages: Array<string | Uint8Array>): Promise<{ positions: number[]; full: boolean }> {
+  async mput(name: QueueName, messages: Array<string | Uint8Array>, o: { signal?: AbortSignal } = {}): Promise<{ positions: number[]; full: boolean }> {
     const base64 = messages.some((m) => typeof m !== 'string');
     const body = JSON.stringify(messages.map((m) => (base64 ? bytes(m).toString('base64') : m)));
-    const reply = await this.call({ name, opt: 'mput', encoding: base64 ? 'base64' : undefined }, { body, type: 'application/json' });
+    const reply = await this.call({ name, opt: 'mput', encoding: base64 ? 'base64' : undefined }, { body, type: 'application/json', signal: o.signal });
     if (text(reply.body) === R.PUT_ERROR) throw new ProtocolError('the server refused the batch', R.PUT_ERROR);
     const r = this.json<{ positions: number[]; full: boolean }>(reply);
     return { positions: r.positions, full: r.full };
