@@ -168,7 +168,7 @@ describe('packaging', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.doesNotMatch(r.stdout + r.stderr, /warn/i);
     assert.equal(execFileSync(join(prefix, 'bin', 'httpsqs'), ['--version'], { encoding: 'utf8' }), `httpsqs ${VERSION}\n`);
-    assert.match(execFileSync(join(prefix, 'bin', 'httpsqs-cli'), ['--help'], { encoding: 'utf8' }), /httpsqs-cli/);
+    assert.ok(execFileSync(join(prefix, 'bin', 'httpsqs-cli'), ['--version'], { encoding: 'utf8' }).includes(VERSION));
     cleanup(prefix);
   });
 
