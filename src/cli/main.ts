@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { isWorker, runPrimary, runWorker } from './cluster.js';
 import { configureLog, log } from './log.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../version.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
 import { DataError, runData } from './data.js';
 import { redactUrl } from '../store/redis.js';

@@ -10,7 +10,7 @@ import { redactUrl, RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 import type { Config } from './options.js';
 import { log } from './log.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../version.js';
 import { fail } from './process.js';
 
 const storeWarning = (message: string) => log.warn({ event: 'store' }, message);

@@ -8,7 +8,7 @@ import { addAbortSignal, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { VERSION } from '../cli/version.js';
+import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
