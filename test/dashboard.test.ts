@@ -272,3 +272,45 @@ for (const workers of [1, 2]) {
     });
   });
 }
+
+describe('the status dot', { skip }, () => {
+  let server: RunningServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server.stop();
+    cleanup(server.dir);
+  });
+
+  it('is grey until the server first answers, red while it does not, green when it does', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let infos = 0;
+    let listed: Promise<unknown> | undefined;
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, {
+      // The first /dashboard/info is held, then fails; the next ones get through.
+      prepare: (p) => {
+        listed = p.waitForResponse(/[?&]opt=list/);
+        return p.route(/\/dashboard\/info/, async (route) => (infos++ === 0 ? (await held, await route.abort()) : await route.continue()));
+      },
+    });
+    const dot = page.locator('#live');
+    const state = async () => [await dot.getAttribute('class'), await dot.evaluate((e) => getComputedStyle(e).color), await page.locator('#facts').textContent()];
+    await listed; // the queues have answered, the server's facts not yet
+    assert.deepEqual(await state(), ['connecting', 'rgb(152, 162, 179)', 'connecting…']);
+    release();
+    await page.waitForFunction(() => document.getElementById('live')?.className === 'stale');
+    assert.deepEqual(await state(), ['stale', 'rgb(255, 180, 169)', 'no answer from the server: trying again…']);
+    await page.waitForFunction(() => document.getElementById('live')?.className === '');
+    const [, green, facts] = await state();
+    assert.equal(green, 'rgb(159, 224, 176)');
+    assert.match(facts!, /^v\d+\.\d+\.\d+ · up /);
+    // The server goes away.
+    await page.route(/[?&]opt=list/, (route) => route.abort());
+    await page.waitForFunction(() => document.getElementById('live')?.className === 'stale');
+    assert.match((await page.locator('#facts').textContent())!, /^v\d/); // the facts last known stay
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+});

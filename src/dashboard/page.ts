@@ -22,6 +22,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   header a { color: inherit; text-decoration: none; }
   #facts { color: #c8cfdb; font-size: 13px; }
   #live { margin-left: auto; font-size: 12px; color: #9fe0b0; }
+  #live.connecting { color: #98a2b3; }
   #live.stale { color: #ffb4a9; }
   main { max-width: 1200px; margin: 0 auto; padding: 16px 20px 40px; }
   .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px; margin-bottom: 16px; }
@@ -64,7 +65,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
 </style>
 </head>
 <body>
-<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live">●</span></header>
+<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live" class="connecting" title="connecting">●</span></header>
 <main id="app"></main>
 <script>
 "use strict";
@@ -333,6 +334,13 @@ async function dashboardJson(path) {
   return r.json();
 }
 
+/** The dot: grey until the server first answers, then green, or red while it does not. */
+function live(state, title) {
+  const dot = document.getElementById('live');
+  dot.className = state;
+  dot.title = title;
+}
+
 let busy = false;
 async function refresh() {
   clearTimeout(timer);
@@ -351,10 +359,11 @@ async function refresh() {
     // Not while someone types into a form on the page (the search box re-renders as it goes).
     const typing = document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
     if (!typing) await render();
-    document.getElementById('live').className = '';
+    live('', 'live');
   } catch (err) {
     if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
-    document.getElementById('live').className = 'stale';
+    live('stale', 'no answer from the server: trying again');
+    if (!facts) document.getElementById('facts').textContent = 'no answer from the server: trying again…';
   } finally {
     busy = false;
   }
