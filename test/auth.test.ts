@@ -66,7 +66,7 @@ describe('passwords', () => {
         assert.equal(await text(p, '/?name=q&opt=reset&auth=%FC'), 'HTTPSQS_AUTH_FAILED');
         assert.equal(await text(p, '/?name=q&opt=reset&auth=%C3%BC'), 'HTTPSQS_RESET_OK');
         // The dashboard and /metrics compare the same way.
-        for (const path of ['/metrics', '/dashboard/info']) {
+        for (const path of ['/metrics', '/dashboard/info', '/dashboard/history']) {
           assert.equal((await request(p, 'GET', `${path}?auth=${utf8}`)).status, 200, path);
           assert.equal((await request(p, 'GET', `${path}?auth=${misread}`)).status, 401, path);
         }

@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { cleanup, keepAliveClient, needsTool, request, ROOT, startServer, type RunningServer } from './helpers.js';
 
 const skip = needsTool('chromium', 'chromium');
@@ -22,16 +22,19 @@ before(async () => {
 });
 after(() => browser?.close());
 
-/** A page that fails the test on any dialog it did not expect, and on script errors. */
-async function open(url: string, viewport = { width: 1280, height: 900 }): Promise<{ page: Page; problems: string[] }> {
-  const page = await browser.newPage({ viewport });
+/** A page that fails the test on any dialog it did not expect, on script errors and on anything
+ * its Content-Security-Policy blocked. `prepare` runs before the page loads. */
+async function open(url: string, opts: { viewport?: { width: number; height: number }; prepare?: (page: Page) => Promise<unknown> } = {}): Promise<{ page: Page; problems: string[] }> {
+  const page = await browser.newPage({ viewport: opts.viewport ?? { width: 1280, height: 900 } });
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(`script error: ${err.message}`));
+  page.on('console', (m) => void (m.type() === 'error' && /Content Security Policy/.test(m.text()) && problems.push(`CSP: ${m.text()}`)));
   page.on('dialog', (d) => {
     if (d.type() === 'confirm') return void d.accept();
     problems.push(`unexpected ${d.type()}: ${d.message()}`);
     void d.dismiss();
   });
+  await opts.prepare?.(page);
   await page.goto(url);
   return { page, problems };
 }
@@ -142,7 +145,7 @@ describe('dashboard', { skip }, () => {
   });
 
   it('reads well on a phone', async () => {
-    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { width: 390, height: 844 });
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { viewport: { width: 390, height: 844 } });
     await page.locator('tr[data-queue="orders"]').waitFor();
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
@@ -203,5 +206,111 @@ describe('dashboard with passwords', { skip }, () => {
       await server.stop();
       cleanup(server.dir);
     }
+  });
+});
+
+/** The y of each point of a chart's polyline (the chart's data, scaled: a larger rate is higher). */
+async function ys(line: Locator): Promise<number[]> {
+  const points = (await line.getAttribute('points')) ?? '';
+  return points ? points.split(' ').map((p) => Number(p.split(',')[1])) : [];
+}
+
+/** A chart has one point per bucket of the server's history and shows some puts and some gets. */
+async function assertDrawn(svg: Locator, height: number, what: string) {
+  const [put, get] = [await ys(svg.locator('polyline').nth(0)), await ys(svg.locator('polyline').nth(1))];
+  assert.equal(put.length, 180, `${what}: a point per 5 s over 15 minutes`);
+  assert.equal(get.length, 180, what);
+  const floor = height - 2; // where a rate of 0 is drawn
+  assert.ok(put.some((y) => y < floor), `${what}: no puts drawn`);
+  assert.ok(get.some((y) => y < floor), `${what}: no gets drawn`);
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+for (const workers of [1, 2]) {
+  describe(`dashboard history with ${workers} worker${workers > 1 ? 's' : ''}`, { skip }, () => {
+    let server: RunningServer;
+    before(async () => {
+      server = await startServer({ args: ['--workers', String(workers)] });
+    });
+    after(async () => {
+      await server.stop();
+      cleanup(server.dir);
+    });
+
+    it('a page opened after traffic draws its charts at once, from the server\'s history', async () => {
+      // Each request on a connection of its own: under --workers they are spread over the workers.
+      for (let i = 0; i < 12; i++) await put(server.port, 'hist', `m${i}`);
+      for (let i = 0; i < 5; i++) assert.match((await request(server.port, 'GET', '/?name=hist&opt=get')).body.toString(), /^m\d+$/);
+      // Whichever worker answers, the history is the sum over all of them.
+      for (let i = 0; i < 4; i++) {
+        const h = JSON.parse((await request(server.port, 'GET', '/dashboard/history')).body.toString());
+        assert.deepEqual([sum(h.total.put), sum(h.total.get)], [12, 5]);
+        const q = h.queues.find((x: { name: string }) => x.name === 'hist');
+        assert.deepEqual([sum(q.put), sum(q.get)], [12, 5]);
+        assert.equal(h.total.put.length, 180);
+      }
+
+      // Only the page's first poll of the queues gets through: its charts cannot come from rates
+      // between polls, and nothing is redrawn after the first answer.
+      let polls = 0;
+      const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, {
+        prepare: (p) => p.route(/[?&]opt=list/, (route) => (polls++ === 0 ? route.continue() : route.abort())),
+      });
+      const row = page.locator('tr[data-queue="hist"]');
+      await row.waitFor();
+      assert.match((await page.locator('#facts').textContent())!, new RegExp(`· ${workers} workers?$`));
+      await assertDrawn(page.locator('#throughput svg'), 120, 'throughput');
+      await assertDrawn(row.locator('svg'), 24, "the queue's row");
+      await page.locator('#throughput svg').screenshot({ path: join(SHOTS, `dashboard-history-${workers}.png`) });
+      await page.unroute(/[?&]opt=list/);
+      await row.locator('a').click();
+      await page.locator('#messages tbody tr').first().waitFor();
+      await assertDrawn(page.locator('.panel svg').first(), 120, "the queue's page");
+      assert.deepEqual(problems, []);
+      await page.close();
+    });
+  });
+}
+
+describe('the status dot', { skip }, () => {
+  let server: RunningServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server.stop();
+    cleanup(server.dir);
+  });
+
+  it('is grey until the server first answers, red while it does not, green when it does', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let infos = 0;
+    let listed: Promise<unknown> | undefined;
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, {
+      // The first /dashboard/info is held, then fails; the next ones get through.
+      prepare: (p) => {
+        listed = p.waitForResponse(/[?&]opt=list/);
+        return p.route(/\/dashboard\/info/, async (route) => (infos++ === 0 ? (await held, await route.abort()) : await route.continue()));
+      },
+    });
+    const dot = page.locator('#live');
+    const state = async () => [await dot.getAttribute('class'), await dot.evaluate((e) => getComputedStyle(e).color), await page.locator('#facts').textContent()];
+    await listed; // the queues have answered, the server's facts not yet
+    assert.deepEqual(await state(), ['connecting', 'rgb(152, 162, 179)', 'connecting…']);
+    release();
+    await page.waitForFunction(() => document.getElementById('live')?.className === 'stale');
+    assert.deepEqual(await state(), ['stale', 'rgb(255, 180, 169)', 'no answer from the server: trying again…']);
+    await page.waitForFunction(() => document.getElementById('live')?.className === '');
+    const [, green, facts] = await state();
+    assert.equal(green, 'rgb(159, 224, 176)');
+    assert.match(facts!, /^v\d+\.\d+\.\d+ · up /);
+    // The server goes away.
+    await page.route(/[?&]opt=list/, (route) => route.abort());
+    await page.waitForFunction(() => document.getElementById('live')?.className === 'stale');
+    assert.match((await page.locator('#facts').textContent())!, /^v\d/); // the facts last known stay
+    assert.deepEqual(problems, []);
+    await page.close();
   });
 });

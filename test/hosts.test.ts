@@ -42,7 +42,7 @@ describe('the Host rule', () => {
 
   it('the dashboard and its API refuse a host name that is not allowed', async () => {
     for (const host of ['evil.example', `evil.example:${port}`, 'localhost.evil.example', '127.0.0.1.nip.io', 'Evil.Example.']) {
-      for (const path of ['/dashboard', '/dashboard/info']) {
+      for (const path of ['/dashboard', '/dashboard/info', '/dashboard/history']) {
         const r = await get(path, host);
         assert.equal(r.status, 403, `${path} with Host ${host}`);
         assert.match(r.body, /--allowed-hosts/);
@@ -54,6 +54,7 @@ describe('the Host rule', () => {
     for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LocalHost', `[::1]:${port}`, '[::1]', '10.1.2.3', 'queues.internal', `QUEUES.internal:${port}`, undefined]) {
       assert.equal((await get('/dashboard', host)).status, 200, `Host ${host}`);
       assert.equal((await get('/dashboard/info', host)).status, 200, `Host ${host}`);
+      assert.equal((await get('/dashboard/history', host)).status, 200, `Host ${host}`);
     }
   });
 

@@ -1,7 +1,8 @@
 /**
  * Master and workers, like the reference: the primary process serves nothing itself. It writes
  * the PID file, restarts a worker that dies (with a back-off and a log line saying why), relays
- * `opt=synctime` to every worker, and on a stop signal stops the workers gracefully.
+ * `opt=synctime` to every worker, and the metrics and dashboard histories of the others to the one
+ * answering /metrics or /dashboard/history, and on a stop signal stops the workers gracefully.
  *
  * One worker (the default) owns the data directory like a single server: it takes the directory
  * lock itself, so a replacement cannot open the database while a dying worker still could write.
@@ -15,6 +16,7 @@ import type { Config } from './options.js';
 import { lockDirectory } from '../store/lock.js';
 import { log, reopenLog } from './log.js';
 import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
+import type { HistorySnapshot } from '../dashboard/history.js';
 import { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
 import { serve, type Serving } from './serve.js';
@@ -30,8 +32,26 @@ type FromWorker = {
   /** A /metrics request to answer with every worker's metrics. (Not `metrics`: prom-client's own
    * messages between primary and workers, which pass here too, have a field of that name.) */
   metricsRequest?: number;
+  /** A /dashboard/history request: the other workers' histories, please. */
+  historyRequest?: number;
+  /** This worker's history, for the gathering with this id. */
+  historyReply?: { id: number; snapshot: HistorySnapshot };
 };
-type ToWorker = { reopenLog?: true; synctime?: number; watching?: number; wake?: Array<[string, number]>; metricsText?: { id: number; text: string } };
+type ToWorker = {
+  /** Reopen the log file (SIGHUP to the primary). */
+  reopenLog?: true;
+  synctime?: number;
+  watching?: number;
+  wake?: Array<[string, number]>;
+  metricsText?: { id: number; text: string };
+  /** Send your history for the gathering with this id. */
+  historyQuery?: number;
+  /** The other workers' histories for the request with this id. */
+  histories?: { id: number; snapshots: HistorySnapshot[] };
+};
+
+/** How long the primary waits for workers' histories (one may be dying). */
+const HISTORY_WAIT_MS = 1000;
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
   refuseRunningPidFile(config.pidfile);
@@ -52,6 +72,9 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   // Long polls across workers: which workers wait on which queue, so a put in one wakes the others.
   const watchers = new Map<string, Set<Worker>>();
   const collect = config.workers > 1 ? clusterMetrics() : undefined;
+  const ready = new Set<Worker>();
+  let nextGathering = 0;
+  const gatherings = new Map<number, { snapshots: HistorySnapshot[]; waiting: number; done: () => void }>();
 
   const relay = (from: Worker, m: FromWorker) => {
     if (m.watch) {
@@ -80,18 +103,42 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       const answer = (text: string) => from.isConnected() && from.send({ metricsText: { id, text } } satisfies ToWorker);
       collect().then(answer, (err: Error) => answer(`# metrics could not be collected: ${err.message}\n`));
     }
+    if (m.historyRequest !== undefined) {
+      const id = m.historyRequest;
+      const gathering = nextGathering++;
+      const others = [...ready].filter((w) => w !== from && w.isConnected());
+      const snapshots: HistorySnapshot[] = [];
+      const done = () => {
+        if (!gatherings.delete(gathering)) return;
+        clearTimeout(timer);
+        if (from.isConnected()) from.send({ histories: { id, snapshots } } satisfies ToWorker);
+      };
+      const timer = setTimeout(done, HISTORY_WAIT_MS);
+      gatherings.set(gathering, { snapshots, waiting: others.length, done });
+      for (const w of others) w.send({ historyQuery: gathering } satisfies ToWorker);
+      if (!others.length) done();
+    }
+    if (m.historyReply) {
+      const g = gatherings.get(m.historyReply.id);
+      if (g) {
+        g.snapshots.push(m.historyReply.snapshot);
+        if (--g.waiting === 0) g.done();
+      }
+    }
   };
 
   const fork = (): Worker => {
     const worker = cluster.fork();
     worker.on('message', (m: FromWorker) => relay(worker, m));
     worker.on('exit', () => {
+      ready.delete(worker);
       for (const [name, set] of watchers) if (set.delete(worker) && set.size === 0) watchers.delete(name);
     });
     worker.on('message', (m: FromWorker) => {
       if (m.error && !started) fail(m.error);
       if (m.error) log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${m.error}`);
       // A worker that replaces one gets the synctime set at run time once it listens (its 'ready').
+      if (m.ready) ready.add(worker);
       if (m.ready && started) worker.send({ synctime } satisfies ToWorker);
       if (m.synctime) {
         synctime = m.synctime;
@@ -155,11 +202,16 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   announce();
 }
 
-/** This worker's side of long polls and metrics across workers, through the primary. */
-function primaryLink(): Peers & { fromCluster: () => Promise<string>; onMessage: (m: ToWorker, serving: Serving) => void } {
+/** This worker's side of long polls, metrics and dashboard histories across workers, through the primary. */
+function primaryLink(): Peers & {
+  fromCluster: () => Promise<string>;
+  otherHistories: () => Promise<HistorySnapshot[]>;
+  onMessage: (m: ToWorker, serving: Serving) => void;
+} {
   let next = 0;
   const confirmations = new Map<number, () => void>();
   const texts = new Map<number, (text: string) => void>();
+  const histories = new Map<number, (snapshots: HistorySnapshot[]) => void>();
   const send = (m: FromWorker) => process.connected && process.send?.(m);
   let puts: Map<string, number> | undefined;
   return {
@@ -189,11 +241,21 @@ function primaryLink(): Peers & { fromCluster: () => Promise<string>; onMessage:
         send({ metricsRequest: id });
       });
     },
+    otherHistories() {
+      if (!process.connected) return Promise.resolve([]);
+      const id = next++;
+      return new Promise((resolve) => {
+        histories.set(id, resolve);
+        send({ historyRequest: id });
+      });
+    },
     onMessage(m, serving) {
       if (m.synctime) serving.store.setSyncInterval(m.synctime);
       if (m.watching !== undefined) confirmations.get(m.watching)?.(), confirmations.delete(m.watching);
       if (m.wake) for (const [name, count] of m.wake) serving.waiters.wake(name, count);
       if (m.metricsText) texts.get(m.metricsText.id)?.(m.metricsText.text), texts.delete(m.metricsText.id);
+      if (m.historyQuery !== undefined) send({ historyReply: { id: m.historyQuery, snapshot: serving.history.snapshot() } });
+      if (m.histories) histories.get(m.histories.id)?.(m.histories.snapshots), histories.delete(m.histories.id);
     },
   };
 }
@@ -204,6 +266,7 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
     onSynctime: (synctime) => process.send?.({ synctime } satisfies FromWorker),
     peers: link,
     fromCluster: link?.fromCluster,
+    otherHistories: link?.otherHistories,
   });
   process.on('message', (m: ToWorker) => {
     if (m.reopenLog) reopenLog();

@@ -1,4 +1,5 @@
 /** One serving process: the store, the HTTP server on its port, and a clean stop. */
+import { mergeHistories, RateHistory, type HistorySnapshot } from '../dashboard/history.js';
 import { createMetrics, shareWithPrimary } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
@@ -18,6 +19,8 @@ const storeWarning = (message: string) => log.warn({ event: 'store' }, message);
 export interface Serving {
   store: Store;
   waiters: Waiters;
+  /** This process's puts and gets for the dashboard's charts. */
+  history: RateHistory;
   /** Stop accepting, finish in-flight requests, flush, close. */
   stop(): Promise<void>;
 }
@@ -29,6 +32,8 @@ export interface ServeHooks {
   peers?: Peers | undefined;
   /** Every worker's metrics, through the primary. */
   fromCluster?: (() => Promise<string>) | undefined;
+  /** The other workers' dashboard histories, through the primary. */
+  otherHistories?: (() => Promise<HistorySnapshot[]>) | undefined;
 }
 
 export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
@@ -50,6 +55,8 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     fromCluster: hooks.fromCluster,
   });
   if (hooks.fromCluster) shareWithPrimary(metrics.registry);
+  const history = new RateHistory();
+  const others = hooks.otherHistories;
   const server = createHttpsqsServer(metrics.instrument(store), {
     auth: config.auth,
     adminAuth: config.adminAuth,
@@ -64,6 +71,8 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     peers,
     metrics,
     facts: () => facts,
+    history,
+    historyFromCluster: others && (async () => mergeHistories([history.snapshot(), ...(await others())])),
     log: (line) => log.error({ event: 'error' }, line),
   });
   app = server;
@@ -82,6 +91,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   return {
     store,
     waiters: server.waiters,
+    history,
     async stop() {
       await server.close();
       await store.close();

@@ -1,6 +1,11 @@
-/** `/dashboard` (the page) and `/dashboard/info` (server facts as JSON) for the HTTP server. */
+/**
+ * `/dashboard` (the page), `/dashboard/info` (server facts as JSON) and `/dashboard/history`
+ * (recent puts and gets, see history.ts) for the HTTP server.
+ */
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import type { HttpReply } from '../server/http.js';
+import type { HistorySnapshot } from './history.js';
 import { DASHBOARD_HTML } from './page.js';
 
 /** What the dashboard shows about the server. */
@@ -27,11 +32,31 @@ const HEAD =
   "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n" +
   'X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n';
 
+export interface DashboardSources {
+  facts: () => ServerFacts;
+  /** Recent puts and gets: this process's, or under `--workers` every worker's added up. */
+  history: () => Promise<HistorySnapshot>;
+}
+
+const JSON_HEAD = 'Content-Type: application/json\r\nCache-Control: no-cache\r\n';
+
 /** The reply for a dashboard path, or undefined for any other path. `authorized`: the request
  * carried the password (or none is set). */
-export function dashboard(path: string, authorized: boolean, facts: () => ServerFacts): HttpReply | undefined {
+export async function dashboard(path: string, authorized: boolean, from: DashboardSources): Promise<HttpReply | undefined> {
   if (path === '/dashboard' || path === '/dashboard/') return { status: 200, head: HEAD, body: PAGE };
-  if (path !== '/dashboard/info') return undefined;
+  if (path !== '/dashboard/info' && path !== '/dashboard/history') return undefined;
   if (!authorized) return { status: 401, head: 'Content-Type: text/plain\r\n', body: 'auth= is required\n' };
-  return { status: 200, head: 'Content-Type: application/json\r\nCache-Control: no-cache\r\n', body: `${JSON.stringify(facts())}\n` };
+  const body = path === '/dashboard/info' ? from.facts() : historyForPage(await from.history());
+  return { status: 200, head: JSON_HEAD, body: `${JSON.stringify(body)}\n` };
+}
+
+/** Queue names as opt=list gives them: read as UTF-8, with `name64` (the bytes) when that loses some. */
+function historyForPage(h: HistorySnapshot) {
+  return {
+    ...h,
+    queues: h.queues.map(({ name, ...series }) => {
+      const bytes = Buffer.from(name, 'latin1');
+      return isUtf8(bytes) ? { name: bytes.toString('utf8'), ...series } : { name: bytes.toString('utf8'), name64: bytes.toString('base64'), ...series };
+    }),
+  };
 }

@@ -1,7 +1,9 @@
 /**
  * The dashboard's page: one self-contained HTML document (styles and script inline, no network
  * access needed), built into the package. It reads the same JSON the clients use (`opt=list`,
- * `status_json`, `view&num`) and `/dashboard/info` by short polling, and draws its charts as SVG.
+ * `status_json`, `view&num`), `/dashboard/info` and `/dashboard/history` by short polling, and
+ * draws its charts as SVG: from the server's history, so that they are full as soon as the page
+ * opens; live rates come from successive polls.
  * Everything that comes from queue names or messages goes into the page as text nodes, never as
  * markup.
  */
@@ -20,6 +22,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   header a { color: inherit; text-decoration: none; }
   #facts { color: #c8cfdb; font-size: 13px; }
   #live { margin-left: auto; font-size: 12px; color: #9fe0b0; }
+  #live.connecting { color: #98a2b3; }
   #live.stale { color: #ffb4a9; }
   main { max-width: 1200px; margin: 0 auto; padding: 16px 20px 40px; }
   .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px; margin-bottom: 16px; }
@@ -62,7 +65,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
 </style>
 </head>
 <body>
-<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live">●</span></header>
+<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live" class="connecting" title="connecting">●</span></header>
 <main id="app"></main>
 <script>
 "use strict";
@@ -70,8 +73,11 @@ const app = document.getElementById('app');
 const params = new URLSearchParams(location.search);
 let auth = sessionStorage.getItem('httpsqs-auth') ?? params.get('auth') ?? '';
 let adminAuth = sessionStorage.getItem('httpsqs-admin-auth') ?? '';
-const HISTORY = 300; // samples kept per queue (5 minutes at one a second)
-const history = new Map(); // name -> [{t, putpos, getpos, maxqueue}]
+const SAMPLES = 300; // polls kept per queue (5 minutes at one a second)
+const samples = new Map(); // key -> [{t, putpos, getpos, maxqueue}]
+// /dashboard/history: puts and gets per bucket, in total and for the busiest queues (by key).
+let serverHistory = null;
+let tracked = new Map();
 let queues = [];
 let facts = null;
 let view = { search: '', sort: 'unread', asc: false, page: 0, size: 50 };
@@ -145,17 +151,37 @@ function record(list) {
   const seen = new Set();
   for (const q of list) {
     seen.add(keyOf(q));
-    const h = history.get(keyOf(q)) ?? [];
+    const h = samples.get(keyOf(q)) ?? [];
     h.push({ t, putpos: q.putpos, getpos: q.getpos, maxqueue: q.maxqueue });
-    if (h.length > HISTORY) h.shift();
-    history.set(keyOf(q), h);
+    if (h.length > SAMPLES) h.shift();
+    samples.set(keyOf(q), h);
   }
-  for (const key of history.keys()) if (!seen.has(key)) history.delete(key);
+  for (const key of samples.keys()) if (!seen.has(key)) samples.delete(key);
 }
 
+/** Puts and gets a second for each bucket of a series of the server's history. The newest bucket
+ * is still filling: its rate is over the part gone by (a second at least, not to jump). */
+function bucketRates(series) {
+  const h = serverHistory;
+  const secs = h.bucketMs / 1000;
+  const filled = Math.min(secs, Math.max(1, (h.now - h.last * h.bucketMs) / 1000));
+  const n = series.put.length;
+  return series.put.map((p, i) => { const d = i === n - 1 ? filled : secs; return { put: p / d, get: series.get[i] / d }; });
+}
+
+/** A queue's rates for its charts: from the server's history when the server counts it on its
+ * own (the busiest queues), else from the page's polls. */
+function queueRates(ref) {
+  const h = tracked.get(keyOf(ref));
+  return h ? bucketRates(h) : rates(samples.get(keyOf(ref)) ?? []);
+}
+
+/** The latest rates: from the last two polls, or before there are two, the last full bucket. */
 function latest(ref) {
-  const r = rates(history.get(keyOf(ref)) ?? []);
-  return r.length ? r[r.length - 1] : { put: 0, get: 0 };
+  const r = rates(samples.get(keyOf(ref)) ?? []);
+  if (r.length) return r[r.length - 1];
+  const h = tracked.get(keyOf(ref));
+  return (h && bucketRates(h).at(-2)) ?? { put: 0, get: 0 };
 }
 
 const fmt = (n) => n >= 100 ? Math.round(n).toLocaleString('en') : n >= 1 ? n.toFixed(1) : n > 0 ? n.toFixed(2) : '0';
@@ -192,15 +218,7 @@ function totals() {
   return sum;
 }
 
-function totalSeries() {
-  const n = Math.max(0, ...[...history.values()].map((h) => h.length - 1));
-  const out = Array.from({ length: n }, () => ({ put: 0, get: 0 }));
-  for (const h of history.values()) {
-    const r = rates(h);
-    r.forEach((x, i) => { const j = n - r.length + i; out[j].put += x.put; out[j].get += x.get; });
-  }
-  return out;
-}
+const historySpan = () => serverHistory ? 'last ' + Math.round(serverHistory.total.put.length * serverHistory.bucketMs / 60000) + ' minutes' : 'no history yet';
 
 function showFacts() {
   if (!facts) return;
@@ -227,7 +245,7 @@ function renderOverview() {
   search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); });
   app.replaceChildren(
     el('div', { class: 'cards' }, card('queues', queues.length.toLocaleString('en'), 'total-queues'), card('unread', t.unread.toLocaleString('en'), 'total-unread'), card('leased', t.leased.toLocaleString('en')), card('puts/s', fmt(t.put)), card('gets/s', fmt(t.get))),
-    el('div', { class: 'panel' }, el('h2', {}, 'Throughput ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }), ' per second, last minutes')), chart(totalSeries())),
+    el('div', { class: 'panel', id: 'throughput' }, el('h2', {}, 'Throughput ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }), ' per second, ' + historySpan())), chart(serverHistory ? bucketRates(serverHistory.total) : [])),
     el('div', { class: 'panel' },
       el('div', { class: 'toolbar' }, search, el('span', { class: 'legend', text: filtered.length.toLocaleString('en') + ' of ' + queues.length.toLocaleString('en') + ' queues' })),
       el('div', { style: 'overflow-x:auto' }, el('table', { id: 'queues' },
@@ -236,7 +254,7 @@ function renderOverview() {
           el('td', { class: 'name' }, el('a', { class: 'q', href: q.name64 ? '#/b/' + encodeURIComponent(q.name64) : '#/q/' + encodeURIComponent(q.name), text: q.name })),
           el('td', { class: 'unread', text: q.unread.toLocaleString('en') }), el('td', { text: q.leased }),
           el('td', { class: 'wide', text: q.putpos }), el('td', { class: 'wide', text: q.getpos }), el('td', { class: 'wide', text: q.putlap + '/' + q.getlap }), el('td', { class: 'wide', text: q.maxqueue.toLocaleString('en') }),
-          el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(rates(history.get(keyOf(q)) ?? []).slice(-60), 24, true))); })))),
+          el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(queueRates(q), 24, true))); })))),
       el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { view.page--; render(); }, ...(view.page === 0 ? { disabled: '' } : {}) }, '‹ Prev'), 'page ' + (view.page + 1) + ' of ' + pages, el('button', { class: 'secondary', onclick: () => { view.page++; render(); }, ...(view.page >= pages - 1 ? { disabled: '' } : {}) }, 'Next ›'))),
   );
   if (typing) { search.focus(); search.setSelectionRange(typing[0], typing[1]); }
@@ -266,7 +284,7 @@ async function renderQueue(ref) {
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
     el('div', { class: 'cards' }, card('queue', ref.name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased)), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
-    el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(rates(history.get(keyOf(ref)) ?? []))),
+    el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(queueRates(ref))),
     el('div', { class: 'panel' }, el('h2', { text: 'Actions' }),
       el('div', { class: 'toolbar' }, putInput, el('button', { id: 'put-button', onclick: () => act('put', () => api({ name, opt: 'put' }, { method: 'POST', body: encodeURIComponent(putInput.value || 'test message') })) }, 'Put message')),
       el('div', { class: 'toolbar' }, maxInput, el('button', { id: 'maxqueue-button', onclick: () => act('maxqueue', () => api({ name, opt: 'maxqueue', num: maxInput.value }, { admin: true })) }, 'Set maxqueue')),
@@ -308,23 +326,44 @@ async function render() {
   if (q === null) renderOverview(); else await renderQueue(q);
 }
 
+/** A dashboard path's JSON; null when the password is wrong (the queue calls then ask for it). */
+async function dashboardJson(path) {
+  const r = await fetch(path + (auth ? '?auth=' + encodeURIComponent(auth) : ''), { cache: 'no-store' });
+  if (r.status === 401) return null;
+  if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+  return r.json();
+}
+
+/** The dot: grey until the server first answers, then green, or red while it does not. */
+function live(state, title) {
+  const dot = document.getElementById('live');
+  dot.className = state;
+  dot.title = title;
+}
+
 let busy = false;
 async function refresh() {
   clearTimeout(timer);
   if (busy) return;
   busy = true;
   try {
-    facts = await fetch('/dashboard/info' + (auth ? '?auth=' + encodeURIComponent(auth) : ''), { cache: 'no-store' }).then((r) => (r.ok ? r.json() : facts)).catch(() => facts);
-    queues = await loadAll();
+    const [f, h, list] = await Promise.all([dashboardJson('/dashboard/info'), dashboardJson('/dashboard/history'), loadAll()]);
+    facts = f ?? facts;
+    if (h) {
+      serverHistory = h;
+      tracked = new Map(h.queues.map((q) => [keyOf(q), q]));
+    }
+    queues = list;
     record(queues);
     showFacts();
     // Not while someone types into a form on the page (the search box re-renders as it goes).
     const typing = document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
     if (!typing) await render();
-    document.getElementById('live').className = '';
+    live('', 'live');
   } catch (err) {
     if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
-    document.getElementById('live').className = 'stale';
+    live('stale', 'no answer from the server: trying again');
+    if (!facts) document.getElementById('facts').textContent = 'no answer from the server: trying again…';
   } finally {
     busy = false;
   }

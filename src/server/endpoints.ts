@@ -1,9 +1,10 @@
 /**
- * The paths beside the queue protocol: `/healthz`, `/metrics` and `/dashboard`. Every other path
- * is the queue protocol, as in the reference.
+ * The paths beside the queue protocol: `/healthz`, `/metrics` and `/dashboard` (with its
+ * `/dashboard/info` and `/dashboard/history`). Every other path is the queue protocol, as in
+ * the reference.
  */
 import { isIP } from 'node:net';
-import { dashboard, type ServerFacts } from '../dashboard/index.js';
+import { dashboard, type DashboardSources } from '../dashboard/index.js';
 import type { Store } from '../store/store.js';
 import type { HttpReply } from './http.js';
 import type { ServerMetrics } from './server.js';
@@ -13,7 +14,7 @@ export interface EndpointContext {
   /** /metrics answers 404 without it. */
   metrics?: ServerMetrics | undefined;
   /** No dashboard without them. */
-  facts?: (() => ServerFacts) | undefined;
+  dashboard?: DashboardSources | undefined;
   /** Whether `auth=` is the password (always true when the server has none). */
   authorized(auth: string | undefined): boolean;
   /** Host names the dashboard answers to besides IP literals and `localhost` (`--allowed-hosts`). */
@@ -48,11 +49,11 @@ export function createEndpoints(ctx: EndpointContext): (path: string, auth: stri
         return { status: 503, head: TEXT, body: `${(err as Error).message}\n` };
       }
     }
-    if (path.startsWith('/dashboard') && ctx.facts) {
+    if (path.startsWith('/dashboard') && ctx.dashboard) {
       if (!hostAllowed(host, ctx.allowedHosts)) {
         return { status: 403, head: TEXT, body: `Host ${host} is not served the dashboard: use an IP address or localhost, or name it with --allowed-hosts\n` };
       }
-      return dashboard(path, ctx.authorized(auth), ctx.facts);
+      return dashboard(path, ctx.authorized(auth), ctx.dashboard);
     }
     if (path !== '/metrics' || !ctx.metrics) return undefined;
     if (!ctx.authorized(auth)) return { status: 401, head: TEXT, body: 'This server needs auth= for /metrics too\n' };

@@ -8,6 +8,7 @@ import * as R from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { DiskLowError, type Store } from '../store/store.js';
 import { createExtensions, isExtension, type Answer, type ExtensionContext } from './extensions.js';
+import { RateHistory, type HistorySnapshot } from '../dashboard/history.js';
 import type { ServerFacts } from '../dashboard/index.js';
 import { createEndpoints, isEndpoint } from './endpoints.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
@@ -42,6 +43,10 @@ export interface ServerOptions {
   allowedHosts?: readonly string[] | undefined;
   /** Facts for /dashboard; no dashboard without them. */
   facts?: (() => Omit<ServerFacts, 'connections'>) | undefined;
+  /** Puts and gets counted for the dashboard's charts; a new one when there is a dashboard and none is given. */
+  history?: RateHistory | undefined;
+  /** What /dashboard/history answers under `--workers`: every worker's history added up. */
+  historyFromCluster?: (() => Promise<HistorySnapshot>) | undefined;
 }
 
 /** What the server reports to a metrics registry (see metrics.ts). */
@@ -80,10 +85,19 @@ const passwordDigest = (password: string | Uint8Array | undefined) =>
 export function createHttpsqsServer(store: Store, options: ServerOptions): HttpsqsServer {
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
   const metrics = options.metrics;
+  const history = options.facts ? (options.history ?? new RateHistory()) : undefined;
+  const onPut = (name: string, count: number) => {
+    metrics?.onPut?.(name, count);
+    history?.record(name, count, 0);
+  };
+  const onTaken = (name: string, count: number, leased: boolean) => {
+    metrics?.onTaken?.(name, count, leased);
+    history?.record(name, 0, count);
+  };
   const waiters = new Waiters(options.peers);
   // A put refused for want of disk space is not logged each time: the store says when that starts and ends.
   const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
-  const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES, ...metrics });
+  const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES, ...metrics, onPut, onTaken });
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = passwordDigest(options.auth);
   const adminDigest = passwordDigest(options.adminAuth);
@@ -91,7 +105,10 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const endpoint = createEndpoints({
     store,
     metrics,
-    facts: options.facts && (() => ({ ...options.facts!(), connections: http.connections() })),
+    dashboard: options.facts && history && {
+      facts: () => ({ ...options.facts!(), connections: http.connections() }),
+      history: options.historyFromCluster ?? (async () => history.snapshot()),
+    },
     authorized: (auth) => !authDigest || matches(auth, authDigest),
     allowedHosts: options.allowedHosts,
   });
@@ -121,13 +138,13 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
         }
         if (pos === 0) return { body: R.PUT_END };
         waiters.notify(name, 1);
-        metrics?.onPut?.(name, 1);
+        onPut(name, 1);
         return { body: R.PUT_OK, pos };
       }
       case 'get': {
         const got = await store.get(name);
         if (!got) return { body: R.GET_END };
-        metrics?.onTaken?.(name, 1, false);
+        onTaken(name, 1, false);
         // A message whose lease ended comes back to a plain get too, saying how often it went out.
         return { body: got.message, pos: got.pos, ...(got.deliveries > 1 ? { head: `Deliveries: ${got.deliveries}\r\n` } : {}) };
       }
