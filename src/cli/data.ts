@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
-import { MAX_NAME_BYTES } from '../protocol/query.js';
+import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { DamagedDataFile, repairedCopy } from '../store/datafile.js';
@@ -24,7 +24,6 @@ import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
 import { everyQueue, isInitial, type Store } from '../store/store.js';
-import { isBase64 } from '../server/extensions.js';
 
 /**
  * The longest input line an import reads, by default: a message of the server's default

@@ -7,7 +7,15 @@ import { isIP } from 'node:net';
 import { dashboard, type DashboardSources } from '../dashboard/index.js';
 import type { Store } from '../store/store.js';
 import type { HttpReply } from './http.js';
-import type { ServerMetrics } from './server.js';
+import type { ServerEvents } from './ops.js';
+
+/** What the server reports to a metrics registry (see metrics.ts). */
+export interface ServerMetrics extends ServerEvents {
+  /** A request with this opt (or path) took `seconds`. */
+  onRequest(opt: string, seconds: number): void;
+  /** The text exposition of every metric. */
+  render(): Promise<string>;
+}
 
 export interface EndpointContext {
   store: Store;

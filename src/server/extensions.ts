@@ -5,55 +5,20 @@
  * reference: HTTP 200, `HTTPSQS_*` tokens for outcomes and errors; lists of things come as JSON.
  */
 import { isUtf8 } from 'node:buffer';
-import { atoi, type Params } from '../protocol/query.js';
+import { atoi, isBase64, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
-import type { Delivery, Store } from '../store/store.js';
+import type { Delivery } from '../store/store.js';
 import { batchBody, type Encoding } from './batch.js';
-import type { HttpRequest, Streamed } from './http.js';
-import type { Waiters } from './waiters.js';
+import type { HttpRequest } from './http.js';
+import type { Answer, OpContext, Ops } from './ops.js';
 
-const OPTS = new Set(['mput', 'mget', 'ack', 'nack', 'touch', 'list']);
-
-/** Padded base64. Not one regex with a repeated group of four: its backtracking overflowed the
- * stack on a string of a few MiB. */
-export const isBase64 = (s: string): boolean => s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s);
-
-export interface Answer {
-  body: string | Buffer | Streamed;
-  /** The `Pos` header. */
-  pos?: number;
-  /** More header lines, each ending in CRLF. */
-  head?: string;
-  /** The body is JSON (application/json). */
-  json?: boolean;
-}
-
-export interface ExtensionContext {
-  store: Store;
-  waiters: Waiters;
+export interface ExtensionContext extends OpContext {
   /** Longest `wait` accepted, in seconds. */
   maxWait: number;
   /** Most message bytes in one batch reply (mget, view with num); at least one message goes. */
   maxReplyBytes: number;
-  /** A put the store could not make: logged, unless the store reports such refusals itself. */
-  putFailed: (what: string, err: unknown) => void;
-  /** A long poll ended after `seconds`, with a message or without. */
-  onWaited?: ((seconds: number, found: boolean) => void) | undefined;
-  /** Messages were handed out (`leased` of them under a lease). */
-  onTaken?: ((name: string, count: number, leased: boolean) => void) | undefined;
-  onPut?: ((name: string, count: number) => void) | undefined;
-  onSettled?: ((name: string, outcome: 'ack' | 'nack') => void) | undefined;
-}
-
-/** Whether the extensions answer this request: a new opt, or a reference opt with a new parameter. */
-export function isExtension(p: Params): boolean {
-  const { opt, extra } = p;
-  if (opt === undefined) return false;
-  if (OPTS.has(opt)) return true;
-  if (opt === 'get') return !!extra && (extra.has('wait') || extra.has('lease'));
-  return opt === 'view' && p.num !== undefined;
 }
 
 /** The lease token of ack, nack and touch; an empty one means none. */
@@ -87,15 +52,17 @@ function listed(name: string, object: string): string {
 
 const json = (body: string): Answer => ({ body: Buffer.from(`${body}\n`), json: true });
 
-export function createExtensions(ctx: ExtensionContext) {
-  const { store, waiters } = ctx;
+/** The extensions' opts, and the reference's `get` and `view` widened by their new parameters
+ * (`reference` answers a request without them, as before). */
+export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
+  const { store, waiters, events } = ctx;
 
   /** Runs `attempt` once, or as a long poll of `wait` seconds. */
   async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<T | undefined> {
     if (!wait) return attempt();
     const started = performance.now();
     const got = await waiters.wait(name, Date.now() + wait * 1000, req.gone(), attempt, () => store.nextExpiry(name));
-    ctx.onWaited?.((performance.now() - started) / 1000, got !== undefined);
+    events.onWaited?.((performance.now() - started) / 1000, got !== undefined);
     return got;
   }
 
@@ -112,7 +79,7 @@ export function createExtensions(ctx: ExtensionContext) {
     if (!o) return { body: R.ERROR };
     const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
     if (!got) return { body: R.GET_END };
-    ctx.onTaken?.(name, 1, !!o.leaseMs);
+    events.onTaken?.(name, 1, !!o.leaseMs);
     if (o.leaseMs) waiters.leased(name, Date.now() + o.leaseMs);
     const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
     return { body: got.message, pos: got.pos, ...(o.leaseMs || got.deliveries > 1 ? { head } : {}) };
@@ -127,7 +94,7 @@ export function createExtensions(ctx: ExtensionContext) {
       const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
       return batch.length ? batch : undefined;
     })) ?? [];
-    if (got.length) ctx.onTaken?.(name, got.length, !!o.leaseMs);
+    if (got.length) events.onTaken?.(name, got.length, !!o.leaseMs);
     if (got.length && o.leaseMs) waiters.leased(name, Date.now() + o.leaseMs);
     const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');
     return { body: batchBody(got.map((d) => ({ fields: `"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)}`, message: d.message })), enc), json: true };
@@ -152,7 +119,7 @@ export function createExtensions(ctx: ExtensionContext) {
     }
     if (positions.length) {
       waiters.notify(name, positions.length);
-      ctx.onPut?.(name, positions.length);
+      events.onPut?.(name, positions.length);
     }
     return json(`{"count":${positions.length},"positions":[${positions.join(',')}],"full":${positions.length < items.length}}`);
   }
@@ -170,7 +137,7 @@ export function createExtensions(ctx: ExtensionContext) {
     const pos = whole(p.pos, 1, MAX_POSITION);
     if (Number.isNaN(pos)) return { body: R.ERROR };
     if (!(await store.settle(name, pos, outcome, tokenOf(p)))) return { body: R.LEASE_NOT_FOUND };
-    ctx.onSettled?.(name, outcome);
+    events.onSettled?.(name, outcome);
     if (outcome === 'nack') waiters.notify(name, 1);
     return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };
   }
@@ -192,27 +159,14 @@ export function createExtensions(ctx: ExtensionContext) {
     return json(`[${queues.map((q) => listed(q.name, R.statusObject(q.name, q.status, q.status.leased))).join(',')}]`);
   }
 
-  /** Answers a request `isExtension` accepted (`list` needs no `name`; the others have one). */
-  return function command(p: Params, body: Buffer, req: HttpRequest): Promise<Answer> {
-    const name = p.name!;
-    switch (p.opt) {
-      case 'list':
-        return list(p);
-      case 'get':
-        return get(name, p, req);
-      case 'mget':
-        return mget(name, p, req);
-      case 'mput':
-        return mput(name, p, body);
-      case 'view':
-        return viewRange(name, p);
-      case 'ack':
-      case 'nack':
-        return settle(name, p, p.opt);
-      case 'touch':
-        return touch(name, p);
-      default:
-        return Promise.resolve({ body: R.ERROR });
-    }
+  return {
+    get: { run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : reference.get!.run(name, p, req)) },
+    view: { run: (name, p, req) => (p.num !== undefined ? viewRange(name, p) : reference.view!.run(name, p, req)) },
+    mget: { run: mget },
+    mput: { run: (name, p, req) => mput(name, p, req.body) },
+    ack: { run: (name, p) => settle(name, p, 'ack') },
+    nack: { run: (name, p) => settle(name, p, 'nack') },
+    touch: { run: touch },
+    list: { nameless: true, run: (_name, p) => list(p) },
   };
 }

@@ -9,7 +9,7 @@ import cluster from 'node:cluster';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValueWithName } from 'prom-client';
 import { unread } from '../queue/ring.js';
 import { everyQueue, type Store } from '../store/store.js';
-import type { ServerMetrics } from './server.js';
+import type { ServerMetrics } from './endpoints.js';
 
 /** The opts a request label may name; anything else is counted as `other`. */
 const OPTS = new Set([

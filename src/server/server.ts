@@ -3,14 +3,14 @@
  * nothing exits the process; the CLI does that.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { atoi, decodeBytes, decodeComponent, MAX_NAME_BYTES, parseQuery, type Params } from '../protocol/query.js';
+import { MAX_NAME_BYTES, parseQuery, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
-import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { DiskLowError, type Store } from '../store/store.js';
-import { createExtensions, isExtension, type Answer, type ExtensionContext } from './extensions.js';
+import { extensionOps } from './extensions.js';
 import { RateHistory, type HistorySnapshot } from '../dashboard/history.js';
 import type { ServerFacts } from '../dashboard/index.js';
-import { createEndpoints, isEndpoint } from './endpoints.js';
+import { createEndpoints, isEndpoint, type ServerMetrics } from './endpoints.js';
+import { referenceOps, type Answer, type Ops, type ServerEvents } from './ops.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
 import { Waiters, type Peers } from './waiters.js';
 
@@ -49,14 +49,6 @@ export interface ServerOptions {
   historyFromCluster?: (() => Promise<HistorySnapshot>) | undefined;
 }
 
-/** What the server reports to a metrics registry (see metrics.ts). */
-export interface ServerMetrics extends Pick<ExtensionContext, 'onWaited' | 'onTaken' | 'onPut' | 'onSettled'> {
-  /** A request with this opt (or path) took `seconds`. */
-  onRequest(opt: string, seconds: number): void;
-  /** The text exposition of every metric. */
-  render(): Promise<string>;
-}
-
 /** What `createHttpsqsServer` gives: the HTTP server, and the waiters to wake from other processes. */
 export interface HttpsqsServer extends HttpServer {
   waiters: Waiters;
@@ -65,13 +57,9 @@ export interface HttpsqsServer extends HttpServer {
 /** A charset goes into a header line as given when it is at most 40 bytes (empty too), as the
  * reference does; one with a control character (CR, LF, ...) is dropped, so no header can be split. */
 const CHARSET = /^[^\x00-\x08\x0a-\x1f\x7f]{0,40}$/;
-const EMPTY = Buffer.alloc(0);
 /** Bodies up to this size are sent as byte strings, in the same write as the headers. */
 const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
-const ADMIN_OPS = new Set(['reset', 'maxqueue', 'synctime']);
-
-const BINARY = /^application\/octet-stream\s*(;|$)/i;
 
 function digest(bytes: Uint8Array): Buffer {
   return createHash('sha256').update(bytes).digest();
@@ -86,18 +74,24 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const log = options.log ?? ((line: string) => process.stderr.write(`httpsqs: ${line}\n`));
   const metrics = options.metrics;
   const history = options.facts ? (options.history ?? new RateHistory()) : undefined;
-  const onPut = (name: string, count: number) => {
-    metrics?.onPut?.(name, count);
-    history?.record(name, count, 0);
-  };
-  const onTaken = (name: string, count: number, leased: boolean) => {
-    metrics?.onTaken?.(name, count, leased);
-    history?.record(name, 0, count);
+  const events: ServerEvents = {
+    onSettled: metrics?.onSettled,
+    onWaited: metrics?.onWaited,
+    onPut: (name: string, count: number) => {
+      metrics?.onPut?.(name, count);
+      history?.record(name, count, 0);
+    },
+    onTaken: (name: string, count: number, leased: boolean) => {
+      metrics?.onTaken?.(name, count, leased);
+      history?.record(name, 0, count);
+    },
   };
   const waiters = new Waiters(options.peers);
   // A put refused for want of disk space is not logged each time: the store says when that starts and ends.
   const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
-  const extension = createExtensions({ store, waiters, putFailed, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES, ...metrics, onPut, onTaken });
+  const context = { store, waiters, events, putFailed, onSynctime: options.onSynctime };
+  const reference = referenceOps(context);
+  const ops: Ops = { ...reference, ...extensionOps({ ...context, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES }, reference) };
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = passwordDigest(options.auth);
   const adminDigest = passwordDigest(options.adminAuth);
@@ -114,69 +108,13 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   });
 
   async function command(p: Params, req: HttpRequest): Promise<Answer> {
-    const required = adminDigest && p.opt !== undefined && ADMIN_OPS.has(p.opt) ? adminDigest : authDigest;
+    const op = p.opt !== undefined && Object.hasOwn(ops, p.opt) ? ops[p.opt] : undefined;
+    // The password first, as the reference checks it, whatever the rest says.
+    const required = adminDigest && op?.admin ? adminDigest : authDigest;
     if (required && !matches(p.auth, required)) return { body: R.AUTH_FAILED };
-    const { name, opt } = p;
-    const body = req.body;
-    if (opt === 'list') return extension(p, body, req);
-    if (name === undefined || opt === undefined || name.length > MAX_NAME_BYTES) return { body: R.ERROR };
-    if (isExtension(p)) return extension(p, body, req);
-    switch (opt) {
-      case 'put': {
-        let message: Buffer;
-        // A binary body is stored as it is; anything else is URL-decoded once, as the reference does.
-        if (body.length > 0) message = BINARY.test(req.headers['content-type'] ?? '') ? body : decodeBytes(body);
-        // The reference URL-decodes `data` once more after the query parser did.
-        else if (p.data !== undefined) message = Buffer.from(decodeComponent(p.data), 'latin1');
-        else return { body: R.PUT_ERROR };
-        let pos: number;
-        try {
-          pos = await store.put(name, message);
-        } catch (err) {
-          putFailed('put', err);
-          return { body: R.PUT_ERROR };
-        }
-        if (pos === 0) return { body: R.PUT_END };
-        waiters.notify(name, 1);
-        onPut(name, 1);
-        return { body: R.PUT_OK, pos };
-      }
-      case 'get': {
-        const got = await store.get(name);
-        if (!got) return { body: R.GET_END };
-        onTaken(name, 1, false);
-        // A message whose lease ended comes back to a plain get too, saying how often it went out.
-        return { body: got.message, pos: got.pos, ...(got.deliveries > 1 ? { head: `Deliveries: ${got.deliveries}\r\n` } : {}) };
-      }
-      case 'status':
-        return { body: R.statusText(name, await store.status(name)) };
-      case 'status_json': {
-        const s = await store.status(name);
-        return { body: R.statusJson(name, s, s.leased) };
-      }
-      case 'view': {
-        const pos = atoi(p.pos);
-        if (pos < 1 || pos > MAX_POSITION) return { body: R.ERROR };
-        return { body: (await store.view(name, pos)) ?? EMPTY };
-      }
-      case 'reset':
-        await store.reset(name);
-        return { body: R.RESET_OK };
-      case 'maxqueue': {
-        const num = atoi(p.num);
-        if (num < MIN_MAXQUEUE || num > MAX_POSITION) return { body: R.ERROR };
-        return { body: (await store.maxqueue(name, num)) ? R.MAXQUEUE_OK : R.MAXQUEUE_CANCEL };
-      }
-      case 'synctime': {
-        const num = atoi(p.num);
-        if (num < 1 || num > MAX_POSITION) return { body: R.ERROR };
-        store.setSyncInterval(num);
-        options.onSynctime?.(num);
-        return { body: R.SYNCTIME_OK };
-      }
-      default:
-        return { body: R.ERROR };
-    }
+    const { name } = p;
+    if (!op || (!op.nameless && (name === undefined || name.length > MAX_NAME_BYTES))) return { body: R.ERROR };
+    return op.run(name ?? '', p, req);
   }
 
   async function handle(req: HttpRequest): Promise<HttpReply> {

@@ -1,0 +1,137 @@
+/**
+ * The op table: each `opt` and what runs it. The reference's opts are here; the extensions add
+ * theirs (and widen `get` and `view`) in extensions.ts, and server.ts dispatches through the one
+ * table. An op gets a checked name (at most 256 bytes) unless it says it needs none.
+ */
+import { atoi, decodeBytes, decodeComponent, type Params } from '../protocol/query.js';
+import * as R from '../protocol/reply.js';
+import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
+import type { Store } from '../store/store.js';
+import type { HttpRequest, Streamed } from './http.js';
+import type { Waiters } from './waiters.js';
+
+export interface Answer {
+  body: string | Buffer | Streamed;
+  /** The `Pos` header. */
+  pos?: number;
+  /** More header lines, each ending in CRLF. */
+  head?: string;
+  /** The body is JSON (application/json). */
+  json?: boolean;
+}
+
+export interface Op {
+  /** Needs the admin password (`--admin-auth`) when the server has one. */
+  admin?: boolean;
+  /** Runs without a queue name (`list`). */
+  nameless?: boolean;
+  run(name: string, p: Params, req: HttpRequest): Promise<Answer>;
+}
+
+export type Ops = Record<string, Op>;
+
+/** What happened, for /metrics and the dashboard's charts. */
+export interface ServerEvents {
+  /** Messages were stored. */
+  onPut?: ((name: string, count: number) => void) | undefined;
+  /** Messages were handed out (`leased` of them under a lease). */
+  onTaken?: ((name: string, count: number, leased: boolean) => void) | undefined;
+  onSettled?: ((name: string, outcome: 'ack' | 'nack') => void) | undefined;
+  /** A long poll ended after `seconds`, with a message or without. */
+  onWaited?: ((seconds: number, found: boolean) => void) | undefined;
+}
+
+export interface OpContext {
+  store: Store;
+  waiters: Waiters;
+  events: ServerEvents;
+  /** A put the store could not make: logged, unless the store reports such refusals itself. */
+  putFailed: (what: string, err: unknown) => void;
+  /** `opt=synctime` changed this process's interval (to tell other workers). */
+  onSynctime?: ((seconds: number) => void) | undefined;
+}
+
+const EMPTY = Buffer.alloc(0);
+const BINARY = /^application\/octet-stream\s*(;|$)/i;
+
+/** The message of a put: a binary body as it is, another body URL-decoded once, else `data=`
+ * decoded once more after the query parser did (as the reference does). */
+function messageOf(p: Params, req: HttpRequest): Buffer | undefined {
+  if (req.body.length > 0) return BINARY.test(req.headers['content-type'] ?? '') ? req.body : decodeBytes(req.body);
+  return p.data === undefined ? undefined : Buffer.from(decodeComponent(p.data), 'latin1');
+}
+
+/** A reference number (C atoi) in [min, max], or NaN. */
+function number(v: string | undefined, min: number, max: number): number {
+  const n = atoi(v);
+  return n >= min && n <= max ? n : NaN;
+}
+
+export function referenceOps({ store, waiters, events, putFailed, onSynctime }: OpContext): Ops {
+  return {
+    put: {
+      async run(name, p, req) {
+        const message = messageOf(p, req);
+        if (!message) return { body: R.PUT_ERROR };
+        let pos: number;
+        try {
+          pos = await store.put(name, message);
+        } catch (err) {
+          putFailed('put', err);
+          return { body: R.PUT_ERROR };
+        }
+        if (pos === 0) return { body: R.PUT_END };
+        waiters.notify(name, 1);
+        events.onPut?.(name, 1);
+        return { body: R.PUT_OK, pos };
+      },
+    },
+    get: {
+      async run(name) {
+        const got = await store.get(name);
+        if (!got) return { body: R.GET_END };
+        events.onTaken?.(name, 1, false);
+        // A message whose lease ended comes back to a plain get too, saying how often it went out.
+        return { body: got.message, pos: got.pos, ...(got.deliveries > 1 ? { head: `Deliveries: ${got.deliveries}\r\n` } : {}) };
+      },
+    },
+    status: { run: async (name) => ({ body: R.statusText(name, await store.status(name)) }) },
+    status_json: {
+      async run(name) {
+        const s = await store.status(name);
+        return { body: R.statusJson(name, s, s.leased) };
+      },
+    },
+    view: {
+      async run(name, p) {
+        const pos = number(p.pos, 1, MAX_POSITION);
+        return { body: Number.isNaN(pos) ? R.ERROR : ((await store.view(name, pos)) ?? EMPTY) };
+      },
+    },
+    reset: {
+      admin: true,
+      async run(name) {
+        await store.reset(name);
+        return { body: R.RESET_OK };
+      },
+    },
+    maxqueue: {
+      admin: true,
+      async run(name, p) {
+        const num = number(p.num, MIN_MAXQUEUE, MAX_POSITION);
+        if (Number.isNaN(num)) return { body: R.ERROR };
+        return { body: (await store.maxqueue(name, num)) ? R.MAXQUEUE_OK : R.MAXQUEUE_CANCEL };
+      },
+    },
+    synctime: {
+      admin: true,
+      async run(_name, p) {
+        const num = number(p.num, 1, MAX_POSITION);
+        if (Number.isNaN(num)) return { body: R.ERROR };
+        store.setSyncInterval(num);
+        onSynctime?.(num);
+        return { body: R.SYNCTIME_OK };
+      },
+    },
+  };
+}
