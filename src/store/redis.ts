@@ -20,7 +20,8 @@ import { randomBytes } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
-import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
+import type { QueueState } from '../queue/ring.js';
+import { GET, leaseValueOf, MAXQUEUE, memberOf, parseLeaseValue, PUT, RANGE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
 import { isInitial, StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
 
 export interface RedisStoreOptions {
@@ -54,135 +55,6 @@ function within<T>(p: Promise<T>, ms: number): Promise<T> {
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
-
-const PUT = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-local created = s[1] == false and s[3] == false
-local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
-local out = {0}
-for i = 3, #ARGV do
-  local n = p + 1
-  if n == g then break end
-  if n > mx then
-    if g <= 1 then break end
-    n = 1
-  end
-  if redis.call('HEXISTS', KEYS[3], n) == 1 then break end
-  p = n
-  redis.call('HSET', KEYS[2], n, ARGV[i])
-  out[#out + 1] = n
-end
-if #out > 1 then
-  redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx)
-  redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1))
-  if created then out[1] = 1 end
-end
-return out`;
-
-const GET = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
-local now, leaseMs, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local out = {}
-local moved = false
-local bytes = 0
-while #out < 4 * max do
-  local pos, deliveries
-  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1)
-  if #due > 0 then
-    pos = tonumber(due[1])
-    deliveries = tonumber(string.match(redis.call('HGET', KEYS[3], pos), ':(%d+)$')) + 1
-  else
-    if g == 0 and p > 0 then pos = 1
-    elseif g < p then pos = g + 1
-    elseif g > p then
-      if g < mx then pos = g + 1 else pos = 1 end
-    else break end
-    deliveries = 1
-  end
-  -- A position with no message (an import can leave one) is passed over, its lease dropped.
-  local message = redis.call('HGET', KEYS[2], pos)
-  -- Decided before anything changes: a message that does not fit the reply stays where it is.
-  if message and #out > 0 and budget >= 0 and bytes + #message > budget then break end
-  if #due == 0 then
-    g = pos
-    moved = true
-  end
-  local token = ''
-  if message and leaseMs > 0 then
-    local deadline = string.format('%d', now + leaseMs)
-    redis.call('HSET', KEYS[3], pos, deadline .. ':' .. deliveries)
-    redis.call('ZADD', KEYS[4], deadline, string.format('%010d', pos))
-    token = deliveries .. '-' .. deadline
-  elseif #due > 0 then
-    redis.call('HDEL', KEYS[3], pos)
-    redis.call('ZREM', KEYS[4], string.format('%010d', pos))
-  end
-  if message then
-    bytes = bytes + #message
-    out[#out + 1] = pos
-    out[#out + 1] = message
-    out[#out + 1] = deliveries
-    out[#out + 1] = token
-  end
-end
-if moved then redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx) end
-return out`;
-
-const SETTLE = `
-local l = redis.call('HGET', KEYS[1], ARGV[3])
-if not l then return 0 end
-local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
-if ARGV[5] ~= '' and ARGV[5] ~= deliveries .. '-' .. deadline then return 0 end
-if ARGV[4] == 'ack' then
-  redis.call('HDEL', KEYS[1], ARGV[3])
-  redis.call('ZREM', KEYS[2], string.format('%010d', ARGV[3]))
-else
-  redis.call('HSET', KEYS[1], ARGV[3], '0:' .. deliveries)
-  redis.call('ZADD', KEYS[2], 0, string.format('%010d', ARGV[3]))
-  redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':1')
-end
-return 1`;
-
-// A running lease (deadline after now) gets a new deadline; its new token is returned.
-const TOUCH = `
-local l = redis.call('HGET', KEYS[1], ARGV[1])
-if not l then return false end
-local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
-if tonumber(deadline) <= tonumber(ARGV[3]) then return false end
-if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. deadline then return false end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ':' .. deliveries)
-redis.call('ZADD', KEYS[2], ARGV[4], string.format('%010d', ARGV[1]))
-return deliveries .. '-' .. ARGV[4]`;
-
-const MAXQUEUE = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-local created = s[1] == false and s[3] == false
-local p, g, num = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(ARGV[1])
-if num >= p and num >= g and p >= g then
-  redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', num)
-  if created then return 2 end
-  return 1
-end
-return 0`;
-
-const STATUS = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-return {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[2])}`;
-
-// Stored messages from ARGV[1] on, ARGV[2] positions, as many as fit in ARGV[3] bytes (-1: all).
-const RANGE = `
-local out, bytes, budget = {}, 0, tonumber(ARGV[3])
-for pos = tonumber(ARGV[1]), tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1 do
-  if redis.call('HEXISTS', KEYS[1], pos) == 1 then
-    local size = redis.call('HSTRLEN', KEYS[1], pos)
-    if #out > 0 and budget >= 0 and bytes + size > budget then break end
-    bytes = bytes + size
-    out[#out + 1] = pos
-    out[#out + 1] = redis.call('HGET', KEYS[1], pos)
-  end
-end
-return out`;
 
 type Script = (...args: Array<Buffer | string | number>) => Promise<unknown>;
 
@@ -456,18 +328,15 @@ export class RedisStore implements Store {
 
   async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
     const all = await this.redis.hgetall(this.key(name, 'l')).catch((err) => this.failed(err));
-    return Object.entries(all).map(([pos, v]) => {
-      const [deadline, deliveries] = v.split(':').map(Number);
-      return { pos: Number(pos), lease: { deadline: deadline!, deliveries: deliveries! } };
-    });
+    return Object.entries(all).map(([pos, v]) => ({ pos: Number(pos), lease: parseLeaseValue(v) }));
   }
 
   async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
     const tx = this.redis.multi(); // one slot: the queue's keys share their hash tag
     if (r.messages?.length) tx.hset(this.key(name, 'm'), ...r.messages.flatMap((m) => [String(m.pos), m.message]));
     for (const { pos, lease } of r.leases ?? []) {
-      tx.hset(this.key(name, 'l'), String(pos), `${lease.deadline}:${lease.deliveries}`);
-      tx.zadd(this.key(name, 'd'), lease.deadline, String(pos).padStart(10, '0'));
+      tx.hset(this.key(name, 'l'), String(pos), leaseValueOf(lease));
+      tx.zadd(this.key(name, 'd'), lease.deadline, memberOf(pos));
     }
     if (r.state) tx.hset(this.key(name, 's'), 'p', r.state.putpos, 'g', r.state.getpos, 'm', r.state.maxqueue);
     // A MULTI answers each command on its own: one that failed does not reject the whole.
