@@ -5,7 +5,8 @@
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
-import { isWorker, runPrimary, runWorker } from './cluster.js';
+import { runPrimary } from './primary.js';
+import { isWorker, runWorker } from './worker.js';
 import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';

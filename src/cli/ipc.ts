@@ -1,0 +1,175 @@
+/**
+ * The messages between the primary and its workers, and what each side does with them: long polls
+ * woken across workers, `opt=synctime` passed on, and /metrics and /dashboard/history answered
+ * with every worker's numbers. One handler per field: a message may carry several.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import type { HistorySnapshot } from '../dashboard/history.js';
+import { clusterMetrics } from '../server/metrics.js';
+import type { Peers } from '../server/waiters.js';
+import { reopenLog } from './log.js';
+import type { Serving } from './serve.js';
+
+export type FromWorker = {
+  ready?: true;
+  error?: string;
+  synctime?: number;
+  /** Start (with an id to confirm) or stop telling this worker of puts to a queue. */
+  watch?: { name: string; on: boolean; id?: number };
+  /** Queues that got messages here, with how many. */
+  puts?: Array<[string, number]>;
+  /** A /metrics request to answer with every worker's metrics. (Not `metrics`: prom-client's own
+   * messages between primary and workers, which pass here too, have a field of that name.) */
+  metricsRequest?: number;
+  /** A /dashboard/history request: the other workers' histories, please. */
+  historyRequest?: number;
+  /** This worker's history, for the gathering with this id. */
+  historyReply?: { id: number; snapshot: HistorySnapshot };
+};
+
+export type ToWorker = {
+  /** Reopen the log file (SIGHUP to the primary). */
+  reopenLog?: true;
+  synctime?: number;
+  watching?: number;
+  wake?: Array<[string, number]>;
+  metricsText?: { id: number; text: string };
+  /** Send your history for the gathering with this id. */
+  historyQuery?: number;
+  /** The other workers' histories for the request with this id. */
+  histories?: { id: number; snapshots: HistorySnapshot[] };
+};
+
+export type Handlers<M> = { [K in keyof M]?: (value: NonNullable<M[K]>) => void };
+
+/** Calls the handler of each field the message carries. */
+export function dispatch<M extends object>(m: M, handlers: Handlers<M>): void {
+  for (const key of Object.keys(m) as Array<keyof M>) {
+    const value = m[key];
+    if (value !== undefined) handlers[key]?.(value as NonNullable<M[typeof key]>);
+  }
+}
+
+/** How long the primary waits for workers' histories (one may be dying). */
+const HISTORY_WAIT_MS = 1000;
+
+/** Every worker, now. */
+export const allWorkers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+
+/** The primary's side: what it relays between workers. `ready`: the workers that serve now. */
+export function primaryRelay(o: { ready: Set<Worker>; metrics: boolean }) {
+  // Long polls across workers: which workers wait on which queue, so a put in one wakes the others.
+  const watchers = new Map<string, Set<Worker>>();
+  const collect = o.metrics ? clusterMetrics() : undefined;
+  let nextGathering = 0;
+  const gatherings = new Map<number, { snapshots: HistorySnapshot[]; waiting: number; done: () => void }>();
+  return {
+    /** The handlers of the messages from `from`. */
+    from(from: Worker): Handlers<FromWorker> {
+      return {
+        watch({ name, on, id }) {
+          let set = watchers.get(name);
+          if (on) {
+            if (!set) watchers.set(name, (set = new Set()));
+            set.add(from);
+            from.send({ watching: id } satisfies ToWorker);
+          } else if (set?.delete(from) && set.size === 0) watchers.delete(name);
+        },
+        puts(puts) {
+          const wakes = new Map<Worker, Array<[string, number]>>();
+          for (const [name, count] of puts) {
+            for (const w of watchers.get(name) ?? []) {
+              if (w === from) continue;
+              let list = wakes.get(w);
+              if (!list) wakes.set(w, (list = []));
+              list.push([name, count]);
+            }
+          }
+          for (const [w, wake] of wakes) if (w.isConnected()) w.send({ wake } satisfies ToWorker);
+        },
+        metricsRequest(id) {
+          if (!collect) return;
+          const answer = (text: string) => from.isConnected() && from.send({ metricsText: { id, text } } satisfies ToWorker);
+          collect().then(answer, (err: Error) => answer(`# metrics could not be collected: ${err.message}\n`));
+        },
+        historyRequest(id) {
+          const gathering = nextGathering++;
+          const others = [...o.ready].filter((w) => w !== from && w.isConnected());
+          const snapshots: HistorySnapshot[] = [];
+          const done = () => {
+            if (!gatherings.delete(gathering)) return;
+            clearTimeout(timer);
+            if (from.isConnected()) from.send({ histories: { id, snapshots } } satisfies ToWorker);
+          };
+          const timer = setTimeout(done, HISTORY_WAIT_MS);
+          gatherings.set(gathering, { snapshots, waiting: others.length, done });
+          for (const w of others) w.send({ historyQuery: gathering } satisfies ToWorker);
+          if (!others.length) done();
+        },
+        historyReply({ id, snapshot }) {
+          const g = gatherings.get(id);
+          if (!g) return;
+          g.snapshots.push(snapshot);
+          if (--g.waiting === 0) g.done();
+        },
+      };
+    },
+    /** A worker is gone: it waits on nothing any more. */
+    forget(worker: Worker): void {
+      for (const [name, set] of watchers) if (set.delete(worker) && set.size === 0) watchers.delete(name);
+    },
+  };
+}
+
+/** A worker's side: the primary, as the peers of its long polls and the source of the others'
+ * metrics and histories. */
+export function primaryLink(): Peers & {
+  fromCluster: () => Promise<string>;
+  otherHistories: () => Promise<HistorySnapshot[]>;
+  handlers: (serving: Serving) => Handlers<ToWorker>;
+} {
+  let next = 0;
+  const confirmations = new Map<number, () => void>();
+  const texts = new Map<number, (text: string) => void>();
+  const histories = new Map<number, (snapshots: HistorySnapshot[]) => void>();
+  const send = (m: FromWorker) => process.connected && process.send?.(m);
+  const ask = <T>(pending: Map<number, (v: T) => void>, m: (id: number) => FromWorker) =>
+    new Promise<T>((resolve) => {
+      const id = next++;
+      pending.set(id, resolve);
+      send(m(id));
+    });
+  const answered = <T>(pending: Map<number, (v: T) => void>, id: number, value: T) => {
+    pending.get(id)?.(value);
+    pending.delete(id);
+  };
+  let puts: Map<string, number> | undefined;
+  return {
+    watch(name, on) {
+      if (!on || !process.connected) return void send({ watch: { name, on } }), Promise.resolve();
+      return ask<void>(confirmations, (id) => ({ watch: { name, on, id } }));
+    },
+    // Sent once per event-loop turn, however many puts it had.
+    notify(name, count) {
+      if (!puts) {
+        puts = new Map();
+        setImmediate(() => {
+          send({ puts: [...puts!] });
+          puts = undefined;
+        });
+      }
+      puts.set(name, (puts.get(name) ?? 0) + count);
+    },
+    fromCluster: () => ask(texts, (id) => ({ metricsRequest: id })),
+    otherHistories: () => (process.connected ? ask(histories, (id) => ({ historyRequest: id })) : Promise.resolve([])),
+    handlers: (serving) => ({
+      reopenLog,
+      synctime: (seconds) => serving.store.setSyncInterval(seconds),
+      watching: (id) => answered(confirmations, id, undefined),
+      wake: (wake) => wake.forEach(([name, count]) => serving.waiters.wake(name, count)),
+      metricsText: ({ id, text }) => answered(texts, id, text),
+      historyQuery: (id) => void send({ historyReply: { id, snapshot: serving.history.snapshot() } }),
+      histories: ({ id, snapshots }) => answered(histories, id, snapshots),
+    }),
+  };
+}

@@ -1,0 +1,121 @@
+/**
+ * The primary process, like the reference's master: it serves nothing itself. It writes the PID
+ * file, forks the workers, restarts one that dies (with a back-off and a log line saying why),
+ * relays what the workers tell each other (ipc.ts), and on a stop signal stops them gracefully.
+ *
+ * One worker (the default) owns the data directory like a single server: it takes the directory
+ * lock itself, so a replacement cannot open the database while a dying worker still could write.
+ * `--workers N` (N > 1): the workers share the port (node's cluster module hands connections out
+ * round robin) and the LMDB environment, which LMDB is built for: write transactions are
+ * serialized across processes by its lock file, and every queue operation reads its state inside
+ * the write transaction. The primary holds the directory lock for them.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { LmdbStore } from '../store/lmdb-store.js';
+import { lockDirectory } from '../store/lock.js';
+import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, type ToWorker } from './ipc.js';
+import { log } from './log.js';
+import type { Config } from './options.js';
+import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
+
+export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
+  refuseRunningPidFile(config.pidfile);
+  let unlock = () => {};
+  if (config.workers > 1 && config.store === 'lmdb') {
+    try {
+      unlock = await lockDirectory(datadir);
+      // The workers open the database at the same moment: it is made (or checked) here first, so
+      // that none of them finds a file another is still creating (empty, to its check).
+      await (await LmdbStore.open({ path: datadir, shared: true })).close();
+    } catch (err) {
+      fail(`-x: ${(err as Error).message}`);
+    }
+  }
+  // One worker accepts connections itself; several take turns through the primary.
+  cluster.schedulingPolicy = config.workers > 1 ? cluster.SCHED_RR : cluster.SCHED_NONE;
+  let stopping = false;
+  let started = false;
+  let synctime = config.synctime;
+  const restarts: number[] = [];
+  const ready = new Set<Worker>();
+  const relay = primaryRelay({ ready, metrics: config.workers > 1 });
+
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    const handlers: Handlers<FromWorker> = {
+      ...relay.from(worker),
+      error(error) {
+        if (!started) fail(error);
+        log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${error}`);
+      },
+      ready() {
+        ready.add(worker);
+        // A worker that replaces one gets the synctime set at run time once it listens.
+        if (started) worker.send({ synctime } satisfies ToWorker);
+      },
+      synctime(seconds) {
+        synctime = seconds;
+        for (const w of allWorkers()) if (w !== worker) w.send({ synctime } satisfies ToWorker);
+      },
+    };
+    worker.on('message', (m: FromWorker) => dispatch(m, handlers));
+    worker.on('exit', () => {
+      ready.delete(worker);
+      relay.forget(worker);
+    });
+    worker.on('exit', (code, signal) => {
+      if (stopping || !started) return;
+      // Back off when workers keep dying, so a persistent fault does not become a fork loop.
+      const now = Date.now();
+      while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
+      restarts.push(now);
+      const delay = Math.min(100 * 2 ** Math.max(0, restarts.length - 3), 10_000);
+      log.error({ event: 'restart', worker: worker.process.pid, code, signal, delay }, `worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`);
+      setTimeout(() => {
+        if (stopping) return;
+        fork();
+      }, delay);
+    });
+    return worker;
+  };
+
+  const workers = Array.from({ length: config.workers }, fork);
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<void>((ready) => {
+          w.on('message', (m: FromWorker) => m.ready && ready());
+          w.once('exit', (code, signal) => started || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`));
+        }),
+    ),
+  );
+  started = true;
+  const removePidFile = writePidFile(config.pidfile);
+  // The stop handlers go in before the start is announced: a signal sent as soon as it was
+  // could kill the master the default way, leaving the PID file behind.
+  onStopSignal(async (signal) => {
+    stopping = true;
+    log.info({ event: 'stop', signal }, `${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
+    const alive = allWorkers().filter((w) => !w.isDead());
+    await Promise.all(
+      alive.map(
+        (w) =>
+          new Promise<void>((done) => {
+            w.once('exit', (code, signal) => {
+              // A worker still starting up has no handler yet and simply dies of the SIGTERM.
+              if (code !== 0 && signal !== 'SIGTERM') process.exitCode = 1;
+              done();
+            });
+            w.process.kill('SIGTERM');
+          }),
+      ),
+    );
+    unlock();
+    removePidFile();
+    log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
+  }, () => {
+    for (const w of allWorkers()) if (w.isConnected()) w.send({ reopenLog: true } satisfies ToWorker);
+    log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
+  });
+  announce();
+}
