@@ -1,7 +1,8 @@
 /**
- * `httpsqs export` and `httpsqs import`: backup, restore, moving queues between stores (LMDB and
- * Redis), and migration from the C HTTPSQS through Tokyo Cabinet's own dump tool. Both stream, so
- * memory stays flat for a database of any size; a progress bar shows on a terminal.
+ * What `httpsqs export` (export.ts) and `httpsqs import` (import.ts) share. They back up, restore,
+ * move queues between stores (LMDB and Redis), and migrate from the C HTTPSQS through Tokyo
+ * Cabinet's own dump tool. Both stream, so memory stays flat for a database of any size; a
+ * progress bar shows on a terminal.
  *
  * The export format (JSON lines, one record a line):
  *   {"format":"httpsqs-export","version":1}                               first line
@@ -10,29 +11,25 @@
  *   {"queue":"Q","pos":N,"deadline":MS,"deliveries":D}                     a lease
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
-import { constants, isUtf8 } from 'node:buffer';
-import { createReadStream, createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
+import { constants } from 'node:buffer';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
-import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
-import type { Lease } from '../queue/leases.js';
-import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { DamagedDataFile, repairedCopy } from '../store/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { RedisStore } from '../store/redis.js';
-import { everyQueue, isInitial, type Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 
 /**
  * The longest input line an import reads, by default: a message of the server's default
  * --max-message-bytes (32 MiB) as an export writes it (base64, 43 MiB) or as `tcbmgr list -px`
  * dumps it (a hex pair and a space a byte, 96 MiB), with room for the rest of the line.
  */
-const MAX_LINE = { export: 64 * 2 ** 20, tcbmgr: 128 * 2 ** 20 };
+export const MAX_LINE = { export: 64 * 2 ** 20, tcbmgr: 128 * 2 ** 20 };
 
-const USAGE = `Usage:
+export const USAGE = `Usage:
   httpsqs export [-x DIR | --store URL] [--prefix P] [-o FILE]     all queues as JSON lines (stdout by default)
   httpsqs import [-x DIR | --store URL] [--replace] [--max-line-bytes N] FILE|-
                                               restore an export
@@ -50,9 +47,7 @@ default --max-message-bytes). Raise it for larger messages, up to ${constants.MA
 /** Thrown for anything the user can fix; main prints the message and exits with 1. */
 export class DataError extends Error {}
 
-const BATCH = 1000;
-
-async function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Promise<Store> {
+export async function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Promise<Store> {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
   const dir = o.datadir ?? './data';
   // A mistyped -x must not give an empty backup (nor leave a new database behind).
@@ -78,250 +73,17 @@ async function openStore(o: { datadir?: string; store?: string }, forWriting: bo
   }
 }
 
-function progress(total: number, unit: string): SingleBar | undefined {
+export function progress(total: number, unit: string): SingleBar | undefined {
   if (!process.stderr.isTTY || !total) return undefined;
   const bar = new SingleBar({ format: `{bar} {percentage}% | {count} ${unit}`, stream: process.stderr, hideCursor: true });
   bar.start(total, 0, { count: 0 });
   return bar;
 }
 
-const nameField = (name: string) => {
-  const bytes = Buffer.from(name, 'latin1');
-  return isUtf8(bytes) ? `"queue":${JSON.stringify(bytes.toString('utf8'))}` : `"queue64":"${bytes.toString('base64')}"`;
-};
-
-async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
-  const toFile = file && file !== '-' ? file : undefined;
-  const out = toFile ? createWriteStream(toFile) : process.stdout;
-  // A reader that stopped early (`| head`) ends the export; it only ever read, so nothing is lost.
-  // Any other write error (a full disk, a directory that is not there) ends it with that error.
-  let broken: DataError | undefined;
-  const failed = new Promise<never>((_, reject) =>
-    out.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(0);
-      reject((broken ??= new DataError(`cannot write ${toFile ?? 'standard output'}: ${err.message}`)));
-    }),
-  );
-  failed.catch(() => {});
-  const write = (line: string) => {
-    if (broken) throw broken;
-    return out.write(`${line}\n`) ? undefined : Promise.race([new Promise<void>((r) => out.once('drain', () => r())), failed]);
-  };
-  await write('{"format":"httpsqs-export","version":1}');
-  const queues: string[] = [];
-  for await (const q of everyQueue(store, prefix)) queues.push(q.name);
-  const bar = toFile ? progress(queues.length, 'queues') : undefined;
-  let messages = 0;
-  for (const [i, name] of queues.entries()) {
-    const s = await store.status(name);
-    const q = nameField(name);
-    await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}}`);
-    for await (const m of store.dump(name)) {
-      await write(`{${q},"pos":${m.pos},"data":"${m.message.toString('base64')}"}`);
-      messages++;
-    }
-    for (const { pos, lease } of await store.leases(name)) await write(`{${q},"pos":${pos},"deadline":${lease.deadline},"deliveries":${lease.deliveries}}`);
-    bar?.update(i + 1, { count: i + 1 });
-  }
-  bar?.stop();
-  if (out !== process.stdout) {
-    out.end();
-    await Promise.race([finished(out), failed]);
-  }
-  if (broken) throw broken;
-  process.stderr.write(`exported ${queues.length} queues, ${messages} messages\n`);
-}
-
-/** Writes one queue after another: messages in batches as they come, its state and leases last. */
-class Importer {
-  private name: string | undefined;
-  private state: QueueState | undefined;
-  private batch: Array<{ pos: number; message: Buffer }> = [];
-  private held: Array<{ pos: number; lease: Lease }> = [];
-  private readonly seen = new Set<string>();
-  queues = 0;
-  messages = 0;
-
-  constructor(
-    private readonly store: Store,
-    private readonly replace: boolean,
-  ) {}
-
-  /** Starts (or goes back to) a queue; the first time, checks that writing it harms nothing. */
-  async queue(name: string): Promise<void> {
-    if (name === this.name) return;
-    if (name.length > MAX_NAME_BYTES) throw new DataError(`a queue name of ${name.length} bytes: the server takes at most ${MAX_NAME_BYTES}`);
-    await this.flush(true);
-    this.name = name;
-    if (this.seen.has(name)) return;
-    this.seen.add(name);
-    this.queues++;
-    const s = await this.store.status(name);
-    if (!isInitial(s)) {
-      if (!this.replace) throw new DataError(`queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues - 1} queue(s) before it were imported (reset it first, or use --replace)`);
-      await this.store.reset(name);
-    }
-  }
-
-  setState(s: QueueState): void {
-    const what = `queue ${JSON.stringify(this.name)}`;
-    if (s.maxqueue < MIN_MAXQUEUE || s.maxqueue > MAX_POSITION) throw new DataError(`${what}: maxqueue ${s.maxqueue} is outside ${MIN_MAXQUEUE}..${MAX_POSITION}`);
-    if (s.putpos > s.maxqueue || s.getpos > s.maxqueue) throw new DataError(`${what}: positions ${s.putpos}/${s.getpos} are beyond maxqueue ${s.maxqueue}`);
-    this.state = s;
-  }
-
-  async message(pos: number, message: Buffer): Promise<void> {
-    if (!(pos >= 1 && pos <= MAX_POSITION)) throw new DataError(`position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
-    this.batch.push({ pos, message });
-    this.messages++;
-    if (this.batch.length >= BATCH) await this.flush(false);
-  }
-
-  lease(pos: number, lease: Lease): void {
-    if (!(pos >= 1 && pos <= MAX_POSITION)) throw new DataError(`a lease at position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
-    this.held.push({ pos, lease });
-  }
-
-  async flush(end: boolean): Promise<void> {
-    if (this.name === undefined) return;
-    if (this.batch.length) await this.store.restore(this.name, { messages: this.batch });
-    this.batch = [];
-    if (end && (this.state || this.held.length)) {
-      await this.store.restore(this.name, { state: this.state ?? (await this.store.status(this.name)), leases: this.held });
-      this.state = undefined;
-      this.held = [];
-    }
-  }
-}
-
-const number = (v: unknown, what: string): number => {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new DataError(`${what}: expected a whole number, got ${JSON.stringify(v)}`);
-  return v;
-};
-
-/**
- * The input's lines (split at LF, a CR before it dropped), each decoded on its own. A line longer
- * than `max` bytes stops the import once that much of it has come, so it is never held as one
- * string (V8 makes none over about 512 MiB: "Invalid string length").
- */
-async function* boundedLines(input: AsyncIterable<Buffer>, encoding: BufferEncoding, max: number, onChunk: (bytes: number) => void): AsyncGenerator<string> {
-  let held: Buffer[] = [];
-  let size = 0;
-  let n = 0;
-  const tooLong = () => new DataError(`line ${n + 1}: longer than ${max} bytes (--max-line-bytes)`);
-  const line = (end: Buffer) => {
-    let bytes = held.length ? Buffer.concat([...held, end]) : end;
-    if (bytes.at(-1) === 0x0d) bytes = bytes.subarray(0, -1);
-    held = [];
-    size = 0;
-    n++;
-    return bytes.toString(encoding);
-  };
-  for await (const chunk of input) {
-    onChunk(chunk.length);
-    let start = 0;
-    for (let lf = chunk.indexOf(0x0a); lf >= 0; start = lf + 1, lf = chunk.indexOf(0x0a, start)) {
-      if (size + lf - start > max) throw tooLong();
-      yield line(chunk.subarray(start, lf));
-    }
-    size += chunk.length - start;
-    if (size > max) throw tooLong();
-    if (start < chunk.length) held.push(chunk.subarray(start));
-  }
-  if (size) yield line(Buffer.alloc(0));
-}
-
-function isExportHeader(line: string): boolean {
+/** The flags of export and import (each ignores the other's). */
+export function parseDataArgs(argv: string[]) {
   try {
-    const h = JSON.parse(line) as { format?: unknown; version?: unknown } | null;
-    return h?.format === 'httpsqs-export' && h.version === 1;
-  } catch {
-    return false;
-  }
-}
-
-async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
-  let n = 0;
-  for await (const line of lines) {
-    n++;
-    // The header comes first, not after a blank line: without it, the input may be anything.
-    if (n === 1) {
-      if (!isExportHeader(line)) throw new DataError('line 1: not an httpsqs export (version 1)');
-      continue;
-    }
-    if (!line.trim()) continue;
-    let r: Record<string, unknown>;
-    try {
-      r = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      throw new DataError(`line ${n}: not JSON`);
-    }
-    const name = typeof r.queue === 'string' ? Buffer.from(r.queue, 'utf8').toString('latin1') : typeof r.queue64 === 'string' ? Buffer.from(r.queue64, 'base64').toString('latin1') : undefined;
-    if (name === undefined) throw new DataError(`line ${n}: no queue`);
-    await imp.queue(name);
-    if ('maxqueue' in r) {
-      imp.setState({ maxqueue: number(r.maxqueue, `line ${n}: maxqueue`), putpos: number(r.putpos, `line ${n}: putpos`), getpos: number(r.getpos, `line ${n}: getpos`) });
-    } else if ('data' in r) {
-      if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
-      await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
-    } else if ('deadline' in r) {
-      imp.lease(number(r.pos, `line ${n}: pos`), { deadline: number(r.deadline, `line ${n}: deadline`), deliveries: number(r.deliveries, `line ${n}: deliveries`) });
-    } else throw new DataError(`line ${n}: neither a queue, a message nor a lease`);
-  }
-}
-
-/**
- * Tokyo Cabinet's `tcbmgr list -pv -px` (keys and values as hex bytes; or `-pv`, raw, for text).
- * Keys of HTTPSQS 1.7: `Q:putpos`, `Q:getpos`, `Q:maxqueue` and `Q:N` (the message at N); older
- * servers kept one key `Q` holding "getpos,putpos,maxqueue". A name may itself hold `:`.
- */
-async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
-  const states = new Map<string, Partial<QueueState>>();
-  const hex = (s: string) => Buffer.from(s.replace(/ /g, ''), 'hex');
-  let n = 0;
-  let hexMode: boolean | undefined;
-  for await (const line of lines) {
-    n++;
-    if (!line) continue;
-    const tab = line.indexOf('\t');
-    if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
-    hexMode ??= /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i.test(line);
-    // Lines are read as latin1, one char a byte: the text form's bytes come through as they are.
-    const key = hexMode ? hex(line.slice(0, tab)).toString('latin1') : line.slice(0, tab);
-    const value = hexMode ? hex(line.slice(tab + 1)) : Buffer.from(line.slice(tab + 1), 'latin1');
-    const colon = key.lastIndexOf(':');
-    const field = colon >= 0 ? key.slice(colon + 1) : '';
-    const name = colon >= 0 ? key.slice(0, colon) : key;
-    const state = () => states.get(name) ?? (states.set(name, {}), states.get(name)!);
-    const int = () => {
-      const t = value.toString('latin1');
-      if (!/^\d+$/.test(t)) throw new DataError(`line ${n}: ${key} should hold a number, holds ${JSON.stringify(t.slice(0, 40))}`);
-      return Number(t);
-    };
-    if (colon >= 0 && /^\d+$/.test(field)) {
-      await imp.queue(name);
-      await imp.message(Number(field), value);
-    } else if (field === 'putpos') state().putpos = int();
-    else if (field === 'getpos') state().getpos = int();
-    else if (field === 'maxqueue') state().maxqueue = int();
-    else if (/^\d+,\d+,\d+$/.test(value.toString('latin1'))) {
-      const [getpos, putpos, maxqueue] = value.toString('latin1').split(',').map(Number);
-      states.set(key, { getpos, putpos, maxqueue });
-    } else process.stderr.write(`line ${n}: skipped the key ${JSON.stringify(key)}: not one HTTPSQS writes\n`);
-  }
-  // Positions come after the messages in the file's key order; set them last, queue by queue.
-  for (const [name, s] of states) {
-    await imp.queue(name);
-    imp.setState({ putpos: s.putpos ?? 0, getpos: s.getpos ?? 0, maxqueue: s.maxqueue ?? DEFAULT_MAXQUEUE });
-  }
-}
-
-/** Runs `httpsqs export …` or `httpsqs import …`; resolves once done. */
-export async function runData(command: 'export' | 'import', argv: string[]): Promise<void> {
-  let values;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
+    return parseArgs({
       args: argv,
       allowPositionals: true,
       options: {
@@ -334,66 +96,8 @@ export async function runData(command: 'export' | 'import', argv: string[]): Pro
         'max-line-bytes': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    }));
+    });
   } catch (err) {
     throw new DataError(`${(err as Error).message}\n${USAGE}`);
   }
-  if (values.help) return void process.stdout.write(USAGE);
-  if (command === 'export') {
-    const store = await openStore(values, false);
-    try {
-      if (store instanceof RedisStore) await store.ready();
-      await exportAll(store, values.prefix ?? '', values.output);
-    } finally {
-      await store.close();
-    }
-    return;
-  }
-  const source = values['from-tcbmgr'] ?? positionals[0];
-  if (!source || positionals.length > (values['from-tcbmgr'] ? 0 : 1)) throw new DataError(`import: give one file (or - for standard input)\n${USAGE}`);
-  const tcbmgr = values['from-tcbmgr'] !== undefined;
-  let maxLine = tcbmgr ? MAX_LINE.tcbmgr : MAX_LINE.export;
-  if (values['max-line-bytes'] !== undefined) {
-    maxLine = Number(values['max-line-bytes']);
-    if (!/^\d+$/.test(values['max-line-bytes']) || maxLine < 1024 || maxLine > constants.MAX_STRING_LENGTH) {
-      throw new DataError(`--max-line-bytes: expected a whole number from 1024 to ${constants.MAX_STRING_LENGTH}, got "${values['max-line-bytes']}"`);
-    }
-  }
-  let size = 0;
-  if (source !== '-') {
-    try {
-      size = statSync(source).size;
-    } catch (err) {
-      throw new DataError(`cannot read ${source}: ${(err as Error).message}`);
-    }
-  }
-  const store = await openStore(values, true);
-  // Ready before the input flows: lines read while we wait would be lost.
-  if (store instanceof RedisStore) {
-    const running = await store
-      .ready()
-      .then(() => store.frontendsRunning())
-      .catch(async (err: Error) => (await store.close(), Promise.reject(err)));
-    if (running > 0) {
-      await store.close();
-      throw new DataError(`${running} httpsqs server(s) use this Redis now: stop them before importing (export works while they run)`);
-    }
-  }
-  const imp = new Importer(store, values.replace ?? false);
-  const bar = progress(size, 'messages');
-  const input = source === '-' ? process.stdin : createReadStream(source);
-  let read = 0;
-  // JSON lines are UTF-8; a tcbmgr dump is bytes (hex, or raw in its text form).
-  const lines = boundedLines(input, tcbmgr ? 'latin1' : 'utf8', maxLine, (bytes) => {
-    read += bytes;
-    bar?.update(read, { count: imp.messages });
-  });
-  try {
-    await (tcbmgr ? importTcbmgr(imp, lines) : importJsonLines(imp, lines));
-    await imp.flush(true);
-  } finally {
-    bar?.stop();
-    await store.close();
-  }
-  process.stderr.write(`imported ${imp.queues} queues, ${imp.messages} messages\n`);
 }

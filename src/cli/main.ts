@@ -10,7 +10,9 @@ import { isWorker, runWorker } from './worker.js';
 import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
 import { helpText, parseConfig, UsageError, type Config } from './options.js';
-import { DataError, runData } from './data.js';
+import { DataError } from './data.js';
+import { runExport } from './export.js';
+import { runImport } from './import.js';
 import { redactUrl } from '../store/redis.js';
 import { StoreError } from '../store/store.js';
 import { Exiting, fail, isLoopback, openDataDir, pidFileProblem, refuseRunningPidFile, say } from './process.js';
@@ -69,7 +71,7 @@ async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'export' || command === 'import') {
     try {
-      return await runData(command, rest);
+      return await (command === 'export' ? runExport(rest) : runImport(rest));
     } catch (err) {
       if (err instanceof DataError || err instanceof StoreError) fail(`${command}: ${err.message}`);
       throw err;

@@ -1,0 +1,67 @@
+/** `httpsqs export`: a store's queues as JSON lines (the format is in data.ts). */
+import { isUtf8 } from 'node:buffer';
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import { RedisStore } from '../store/redis.js';
+import { everyQueue, type Store } from '../store/store.js';
+import { DataError, openStore, parseDataArgs, progress, USAGE } from './data.js';
+
+const nameField = (name: string) => {
+  const bytes = Buffer.from(name, 'latin1');
+  return isUtf8(bytes) ? `"queue":${JSON.stringify(bytes.toString('utf8'))}` : `"queue64":"${bytes.toString('base64')}"`;
+};
+
+async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
+  const toFile = file && file !== '-' ? file : undefined;
+  const out = toFile ? createWriteStream(toFile) : process.stdout;
+  // A reader that stopped early (`| head`) ends the export; it only ever read, so nothing is lost.
+  // Any other write error (a full disk, a directory that is not there) ends it with that error.
+  let broken: DataError | undefined;
+  const failed = new Promise<never>((_, reject) =>
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      reject((broken ??= new DataError(`cannot write ${toFile ?? 'standard output'}: ${err.message}`)));
+    }),
+  );
+  failed.catch(() => {});
+  const write = (line: string) => {
+    if (broken) throw broken;
+    return out.write(`${line}\n`) ? undefined : Promise.race([new Promise<void>((r) => out.once('drain', () => r())), failed]);
+  };
+  await write('{"format":"httpsqs-export","version":1}');
+  const queues: string[] = [];
+  for await (const q of everyQueue(store, prefix)) queues.push(q.name);
+  const bar = toFile ? progress(queues.length, 'queues') : undefined;
+  let messages = 0;
+  for (const [i, name] of queues.entries()) {
+    const s = await store.status(name);
+    const q = nameField(name);
+    await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}}`);
+    for await (const m of store.dump(name)) {
+      await write(`{${q},"pos":${m.pos},"data":"${m.message.toString('base64')}"}`);
+      messages++;
+    }
+    for (const { pos, lease } of await store.leases(name)) await write(`{${q},"pos":${pos},"deadline":${lease.deadline},"deliveries":${lease.deliveries}}`);
+    bar?.update(i + 1, { count: i + 1 });
+  }
+  bar?.stop();
+  if (out !== process.stdout) {
+    out.end();
+    await Promise.race([finished(out), failed]);
+  }
+  if (broken) throw broken;
+  process.stderr.write(`exported ${queues.length} queues, ${messages} messages\n`);
+}
+
+/** `httpsqs export …`: every queue (or those with a prefix) as JSON lines. */
+export async function runExport(argv: string[]): Promise<void> {
+  const { values } = parseDataArgs(argv);
+  if (values.help) return void process.stdout.write(USAGE);
+  const store = await openStore(values, false);
+  try {
+    if (store instanceof RedisStore) await store.ready();
+    await exportAll(store, values.prefix ?? '', values.output);
+  } finally {
+    await store.close();
+  }
+}
