@@ -1,13 +1,14 @@
 /**
- * Replays every transcript recorded from the reference HTTPSQS 1.7 server against our server:
- * a real process on a real port with a fresh data directory per scenario. Compares the status,
+ * Replays every transcript recorded from the reference HTTPSQS 1.7 server against our server on
+ * a real port with a fresh data directory per scenario: in this process, or as processes of its
+ * own with --workers. Compares the status,
  * the body bytes and the four recorded headers, and checks the exact spelling of header names.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cleanup, request, ROOT, startServer } from './helpers.js';
+import { cleanup, request, ROOT, startInProcess, startServer } from './helpers.js';
 
 interface Step {
   request: { method: string; target: string; headers: [string, string][]; body?: string; body_b64?: string };
@@ -39,7 +40,8 @@ export function replayConformance(title: string, extraArgs: string[] | ((scenari
     for (const sc of scenarios) {
       it(`${sc.scenario}: ${sc.about}`, async () => {
         const extra = typeof extraArgs === 'function' ? extraArgs(sc.scenario) : extraArgs;
-        const server = await startServer({ args: [...sc.server_args, ...extra] });
+        const args = [...sc.server_args, ...extra];
+        const server = await (args.includes('--workers') ? startServer : startInProcess)({ args });
         try {
           for (const [i, step] of sc.steps.entries()) {
             const { method, target, headers } = step.request;

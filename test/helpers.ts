@@ -1,4 +1,5 @@
-/** Shared test tools: a real server process on a real port, and a raw HTTP client. */
+/** Shared test tools: a real server on a real port (in this process, or as a process of its own
+ * where the process is the point), and a raw HTTP client. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -7,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseConfig } from '../src/cli/options.js';
+import { serve, type Serving } from '../src/cli/serve.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Project root (tests run from dist/test). */
@@ -97,6 +100,24 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     },
     workers: () => workerPids(proc.pid!),
   };
+}
+
+/** A server built as the CLI builds one (flags, store, metrics, dashboard), in this process. */
+export interface InProcessServer {
+  port: number;
+  dir: string;
+  serving: Serving;
+  /** Stops it, as SIGTERM would (requests in flight finish, the store is flushed and closed). */
+  stop(): Promise<void>;
+}
+
+/** Starts a server in this process on a free loopback port, from command-line flags. Start-up
+ * problems are thrown (StartError), as the CLI would print them. */
+export async function startInProcess(opts: { dir?: string; args?: string[] } = {}): Promise<InProcessServer> {
+  const dir = opts.dir ?? tempDir();
+  const config = { ...parseConfig(['-l', '127.0.0.1', '-x', dir, ...(opts.args ?? [])]), port: 0 };
+  const serving = await serve(config, dir);
+  return { port: serving.port, dir, serving, stop: () => serving.stop() };
 }
 
 /** Runs the CLI to completion and returns its exit code and output. */

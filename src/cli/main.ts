@@ -9,7 +9,7 @@ import { runPrimary } from './primary.js';
 import { isWorker, runWorker } from './worker.js';
 import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
-import { helpText, parseConfig, UsageError, type Config } from './options.js';
+import { helpText, parseConfig, StartError, type Config } from './options.js';
 import { DataError } from './data.js';
 import { runExport } from './export.js';
 import { runImport } from './import.js';
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
   try {
     config = parseConfig(process.argv.slice(2));
   } catch (err) {
-    if (err instanceof UsageError) fail(err.message);
+    if (err instanceof StartError) fail(err.message);
     throw err;
   }
   if (config.help) {

@@ -149,7 +149,10 @@ export interface Config {
 }
 
 /** A start-up problem the user can fix; the CLI prints its message and exits with 1. */
-export class UsageError extends Error {}
+export class StartError extends Error {}
+
+/** A flag or its value is wrong. */
+export class UsageError extends StartError {}
 
 function int(name: OptionName, value: string, min: number, max: number): number {
   const n = Number(value);

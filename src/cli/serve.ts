@@ -1,4 +1,6 @@
-/** One serving process: the store, the HTTP server on its port, and a clean stop. */
+/** One serving process: the store, the HTTP server on its port, and a clean stop. Problems at
+ * start-up are thrown as StartErrors, for the caller to report. */
+import type { AddressInfo } from 'node:net';
 import { mergeHistories, RateHistory, type HistorySnapshot } from '../dashboard/history.js';
 import { createMetrics, shareWithPrimary } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
@@ -9,14 +11,15 @@ import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb-store.js';
 import { redactUrl, RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
-import type { Config } from './options.js';
+import { StartError, type Config } from './options.js';
 import { log } from './log.js';
 import { VERSION } from '../version.js';
-import { fail } from './process.js';
 
 const storeWarning = (message: string) => log.warn({ event: 'store' }, message);
 
 export interface Serving {
+  /** The port it listens on (the one asked for, or the one given for port 0). */
+  port: number;
   store: Store;
   waiters: Waiters;
   /** This process's puts and gets for the dashboard's charts. */
@@ -77,18 +80,22 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   });
   app = server;
   if (store instanceof RedisStore) store.onWake((name, count) => server.waiters.wake(name, count));
-  await new Promise<void>((ready) => {
-    server.server.once('error', (err: NodeJS.ErrnoException) => {
-      const where = `${config.listen}:${config.port}`;
-      if (err.code === 'EADDRINUSE') fail(`-p: port ${config.port} is already in use on ${config.listen}`);
-      if (err.code === 'EADDRNOTAVAIL') fail(`-l: ${config.listen} is not an address of this machine`);
-      if (err.code === 'EACCES') fail(`-p: no permission to listen on ${where}`);
-      fail(`cannot listen on ${where}: ${err.message}`);
+  try {
+    await new Promise<void>((ready, failed) => {
+      server.server.once('error', failed);
+      server.server.listen(config.port, config.listen, ready);
     });
-    server.server.listen(config.port, config.listen, ready);
-  });
+  } catch (err) {
+    await store.close();
+    const { code, message } = err as NodeJS.ErrnoException;
+    if (code === 'EADDRINUSE') throw new StartError(`-p: port ${config.port} is already in use on ${config.listen}`);
+    if (code === 'EADDRNOTAVAIL') throw new StartError(`-l: ${config.listen} is not an address of this machine`);
+    if (code === 'EACCES') throw new StartError(`-p: no permission to listen on ${config.listen}:${config.port}`);
+    throw new StartError(`cannot listen on ${config.listen}:${config.port}: ${message}`);
+  }
   server.server.on('error', (err) => log.error({ event: 'error', err }, `server error: ${err.message}`));
   return {
+    port: (server.server.address() as AddressInfo).port,
     store,
     waiters: server.waiters,
     history,
@@ -118,8 +125,8 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
       warn: storeWarning,
     });
   } catch (err) {
-    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) fail(`-x: ${err.message}`);
-    fail(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
+    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) throw new StartError(`-x: ${err.message}`);
+    throw new StartError(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
   }
 }
 
@@ -129,6 +136,6 @@ async function openRedis(config: Config): Promise<RedisStore> {
     return await store.ready();
   } catch (err) {
     await store.close();
-    fail(`--store: ${(err as Error).message}`);
+    throw new StartError(`--store: ${(err as Error).message}`);
   }
 }
