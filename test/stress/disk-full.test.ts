@@ -11,7 +11,7 @@ import { mkdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
-import { cleanup, request, startServer, tempDir, type RunningServer } from './helpers.js';
+import { cleanup, request, startServer, tempDir, type RunningServer } from '../helpers.js';
 
 function canMount(): string | false {
   const probe = tempDir('httpsqs-mount-');
