@@ -153,10 +153,11 @@ export class LmdbCore implements CoreStore {
   protected readonly cache: Map<string, Queue> | undefined;
   protected readonly uncommitted = new Map<string, Buffer>();
   private writeError: StoreError | undefined;
-  /** Exclusive mode, after a failed commit: writes queued behind it (decided on a state that
-   * assumed it had succeeded) may still commit. Until they have settled, operations are refused;
-   * then every queue is read from disk again (the state in memory was dropped at the failure). */
-  private fenced = false;
+  /** Exclusive mode, after a failed commit, its error: writes queued behind it (decided on a state
+   * that assumed it had succeeded) may still commit. Until they have settled, operations are refused
+   * with it; then every queue is read from disk again (the state in memory was dropped at the
+   * failure). */
+  private fence: StoreError | undefined;
   /** Cache size that makes `remember` look for queues to forget. */
   private evictAt = CACHED_QUEUES;
   private syncSeconds: number;
@@ -232,12 +233,19 @@ export class LmdbCore implements CoreStore {
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
-    if (this.cache && !this.fenced) {
-      this.fenced = true;
-      const lift = () => void (this.fenced = false);
+    const error = (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
+    if (this.cache && !this.fence) {
+      this.fence = error;
+      const lift = () => void (this.fence = undefined);
       Promise.resolve(this.env.committed).then(lift, lift);
     }
-    return (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
+    return error;
+  }
+
+  /** A write committed. While fenced, it is one queued before the failure: the store is not
+   * healthy again until the fence lifts. */
+  private succeeded(): void {
+    if (!this.fence) this.writeError = undefined;
   }
 
   /** A queue's state as stored (or as the current write transaction sees it). */
@@ -273,7 +281,7 @@ export class LmdbCore implements CoreStore {
         })
         .catch((err) => Promise.reject(this.failed(err)));
     }
-    if (this.fenced) return Promise.reject(this.writeError);
+    if (this.fence) return Promise.reject(this.fence);
     const cached = this.cache.get(name);
     const q = cached ?? this.fromDisk(name);
     const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
@@ -286,7 +294,7 @@ export class LmdbCore implements CoreStore {
     return this.write(name, d).then(
       () => {
         q.pending--;
-        this.writeError = undefined;
+        this.succeeded();
         for (const [pos, message] of d.stored) {
           const key = `${pos}:${name}`;
           if (this.uncommitted.get(key) === message) this.uncommitted.delete(key);
@@ -370,7 +378,7 @@ export class LmdbCore implements CoreStore {
         if (message && out.length > 0 && bytes + message.length > maxBytes) break;
         if (t.next !== d.q.s) d.state(t.next);
         if (!message) {
-          // A position whose put failed while a later one committed (see `fenced`): that put was
+          // A position whose put failed while a later one committed (see `fence`): that put was
           // answered with an error, so there is nothing to deliver here.
           if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
           continue;
@@ -406,7 +414,7 @@ export class LmdbCore implements CoreStore {
   }
 
   async reset(name: string): Promise<void> {
-    if (this.fenced) throw this.writeError;
+    if (this.fence) throw this.fence;
     const nameKey = metaKey(name);
     // Writes queued together share lmdb-js's promise for their batch: one handler per batch.
     let batch: Promise<unknown> | undefined;
