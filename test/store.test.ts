@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LmdbStore } from '../src/store/lmdb-store.js';
 import { RedisStore } from '../src/store/redis.js';
-import type { Store } from '../src/store/store.js';
+import { StoreError, type Store } from '../src/store/store.js';
 import { cleanup, tempDir } from './helpers.js';
 import { noRedis, startRedis, type RedisServer } from './redis-servers.js';
 
@@ -423,6 +423,43 @@ for (const shared of [false, true]) it(`${shared ? 'shared (--workers)' : 'one p
   let left = 0;
   for await (const _ of s.dump('huge')) left++;
   assert.equal(left, 1);
+  await s.close();
+  cleanup(dir);
+});
+
+it('one process: while a failed commit fences the store, every operation is refused with that failure', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const s = await LmdbStore.open({ path: dir });
+  await s.put('q', b('one'));
+  const inside = s as unknown as { env: object; meta: { put(k: Buffer, v: Buffer): Promise<boolean> } };
+  // The fence lasts until the writes queued before the failure have settled (env.committed): held here.
+  let settle!: () => void;
+  Object.defineProperty(inside.env, 'committed', { value: new Promise<void>((r) => (settle = r)), configurable: true });
+  // The next put's commit fails; the put queued behind it commits a moment later.
+  const put = inside.meta.put.bind(inside.meta);
+  let writes = 0;
+  inside.meta.put = (k, v) => {
+    const p = put(k, v);
+    if (++writes === 1) return p.then(() => Promise.reject(new Error('Commit failed (see commitError for details)')));
+    return writes === 2 ? p.then(async (ok) => (await sleep(20), ok)) : p;
+  };
+  const [failed, behind] = await Promise.allSettled([s.put('q', b('A')), s.put('q', b('B'))]);
+  assert.equal(failed.status, 'rejected');
+  assert.equal(behind.status, 'fulfilled');
+  const refused = async (what: string, p: Promise<unknown>) => {
+    const err = await p.then(() => assert.fail(`${what} was not refused`), (e: unknown) => e);
+    assert.ok(err instanceof StoreError, `${what} refused with ${String(err)}`);
+    assert.match(err.message, /LMDB write failed: Commit failed/);
+  };
+  await refused('put', s.put('q', b('C')));
+  await refused('get', s.get('q'));
+  await refused('reset', s.reset('q'));
+  await refused('check', s.check());
+  settle();
+  await sleep(10);
+  // Then the queue is read from disk again (the failure was only reported: A is there too).
+  assert.equal(await s.put('q', b('D')), 4);
+  await s.check();
   await s.close();
   cleanup(dir);
 });

@@ -122,6 +122,10 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
         if (low) log.warn({ event: 'disk-low', free }, `${left}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
         else log.info({ event: 'disk-ok', free }, `${left}: puts are accepted again`);
       },
+      onDiskFull: (full) => {
+        if (full) log.warn({ event: 'disk-full' }, `the disk of ${datadir} is full: puts are refused until there is room`);
+        else log.info({ event: 'disk-room' }, `room again on the disk of ${datadir}: puts are accepted again`);
+      },
       warn: storeWarning,
     });
   } catch (err) {

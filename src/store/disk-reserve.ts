@@ -5,7 +5,8 @@
  * brought in, so that a burst of puts cannot cross the reserve unseen. Puts are accepted again
  * once an eighth more than the reserve is free (no flapping at its edge). Pages inside the LMDB
  * file that hold nothing now (freed by a reset, or by a ring that came round) count as free:
- * LMDB writes into them before it grows the file.
+ * LMDB writes into them before it grows the file; so does the room the store took past LMDB's
+ * last page (room.ts).
  */
 import { statfs, statfsSync } from 'node:fs';
 import type { Database, RootDatabase } from 'lmdb';

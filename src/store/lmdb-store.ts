@@ -6,7 +6,7 @@
  */
 import { leaseToken, type Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
-import { decodeMeta, EMPTY_NAME_KEY, encodeLease, encodeMeta, keyRange, LAST_POS, LmdbCore, metaKey, msgKey, quiet } from './lmdb.js';
+import { decodeMeta, EMPTY_NAME_KEY, encodeLease, encodeMeta, keyBytes, keyRange, LAST_POS, LmdbCore, metaKey, msgKey, quiet } from './lmdb.js';
 import { isInitial, type QueueStatus, type Store } from './store.js';
 
 export class LmdbStore extends LmdbCore implements Store {
@@ -16,7 +16,7 @@ export class LmdbStore extends LmdbCore implements Store {
       if (!held || (token !== undefined && token !== leaseToken(held))) return false;
       d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
       return true;
-    });
+    }, this.room.need(2, keyBytes(name)));
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
@@ -27,14 +27,16 @@ export class LmdbStore extends LmdbCore implements Store {
       const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
       d.lease(pos, lease);
       return leaseToken(lease);
-    });
+    }, this.room.need(2, keyBytes(name)));
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {
+    await this.waiting;
     return this.current(name).leases.nextDeadline();
   }
 
   async range(name: string, pos: number, num: number, maxBytes = Infinity): Promise<Array<{ pos: number; message: Buffer }>> {
+    await this.waiting;
     const out: Array<{ pos: number; message: Buffer }> = [];
     let bytes = 0;
     this.env.resetReadTxn();
@@ -49,6 +51,7 @@ export class LmdbStore extends LmdbCore implements Store {
   }
 
   async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    await this.waiting;
     const wanted = (name: string) => name.startsWith(prefix) && (after === undefined || name > after);
     const found = new Map<string, QueueStatus>();
     this.env.resetReadTxn();
@@ -82,25 +85,27 @@ export class LmdbStore extends LmdbCore implements Store {
   }
 
   async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
+    await this.waiting;
     this.env.resetReadTxn();
     for (const { key, value } of this.msg.getRange(keyRange(name))) yield { pos: key.readUInt32BE(key.length - 4), message: value };
   }
 
   async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
+    await this.waiting;
     return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
   }
 
   async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
-    await this.env
-      .transaction(() => {
-        for (const m of r.messages ?? []) quiet(this.msg.put(msgKey(name, m.pos), m.message));
-        for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
-        if (r.state) {
-          const held = r.leases?.length ?? this.load(name).leases.size;
-          quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
-        }
-      })
-      .catch((err) => Promise.reject(this.failed(err)));
+    const messages = r.messages ?? [];
+    const need = this.room.need(1 + (r.leases?.length ?? 0), keyBytes(name), messages.map((m) => m.message));
+    await this.transact(need, false, () => {
+      for (const m of messages) quiet(this.msg.put(msgKey(name, m.pos), m.message));
+      for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
+      if (r.state) {
+        const held = r.leases?.length ?? this.load(name).leases.size;
+        quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
+      }
+    });
     this.cache?.delete(name);
   }
 }

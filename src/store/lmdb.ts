@@ -25,16 +25,20 @@
  * - shared (`--workers`): each operation is an lmdb-js transaction callback that reads the
  *   positions (and, when the queue holds any, its leases) inside the write transaction, which
  *   LMDB serializes across processes.
+ *
+ * Disk space: in both, an operation's writes are queued only once the data file has room for
+ * them at worst, taken from the disk ahead of LMDB (`room.ts`): no commit may meet a full disk.
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_NAME_BYTES } from '../protocol/query.js';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
-import { canSetMaxqueue, emptyQueue, type QueueState } from '../queue/ring.js';
+import { canSetMaxqueue, emptyQueue, unread, type QueueState } from '../queue/ring.js';
 import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
 import { lockDirectory } from './lock.js';
-import { StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
+import { Room, type Need } from './room.js';
+import { DiskLowError, StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
 
 export interface LmdbOptions {
   path: string;
@@ -51,11 +55,27 @@ export interface LmdbOptions {
   reserveBytes?: number;
   /** Told when free space falls below the reserve, and when it is back. */
   onDiskSpace?: (low: boolean, freeBytes: number) => void;
+  /** Told when puts start being refused because the disk has no room left for them (room.ts),
+   * and when one fits again. */
+  onDiskFull?: (full: boolean) => void;
   /** Where the store reports a problem no request hears of (a failed background flush). */
   warn?: (message: string) => void;
 }
 
 export const LAST_POS = 0xffffffff;
+
+/** Room in the data file that puts leave to the other writes (gets, acks, resets), so that
+ * consumers go on when the disk is full. */
+const KEEP_FOR_OTHERS = 512 * 1024;
+/** Exclusive mode: room kept past what is queued, grown in the background, so that writes seldom
+ * wait for the file to grow. */
+const AHEAD = 8 * 2 ** 20;
+/** The most the file grows by past what a write needs, in one transaction: the zeros are written
+ * while LMDB's writer waits, and flushed with the next commit. */
+const STEP = 2 * 2 ** 20;
+const NOTHING: Need = { paths: 0, pages: 0, nodeBytes: 0, freed: 0 };
+/** What a transaction callback returns when the disk has no room for its writes. */
+const NO_ROOM = Symbol('no room');
 
 export function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
   if (!v || v.length < 12) return { s: emptyQueue(), leased: 0 };
@@ -93,6 +113,9 @@ export const EMPTY_NAME_KEY = Buffer.alloc(MAX_NAME_BYTES + 1);
 export const metaKey = (name: string): Buffer => (name ? Buffer.from(name, 'latin1') : EMPTY_NAME_KEY);
 
 export const keyRange = (name: string) => ({ start: msgKey(name, 0), end: msgKey(name, LAST_POS) });
+
+/** The longest key an operation on queue `name` writes: its message key, or the empty name's meta key. */
+export const keyBytes = (name: string): number => (name ? name.length + 6 : EMPTY_NAME_KEY.length);
 
 /** For writes whose failure the operation learns from its last write (or its transaction): their
  * own rejection must not go unhandled, which would end the process. */
@@ -153,10 +176,23 @@ export class LmdbCore implements CoreStore {
   protected readonly cache: Map<string, Queue> | undefined;
   protected readonly uncommitted = new Map<string, Buffer>();
   private writeError: StoreError | undefined;
-  /** Exclusive mode, after a failed commit: writes queued behind it (decided on a state that
-   * assumed it had succeeded) may still commit. Until they have settled, operations are refused;
-   * then every queue is read from disk again (the state in memory was dropped at the failure). */
-  private fenced = false;
+  /** Exclusive mode, after a failed commit, its error: writes queued behind it (decided on a state
+   * that assumed it had succeeded) may still commit. Until they have settled, operations are refused
+   * with it; then every queue is read from disk again (the state in memory was dropped at the
+   * failure). */
+  private fence: StoreError | undefined;
+  protected readonly room: Room;
+  /** Puts are refused for want of room on the disk (said once), and what the last one needed. */
+  private full: DiskLowError | undefined;
+  private fullNeed = NOTHING;
+  private readonly onDiskFull: ((full: boolean) => void) | undefined;
+  /** Exclusive mode: operations wait behind one waiting for room until this settles, so that they
+   * are still decided in the order they came (reads too, so that they see the ones called before). */
+  protected waiting: Promise<void> | undefined;
+  /** The transaction growing the data file, while one is queued. */
+  private growing: Promise<void> | undefined;
+  /** Exclusive mode: no growth is tried in the background before then (the disk was full). */
+  private retryAt = 0;
   /** Cache size that makes `remember` look for queues to forget. */
   private evictAt = CACHED_QUEUES;
   private syncSeconds: number;
@@ -201,8 +237,11 @@ export class LmdbCore implements CoreStore {
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
     this.lease = this.env.openDB<Buffer, Buffer>('lease', dbOpts);
+    this.room = new Room(opts.path, this.env, [this.meta, this.msg, this.lease], opts.shared ?? false);
+    this.onDiskFull = opts.onDiskFull;
     if (this.syncMode === 'interval') this.schedule();
-    const inside = () => lmdbFreeBytes(this.env, [this.meta, this.msg, this.lease]);
+    // Pages LMDB does not use, and the room past its last page, take no more of the disk.
+    const inside = () => lmdbFreeBytes(this.env, [this.meta, this.msg, this.lease]) + this.room.tail();
     if (opts.reserveBytes) this.disk = new DiskReserve(opts.path, opts.reserveBytes, inside, opts.onDiskSpace);
   }
 
@@ -232,12 +271,121 @@ export class LmdbCore implements CoreStore {
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.uncommitted.clear();
-    if (this.cache && !this.fenced) {
-      this.fenced = true;
-      const lift = () => void (this.fenced = false);
+    const error = (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
+    if (this.cache && !this.fence) {
+      this.fence = error;
+      const lift = () => void (this.fence = undefined);
       Promise.resolve(this.env.committed).then(lift, lift);
     }
-    return (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
+    return error;
+  }
+
+  /** A write committed. While fenced, it is one queued before the failure: the store is not
+   * healthy again until the fence lifts. */
+  private succeeded(): void {
+    if (!this.fence) this.writeError = undefined;
+  }
+
+  /** The refusal of a write the disk has no room for. A put's is said once, until one fits again. */
+  private noRoom(put: boolean, need: Need): StoreError {
+    const why = 'no room for the write: the disk of the data directory is full';
+    if (!put) return new StoreError(why);
+    this.fullNeed = need;
+    if (!this.full) {
+      this.full = new DiskLowError(`${why}; puts are refused until there is room`);
+      this.onDiskFull?.(true);
+    }
+    return this.full;
+  }
+
+  private putFits(): void {
+    if (!this.full) return;
+    this.full = undefined;
+    this.onDiskFull?.(false);
+  }
+
+  /** Queues a transaction that grows the data file to `target` (one at a time). */
+  private extend(target: number): Promise<void> {
+    this.growing ??= this.env
+      .transaction(() => {
+        if (!this.room.grow(target)) this.retryAt = Date.now() + 1000;
+      })
+      .then(
+        () => {},
+        () => {},
+      )
+      .finally(() => (this.growing = undefined));
+    return this.growing;
+  }
+
+  /** Exclusive mode, after a write was queued: grows the file in the background once half of the
+   * room kept ahead is taken. */
+  private ahead(): void {
+    if (this.growing || this.closing || Date.now() < this.retryAt) return;
+    const needed = this.room.needed(NOTHING, KEEP_FOR_OTHERS);
+    if (this.room.end - needed >= AHEAD / 2) return;
+    if (this.room.diskHas(this.room.pageSize)) void this.extend(Math.min(needed + AHEAD, this.room.end + STEP));
+    else this.retryAt = Date.now() + 1000;
+  }
+
+  /** Exclusive mode: waits until `need` fits in the data file, growing it; rejects with the
+   * refusal when the disk has no room for it. */
+  private async makeRoom(need: Need, keep: number, put: boolean): Promise<void> {
+    for (let tries = 0; tries < 3 && !this.room.fits(need, keep); tries++) {
+      const needed = this.room.needed(need, keep);
+      if (!this.room.diskHas(needed - this.room.end)) break;
+      await this.extend(needed + STEP);
+    }
+    if (!this.room.fits(need, keep)) throw this.noRoom(put, need);
+  }
+
+  /** Exclusive mode: calls `queue` (which decides an operation and queues its writes) once the
+   * data file has room for `need`; a commit must never meet a full disk (room.ts). */
+  private inTurn<T>(need: Need, put: boolean, queue: () => Promise<T>): Promise<T> {
+    if (this.fence) return Promise.reject(this.fence);
+    const keep = put ? KEEP_FOR_OTHERS : 0;
+    if (!this.waiting && this.room.fits(need, keep)) return queue(); // the usual case
+    const turn = (this.waiting ?? Promise.resolve())
+      .then(() => this.makeRoom(need, keep, put))
+      .then(() => {
+        if (this.fence) throw this.fence;
+        // Wrapped, so that the turn ends once the writes are queued, not once they commit.
+        return { queued: queue() };
+      });
+    const waiting = (this.waiting = turn.then(
+      () => {},
+      () => {},
+    ));
+    void waiting.then(() => this.waiting === waiting && (this.waiting = undefined));
+    return turn.then(({ queued }) => queued);
+  }
+
+  /** Runs `body` in a write transaction once the data file has room for `need`, growing it there
+   * when it has not (any mode: other processes are held off by LMDB's writer lock). */
+  protected transact<T>(need: Need, put: boolean, body: () => T): Promise<T> {
+    const keep = put ? KEEP_FOR_OTHERS : 0;
+    let taken = false;
+    return this.env
+      .transaction(() => {
+        if (!this.room.fits(need, keep)) this.room.grow(this.room.needed(need, keep) + STEP);
+        if (!this.room.fits(need, keep)) return NO_ROOM;
+        this.room.take(need);
+        taken = true;
+        return body();
+      })
+      .then(
+        (result) => {
+          if (taken) this.room.release(need);
+          if (result === NO_ROOM) throw this.noRoom(put, need);
+          this.succeeded();
+          if (put) this.putFits();
+          return result as T;
+        },
+        (err) => {
+          if (taken) this.room.release(need);
+          throw this.failed(err);
+        },
+      );
   }
 
   /** A queue's state as stored (or as the current write transaction sees it). */
@@ -262,19 +410,24 @@ export class LmdbCore implements CoreStore {
     return this.meta.put(metaKey(name), encodeMeta(d.q.s, d.q.leases.size));
   }
 
-  protected run<T>(name: string, plan: Plan<T>): Promise<T> {
+  /** Runs `plan` on queue `name`; `need` bounds what it may write (room.ts), `put` says whether it
+   * adds messages (puts leave room to the other writes). */
+  protected run<T>(name: string, plan: Plan<T>, need: Need, put = false): Promise<T> {
     if (!this.cache) {
-      return this.env
-        .transaction(() => {
-          const d = new Draft(this.load(name), (pos) => this.msg.get(msgKey(name, pos)));
-          const result = plan(d);
-          if (d.changed) quiet(this.write(name, d));
-          return result;
-        })
-        .catch((err) => Promise.reject(this.failed(err)));
+      return this.transact(need, put, () => {
+        const d = new Draft(this.load(name), (pos) => this.msg.get(msgKey(name, pos)));
+        const result = plan(d);
+        if (d.changed) quiet(this.write(name, d));
+        return result;
+      });
     }
-    if (this.fenced) return Promise.reject(this.writeError);
-    const cached = this.cache.get(name);
+    return this.inTurn(need, put, () => this.decide(name, plan, need, put));
+  }
+
+  /** Exclusive mode: decides an operation on the state in memory and queues its writes. */
+  private decide<T>(name: string, plan: Plan<T>, need: Need, put: boolean): Promise<T> {
+    if (put) this.putFits();
+    const cached = this.cache!.get(name);
     const q = cached ?? this.fromDisk(name);
     const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
     const result = plan(d);
@@ -283,17 +436,24 @@ export class LmdbCore implements CoreStore {
     if (!cached) this.remember(name, q);
     // Until they are committed, a get or view of these positions must find them here.
     for (const [pos, message] of d.stored) this.uncommitted.set(`${pos}:${name}`, message);
-    return this.write(name, d).then(
+    const written = this.write(name, d);
+    this.room.take(need);
+    this.ahead();
+    return written.then(
       () => {
+        this.room.release(need);
         q.pending--;
-        this.writeError = undefined;
+        this.succeeded();
         for (const [pos, message] of d.stored) {
           const key = `${pos}:${name}`;
           if (this.uncommitted.get(key) === message) this.uncommitted.delete(key);
         }
         return result;
       },
-      (err) => Promise.reject(this.failed(err)),
+      (err) => {
+        this.room.release(need);
+        return Promise.reject(this.failed(err));
+      },
     );
   }
 
@@ -340,7 +500,8 @@ export class LmdbCore implements CoreStore {
   putMany(name: string, messages: Buffer[]): Promise<number[]> {
     const refused = this.disk?.refuse(messages.reduce((n, m) => n + m.length, 0));
     if (refused) return Promise.reject(refused);
-    return this.run(name, (d) => {
+    const need = this.room.need(1, keyBytes(name), messages);
+    const plan = (d: Draft) => {
       const positions: number[] = [];
       for (const message of messages) {
         const pos = putPosition(d.q.s, d.q.leases);
@@ -350,7 +511,8 @@ export class LmdbCore implements CoreStore {
         positions.push(pos);
       }
       return positions;
-    });
+    };
+    return this.run(name, plan, need, true);
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -358,11 +520,22 @@ export class LmdbCore implements CoreStore {
   }
 
   getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
+    // Room is counted for the meta record and a lease record for each message taken (new ones in a
+    // run, due ones anywhere), so no more are taken than the queue has to hand out now (an mget
+    // asks for up to 1,000, whatever it holds).
+    let limit = max;
+    let due = max;
+    if (max > 1) {
+      const q = this.current(name);
+      due = (q.leases.nextDeadline() ?? Infinity) <= Date.now() ? Math.min(max, q.leases.size) : 0;
+      limit = Math.min(max, unread(q.s) + due);
+    }
+    const need = this.room.need(1 + due, keyBytes(name), [], limit);
     return this.run(name, (d) => {
       const now = Date.now();
       const out: Delivery[] = [];
       let bytes = 0;
-      while (out.length < max) {
+      while (out.length < limit) {
         const t = take(d.q.s, d.q.leases, now, leaseMs);
         if (!t) break;
         const message = d.read(t.pos);
@@ -370,7 +543,7 @@ export class LmdbCore implements CoreStore {
         if (message && out.length > 0 && bytes + message.length > maxBytes) break;
         if (t.next !== d.q.s) d.state(t.next);
         if (!message) {
-          // A position whose put failed while a later one committed (see `fenced`): that put was
+          // A position whose put failed while a later one committed (see `fence`): that put was
           // answered with an error, so there is nothing to deliver here.
           if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
           continue;
@@ -382,7 +555,7 @@ export class LmdbCore implements CoreStore {
         out.push(delivery);
       }
       return out;
-    });
+    }, need);
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
@@ -390,15 +563,17 @@ export class LmdbCore implements CoreStore {
       if (!canSetMaxqueue(d.q.s, num)) return false;
       d.state({ ...d.q.s, maxqueue: num });
       return true;
-    });
+    }, this.room.need(1, keyBytes(name)));
   }
 
   async status(name: string): Promise<QueueStatus> {
+    await this.waiting;
     const q = this.current(name);
     return { ...q.s, leased: q.leases.size };
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
+    await this.waiting;
     const pending = this.uncommitted.get(`${pos}:${name}`);
     if (pending) return pending;
     this.env.resetReadTxn();
@@ -406,7 +581,6 @@ export class LmdbCore implements CoreStore {
   }
 
   async reset(name: string): Promise<void> {
-    if (this.fenced) throw this.writeError;
     const nameKey = metaKey(name);
     // Writes queued together share lmdb-js's promise for their batch: one handler per batch.
     let batch: Promise<unknown> | undefined;
@@ -422,38 +596,54 @@ export class LmdbCore implements CoreStore {
         else for (let keys; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) keys.forEach((k) => remove(db, k));
       }
     };
+    const need = this.room.resetNeed();
     if (!this.cache) {
-      return this.env
-        .transaction(() => {
-          quiet(this.meta.remove(nameKey));
-          removeStored(true);
-        })
-        .catch((err) => Promise.reject(this.failed(err)));
+      return this.transact(need, false, () => {
+        quiet(this.meta.remove(nameKey));
+        removeStored(true);
+      });
     }
-    // Leases in memory include ones whose writes are still queued: their removals queue behind them.
-    for (const [pos] of this.cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
-    const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), pending: 1 };
-    this.cache.delete(name);
-    this.remember(name, q);
-    this.env.resetReadTxn();
-    // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
-    // the removals are queued behind both, and a put after this reset is queued behind them.
-    removeStored(false);
-    for (const key of this.uncommitted.keys()) {
-      const colon = key.indexOf(':');
-      if (key.slice(colon + 1) === name) {
-        quiet(this.msg.remove(msgKey(name, Number(key.slice(0, colon)))));
-        this.uncommitted.delete(key);
+    const cache = this.cache;
+    return this.inTurn(need, false, () => {
+      // Leases in memory include ones whose writes are still queued: their removals queue behind them.
+      for (const [pos] of cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
+      const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), pending: 1 };
+      cache.delete(name);
+      this.remember(name, q);
+      this.env.resetReadTxn();
+      // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
+      // the removals are queued behind both, and a put after this reset is queued behind them.
+      removeStored(false);
+      for (const key of this.uncommitted.keys()) {
+        const colon = key.indexOf(':');
+        if (key.slice(colon + 1) === name) {
+          quiet(this.msg.remove(msgKey(name, Number(key.slice(0, colon)))));
+          this.uncommitted.delete(key);
+        }
       }
-    }
-    await this.meta.remove(nameKey).catch((err) => Promise.reject(this.failed(err)));
-    q.pending--;
+      const removed = this.meta.remove(nameKey);
+      this.room.take(need);
+      return removed.then(
+        () => {
+          this.room.release(need);
+          q.pending--;
+          this.succeeded();
+        },
+        (err) => {
+          this.room.release(need);
+          return Promise.reject(this.failed(err));
+        },
+      );
+    });
   }
 
   async check(): Promise<void> {
     if (this.closing) throw new StoreError('the store is closed');
     if (this.writeError) throw this.writeError;
     if (this.disk?.refusal) throw this.disk.refusal;
+    // No put may come to find that there is room again (a load balancer took this server out).
+    if (this.full && this.room.diskHas(this.room.needed(this.fullNeed, KEEP_FOR_OTHERS) - this.room.end)) this.putFits();
+    if (this.full) throw this.full;
     this.env.resetReadTxn();
     this.meta.get(Buffer.alloc(1));
   }
@@ -467,9 +657,11 @@ export class LmdbCore implements CoreStore {
     this.closing ??= (async () => {
       clearTimeout(this.timer);
       this.disk?.close();
+      await this.growing;
       await this.env.committed;
       await this.flush();
       await this.env.close();
+      this.room.close();
       this.release?.();
     })();
     return this.closing;
