@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { AuthError, HttpsqsClient, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
-import { cleanup, freePort, request, ROOT, startServer, type RunningServer } from './helpers.js';
+import { cleanup, freePort, request, ROOT, startInProcess, startServer, type InProcessServer } from './helpers.js';
 
 describe('HttpsqsClient', () => {
-  let server: RunningServer;
+  let server: InProcessServer;
   let q: HttpsqsClient;
   before(async () => {
-    server = await startServer();
+    server = await startInProcess();
     q = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
   });
   after(async () => {
@@ -81,7 +81,7 @@ describe('HttpsqsClient', () => {
     for (let i = 0; i < 10; i++) await q.put('c-full', `${i}`);
     await assert.rejects(q.put('c-full', 'x'), (err: unknown) => err instanceof QueueFullError && err.queue === 'c-full');
     await assert.rejects(q.maxqueue('c-full', 5), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
-    const locked = await startServer({ args: ['-a', 'sesame'] });
+    const locked = await startInProcess({ args: ['-a', 'sesame'] });
     const wrong = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'guess' });
     const right = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'sesame' });
     try {
@@ -253,7 +253,7 @@ describe('HttpsqsClient', () => {
     stop.abort();
     await running;
 
-    const locked = await startServer({ args: ['-a', 'sesame'] });
+    const locked = await startInProcess({ args: ['-a', 'sesame'] });
     const wrong = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'guess' });
     try {
       await assert.rejects(wrong.consume('q', () => {}, { concurrency: 3, wait: 1 }), AuthError);

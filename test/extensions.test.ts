@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, parseResponse, rawExchange, request, startServer, type RunningServer } from './helpers.js';
+import { cleanup, parseResponse, rawExchange, request, startInProcess, startServer, type InProcessServer } from './helpers.js';
 
 interface Reply {
   status: number;
@@ -50,10 +50,10 @@ function client(port: number) {
 }
 
 describe('extensions', () => {
-  let server: RunningServer;
+  let server: InProcessServer;
   let call: ReturnType<typeof client>;
   before(async () => {
-    server = await startServer({ args: ['--max-wait', '5'] });
+    server = await startInProcess({ args: ['--max-wait', '5'] });
     call = client(server.port);
   });
   after(async () => {
@@ -337,7 +337,7 @@ describe('extensions', () => {
 
 describe('extensions with a password', () => {
   it('list and /metrics need auth= like every opt; /healthz does not', async () => {
-    const server = await startServer({ args: ['-a', 'sesame'] });
+    const server = await startInProcess({ args: ['-a', 'sesame'] });
     const call = client(server.port);
     try {
       assert.equal((await call('/?opt=list')).body, 'HTTPSQS_AUTH_FAILED');

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { describe, it } from 'node:test';
-import { cleanup, keepAliveClient, startServer } from './helpers.js';
+import { cleanup, keepAliveClient, startInProcess, startServer } from './helpers.js';
 
 type Op =
   | { op: 'put'; data: string }
@@ -104,7 +104,7 @@ function target(name: string, o: Op): string {
 
 function modelCheck(title: string, args: string[], runs: number): void {
   it(title, async () => {
-    const server = await startServer({ args });
+    const server = await (args.includes('--workers') ? startServer : startInProcess)({ args });
     const client = keepAliveClient(server.port, 4);
     let run = 0;
     try {
