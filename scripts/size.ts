@@ -11,10 +11,14 @@ export const CORE = [
   'src/protocol/reply.ts',
   'src/queue/ring.ts',
   'src/store/store.ts',
-  'src/store/lmdb.ts',
   'src/store/lock.ts',
-  'src/store/datafile.ts',
+  'src/store/lmdb/codec.ts',
+  'src/store/lmdb/pending.ts',
+  'src/store/lmdb/store.ts',
+  'src/store/lmdb/room.ts',
+  'src/store/lmdb/datafile.ts',
   'src/server/http.ts',
+  'src/server/ops.ts',
   'src/server/server.ts',
 ];
 export const BUDGET = 1000;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createHttpsqsServer, type HttpsqsServer } from '../src/server/server.js';
-import { LmdbStore } from '../src/store/lmdb-store.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
 import { cleanup, rawExchange, parseResponse, tempDir } from './helpers.js';
 
 describe('the Host rule', () => {

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { createHttpsqsServer } from '../src/server/server.js';
-import { LmdbStore } from '../src/store/lmdb-store.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
 import type { Store } from '../src/store/store.js';
 import { cleanup, request, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 

@@ -16,9 +16,9 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
-import { DamagedDataFile, repairedCopy } from '../store/datafile.js';
+import { DamagedDataFile, repairedCopy } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
-import { LmdbStore } from '../store/lmdb-store.js';
+import { LmdbStore } from '../store/lmdb/store.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 

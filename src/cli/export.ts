@@ -2,7 +2,6 @@
 import { isUtf8 } from 'node:buffer';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { RedisStore } from '../store/redis.js';
 import { everyQueue, type Store } from '../store/store.js';
 import { DataError, openStore, parseDataArgs, progress, USAGE } from './data.js';
 
@@ -59,7 +58,7 @@ export async function runExport(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   const store = await openStore(values, false);
   try {
-    if (store instanceof RedisStore) await store.ready();
+    await store.ready();
     await exportAll(store, values.prefix ?? '', values.output);
   } finally {
     await store.close();

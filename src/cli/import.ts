@@ -4,7 +4,6 @@ import { createReadStream, statSync } from 'node:fs';
 import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
 import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
-import { RedisStore } from '../store/redis.js';
 import { isInitial, type Store } from '../store/store.js';
 import { DataError, MAX_LINE, openStore, parseDataArgs, progress, USAGE } from './data.js';
 
@@ -218,15 +217,14 @@ export async function runImport(argv: string[]): Promise<void> {
   }
   const store = await openStore(values, true);
   // Ready before the input flows: lines read while we wait would be lost.
-  if (store instanceof RedisStore) {
-    const running = await store
-      .ready()
-      .then(() => store.frontendsRunning())
-      .catch(async (err: Error) => (await store.close(), Promise.reject(err)));
-    if (running > 0) {
-      await store.close();
-      throw new DataError(`${running} httpsqs server(s) use this Redis now: stop them before importing (export works while they run)`);
-    }
+  // A store several servers share must have none now (a directory's lock keeps them out).
+  const running = await store
+    .ready()
+    .then(() => store.frontendsRunning?.() ?? 0)
+    .catch(async (err: Error) => (await store.close(), Promise.reject(err)));
+  if (running > 0) {
+    await store.close();
+    throw new DataError(`${running} httpsqs server(s) use this Redis now: stop them before importing (export works while they run)`);
   }
   const imp = new Importer(store, values.replace ?? false);
   const bar = progress(size, 'messages');

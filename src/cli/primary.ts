@@ -11,7 +11,7 @@
  * the write transaction. The primary holds the directory lock for them.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { LmdbStore } from '../store/lmdb-store.js';
+import { LmdbStore } from '../store/lmdb/store.js';
 import { lockDirectory } from '../store/lock.js';
 import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, type ToWorker } from './ipc.js';
 import { log } from './log.js';

@@ -2,15 +2,15 @@
  * start-up are thrown as StartErrors, for the caller to report. */
 import type { AddressInfo } from 'node:net';
 import { mergeHistories, RateHistory, type HistorySnapshot } from '../dashboard/history.js';
-import { createMetrics, shareWithPrimary } from '../server/metrics.js';
+import { createMetrics, shareWithPrimary, type Metrics } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
-import { mib } from '../store/disk-reserve.js';
-import { DamagedDataFile } from '../store/datafile.js';
+import { mib } from '../store/lmdb/disk-reserve.js';
+import { DamagedDataFile } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
-import { LmdbStore } from '../store/lmdb-store.js';
-import { redactUrl, RedisStore } from '../store/redis.js';
-import type { Store } from '../store/store.js';
+import { LmdbStore } from '../store/lmdb/store.js';
+import { RedisStore } from '../store/redis.js';
+import type { Store, StoreHooks } from '../store/store.js';
 import { StartError, type Config } from './options.js';
 import { log } from './log.js';
 import { VERSION } from '../version.js';
@@ -40,18 +40,15 @@ export interface ServeHooks {
 }
 
 export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
-  const store = config.store === 'lmdb' ? await openLmdb(config, datadir) : await openRedis(config);
-  // With Redis, frontends (and workers) wake each other's long polls through Redis itself.
-  const peers = store instanceof RedisStore ? { watch: (name: string, on: boolean) => store.watch(name, on), notify: () => {} } : hooks.peers;
+  // The store reports each write's time to the metrics, made once the store is there.
+  let metrics: Metrics | undefined;
+  const observe = (op: string, seconds: number) => metrics?.observeWrite(op, seconds);
+  const store: Store = config.store === 'lmdb' ? await openLmdb(config, datadir, observe) : await openRedis(config, observe);
+  // A store that several servers share (Redis) wakes their long polls itself.
+  const peers = store.wakes ? { watch: store.wakes.watch, notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
-  const facts = {
-    version: VERSION,
-    started: Date.now(),
-    store: config.store === 'lmdb' ? 'LMDB' : redactUrl(config.store),
-    durability: store instanceof RedisStore ? (config.redisWait ? `Redis, ${config.redisWait} replicas confirm` : 'as Redis persists') : config.sync === 'durable' ? 'durable (ack after flush)' : `flush every ${config.synctime}s`,
-    workers: config.workers,
-  };
-  const metrics = createMetrics({
+  const facts = { version: VERSION, started: Date.now(), ...store.describe(), workers: config.workers };
+  metrics = createMetrics({
     store,
     connections: () => app?.connections() ?? 0,
     waiting: () => app?.waiters.size ?? 0,
@@ -60,7 +57,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   if (hooks.fromCluster) shareWithPrimary(metrics.registry);
   const history = new RateHistory();
   const others = hooks.otherHistories;
-  const server = createHttpsqsServer(metrics.instrument(store), {
+  const server = createHttpsqsServer(store, {
     auth: config.auth,
     adminAuth: config.adminAuth,
     keepAliveTimeout: config.timeout,
@@ -79,7 +76,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     log: (line) => log.error({ event: 'error' }, line),
   });
   app = server;
-  if (store instanceof RedisStore) store.onWake((name, count) => server.waiters.wake(name, count));
+  store.wakes?.onWake((name, count) => server.waiters.wake(name, count));
   try {
     await new Promise<void>((ready, failed) => {
       server.server.once('error', failed);
@@ -106,7 +103,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   };
 }
 
-async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
+async function openLmdb(config: Config, datadir: string, observe: StoreHooks['observe']): Promise<LmdbStore> {
   try {
     // Several workers share the environment (the primary holds the directory lock for them); a
     // single worker owns it, lock included. This is a worker: the process to stop is its master.
@@ -127,6 +124,7 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
         else log.info({ event: 'disk-room' }, `room again on the disk of ${datadir}: puts are accepted again`);
       },
       warn: storeWarning,
+      observe,
     });
   } catch (err) {
     if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) throw new StartError(`-x: ${err.message}`);
@@ -134,8 +132,8 @@ async function openLmdb(config: Config, datadir: string): Promise<LmdbStore> {
   }
 }
 
-async function openRedis(config: Config): Promise<RedisStore> {
-  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs, announce: true, warn: storeWarning });
+async function openRedis(config: Config, observe: StoreHooks['observe']): Promise<RedisStore> {
+  const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs, announce: true, warn: storeWarning, observe });
   try {
     return await store.ready();
   } catch (err) {

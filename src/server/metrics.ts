@@ -94,13 +94,11 @@ class Timings {
   }
 }
 
-/** Store calls that write, timed by `instrument`. */
-const WRITES = ['put', 'putMany', 'get', 'getMany', 'settle', 'touch', 'reset', 'maxqueue'] as const;
 
 export interface Metrics extends ServerMetrics {
   registry: Registry;
-  /** The same store, its writes timed (in durable mode, a write's time includes its flush). */
-  instrument(store: Store): Store;
+  /** A store write took `seconds` (in durable mode, its flush included). */
+  observeWrite(op: string, seconds: number): void;
 }
 
 export function createMetrics(opts: MetricsOptions): Metrics {
@@ -181,35 +179,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
 
   return {
     registry,
-    instrument(store) {
-      // The same object with its writes replaced by timed ones; every other method is the store's
-      // own, bound to it (so that what it sets on `this` lands on the store).
-      const timed: Store = Object.create(store);
-      for (let proto = Object.getPrototypeOf(store); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-        for (const k of Object.getOwnPropertyNames(proto)) {
-          const v: unknown = (store as unknown as Record<string, unknown>)[k];
-          if (k !== 'constructor' && typeof v === 'function' && !Object.hasOwn(timed, k)) {
-            (timed as unknown as Record<string, unknown>)[k] = (v as (...a: unknown[]) => unknown).bind(store);
-          }
-        }
-      }
-      for (const op of WRITES) {
-        const write = store[op].bind(store) as (...a: unknown[]) => Promise<unknown>;
-        const observe = writes.of(op);
-        (timed as unknown as Record<string, unknown>)[op] = (...a: unknown[]) => {
-          const started = performance.now();
-          return write(...a).then(
-            (v) => (observe((performance.now() - started) / 1000), v),
-            (err: unknown) => (observe((performance.now() - started) / 1000), Promise.reject(err)),
-          );
-        };
-      }
-      // A reset queue starts its counters again (Prometheus reads a drop as a counter reset), and a
-      // server with many short-lived queues does not keep a series for each one it ever saw.
-      const reset = timed.reset;
-      timed.reset = (name) => reset(name).then(() => void queues.delete(name));
-      return timed;
-    },
+    observeWrite: (op, seconds) => writes.of(op)(seconds),
+    // A reset queue starts its counters again (Prometheus reads a drop as a counter reset), and a
+    // server with many short-lived queues does not keep a series for each one it ever saw.
+    onReset: (name) => void queues.delete(name),
     onRequest(opt, seconds) {
       const key = OPTS.has(opt) ? opt : 'other';
       let observe = byOpt.get(key);

@@ -37,6 +37,8 @@ export interface ServerEvents {
   /** Messages were handed out (`leased` of them under a lease). */
   onTaken?: ((name: string, count: number, leased: boolean) => void) | undefined;
   onSettled?: ((name: string, outcome: 'ack' | 'nack') => void) | undefined;
+  /** The queue was reset. */
+  onReset?: ((name: string) => void) | undefined;
   /** A long poll ended after `seconds`, with a message or without. */
   onWaited?: ((seconds: number, found: boolean) => void) | undefined;
 }
@@ -112,6 +114,7 @@ export function referenceOps({ store, waiters, events, putFailed, onSynctime }: 
       admin: true,
       async run(name) {
         await store.reset(name);
+        events.onReset?.(name);
         return { body: R.RESET_OK };
       },
     },

@@ -77,6 +77,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const events: ServerEvents = {
     onSettled: metrics?.onSettled,
     onWaited: metrics?.onWaited,
+    onReset: metrics?.onReset,
     onPut: (name: string, count: number) => {
       metrics?.onPut?.(name, count);
       history?.record(name, count, 0);

@@ -22,9 +22,9 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
 import { GET, leaseValueOf, MAXQUEUE, memberOf, parseLeaseValue, PUT, RANGE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
-import { isInitial, StoreError, type Delivery, type QueueStatus, type Store, type SyncMode } from './store.js';
+import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
 
-export interface RedisStoreOptions {
+export interface RedisStoreOptions extends StoreHooks {
   /** `redis://[:password@]host:port[/db][?prefix=p]`, `rediss://…` (TLS), or
    * `redis-cluster://host1:port,host2:port[?prefix=p]`. A password may also come from
    * HTTPSQS_REDIS_PASSWORD. */
@@ -97,7 +97,10 @@ export class RedisStore implements Store {
   private readonly unindexed = new Set<string>();
   private lastError: Error | undefined;
 
+  private readonly now: () => number;
+
   constructor(private readonly opts: RedisStoreOptions) {
+    this.now = opts.now ?? Date.now;
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
     // A script sent but not answered (the connection dropped) may have run: sending it again could
     // store a message twice or skip one. It fails instead, and the client is told so.
@@ -187,7 +190,11 @@ export class RedisStore implements Store {
   }
 
   /** Runs a write; `changed` tells whether it changed anything (no WAIT for one that did not). */
-  private async run<T>(name: string, f: () => Promise<T>, changed: (r: T) => boolean = () => true): Promise<T> {
+  private run<T>(op: string, name: string, f: () => Promise<T>, changed: (r: T) => boolean = () => true): Promise<T> {
+    return timed(this.opts.observe, op, this.write(name, f, changed));
+  }
+
+  private async write<T>(name: string, f: () => Promise<T>, changed: (r: T) => boolean): Promise<T> {
     let result: T;
     try {
       result = await f();
@@ -218,7 +225,7 @@ export class RedisStore implements Store {
   }
 
   async putMany(name: string, messages: Buffer[]): Promise<number[]> {
-    const out = (await this.run(name, () =>
+    const out = (await this.run('put', name, () =>
       this.scripts.put(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.channel(name), this.origin, ...messages),
     (r) => (r as number[]).length > 1)) as number[];
     await this.indexed(name, out[0] === 1);
@@ -231,8 +238,8 @@ export class RedisStore implements Store {
 
   async getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]> {
     const budget = maxBytes ?? -1; // -1: no limit (Lua numbers are doubles; Infinity has no spelling)
-    const flat = (await this.run(name, () =>
-      this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, Date.now(), leaseMs ?? 0, max, budget),
+    const flat = (await this.run('get', name, () =>
+      this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, this.now(), leaseMs ?? 0, max, budget),
     (r) => (r as unknown[]).length > 0)) as Array<number | Buffer>;
     const out: Delivery[] = [];
     for (let i = 0; i < flat.length; i += 4) {
@@ -245,14 +252,14 @@ export class RedisStore implements Store {
   }
 
   async settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    const done = await this.run(name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''), (r) => r === 1);
+    const done = await this.run('settle', name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''), (r) => r === 1);
     return done === 1;
   }
 
   async touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    const now = Date.now();
+    const now = this.now();
     const args = [this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', now, now + leaseMs] as const;
-    const t = await this.run(name, () => this.scripts.touch(...args), (r) => r !== null);
+    const t = await this.run('touch', name, () => this.scripts.touch(...args), (r) => r !== null);
     return t === null ? null : (t as Buffer).toString('latin1');
   }
 
@@ -262,7 +269,7 @@ export class RedisStore implements Store {
   }
 
   async maxqueue(name: string, num: number): Promise<boolean> {
-    const r = (await this.run(name, () => this.scripts.maxqueue(this.key(name, 's'), num), (r) => (r as number) > 0)) as number;
+    const r = (await this.run('maxqueue', name, () => this.scripts.maxqueue(this.key(name, 's'), num), (r) => (r as number) > 0)) as number;
     await this.indexed(name, r === 2);
     return r > 0;
   }
@@ -308,7 +315,7 @@ export class RedisStore implements Store {
   }
 
   async reset(name: string): Promise<void> {
-    await this.run(name, () => this.redis.unlink(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
+    await this.run('reset', name, () => this.redis.unlink(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
     const member = Buffer.from(name, 'latin1');
     this.unindexed.delete(name);
     await this.redis.zrem(this.index, member).catch((err) => this.failed(err));
@@ -345,19 +352,24 @@ export class RedisStore implements Store {
     if (r.state) await this.indexed(name, true);
   }
 
+  /** Long polls across frontends: puts elsewhere are told here through Redis itself. */
+  readonly wakes = {
+    watch: (name: string, on: boolean) => this.watch(name, on),
+    onWake: (waker: (name: string, count: number) => void) => void (this.waker = waker),
+  };
+
+  describe(): StoreDescription {
+    return { store: redactUrl(this.opts.url), durability: this.opts.wait ? `Redis, ${this.opts.wait} replicas confirm` : 'as Redis persists' };
+  }
+
   /** Long polls: subscribe to (or leave) a queue's wake-up channel; resolves once subscribed. */
-  async watch(name: string, on: boolean): Promise<void> {
+  private async watch(name: string, on: boolean): Promise<void> {
     try {
       if (on) await this.sub.subscribe(this.channel(name) as unknown as string);
       else await this.sub.unsubscribe(this.channel(name) as unknown as string);
     } catch {
       // A lost subscription only delays a long poll to its end; it never loses a message.
     }
-  }
-
-  /** Where wake-ups from other frontends go. */
-  onWake(waker: (name: string, count: number) => void): void {
-    this.waker = waker;
   }
 
   async check(): Promise<void> {

@@ -28,10 +28,10 @@ export interface Delivery {
  * and `queue/leases.ts`; the server never combines two calls into one command, so any engine that
  * can run a small transaction (LMDB, a Redis script) fits. Queue names are byte strings (latin1,
  * one char a byte). A resolved promise from a mutating call means the change is as durable as the
- * store's sync mode promises. `CoreStore` is what the reference protocol needs; `Store` adds what
- * the extensions, export and import need.
+ * store's sync mode promises. The store contract (test/store.test.ts) runs the same cases on
+ * every store.
  */
-export interface CoreStore {
+export interface Store {
   /** Stores a message at the next position; resolves to that position, or 0 when full. */
   put(name: string, message: Buffer): Promise<number>;
   /** Stores messages in order, all in one commit, as many as fit; resolves to their positions. */
@@ -57,9 +57,19 @@ export interface CoreStore {
   readonly syncMode: SyncMode;
   /** Flushes and closes; safe to call twice. */
   close(): Promise<void>;
-}
-
-export interface Store extends CoreStore {
+  /** Resolves once the store answers (at once for a local one); rejects with a StoreError saying why. */
+  ready(): Promise<this>;
+  /** What it is, in a few words, for the start line and the dashboard. */
+  describe(): StoreDescription;
+  /** A store that several servers share (Redis) tells each of the others' puts, for long polls. */
+  readonly wakes?: {
+    /** From now on, tell this server of puts to `name` (resolves once that holds); or stop. */
+    watch(name: string, on: boolean): Promise<void>;
+    /** Where puts made elsewhere are told. */
+    onWake(waker: (name: string, count: number) => void): void;
+  };
+  /** Servers using a shared store now (an import must not write under them). */
+  frontendsRunning?(): Promise<number>;
   /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
    * there is no lease at `pos`, or `token` is given and names another grant (`leaseToken`). */
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean>;
@@ -82,6 +92,32 @@ export interface Store extends CoreStore {
   /** Writes records as they are, for import: stored messages, then (last) the queue's state and
    * its leases. No queue rule is applied; the importer checks what it writes. */
   restore(name: string, records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void>;
+}
+
+export interface StoreDescription {
+  /** `LMDB`, or the Redis URL without its password. */
+  store: string;
+  /** How acknowledgements relate to the disk. */
+  durability: string;
+}
+
+/** What every store takes besides its own options. */
+export interface StoreHooks {
+  /** Told how long each write took (an operation's name, seconds), on the store's one write path. */
+  observe?: ((op: string, seconds: number) => void) | undefined;
+  /** The time, in ms since the epoch (lease deadlines); `Date.now` unless a test gives another. */
+  now?: (() => number) | undefined;
+}
+
+/** Times `p` for `observe`, when there is one. */
+export function timed<T>(observe: StoreHooks['observe'], op: string, p: Promise<T>): Promise<T> {
+  if (!observe) return p;
+  const started = performance.now();
+  const done = () => observe(op, (performance.now() - started) / 1000);
+  return p.then(
+    (v) => (done(), v),
+    (err: unknown) => (done(), Promise.reject(err)),
+  );
 }
 
 /** A queue in its initial state holds nothing: stores keep no record of it, and lists skip it. */

@@ -10,7 +10,7 @@
  */
 import { statfs, statfsSync } from 'node:fs';
 import type { Database, RootDatabase } from 'lmdb';
-import { DiskLowError } from './store.js';
+import { DiskLowError } from '../store.js';
 
 type Stats = { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
 

@@ -1,12 +1,5 @@
 /**
- * The embedded store: one LMDB environment in the data directory. This is its core, what the
- * reference protocol needs; `lmdb-store.ts` adds lease settling, lists and export/import records.
- *
- * Layout: database `meta` maps a queue name to 16 bytes (putpos, getpos, maxqueue and the number
- * of leases, as big-endian uint32; records written before leases existed have 12); database `msg`
- * maps [u16 name length][name][u32 position] to the raw message bytes; database `lease` maps the
- * same keys to a lease (f64 deadline in ms, u32 deliveries). A queue without a meta record is in
- * its initial state.
+ * The embedded store: one LMDB environment in the data directory (its records: codec.ts).
  *
  * Durability: lmdb-js queues writes for its write thread, which commits everything queued while
  * the previous commit was in progress in one transaction (group commit). In 'durable' mode the
@@ -31,16 +24,17 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { MAX_NAME_BYTES } from '../protocol/query.js';
-import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../queue/leases.js';
-import { canSetMaxqueue, emptyQueue, unread, type QueueState } from '../queue/ring.js';
+import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../../queue/leases.js';
+import { canSetMaxqueue, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
+import { lockDirectory } from '../lock.js';
+import { DiskLowError, isInitial, StoreError, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode, timed } from '../store.js';
+import { decodeLease, decodeMeta, EMPTY_NAME_KEY, encodeLease, encodeMeta, keyBytes, keyRange, LAST_POS, metaKey, msgKey, posOf } from './codec.js';
 import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
-import { lockDirectory } from './lock.js';
+import { Pending } from './pending.js';
 import { Room, type Need } from './room.js';
-import { DiskLowError, StoreError, type CoreStore, type Delivery, type QueueStatus, type SyncMode } from './store.js';
 
-export interface LmdbOptions {
+export interface LmdbOptions extends StoreHooks {
   path: string;
   syncMode?: SyncMode;
   /** Seconds between flushes in 'interval' mode. */
@@ -62,8 +56,6 @@ export interface LmdbOptions {
   warn?: (message: string) => void;
 }
 
-export const LAST_POS = 0xffffffff;
-
 /** Room in the data file that puts leave to the other writes (gets, acks, resets), so that
  * consumers go on when the disk is full. */
 const KEEP_FOR_OTHERS = 512 * 1024;
@@ -77,46 +69,6 @@ const NOTHING: Need = { paths: 0, pages: 0, nodeBytes: 0, freed: 0 };
 /** What a transaction callback returns when the disk has no room for its writes. */
 const NO_ROOM = Symbol('no room');
 
-export function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
-  if (!v || v.length < 12) return { s: emptyQueue(), leased: 0 };
-  return { s: { putpos: v.readUInt32BE(0), getpos: v.readUInt32BE(4), maxqueue: v.readUInt32BE(8) }, leased: v.length >= 16 ? v.readUInt32BE(12) : 0 };
-}
-
-export function encodeMeta(s: QueueState, leased: number): Buffer {
-  const b = Buffer.allocUnsafe(16);
-  b.writeUInt32BE(s.putpos, 0);
-  b.writeUInt32BE(s.getpos, 4);
-  b.writeUInt32BE(s.maxqueue, 8);
-  b.writeUInt32BE(leased, 12);
-  return b;
-}
-
-export function encodeLease(l: Lease): Buffer {
-  const b = Buffer.allocUnsafe(12);
-  b.writeDoubleBE(l.deadline, 0);
-  b.writeUInt32BE(l.deliveries, 8);
-  return b;
-}
-
-export function msgKey(name: string, pos: number): Buffer {
-  const n = name.length; // a byte string: one char a byte
-  const k = Buffer.allocUnsafe(n + 6);
-  k.writeUInt16BE(n, 0);
-  k.write(name, 2, 'latin1');
-  k.writeUInt32BE(pos, n + 2);
-  return k;
-}
-
-/** A queue's meta key: its name. LMDB takes no empty key, so the empty name (a valid one) has a key
- * longer than any name. */
-export const EMPTY_NAME_KEY = Buffer.alloc(MAX_NAME_BYTES + 1);
-export const metaKey = (name: string): Buffer => (name ? Buffer.from(name, 'latin1') : EMPTY_NAME_KEY);
-
-export const keyRange = (name: string) => ({ start: msgKey(name, 0), end: msgKey(name, LAST_POS) });
-
-/** The longest key an operation on queue `name` writes: its message key, or the empty name's meta key. */
-export const keyBytes = (name: string): number => (name ? name.length + 6 : EMPTY_NAME_KEY.length);
-
 /** For writes whose failure the operation learns from its last write (or its transaction): their
  * own rejection must not go unhandled, which would end the process. */
 export function quiet(p: Promise<unknown>): void {
@@ -128,7 +80,7 @@ interface Queue {
   s: QueueState;
   leases: LeaseTable;
   /** Exclusive mode: writes queued and not yet settled (until then it must stay in memory). */
-  pending: number;
+  writes: number;
 }
 
 /** Exclusive mode: queues kept in memory at most, beyond those with writes in progress. The
@@ -164,31 +116,31 @@ class Draft {
 }
 type Plan<T> = (d: Draft) => T;
 
-export class LmdbCore implements CoreStore {
+export class LmdbStore implements Store {
   readonly syncMode: SyncMode;
-  protected readonly env: RootDatabase;
-  protected readonly meta: Database<Buffer, Buffer>;
-  protected readonly msg: Database<Buffer, Buffer>;
-  protected readonly lease: Database<Buffer, Buffer>;
+  private readonly env: RootDatabase;
+  private readonly meta: Database<Buffer, Buffer>;
+  private readonly msg: Database<Buffer, Buffer>;
+  private readonly lease: Database<Buffer, Buffer>;
   private readonly release: (() => void) | undefined;
   /** Exclusive mode: the state of the queues in use, including queued writes (see `remember`), and
    * messages not yet committed. */
-  protected readonly cache: Map<string, Queue> | undefined;
-  protected readonly uncommitted = new Map<string, Buffer>();
+  private readonly cache: Map<string, Queue> | undefined;
+  private readonly pending = new Pending();
   private writeError: StoreError | undefined;
   /** Exclusive mode, after a failed commit, its error: writes queued behind it (decided on a state
    * that assumed it had succeeded) may still commit. Until they have settled, operations are refused
    * with it; then every queue is read from disk again (the state in memory was dropped at the
    * failure). */
   private fence: StoreError | undefined;
-  protected readonly room: Room;
+  private readonly room: Room;
   /** Puts are refused for want of room on the disk (said once), and what the last one needed. */
   private full: DiskLowError | undefined;
   private fullNeed = NOTHING;
   private readonly onDiskFull: ((full: boolean) => void) | undefined;
   /** Exclusive mode: operations wait behind one waiting for room until this settles, so that they
    * are still decided in the order they came (reads too, so that they see the ones called before). */
-  protected waiting: Promise<void> | undefined;
+  private waiting: Promise<void> | undefined;
   /** The transaction growing the data file, while one is queued. */
   private growing: Promise<void> | undefined;
   /** Exclusive mode: no growth is tried in the background before then (the disk was full). */
@@ -197,16 +149,18 @@ export class LmdbCore implements CoreStore {
   private evictAt = CACHED_QUEUES;
   private syncSeconds: number;
   private readonly warn: (message: string) => void;
+  private readonly observe: StoreHooks['observe'];
+  private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
   private readonly disk: DiskReserve | undefined;
   private closing: Promise<void> | undefined;
 
   /** Opens a store; one that owns the directory (not `shared`) takes its lock first. */
-  static async open<T extends LmdbCore>(this: new (opts: LmdbOptions, release?: () => void) => T, opts: LmdbOptions): Promise<T> {
+  static async open(opts: LmdbOptions): Promise<LmdbStore> {
     mkdirSync(opts.path, { recursive: true });
     const release = opts.shared ? undefined : await lockDirectory(opts.path, opts.owner);
     try {
-      return new this(opts, release);
+      return new LmdbStore(opts, release);
     } catch (err) {
       release?.();
       throw err;
@@ -219,6 +173,8 @@ export class LmdbCore implements CoreStore {
     this.syncMode = opts.syncMode ?? 'durable';
     this.syncSeconds = opts.syncInterval ?? 5;
     this.warn = opts.warn ?? ((message) => process.stderr.write(`httpsqs: ${message}\n`));
+    this.observe = opts.observe;
+    this.now = opts.now ?? Date.now;
     this.release = release;
     if (!opts.shared) this.cache = new Map();
     // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
@@ -263,14 +219,14 @@ export class LmdbCore implements CoreStore {
     });
   }
 
-  protected failed(err: unknown): StoreError {
+  private failed(err: unknown): StoreError {
     // lmdb-js rejects a separate promise with the cause (e.g. ENOSPC); handled here, it carries it.
     const cause = (err as { commitError?: Promise<unknown> }).commitError;
     cause?.catch(() => {});
     this.disk?.check();
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
-    this.uncommitted.clear();
+    this.pending.clear();
     const error = (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
     if (this.cache && !this.fence) {
       this.fence = error;
@@ -362,7 +318,7 @@ export class LmdbCore implements CoreStore {
 
   /** Runs `body` in a write transaction once the data file has room for `need`, growing it there
    * when it has not (any mode: other processes are held off by LMDB's writer lock). */
-  protected transact<T>(need: Need, put: boolean, body: () => T): Promise<T> {
+  private transact<T>(need: Need, put: boolean, body: () => T): Promise<T> {
     const keep = put ? KEEP_FOR_OTHERS : 0;
     let taken = false;
     return this.env
@@ -389,15 +345,15 @@ export class LmdbCore implements CoreStore {
   }
 
   /** A queue's state as stored (or as the current write transaction sees it). */
-  protected load(name: string): Queue {
+  private load(name: string): Queue {
     const { s, leased } = decodeMeta(this.meta.get(metaKey(name)));
     const leases = new LeaseTable();
     if (leased > 0) {
       for (const { key, value } of this.lease.getRange(keyRange(name))) {
-        leases.set(key.readUInt32BE(key.length - 4), { deadline: value.readDoubleBE(0), deliveries: value.readUInt32BE(8) });
+        leases.set(posOf(key), decodeLease(value));
       }
     }
-    return { s, leases, pending: 0 };
+    return { s, leases, writes: 0 };
   }
 
   /** Queues an operation's writes; the meta record goes last, so its promise is the operation's. */
@@ -412,7 +368,11 @@ export class LmdbCore implements CoreStore {
 
   /** Runs `plan` on queue `name`; `need` bounds what it may write (room.ts), `put` says whether it
    * adds messages (puts leave room to the other writes). */
-  protected run<T>(name: string, plan: Plan<T>, need: Need, put = false): Promise<T> {
+  private run<T>(op: string, name: string, plan: Plan<T>, need: Need, put = false): Promise<T> {
+    return timed(this.observe, op, this.runPlan(name, plan, need, put));
+  }
+
+  private runPlan<T>(name: string, plan: Plan<T>, need: Need, put: boolean): Promise<T> {
     if (!this.cache) {
       return this.transact(need, put, () => {
         const d = new Draft(this.load(name), (pos) => this.msg.get(msgKey(name, pos)));
@@ -429,25 +389,22 @@ export class LmdbCore implements CoreStore {
     if (put) this.putFits();
     const cached = this.cache!.get(name);
     const q = cached ?? this.fromDisk(name);
-    const d = new Draft(q, (pos) => this.uncommitted.get(`${pos}:${name}`) ?? this.readCommitted(name, pos));
+    const d = new Draft(q, (pos) => this.pending.get(name, pos) ?? this.readCommitted(name, pos));
     const result = plan(d);
     if (!d.changed) return Promise.resolve(result); // a queue only looked at is not kept
-    q.pending++;
+    q.writes++;
     if (!cached) this.remember(name, q);
     // Until they are committed, a get or view of these positions must find them here.
-    for (const [pos, message] of d.stored) this.uncommitted.set(`${pos}:${name}`, message);
+    for (const [pos, message] of d.stored) this.pending.set(name, pos, message);
     const written = this.write(name, d);
     this.room.take(need);
     this.ahead();
     return written.then(
       () => {
         this.room.release(need);
-        q.pending--;
+        q.writes--;
         this.succeeded();
-        for (const [pos, message] of d.stored) {
-          const key = `${pos}:${name}`;
-          if (this.uncommitted.get(key) === message) this.uncommitted.delete(key);
-        }
+        for (const [pos, message] of d.stored) this.pending.committed(name, pos, message);
         return result;
       },
       (err) => {
@@ -466,13 +423,13 @@ export class LmdbCore implements CoreStore {
     if (cache.size <= this.evictAt) return;
     for (const [other, o] of cache) {
       if (cache.size <= CACHED_QUEUES * 0.9) break;
-      if (o.pending === 0) cache.delete(other);
+      if (o.writes === 0) cache.delete(other);
     }
     this.evictAt = Math.max(CACHED_QUEUES, cache.size + CACHED_QUEUES / 10);
   }
 
   /** A committed message. lmdb-js renews its read snapshot after each commit it resolves; should a
-   * snapshot still predate the commit of a message no longer in `uncommitted`, renew and look again. */
+   * snapshot still predate the commit of a message no longer in `pending`, renew and look again. */
   private readCommitted(name: string, pos: number): Buffer | undefined {
     const key = msgKey(name, pos);
     const found = this.msg.get(key);
@@ -482,7 +439,7 @@ export class LmdbCore implements CoreStore {
   }
 
   /** A queue's state: the one in memory, or else the one on disk. */
-  protected current(name: string): Queue {
+  private current(name: string): Queue {
     return this.cache?.get(name) ?? this.fromDisk(name);
   }
 
@@ -512,7 +469,7 @@ export class LmdbCore implements CoreStore {
       }
       return positions;
     };
-    return this.run(name, plan, need, true);
+    return this.run('put', name, plan, need, true);
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -527,12 +484,12 @@ export class LmdbCore implements CoreStore {
     let due = max;
     if (max > 1) {
       const q = this.current(name);
-      due = (q.leases.nextDeadline() ?? Infinity) <= Date.now() ? Math.min(max, q.leases.size) : 0;
+      due = (q.leases.nextDeadline() ?? Infinity) <= this.now() ? Math.min(max, q.leases.size) : 0;
       limit = Math.min(max, unread(q.s) + due);
     }
     const need = this.room.need(1 + due, keyBytes(name), [], limit);
-    return this.run(name, (d) => {
-      const now = Date.now();
+    return this.run('get', name, (d) => {
+      const now = this.now();
       const out: Delivery[] = [];
       let bytes = 0;
       while (out.length < limit) {
@@ -559,7 +516,7 @@ export class LmdbCore implements CoreStore {
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
-    return this.run(name, (d) => {
+    return this.run('maxqueue', name, (d) => {
       if (!canSetMaxqueue(d.q.s, num)) return false;
       d.state({ ...d.q.s, maxqueue: num });
       return true;
@@ -574,13 +531,17 @@ export class LmdbCore implements CoreStore {
 
   async view(name: string, pos: number): Promise<Buffer | null> {
     await this.waiting;
-    const pending = this.uncommitted.get(`${pos}:${name}`);
+    const pending = this.pending.get(name, pos);
     if (pending) return pending;
     this.env.resetReadTxn();
     return this.msg.get(msgKey(name, pos)) ?? null;
   }
 
-  async reset(name: string): Promise<void> {
+  reset(name: string): Promise<void> {
+    return timed(this.observe, 'reset', this.resetQueue(name));
+  }
+
+  private async resetQueue(name: string): Promise<void> {
     const nameKey = metaKey(name);
     // Writes queued together share lmdb-js's promise for their batch: one handler per batch.
     let batch: Promise<unknown> | undefined;
@@ -607,26 +568,20 @@ export class LmdbCore implements CoreStore {
     return this.inTurn(need, false, () => {
       // Leases in memory include ones whose writes are still queued: their removals queue behind them.
       for (const [pos] of cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
-      const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), pending: 1 };
+      const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), writes: 1 };
       cache.delete(name);
       this.remember(name, q);
       this.env.resetReadTxn();
-      // Every stored position is either committed (in the snapshot) or queued (in `uncommitted`);
+      // Every stored position is either committed (in the snapshot) or queued (in `pending`);
       // the removals are queued behind both, and a put after this reset is queued behind them.
       removeStored(false);
-      for (const key of this.uncommitted.keys()) {
-        const colon = key.indexOf(':');
-        if (key.slice(colon + 1) === name) {
-          quiet(this.msg.remove(msgKey(name, Number(key.slice(0, colon)))));
-          this.uncommitted.delete(key);
-        }
-      }
+      for (const pos of this.pending.drop(name)) quiet(this.msg.remove(msgKey(name, pos)));
       const removed = this.meta.remove(nameKey);
       this.room.take(need);
       return removed.then(
         () => {
           this.room.release(need);
-          q.pending--;
+          q.writes--;
           this.succeeded();
         },
         (err) => {
@@ -635,6 +590,113 @@ export class LmdbCore implements CoreStore {
         },
       );
     });
+  }
+
+  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
+    return this.run('settle', name, (d) => {
+      const held = d.q.leases.get(pos);
+      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
+      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
+      return true;
+    }, this.room.need(2, keyBytes(name)));
+  }
+
+  touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
+    return this.run('touch', name, (d) => {
+      const held = d.q.leases.get(pos);
+      const now = this.now();
+      if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
+      const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
+      d.lease(pos, lease);
+      return leaseToken(lease);
+    }, this.room.need(2, keyBytes(name)));
+  }
+
+  async nextExpiry(name: string): Promise<number | undefined> {
+    await this.waiting;
+    return this.current(name).leases.nextDeadline();
+  }
+
+  async range(name: string, pos: number, num: number, maxBytes = Infinity): Promise<Array<{ pos: number; message: Buffer }>> {
+    await this.waiting;
+    const out: Array<{ pos: number; message: Buffer }> = [];
+    let bytes = 0;
+    this.env.resetReadTxn();
+    for (let p = pos; p < pos + num && p <= LAST_POS; p++) {
+      const message = this.pending.get(name, p) ?? this.msg.get(msgKey(name, p));
+      if (!message) continue;
+      if (out.length > 0 && bytes + message.length > maxBytes) break;
+      bytes += message.length;
+      out.push({ pos: p, message });
+    }
+    return out;
+  }
+
+  async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    await this.waiting;
+    const wanted = (name: string) => name.startsWith(prefix) && (after === undefined || name > after);
+    const found = new Map<string, QueueStatus>();
+    this.env.resetReadTxn();
+    const start = Buffer.from(after !== undefined && after >= prefix ? after : prefix, 'latin1');
+    // Queues in memory: their state is newer than the committed one (a reset one may still have its
+    // record), and a new one may not be committed yet, so it is added after the scan.
+    const newer = (name: string): QueueStatus | undefined => {
+      const q = this.cache?.get(name);
+      return q && { ...q.s, leased: q.leases.size };
+    };
+    const add = (name: string, value: Buffer | undefined) => {
+      const { s, leased } = decodeMeta(value);
+      const status = newer(name) ?? { ...s, leased };
+      if (!isInitial(status)) found.set(name, status);
+    };
+    // The empty name comes first, though its key sorts elsewhere (see `metaKey`).
+    if (wanted('')) add('', this.meta.get(EMPTY_NAME_KEY));
+    for (const { key, value } of this.meta.getRange({ start })) {
+      if (found.size >= limit) break;
+      if (key.equals(EMPTY_NAME_KEY)) continue;
+      const name = key.toString('latin1');
+      if (!name.startsWith(prefix) && name > prefix) break;
+      if (wanted(name)) add(name, value);
+    }
+    for (const name of this.cache?.keys() ?? []) if (wanted(name) && !found.has(name)) found.set(name, newer(name)!);
+    return [...found]
+      .filter(([, s]) => !isInitial(s))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, limit)
+      .map(([name, status]) => ({ name, status }));
+  }
+
+  async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
+    await this.waiting;
+    this.env.resetReadTxn();
+    for (const { key, value } of this.msg.getRange(keyRange(name))) yield { pos: posOf(key), message: value };
+  }
+
+  async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
+    await this.waiting;
+    return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
+  }
+
+  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
+    const messages = r.messages ?? [];
+    const need = this.room.need(1 + (r.leases?.length ?? 0), keyBytes(name), messages.map((m) => m.message));
+    await timed(this.observe, 'restore', this.transact(need, false, () => {
+      for (const m of messages) quiet(this.msg.put(msgKey(name, m.pos), m.message));
+      for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
+      if (r.state) {
+        const held = r.leases?.length ?? this.load(name).leases.size;
+        quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
+      }
+    }));
+    this.cache?.delete(name);
+  }
+
+  async ready(): Promise<this> {
+    return this;
+  }
+
+  describe(): StoreDescription {
+    return { store: 'LMDB', durability: this.syncMode === 'durable' ? 'durable (ack after flush)' : `flush every ${this.syncSeconds}s` };
   }
 
   async check(): Promise<void> {
