@@ -8,7 +8,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, parseResponse, rawExchange, request, startInProcess, startServer, type InProcessServer } from './helpers.js';
+import { createHttpsqsServer } from '../src/server/server.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
+import { TestClock } from './clock.js';
+import { cleanup, parseResponse, rawExchange, request, startInProcess, startServer, tempDir, waitFor, type InProcessServer } from './helpers.js';
 
 interface Reply {
   status: number;
@@ -49,6 +52,26 @@ function client(port: number) {
     });
 }
 
+/** A server in this process whose store and long polls take their time from a test clock. */
+async function clockedServer() {
+  const clock = new TestClock();
+  const dir = tempDir();
+  const store = await LmdbStore.open({ path: dir, now: clock.now });
+  const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock });
+  await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+  const port = (app.server.address() as net.AddressInfo).port;
+  return {
+    clock,
+    app,
+    port,
+    async stop() {
+      await app.close();
+      await store.close();
+      cleanup(dir);
+    },
+  };
+}
+
 describe('extensions', () => {
   let server: InProcessServer;
   let call: ReturnType<typeof client>;
@@ -59,85 +82,6 @@ describe('extensions', () => {
   after(async () => {
     await server.stop();
     cleanup(server.dir);
-  });
-
-  describe('long polling', () => {
-    it('waits the given seconds on an empty queue, then answers like get', async () => {
-      const r = await call('/?name=lp-empty&opt=get&wait=1');
-      assert.equal(r.body, 'HTTPSQS_GET_END');
-      assert.ok(r.ms >= 950, `answered after ${r.ms} ms`);
-    });
-
-    it('a put wakes a waiting consumer at once', async () => {
-      const waiting = call('/?name=lp-wake&opt=get&wait=5');
-      await sleep(300);
-      const putAt = performance.now();
-      assert.equal((await call('/?name=lp-wake&opt=put&data=hello')).body, 'HTTPSQS_PUT_OK');
-      const r = await waiting;
-      assert.equal(r.body, 'hello');
-      assert.equal(r.headers.pos, '1');
-      assert.ok(performance.now() - putAt < 1000, 'the waiter was answered long after the put');
-    });
-
-    it('waiters are served first come, first served', async () => {
-      const waiters: Array<Promise<Reply>> = [];
-      for (let i = 0; i < 3; i++) {
-        waiters.push(call('/?name=lp-fifo&opt=get&wait=5'));
-        await sleep(150);
-      }
-      for (const m of ['first', 'second', 'third']) await call(`/?name=lp-fifo&opt=put&data=${m}`);
-      assert.deepEqual((await Promise.all(waiters)).map((r) => r.body), ['first', 'second', 'third']);
-    });
-
-    it('a client that disconnects while waiting takes no message with it', async () => {
-      const abort = new AbortController();
-      const gone = call('/?name=lp-gone&opt=get&wait=5', { signal: abort.signal }).catch((err: Error) => err);
-      await sleep(200);
-      abort.abort();
-      assert.ok((await gone) instanceof Error);
-      await sleep(200);
-      await call('/?name=lp-gone&opt=put&data=kept');
-      assert.equal((await call('/?name=lp-gone&opt=get')).body, 'kept');
-    });
-
-    it('a client that half-closes after its requests still gets every reply; its long poll ends at once, taking nothing', async () => {
-      // As `printf ... | nc -N` does: send, shut down the sending side, read until the server closes.
-      const halfClosed = (data: string) =>
-        new Promise<string>((resolve, reject) => {
-          const sock = net.connect(server.port, '127.0.0.1');
-          const chunks: Buffer[] = [];
-          sock.on('data', (d: Buffer) => chunks.push(d));
-          sock.on('error', reject);
-          sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-          sock.end(data);
-        });
-      const bodies = (raw: string) => raw.split(/HTTP\/1\.1 200 OK\r\n[^]*?\r\n\r\n/).slice(1);
-      assert.deepEqual(bodies(await halfClosed('GET /?name=hc&opt=put&data=one HTTP/1.0\r\n\r\n')), ['HTTPSQS_PUT_OK']);
-      const pipelined = 'GET /?name=hc&opt=put&data=two HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=hc&opt=get HTTP/1.1\r\nHost: x\r\n\r\n';
-      assert.deepEqual(bodies(await halfClosed(pipelined)), ['HTTPSQS_PUT_OK', 'one']);
-      const started = performance.now();
-      assert.deepEqual(bodies(await halfClosed('GET /?name=hc-wait&opt=get&wait=5 HTTP/1.0\r\n\r\n')), ['HTTPSQS_GET_END']);
-      assert.ok(performance.now() - started < 2000);
-      await call('/?name=hc-wait&opt=put&data=kept');
-      assert.equal((await call('/?name=hc-wait&opt=get')).body, 'kept');
-      assert.equal((await call('/?name=hc&opt=get')).body, 'two');
-    });
-
-    it('a lease that ends wakes a waiter, which gets the message again', async () => {
-      await call('/?name=lp-lease&opt=put&data=again');
-      assert.equal((await call('/?name=lp-lease&opt=get&lease=1')).body, 'again');
-      const r = await call('/?name=lp-lease&opt=get&wait=5');
-      assert.equal(r.body, 'again');
-      assert.equal(r.headers.deliveries, '2');
-      assert.ok(r.ms > 500 && r.ms < 3000, `answered after ${r.ms} ms`);
-    });
-
-    it('wait must be whole seconds within the server cap (--max-wait)', async () => {
-      for (const w of ['abc', '-1', '6', '1e3', '2.5', '']) {
-        assert.equal((await call(`/?name=lp-bad&opt=get&wait=${w}`)).body, 'HTTPSQS_ERROR', `wait=${w}`);
-      }
-      assert.equal((await call('/?name=lp-bad&opt=get&wait=0')).body, 'HTTPSQS_GET_END');
-    });
   });
 
   describe('leases', () => {
@@ -255,24 +199,6 @@ describe('extensions', () => {
     });
   });
 
-  it('touch extends a running lease and answers with its new token; ack takes the new one', async () => {
-    await call('/?name=touch&opt=put&data=slow');
-    const got = await call('/?name=touch&opt=get&lease=1');
-    const old = got.headers.lease as string;
-    const t = await call(`/?name=touch&opt=touch&pos=1&lease=30&token=${old}`);
-    assert.equal(t.body, 'HTTPSQS_TOUCH_OK');
-    const renewed = t.headers.lease as string;
-    assert.ok(renewed && renewed !== old);
-    await sleep(1300); // the first lease would have run out by now
-    assert.equal((await call('/?name=touch&opt=get')).body, 'HTTPSQS_GET_END');
-    assert.equal((await call(`/?name=touch&opt=ack&pos=1&token=${old}`)).body, 'HTTPSQS_LEASE_NOT_FOUND');
-    assert.equal((await call(`/?name=touch&opt=ack&pos=1&token=${renewed}`)).body, 'HTTPSQS_ACK_OK');
-    assert.equal((await call('/?name=touch&opt=touch&pos=1&lease=30')).body, 'HTTPSQS_LEASE_NOT_FOUND');
-    for (const q of ['pos=1', 'pos=1&lease=0', 'pos=1&lease=86401', 'pos=1&lease=1e3', 'lease=30', 'pos=0&lease=30']) {
-      assert.equal((await call(`/?name=touch&opt=touch&${q}`)).body, 'HTTPSQS_ERROR', q);
-    }
-  });
-
   it('a put with Content-Type application/octet-stream stores the body exactly; others are URL-decoded as before', async () => {
     const raw = Buffer.from('a+b%20c\x00\xff', 'latin1');
     await request(server.port, 'POST', '/?name=octet&opt=put', { body: raw, headers: [['Content-Type', 'application/octet-stream']] });
@@ -310,6 +236,7 @@ describe('extensions', () => {
     await call('/?name=met&opt=put&data=2');
     await call('/?name=met&opt=get&lease=30');
     await call('/?name=met&opt=ack&pos=1');
+    assert.equal((await call('/?name=met-wait&opt=get&wait=1')).body, 'HTTPSQS_GET_END'); // a long poll that times out
     assert.equal((await call('/dashboard/info')).status, 200);
     const m = await call('/metrics');
     assert.equal(m.status, 200);
@@ -332,6 +259,117 @@ describe('extensions', () => {
     const after = (await call('/metrics')).body;
     assert.match(after, /^httpsqs_messages_put_total\{queue="met"\} 1$/m);
     assert.doesNotMatch(after, /^httpsqs_leases_acked_total\{queue="met"\}/m);
+  });
+});
+
+describe('long polling (time from a test clock)', () => {
+  let lp: Awaited<ReturnType<typeof clockedServer>>;
+  let call: ReturnType<typeof client>;
+  before(async () => {
+  lp = await clockedServer();
+  call = client(lp.port);
+  });
+  after(() => lp.stop());
+  /** Resolves once `n` long polls wait. */
+  const waiting = (n: number) => waitFor(() => lp.app.waiters.size === n);
+
+  it('waits the given seconds on an empty queue, then answers like get', async () => {
+    const poll = call('/?name=lp-empty&opt=get&wait=1');
+    await waiting(1);
+    lp.clock.advance(999);
+    assert.equal(lp.app.waiters.size, 1, 'still waiting before its second is up');
+    lp.clock.advance(1);
+    assert.equal((await poll).body, 'HTTPSQS_GET_END');
+  });
+
+  it('a put wakes a waiting consumer at once', async () => {
+    const poll = call('/?name=lp-wake&opt=get&wait=5');
+    await waiting(1);
+    assert.equal((await call('/?name=lp-wake&opt=put&data=hello')).body, 'HTTPSQS_PUT_OK');
+    const r = await poll; // on the test clock no time passes: the put itself answered it
+    assert.equal(r.body, 'hello');
+    assert.equal(r.headers.pos, '1');
+  });
+
+  it('waiters are served first come, first served', async () => {
+    const waiters: Array<Promise<Reply>> = [];
+    for (let i = 0; i < 3; i++) {
+      waiters.push(call('/?name=lp-fifo&opt=get&wait=5'));
+      await waiting(i + 1);
+    }
+    for (const m of ['first', 'second', 'third']) await call(`/?name=lp-fifo&opt=put&data=${m}`);
+    assert.deepEqual((await Promise.all(waiters)).map((r) => r.body), ['first', 'second', 'third']);
+  });
+
+  it('a client that disconnects while waiting takes no message with it', async () => {
+    const abort = new AbortController();
+    const gone = call('/?name=lp-gone&opt=get&wait=5', { signal: abort.signal }).catch((err: Error) => err);
+    await waiting(1);
+    abort.abort();
+    assert.ok((await gone) instanceof Error);
+    await waiting(0);
+    await call('/?name=lp-gone&opt=put&data=kept');
+    assert.equal((await call('/?name=lp-gone&opt=get')).body, 'kept');
+  });
+
+  it('a client that half-closes after its requests still gets every reply; its long poll ends at once, taking nothing', async () => {
+    // As `printf ... | nc -N` does: send, shut down the sending side, read until the server closes.
+    const halfClosed = (data: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = net.connect(lp.port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        sock.on('data', (d: Buffer) => chunks.push(d));
+        sock.on('error', reject);
+        sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+        sock.end(data);
+      });
+    const bodies = (raw: string) => raw.split(/HTTP\/1\.1 200 OK\r\n[^]*?\r\n\r\n/).slice(1);
+    assert.deepEqual(bodies(await halfClosed('GET /?name=hc&opt=put&data=one HTTP/1.0\r\n\r\n')), ['HTTPSQS_PUT_OK']);
+    const pipelined = 'GET /?name=hc&opt=put&data=two HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=hc&opt=get HTTP/1.1\r\nHost: x\r\n\r\n';
+    assert.deepEqual(bodies(await halfClosed(pipelined)), ['HTTPSQS_PUT_OK', 'one']);
+    // No time passes on the test clock: only the half-close can end this long poll.
+    assert.deepEqual(bodies(await halfClosed('GET /?name=hc-wait&opt=get&wait=5 HTTP/1.0\r\n\r\n')), ['HTTPSQS_GET_END']);
+    await call('/?name=hc-wait&opt=put&data=kept');
+    assert.equal((await call('/?name=hc-wait&opt=get')).body, 'kept');
+    assert.equal((await call('/?name=hc&opt=get')).body, 'two');
+  });
+
+  it('a lease that ends wakes a waiter, which gets the message again', async () => {
+    await call('/?name=lp-lease&opt=put&data=again');
+    assert.equal((await call('/?name=lp-lease&opt=get&lease=1')).body, 'again');
+    const poll = call('/?name=lp-lease&opt=get&wait=5');
+    await waiting(1);
+    lp.clock.advance(999);
+    assert.equal(lp.app.waiters.size, 1, 'the lease has not ended yet');
+    lp.clock.advance(1);
+    const r = await poll;
+    assert.equal(r.body, 'again');
+    assert.equal(r.headers.deliveries, '2');
+  });
+
+  it('wait must be whole seconds within the server cap (--max-wait)', async () => {
+    for (const w of ['abc', '-1', '6', '1e3', '2.5', '']) {
+      assert.equal((await call(`/?name=lp-bad&opt=get&wait=${w}`)).body, 'HTTPSQS_ERROR', `wait=${w}`);
+    }
+    assert.equal((await call('/?name=lp-bad&opt=get&wait=0')).body, 'HTTPSQS_GET_END');
+  });
+  
+  it('touch extends a running lease and answers with its new token; ack takes the new one', async () => {
+    await call('/?name=touch&opt=put&data=slow');
+    const got = await call('/?name=touch&opt=get&lease=1');
+    const old = got.headers.lease as string;
+    const t = await call(`/?name=touch&opt=touch&pos=1&lease=30&token=${old}`);
+    assert.equal(t.body, 'HTTPSQS_TOUCH_OK');
+    const renewed = t.headers.lease as string;
+    assert.ok(renewed && renewed !== old);
+    lp.clock.advance(1300); // the first lease would have run out by now
+    assert.equal((await call('/?name=touch&opt=get')).body, 'HTTPSQS_GET_END');
+    assert.equal((await call(`/?name=touch&opt=ack&pos=1&token=${old}`)).body, 'HTTPSQS_LEASE_NOT_FOUND');
+    assert.equal((await call(`/?name=touch&opt=ack&pos=1&token=${renewed}`)).body, 'HTTPSQS_ACK_OK');
+    assert.equal((await call('/?name=touch&opt=touch&pos=1&lease=30')).body, 'HTTPSQS_LEASE_NOT_FOUND');
+    for (const q of ['pos=1', 'pos=1&lease=0', 'pos=1&lease=86401', 'pos=1&lease=1e3', 'lease=30', 'pos=0&lease=30']) {
+      assert.equal((await call(`/?name=touch&opt=touch&${q}`)).body, 'HTTPSQS_ERROR', q);
+    }
   });
 });
 

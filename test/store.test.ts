@@ -10,19 +10,20 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { RedisStore } from '../src/store/redis.js';
-import { StoreError, type Store } from '../src/store/store.js';
+import { StoreError, type Store, type StoreHooks } from '../src/store/store.js';
+import { TestClock } from './clock.js';
 import { cleanup, tempDir } from './helpers.js';
 import { noRedis, startRedis, type RedisServer } from './redis-servers.js';
 
 const b = (s: string) => Buffer.from(s);
 
-export function storeContract(title: string, open: (dir: string) => Store | Promise<Store>): void {
+export function storeContract(title: string, open: (dir: string, hooks?: StoreHooks) => Store | Promise<Store>): void {
   describe(title, () => {
     const dirs: string[] = [];
-    const fresh = () => {
+    const fresh = (hooks?: StoreHooks) => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
-      return open(dir);
+      return open(dir, hooks);
     };
     after(() => dirs.forEach(cleanup));
 
@@ -140,17 +141,20 @@ export function storeContract(title: string, open: (dir: string) => Store | Prom
     });
 
     it('an expired lease is delivered again ahead of newer messages; a plain get of it ends the lease', async () => {
-      const s = await fresh();
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
       await s.putMany('e', ['old', 'new'].map(b));
       assert.equal((await s.get('e', 40))?.pos, 1);
-      const expiry = await s.nextExpiry('e');
-      assert.ok(expiry && expiry > Date.now() - 40 && expiry <= Date.now() + 40, `next expiry ${expiry}`);
-      await new Promise((r) => setTimeout(r, 80));
+      assert.equal(await s.nextExpiry('e'), clock.now() + 40);
+      clock.advance(39);
+      assert.equal((await s.get('e'))?.pos, 2, 'not due yet: the next one comes first');
+      await s.putMany('e', [b('newer')]);
+      clock.advance(1);
       const back = await s.get('e');
       assert.deepEqual([back?.pos, back?.message.toString(), back?.deliveries], [1, 'old', 2]);
       assert.equal((await s.status('e')).leased, 0);
       assert.equal(await s.nextExpiry('e'), undefined);
-      assert.equal((await s.get('e'))?.pos, 2);
+      assert.equal((await s.get('e'))?.pos, 3);
       assert.equal(await s.get('e'), null);
       await s.close();
     });
@@ -247,16 +251,17 @@ export function storeContract(title: string, open: (dir: string) => Store | Prom
     });
 
     it('touch extends a running lease under a new token; an ended or given-back lease cannot be touched', async () => {
-      const s = await fresh();
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
       await s.putMany('tc', [b('long job'), b('short')]);
       const job = await s.get('tc', 300);
       const renewed = await s.touch('tc', 1, 60_000, job!.lease);
       assert.ok(renewed && renewed !== job!.lease, `new token: ${renewed}`);
       assert.equal(await s.touch('tc', 1, 60_000, job!.lease), null); // the old token names nothing now
       assert.equal(await s.touch('tc', 1, 60_000, 'nonsense'), null);
-      await sleep(500); // past the first deadline: still leased
+      clock.advance(500); // past the first deadline: still leased
       assert.equal((await s.get('tc', 300))?.message.toString(), 'short');
-      await sleep(500); // the second lease, not touched, ran out
+      clock.advance(500); // the second lease, not touched, ran out
       assert.equal(await s.touch('tc', 2, 60_000), null);
       assert.equal(await s.settle('tc', 1, 'ack', job!.lease), false);
       assert.equal(await s.settle('tc', 1, 'nack', renewed), true);
@@ -318,16 +323,16 @@ export function storeContract(title: string, open: (dir: string) => Store | Prom
   });
 }
 
-storeContract('LMDB store, one process', (path) => LmdbStore.open({ path }));
+storeContract('LMDB store, one process', (path, hooks) => LmdbStore.open({ path, ...hooks }));
 // The same suite on Redis: each store gets a key prefix of its own, named after its directory.
 describe('on Redis', { skip: noRedis() }, () => {
   let redis: RedisServer;
   before(async () => (redis = await startRedis()));
   after(() => redis.stop());
-  storeContract('Redis store', (dir) => new RedisStore({ url: `${redis.url}?prefix=${basename(dir)}:` }));
+  storeContract('Redis store', (dir, hooks) => new RedisStore({ url: `${redis.url}?prefix=${basename(dir)}:`, ...hooks }));
 });
-storeContract('LMDB store, shared (--workers)', (path) => LmdbStore.open({ path, shared: true }));
-storeContract('LMDB store, --sync interval', (path) => LmdbStore.open({ path, syncMode: 'interval', syncInterval: 1 }));
+storeContract('LMDB store, shared (--workers)', (path, hooks) => LmdbStore.open({ path, shared: true, ...hooks }));
+storeContract('LMDB store, --sync interval', (path, hooks) => LmdbStore.open({ path, syncMode: 'interval', syncInterval: 1, ...hooks }));
 
 it('one process: view and get see a message whose put is still being committed', async () => {
   const dir = tempDir('httpsqs-store-');

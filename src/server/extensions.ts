@@ -61,7 +61,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
   async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<T | undefined> {
     if (!wait) return attempt();
     const started = performance.now();
-    const got = await waiters.wait(name, Date.now() + wait * 1000, req.gone(), attempt, () => store.nextExpiry(name));
+    const got = await waiters.wait(name, ctx.clock.now() + wait * 1000, req.gone(), attempt, () => store.nextExpiry(name));
     events.onWaited?.((performance.now() - started) / 1000, got !== undefined);
     return got;
   }
@@ -80,7 +80,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
     if (!got) return { body: R.GET_END };
     events.onTaken?.(name, 1, !!o.leaseMs);
-    if (o.leaseMs) waiters.leased(name, Date.now() + o.leaseMs);
+    if (o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
     return { body: got.message, pos: got.pos, ...(o.leaseMs || got.deliveries > 1 ? { head } : {}) };
   }
@@ -95,7 +95,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
       return batch.length ? batch : undefined;
     })) ?? [];
     if (got.length) events.onTaken?.(name, got.length, !!o.leaseMs);
-    if (got.length && o.leaseMs) waiters.leased(name, Date.now() + o.leaseMs);
+    if (got.length && o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');
     return { body: batchBody(got.map((d) => ({ fields: `"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)}`, message: d.message })), enc), json: true };
   }

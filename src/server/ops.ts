@@ -5,6 +5,7 @@
  */
 import { atoi, decodeBytes, decodeComponent, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
+import type { Clock } from '../queue/clock.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import type { Store } from '../store/store.js';
 import type { HttpRequest, Streamed } from './http.js';
@@ -45,6 +46,7 @@ export interface ServerEvents {
 
 export interface OpContext {
   store: Store;
+  clock: Clock;
   waiters: Waiters;
   events: ServerEvents;
   /** A put the store could not make: logged, unless the store reports such refusals itself. */

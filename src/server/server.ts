@@ -5,6 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { MAX_NAME_BYTES, parseQuery, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
+import { systemClock, type Clock } from '../queue/clock.js';
 import { DiskLowError, type Store } from '../store/store.js';
 import { extensionOps } from './extensions.js';
 import { RateHistory, type HistorySnapshot } from '../dashboard/history.js';
@@ -35,6 +36,8 @@ export interface ServerOptions {
   maxWait?: number;
   /** Most message bytes in one batch reply (mget, view with num); at least one message goes. */
   maxReplyBytes?: number;
+  /** Time for long polls and lease alarms (the store has its own; give both the same in tests). */
+  clock?: Clock | undefined;
   /** Other processes serving the same store, for long polls (`--workers`). */
   peers?: Peers | undefined;
   /** Counts and timings for /metrics; /metrics answers 404 without it. */
@@ -87,10 +90,11 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
       history?.record(name, 0, count);
     },
   };
-  const waiters = new Waiters(options.peers);
+  const clock = options.clock ?? systemClock;
+  const waiters = new Waiters(options.peers, clock);
   // A put refused for want of disk space is not logged each time: the store says when that starts and ends.
   const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
-  const context = { store, waiters, events, putFailed, onSynctime: options.onSynctime };
+  const context = { store, clock, waiters, events, putFailed, onSynctime: options.onSynctime };
   const reference = referenceOps(context);
   const ops: Ops = { ...reference, ...extensionOps({ ...context, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES }, reference) };
   // Compare digests so the comparison takes the same time whatever the length or content.

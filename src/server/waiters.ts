@@ -10,6 +10,8 @@
  * (it got a message anyway, timed out, or its client went away) passes the wake on.
  */
 
+import { systemClock, type Clock } from '../queue/clock.js';
+
 /** Other processes serving the same store (`--workers`). */
 export interface Peers {
   /** From now on, tell this process of puts to `name` (resolves once that holds); or stop. */
@@ -28,11 +30,14 @@ interface Waiter {
 export class Waiters {
   private readonly lines = new Map<string, Waiter[]>();
   /** A queue's alarm: when its earliest lease ends, wake one waiter. */
-  private readonly alarms = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly alarms = new Map<string, { at: number; timer: { cancel(): void } }>();
   private readonly watching = new Map<string, Promise<void>>();
   private closed = false;
 
-  constructor(private readonly peers?: Peers) {}
+  constructor(
+    private readonly peers?: Peers,
+    private readonly clock: Clock = systemClock,
+  ) {}
 
   /** Waiting requests now. */
   get size(): number {
@@ -71,7 +76,7 @@ export class Waiters {
     nextExpiry: () => Promise<number | undefined>,
   ): Promise<T | undefined> {
     let got = await attempt();
-    if (got !== undefined || Date.now() >= until || this.closed) return got;
+    if (got !== undefined || this.clock.now() >= until || this.closed) return got;
     const me: Waiter = { woken: false, wake: () => {} };
     await this.enter(name, me);
     try {
@@ -81,13 +86,13 @@ export class Waiters {
         got = await attempt();
         if (got !== undefined) return got;
         if (me.woken) continue; // something arrived while we looked
-        if (Date.now() >= until) return undefined;
+        if (this.clock.now() >= until) return undefined;
         // Leases may have been taken or given back since the alarm was set (or by another process).
         if (!this.alarms.has(name)) {
           const expiry = await nextExpiry();
           if (expiry !== undefined) this.leased(name, expiry);
         }
-        if (!me.woken) await this.sleep(me, Math.max(0, until - Date.now()), gone);
+        if (!me.woken) await this.sleep(me, Math.max(0, until - this.clock.now()), gone);
       }
     } finally {
       this.leave(name, me);
@@ -99,18 +104,18 @@ export class Waiters {
     if (!this.lines.has(name)) return; // nobody to wake; a waiter that comes asks the store
     const alarm = this.alarms.get(name);
     if (alarm && alarm.at <= deadline) return;
-    clearTimeout(alarm?.timer);
-    const timer = setTimeout(() => {
+    alarm?.timer.cancel();
+    const timer = this.clock.setTimeout(() => {
       this.alarms.delete(name);
       this.wake(name, 1);
-    }, Math.max(0, deadline - Date.now()));
+    }, Math.max(0, deadline - this.clock.now()));
     this.alarms.set(name, { at: deadline, timer });
   }
 
   /** Answers every waiting request (with nothing) and takes no more waits. */
   close(): void {
     this.closed = true;
-    for (const alarm of this.alarms.values()) clearTimeout(alarm.timer);
+    for (const alarm of this.alarms.values()) alarm.timer.cancel();
     this.alarms.clear();
     for (const line of this.lines.values()) for (const w of line) w.wake();
   }
@@ -119,12 +124,12 @@ export class Waiters {
     return new Promise((resolve) => {
       if (gone.aborted) return resolve();
       const done = () => {
-        clearTimeout(timer);
+        timer.cancel();
         gone.removeEventListener('abort', done);
         me.wake = () => {};
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = this.clock.setTimeout(done, ms);
       gone.addEventListener('abort', done);
       me.wake = done;
     });
@@ -146,7 +151,7 @@ export class Waiters {
     line.splice(line.indexOf(me), 1);
     if (line.length === 0) {
       this.lines.delete(name);
-      clearTimeout(this.alarms.get(name)?.timer);
+      this.alarms.get(name)?.timer.cancel();
       this.alarms.delete(name);
       if (this.watching.delete(name)) void this.peers?.watch(name, false);
     }
