@@ -7,7 +7,7 @@ import http from 'node:http';
 const port = Number(process.argv[2]);
 const body = 'HTTPSQS_PUT_OK';
 http
-  .createServer((req, res) => {
+  .createServer((_req, res) => {
     res.writeHead(200, [
       'Content-Type', 'text/plain',
       'Content-Length', String(body.length),

@@ -170,7 +170,7 @@ describe('httpsqs-cli', () => {
   it('put --file sends one message per line and reports the rate; a full queue stops it with 4', () => {
     const dir = tempDir('httpsqs-cli-');
     const file = join(dir, 'lines.txt');
-    writeFileSync(file, Array.from({ length: 2500 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    writeFileSync(file, `${Array.from({ length: 2500 }, (_, i) => `line ${i}`).join('\n')}\n`);
     const r = cli(['put', 'k-file', '--file', file]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /^put 2500 messages in [\d.]+ s \(\d+ messages\/s\)\n$/);

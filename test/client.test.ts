@@ -126,7 +126,7 @@ describe('HttpsqsClient', () => {
     await assert.rejects(impatient.status('x'), (err: unknown) => err instanceof NetworkError && /timeout/i.test(String((err.cause as Error).message)));
     assert.ok(performance.now() - started < 3000);
     await impatient.close().catch(() => {});
-    held.forEach((socket) => socket.destroy());
+    for (const socket of held) socket.destroy();
     silent.close();
   });
 

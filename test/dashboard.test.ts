@@ -159,7 +159,7 @@ describe('dashboard', { skip }, () => {
     await Promise.all(clients.map(async (c, k) => {
       for (let i = k; i < 10_000; i += clients.length) await c.send(`/?name=bulk-${String(i).padStart(5, '0')}&opt=put&data=x`);
     }));
-    clients.forEach((c) => c.close());
+    for (const c of clients) c.close();
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
     await page.waitForFunction(() => Number(document.querySelector('#total-queues')?.textContent?.replace(/,/g, '')) >= 10_000, undefined, { timeout: 15_000 });
     assert.equal(await page.locator('#queues tbody tr').count(), 50);

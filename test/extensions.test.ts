@@ -323,7 +323,7 @@ describe('long polling (time from a test clock)', () => {
         sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
         sock.end(data);
       });
-    const bodies = (raw: string) => raw.split(/HTTP\/1\.1 200 OK\r\n[^]*?\r\n\r\n/).slice(1);
+    const bodies = (raw: string) => raw.split(/HTTP\/1\.1 200 OK\r\n[\s\S]*?\r\n\r\n/).slice(1);
     assert.deepEqual(bodies(await halfClosed('GET /?name=hc&opt=put&data=one HTTP/1.0\r\n\r\n')), ['HTTPSQS_PUT_OK']);
     const pipelined = 'GET /?name=hc&opt=put&data=two HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=hc&opt=get HTTP/1.1\r\nHost: x\r\n\r\n';
     assert.deepEqual(bodies(await halfClosed(pipelined)), ['HTTPSQS_PUT_OK', 'one']);

@@ -83,7 +83,7 @@ describe('HTTP layer', () => {
   });
 
   it('a chunked body over the limit is refused while it arrives', async () => {
-    const res = responses(await rawExchange(port, 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n' + 'a'.repeat(64) + '\r\n40\r\n'));
+    const res = responses(await rawExchange(port, `POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n${'a'.repeat(64)}\r\n40\r\n`));
     assert.equal(res[0]!.status, 413);
   });
 
@@ -170,6 +170,6 @@ it('a connection limit closes connections over it at once, and frees up as other
   await sleep(100);
   const res = parseResponse(await rawExchange(port, 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n'));
   assert.equal(res?.res.body.toString(), 'ok');
-  idle.forEach((s) => s.destroy());
+  for (const s of idle) s.destroy();
   await http.close();
 });

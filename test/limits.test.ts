@@ -68,7 +68,7 @@ describe('batch replies', () => {
     await sleep(1000);
     const grown = rss(worker) - before;
     t.diagnostic(`memory grew by ${Math.round(grown / MiB)} MiB`);
-    sockets.forEach((s) => s.destroy());
+    for (const s of sockets) s.destroy();
     // At most the reply limit of messages each (32 MiB), a piece and some garbage; built whole,
     // each reply held its 48 MiB of messages, then 64 MiB of base64 until it was read.
     assert.ok(grown < 10 * 48 * MiB, `memory grew by ${Math.round(grown / MiB)} MiB for 10 clients`);

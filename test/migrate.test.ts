@@ -77,7 +77,7 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     put('gbk:1', Buffer.from([0xc4, 0xe3, 0xba, 0xc3]));
     const text = join(dir, 'text.txt');
     const lines = execFileSync('tcbmgr', ['list', '-pv', db]).toString('latin1').split('\n').filter((l) => l.startsWith('legacy') || l.startsWith('gbk'));
-    writeFileSync(text, Buffer.from(lines.join('\n') + '\n', 'latin1'));
+    writeFileSync(text, Buffer.from(`${lines.join('\n')}\n`, 'latin1'));
     const plain = httpsqs(['import', '-x', join(dir, 'data2'), '--from-tcbmgr', text]);
     assert.equal(plain.status, 0, plain.stderr);
     assert.match(plain.stderr, /imported 2 queues, 3 messages/);

@@ -27,7 +27,8 @@ describe('two frontends on one Redis', { skip }, () => {
   let a: RunningServer;
   let b: RunningServer;
   before(async () => {
-    [a, b] = await Promise.all([1, 2].map(() => startServer({ args: ['--store', `${redis.url}?prefix=two:`] })));
+    const start = () => startServer({ args: ['--store', `${redis.url}?prefix=two:`] });
+    [a, b] = await Promise.all([start(), start()]);
   });
   after(async () => {
     await Promise.all([a.stop(), b.stop()]);
@@ -53,7 +54,7 @@ describe('two frontends on one Redis', { skip }, () => {
       assert.deepEqual([...delivered].filter(([, n]) => n > 1), []);
       assert.equal(delivered.size, PRODUCERS * PER_PRODUCER);
     } finally {
-      clients.forEach((c) => c.close());
+      for (const c of clients) c.close();
     }
   });
 

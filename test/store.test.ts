@@ -225,7 +225,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       assert.deepEqual((await s.list('', undefined, 100)).map((q) => q.name), ['', '\0', 'a']);
       // Page by page, `after` the last name of each page: '' is a name too.
       const names: string[] = [];
-      for (let after: string | undefined, page; (page = await s.list('', after, 1)).length > 0 && names.length < 5; after = page[0]!.name) names.push(page[0]!.name);
+      for (let after: string | undefined, page: Array<{ name: string }>; (page = await s.list('', after, 1)).length > 0 && names.length < 5; after = page[0]!.name) names.push(page[0]!.name);
       assert.deepEqual(names, ['', '\0', 'a']);
       assert.deepEqual((await s.list('a', undefined, 100)).map((q) => q.name), ['a']);
       await s.reset('');

@@ -21,6 +21,7 @@ import { DirectoryInUse } from '../store/lock.js';
 import { LmdbStore } from '../store/lmdb/store.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
+import { errorMessage } from '../errors.js';
 
 /**
  * The longest input line an import reads, by default: a message of the server's default
@@ -69,7 +70,7 @@ export async function openStore(o: { datadir?: string; store?: string }, forWrit
     if (err instanceof DirectoryInUse) {
       throw new DataError(`-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`);
     }
-    throw new DataError(`-x: cannot open ${dir}: ${(err as Error).message}`);
+    throw new DataError(`-x: cannot open ${dir}: ${errorMessage(err)}`);
   }
 }
 
@@ -98,6 +99,6 @@ export function parseDataArgs(argv: string[]) {
       },
     });
   } catch (err) {
-    throw new DataError(`${(err as Error).message}\n${USAGE}`);
+    throw new DataError(`${errorMessage(err)}\n${USAGE}`);
   }
 }

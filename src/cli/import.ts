@@ -6,6 +6,7 @@ import type { Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { isInitial, type Store } from '../store/store.js';
 import { DataError, MAX_LINE, openStore, parseDataArgs, progress, USAGE } from './data.js';
+import { errorMessage } from '../errors.js';
 
 const BATCH = 1000;
 
@@ -212,7 +213,7 @@ export async function runImport(argv: string[]): Promise<void> {
     try {
       size = statSync(source).size;
     } catch (err) {
-      throw new DataError(`cannot read ${source}: ${(err as Error).message}`);
+      throw new DataError(`cannot read ${source}: ${errorMessage(err)}`);
     }
   }
   const store = await openStore(values, true);

@@ -166,7 +166,9 @@ export function primaryLink(): Peers & {
       reopenLog,
       synctime: (seconds) => serving.store.setSyncInterval(seconds),
       watching: (id) => answered(confirmations, id, undefined),
-      wake: (wake) => wake.forEach(([name, count]) => serving.waiters.wake(name, count)),
+      wake: (wake) => {
+        for (const [name, count] of wake) serving.waiters.wake(name, count);
+      },
       metricsText: ({ id, text }) => answered(texts, id, text),
       historyQuery: (id) => void send({ historyReply: { id, snapshot: serving.history.snapshot() } }),
       histories: ({ id, snapshots }) => answered(histories, id, snapshots),

@@ -16,6 +16,7 @@ import { runImport } from './import.js';
 import { redactUrl } from '../store/redis.js';
 import { StoreError } from '../store/store.js';
 import { Exiting, fail, isLoopback, openDataDir, pidFileProblem, refuseRunningPidFile, say } from './process.js';
+import { errorMessage } from '../errors.js';
 
 const DAEMON_CHILD = 'HTTPSQS_DAEMON_CHILD';
 
@@ -95,7 +96,7 @@ async function main(): Promise<void> {
   try {
     configureLog({ file: config.logFile, level: config.logLevel });
   } catch (err) {
-    fail(`--log-file: cannot open ${config.logFile}: ${(err as Error).message}`);
+    fail(`--log-file: cannot open ${config.logFile}: ${errorMessage(err)}`);
   }
   hidePasswords();
   const datadir = resolve(config.datadir);
@@ -113,7 +114,7 @@ async function main(): Promise<void> {
 
 // lmdb-js leaves an internal promise of a failed commit (disk full, I/O error) without a handler;
 // the operation that failed has answered already, so log it and keep serving.
-process.on('unhandledRejection', (err) => log.error({ event: 'error' }, `${(err as Error)?.message ?? err}`));
+process.on('unhandledRejection', (err) => log.error({ event: 'error' }, errorMessage(err)));
 
 main().catch((err) => {
   if (err instanceof Exiting) return;

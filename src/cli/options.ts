@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseRedisUrl } from '../store/redis.js';
 import { LEVELS } from './log.js';
+import { DEFAULTS } from '../protocol/reply.js';
+import { errorMessage } from '../errors.js';
 
 interface OptionDef {
   short?: string;
@@ -20,7 +22,7 @@ export const OPTIONS = {
   listen: { short: 'l', type: 'string', arg: '<ip_addr>', default: '0.0.0.0', help: 'interface to listen on' },
   port: { short: 'p', type: 'string', arg: '<num>', default: '1218', help: 'TCP port' },
   datadir: { short: 'x', type: 'string', arg: '<path>', default: './data', help: 'data directory (created when missing)' },
-  timeout: { short: 't', type: 'string', arg: '<second>', default: '60', help: 'keep-alive timeout of an idle HTTP connection' },
+  timeout: { short: 't', type: 'string', arg: '<second>', default: String(DEFAULTS.keepAliveTimeout), help: 'keep-alive timeout of an idle HTTP connection' },
   synctime: {
     short: 's', type: 'string', arg: '<second>', default: '5',
     help: 'seconds between flushes in `--sync interval` mode (also `opt=synctime`)',
@@ -49,13 +51,13 @@ export const OPTIONS = {
     type: 'string', arg: '<num>', default: '16384',
     help: 'open connections per process; more are closed at once (keeps idle or slow clients from exhausting sockets)',
   },
-  'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024), help: 'largest request body; larger ones get HTTP 413' },
+  'max-message-bytes': { type: 'string', arg: '<bytes>', default: String(DEFAULTS.maxMessageBytes), help: 'largest request body; larger ones get HTTP 413' },
   'max-header-bytes': {
-    type: 'string', arg: '<bytes>', default: String(16 * 1024),
+    type: 'string', arg: '<bytes>', default: String(DEFAULTS.maxHeaderBytes),
     help: 'largest request line plus headers, so also the largest `data=` message; larger ones get HTTP 431 (the reference had no limit: raise it for clients that put big messages in the URL)',
   },
   'max-reply-bytes': {
-    type: 'string', arg: '<bytes>', default: String(32 * 1024 * 1024),
+    type: 'string', arg: '<bytes>', default: String(DEFAULTS.maxReplyBytes),
     help: 'most message bytes in one batch reply (`mget`, `view` with `num`): a batch takes only the messages that fit, and always at least one; the reply is streamed',
   },
   'disk-reserve': {
@@ -67,7 +69,7 @@ export const OPTIONS = {
     help: 'host names (comma-separated) the dashboard answers to, besides IP addresses and `localhost`: a page elsewhere cannot reach it through DNS rebinding',
   },
   'max-wait': {
-    type: 'string', arg: '<second>', default: '60',
+    type: 'string', arg: '<second>', default: String(DEFAULTS.maxWait),
     help: 'longest long poll a client may ask for with `opt=get&wait=` (see docs/EXTENSIONS.md)',
   },
   workers: {
@@ -182,7 +184,7 @@ function secret(flagName: string, flag: string | undefined, fileOption: OptionNa
     try {
       bytes = readFileSync(file);
     } catch (err) {
-      throw new UsageError(`--${fileOption}: cannot read ${file}: ${(err as Error).message}`);
+      throw new UsageError(`--${fileOption}: cannot read ${file}: ${errorMessage(err)}`);
     }
     // Bytes, not text: a password in another charset is compared as the client sends it.
     const end = bytes.indexOf(0x0a);
@@ -197,12 +199,14 @@ function secret(flagName: string, flag: string | undefined, fileOption: OptionNa
 }
 
 export function parseConfig(argv: string[]): Config {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }));
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}. Try --help.`);
-  }
+  const parse = () => {
+    try {
+      return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
+    } catch (err) {
+      throw new UsageError(`${errorMessage(err)}. Try --help.`);
+    }
+  };
+  const values = parse();
   const v = (name: OptionName): string => (values[name] as string | undefined) ?? (OPTIONS[name] as OptionDef).default!;
   const sync = v('sync');
   if (sync !== 'durable' && sync !== 'interval') {
@@ -213,7 +217,7 @@ export function parseConfig(argv: string[]): Config {
     try {
       parseRedisUrl(store);
     } catch (err) {
-      throw new UsageError(`--store: ${(err as Error).message}`);
+      throw new UsageError(`--store: ${errorMessage(err)}`);
     }
   }
   int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);

@@ -17,6 +17,7 @@ import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, typ
 import { log } from './log.js';
 import type { Config } from './options.js';
 import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
+import { errorMessage } from '../errors.js';
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
   refuseRunningPidFile(config.pidfile);
@@ -28,7 +29,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       // that none of them finds a file another is still creating (empty, to its check).
       await (await LmdbStore.open({ path: datadir, shared: true })).close();
     } catch (err) {
-      fail(`-x: ${(err as Error).message}`);
+      fail(`-x: ${errorMessage(err)}`);
     }
   }
   // One worker accepts connections itself; several take turns through the primary.

@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { removeIfOurs } from '../store/lock.js';
 import { log, logsToFile, reopenLog } from './log.js';
+import { errorMessage } from '../errors.js';
 
 export function say(line: string): void {
   process.stderr.write(`httpsqs: ${line}\n`);
@@ -55,7 +56,7 @@ export function openDataDir(dir: string): void {
     ensureDir(dir);
     accessSync(dir, constants.W_OK | constants.R_OK);
   } catch (err) {
-    fail(`-x: cannot use data directory ${dir}: ${(err as Error).message}`);
+    fail(`-x: cannot use data directory ${dir}: ${errorMessage(err)}`);
   }
 }
 
@@ -74,7 +75,7 @@ export function pidFileProblem(file: string): string | undefined {
     } catch {
       /* the directory's reason is the one to give */
     }
-    return (err as Error).message;
+    return errorMessage(err);
   }
 }
 
@@ -126,7 +127,7 @@ export function writePidFile(file: string): () => void {
   try {
     replaceFile(file, `${process.pid}\n`);
   } catch (err) {
-    log.warn({ event: 'pidfile' }, `-i: cannot write PID file ${file}: ${(err as Error).message}`);
+    log.warn({ event: 'pidfile' }, `-i: cannot write PID file ${file}: ${errorMessage(err)}`);
     return () => {};
   }
   return () => removeIfOurs(file);
@@ -144,7 +145,8 @@ function replaceFile(file: string, content: string): void {
     fd = openSync(tmp, 'wx', 0o644);
   } catch (err) {
     if (!['EACCES', 'EPERM', 'EROFS'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-    return writeInPlace(file, content, err);
+    writeInPlace(file, content, err);
+    return;
   }
   try {
     try {

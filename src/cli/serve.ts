@@ -14,6 +14,7 @@ import type { Store, StoreHooks } from '../store/store.js';
 import { StartError, type Config } from './options.js';
 import { log } from './log.js';
 import { VERSION } from '../version.js';
+import { errorMessage } from '../errors.js';
 
 const storeWarning = (message: string) => log.warn({ event: 'store' }, message);
 
@@ -128,7 +129,7 @@ async function openLmdb(config: Config, datadir: string, observe: StoreHooks['ob
     });
   } catch (err) {
     if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) throw new StartError(`-x: ${err.message}`);
-    throw new StartError(`-x: cannot open the database in ${datadir}: ${(err as Error).message}`);
+    throw new StartError(`-x: cannot open the database in ${datadir}: ${errorMessage(err)}`);
   }
 }
 
@@ -138,6 +139,6 @@ async function openRedis(config: Config, observe: StoreHooks['observe']): Promis
     return await store.ready();
   } catch (err) {
     await store.close();
-    throw new StartError(`--store: ${(err as Error).message}`);
+    throw new StartError(`--store: ${errorMessage(err)}`);
   }
 }

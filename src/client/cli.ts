@@ -13,6 +13,7 @@ import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, QueueFullError } from './errors.js';
+import { errorMessage } from '../errors.js';
 
 /** Exit codes a script can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6, interrupted: 130 } as const;
@@ -61,7 +62,7 @@ function client(): HttpsqsClient {
   try {
     return new HttpsqsClient({ url: g.url ?? `http://${host}:${g.port}`, auth: g.auth, timeout, reference: g.reference });
   } catch (err) {
-    throw new Outcome(EXIT.usage, `${g.url ? '--url' : '--host'}: ${(err as Error).message}`);
+    throw new Outcome(EXIT.usage, `${g.url ? '--url' : '--host'}: ${errorMessage(err)}`);
   }
 }
 /** Runs `fn` with a client, closed afterwards whatever happens. */
@@ -143,7 +144,7 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
     try {
       size = statSync(input).size;
     } catch (err) {
-      throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(err as Error).message}`);
+      throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${errorMessage(err)}`);
     }
   }
   const stop = new AbortController(); // no more sending
@@ -213,7 +214,7 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
     if (failure === undefined) throw new Outcome(EXIT.interrupted, `interrupted: ${where}`);
     const note = stored || unsure ? `; ${where}` : '';
     if (failure instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${stored} messages${note}`);
-    if (!(failure instanceof HttpsqsError)) throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${(failure as Error).message}${note}`);
+    if (!(failure instanceof HttpsqsError)) throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${errorMessage(failure)}${note}`);
     throw new Outcome(exitCode(failure), `${failure.message}${note}`);
   }
   const secs = (performance.now() - started) / 1000;
@@ -306,7 +307,7 @@ program
 function queueTable(queues: QueueStatus[]): string {
   const rows = [['QUEUE', 'UNREAD', 'LEASED', 'PUTPOS', 'GETPOS', 'MAXQUEUE'], ...queues.map((s) => [s.name, s.unread, s.leased, s.putpos, s.getpos, s.maxqueue].map(String))];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n') + '\n';
+  return `${rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n')}\n`;
 }
 
 program

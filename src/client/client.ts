@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import * as R from '../protocol/reply.js';
 import { AuthError, HttpsqsError, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
+import { errorMessage } from '../errors.js';
 
 export interface ClientOptions {
   /** Where the server is: `http://host:port`, or with a path (any path reaches the queues, so a
@@ -160,7 +161,9 @@ export class HttpsqsClient {
       for (const s of [o.signal, this.closing.signal]) s?.addEventListener('abort', abort);
       if (o.signal?.aborted) both.abort(o.signal.reason);
       else if (this.closing.signal.aborted) both.abort(this.closing.signal.reason);
-      unlink = () => [o.signal, this.closing.signal].forEach((s) => s?.removeEventListener('abort', abort));
+      unlink = () => {
+        for (const s of [o.signal, this.closing.signal]) s?.removeEventListener('abort', abort);
+      };
       signal = both.signal;
     }
     try {
@@ -184,7 +187,7 @@ export class HttpsqsClient {
       if (err instanceof HttpsqsError) throw err;
       if (o.signal?.aborted) throw err; // the caller's own abort, as it is
       if (this.closing.signal.aborted) throw new NetworkError('the client is closed', { cause: err });
-      throw new NetworkError(`no answer from the server: ${(err as Error).message}`, { cause: err });
+      throw new NetworkError(`no answer from the server: ${errorMessage(err)}`, { cause: err });
     } finally {
       unlink();
     }
@@ -365,7 +368,7 @@ export class HttpsqsClient {
       try {
         o.onError?.(err, m);
       } catch (thrown) {
-        process.emitWarning(`consume: onError threw: ${(thrown as Error)?.message ?? thrown}`);
+        process.emitWarning(`consume: onError threw: ${errorMessage(thrown)}`);
       }
     };
     const polling = { ...o, signal: stop.signal };

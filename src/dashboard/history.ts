@@ -197,8 +197,8 @@ function remainder(total: Series, queues: Series[]): Series {
   const put = [...total.put];
   const get = [...total.get];
   for (const q of queues) {
-    q.put.forEach((v, i) => (put[i]! -= v));
-    q.get.forEach((v, i) => (get[i]! -= v));
+    for (const [i, v] of q.put.entries()) put[i]! -= v;
+    for (const [i, v] of q.get.entries()) get[i]! -= v;
   }
   return { put, get };
 }

@@ -21,8 +21,19 @@ export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
 /** Most messages in one mput, mget or view range, and queues in one page of list (extensions). */
 export const MAX_BATCH = 1000;
-/** Most message bytes in one batch reply by default (`--max-reply-bytes`). */
-export const DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024;
+/** The limits' defaults, here once: the flags (cli/options.ts) and the server take them. */
+export const DEFAULTS = {
+  /** Largest request body (`--max-message-bytes`). */
+  maxMessageBytes: 32 * 1024 * 1024,
+  /** Largest request line and headers (`--max-header-bytes`). */
+  maxHeaderBytes: 16 * 1024,
+  /** Most message bytes in one batch reply (`--max-reply-bytes`). */
+  maxReplyBytes: 32 * 1024 * 1024,
+  /** Longest long poll, in seconds (`--max-wait`). */
+  maxWait: 60,
+  /** Idle keep-alive connections are closed after this many seconds (`-t`). */
+  keepAliveTimeout: 60,
+} as const;
 
 /** `status` text, as a byte string: `name` is one (latin1), so its bytes come back as sent. */
 export function statusText(name: string, s: QueueState): string {

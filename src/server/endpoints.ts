@@ -8,6 +8,7 @@ import { dashboard, type DashboardSources } from '../dashboard/index.js';
 import type { Store } from '../store/store.js';
 import type { HttpReply } from './http.js';
 import type { ServerEvents } from './ops.js';
+import { errorMessage } from '../errors.js';
 
 /** What the server reports to a metrics registry (see metrics.ts). */
 export interface ServerMetrics extends ServerEvents {
@@ -54,7 +55,7 @@ export function createEndpoints(ctx: EndpointContext): (path: string, auth: stri
         await ctx.store.check();
         return { status: 200, head: TEXT, body: 'OK\n' };
       } catch (err) {
-        return { status: 503, head: TEXT, body: `${(err as Error).message}\n` };
+        return { status: 503, head: TEXT, body: `${errorMessage(err)}\n` };
       }
     }
     if (path.startsWith('/dashboard') && ctx.dashboard) {

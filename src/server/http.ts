@@ -320,7 +320,10 @@ class Connection {
     } else if (cl !== undefined && cl !== '0') {
       if (!/^\d{1,15}$/.test(cl)) throw new Refusal(400, 'Malformed Content-Length');
       this.remaining = Number(cl);
-      if (this.remaining === 0) return this.dispatch(); // `00`
+      if (this.remaining === 0) {
+        this.dispatch(); // `00`
+        return;
+      }
       if (this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
       this.continueIfAsked();
       this.phase = Phase.Body;
@@ -368,16 +371,18 @@ class Connection {
     if (this.socket.destroyed) return;
     const keep = this.keepAlive && !this.shuttingDown();
     const head = render(r.status, r.head, r.body.length, keep);
+    const body = r.body;
     if (method === 'HEAD') this.socket.write(head, 'latin1');
-    else if (typeof r.body === 'string') this.socket.write(head + r.body, 'latin1');
-    else if (Buffer.isBuffer(r.body)) {
+    else if (typeof body === 'string') this.socket.write(head + body, 'latin1');
+    else if (Buffer.isBuffer(body)) {
       this.socket.cork();
       this.socket.write(head, 'latin1');
-      this.socket.write(r.body);
+      this.socket.write(body);
       this.socket.uncork();
     } else {
       this.socket.write(head, 'latin1');
-      return this.stream(r.body.pieces()[Symbol.iterator](), () => this.sent(keep));
+      this.stream(body.pieces()[Symbol.iterator](), () => this.sent(keep));
+      return;
     }
     this.sent(keep);
   }
@@ -402,7 +407,10 @@ class Connection {
   }
 
   private sent(keep: boolean): void {
-    if (!keep) return this.finish();
+    if (!keep) {
+      this.finish();
+      return;
+    }
     this.socket.setTimeout(this.opts.keepAliveMs);
     // A client that pipelines requests but does not read the replies gets no more until it does.
     if (this.socket.writableNeedDrain) this.socket.once('drain', () => this.next());
@@ -468,7 +476,9 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
         };
         sweep();
         const timer = setInterval(sweep, 50);
-        const hard = setTimeout(() => open.forEach((c) => c.socket.destroy()), 10_000);
+        const hard = setTimeout(() => {
+          for (const c of open) c.socket.destroy();
+        }, 10_000);
         server.once('close', () => (clearInterval(timer), clearTimeout(hard)));
       });
       return closed;

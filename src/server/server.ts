@@ -14,6 +14,7 @@ import { createEndpoints, isEndpoint, type ServerMetrics } from './endpoints.js'
 import { referenceOps, type Answer, type Ops, type ServerEvents } from './ops.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
 import { Waiters, type Peers } from './waiters.js';
+import { errorMessage } from '../errors.js';
 
 export interface ServerOptions {
   /** Password clients must send as `auth=` (a string stands for its UTF-8 bytes); none when undefined. */
@@ -93,10 +94,10 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const clock = options.clock ?? systemClock;
   const waiters = new Waiters(options.peers, clock);
   // A put refused for want of disk space is not logged each time: the store says when that starts and ends.
-  const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${(err as Error).message}`);
+  const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${errorMessage(err)}`);
   const context = { store, clock, waiters, events, putFailed, onSynctime: options.onSynctime };
   const reference = referenceOps(context);
-  const ops: Ops = { ...reference, ...extensionOps({ ...context, maxWait: options.maxWait ?? 60, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULT_MAX_REPLY_BYTES }, reference) };
+  const ops: Ops = { ...reference, ...extensionOps({ ...context, maxWait: options.maxWait ?? R.DEFAULTS.maxWait, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULTS.maxReplyBytes }, reference) };
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = passwordDigest(options.auth);
   const adminDigest = passwordDigest(options.adminAuth);
@@ -154,7 +155,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     try {
       out = await command(params, req);
     } catch (err) {
-      log(`request failed: ${(err as Error).message}`);
+      log(`request failed: ${errorMessage(err)}`);
       out = { body: R.ERROR };
     }
     const type = out.json ? 'application/json' : charset !== undefined && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
@@ -164,7 +165,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     return { status: 200, head, body };
   }
 
-  const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024;
+  const maxHeaderBytes = options.maxHeaderBytes ?? R.DEFAULTS.maxHeaderBytes;
   const http = createHttpServer(handle, {
     maxHeaderBytes,
     maxBodyBytes: options.maxMessageBytes,

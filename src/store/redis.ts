@@ -23,6 +23,7 @@ import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
 import { GET, leaseValueOf, MAXQUEUE, memberOf, parseLeaseValue, PUT, RANGE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
 import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
+import { errorMessage } from '../errors.js';
 
 export interface RedisStoreOptions extends StoreHooks {
   /** `redis://[:password@]host:port[/db][?prefix=p]`, `rediss://…` (TLS), or
@@ -215,7 +216,7 @@ export class RedisStore implements Store {
       await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
       this.unindexed.delete(name);
     } catch (err) {
-      if (this.unindexed.size === 0) (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(`Redis: a queue could not be added to the list index (${(err as Error).message}); list tries again`);
+      if (this.unindexed.size === 0) (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(`Redis: a queue could not be added to the list index (${errorMessage(err)}); list tries again`);
       this.unindexed.add(name);
     }
   }

@@ -33,6 +33,7 @@ import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
 import { Pending } from './pending.js';
 import { Room, type Need } from './room.js';
+import { errorMessage } from '../../errors.js';
 
 export interface LmdbOptions extends StoreHooks {
   path: string;
@@ -227,7 +228,7 @@ export class LmdbStore implements Store {
     // State in memory may now be ahead of the disk: forget it and read the disk again.
     this.cache?.clear();
     this.pending.clear();
-    const error = (this.writeError = new StoreError(`LMDB write failed: ${(err as Error).message}`, { cause: err }));
+    const error = (this.writeError = new StoreError(`LMDB write failed: ${errorMessage(err)}`, { cause: err }));
     if (this.cache && !this.fence) {
       this.fence = error;
       const lift = () => void (this.fence = undefined);
@@ -554,7 +555,7 @@ export class LmdbStore implements Store {
     const removeStored = (inTransaction: boolean) => {
       for (const db of [this.msg, this.lease]) {
         if (!inTransaction) for (const k of db.getKeys(keyRange(name))) remove(db, k);
-        else for (let keys; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) keys.forEach((k) => remove(db, k));
+        else for (let keys: Buffer[]; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) for (const k of keys) remove(db, k);
       }
     };
     const need = this.room.resetNeed();
