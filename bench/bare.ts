@@ -8,12 +8,7 @@ const port = Number(process.argv[2]);
 const body = 'HTTPSQS_PUT_OK';
 http
   .createServer((_req, res) => {
-    res.writeHead(200, [
-      'Content-Type', 'text/plain',
-      'Content-Length', String(body.length),
-      'Connection', 'keep-alive',
-      'Cache-Control', 'no-cache',
-    ]);
+    res.writeHead(200, ['Content-Type', 'text/plain', 'Content-Length', String(body.length), 'Connection', 'keep-alive', 'Cache-Control', 'no-cache']);
     res.end(body);
   })
   .listen(port, '127.0.0.1');

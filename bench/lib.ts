@@ -150,11 +150,10 @@ function wrk(port: number, load: Load): LoadResult {
         .map((r) => `wrk.format(${luaString(r.method ?? 'GET')}, ${luaString(r.path)}, nil, ${r.body === undefined ? 'nil' : luaString(r.body)})`)
         .join(', ')} } end\n  i = i % #reqs + 1\n  return reqs[i]\nend\n`;
   writeFileSync(script, lua);
-  const r = spawnSync(
-    'wrk',
-    ['-t1', `-c${load.connections}`, `-d${load.seconds}s`, '--latency', '-s', script, `http://127.0.0.1:${port}/`],
-    { encoding: 'utf8', timeout: (load.seconds + 30) * 1000 },
-  );
+  const r = spawnSync('wrk', ['-t1', `-c${load.connections}`, `-d${load.seconds}s`, '--latency', '-s', script, `http://127.0.0.1:${port}/`], {
+    encoding: 'utf8',
+    timeout: (load.seconds + 30) * 1000,
+  });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const out = r.stdout;
   const pct = (p: string) => {

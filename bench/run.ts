@@ -7,7 +7,26 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ask, CLI, drive, freePort, hasRedis, loadGenerator, machine, MiB, ROOT, startNode, table, tempDir, waitListening, withMemory, type Load, type LoadResult, type Memory, type Proc } from './lib.js';
+import {
+  ask,
+  CLI,
+  drive,
+  freePort,
+  hasRedis,
+  loadGenerator,
+  machine,
+  MiB,
+  ROOT,
+  startNode,
+  table,
+  tempDir,
+  waitListening,
+  withMemory,
+  type Load,
+  type LoadResult,
+  type Memory,
+  type Proc,
+} from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -34,7 +53,8 @@ const SCENARIOS: Scenario[] = [
   { name: 'get', requests: [{ path: '/?name=bench&opt=get' }], target: 'get', drains: 'bench' },
   { name: 'mixed put/get', requests: [{ path: `/?name=mix&opt=put&data=${MSG38}` }, { path: '/?name=mix&opt=get' }] },
   {
-    name: `mput ${BATCH} x 38 B`, messages: BATCH,
+    name: `mput ${BATCH} x 38 B`,
+    messages: BATCH,
     requests: [{ method: 'POST', path: '/?name=batch&opt=mput', body: JSON.stringify(Array.from({ length: BATCH }, () => MSG38)) }],
   },
   { name: `mget num=${BATCH}`, requests: [{ path: `/?name=batch&opt=mget&num=${BATCH}` }], drains: 'batch', messages: BATCH },
@@ -80,7 +100,11 @@ async function main(): Promise<void> {
     // Redis with an fsync per write (appendfsync always): acknowledged means on disk, as with LMDB.
     const redisPort = await freePort();
     redis = hasRedis
-      ? spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', redisDir], { stdio: 'ignore' })
+      ? spawn(
+          'redis-server',
+          ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', redisDir],
+          { stdio: 'ignore' },
+        )
       : undefined;
     if (redis) await waitListening(redisPort);
     else process.stderr.write('redis-server is not installed (apt-get install redis-server): no Redis rows\n');
@@ -142,9 +166,17 @@ async function main(): Promise<void> {
   const out = table(
     ['server', 'load', 'req/s', 'x bare', 'msgs/s', 'p50 ms', 'p99 ms', 'peak RSS', 'RssAnon', 'errors', 'note'],
     rows.map((r) => [
-      r.server, r.scenario.name, Math.round(r.res.rps), (r.res.rps / bare.get(r.scenario.name)!).toFixed(2),
+      r.server,
+      r.scenario.name,
+      Math.round(r.res.rps),
+      (r.res.rps / bare.get(r.scenario.name)!).toFixed(2),
       r.server.startsWith('bare') ? '' : Math.round(r.res.rps * (r.scenario.messages ?? 1)),
-      r.res.p50ms.toFixed(2), r.res.p99ms.toFixed(2), MiB(r.mem.peakRss), MiB(r.mem.rssAnon), r.res.errors, r.note,
+      r.res.p50ms.toFixed(2),
+      r.res.p99ms.toFixed(2),
+      MiB(r.mem.peakRss),
+      MiB(r.mem.rssAnon),
+      r.res.errors,
+      r.note,
     ]),
   );
   const single = rows.filter((r) => r.server === 'httpsqs, 1 worker' && r.scenario.target);
@@ -166,6 +198,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  process.stderr.write(`bench failed: ${(err as Error).stack}\n${(err as Error).cause ? `cause: ${String((err as Error).cause)}\n` : ""}`);
+  process.stderr.write(`bench failed: ${(err as Error).stack}\n${(err as Error).cause ? `cause: ${String((err as Error).cause)}\n` : ''}`);
   process.exit(1);
 });

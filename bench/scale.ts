@@ -36,9 +36,7 @@ async function phase(server: Proc, dir: string, kind: 'put' | 'get', count: numb
   const script = join(dir, `${kind}.lua`);
   writeFileSync(
     script,
-    kind === 'put'
-      ? `wrk.method = "POST"\nwrk.path = "/?name=${QUEUE}&opt=put"\nwrk.body = string.rep("m", 1024)\n`
-      : `wrk.path = "/?name=${QUEUE}&opt=get"\n`,
+    kind === 'put' ? `wrk.method = "POST"\nwrk.path = "/?name=${QUEUE}&opt=put"\nwrk.body = string.rep("m", 1024)\n` : `wrk.path = "/?name=${QUEUE}&opt=get"\n`,
   );
   const samples: Sample[] = [];
   const start = Date.now();
@@ -65,20 +63,25 @@ async function phase(server: Proc, dir: string, kind: 'put' | 'get', count: numb
 
 function series(samples: Sample[]): string {
   const pick = samples.filter((_, i) => i % Math.max(1, Math.floor(samples.length / 10)) === 0 || i === samples.length - 1);
-  return table(['s', 'position', 'RSS', 'RssAnon', 'data on disk'], pick.map((s) => [s.t.toFixed(0), s.done, MiB(s.rss), MiB(s.rssAnon), MiB(s.disk)]));
+  return table(
+    ['s', 'position', 'RSS', 'RssAnon', 'data on disk'],
+    pick.map((s) => [s.t.toFixed(0), s.done, MiB(s.rss), MiB(s.rssAnon), MiB(s.disk)]),
+  );
 }
 
 /** Opens `n` connections, each making one request and then staying idle. */
 async function openIdle(port: number, n: number): Promise<net.Socket[]> {
   const socks: net.Socket[] = [];
   for (let i = 0; i < n; i += 500) {
-    const batch = Array.from({ length: Math.min(500, n - i) }, () =>
-      new Promise<net.Socket>((ok, fail) => {
-        const s = net.connect(port, '127.0.0.1');
-        s.once('error', fail);
-        s.once('data', () => ok(s));
-        s.write(`GET /?name=idle&opt=status_json HTTP/1.1\r\nHost: x\r\n\r\n`);
-      }),
+    const batch = Array.from(
+      { length: Math.min(500, n - i) },
+      () =>
+        new Promise<net.Socket>((ok, fail) => {
+          const s = net.connect(port, '127.0.0.1');
+          s.once('error', fail);
+          s.once('data', () => ok(s));
+          s.write(`GET /?name=idle&opt=status_json HTTP/1.1\r\nHost: x\r\n\r\n`);
+        }),
     );
     socks.push(...(await Promise.all(batch)));
   }
@@ -115,7 +118,9 @@ async function main(): Promise<void> {
     const left = await status(port);
     report.push(`\n### Drain: ${Math.round(left.getpos / get.seconds)} gets/s, ${left.unread} left unread\n\n${series(get.samples)}`);
     const anon = [...put.samples, ...get.samples].map((s) => s.rssAnon);
-    report.push(`\nPrivate memory (RssAnon): ${MiB(base.rssAnon)} at start, at most ${MiB(Math.max(...anon))} while the queue grew to ${written} messages and drained.`);
+    report.push(
+      `\nPrivate memory (RssAnon): ${MiB(base.rssAnon)} at start, at most ${MiB(Math.max(...anon))} while the queue grew to ${written} messages and drained.`,
+    );
 
     process.stderr.write(`holding ${CONNECTIONS} idle connections...\n`);
     const before = memory(server.child.pid!);
@@ -127,23 +132,29 @@ async function main(): Promise<void> {
     const load = await drive(port, { requests: [{ path: `/?name=busy&opt=put&data=x` }, { path: '/?name=busy&opt=get' }], connections: 50, seconds: 5 });
     // Every idle connection still works afterwards.
     const answered = await Promise.all(
-      socks.map((s) => new Promise<boolean>((ok) => {
-        s.once('data', () => ok(true));
-        s.once('error', () => ok(false));
-        s.write(`GET /?name=idle&opt=status_json HTTP/1.1\r\nHost: x\r\n\r\n`);
-      })),
+      socks.map(
+        (s) =>
+          new Promise<boolean>((ok) => {
+            s.once('data', () => ok(true));
+            s.once('error', () => ok(false));
+            s.write(`GET /?name=idle&opt=status_json HTTP/1.1\r\nHost: x\r\n\r\n`);
+          }),
+      ),
     );
     for (const s of socks) s.destroy();
     report.push(
       `\n### ${CONNECTIONS} idle keep-alive connections held open\n\n` +
-        table(['', 'value'], [
-          ['puts+gets/s meanwhile (50 more connections)', Math.round(load.rps)],
-          ['load errors', load.errors],
-          ['idle connections closed by the server', closed],
-          ['idle connections answering afterwards', `${answered.filter(Boolean).length} of ${CONNECTIONS}`],
-          ['memory per idle connection (RSS)', `${((held.rss - before.rss) / CONNECTIONS / 1024).toFixed(1)} KiB`],
-          ['private memory per idle connection (RssAnon)', `${((held.rssAnon - before.rssAnon) / CONNECTIONS / 1024).toFixed(1)} KiB`],
-        ]),
+        table(
+          ['', 'value'],
+          [
+            ['puts+gets/s meanwhile (50 more connections)', Math.round(load.rps)],
+            ['load errors', load.errors],
+            ['idle connections closed by the server', closed],
+            ['idle connections answering afterwards', `${answered.filter(Boolean).length} of ${CONNECTIONS}`],
+            ['memory per idle connection (RSS)', `${((held.rss - before.rss) / CONNECTIONS / 1024).toFixed(1)} KiB`],
+            ['private memory per idle connection (RssAnon)', `${((held.rssAnon - before.rssAnon) / CONNECTIONS / 1024).toFixed(1)} KiB`],
+          ],
+        ),
     );
     await server.stop();
   } finally {

@@ -56,10 +56,7 @@ describe('bad input', () => {
   });
 
   it('a body over --max-message-bytes gets HTTP 413 with a one-line reason, and the server goes on', async () => {
-    const declared = await rawExchange(
-      server.port,
-      `POST /?name=big&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`,
-    );
+    const declared = await rawExchange(server.port, `POST /?name=big&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`);
     const res = parseResponse(declared)!.res;
     assert.equal(res.status, 413);
     const reason = res.body.toString();
@@ -86,7 +83,12 @@ describe('bad input', () => {
   });
 
   it('unparseable HTTP gets 400 and the connection is closed', async () => {
-    for (const garbage of ['hello there\r\n\r\n', 'GET / HTTP/9.9\r\n\r\n', 'GET /?name=q&opt=get HTTP/1.1\r\nBad Header\r\n\r\n', '\x00\x01\x02\xff\r\n\r\n']) {
+    for (const garbage of [
+      'hello there\r\n\r\n',
+      'GET / HTTP/9.9\r\n\r\n',
+      'GET /?name=q&opt=get HTTP/1.1\r\nBad Header\r\n\r\n',
+      '\x00\x01\x02\xff\r\n\r\n',
+    ]) {
       const raw = await rawExchange(server.port, Buffer.from(garbage, 'latin1'));
       assert.match(raw.toString('latin1'), /^HTTP\/1\.1 400 /, JSON.stringify(garbage));
     }
@@ -96,7 +98,10 @@ describe('bad input', () => {
     const raw = await rawExchange(server.port, `GET /?name=q&opt=get HTTP/1.1\r\nX-Big: ${'x'.repeat(70_000)}\r\n\r\n`);
     assert.match(raw.toString('latin1'), /^HTTP\/1\.1 431 [\s\S]*\r\n\r\nRequest line and headers over the limit of 16384 bytes \(--max-header-bytes\)\n$/);
     const big = 'm'.repeat(40_000);
-    assert.match((await rawExchange(server.port, `GET /?name=big&opt=put&data=${big} HTTP/1.1\r\nConnection: close\r\n\r\n`)).toString('latin1'), /^HTTP\/1\.1 431 /);
+    assert.match(
+      (await rawExchange(server.port, `GET /?name=big&opt=put&data=${big} HTTP/1.1\r\nConnection: close\r\n\r\n`)).toString('latin1'),
+      /^HTTP\/1\.1 431 /,
+    );
     const roomy = await startInProcess({ args: ['--max-header-bytes', '65536'] });
     try {
       assert.equal((await request(roomy.port, 'GET', `/?name=big&opt=put&data=${big}`)).body.toString(), 'HTTPSQS_PUT_OK');
@@ -117,7 +122,10 @@ describe('bad input', () => {
   });
 
   it('a reply to HEAD carries headers only, so the next reply on the connection reads right', async () => {
-    const raw = await rawExchange(server.port, 'HEAD /?name=keep&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=keep&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const raw = await rawExchange(
+      server.port,
+      'HEAD /?name=keep&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=keep&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
     const first = parseResponse(raw, true)!;
     assert.equal(first.res.status, 405);
     assert.equal(first.res.headers.connection, 'keep-alive');
@@ -145,7 +153,10 @@ describe('bad input', () => {
     const gbk = await ask('/?name=%C4%E3%BA%C3&opt=status_json'); // 你好 in GBK: not UTF-8
     assert.deepEqual(gbk.body.subarray(0, 13), Buffer.from([...Buffer.from('{"name":"'), 0xc4, 0xe3, 0xba, 0xc3]));
     assert.equal(gbk.body.subarray(13).toString(), '","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n');
-    assert.equal(await text('/?name=a%22b%5Cc%01%E4%BD%A0&opt=status_json'), Buffer.from('{"name":"a\\"b\\\\c\\u0001你","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n').toString('latin1'));
+    assert.equal(
+      await text('/?name=a%22b%5Cc%01%E4%BD%A0&opt=status_json'),
+      Buffer.from('{"name":"a\\"b\\\\c\\u0001你","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n').toString('latin1'),
+    );
   });
 
   it('charset= goes into Content-Type as given, even empty; one with a control character is dropped', async () => {

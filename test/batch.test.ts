@@ -14,23 +14,38 @@ function bytesOf(body: ReturnType<typeof batchBody>): Buffer {
 
 /** What one JSON.stringify of the whole reply would give. */
 const expected = (items: BatchItem[], enc: Encoding) =>
-  Buffer.from(`[${items.map((i) => `{${i.fields},"data":${enc === 'base64' ? `"${i.message.toString('base64')}"` : JSON.stringify(i.message.toString('utf8'))}}`).join(',')}]\n`);
+  Buffer.from(
+    `[${items.map((i) => `{${i.fields},"data":${enc === 'base64' ? `"${i.message.toString('base64')}"` : JSON.stringify(i.message.toString('utf8'))}}`).join(',')}]\n`,
+  );
 
 // Bytes that make UTF-8 and JSON hard: multi-byte characters, broken ones, controls, quotes.
-const tricky = fc.uint8Array({ maxLength: 24 }).chain((random) =>
-  fc.shuffledSubarray([0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xc3, 0xa9, 0x80, 0xff, 0x00, 0x22, 0x5c, 0x0a, 0xed, 0xa0, 0x80]).map((t) => Buffer.from([...random, ...t])),
-);
+const tricky = fc
+  .uint8Array({ maxLength: 24 })
+  .chain((random) =>
+    fc
+      .shuffledSubarray([0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xc3, 0xa9, 0x80, 0xff, 0x00, 0x22, 0x5c, 0x0a, 0xed, 0xa0, 0x80])
+      .map((t) => Buffer.from([...random, ...t])),
+  );
 
 it('a large reply streamed in pieces is byte for byte the one JSON.stringify gives, whatever falls on a piece boundary', () => {
   fc.assert(
-    fc.property(tricky, fc.integer({ min: 0, max: 8 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom<Encoding>('utf8', 'base64'), (bytes, back, laps, enc) => {
-      // The tricky bytes straddle a boundary between two pieces.
-      const message = Buffer.concat([Buffer.alloc(PIECE * (Math.ceil(SMALL / PIECE) + laps) - back, 'a'), bytes, Buffer.alloc(7, 'z')]);
-      const items = [{ fields: '"pos":1', message }, { fields: '"pos":2,"deliveries":3', message: bytes }];
-      const body = batchBody(items, enc);
-      assert.ok(!Buffer.isBuffer(body), 'large replies are streamed');
-      assert.ok(bytesOf(body).equals(expected(items, enc)));
-    }),
+    fc.property(
+      tricky,
+      fc.integer({ min: 0, max: 8 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.constantFrom<Encoding>('utf8', 'base64'),
+      (bytes, back, laps, enc) => {
+        // The tricky bytes straddle a boundary between two pieces.
+        const message = Buffer.concat([Buffer.alloc(PIECE * (Math.ceil(SMALL / PIECE) + laps) - back, 'a'), bytes, Buffer.alloc(7, 'z')]);
+        const items = [
+          { fields: '"pos":1', message },
+          { fields: '"pos":2,"deliveries":3', message: bytes },
+        ];
+        const body = batchBody(items, enc);
+        assert.ok(!Buffer.isBuffer(body), 'large replies are streamed');
+        assert.ok(bytesOf(body).equals(expected(items, enc)));
+      },
+    ),
     { numRuns: 150 },
   );
 });

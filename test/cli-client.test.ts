@@ -57,7 +57,8 @@ async function putUnderWay(port: number, name: string, file: string, args: strin
   return { child, exited, stderr: () => stderr };
 }
 
-const SUMMARY = /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli put \S+ --file -)\)(, which may store those again)?\n$/;
+const SUMMARY =
+  /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli put \S+ --file -)\)(, which may store those again)?\n$/;
 
 describe('httpsqs-cli', () => {
   let server: RunningServer;
@@ -65,7 +66,12 @@ describe('httpsqs-cli', () => {
   before(async () => {
     server = await startServer();
     cli = (args, o = {}) => {
-      const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(server.port), ...args], { input: o.input ?? '', encoding: 'utf8', env: { ...cleanEnv(), ...o.env }, timeout: 30_000 });
+      const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(server.port), ...args], {
+        input: o.input ?? '',
+        encoding: 'utf8',
+        env: { ...cleanEnv(), ...o.env },
+        timeout: 30_000,
+      });
       return { code: r.status, stdout: r.stdout, stderr: r.stderr };
     };
   });
@@ -90,9 +96,15 @@ describe('httpsqs-cli', () => {
     assert.deepEqual(JSON.parse(cli(['--json', 'get', 'k-json']).stdout), { pos: 1, deliveries: 1, data: 'x' });
     assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-json', '1']).stdout), { pos: 1, data: 'x' });
     const list = JSON.parse(cli(['--json', 'list', '--prefix', 'k-json']).stdout);
-    assert.deepEqual(list.map((q: { name: string }) => q.name), ['k-json']);
+    assert.deepEqual(
+      list.map((q: { name: string }) => q.name),
+      ['k-json'],
+    );
     cli(['put', 'k-json', 'y']);
-    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-json', '1', '--num', '3']).stdout), [{ pos: 1, data: 'x' }, { pos: 2, data: 'y' }]);
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-json', '1', '--num', '3']).stdout), [
+      { pos: 1, data: 'x' },
+      { pos: 2, data: 'y' },
+    ]);
     assert.equal(cli(['view', 'k-json', '1', '--num', '3']).stdout, '{"pos":1,"data":"x"}\n{"pos":2,"data":"y"}\n');
     assert.deepEqual(JSON.parse(cli(['--json', 'synctime', '4']).stdout), { synctime: 4 });
     assert.deepEqual(JSON.parse(cli(['--json', 'reset', 'k-json']).stdout), { reset: true });
@@ -118,11 +130,15 @@ describe('httpsqs-cli', () => {
     assert.deepEqual(refused, {
       code: 5,
       stdout: '',
-      stderr: 'httpsqs-cli: maxqueue of k-cancel not changed: the ring rules refuse 50 while the writer is a lap ahead of the reader (putpos 1, getpos 2): no size is taken until the reader has come round too\n',
+      stderr:
+        'httpsqs-cli: maxqueue of k-cancel not changed: the ring rules refuse 50 while the writer is a lap ahead of the reader (putpos 1, getpos 2): no size is taken until the reader has come round too\n',
     });
     assert.deepEqual(cli(['--json', 'maxqueue', 'k-cancel', '50']), { code: 5, stdout: '{"maxqueue":false}\n', stderr: refused.stderr });
     cli(['put', 'k-beyond', '--file', '-'], { input: 'm\n'.repeat(150) });
-    assert.match(cli(['maxqueue', 'k-beyond', '100']).stderr, /^httpsqs-cli: maxqueue of k-beyond not changed: the ring rules refuse 100 while position 150 is in use \(putpos 150, getpos 0\): give 150 or more\n$/);
+    assert.match(
+      cli(['maxqueue', 'k-beyond', '100']).stderr,
+      /^httpsqs-cli: maxqueue of k-beyond not changed: the ring rules refuse 100 while position 150 is in use \(putpos 150, getpos 0\): give 150 or more\n$/,
+    );
     assert.deepEqual(cli(['--json', 'maxqueue', 'k-beyond', '150']), { code: 0, stdout: '{"maxqueue":true}\n', stderr: '' });
     const full = cli(['put', 'k-cancel', 'one too many']);
     assert.equal(full.code, 4);
@@ -131,7 +147,12 @@ describe('httpsqs-cli', () => {
 
   it('get and view end with a newline on a terminal, and only there', { skip: needsTool('script', 'util-linux') }, () => {
     const onTerminal = (args: string) => {
-      const r = spawnSync('script', ['-qec', `'${process.execPath}' '${CLI_CLIENT}' --port ${server.port} ${args}`, '/dev/null'], { input: '', encoding: 'utf8', env: cleanEnv(), timeout: 30_000 });
+      const r = spawnSync('script', ['-qec', `'${process.execPath}' '${CLI_CLIENT}' --port ${server.port} ${args}`, '/dev/null'], {
+        input: '',
+        encoding: 'utf8',
+        env: cleanEnv(),
+        timeout: 30_000,
+      });
       return { code: r.status, stdout: r.stdout };
     };
     for (const m of ['no newline', 'has one\n', '']) cli(['put', 'k-tty'], { input: m });
@@ -181,7 +202,11 @@ describe('httpsqs-cli', () => {
     // Lines as tail and wc -l count them, so that a line number to resume from is right: a \r
     // ends a line only before \n.
     cli(['put', 'k-crlf', '--file', '-'], { input: 'a\r\nb\rc\nlast' });
-    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-crlf', '1', '--num', '5']).stdout), [{ pos: 1, data: 'a' }, { pos: 2, data: 'b\rc' }, { pos: 3, data: 'last' }]);
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-crlf', '1', '--num', '5']).stdout), [
+      { pos: 1, data: 'a' },
+      { pos: 2, data: 'b\rc' },
+      { pos: 3, data: 'last' },
+    ]);
     cli(['maxqueue', 'k-small', '10']);
     const full = cli(['put', 'k-small', '--file', file]);
     assert.equal(full.code, 4);
@@ -277,7 +302,10 @@ describe('httpsqs-cli', () => {
       assert.doesNotMatch(bad.stderr, /\n\s+at /);
     }
     // Any path reaches the queues, so a URL with one works (a server behind a proxy, say).
-    const withPath = spawnSync(process.execPath, [CLI_CLIENT, '--url', `http://127.0.0.1:${server.port}/queues/`, 'put', 'k-path', 'p'], { encoding: 'utf8', env: cleanEnv() });
+    const withPath = spawnSync(process.execPath, [CLI_CLIENT, '--url', `http://127.0.0.1:${server.port}/queues/`, 'put', 'k-path', 'p'], {
+      encoding: 'utf8',
+      env: cleanEnv(),
+    });
     assert.deepEqual([withPath.status, withPath.stdout], [0, '1\n']);
     assert.equal(spawnSync(process.execPath, [CLI_CLIENT, '--help'], { encoding: 'utf8' }).status, 0);
     const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
@@ -289,7 +317,10 @@ describe('httpsqs-cli', () => {
     try {
       const denied = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: cleanEnv() });
       assert.equal(denied.status, 6);
-      const allowed = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], { encoding: 'utf8', env: { ...cleanEnv(), HTTPSQS_AUTH: 'sesame' } });
+      const allowed = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), 'put', 'q', 'x'], {
+        encoding: 'utf8',
+        env: { ...cleanEnv(), HTTPSQS_AUTH: 'sesame' },
+      });
       assert.equal(allowed.status, 0);
     } finally {
       await locked.stop();

@@ -17,7 +17,6 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-
 describe('command line', () => {
   it('-h prints help generated from the option table, and the README table matches it', async () => {
     const { code, stdout } = await runCli(['-h']);
@@ -255,7 +254,10 @@ describe('command line', () => {
     for (let pos = 1; pos <= status.putpos; pos++) {
       stored.add((await request(server.port, 'GET', `/?name=term&opt=view&pos=${pos}`)).body.toString());
     }
-    assert.deepEqual(acked.filter((m) => !stored.has(m)), []);
+    assert.deepEqual(
+      acked.filter((m) => !stored.has(m)),
+      [],
+    );
     await server.stop();
     cleanup(server.dir);
   });
@@ -283,7 +285,10 @@ describe('HTTP connections', () => {
       assert.match(parseResponse(buf)!.res.body.toString(), /"putpos":1/);
       sock.destroy();
       // HTTP/1.1 pipelining: two requests in one write, two answers in order.
-      const piped = await rawExchange(server.port, 'GET /?name=q&opt=get HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=q&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      const piped = await rawExchange(
+        server.port,
+        'GET /?name=q&opt=get HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=q&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      );
       const a = parseResponse(piped)!;
       const b = parseResponse(a.rest)!;
       assert.equal(a.res.body.toString(), 'a');

@@ -51,7 +51,10 @@ describe('HttpsqsClient', () => {
     assert.deepEqual((await q.mput(new Uint8Array(gbk), ['second'])).positions, [2]);
     const listed = [];
     for await (const s of q.queues()) if (s.name64 && Buffer.from(s.name64, 'base64').equals(gbk)) listed.push(s);
-    assert.deepEqual(listed.map((s) => s.putpos), [2]);
+    assert.deepEqual(
+      listed.map((s) => s.putpos),
+      [2],
+    );
     const name = Buffer.from(listed[0]!.name64!, 'base64');
     assert.equal((await q.statusJson(name)).unread, 2);
     assert.equal((await q.view(name, 2)).toString(), 'second');
@@ -95,7 +98,11 @@ describe('HttpsqsClient', () => {
       cleanup(locked.dir);
     }
     for (const url of ['127.0.0.1:1218', 'ftp://127.0.0.1:1218', 'http://127.0.0.1:1218/?name=q', 'http://a b', 'http://:pw@127.0.0.1:1218']) {
-      assert.throws(() => new HttpsqsClient({ url }), (err: unknown) => err instanceof TypeError && err.message.startsWith(`not a server URL: "${url}"`), url);
+      assert.throws(
+        () => new HttpsqsClient({ url }),
+        (err: unknown) => err instanceof TypeError && err.message.startsWith(`not a server URL: "${url}"`),
+        url,
+      );
     }
     const nobody = new HttpsqsClient({ url: `http://127.0.0.1:${await freePort()}` });
     await assert.rejects(nobody.get('q'), (err: unknown) => err instanceof NetworkError && (err.cause as { code?: string }).code === 'ECONNREFUSED');
@@ -143,9 +150,18 @@ describe('HttpsqsClient', () => {
     const r = await q.mput('c-batch', ['a', new Uint8Array([0, 1, 2])]);
     assert.deepEqual(r, { positions: [1, 2], full: false });
     const got = await q.mget('c-batch', 10);
-    assert.deepEqual(got.map((x) => x.body), [Buffer.from('a'), Buffer.from([0, 1, 2])]);
-    assert.deepEqual((await q.viewRange('c-batch', 1, 5)).map((x) => x.pos), [1, 2]);
-    assert.deepEqual((await q.list({ prefix: 'c-b' })).map((s) => s.name), ['c-basic', 'c-batch']);
+    assert.deepEqual(
+      got.map((x) => x.body),
+      [Buffer.from('a'), Buffer.from([0, 1, 2])],
+    );
+    assert.deepEqual(
+      (await q.viewRange('c-batch', 1, 5)).map((x) => x.pos),
+      [1, 2],
+    );
+    assert.deepEqual(
+      (await q.list({ prefix: 'c-b' })).map((s) => s.name),
+      ['c-basic', 'c-batch'],
+    );
     const names: string[] = [];
     for await (const s of q.queues('c-')) names.push(s.name);
     assert.ok(names.includes('c-lease') && names.includes('c-full'));
@@ -256,7 +272,10 @@ describe('HttpsqsClient', () => {
     const locked = await startInProcess({ args: ['-a', 'sesame'] });
     const wrong = new HttpsqsClient({ url: `http://127.0.0.1:${locked.port}`, auth: 'guess' });
     try {
-      await assert.rejects(wrong.consume('q', () => {}, { concurrency: 3, wait: 1 }), AuthError);
+      await assert.rejects(
+        wrong.consume('q', () => {}, { concurrency: 3, wait: 1 }),
+        AuthError,
+      );
     } finally {
       await wrong.close();
       await locked.stop();
@@ -285,11 +304,17 @@ describe('HttpsqsClient', () => {
     assert.ok(ended instanceof NetworkError && ended.message === 'the client is closed', String(ended));
     assert.equal((await plain)?.text(), 'not lost');
     await assert.rejects(c.put('c-close', 'late'), (err: unknown) => err instanceof NetworkError && err.message === 'the client is closed');
-    await assert.rejects(c.consume('c-close', () => {}), NetworkError);
+    await assert.rejects(
+      c.consume('c-close', () => {}),
+      NetworkError,
+    );
     // The leased poll took nothing with it.
     await q.put('c-close', 'kept');
     assert.equal((await q.get('c-close'))?.text(), 'kept');
-    await assert.rejects(q.consume('c-close', () => {}, { concurrency: 0 }), RangeError);
+    await assert.rejects(
+      q.consume('c-close', () => {}, { concurrency: 0 }),
+      RangeError,
+    );
   });
 
   it('a long poll rejects with the reason its caller aborted it with', async () => {
@@ -317,7 +342,13 @@ describe('HttpsqsClient', () => {
           if (++handled === 2) stop.abort();
           throw new Error('handler failed');
         },
-        { wait: 1, signal: stop.signal, onError: () => { throw new Error('onError failed too'); } },
+        {
+          wait: 1,
+          signal: stop.signal,
+          onError: () => {
+            throw new Error('onError failed too');
+          },
+        },
       );
     } finally {
       await c.close();
@@ -344,7 +375,7 @@ describe('HttpsqsClient', () => {
     assert.deepEqual([back?.text(), back?.deliveries], ['long job', 2]);
   });
 
-  it('messages() gives each message touch(), and ack() uses the lease\'s newest token', async () => {
+  it("messages() gives each message touch(), and ack() uses the lease's newest token", async () => {
     await q.put('c-iter', 'work');
     const stop = new AbortController();
     for await (const m of q.messages('c-iter', { lease: 5, wait: 1, signal: stop.signal })) {
@@ -391,7 +422,11 @@ describe('README examples', () => {
     it(`examples/${file.replace('.js', '.ts')} runs against a real server`, async () => {
       const server = await startServer();
       try {
-        const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'examples', file)], { env: { ...process.env, HTTPSQS_URL: `http://127.0.0.1:${server.port}` }, encoding: 'utf8', timeout: 30_000 });
+        const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'examples', file)], {
+          env: { ...process.env, HTTPSQS_URL: `http://127.0.0.1:${server.port}` },
+          encoding: 'utf8',
+          timeout: 30_000,
+        });
         assert.equal(r.status, 0, r.stderr);
         assert.match(r.stdout, expected);
       } finally {

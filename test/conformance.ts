@@ -27,8 +27,7 @@ const scenarios: Scenario[] = readFileSync(FIXTURE, 'utf8')
   .filter((l) => l.trim())
   .map((l) => JSON.parse(l) as Scenario);
 
-const bytes = (m: { body?: string; body_b64?: string }) =>
-  m.body_b64 !== undefined ? Buffer.from(m.body_b64, 'base64') : Buffer.from(m.body ?? '', 'utf8');
+const bytes = (m: { body?: string; body_b64?: string }) => (m.body_b64 !== undefined ? Buffer.from(m.body_b64, 'base64') : Buffer.from(m.body ?? '', 'utf8'));
 
 const EXACT_NAMES = ['Content-Type', 'Content-Length', 'Connection', 'Cache-Control', 'Pos'];
 
@@ -69,4 +68,3 @@ export function replayConformance(title: string, extraArgs: string[] | ((scenari
     }
   });
 }
-

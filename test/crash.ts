@@ -68,12 +68,19 @@ export async function crashCycles(t: TestContext, cycles: number, loadMs: () => 
     }
     t.diagnostic(`${cycles} kills: acked puts ${ackedPuts.size}, acked gets ${ackedGets.length}, unanswered gets ${lostGetAnswers}, drained ${drained.length}`);
     const got = new Set(ackedGets);
-    assert.deepEqual(drained.filter((m) => got.has(m)), [], 'an acknowledged get was handed out again after a restart');
+    assert.deepEqual(
+      drained.filter((m) => got.has(m)),
+      [],
+      'an acknowledged get was handed out again after a restart',
+    );
     const seen = new Set([...ackedGets, ...drained]);
     const missing = [...ackedPuts].filter((m) => !seen.has(m));
     // A get whose answer was cut by a kill may have taken a message for good (plain get is at
     // most once); anything beyond that would be an acknowledged put lost.
-    assert.ok(missing.length <= lostGetAnswers, `${missing.length} acknowledged puts lost (only ${lostGetAnswers} gets were unanswered): ${missing.slice(0, 5).join(', ')}`);
+    assert.ok(
+      missing.length <= lostGetAnswers,
+      `${missing.length} acknowledged puts lost (only ${lostGetAnswers} gets were unanswered): ${missing.slice(0, 5).join(', ')}`,
+    );
     // Each producer's messages come out of the (sequential) drain in the order they were put.
     const lastSeq = new Map<string, number>();
     for (const m of drained) {

@@ -24,7 +24,10 @@ after(() => browser?.close());
 
 /** A page that fails the test on any dialog it did not expect, on script errors and on anything
  * its Content-Security-Policy blocked. `prepare` runs before the page loads. */
-async function open(url: string, opts: { viewport?: { width: number; height: number }; prepare?: (page: Page) => Promise<unknown> } = {}): Promise<{ page: Page; problems: string[] }> {
+async function open(
+  url: string,
+  opts: { viewport?: { width: number; height: number }; prepare?: (page: Page) => Promise<unknown> } = {},
+): Promise<{ page: Page; problems: string[] }> {
   const page = await browser.newPage({ viewport: opts.viewport ?? { width: 1280, height: 900 } });
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(`script error: ${err.message}`));
@@ -71,7 +74,9 @@ describe('dashboard', { skip }, () => {
     }
     client.close();
     const unread = JSON.parse((await request(server.port, 'GET', '/?name=orders&opt=status_json')).body.toString()).unread;
-    await page.waitForFunction((n) => document.querySelector('tr[data-queue="orders"] td.unread')?.textContent === n.toLocaleString('en'), unread, { timeout: 5000 });
+    await page.waitForFunction((n) => document.querySelector('tr[data-queue="orders"] td.unread')?.textContent === n.toLocaleString('en'), unread, {
+      timeout: 5000,
+    });
     const rateCells = await row.locator('td').allTextContents();
     assert.ok(rateCells.length >= 10);
     const points = await row.locator('svg polyline').first().getAttribute('points');
@@ -97,11 +102,16 @@ describe('dashboard', { skip }, () => {
     await request(server.port, 'GET', '/?name=q-page&opt=get');
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard#/q/q-page`);
     await page.locator('#messages tbody tr').nth(2).waitFor();
-    assert.deepEqual(await page.locator('#messages tbody tr').evaluateAll((rows) => rows.map((r) => [r.children[0]!.textContent, r.children[1]!.textContent, r.children[2]!.textContent])), [
-      ['1', 'read', 'one'],
-      ['2', 'unread', 'two'],
-      ['3', 'unread', 'three'],
-    ]);
+    assert.deepEqual(
+      await page
+        .locator('#messages tbody tr')
+        .evaluateAll((rows) => rows.map((r) => [r.children[0]!.textContent, r.children[1]!.textContent, r.children[2]!.textContent])),
+      [
+        ['1', 'read', 'one'],
+        ['2', 'unread', 'two'],
+        ['3', 'unread', 'three'],
+      ],
+    );
     assert.equal(await page.locator('#queue-unread').textContent(), '2');
 
     await page.fill('#put-input', 'from the browser');
@@ -156,9 +166,11 @@ describe('dashboard', { skip }, () => {
 
   it('stays usable with 10,000 queues: search, sort and paging', async () => {
     const clients = Array.from({ length: 8 }, () => keepAliveClient(server.port, 1));
-    await Promise.all(clients.map(async (c, k) => {
-      for (let i = k; i < 10_000; i += clients.length) await c.send(`/?name=bulk-${String(i).padStart(5, '0')}&opt=put&data=x`);
-    }));
+    await Promise.all(
+      clients.map(async (c, k) => {
+        for (let i = k; i < 10_000; i += clients.length) await c.send(`/?name=bulk-${String(i).padStart(5, '0')}&opt=put&data=x`);
+      }),
+    );
     for (const c of clients) c.close();
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
     await page.waitForFunction(() => Number(document.querySelector('#total-queues')?.textContent?.replace(/,/g, '')) >= 10_000, undefined, { timeout: 15_000 });
@@ -221,8 +233,14 @@ async function assertDrawn(svg: Locator, height: number, what: string) {
   assert.equal(put.length, 180, `${what}: a point per 5 s over 15 minutes`);
   assert.equal(get.length, 180, what);
   const floor = height - 2; // where a rate of 0 is drawn
-  assert.ok(put.some((y) => y < floor), `${what}: no puts drawn`);
-  assert.ok(get.some((y) => y < floor), `${what}: no gets drawn`);
+  assert.ok(
+    put.some((y) => y < floor),
+    `${what}: no puts drawn`,
+  );
+  assert.ok(
+    get.some((y) => y < floor),
+    `${what}: no gets drawn`,
+  );
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -238,7 +256,7 @@ for (const workers of [1, 2]) {
       cleanup(server.dir);
     });
 
-    it('a page opened after traffic draws its charts at once, from the server\'s history', async () => {
+    it("a page opened after traffic draws its charts at once, from the server's history", async () => {
       // Each request on a connection of its own: under --workers they are spread over the workers.
       for (let i = 0; i < 12; i++) await put(server.port, 'hist', `m${i}`);
       for (let i = 0; i < 5; i++) assert.match((await request(server.port, 'GET', '/?name=hist&opt=get')).body.toString(), /^m\d+$/);
@@ -296,7 +314,11 @@ describe('the status dot', { skip }, () => {
       },
     });
     const dot = page.locator('#live');
-    const state = async () => [await dot.getAttribute('class'), await dot.evaluate((e) => getComputedStyle(e).color), await page.locator('#facts').textContent()];
+    const state = async () => [
+      await dot.getAttribute('class'),
+      await dot.evaluate((e) => getComputedStyle(e).color),
+      await page.locator('#facts').textContent(),
+    ];
     await listed; // the queues have answered, the server's facts not yet
     assert.deepEqual(await state(), ['connecting', 'rgb(152, 162, 179)', 'connecting…']);
     release();

@@ -125,7 +125,11 @@ describe('the data file is checked before it is opened', () => {
     const port = await freePort();
     const { spawnSync } = await import('node:child_process');
     const kill = 'import c from "node:cluster"; if (c.isWorker) process.kill(process.pid, "SIGBUS")';
-    const run = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(kill)}`, CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid')], { encoding: 'utf8', timeout: 10_000 });
+    const run = spawnSync(
+      process.execPath,
+      ['--import', `data:text/javascript,${encodeURIComponent(kill)}`, CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid')],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
     assert.equal(run.status, 1, run.stderr);
     assert.equal(run.stderr, 'httpsqs: worker killed by SIGBUS during start-up\n');
     cleanup(dir);

@@ -14,13 +14,37 @@ import { CLI, cleanup, freePort, needsTool, request, tempDir, waitFor, workerPid
 const PUTS = 30;
 
 /** Runs the server under strace, makes PUTS sequential puts, returns how many flushes it made. */
-async function countFlushes(extraArgs: string[], then?: (port: number, count: () => number, primary: number) => Promise<void>): Promise<{ flushes: number; acked: number; later: number }> {
+async function countFlushes(
+  extraArgs: string[],
+  then?: (port: number, count: () => number, primary: number) => Promise<void>,
+): Promise<{ flushes: number; acked: number; later: number }> {
   const dir = tempDir();
   const port = await freePort();
   const trace = join(dir, 'trace');
   const pidfile = join(dir, 'pid');
-  const proc = spawn('strace', ['-f', '-qq', '-e', 'trace=fsync,fdatasync', '-o', trace, process.execPath, CLI,
-    '-l', '127.0.0.1', '-p', String(port), '-x', join(dir, 'db'), '-i', pidfile, ...extraArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(
+    'strace',
+    [
+      '-f',
+      '-qq',
+      '-e',
+      'trace=fsync,fdatasync',
+      '-o',
+      trace,
+      process.execPath,
+      CLI,
+      '-l',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-x',
+      join(dir, 'db'),
+      '-i',
+      pidfile,
+      ...extraArgs,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let err = '';
   proc.stderr.on('data', (d) => (err += d));
   const exited = new Promise((r) => proc.once('exit', r));
@@ -28,7 +52,10 @@ async function countFlushes(extraArgs: string[], then?: (port: number, count: ()
     if (i > 200) throw new Error(`server did not start: ${err}`);
     await sleep(50);
   }
-  const count = () => readFileSync(trace, 'utf8').split('\n').filter((l) => /\bf(data)?sync\(/.test(l)).length;
+  const count = () =>
+    readFileSync(trace, 'utf8')
+      .split('\n')
+      .filter((l) => /\bf(data)?sync\(/.test(l)).length;
   const before = count();
   let acked = 0;
   for (let i = 0; i < PUTS; i++) {
@@ -61,7 +88,11 @@ describe('durability of acknowledgements', () => {
       // A worker the master restarts keeps it (it would otherwise flush every 3600 s again).
       const [worker] = workerPids(primary);
       process.kill(worker!, 'SIGKILL');
-      await waitFor(async () => workerPids(primary).some((p) => p !== worker) && (await request(port, 'GET', '/?name=x&opt=put&data=after').catch(() => null))?.body.toString() === 'HTTPSQS_PUT_OK');
+      await waitFor(
+        async () =>
+          workerPids(primary).some((p) => p !== worker) &&
+          (await request(port, 'GET', '/?name=x&opt=put&data=after').catch(() => null))?.body.toString() === 'HTTPSQS_PUT_OK',
+      );
       const restarted = count();
       await sleep(2500);
       assert.ok(count() > restarted, 'the restarted worker made no flush within 2.5 s: it lost synctime=1');

@@ -93,7 +93,10 @@ describe('extensions', () => {
       assert.equal((await call('/?name=ls-ack&opt=ack&pos=1')).body, 'HTTPSQS_ACK_OK');
       assert.equal((await call('/?name=ls-ack&opt=ack&pos=1')).body, 'HTTPSQS_LEASE_NOT_FOUND');
       // Without leases, status_json is the reference's, byte for byte.
-      assert.equal((await call('/?name=ls-ack&opt=status_json')).body, '{"name":"ls-ack","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":1,"getlap":1,"unread":0}\n');
+      assert.equal(
+        (await call('/?name=ls-ack&opt=status_json')).body,
+        '{"name":"ls-ack","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":1,"getlap":1,"unread":0}\n',
+      );
     });
 
     it('a nacked message comes back first, counting its deliveries; a plain get is unchanged', async () => {
@@ -134,7 +137,16 @@ describe('extensions', () => {
     });
 
     it('bad lease, ack and nack inputs get HTTPSQS_ERROR', async () => {
-      for (const q of ['opt=get&lease=0', 'opt=get&lease=abc', 'opt=get&lease=86401', 'opt=mget&num=1&lease=-5', 'opt=ack', 'opt=ack&pos=abc', 'opt=nack&pos=0', 'opt=ack&pos=1000000001']) {
+      for (const q of [
+        'opt=get&lease=0',
+        'opt=get&lease=abc',
+        'opt=get&lease=86401',
+        'opt=mget&num=1&lease=-5',
+        'opt=ack',
+        'opt=ack&pos=abc',
+        'opt=nack&pos=0',
+        'opt=ack&pos=1000000001',
+      ]) {
         assert.equal((await call(`/?name=ls-bad&${q}`)).body, 'HTTPSQS_ERROR', q);
       }
       assert.equal((await call('/?name=ls-bad&opt=nack&pos=999')).body, 'HTTPSQS_LEASE_NOT_FOUND');
@@ -147,10 +159,20 @@ describe('extensions', () => {
       assert.equal(put.headers['content-type'], 'application/json');
       assert.deepEqual(JSON.parse(put.body), { count: 4, positions: [1, 2, 3, 4], full: false });
       const got = JSON.parse((await call('/?name=b-basic&opt=mget&num=2')).body);
-      assert.deepEqual(got, [{ pos: 1, deliveries: 1, data: 'one' }, { pos: 2, deliveries: 1, data: 'two' }]);
+      assert.deepEqual(got, [
+        { pos: 1, deliveries: 1, data: 'one' },
+        { pos: 2, deliveries: 1, data: 'two' },
+      ]);
       const view = JSON.parse((await call('/?name=b-basic&opt=view&pos=2&num=10')).body);
-      assert.deepEqual(view, [{ pos: 2, data: 'two' }, { pos: 3, data: 'three' }, { pos: 4, data: 'zwölf' }]);
-      assert.deepEqual(JSON.parse((await call('/?name=b-basic&opt=mget&num=10')).body).map((m: { data: string }) => m.data), ['three', 'zwölf']);
+      assert.deepEqual(view, [
+        { pos: 2, data: 'two' },
+        { pos: 3, data: 'three' },
+        { pos: 4, data: 'zwölf' },
+      ]);
+      assert.deepEqual(
+        JSON.parse((await call('/?name=b-basic&opt=mget&num=10')).body).map((m: { data: string }) => m.data),
+        ['three', 'zwölf'],
+      );
       assert.equal((await call('/?name=b-basic&opt=mget&num=10')).body, '[]\n');
     });
 
@@ -160,7 +182,10 @@ describe('extensions', () => {
       assert.equal(JSON.parse(put.body).count, 2);
       assert.deepEqual((await call('/?name=b-bin&opt=view&pos=1')).bytes, raw);
       const got = JSON.parse((await call('/?name=b-bin&opt=mget&num=5&encoding=base64')).body);
-      assert.deepEqual(got.map((m: { data: string }) => Buffer.from(m.data, 'base64')), [raw, Buffer.alloc(0)]);
+      assert.deepEqual(
+        got.map((m: { data: string }) => Buffer.from(m.data, 'base64')),
+        [raw, Buffer.alloc(0)],
+      );
       const big = Buffer.alloc(8 * 2 ** 20, 0xab);
       assert.equal(JSON.parse((await call('/?name=b-bin&opt=mput&encoding=base64', { body: JSON.stringify([big.toString('base64')]) })).body).count, 1);
       assert.deepEqual((await call('/?name=b-bin&opt=view&pos=3')).bytes, big);
@@ -179,7 +204,10 @@ describe('extensions', () => {
       await sleep(200);
       await call('/?name=b-wait&opt=mput', { body: '["x","y","z"]' });
       const got = JSON.parse((await waiting).body);
-      assert.deepEqual(got.map((m: { data: string }) => m.data), ['x', 'y', 'z']);
+      assert.deepEqual(
+        got.map((m: { data: string }) => m.data),
+        ['x', 'y', 'z'],
+      );
       assert.match((await call('/?name=b-wait&opt=status_json')).body, /"leased":3}/);
     });
 
@@ -192,7 +220,15 @@ describe('extensions', () => {
         assert.equal((await call('/?name=b-bad&opt=mput&encoding=base64', { body: JSON.stringify([bad]) })).body, 'HTTPSQS_PUT_ERROR', bad);
       }
       assert.equal((await call('/?name=b-bad&opt=mput&encoding=hex', { body: '["00"]' })).body, 'HTTPSQS_PUT_ERROR');
-      for (const q of ['opt=mget', 'opt=mget&num=0', 'opt=mget&num=1001', 'opt=mget&num=x', 'opt=view&pos=1&num=0', 'opt=view&pos=0&num=5', 'opt=view&pos=1&num=2000']) {
+      for (const q of [
+        'opt=mget',
+        'opt=mget&num=0',
+        'opt=mget&num=1001',
+        'opt=mget&num=x',
+        'opt=view&pos=1&num=0',
+        'opt=view&pos=0&num=5',
+        'opt=view&pos=1&num=2000',
+      ]) {
         assert.equal((await call(`/?name=b-bad&${q}`)).body, 'HTTPSQS_ERROR', q);
       }
       assert.equal((await call('/?name=b-bad&opt=status')).body.includes('Put position of queue (1st lap): 0'), true);
@@ -210,24 +246,36 @@ describe('extensions', () => {
   it('list returns queues as status_json objects, by prefix, in pages', async () => {
     for (const n of ['ls:c', 'ls:a', 'ls:b', 'lt']) await call(`/?name=${n}&opt=put&data=x`);
     const all = JSON.parse((await call('/?opt=list&prefix=ls:')).body);
-    assert.deepEqual(all.map((q: { name: string }) => q.name), ['ls:a', 'ls:b', 'ls:c']);
+    assert.deepEqual(
+      all.map((q: { name: string }) => q.name),
+      ['ls:a', 'ls:b', 'ls:c'],
+    );
     assert.deepEqual(all[0], { name: 'ls:a', maxqueue: 1000000, putpos: 1, putlap: 1, getpos: 0, getlap: 1, unread: 1, leased: 0 });
     const page1 = JSON.parse((await call('/?opt=list&prefix=ls:&limit=2')).body);
     const page2 = JSON.parse((await call(`/?opt=list&prefix=ls:&limit=2&after=${page1[1].name}`)).body);
-    assert.deepEqual([...page1, ...page2].map((q: { name: string }) => q.name), ['ls:a', 'ls:b', 'ls:c']);
+    assert.deepEqual(
+      [...page1, ...page2].map((q: { name: string }) => q.name),
+      ['ls:a', 'ls:b', 'ls:c'],
+    );
     for (const l of ['0', '1001', 'x']) assert.equal((await call(`/?opt=list&limit=${l}`)).body, 'HTTPSQS_ERROR');
   });
 
   it('list gives the bytes of a name that is not UTF-8 as name64, and pages after it', async () => {
     for (const n of ['nu:%C3%A9', 'nu:%FF', 'nu:%FFz']) await call(`/?name=${n}&opt=put&data=x`);
     const all = JSON.parse((await call('/?opt=list&prefix=nu:')).body);
-    assert.deepEqual(all.map((q: { name: string; name64?: string }) => [q.name, q.name64]), [
-      ['nu:é', undefined],
-      ['nu:\uFFFD', Buffer.from('nu:\xff', 'latin1').toString('base64')],
-      ['nu:\uFFFDz', Buffer.from('nu:\xffz', 'latin1').toString('base64')],
-    ]);
+    assert.deepEqual(
+      all.map((q: { name: string; name64?: string }) => [q.name, q.name64]),
+      [
+        ['nu:é', undefined],
+        ['nu:\uFFFD', Buffer.from('nu:\xff', 'latin1').toString('base64')],
+        ['nu:\uFFFDz', Buffer.from('nu:\xffz', 'latin1').toString('base64')],
+      ],
+    );
     const after = [...Buffer.from(all[1].name64, 'base64')].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('');
-    assert.deepEqual(JSON.parse((await call(`/?opt=list&prefix=nu:&after=${after}`)).body).map((q: { name: string }) => q.name), ['nu:\uFFFDz']);
+    assert.deepEqual(
+      JSON.parse((await call(`/?opt=list&prefix=nu:&after=${after}`)).body).map((q: { name: string }) => q.name),
+      ['nu:\uFFFDz'],
+    );
   });
 
   it('/healthz answers OK; /metrics counts per queue in the Prometheus text format', async () => {
@@ -266,8 +314,8 @@ describe('long polling (time from a test clock)', () => {
   let lp: Awaited<ReturnType<typeof clockedServer>>;
   let call: ReturnType<typeof client>;
   before(async () => {
-  lp = await clockedServer();
-  call = client(lp.port);
+    lp = await clockedServer();
+    call = client(lp.port);
   });
   after(() => lp.stop());
   /** Resolves once `n` long polls wait. */
@@ -298,7 +346,10 @@ describe('long polling (time from a test clock)', () => {
       await waiting(i + 1);
     }
     for (const m of ['first', 'second', 'third']) await call(`/?name=lp-fifo&opt=put&data=${m}`);
-    assert.deepEqual((await Promise.all(waiters)).map((r) => r.body), ['first', 'second', 'third']);
+    assert.deepEqual(
+      (await Promise.all(waiters)).map((r) => r.body),
+      ['first', 'second', 'third'],
+    );
   });
 
   it('a client that disconnects while waiting takes no message with it', async () => {
@@ -353,7 +404,7 @@ describe('long polling (time from a test clock)', () => {
     }
     assert.equal((await call('/?name=lp-bad&opt=get&wait=0')).body, 'HTTPSQS_GET_END');
   });
-  
+
   it('touch extends a running lease and answers with its new token; ack takes the new one', async () => {
     await call('/?name=touch&opt=put&data=slow');
     const got = await call('/?name=touch&opt=get&lease=1');
@@ -389,7 +440,10 @@ describe('extensions with a password', () => {
       const head = parseResponse(await rawExchange(server.port, 'HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'), true)!;
       assert.deepEqual([head.res.status, head.rest.length], [200, 0]);
       assert.equal((await request(server.port, 'HEAD', '/?name=h&opt=get&auth=sesame')).status, 405);
-      assert.equal((await call('/?name=h&opt=status_json&auth=sesame')).body, '{"name":"h","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n');
+      assert.equal(
+        (await call('/?name=h&opt=status_json&auth=sesame')).body,
+        '{"name":"h","maxqueue":1000000,"putpos":1,"putlap":1,"getpos":0,"getlap":1,"unread":1}\n',
+      );
     } finally {
       await server.stop();
       cleanup(server.dir);
@@ -449,7 +503,12 @@ describe('extensions with --workers 2', () => {
       const metrics = (await call('/metrics')).body;
       await call('/metrics');
       // A scrape is one round of messages between the processes, not a storm: all of them idle after.
-      const ticks = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+      const ticks = (pid: number) =>
+        readFileSync(`/proc/${pid}/stat`, 'utf8')
+          .split(') ')[1]!
+          .split(' ')
+          .slice(11, 13)
+          .reduce((a, b) => a + Number(b), 0);
       const cpu = () => [server.proc.pid!, ...server.workers()].reduce((sum, pid) => sum + ticks(pid), 0);
       await sleep(200);
       const before = cpu();

@@ -206,16 +206,13 @@ export function keepAliveClient(port: number, maxSockets = 64) {
   const agent = new http.Agent({ keepAlive: true, maxSockets });
   const send = (path: string, body?: Buffer | string) =>
     new Promise<{ status: number; body: string; pos: string | undefined }>((res, rej) => {
-      const req = http.request(
-        { host: '127.0.0.1', port, path, agent, method: body === undefined ? 'GET' : 'POST' },
-        (r) => {
-          let b = '';
-          r.setEncoding('latin1');
-          r.on('data', (d: string) => (b += d));
-          r.on('end', () => res({ status: r.statusCode!, body: b, pos: r.headers.pos as string | undefined }));
-          r.on('error', rej);
-        },
-      );
+      const req = http.request({ host: '127.0.0.1', port, path, agent, method: body === undefined ? 'GET' : 'POST' }, (r) => {
+        let b = '';
+        r.setEncoding('latin1');
+        r.on('data', (d: string) => (b += d));
+        r.on('end', () => res({ status: r.statusCode!, body: b, pos: r.headers.pos as string | undefined }));
+        r.on('error', rej);
+      });
       req.on('error', rej);
       req.end(body);
     });

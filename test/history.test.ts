@@ -35,10 +35,13 @@ describe('rate history', () => {
     let s = h.snapshot();
     assert.equal(s.last, 1_700_000_000_000 / S);
     assert.deepEqual(s.total, { put: [0, 0, 0, 5], get: [0, 0, 0, 1] });
-    assert.deepEqual(s.queues.map((q) => [q.name, q.put, q.get]), [
-      ['a', [0, 0, 0, 3], [0, 0, 0, 1]],
-      ['b', [0, 0, 0, 2], [0, 0, 0, 0]],
-    ]);
+    assert.deepEqual(
+      s.queues.map((q) => [q.name, q.put, q.get]),
+      [
+        ['a', [0, 0, 0, 3], [0, 0, 0, 1]],
+        ['b', [0, 0, 0, 2], [0, 0, 0, 0]],
+      ],
+    );
 
     c.tick(1); // the next bucket
     h.record('a', 1, 1);
@@ -59,7 +62,10 @@ describe('rate history', () => {
     c.tick(3 * S);
     s = h.snapshot();
     assert.deepEqual(s.total, { put: [0, 0, 0, 0], get: [5, 0, 0, 0] });
-    assert.deepEqual(s.queues.map((q) => q.name), ['b']);
+    assert.deepEqual(
+      s.queues.map((q) => q.name),
+      ['b'],
+    );
     c.tick(10 * S);
     s = h.snapshot();
     assert.deepEqual(s.queues, []);
@@ -88,7 +94,10 @@ describe('rate history', () => {
     assert.equal(sum(s.total.put), puts);
     assert.equal(sum(s.total.get), 400);
     assertAddsUp(s);
-    assert.deepEqual(s.queues.slice(0, 2).map((q) => q.name), ['hot', 'warm']);
+    assert.deepEqual(
+      s.queues.slice(0, 2).map((q) => q.name),
+      ['hot', 'warm'],
+    );
     // Their counts from the bucket where they were still candidates are theirs too.
     assert.equal(sum(s.queues[0]!.put), 500);
     assert.equal(sum(s.queues[0]!.get), 400);
@@ -107,16 +116,22 @@ describe('rate history', () => {
     const m = mergeHistories([workers[0]!.snapshot(), workers[1]!.snapshot(), behind]);
     assert.equal(m.last, behind.last + 1);
     assert.deepEqual(tail(m.total, 2), { put: [3, 5], get: [4, 4] });
-    assert.deepEqual(m.queues.map((q) => [q.name, q.put.slice(-2), q.get.slice(-2)]), [
-      ['shared', [3, 4], [1, 4]],
-      ['solo', [0, 0], [3, 0]],
-      ['x', [0, 1], [0, 0]],
-    ]);
+    assert.deepEqual(
+      m.queues.map((q) => [q.name, q.put.slice(-2), q.get.slice(-2)]),
+      [
+        ['shared', [3, 4], [1, 4]],
+        ['solo', [0, 0], [3, 0]],
+        ['x', [0, 1], [0, 0]],
+      ],
+    );
     assertAddsUp(m);
 
     // Over the cap, the quietest go into `other`.
     const capped = mergeHistories([workers[0]!.snapshot(), workers[1]!.snapshot(), behind], 1);
-    assert.deepEqual(capped.queues.map((q) => q.name), ['shared']);
+    assert.deepEqual(
+      capped.queues.map((q) => q.name),
+      ['shared'],
+    );
     assert.deepEqual(tail(capped.other, 2), { put: [0, 1], get: [3, 0] });
     assertAddsUp(capped);
   });

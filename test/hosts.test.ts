@@ -51,7 +51,18 @@ describe('the Host rule', () => {
   });
 
   it('IP literals, localhost, no Host at all and the names given are served', async () => {
-    for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LocalHost', `[::1]:${port}`, '[::1]', '10.1.2.3', 'queues.internal', `QUEUES.internal:${port}`, undefined]) {
+    for (const host of [
+      `127.0.0.1:${port}`,
+      '127.0.0.1',
+      `localhost:${port}`,
+      'LocalHost',
+      `[::1]:${port}`,
+      '[::1]',
+      '10.1.2.3',
+      'queues.internal',
+      `QUEUES.internal:${port}`,
+      undefined,
+    ]) {
       assert.equal((await get('/dashboard', host)).status, 200, `Host ${host}`);
       assert.equal((await get('/dashboard/info', host)).status, 200, `Host ${host}`);
       assert.equal((await get('/dashboard/history', host)).status, 200, `Host ${host}`);

@@ -15,7 +15,7 @@ describe('HTTP layer', () => {
     // Echoes what it understood: method, target and body length, and the body itself.
     http = createHttpServer(
       (req) => {
-        if (req.target === '/big') return bigReplies++, { status: 200, head: '', body: BIG };
+        if (req.target === '/big') return (bigReplies++, { status: 200, head: '', body: BIG });
         if (/^\/\d{3}$/.test(req.target)) return { status: Number(req.target.slice(1)), head: '', body: 'status' };
         return { status: 200, head: 'Content-Type: text/plain\r\n', body: `${req.method} ${req.target} ${req.body.length}:${req.body.toString('latin1')}` };
       },
@@ -40,7 +40,10 @@ describe('HTTP layer', () => {
         'PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;ext=1\r\nxy\r\n1\r\nz\r\n0\r\nTrailer: t\r\n\r\n' +
         'GET /d HTTP/1.1\r\nConnection: close\r\n\r\n',
     );
-    assert.deepEqual(responses(raw).map((r) => r.body.toString()), ['POST /a 3:abc', 'GET /b 0:', 'PUT /c 3:xyz', 'GET /d 0:']);
+    assert.deepEqual(
+      responses(raw).map((r) => r.body.toString()),
+      ['POST /a 3:abc', 'GET /b 0:', 'PUT /c 3:xyz', 'GET /d 0:'],
+    );
   });
 
   it('refuses request smuggling shapes and unsupported codings, and closes', async () => {
@@ -65,19 +68,29 @@ describe('HTTP layer', () => {
 
   it('a second Transfer-Encoding line (chunked, then identity) is refused: a proxy could read the other', async () => {
     const res = responses(await rawExchange(port, 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n'));
-    assert.deepEqual(res.map((r) => [r.status, r.headers.connection]), [[400, 'close']]);
+    assert.deepEqual(
+      res.map((r) => [r.status, r.headers.connection]),
+      [[400, 'close']],
+    );
   });
 
   it('Content-Length: 00 is an empty body, answered at once', async () => {
     const res = responses(await rawExchange(port, 'POST /zero HTTP/1.1\r\nContent-Length: 00\r\nConnection: close\r\n\r\n', 2000));
-    assert.deepEqual(res.map((r) => [r.status, r.body.toString()]), [[200, 'POST /zero 0:']]);
+    assert.deepEqual(
+      res.map((r) => [r.status, r.body.toString()]),
+      [[200, 'POST /zero 0:']],
+    );
   });
 
   it('lines ending in a bare LF get 400 at once, not when the header time is up', async () => {
     for (const req of ['GET / HTTP/1.1\n\n', 'GET / HTTP/1.1\nHost: x\n', 'GET / HTTP/1.1\r\nHost: x\n\n']) {
       const started = Date.now();
       const res = responses(await rawExchange(port, req, 2000));
-      assert.deepEqual(res.map((r) => r.status), [400], JSON.stringify(req));
+      assert.deepEqual(
+        res.map((r) => r.status),
+        [400],
+        JSON.stringify(req),
+      );
       assert.ok(Date.now() - started < 250, `answered after ${Date.now() - started} ms`);
     }
   });
@@ -121,7 +134,12 @@ describe('HTTP layer', () => {
   });
 
   it('every status the server sends has its own reason phrase', async () => {
-    for (const [status, reason] of [[401, 'Unauthorized'], [405, 'Method Not Allowed'], [500, 'Internal Server Error'], [503, 'Service Unavailable']] as const) {
+    for (const [status, reason] of [
+      [401, 'Unauthorized'],
+      [405, 'Method Not Allowed'],
+      [500, 'Internal Server Error'],
+      [503, 'Service Unavailable'],
+    ] as const) {
       const raw = await rawExchange(port, `GET /${status} HTTP/1.1\r\nConnection: close\r\n\r\n`);
       assert.equal(raw.toString('latin1').split('\r\n')[0], `HTTP/1.1 ${status} ${reason}`);
     }
@@ -131,7 +149,10 @@ describe('HTTP layer', () => {
     const res = responses(await rawExchange(port, 'GET /x HTTP/1.0\r\n\r\n'));
     assert.equal(res[0]!.headers.connection, 'close');
     const two = responses(await rawExchange(port, 'GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n'));
-    assert.deepEqual(two.map((r) => r.headers.connection), ['keep-alive', 'close']);
+    assert.deepEqual(
+      two.map((r) => r.headers.connection),
+      ['keep-alive', 'close'],
+    );
   });
 
   it('a client that pipelines but never reads does not make the server buffer without bound', async () => {
@@ -152,7 +173,12 @@ describe('HTTP layer', () => {
 
 it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
   const http = createHttpServer(() => ({ status: 200, head: '', body: 'ok' }), {
-    maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 10_000, headersMs: 10_000, bodyMs: 10_000, maxConnections: 3,
+    maxHeaderBytes: 1024,
+    maxBodyBytes: 100,
+    keepAliveMs: 10_000,
+    headersMs: 10_000,
+    bodyMs: 10_000,
+    maxConnections: 3,
   });
   await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
   const port = (http.server.address() as net.AddressInfo).port;

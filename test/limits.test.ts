@@ -46,7 +46,10 @@ describe('batch replies', () => {
     const status = JSON.parse((await request(server.port, 'GET', '/?name=nul&opt=status_json')).body.toString());
     assert.equal(status.unread, 2, 'what did not fit stays unread');
     const b64 = JSON.parse((await request(server.port, 'GET', '/?name=nul&opt=mget&num=3&encoding=base64&lease=60')).body.toString());
-    assert.deepEqual(b64.map((m: { pos: number }) => m.pos), [2]);
+    assert.deepEqual(
+      b64.map((m: { pos: number }) => m.pos),
+      [2],
+    );
     assert.equal(Buffer.from(b64[0].data, 'base64').length, 32 * MiB);
   });
 
@@ -85,7 +88,9 @@ describe('batch replies', () => {
       sock.on('data', (d) => (got += d.toString('latin1')));
       sock.on('close', () => resolve(got));
     });
-    sock.write('POST /?name=chunks&opt=put HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n');
+    sock.write(
+      'POST /?name=chunks&opt=put HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
+    );
     const piece = Buffer.from('1\r\nz\r\n'.repeat(64 * 1024));
     for (let sent = 0; sent < size; sent += 64 * 1024) if (!sock.write(piece)) await new Promise((r) => sock.once('drain', r));
     sock.write('0\r\n\r\n');

@@ -76,7 +76,10 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     put('gbk:putpos', '1');
     put('gbk:1', Buffer.from([0xc4, 0xe3, 0xba, 0xc3]));
     const text = join(dir, 'text.txt');
-    const lines = execFileSync('tcbmgr', ['list', '-pv', db]).toString('latin1').split('\n').filter((l) => l.startsWith('legacy') || l.startsWith('gbk'));
+    const lines = execFileSync('tcbmgr', ['list', '-pv', db])
+      .toString('latin1')
+      .split('\n')
+      .filter((l) => l.startsWith('legacy') || l.startsWith('gbk'));
     writeFileSync(text, Buffer.from(`${lines.join('\n')}\n`, 'latin1'));
     const plain = httpsqs(['import', '-x', join(dir, 'data2'), '--from-tcbmgr', text]);
     assert.equal(plain.status, 0, plain.stderr);
@@ -112,7 +115,10 @@ describe('export and import', () => {
       await server.stop();
     }
     // A write that fails ends the export with a clear error, not a stack trace.
-    for (const [out, why] of [['/dev/full', /ENOSPC/], [join(dir, 'missing', 'a.jsonl'), /ENOENT/]] as const) {
+    for (const [out, why] of [
+      ['/dev/full', /ENOSPC/],
+      [join(dir, 'missing', 'a.jsonl'), /ENOENT/],
+    ] as const) {
       const failed = httpsqs(['export', '-x', join(dir, 'a'), '-o', out]);
       assert.equal(failed.status, 1, failed.stderr);
       assert.match(failed.stderr, new RegExp(`^httpsqs: export: cannot write ${out.replace(/[/.]/g, '\\$&')}: .*${why.source}`));
@@ -130,7 +136,10 @@ describe('export and import', () => {
       assert.equal(httpsqs(['import', '--store', store, join(dir, 'a.jsonl')]).status, 0);
       const again = httpsqs(['import', '--store', store, join(dir, 'a.jsonl')]);
       assert.equal(again.status, 1, 'an import never writes over queues that hold state');
-      assert.match(again.stderr, /already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the 0 queue\(s\) before it were imported/);
+      assert.match(
+        again.stderr,
+        /already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the 0 queue\(s\) before it were imported/,
+      );
       assert.equal(httpsqs(['import', '--store', store, '--replace', join(dir, 'a.jsonl')]).status, 0);
       // While a server uses this Redis with this prefix, an import is refused; once it stops, not.
       // One on another prefix does not count.
@@ -210,7 +219,10 @@ describe('export and import', () => {
     const small = httpsqs(['import', '-x', join(dir, 'd'), '--max-line-bytes', '1024', '-'], `${lines}{"queue":"q","pos":1,"data":"${'A'.repeat(1020)}"}\n`);
     assert.equal(small.status, 1, small.stderr);
     assert.match(small.stderr, /^httpsqs: import: line 3: longer than 1024 bytes \(--max-line-bytes\)\n$/);
-    const tc = httpsqs(['import', '-x', join(dir, 'd'), '--max-line-bytes', '1024', '--from-tcbmgr', '-'], `71 3a 70 75 74 70 6f 73\t31\n71 3a 31\t${'41 '.repeat(400)}41\n`);
+    const tc = httpsqs(
+      ['import', '-x', join(dir, 'd'), '--max-line-bytes', '1024', '--from-tcbmgr', '-'],
+      `71 3a 70 75 74 70 6f 73\t31\n71 3a 31\t${'41 '.repeat(400)}41\n`,
+    );
     assert.equal(tc.status, 1, tc.stderr);
     assert.match(tc.stderr, /^httpsqs: import: line 2: longer than 1024 bytes \(--max-line-bytes\)\n$/);
     cleanup(dir);
@@ -231,7 +243,10 @@ describe('export and import', () => {
     assert.match(r.stderr, /line 2: pos: expected a whole number/);
     assert.equal(httpsqs(['import', '-x', join(dir, 'd'), '-'], 'hello\n').status, 1);
     // A name the server could never be asked for is refused, not stored out of reach.
-    const long = httpsqs(['import', '-x', join(dir, 'd'), '-'], `{"format":"httpsqs-export","version":1}\n{"queue":"${'n'.repeat(257)}","maxqueue":10,"putpos":0,"getpos":0}\n`);
+    const long = httpsqs(
+      ['import', '-x', join(dir, 'd'), '-'],
+      `{"format":"httpsqs-export","version":1}\n{"queue":"${'n'.repeat(257)}","maxqueue":10,"putpos":0,"getpos":0}\n`,
+    );
     assert.equal(long.status, 1);
     assert.match(long.stderr, /a queue name of 257 bytes: the server takes at most 256/);
     cleanup(dir);

@@ -8,13 +8,7 @@ import fc from 'fast-check';
 import { describe, it } from 'node:test';
 import { cleanup, keepAliveClient, startInProcess, startServer } from './helpers.js';
 
-type Op =
-  | { op: 'put'; data: string }
-  | { op: 'get' }
-  | { op: 'view'; pos: number }
-  | { op: 'status' }
-  | { op: 'reset' }
-  | { op: 'maxqueue'; num: number };
+type Op = { op: 'put'; data: string } | { op: 'get' } | { op: 'view'; pos: number } | { op: 'status' } | { op: 'reset' } | { op: 'maxqueue'; num: number };
 
 class ModelQueue {
   putpos = 0;
@@ -76,9 +70,9 @@ const seqArb: fc.Arbitrary<Op[]> = fc
   .array(
     fc.oneof(
       opArb.map((o) => [o]),
-      fc.tuple(fc.string({ maxLength: 4 }), fc.integer({ min: 1, max: 12 })).map(([d, n]) =>
-        Array.from({ length: n }, (_, i): Op => ({ op: 'put', data: `${d}${i}` })),
-      ),
+      fc
+        .tuple(fc.string({ maxLength: 4 }), fc.integer({ min: 1, max: 12 }))
+        .map(([d, n]) => Array.from({ length: n }, (_, i): Op => ({ op: 'put', data: `${d}${i}` }))),
       fc.integer({ min: 1, max: 12 }).map((n) => Array.from({ length: n }, (): Op => ({ op: 'get' }))),
     ),
     { minLength: 1, maxLength: 25 },

@@ -16,7 +16,12 @@ const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as
 
 /** The log file's lines, parsed. */
 const lines = (file: string): Array<Record<string, unknown>> =>
-  existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : [];
+  existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+    : [];
 
 const alive = (pid: number) => existsSync(`/proc/${pid}`);
 
@@ -50,7 +55,14 @@ it('--log-file with -d and --workers 2: every process appends to it, SIGHUP reop
     const workers = workerPids(master);
     assert.equal(workers.length, 2);
     // Each worker writes to the new file, not to the one moved away.
-    const opened = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } });
+    const opened = (pid: number) =>
+      readdirSync(`/proc/${pid}/fd`).map((fd) => {
+        try {
+          return readlinkSync(`/proc/${pid}/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      });
     await waitFor(() => workers.every((pid) => opened(pid).includes(log) && !opened(pid).includes(`${log}.1`)));
     assert.equal((await request(port, 'GET', '/?name=q&opt=get')).body.toString(), 'x', 'SIGHUP did not stop the server');
 
@@ -69,13 +81,45 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
   const dir = tempDir();
   const log = join(dir, 'warn.log');
   const port = await freePort();
-  const started = await runCli(['-d', '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'no', 'such', 'dir.pid'), '--log-level', 'warn', '--log-file', log]);
+  const started = await runCli([
+    '-d',
+    '-l',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-x',
+    dir,
+    '-i',
+    join(dir, 'no', 'such', 'dir.pid'),
+    '--log-level',
+    'warn',
+    '--log-file',
+    log,
+  ]);
   // -d wants a PID file it can write; without -d the warning is logged instead.
   assert.equal(started.code, 1);
-  const server = spawnSync(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'no', 'dir.pid'), '--log-level', 'warn', '--log-file', log], {
-    timeout: 3000,
-    killSignal: 'SIGTERM',
-  });
+  const server = spawnSync(
+    process.execPath,
+    [
+      join(ROOT, 'dist/src/cli/main.js'),
+      '-l',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-x',
+      dir,
+      '-i',
+      join(dir, 'no', 'dir.pid'),
+      '--log-level',
+      'warn',
+      '--log-file',
+      log,
+    ],
+    {
+      timeout: 3000,
+      killSignal: 'SIGTERM',
+    },
+  );
   assert.equal(server.status, 0, server.stderr.toString());
   const events = lines(log).map((l) => l.event);
   assert.ok(events.includes('pidfile'), `warnings are kept: ${events.join(', ')}`);
@@ -102,7 +146,12 @@ it('with --store redis://… the start line names the store, no data directory a
   const redis = await startRedis();
   const server = await startServer({ args: ['--store', `${redis.url}?prefix=start:`] });
   try {
-    const start = server.stderr().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === 'start')!;
+    const start = server
+      .stderr()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.event === 'start')!;
     assert.match(String(start.msg), /^listening on 127\.0\.0\.1:\d+, store redis:\/\/.*, 1 worker$/);
     assert.equal(start.datadir, undefined);
     assert.equal(start.sync, undefined);
@@ -115,9 +164,12 @@ it('with --store redis://… the start line names the store, no data directory a
 });
 
 describe('packaging', () => {
-  it('contrib/httpsqs.service passes systemd-analyze verify, and its command line is one the server takes', { skip: needsTool('systemd-analyze', 'systemd') }, () => {
+  it('contrib/httpsqs.service passes systemd-analyze verify, and its command line is one the server takes', {
+    skip: needsTool('systemd-analyze', 'systemd'),
+  }, () => {
     const unit = readFileSync(join(ROOT, 'contrib/httpsqs.service'), 'utf8');
-    for (const line of [/^User=httpsqs$/m, /^Restart=always$/m, /^KillMode=mixed$/m, /^NoNewPrivileges=yes$/m, /^ProtectSystem=strict$/m]) assert.match(unit, line);
+    for (const line of [/^User=httpsqs$/m, /^Restart=always$/m, /^KillMode=mixed$/m, /^NoNewPrivileges=yes$/m, /^ProtectSystem=strict$/m])
+      assert.match(unit, line);
     assert.ok(Number(/^LimitNOFILE=(\d+)$/m.exec(unit)![1]) >= 10_000 + 100, 'enough descriptors for 10,000 connections');
     assert.doesNotMatch(unit, /^StandardOutput=|^StandardError=/m, 'the log goes to the journal');
     const exec = /^ExecStart=(\S+) (\S+) (.*)$/m.exec(unit)!;
@@ -174,7 +226,8 @@ describe('packaging', () => {
 
   it('a global install of the packed package, as the README says, prints no install-script warning', () => {
     const dir = tempDir('httpsqs-pack-');
-    const packed = spawnSync('npm', ['pack', '--pack-destination', dir, '--silent'], { cwd: ROOT, encoding: 'utf8' });
+    // Without prepack's build, which would rewrite dist/ under the tests running beside this one.
+    const packed = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir, '--silent'], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(packed.status, 0, packed.stderr);
     const tarball = join(dir, packed.stdout.trim().split('\n').at(-1)!);
     const env = { ...process.env, NPM_CONFIG_PREFIX: join(dir, 'global') };

@@ -23,7 +23,9 @@ const cli = (port: number, ...args: string[]) => spawnSync('redis-cli', ['-p', S
 export async function startRedis(extra: string[] = []): Promise<RedisServer> {
   const port = await freePort();
   const dir = tempDir('httpsqs-redis-');
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra], { stdio: 'ignore' });
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra], {
+    stdio: 'ignore',
+  });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   for (let i = 0; cli(port, 'ping') !== 'PONG'; i++) {
     if (i > 100) throw new Error(`redis-server on port ${port} did not start`);
@@ -50,7 +52,9 @@ export interface RedisCluster {
 
 /** Three primaries, no replicas, slots spread over them by redis-cli. */
 export async function startRedisCluster(): Promise<RedisCluster> {
-  const nodes = await Promise.all([0, 1, 2].map(() => startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'])));
+  const nodes = await Promise.all(
+    [0, 1, 2].map(() => startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'])),
+  );
   const hosts = nodes.map((n) => `127.0.0.1:${n.port}`);
   const made = spawnSync('redis-cli', ['--cluster', 'create', ...hosts, '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
   if (made.status !== 0) throw new Error(`redis-cli --cluster create failed: ${made.stdout}${made.stderr}`);

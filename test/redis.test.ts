@@ -40,7 +40,10 @@ describe('two frontends on one Redis', { skip }, () => {
     assert.equal(await get(a.port, '/?name=shared&opt=put&data=from-a'), 'HTTPSQS_PUT_OK');
     assert.equal(await get(b.port, '/?name=shared&opt=get'), 'from-a');
     assert.match(await get(b.port, '/?name=shared&opt=status_json'), /"putpos":1,.*"getpos":1/);
-    assert.deepEqual(JSON.parse(await get(a.port, '/?opt=list')).map((q: { name: string }) => q.name), ['shared']);
+    assert.deepEqual(
+      JSON.parse(await get(a.port, '/?opt=list')).map((q: { name: string }) => q.name),
+      ['shared'],
+    );
   });
 
   it('concurrent producers and consumers on both: every message delivered exactly once', async (t) => {
@@ -49,9 +52,17 @@ describe('two frontends on one Redis', { skip }, () => {
     const PER_PRODUCER = 250;
     try {
       await get(a.port, '/?name=eo&opt=maxqueue&num=50'); // a small ring: it wraps and fills
-      const { delivered } = await produceAndConsume({ producers: clients.slice(0, PRODUCERS), consumers: clients.slice(PRODUCERS), queues: ['eo'], perProducer: PER_PRODUCER });
+      const { delivered } = await produceAndConsume({
+        producers: clients.slice(0, PRODUCERS),
+        consumers: clients.slice(PRODUCERS),
+        queues: ['eo'],
+        perProducer: PER_PRODUCER,
+      });
       t.diagnostic(`${delivered.size} delivered`);
-      assert.deepEqual([...delivered].filter(([, n]) => n > 1), []);
+      assert.deepEqual(
+        [...delivered].filter(([, n]) => n > 1),
+        [],
+      );
       assert.equal(delivered.size, PRODUCERS * PER_PRODUCER);
     } finally {
       for (const c of clients) c.close();
@@ -97,11 +108,17 @@ describe('Redis Cluster with three primaries', { skip }, () => {
     }
     // Every primary holds some queues, and all keys of a queue are on the same one.
     const keysPerNode = cluster.nodes.map((n) => n.cli('--scan', '--pattern', '{q*').split('\n').filter(Boolean));
-    assert.ok(keysPerNode.every((keys) => keys.length > 0), `keys per node: ${keysPerNode.map((k) => k.length)}`);
+    assert.ok(
+      keysPerNode.every((keys) => keys.length > 0),
+      `keys per node: ${keysPerNode.map((k) => k.length)}`,
+    );
     for (const keys of keysPerNode) {
       for (const k of keys) {
         const tag = /^\{(q[^}]*)\}/.exec(k)![1];
-        assert.ok(['s', 'm', 'l', 'd'].every((kind) => !keysPerNode.some((other) => other !== keys && other.includes(`{${tag}}:${kind}`))), `${k} split`);
+        assert.ok(
+          ['s', 'm', 'l', 'd'].every((kind) => !keysPerNode.some((other) => other !== keys && other.includes(`{${tag}}:${kind}`))),
+          `${k} split`,
+        );
       }
     }
     for (const n of names) {
@@ -129,7 +146,10 @@ describe('a reset racing a put on another frontend', { skip }, () => {
         return zrem(...args);
       };
       await a.reset('r');
-      assert.deepEqual((await a.list('', '', 10)).map((q) => [q.name, q.status.putpos]), [['r', 1]]);
+      assert.deepEqual(
+        (await a.list('', '', 10)).map((q) => [q.name, q.status.putpos]),
+        [['r', 1]],
+      );
       assert.equal((await b.get('r'))?.message.toString(), 'new');
     } finally {
       await Promise.all([a.close(), b.close()]);
@@ -169,7 +189,10 @@ describe('the list index', { skip }, () => {
       assert.equal(await store.put('jobs', Buffer.from('twice')), 2);
       assert.deepEqual(await store.list('', '', 10), []); // still not allowed
       redis.cli('acl', 'setuser', 'noindex', '+zadd');
-      assert.deepEqual((await store.list('', '', 10)).map((q) => [q.name, q.status.putpos]), [['jobs', 2]]);
+      assert.deepEqual(
+        (await store.list('', '', 10)).map((q) => [q.name, q.status.putpos]),
+        [['jobs', 2]],
+      );
       assert.equal((await store.get('jobs'))?.message.toString(), 'once');
     } finally {
       await store.close();

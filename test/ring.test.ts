@@ -1,17 +1,7 @@
 /** The ring-buffer rules of docs/PROTOCOL.md section 4, with the queue state set directly. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  canSetMaxqueue,
-  DEFAULT_MAXQUEUE,
-  emptyQueue,
-  MAX_POSITION,
-  nextGetPos,
-  nextPutPos,
-  putLap,
-  unread,
-  type QueueState,
-} from '../src/queue/ring.js';
+import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, MAX_POSITION, nextGetPos, nextPutPos, putLap, unread, type QueueState } from '../src/queue/ring.js';
 
 const q = (putpos: number, getpos: number, maxqueue = DEFAULT_MAXQUEUE): QueueState => ({ putpos, getpos, maxqueue });
 

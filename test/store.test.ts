@@ -33,7 +33,10 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       const gets = [1, 2, 3, 4].map(() => s.get('q'));
       assert.deepEqual(await Promise.all(puts), [1, 2, 3]);
       const got = await Promise.all(gets);
-      assert.deepEqual(got.map((g) => g && [g.pos, g.message.toString()]), [[1, 'm1'], [2, 'm2'], [3, 'm3'], null]);
+      assert.deepEqual(
+        got.map((g) => g && [g.pos, g.message.toString()]),
+        [[1, 'm1'], [2, 'm2'], [3, 'm3'], null],
+      );
       assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 0 });
       await s.close();
     });
@@ -104,10 +107,24 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       const s = await fresh();
       await s.maxqueue('m', 10);
       assert.deepEqual(await s.putMany('m', ['a', 'b', 'c'].map(b)), [1, 2, 3]);
-      assert.deepEqual(await s.putMany('m', Array.from({ length: 9 }, (_, i) => b(`${i}`))), [4, 5, 6, 7, 8, 9, 10]);
+      assert.deepEqual(
+        await s.putMany(
+          'm',
+          Array.from({ length: 9 }, (_, i) => b(`${i}`)),
+        ),
+        [4, 5, 6, 7, 8, 9, 10],
+      );
       assert.deepEqual(await s.putMany('m', [b('x')]), []);
       const got = await s.getMany('m', 4);
-      assert.deepEqual(got.map((g) => [g.pos, g.message.toString(), g.deliveries]), [[1, 'a', 1], [2, 'b', 1], [3, 'c', 1], [4, '0', 1]]);
+      assert.deepEqual(
+        got.map((g) => [g.pos, g.message.toString(), g.deliveries]),
+        [
+          [1, 'a', 1],
+          [2, 'b', 1],
+          [3, 'c', 1],
+          [4, '0', 1],
+        ],
+      );
       assert.equal((await s.getMany('m', 100)).length, 6);
       assert.deepEqual(await s.getMany('m', 5), []);
       await s.close();
@@ -133,10 +150,16 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
 
     it('messages given back together come back in position order', async () => {
       const s = await fresh();
-      await s.putMany('o', Array.from({ length: 12 }, (_, i) => b(`m${i + 1}`)));
+      await s.putMany(
+        'o',
+        Array.from({ length: 12 }, (_, i) => b(`m${i + 1}`)),
+      );
       await s.getMany('o', 12, 60_000);
       for (const pos of [12, 3, 10, 1]) assert.equal(await s.settle('o', pos, 'nack'), true);
-      assert.deepEqual((await s.getMany('o', 10)).map((g) => g.pos), [1, 3, 10, 12]);
+      assert.deepEqual(
+        (await s.getMany('o', 10)).map((g) => g.pos),
+        [1, 3, 10, 12],
+      );
       await s.close();
     });
 
@@ -162,7 +185,10 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     it('a put never writes over a leased position: the queue reports full instead', async () => {
       const s = await fresh();
       await s.maxqueue('w', 10);
-      await s.putMany('w', Array.from({ length: 10 }, (_, i) => b(`${i + 1}`)));
+      await s.putMany(
+        'w',
+        Array.from({ length: 10 }, (_, i) => b(`${i + 1}`)),
+      );
       await s.get('w', 60_000); // position 1, leased
       await s.get('w');
       assert.equal(await s.put('w', b('x')), 0); // would wrap onto position 1
@@ -176,18 +202,36 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.putMany('r', ['a', 'b', 'c'].map(b));
       await s.get('r');
       const r = await s.range('r', 2, 5);
-      assert.deepEqual(r.map((x) => [x.pos, x.message.toString()]), [[2, 'b'], [3, 'c']]);
+      assert.deepEqual(
+        r.map((x) => [x.pos, x.message.toString()]),
+        [
+          [2, 'b'],
+          [3, 'c'],
+        ],
+      );
       for (const n of ['job:b', 'job:a', 'job:c', 'jobs', 'other']) await s.put(n, b('x'));
       await s.maxqueue('job:d', 20); // state without messages counts too
       await s.status('job:never'); // looking at a queue does not create it
       const page1 = await s.list('job:', '', 2);
-      assert.deepEqual(page1.map((q) => q.name), ['job:a', 'job:b']);
+      assert.deepEqual(
+        page1.map((q) => q.name),
+        ['job:a', 'job:b'],
+      );
       const page2 = await s.list('job:', page1.at(-1)!.name, 10);
-      assert.deepEqual(page2.map((q) => q.name), ['job:c', 'job:d']);
+      assert.deepEqual(
+        page2.map((q) => q.name),
+        ['job:c', 'job:d'],
+      );
       assert.deepEqual(page2[1]!.status, { putpos: 0, getpos: 0, maxqueue: 20, leased: 0 });
-      assert.deepEqual((await s.list('', '', 100)).map((q) => q.name), ['job:a', 'job:b', 'job:c', 'job:d', 'jobs', 'other', 'r']);
+      assert.deepEqual(
+        (await s.list('', '', 100)).map((q) => q.name),
+        ['job:a', 'job:b', 'job:c', 'job:d', 'jobs', 'other', 'r'],
+      );
       await s.reset('other');
-      assert.deepEqual((await s.list('o', '', 100)).map((q) => q.name), []);
+      assert.deepEqual(
+        (await s.list('o', '', 100)).map((q) => q.name),
+        [],
+      );
       await s.close();
     });
 
@@ -195,18 +239,39 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       const s = await fresh();
       await s.putMany('bb', [b('a'.repeat(600)), b(''), b('c'.repeat(500)), b('d'.repeat(2000)), b('e')]);
       // 600 + 0 fit in 1000, 500 more would not: two taken, the rest unread.
-      assert.deepEqual((await s.getMany('bb', 10, undefined, 1000)).map((d) => d.pos), [1, 2]);
+      assert.deepEqual(
+        (await s.getMany('bb', 10, undefined, 1000)).map((d) => d.pos),
+        [1, 2],
+      );
       assert.equal((await s.status('bb')).getpos, 2);
-      assert.deepEqual((await s.range('bb', 1, 10, 1100)).map((m) => m.pos), [1, 2, 3]);
+      assert.deepEqual(
+        (await s.range('bb', 1, 10, 1100)).map((m) => m.pos),
+        [1, 2, 3],
+      );
       // The first message goes whatever its size; a leased batch obeys the budget too.
-      assert.deepEqual((await s.getMany('bb', 10, 60_000, 400)).map((d) => d.pos), [3]);
-      assert.deepEqual((await s.getMany('bb', 10, 60_000, 10)).map((d) => d.pos), [4]);
-      assert.deepEqual((await s.range('bb', 4, 10, 10)).map((m) => m.pos), [4]);
+      assert.deepEqual(
+        (await s.getMany('bb', 10, 60_000, 400)).map((d) => d.pos),
+        [3],
+      );
+      assert.deepEqual(
+        (await s.getMany('bb', 10, 60_000, 10)).map((d) => d.pos),
+        [4],
+      );
+      assert.deepEqual(
+        (await s.range('bb', 4, 10, 10)).map((m) => m.pos),
+        [4],
+      );
       assert.equal((await s.status('bb')).leased, 2);
-      assert.equal((await s.settle('bb', 3, 'nack')), true);
+      assert.equal(await s.settle('bb', 3, 'nack'), true);
       // A message given back that does not fit stays due, ahead of the rest.
-      assert.deepEqual((await s.getMany('bb', 10, undefined, 500)).map((d) => d.pos), [3]);
-      assert.deepEqual((await s.getMany('bb', 10)).map((d) => d.pos), [5]);
+      assert.deepEqual(
+        (await s.getMany('bb', 10, undefined, 500)).map((d) => d.pos),
+        [3],
+      );
+      assert.deepEqual(
+        (await s.getMany('bb', 10)).map((d) => d.pos),
+        [5],
+      );
       await s.close();
     });
 
@@ -222,16 +287,30 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       s = await open(dir);
       assert.deepEqual(await s.status(''), { putpos: 3, getpos: 1, maxqueue: 50, leased: 0 });
       assert.equal((await s.view('', 3))?.toString(), 'three');
-      assert.deepEqual((await s.list('', undefined, 100)).map((q) => q.name), ['', '\0', 'a']);
+      assert.deepEqual(
+        (await s.list('', undefined, 100)).map((q) => q.name),
+        ['', '\0', 'a'],
+      );
       // Page by page, `after` the last name of each page: '' is a name too.
       const names: string[] = [];
-      for (let after: string | undefined, page: Array<{ name: string }>; (page = await s.list('', after, 1)).length > 0 && names.length < 5; after = page[0]!.name) names.push(page[0]!.name);
+      for (
+        let after: string | undefined, page: Array<{ name: string }>;
+        (page = await s.list('', after, 1)).length > 0 && names.length < 5;
+        after = page[0]!.name
+      )
+        names.push(page[0]!.name);
       assert.deepEqual(names, ['', '\0', 'a']);
-      assert.deepEqual((await s.list('a', undefined, 100)).map((q) => q.name), ['a']);
+      assert.deepEqual(
+        (await s.list('a', undefined, 100)).map((q) => q.name),
+        ['a'],
+      );
       await s.reset('');
       assert.deepEqual(await s.status(''), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
       assert.equal(await s.view('', 3), null);
-      assert.deepEqual((await s.list('', undefined, 100)).map((q) => q.name), ['\0', 'a']);
+      assert.deepEqual(
+        (await s.list('', undefined, 100)).map((q) => q.name),
+        ['\0', 'a'],
+      );
       await s.close();
     });
 
@@ -267,7 +346,13 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       assert.equal(await s.settle('tc', 1, 'nack', renewed), true);
       assert.equal(await s.touch('tc', 1, 60_000), null); // given back: due, not running
       assert.equal(await s.touch('tc', 3, 60_000), null); // never leased
-      assert.deepEqual((await s.getMany('tc', 5)).map((d) => [d.pos, d.deliveries]), [[1, 2], [2, 2]]);
+      assert.deepEqual(
+        (await s.getMany('tc', 5)).map((d) => [d.pos, d.deliveries]),
+        [
+          [1, 2],
+          [2, 2],
+        ],
+      );
       await s.close();
     });
 
@@ -286,7 +371,14 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       s = await open(dir);
       assert.equal((await s.status('rq')).leased, 1);
       const rest = await s.getMany('rq', 10);
-      assert.deepEqual(rest.map((g) => [g.pos, g.message.toString(), g.deliveries]), [[2, 'b', 1], [3, 'c', 1], [4, 'd', 1]]);
+      assert.deepEqual(
+        rest.map((g) => [g.pos, g.message.toString(), g.deliveries]),
+        [
+          [2, 'b', 1],
+          [3, 'c', 1],
+          [4, 'd', 1],
+        ],
+      );
       await s.close();
     });
 
@@ -294,9 +386,19 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       // What an import of such a queue leaves, or on LMDB a put that failed while a put queued
       // behind it committed (a full disk): the positions count it, the message is not there.
       const s = await fresh();
-      await s.restore('gap', { messages: [{ pos: 1, message: b('one') }, { pos: 3, message: b('three') }, { pos: 4, message: b('') }], state: { putpos: 4, getpos: 0, maxqueue: 100 } });
+      await s.restore('gap', {
+        messages: [
+          { pos: 1, message: b('one') },
+          { pos: 3, message: b('three') },
+          { pos: 4, message: b('') },
+        ],
+        state: { putpos: 4, getpos: 0, maxqueue: 100 },
+      });
       const got = [await s.get('gap'), await s.get('gap', 60_000), await s.get('gap'), await s.get('gap')];
-      assert.deepEqual(got.map((d) => d && [d.pos, d.message.toString()]), [[1, 'one'], [3, 'three'], [4, ''], null]);
+      assert.deepEqual(
+        got.map((d) => d && [d.pos, d.message.toString()]),
+        [[1, 'one'], [3, 'three'], [4, ''], null],
+      );
       assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1 });
       await s.close();
     });
@@ -401,36 +503,44 @@ it('one process: a queue reset but not yet committed does not shorten a page of 
   await s.close();
   s = await LmdbStore.open({ path: dir }); // the queues are on disk, none in memory yet
   const reset = s.reset('pg:a');
-  assert.deepEqual((await s.list('pg:', '', 2)).map((q) => q.name), ['pg:b', 'pg:c']);
+  assert.deepEqual(
+    (await s.list('pg:', '', 2)).map((q) => q.name),
+    ['pg:b', 'pg:c'],
+  );
   await reset;
   await s.close();
   cleanup(dir);
 });
 
-for (const shared of [false, true]) it(`${shared ? 'shared (--workers)' : 'one process'}: resetting a queue of 200,000 messages takes next to no memory`, async () => {
-  const dir = tempDir('httpsqs-store-');
-  const s = await LmdbStore.open({ path: dir, shared });
-  const message = Buffer.alloc(100, 120);
-  for (let i = 0; i < 200_000; i += 1000) await s.putMany('huge', Array.from({ length: 1000 }, () => message));
-  const anon = () => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
-  const before = anon();
-  // One process: the removals are read and queued before this returns. Shared: they run in a
-  // write transaction, where the heap can only be sampled afterwards.
-  let peak = before;
-  const sampler = setInterval(() => (peak = Math.max(peak, anon())), 5);
-  const reset = s.reset('huge');
-  peak = Math.max(peak, anon());
-  await reset;
-  clearInterval(sampler);
-  const grew = Math.max(peak, anon()) - before;
-  assert.ok(grew < 40, `private memory grew by ${grew.toFixed(1)} MiB while queuing the removals`);
-  assert.equal(await s.put('huge', b('fresh')), 1);
-  let left = 0;
-  for await (const _ of s.dump('huge')) left++;
-  assert.equal(left, 1);
-  await s.close();
-  cleanup(dir);
-});
+for (const shared of [false, true])
+  it(`${shared ? 'shared (--workers)' : 'one process'}: resetting a queue of 200,000 messages takes next to no memory`, async () => {
+    const dir = tempDir('httpsqs-store-');
+    const s = await LmdbStore.open({ path: dir, shared });
+    const message = Buffer.alloc(100, 120);
+    for (let i = 0; i < 200_000; i += 1000)
+      await s.putMany(
+        'huge',
+        Array.from({ length: 1000 }, () => message),
+      );
+    const anon = () => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+    const before = anon();
+    // One process: the removals are read and queued before this returns. Shared: they run in a
+    // write transaction, where the heap can only be sampled afterwards.
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, anon())), 5);
+    const reset = s.reset('huge');
+    peak = Math.max(peak, anon());
+    await reset;
+    clearInterval(sampler);
+    const grew = Math.max(peak, anon()) - before;
+    assert.ok(grew < 40, `private memory grew by ${grew.toFixed(1)} MiB while queuing the removals`);
+    assert.equal(await s.put('huge', b('fresh')), 1);
+    let left = 0;
+    for await (const _ of s.dump('huge')) left++;
+    assert.equal(left, 1);
+    await s.close();
+    cleanup(dir);
+  });
 
 it('one process: while a failed commit fences the store, every operation is refused with that failure', async () => {
   const dir = tempDir('httpsqs-store-');
@@ -452,7 +562,10 @@ it('one process: while a failed commit fences the store, every operation is refu
   assert.equal(failed.status, 'rejected');
   assert.equal(behind.status, 'fulfilled');
   const refused = async (what: string, p: Promise<unknown>) => {
-    const err = await p.then(() => assert.fail(`${what} was not refused`), (e: unknown) => e);
+    const err = await p.then(
+      () => assert.fail(`${what} was not refused`),
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof StoreError, `${what} refused with ${String(err)}`);
     assert.match(err.message, /LMDB write failed: Commit failed/);
   };

@@ -58,7 +58,11 @@ it('a worker killed under load is restarted: service back within a second, nothi
   const status = JSON.parse((await request(server.port, 'GET', '/?name=sup&opt=status_json')).body.toString());
   const stored = new Set<string>();
   for (let pos = 1; pos <= status.putpos; pos++) stored.add((await request(server.port, 'GET', `/?name=sup&opt=view&pos=${pos}`)).body.toString());
-  assert.deepEqual(acked.filter((m) => !stored.has(m)), [], 'acknowledged puts lost');
+  assert.deepEqual(
+    acked.filter((m) => !stored.has(m)),
+    [],
+    'acknowledged puts lost',
+  );
 
   assert.equal(await server.stop(), 0);
   assert.ok(!existsSync(pidfile), 'PID file removed');

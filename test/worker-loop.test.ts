@@ -15,7 +15,9 @@ import { cleanup, freePort, needsTool, ROOT, startServer, tempDir, waitFor } fro
 /** The ```sh block of the page that holds the loop. */
 function documentedLoop(): string {
   const page = readFileSync(join(ROOT, 'docs', 'EXTENSIONS.md'), 'utf8');
-  const blocks = [...page.matchAll(/^```sh\n([\s\S]*?)^```$/gm)].map((m) => m[1]!).filter((b) => /while true; do/.test(b) && b.includes('opt=get&wait=30&lease=300'));
+  const blocks = [...page.matchAll(/^```sh\n([\s\S]*?)^```$/gm)]
+    .map((m) => m[1]!)
+    .filter((b) => /while true; do/.test(b) && b.includes('opt=get&wait=30&lease=300'));
   assert.equal(blocks.length, 1, 'one worker loop in docs/EXTENSIONS.md');
   return blocks[0]!;
 }
@@ -54,7 +56,9 @@ curl() { echo . >>"${dir}/calls"; command curl "$@"; }
 
 describe('the worker loop of docs/EXTENSIONS.md', { skip: needsTool('curl', 'curl') }, () => {
   for (const shell of ['bash', 'dash']) {
-    it(`handles a message, gives it back when process fails, acks it when it succeeds (${shell})`, { skip: shell === 'dash' && needsTool('dash', 'dash') }, async () => {
+    it(`handles a message, gives it back when process fails, acks it when it succeeds (${shell})`, {
+      skip: shell === 'dash' && needsTool('dash', 'dash'),
+    }, async () => {
       const server = await startServer();
       const q = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
       try {
@@ -64,7 +68,16 @@ describe('the worker loop of docs/EXTENSIONS.md', { skip: needsTool('curl', 'cur
           await waitFor(() => seen.handled().length === 4, 15_000);
           await waitFor(async () => (await q.statusJson('k-loop')).leased === 0, 5_000);
           assert.deepEqual(seen.handled(), ['job one', 'job one', 'HTTPSQS_AUTH_FAILED', 'HTTPSQS_AUTH_FAILED']);
-          assert.deepEqual(await q.statusJson('k-loop'), { name: 'k-loop', maxqueue: 1000000, putpos: 2, putlap: 1, getpos: 2, getlap: 1, unread: 0, leased: 0 });
+          assert.deepEqual(await q.statusJson('k-loop'), {
+            name: 'k-loop',
+            maxqueue: 1000000,
+            putpos: 2,
+            putlap: 1,
+            getpos: 2,
+            getlap: 1,
+            unread: 0,
+            leased: 0,
+          });
           assert.equal(seen.stderr(), '');
         });
       } finally {

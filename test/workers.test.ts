@@ -9,7 +9,6 @@ import { cleanup, keepAliveClient, produceAndConsume, request, startServer, work
 
 replayConformance('conformance with --workers 2', ['--workers', '2']);
 
-
 describe('--workers 2', () => {
   it('many concurrent producers and consumers: every message delivered exactly once', async (t) => {
     const server = await startServer({ args: ['--workers', '2'] });
@@ -21,7 +20,12 @@ describe('--workers 2', () => {
     try {
       // The smallest ring, so that positions wrap many times and producers meet a full queue.
       for (const q of QUEUES) assert.equal((await request(server.port, 'GET', `/?name=${q}&opt=maxqueue&num=10`)).body.toString(), 'HTTPSQS_MAXQUEUE_OK');
-      const { delivered, fullAnswers } = await produceAndConsume({ producers: clients.slice(0, PRODUCERS), consumers: clients.slice(PRODUCERS), queues: QUEUES, perProducer: PER_PRODUCER });
+      const { delivered, fullAnswers } = await produceAndConsume({
+        producers: clients.slice(0, PRODUCERS),
+        consumers: clients.slice(PRODUCERS),
+        queues: QUEUES,
+        perProducer: PER_PRODUCER,
+      });
       t.diagnostic(`${delivered.size} delivered, ${fullAnswers} full-queue answers retried`);
       const twice = [...delivered].filter(([, n]) => n > 1);
       assert.deepEqual(twice, [], 'delivered more than once');
@@ -71,7 +75,11 @@ describe('--workers 2', () => {
       };
       await Promise.all([...Array.from({ length: PRODUCERS }, (_, p) => producer(p)), ...Array.from({ length: 8 }, (_, c) => consumer(c))]);
       t.diagnostic(`${acked.size} acked, ${nacked.size} given back once first`);
-      assert.deepEqual([...acked].filter(([, n]) => n > 1), [], 'acked more than once');
+      assert.deepEqual(
+        [...acked].filter(([, n]) => n > 1),
+        [],
+        'acked more than once',
+      );
       assert.equal(acked.size, PRODUCERS * PER_PRODUCER);
       assert.ok(nacked.size > 50, 'some messages went back');
       const status = (await request(server.port, 'GET', '/?name=lq&opt=status_json')).body.toString();

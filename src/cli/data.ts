@@ -64,11 +64,15 @@ export async function openStore(o: { datadir?: string; store?: string }, forWrit
       const copy = repairedCopy(err.file, intact);
       process.once('exit', () => rmSync(copy, { recursive: true, force: true }));
       const lost = intact === newest ? 'the damaged meta page may have named a newer one' : `the newest, ${newest!.txnid}, is lost`;
-      process.stderr.write(`data file ${err.file} ${problem}: exporting its last intact transaction (${intact.txnid}; ${lost}) from a repaired copy in ${copy}\n`);
+      process.stderr.write(
+        `data file ${err.file} ${problem}: exporting its last intact transaction (${intact.txnid}; ${lost}) from a repaired copy in ${copy}\n`,
+      );
       return await LmdbStore.open({ path: copy, shared: true });
     }
     if (err instanceof DirectoryInUse) {
-      throw new DataError(`-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`);
+      throw new DataError(
+        `-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`,
+      );
     }
     throw new DataError(`-x: cannot open ${dir}: ${errorMessage(err)}`);
   }

@@ -36,14 +36,18 @@ class Importer {
     this.queues++;
     const s = await this.store.status(name);
     if (!isInitial(s)) {
-      if (!this.replace) throw new DataError(`queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues - 1} queue(s) before it were imported (reset it first, or use --replace)`);
+      if (!this.replace)
+        throw new DataError(
+          `queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues - 1} queue(s) before it were imported (reset it first, or use --replace)`,
+        );
       await this.store.reset(name);
     }
   }
 
   setState(s: QueueState): void {
     const what = `queue ${JSON.stringify(this.name)}`;
-    if (s.maxqueue < MIN_MAXQUEUE || s.maxqueue > MAX_POSITION) throw new DataError(`${what}: maxqueue ${s.maxqueue} is outside ${MIN_MAXQUEUE}..${MAX_POSITION}`);
+    if (s.maxqueue < MIN_MAXQUEUE || s.maxqueue > MAX_POSITION)
+      throw new DataError(`${what}: maxqueue ${s.maxqueue} is outside ${MIN_MAXQUEUE}..${MAX_POSITION}`);
     if (s.putpos > s.maxqueue || s.getpos > s.maxqueue) throw new DataError(`${what}: positions ${s.putpos}/${s.getpos} are beyond maxqueue ${s.maxqueue}`);
     this.state = s;
   }
@@ -134,16 +138,28 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     } catch {
       throw new DataError(`line ${n}: not JSON`);
     }
-    const name = typeof r.queue === 'string' ? Buffer.from(r.queue, 'utf8').toString('latin1') : typeof r.queue64 === 'string' ? Buffer.from(r.queue64, 'base64').toString('latin1') : undefined;
+    const name =
+      typeof r.queue === 'string'
+        ? Buffer.from(r.queue, 'utf8').toString('latin1')
+        : typeof r.queue64 === 'string'
+          ? Buffer.from(r.queue64, 'base64').toString('latin1')
+          : undefined;
     if (name === undefined) throw new DataError(`line ${n}: no queue`);
     await imp.queue(name);
     if ('maxqueue' in r) {
-      imp.setState({ maxqueue: number(r.maxqueue, `line ${n}: maxqueue`), putpos: number(r.putpos, `line ${n}: putpos`), getpos: number(r.getpos, `line ${n}: getpos`) });
+      imp.setState({
+        maxqueue: number(r.maxqueue, `line ${n}: maxqueue`),
+        putpos: number(r.putpos, `line ${n}: putpos`),
+        getpos: number(r.getpos, `line ${n}: getpos`),
+      });
     } else if ('data' in r) {
       if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
-      imp.lease(number(r.pos, `line ${n}: pos`), { deadline: number(r.deadline, `line ${n}: deadline`), deliveries: number(r.deliveries, `line ${n}: deliveries`) });
+      imp.lease(number(r.pos, `line ${n}: pos`), {
+        deadline: number(r.deadline, `line ${n}: deadline`),
+        deliveries: number(r.deliveries, `line ${n}: deliveries`),
+      });
     } else throw new DataError(`line ${n}: neither a queue, a message nor a lease`);
   }
 }

@@ -146,7 +146,7 @@ export function primaryLink(): Peers & {
   let puts: Map<string, number> | undefined;
   return {
     watch(name, on) {
-      if (!on || !process.connected) return void send({ watch: { name, on } }), Promise.resolve();
+      if (!on || !process.connected) return (void send({ watch: { name, on } }), Promise.resolve());
       return ask<void>(confirmations, (id) => ({ watch: { name, on, id } }));
     },
     // Sent once per event-loop turn, however many puts it had.

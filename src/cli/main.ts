@@ -55,7 +55,10 @@ function hidePasswords(): void {
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */
 function announce(config: Config, datadir: string): void {
   if (!isLoopback(config.listen) && config.auth === undefined) {
-    log.warn({ event: 'unprotected' }, `warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`);
+    log.warn(
+      { event: 'unprotected' },
+      `warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`,
+    );
   }
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
@@ -64,7 +67,10 @@ function announce(config: Config, datadir: string): void {
   const lmdb = config.store === 'lmdb';
   const where = lmdb ? `data in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
   const fields = lmdb ? { store: 'lmdb', datadir, sync: config.sync } : { store, redisWait: config.redisWait };
-  log.info({ event: 'start', version: VERSION, listen: config.listen, port: config.port, ...fields, workers: config.workers }, `listening on ${config.listen}:${config.port}, ${where}, ${workers}`);
+  log.info(
+    { event: 'start', version: VERSION, listen: config.listen, port: config.port, ...fields, workers: config.workers },
+    `listening on ${config.listen}:${config.port}, ${where}, ${workers}`,
+  );
   if (process.send) process.send({ ready: true }, () => process.disconnect?.());
 }
 

@@ -71,7 +71,10 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
       restarts.push(now);
       const delay = Math.min(100 * 2 ** Math.max(0, restarts.length - 3), 10_000);
-      log.error({ event: 'restart', worker: worker.process.pid, code, signal, delay }, `worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`);
+      log.error(
+        { event: 'restart', worker: worker.process.pid, code, signal, delay },
+        `worker ${worker.process.pid} died (${signal ?? `exit code ${code}`}); restarting in ${delay} ms`,
+      );
       setTimeout(() => {
         if (stopping) return;
         fork();
@@ -86,7 +89,10 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       (w) =>
         new Promise<void>((ready) => {
           w.on('message', (m: FromWorker) => m.ready && ready());
-          w.once('exit', (code, signal) => started || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`));
+          w.once(
+            'exit',
+            (code, signal) => started || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`),
+          );
         }),
     ),
   );
@@ -94,29 +100,35 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   const removePidFile = writePidFile(config.pidfile);
   // The stop handlers go in before the start is announced: a signal sent as soon as it was
   // could kill the master the default way, leaving the PID file behind.
-  onStopSignal(async (signal) => {
-    stopping = true;
-    log.info({ event: 'stop', signal }, `${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`);
-    const alive = allWorkers().filter((w) => !w.isDead());
-    await Promise.all(
-      alive.map(
-        (w) =>
-          new Promise<void>((done) => {
-            w.once('exit', (code, signal) => {
-              // A worker still starting up has no handler yet and simply dies of the SIGTERM.
-              if (code !== 0 && signal !== 'SIGTERM') process.exitCode = 1;
-              done();
-            });
-            w.process.kill('SIGTERM');
-          }),
-      ),
-    );
-    unlock();
-    removePidFile();
-    log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
-  }, () => {
-    for (const w of allWorkers()) if (w.isConnected()) w.send({ reopenLog: true } satisfies ToWorker);
-    log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
-  });
+  onStopSignal(
+    async (signal) => {
+      stopping = true;
+      log.info(
+        { event: 'stop', signal },
+        `${signal}: stopping ${config.workers} worker${config.workers > 1 ? 's' : ''}: finishing in-flight requests, flushing`,
+      );
+      const alive = allWorkers().filter((w) => !w.isDead());
+      await Promise.all(
+        alive.map(
+          (w) =>
+            new Promise<void>((done) => {
+              w.once('exit', (code, signal) => {
+                // A worker still starting up has no handler yet and simply dies of the SIGTERM.
+                if (code !== 0 && signal !== 'SIGTERM') process.exitCode = 1;
+                done();
+              });
+              w.process.kill('SIGTERM');
+            }),
+        ),
+      );
+      unlock();
+      removePidFile();
+      log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
+    },
+    () => {
+      for (const w of allWorkers()) if (w.isConnected()) w.send({ reopenLog: true } satisfies ToWorker);
+      log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
+    },
+  );
   announce();
 }

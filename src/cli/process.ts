@@ -1,6 +1,20 @@
 /** Process-level helpers of the CLI: messages, exit, PID file, data directory, signals. */
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';

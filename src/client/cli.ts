@@ -55,7 +55,8 @@ program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 function client(): HttpsqsClient {
   const g = program.opts<Globals>();
   const timeout = whole('--timeout', g.timeout);
-  if (!g.url && !(/^\d+$/.test(g.port) && Number(g.port) >= 1 && Number(g.port) <= 65535)) throw new Outcome(EXIT.usage, `--port: expected 1..65535, got "${g.port}"`);
+  if (!g.url && !(/^\d+$/.test(g.port) && Number(g.port) >= 1 && Number(g.port) <= 65535))
+    throw new Outcome(EXIT.usage, `--port: expected 1..65535, got "${g.port}"`);
   if (!g.url && /[/?#@\s]/.test(g.host)) throw new Outcome(EXIT.usage, `--host: expected a host name or address, got "${g.host}"`);
   // An IPv6 address goes into a URL in brackets.
   const host = g.host.includes(':') && !g.host.startsWith('[') ? `[${g.host}]` : g.host;
@@ -78,7 +79,8 @@ const json = () => program.opts<Globals>().json === true;
 const out = (s: string | Buffer) => process.stdout.write(s);
 process.stdout.on('error', () => {}); // a reader that went away: `write` below reports it
 /** Writes and waits until it is written: a reader that went away (`| head -1`) is an error here. */
-const write = (s: string | Buffer) => new Promise<void>((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(new Outcome(EXIT.ok, '')) : resolve())));
+const write = (s: string | Buffer) =>
+  new Promise<void>((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(new Outcome(EXIT.ok, '')) : resolve())));
 /** A message as it is; on a terminal, ended with a newline if it has none, so that the prompt
  * does not run on after it. Piped, its bytes are kept: messages are binary. */
 const shown = (body: Buffer, terminal = process.stdout.isTTY === true) => (terminal && body.at(-1) !== 10 ? Buffer.concat([body, Buffer.from('\n')]) : body);
@@ -157,7 +159,10 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
   const source = addAbortSignal(stop.signal, input === '-' ? process.stdin : createReadStream(input));
   // The bar follows the bytes read (a file's size is known; standard input's is not: no bar).
-  const bar = size && process.stderr.isTTY && !json() ? new SingleBar({ format: 'put {bar} {percentage}% | {count} messages | {rate}/s', stream: process.stderr, hideCursor: true }) : undefined;
+  const bar =
+    size && process.stderr.isTTY && !json()
+      ? new SingleBar({ format: 'put {bar} {percentage}% | {count} messages | {rate}/s', stream: process.stderr, hideCursor: true })
+      : undefined;
   const started = performance.now();
   const rate = () => Math.round(stored / Math.max((performance.now() - started) / 1000, 1e-3));
   // Sent one batch at a time, so the stored lines are always 1..stored.
@@ -256,15 +261,17 @@ program
     let outage = false;
     try {
       do {
-        const m = await q.get(name, { wait: o.follow ? (wait ?? 20) : wait, lease: settleAfter ? 60 : lease, signal: stop.signal }).catch(async (err: unknown) => {
-          if (stop.signal.aborted) return null;
-          // Following, a server that restarts is waited for (said once), as consume() does.
-          if (!o.follow || !(err instanceof NetworkError)) throw err;
-          if (!outage) process.stderr.write(`httpsqs-cli: ${err.message}; trying again\n`);
-          outage = true;
-          await sleep(1000, undefined, { signal: stop.signal }).catch(() => {});
-          return undefined;
-        });
+        const m = await q
+          .get(name, { wait: o.follow ? (wait ?? 20) : wait, lease: settleAfter ? 60 : lease, signal: stop.signal })
+          .catch(async (err: unknown) => {
+            if (stop.signal.aborted) return null;
+            // Following, a server that restarts is waited for (said once), as consume() does.
+            if (!o.follow || !(err instanceof NetworkError)) throw err;
+            if (!outage) process.stderr.write(`httpsqs-cli: ${err.message}; trying again\n`);
+            outage = true;
+            await sleep(1000, undefined, { signal: stop.signal }).catch(() => {});
+            return undefined;
+          });
         if (m === undefined) continue;
         outage = false;
         // Ctrl-C is how one stops following (exit 0); a single get it interrupts did not finish (130).
@@ -305,7 +312,10 @@ program
   });
 
 function queueTable(queues: QueueStatus[]): string {
-  const rows = [['QUEUE', 'UNREAD', 'LEASED', 'PUTPOS', 'GETPOS', 'MAXQUEUE'], ...queues.map((s) => [s.name, s.unread, s.leased, s.putpos, s.getpos, s.maxqueue].map(String))];
+  const rows = [
+    ['QUEUE', 'UNREAD', 'LEASED', 'PUTPOS', 'GETPOS', 'MAXQUEUE'],
+    ...queues.map((s) => [s.name, s.unread, s.leased, s.putpos, s.getpos, s.maxqueue].map(String)),
+  ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return `${rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n')}\n`;
 }
@@ -369,7 +379,8 @@ async function refusal(q: HttpsqsClient, name: string, num: number): Promise<str
   const s = await q.statusJson(name).catch(() => undefined);
   if (!s) return `the ring rules refuse ${num} while it holds positions beyond it, or its writer is a lap ahead`;
   const at = `putpos ${s.putpos}, getpos ${s.getpos}`;
-  if (s.putpos < s.getpos) return `the ring rules refuse ${num} while the writer is a lap ahead of the reader (${at}): no size is taken until the reader has come round too`;
+  if (s.putpos < s.getpos)
+    return `the ring rules refuse ${num} while the writer is a lap ahead of the reader (${at}): no size is taken until the reader has come round too`;
   const used = Math.max(s.putpos, s.getpos);
   if (num < used) return `the ring rules refuse ${num} while position ${used} is in use (${at}): give ${used} or more`;
   return `the ring rules refused ${num}, and the queue has moved since (${at}): try again`;

@@ -96,10 +96,13 @@ export interface ConsumeOptions {
 type Reply = { status: number; body: Buffer; headers: Record<string, string | string[] | undefined> };
 
 const text = (b: Buffer) => b.toString('latin1');
-const bytes = (data: string | Uint8Array) => (typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+const bytes = (data: string | Uint8Array) =>
+  typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 
 const HEX = Buffer.from('0123456789abcdef');
-const UNRESERVED = new Uint8Array(256).map((_, c) => Number((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e));
+const UNRESERVED = new Uint8Array(256).map((_, c) =>
+  Number((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e),
+);
 
 /** Percent-encodes every byte that is not unreserved, so the reference's URL-decoding gives it back. */
 function percentEncode(b: Buffer): Buffer {
@@ -137,7 +140,9 @@ export class HttpsqsClient {
     const given = options.url ?? 'http://127.0.0.1:1218';
     const url = URL.canParse(given) ? new URL(given) : undefined;
     if (!url || !/^https?:$/.test(url.protocol) || url.search || url.hash || url.username || url.password) {
-      throw new TypeError(`not a server URL: "${given}" (give one like http://127.0.0.1:1218, with a path if you like, without a query or credentials: the password is the auth option)`);
+      throw new TypeError(
+        `not a server URL: "${given}" (give one like http://127.0.0.1:1218, with a path if you like, without a query or credentials: the password is the auth option)`,
+      );
     }
     this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
     this.path = url.pathname;
@@ -146,9 +151,13 @@ export class HttpsqsClient {
   }
 
   /** One request. With `message`, a 200 reply is a stored message whatever it says (see `view`). */
-  private async call(params: Record<string, string | number | Uint8Array | undefined>, o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; leased?: boolean; message?: boolean } = {}): Promise<Reply> {
+  private async call(
+    params: Record<string, string | number | Uint8Array | undefined>,
+    o: { body?: Buffer | string; type?: string; signal?: AbortSignal | undefined; waitSeconds?: number; leased?: boolean; message?: boolean } = {},
+  ): Promise<Reply> {
     let query = '';
-    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth })) if (v !== undefined) query += `${query ? '&' : '?'}${k}=${typeof v === 'object' ? percentEncode(bytes(v)).toString('latin1') : encodeURIComponent(v)}`;
+    for (const [k, v] of Object.entries({ ...params, auth: this.options.auth }))
+      if (v !== undefined) query += `${query ? '&' : '?'}${k}=${typeof v === 'object' ? percentEncode(bytes(v)).toString('latin1') : encodeURIComponent(v)}`;
     const timeout = this.timeout + (o.waitSeconds ?? 0) * 1000;
     if (this.shut) throw new NetworkError('the client is closed');
     // A leased long poll ends when the client is closed: a message the server was handing out
@@ -298,7 +307,10 @@ export class HttpsqsClient {
 
   /** Up to `num` messages in one call ([] when there are none, after `wait` seconds if given). */
   async mget(name: QueueName, num: number, o: GetOptions = {}): Promise<Message[]> {
-    const reply = await this.call({ name, opt: 'mget', num, wait: o.wait, lease: o.lease, encoding: 'base64' }, { signal: o.signal, waitSeconds: o.wait, leased: o.lease !== undefined });
+    const reply = await this.call(
+      { name, opt: 'mget', num, wait: o.wait, lease: o.lease, encoding: 'base64' },
+      { signal: o.signal, waitSeconds: o.wait, leased: o.lease !== undefined },
+    );
     type Item = { pos: number; deliveries: number; lease?: string; data: string };
     return this.json<Item[]>(reply).map((m) => new Message(name, m.pos, Buffer.from(m.data, 'base64'), m.deliveries, m.lease));
   }
@@ -330,7 +342,10 @@ export class HttpsqsClient {
    * back when its lease ends), and `touch(seconds)` to extend a lease while working on one (unlike
    * consume(), nothing extends it by itself). Ends when `signal` aborts or the client is closed.
    */
-  async *messages(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {}): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean>; touch(seconds: number): Promise<boolean> }> {
+  async *messages(
+    name: QueueName,
+    o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {},
+  ): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean>; touch(seconds: number): Promise<boolean> }> {
     while (!o.signal?.aborted && !this.closing.signal.aborted) {
       const m = await this.poll(name, o);
       if (!m) continue;
@@ -352,7 +367,8 @@ export class HttpsqsClient {
    */
   async consume(name: QueueName, handler: (message: Message, context: { signal: AbortSignal }) => unknown, o: ConsumeOptions = {}): Promise<void> {
     const concurrency = o.concurrency ?? 1;
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
+    if (!Number.isInteger(concurrency) || concurrency < 1)
+      throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
     if (this.closing.signal.aborted) throw new NetworkError('the client is closed');
     let finished!: () => void;
     const tracked = new Promise<void>((resolve) => (finished = resolve));
@@ -390,7 +406,12 @@ export class HttpsqsClient {
           let extending = Promise.resolve();
           const extend = () => {
             extending = extending.then(() =>
-              lost ? undefined : this.touch(name, m.pos, lease, token).then((t) => (t ? void (token = t) : gone()), (err: unknown) => report(err, m)),
+              lost
+                ? undefined
+                : this.touch(name, m.pos, lease, token).then(
+                    (t) => (t ? void (token = t) : gone()),
+                    (err: unknown) => report(err, m),
+                  ),
             );
           };
           const timer = setInterval(extend, lease * 500);
@@ -405,7 +426,10 @@ export class HttpsqsClient {
           }
           await extending;
           if (lost) continue; // said once already; settling it now could only fail
-          await this.settle(ok ? 'ack' : 'nack', name, m.pos, token).then((held) => held || gone(), (err: unknown) => report(err, m));
+          await this.settle(ok ? 'ack' : 'nack', name, m.pos, token).then(
+            (held) => held || gone(),
+            (err: unknown) => report(err, m),
+          );
         }
       } catch (err) {
         failure ??= err;

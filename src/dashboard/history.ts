@@ -43,7 +43,10 @@ class Ring {
   readonly get: Float64Array;
 
   /** `since`: the bucket from which this ring has counted. */
-  constructor(size: number, readonly since: number) {
+  constructor(
+    size: number,
+    readonly since: number,
+  ) {
     this.put = new Float64Array(size);
     this.get = new Float64Array(size);
   }
@@ -167,7 +170,8 @@ export class RateHistory {
     const rate = new Map<string, number>();
     for (const [name, ring] of this.queues) {
       const sum = ring.sum();
-      if (sum === 0) this.queues.delete(name); // idle for the whole window
+      if (sum === 0)
+        this.queues.delete(name); // idle for the whole window
       else rate.set(name, sum / Math.min(to - ring.since, this.size));
     }
     // Ranked, and moved, by the counts surely theirs: `other` never goes below zero.

@@ -40,10 +40,10 @@ export function statusText(name: string, s: QueueState): string {
   const lap = putLap(s) === 2 ? '2nd lap' : '1st lap';
   return (
     `${VERSION_LINE}\n------------------------------\nQueue Name: ${name}\n` +
-      `Maximum number of queues: ${s.maxqueue}\n` +
-      `Put position of queue (${lap}): ${s.putpos}\n` +
-      `Get position of queue (1st lap): ${s.getpos}\n` +
-      `Number of unread queue: ${unread(s)}\n`
+    `Maximum number of queues: ${s.maxqueue}\n` +
+    `Put position of queue (${lap}): ${s.putpos}\n` +
+    `Get position of queue (1st lap): ${s.getpos}\n` +
+    `Number of unread queue: ${unread(s)}\n`
   );
 }
 

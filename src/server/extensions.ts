@@ -90,14 +90,21 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
-    const got = (await taking(name, o.wait, req, async () => {
-      const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
-      return batch.length ? batch : undefined;
-    })) ?? [];
+    const got =
+      (await taking(name, o.wait, req, async () => {
+        const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
+        return batch.length ? batch : undefined;
+      })) ?? [];
     if (got.length) events.onTaken?.(name, got.length, !!o.leaseMs);
     if (got.length && o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');
-    return { body: batchBody(got.map((d) => ({ fields: `"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)}`, message: d.message })), enc), json: true };
+    return {
+      body: batchBody(
+        got.map((d) => ({ fields: `"pos":${d.pos},"deliveries":${d.deliveries}${lease(d)}`, message: d.message })),
+        enc,
+      ),
+      json: true,
+    };
   }
 
   async function mput(name: string, p: Params, body: Buffer): Promise<Answer> {
@@ -112,7 +119,10 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     if (!items.every((m) => typeof m === 'string' && (enc === 'utf8' || isBase64(m)))) return { body: R.PUT_ERROR };
     let positions: number[];
     try {
-      positions = await store.putMany(name, (items as string[]).map((m) => Buffer.from(m, enc)));
+      positions = await store.putMany(
+        name,
+        (items as string[]).map((m) => Buffer.from(m, enc)),
+      );
     } catch (err) {
       ctx.putFailed('mput', err);
       return { body: R.PUT_ERROR };
@@ -130,7 +140,13 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const enc = encodingOf(p);
     if (pos < 1 || pos > MAX_POSITION || Number.isNaN(num) || !enc) return { body: R.ERROR };
     const found = await store.range(name, pos, num, ctx.maxReplyBytes);
-    return { body: batchBody(found.map((m) => ({ fields: `"pos":${m.pos}`, message: m.message })), enc), json: true };
+    return {
+      body: batchBody(
+        found.map((m) => ({ fields: `"pos":${m.pos}`, message: m.message })),
+        enc,
+      ),
+      json: true,
+    };
   }
 
   async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {

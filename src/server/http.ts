@@ -61,8 +61,17 @@ export interface HttpOptions {
 export type Handler = (req: HttpRequest) => HttpReply | Promise<HttpReply>;
 
 const REASONS: Record<number, string> = {
-  100: 'Continue', 200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 405: 'Method Not Allowed', 408: 'Request Timeout',
-  413: 'Payload Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented',
+  100: 'Continue',
+  200: 'OK',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Payload Too Large',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
   503: 'Service Unavailable',
 };
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -72,7 +81,10 @@ const EMPTY = Buffer.alloc(0);
 
 /** Thrown by the parser: answer with this status and close. */
 class Refusal extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -81,7 +93,14 @@ function render(status: number, head: string, length: number, keepAlive: boolean
   return `HTTP/1.1 ${status} ${REASONS[status] ?? 'OK'}\r\n${head}Content-Length: ${length}\r\nConnection: ${keepAlive ? 'keep-alive' : 'close'}\r\n\r\n`;
 }
 
-const enum Phase { Head, Body, ChunkSize, ChunkData, ChunkEnd, Trailer }
+const enum Phase {
+  Head,
+  Body,
+  ChunkSize,
+  ChunkData,
+  ChunkEnd,
+  Trailer,
+}
 
 class Connection {
   private phase = Phase.Head;
@@ -191,7 +210,8 @@ class Connection {
   private addBody(part: Buffer): void {
     const size = this.bodySize + part.length;
     if (size > this.opts.maxBodyBytes) throw this.tooLarge();
-    if (this.bodySize === 0) this.body = part; // most bodies come in one piece: no copy
+    if (this.bodySize === 0)
+      this.body = part; // most bodies come in one piece: no copy
     else {
       if (size > this.body.length) {
         // Doubling, not the announced length: memory follows what really arrived.

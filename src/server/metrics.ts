@@ -13,8 +13,23 @@ import type { ServerMetrics } from './endpoints.js';
 
 /** The opts a request label may name; anything else is counted as `other`. */
 const OPTS = new Set([
-  'put', 'get', 'status', 'status_json', 'view', 'reset', 'maxqueue', 'synctime',
-  'mput', 'mget', 'ack', 'nack', 'touch', 'list', '/metrics', '/healthz', '/dashboard',
+  'put',
+  'get',
+  'status',
+  'status_json',
+  'view',
+  'reset',
+  'maxqueue',
+  'synctime',
+  'mput',
+  'mget',
+  'ack',
+  'nack',
+  'touch',
+  'list',
+  '/metrics',
+  '/healthz',
+  '/dashboard',
 ]);
 /** Queues whose depth a scrape reports, at most (a label per queue; more would swamp Prometheus). */
 const MAX_QUEUES = 10_000;
@@ -94,7 +109,6 @@ class Timings {
   }
 }
 
-
 export interface Metrics extends ServerMetrics {
   registry: Registry;
   /** A store write took `seconds` (in durable mode, its flush included). */
@@ -113,7 +127,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
 
   const perQueue = (name: string, help: string, field: keyof QueueCounts) =>
     new Counter({
-      name, help, labelNames: ['queue'], registers: [registry],
+      name,
+      help,
+      labelNames: ['queue'],
+      registers: [registry],
       collect() {
         this.reset();
         for (const [q, c] of queues) if (c[field]) this.inc({ queue: label(q) }, c[field]);
@@ -136,7 +153,11 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     return out;
   };
   new Gauge({
-    name: 'httpsqs_queue_unread', help: 'Unread messages, by queue.', labelNames: ['queue'], registers: [registry], aggregator: 'first',
+    name: 'httpsqs_queue_unread',
+    help: 'Unread messages, by queue.',
+    labelNames: ['queue'],
+    registers: [registry],
+    aggregator: 'first',
     async collect() {
       depths = readDepths();
       this.reset();
@@ -144,37 +165,54 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     },
   });
   new Gauge({
-    name: 'httpsqs_queue_leased', help: 'Messages under a lease, by queue.', labelNames: ['queue'], registers: [registry], aggregator: 'first',
+    name: 'httpsqs_queue_leased',
+    help: 'Messages under a lease, by queue.',
+    labelNames: ['queue'],
+    registers: [registry],
+    aggregator: 'first',
     async collect() {
       this.reset();
       for (const q of await (depths ?? readDepths())) if (q.leased) this.set({ queue: label(q.name) }, q.leased);
     },
   });
   new Gauge({
-    name: 'httpsqs_connections', help: 'Open client connections.', registers: [registry],
+    name: 'httpsqs_connections',
+    help: 'Open client connections.',
+    registers: [registry],
     collect() {
       this.set(opts.connections());
     },
   });
   new Gauge({
-    name: 'httpsqs_long_polls_waiting', help: 'Long polls (get with wait=) waiting for a message.', registers: [registry],
+    name: 'httpsqs_long_polls_waiting',
+    help: 'Long polls (get with wait=) waiting for a message.',
+    registers: [registry],
     collect() {
       this.set(opts.waiting());
     },
   });
 
   const requests = new Timings(
-    'httpsqs_request_duration_seconds', 'Time from a complete request to its reply, by opt (long polls included).', 'opt',
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15, 60], registry,
+    'httpsqs_request_duration_seconds',
+    'Time from a complete request to its reply, by opt (long polls included).',
+    'opt',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15, 60],
+    registry,
   );
   const byOpt = new Map<string, (seconds: number) => void>();
   const waits = new Histogram({
-    name: 'httpsqs_long_poll_wait_seconds', help: 'How long long polls waited, by whether they got a message.',
-    labelNames: ['outcome'], registers: [registry], buckets: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
+    name: 'httpsqs_long_poll_wait_seconds',
+    help: 'How long long polls waited, by whether they got a message.',
+    labelNames: ['outcome'],
+    registers: [registry],
+    buckets: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
   });
   const writes = new Timings(
-    'httpsqs_store_write_seconds', 'Time from a store write to its acknowledgement (the commit, and in durable mode the flush), by operation.', 'op',
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1], registry,
+    'httpsqs_store_write_seconds',
+    'Time from a store write to its acknowledgement (the commit, and in durable mode the flush), by operation.',
+    'op',
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+    registry,
   );
 
   return {

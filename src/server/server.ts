@@ -97,7 +97,13 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const putFailed = (what: string, err: unknown) => err instanceof DiskLowError || log(`${what} failed: ${errorMessage(err)}`);
   const context = { store, clock, waiters, events, putFailed, onSynctime: options.onSynctime };
   const reference = referenceOps(context);
-  const ops: Ops = { ...reference, ...extensionOps({ ...context, maxWait: options.maxWait ?? R.DEFAULTS.maxWait, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULTS.maxReplyBytes }, reference) };
+  const ops: Ops = {
+    ...reference,
+    ...extensionOps(
+      { ...context, maxWait: options.maxWait ?? R.DEFAULTS.maxWait, maxReplyBytes: options.maxReplyBytes ?? R.DEFAULTS.maxReplyBytes },
+      reference,
+    ),
+  };
   // Compare digests so the comparison takes the same time whatever the length or content.
   const authDigest = passwordDigest(options.auth);
   const adminDigest = passwordDigest(options.adminAuth);
@@ -105,10 +111,11 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const endpoint = createEndpoints({
     store,
     metrics,
-    dashboard: options.facts && history && {
-      facts: () => ({ ...options.facts!(), connections: http.connections() }),
-      history: options.historyFromCluster ?? (async () => history.snapshot()),
-    },
+    dashboard: options.facts &&
+      history && {
+        facts: () => ({ ...options.facts!(), connections: http.connections() }),
+        history: options.historyFromCluster ?? (async () => history.snapshot()),
+      },
     authorized: (auth) => !authDigest || matches(auth, authDigest),
     allowedHosts: options.allowedHosts,
   });

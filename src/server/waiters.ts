@@ -105,10 +105,13 @@ export class Waiters {
     const alarm = this.alarms.get(name);
     if (alarm && alarm.at <= deadline) return;
     alarm?.timer.cancel();
-    const timer = this.clock.setTimeout(() => {
-      this.alarms.delete(name);
-      this.wake(name, 1);
-    }, Math.max(0, deadline - this.clock.now()));
+    const timer = this.clock.setTimeout(
+      () => {
+        this.alarms.delete(name);
+        this.wake(name, 1);
+      },
+      Math.max(0, deadline - this.clock.now()),
+    );
     this.alarms.set(name, { at: deadline, timer });
   }
 

@@ -159,4 +159,3 @@ for pos = tonumber(ARGV[1]), tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1 do
   end
 end
 return out`;
-

@@ -108,7 +108,14 @@ export class RedisStore implements Store {
     // A Redis that stops answering (frozen, overloaded) fails requests after COMMAND_MS (plus the
     // time WAIT may take) instead of holding them; what such a request changed is as uncertain as
     // after a dropped connection.
-    const common: RedisOptions = { ...options, lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true, autoResendUnfulfilledCommands: false, commandTimeout: COMMAND_MS + (opts.waitMs ?? 0) };
+    const common: RedisOptions = {
+      ...options,
+      lazyConnect: false,
+      maxRetriesPerRequest: 2,
+      enableOfflineQueue: true,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: COMMAND_MS + (opts.waitMs ?? 0),
+    };
     this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
     this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
     // Reported through the commands that fail; the last one says why when they fail for want of a
@@ -176,7 +183,8 @@ export class RedisStore implements Store {
     if (!this.opts.wait) return result;
     const node = this.redis instanceof Cluster ? this.nodeOf(this.key(name, 's')) : this.redis;
     const acked = Number(await node.wait(this.opts.wait, this.opts.waitMs ?? 1000));
-    if (acked < this.opts.wait) throw new StoreError(`stored on the primary, but only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`);
+    if (acked < this.opts.wait)
+      throw new StoreError(`stored on the primary, but only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`);
     return result;
   }
 
@@ -216,7 +224,10 @@ export class RedisStore implements Store {
       await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
       this.unindexed.delete(name);
     } catch (err) {
-      if (this.unindexed.size === 0) (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(`Redis: a queue could not be added to the list index (${errorMessage(err)}); list tries again`);
+      if (this.unindexed.size === 0)
+        (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(
+          `Redis: a queue could not be added to the list index (${errorMessage(err)}); list tries again`,
+        );
       this.unindexed.add(name);
     }
   }
@@ -226,9 +237,12 @@ export class RedisStore implements Store {
   }
 
   async putMany(name: string, messages: Buffer[]): Promise<number[]> {
-    const out = (await this.run('put', name, () =>
-      this.scripts.put(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.channel(name), this.origin, ...messages),
-    (r) => (r as number[]).length > 1)) as number[];
+    const out = (await this.run(
+      'put',
+      name,
+      () => this.scripts.put(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.channel(name), this.origin, ...messages),
+      (r) => (r as number[]).length > 1,
+    )) as number[];
     await this.indexed(name, out[0] === 1);
     return out.slice(1);
   }
@@ -239,9 +253,24 @@ export class RedisStore implements Store {
 
   async getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]> {
     const budget = maxBytes ?? -1; // -1: no limit (Lua numbers are doubles; Infinity has no spelling)
-    const flat = (await this.run('get', name, () =>
-      this.scripts.get(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, this.now(), leaseMs ?? 0, max, budget),
-    (r) => (r as unknown[]).length > 0)) as Array<number | Buffer>;
+    const flat = (await this.run(
+      'get',
+      name,
+      () =>
+        this.scripts.get(
+          this.key(name, 's'),
+          this.key(name, 'm'),
+          this.key(name, 'l'),
+          this.key(name, 'd'),
+          this.channel(name),
+          this.origin,
+          this.now(),
+          leaseMs ?? 0,
+          max,
+          budget,
+        ),
+      (r) => (r as unknown[]).length > 0,
+    )) as Array<number | Buffer>;
     const out: Delivery[] = [];
     for (let i = 0; i < flat.length; i += 4) {
       const d: Delivery = { pos: flat[i] as number, message: flat[i + 1] as Buffer, deliveries: flat[i + 2] as number };
@@ -253,14 +282,24 @@ export class RedisStore implements Store {
   }
 
   async settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    const done = await this.run('settle', name, () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''), (r) => r === 1);
+    const done = await this.run(
+      'settle',
+      name,
+      () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''),
+      (r) => r === 1,
+    );
     return done === 1;
   }
 
   async touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
     const now = this.now();
     const args = [this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', now, now + leaseMs] as const;
-    const t = await this.run('touch', name, () => this.scripts.touch(...args), (r) => r !== null);
+    const t = await this.run(
+      'touch',
+      name,
+      () => this.scripts.touch(...args),
+      (r) => r !== null,
+    );
     return t === null ? null : (t as Buffer).toString('latin1');
   }
 
@@ -270,13 +309,20 @@ export class RedisStore implements Store {
   }
 
   async maxqueue(name: string, num: number): Promise<boolean> {
-    const r = (await this.run('maxqueue', name, () => this.scripts.maxqueue(this.key(name, 's'), num), (r) => (r as number) > 0)) as number;
+    const r = (await this.run(
+      'maxqueue',
+      name,
+      () => this.scripts.maxqueue(this.key(name, 's'), num),
+      (r) => (r as number) > 0,
+    )) as number;
     await this.indexed(name, r === 2);
     return r > 0;
   }
 
   async status(name: string): Promise<QueueStatus> {
-    const [putpos, getpos, maxqueue, leased] = (await this.scripts.status(this.key(name, 's'), this.key(name, 'l')).catch((err) => this.failed(err))) as number[];
+    const [putpos, getpos, maxqueue, leased] = (await this.scripts
+      .status(this.key(name, 's'), this.key(name, 'l'))
+      .catch((err) => this.failed(err))) as number[];
     return { putpos: putpos!, getpos: getpos!, maxqueue: maxqueue!, leased: leased! };
   }
 
@@ -297,7 +343,10 @@ export class RedisStore implements Store {
    * a page for the moment between the two, and names of queues reset meanwhile are skipped.
    */
   async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
-    const start = after !== undefined && after >= prefix ? Buffer.concat([Buffer.from('('), Buffer.from(after, 'latin1')]) : Buffer.concat([Buffer.from('['), Buffer.from(prefix, 'latin1')]);
+    const start =
+      after !== undefined && after >= prefix
+        ? Buffer.concat([Buffer.from('('), Buffer.from(after, 'latin1')])
+        : Buffer.concat([Buffer.from('['), Buffer.from(prefix, 'latin1')]);
     for (const name of [...this.unindexed]) await this.indexed(name, false);
     const out: Array<{ name: string; status: QueueStatus }> = [];
     let from = start;
@@ -339,7 +388,10 @@ export class RedisStore implements Store {
     return Object.entries(all).map(([pos, v]) => ({ pos: Number(pos), lease: parseLeaseValue(v) }));
   }
 
-  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
+  async restore(
+    name: string,
+    r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
+  ): Promise<void> {
     const tx = this.redis.multi(); // one slot: the queue's keys share their hash tag
     if (r.messages?.length) tx.hset(this.key(name, 'm'), ...r.messages.flatMap((m) => [String(m.pos), m.message]));
     for (const { pos, lease } of r.leases ?? []) {

@@ -91,7 +91,10 @@ export interface Store {
   leases(name: string): Promise<Array<{ pos: number; lease: Lease }>>;
   /** Writes records as they are, for import: stored messages, then (last) the queue's state and
    * its leases. No queue rule is applied; the importer checks what it writes. */
-  restore(name: string, records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void>;
+  restore(
+    name: string,
+    records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
+  ): Promise<void>;
 }
 
 export interface StoreDescription {

@@ -77,7 +77,8 @@ class Answers {
 }
 
 /** An answer as the tests compare it: a reply token, JSON, or a MESSAGE. */
-const answerOf = (r: { status: number; body: string }) => (r.status !== 200 ? `HTTP ${r.status}` : /^HTTPSQS_\w+$/.test(r.body) ? r.body : r.body.startsWith('{') ? 'JSON' : 'MESSAGE');
+const answerOf = (r: { status: number; body: string }) =>
+  r.status !== 200 ? `HTTP ${r.status}` : /^HTTPSQS_\w+$/.test(r.body) ? r.body : r.body.startsWith('{') ? 'JSON' : 'MESSAGE';
 
 /** Bytes of the data file past LMDB's last page (in its newer meta page, see datafile.ts): the
  * room the store took from the disk ahead of LMDB. */
@@ -152,7 +153,9 @@ it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume 
   assert.equal(exit, 0);
 });
 
-it('disk full under 30 concurrent producers: every put is answered, every acknowledged message is delivered once, intact; nothing of a refused put is', { skip: canMount() }, async () => {
+it('disk full under 30 concurrent producers: every put is answered, every acknowledged message is delivered once, intact; nothing of a refused put is', {
+  skip: canMount(),
+}, async () => {
   await onTmpfs('2m', ['--disk-reserve', '0'], async (server) => {
     const worker = server.workers();
     const base = `http://127.0.0.1:${server.port}/?name=full`;
@@ -242,7 +245,9 @@ it('--disk-reserve: puts stop while less than the reserve is free, said once; a 
   assert.equal(exit, 0);
 });
 
-it('a producer that goes on putting into a full disk (--disk-reserve 0): every put answers HTTPSQS_PUT_ERROR, gets and status are served, the worker lives on, and puts resume after a remount', { skip: canMount() }, async (t) => {
+it('a producer that goes on putting into a full disk (--disk-reserve 0): every put answers HTTPSQS_PUT_ERROR, gets and status are served, the worker lives on, and puts resume after a remount', {
+  skip: canMount(),
+}, async (t) => {
   await onTmpfs('12m', ['--disk-reserve', '0'], async (server, mnt) => {
     const worker = server.workers();
     const { stored, answer } = await putUntilRefused(server.port, 2000);
@@ -271,7 +276,9 @@ it('a producer that goes on putting into a full disk (--disk-reserve 0): every p
   });
 });
 
-it('a disk filled by another process under a consumer (get&lease, ack, nack, status) and a producer: consumers are served throughout, puts answer HTTPSQS_PUT_ERROR while it is full, the worker lives on', { skip: canMount() }, async (t) => {
+it('a disk filled by another process under a consumer (get&lease, ack, nack, status) and a producer: consumers are served throughout, puts answer HTTPSQS_PUT_ERROR while it is full, the worker lives on', {
+  skip: canMount(),
+}, async (t) => {
   await onTmpfs('16m', ['--disk-reserve', '0'], async (server, mnt) => {
     const worker = server.workers();
     const batch = JSON.stringify(Array.from({ length: 100 }, (_, i) => `${i}:`.padEnd(1000, 'y')));
@@ -285,7 +292,8 @@ it('a disk filled by another process under a consumer (get&lease, ack, nack, sta
         const got = await client.send('/?name=full&opt=get&lease=30').catch(() => undefined);
         answers.add(`get ${phase}`, got ? answerOf(got) : 'no answer');
         // Every third message stays leased (its lease record stays); the others are acked or nacked.
-        if (got?.pos && i % 3 !== 2) answers.add('settle', await client.send(`/?name=full&opt=${i % 2 ? 'ack' : 'nack'}&pos=${got.pos}`).then(answerOf, () => 'no answer'));
+        if (got?.pos && i % 3 !== 2)
+          answers.add('settle', await client.send(`/?name=full&opt=${i % 2 ? 'ack' : 'nack'}&pos=${got.pos}`).then(answerOf, () => 'no answer'));
         if (i % 10 === 0) answers.add('status', await client.send('/?name=full&opt=status_json').then(answerOf, () => 'no answer'));
       }
     };
@@ -308,7 +316,12 @@ it('a disk filled by another process under a consumer (get&lease, ack, nack, sta
       client.close();
     }
     t.diagnostic(answers.toString());
-    const only = (kind: string, allowed: string[]) => assert.deepEqual(answers.of(kind).filter((a) => !allowed.includes(a)), [], answers.toString());
+    const only = (kind: string, allowed: string[]) =>
+      assert.deepEqual(
+        answers.of(kind).filter((a) => !allowed.includes(a)),
+        [],
+        answers.toString(),
+      );
     for (const when of ['before', 'full', 'after']) {
       only(`get ${when}`, ['MESSAGE', 'HTTPSQS_GET_END']);
       only(`put ${when}`, ['HTTPSQS_PUT_OK', 'HTTPSQS_PUT_ERROR']);

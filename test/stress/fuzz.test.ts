@@ -41,7 +41,11 @@ function makeCase(r: ReturnType<typeof rng>): Fuzz {
     case 0: // random bytes in the query (may break the request line: then 400 is right)
       return { data: Buffer.concat([Buffer.from(`GET /?${q()}&data=`), r.bytes(r.int(200)), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]) };
     case 1: // broken percent-encoding everywhere
-      return { data: Buffer.from(`GET /?na%me=%&name=%${r.pick(['', 'z', 'zz', 'F', 'FFF', '00'])}&opt=put&data=%${r.pick(['', 'G1', '4', '%%', '25%2'])}x HTTP/1.1\r\n\r\n`) };
+      return {
+        data: Buffer.from(
+          `GET /?na%me=%&name=%${r.pick(['', 'z', 'zz', 'F', 'FFF', '00'])}&opt=put&data=%${r.pick(['', 'G1', '4', '%%', '25%2'])}x HTTP/1.1\r\n\r\n`,
+        ),
+      };
     case 2: // huge headers
       return { data: Buffer.from(`GET /?${q()} HTTP/1.1\r\nX-Big: ${'h'.repeat(r.int(40_000))}\r\n\r\n`) };
     case 3: // many headers
@@ -55,7 +59,11 @@ function makeCase(r: ReturnType<typeof rng>): Fuzz {
     case 7: // vanishes in the middle of the headers
       return { data: Buffer.from(`GET /?${q()} HTTP/1.1\r\nHost: x\r\nX-Cut: `), vanish: true };
     default: // broken chunked framing, pipelined with a valid request
-      return { data: Buffer.from(`POST /?name=f1&opt=put HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n${r.pick(['zz', '5', '-1', 'ffffffffff', '3;x'])}\r\nabc\r\n0\r\n\r\nGET /?name=f1&opt=get HTTP/1.1\r\n\r\n`) };
+      return {
+        data: Buffer.from(
+          `POST /?name=f1&opt=put HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n${r.pick(['zz', '5', '-1', 'ffffffffff', '3;x'])}\r\nabc\r\n0\r\n\r\nGET /?name=f1&opt=get HTTP/1.1\r\n\r\n`,
+        ),
+      };
   }
 }
 

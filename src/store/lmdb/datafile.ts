@@ -49,7 +49,13 @@ function readMeta(b: Buffer, slot: number, off: number): Meta | string {
   if (slot === 1 && off !== pageSize) return `its page size ${pageSize} does not match the first meta page's ${off}`;
   const lastPage = b.readBigUInt64LE(off + 144);
   if (lastPage < 1n || lastPage > BigInt(Number.MAX_SAFE_INTEGER)) return `its last page number ${lastPage} is impossible`;
-  return { slot, pageSize, lastPage: Number(lastPage), txnid: b.readBigUInt64LE(off + 152), roots: [b.readBigUInt64LE(off + 88), b.readBigUInt64LE(off + 136)] };
+  return {
+    slot,
+    pageSize,
+    lastPage: Number(lastPage),
+    txnid: b.readBigUInt64LE(off + 152),
+    roots: [b.readBigUInt64LE(off + 88), b.readBigUInt64LE(off + 136)],
+  };
 }
 
 /**
@@ -161,7 +167,9 @@ export class DamagedDataFile extends Error {
       : found.problem.startsWith('is empty')
         ? ': it was not opened, as LMDB would quietly make a new, empty database of it.'
         : ': it was not opened, and nothing in it can be read safely.';
-    super(`data file ${file} ${found.problem}${why} Move it away (mv ${file} ${file}.damaged) to start with an empty database, then restore ${found.intact ? 'that FILE, or ' : ''}your last backup made with httpsqs export: httpsqs import -x ${dir} FILE`);
+    super(
+      `data file ${file} ${found.problem}${why} Move it away (mv ${file} ${file}.damaged) to start with an empty database, then restore ${found.intact ? 'that FILE, or ' : ''}your last backup made with httpsqs export: httpsqs import -x ${dir} FILE`,
+    );
   }
 }
 

@@ -80,7 +80,9 @@ export class DiskReserve {
     const wasLow = this.low !== undefined;
     const low = free < this.reserve * (wasLow ? 1.125 : 1);
     if (low === wasLow) return;
-    this.low = low ? new DiskLowError(`${mib(free)} free for the data directory, below the reserve of ${mib(this.reserve)}: puts are refused until there is room`) : undefined;
+    this.low = low
+      ? new DiskLowError(`${mib(free)} free for the data directory, below the reserve of ${mib(this.reserve)}: puts are refused until there is room`)
+      : undefined;
     this.told?.(low, free);
   }
 }

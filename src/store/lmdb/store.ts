@@ -27,7 +27,18 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../../queue/leases.js';
 import { canSetMaxqueue, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
-import { DiskLowError, isInitial, StoreError, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode, timed } from '../store.js';
+import {
+  DiskLowError,
+  isInitial,
+  StoreError,
+  type Delivery,
+  type QueueStatus,
+  type Store,
+  type StoreDescription,
+  type StoreHooks,
+  type SyncMode,
+  timed,
+} from '../store.js';
 import { decodeLease, decodeMeta, EMPTY_NAME_KEY, encodeLease, encodeMeta, keyBytes, keyRange, LAST_POS, metaKey, msgKey, posOf } from './codec.js';
 import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
@@ -489,39 +500,49 @@ export class LmdbStore implements Store {
       limit = Math.min(max, unread(q.s) + due);
     }
     const need = this.room.need(1 + due, keyBytes(name), [], limit);
-    return this.run('get', name, (d) => {
-      const now = this.now();
-      const out: Delivery[] = [];
-      let bytes = 0;
-      while (out.length < limit) {
-        const t = take(d.q.s, d.q.leases, now, leaseMs);
-        if (!t) break;
-        const message = d.read(t.pos);
-        // Decided before anything changes: a message that does not fit stays where it is.
-        if (message && out.length > 0 && bytes + message.length > maxBytes) break;
-        if (t.next !== d.q.s) d.state(t.next);
-        if (!message) {
-          // A position whose put failed while a later one committed (see `fence`): that put was
-          // answered with an error, so there is nothing to deliver here.
-          if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
-          continue;
+    return this.run(
+      'get',
+      name,
+      (d) => {
+        const now = this.now();
+        const out: Delivery[] = [];
+        let bytes = 0;
+        while (out.length < limit) {
+          const t = take(d.q.s, d.q.leases, now, leaseMs);
+          if (!t) break;
+          const message = d.read(t.pos);
+          // Decided before anything changes: a message that does not fit stays where it is.
+          if (message && out.length > 0 && bytes + message.length > maxBytes) break;
+          if (t.next !== d.q.s) d.state(t.next);
+          if (!message) {
+            // A position whose put failed while a later one committed (see `fence`): that put was
+            // answered with an error, so there is nothing to deliver here.
+            if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
+            continue;
+          }
+          bytes += message.length;
+          if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
+          const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
+          if (t.lease) delivery.lease = leaseToken(t.lease);
+          out.push(delivery);
         }
-        bytes += message.length;
-        if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
-        const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
-        if (t.lease) delivery.lease = leaseToken(t.lease);
-        out.push(delivery);
-      }
-      return out;
-    }, need);
+        return out;
+      },
+      need,
+    );
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
-    return this.run('maxqueue', name, (d) => {
-      if (!canSetMaxqueue(d.q.s, num)) return false;
-      d.state({ ...d.q.s, maxqueue: num });
-      return true;
-    }, this.room.need(1, keyBytes(name)));
+    return this.run(
+      'maxqueue',
+      name,
+      (d) => {
+        if (!canSetMaxqueue(d.q.s, num)) return false;
+        d.state({ ...d.q.s, maxqueue: num });
+        return true;
+      },
+      this.room.need(1, keyBytes(name)),
+    );
   }
 
   async status(name: string): Promise<QueueStatus> {
@@ -594,23 +615,33 @@ export class LmdbStore implements Store {
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    return this.run('settle', name, (d) => {
-      const held = d.q.leases.get(pos);
-      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
-      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
-      return true;
-    }, this.room.need(2, keyBytes(name)));
+    return this.run(
+      'settle',
+      name,
+      (d) => {
+        const held = d.q.leases.get(pos);
+        if (!held || (token !== undefined && token !== leaseToken(held))) return false;
+        d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
+        return true;
+      },
+      this.room.need(2, keyBytes(name)),
+    );
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    return this.run('touch', name, (d) => {
-      const held = d.q.leases.get(pos);
-      const now = this.now();
-      if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
-      const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
-      d.lease(pos, lease);
-      return leaseToken(lease);
-    }, this.room.need(2, keyBytes(name)));
+    return this.run(
+      'touch',
+      name,
+      (d) => {
+        const held = d.q.leases.get(pos);
+        const now = this.now();
+        if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
+        const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
+        d.lease(pos, lease);
+        return leaseToken(lease);
+      },
+      this.room.need(2, keyBytes(name)),
+    );
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {
@@ -678,17 +709,28 @@ export class LmdbStore implements Store {
     return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
   }
 
-  async restore(name: string, r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> }): Promise<void> {
+  async restore(
+    name: string,
+    r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
+  ): Promise<void> {
     const messages = r.messages ?? [];
-    const need = this.room.need(1 + (r.leases?.length ?? 0), keyBytes(name), messages.map((m) => m.message));
-    await timed(this.observe, 'restore', this.transact(need, false, () => {
-      for (const m of messages) quiet(this.msg.put(msgKey(name, m.pos), m.message));
-      for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
-      if (r.state) {
-        const held = r.leases?.length ?? this.load(name).leases.size;
-        quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
-      }
-    }));
+    const need = this.room.need(
+      1 + (r.leases?.length ?? 0),
+      keyBytes(name),
+      messages.map((m) => m.message),
+    );
+    await timed(
+      this.observe,
+      'restore',
+      this.transact(need, false, () => {
+        for (const m of messages) quiet(this.msg.put(msgKey(name, m.pos), m.message));
+        for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
+        if (r.state) {
+          const held = r.leases?.length ?? this.load(name).leases.size;
+          quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
+        }
+      }),
+    );
     this.cache?.delete(name);
   }
 
