@@ -5,60 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { HttpsqsClient } from '../src/client/index.js';
 import { cleanup, freePort, needsTool, ROOT, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
 /** This environment without HTTPSQS_* settings, which would override the flags under test. */
 const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HTTPSQS_')));
-
-/** A file of `count` lines, `line 1` to `line <count>`, and an `httpsqs-cli` for the server on
- * `port` on a PATH, to run the resume command an interrupted put prints as it is. */
-function bigFile(count: number, port: number): { dir: string; file: string; lines: string[]; env: NodeJS.ProcessEnv } {
-  const dir = tempDir('httpsqs-cli-');
-  const file = join(dir, 'big.txt');
-  const lines = Array.from({ length: count }, (_, i) => `line ${i + 1}`);
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  const shim = join(dir, 'httpsqs-cli');
-  writeFileSync(shim, `#!/bin/sh\nexec "${process.execPath}" "${CLI_CLIENT}" --port ${port} "$@"\n`);
-  chmodSync(shim, 0o755);
-  return { dir, file, lines, env: { ...cleanEnv(), PATH: `${dir}:${process.env.PATH}` } };
-}
-
-/** Every message of the queue, in position order (the queue never wrapped). */
-async function stored(port: number, name: string): Promise<string[]> {
-  const q = new HttpsqsClient({ url: `http://127.0.0.1:${port}` });
-  try {
-    const { putpos } = await q.statusJson(name);
-    const all: string[] = [];
-    for (let pos = 1; pos <= putpos; pos += 1000) all.push(...(await q.viewRange(name, pos, 1000)).map((m) => m.body.toString()));
-    return all;
-  } finally {
-    await q.close();
-  }
-}
-
-/** Starts `put <name> --file <file>` and resolves once the server holds some of it. */
-async function putUnderWay(port: number, name: string, file: string, args: string[] = []) {
-  const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(port), ...args, 'put', name, '--file', file], { env: cleanEnv() });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const q = new HttpsqsClient({ url: `http://127.0.0.1:${port}` });
-  try {
-    await waitFor(async () => (await q.statusJson(name)).putpos >= 2000 || child.exitCode !== null, 20_000);
-  } finally {
-    await q.close();
-  }
-  assert.equal(child.exitCode, null, `the put ended before it could be interrupted: ${stderr}`);
-  return { child, exited, stderr: () => stderr };
-}
-
-const SUMMARY =
-  /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli put \S+ --file -)\)(, which may store those again)?\n$/;
 
 describe('httpsqs-cli', () => {
   let server: RunningServer;
@@ -214,54 +168,6 @@ describe('httpsqs-cli', () => {
     cleanup(dir);
   });
 
-  it('Ctrl-C during put --file stops it: the lines the server holds, where to resume, exit 130; resuming loses none', async () => {
-    const { dir, file, lines, env } = bigFile(500_000, server.port);
-    try {
-      const put = await putUnderWay(server.port, 'k-int-file', file);
-      put.child.kill('SIGINT');
-      assert.equal(await put.exited, 130, put.stderr());
-      const [, count, unsureFrom, , resume, command] = SUMMARY.exec(put.stderr()) ?? assert.fail(put.stderr());
-      // The server answered what was in flight: nothing is in doubt.
-      assert.equal(unsureFrom, undefined, put.stderr());
-      assert.ok(Number(count) >= 2000 && Number(count) < lines.length, count);
-      assert.equal(Number(resume), Number(count) + 1);
-      assert.equal((await stored(server.port, 'k-int-file')).length, Number(count));
-      const rest = spawnSync('sh', ['-c', command!], { encoding: 'utf8', env, timeout: 60_000 });
-      assert.equal(rest.status, 0, rest.stderr);
-      assert.deepEqual(await stored(server.port, 'k-int-file'), lines);
-    } finally {
-      cleanup(dir);
-    }
-  });
-
-  it('SIGTERM while the server does not answer: the lines in flight are reported as maybe stored, and only they come twice', async () => {
-    const own = await startServer();
-    const { dir, file, lines, env } = bigFile(500_000, own.port);
-    const workers = own.workers();
-    try {
-      const put = await putUnderWay(own.port, 'k-stopped', file, ['--timeout', '1000']);
-      for (const pid of workers) process.kill(pid, 'SIGSTOP');
-      await new Promise((r) => setTimeout(r, 300)); // the next batch is sent, and waits
-      put.child.kill('SIGTERM');
-      assert.equal(await put.exited, 130, put.stderr());
-      for (const pid of workers) process.kill(pid, 'SIGCONT');
-      const [, count, unsureFrom, unsureTo, resume, command, again] = SUMMARY.exec(put.stderr()) ?? assert.fail(put.stderr());
-      const [s, from, to] = [Number(count), Number(unsureFrom), Number(unsureTo)];
-      assert.deepEqual([from, to, Number(resume)], [s + 1, s + 1000, s + 1], put.stderr());
-      assert.ok(again, put.stderr());
-      // The batch got to the server, which stores it once it runs again.
-      await waitFor(async () => (await stored(own.port, 'k-stopped')).length === to);
-      const rest = spawnSync('sh', ['-c', command!], { encoding: 'utf8', env, timeout: 60_000 });
-      assert.equal(rest.status, 0, rest.stderr);
-      assert.deepEqual(await stored(own.port, 'k-stopped'), [...lines.slice(0, to), ...lines.slice(s)]);
-    } finally {
-      for (const pid of workers) process.kill(pid, 'SIGCONT');
-      await own.stop();
-      cleanup(own.dir);
-      cleanup(dir);
-    }
-  });
-
   it('leases from the command line: get --lease prints Pos and Lease; touch extends; ack with the token', () => {
     cli(['put', 'k-lease', 'job']);
     const got = cli(['get', 'k-lease', '--lease', '30']);
@@ -326,53 +232,6 @@ describe('httpsqs-cli', () => {
       await locked.stop();
       cleanup(locked.dir);
     }
-  });
-
-  it('get --follow prints messages as they arrive until interrupted', async () => {
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-follow', '--follow', '--wait', '2'], { env: cleanEnv() });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    for (const m of ['one', 'two', 'three']) cli(['put', 'k-follow', m]);
-    for (let i = 0; i < 100 && out !== 'one\ntwo\nthree\n'; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(out, 'one\ntwo\nthree\n');
-    child.kill('SIGINT');
-    assert.equal(await exited, 0);
-  });
-
-  it('get --follow waits out a server that restarts, and goes on', async () => {
-    let own = await startServer();
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(own.port), 'get', 'k-restart', '--follow', '--wait', '1'], { env: cleanEnv() });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    try {
-      await own.stop();
-      await new Promise((r) => setTimeout(r, 1500));
-      own = await startServer({ dir: own.dir, port: own.port });
-      await fetch(`http://127.0.0.1:${own.port}/?name=k-restart&opt=put&data=after`);
-      for (let i = 0; i < 100 && out !== 'after\n'; i++) await new Promise((r) => setTimeout(r, 50));
-      assert.equal(out, 'after\n');
-      assert.match(err, /^httpsqs-cli: no answer from the server: .*; trying again\n$/);
-      child.kill('SIGINT');
-      assert.equal(await exited, 0);
-    } finally {
-      child.kill('SIGKILL');
-      await own.stop();
-      cleanup(own.dir);
-    }
-  });
-
-  it('Ctrl-C during get --wait exits with 130, and the message that came later is still there', async () => {
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    await new Promise((r) => setTimeout(r, 500));
-    child.kill('SIGINT');
-    assert.equal(await exited, 130);
-    cli(['put', 'k-int', 'later']);
-    assert.equal(cli(['get', 'k-int']).stdout, 'later');
   });
 
   it('top shows every queue with unread counts, rates and a sparkline', () => {
