@@ -8,26 +8,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, freePort, needsTool, ROOT, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
-
-const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
-/** This environment without HTTPSQS_* settings, which would override the flags under test. */
-const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HTTPSQS_')));
+import { CLI_CLIENT, cleanEnv, cleanup, cliClient, freePort, needsTool, ROOT, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 describe('httpsqs-cli', () => {
   let server: RunningServer;
-  let cli: (args: string[], o?: { input?: string; env?: NodeJS.ProcessEnv }) => { code: number | null; stdout: string; stderr: string };
+  let cli: ReturnType<typeof cliClient>;
   before(async () => {
     server = await startServer();
-    cli = (args, o = {}) => {
-      const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(server.port), ...args], {
-        input: o.input ?? '',
-        encoding: 'utf8',
-        env: { ...cleanEnv(), ...o.env },
-        timeout: 30_000,
-      });
-      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-    };
+    cli = cliClient(server.port);
   });
   after(async () => {
     await server.stop();

@@ -295,3 +295,21 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000)
     await sleep(25);
   }
 }
+
+export const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
+
+/** This environment without HTTPSQS_* settings, which would override the flags under test. */
+export const cleanEnv = (): NodeJS.ProcessEnv => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HTTPSQS_')));
+
+/** Runs `httpsqs-cli --port <port> …` to completion (its standard input is `input`). */
+export const cliClient =
+  (port: number) =>
+  (args: string[], o: { input?: string; env?: NodeJS.ProcessEnv } = {}): { code: number | null; stdout: string; stderr: string } => {
+    const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(port), ...args], {
+      input: o.input ?? '',
+      encoding: 'utf8',
+      env: { ...cleanEnv(), ...o.env },
+      timeout: 30_000,
+    });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
