@@ -8,6 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { JournalStore } from '../src/store/journal/store.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { RedisStore } from '../src/store/redis.js';
 import { StoreError, type Store, type StoreHooks } from '../src/store/store.js';
@@ -425,6 +426,8 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
   });
 }
 
+storeContract('Journal store', (path, hooks) => JournalStore.open({ path, ...hooks }));
+storeContract('Journal store, --sync interval', (path, hooks) => JournalStore.open({ path, syncMode: 'interval', syncInterval: 1, ...hooks }));
 storeContract('LMDB store, one process', (path, hooks) => LmdbStore.open({ path, ...hooks }));
 // The same suite on Redis: each store gets a key prefix of its own, named after its directory.
 describe('on Redis', { skip: noRedis() }, () => {

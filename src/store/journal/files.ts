@@ -1,0 +1,225 @@
+/**
+ * The journal's files in `DIR/journal/`: segments `0000000001.seg`, ... and `checkpoint`.
+ *
+ * A segment is made whole before it is used: its full size written with zeros and flushed, under a
+ * temporary name, then renamed. Writes into it never extend the file, so a flush of a write (the
+ * file opened with O_DSYNC) has no metadata to flush and can never meet a full disk. The zeros
+ * also end the data: a record's length is never 0.
+ */
+import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Lease } from '../../queue/leases.js';
+import type { QueueState } from '../../queue/ring.js';
+import { crc32 } from './crc32.js';
+import { BATCH_BYTES, decode, T, type Decoded } from './records.js';
+
+export const segmentFile = (dir: string, id: number): string => join(dir, `${String(id).padStart(10, '0')}.seg`);
+export const SEGMENT_NAME = /^(\d{10})\.seg$/;
+
+const ZEROS = Buffer.alloc(4 * 2 ** 20);
+const CHUNK = ZEROS.length;
+
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Makes segment `id` of `size` bytes of zeros, flushed, under its final name. */
+export async function preallocate(dir: string, id: number, size: number): Promise<void> {
+  const file = segmentFile(dir, id);
+  const tmp = `${file}.tmp`;
+  try {
+    const fh = await open(tmp, 'w');
+    try {
+      for (let o = 0; o < size; o += ZEROS.length) await fh.write(ZEROS, 0, Math.min(ZEROS.length, size - o), o);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+    fsyncDir(dir);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export function readAt(fd: number, buf: Buffer, at: number): void {
+  for (let o = 0; o < buf.length; ) {
+    const n = readSync(fd, buf, o, buf.length - o, at + o);
+    if (n === 0) throw new Error(`unexpected end of file at ${at + o}`);
+    o += n;
+  }
+}
+
+export function writeAt(fd: number, buf: Buffer, at: number, len = buf.length): void {
+  for (let o = 0; o < len; ) o += writeSync(fd, buf, o, len - o, at + o);
+}
+
+/** Reads a segment through a window of a few MiB, or of one batch where a batch is larger. */
+class Reader {
+  buf = Buffer.alloc(0);
+  start = 0;
+  constructor(
+    readonly fd: number,
+    readonly size: number,
+  ) {}
+
+  /** Makes [at, at + len) readable in `buf` (at `at - start`); false past the end. */
+  have(at: number, len: number): boolean {
+    if (at + len > this.size) return false;
+    if (at >= this.start && at + len <= this.start + this.buf.length) return true;
+    const n = Math.min(Math.max(CHUNK, len), this.size - at);
+    if (this.buf.length !== n) this.buf = Buffer.allocUnsafe(n);
+    readAt(this.fd, this.buf, at);
+    this.start = at;
+    return true;
+  }
+}
+
+/** The records of the whole valid batch at `at` of segment `id`, and where it ends; undefined when
+ * there is none. */
+function batchAt(r: Reader, id: number, at: number): { records: Decoded[]; end: number } | undefined {
+  if (!r.have(at, BATCH_BYTES)) return undefined;
+  const h = decode(r.buf, at - r.start, at - r.start + BATCH_BYTES);
+  if (!h || h.type !== T.batch || h.fields[0] !== id || h.fields[1] !== at) return undefined;
+  const end = at + BATCH_BYTES + h.fields[2]!;
+  if (!r.have(at, end - at)) return undefined;
+  const records: Decoded[] = [];
+  const stop = end - r.start;
+  let o = at + BATCH_BYTES - r.start;
+  while (o < stop) {
+    const rec = decode(r.buf, o, stop);
+    if (!rec || rec.type === T.batch) return undefined;
+    records.push(rec);
+    o = rec.next;
+  }
+  return { records, end };
+}
+
+/** Hands every record of the whole valid batches of segment `id` from `from` to `apply` (with the
+ * buffer it is in and that buffer's offset in the file), a batch at a time; returns where the
+ * first batch that is not whole and valid starts (the end of the data, when all is well). */
+export function replay(fd: number, id: number, size: number, from: number, apply: (rec: Decoded, buf: Buffer, base: number) => void): number {
+  const r = new Reader(fd, size);
+  let at = from;
+  for (let b = batchAt(r, id, at); b; b = batchAt(r, id, at)) {
+    for (const rec of b.records) apply(rec, r.buf, r.start);
+    at = b.end;
+  }
+  return at;
+}
+
+/** What follows the data of segment `id` at `end`: `dirtyTo` is past the last byte that is not
+ * zero (`end` when there is none), `intact` the offset of a whole valid batch further on, if any. */
+export function tailOf(fd: number, id: number, size: number, end: number): { dirtyTo: number; intact?: number } {
+  const r = new Reader(fd, size);
+  let dirtyTo = end;
+  const header = Buffer.from([BATCH_BYTES - 8, 0, 0, 0]);
+  for (let at = end; at < size; at += CHUNK) {
+    const n = Math.min(CHUNK, size - at);
+    const chunk = Buffer.allocUnsafe(n);
+    readAt(fd, chunk, at);
+    if (chunk.equals(ZEROS.subarray(0, n))) continue;
+    let last = n;
+    while (chunk[last - 1] === 0) last--;
+    dirtyTo = at + last;
+    for (let o = chunk.indexOf(header, at === end ? 1 : 0); o >= 0; o = chunk.indexOf(header, o + 1)) {
+      if (batchAt(r, id, at + o)) return { dirtyTo, intact: at + o };
+    }
+    // A header across the chunk's end is found from the next chunk's start.
+    if (at + n < size) for (let o = Math.max(1, n - BATCH_BYTES); o < n; o++) if (batchAt(r, id, at + o)) return { dirtyTo, intact: at + o };
+  }
+  return { dirtyTo };
+}
+
+/** Whether segment `id` holds a whole valid batch at its start. */
+export const hasData = (fd: number, id: number, size: number): boolean => batchAt(new Reader(fd, size), id, 0) !== undefined;
+
+/** Writes zeros over [from, to). */
+export function zero(fd: number, from: number, to: number): void {
+  for (let at = from; at < to; at += CHUNK) writeAt(fd, ZEROS, at, Math.min(CHUNK, to - at));
+  fsyncSync(fd);
+}
+
+/** The state of the journal up to a point (`seg`, `off`): replay goes on from there. */
+export interface Checkpoint {
+  seg: number;
+  off: number;
+  segments: Array<{ id: number; size: number; live: number }>;
+  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Uint32Array }>;
+}
+
+const MAGIC = 0x4a515348; // "HSQJ"
+
+/** [magic][version][seg][off][segments][queues][crc32 of all before it], little endian; the index
+ * entries as the host's u32s (little endian on the platforms Node runs on). */
+export function encodeCheckpoint(c: Checkpoint): Buffer {
+  let size = 24 + 16 * c.segments.length + 4;
+  for (const q of c.queues) size += 2 + q.name.length + 16 + 16 * q.leases.length + 4 + q.entries.byteLength;
+  const b = Buffer.allocUnsafe(size);
+  let o = b.writeUInt32LE(MAGIC, 0);
+  for (const n of [1, c.seg, c.off, c.segments.length]) o = b.writeUInt32LE(n, o);
+  for (const s of c.segments) {
+    o = b.writeUInt32LE(s.id, o);
+    o = b.writeUInt32LE(s.size, o);
+    o = b.writeDoubleLE(s.live, o);
+  }
+  o = b.writeUInt32LE(c.queues.length, o);
+  for (const q of c.queues) {
+    o = b.writeUInt16LE(q.name.length, o);
+    o += b.write(q.name, o, 'latin1');
+    for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.leases.length]) o = b.writeUInt32LE(n, o);
+    for (const [pos, l] of q.leases) {
+      o = b.writeUInt32LE(pos, o);
+      o = b.writeDoubleLE(l.deadline, o);
+      o = b.writeUInt32LE(l.deliveries, o);
+    }
+    o = b.writeUInt32LE(q.entries.length, o);
+    o += Buffer.from(q.entries.buffer, q.entries.byteOffset, q.entries.byteLength).copy(b, o);
+  }
+  b.writeUInt32LE(crc32(b, 0, o), o);
+  return b;
+}
+
+export function decodeCheckpoint(b: Buffer): Checkpoint {
+  if (b.length < 28 || b.readUInt32LE(0) !== MAGIC || b.readUInt32LE(4) !== 1) throw new Error('not a journal checkpoint of version 1');
+  if (crc32(b, 0, b.length - 4) !== b.readUInt32LE(b.length - 4)) throw new Error('its checksum does not match');
+  let o = 8;
+  const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
+  const f64 = () => ((o += 8), b.readDoubleLE(o - 8));
+  const seg = u32();
+  const off = u32();
+  const segments = Array.from({ length: u32() }, () => ({ id: u32(), size: u32(), live: f64() }));
+  const queues: Checkpoint['queues'] = [];
+  for (let n = u32(); n > 0; n--) {
+    const len = b.readUInt16LE(o);
+    const name = b.toString('latin1', o + 2, o + 2 + len);
+    o += 2 + len;
+    const s = { putpos: u32(), getpos: u32(), maxqueue: u32() };
+    const leases = Array.from({ length: u32() }, (): [number, Lease] => [u32(), { deadline: f64(), deliveries: u32() }]);
+    const entries = new Uint32Array(u32());
+    o += b.copy(Buffer.from(entries.buffer), 0, o, o + entries.byteLength);
+    queues.push({ name, s, leases, entries });
+  }
+  return { seg, off, segments, queues };
+}
+
+/** Writes a checkpoint so that a crash leaves the old one or the new one, whole. */
+export async function writeCheckpoint(dir: string, data: Buffer): Promise<void> {
+  const file = join(dir, 'checkpoint');
+  const fh = await open(`${file}.tmp`, 'w');
+  try {
+    await fh.write(data, 0, data.length, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(`${file}.tmp`, file);
+  fsyncDir(dir);
+}

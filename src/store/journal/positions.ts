@@ -1,0 +1,148 @@
+/**
+ * Where a queue's stored messages are: for each position, the segment, offset and length of its
+ * record, and whether it is live (unread or leased), in 16 bytes (and up to a quarter more of
+ * room to grow). Entries are kept in the order
+ * they were added, which for puts is position order with a wrap now and then, so the positions
+ * form a few runs of consecutive numbers (`runs`); a lookup checks the runs from the newest. A
+ * position written again (the ring came round) or moved (compaction) gets a new entry and its old
+ * one is marked dead (segment 0); dead entries and those whose segment is gone leave from the
+ * oldest end. Read messages stay (a view shows them) until their segment goes.
+ */
+const STRIDE = 4;
+const LIVE = 0x80000000;
+const MIN = 8;
+
+export class PositionIndex {
+  /** [pos, seg, off, len | LIVE] per entry; entries [head, tail) are in use. */
+  private a = new Uint32Array(STRIDE * MIN);
+  private head = 0;
+  private tail = 0;
+  /** [first entry, its position, count] per run of consecutive positions, oldest first. */
+  private runs: number[] = [];
+
+  /** Entries held, dead ones not yet dropped included. */
+  get size(): number {
+    return this.tail - this.head;
+  }
+
+  /** Bytes of memory the entries take. */
+  get bytes(): number {
+    return this.a.byteLength;
+  }
+
+  pos = (i: number): number => this.a[STRIDE * i]!;
+  seg = (i: number): number => this.a[STRIDE * i + 1]!;
+  off = (i: number): number => this.a[STRIDE * i + 2]!;
+  len = (i: number): number => this.a[STRIDE * i + 3]! & ~LIVE;
+  live = (i: number): boolean => (this.a[STRIDE * i + 3]! & LIVE) !== 0;
+
+  setLive(i: number, live: boolean): void {
+    const k = STRIDE * i + 3;
+    this.a[k] = live ? (this.a[k]! | LIVE) >>> 0 : this.a[k]! & ~LIVE;
+  }
+
+  /** Marks an entry dead for good (replaced, or its queue reset). */
+  kill(i: number): void {
+    this.a[STRIDE * i + 1] = 0;
+    this.a[STRIDE * i + 3] = 0;
+  }
+
+  /** The entry of `pos`, or -1. */
+  find(pos: number): number {
+    const r = this.runs;
+    for (let k = r.length - 3; k >= 0; k -= 3) {
+      const d = pos - r[k + 1]!;
+      if (d >= 0 && d < r[k + 2]!) {
+        const i = r[k]! + d;
+        return this.seg(i) === 0 ? -1 : i;
+      }
+    }
+    return -1;
+  }
+
+  add(pos: number, seg: number, off: number, len: number): number {
+    if (this.tail * STRIDE === this.a.length) {
+      const capacity = this.a.length / STRIDE;
+      // Grown by a quarter when three quarters are in use; else the entries move to the front.
+      this.resize(this.size + 1 > 0.75 * capacity ? Math.ceil(1.25 * capacity) : capacity);
+    }
+    const i = this.tail++;
+    const o = STRIDE * i;
+    this.a[o] = pos;
+    this.a[o + 1] = seg;
+    this.a[o + 2] = off;
+    this.a[o + 3] = len;
+    const r = this.runs;
+    const k = r.length - 3;
+    if (k >= 0 && r[k]! + r[k + 2]! === i && r[k + 1]! + r[k + 2]! === pos) r[k + 2]!++;
+    else r.push(i, pos, 1);
+    return i;
+  }
+
+  /** Entries in use, oldest first (dead ones skipped). */
+  *entries(): Generator<number> {
+    for (let i = this.head; i < this.tail; i++) if (this.seg(i) !== 0) yield i;
+  }
+
+  /** Drops dead entries and those in segments that are `gone` from the oldest end. */
+  trim(gone: (seg: number) => boolean): void {
+    let h = this.head;
+    while (h < this.tail && (this.seg(h) === 0 || gone(this.seg(h)))) h++;
+    if (h === this.head) return;
+    this.head = h;
+    const r = this.runs;
+    let k = 0;
+    while (k < r.length && r[k]! + r[k + 2]! <= h) k += 3;
+    r.splice(0, k);
+    if (r.length && r[0]! < h) {
+      const d = h - r[0]!;
+      r[0] = h;
+      r[1]! += d;
+      r[2]! -= d;
+    }
+    if (this.size < this.a.length / STRIDE / 4 && this.a.length > STRIDE * MIN) this.resize(Math.max(MIN, 2 * this.size));
+  }
+
+  clear(): void {
+    this.a = new Uint32Array(STRIDE * MIN);
+    this.head = this.tail = 0;
+    this.runs = [];
+  }
+
+  /** The entries in use as [pos, seg, off, len | LIVE] (for a checkpoint), skipping those `gone`. */
+  save(gone: (seg: number) => boolean): Uint32Array {
+    let n = 0;
+    for (let i = this.head; i < this.tail; i++) if (this.seg(i) !== 0 && !gone(this.seg(i))) n++;
+    const out = new Uint32Array(STRIDE * n);
+    let o = 0;
+    for (let i = this.head; i < this.tail; i++) {
+      if (this.seg(i) === 0 || gone(this.seg(i))) continue;
+      out.set(this.a.subarray(STRIDE * i, STRIDE * i + STRIDE), o);
+      o += STRIDE;
+    }
+    return out;
+  }
+
+  /** Adds the entries `save` gave. */
+  load(saved: Uint32Array): void {
+    for (let o = 0; o < saved.length; o += STRIDE) {
+      const i = this.add(saved[o]!, saved[o + 1]!, saved[o + 2]!, saved[o + 3]! & ~LIVE);
+      this.setLive(i, (saved[o + 3]! & LIVE) !== 0);
+    }
+  }
+
+  /** Moves the entries to the front of an array of `capacity` entries. */
+  private resize(capacity: number): void {
+    const n = this.size;
+    if (capacity * STRIDE === this.a.length) this.a.copyWithin(0, STRIDE * this.head, STRIDE * this.tail);
+    else {
+      const a = new Uint32Array(capacity * STRIDE);
+      a.set(this.a.subarray(STRIDE * this.head, STRIDE * this.tail));
+      this.a = a;
+    }
+    const shift = this.head;
+    this.head = 0;
+    this.tail = n;
+    for (let k = 0; k < this.runs.length; k += 3) this.runs[k]! -= shift;
+  }
+}

@@ -1,0 +1,969 @@
+/**
+ * The journal: an embedded store of one process, in `DIR/journal/` (files.ts, records.ts).
+ *
+ * Every change is a record appended to the current segment. The queues live in memory: their
+ * positions, their leases, and where each stored message is (positions.ts); an operation is decided
+ * there at once, in the order operations come, and its records are applied to memory by the same
+ * function (`apply`) that replays them at start-up, so memory and disk cannot disagree on what a
+ * record means.
+ *
+ * Group commit: the records of one event-loop turn go out in one write (a `Batch`); in 'durable'
+ * mode the segment is opened with O_DSYNC, so the write returns once the data is on the device
+ * (one flush, measured faster here than write + fdatasync), and only then do the operations of
+ * that batch resolve. While a write is in flight the next batch fills up. Gets write their
+ * advance too: a message handed out is never handed out again after a crash (leases aside).
+ *
+ * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
+ * fills and on close) and replays the records after it. Space comes back by deleting sealed
+ * segments that hold no live message (unread or leased), and by copying forward the live messages
+ * of one that holds less than two thirds of its size in them, then deleting it.
+ */
+import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../../queue/leases.js';
+import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
+import { errorMessage } from '../../errors.js';
+import { DiskReserve } from '../lmdb/disk-reserve.js';
+import { lockDirectory } from '../lock.js';
+import {
+  DiskLowError,
+  isInitial,
+  StoreError,
+  timed,
+  type Delivery,
+  type QueueStatus,
+  type Store,
+  type StoreDescription,
+  type StoreHooks,
+  type SyncMode,
+} from '../store.js';
+import {
+  decodeCheckpoint,
+  encodeCheckpoint,
+  hasData,
+  preallocate,
+  readAt,
+  replay,
+  SEGMENT_NAME,
+  segmentFile,
+  tailOf,
+  writeCheckpoint,
+  zero,
+  type Checkpoint,
+} from './files.js';
+import { PositionIndex } from './positions.js';
+import { Batch, BATCH_BYTES, decode, join as joinDeadline, messageStart, recordBytes, split, T, type Decoded } from './records.js';
+
+export interface JournalOptions extends StoreHooks {
+  path: string;
+  syncMode?: SyncMode;
+  /** Seconds between flushes in 'interval' mode. */
+  syncInterval?: number;
+  /** The PID the directory lock names to a contender. */
+  owner?: number;
+  /** Bytes of a segment; by default 64 MiB, less on a small disk. */
+  segmentBytes?: number;
+  /** Puts are refused while the directory's disk has less free space than this. */
+  reserveBytes?: number;
+  onDiskSpace?: (low: boolean, freeBytes: number) => void;
+  /** Told when puts start being refused for want of a new segment, and when one fits again. */
+  onDiskFull?: (full: boolean) => void;
+  /** Where the store reports what no request hears of (a torn tail dropped, a failed flush). */
+  warn?: (message: string) => void;
+  /** Start even though a segment is damaged in the middle: drop the damaged batch and the rest of
+   * its segment. */
+  repair?: boolean;
+  /** Read what is there, next to a running server (export): no lock, no writes. */
+  readOnly?: boolean;
+  /** Bytes free on the directory's disk (tests give a full disk). */
+  diskFree?: (dir: string) => number;
+}
+
+/** Thrown at start-up for a segment damaged where valid records follow. */
+export class JournalDamaged extends StoreError {
+  override name = 'JournalDamaged';
+}
+
+const SEGMENT = 64 * 2 ** 20;
+/** Room at the end of a segment that puts leave to the other writes when no new segment can be
+ * made (a full disk), so that consumers go on. */
+const KEEP_FOR_OTHERS = 256 * 1024;
+/** Recently written batches kept for reads, so that a get right after a put reads no file. */
+const CACHE_BYTES = 4 * 2 ** 20;
+/** Entries looked at per event-loop turn by compaction. */
+const SCAN_STEP = 100_000;
+/** Message bytes copied forward per compaction write. */
+const COPY_STEP = 2 ** 20;
+
+interface Queue {
+  s: QueueState;
+  leases: LeaseTable;
+  index: PositionIndex;
+}
+
+interface Segment {
+  id: number;
+  size: number;
+  /** Bytes of records of live messages (unread or leased). */
+  live: number;
+  fd: number | undefined;
+}
+
+/** Whether `pos` holds a message not yet read. Positions past maxqueue are left from a larger ring. */
+function isUnread({ putpos, getpos, maxqueue }: QueueState, pos: number): boolean {
+  return putpos >= getpos ? pos > getpos && pos <= putpos : (pos > getpos && pos <= maxqueue) || pos <= putpos;
+}
+
+/** One operation on one queue: what it reads, and the records it writes, each applied at once. */
+class Draft {
+  wrote = false;
+  constructor(
+    private readonly j: JournalStore,
+    readonly name: string,
+    readonly q: Queue,
+  ) {}
+  put(pos: number, message: Buffer): void {
+    this.emit(T.put, [pos], message);
+  }
+  store(pos: number, message: Buffer): void {
+    this.emit(T.store, [pos], message);
+  }
+  advance(pos: number): void {
+    this.emit(T.advance, [pos]);
+  }
+  lease(pos: number, lease: Lease | undefined): void {
+    if (lease) this.emit(T.lease, [pos, ...split(Math.round(lease.deadline)), lease.deliveries]);
+    else this.emit(T.unlease, [pos]);
+  }
+  maxqueue(num: number): void {
+    this.emit(T.maxqueue, [num]);
+  }
+  state(s: QueueState): void {
+    this.emit(T.state, [s.putpos, s.getpos, s.maxqueue]);
+  }
+  reset(): void {
+    this.emit(T.reset, []);
+  }
+  read(pos: number): Buffer | undefined {
+    return this.j.read(this.name, this.q, pos);
+  }
+  private emit(type: number, fields: number[], message?: Buffer): void {
+    this.wrote = true;
+    this.j.emit(this.name, this.q, type, fields, message);
+  }
+}
+type Plan<T> = (d: Draft) => T;
+
+const newQueue = (): Queue => ({ s: emptyQueue(), leases: new LeaseTable(), index: new PositionIndex() });
+
+export class JournalStore implements Store {
+  readonly syncMode: SyncMode;
+  private readonly dir: string;
+  private readonly queues = new Map<string, Queue>();
+  /** Segments by id, in id order. */
+  private readonly segs = new Map<number, Segment>();
+  /** The segment being appended to, where the next record goes, and a whole one to go on in. */
+  private cur!: Segment;
+  private end = 0;
+  private spare: Segment | undefined;
+  private sparing: Promise<boolean> | undefined;
+  /** No new segment is tried before then (the disk had no room). */
+  private retryAt = 0;
+  /** Batches not yet written, oldest first; `open` (the last) takes records. */
+  private batches: Batch[] = [];
+  private open: Batch | undefined;
+  private writing = false;
+  private scheduled = false;
+  private recent: Batch[] = [];
+  private recentBytes = 0;
+  /** Segments written since their last flush ('interval' mode). */
+  private readonly unflushed = new Set<Segment>();
+  /** The point of the journal the checkpoint on disk covers; segments before it may go. */
+  private covered = { seg: 0, off: 0 };
+  private checkpointing: Promise<void> | undefined;
+  private compacting: Promise<void> | undefined;
+  private writeError: StoreError | undefined;
+  /** After a failed write, until memory is read back from disk: every operation is refused. */
+  private fence: StoreError | undefined;
+  private full: DiskLowError | undefined;
+  private waiting: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private syncSeconds: number;
+  private readonly segmentBytes: number;
+  private readonly warn: (message: string) => void;
+  private readonly observe: StoreHooks['observe'];
+  private readonly now: () => number;
+  private readonly diskFree: (dir: string) => number;
+  private readonly disk: DiskReserve | undefined;
+
+  /** Opens the journal in `opts.path`, taking the directory's lock first (unless read-only). */
+  static async open(opts: JournalOptions): Promise<JournalStore> {
+    mkdirSync(join(opts.path, 'journal'), { recursive: true });
+    const release = opts.readOnly ? undefined : await lockDirectory(opts.path, opts.owner);
+    try {
+      const store = new JournalStore(opts, release);
+      await store.start(opts.repair ?? false);
+      return store;
+    } catch (err) {
+      release?.();
+      throw err;
+    }
+  }
+
+  private constructor(
+    private readonly opts: JournalOptions,
+    private readonly release: (() => void) | undefined,
+  ) {
+    this.dir = join(opts.path, 'journal');
+    this.syncMode = opts.syncMode ?? 'durable';
+    this.syncSeconds = opts.syncInterval ?? 5;
+    this.warn = opts.warn ?? ((message) => process.stderr.write(`httpsqs: ${message}\n`));
+    this.observe = opts.observe;
+    this.now = opts.now ?? Date.now;
+    this.diskFree =
+      opts.diskFree ??
+      ((dir) => {
+        const st = statfsSync(dir);
+        return st.bavail * st.bsize;
+      });
+    // A small disk (a container's volume) gets smaller segments: a sixteenth of it, 1 MiB at least.
+    const st = statfsSync(this.dir);
+    this.segmentBytes = opts.segmentBytes ?? Math.max(2 ** 20, Math.min(SEGMENT, 2 ** 20 * Math.floor((st.blocks * st.bsize) / 16 / 2 ** 20)));
+    const inside = () => this.cur.size - this.end + (this.spare?.size ?? 0);
+    if (opts.reserveBytes && !opts.readOnly) this.disk = new DiskReserve(opts.path, opts.reserveBytes, inside, opts.onDiskSpace);
+  }
+
+  // ---- start-up: the checkpoint, then the records after it ----
+
+  private async start(repair: boolean): Promise<void> {
+    const ro = this.opts.readOnly;
+    const ids: number[] = [];
+    for (const f of readdirSync(this.dir)) {
+      const m = SEGMENT_NAME.exec(f);
+      if (m) ids.push(Number(m[1]));
+      else if (f.endsWith('.tmp') && !ro) rmSync(join(this.dir, f), { force: true }); // a segment or checkpoint never finished
+    }
+    ids.sort((a, b) => a - b);
+    for (const id of ids) this.segs.set(id, { id, size: statSync(segmentFile(this.dir, id)).size, live: 0, fd: undefined });
+    if (ids.length === 0) {
+      if (ro) throw new StoreError(`${this.dir}: no journal segments`);
+      await preallocate(this.dir, 1, this.segmentBytes);
+      this.segs.set(1, { id: 1, size: this.segmentBytes, live: 0, fd: undefined });
+      ids.push(1);
+    }
+    this.covered = { seg: ids[0]!, off: 0 };
+    this.loadCheckpoint();
+    // Replay: every segment from the checkpoint's on, each to its last whole batch.
+    let last = this.segs.get(this.covered.seg);
+    if (!last) throw new StoreError(`${this.dir}: the checkpoint covers up to segment ${this.covered.seg}, which is missing`);
+    let lastEnd = this.covered.off;
+    const later = ids.filter((id) => id >= this.covered.seg);
+    for (const [k, id] of later.entries()) {
+      const seg = this.segs.get(id)!;
+      const from = id === this.covered.seg ? this.covered.off : 0;
+      const fd = this.fd(seg);
+      const end = replay(fd, id, seg.size, from, (rec, _buf, base) => this.replayRecord(rec, id, base));
+      if (end > from || id === this.covered.seg) [last, lastEnd] = [seg, end];
+      if (ro) continue; // a server may be writing there: what is whole is what there is
+      const tail = tailOf(fd, id, seg.size, end);
+      if (tail.dirtyTo === end) continue;
+      const file = segmentFile(this.dir, id);
+      const followed = tail.intact ?? later.slice(k + 1).find((n) => hasData(this.fd(this.segs.get(n)!), n, this.segs.get(n)!.size));
+      if (followed !== undefined && !repair) {
+        throw new JournalDamaged(
+          `journal segment ${file} is damaged at offset ${end}, and intact records follow it (at ${tail.intact !== undefined ? `offset ${tail.intact}` : `segment ${followed}`}): ` +
+            `restore the data directory from a backup, or start with --repair to drop the damaged records and the rest of that segment (${tail.dirtyTo - end} bytes)`,
+        );
+      }
+      this.warn(
+        `${followed === undefined ? 'torn' : 'damaged'} journal tail dropped: ${tail.dirtyTo - end} bytes at offset ${end} of ${file}` +
+          `${followed === undefined ? ', from a write the crash cut short (never acknowledged)' : ' (--repair)'}`,
+      );
+      zero(fd, end, tail.dirtyTo);
+    }
+    // Writes go on after the last record, never before what the checkpoint covers.
+    this.cur = last;
+    this.end = lastEnd;
+    for (const s of this.segs.values()) {
+      if (s.id <= this.cur.id) continue;
+      if (!this.spare && !ro) this.spare = s;
+      else if (!ro) this.dropSegment(s);
+    }
+    if (ro) {
+      // Segments the server deletes stay readable through descriptors opened now.
+      for (const s of this.segs.values()) this.fd(s);
+      return;
+    }
+    if (this.syncMode === 'interval') this.tick();
+    this.compactSoon();
+  }
+
+  /** 'interval' mode: flushes every `syncSeconds`. */
+  private tick(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.flushSegments().finally(() => this.closing || this.tick()), this.syncSeconds * 1000);
+    this.timer.unref();
+  }
+
+  private loadCheckpoint(): void {
+    const file = join(this.dir, 'checkpoint');
+    let c: Checkpoint;
+    try {
+      c = decodeCheckpoint(readFileSync(file));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new JournalDamaged(`journal checkpoint ${file} cannot be read (${errorMessage(err)}): restore the data directory from a backup`);
+    }
+    this.covered = { seg: c.seg, off: c.off };
+    for (const s of c.segments) {
+      const seg = this.segs.get(s.id);
+      if (seg) seg.live = s.live;
+    }
+    for (const [id, seg] of this.segs) {
+      // A segment before the checkpoint that it does not know had been let go.
+      if (id < c.seg && !c.segments.some((s) => s.id === id) && !this.opts.readOnly) this.dropSegment(seg);
+    }
+    for (const q of c.queues) {
+      const queue = newQueue();
+      queue.s = q.s;
+      for (const [pos, lease] of q.leases) queue.leases.set(pos, lease);
+      queue.index.load(q.entries);
+      this.queues.set(q.name, queue);
+    }
+  }
+
+  private replayRecord(rec: Decoded, seg: number, base: number): void {
+    const q = this.queues.get(rec.name) ?? newQueue();
+    this.queues.set(rec.name, q);
+    this.apply(rec.name, q, rec.type, rec.fields, seg, base + rec.at, rec.next - rec.at);
+    this.forgetIfEmpty(rec.name, q);
+  }
+
+  // ---- what a record does: the one place, for operations and for replay ----
+
+  private apply(name: string, q: Queue, type: number, f: readonly number[], seg: number, off: number, len: number): void {
+    const pos = f[0]!;
+    switch (type) {
+      case T.put:
+        q.s = { ...q.s, putpos: pos };
+        this.place(q, pos, seg, off, len);
+        break;
+      case T.store:
+        this.place(q, pos, seg, off, len);
+        break;
+      case T.advance:
+        q.s = { ...q.s, getpos: pos };
+        this.relive(q, pos);
+        break;
+      case T.maxqueue:
+        q.s = { ...q.s, maxqueue: pos };
+        break;
+      case T.lease:
+        q.leases.set(pos, { deadline: joinDeadline(f[1]!, f[2]!), deliveries: f[3]! });
+        this.relive(q, pos);
+        break;
+      case T.unlease:
+        q.leases.delete(pos);
+        this.relive(q, pos);
+        break;
+      case T.state:
+        q.s = { putpos: f[0]!, getpos: f[1]!, maxqueue: f[2]! };
+        for (const i of q.index.entries()) this.mark(q, i, q.leases.has(q.index.pos(i)) || isUnread(q.s, q.index.pos(i)));
+        break;
+      case T.reset:
+        for (const i of q.index.entries()) this.mark(q, i, false);
+        q.index.clear();
+        q.leases = new LeaseTable();
+        q.s = emptyQueue();
+        this.queues.delete(name);
+        break;
+    }
+  }
+
+  /** A message stored at `pos`: the entry of what was there before is dead for good. */
+  private place(q: Queue, pos: number, seg: number, off: number, len: number): void {
+    const old = q.index.find(pos);
+    if (old >= 0) {
+      this.mark(q, old, false);
+      q.index.kill(old);
+    }
+    const i = q.index.add(pos, seg, off, len);
+    this.mark(q, i, q.leases.has(pos) || isUnread(q.s, pos));
+  }
+
+  private relive(q: Queue, pos: number): void {
+    const i = q.index.find(pos);
+    if (i >= 0) this.mark(q, i, q.leases.has(pos) || isUnread(q.s, pos));
+  }
+
+  /** Sets whether an entry is live, counting its bytes in its segment. */
+  private mark(q: Queue, i: number, live: boolean): void {
+    if (q.index.live(i) === live) return;
+    q.index.setLive(i, live);
+    const seg = this.segs.get(q.index.seg(i));
+    if (!seg) return;
+    seg.live += live ? q.index.len(i) : -q.index.len(i);
+    if (!live && seg.id < this.covered.seg && seg.live < (2 / 3) * seg.size) this.compactSoon();
+  }
+
+  private forgetIfEmpty(name: string, q: Queue): void {
+    if (q.index.size === 0 && q.leases.size === 0 && q.s.putpos === 0 && q.s.getpos === 0 && q.s.maxqueue === DEFAULT_MAXQUEUE) this.queues.delete(name);
+  }
+
+  // ---- deciding an operation, and writing its records ----
+
+  /** Called by a Draft: appends a record to the open batch and applies it. */
+  emit(name: string, q: Queue, type: number, fields: number[], message?: Buffer): void {
+    if (!this.open) {
+      this.open = new Batch(this.cur.id, this.end);
+      this.batches.push(this.open);
+      this.end += BATCH_BYTES;
+      this.schedule();
+    }
+    const [off, len] = this.open.add(type, name, fields, message);
+    this.end = off + len;
+    this.apply(name, q, type, fields, this.cur.id, off, len);
+  }
+
+  /** Runs `plan` on queue `name` once the current segment has room for `need` bytes of records. */
+  private run<T>(op: string, name: string, need: number, put: boolean, plan: Plan<T>): Promise<T> {
+    if (this.closing) return Promise.reject(new StoreError('the store is closed'));
+    if (this.fence) return Promise.reject(this.fence);
+    if (this.opts.readOnly) return Promise.reject(new StoreError('the journal was opened read-only'));
+    if (!this.waiting && this.room(need, put)) return timed(this.observe, op, this.decide(name, plan, put));
+    // Waits for a new segment, behind any other operation waiting: operations are still decided
+    // in the order they came.
+    const turn = (this.waiting ?? Promise.resolve())
+      .then(() => this.makeRoom(need, put))
+      .then(() => {
+        if (this.fence) throw this.fence;
+        return { decided: this.decide(name, plan, put) }; // the turn ends once decided, not once written
+      });
+    const waiting = (this.waiting = turn.then(
+      () => {},
+      () => {},
+    ));
+    void waiting.then(() => this.waiting === waiting && (this.waiting = undefined));
+    return timed(
+      this.observe,
+      op,
+      turn.then(({ decided }) => decided),
+    );
+  }
+
+  private decide<T>(name: string, plan: Plan<T>, put: boolean): Promise<T> {
+    if (put && this.full) {
+      this.full = undefined;
+      this.opts.onDiskFull?.(false);
+    }
+    let q = this.queues.get(name);
+    if (!q) this.queues.set(name, (q = newQueue()));
+    const d = new Draft(this, name, q);
+    const result = plan(d);
+    this.forgetIfEmpty(name, q);
+    if (!d.wrote) return Promise.resolve(result);
+    return this.open!.done.then(() => result);
+  }
+
+  /** Whether `need` bytes of records fit now: in the current segment, or in the next one (made
+   * already) after rolling over to it. */
+  private room(need: number, put: boolean): boolean {
+    const left = this.cur.size - this.end - (this.open ? 0 : BATCH_BYTES);
+    if (need <= left - (put && !this.spare ? KEEP_FOR_OTHERS : 0)) return true;
+    if (!this.spare || need > this.spare.size - BATCH_BYTES) {
+      if (!this.sparing && Date.now() >= this.retryAt) void this.makeSpare(need + BATCH_BYTES);
+      return false;
+    }
+    this.roll();
+    return true;
+  }
+
+  private async makeRoom(need: number, put: boolean): Promise<void> {
+    for (let tries = 0; tries < 3 && !this.room(need, put); tries++) if (!(await this.makeSpare(need + BATCH_BYTES))) break;
+    if (this.room(need, put)) return;
+    const why = 'no room for the write: the disk of the data directory has no room for a new journal segment';
+    if (!put) throw new StoreError(why);
+    if (!this.full) {
+      this.full = new DiskLowError(`${why}; puts are refused until there is room`);
+      this.opts.onDiskFull?.(true);
+    }
+    throw this.full;
+  }
+
+  /** Makes the next segment (of `min` bytes at least), unless there is one; resolves to whether
+   * there is one now. */
+  private makeSpare(min = 0): Promise<boolean> {
+    if (this.spare && this.spare.size >= min) return Promise.resolve(true);
+    this.sparing ??= (async () => {
+      if (this.spare) this.dropSegment(this.spare); // too small for a message larger than a segment
+      this.spare = undefined;
+      const size = Math.max(this.segmentBytes, Math.ceil(min / 2 ** 20) * 2 ** 20);
+      const id = Math.max(...this.segs.keys()) + 1;
+      try {
+        if (this.diskFree(this.dir) < size) throw new Error('not enough free space');
+        await preallocate(this.dir, id, size);
+      } catch (err) {
+        this.retryAt = Date.now() + 1000;
+        if (!['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '') && !/free space/.test(errorMessage(err)))
+          this.warn(`cannot make a journal segment: ${errorMessage(err)}`);
+        return false;
+      }
+      const seg: Segment = { id, size, live: 0, fd: undefined };
+      this.segs.set(id, seg);
+      if (this.closing) {
+        this.dropSegment(seg);
+        return false;
+      }
+      this.spare = seg;
+      return true;
+    })().finally(() => (this.sparing = undefined));
+    return this.sparing;
+  }
+
+  /** Goes on in the next segment; the one it leaves is sealed, and the state up to here is
+   * checkpointed once everything written before is on disk. */
+  private roll(): void {
+    this.open = undefined;
+    this.cur = this.spare!;
+    this.spare = undefined;
+    this.end = 0;
+    this.checkpoint();
+  }
+
+  /** Writes a checkpoint of the state in memory, which covers every record decided so far (up to
+   * `cur`, `end`), once those records are on disk. One at a time: a roll-over meanwhile skips it. */
+  private checkpoint(): Promise<void> {
+    if (this.checkpointing) return this.checkpointing;
+    const at = { seg: this.cur.id, off: this.end };
+    const data = encodeCheckpoint(this.snapshot(at));
+    const written = this.batches.at(-1)?.done ?? Promise.resolve();
+    this.checkpointing = written
+      .then(() => this.flushSegments())
+      .then(() => writeCheckpoint(this.dir, data))
+      .then(
+        () => {
+          this.covered = at;
+          this.compactSoon();
+        },
+        (err: unknown) => this.warn(`journal checkpoint not written: ${errorMessage(err)}`),
+      )
+      .finally(() => (this.checkpointing = undefined));
+    return this.checkpointing;
+  }
+
+  private snapshot(at: { seg: number; off: number }): Checkpoint {
+    const gone = (id: number) => !this.segs.has(id);
+    return {
+      ...at,
+      segments: [...this.segs.values()].map(({ id, size, live }) => ({ id, size, live })),
+      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], entries: q.index.save(gone) })),
+    };
+  }
+
+  /** Writes the oldest batch at the end of the turn (so that the turn's records go together). */
+  private schedule(): void {
+    if (this.writing || this.scheduled || !this.batches.length) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.writeNext();
+    });
+  }
+
+  private writeNext(): void {
+    const b = this.batches[0];
+    if (!b || this.writing) return;
+    if (b === this.open) this.open = undefined;
+    b.seal();
+    this.writing = true;
+    const seg = this.segs.get(b.seg)!;
+    const written = (err: Error | null, n = 0): void => {
+      if (!err && n < b.used) {
+        write(this.fd(seg), b.buf, n, b.used - n, b.start + n, (e, more) => written(e, n + more));
+        return;
+      }
+      this.writing = false;
+      if (err) {
+        this.failed(err);
+        return;
+      }
+      this.batches.shift();
+      if (this.syncMode === 'interval') this.unflushed.add(seg);
+      this.remember(b);
+      if (!this.fence) this.writeError = undefined;
+      b.resolve();
+      this.schedule();
+      if (!this.spare && this.end > 0.75 * this.cur.size && Date.now() >= this.retryAt && !this.closing) void this.makeSpare();
+    };
+    write(this.fd(seg), b.buf, 0, b.used, b.start, written);
+  }
+
+  /** A write failed: what was decided after the last good write never happened. Every batch not
+   * written fails, and memory is read back from disk. */
+  private failed(err: Error): void {
+    const error = new StoreError(`journal write failed: ${err.message}`, { cause: err });
+    this.writeError = this.fence = error;
+    this.disk?.check();
+    for (const b of this.batches) b.reject(error);
+    this.batches = [];
+    this.open = undefined;
+    this.recent = [];
+    this.recentBytes = 0;
+    const reload = async () => {
+      await Promise.allSettled([this.sparing, this.checkpointing, this.compacting]);
+      for (const s of this.segs.values()) if (s.fd !== undefined) closeSync(s.fd);
+      this.segs.clear();
+      this.queues.clear();
+      this.spare = undefined;
+      await this.start(false);
+    };
+    reload().then(
+      () => void (this.fence = undefined),
+      (e: unknown) => this.warn(`journal not read back after a failed write (restart the server): ${errorMessage(e)}`),
+    );
+  }
+
+  private remember(b: Batch): void {
+    this.recent.push(b);
+    this.recentBytes += b.buf.length;
+    while (this.recentBytes > CACHE_BYTES) this.recentBytes -= this.recent.shift()!.buf.length;
+  }
+
+  /** In 'interval' mode, flushes what was written since the last flush. */
+  private async flushSegments(): Promise<void> {
+    const segs = [...this.unflushed];
+    this.unflushed.clear();
+    await Promise.all(
+      segs.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            if (s.fd === undefined) return resolve();
+            fdatasync(s.fd, (err) => {
+              if (err) this.warn(`journal flush failed: ${err.message}`);
+              resolve();
+            });
+          }),
+      ),
+    );
+  }
+
+  private fd(seg: Segment): number {
+    seg.fd ??= openSync(segmentFile(this.dir, seg.id), this.opts.readOnly ? 'r' : constants.O_RDWR | (this.syncMode === 'durable' ? constants.O_DSYNC : 0));
+    return seg.fd;
+  }
+
+  private dropSegment(seg: Segment): void {
+    if (seg.fd !== undefined) closeSync(seg.fd);
+    seg.fd = undefined;
+    this.segs.delete(seg.id);
+    rmSync(segmentFile(this.dir, seg.id), { force: true });
+  }
+
+  /** The message stored at `pos`, from a batch in memory or from its segment; undefined when
+   * there is none, its segment is gone, or its record is damaged (said once per read). */
+  read(name: string, q: Queue, pos: number): Buffer | undefined {
+    const i = q.index.find(pos);
+    if (i < 0) return undefined;
+    const [id, off, len] = [q.index.seg(i), q.index.off(i), q.index.len(i)];
+    for (const list of [this.batches, this.recent]) {
+      for (let k = list.length - 1; k >= 0; k--) {
+        const b = list[k]!;
+        if (b.seg === id && off >= b.start && off < b.start + b.used) return b.buf.subarray(off - b.start + messageStart(name), off - b.start + len);
+      }
+    }
+    const seg = this.segs.get(id);
+    if (!seg) return undefined;
+    const buf = Buffer.allocUnsafe(len);
+    try {
+      readAt(this.fd(seg), buf, off);
+    } catch (err) {
+      this.warn(`journal read failed at offset ${off} of ${segmentFile(this.dir, id)}: ${errorMessage(err)}`);
+      return undefined;
+    }
+    const rec = decode(buf, 0, len);
+    if (!rec || rec.name !== name || rec.fields[0] !== pos || (rec.type !== T.put && rec.type !== T.store)) {
+      this.warn(`damaged journal record at offset ${off} of ${segmentFile(this.dir, id)} (queue ${JSON.stringify(name)}, position ${pos}): skipped`);
+      return undefined;
+    }
+    return buf.subarray(rec.from, rec.to);
+  }
+
+  // ---- space: deleting dead segments, copying the live messages of sparse ones forward ----
+
+  private compactSoon(): void {
+    if (this.compacting || this.closing || this.opts.readOnly || this.fence) return;
+    this.compacting = nextTurn()
+      .then(() => this.compact())
+      .catch((err: unknown) => {
+        if (!(err instanceof StoreError)) this.warn(`journal compaction stopped: ${errorMessage(err)}`);
+      })
+      .finally(() => (this.compacting = undefined));
+  }
+
+  private async compact(): Promise<void> {
+    const gone = (id: number) => !this.segs.has(id);
+    for (;;) {
+      const sealed = [...this.segs.values()].filter((s) => s.id < this.covered.seg && s !== this.cur && s !== this.spare);
+      const dead = sealed.filter((s) => s.live <= 0);
+      for (const s of dead) this.dropSegment(s);
+      if (dead.length) for (const q of this.queues.values()) q.index.trim(gone);
+      const sparse = sealed.filter((s) => s.live > 0 && s.live < (2 / 3) * s.size).sort((a, b) => a.live / a.size - b.live / b.size)[0];
+      if (!sparse || this.closing || this.fence) return;
+      await this.copyForward(sparse);
+      if (sparse.live > 0) return; // something made one of its messages live again: next time
+    }
+  }
+
+  /** Copies the live messages of `seg` to the current segment, a bounded amount per turn. */
+  private async copyForward(seg: Segment): Promise<void> {
+    for (const name of [...this.queues.keys()]) {
+      let q = this.queues.get(name);
+      if (!q) continue;
+      const positions: number[] = [];
+      let looked = 0;
+      for (const i of q.index.entries()) {
+        if (q.index.seg(i) === seg.id && q.index.live(i)) positions.push(q.index.pos(i));
+        if (++looked % SCAN_STEP === 0) {
+          await nextTurn();
+          if (this.queues.get(name) !== q) break;
+        }
+      }
+      for (let k = 0; k < positions.length; ) {
+        if (this.closing || this.fence) return;
+        q = this.queues.get(name);
+        if (!q) break;
+        const chunk: number[] = [];
+        let bytes = 0;
+        for (; k < positions.length && bytes < COPY_STEP; k++) {
+          const i = q.index.find(positions[k]!);
+          if (i < 0 || q.index.seg(i) !== seg.id || !q.index.live(i)) continue;
+          chunk.push(positions[k]!);
+          bytes += q.index.len(i);
+        }
+        if (!chunk.length) continue;
+        await this.run('compact', name, bytes + chunk.length * recordBytes(T.store, name), false, (d) => {
+          for (const pos of chunk) {
+            const i = d.q.index.find(pos);
+            if (i < 0 || d.q.index.seg(i) !== seg.id || !d.q.index.live(i)) continue;
+            const message = d.read(pos);
+            if (message) d.store(pos, message);
+          }
+        });
+      }
+    }
+  }
+
+  // ---- the Store contract ----
+
+  async put(name: string, message: Buffer): Promise<number> {
+    return (await this.putMany(name, [message]))[0] ?? 0;
+  }
+
+  putMany(name: string, messages: Buffer[]): Promise<number[]> {
+    const bytes = messages.reduce((n, m) => n + m.length, 0);
+    const refused = this.disk?.refuse(bytes);
+    if (refused) return Promise.reject(refused);
+    return this.run('put', name, bytes + messages.length * recordBytes(T.put, name), true, (d) => {
+      const positions: number[] = [];
+      for (const message of messages) {
+        const pos = putPosition(d.q.s, d.q.leases);
+        if (!pos) break;
+        d.put(pos, message);
+        positions.push(pos);
+      }
+      return positions;
+    });
+  }
+
+  async get(name: string, leaseMs?: number): Promise<Delivery | null> {
+    return (await this.getMany(name, 1, leaseMs))[0] ?? null;
+  }
+
+  getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
+    // Room is counted for what `max` takes could write at worst, so no more are counted than the
+    // queue has to hand out now (an mget asks for up to 1,000, whatever it holds).
+    let limit = max;
+    if (!this.waiting) {
+      const q = this.queues.get(name);
+      const due = q && (q.leases.nextDeadline() ?? Infinity) <= this.now() ? q.leases.size : 0;
+      limit = Math.min(max, q ? unread(q.s) + due : 0);
+      if (limit === 0 && !this.fence && !this.closing) return Promise.resolve([]);
+    }
+    const need = limit * (recordBytes(T.advance, name) + recordBytes(T.lease, name));
+    return this.run('get', name, need, false, (d) => {
+      const now = this.now();
+      const out: Delivery[] = [];
+      let bytes = 0;
+      while (out.length < limit) {
+        const t = take(d.q.s, d.q.leases, now, leaseMs);
+        if (!t) break;
+        const message = d.read(t.pos);
+        // Decided before anything changes: a message that does not fit stays where it is.
+        if (message && out.length > 0 && bytes + message.length > maxBytes) break;
+        if (t.next !== d.q.s) d.advance(t.pos);
+        if (!message) {
+          if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
+          continue;
+        }
+        bytes += message.length;
+        if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
+        const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
+        if (t.lease) delivery.lease = leaseToken(t.lease);
+        out.push(delivery);
+      }
+      return out;
+    });
+  }
+
+  maxqueue(name: string, num: number): Promise<boolean> {
+    return this.run('maxqueue', name, recordBytes(T.maxqueue, name), false, (d) => {
+      if (!canSetMaxqueue(d.q.s, num)) return false;
+      d.maxqueue(num);
+      return true;
+    });
+  }
+
+  async status(name: string): Promise<QueueStatus> {
+    await this.waiting;
+    const q = this.queues.get(name);
+    return q ? { ...q.s, leased: q.leases.size } : { ...emptyQueue(), leased: 0 };
+  }
+
+  async view(name: string, pos: number): Promise<Buffer | null> {
+    await this.waiting;
+    const q = this.queues.get(name);
+    return (q && this.read(name, q, pos)) ?? null;
+  }
+
+  reset(name: string): Promise<void> {
+    return this.run('reset', name, recordBytes(T.reset, name), false, (d) => d.reset());
+  }
+
+  settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
+    return this.run('settle', name, recordBytes(T.lease, name), false, (d) => {
+      const held = d.q.leases.get(pos);
+      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
+      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
+      return true;
+    });
+  }
+
+  touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
+    return this.run('touch', name, recordBytes(T.lease, name), false, (d) => {
+      const held = d.q.leases.get(pos);
+      const now = this.now();
+      if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
+      const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
+      d.lease(pos, lease);
+      return leaseToken(lease);
+    });
+  }
+
+  async nextExpiry(name: string): Promise<number | undefined> {
+    await this.waiting;
+    return this.queues.get(name)?.leases.nextDeadline();
+  }
+
+  async range(name: string, pos: number, num: number, maxBytes = Infinity): Promise<Array<{ pos: number; message: Buffer }>> {
+    await this.waiting;
+    const q = this.queues.get(name);
+    const out: Array<{ pos: number; message: Buffer }> = [];
+    let bytes = 0;
+    for (let p = pos; q && p < pos + num && p <= 0xffffffff; p++) {
+      const message = this.read(name, q, p);
+      if (!message) continue;
+      if (out.length > 0 && bytes + message.length > maxBytes) break;
+      bytes += message.length;
+      out.push({ pos: p, message });
+    }
+    return out;
+  }
+
+  async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
+    await this.waiting;
+    const names: string[] = [];
+    for (const [name, q] of this.queues) {
+      if (!name.startsWith(prefix) || (after !== undefined && name <= after)) continue;
+      if (!isInitial({ ...q.s, leased: q.leases.size })) names.push(name);
+    }
+    // JS strings compare by UTF-16 code unit: for latin1 byte strings, by byte.
+    names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return names.slice(0, limit).map((name) => {
+      const q = this.queues.get(name)!;
+      return { name, status: { ...q.s, leased: q.leases.size } };
+    });
+  }
+
+  async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
+    await this.waiting;
+    const q = this.queues.get(name);
+    if (!q) return;
+    const positions = new Uint32Array([...q.index.entries()].map((i) => q.index.pos(i))).sort();
+    for (const pos of positions) {
+      const message = this.read(name, q, pos);
+      if (message) yield { pos, message };
+    }
+  }
+
+  async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
+    await this.waiting;
+    return [...(this.queues.get(name)?.leases.entries() ?? [])].map(([pos, lease]) => ({ pos, lease }));
+  }
+
+  restore(
+    name: string,
+    r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
+  ): Promise<void> {
+    const messages = r.messages ?? [];
+    const need =
+      messages.reduce((n, m) => n + recordBytes(T.store, name, m.message.length), 0) +
+      (r.leases?.length ?? 0) * recordBytes(T.lease, name) +
+      recordBytes(T.state, name);
+    return this.run('restore', name, need, false, (d) => {
+      for (const m of messages) d.store(m.pos, m.message);
+      for (const l of r.leases ?? []) d.lease(l.pos, l.lease);
+      if (r.state) d.state(r.state);
+    });
+  }
+
+  async ready(): Promise<this> {
+    return this;
+  }
+
+  describe(): StoreDescription {
+    return { store: 'journal', durability: this.syncMode === 'durable' ? 'durable (ack after flush)' : `flush every ${this.syncSeconds}s` };
+  }
+
+  async check(): Promise<void> {
+    if (this.closing) throw new StoreError('the store is closed');
+    if (this.fence) throw this.fence;
+    if (this.writeError) throw this.writeError;
+    if (this.disk?.refusal) throw this.disk.refusal;
+    // Puts refused for want of a segment: see whether one can be made now.
+    if (this.full && (this.spare || (await this.makeSpare()))) {
+      this.full = undefined;
+      this.opts.onDiskFull?.(false);
+    }
+    if (this.full) throw this.full;
+  }
+
+  setSyncInterval(seconds: number): void {
+    this.syncSeconds = seconds;
+    if (this.syncMode === 'interval' && !this.closing) this.tick();
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      clearTimeout(this.timer);
+      this.disk?.close();
+      await Promise.allSettled([this.waiting, this.compacting, this.sparing, this.batches.at(-1)?.done, this.checkpointing]);
+      // Start-up replays nothing after a clean close.
+      if (!this.opts.readOnly && !this.writeError && !this.fence) await this.checkpoint();
+      for (const s of this.segs.values()) if (s.fd !== undefined) closeSync(s.fd);
+      this.release?.();
+    })();
+    return this.closing;
+  }
+}
