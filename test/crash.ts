@@ -12,8 +12,8 @@ const PRODUCERS = 8;
 const CONSUMERS = 8;
 const QUEUE = 'crash';
 
-export async function crashCycles(t: TestContext, cycles: number, loadMs: () => number): Promise<void> {
-  let server = await startServer();
+export async function crashCycles(t: TestContext, cycles: number, loadMs: () => number, args: string[] = []): Promise<void> {
+  let server = await startServer({ args });
   const base = `/?name=${QUEUE}`;
   const ackedPuts = new Set<string>();
   const ackedGets: string[] = [];
@@ -51,7 +51,7 @@ export async function crashCycles(t: TestContext, cycles: number, loadMs: () => 
     await Promise.all(load);
     client.close();
     // The database always opens again.
-    server = await startServer({ dir: server.dir });
+    server = await startServer({ dir: server.dir, args });
   }
 
   assert.ok(ackedPuts.size > 100 * cycles, `the load really ran (${ackedPuts.size} puts acknowledged)`);

@@ -12,16 +12,17 @@
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
  */
 import { constants } from 'node:buffer';
-import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
 import { DamagedDataFile, repairedCopy } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
+import { JournalDamaged, JournalStore } from '../store/journal/store.js';
 import { LmdbStore } from '../store/lmdb/store.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 import { errorMessage } from '../errors.js';
+import { engineIn } from './engine.js';
 
 /**
  * The longest input line an import reads, by default: a message of the server's default
@@ -37,7 +38,8 @@ export const USAGE = `Usage:
   httpsqs import [-x DIR | --store URL] [--replace] [--max-line-bytes N] --from-tcbmgr FILE|-
                                               the C server's data: the output of
                                               tcbmgr list -pv -px httpsqs.db   (or -pv, for text-only data)
--x defaults to ./data. An import never writes over a queue that holds state unless --replace is
+-x defaults to ./data. An import into a new directory makes a journal there (--engine lmdb for LMDB).
+An import never writes over a queue that holds state unless --replace is
 given, and never into the directory of a running server or a Redis that servers use (stop them
 first; export works while they run).
 An import stops at a line longer than --max-line-bytes: by default ${MAX_LINE.export} (64 MiB) for an
@@ -48,11 +50,16 @@ default --max-message-bytes). Raise it for larger messages, up to ${constants.MA
 /** Thrown for anything the user can fix; main prints the message and exits with 1. */
 export class DataError extends Error {}
 
-export async function openStore(o: { datadir?: string; store?: string }, forWriting: boolean): Promise<Store> {
+export async function openStore(o: { datadir?: string; store?: string; engine?: string }, forWriting: boolean): Promise<Store> {
   if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
   const dir = o.datadir ?? './data';
+  const held = engineIn(dir);
   // A mistyped -x must not give an empty backup (nor leave a new database behind).
-  if (!forWriting && !existsSync(join(dir, 'data.mdb'))) throw new DataError(`-x ${dir}: no httpsqs database there (no data.mdb), so nothing to export`);
+  if (!forWriting && !held) throw new DataError(`-x ${dir}: no httpsqs data there (no journal/, no data.mdb), so nothing to export`);
+  if (o.engine !== undefined && o.engine !== 'journal' && o.engine !== 'lmdb') throw new DataError(`--engine: expected "journal" or "lmdb", got "${o.engine}"`);
+  if (held && o.engine && held !== o.engine)
+    throw new DataError(`--engine ${o.engine}: ${dir} holds the ${held === 'lmdb' ? 'LMDB database' : 'journal'} already`);
+  if ((held ?? o.engine ?? 'journal') === 'journal') return openJournal(dir, forWriting);
   try {
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
     return await LmdbStore.open({ path: dir, shared: !forWriting });
@@ -78,6 +85,21 @@ export async function openStore(o: { datadir?: string; store?: string }, forWrit
   }
 }
 
+async function openJournal(dir: string, forWriting: boolean): Promise<Store> {
+  try {
+    // Export reads next to a running server (no lock, no writes); import takes the directory.
+    return await JournalStore.open({ path: dir, readOnly: !forWriting });
+  } catch (err) {
+    if (err instanceof DirectoryInUse) {
+      throw new DataError(
+        `-x ${dir} is in use by a running server${err.pid ? ` (PID ${err.pid})` : ''}: stop it before importing (export works while it runs)`,
+      );
+    }
+    if (err instanceof JournalDamaged) throw new DataError(`-x: ${err.message}`);
+    throw new DataError(`-x: cannot open the journal in ${dir}: ${errorMessage(err)}`);
+  }
+}
+
 export function progress(total: number, unit: string): SingleBar | undefined {
   if (!process.stderr.isTTY || !total) return undefined;
   const bar = new SingleBar({ format: `{bar} {percentage}% | {count} ${unit}`, stream: process.stderr, hideCursor: true });
@@ -94,6 +116,7 @@ export function parseDataArgs(argv: string[]) {
       options: {
         datadir: { type: 'string', short: 'x' },
         store: { type: 'string' },
+        engine: { type: 'string' },
         prefix: { type: 'string' },
         output: { type: 'string', short: 'o' },
         replace: { type: 'boolean' },

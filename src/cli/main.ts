@@ -11,6 +11,7 @@ import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
 import { helpText, parseConfig, StartError, type Config } from './options.js';
 import { DataError } from './data.js';
+import { engineIn } from './engine.js';
 import { runExport } from './export.js';
 import { runImport } from './import.js';
 import { redactUrl } from '../store/redis.js';
@@ -63,10 +64,12 @@ function announce(config: Config, datadir: string): void {
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
   const store = redactUrl(config.store);
-  // Only what is really used: an LMDB directory and sync mode, or the Redis store.
-  const lmdb = config.store === 'lmdb';
-  const where = lmdb ? `data in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
-  const fields = lmdb ? { store: 'lmdb', datadir, sync: config.sync } : { store, redisWait: config.redisWait };
+  // Only what is really used: the engine, its directory and sync mode, or the Redis store.
+  const embedded = config.store === 'lmdb';
+  // The worker has opened the directory by now: it holds the engine it chose.
+  const engine = engineIn(datadir) ?? config.engine;
+  const where = embedded ? `${engine} in ${datadir}, sync ${sync}` : `store ${store}${config.redisWait ? `, ${config.redisWait} replicas to confirm` : ''}`;
+  const fields = embedded ? { store: engine, datadir, sync: config.sync } : { store, redisWait: config.redisWait };
   log.info(
     { event: 'start', version: VERSION, listen: config.listen, port: config.port, ...fields, workers: config.workers },
     `listening on ${config.listen}:${config.port}, ${where}, ${workers}`,

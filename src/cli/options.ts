@@ -42,6 +42,15 @@ export const OPTIONS = {
     default: 'lmdb',
     help: '`lmdb` (in the `-x` directory), or `redis://[:password@]host:port[/db]`, `rediss://…`, `redis-cluster://host:port,host:port` (add `?prefix=p` to share one Redis; password also from `HTTPSQS_REDIS_PASSWORD`)',
   },
+  engine: {
+    type: 'string',
+    arg: '<name>',
+    help: 'the embedded store in `-x`: `journal` (the default for a new directory) or `lmdb`; a directory keeps the engine it was made with (one holding `data.mdb` opens with LMDB); `--workers` above 1 needs LMDB',
+  },
+  repair: {
+    type: 'boolean',
+    help: 'with the journal: start even though a segment is damaged where intact records follow, dropping the damaged records and the rest of that segment (the refusal to start says how much)',
+  },
   'redis-wait': { type: 'string', arg: '<num>', default: '0', help: 'with Redis: acknowledge a change only once this many replicas have it (WAIT)' },
   'redis-wait-ms': {
     type: 'string',
@@ -101,7 +110,7 @@ export const OPTIONS = {
     type: 'string',
     arg: '<MiB>',
     default: '64',
-    help: 'with LMDB: refuse puts (`HTTPSQS_PUT_ERROR`) while less than this is free for the data directory (on its disk, or unused inside the database, as a reset leaves it); gets go on; 0 turns it off',
+    help: "refuse puts (`HTTPSQS_PUT_ERROR`) while less than this is free for the data directory (on its disk, or unused inside the store's files: LMDB pages a reset freed, the journal's segments made ahead); gets go on; 0 turns it off",
   },
   'allowed-hosts': {
     type: 'string',
@@ -145,7 +154,7 @@ export function helpText(): string {
   });
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   return (
-    'httpsqs: HTTP Simple Queue Service, a drop-in HTTPSQS 1.7 server on LMDB\n\n' +
+    'httpsqs: HTTP Simple Queue Service, a drop-in HTTPSQS 1.7 server on its own journal (or LMDB)\n\n' +
     'Usage: httpsqs [options]\n' +
     '       httpsqs export|import ...   backup, restore, move between stores, migrate (httpsqs import -h)\n\n' +
     rows.map(([f, h]) => `  ${f.padEnd(width)}${h}`).join('\n') +
@@ -172,6 +181,9 @@ export interface Config {
   sync: 'durable' | 'interval';
   /** 'lmdb', or a Redis URL. */
   store: string;
+  /** The embedded engine asked for; undefined: the one the directory holds, else the journal. */
+  engine: 'journal' | 'lmdb' | undefined;
+  repair: boolean;
   redisWait: number;
   redisWaitMs: number;
   pidfile: string;
@@ -275,6 +287,8 @@ export function parseConfig(argv: string[]): Config {
     synctime: int('synctime', v('synctime'), 1, 1_000_000_000),
     sync,
     store,
+    engine: values.engine === undefined ? undefined : oneOf('engine', values.engine as string, ['journal', 'lmdb'] as const),
+    repair: Boolean(values.repair),
     redisWait: int('redis-wait', v('redis-wait'), 0, 100),
     redisWaitMs: int('redis-wait-ms', v('redis-wait-ms'), 1, 600_000),
     pidfile: v('pidfile'),

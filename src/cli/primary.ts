@@ -13,6 +13,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { LmdbStore } from '../store/lmdb/store.js';
 import { lockDirectory } from '../store/lock.js';
+import { pickEngine } from './engine.js';
 import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, type ToWorker } from './ipc.js';
 import { log } from './log.js';
 import type { Config } from './options.js';
@@ -24,6 +25,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
+      pickEngine(datadir, config.engine, config.workers);
       unlock = await lockDirectory(datadir);
       // The workers open the database at the same moment: it is made (or checked) here first, so
       // that none of them finds a file another is still creating (empty, to its check).

@@ -8,10 +8,12 @@ import type { Peers, Waiters } from '../server/waiters.js';
 import { mib } from '../store/lmdb/disk-reserve.js';
 import { DamagedDataFile } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
+import { JournalDamaged, JournalStore } from '../store/journal/store.js';
 import { LmdbStore } from '../store/lmdb/store.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store, StoreHooks } from '../store/store.js';
 import { StartError, type Config } from './options.js';
+import { pickEngine } from './engine.js';
 import { log } from './log.js';
 import { VERSION } from '../version.js';
 import { errorMessage } from '../errors.js';
@@ -44,7 +46,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   // The store reports each write's time to the metrics, made once the store is there.
   let metrics: Metrics | undefined;
   const observe = (op: string, seconds: number) => metrics?.observeWrite(op, seconds);
-  const store: Store = config.store === 'lmdb' ? await openLmdb(config, datadir, observe) : await openRedis(config, observe);
+  const store: Store = config.store === 'lmdb' ? await openEmbedded(config, datadir, observe) : await openRedis(config, observe);
   // A store that several servers share (Redis) wakes their long polls itself.
   const peers = store.wakes ? { watch: store.wakes.watch, notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
@@ -104,32 +106,47 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   };
 }
 
-async function openLmdb(config: Config, datadir: string, observe: StoreHooks['observe']): Promise<LmdbStore> {
+async function openEmbedded(config: Config, datadir: string, observe: StoreHooks['observe']): Promise<Store> {
+  const engine = pickEngine(datadir, config.engine, config.workers);
+  const disk = {
+    reserveBytes: config.diskReserve * 2 ** 20,
+    onDiskSpace: (low: boolean, free: number) => {
+      const left = `${mib(free)} free for ${datadir}`;
+      if (low) log.warn({ event: 'disk-low', free }, `${left}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
+      else log.info({ event: 'disk-ok', free }, `${left}: puts are accepted again`);
+    },
+    onDiskFull: (full: boolean) => {
+      if (full) log.warn({ event: 'disk-full' }, `the disk of ${datadir} is full: puts are refused until there is room`);
+      else log.info({ event: 'disk-room' }, `room again on the disk of ${datadir}: puts are accepted again`);
+    },
+    warn: storeWarning,
+    observe,
+  };
   try {
+    if (engine === 'journal') {
+      // This is a worker: the process to stop is its master.
+      return await JournalStore.open({
+        path: datadir,
+        syncMode: config.sync,
+        syncInterval: config.synctime,
+        owner: process.ppid,
+        repair: config.repair,
+        ...disk,
+      });
+    }
     // Several workers share the environment (the primary holds the directory lock for them); a
-    // single worker owns it, lock included. This is a worker: the process to stop is its master.
+    // single worker owns it, lock included.
     return await LmdbStore.open({
       path: datadir,
       syncMode: config.sync,
       syncInterval: config.synctime,
       shared: config.workers > 1,
       owner: process.ppid,
-      reserveBytes: config.diskReserve * 2 ** 20,
-      onDiskSpace: (low, free) => {
-        const left = `${mib(free)} free for ${datadir}`;
-        if (low) log.warn({ event: 'disk-low', free }, `${left}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
-        else log.info({ event: 'disk-ok', free }, `${left}: puts are accepted again`);
-      },
-      onDiskFull: (full) => {
-        if (full) log.warn({ event: 'disk-full' }, `the disk of ${datadir} is full: puts are refused until there is room`);
-        else log.info({ event: 'disk-room' }, `room again on the disk of ${datadir}: puts are accepted again`);
-      },
-      warn: storeWarning,
-      observe,
+      ...disk,
     });
   } catch (err) {
-    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile) throw new StartError(`-x: ${err.message}`);
-    throw new StartError(`-x: cannot open the database in ${datadir}: ${errorMessage(err)}`);
+    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile || err instanceof JournalDamaged) throw new StartError(`-x: ${err.message}`);
+    throw new StartError(`-x: cannot open the ${engine === 'lmdb' ? 'database' : 'journal'} in ${datadir}: ${errorMessage(err)}`);
   }
 }
 

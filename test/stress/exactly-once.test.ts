@@ -15,9 +15,13 @@ const QUEUES = 4;
 const PER_PRODUCER = 12_500;
 const TOTAL = PRODUCERS * PER_PRODUCER;
 
-for (const workers of ['1', '2']) {
-  it(`${TOTAL} messages, ${PRODUCERS} producers, ${CONSUMERS} consumers, --workers ${workers}: each delivered exactly once`, async (t) => {
-    const server = await startServer({ args: ['--workers', workers] });
+for (const args of [
+  ['--engine', 'journal'],
+  ['--engine', 'lmdb'],
+  ['--workers', '2'],
+]) {
+  it(`${TOTAL} messages, ${PRODUCERS} producers, ${CONSUMERS} consumers, ${args.join(' ')}: each delivered exactly once`, async (t) => {
+    const server = await startServer({ args });
     const client = keepAliveClient(server.port, PRODUCERS + CONSUMERS);
     const putPos = new Map<string, string>();
     const delivered = new Map<string, string[]>();

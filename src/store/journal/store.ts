@@ -155,6 +155,14 @@ class Draft {
 }
 type Plan<T> = (d: Draft) => T;
 
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
 const newQueue = (): Queue => ({ s: emptyQueue(), leases: new LeaseTable(), index: new PositionIndex() });
 
 export class JournalStore implements Store {
@@ -197,18 +205,24 @@ export class JournalStore implements Store {
   private readonly now: () => number;
   private readonly diskFree: (dir: string) => number;
   private readonly disk: DiskReserve | undefined;
+  /** Records replayed at start-up (after the checkpoint): what a restart cost. */
+  replayed = 0;
 
   /** Opens the journal in `opts.path`, taking the directory's lock first (unless read-only). */
   static async open(opts: JournalOptions): Promise<JournalStore> {
     mkdirSync(join(opts.path, 'journal'), { recursive: true });
     const release = opts.readOnly ? undefined : await lockDirectory(opts.path, opts.owner);
-    try {
-      const store = new JournalStore(opts, release);
-      await store.start(opts.repair ?? false);
-      return store;
-    } catch (err) {
-      release?.();
-      throw err;
+    for (let tries = 1; ; tries++) {
+      try {
+        const store = new JournalStore(opts, release);
+        await store.start(opts.repair ?? false);
+        return store;
+      } catch (err) {
+        // Read-only, next to a server whose compaction deleted a segment as it was looked at.
+        if (opts.readOnly && (err as NodeJS.ErrnoException).code === 'ENOENT' && tries < 5) continue;
+        release?.();
+        throw err;
+      }
     }
   }
 
@@ -335,6 +349,7 @@ export class JournalStore implements Store {
   }
 
   private replayRecord(rec: Decoded, seg: number, base: number): void {
+    this.replayed++;
     const q = this.queues.get(rec.name) ?? newQueue();
     this.queues.set(rec.name, q);
     this.apply(rec.name, q, rec.type, rec.fields, seg, base + rec.at, rec.next - rec.at);
@@ -471,7 +486,7 @@ export class JournalStore implements Store {
    * already) after rolling over to it. */
   private room(need: number, put: boolean): boolean {
     const left = this.cur.size - this.end - (this.open ? 0 : BATCH_BYTES);
-    if (need <= left - (put && !this.spare ? KEEP_FOR_OTHERS : 0)) return true;
+    if (need <= left - (put && !this.spare ? Math.min(KEEP_FOR_OTHERS, this.cur.size / 8) : 0)) return true;
     if (!this.spare || need > this.spare.size - BATCH_BYTES) {
       if (!this.sparing && Date.now() >= this.retryAt) void this.makeSpare(need + BATCH_BYTES);
       return false;
@@ -581,7 +596,7 @@ export class JournalStore implements Store {
     const seg = this.segs.get(b.seg)!;
     const written = (err: Error | null, n = 0): void => {
       if (!err && n < b.used) {
-        write(this.fd(seg), b.buf, n, b.used - n, b.start + n, (e, more) => written(e, n + more));
+        this.writeFile(this.fd(seg), b.buf, n, b.used - n, b.start + n, (e, more) => written(e, n + more));
         return;
       }
       this.writing = false;
@@ -597,8 +612,11 @@ export class JournalStore implements Store {
       this.schedule();
       if (!this.spare && this.end > 0.75 * this.cur.size && Date.now() >= this.retryAt && !this.closing) void this.makeSpare();
     };
-    write(this.fd(seg), b.buf, 0, b.used, b.start, written);
+    this.writeFile(this.fd(seg), b.buf, 0, b.used, b.start, written);
   }
+
+  /** fs.write, the one place batches reach the disk (a test makes it fail). */
+  private writeFile = write;
 
   /** A write failed: what was decided after the last good write never happened. Every batch not
    * written fails, and memory is read back from disk. */
@@ -613,7 +631,7 @@ export class JournalStore implements Store {
     this.recentBytes = 0;
     const reload = async () => {
       await Promise.allSettled([this.sparing, this.checkpointing, this.compacting]);
-      for (const s of this.segs.values()) if (s.fd !== undefined) closeSync(s.fd);
+      for (const s of this.segs.values()) if (s.fd !== undefined) closeQuietly(s.fd);
       this.segs.clear();
       this.queues.clear();
       this.spare = undefined;
