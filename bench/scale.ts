@@ -1,5 +1,6 @@
 /**
- * `npm run bench:scale`: footprint at scale, with durable defaults.
+ * `npm run bench:scale`: footprint at scale, with durable defaults (the journal; BENCH_ENGINE=lmdb for
+ * LMDB).
  * 1. Write BENCH_MESSAGES (default 2,000,000) messages of 1 KiB into one queue, then drain them:
  *    throughput, database size on disk, RSS and RssAnon over time.
  * 2. Restart on the multi-GB database: time until the first answer.
@@ -8,7 +9,7 @@
  * Needs wrk. Run through `npm run bench:scale`, which raises `ulimit -n` first.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { CLI, ROOT, drive, freePort, hasWrk, machine, memory, MiB, startNode, table, tempDir, type Proc } from './lib.js';
@@ -16,6 +17,8 @@ import { CLI, ROOT, drive, freePort, hasWrk, machine, memory, MiB, startNode, ta
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 2_000_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10_000);
 const QUEUE = 'scale';
+const ENGINE = process.env.BENCH_ENGINE ?? 'journal';
+const SEGMENT = 64 * 2 ** 20;
 
 interface Sample {
   t: number;
@@ -25,7 +28,12 @@ interface Sample {
   disk: number;
 }
 
-const diskUse = (dir: string) => statSync(join(dir, 'data.mdb')).blocks * 512;
+/** Bytes the data directory takes on disk (the journal's segments and checkpoint, or data.mdb). */
+function diskUse(dir: string): number {
+  let n = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? diskUse(join(dir, e.name)) : statSync(join(dir, e.name)).blocks * 512;
+  return n;
+}
 
 async function status(port: number): Promise<{ putpos: number; getpos: number; unread: number }> {
   return (await fetch(`http://127.0.0.1:${port}/?name=${QUEUE}&opt=status_json`)).json() as never;
@@ -92,8 +100,10 @@ async function main(): Promise<void> {
   if (!hasWrk) throw new Error('bench:scale needs wrk (apt-get install wrk)');
   const dir = tempDir('httpsqs-scale-');
   const port = await freePort();
-  const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), '-t', '600'];
-  const report: string[] = [`Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}. Durable defaults, one worker.`];
+  const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), '-t', '600', '--engine', ENGINE];
+  const report: string[] = [
+    `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}. Durable defaults, one worker, ${ENGINE === 'lmdb' ? 'LMDB' : 'the journal'}.`,
+  ];
   try {
     let server = await startNode(args, port);
     await fetch(`http://127.0.0.1:${port}/?name=${QUEUE}&opt=maxqueue&num=1000000000`);
@@ -118,8 +128,17 @@ async function main(): Promise<void> {
     const left = await status(port);
     report.push(`\n### Drain: ${Math.round(left.getpos / get.seconds)} gets/s, ${left.unread} left unread\n\n${series(get.samples)}`);
     const anon = [...put.samples, ...get.samples].map((s) => s.rssAnon);
+    // Dead segments go once a checkpoint covers them: a few more writes roll over to let that happen.
+    await drive(port, { requests: [{ path: `/?name=after&opt=put&data=${'z'.repeat(1000)}` }, { path: '/?name=after&opt=get' }], connections: 50, seconds: 3 });
+    await new Promise((r) => setTimeout(r, 2000));
+    const drained = diskUse(dir);
+    const data = written * 1024;
     report.push(
-      `\nPrivate memory (RssAnon): ${MiB(base.rssAnon)} at start, at most ${MiB(Math.max(...anon))} while the queue grew to ${written} messages and drained.`,
+      `\nPrivate memory (RssAnon): ${MiB(base.rssAnon)} at start, at most ${MiB(Math.max(...anon))} while the queue grew to ${written} messages and drained (target: under 100 MiB).` +
+        `\n\nDisk: ${(size / data).toFixed(2)}x the ${MiB(data)} of messages when full (target: under 1.5x); ${MiB(drained)} once drained` +
+        (ENGINE === 'journal'
+          ? ` (${(drained / SEGMENT).toFixed(2)} segments of 64 MiB: the one in use, and the next one once the current is three quarters full).`
+          : '.'),
     );
 
     process.stderr.write(`holding ${CONNECTIONS} idle connections...\n`);

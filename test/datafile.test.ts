@@ -36,7 +36,7 @@ describe('the data file is checked before it is opened', () => {
   before(async () => {
     root = tempDir('httpsqs-datafile-');
     intact = join(root, 'intact');
-    const server = await startServer({ dir: intact });
+    const server = await startServer({ dir: intact, args: ['--engine', 'lmdb'] });
     for (let i = 1; i <= 300; i++) await request(server.port, 'GET', `/?name=q${i % 3}&opt=put&data=message-${i}-${'x'.repeat(i % 50 === 0 ? 9000 : 200)}`);
     await request(server.port, 'GET', '/?name=q1&opt=get');
     assert.equal(await server.stop(), 0);

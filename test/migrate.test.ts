@@ -179,7 +179,7 @@ describe('export and import', () => {
     const dir = tempDir('httpsqs-bad-');
     const r = httpsqs(['export', '-x', join(dir, 'typo')]);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /-x .*typo: no httpsqs database there \(no data\.mdb\), so nothing to export/);
+    assert.match(r.stderr, /-x .*typo: no httpsqs data there \(no journal\/, no data\.mdb\), so nothing to export/);
     assert.equal(r.stdout, '');
     assert.equal(existsSync(join(dir, 'typo')), false);
     cleanup(dir);

@@ -45,7 +45,7 @@ it('--log-file with -d and --workers 2: every process appends to it, SIGHUP reop
   try {
     assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
     const start = lines(log).find((l) => l.event === 'start')!;
-    assert.match(String(start.msg), /^listening on 127\.0\.0\.1:\d+, data in .*, sync durable \(ack after flush\), 2 workers$/);
+    assert.match(String(start.msg), /^listening on 127\.0\.0\.1:\d+, lmdb in .*, sync durable \(ack after flush\), 2 workers$/);
     assert.equal(start.version, VERSION);
 
     // logrotate: move the file away, then SIGHUP.
@@ -136,7 +136,7 @@ it('on a terminal the log is readable text; piped it is JSON', { skip: needsTool
   const cmd = `timeout -s TERM 2 ${process.execPath} ${join(ROOT, 'dist/src/cli/main.js')} -l 127.0.0.1 -p ${port} -x ${dir} -i ${join(dir, 'pid')}`;
   // `timeout` stops the server after 2 s (and so exits 124).
   const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' }).stdout;
-  assert.match(out, /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO {2}listening on 127\.0\.0\.1:\d+, data in /m);
+  assert.match(out, /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO {2}listening on 127\.0\.0\.1:\d+, journal in /m);
   assert.match(out, /Z INFO {2}stopped\r?\n/);
   assert.doesNotMatch(out, /"msg":/);
   cleanup(dir);

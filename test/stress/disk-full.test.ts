@@ -38,7 +38,8 @@ async function onTmpfs(size: string, args: string[], body: (server: RunningServe
   const mnt = join(root, 'mnt');
   mkdirSync(mnt);
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]);
-  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), ...args] });
+  // These hold LMDB to its room-taking (src/store/lmdb/room.ts); the journal's full disk is in test/journal.test.ts.
+  const server = await startServer({ dir: join(mnt, 'db'), args: ['-i', join(root, 'pid'), '--engine', 'lmdb', ...args] });
   let exit: number | null;
   try {
     await body(server, mnt);
