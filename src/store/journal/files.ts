@@ -6,7 +6,7 @@
  * file opened with O_DSYNC) has no metadata to flush and can never meet a full disk. The zeros
  * also end the data: a record's length is never 0.
  */
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Lease } from '../../queue/leases.js';
@@ -152,42 +152,76 @@ export interface Checkpoint {
   seg: number;
   off: number;
   segments: Array<{ id: number; size: number; live: number }>;
-  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Uint32Array }>;
+  /** Each queue's index entries: `count` of them, in pieces (`entries` when read back). */
+  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; count: number; pieces: Iterable<Uint32Array> }>;
 }
 
 const MAGIC = 0x4a515348; // "HSQJ"
 
-/** [magic][version][seg][off][segments][queues][crc32 of all before it], little endian; the index
- * entries as the host's u32s (little endian on the platforms Node runs on). */
-export function encodeCheckpoint(c: Checkpoint): Buffer {
-  let size = 24 + 16 * c.segments.length + 4;
-  for (const q of c.queues) size += 2 + q.name.length + 16 + 16 * q.leases.length + 4 + q.entries.byteLength;
-  const b = Buffer.allocUnsafe(size);
-  let o = b.writeUInt32LE(MAGIC, 0);
-  for (const n of [1, c.seg, c.off, c.segments.length]) o = b.writeUInt32LE(n, o);
-  for (const s of c.segments) {
-    o = b.writeUInt32LE(s.id, o);
-    o = b.writeUInt32LE(s.size, o);
-    o = b.writeDoubleLE(s.live, o);
-  }
-  o = b.writeUInt32LE(c.queues.length, o);
-  for (const q of c.queues) {
-    o = b.writeUInt16LE(q.name.length, o);
-    o += b.write(q.name, o, 'latin1');
-    for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.leases.length]) o = b.writeUInt32LE(n, o);
-    for (const [pos, l] of q.leases) {
-      o = b.writeUInt32LE(pos, o);
-      o = b.writeDoubleLE(l.deadline, o);
-      o = b.writeUInt32LE(l.deliveries, o);
+/**
+ * Writes a checkpoint to `checkpoint.tmp` at once (the state must not change while it is written),
+ * straight from the index's arrays: no copy of the index is made, so memory does not double at
+ * each checkpoint. Returns the open file, for `installCheckpoint`. The layout: [magic][version]
+ * [seg][off][segments][queues][crc32 of all before it], little endian; a queue's entries start at
+ * a multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
+ * they are read back without a copy.
+ */
+export function writeCheckpointSync(dir: string, c: Checkpoint): number {
+  const fd = openSync(join(dir, 'checkpoint.tmp'), 'w');
+  try {
+    const stage = Buffer.allocUnsafe(64 * 1024);
+    let used = 0;
+    let at = 0;
+    let crc = 0;
+    const out = (buf: Buffer, len = buf.length) => {
+      crc = crc32(buf, 0, len, crc);
+      writeAt(fd, buf, at, len);
+      at += len;
+    };
+    const flush = () => {
+      out(stage, used);
+      used = 0;
+    };
+    const room = (n: number) => used + n > stage.length && flush();
+    const u32 = (n: number) => (room(4), (used = stage.writeUInt32LE(n, used)));
+    const f64 = (n: number) => (room(8), (used = stage.writeDoubleLE(n, used)));
+    for (const n of [MAGIC, 1, c.seg, c.off, c.segments.length]) u32(n);
+    for (const s of c.segments) [u32(s.id), u32(s.size), f64(s.live)];
+    u32(c.queues.length);
+    for (const q of c.queues) {
+      room(2 + q.name.length);
+      used = stage.writeUInt16LE(q.name.length, used);
+      used += stage.write(q.name, used, 'latin1');
+      for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.leases.length]) u32(n);
+      for (const [pos, l] of q.leases) [u32(pos), f64(l.deadline), u32(l.deliveries)];
+      u32(4 * q.count);
+      room(3);
+      while ((at + used) % 4) stage[used++] = 0;
+      flush();
+      for (const piece of q.pieces) out(Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength));
     }
-    o = b.writeUInt32LE(q.entries.length, o);
-    o += Buffer.from(q.entries.buffer, q.entries.byteOffset, q.entries.byteLength).copy(b, o);
+    u32(crc32(stage, 0, used, crc));
+    flush();
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
   }
-  b.writeUInt32LE(crc32(b, 0, o), o);
-  return b;
 }
 
-export function decodeCheckpoint(b: Buffer): Checkpoint {
+/** Flushes a checkpoint written by `writeCheckpointSync` and puts it in place, so that a crash
+ * leaves the old one or the new one, whole. */
+export async function installCheckpoint(dir: string, fd: number): Promise<void> {
+  try {
+    await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+  } finally {
+    closeSync(fd);
+  }
+  await rename(join(dir, 'checkpoint.tmp'), join(dir, 'checkpoint'));
+  fsyncDir(dir);
+}
+
+export function decodeCheckpoint(b: Buffer): Omit<Checkpoint, 'queues'> & { queues: Array<Checkpoint['queues'][number] & { entries: Uint32Array }> } {
   if (b.length < 28 || b.readUInt32LE(0) !== MAGIC || b.readUInt32LE(4) !== 1) throw new Error('not a journal checkpoint of version 1');
   if (crc32(b, 0, b.length - 4) !== b.readUInt32LE(b.length - 4)) throw new Error('its checksum does not match');
   let o = 8;
@@ -196,30 +230,21 @@ export function decodeCheckpoint(b: Buffer): Checkpoint {
   const seg = u32();
   const off = u32();
   const segments = Array.from({ length: u32() }, () => ({ id: u32(), size: u32(), live: f64() }));
-  const queues: Checkpoint['queues'] = [];
+  const queues = [];
   for (let n = u32(); n > 0; n--) {
     const len = b.readUInt16LE(o);
     const name = b.toString('latin1', o + 2, o + 2 + len);
     o += 2 + len;
     const s = { putpos: u32(), getpos: u32(), maxqueue: u32() };
     const leases = Array.from({ length: u32() }, (): [number, Lease] => [u32(), { deadline: f64(), deliveries: u32() }]);
-    const entries = new Uint32Array(u32());
-    o += b.copy(Buffer.from(entries.buffer), 0, o, o + entries.byteLength);
-    queues.push({ name, s, leases, entries });
+    const count = u32();
+    while (o % 4) o++;
+    const entries =
+      (b.byteOffset + o) % 4 === 0
+        ? new Uint32Array(b.buffer, b.byteOffset + o, count)
+        : new Uint32Array(b.buffer.slice(b.byteOffset + o, b.byteOffset + o + 4 * count));
+    o += 4 * count;
+    queues.push({ name, s, leases, count: count / 4, pieces: [entries], entries });
   }
   return { seg, off, segments, queues };
-}
-
-/** Writes a checkpoint so that a crash leaves the old one or the new one, whole. */
-export async function writeCheckpoint(dir: string, data: Buffer): Promise<void> {
-  const file = join(dir, 'checkpoint');
-  const fh = await open(`${file}.tmp`, 'w');
-  try {
-    await fh.write(data, 0, data.length, 0);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(`${file}.tmp`, file);
-  fsyncDir(dir);
 }

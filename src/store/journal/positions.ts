@@ -109,22 +109,27 @@ export class PositionIndex {
     this.runs = [];
   }
 
-  /** The entries in use as [pos, seg, off, len | LIVE] (for a checkpoint), skipping those `gone`. */
-  save(gone: (seg: number) => boolean): Uint32Array {
+  /** Entries in use and not `gone`, for a checkpoint. */
+  count(gone: (seg: number) => boolean): number {
     let n = 0;
     for (let i = this.head; i < this.tail; i++) if (this.seg(i) !== 0 && !gone(this.seg(i))) n++;
-    const out = new Uint32Array(STRIDE * n);
-    let o = 0;
-    for (let i = this.head; i < this.tail; i++) {
-      if (this.seg(i) === 0 || gone(this.seg(i))) continue;
-      out.set(this.a.subarray(STRIDE * i, STRIDE * i + STRIDE), o);
-      o += STRIDE;
-    }
-    return out;
+    return n;
   }
 
-  /** Adds the entries `save` gave. */
+  /** Those entries as [pos, seg, off, len | LIVE], in runs that are views of the index itself (a
+   * checkpoint writes them without a copy of the index). */
+  *saved(gone: (seg: number) => boolean): Generator<Uint32Array> {
+    for (let i = this.head; i < this.tail; ) {
+      while (i < this.tail && (this.seg(i) === 0 || gone(this.seg(i)))) i++;
+      const from = i;
+      while (i < this.tail && this.seg(i) !== 0 && !gone(this.seg(i))) i++;
+      if (i > from) yield this.a.subarray(STRIDE * from, STRIDE * i);
+    }
+  }
+
+  /** Adds the entries a checkpoint saved, into an index made for that many. */
   load(saved: Uint32Array): void {
+    this.a = new Uint32Array(Math.max(STRIDE * MIN, saved.length));
     for (let o = 0; o < saved.length; o += STRIDE) {
       const i = this.add(saved[o]!, saved[o + 1]!, saved[o + 2]!, saved[o + 3]! & ~LIVE);
       this.setLive(i, (saved[o + 3]! & LIVE) !== 0);

@@ -40,7 +40,7 @@ import {
 } from '../store.js';
 import {
   decodeCheckpoint,
-  encodeCheckpoint,
+  installCheckpoint,
   hasData,
   preallocate,
   readAt,
@@ -48,7 +48,7 @@ import {
   SEGMENT_NAME,
   segmentFile,
   tailOf,
-  writeCheckpoint,
+  writeCheckpointSync,
   zero,
   type Checkpoint,
 } from './files.js';
@@ -191,6 +191,9 @@ export class JournalStore implements Store {
   private covered = { seg: 0, off: 0 };
   private checkpointing: Promise<void> | undefined;
   private compacting: Promise<void> | undefined;
+  /** Sparse segments whose copying forward left live bytes behind: not tried again before the
+   * next checkpoint, so that a miscount cannot make compaction scan the index over and over. */
+  private readonly stuck = new Set<number>();
   private writeError: StoreError | undefined;
   /** After a failed write, until memory is read back from disk: every operation is refused. */
   private fence: StoreError | undefined;
@@ -323,7 +326,7 @@ export class JournalStore implements Store {
 
   private loadCheckpoint(): void {
     const file = join(this.dir, 'checkpoint');
-    let c: Checkpoint;
+    let c: ReturnType<typeof decodeCheckpoint>;
     try {
       c = decodeCheckpoint(readFileSync(file));
     } catch (err) {
@@ -552,14 +555,27 @@ export class JournalStore implements Store {
   private checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const at = { seg: this.cur.id, off: this.end };
-    const data = encodeCheckpoint(this.snapshot(at));
+    let fd: number;
+    try {
+      fd = writeCheckpointSync(this.dir, this.snapshot(at));
+    } catch (err) {
+      this.warn(`journal checkpoint not written: ${errorMessage(err)}`);
+      return Promise.resolve();
+    }
     const written = this.batches.at(-1)?.done ?? Promise.resolve();
     this.checkpointing = written
-      .then(() => this.flushSegments())
-      .then(() => writeCheckpoint(this.dir, data))
+      .then(
+        () => this.flushSegments(),
+        (err: unknown) => {
+          closeQuietly(fd);
+          throw err;
+        },
+      )
+      .then(() => installCheckpoint(this.dir, fd))
       .then(
         () => {
           this.covered = at;
+          this.stuck.clear();
           this.compactSoon();
         },
         (err: unknown) => this.warn(`journal checkpoint not written: ${errorMessage(err)}`),
@@ -573,7 +589,7 @@ export class JournalStore implements Store {
     return {
       ...at,
       segments: [...this.segs.values()].map(({ id, size, live }) => ({ id, size, live })),
-      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], entries: q.index.save(gone) })),
+      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], count: q.index.count(gone), pieces: q.index.saved(gone) })),
     };
   }
 
@@ -686,10 +702,16 @@ export class JournalStore implements Store {
     if (i < 0) return undefined;
     const [id, off, len] = [q.index.seg(i), q.index.off(i), q.index.len(i)];
     for (const list of [this.batches, this.recent]) {
-      for (let k = list.length - 1; k >= 0; k--) {
-        const b = list[k]!;
-        if (b.seg === id && off >= b.start && off < b.start + b.used) return b.buf.subarray(off - b.start + messageStart(name), off - b.start + len);
+      // Batches are in journal order: the last one that starts at or before the record.
+      let [lo, hi] = [0, list.length - 1];
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const m = list[mid]!;
+        if (m.seg < id || (m.seg === id && m.start <= off)) lo = mid + 1;
+        else hi = mid - 1;
       }
+      const b = list[hi];
+      if (b && b.seg === id && off < b.start + b.used) return b.buf.subarray(off - b.start + messageStart(name), off - b.start + len);
     }
     const seg = this.segs.get(id);
     if (!seg) return undefined;
@@ -727,10 +749,12 @@ export class JournalStore implements Store {
       const dead = sealed.filter((s) => s.live <= 0);
       for (const s of dead) this.dropSegment(s);
       if (dead.length) for (const q of this.queues.values()) q.index.trim(gone);
-      const sparse = sealed.filter((s) => s.live > 0 && s.live < (2 / 3) * s.size).sort((a, b) => a.live / a.size - b.live / b.size)[0];
+      const sparse = sealed
+        .filter((s) => s.live > 0 && s.live < (2 / 3) * s.size && !this.stuck.has(s.id))
+        .sort((a, b) => a.live / a.size - b.live / b.size)[0];
       if (!sparse || this.closing || this.fence) return;
       await this.copyForward(sparse);
-      if (sparse.live > 0) return; // something made one of its messages live again: next time
+      if (sparse.live > 0) this.stuck.add(sparse.id);
     }
   }
 
