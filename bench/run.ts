@@ -112,10 +112,10 @@ async function main(): Promise<void> {
     else process.stderr.write('redis-server is not installed (apt-get install redis-server): no Redis rows\n');
     const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
     for (const [label, flags] of [
-      [JOURNAL, []],
+      [JOURNAL, ['--engine', 'journal']],
       [LMDB, ['--engine', 'lmdb']],
       ['httpsqs, LMDB, 2 workers', ['--workers', '2']],
-      ['httpsqs, journal, --sync interval', ['--sync', 'interval']],
+      ['httpsqs, journal, --sync interval', ['--engine', 'journal', '--sync', 'interval']],
       ...(redis
         ? ([
             ['Redis, 1 frontend', ['--store', `${redisUrl}?prefix=one:`]],
@@ -196,7 +196,7 @@ async function main(): Promise<void> {
     });
   const report =
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}.\n` +
-    `Load: ${gen}, ${CONNECTIONS} keep-alive connections, ${SECONDS} s per load, the servers taking turns; each figure is the median of ${ROUNDS} runs. httpsqs with its durable defaults on a fresh data directory (the journal; LMDB with --engine lmdb).\n\n` +
+    `Load: ${gen}, ${CONNECTIONS} keep-alive connections, ${SECONDS} s per load, the servers taking turns; each figure is the median of ${ROUNDS} runs. httpsqs with its durable defaults on a fresh data directory (LMDB; the journal with --engine journal).\n\n` +
     `${out}\n\nThe journal's targets (one process, durable acks):\n${verdicts.join('\n')}\n`;
   process.stdout.write(`\n${report}`);
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:scale`: footprint at scale, with durable defaults (the journal; BENCH_ENGINE=lmdb for
+ * `npm run bench:scale`: footprint at scale, durable, on the journal engine (BENCH_ENGINE=lmdb for
  * LMDB).
  * 1. Write BENCH_MESSAGES (default 2,000,000) messages of 1 KiB into one queue, then drain them:
  *    throughput, database size on disk, RSS and RssAnon over time.

@@ -109,7 +109,7 @@ describe('command line', () => {
     const proc = spawn(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), '-l', '127.0.0.1', '-p', String(port), '-i', pidfile], { cwd, stdio: 'ignore' });
     await waitFor(() => listening(port));
     assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
-    assert.ok(existsSync(join(cwd, 'data', 'journal', '0000000001.seg')));
+    assert.ok(existsSync(join(cwd, 'data', 'data.mdb')));
     assert.equal(readFileSync(pidfile, 'utf8').trim(), String(proc.pid));
     const exit = new Promise((r) => proc.once('exit', r));
     proc.kill('SIGTERM');

@@ -61,10 +61,7 @@ describe('dashboard', { skip }, () => {
     const row = page.locator('tr[data-queue="orders"]');
     await row.waitFor();
     assert.equal(await row.locator('td.unread').textContent(), '3');
-    assert.match(
-      (await page.locator('#facts').textContent())!,
-      /^v\d+\.\d+\.\d+ · up .* · journal · durable \(ack after flush\) · \d+ connections? · 1 worker$/,
-    );
+    assert.match((await page.locator('#facts').textContent())!, /^v\d+\.\d+\.\d+ · up .* · LMDB · durable \(ack after flush\) · \d+ connections? · 1 worker$/);
 
     // Puts and gets while the page watches: the count follows and the rates show.
     const client = keepAliveClient(server.port, 4);

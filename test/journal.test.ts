@@ -432,13 +432,17 @@ describe('journal: failures', () => {
 });
 
 describe('journal: choosing the engine', () => {
-  it('a new directory gets a journal; one holding LMDB keeps it; --engine or --workers against the directory are refused with the way out', async () => {
+  it('a new directory gets LMDB, or a journal with --engine journal; each directory keeps its engine; --engine or --workers against the directory are refused with the way out', async () => {
     const fresh = dir();
-    let server = await startServer({ dir: fresh });
+    let server = await startServer({ dir: fresh, args: ['--engine', 'journal'] });
     await server.stop();
     assert.ok(existsSync(join(fresh, 'journal')) && !existsSync(join(fresh, 'data.mdb')));
+    // Without --engine, it keeps its journal.
+    server = await startServer({ dir: fresh });
+    assert.match(server.stderr(), /listening on .*, journal in /);
+    await server.stop();
     const lmdb = dir();
-    server = await startServer({ dir: lmdb, args: ['--engine', 'lmdb'] });
+    server = await startServer({ dir: lmdb });
     await request(server.port, 'GET', '/?name=q&opt=put&data=x');
     await server.stop();
     server = await startServer({ dir: lmdb });
@@ -456,7 +460,7 @@ describe('journal: choosing the engine', () => {
     r = await start(fresh, '--workers', '2');
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--workers 2: the journal engine is one process's/);
-    // export reads a journal next to its running server; import makes a journal in a new directory.
+    // export reads a journal next to its running server; import makes a journal in a new directory when asked.
     server = await startServer({ dir: fresh });
     await request(server.port, 'GET', '/?name=e&opt=put&data=exported');
     const out = await runCli(['export', '-x', fresh]);
@@ -466,7 +470,7 @@ describe('journal: choosing the engine', () => {
     const file = join(moved, 'export.jsonl');
     writeFileSync(file, out.stdout);
     const imported = join(moved, 'data');
-    assert.equal((await runCli(['import', '-x', imported, file])).code, 0);
+    assert.equal((await runCli(['import', '--engine', 'journal', '-x', imported, file])).code, 0);
     assert.ok(existsSync(join(imported, 'journal')));
     server = await startServer({ dir: imported });
     assert.equal((await request(server.port, 'GET', '/?name=e&opt=get')).body.toString(), 'exported');
@@ -474,7 +478,7 @@ describe('journal: choosing the engine', () => {
   });
 });
 
-it('start-up on a journal of 100,000 messages of 1 KiB (printed: extrapolated to 4 GiB)', async (t) => {
+it('start-up on a journal of 100,000 messages of 1 KiB replays nothing after a clean close, one segment at most after a crash (times printed)', async (t) => {
   const d = dir();
   let s = await JournalStore.open({ path: d });
   const message = Buffer.alloc(1024, 109);
@@ -504,6 +508,9 @@ it('start-up on a journal of 100,000 messages of 1 KiB (printed: extrapolated to
     `open after a clean close ${clean.ms.toFixed(0)} ms, after a crash ${crashed.ms.toFixed(0)} ms (${crashed.replayed} records replayed); ` +
       `for 4 GiB: about ${load4g.toFixed(0)} ms, plus at most ${replaySegment.toFixed(0)} ms of replay after a crash`,
   );
+  // What start-up reads is bounded: nothing is replayed after a clean close, at most the records
+  // after the last checkpoint (one segment's) after a crash. The time on a multi-GB directory is
+  // measured by `npm run bench:scale` (BENCHMARKS.md), not asserted here.
   assert.equal(clean.replayed, 0);
-  assert.ok(load4g + replaySegment < 2000, `${(load4g + replaySegment).toFixed(0)} ms extrapolated`);
+  assert.ok(crashed.replayed > 0 && crashed.replayed <= Math.ceil((64 * 2 ** 20) / 1050), `${crashed.replayed} records replayed after a crash`);
 });

@@ -128,7 +128,7 @@ function modelCheck(title: string, args: string[], runs: number): void {
 }
 
 describe('model check of the ring against docs/PROTOCOL.md section 4', () => {
-  modelCheck('one process, journal', [], 150);
+  modelCheck('one process, journal', ['--engine', 'journal'], 150);
   modelCheck('one process, LMDB', ['--engine', 'lmdb'], 150);
   modelCheck('two workers (requests spread over both)', ['--workers', '2'], 60);
 });

@@ -136,7 +136,7 @@ it('on a terminal the log is readable text; piped it is JSON', { skip: needsTool
   const cmd = `timeout -s TERM 2 ${process.execPath} ${join(ROOT, 'dist/src/cli/main.js')} -l 127.0.0.1 -p ${port} -x ${dir} -i ${join(dir, 'pid')}`;
   // `timeout` stops the server after 2 s (and so exits 124).
   const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' }).stdout;
-  assert.match(out, /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO {2}listening on 127\.0\.0\.1:\d+, journal in /m);
+  assert.match(out, /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO {2}listening on 127\.0\.0\.1:\d+, lmdb in /m);
   assert.match(out, /Z INFO {2}stopped\r?\n/);
   assert.doesNotMatch(out, /"msg":/);
   cleanup(dir);

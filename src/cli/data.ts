@@ -38,7 +38,7 @@ export const USAGE = `Usage:
   httpsqs import [-x DIR | --store URL] [--replace] [--max-line-bytes N] --from-tcbmgr FILE|-
                                               the C server's data: the output of
                                               tcbmgr list -pv -px httpsqs.db   (or -pv, for text-only data)
--x defaults to ./data. An import into a new directory makes a journal there (--engine lmdb for LMDB).
+-x defaults to ./data. An import into a new directory makes an LMDB database there (--engine journal for a journal).
 An import never writes over a queue that holds state unless --replace is
 given, and never into the directory of a running server or a Redis that servers use (stop them
 first; export works while they run).
@@ -59,7 +59,7 @@ export async function openStore(o: { datadir?: string; store?: string; engine?: 
   if (o.engine !== undefined && o.engine !== 'journal' && o.engine !== 'lmdb') throw new DataError(`--engine: expected "journal" or "lmdb", got "${o.engine}"`);
   if (held && o.engine && held !== o.engine)
     throw new DataError(`--engine ${o.engine}: ${dir} holds the ${held === 'lmdb' ? 'LMDB database' : 'journal'} already`);
-  if ((held ?? o.engine ?? 'journal') === 'journal') return openJournal(dir, forWriting);
+  if ((held ?? o.engine ?? 'lmdb') === 'journal') return openJournal(dir, forWriting);
   try {
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
     return await LmdbStore.open({ path: dir, shared: !forWriting });

@@ -1,6 +1,6 @@
 /**
- * Which embedded engine serves a data directory: the journal (the default for a new directory) or
- * LMDB. A directory keeps the engine it was made with: the two lay out their files differently,
+ * Which embedded engine serves a data directory: LMDB (the default for a new directory) or the
+ * journal (`--engine journal`). A directory keeps the engine it was made with: the two lay out their files differently,
  * and moving from one to the other is an export and an import.
  */
 import { existsSync } from 'node:fs';
@@ -25,7 +25,7 @@ export function pickEngine(dir: string, asked: Engine | undefined, workers: numb
   if (held && asked && held !== asked) {
     throw new StartError(`--engine ${asked}: ${dir} holds ${held === 'lmdb' ? 'an LMDB database (data.mdb)' : 'a journal (journal/)'}; ${move(dir)}`);
   }
-  const engine = asked ?? held ?? (workers > 1 ? 'lmdb' : 'journal');
+  const engine = asked ?? held ?? 'lmdb';
   if (engine === 'journal' && workers > 1) {
     throw new StartError(
       `--workers ${workers}: the journal engine is one process's (its queues live in that process's memory); use --workers 1, or LMDB (--engine lmdb) in another data directory and ${move(dir)}`,

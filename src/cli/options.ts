@@ -45,7 +45,7 @@ export const OPTIONS = {
   engine: {
     type: 'string',
     arg: '<name>',
-    help: 'the embedded store in `-x`: `journal` (the default for a new directory) or `lmdb`; a directory keeps the engine it was made with (one holding `data.mdb` opens with LMDB); `--workers` above 1 needs LMDB',
+    help: 'the embedded store in `-x` for a new directory: `lmdb` (the default) or `journal`; a directory keeps the engine it was made with (one holding `journal/` opens with the journal, one holding `data.mdb` with LMDB); `--workers` above 1 needs LMDB',
   },
   repair: {
     type: 'boolean',
@@ -154,7 +154,7 @@ export function helpText(): string {
   });
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   return (
-    'httpsqs: HTTP Simple Queue Service, a drop-in HTTPSQS 1.7 server on its own journal (or LMDB)\n\n' +
+    'httpsqs: HTTP Simple Queue Service, a drop-in HTTPSQS 1.7 server on LMDB (or its own journal)\n\n' +
     'Usage: httpsqs [options]\n' +
     '       httpsqs export|import ...   backup, restore, move between stores, migrate (httpsqs import -h)\n\n' +
     rows.map(([f, h]) => `  ${f.padEnd(width)}${h}`).join('\n') +
@@ -181,7 +181,7 @@ export interface Config {
   sync: 'durable' | 'interval';
   /** 'lmdb', or a Redis URL. */
   store: string;
-  /** The embedded engine asked for; undefined: the one the directory holds, else the journal. */
+  /** The embedded engine asked for; undefined: the one the directory holds, else LMDB. */
   engine: 'journal' | 'lmdb' | undefined;
   repair: boolean;
   redisWait: number;

@@ -1,7 +1,8 @@
 /**
  * CRC-32 (IEEE 802.3, the one of zlib and gzip), table-driven, eight bytes a step ("slicing by
- * 8"). Node 20 has no zlib.crc32; this one runs at several hundred MB/s, enough to check every
- * record as it is written and read.
+ * 8"), about 1 µs a KiB here: enough to check every record as it is written and read. (zlib.crc32,
+ * from Node 20.15 on, measured about as fast on 1 KiB and five times slower on a 60-byte record,
+ * for the cost of the call.)
  */
 const T = new Int32Array(8 * 256);
 for (let n = 0; n < 256; n++) {
