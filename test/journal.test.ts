@@ -385,6 +385,40 @@ describe('journal: space and memory', () => {
     assert.match(warnings.join('\n'), /damaged journal record at offset \d+ of .*0000000001\.seg \(queue "c", position 2\): skipped/);
     await s.close();
   });
+
+  it('after a restart, gets read the segments a window at a time: every message intact and in order across segments; a damaged one inside a window is not served', async () => {
+    const d = dir();
+    warnings = [];
+    let s = await open(d, { segmentBytes: 2 * 2 ** 20 });
+    const message = (i: number) => b(`message-${i}-`.padEnd(1000, 'x'));
+    for (let i = 1; i <= 3000; i += 100) await s.putMany('w', Array.from({ length: 100 }, (_, k) => message(i + k)));
+    await s.close();
+    assert.ok(segments(d).length >= 2, 'the messages span segments');
+    // Damage message 1500 on disk, well inside a window.
+    const file = readdirSync(join(d, 'journal'))
+      .filter((f) => f.endsWith('.seg'))
+      .map((f) => join(d, 'journal', f))
+      .find((f) => readFileSync(f).includes(message(1500)))!;
+    const at = readFileSync(file).indexOf(message(1500));
+    const fd = openSync(file, 'r+');
+    writeSync(fd, b('#'), 0, 1, at + 20);
+    closeSync(fd);
+    s = await open(d, { segmentBytes: 2 * 2 ** 20 });
+    let windows = 0;
+    let last: unknown;
+    for (let i = 1; i <= 3000; i++) {
+      if (i === 1500) continue;
+      const got = await s.get('w');
+      assert.equal(got?.pos, i);
+      assert.ok(got!.message.equals(message(i)), `message ${i}`);
+      if (inside<unknown>(s, 'ahead') !== last) [windows, last] = [windows + 1, inside<unknown>(s, 'ahead')];
+    }
+    assert.equal(await s.get('w'), null);
+    // 3 MB read in windows of 256 KiB, one more where a segment ends: not one read a message.
+    assert.ok(windows >= 12 && windows <= 20, `${windows} windows read`);
+    assert.match(warnings.join('\n'), /damaged journal record at offset \d+ of .*\.seg \(queue "w", position 1500\): skipped/);
+    await s.close();
+  });
 });
 
 describe('journal: failures', () => {

@@ -91,6 +91,9 @@ const SEGMENT = 64 * 2 ** 20;
 const KEEP_FOR_OTHERS = 256 * 1024;
 /** Recently written batches kept for reads, so that a get right after a put reads no file. */
 const CACHE_BYTES = 4 * 2 ** 20;
+/** Bytes read from a segment by a read that finds its message in no batch in memory: a queue is
+ * read in the order it was written, so the next gets find theirs there, without a system call. */
+const READ_AHEAD = 256 * 1024;
 /** Entries looked at per event-loop turn by compaction. */
 const SCAN_STEP = 100_000;
 /** Message bytes copied forward per compaction write. */
@@ -185,6 +188,10 @@ export class JournalStore implements Store {
   private scheduled = false;
   private recent: Batch[] = [];
   private recentBytes = 0;
+  /** Where the journal has been written up to: the end of the last batch written. */
+  private writtenTo = { seg: 0, off: 0 };
+  /** Bytes of a segment read ahead of the last message read from it (see READ_AHEAD). */
+  private ahead: { seg: number; start: number; buf: Buffer } | undefined;
   /** Segments written since their last flush ('interval' mode). */
   private readonly unflushed = new Set<Segment>();
   /** The point of the journal the checkpoint on disk covers; segments before it may go. */
@@ -303,6 +310,7 @@ export class JournalStore implements Store {
     // Writes go on after the last record, never before what the checkpoint covers.
     this.cur = last;
     this.end = lastEnd;
+    this.writtenTo = { seg: last.id, off: lastEnd };
     for (const s of this.segs.values()) {
       if (s.id <= this.cur.id) continue;
       if (!this.spare && !ro) this.spare = s;
@@ -621,6 +629,7 @@ export class JournalStore implements Store {
         return;
       }
       this.batches.shift();
+      this.writtenTo = { seg: b.seg, off: b.start + b.used };
       if (this.syncMode === 'interval') this.unflushed.add(seg);
       this.remember(b);
       if (!this.fence) this.writeError = undefined;
@@ -645,6 +654,7 @@ export class JournalStore implements Store {
     this.open = undefined;
     this.recent = [];
     this.recentBytes = 0;
+    this.ahead = undefined;
     const reload = async () => {
       await Promise.allSettled([this.sparing, this.checkpointing, this.compacting]);
       for (const s of this.segs.values()) if (s.fd !== undefined) closeQuietly(s.fd);
@@ -689,6 +699,7 @@ export class JournalStore implements Store {
   }
 
   private dropSegment(seg: Segment): void {
+    if (this.ahead?.seg === seg.id) this.ahead = undefined;
     if (seg.fd !== undefined) closeSync(seg.fd);
     seg.fd = undefined;
     this.segs.delete(seg.id);
@@ -715,14 +726,26 @@ export class JournalStore implements Store {
     }
     const seg = this.segs.get(id);
     if (!seg) return undefined;
-    const buf = Buffer.allocUnsafe(len);
-    try {
-      readAt(this.fd(seg), buf, off);
-    } catch (err) {
-      this.warn(`journal read failed at offset ${off} of ${segmentFile(this.dir, id)}: ${errorMessage(err)}`);
-      return undefined;
+    let buf: Buffer;
+    let at = 0;
+    const a = this.ahead;
+    if (a && a.seg === id && off >= a.start && off + len <= a.start + a.buf.length) {
+      buf = a.buf;
+      at = off - a.start;
+    } else {
+      // Read ahead, up to what has been written: the messages after this one are read next.
+      const w = this.writtenTo;
+      const limit = id < w.seg ? seg.size : id === w.seg ? w.off : off + len;
+      buf = Buffer.allocUnsafe(Math.max(len, Math.min(READ_AHEAD, limit - off)));
+      try {
+        readAt(this.fd(seg), buf, off);
+      } catch (err) {
+        this.warn(`journal read failed at offset ${off} of ${segmentFile(this.dir, id)}: ${errorMessage(err)}`);
+        return undefined;
+      }
+      if (buf.length > len) this.ahead = { seg: id, start: off, buf };
     }
-    const rec = decode(buf, 0, len);
+    const rec = decode(buf, at, at + len);
     if (!rec || rec.name !== name || rec.fields[0] !== pos || (rec.type !== T.put && rec.type !== T.store)) {
       this.warn(`damaged journal record at offset ${off} of ${segmentFile(this.dir, id)} (queue ${JSON.stringify(name)}, position ${pos}): skipped`);
       return undefined;
