@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     const put = await phase(server, dir, 'put', MESSAGES);
     const written = (await status(port)).putpos;
     const size = diskUse(dir);
-    report.push(`\n### ${written} puts of 1 KiB into one queue: ${Math.round(written / put.seconds)} puts/s, ${MiB(size)} on disk\n\n${series(put.samples)}`);
+    report.push(`\n#### ${written} puts of 1 KiB into one queue: ${Math.round(written / put.seconds)} puts/s, ${MiB(size)} on disk\n\n${series(put.samples)}`);
 
     process.stderr.write('restarting on the full database...\n');
     await server.stop();
@@ -121,12 +121,12 @@ async function main(): Promise<void> {
     server = await startNode(args, port);
     await status(port);
     const startup = performance.now() - t0;
-    report.push(`\n### Restart on ${MiB(size)}: first answer after ${startup.toFixed(0)} ms (process start included)`);
+    report.push(`\n#### Restart on ${MiB(size)}: first answer after ${startup.toFixed(0)} ms (process start included)`);
 
     process.stderr.write('draining...\n');
     const get = await phase(server, dir, 'get', written);
     const left = await status(port);
-    report.push(`\n### Drain: ${Math.round(left.getpos / get.seconds)} gets/s, ${left.unread} left unread\n\n${series(get.samples)}`);
+    report.push(`\n#### Drain: ${Math.round(left.getpos / get.seconds)} gets/s, ${left.unread} left unread\n\n${series(get.samples)}`);
     const anon = [...put.samples, ...get.samples].map((s) => s.rssAnon);
     // Dead segments go once a checkpoint covers them: a few more writes roll over to let that happen.
     await drive(port, { requests: [{ path: `/?name=after&opt=put&data=${'z'.repeat(1000)}` }, { path: '/?name=after&opt=get' }], connections: 50, seconds: 3 });
@@ -162,7 +162,7 @@ async function main(): Promise<void> {
     );
     for (const s of socks) s.destroy();
     report.push(
-      `\n### ${CONNECTIONS} idle keep-alive connections held open\n\n` +
+      `\n#### ${CONNECTIONS} idle keep-alive connections held open\n\n` +
         table(
           ['', 'value'],
           [
@@ -182,7 +182,10 @@ async function main(): Promise<void> {
   const text = `${report.join('\n')}\n`;
   process.stdout.write(text);
   const file = join(ROOT, 'BENCHMARKS.md');
-  writeFileSync(file, readFileSync(file, 'utf8').replace(/(<!-- scale:start -->\n)[\s\S]*?(<!-- scale:end -->)/, `$1${text}$2`));
+  // Each engine's figures have their own place in the file.
+  const marker = ENGINE === 'lmdb' ? 'scale' : `scale-${ENGINE}`;
+  const section = new RegExp(`(<!-- ${marker}:start -->\\n)[\\s\\S]*?(<!-- ${marker}:end -->)`);
+  writeFileSync(file, readFileSync(file, 'utf8').replace(section, `$1${text}$2`));
   process.stderr.write('results written to BENCHMARKS.md\n');
 }
 

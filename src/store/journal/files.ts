@@ -121,9 +121,11 @@ export function tailOf(fd: number, id: number, size: number, end: number): { dir
   const r = new Reader(fd, size);
   let dirtyTo = end;
   const header = Buffer.from([BATCH_BYTES - 8, 0, 0, 0]);
+  // One buffer for the whole scan: a segment is read to its end (mostly zeros) at every start.
+  const whole = Buffer.allocUnsafe(Math.min(CHUNK, size - end));
   for (let at = end; at < size; at += CHUNK) {
     const n = Math.min(CHUNK, size - at);
-    const chunk = Buffer.allocUnsafe(n);
+    const chunk = whole.subarray(0, n);
     readAt(fd, chunk, at);
     if (chunk.equals(ZEROS.subarray(0, n))) continue;
     let last = n;

@@ -192,6 +192,7 @@ export class JournalStore implements Store {
   private writtenTo = { seg: 0, off: 0 };
   /** Bytes of a segment read ahead of the last message read from it (see READ_AHEAD). */
   private ahead: { seg: number; start: number; buf: Buffer } | undefined;
+  private window: Buffer | undefined;
   /** Segments written since their last flush ('interval' mode). */
   private readonly unflushed = new Set<Segment>();
   /** The point of the journal the checkpoint on disk covers; segments before it may go. */
@@ -736,21 +737,25 @@ export class JournalStore implements Store {
       // Read ahead, up to what has been written: the messages after this one are read next.
       const w = this.writtenTo;
       const limit = id < w.seg ? seg.size : id === w.seg ? w.off : off + len;
-      buf = Buffer.allocUnsafe(Math.max(len, Math.min(READ_AHEAD, limit - off)));
+      const n = Math.min(READ_AHEAD, limit - off);
+      // One window buffer, read into again and again (what is handed out is copied from it), so
+      // that reading makes no garbage; a message larger than it gets a buffer of its own.
+      this.ahead = undefined;
+      buf = len <= n ? (this.window ??= Buffer.allocUnsafeSlow(READ_AHEAD)).subarray(0, n) : Buffer.allocUnsafe(len);
       try {
         readAt(this.fd(seg), buf, off);
       } catch (err) {
         this.warn(`journal read failed at offset ${off} of ${segmentFile(this.dir, id)}: ${errorMessage(err)}`);
         return undefined;
       }
-      if (buf.length > len) this.ahead = { seg: id, start: off, buf };
+      if (len <= n) this.ahead = { seg: id, start: off, buf };
     }
     const rec = decode(buf, at, at + len);
     if (!rec || rec.name !== name || rec.fields[0] !== pos || (rec.type !== T.put && rec.type !== T.store)) {
       this.warn(`damaged journal record at offset ${off} of ${segmentFile(this.dir, id)} (queue ${JSON.stringify(name)}, position ${pos}): skipped`);
       return undefined;
     }
-    return buf.subarray(rec.from, rec.to);
+    return this.ahead?.buf === buf ? Buffer.from(buf.subarray(rec.from, rec.to)) : buf.subarray(rec.from, rec.to);
   }
 
   // ---- space: deleting dead segments, copying the live messages of sparse ones forward ----
