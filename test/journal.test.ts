@@ -391,7 +391,11 @@ describe('journal: space and memory', () => {
     warnings = [];
     let s = await open(d, { segmentBytes: 2 * 2 ** 20 });
     const message = (i: number) => b(`message-${i}-`.padEnd(1000, 'x'));
-    for (let i = 1; i <= 3000; i += 100) await s.putMany('w', Array.from({ length: 100 }, (_, k) => message(i + k)));
+    for (let i = 1; i <= 3000; i += 100)
+      await s.putMany(
+        'w',
+        Array.from({ length: 100 }, (_, k) => message(i + k)),
+      );
     await s.close();
     assert.ok(segments(d).length >= 2, 'the messages span segments');
     // Damage message 1500 on disk, well inside a window.
