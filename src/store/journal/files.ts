@@ -6,7 +6,7 @@
  * file opened with O_DSYNC) has no metadata to flush and can never meet a full disk. The zeros
  * also end the data: a record's length is never 0.
  */
-import { closeSync, fsync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, openSync, readSync, write, writeSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Lease } from '../../queue/leases.js';
@@ -154,56 +154,73 @@ export interface Checkpoint {
   seg: number;
   off: number;
   segments: Array<{ id: number; size: number; live: number }>;
-  /** Each queue's index entries: `count` of them, in pieces (`entries` when read back). */
-  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; count: number; pieces: Iterable<Uint32Array> }>;
+  /** Each queue's index entries (a copy, dead entries included), as [pos, seg, off, len | LIVE]. */
+  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Uint32Array }>;
 }
 
 const MAGIC = 0x4a515348; // "HSQJ"
+/** Bytes of entries written (and checksummed) per event-loop turn. */
+const CHECKPOINT_STEP = 2 ** 20;
 
 /**
- * Writes a checkpoint to `checkpoint.tmp` at once (the state must not change while it is written),
- * straight from the index's arrays: no copy of the index is made, so memory does not double at
- * each checkpoint. Returns the open file, for `installCheckpoint`. The layout: [magic][version]
+ * Writes a checkpoint to `checkpoint.tmp`, a piece per event-loop turn, so that a large index
+ * (16 bytes a stored message) never holds up requests; the state it writes is a copy taken at once
+ * by the caller. Resolves to the open file, for `installCheckpoint`. The layout: [magic][version]
  * [seg][off][segments][queues][crc32 of all before it], little endian; a queue's entries start at
  * a multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
  * they are read back without a copy.
  */
-export function writeCheckpointSync(dir: string, c: Checkpoint): number {
+export async function writeCheckpoint(dir: string, c: Checkpoint): Promise<number> {
   const fd = openSync(join(dir, 'checkpoint.tmp'), 'w');
   try {
     const stage = Buffer.allocUnsafe(64 * 1024);
     let used = 0;
     let at = 0;
     let crc = 0;
-    const out = (buf: Buffer, len = buf.length) => {
+    const out = async (buf: Buffer, len = buf.length) => {
       crc = crc32(buf, 0, len, crc);
-      writeAt(fd, buf, at, len);
+      for (let o = 0; o < len; )
+        o += await new Promise<number>((resolve, reject) => write(fd, buf, o, len - o, at + o, (err, n) => (err ? reject(err) : resolve(n))));
       at += len;
     };
-    const flush = () => {
-      out(stage, used);
+    const flush = async () => {
+      await out(stage, used);
       used = 0;
     };
-    const room = (n: number) => used + n > stage.length && flush();
-    const u32 = (n: number) => (room(4), (used = stage.writeUInt32LE(n, used)));
-    const f64 = (n: number) => (room(8), (used = stage.writeDoubleLE(n, used)));
+    // Small fields go through the stage; it is flushed before it could overflow.
+    const put = (n: number, f: (v: number, o: number) => number) => void (used = f.call(stage, n, used));
+    const u32 = (n: number) => put(n, stage.writeUInt32LE);
+    const f64 = (n: number) => put(n, stage.writeDoubleLE);
+    const room = async (n: number) => {
+      if (used + n > stage.length) await flush();
+    };
+    await room(20);
     for (const n of [MAGIC, 1, c.seg, c.off, c.segments.length]) u32(n);
-    for (const s of c.segments) [u32(s.id), u32(s.size), f64(s.live)];
+    for (const s of c.segments) {
+      await room(16);
+      [u32(s.id), u32(s.size), f64(s.live)];
+    }
+    await room(4);
     u32(c.queues.length);
     for (const q of c.queues) {
-      room(2 + q.name.length);
+      await room(2 + q.name.length + 16);
       used = stage.writeUInt16LE(q.name.length, used);
       used += stage.write(q.name, used, 'latin1');
       for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.leases.length]) u32(n);
-      for (const [pos, l] of q.leases) [u32(pos), f64(l.deadline), u32(l.deliveries)];
-      u32(4 * q.count);
-      room(3);
+      for (const [pos, l] of q.leases) {
+        await room(16);
+        [u32(pos), f64(l.deadline), u32(l.deliveries)];
+      }
+      await room(7);
+      u32(q.entries.length);
       while ((at + used) % 4) stage[used++] = 0;
-      flush();
-      for (const piece of q.pieces) out(Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength));
+      await flush();
+      const bytes = Buffer.from(q.entries.buffer, q.entries.byteOffset, q.entries.byteLength);
+      for (let o = 0; o < bytes.length; o += CHECKPOINT_STEP) await out(bytes.subarray(o, Math.min(bytes.length, o + CHECKPOINT_STEP)));
     }
+    await room(4);
     u32(crc32(stage, 0, used, crc));
-    flush();
+    await flush();
     return fd;
   } catch (err) {
     closeSync(fd);
@@ -211,7 +228,7 @@ export function writeCheckpointSync(dir: string, c: Checkpoint): number {
   }
 }
 
-/** Flushes a checkpoint written by `writeCheckpointSync` and puts it in place, so that a crash
+/** Flushes a checkpoint written by `writeCheckpoint` and puts it in place, so that a crash
  * leaves the old one or the new one, whole. */
 export async function installCheckpoint(dir: string, fd: number): Promise<void> {
   try {
@@ -223,7 +240,7 @@ export async function installCheckpoint(dir: string, fd: number): Promise<void> 
   fsyncDir(dir);
 }
 
-export function decodeCheckpoint(b: Buffer): Omit<Checkpoint, 'queues'> & { queues: Array<Checkpoint['queues'][number] & { entries: Uint32Array }> } {
+export function decodeCheckpoint(b: Buffer): Checkpoint {
   if (b.length < 28 || b.readUInt32LE(0) !== MAGIC || b.readUInt32LE(4) !== 1) throw new Error('not a journal checkpoint of version 1');
   if (crc32(b, 0, b.length - 4) !== b.readUInt32LE(b.length - 4)) throw new Error('its checksum does not match');
   let o = 8;
@@ -246,7 +263,7 @@ export function decodeCheckpoint(b: Buffer): Omit<Checkpoint, 'queues'> & { queu
         ? new Uint32Array(b.buffer, b.byteOffset + o, count)
         : new Uint32Array(b.buffer.slice(b.byteOffset + o, b.byteOffset + o + 4 * count));
     o += 4 * count;
-    queues.push({ name, s, leases, count: count / 4, pieces: [entries], entries });
+    queues.push({ name, s, leases, entries });
   }
   return { seg, off, segments, queues };
 }

@@ -109,28 +109,18 @@ export class PositionIndex {
     this.runs = [];
   }
 
-  /** Entries in use and not `gone`, for a checkpoint. */
-  count(gone: (seg: number) => boolean): number {
-    let n = 0;
-    for (let i = this.head; i < this.tail; i++) if (this.seg(i) !== 0 && !gone(this.seg(i))) n++;
-    return n;
+  /** A copy of the entries as [pos, seg, off, len | LIVE], dead ones included (a checkpoint: one
+   * copy, taken at once, so that the index may change while the copy is written). */
+  copy(): Uint32Array {
+    return this.a.slice(STRIDE * this.head, STRIDE * this.tail);
   }
 
-  /** Those entries as [pos, seg, off, len | LIVE], in runs that are views of the index itself (a
-   * checkpoint writes them without a copy of the index). */
-  *saved(gone: (seg: number) => boolean): Generator<Uint32Array> {
-    for (let i = this.head; i < this.tail; ) {
-      while (i < this.tail && (this.seg(i) === 0 || gone(this.seg(i)))) i++;
-      const from = i;
-      while (i < this.tail && this.seg(i) !== 0 && !gone(this.seg(i))) i++;
-      if (i > from) yield this.a.subarray(STRIDE * from, STRIDE * i);
-    }
-  }
-
-  /** Adds the entries a checkpoint saved, into an index made for that many. */
-  load(saved: Uint32Array): void {
+  /** Adds the entries a checkpoint saved, into an index made for that many; dead entries and those
+   * whose segment is `gone` are left out. */
+  load(saved: Uint32Array, gone: (seg: number) => boolean): void {
     this.a = new Uint32Array(Math.max(STRIDE * MIN, saved.length));
     for (let o = 0; o < saved.length; o += STRIDE) {
+      if (saved[o + 1] === 0 || gone(saved[o + 1]!)) continue;
       const i = this.add(saved[o]!, saved[o + 1]!, saved[o + 2]!, saved[o + 3]! & ~LIVE);
       this.setLive(i, (saved[o + 3]! & LIVE) !== 0);
     }

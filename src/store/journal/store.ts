@@ -48,7 +48,7 @@ import {
   SEGMENT_NAME,
   segmentFile,
   tailOf,
-  writeCheckpointSync,
+  writeCheckpoint,
   zero,
   type Checkpoint,
 } from './files.js';
@@ -355,7 +355,7 @@ export class JournalStore implements Store {
       const queue = newQueue();
       queue.s = q.s;
       for (const [pos, lease] of q.leases) queue.leases.set(pos, lease);
-      queue.index.load(q.entries);
+      queue.index.load(q.entries, (id) => !this.segs.has(id));
       this.queues.set(q.name, queue);
     }
   }
@@ -560,27 +560,24 @@ export class JournalStore implements Store {
   }
 
   /** Writes a checkpoint of the state in memory, which covers every record decided so far (up to
-   * `cur`, `end`), once those records are on disk. One at a time: a roll-over meanwhile skips it. */
+   * `cur`, `end`), once those records are on disk. The state is copied at once (the index too: 16
+   * bytes a stored message, for as long as the checkpoint is being written) and written in pieces,
+   * so that requests go on meanwhile. One at a time: a roll-over meanwhile skips it. */
   private checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const at = { seg: this.cur.id, off: this.end };
-    let fd: number;
-    try {
-      fd = writeCheckpointSync(this.dir, this.snapshot(at));
-    } catch (err) {
-      this.warn(`journal checkpoint not written: ${errorMessage(err)}`);
-      return Promise.resolve();
-    }
+    const file = writeCheckpoint(this.dir, this.snapshot(at));
     const written = this.batches.at(-1)?.done ?? Promise.resolve();
-    this.checkpointing = written
+    this.checkpointing = Promise.all([file, written])
       .then(
         () => this.flushSegments(),
-        (err: unknown) => {
-          closeQuietly(fd);
+        async (err: unknown) => {
+          const fd = await file.catch(() => undefined);
+          if (fd !== undefined) closeQuietly(fd);
           throw err;
         },
       )
-      .then(() => installCheckpoint(this.dir, fd))
+      .then(async () => installCheckpoint(this.dir, await file))
       .then(
         () => {
           this.covered = at;
@@ -594,11 +591,10 @@ export class JournalStore implements Store {
   }
 
   private snapshot(at: { seg: number; off: number }): Checkpoint {
-    const gone = (id: number) => !this.segs.has(id);
     return {
       ...at,
       segments: [...this.segs.values()].map(({ id, size, live }) => ({ id, size, live })),
-      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], count: q.index.count(gone), pieces: q.index.saved(gone) })),
+      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], entries: q.index.copy() })),
     };
   }
 
