@@ -166,12 +166,50 @@ function closeQuietly(fd: number): void {
   }
 }
 
+/** JS strings compare by UTF-16 code unit: for latin1 byte strings, by byte. */
+const byBytes = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The queues by name, and their names in byte order (kept until a queue comes or goes), so that
+ * a page of `list` costs a search and the page rather than a sort of every name. */
+class Queues extends Map<string, Queue> {
+  private sorted: string[] | undefined;
+  override set(name: string, q: Queue): this {
+    if (!this.has(name)) this.sorted = undefined;
+    return super.set(name, q);
+  }
+  override delete(name: string): boolean {
+    const had = super.delete(name);
+    if (had) this.sorted = undefined;
+    return had;
+  }
+  override clear(): void {
+    this.sorted = undefined;
+    super.clear();
+  }
+  /** The first index in the sorted names whose name is above `name` (`or equal`, when `equal`). */
+  from(name: string, equal: boolean): number {
+    const names = this.names();
+    let [lo, hi] = [0, names.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const c = byBytes(names[mid]!, name);
+      if (c < 0 || (c === 0 && !equal)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+  names(): string[] {
+    this.sorted ??= [...this.keys()].sort(byBytes);
+    return this.sorted;
+  }
+}
+
 const newQueue = (): Queue => ({ s: emptyQueue(), leases: new LeaseTable(), index: new PositionIndex() });
 
 export class JournalStore implements Store {
   readonly syncMode: SyncMode;
   private readonly dir: string;
-  private readonly queues = new Map<string, Queue>();
+  private readonly queues = new Queues();
   /** Segments by id, in id order. */
   private readonly segs = new Map<number, Segment>();
   /** The segment being appended to, where the next record goes, and a whole one to go on in. */
@@ -198,6 +236,7 @@ export class JournalStore implements Store {
   /** The point of the journal the checkpoint on disk covers; segments before it may go. */
   private covered = { seg: 0, off: 0 };
   private checkpointing: Promise<void> | undefined;
+  private checkpointAgain = false;
   private compacting: Promise<void> | undefined;
   /** Sparse segments whose copying forward left live bytes behind: not tried again before the
    * next checkpoint, so that a miscount cannot make compaction scan the index over and over. */
@@ -562,9 +601,13 @@ export class JournalStore implements Store {
   /** Writes a checkpoint of the state in memory, which covers every record decided so far (up to
    * `cur`, `end`), once those records are on disk. The state is copied at once (the index too: 16
    * bytes a stored message, for as long as the checkpoint is being written) and written in pieces,
-   * so that requests go on meanwhile. One at a time: a roll-over meanwhile skips it. */
+   * so that requests go on meanwhile. One at a time: a roll-over meanwhile has another written once
+   * it is done, so that the segments it sealed can go. */
   private checkpoint(): Promise<void> {
-    if (this.checkpointing) return this.checkpointing;
+    if (this.checkpointing) {
+      this.checkpointAgain = true;
+      return this.checkpointing;
+    }
     const at = { seg: this.cur.id, off: this.end };
     const file = writeCheckpoint(this.dir, this.snapshot(at));
     const written = this.batches.at(-1)?.done ?? Promise.resolve();
@@ -586,7 +629,11 @@ export class JournalStore implements Store {
         },
         (err: unknown) => this.warn(`journal checkpoint not written: ${errorMessage(err)}`),
       )
-      .finally(() => (this.checkpointing = undefined));
+      .finally(() => {
+        this.checkpointing = undefined;
+        if (this.checkpointAgain && !this.closing && !this.fence) void this.checkpoint();
+        this.checkpointAgain = false;
+      });
     return this.checkpointing;
   }
 
@@ -949,25 +996,32 @@ export class JournalStore implements Store {
 
   async list(prefix: string, after: string | undefined, limit: number): Promise<Array<{ name: string; status: QueueStatus }>> {
     await this.waiting;
-    const names: string[] = [];
-    for (const [name, q] of this.queues) {
-      if (!name.startsWith(prefix) || (after !== undefined && name <= after)) continue;
-      if (!isInitial({ ...q.s, leased: q.leases.size })) names.push(name);
-    }
-    // JS strings compare by UTF-16 code unit: for latin1 byte strings, by byte.
-    names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    return names.slice(0, limit).map((name) => {
+    const names = this.queues.names();
+    // Names with the prefix are together in byte order, from the first one at or above it.
+    const out: Array<{ name: string; status: QueueStatus }> = [];
+    for (
+      let i = Math.max(this.queues.from(prefix, true), after === undefined ? 0 : this.queues.from(after, false));
+      i < names.length && out.length < limit;
+      i++
+    ) {
+      const name = names[i]!;
+      if (!name.startsWith(prefix)) break;
       const q = this.queues.get(name)!;
-      return { name, status: { ...q.s, leased: q.leases.size } };
-    });
+      const status = { ...q.s, leased: q.leases.size };
+      if (!isInitial(status)) out.push({ name, status });
+    }
+    return out;
   }
 
   async *dump(name: string): AsyncIterable<{ pos: number; message: Buffer }> {
     await this.waiting;
     const q = this.queues.get(name);
     if (!q) return;
-    const positions = new Uint32Array([...q.index.entries()].map((i) => q.index.pos(i))).sort();
-    for (const pos of positions) {
+    // 4 bytes a stored message, not a JS array of them.
+    const all = new Uint32Array(q.index.size);
+    let n = 0;
+    for (const i of q.index.entries()) all[n++] = q.index.pos(i);
+    for (const pos of all.subarray(0, n).sort()) {
       const message = this.read(name, q, pos);
       if (message) yield { pos, message };
     }
