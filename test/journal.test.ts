@@ -374,6 +374,28 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it('a queue drained in order is not copied forward (its unread messages are about to be read); its segments go as they are read', async () => {
+    const d = dir();
+    const ops: string[] = [];
+    const s = await open(d, { observe: (op) => ops.push(op) });
+    const message = b('d'.repeat(200));
+    for (let i = 0; i < 40; i++)
+      await s.putMany(
+        'drain',
+        Array.from({ length: 50 }, () => message),
+      );
+    assert.ok(segments(d).length >= 6, `${segments(d).length} segments`);
+    for (let i = 0; i < 100; i++) {
+      await s.getMany('drain', 20);
+      await compacted(s);
+    }
+    for (let i = 0; i < 700; i++) await s.putMany('other', [message]).then(() => s.get('other'));
+    await compacted(s);
+    assert.equal(ops.filter((op) => op === 'compact').length, 0, 'messages were copied forward');
+    assert.ok(segments(d).length <= 3, `${segments(d).length} segments left`);
+    await s.close();
+  });
+
   it('the position index takes at most 20 bytes a stored message, and read ones leave with their segments', async () => {
     const d = dir();
     const s = await open(d);

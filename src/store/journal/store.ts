@@ -15,8 +15,9 @@
  *
  * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
  * fills and on close) and replays the records after it. Space comes back by deleting sealed
- * segments that hold no live message (unread or leased), and by copying forward the live messages
- * of one that holds less than two thirds of its size in them, then deleting it.
+ * segments that hold no live message (unread or leased), and, while the sealed segments take more
+ * than 1.5 times the live data, by copying forward the live messages of one that holds less than
+ * two thirds of its size in them and is not being read, then deleting it (`compact`).
  */
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { join } from 'node:path';
@@ -110,6 +111,8 @@ interface Segment {
   size: number;
   /** Bytes of records of live messages (unread or leased). */
   live: number;
+  /** `live` when compaction last looked at it. */
+  seen?: number;
   fd: number | undefined;
 }
 
@@ -820,10 +823,18 @@ export class JournalStore implements Store {
       const dead = sealed.filter((s) => s.live <= 0);
       for (const s of dead) this.dropSegment(s);
       if (dead.length) for (const q of this.queues.values()) q.index.trim(gone);
+      // Copying forward only while the sealed segments take more than 1.5 times the live data,
+      // and only from a segment whose live bytes did not fall since compaction last looked: one
+      // being read now (a queue drained in order) has unread messages that are about to be read,
+      // and copying them would only write them twice.
+      let [sealedBytes, liveBytes] = [0, 0];
+      for (const g of this.segs.values()) liveBytes += Math.max(0, g.live);
+      for (const g of sealed) if (g.live > 0) sealedBytes += g.size;
       const sparse = sealed
-        .filter((s) => s.live > 0 && s.live < (2 / 3) * s.size && !this.stuck.has(s.id))
+        .filter((s) => s.live > 0 && s.live < (2 / 3) * s.size && !this.stuck.has(s.id) && s.seen !== undefined && s.live >= s.seen)
         .sort((a, b) => a.live / a.size - b.live / b.size)[0];
-      if (!sparse || this.closing || this.fence) return;
+      for (const g of sealed) g.seen = g.live;
+      if (sealedBytes <= 1.5 * liveBytes || !sparse || this.closing || this.fence) return;
       await this.copyForward(sparse);
       if (sparse.live > 0) this.stuck.add(sparse.id);
     }
