@@ -337,7 +337,7 @@ async function compacted(s: JournalStore): Promise<void> {
 }
 
 describe('journal: space and memory', () => {
-  it('dead segments go and sparse ones are copied forward: disk stays within 1.5x the live data plus the current and next segments; one old message pins nothing', async () => {
+  it('dead segments go and sparse ones are copied forward: disk stays within 1.5x the live data plus one segment, besides the current and next ones; one old message pins nothing', async () => {
     const d = dir();
     let s = await open(d);
     await s.put('slow', b('the old one'));
@@ -354,7 +354,7 @@ describe('journal: space and memory', () => {
     }
     await compacted(s);
     const live = [...inside<Map<number, { live: number }>>(s, 'segs').values()].reduce((n, g) => n + g.live, 0);
-    assert.ok(diskUse(d) <= 1.5 * live + 2 * SEG, `${diskUse(d)} bytes on disk for ${live} live`);
+    assert.ok(diskUse(d) <= 1.5 * live + 3 * SEG, `${diskUse(d)} bytes on disk for ${live} live`);
     assert.ok(!existsSync(segFile(d, 1)), 'the first segment (with the old message) is gone');
     assert.equal((await s.view('slow', 1))?.toString(), 'the old one');
     const image = crashImage(d);

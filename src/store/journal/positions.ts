@@ -14,7 +14,7 @@ const MIN = 8;
 
 export class PositionIndex {
   /** [pos, seg, off, len | LIVE] per entry; entries [head, tail) are in use. */
-  private a = new Uint32Array(STRIDE * MIN);
+  private a: Uint32Array = new Uint32Array(STRIDE * MIN);
   private head = 0;
   private tail = 0;
   /** [first entry, its position, count] per run of consecutive positions, oldest first. */
@@ -115,14 +115,21 @@ export class PositionIndex {
     return this.a.slice(STRIDE * this.head, STRIDE * this.tail);
   }
 
-  /** Adds the entries a checkpoint saved, into an index made for that many; dead entries and those
-   * whose segment is `gone` are left out. */
+  /** Takes the entries a checkpoint saved as the index itself (no copy: the array becomes the
+   * index's), keeping them in order but leaving out dead entries and those whose segment is
+   * `gone`. */
   load(saved: Uint32Array, gone: (seg: number) => boolean): void {
-    this.a = new Uint32Array(Math.max(STRIDE * MIN, saved.length));
-    for (let o = 0; o < saved.length; o += STRIDE) {
-      if (saved[o + 1] === 0 || gone(saved[o + 1]!)) continue;
-      const i = this.add(saved[o]!, saved[o + 1]!, saved[o + 2]!, saved[o + 3]! & ~LIVE);
-      this.setLive(i, (saved[o + 3]! & LIVE) !== 0);
+    this.a = saved.length >= STRIDE * MIN ? saved : new Uint32Array(STRIDE * MIN);
+    if (this.a !== saved) this.a.set(saved);
+    this.head = this.tail = 0;
+    this.runs = [];
+    // Entries move towards the front as dead ones are left out: never past one not yet read.
+    const n = saved.length / STRIDE;
+    for (let k = 0; k < n; k++) {
+      const o = STRIDE * k;
+      const [pos, seg, off, len] = [this.a[o]!, this.a[o + 1]!, this.a[o + 2]!, this.a[o + 3]!];
+      if (seg === 0 || gone(seg)) continue;
+      this.add(pos, seg, off, len);
     }
   }
 

@@ -16,8 +16,8 @@
  * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
  * fills and on close) and replays the records after it. Space comes back by deleting sealed
  * segments that hold no live message (unread or leased), and, while the sealed segments take more
- * than 1.5 times the live data, by copying forward the live messages of one that holds less than
- * two thirds of its size in them and is not being read, then deleting it (`compact`).
+ * than 1.5 times the live data plus one segment, by copying forward the live messages of one that
+ * holds less than two thirds of its size in them, then deleting it (`compact`).
  */
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { join } from 'node:path';
@@ -111,8 +111,6 @@ interface Segment {
   size: number;
   /** Bytes of records of live messages (unread or leased). */
   live: number;
-  /** `live` when compaction last looked at it. */
-  seen?: number;
   fd: number | undefined;
 }
 
@@ -240,6 +238,8 @@ export class JournalStore implements Store {
   private covered = { seg: 0, off: 0 };
   private checkpointing: Promise<void> | undefined;
   private checkpointAgain = false;
+  /** Start-up is over: records are being written, not replayed. */
+  private started = false;
   private compacting: Promise<void> | undefined;
   /** Sparse segments whose copying forward left live bytes behind: not tried again before the
    * next checkpoint, so that a miscount cannot make compaction scan the index over and over. */
@@ -365,6 +365,7 @@ export class JournalStore implements Store {
       return;
     }
     if (this.syncMode === 'interval') this.tick();
+    this.started = true;
     this.compactSoon();
   }
 
@@ -474,7 +475,13 @@ export class JournalStore implements Store {
     const seg = this.segs.get(q.index.seg(i));
     if (!seg) return;
     seg.live += live ? q.index.len(i) : -q.index.len(i);
-    if (!live && seg.id < this.covered.seg && seg.live < (2 / 3) * seg.size) this.compactSoon();
+    if (live || !this.started) return;
+    if (seg.id < this.covered.seg) {
+      if (seg.live < (2 / 3) * seg.size) this.compactSoon();
+    } else if (seg.live <= 0 && seg !== this.cur && seg !== this.spare) {
+      // A sealed segment whose messages have all been read goes once a checkpoint covers it.
+      void this.checkpoint();
+    }
   }
 
   private forgetIfEmpty(name: string, q: Queue): void {
@@ -702,6 +709,7 @@ export class JournalStore implements Store {
     this.recent = [];
     this.recentBytes = 0;
     this.ahead = undefined;
+    this.started = false;
     const reload = async () => {
       await Promise.allSettled([this.sparing, this.checkpointing, this.compacting]);
       for (const s of this.segs.values()) if (s.fd !== undefined) closeQuietly(s.fd);
@@ -823,18 +831,18 @@ export class JournalStore implements Store {
       const dead = sealed.filter((s) => s.live <= 0);
       for (const s of dead) this.dropSegment(s);
       if (dead.length) for (const q of this.queues.values()) q.index.trim(gone);
-      // Copying forward only while the sealed segments take more than 1.5 times the live data,
-      // and only from a segment whose live bytes did not fall since compaction last looked: one
-      // being read now (a queue drained in order) has unread messages that are about to be read,
-      // and copying them would only write them twice.
+      // Copying forward only while the sealed segments take more than 1.5 times the live data plus
+      // one segment: a queue drained in order leaves one segment partly read at a time (those read
+      // through go as a checkpoint covers them, see `mark`), and copying its unread messages, about
+      // to be read, would only write them twice.
       let [sealedBytes, liveBytes] = [0, 0];
       for (const g of this.segs.values()) liveBytes += Math.max(0, g.live);
-      for (const g of sealed) if (g.live > 0) sealedBytes += g.size;
+      for (const g of sealed) sealedBytes += g.size;
+      if (sealedBytes <= 1.5 * liveBytes + this.segmentBytes) return;
       const sparse = sealed
-        .filter((s) => s.live > 0 && s.live < (2 / 3) * s.size && !this.stuck.has(s.id) && s.seen !== undefined && s.live >= s.seen)
+        .filter((s) => s.live > 0 && s.live < (2 / 3) * s.size && !this.stuck.has(s.id))
         .sort((a, b) => a.live / a.size - b.live / b.size)[0];
-      for (const g of sealed) g.seen = g.live;
-      if (sealedBytes <= 1.5 * liveBytes || !sparse || this.closing || this.fence) return;
+      if (!sparse || this.closing || this.fence) return;
       await this.copyForward(sparse);
       if (sparse.live > 0) this.stuck.add(sparse.id);
     }
