@@ -230,6 +230,34 @@ describe('journal: checkpoints, replay and restarts', () => {
     await s.close();
   });
 
+  it('a checkpoint holds the state of the moment it was started, however the index changes while it is written', async () => {
+    const d = dir();
+    const s = await open(d, { segmentBytes: 64 * 2 ** 20 });
+    for (let i = 0; i < 50; i++)
+      await s.putMany(
+        'snap',
+        Array.from({ length: 10_000 }, () => b('m')),
+      );
+    const written = inside<() => Promise<void>>(s, 'checkpoint').call(s);
+    // Meanwhile: messages read from the front and the back of the index changes, a ring overwrite.
+    await s.getMany('snap', 1000);
+    await s.maxqueue('wrap', 10);
+    for (let i = 0; i < 12; i++) await s.put('wrap', b(`w${i}`));
+    await written;
+    const c = decodeCheckpoint(readFileSync(join(d, 'journal', 'checkpoint')));
+    const q = c.queues.find((x) => x.name === 'snap')!;
+    assert.equal(q.s.getpos, 0, 'the state of the moment it was started');
+    assert.equal(q.entries.length, 4 * 500_000);
+    let live = 0;
+    for (let o = 3; o < q.entries.length; o += 4) if (q.entries[o]! & 0x80000000) live++;
+    assert.equal(live, 500_000, 'entries read while it was written are still unread in it');
+    assert.equal(
+      c.queues.find((x) => x.name === 'wrap'),
+      undefined,
+    );
+    await s.close();
+  });
+
   it('what was acknowledged survives a crash with writes in flight; gets acknowledged are not handed out again', async () => {
     const d = dir();
     const s = await open(d);

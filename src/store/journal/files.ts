@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { Lease } from '../../queue/leases.js';
 import type { QueueState } from '../../queue/ring.js';
 import { crc32 } from './crc32.js';
+import type { EntrySource } from './positions.js';
 import { BATCH_BYTES, decode, T, type Decoded } from './records.js';
 
 export const segmentFile = (dir: string, id: number): string => join(dir, `${String(id).padStart(10, '0')}.seg`);
@@ -150,12 +151,13 @@ export function zero(fd: number, from: number, to: number): void {
 }
 
 /** The state of the journal up to a point (`seg`, `off`): replay goes on from there. */
-export interface Checkpoint {
+export interface Checkpoint<Entries = Uint32Array> {
   seg: number;
   off: number;
   segments: Array<{ id: number; size: number; live: number }>;
-  /** Each queue's index entries (a copy, dead entries included), as [pos, seg, off, len | LIVE]. */
-  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Uint32Array }>;
+  /** Each queue's index entries (dead entries included), as [pos, seg, off, len | LIVE]: read back
+   * as one array; written from a snapshot of the index. */
+  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Entries }>;
 }
 
 const MAGIC = 0x4a515348; // "HSQJ"
@@ -170,17 +172,20 @@ const CHECKPOINT_STEP = 2 ** 20;
  * a multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
  * they are read back without a copy.
  */
-export async function writeCheckpoint(dir: string, c: Checkpoint): Promise<number> {
-  const fd = openSync(join(dir, 'checkpoint.tmp'), 'w');
+export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): Promise<number> {
+  let fd: number | undefined;
   try {
+    fd = openSync(join(dir, 'checkpoint.tmp'), 'w');
+    const file = fd;
     const stage = Buffer.allocUnsafe(64 * 1024);
+    const piece = new Uint32Array(CHECKPOINT_STEP / 4);
     let used = 0;
     let at = 0;
     let crc = 0;
     const out = async (buf: Buffer, len = buf.length) => {
       crc = crc32(buf, 0, len, crc);
       for (let o = 0; o < len; )
-        o += await new Promise<number>((resolve, reject) => write(fd, buf, o, len - o, at + o, (err, n) => (err ? reject(err) : resolve(n))));
+        o += await new Promise<number>((resolve, reject) => write(file, buf, o, len - o, at + o, (err, n) => (err ? reject(err) : resolve(n))));
       at += len;
     };
     const flush = async () => {
@@ -215,16 +220,22 @@ export async function writeCheckpoint(dir: string, c: Checkpoint): Promise<numbe
       u32(q.entries.length);
       while ((at + used) % 4) stage[used++] = 0;
       await flush();
-      const bytes = Buffer.from(q.entries.buffer, q.entries.byteOffset, q.entries.byteLength);
-      for (let o = 0; o < bytes.length; o += CHECKPOINT_STEP) await out(bytes.subarray(o, Math.min(bytes.length, o + CHECKPOINT_STEP)));
+      for (let o = 0; o < q.entries.length; o += piece.length) {
+        const view = piece.subarray(0, Math.min(piece.length, q.entries.length - o));
+        q.entries.read(o, view);
+        await out(Buffer.from(view.buffer, view.byteOffset, view.byteLength));
+      }
+      q.entries.release();
     }
     await room(4);
     u32(crc32(stage, 0, used, crc));
     await flush();
-    return fd;
+    return file;
   } catch (err) {
-    closeSync(fd);
+    if (fd !== undefined) closeSync(fd);
     throw err;
+  } finally {
+    for (const q of c.queues) q.entries.release();
   }
 }
 

@@ -9,6 +9,14 @@
  * oldest end. Read messages stay (a view shows them) until their segment goes.
  */
 const STRIDE = 4;
+
+/** Entries read a piece at a time: `length` u32s in all; `read` fills `into` from u32 `at` on (a
+ * whole number of entries), pieces in order. */
+export interface EntrySource {
+  length: number;
+  read(at: number, into: Uint32Array): void;
+  release(): void;
+}
 const LIVE = 0x80000000;
 const MIN = 8;
 
@@ -19,6 +27,8 @@ export class PositionIndex {
   private tail = 0;
   /** [first entry, its position, count] per run of consecutive positions, oldest first. */
   private runs: number[] = [];
+  /** A snapshot being read (see `snapshot`). */
+  private snap: { a: Uint32Array; from: number; to: number; next: number; saved: Map<number, [number, number]> } | undefined;
 
   /** Entries held, dead ones not yet dropped included. */
   get size(): number {
@@ -37,12 +47,14 @@ export class PositionIndex {
   live = (i: number): boolean => (this.a[STRIDE * i + 3]! & LIVE) !== 0;
 
   setLive(i: number, live: boolean): void {
+    this.keep(i);
     const k = STRIDE * i + 3;
     this.a[k] = live ? (this.a[k]! | LIVE) >>> 0 : this.a[k]! & ~LIVE;
   }
 
   /** Marks an entry dead for good (replaced, or its queue reset). */
   kill(i: number): void {
+    this.keep(i);
     this.a[STRIDE * i + 1] = 0;
     this.a[STRIDE * i + 3] = 0;
   }
@@ -109,10 +121,40 @@ export class PositionIndex {
     this.runs = [];
   }
 
-  /** A copy of the entries as [pos, seg, off, len | LIVE], dead ones included (a checkpoint: one
-   * copy, taken at once, so that the index may change while the copy is written). */
-  copy(): Uint32Array {
-    return this.a.slice(STRIDE * this.head, STRIDE * this.tail);
+  /**
+   * The entries as they are now, [pos, seg, off, len | LIVE] each, dead ones included, to be read
+   * a piece at a time while the index goes on changing (a checkpoint): no copy is made. Until the
+   * snapshot is released, an entry it has not handed out yet keeps its value of now in `saved`
+   * before it changes, and the array stays where it is (a resize makes a new one).
+   */
+  snapshot(): EntrySource {
+    const snap = { a: this.a, from: this.head, to: this.tail, next: this.head, saved: new Map<number, [number, number]>() };
+    this.snap = snap;
+    return {
+      length: STRIDE * (snap.to - snap.from),
+      read: (at, into) => {
+        const first = snap.from + at / STRIDE;
+        const n = into.length / STRIDE;
+        into.set(snap.a.subarray(STRIDE * first, STRIDE * (first + n)));
+        for (const [i, [seg, len]] of snap.saved) {
+          if (i < first || i >= first + n) continue;
+          into[STRIDE * (i - first) + 1] = seg;
+          into[STRIDE * (i - first) + 3] = len;
+          snap.saved.delete(i);
+        }
+        snap.next = first + n;
+      },
+      release: () => {
+        if (this.snap === snap) this.snap = undefined;
+      },
+    };
+  }
+
+  /** Before entry `i` changes: its value of now, for a snapshot that has not handed it out. */
+  private keep(i: number): void {
+    const snap = this.snap;
+    if (!snap || snap.a !== this.a || i < snap.next || i >= snap.to || snap.saved.has(i)) return;
+    snap.saved.set(i, [this.a[STRIDE * i + 1]!, this.a[STRIDE * i + 3]!]);
   }
 
   /** Takes the entries a checkpoint saved as the index itself (no copy: the array becomes the
@@ -136,7 +178,8 @@ export class PositionIndex {
   /** Moves the entries to the front of an array of `capacity` entries. */
   private resize(capacity: number): void {
     const n = this.size;
-    if (capacity * STRIDE === this.a.length) this.a.copyWithin(0, STRIDE * this.head, STRIDE * this.tail);
+    // Moved within the array, unless a snapshot reads it: then into a new one.
+    if (capacity * STRIDE === this.a.length && this.snap?.a !== this.a) this.a.copyWithin(0, STRIDE * this.head, STRIDE * this.tail);
     else {
       const a = new Uint32Array(capacity * STRIDE);
       a.set(this.a.subarray(STRIDE * this.head, STRIDE * this.tail));

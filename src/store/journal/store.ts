@@ -53,7 +53,7 @@ import {
   zero,
   type Checkpoint,
 } from './files.js';
-import { PositionIndex } from './positions.js';
+import { PositionIndex, type EntrySource } from './positions.js';
 import { Batch, BATCH_BYTES, decode, join as joinDeadline, messageStart, recordBytes, split, T, type Decoded } from './records.js';
 
 export interface JournalOptions extends StoreHooks {
@@ -647,11 +647,11 @@ export class JournalStore implements Store {
     return this.checkpointing;
   }
 
-  private snapshot(at: { seg: number; off: number }): Checkpoint {
+  private snapshot(at: { seg: number; off: number }): Checkpoint<EntrySource> {
     return {
       ...at,
       segments: [...this.segs.values()].map(({ id, size, live }) => ({ id, size, live })),
-      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], entries: q.index.copy() })),
+      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], entries: q.index.snapshot() })),
     };
   }
 
