@@ -11,6 +11,7 @@ export const CORE = [
   'src/protocol/reply.ts',
   'src/queue/ring.ts',
   'src/store/store.ts',
+  'src/store/plans.ts',
   'src/store/lock.ts',
   'src/store/lmdb/codec.ts',
   'src/store/lmdb/pending.ts',

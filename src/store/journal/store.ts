@@ -22,11 +22,12 @@
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../../queue/leases.js';
-import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
+import { LeaseTable, type Lease } from '../../queue/leases.js';
+import { DEFAULT_MAXQUEUE, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { errorMessage } from '../../errors.js';
 import { DiskReserve } from '../lmdb/disk-reserve.js';
 import { lockDirectory } from '../lock.js';
+import { maxqueuePlan, putPlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
   DiskLowError,
   isInitial,
@@ -119,8 +120,9 @@ function isUnread({ putpos, getpos, maxqueue }: QueueState, pos: number): boolea
   return putpos >= getpos ? pos > getpos && pos <= putpos : (pos > getpos && pos <= maxqueue) || pos <= putpos;
 }
 
-/** One operation on one queue: what it reads, and the records it writes, each applied at once. */
-class Draft {
+/** One operation on one queue (plans.ts): what it reads, and the records it writes, each applied
+ * at once. */
+class Draft implements PlanDraft {
   wrote = false;
   constructor(
     private readonly j: JournalStore,
@@ -133,8 +135,8 @@ class Draft {
   store(pos: number, message: Buffer): void {
     this.emit(T.store, [pos], message);
   }
-  advance(pos: number): void {
-    this.emit(T.advance, [pos]);
+  advance(next: QueueState): void {
+    this.emit(T.advance, [next.getpos]);
   }
   lease(pos: number, lease: Lease | undefined): void {
     if (lease) this.emit(T.lease, [pos, ...split(Math.round(lease.deadline)), lease.deliveries]);
@@ -897,16 +899,7 @@ export class JournalStore implements Store {
     const bytes = messages.reduce((n, m) => n + m.length, 0);
     const refused = this.disk?.refuse(bytes);
     if (refused) return Promise.reject(refused);
-    return this.run('put', name, bytes + messages.length * recordBytes(T.put, name), true, (d) => {
-      const positions: number[] = [];
-      for (const message of messages) {
-        const pos = putPosition(d.q.s, d.q.leases);
-        if (!pos) break;
-        d.put(pos, message);
-        positions.push(pos);
-      }
-      return positions;
-    });
+    return this.run('put', name, bytes + messages.length * recordBytes(T.put, name), true, putPlan(messages));
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -924,37 +917,11 @@ export class JournalStore implements Store {
       if (limit === 0 && !this.fence && !this.closing) return Promise.resolve([]);
     }
     const need = limit * (recordBytes(T.advance, name) + recordBytes(T.lease, name));
-    return this.run('get', name, need, false, (d) => {
-      const now = this.now();
-      const out: Delivery[] = [];
-      let bytes = 0;
-      while (out.length < limit) {
-        const t = take(d.q.s, d.q.leases, now, leaseMs);
-        if (!t) break;
-        const message = d.read(t.pos);
-        // Decided before anything changes: a message that does not fit stays where it is.
-        if (message && out.length > 0 && bytes + message.length > maxBytes) break;
-        if (t.next !== d.q.s) d.advance(t.pos);
-        if (!message) {
-          if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
-          continue;
-        }
-        bytes += message.length;
-        if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
-        const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
-        if (t.lease) delivery.lease = leaseToken(t.lease);
-        out.push(delivery);
-      }
-      return out;
-    });
+    return this.run('get', name, need, false, takePlan(limit, this.now, leaseMs, maxBytes));
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
-    return this.run('maxqueue', name, recordBytes(T.maxqueue, name), false, (d) => {
-      if (!canSetMaxqueue(d.q.s, num)) return false;
-      d.maxqueue(num);
-      return true;
-    });
+    return this.run('maxqueue', name, recordBytes(T.maxqueue, name), false, maxqueuePlan(num));
   }
 
   async status(name: string): Promise<QueueStatus> {
@@ -974,23 +941,11 @@ export class JournalStore implements Store {
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    return this.run('settle', name, recordBytes(T.lease, name), false, (d) => {
-      const held = d.q.leases.get(pos);
-      if (!held || (token !== undefined && token !== leaseToken(held))) return false;
-      d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
-      return true;
-    });
+    return this.run('settle', name, recordBytes(T.lease, name), false, settlePlan(pos, outcome, token));
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    return this.run('touch', name, recordBytes(T.lease, name), false, (d) => {
-      const held = d.q.leases.get(pos);
-      const now = this.now();
-      if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
-      const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
-      d.lease(pos, lease);
-      return leaseToken(lease);
-    });
+    return this.run('touch', name, recordBytes(T.lease, name), false, touchPlan(pos, leaseMs, this.now, token));
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {

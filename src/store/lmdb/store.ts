@@ -24,9 +24,10 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { LeaseTable, leaseToken, putPosition, take, type Lease } from '../../queue/leases.js';
-import { canSetMaxqueue, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
+import { LeaseTable, type Lease } from '../../queue/leases.js';
+import { emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
+import { maxqueuePlan, putPlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
   DiskLowError,
   isInitial,
@@ -99,8 +100,8 @@ interface Queue {
  * others are read from disk again when next used, so memory does not grow with every name used. */
 const CACHED_QUEUES = 10_000;
 
-/** One operation on one queue: reads, and records what must be written. */
-class Draft {
+/** One operation on one queue (plans.ts): reads, and records what must be written. */
+class Draft implements PlanDraft {
   changed = false;
   readonly stored: Array<[number, Buffer]> = [];
   readonly leased = new Set<number>();
@@ -117,6 +118,19 @@ class Draft {
   store(pos: number, message: Buffer): void {
     this.stored.push([pos, message]);
     this.changed = true;
+  }
+
+  put(pos: number, message: Buffer): void {
+    this.state({ ...this.q.s, putpos: pos });
+    this.store(pos, message);
+  }
+
+  advance(next: QueueState): void {
+    this.state(next);
+  }
+
+  maxqueue(num: number): void {
+    this.state({ ...this.q.s, maxqueue: num });
   }
 
   lease(pos: number, lease: Lease | undefined): void {
@@ -469,19 +483,7 @@ export class LmdbStore implements Store {
   putMany(name: string, messages: Buffer[]): Promise<number[]> {
     const refused = this.disk?.refuse(messages.reduce((n, m) => n + m.length, 0));
     if (refused) return Promise.reject(refused);
-    const need = this.room.need(1, keyBytes(name), messages);
-    const plan = (d: Draft) => {
-      const positions: number[] = [];
-      for (const message of messages) {
-        const pos = putPosition(d.q.s, d.q.leases);
-        if (!pos) break;
-        d.state({ ...d.q.s, putpos: pos });
-        d.store(pos, message);
-        positions.push(pos);
-      }
-      return positions;
-    };
-    return this.run('put', name, plan, need, true);
+    return this.run('put', name, putPlan(messages), this.room.need(1, keyBytes(name), messages), true);
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -500,49 +502,11 @@ export class LmdbStore implements Store {
       limit = Math.min(max, unread(q.s) + due);
     }
     const need = this.room.need(1 + due, keyBytes(name), [], limit);
-    return this.run(
-      'get',
-      name,
-      (d) => {
-        const now = this.now();
-        const out: Delivery[] = [];
-        let bytes = 0;
-        while (out.length < limit) {
-          const t = take(d.q.s, d.q.leases, now, leaseMs);
-          if (!t) break;
-          const message = d.read(t.pos);
-          // Decided before anything changes: a message that does not fit stays where it is.
-          if (message && out.length > 0 && bytes + message.length > maxBytes) break;
-          if (t.next !== d.q.s) d.state(t.next);
-          if (!message) {
-            // A position whose put failed while a later one committed (see `fence`): that put was
-            // answered with an error, so there is nothing to deliver here.
-            if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
-            continue;
-          }
-          bytes += message.length;
-          if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
-          const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
-          if (t.lease) delivery.lease = leaseToken(t.lease);
-          out.push(delivery);
-        }
-        return out;
-      },
-      need,
-    );
+    return this.run('get', name, takePlan(limit, this.now, leaseMs, maxBytes), need);
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
-    return this.run(
-      'maxqueue',
-      name,
-      (d) => {
-        if (!canSetMaxqueue(d.q.s, num)) return false;
-        d.state({ ...d.q.s, maxqueue: num });
-        return true;
-      },
-      this.room.need(1, keyBytes(name)),
-    );
+    return this.run('maxqueue', name, maxqueuePlan(num), this.room.need(1, keyBytes(name)));
   }
 
   async status(name: string): Promise<QueueStatus> {
@@ -615,33 +579,11 @@ export class LmdbStore implements Store {
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    return this.run(
-      'settle',
-      name,
-      (d) => {
-        const held = d.q.leases.get(pos);
-        if (!held || (token !== undefined && token !== leaseToken(held))) return false;
-        d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
-        return true;
-      },
-      this.room.need(2, keyBytes(name)),
-    );
+    return this.run('settle', name, settlePlan(pos, outcome, token), this.room.need(2, keyBytes(name)));
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    return this.run(
-      'touch',
-      name,
-      (d) => {
-        const held = d.q.leases.get(pos);
-        const now = this.now();
-        if (!held || held.deadline <= now || (token !== undefined && token !== leaseToken(held))) return null;
-        const lease = { deadline: now + leaseMs, deliveries: held.deliveries };
-        d.lease(pos, lease);
-        return leaseToken(lease);
-      },
-      this.room.need(2, keyBytes(name)),
-    );
+    return this.run('touch', name, touchPlan(pos, leaseMs, this.now, token), this.room.need(2, keyBytes(name)));
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {
