@@ -112,6 +112,27 @@ export interface StoreHooks {
   now?: (() => number) | undefined;
 }
 
+/** What both embedded engines (LMDB, the journal) take. */
+export interface EmbeddedOptions extends StoreHooks {
+  /** The data directory. */
+  path: string;
+  syncMode?: SyncMode;
+  /** Seconds between flushes in 'interval' mode. */
+  syncInterval?: number;
+  /** The PID the directory lock names to a contender, as the process to stop (a worker's master). */
+  owner?: number;
+  /** Puts are refused while the directory's disk has less free space than this (disk-reserve.ts). */
+  reserveBytes?: number;
+  /** Told when free space falls below the reserve, and when it is back. */
+  onDiskSpace?: (low: boolean, freeBytes: number) => void;
+  /** Told when puts start being refused because the disk has no room left for their writes, and
+   * when one fits again. */
+  onDiskFull?: (full: boolean) => void;
+  /** Where the store reports a problem no request hears of (a failed background flush, a torn
+   * journal tail dropped). */
+  warn?: (message: string) => void;
+}
+
 /** Times `p` for `observe`, when there is one. */
 export function timed<T>(observe: StoreHooks['observe'], op: string, p: Promise<T>): Promise<T> {
   if (!observe) return p;

@@ -29,6 +29,7 @@ import { DiskReserve } from '../lmdb/disk-reserve.js';
 import { lockDirectory } from '../lock.js';
 import { maxqueuePlan, putPlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
+  type EmbeddedOptions,
   DiskLowError,
   isInitial,
   StoreError,
@@ -57,22 +58,9 @@ import {
 import { PositionIndex, type EntrySource } from './positions.js';
 import { Batch, BATCH_BYTES, decode, join as joinDeadline, messageStart, recordBytes, split, T, type Decoded } from './records.js';
 
-export interface JournalOptions extends StoreHooks {
-  path: string;
-  syncMode?: SyncMode;
-  /** Seconds between flushes in 'interval' mode. */
-  syncInterval?: number;
-  /** The PID the directory lock names to a contender. */
-  owner?: number;
+export interface JournalOptions extends EmbeddedOptions {
   /** Bytes of a segment; by default 64 MiB, less on a small disk. */
   segmentBytes?: number;
-  /** Puts are refused while the directory's disk has less free space than this. */
-  reserveBytes?: number;
-  onDiskSpace?: (low: boolean, freeBytes: number) => void;
-  /** Told when puts start being refused for want of a new segment, and when one fits again. */
-  onDiskFull?: (full: boolean) => void;
-  /** Where the store reports what no request hears of (a torn tail dropped, a failed flush). */
-  warn?: (message: string) => void;
   /** Start even though a segment is damaged in the middle: drop the damaged batch and the rest of
    * its segment. */
   repair?: boolean;

@@ -29,6 +29,7 @@ import { emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
 import { maxqueuePlan, putPlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
+  type EmbeddedOptions,
   DiskLowError,
   isInitial,
   StoreError,
@@ -47,26 +48,11 @@ import { Pending } from './pending.js';
 import { Room, type Need } from './room.js';
 import { errorMessage } from '../../errors.js';
 
-export interface LmdbOptions extends StoreHooks {
-  path: string;
-  syncMode?: SyncMode;
-  /** Seconds between flushes in 'interval' mode. */
-  syncInterval?: number;
+export interface LmdbOptions extends EmbeddedOptions {
   /** Other processes write to the same environment (`--workers`); no directory lock is taken. */
   shared?: boolean;
-  /** The PID the directory lock names to a contender, as the process to stop (a worker's master). */
-  owner?: number;
   /** Upper bound of the memory map in bytes; the default lets LMDB grow as needed. */
   mapSize?: number;
-  /** Puts are refused while the directory's disk has less free space than this (disk-reserve.ts). */
-  reserveBytes?: number;
-  /** Told when free space falls below the reserve, and when it is back. */
-  onDiskSpace?: (low: boolean, freeBytes: number) => void;
-  /** Told when puts start being refused because the disk has no room left for them (room.ts),
-   * and when one fits again. */
-  onDiskFull?: (full: boolean) => void;
-  /** Where the store reports a problem no request hears of (a failed background flush). */
-  warn?: (message: string) => void;
 }
 
 /** Room in the data file that puts leave to the other writes (gets, acks, resets), so that
