@@ -9,7 +9,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HttpsqsClient } from '../src/client/index.js';
-import { CLI_CLIENT, cleanEnv, cleanup, cliClient, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
+import { CLI_CLIENT, cleanEnv, cleanup, cliClient, request, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 /** A file of `count` lines, `line 1` to `line <count>`, and an `httpsqs-cli` for the server on
  * `port` on a PATH, to run the resume command an interrupted put prints as it is. */
@@ -156,7 +156,8 @@ describe('httpsqs-cli interrupted, and following', () => {
   it('Ctrl-C during get --wait exits with 130, and the message that came later is still there', async () => {
     const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    await new Promise((r) => setTimeout(r, 500));
+    // Interrupted once its long poll waits at the server (it handles SIGINT from before it asks).
+    await waitFor(async () => /^httpsqs_long_polls_waiting 1$/m.test((await request(server.port, 'GET', '/metrics')).body.toString()));
     child.kill('SIGINT');
     assert.equal(await exited, 130);
     cli(['put', 'k-int', 'later']);
