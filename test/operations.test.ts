@@ -98,6 +98,8 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
   ]);
   // -d wants a PID file it can write; without -d the warning is logged instead.
   assert.equal(started.code, 1);
+  // A port of its own: the one above may not be free again yet, or another test may have it now.
+  const again = await freePort();
   const server = spawnSync(
     process.execPath,
     [
@@ -105,7 +107,7 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
       '-l',
       '127.0.0.1',
       '-p',
-      String(port),
+      String(again),
       '-x',
       dir,
       '-i',
