@@ -8,6 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { diedAt, isDead, leaseToken } from '../src/queue/leases.js';
 import { JournalStore } from '../src/store/journal/store.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { RedisStore } from '../src/store/redis.js';
@@ -38,7 +39,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         got.map((g) => g && [g.pos, g.message.toString()]),
         [[1, 'm1'], [2, 'm2'], [3, 'm3'], null],
       );
-      assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 0 });
+      assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
       await s.close();
     });
 
@@ -86,7 +87,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       assert.equal(await after, 1);
       assert.equal((await s.view('z', 1))?.toString(), 'new');
       assert.equal(await s.view('z', 2), null);
-      assert.deepEqual(await s.status('z'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+      assert.deepEqual(await s.status('z'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
       await s.close();
     });
 
@@ -99,7 +100,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.close();
       await s.close(); // safe twice
       s = await open(dir);
-      assert.deepEqual(await s.status('d'), { putpos: 2, getpos: 1, maxqueue: 50, leased: 0 });
+      assert.deepEqual(await s.status('d'), { putpos: 2, getpos: 1, maxqueue: 50, leased: 0, delayed: 0, dead: 0 });
       assert.equal((await s.get('d'))?.message.toString(), 'b');
       await s.close();
     });
@@ -145,7 +146,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       const again = await s.get('l', 60_000);
       assert.deepEqual([again?.pos, again?.message.toString(), again?.deliveries], [2, 'two', 2]);
       assert.equal((await s.get('l'))?.pos, 3); // then the newer one
-      assert.deepEqual(await s.status('l'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 1 });
+      assert.deepEqual(await s.status('l'), { putpos: 3, getpos: 3, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
       await s.close();
     });
 
@@ -180,6 +181,125 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       assert.equal(await s.nextExpiry('e'), undefined);
       assert.equal((await s.get('e'))?.pos, 3);
       assert.equal(await s.get('e'), null);
+      await s.close();
+    });
+
+    it('a delayed message is stored at once, outside the ring, and handed out once due, ahead of newer ones', async () => {
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
+      const [slot] = await s.putMany('dl', [b('later')], 5000);
+      assert.ok(slot! > 1_000_000_000, `a slot past the ring: ${slot}`);
+      assert.equal(await s.put('dl', b('now')), 1, 'the ring is untouched by the delayed put');
+      assert.deepEqual(await s.status('dl'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 1, dead: 0 });
+      assert.equal(await s.nextExpiry('dl'), clock.now() + 5000);
+      assert.equal((await s.get('dl'))?.message.toString(), 'now');
+      assert.equal(await s.get('dl'), null, 'not before its time');
+      assert.equal(await s.put('dl', b('newer')), 2);
+      clock.advance(5000);
+      const due = await s.get('dl', 60_000);
+      assert.deepEqual([due?.pos, due?.message.toString(), due?.deliveries], [slot, 'later', 1]);
+      assert.deepEqual(await s.status('dl'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
+      assert.equal(await s.touch('dl', slot!, 1000, due!.lease), leaseToken({ deadline: clock.now() + 1000, deliveries: 1 }));
+      assert.equal(await s.settle('dl', slot!, 'ack'), true);
+      assert.equal(await s.view('dl', slot!), null, 'acked, the message at a slot is deleted');
+      assert.equal((await s.get('dl'))?.message.toString(), 'newer');
+      assert.deepEqual(await s.status('dl'), { putpos: 2, getpos: 2, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      await s.close();
+    });
+
+    it('delayed messages: a plain get deletes them; nack, ack and touch do not apply before delivery; at most maxqueue wait', async () => {
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
+      await s.maxqueue('dm', 10);
+      const slots = await s.putMany(
+        'dm',
+        Array.from({ length: 12 }, (_, i) => b(`d${i}`)),
+        1000,
+      );
+      assert.equal(slots.length, 10, 'the queue keeps at most maxqueue messages outside its ring');
+      assert.equal(await s.put('dm', b('more'), 1000), 0);
+      assert.equal(await s.put('dm', b('ring')), 1, 'the ring is not full');
+      for (const outcome of ['ack', 'nack'] as const) assert.equal(await s.settle('dm', slots[0]!, outcome), false);
+      assert.equal(await s.touch('dm', slots[0]!, 1000), null);
+      clock.advance(1000);
+      const got = await s.getMany('dm', 20);
+      assert.deepEqual(
+        got.map((g) => g.message.toString()),
+        [...Array.from({ length: 10 }, (_, i) => `d${i}`), 'ring'],
+        'due ones first, in slot order, then the ring',
+      );
+      assert.ok(got.every((g) => g.deliveries === 1));
+      for (const slot of slots) assert.equal(await s.view('dm', slot), null);
+      assert.deepEqual(await s.status('dm'), { putpos: 1, getpos: 1, maxqueue: 10, leased: 0, delayed: 0, dead: 0 });
+      assert.equal((await s.putMany('dm', [b('again')], 1000)).length, 1, 'room outside the ring again');
+      await s.reset('dm');
+      assert.deepEqual(await s.status('dm'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      assert.equal(await s.nextExpiry('dm'), undefined);
+      await s.close();
+    });
+
+    it('dead letters: after maxdeliveries lease endings a message is set aside, and a redrive brings it back', async () => {
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
+      await s.maxdeliveries('x', 2);
+      assert.deepEqual(
+        (await s.list('x', undefined, 10)).map((q) => [q.name, q.status.maxdeliveries]),
+        [['x', 2]],
+      );
+      await s.putMany('x', ['poison', 'fine'].map(b));
+      const first = await s.get('x', 100);
+      assert.equal(await s.settle('x', first!.pos, 'nack', first!.lease), true); // ended once
+      const second = await s.get('x', 100);
+      assert.deepEqual([second?.pos, second?.deliveries], [1, 2]);
+      clock.advance(100); // ended twice: expired
+      const next = await s.get('x', 100);
+      assert.equal(next?.message.toString(), 'fine', 'the poison message is not handed out a third time');
+      const st = await s.status('x');
+      assert.deepEqual([st.leased, st.delayed, st.dead, st.maxdeliveries], [1, 0, 1, 2]);
+      const held = (await s.leases('x')).filter((l) => isDead(l.lease));
+      assert.equal(held.length, 1);
+      const [{ pos: deadPos, lease }] = held as [{ pos: number; lease: { deadline: number; deliveries: number } }];
+      assert.ok(deadPos > 1_000_000_000, 'kept at a slot: it holds no ring position');
+      assert.deepEqual([lease.deliveries, diedAt(lease)], [2, clock.now()]);
+      assert.equal((await s.view('x', deadPos))?.toString(), 'poison');
+      assert.equal(await s.nextExpiry('x'), clock.now() + 100, 'a dead letter never comes due');
+      assert.equal(await s.settle('x', deadPos, 'ack'), false);
+      // A nack of a lease that reached maxdeliveries sets the message aside at once.
+      assert.equal(await s.settle('x', next!.pos, 'nack'), true);
+      const third = await s.get('x', 100);
+      assert.equal(await s.settle('x', third!.pos, 'nack', third!.lease), true);
+      assert.equal((await s.status('x')).dead, 2);
+      assert.equal(await s.get('x'), null);
+      assert.equal(await s.redrive('x', 1), 1, 'the one that died first');
+      const back = await s.get('x', 100);
+      assert.deepEqual([back?.pos, back?.message.toString(), back?.deliveries], [deadPos, 'poison', 1]);
+      assert.equal(await s.settle('x', back!.pos, 'ack', back!.lease), true);
+      assert.equal(await s.view('x', deadPos), null);
+      assert.equal(await s.redrive('x', 10), 1);
+      assert.equal((await s.get('x'))?.message.toString(), 'fine');
+      assert.deepEqual(await s.status('x'), { putpos: 2, getpos: 2, maxqueue: 1_000_000, maxdeliveries: 2, leased: 0, delayed: 0, dead: 0 });
+      await s.maxdeliveries('x', 0);
+      assert.equal((await s.status('x')).maxdeliveries ?? 0, 0);
+      await s.close();
+    });
+
+    it('a delayed message that keeps failing becomes a dead letter in its slot; reset clears the setting', async () => {
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
+      await s.maxdeliveries('y', 1);
+      const [slot] = await s.putMany('y', [b('job')], 10);
+      clock.advance(10);
+      const got = await s.get('y', 50);
+      assert.equal(got?.pos, slot);
+      clock.advance(50);
+      assert.equal(await s.get('y'), null);
+      assert.deepEqual(
+        (await s.leases('y')).map((l) => [l.pos, l.lease.deliveries, isDead(l.lease)]),
+        [[slot, 1, true]],
+      );
+      await s.reset('y');
+      assert.deepEqual(await s.status('y'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      assert.deepEqual(await s.list('y', undefined, 10), []);
       await s.close();
     });
 
@@ -223,7 +343,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         page2.map((q) => q.name),
         ['job:c', 'job:d'],
       );
-      assert.deepEqual(page2[1]!.status, { putpos: 0, getpos: 0, maxqueue: 20, leased: 0 });
+      assert.deepEqual(page2[1]!.status, { putpos: 0, getpos: 0, maxqueue: 20, leased: 0, delayed: 0, dead: 0 });
       assert.deepEqual(
         (await s.list('', '', 100)).map((q) => q.name),
         ['job:a', 'job:b', 'job:c', 'job:d', 'jobs', 'other', 'r'],
@@ -286,7 +406,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       for (const n of ['\0', 'a']) await s.put(n, b('x'));
       await s.close();
       s = await open(dir);
-      assert.deepEqual(await s.status(''), { putpos: 3, getpos: 1, maxqueue: 50, leased: 0 });
+      assert.deepEqual(await s.status(''), { putpos: 3, getpos: 1, maxqueue: 50, leased: 0, delayed: 0, dead: 0 });
       assert.equal((await s.view('', 3))?.toString(), 'three');
       assert.deepEqual(
         (await s.list('', undefined, 100)).map((q) => q.name),
@@ -306,7 +426,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         ['a'],
       );
       await s.reset('');
-      assert.deepEqual(await s.status(''), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+      assert.deepEqual(await s.status(''), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
       assert.equal(await s.view('', 3), null);
       assert.deepEqual(
         (await s.list('', undefined, 100)).map((q) => q.name),
@@ -400,7 +520,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         got.map((d) => d && [d.pos, d.message.toString()]),
         [[1, 'one'], [3, 'three'], [4, ''], null],
       );
-      assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1 });
+      assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1, delayed: 0, dead: 0 });
       await s.close();
     });
 
@@ -419,7 +539,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       assert.deepEqual([back?.pos, back?.deliveries], [2, 2]);
       assert.equal(await s.settle('k', 1, 'ack'), true);
       await s.reset('k');
-      assert.deepEqual(await s.status('k'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+      assert.deepEqual(await s.status('k'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
       assert.equal(await s.settle('k', 2, 'ack'), false);
       await s.close();
     });
@@ -479,22 +599,22 @@ it('one process: memory does not grow with every queue name used; queues it forg
   // The forgotten ones, read from disk again, are exactly as they were; and go on from there.
   const got = await s.get('q-0', 60_000);
   assert.deepEqual([got?.pos, got?.message.toString()], [1, 'first of 0']);
-  assert.deepEqual(await s.status('q-0'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1 });
+  assert.deepEqual(await s.status('q-0'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
   assert.equal(await s.put('q-1', b('third')), 3);
   await s.reset('q-2');
   await Promise.all(Array.from({ length: 3_000 }, (_, i) => s.put(`r-${i}`, b('x'))));
   assert.ok(kept() <= 10_000, `${kept()} queues in memory`);
-  assert.deepEqual(await s.status('q-0'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1 });
+  assert.deepEqual(await s.status('q-0'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
   assert.equal(await s.settle('q-0', 1, 'ack'), true);
-  assert.deepEqual(await s.status('q-1'), { putpos: 3, getpos: 0, maxqueue: 1_000_000, leased: 0 });
-  assert.deepEqual(await s.status('q-2'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+  assert.deepEqual(await s.status('q-1'), { putpos: 3, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+  assert.deepEqual(await s.status('q-2'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
   assert.equal(await s.view('q-2', 1), null);
   assert.equal((await s.list('q-', undefined, 1000)).length, 1000);
   // A burst of writes to more queues than the limit at once: all are kept while in progress, then let go.
   assert.deepEqual(new Set(await Promise.all(Array.from({ length: 15_000 }, (_, i) => s.put(`burst-${i}`, b('x'))))), new Set([1]));
   for (let i = 0; i < 2_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => s.put(`after-${i + j}`, b('x'))));
   assert.ok(kept() <= 10_000, `${kept()} queues in memory`);
-  assert.deepEqual(await s.status('burst-0'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0 });
+  assert.deepEqual(await s.status('burst-0'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
   await s.close();
   cleanup(dir);
 });

@@ -5,7 +5,7 @@
  * rules, as pure functions over a queue's ring state and its lease table; stores apply them
  * inside one atomic operation, as they do the ring rules.
  */
-import { nextGetPos, nextPutPos, type QueueState } from './ring.js';
+import { MAX_POSITION, nextGetPos, nextPutPos, type QueueState } from './ring.js';
 
 export interface Lease {
   /** When the lease ends, in ms since the epoch; 0 when given back. */
@@ -15,6 +15,29 @@ export interface Lease {
 }
 
 export const MAX_LEASE_SECONDS = 86_400;
+/** Longest delay of a delayed put (`delay=S`), in seconds: 30 days. */
+export const MAX_DELAY_SECONDS = 30 * 86_400;
+
+/**
+ * Messages that wait outside the ring (delayed puts, dead letters, and those moved back) are kept
+ * at positions past it, FIRST_SLOT..LAST_SLOT, each with a lease-table entry saying why it waits:
+ * - a delayed message: `deliveries` 0, `deadline` the time it is due (0: at once, after a redrive);
+ * - a dead letter: `deadline` DEAD + the time it died, `deliveries` how often it went out. It is
+ *   never due: only a redrive makes it deliverable again.
+ * A due one is handed out as a lease that ended is (ahead of newer messages); its message is
+ * deleted once its last lease ends (ack, or a plain get). Dead letters of a ring position are
+ * copied to a slot, so that they hold no ring position.
+ */
+export const FIRST_SLOT = MAX_POSITION + 1;
+export const LAST_SLOT = 0xfffffffe;
+/** A lease deadline at or past this marks a dead letter (DEAD + when it died, in ms). */
+export const DEAD = 2 ** 50;
+
+export const isDead = (l: Lease): boolean => l.deadline >= DEAD;
+/** When a dead letter died (ms since the epoch). */
+export const diedAt = (l: Lease): number => l.deadline - DEAD;
+/** Waiting to be handed out the first time (a delayed put, or a dead letter moved back). */
+export const isDelayed = (l: Lease): boolean => l.deliveries === 0 && !isDead(l);
 
 /** Names one grant of a lease (the `Lease` header), so that an ack or nack from a consumer whose
  * lease ended cannot settle the lease of whoever has the position now. */
@@ -30,9 +53,39 @@ export class LeaseTable {
   private readonly byPos = new Map<number, Lease>();
   /** [deadline, pos, the lease itself]: an entry is live while `byPos` still holds that lease. */
   private heap: Array<[number, number, Lease]> = [];
+  /** How many of the leases are delayed messages, dead letters, and at slots (outside the ring). */
+  delayed = 0;
+  dead = 0;
+  slots = 0;
+  /** The highest slot used since the table was built: new slots are taken past it. */
+  private lastSlot = FIRST_SLOT - 1;
 
   get size(): number {
     return this.byPos.size;
+  }
+
+  /** Leases held by consumers (neither delayed nor dead). */
+  get leased(): number {
+    return this.byPos.size - this.delayed - this.dead;
+  }
+
+  /** A free position past the ring for a message to wait at, or 0 when none is left. */
+  nextSlot(): number {
+    return this.lastSlot < LAST_SLOT ? this.lastSlot + 1 : 0;
+  }
+
+  /** Dead letters, those that died first first (ties: lower position first). */
+  deadLetters(): Array<[number, Lease]> {
+    const out: Array<[number, Lease]> = [];
+    if (this.dead === 0) return out;
+    for (const e of this.byPos) if (isDead(e[1])) out.push(e);
+    return out.sort((a, b) => a[1].deadline - b[1].deadline || a[0] - b[0]);
+  }
+
+  private count(pos: number, l: Lease, by: number): void {
+    if (isDead(l)) this.dead += by;
+    else if (l.deliveries === 0) this.delayed += by;
+    if (pos >= FIRST_SLOT) this.slots += by;
   }
 
   has(pos: number): boolean {
@@ -44,15 +97,23 @@ export class LeaseTable {
   }
 
   set(pos: number, lease: Lease): void {
+    const old = this.byPos.get(pos);
+    if (old) this.count(pos, old, -1);
     this.byPos.set(pos, lease);
-    this.push([lease.deadline, pos, lease]);
+    this.count(pos, lease, 1);
+    if (pos > this.lastSlot) this.lastSlot = pos;
+    // A dead letter is never due: it stays out of the heap.
+    if (!isDead(lease)) this.push([lease.deadline, pos, lease]);
     this.compact();
   }
 
   delete(pos: number): boolean {
-    const had = this.byPos.delete(pos);
+    const old = this.byPos.get(pos);
+    if (!old) return false;
+    this.count(pos, old, -1);
+    this.byPos.delete(pos);
     this.compact();
-    return had;
+    return true;
   }
 
   entries(): IterableIterator<[number, Lease]> {
@@ -83,7 +144,7 @@ export class LeaseTable {
   private compact(): void {
     if (this.heap.length <= 2 * this.byPos.size + 64) return;
     this.heap = [];
-    for (const [pos, lease] of this.byPos) this.push([lease.deadline, pos, lease]);
+    for (const [pos, lease] of this.byPos) if (!isDead(lease)) this.push([lease.deadline, pos, lease]);
   }
 
   private static before(a: [number, number, Lease], b: [number, number, Lease]): boolean {
@@ -117,6 +178,11 @@ export class LeaseTable {
       i = m;
     }
   }
+}
+
+/** A slot for one more message to wait outside the ring, or 0: a queue keeps at most maxqueue there. */
+export function slotFor(s: QueueState, leases: LeaseTable): number {
+  return leases.slots < s.maxqueue ? leases.nextSlot() : 0;
 }
 
 /** The position the next put writes, or 0 when full: the ring's answer, unless that position is leased. */

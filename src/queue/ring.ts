@@ -11,6 +11,9 @@ export interface QueueState {
   getpos: number;
   /** Size of the ring: positions run 1..maxqueue. */
   maxqueue: number;
+  /** An extension (`opt=maxdeliveries`): a message whose lease ended this many times becomes a
+   * dead letter instead of coming back; 0 or absent: never. */
+  maxdeliveries?: number;
 }
 
 export const DEFAULT_MAXQUEUE = 1_000_000;

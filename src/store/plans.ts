@@ -3,7 +3,7 @@
  * (the rules of `queue/ring.ts` and `queue/leases.ts`) and says what changes through a `Draft`,
  * which the engine turns into its own writes (LMDB keys, journal records).
  */
-import { leaseToken, putPosition, take, type Lease, type LeaseTable } from '../queue/leases.js';
+import { DEAD, FIRST_SLOT, isDead, leaseToken, putPosition, slotFor, take, type Lease, type LeaseTable } from '../queue/leases.js';
 import { canSetMaxqueue, type QueueState } from '../queue/ring.js';
 import type { Delivery } from './store.js';
 
@@ -14,28 +14,57 @@ export interface Draft {
   read(pos: number): Buffer | undefined;
   /** A message stored at `pos`, the queue's new put position. */
   put(pos: number, message: Buffer): void;
+  /** A message stored at a slot past the ring (leases.ts); the ring does not change. */
+  store(pos: number, message: Buffer): void;
+  /** The message at a slot is deleted (its last lease ended). */
+  drop(pos: number): void;
   /** A take moved the read position: `next` is the queue's state after it. */
   advance(next: QueueState): void;
   maxqueue(num: number): void;
+  maxdeliveries(num: number): void;
   /** The lease at `pos` is now `lease`, or ended (undefined). */
   lease(pos: number, lease: Lease | undefined): void;
 }
 
 export type Plan<T> = (d: Draft) => T;
 
-/** Stores messages in order, as many as fit; their positions. */
+/** Stores messages in order, as many as fit; their positions. Delayed (`dueAt`, ms since the
+ * epoch), they wait at slots past the ring until then; their slots. */
 export const putPlan =
-  (messages: Buffer[]): Plan<number[]> =>
+  (messages: Buffer[], dueAt?: number): Plan<number[]> =>
   (d) => {
     const positions: number[] = [];
     for (const message of messages) {
-      const pos = putPosition(d.q.s, d.q.leases);
+      const pos = dueAt === undefined ? putPosition(d.q.s, d.q.leases) : slotFor(d.q.s, d.q.leases);
       if (!pos) break;
-      d.put(pos, message);
+      if (dueAt === undefined) d.put(pos, message);
+      else {
+        d.store(pos, message);
+        d.lease(pos, { deadline: dueAt, deliveries: 0 });
+      }
       positions.push(pos);
     }
     return positions;
   };
+
+/** The lease at `pos` (holding `message`) ended for the last time allowed: the message becomes a
+ * dead letter, at a slot. False when no slot is free (it is then handed out again). */
+function bury(d: Draft, pos: number, message: Buffer, deliveries: number, at: number): boolean {
+  const dead: Lease = { deadline: DEAD + at, deliveries };
+  if (pos >= FIRST_SLOT) {
+    d.lease(pos, dead);
+    return true;
+  }
+  const slot = slotFor(d.q.s, d.q.leases);
+  if (!slot) return false;
+  d.store(slot, message);
+  d.lease(slot, dead);
+  d.lease(pos, undefined);
+  return true;
+}
+
+/** Whether a message that went out `deliveries` times, and came back each time, is done for. */
+const spent = (d: Draft, deliveries: number): boolean => !!d.q.s.maxdeliveries && deliveries >= d.q.s.maxdeliveries;
 
 /** Hands out up to `limit` messages (due leases first); with `maxBytes`, as many as fit in that
  * many bytes, the first whatever its size. */
@@ -58,13 +87,31 @@ export const takePlan =
         if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
         continue;
       }
+      if (spent(d, t.deliveries - 1) && bury(d, t.pos, message, t.deliveries - 1, at)) continue;
       bytes += message.length;
       if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
+      if (!t.lease && t.pos >= FIRST_SLOT) d.drop(t.pos);
       const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
       if (t.lease) delivery.lease = leaseToken(t.lease);
       out.push(delivery);
     }
     return out;
+  };
+
+export const maxdeliveriesPlan =
+  (num: number): Plan<void> =>
+  (d) => {
+    if ((d.q.s.maxdeliveries ?? 0) !== num) d.maxdeliveries(num);
+  };
+
+/** Makes up to `max` dead letters deliverable again (those that died first first), as new
+ * messages: due at once, ahead of newer ones, their deliveries counted afresh. How many it moved. */
+export const redrivePlan =
+  (max: number): Plan<number> =>
+  (d) => {
+    const dead = d.q.leases.deadLetters().slice(0, max);
+    for (const [pos] of dead) d.lease(pos, { deadline: 0, deliveries: 0 });
+    return dead.length;
   };
 
 export const maxqueuePlan =
@@ -75,13 +122,26 @@ export const maxqueuePlan =
     return true;
   };
 
-/** Ends the lease at `pos` (ack), or makes it due now (nack); false when no lease of `token` is there. */
+/** A lease a consumer holds at `pos` (not a delayed message or a dead letter), of `token` if given. */
+function held(d: Draft, pos: number, token: string | undefined): Lease | undefined {
+  const l = d.q.leases.get(pos);
+  return l && l.deliveries > 0 && !isDead(l) && (token === undefined || token === leaseToken(l)) ? l : undefined;
+}
+
+/** Ends the lease at `pos` (ack), or makes it due now (nack; a dead letter when that was its last
+ * delivery allowed); false when no lease of `token` is there. */
 export const settlePlan =
-  (pos: number, outcome: 'ack' | 'nack', token: string | undefined): Plan<boolean> =>
+  (pos: number, outcome: 'ack' | 'nack', token: string | undefined, now: () => number): Plan<boolean> =>
   (d) => {
-    const held = d.q.leases.get(pos);
-    if (!held || (token !== undefined && token !== leaseToken(held))) return false;
-    d.lease(pos, outcome === 'ack' ? undefined : { deadline: 0, deliveries: held.deliveries });
+    const l = held(d, pos, token);
+    if (!l) return false;
+    if (outcome === 'nack') {
+      const message = spent(d, l.deliveries) ? d.read(pos) : undefined;
+      if (!message || !bury(d, pos, message, l.deliveries, now())) d.lease(pos, { deadline: 0, deliveries: l.deliveries });
+      return true;
+    }
+    d.lease(pos, undefined);
+    if (pos >= FIRST_SLOT) d.drop(pos);
     return true;
   };
 
@@ -89,10 +149,10 @@ export const settlePlan =
 export const touchPlan =
   (pos: number, leaseMs: number, now: () => number, token: string | undefined): Plan<string | null> =>
   (d) => {
-    const held = d.q.leases.get(pos);
+    const l = held(d, pos, token);
     const at = now();
-    if (!held || held.deadline <= at || (token !== undefined && token !== leaseToken(held))) return null;
-    const lease = { deadline: at + leaseMs, deliveries: held.deliveries };
+    if (!l || l.deadline <= at) return null;
+    const lease = { deadline: at + leaseMs, deliveries: l.deliveries };
     d.lease(pos, lease);
     return leaseToken(lease);
   };

@@ -1,70 +1,159 @@
 /**
  * The Redis store's scripts, one per queue operation, each atomic on the server and applying the
- * rules of `queue/ring.ts` and `queue/leases.ts` (the store contract, test/store.test.ts, holds
- * them to the same answers as the LMDB store). The formats they share with redis.ts are defined
- * here once:
- * - a lease, in the queue's `…:l` hash: `deadline:deliveries` (`leaseValue`);
- * - a leased position, in the `…:d` sorted set by deadline: the position zero-padded to 10 digits
- *   (`member`), so that equal deadlines come in position order, as on LMDB;
+ * rules of `queue/ring.ts`, `queue/leases.ts` and `store/plans.ts` (the store contract,
+ * test/store.test.ts, holds them to the same answers as the LMDB store). The formats they share
+ * with redis.ts are defined here once:
+ * - a lease, in the queue's `…:l` hash: `deadline:deliveries` (`leaseValue`); a delayed message
+ *   and a dead letter (deadline DEAD + when it died) are leases too, as in leases.ts;
+ * - a lease that can come due (every one but a dead letter), in the `…:d` sorted set by deadline:
+ *   the position zero-padded to 10 digits (`memberOf`), so that equal deadlines come in position
+ *   order, as on LMDB;
+ * - a dead letter, in the `…:x` sorted set by when it died, the same member: those that died
+ *   first first, ties in position order (`LeaseTable.deadLetters`);
+ * - the queue's state hash `…:s`: p (putpos), g (getpos), m (maxqueue), u (maxdeliveries, 0 for
+ *   none), and counters that spare a scan: x (the highest slot used, new ones are taken past it),
+ *   k (leases at slots), y (delayed leases: deliveries 0, not dead). Dead letters are the ZCARD of
+ *   `…:x`, held leases what remains of the `…:l` hash. p, g and m are always written together, so
+ *   the hash holds p once the queue holds state;
  * - a lease token: `deliveries-deadline`, `leaseToken` of queue/leases.ts.
+ *
+ * Numbers handed to redis.call are formatted first: Redis turns a Lua number into text with too
+ * few digits for a dead letter's deadline (DEAD + ms since the epoch).
  */
-import type { Lease } from '../queue/leases.js';
+import { DEAD, FIRST_SLOT, LAST_SLOT, type Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE } from '../queue/ring.js';
 
 const WIDTH = 10;
-/** A position as a member of the deadlines' sorted set (in Lua: `member('pos')`). */
+/** A position as a member of the deadlines' and dead letters' sorted sets. */
 export const memberOf = (pos: number): string => String(pos).padStart(WIDTH, '0');
-const member = (lua: string) => `string.format('%0${WIDTH}d', ${lua})`;
 /** A lease as stored in the leases' hash, and back. */
 export const leaseValueOf = (l: Lease): string => `${l.deadline}:${l.deliveries}`;
 export function parseLeaseValue(v: string): Lease {
   const [deadline, deliveries] = v.split(':').map(Number);
   return { deadline: deadline!, deliveries: deliveries! };
 }
-const leaseValue = (deadline: string, deliveries: string) => `${deadline} .. ':' .. ${deliveries}`;
-// The same token as `leaseToken` gives, for an ack or nack to name the grant it settles.
-const token = (deliveries: string, deadline: string) => `${deliveries} .. '-' .. ${deadline}`;
 
-// KEYS: state, messages, leases. ARGV: channel, origin, the messages. Returns {1 if it created the queue else 0, positions...}.
-export const PUT = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-local created = s[1] == false and s[3] == false
-local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
-local out = {0}
-for i = 3, #ARGV do
-  local n = p + 1
-  if n == g then break end
-  if n > mx then
-    if g <= 1 then break end
-    n = 1
+/**
+ * What the scripts on a queue's five keys share. KEYS: state, messages, leases, deadlines, dead
+ * letters. Reads the state into locals; `save()` writes it back when it changed (true then).
+ * `setLease(pos, deadline, deliveries)` (deadline nil: the lease ends) keeps the sets and
+ * counters in step, as `LeaseTable.set` and `delete` do; `slotFor()` and `bury(…)` are those of
+ * leases.ts and plans.ts.
+ */
+const PRELUDE = `
+local FIRST_SLOT, LAST_SLOT, DEAD = ${FIRST_SLOT}, ${LAST_SLOT}, ${DEAD}
+local S, M, L, D, X = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local st = redis.call('HMGET', S, 'p', 'g', 'm', 'x', 'k', 'y', 'u')
+local created = st[1] == false and st[3] == false
+local p, g, mx = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or ${DEFAULT_MAXQUEUE}
+local lastSlot, slots, delayed, maxdel = tonumber(st[4]) or FIRST_SLOT - 1, tonumber(st[5]) or 0, tonumber(st[6]) or 0, tonumber(st[7]) or 0
+local was = {p, g, mx, lastSlot, slots, delayed, maxdel}
+local function fmt(n) return string.format('%d', n) end
+local function member(pos) return string.format('%0${WIDTH}d', pos) end
+local function parseLease(v)
+  local deadline, deliveries = string.match(v, '^([^:]+):(%d+)$')
+  return tonumber(deadline), tonumber(deliveries)
+end
+local function count(pos, deadline, deliveries, by)
+  if deadline < DEAD and deliveries == 0 then delayed = delayed + by end
+  if pos >= FIRST_SLOT then slots = slots + by end
+end
+local function setLease(pos, deadline, deliveries)
+  local m = member(pos)
+  local old = redis.call('HGET', L, pos)
+  local wasDead = false
+  if old then
+    local od, on = parseLease(old)
+    wasDead = od >= DEAD
+    count(pos, od, on, -1)
   end
-  if redis.call('HEXISTS', KEYS[3], n) == 1 then break end
-  p = n
-  redis.call('HSET', KEYS[2], n, ARGV[i])
-  out[#out + 1] = n
+  if deadline then
+    redis.call('HSET', L, pos, fmt(deadline) .. ':' .. fmt(deliveries))
+    count(pos, deadline, deliveries, 1)
+    if deadline >= DEAD then
+      if old and not wasDead then redis.call('ZREM', D, m) end
+      redis.call('ZADD', X, fmt(deadline - DEAD), m)
+    else
+      if wasDead then redis.call('ZREM', X, m) end
+      redis.call('ZADD', D, fmt(deadline), m)
+    end
+    if pos > lastSlot then lastSlot = pos end
+  elseif old then
+    redis.call('HDEL', L, pos)
+    if wasDead then redis.call('ZREM', X, m) else redis.call('ZREM', D, m) end
+  end
 end
-if #out > 1 then
-  redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx)
-  redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1))
-  if created then out[1] = 1 end
+local function slotFor()
+  if slots < mx and lastSlot < LAST_SLOT then return lastSlot + 1 end
+  return 0
 end
+local function bury(pos, message, deliveries, at)
+  if pos >= FIRST_SLOT then
+    setLease(pos, DEAD + at, deliveries)
+    return true
+  end
+  local slot = slotFor()
+  if slot == 0 then return false end
+  redis.call('HSET', M, slot, message)
+  setLease(slot, DEAD + at, deliveries)
+  setLease(pos, nil)
+  return true
+end
+local function spent(deliveries) return maxdel > 0 and deliveries >= maxdel end
+local function save()
+  local is = {p, g, mx, lastSlot, slots, delayed, maxdel}
+  for i = 1, #is do
+    if is[i] ~= was[i] then
+      redis.call('HSET', S, 'p', fmt(p), 'g', fmt(g), 'm', fmt(mx), 'x', fmt(lastSlot), 'k', fmt(slots), 'y', fmt(delayed), 'u', fmt(maxdel))
+      return true
+    end
+  end
+  return false
+end
+`;
+
+// KEYS: the five. ARGV: channel, origin, due time ('': not delayed), the messages.
+// Returns {1 if it created the queue else 0, positions (slots when delayed)...}.
+export const PUT = `${PRELUDE}
+local dueAt = tonumber(ARGV[3])
+local out = {0}
+for i = 4, #ARGV do
+  if dueAt then
+    local slot = slotFor()
+    if slot == 0 then break end
+    redis.call('HSET', M, slot, ARGV[i])
+    setLease(slot, dueAt, 0)
+    out[#out + 1] = slot
+  else
+    local n = p + 1
+    if n == g then break end
+    if n > mx then
+      if g <= 1 then break end
+      n = 1
+    end
+    if redis.call('HEXISTS', L, n) == 1 then break end
+    p = n
+    redis.call('HSET', M, n, ARGV[i])
+    out[#out + 1] = n
+  end
+end
+if #out > 1 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1)) end
+if save() and created then out[1] = 1 end
 return out`;
 
-// KEYS: state, messages, leases, deadlines. ARGV: channel, origin, now, lease ms (0: none), max, byte budget (-1: none).
+// KEYS: the five. ARGV: channel, origin, now, lease ms (0: none), max, byte budget (-1: none).
 // Returns {pos, message, deliveries, token ('' unleased)} per message.
-export const GET = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-local p, g, mx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}
+export const GET = `${PRELUDE}
 local now, leaseMs, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
-local moved = false
 local bytes = 0
 while #out < 4 * max do
   local pos, deliveries
-  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1)
+  local due = redis.call('ZRANGEBYSCORE', D, '-inf', fmt(now), 'LIMIT', 0, 1)
   if #due > 0 then
     pos = tonumber(due[1])
-    deliveries = tonumber(string.match(redis.call('HGET', KEYS[3], pos), ':(%d+)$')) + 1
+    local _, held = parseLease(redis.call('HGET', L, pos))
+    deliveries = held + 1
   else
     if g == 0 and p > 0 then pos = 1
     elseif g < p then pos = g + 1
@@ -74,60 +163,68 @@ while #out < 4 * max do
     deliveries = 1
   end
   -- A position with no message (an import can leave one) is passed over, its lease dropped.
-  local message = redis.call('HGET', KEYS[2], pos)
+  local message = redis.call('HGET', M, pos)
   -- Decided before anything changes: a message that does not fit the reply stays where it is.
   if message and #out > 0 and budget >= 0 and bytes + #message > budget then break end
-  if #due == 0 then
-    g = pos
-    moved = true
-  end
-  local token = ''
-  if message and leaseMs > 0 then
-    local deadline = string.format('%d', now + leaseMs)
-    redis.call('HSET', KEYS[3], pos, ${leaseValue('deadline', 'deliveries')})
-    redis.call('ZADD', KEYS[4], deadline, ${member('pos')})
-    token = ${token('deliveries', 'deadline')}
-  elseif #due > 0 then
-    redis.call('HDEL', KEYS[3], pos)
-    redis.call('ZREM', KEYS[4], ${member('pos')})
-  end
-  if message then
+  if #due == 0 then g = pos end
+  if not message then
+    setLease(pos, nil)
+  elseif not (spent(deliveries - 1) and bury(pos, message, deliveries - 1, now)) then
     bytes = bytes + #message
+    local token = ''
+    if leaseMs > 0 then
+      local deadline = now + leaseMs
+      setLease(pos, deadline, deliveries)
+      token = fmt(deliveries) .. '-' .. fmt(deadline)
+    else
+      setLease(pos, nil)
+      -- A slot's message goes with its last lease.
+      if pos >= FIRST_SLOT then redis.call('HDEL', M, pos) end
+    end
     out[#out + 1] = pos
     out[#out + 1] = message
     out[#out + 1] = deliveries
     out[#out + 1] = token
   end
 end
-if moved then redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', mx) end
+save()
 return out`;
 
-// KEYS: leases, deadlines. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any). Returns 1 when settled.
-export const SETTLE = `
-local l = redis.call('HGET', KEYS[1], ARGV[3])
+// KEYS: the five. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now. Returns 1 when settled.
+export const SETTLE = `${PRELUDE}
+local pos = tonumber(ARGV[3])
+local l = redis.call('HGET', L, pos)
 if not l then return 0 end
-local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
-if ARGV[5] ~= '' and ARGV[5] ~= ${token('deliveries', 'deadline')} then return 0 end
+local deadline, deliveries = parseLease(l)
+-- Only a lease a consumer holds: not a delayed message, not a dead letter.
+if deliveries == 0 or deadline >= DEAD then return 0 end
+-- The token of the grant, from the stored text (as \`leaseToken\` gives it).
+local ds, ns = string.match(l, '^([^:]+):(%d+)$')
+if ARGV[5] ~= '' and ARGV[5] ~= ns .. '-' .. ds then return 0 end
 if ARGV[4] == 'ack' then
-  redis.call('HDEL', KEYS[1], ARGV[3])
-  redis.call('ZREM', KEYS[2], ${member('ARGV[3]')})
+  setLease(pos, nil)
+  if pos >= FIRST_SLOT then redis.call('HDEL', M, pos) end
 else
-  redis.call('HSET', KEYS[1], ARGV[3], ${leaseValue("'0'", 'deliveries')})
-  redis.call('ZADD', KEYS[2], 0, ${member('ARGV[3]')})
+  local message = spent(deliveries) and redis.call('HGET', M, pos)
+  if not (message and bury(pos, message, deliveries, tonumber(ARGV[6]))) then setLease(pos, 0, deliveries) end
   redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':1')
 end
+save()
 return 1`;
 
 // KEYS: leases, deadlines. ARGV: pos, token ('' for any), now, new deadline. Returns the new token, or nil.
 export const TOUCH = `
+local DEAD = ${DEAD}
 local l = redis.call('HGET', KEYS[1], ARGV[1])
 if not l then return false end
-local deadline, deliveries = string.match(l, '^(%d+):(%d+)$')
+local deadline, deliveries = string.match(l, '^([^:]+):(%d+)$')
+-- Only a running lease a consumer holds: not a delayed message, not a dead letter.
+if tonumber(deliveries) == 0 or tonumber(deadline) >= DEAD then return false end
 if tonumber(deadline) <= tonumber(ARGV[3]) then return false end
-if ARGV[2] ~= '' and ARGV[2] ~= ${token('deliveries', 'deadline')} then return false end
-redis.call('HSET', KEYS[1], ARGV[1], ${leaseValue('ARGV[4]', 'deliveries')})
-redis.call('ZADD', KEYS[2], ARGV[4], ${member('ARGV[1]')})
-return ${token('deliveries', 'ARGV[4]')}`;
+if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. deadline then return false end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ':' .. deliveries)
+redis.call('ZADD', KEYS[2], ARGV[4], string.format('%0${WIDTH}d', ARGV[1]))
+return deliveries .. '-' .. ARGV[4]`;
 
 // KEYS: state. ARGV: the new maxqueue. Returns 0 (refused), 1 (set) or 2 (set, and the queue is new).
 export const MAXQUEUE = `
@@ -141,10 +238,54 @@ if num >= p and num >= g and p >= g then
 end
 return 0`;
 
-// KEYS: state, leases. Returns {putpos, getpos, maxqueue, leases held}.
+// KEYS: the five. ARGV: the new maxdeliveries (0: none). Returns 0 (unchanged), 1 (set) or 2 (set, and the queue is new).
+export const MAXDELIVERIES = `${PRELUDE}
+maxdel = tonumber(ARGV[1])
+if not save() then return 0 end
+if created then return 2 end
+return 1`;
+
+// KEYS: the five. ARGV: channel, origin, max. Returns how many dead letters were made due.
+export const REDRIVE = `${PRELUDE}
+if tonumber(ARGV[3]) <= 0 then return 0 end
+local dead = redis.call('ZRANGE', X, 0, tonumber(ARGV[3]) - 1)
+for _, m in ipairs(dead) do setLease(tonumber(m), 0, 0) end
+save()
+if #dead > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. #dead) end
+return #dead`;
+
+// KEYS: the five. ARGV: state given ('1' or ''), putpos, getpos, maxqueue, maxdeliveries, then
+// the number of messages, that many (pos, message) pairs, then (pos, lease value) pairs.
+// Writes them as they are (no queue rule applies), the counters and sets kept in step.
+// Returns 1 if it created the queue else 0.
+export const RESTORE = `${PRELUDE}
+if ARGV[1] == '1' then
+  p, g, mx, maxdel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  -- Written even when equal to what is there: the queue holds state from now on.
+  was[1] = -1
+end
+local n = tonumber(ARGV[6])
+local i = 7
+for _ = 1, n do
+  local pos = tonumber(ARGV[i])
+  redis.call('HSET', M, pos, ARGV[i + 1])
+  -- A new slot never overwrites a message restored at one.
+  if pos > lastSlot then lastSlot = pos end
+  i = i + 2
+end
+while i < #ARGV do
+  local deadline, deliveries = parseLease(ARGV[i + 1])
+  setLease(tonumber(ARGV[i]), deadline, deliveries)
+  i = i + 2
+end
+if save() and created then return 1 end
+return 0`;
+
+// KEYS: state, leases, dead letters. Returns {putpos, getpos, maxqueue, leased, delayed, dead, maxdeliveries}.
 export const STATUS = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-return {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[2])}`;
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm', 'y', 'u')
+local delayed, dead = tonumber(s[4]) or 0, redis.call('ZCARD', KEYS[3])
+return {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[2]) - delayed - dead, delayed, dead, tonumber(s[5]) or 0}`;
 
 // Stored messages from ARGV[1] on, ARGV[2] positions, as many as fit in ARGV[3] bytes (-1: all).
 export const RANGE = `

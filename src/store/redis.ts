@@ -5,11 +5,13 @@
  * `queue/ring.ts` and `queue/leases.ts` (and the same lease tokens as the LMDB store).
  *
  * A queue's keys share the hash tag `{q<name>}`, so that a queue lives on one shard of a cluster
- * while different queues spread over the shards: `…:s` (hash: putpos p, getpos g, maxqueue m),
- * `…:m` (hash: position -> message bytes), `…:l` (hash: position -> "deadline:deliveries") and
- * `…:d` (sorted set of leased positions by deadline, zero-padded so that equal deadlines go in
- * position order, as on LMDB). The `q` keeps the tag non-empty for the
- * queue named ''. Names are bytes, as everywhere. A sorted set `httpsqs:queues` names the queues
+ * while different queues spread over the shards: `…:s` (hash: putpos p, getpos g, maxqueue m,
+ * maxdeliveries u, and counters: x the highest slot used, k leases at slots, y delayed leases),
+ * `…:m` (hash: position -> message bytes, slots past the ring too), `…:l` (hash: position ->
+ * "deadline:deliveries", delayed messages and dead letters too), `…:d` (sorted set of the leases
+ * that can come due, by deadline, zero-padded so that equal deadlines go in position order, as on
+ * LMDB) and `…:x` (sorted set of the dead letters by when they died); redis-scripts.ts has the
+ * details. The `q` keeps the tag non-empty for the queue named ''. Names are bytes, as everywhere. A sorted set `httpsqs:queues` names the queues
  * for `list`; it lives on one shard, so it is kept outside the scripts (see `list`).
  *
  * Long polls across frontends: a script that makes messages available publishes on the queue's
@@ -21,7 +23,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
-import { GET, leaseValueOf, MAXQUEUE, memberOf, parseLeaseValue, PUT, RANGE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
+import { GET, leaseValueOf, MAXDELIVERIES, MAXQUEUE, parseLeaseValue, PUT, RANGE, REDRIVE, RESTORE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
 import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
 import { errorMessage } from '../errors.js';
 
@@ -88,7 +90,7 @@ export class RedisStore implements Store {
   private readonly index: Buffer;
   /** Tells this frontend's own publications apart from the others'. */
   private readonly origin = randomBytes(6).toString('hex');
-  private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'status' | 'range', Script>;
+  private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'maxdeliveries' | 'redrive' | 'restore' | 'status' | 'range', Script>;
   private waker: ((name: string, count: number) => void) | undefined;
   private closing: Promise<void> | undefined;
   /** Servers running on this Redis (and key prefix) now: a sorted set of ids by expiry time. */
@@ -136,12 +138,15 @@ export class RedisStore implements Store {
       return (this.redis as unknown as Record<string, Script>)[`${name}Buffer`]!.bind(this.redis);
     };
     this.scripts = {
-      put: define('httpsqsPut', 3, PUT),
-      get: define('httpsqsGet', 4, GET),
-      settle: define('httpsqsSettle', 2, SETTLE),
+      put: define('httpsqsPut', 5, PUT),
+      get: define('httpsqsGet', 5, GET),
+      settle: define('httpsqsSettle', 5, SETTLE),
       touch: define('httpsqsTouch', 2, TOUCH),
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
-      status: define('httpsqsStatus', 2, STATUS),
+      maxdeliveries: define('httpsqsMaxdeliveries', 5, MAXDELIVERIES),
+      redrive: define('httpsqsRedrive', 5, REDRIVE),
+      restore: define('httpsqsRestore', 5, RESTORE),
+      status: define('httpsqsStatus', 3, STATUS),
       range: define('httpsqsRange', 1, RANGE),
     };
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
@@ -159,8 +164,14 @@ export class RedisStore implements Store {
     return this;
   }
 
-  private key(name: string, kind: 's' | 'm' | 'l' | 'd'): Buffer {
+  private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x'): Buffer {
     return Buffer.concat([this.prefix, Buffer.from(`{q${name}}:${kind}`, 'latin1')]);
+  }
+
+  /** The five keys of the scripts that share redis-scripts.ts's prelude: state, messages, leases,
+   * deadlines, dead letters. */
+  private keys(name: string): Buffer[] {
+    return [this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.key(name, 'x')];
   }
 
   /** The queue's wake-up channel. The name goes in as hex: ioredis keeps subscriptions as UTF-8
@@ -232,15 +243,16 @@ export class RedisStore implements Store {
     }
   }
 
-  async put(name: string, message: Buffer): Promise<number> {
-    return (await this.putMany(name, [message]))[0] ?? 0;
+  async put(name: string, message: Buffer, delayMs?: number): Promise<number> {
+    return (await this.putMany(name, [message], delayMs))[0] ?? 0;
   }
 
-  async putMany(name: string, messages: Buffer[]): Promise<number[]> {
+  async putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
+    const dueAt = delayMs && delayMs > 0 ? String(this.now() + delayMs) : '';
     const out = (await this.run(
       'put',
       name,
-      () => this.scripts.put(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.channel(name), this.origin, ...messages),
+      () => this.scripts.put(...this.keys(name), this.channel(name), this.origin, dueAt, ...messages),
       (r) => (r as number[]).length > 1,
     )) as number[];
     await this.indexed(name, out[0] === 1);
@@ -256,19 +268,7 @@ export class RedisStore implements Store {
     const flat = (await this.run(
       'get',
       name,
-      () =>
-        this.scripts.get(
-          this.key(name, 's'),
-          this.key(name, 'm'),
-          this.key(name, 'l'),
-          this.key(name, 'd'),
-          this.channel(name),
-          this.origin,
-          this.now(),
-          leaseMs ?? 0,
-          max,
-          budget,
-        ),
+      () => this.scripts.get(...this.keys(name), this.channel(name), this.origin, this.now(), leaseMs ?? 0, max, budget),
       (r) => (r as unknown[]).length > 0,
     )) as Array<number | Buffer>;
     const out: Delivery[] = [];
@@ -285,7 +285,7 @@ export class RedisStore implements Store {
     const done = await this.run(
       'settle',
       name,
-      () => this.scripts.settle(this.key(name, 'l'), this.key(name, 'd'), this.channel(name), this.origin, pos, outcome, token ?? ''),
+      () => this.scripts.settle(...this.keys(name), this.channel(name), this.origin, pos, outcome, token ?? '', this.now()),
       (r) => r === 1,
     );
     return done === 1;
@@ -319,11 +319,34 @@ export class RedisStore implements Store {
     return r > 0;
   }
 
+  async maxdeliveries(name: string, num: number): Promise<void> {
+    const r = (await this.run(
+      'maxdeliveries',
+      name,
+      () => this.scripts.maxdeliveries(...this.keys(name), num),
+      (r) => (r as number) > 0,
+    )) as number;
+    await this.indexed(name, r === 2);
+  }
+
+  async redrive(name: string, max: number): Promise<number> {
+    // Lua numbers are doubles, and ZRANGE takes a long: no more than that many at once anyway.
+    const most = Math.max(0, Math.min(Math.floor(max), 2 ** 31));
+    return (await this.run(
+      'redrive',
+      name,
+      () => this.scripts.redrive(...this.keys(name), this.channel(name), this.origin, most),
+      (r) => (r as number) > 0,
+    )) as number;
+  }
+
   async status(name: string): Promise<QueueStatus> {
-    const [putpos, getpos, maxqueue, leased] = (await this.scripts
-      .status(this.key(name, 's'), this.key(name, 'l'))
+    const [putpos, getpos, maxqueue, leased, delayed, dead, maxdeliveries] = (await this.scripts
+      .status(this.key(name, 's'), this.key(name, 'l'), this.key(name, 'x'))
       .catch((err) => this.failed(err))) as number[];
-    return { putpos: putpos!, getpos: getpos!, maxqueue: maxqueue!, leased: leased! };
+    const s: QueueStatus = { putpos: putpos!, getpos: getpos!, maxqueue: maxqueue!, leased: leased!, delayed: delayed!, dead: dead! };
+    if (maxdeliveries) s.maxdeliveries = maxdeliveries;
+    return s;
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
@@ -365,7 +388,7 @@ export class RedisStore implements Store {
   }
 
   async reset(name: string): Promise<void> {
-    await this.run('reset', name, () => this.redis.unlink(this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd')));
+    await this.run('reset', name, () => this.redis.unlink(...this.keys(name)));
     const member = Buffer.from(name, 'latin1');
     this.unindexed.delete(name);
     await this.redis.zrem(this.index, member).catch((err) => this.failed(err));
@@ -392,17 +415,23 @@ export class RedisStore implements Store {
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
   ): Promise<void> {
-    const tx = this.redis.multi(); // one slot: the queue's keys share their hash tag
-    if (r.messages?.length) tx.hset(this.key(name, 'm'), ...r.messages.flatMap((m) => [String(m.pos), m.message]));
-    for (const { pos, lease } of r.leases ?? []) {
-      tx.hset(this.key(name, 'l'), String(pos), leaseValueOf(lease));
-      tx.zadd(this.key(name, 'd'), lease.deadline, memberOf(pos));
-    }
-    if (r.state) tx.hset(this.key(name, 's'), 'p', r.state.putpos, 'g', r.state.getpos, 'm', r.state.maxqueue);
-    // A MULTI answers each command on its own: one that failed does not reject the whole.
-    const replies = await tx.exec().catch((err) => this.failed(err));
-    for (const [err] of replies ?? []) if (err) this.failed(err);
-    if (r.state) await this.indexed(name, true);
+    // One script: the counters and sets of the queue's state stay in step with what it writes.
+    const s = r.state;
+    const messages = r.messages ?? [];
+    const created = await this.run('restore', name, () =>
+      this.scripts.restore(
+        ...this.keys(name),
+        s ? '1' : '',
+        s?.putpos ?? 0,
+        s?.getpos ?? 0,
+        s?.maxqueue ?? 0,
+        s?.maxdeliveries ?? 0,
+        messages.length,
+        ...messages.flatMap((m) => [String(m.pos), m.message]),
+        ...(r.leases ?? []).flatMap((l) => [String(l.pos), leaseValueOf(l.lease)]),
+      ),
+    );
+    if (r.state || created === 1) await this.indexed(name, true);
   }
 
   /** Long polls across frontends: puts elsewhere are told here through Redis itself. */

@@ -1,4 +1,4 @@
-import type { Lease } from '../queue/leases.js';
+import type { Lease, LeaseTable } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, type QueueState } from '../queue/ring.js';
 
 /** How acknowledgements relate to the disk. */
@@ -11,6 +11,11 @@ export type SyncMode =
 export interface QueueStatus extends QueueState {
   /** Messages handed out under a lease and not yet acked. */
   leased: number;
+  /** Messages waiting outside the ring to be handed out: delayed puts not yet taken (due or not),
+   * and dead letters moved back. */
+  delayed: number;
+  /** Dead letters (leases.ts): messages whose lease ended `maxdeliveries` times. */
+  dead: number;
 }
 
 /** A message handed out by a get. */
@@ -32,10 +37,13 @@ export interface Delivery {
  * every store.
  */
 export interface Store {
-  /** Stores a message at the next position; resolves to that position, or 0 when full. */
-  put(name: string, message: Buffer): Promise<number>;
-  /** Stores messages in order, all in one commit, as many as fit; resolves to their positions. */
-  putMany(name: string, messages: Buffer[]): Promise<number[]>;
+  /** Stores a message at the next position; resolves to that position, or 0 when full. With
+   * `delayMs`, it waits at a slot past the ring (leases.ts) until then: resolves to that slot, or
+   * 0 when the queue already keeps maxqueue messages there. */
+  put(name: string, message: Buffer, delayMs?: number): Promise<number>;
+  /** Stores messages in order, all in one commit, as many as fit; resolves to their positions
+   * (their slots, with `delayMs`). */
+  putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]>;
   /** Hands out the next message (a due lease first); null when there is none. With `leaseMs`
    * the message is leased for that long (ack or nack it by position). */
   get(name: string, leaseMs?: number): Promise<Delivery | null>;
@@ -44,12 +52,17 @@ export interface Store {
    * that the reply can always be built before anything is consumed. */
   getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]>;
   status(name: string): Promise<QueueStatus>;
-  /** The message stored at `pos` (read or not), or null when there is none. */
+  /** The message stored at `pos` (read or not; a slot too), or null when there is none. */
   view(name: string, pos: number): Promise<Buffer | null>;
   /** Positions and maxqueue back to their defaults, stored messages and leases deleted. */
   reset(name: string): Promise<void>;
   /** Sets maxqueue when the ring rules allow it; resolves to whether it did. */
   maxqueue(name: string, num: number): Promise<boolean>;
+  /** Sets the queue's maxdeliveries (0: none), which later lease endings apply. */
+  maxdeliveries(name: string, num: number): Promise<void>;
+  /** Makes up to `max` dead letters deliverable again, those that died first first (due at once,
+   * deliveries counted afresh); resolves to how many. */
+  redrive(name: string, max: number): Promise<number>;
   /** Seconds between flushes in 'interval' mode (kept, but unused, in 'durable' mode). */
   setSyncInterval(seconds: number): void;
   /** Rejects with a StoreError when the store cannot serve (it cannot be read, or its last write failed). */
@@ -145,7 +158,11 @@ export function timed<T>(observe: StoreHooks['observe'], op: string, p: Promise<
 }
 
 /** A queue in its initial state holds nothing: stores keep no record of it, and lists skip it. */
-export const isInitial = (s: QueueStatus): boolean => s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.maxqueue === DEFAULT_MAXQUEUE;
+export const isInitial = (s: QueueStatus): boolean =>
+  s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.delayed === 0 && s.dead === 0 && s.maxqueue === DEFAULT_MAXQUEUE && !s.maxdeliveries;
+
+/** A queue's status from its state and its lease table. */
+export const statusOf = (s: QueueState, leases: LeaseTable): QueueStatus => ({ ...s, leased: leases.leased, delayed: leases.delayed, dead: leases.dead });
 
 /** Every queue that holds state (those starting with `prefix`), in order, a page of `list` at a time. */
 export async function* everyQueue(store: Store, prefix = ''): AsyncGenerator<{ name: string; status: QueueStatus }> {

@@ -156,11 +156,15 @@ export interface Checkpoint<Entries = Uint32Array> {
   off: number;
   segments: Array<{ id: number; size: number; live: number }>;
   /** Each queue's index entries (dead entries included), as [pos, seg, off, len | LIVE]: read back
-   * as one array; written from a snapshot of the index. */
-  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Entries }>;
+   * as one array; written from a snapshot of the index. Those of ring positions, and (`slots`) those
+   * of slots past the ring. */
+  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Entries; slots: Entries }>;
 }
 
 const MAGIC = 0x4a515348; // "HSQJ"
+/** Version 2 added, per queue, maxdeliveries (after maxqueue) and the entries of slots (after those
+ * of ring positions); version 1 checkpoints are still read (no maxdeliveries, no slots). */
+const VERSION = 2;
 /** Bytes of entries written (and checksummed) per event-loop turn. */
 const CHECKPOINT_STEP = 2 ** 20;
 
@@ -168,8 +172,10 @@ const CHECKPOINT_STEP = 2 ** 20;
  * Writes a checkpoint to `checkpoint.tmp`, a piece per event-loop turn, so that a large index
  * (16 bytes a stored message) never holds up requests; the state it writes is a copy taken at once
  * by the caller. Resolves to the open file, for `installCheckpoint`. The layout: [magic][version]
- * [seg][off][segments][queues][crc32 of all before it], little endian; a queue's entries start at
- * a multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
+ * [seg][off][segments][queues][crc32 of all before it], little endian. A queue: [u16 name length]
+ * [name][putpos][getpos][maxqueue][maxdeliveries][lease count][leases: pos, f64 deadline,
+ * deliveries][entry u32 count][entries][slot entry u32 count][slot entries]; entries start at a
+ * multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
  * they are read back without a copy.
  */
 export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): Promise<number> {
@@ -200,7 +206,7 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
       if (used + n > stage.length) await flush();
     };
     await room(20);
-    for (const n of [MAGIC, 1, c.seg, c.off, c.segments.length]) u32(n);
+    for (const n of [MAGIC, VERSION, c.seg, c.off, c.segments.length]) u32(n);
     for (const s of c.segments) {
       await room(16);
       [u32(s.id), u32(s.size), f64(s.live)];
@@ -211,21 +217,23 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
       await room(2 + q.name.length + 16);
       used = stage.writeUInt16LE(q.name.length, used);
       used += stage.write(q.name, used, 'latin1');
-      for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.leases.length]) u32(n);
+      for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.s.maxdeliveries ?? 0, q.leases.length]) u32(n);
       for (const [pos, l] of q.leases) {
         await room(16);
         [u32(pos), f64(l.deadline), u32(l.deliveries)];
       }
-      await room(7);
-      u32(q.entries.length);
-      while ((at + used) % 4) stage[used++] = 0;
-      await flush();
-      for (let o = 0; o < q.entries.length; o += piece.length) {
-        const view = piece.subarray(0, Math.min(piece.length, q.entries.length - o));
-        q.entries.read(o, view);
-        await out(Buffer.from(view.buffer, view.byteOffset, view.byteLength));
+      for (const entries of [q.entries, q.slots]) {
+        await room(7);
+        u32(entries.length);
+        while ((at + used) % 4) stage[used++] = 0;
+        await flush();
+        for (let o = 0; o < entries.length; o += piece.length) {
+          const view = piece.subarray(0, Math.min(piece.length, entries.length - o));
+          entries.read(o, view);
+          await out(Buffer.from(view.buffer, view.byteOffset, view.byteLength));
+        }
+        entries.release();
       }
-      q.entries.release();
     }
     await room(4);
     u32(crc32(stage, 0, used, crc));
@@ -235,7 +243,7 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
     if (fd !== undefined) closeSync(fd);
     throw err;
   } finally {
-    for (const q of c.queues) q.entries.release();
+    for (const q of c.queues) [q.entries.release(), q.slots.release()];
   }
 }
 
@@ -252,7 +260,8 @@ export async function installCheckpoint(dir: string, fd: number): Promise<void> 
 }
 
 export function decodeCheckpoint(b: Buffer): Checkpoint {
-  if (b.length < 28 || b.readUInt32LE(0) !== MAGIC || b.readUInt32LE(4) !== 1) throw new Error('not a journal checkpoint of version 1');
+  const version = b.length < 28 || b.readUInt32LE(0) !== MAGIC ? 0 : b.readUInt32LE(4);
+  if (version < 1 || version > VERSION) throw new Error(`not a journal checkpoint of version 1 to ${VERSION}`);
   if (crc32(b, 0, b.length - 4) !== b.readUInt32LE(b.length - 4)) throw new Error('its checksum does not match');
   let o = 8;
   const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
@@ -265,16 +274,21 @@ export function decodeCheckpoint(b: Buffer): Checkpoint {
     const len = b.readUInt16LE(o);
     const name = b.toString('latin1', o + 2, o + 2 + len);
     o += 2 + len;
-    const s = { putpos: u32(), getpos: u32(), maxqueue: u32() };
+    const s: QueueState = { putpos: u32(), getpos: u32(), maxqueue: u32() };
+    const maxdeliveries = version >= 2 ? u32() : 0;
+    if (maxdeliveries) s.maxdeliveries = maxdeliveries;
     const leases = Array.from({ length: u32() }, (): [number, Lease] => [u32(), { deadline: f64(), deliveries: u32() }]);
-    const count = u32();
-    while (o % 4) o++;
-    const entries =
-      (b.byteOffset + o) % 4 === 0
-        ? new Uint32Array(b.buffer, b.byteOffset + o, count)
-        : new Uint32Array(b.buffer.slice(b.byteOffset + o, b.byteOffset + o + 4 * count));
-    o += 4 * count;
-    queues.push({ name, s, leases, entries });
+    const entries = () => {
+      const count = u32();
+      while (o % 4) o++;
+      const e =
+        (b.byteOffset + o) % 4 === 0
+          ? new Uint32Array(b.buffer, b.byteOffset + o, count)
+          : new Uint32Array(b.buffer.slice(b.byteOffset + o, b.byteOffset + o + 4 * count));
+      o += 4 * count;
+      return e;
+    };
+    queues.push({ name, s, leases, entries: entries(), slots: version >= 2 ? entries() : new Uint32Array(0) });
   }
   return { seg, off, segments, queues };
 }

@@ -3,7 +3,9 @@
  * record, and whether it is live (unread or leased), in 16 bytes (and up to a quarter more of
  * room to grow). Entries are kept in the order
  * they were added, which for puts is position order with a wrap now and then, so the positions
- * form a few runs of consecutive numbers (`runs`); a lookup checks the runs from the newest. A
+ * form a few runs of increasing numbers (`runs`), mostly consecutive ones; a lookup checks the runs
+ * from the newest, at once in a run of consecutive positions, by binary search in one with gaps
+ * (messages copied forward by compaction, slots past the ring whose messages went). A
  * position written again (the ring came round) or moved (compaction) gets a new entry and its old
  * one is marked dead (segment 0); dead entries and those whose segment is gone leave from the
  * oldest end. Read messages stay (a view shows them) until their segment goes.
@@ -63,11 +65,25 @@ export class PositionIndex {
   find(pos: number): number {
     const r = this.runs;
     for (let k = r.length - 3; k >= 0; k -= 3) {
-      const d = pos - r[k + 1]!;
-      if (d >= 0 && d < r[k + 2]!) {
-        const i = r[k]! + d;
-        return this.seg(i) === 0 ? -1 : i;
-      }
+      const [first, d, n] = [r[k]!, pos - r[k + 1]!, r[k + 2]!];
+      if (d < 0) continue;
+      let i = d < n && this.pos(first + d) === pos ? first + d : -1;
+      // Not where a run of consecutive positions has it: in a run with gaps it may be further back.
+      if (i < 0 && this.pos(first + n - 1) - r[k + 1]! >= n) i = this.search(first, n, pos);
+      if (i >= 0) return this.seg(i) === 0 ? -1 : i;
+    }
+    return -1;
+  }
+
+  /** The entry of `pos` among the `n` from `first` on (their positions increase), or -1. */
+  private search(first: number, n: number, pos: number): number {
+    let [lo, hi] = [first, first + n - 1];
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const p = this.pos(mid);
+      if (p === pos) return mid;
+      if (p < pos) lo = mid + 1;
+      else hi = mid - 1;
     }
     return -1;
   }
@@ -86,7 +102,8 @@ export class PositionIndex {
     this.a[o + 3] = len;
     const r = this.runs;
     const k = r.length - 3;
-    if (k >= 0 && r[k]! + r[k + 2]! === i && r[k + 1]! + r[k + 2]! === pos) r[k + 2]!++;
+    // A run goes on while positions increase (entries next to each other).
+    if (k >= 0 && r[k]! + r[k + 2]! === i && i > 0 && this.pos(i - 1) < pos) r[k + 2]!++;
     else r.push(i, pos, 1);
     return i;
   }
@@ -107,10 +124,9 @@ export class PositionIndex {
     while (k < r.length && r[k]! + r[k + 2]! <= h) k += 3;
     r.splice(0, k);
     if (r.length && r[0]! < h) {
-      const d = h - r[0]!;
+      r[2]! -= h - r[0]!;
       r[0] = h;
-      r[1]! += d;
-      r[2]! -= d;
+      r[1] = this.pos(h);
     }
     if (this.size < this.a.length / STRIDE / 4 && this.a.length > STRIDE * MIN) this.resize(Math.max(MIN, 2 * this.size));
   }

@@ -11,9 +11,20 @@
  */
 import { crc32 } from './crc32.js';
 
-export const T = { batch: 1, put: 2, advance: 3, maxqueue: 4, reset: 5, lease: 6, unlease: 7, store: 8, state: 9 } as const;
-/** The u32 fields of each type, by type. */
-const FIELDS = [0, 3, 1, 1, 1, 0, 4, 1, 1, 3];
+/**
+ * What each type says (the first field is a position, except for batch, maxqueue and maxdeliveries):
+ * put [pos] (the new put position) and store [pos] (the ring does not move: an import, a copy made
+ * by compaction, or a message at a slot past the ring) carry a message; advance [getpos];
+ * maxqueue [num]; reset []; lease [pos, deadline hi, deadline lo, deliveries]; unlease [pos] (at a
+ * slot, the message there is deleted as well: a slot holds a message only while it is leased);
+ * state [putpos, getpos, maxqueue] (an import; maxdeliveries is cleared, a maxdeliveries record
+ * follows when it is set); maxdeliveries [num] (0: none).
+ */
+export const T = { batch: 1, put: 2, advance: 3, maxqueue: 4, reset: 5, lease: 6, unlease: 7, store: 8, state: 9, maxdeliveries: 10 } as const;
+/** The u32 fields of each type, by type. Types are only ever added (at the end), so that a journal
+ * written before a type existed reads as it did; one that holds a newer type is refused by an
+ * older version as damaged. */
+const FIELDS = [0, 3, 1, 1, 1, 0, 4, 1, 1, 3, 1];
 /** Types that carry a message after their fields. */
 const CARRIES = (type: number) => type === T.put || type === T.store;
 
@@ -54,7 +65,8 @@ export function decode(buf: Buffer, at: number, end: number): Decoded | undefine
   return { at, type, name: buf.toString('latin1', at + FRAME + 2, nameEnd), fields, from, to: next, next };
 }
 
-/** A lease deadline (whole ms since the epoch) as two u32 fields, and back. */
+/** A lease deadline (whole ms since the epoch; a dead letter's is DEAD + ms, below 2^51) as two
+ * u32 fields, and back. */
 export const split = (n: number): [number, number] => [Math.floor(n / 2 ** 32), n % 2 ** 32];
 export const join = (hi: number, lo: number): number => hi * 2 ** 32 + lo;
 

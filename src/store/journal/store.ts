@@ -13,6 +13,11 @@
  * that batch resolve. While a write is in flight the next batch fills up. Gets write their
  * advance too: a message handed out is never handed out again after a crash (leases aside).
  *
+ * Messages that wait outside the ring (delayed puts, dead letters: queue/leases.ts) are stored at
+ * slots past it, in an index of their own (`slots`, so that ring positions and slots each form long
+ * runs), live while their slot is leased; a slot whose lease ends (its unlease record) holds no
+ * message any more.
+ *
  * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
  * fills and on close) and replays the records after it. Space comes back by deleting sealed
  * segments that hold no live message (unread or leased), and, while the sealed segments take more
@@ -22,16 +27,17 @@
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { LeaseTable, type Lease } from '../../queue/leases.js';
+import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
 import { DEFAULT_MAXQUEUE, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { errorMessage } from '../../errors.js';
 import { DiskReserve } from '../lmdb/disk-reserve.js';
 import { lockDirectory } from '../lock.js';
-import { maxqueuePlan, putPlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
+import { maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
   type EmbeddedOptions,
   DiskLowError,
   isInitial,
+  statusOf,
   StoreError,
   timed,
   type Delivery,
@@ -92,8 +98,17 @@ const COPY_STEP = 2 ** 20;
 interface Queue {
   s: QueueState;
   leases: LeaseTable;
+  /** Where the messages at ring positions are. */
   index: PositionIndex;
+  /** Where the messages at slots past the ring are, once the queue has had one. */
+  slots?: PositionIndex | undefined;
 }
+
+const isSlot = (pos: number): boolean => pos >= FIRST_SLOT;
+/** The index that holds `pos`, if there is one. */
+const indexOf = (q: Queue, pos: number): PositionIndex | undefined => (isSlot(pos) ? q.slots : q.index);
+/** Both indexes of a queue. */
+const indexes = (q: Queue): PositionIndex[] => (q.slots ? [q.index, q.slots] : [q.index]);
 
 interface Segment {
   id: number;
@@ -103,8 +118,10 @@ interface Segment {
   fd: number | undefined;
 }
 
-/** Whether `pos` holds a message not yet read. Positions past maxqueue are left from a larger ring. */
+/** Whether `pos` holds a message not yet read. Positions past maxqueue are left from a larger ring;
+ * a slot past the ring is never unread (it is live while leased). */
 function isUnread({ putpos, getpos, maxqueue }: QueueState, pos: number): boolean {
+  if (isSlot(pos)) return false;
   return putpos >= getpos ? pos > getpos && pos <= putpos : (pos > getpos && pos <= maxqueue) || pos <= putpos;
 }
 
@@ -123,6 +140,11 @@ class Draft implements PlanDraft {
   store(pos: number, message: Buffer): void {
     this.emit(T.store, [pos], message);
   }
+  /** A slot's message goes with its lease (an unlease record at a slot deletes both): the plans
+   * end the lease first, so there is nothing left to write, unless the slot still holds either. */
+  drop(pos: number): void {
+    if (this.q.leases.has(pos) || (this.q.slots?.find(pos) ?? -1) >= 0) this.emit(T.unlease, [pos]);
+  }
   advance(next: QueueState): void {
     this.emit(T.advance, [next.getpos]);
   }
@@ -133,8 +155,12 @@ class Draft implements PlanDraft {
   maxqueue(num: number): void {
     this.emit(T.maxqueue, [num]);
   }
+  maxdeliveries(num: number): void {
+    this.emit(T.maxdeliveries, [num]);
+  }
   state(s: QueueState): void {
     this.emit(T.state, [s.putpos, s.getpos, s.maxqueue]);
+    if (s.maxdeliveries) this.maxdeliveries(s.maxdeliveries);
   }
   reset(): void {
     this.emit(T.reset, []);
@@ -194,6 +220,12 @@ class Queues extends Map<string, Queue> {
     return this.sorted;
   }
 }
+
+/** The entries of an index a queue does not have. */
+const NO_ENTRIES: EntrySource = { length: 0, read: () => {}, release: () => {} };
+
+/** The leases of a queue that holds none (never changed). */
+const NO_LEASES = new LeaseTable();
 
 const newQueue = (): Queue => ({ s: emptyQueue(), leases: new LeaseTable(), index: new PositionIndex() });
 
@@ -384,11 +416,14 @@ export class JournalStore implements Store {
       // A segment before the checkpoint that it does not know had been let go.
       if (id < c.seg && !c.segments.some((s) => s.id === id) && !this.opts.readOnly) this.dropSegment(seg);
     }
+    const gone = (id: number) => !this.segs.has(id);
     for (const q of c.queues) {
       const queue = newQueue();
       queue.s = q.s;
+      // The table tracks the highest slot in use itself: new ones are taken past it.
       for (const [pos, lease] of q.leases) queue.leases.set(pos, lease);
-      queue.index.load(q.entries, (id) => !this.segs.has(id));
+      queue.index.load(q.entries, gone);
+      if (q.slots.length) (queue.slots = new PositionIndex()).load(q.slots, gone);
       this.queues.set(q.name, queue);
     }
   }
@@ -413,6 +448,11 @@ export class JournalStore implements Store {
       case T.store:
         this.place(q, pos, seg, off, len);
         break;
+      case T.maxdeliveries: {
+        const { maxdeliveries: _, ...s } = q.s;
+        q.s = pos ? { ...s, maxdeliveries: pos } : s;
+        break;
+      }
       case T.advance:
         q.s = { ...q.s, getpos: pos };
         this.relive(q, pos);
@@ -426,15 +466,17 @@ export class JournalStore implements Store {
         break;
       case T.unlease:
         q.leases.delete(pos);
-        this.relive(q, pos);
+        if (isSlot(pos)) this.unstore(q, pos);
+        else this.relive(q, pos);
         break;
       case T.state:
         q.s = { putpos: f[0]!, getpos: f[1]!, maxqueue: f[2]! };
-        for (const i of q.index.entries()) this.mark(q, i, q.leases.has(q.index.pos(i)) || isUnread(q.s, q.index.pos(i)));
+        for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, q.leases.has(ix.pos(i)) || isUnread(q.s, ix.pos(i)));
         break;
       case T.reset:
-        for (const i of q.index.entries()) this.mark(q, i, false);
+        for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, false);
         q.index.clear();
+        q.slots = undefined;
         q.leases = new LeaseTable();
         q.s = emptyQueue();
         this.queues.delete(name);
@@ -444,27 +486,34 @@ export class JournalStore implements Store {
 
   /** A message stored at `pos`: the entry of what was there before is dead for good. */
   private place(q: Queue, pos: number, seg: number, off: number, len: number): void {
-    const old = q.index.find(pos);
-    if (old >= 0) {
-      this.mark(q, old, false);
-      q.index.kill(old);
-    }
-    const i = q.index.add(pos, seg, off, len);
-    this.mark(q, i, q.leases.has(pos) || isUnread(q.s, pos));
+    this.unstore(q, pos);
+    const ix = isSlot(pos) ? (q.slots ??= new PositionIndex()) : q.index;
+    const i = ix.add(pos, seg, off, len);
+    this.mark(ix, i, q.leases.has(pos) || isUnread(q.s, pos));
+  }
+
+  /** The message at `pos` is gone: its entry is dead for good. */
+  private unstore(q: Queue, pos: number): void {
+    const ix = indexOf(q, pos);
+    const old = ix?.find(pos) ?? -1;
+    if (old < 0) return;
+    this.mark(ix!, old, false);
+    ix!.kill(old);
   }
 
   private relive(q: Queue, pos: number): void {
-    const i = q.index.find(pos);
-    if (i >= 0) this.mark(q, i, q.leases.has(pos) || isUnread(q.s, pos));
+    const ix = indexOf(q, pos);
+    const i = ix?.find(pos) ?? -1;
+    if (i >= 0) this.mark(ix!, i, q.leases.has(pos) || isUnread(q.s, pos));
   }
 
-  /** Sets whether an entry is live, counting its bytes in its segment. */
-  private mark(q: Queue, i: number, live: boolean): void {
-    if (q.index.live(i) === live) return;
-    q.index.setLive(i, live);
-    const seg = this.segs.get(q.index.seg(i));
+  /** Sets whether an entry of index `ix` is live, counting its bytes in its segment. */
+  private mark(ix: PositionIndex, i: number, live: boolean): void {
+    if (ix.live(i) === live) return;
+    ix.setLive(i, live);
+    const seg = this.segs.get(ix.seg(i));
     if (!seg) return;
-    seg.live += live ? q.index.len(i) : -q.index.len(i);
+    seg.live += live ? ix.len(i) : -ix.len(i);
     if (live || !this.started) return;
     if (seg.id < this.covered.seg) {
       if (seg.live < (2 / 3) * seg.size) this.compactSoon();
@@ -475,7 +524,16 @@ export class JournalStore implements Store {
   }
 
   private forgetIfEmpty(name: string, q: Queue): void {
-    if (q.index.size === 0 && q.leases.size === 0 && q.s.putpos === 0 && q.s.getpos === 0 && q.s.maxqueue === DEFAULT_MAXQUEUE) this.queues.delete(name);
+    if (
+      q.index.size === 0 &&
+      !q.slots?.size &&
+      q.leases.size === 0 &&
+      q.s.putpos === 0 &&
+      q.s.getpos === 0 &&
+      q.s.maxqueue === DEFAULT_MAXQUEUE &&
+      !q.s.maxdeliveries
+    )
+      this.queues.delete(name);
   }
 
   // ---- deciding an operation, and writing its records ----
@@ -493,8 +551,9 @@ export class JournalStore implements Store {
     this.apply(name, q, type, fields, this.cur.id, off, len);
   }
 
-  /** Runs `plan` on queue `name` once the current segment has room for `need` bytes of records. */
-  private run<T>(op: string, name: string, need: number, put: boolean, plan: Plan<T>): Promise<T> {
+  /** Runs `plan` on queue `name` once the current segment has room for `need` bytes of records
+   * (a function: counted on the state at the time, when that depends on the state). */
+  private run<T>(op: string, name: string, need: number | (() => number), put: boolean, plan: Plan<T>): Promise<T> {
     if (this.closing) return Promise.reject(new StoreError('the store is closed'));
     if (this.fence) return Promise.reject(this.fence);
     if (this.opts.readOnly) return Promise.reject(new StoreError('the journal was opened read-only'));
@@ -535,7 +594,8 @@ export class JournalStore implements Store {
 
   /** Whether `need` bytes of records fit now: in the current segment, or in the next one (made
    * already) after rolling over to it. */
-  private room(need: number, put: boolean): boolean {
+  private room(needs: number | (() => number), put: boolean): boolean {
+    const need = typeof needs === 'number' ? needs : needs();
     const left = this.cur.size - this.end - (this.open ? 0 : BATCH_BYTES);
     if (need <= left - (put && !this.spare ? Math.min(KEEP_FOR_OTHERS, this.cur.size / 8) : 0)) return true;
     if (!this.spare || need > this.spare.size - BATCH_BYTES) {
@@ -546,8 +606,9 @@ export class JournalStore implements Store {
     return true;
   }
 
-  private async makeRoom(need: number, put: boolean): Promise<void> {
-    for (let tries = 0; tries < 3 && !this.room(need, put); tries++) if (!(await this.makeSpare(need + BATCH_BYTES))) break;
+  private async makeRoom(need: number | (() => number), put: boolean): Promise<void> {
+    const bytes = () => (typeof need === 'number' ? need : need());
+    for (let tries = 0; tries < 3 && !this.room(need, put); tries++) if (!(await this.makeSpare(bytes() + BATCH_BYTES))) break;
     if (this.room(need, put)) return;
     const why = 'no room for the write: the disk of the data directory has no room for a new journal segment';
     if (!put) throw new StoreError(why);
@@ -641,7 +702,13 @@ export class JournalStore implements Store {
     return {
       ...at,
       segments: [...this.segs.values()].map(({ id, size, live }) => ({ id, size, live })),
-      queues: [...this.queues].map(([name, q]) => ({ name, s: q.s, leases: [...q.leases.entries()], entries: q.index.snapshot() })),
+      queues: [...this.queues].map(([name, q]) => ({
+        name,
+        s: q.s,
+        leases: [...q.leases.entries()],
+        entries: q.index.snapshot(),
+        slots: q.slots?.snapshot() ?? NO_ENTRIES,
+      })),
     };
   }
 
@@ -754,9 +821,10 @@ export class JournalStore implements Store {
   /** The message stored at `pos`, from a batch in memory or from its segment; undefined when
    * there is none, its segment is gone, or its record is damaged (said once per read). */
   read(name: string, q: Queue, pos: number): Buffer | undefined {
-    const i = q.index.find(pos);
+    const ix = indexOf(q, pos);
+    const i = ix?.find(pos) ?? -1;
     if (i < 0) return undefined;
-    const [id, off, len] = [q.index.seg(i), q.index.off(i), q.index.len(i)];
+    const [id, off, len] = [ix!.seg(i), ix!.off(i), ix!.len(i)];
     for (const list of [this.batches, this.recent]) {
       // Batches are in journal order: the last one that starts at or before the record.
       let [lo, hi] = [0, list.length - 1];
@@ -820,7 +888,7 @@ export class JournalStore implements Store {
       const sealed = [...this.segs.values()].filter((s) => s.id < this.covered.seg && s !== this.cur && s !== this.spare);
       const dead = sealed.filter((s) => s.live <= 0);
       for (const s of dead) this.dropSegment(s);
-      if (dead.length) for (const q of this.queues.values()) q.index.trim(gone);
+      if (dead.length) for (const q of this.queues.values()) for (const ix of indexes(q)) ix.trim(gone);
       // Copying forward only while the sealed segments take more than 1.5 times the live data plus
       // one segment: a queue drained in order leaves one segment partly read at a time (those read
       // through go as a checkpoint covers them, see `mark`), and copying its unread messages, about
@@ -843,15 +911,24 @@ export class JournalStore implements Store {
     for (const name of [...this.queues.keys()]) {
       let q = this.queues.get(name);
       if (!q) continue;
+      // Ring positions, then slots past the ring (kept in order, they stay runs).
       const positions: number[] = [];
       let looked = 0;
-      for (const i of q.index.entries()) {
-        if (q.index.seg(i) === seg.id && q.index.live(i)) positions.push(q.index.pos(i));
-        if (++looked % SCAN_STEP === 0) {
-          await nextTurn();
-          if (this.queues.get(name) !== q) break;
+      scan: for (const ix of indexes(q)) {
+        for (const i of ix.entries()) {
+          if (ix.seg(i) === seg.id && ix.live(i)) positions.push(ix.pos(i));
+          if (++looked % SCAN_STEP === 0) {
+            await nextTurn();
+            if (this.queues.get(name) !== q) break scan;
+          }
         }
       }
+      /** The live entry of `pos` in `seg`, if it is still there. */
+      const entry = (q: Queue, pos: number): [PositionIndex, number] | undefined => {
+        const ix = indexOf(q, pos);
+        const i = ix?.find(pos) ?? -1;
+        return i >= 0 && ix!.seg(i) === seg.id && ix!.live(i) ? [ix!, i] : undefined;
+      };
       for (let k = 0; k < positions.length; ) {
         if (this.closing || this.fence) return;
         q = this.queues.get(name);
@@ -859,16 +936,15 @@ export class JournalStore implements Store {
         const chunk: number[] = [];
         let bytes = 0;
         for (; k < positions.length && bytes < COPY_STEP; k++) {
-          const i = q.index.find(positions[k]!);
-          if (i < 0 || q.index.seg(i) !== seg.id || !q.index.live(i)) continue;
+          const e = entry(q, positions[k]!);
+          if (!e) continue;
           chunk.push(positions[k]!);
-          bytes += q.index.len(i);
+          bytes += e[0].len(e[1]);
         }
         if (!chunk.length) continue;
         await this.run('compact', name, bytes + chunk.length * recordBytes(T.store, name), false, (d) => {
           for (const pos of chunk) {
-            const i = d.q.index.find(pos);
-            if (i < 0 || d.q.index.seg(i) !== seg.id || !d.q.index.live(i)) continue;
+            if (!entry(d.q, pos)) continue;
             const message = d.read(pos);
             if (message) d.store(pos, message);
           }
@@ -879,15 +955,41 @@ export class JournalStore implements Store {
 
   // ---- the Store contract ----
 
-  async put(name: string, message: Buffer): Promise<number> {
-    return (await this.putMany(name, [message]))[0] ?? 0;
+  async put(name: string, message: Buffer, delayMs?: number): Promise<number> {
+    return (await this.putMany(name, [message], delayMs))[0] ?? 0;
   }
 
-  putMany(name: string, messages: Buffer[]): Promise<number[]> {
+  putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
     const bytes = messages.reduce((n, m) => n + m.length, 0);
     const refused = this.disk?.refuse(bytes);
     if (refused) return Promise.reject(refused);
-    return this.run('put', name, bytes + messages.length * recordBytes(T.put, name), true, putPlan(messages));
+    // Delayed: a store record (as large as a put) and a lease record each.
+    const delayed = delayMs !== undefined && delayMs > 0;
+    const each = recordBytes(T.put, name) + (delayed ? recordBytes(T.lease, name) : 0);
+    return this.run('put', name, bytes + messages.length * each, true, putPlan(messages, delayed ? this.now() + delayMs : undefined));
+  }
+
+  /** Bytes of the records that bury the due leases of a queue whose last delivery allowed ended
+   * (plans.ts): a copy of the message to a slot, its dead lease, the end of the old lease. Leases
+   * due by `at`, or only the one at `pos`. */
+  private burying(q: Queue | undefined, name: string, at: number, pos?: number): number {
+    const md = q?.s.maxdeliveries;
+    if (!q || !md) return 0;
+    let bytes = 0;
+    const one = (p: number, l: Lease) => {
+      if (l.deliveries < md || isDead(l)) return;
+      bytes += recordBytes(T.lease, name);
+      if (isSlot(p)) return;
+      const i = q.index.find(p);
+      bytes += (i >= 0 ? q.index.len(i) : 0) + recordBytes(T.unlease, name);
+    };
+    if (pos !== undefined) {
+      const l = q.leases.get(pos);
+      if (l) one(pos, l);
+    } else if ((q.leases.nextDeadline() ?? Infinity) <= at) {
+      for (const [p, l] of q.leases.entries()) if (l.deadline <= at) one(p, l);
+    }
+    return bytes;
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -904,7 +1006,10 @@ export class JournalStore implements Store {
       limit = Math.min(max, q ? unread(q.s) + due : 0);
       if (limit === 0 && !this.fence && !this.closing) return Promise.resolve([]);
     }
-    const need = limit * (recordBytes(T.advance, name) + recordBytes(T.lease, name));
+    const each = limit * (recordBytes(T.advance, name) + recordBytes(T.lease, name));
+    // Dead letters made on the way do not count against `limit`: counted when decided (a
+    // second's margin for leases that come due meanwhile).
+    const need = () => each + this.burying(this.queues.get(name), name, this.now() + 1000);
     return this.run('get', name, need, false, takePlan(limit, this.now, leaseMs, maxBytes));
   }
 
@@ -912,10 +1017,19 @@ export class JournalStore implements Store {
     return this.run('maxqueue', name, recordBytes(T.maxqueue, name), false, maxqueuePlan(num));
   }
 
+  maxdeliveries(name: string, num: number): Promise<void> {
+    return this.run('maxdeliveries', name, recordBytes(T.maxdeliveries, name), false, maxdeliveriesPlan(num));
+  }
+
+  redrive(name: string, max: number): Promise<number> {
+    const need = () => Math.min(max, this.queues.get(name)?.leases.dead ?? 0) * recordBytes(T.lease, name);
+    return this.run('redrive', name, need, false, redrivePlan(max));
+  }
+
   async status(name: string): Promise<QueueStatus> {
     await this.waiting;
     const q = this.queues.get(name);
-    return q ? { ...q.s, leased: q.leases.size } : { ...emptyQueue(), leased: 0 };
+    return statusOf(q?.s ?? emptyQueue(), q?.leases ?? NO_LEASES);
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
@@ -929,7 +1043,8 @@ export class JournalStore implements Store {
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    return this.run('settle', name, recordBytes(T.lease, name), false, settlePlan(pos, outcome, token));
+    const need = () => recordBytes(T.lease, name) + (outcome === 'nack' ? this.burying(this.queues.get(name), name, Infinity, pos) : 0);
+    return this.run('settle', name, need, false, settlePlan(pos, outcome, token, this.now));
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
@@ -969,7 +1084,7 @@ export class JournalStore implements Store {
       const name = names[i]!;
       if (!name.startsWith(prefix)) break;
       const q = this.queues.get(name)!;
-      const status = { ...q.s, leased: q.leases.size };
+      const status = statusOf(q.s, q.leases);
       if (!isInitial(status)) out.push({ name, status });
     }
     return out;
@@ -979,13 +1094,15 @@ export class JournalStore implements Store {
     await this.waiting;
     const q = this.queues.get(name);
     if (!q) return;
-    // 4 bytes a stored message, not a JS array of them.
-    const all = new Uint32Array(q.index.size);
-    let n = 0;
-    for (const i of q.index.entries()) all[n++] = q.index.pos(i);
-    for (const pos of all.subarray(0, n).sort()) {
-      const message = this.read(name, q, pos);
-      if (message) yield { pos, message };
+    // Ring positions, then slots (all past the ring); 4 bytes a stored message, not a JS array of them.
+    for (const ix of indexes(q)) {
+      const all = new Uint32Array(ix.size);
+      let n = 0;
+      for (const i of ix.entries()) all[n++] = ix.pos(i);
+      for (const pos of all.subarray(0, n).sort()) {
+        const message = this.read(name, q, pos);
+        if (message) yield { pos, message };
+      }
     }
   }
 
@@ -1002,7 +1119,8 @@ export class JournalStore implements Store {
     const need =
       messages.reduce((n, m) => n + recordBytes(T.store, name, m.message.length), 0) +
       (r.leases?.length ?? 0) * recordBytes(T.lease, name) +
-      recordBytes(T.state, name);
+      recordBytes(T.state, name) +
+      recordBytes(T.maxdeliveries, name);
     return this.run('restore', name, need, false, (d) => {
       for (const m of messages) d.store(m.pos, m.message);
       for (const l of r.leases ?? []) d.lease(l.pos, l.lease);

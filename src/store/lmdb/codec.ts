@@ -1,26 +1,48 @@
 /**
- * How the LMDB store lays its records out. Database `meta` maps a queue name to 16 bytes
- * (putpos, getpos, maxqueue and the number of leases, as big-endian uint32; records written before
- * leases existed have 12); database `msg` maps [u16 name length][name][u32 position] to the raw
+ * How the LMDB store lays its records out. Database `meta` maps a queue name to 28 bytes
+ * (putpos, getpos, maxqueue, the number of leases, how many of them are delayed messages and dead
+ * letters, and maxdeliveries, as big-endian uint32; records written before leases existed have 12,
+ * before delays and dead letters 16); database `msg` maps [u16 name length][name][u32 position] to the raw
  * message bytes; database `lease` maps the same keys to a lease (f64 deadline in ms, u32
  * deliveries). A queue without a meta record is in its initial state.
  */
-import type { Lease } from '../../queue/leases.js';
+import type { Lease, LeaseTable } from '../../queue/leases.js';
 import { emptyQueue, type QueueState } from '../../queue/ring.js';
+import type { QueueStatus } from '../store.js';
 
 export const LAST_POS = 0xffffffff;
 
-export function decodeMeta(v: Buffer | undefined): { s: QueueState; leased: number } {
-  if (!v || v.length < 12) return { s: emptyQueue(), leased: 0 };
-  return { s: { putpos: v.readUInt32BE(0), getpos: v.readUInt32BE(4), maxqueue: v.readUInt32BE(8) }, leased: v.length >= 16 ? v.readUInt32BE(12) : 0 };
+/** A queue's meta record: its state, and its status (`leased` there counts leases held by
+ * consumers; `held` counts every lease record). */
+export function decodeMeta(v: Buffer | undefined): { s: QueueState; held: number; status: QueueStatus } {
+  const s = emptyQueue();
+  let held = 0;
+  let delayed = 0;
+  let dead = 0;
+  if (v && v.length >= 12) {
+    s.putpos = v.readUInt32BE(0);
+    s.getpos = v.readUInt32BE(4);
+    s.maxqueue = v.readUInt32BE(8);
+    if (v.length >= 16) held = v.readUInt32BE(12);
+    if (v.length >= 28) {
+      delayed = v.readUInt32BE(16);
+      dead = v.readUInt32BE(20);
+      const md = v.readUInt32BE(24);
+      if (md) s.maxdeliveries = md;
+    }
+  }
+  return { s, held, status: { ...s, leased: held - delayed - dead, delayed, dead } };
 }
 
-export function encodeMeta(s: QueueState, leased: number): Buffer {
-  const b = Buffer.allocUnsafe(16);
+export function encodeMeta(s: QueueState, leases: LeaseTable): Buffer {
+  const b = Buffer.allocUnsafe(28);
   b.writeUInt32BE(s.putpos, 0);
   b.writeUInt32BE(s.getpos, 4);
   b.writeUInt32BE(s.maxqueue, 8);
-  b.writeUInt32BE(leased, 12);
+  b.writeUInt32BE(leases.size, 12);
+  b.writeUInt32BE(leases.delayed, 16);
+  b.writeUInt32BE(leases.dead, 20);
+  b.writeUInt32BE(s.maxdeliveries ?? 0, 24);
   return b;
 }
 

@@ -24,15 +24,16 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { LeaseTable, type Lease } from '../../queue/leases.js';
+import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
 import { emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
-import { maxqueuePlan, putPlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
+import { maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
   type EmbeddedOptions,
   DiskLowError,
   isInitial,
   StoreError,
+  statusOf,
   type Delivery,
   type QueueStatus,
   type Store,
@@ -90,6 +91,8 @@ const CACHED_QUEUES = 10_000;
 class Draft implements PlanDraft {
   changed = false;
   readonly stored: Array<[number, Buffer]> = [];
+  /** Slots whose message is deleted. */
+  readonly dropped: number[] = [];
   readonly leased = new Set<number>();
   constructor(
     readonly q: Queue,
@@ -115,8 +118,18 @@ class Draft implements PlanDraft {
     this.state(next);
   }
 
+  drop(pos: number): void {
+    this.dropped.push(pos);
+    this.changed = true;
+  }
+
   maxqueue(num: number): void {
     this.state({ ...this.q.s, maxqueue: num });
+  }
+
+  maxdeliveries(num: number): void {
+    const { maxdeliveries: _, ...s } = this.q.s;
+    this.state(num ? { ...s, maxdeliveries: num } : s);
   }
 
   lease(pos: number, lease: Lease | undefined): void {
@@ -358,9 +371,9 @@ export class LmdbStore implements Store {
 
   /** A queue's state as stored (or as the current write transaction sees it). */
   private load(name: string): Queue {
-    const { s, leased } = decodeMeta(this.meta.get(metaKey(name)));
+    const { s, held } = decodeMeta(this.meta.get(metaKey(name)));
     const leases = new LeaseTable();
-    if (leased > 0) {
+    if (held > 0) {
       for (const { key, value } of this.lease.getRange(keyRange(name))) {
         leases.set(posOf(key), decodeLease(value));
       }
@@ -371,11 +384,12 @@ export class LmdbStore implements Store {
   /** Queues an operation's writes; the meta record goes last, so its promise is the operation's. */
   private write(name: string, d: Draft): Promise<boolean> {
     for (const [pos, message] of d.stored) quiet(this.msg.put(msgKey(name, pos), message));
+    for (const pos of d.dropped) quiet(this.msg.remove(msgKey(name, pos)));
     for (const pos of d.leased) {
       const l = d.q.leases.get(pos);
       quiet(l ? this.lease.put(msgKey(name, pos), encodeLease(l)) : this.lease.remove(msgKey(name, pos)));
     }
-    return this.meta.put(metaKey(name), encodeMeta(d.q.s, d.q.leases.size));
+    return this.meta.put(metaKey(name), encodeMeta(d.q.s, d.q.leases));
   }
 
   /** Runs `plan` on queue `name`; `need` bounds what it may write (room.ts), `put` says whether it
@@ -462,14 +476,32 @@ export class LmdbStore implements Store {
     return this.load(name);
   }
 
-  async put(name: string, message: Buffer): Promise<number> {
-    return (await this.putMany(name, [message]))[0] ?? 0;
+  async put(name: string, message: Buffer, delayMs?: number): Promise<number> {
+    return (await this.putMany(name, [message], delayMs))[0] ?? 0;
   }
 
-  putMany(name: string, messages: Buffer[]): Promise<number[]> {
+  putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
     const refused = this.disk?.refuse(messages.reduce((n, m) => n + m.length, 0));
     if (refused) return Promise.reject(refused);
-    return this.run('put', name, putPlan(messages), this.room.need(1, keyBytes(name), messages), true);
+    const leases = delayMs ? messages.length : 0;
+    const plan = putPlan(messages, delayMs ? this.now() + delayMs : undefined);
+    return this.run('put', name, plan, this.room.need(1 + leases, keyBytes(name), messages), true);
+  }
+
+  /** The messages a take or nack may copy to slots as dead letters (those whose lease ended for the
+   * last time allowed and are due), for the room their writes need. */
+  private burying(name: string, q: Queue, max: number, pos?: number): Buffer[] {
+    const md = q.s.maxdeliveries;
+    const out: Buffer[] = [];
+    if (!md) return out;
+    const at = this.now();
+    for (const [p, l] of q.leases.entries()) {
+      if (out.length >= max) break;
+      if (p >= FIRST_SLOT || l.deliveries < md || isDead(l) || (pos === undefined ? l.deadline > at : p !== pos)) continue;
+      const m = this.pending.get(name, p) ?? this.msg.get(msgKey(name, p));
+      if (m) out.push(m);
+    }
+    return out;
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -482,12 +514,16 @@ export class LmdbStore implements Store {
     // asks for up to 1,000, whatever it holds).
     let limit = max;
     let due = max;
-    if (max > 1) {
+    let buried: Buffer[] = [];
+    if (max > 1 || this.current(name).s.maxdeliveries) {
       const q = this.current(name);
       due = (q.leases.nextDeadline() ?? Infinity) <= this.now() ? Math.min(max, q.leases.size) : 0;
       limit = Math.min(max, unread(q.s) + due);
+      // A dead letter is copied to a slot and leases it, and does not count against `max`.
+      buried = due ? this.burying(name, q, Infinity) : [];
+      due += 2 * buried.length;
     }
-    const need = this.room.need(1 + due, keyBytes(name), [], limit);
+    const need = this.room.need(1 + due, keyBytes(name), buried, limit);
     return this.run('get', name, takePlan(limit, this.now, leaseMs, maxBytes), need);
   }
 
@@ -498,7 +534,7 @@ export class LmdbStore implements Store {
   async status(name: string): Promise<QueueStatus> {
     await this.waiting;
     const q = this.current(name);
-    return { ...q.s, leased: q.leases.size };
+    return statusOf(q.s, q.leases);
   }
 
   async view(name: string, pos: number): Promise<Buffer | null> {
@@ -565,7 +601,17 @@ export class LmdbStore implements Store {
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    return this.run('settle', name, settlePlan(pos, outcome, token), this.room.need(2, keyBytes(name)));
+    const buried = outcome === 'nack' ? this.burying(name, this.current(name), 1, pos) : [];
+    return this.run('settle', name, settlePlan(pos, outcome, token, this.now), this.room.need(3, keyBytes(name), buried));
+  }
+
+  maxdeliveries(name: string, num: number): Promise<void> {
+    return this.run('maxdeliveries', name, maxdeliveriesPlan(num), this.room.need(1, keyBytes(name)));
+  }
+
+  redrive(name: string, max: number): Promise<number> {
+    const n = Math.min(max, this.current(name).leases.dead);
+    return this.run('redrive', name, redrivePlan(n), this.room.need(1 + n, keyBytes(name)));
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
@@ -602,11 +648,10 @@ export class LmdbStore implements Store {
     // record), and a new one may not be committed yet, so it is added after the scan.
     const newer = (name: string): QueueStatus | undefined => {
       const q = this.cache?.get(name);
-      return q && { ...q.s, leased: q.leases.size };
+      return q && statusOf(q.s, q.leases);
     };
     const add = (name: string, value: Buffer | undefined) => {
-      const { s, leased } = decodeMeta(value);
-      const status = newer(name) ?? { ...s, leased };
+      const status = newer(name) ?? decodeMeta(value).status;
       if (!isInitial(status)) found.set(name, status);
     };
     // The empty name comes first, though its key sorts elsewhere (see `metaKey`).
@@ -654,7 +699,9 @@ export class LmdbStore implements Store {
         for (const m of messages) quiet(this.msg.put(msgKey(name, m.pos), m.message));
         for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
         if (r.state) {
-          const held = r.leases?.length ?? this.load(name).leases.size;
+          let held = new LeaseTable();
+          if (r.leases) for (const l of r.leases) held.set(l.pos, l.lease);
+          else held = this.load(name).leases;
           quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
         }
       }),
