@@ -145,11 +145,82 @@ describe('extensions', () => {
         'opt=ack',
         'opt=ack&pos=abc',
         'opt=nack&pos=0',
-        'opt=ack&pos=1000000001',
+        'opt=ack&pos=4294967295',
       ]) {
         assert.equal((await call(`/?name=ls-bad&${q}`)).body, 'HTTPSQS_ERROR', q);
       }
       assert.equal((await call('/?name=ls-bad&opt=nack&pos=999')).body, 'HTTPSQS_LEASE_NOT_FOUND');
+    });
+  });
+
+  describe('delayed messages and dead letters', () => {
+    it('takes strict delay, num and after values, and stores nothing on a bad one', async () => {
+      for (const delay of ['-1', '1.5', 'abc', '1e3', '2592001', ''])
+        assert.equal((await call(`/?name=bad-delay&opt=put&data=x&delay=${delay}`)).body, 'HTTPSQS_PUT_ERROR', `delay=${delay}`);
+      assert.equal((await call('/?name=bad-delay&opt=mput&delay=-1', { body: '["x"]' })).body, 'HTTPSQS_PUT_ERROR');
+      assert.equal(
+        (await call('/?name=bad-delay&opt=status_json')).body,
+        '{"name":"bad-delay","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n',
+      );
+      const ok = await call('/?name=bad-delay&opt=put&data=x&delay=2592000');
+      assert.deepEqual([ok.body, ok.headers.scheduled], ['HTTPSQS_PUT_OK', '1000000001']);
+      assert.equal((await call('/?name=bad-delay&opt=put&data=y&delay=0')).headers.pos, '1', 'delay=0 is a plain put');
+      for (const q of [
+        'opt=maxdeliveries',
+        'opt=maxdeliveries&num=1001',
+        'opt=maxdeliveries&num=-1',
+        'opt=maxdeliveries&num=2x',
+        'opt=redrive&num=0',
+        'opt=redrive&num=1001',
+        'opt=dead&num=0',
+        'opt=dead&after=x',
+        'opt=dead&encoding=hex',
+      ])
+        assert.equal((await call(`/?name=bad-md&${q}`)).body, 'HTTPSQS_ERROR', q);
+      assert.equal(
+        (await call('/?name=bad-md&opt=status_json')).body,
+        '{"name":"bad-md","maxqueue":1000000,"putpos":0,"putlap":1,"getpos":0,"getlap":1,"unread":0}\n',
+      );
+    });
+
+    it('a queue full beside its ring refuses delayed puts only; mput returns the IDs', async () => {
+      await call('/?name=dl-full&opt=maxqueue&num=10');
+      const r = JSON.parse((await call('/?name=dl-full&opt=mput&delay=60', { body: JSON.stringify(Array.from({ length: 12 }, (_, i) => `m${i}`)) })).body);
+      assert.equal(r.count, 10);
+      assert.equal(r.full, true);
+      assert.deepEqual(r.positions.slice(0, 2), [1000000001, 1000000002]);
+      assert.equal((await call('/?name=dl-full&opt=put&data=x&delay=1')).body, 'HTTPSQS_PUT_END');
+      assert.equal((await call('/?name=dl-full&opt=put&data=x')).body, 'HTTPSQS_PUT_OK');
+      assert.match((await call('/?name=dl-full&opt=status_json')).body, /"unread":1,"delayed":10\}\n$/);
+      const listed = JSON.parse((await call('/?opt=list&prefix=dl-full')).body);
+      assert.deepEqual([listed[0].delayed, listed[0].dead, listed[0].leased, listed[0].maxdeliveries], [10, 0, 0, 0]);
+      assert.match((await call('/metrics')).body, /^httpsqs_queue_delayed\{queue="dl-full"\} 10$/m);
+    });
+
+    it('dead letters are listed with their deliveries and time, a page at a time, and in base64', async () => {
+      await call('/?name=dl-list&opt=maxdeliveries&num=1');
+      for (const m of ['a', 'b', 'c']) await call(`/?name=dl-list&opt=put&data=${m}`);
+      for (let i = 0; i < 3; i++) {
+        const got = await call('/?name=dl-list&opt=get&lease=30');
+        await call(`/?name=dl-list&opt=nack&pos=${got.headers.pos}`);
+      }
+      const page1 = JSON.parse((await call('/?name=dl-list&opt=dead&num=2')).body);
+      assert.deepEqual(
+        page1.map((d: { pos: number; deliveries: number; data: string }) => [d.pos, d.deliveries, d.data]),
+        [
+          [1000000001, 1, 'a'],
+          [1000000002, 1, 'b'],
+        ],
+      );
+      assert.ok(Math.abs(page1[0].died - Date.now()) < 60_000);
+      const page2 = JSON.parse((await call('/?name=dl-list&opt=dead&after=1000000002&encoding=base64')).body);
+      assert.deepEqual(
+        page2.map((d: { data: string }) => Buffer.from(d.data, 'base64').toString()),
+        ['c'],
+      );
+      assert.match((await call('/metrics')).body, /^httpsqs_queue_dead\{queue="dl-list"\} 3$/m);
+      assert.equal((await call('/?name=dl-list&opt=redrive&num=2')).body, '{"count":2,"dead":1}\n');
+      assert.equal((await call('/?name=dl-list&opt=ack&pos=1000000003')).body, 'HTTPSQS_LEASE_NOT_FOUND', 'a dead letter is no lease');
     });
   });
 
@@ -250,7 +321,19 @@ describe('extensions', () => {
       all.map((q: { name: string }) => q.name),
       ['ls:a', 'ls:b', 'ls:c'],
     );
-    assert.deepEqual(all[0], { name: 'ls:a', maxqueue: 1000000, putpos: 1, putlap: 1, getpos: 0, getlap: 1, unread: 1, leased: 0 });
+    assert.deepEqual(all[0], {
+      name: 'ls:a',
+      maxqueue: 1000000,
+      putpos: 1,
+      putlap: 1,
+      getpos: 0,
+      getlap: 1,
+      unread: 1,
+      leased: 0,
+      delayed: 0,
+      dead: 0,
+      maxdeliveries: 0,
+    });
     const page1 = JSON.parse((await call('/?opt=list&prefix=ls:&limit=2')).body);
     const page2 = JSON.parse((await call(`/?opt=list&prefix=ls:&limit=2&after=${page1[1].name}`)).body);
     assert.deepEqual(
@@ -337,6 +420,20 @@ describe('long polling (time from a test clock)', () => {
     const r = await poll; // on the test clock no time passes: the put itself answered it
     assert.equal(r.body, 'hello');
     assert.equal(r.headers.pos, '1');
+  });
+
+  it('a delayed message wakes a waiting consumer when it is due, not before', async () => {
+    const poll = call('/?name=lp-delay&opt=get&wait=5');
+    await waiting(1);
+    const put = await call('/?name=lp-delay&opt=put&data=later&delay=2');
+    assert.equal(put.body, 'HTTPSQS_PUT_OK');
+    assert.equal(put.headers.pos, undefined);
+    lp.clock.advance(1999);
+    await sleep(20);
+    assert.equal(lp.app.waiters.size, 1, 'still waiting before the message is due');
+    lp.clock.advance(1);
+    const r = await poll;
+    assert.deepEqual([r.body, r.headers.pos], ['later', put.headers.scheduled]);
   });
 
   it('waiters are served first come, first served', async () => {
@@ -519,6 +616,29 @@ describe('extensions with --workers 2', () => {
       // Taken in both workers (or the wake-ups would not have been needed): the sum is 6.
       assert.match(metrics, /^httpsqs_messages_taken_total\{queue="ww"\} 6$/m);
       assert.match(metrics, /^httpsqs_queue_unread\{queue="ww"\} 0$/m);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+  it('a delayed put in one worker wakes long polls in the other when due; dead letters are shared', async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const call = client(server.port);
+    try {
+      const waiters = Array.from({ length: 4 }, () => call('/?name=wd&opt=get&wait=20', { fresh: true }));
+      await sleep(500);
+      const started = performance.now();
+      await call('/?name=wd&opt=mput&delay=1', { body: JSON.stringify(['d0', 'd1', 'd2', 'd3']) });
+      assert.deepEqual((await Promise.all(waiters)).map((r) => r.body).sort(), ['d0', 'd1', 'd2', 'd3']);
+      const took = performance.now() - started;
+      assert.ok(took >= 900 && took < 5000, `handed out ${took.toFixed(0)} ms after a put delayed by 1 s`);
+      assert.equal((await call('/?name=wp&opt=maxdeliveries&num=1', { fresh: true })).body, 'HTTPSQS_MAXDELIVERIES_OK');
+      await call('/?name=wp&opt=put&data=bad', { fresh: true });
+      const r = await call('/?name=wp&opt=get&lease=30', { fresh: true });
+      assert.equal((await call(`/?name=wp&opt=nack&pos=${r.headers.pos}`, { fresh: true })).body, 'HTTPSQS_NACK_OK');
+      for (let i = 0; i < 2; i++) assert.match((await call('/?name=wp&opt=status_json', { fresh: true })).body, /"dead":1,"maxdeliveries":1\}/);
+      assert.equal((await call('/?name=wp&opt=redrive', { fresh: true })).body, '{"count":1,"dead":0}\n');
+      assert.equal((await call('/?name=wp&opt=get', { fresh: true })).body, 'bad');
     } finally {
       await server.stop();
       cleanup(server.dir);

@@ -79,6 +79,24 @@ describe('two frontends on one Redis', { skip }, () => {
     assert.ok(performance.now() - started < 5000, 'the waiters were not woken by the other frontend');
   });
 
+  it('a delayed put on one frontend wakes a long poll on the other when due; dead letters are shared', async () => {
+    const poll = get(b.port, '/?name=later&opt=get&wait=20');
+    await sleep(300);
+    const started = performance.now();
+    const put = await request(a.port, 'GET', '/?name=later&opt=put&data=due&delay=1');
+    assert.match(String(put.headers.scheduled), /^\d{10}$/);
+    assert.equal(await poll, 'due');
+    const took = performance.now() - started;
+    assert.ok(took >= 900 && took < 5000, `handed out ${took.toFixed(0)} ms after a put delayed by 1 s`);
+    assert.equal(await get(a.port, '/?name=poison&opt=maxdeliveries&num=1'), 'HTTPSQS_MAXDELIVERIES_OK');
+    await get(a.port, '/?name=poison&opt=put&data=bad');
+    const r = await request(b.port, 'GET', '/?name=poison&opt=get&lease=30');
+    assert.equal(await get(a.port, `/?name=poison&opt=nack&pos=${r.headers.pos}`), 'HTTPSQS_NACK_OK');
+    assert.match(await get(b.port, '/?name=poison&opt=status_json'), /"dead":1,"maxdeliveries":1\}/);
+    assert.equal(await get(b.port, '/?name=poison&opt=redrive'), '{"count":1,"dead":0}\n');
+    assert.equal(await get(a.port, '/?name=poison&opt=get'), 'bad');
+  });
+
   it('leases taken on one frontend are acked on the other', async () => {
     await get(a.port, '/?name=ls&opt=put&data=job');
     const r = await request(a.port, 'GET', '/?name=ls&opt=get&lease=30');

@@ -77,6 +77,9 @@ describe('the worker loop of docs/EXTENSIONS.md', { skip: needsTool('curl', 'cur
             getlap: 1,
             unread: 0,
             leased: 0,
+            delayed: 0,
+            dead: 0,
+            maxdeliveries: 0,
           });
           assert.equal(seen.stderr(), '');
         });

@@ -16,6 +16,7 @@ export const ACK_OK = 'HTTPSQS_ACK_OK';
 export const NACK_OK = 'HTTPSQS_NACK_OK';
 export const TOUCH_OK = 'HTTPSQS_TOUCH_OK';
 export const LEASE_NOT_FOUND = 'HTTPSQS_LEASE_NOT_FOUND';
+export const MAXDELIVERIES_OK = 'HTTPSQS_MAXDELIVERIES_OK';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 
@@ -47,25 +48,36 @@ export function statusText(name: string, s: QueueState): string {
   );
 }
 
+/** What a queue holds besides its ring (extensions): leases, delayed messages, dead letters. */
+export interface Held {
+  leased: number;
+  delayed: number;
+  dead: number;
+}
+
 /**
  * `status_json`. Unlike the reference, `"`, `\` and control bytes of the name are escaped as JSON;
  * every other byte comes back as sent, as the reference sends it (UTF-8, GBK or any charset), so
  * for ordinary names the output is byte-identical. (A 0x5C byte is escaped even where it is the
- * second byte of a GBK, Big5 or Shift_JIS character.) `leased` (an extension) is added only when
- * non-zero, so that queues used the reference way answer exactly as it does.
+ * second byte of a GBK, Big5 or Shift_JIS character.) The extensions' fields (`leased`, `delayed`,
+ * `dead`, `maxdeliveries`) are added only when non-zero, so that queues used the reference way
+ * answer exactly as it does.
  */
-export function statusJson(name: string, s: QueueState, leased = 0): Buffer {
-  return Buffer.from(`${fields(JSON.stringify(name), s, leased, leased > 0)}\n`, 'latin1');
+export function statusJson(name: string, s: QueueState & Partial<Held>): Buffer {
+  return Buffer.from(`${fields(JSON.stringify(name), s, false)}\n`, 'latin1');
 }
 
-/** The JSON object of a queue's status, with `leased`, as valid UTF-8 (as `opt=list` gives it). */
-export function statusObject(name: string, s: QueueState, leased: number): string {
-  return fields(JSON.stringify(Buffer.from(name, 'latin1').toString('utf8')), s, leased, true);
+/** The JSON object of a queue's status with every extension field, as valid UTF-8 (as `opt=list` gives it). */
+export function statusObject(name: string, s: QueueState & Held): string {
+  return fields(JSON.stringify(Buffer.from(name, 'latin1').toString('utf8')), s, true);
 }
 
-function fields(jsonName: string, s: QueueState, leased: number, withLeased: boolean): string {
+function fields(jsonName: string, s: QueueState & Partial<Held>, all: boolean): string {
+  const more = (['leased', 'delayed', 'dead', 'maxdeliveries'] as const)
+    .filter((k) => all || s[k])
+    .map((k) => `,"${k}":${s[k] ?? 0}`)
+    .join('');
   return (
-    `{"name":${jsonName},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"putlap":${putLap(s)},` +
-    `"getpos":${s.getpos},"getlap":1,"unread":${unread(s)}${withLeased ? `,"leased":${leased}` : ''}}`
+    `{"name":${jsonName},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"putlap":${putLap(s)},` + `"getpos":${s.getpos},"getlap":1,"unread":${unread(s)}${more}}`
   );
 }

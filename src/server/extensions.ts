@@ -7,12 +7,15 @@
 import { isUtf8 } from 'node:buffer';
 import { atoi, isBase64, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
-import { MAX_LEASE_SECONDS } from '../queue/leases.js';
+import { diedAt, isDead, LAST_SLOT, MAX_DELAY_SECONDS, MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
 import type { Delivery } from '../store/store.js';
 import { batchBody, type Encoding } from './batch.js';
 import type { HttpRequest } from './http.js';
-import type { Answer, OpContext, Ops } from './ops.js';
+import { messageOf, type Answer, type OpContext, type Ops } from './ops.js';
+
+/** The most deliveries `opt=maxdeliveries` takes. */
+export const MAX_DELIVERIES = 1000;
 
 export interface ExtensionContext extends OpContext {
   /** Longest `wait` accepted, in seconds. */
@@ -107,8 +110,36 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     };
   }
 
+  /** `delay` in ms (0 when absent), NaN when malformed. */
+  const delayOf = (p: Params): number => optional(p, 'delay', 0, MAX_DELAY_SECONDS, 0) * 1000;
+
+  /** Delayed messages were stored: a long poll (here, in another worker or frontend) that finds
+   * nothing on waking sets its alarm for the earliest due one. */
+  const scheduled = (name: string) => waiters.notify(name, 1);
+
+  /** A put with `delay=S`: stored now, handed out from S seconds on. */
+  async function delayedPut(name: string, p: Params, req: HttpRequest): Promise<Answer> {
+    const delayMs = delayOf(p);
+    const message = messageOf(p, req);
+    if (!message || Number.isNaN(delayMs)) return { body: R.PUT_ERROR };
+    if (!delayMs) return reference.put!.run(name, p, req);
+    let slot: number;
+    try {
+      slot = await store.put(name, message, delayMs);
+    } catch (err) {
+      ctx.putFailed('put', err);
+      return { body: R.PUT_ERROR };
+    }
+    if (!slot) return { body: R.PUT_END };
+    scheduled(name);
+    events.onPut?.(name, 1);
+    return { body: R.PUT_OK, head: `Scheduled: ${slot}\r\n` };
+  }
+
   async function mput(name: string, p: Params, body: Buffer): Promise<Answer> {
     const enc = encodingOf(p);
+    const delayMs = delayOf(p);
+    if (Number.isNaN(delayMs)) return { body: R.PUT_ERROR };
     let items: unknown;
     try {
       items = JSON.parse(body.toString('utf8'));
@@ -122,13 +153,15 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
       positions = await store.putMany(
         name,
         (items as string[]).map((m) => Buffer.from(m, enc)),
+        delayMs || undefined,
       );
     } catch (err) {
       ctx.putFailed('mput', err);
       return { body: R.PUT_ERROR };
     }
     if (positions.length) {
-      waiters.notify(name, positions.length);
+      if (delayMs) scheduled(name);
+      else waiters.notify(name, positions.length);
       events.onPut?.(name, positions.length);
     }
     return json(`{"count":${positions.length},"positions":[${positions.join(',')}],"full":${positions.length < items.length}}`);
@@ -150,7 +183,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
   }
 
   async function settle(name: string, p: Params, outcome: 'ack' | 'nack'): Promise<Answer> {
-    const pos = whole(p.pos, 1, MAX_POSITION);
+    const pos = whole(p.pos, 1, LAST_SLOT);
     if (Number.isNaN(pos)) return { body: R.ERROR };
     if (!(await store.settle(name, pos, outcome, tokenOf(p)))) return { body: R.LEASE_NOT_FOUND };
     events.onSettled?.(name, outcome);
@@ -160,7 +193,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
 
   /** Extends a running lease; the answer carries the grant's new token. */
   async function touch(name: string, p: Params): Promise<Answer> {
-    const pos = whole(p.pos, 1, MAX_POSITION);
+    const pos = whole(p.pos, 1, LAST_SLOT);
     const lease = whole(p.extra?.get('lease'), 1, MAX_LEASE_SECONDS);
     if (Number.isNaN(pos) || Number.isNaN(lease)) return { body: R.ERROR };
     const token = await store.touch(name, pos, lease * 1000, tokenOf(p));
@@ -172,10 +205,48 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const limit = optional(p, 'limit', 1, R.MAX_BATCH, 100);
     if (Number.isNaN(limit)) return { body: R.ERROR };
     const queues = await store.list(p.extra?.get('prefix') ?? '', p.extra?.get('after'), limit);
-    return json(`[${queues.map((q) => listed(q.name, R.statusObject(q.name, q.status, q.status.leased))).join(',')}]`);
+    return json(`[${queues.map((q) => listed(q.name, R.statusObject(q.name, q.status))).join(',')}]`);
+  }
+
+  async function maxdeliveries(name: string, p: Params): Promise<Answer> {
+    const num = whole(p.num, 0, MAX_DELIVERIES);
+    if (Number.isNaN(num)) return { body: R.ERROR };
+    await store.maxdeliveries(name, num);
+    return { body: R.MAXDELIVERIES_OK };
+  }
+
+  /** Dead letters back on their queue, up to `num` (1000) of them, those that died first first. */
+  async function redrive(name: string, p: Params): Promise<Answer> {
+    const num = p.num === undefined ? R.MAX_BATCH : whole(p.num, 1, R.MAX_BATCH);
+    if (Number.isNaN(num)) return { body: R.ERROR };
+    const count = await store.redrive(name, num);
+    if (count) waiters.notify(name, count);
+    return json(`{"count":${count},"dead":${(await store.status(name)).dead}}`);
+  }
+
+  /** The queue's dead letters in slot order, after slot `after`, with their deliveries and when
+   * they died; as many as `num` (100) and the reply budget allow. */
+  async function dead(name: string, p: Params): Promise<Answer> {
+    const num = p.num === undefined ? 100 : whole(p.num, 1, R.MAX_BATCH);
+    const after = optional(p, 'after', 0, LAST_SLOT, 0);
+    const enc = encodingOf(p);
+    if (Number.isNaN(num) || Number.isNaN(after) || !enc) return { body: R.ERROR };
+    const letters = (await store.leases(name)).filter((l) => l.pos > after && isDead(l.lease)).sort((a, b) => a.pos - b.pos);
+    const items: Array<{ fields: string; message: Buffer }> = [];
+    let bytes = 0;
+    for (const { pos, lease } of letters) {
+      if (items.length >= num) break;
+      const message = await store.view(name, pos);
+      if (!message) continue;
+      if (items.length > 0 && bytes + message.length > ctx.maxReplyBytes) break;
+      bytes += message.length;
+      items.push({ fields: `"pos":${pos},"deliveries":${lease.deliveries},"died":${diedAt(lease)}`, message });
+    }
+    return { body: batchBody(items, enc), json: true };
   }
 
   return {
+    put: { run: (name, p, req) => (p.extra?.has('delay') ? delayedPut(name, p, req) : reference.put!.run(name, p, req)) },
     get: { run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : reference.get!.run(name, p, req)) },
     view: { run: (name, p, req) => (p.num !== undefined ? viewRange(name, p) : reference.view!.run(name, p, req)) },
     mget: { run: mget },
@@ -184,5 +255,8 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     nack: { run: (name, p) => settle(name, p, 'nack') },
     touch: { run: touch },
     list: { nameless: true, run: (_name, p) => list(p) },
+    maxdeliveries: { admin: true, run: maxdeliveries },
+    redrive: { admin: true, run: redrive },
+    dead: { run: dead },
   };
 }

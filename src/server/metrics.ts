@@ -27,6 +27,9 @@ const OPTS = new Set([
   'nack',
   'touch',
   'list',
+  'maxdeliveries',
+  'dead',
+  'redrive',
   '/metrics',
   '/healthz',
   '/dashboard',
@@ -142,12 +145,14 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   perQueue('httpsqs_leases_acked_total', 'Leases acked, by queue.', 'acked');
   perQueue('httpsqs_leases_nacked_total', 'Leases given back (nack), by queue.', 'nacked');
 
-  // Read once per scrape by the first gauge, for both.
-  let depths: Promise<Array<{ name: string; unread: number; leased: number }>> | undefined;
+  // Read once per scrape by the first gauge, for all of them.
+  type Depth = { name: string; unread: number; leased: number; delayed: number; dead: number };
+  let depths: Promise<Depth[]> | undefined;
   const readDepths = async () => {
-    const out: Array<{ name: string; unread: number; leased: number }> = [];
+    const out: Depth[] = [];
     for await (const q of everyQueue(opts.store)) {
-      out.push({ name: q.name, unread: unread(q.status), leased: q.status.leased });
+      const { leased, delayed, dead } = q.status;
+      out.push({ name: q.name, unread: unread(q.status), leased, delayed, dead });
       if (out.length >= MAX_QUEUES) break;
     }
     return out;
@@ -164,17 +169,21 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       for (const q of await depths) this.set({ queue: label(q.name) }, q.unread);
     },
   });
-  new Gauge({
-    name: 'httpsqs_queue_leased',
-    help: 'Messages under a lease, by queue.',
-    labelNames: ['queue'],
-    registers: [registry],
-    aggregator: 'first',
-    async collect() {
-      this.reset();
-      for (const q of await (depths ?? readDepths())) if (q.leased) this.set({ queue: label(q.name) }, q.leased);
-    },
-  });
+  const held = (name: string, help: string, key: 'leased' | 'delayed' | 'dead') =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['queue'],
+      registers: [registry],
+      aggregator: 'first',
+      async collect() {
+        this.reset();
+        for (const q of await (depths ?? readDepths())) if (q[key]) this.set({ queue: label(q.name) }, q[key]);
+      },
+    });
+  held('httpsqs_queue_leased', 'Messages under a lease, by queue.', 'leased');
+  held('httpsqs_queue_delayed', 'Delayed messages not yet handed out (and dead letters moved back), by queue.', 'delayed');
+  held('httpsqs_queue_dead', 'Dead letters, by queue.', 'dead');
   new Gauge({
     name: 'httpsqs_connections',
     help: 'Open client connections.',

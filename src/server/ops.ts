@@ -60,7 +60,7 @@ const BINARY = /^application\/octet-stream\s*(;|$)/i;
 
 /** The message of a put: a binary body as it is, another body URL-decoded once, else `data=`
  * decoded once more after the query parser did (as the reference does). */
-function messageOf(p: Params, req: HttpRequest): Buffer | undefined {
+export function messageOf(p: Params, req: HttpRequest): Buffer | undefined {
   if (req.body.length > 0) return BINARY.test(req.headers['content-type'] ?? '') ? req.body : decodeBytes(req.body);
   return p.data === undefined ? undefined : Buffer.from(decodeComponent(p.data), 'latin1');
 }
@@ -103,7 +103,7 @@ export function referenceOps({ store, waiters, events, putFailed, onSynctime }: 
     status_json: {
       async run(name) {
         const s = await store.status(name);
-        return { body: R.statusJson(name, s, s.leased) };
+        return { body: R.statusJson(name, s) };
       },
     },
     view: {

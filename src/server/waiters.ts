@@ -84,14 +84,21 @@ export class Waiters {
         if (gone.aborted || this.closed) return undefined;
         me.woken = false;
         got = await attempt();
-        if (got !== undefined) return got;
+        if (got !== undefined) {
+          // Woken by an alarm, it took one of perhaps several messages that came due together
+          // (delayed ones, leases that ended): the alarm is set again for the next waiter.
+          if (this.lines.get(name)!.length > 1) {
+            const expiry = await nextExpiry();
+            if (expiry !== undefined) this.leased(name, expiry);
+          }
+          return got;
+        }
         if (me.woken) continue; // something arrived while we looked
         if (this.clock.now() >= until) return undefined;
-        // Leases may have been taken or given back since the alarm was set (or by another process).
-        if (!this.alarms.has(name)) {
-          const expiry = await nextExpiry();
-          if (expiry !== undefined) this.leased(name, expiry);
-        }
+        // Leases may have been taken or given back since the alarm was set, and delayed messages
+        // stored (here or by another process): the alarm is set for the earliest.
+        const expiry = await nextExpiry();
+        if (expiry !== undefined) this.leased(name, expiry);
         if (!me.woken) await this.sleep(me, Math.max(0, until - this.clock.now()), gone);
       }
     } finally {
