@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { AuthError, HttpsqsClient, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
-import { cleanup, freePort, request, ROOT, startInProcess, startServer, type InProcessServer } from './helpers.js';
+import { cleanup, freePort, request, ROOT, startInProcess, startServer, waitFor, type InProcessServer } from './helpers.js';
 
 describe('HttpsqsClient', () => {
   let server: InProcessServer;
@@ -70,7 +70,19 @@ describe('HttpsqsClient', () => {
   it('status, statusJson, view, maxqueue, reset, synctime', async () => {
     await q.put('c-ops', 'one');
     assert.match(await q.status('c-ops'), /^HTTP Simple Queue Service v1\.7\n[\s\S]*Number of unread queue: 1\n$/);
-    assert.deepEqual(await q.statusJson('c-ops'), { name: 'c-ops', maxqueue: 1000000, putpos: 1, putlap: 1, getpos: 0, getlap: 1, unread: 1, leased: 0 });
+    assert.deepEqual(await q.statusJson('c-ops'), {
+      name: 'c-ops',
+      maxqueue: 1000000,
+      putpos: 1,
+      putlap: 1,
+      getpos: 0,
+      getlap: 1,
+      unread: 1,
+      leased: 0,
+      delayed: 0,
+      dead: 0,
+      maxdeliveries: 0,
+    });
     assert.equal((await q.view('c-ops', 1)).toString(), 'one');
     assert.equal((await q.view('c-ops', 2)).length, 0);
     assert.equal(await q.maxqueue('c-ops', 100), true);
@@ -373,6 +385,149 @@ describe('HttpsqsClient', () => {
     assert.equal(outcome, 'ended');
     const back = await q.get('c-stop');
     assert.deepEqual([back?.text(), back?.deliveries], ['long job', 2]);
+  });
+
+  it('put with a delay: stored now, handed out (to a long poll too) once due, with the schedule id as its pos', async () => {
+    const started = performance.now();
+    const id = await q.put('c-delay', 'later', { delay: 1 });
+    assert.ok(id > 1_000_000_000, `schedule id ${id}`);
+    assert.equal(await q.get('c-delay'), null, 'handed out before its time');
+    const s = await q.statusJson('c-delay');
+    assert.deepEqual([s.unread, s.delayed, s.putpos], [0, 1, 0]);
+    assert.equal((await q.list({ prefix: 'c-delay' }))[0]?.delayed, 1);
+    const m = await q.get('c-delay', { wait: 5, lease: 30 });
+    assert.ok(performance.now() - started >= 900, 'handed out before its second was up');
+    assert.deepEqual([m?.pos, m?.text(), m?.deliveries], [id, 'later', 1]);
+    assert.equal(await q.ack('c-delay', id, m!.lease), true);
+    assert.deepEqual(await q.statusJson('c-delay').then((x) => [x.delayed, x.leased]), [0, 0]);
+    // delay 0 is a plain put; a delay the server refuses, or that is not whole seconds, is an error.
+    assert.equal(await q.put('c-delay', 'now', { delay: 0 }), 1);
+    await assert.rejects(q.put('c-delay', 'x', { delay: 2_592_001 }), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_PUT_ERROR');
+    await assert.rejects(q.put('c-delay', 'x', { delay: 1.5 }), RangeError);
+    await assert.rejects(q.mput('c-delay', ['x'], { delay: -1 }), RangeError);
+    assert.equal((await q.statusJson('c-delay')).delayed, 0, 'nothing stored by the refused puts');
+    // A batch, bytes and all; an empty message too.
+    const r = await q.mput('c-delay-batch', ['a', new Uint8Array([0, 255])], { delay: 1 });
+    assert.equal(r.full, false);
+    assert.ok(r.positions.length === 2 && r.positions.every((p) => p > 1_000_000_000));
+    assert.ok((await q.put('c-delay-batch', '', { delay: 1 })) > r.positions[1]!);
+    assert.deepEqual(await q.mget('c-delay-batch', 10), []);
+    assert.equal((await q.statusJson('c-delay-batch')).delayed, 3);
+    await sleep(1100);
+    const got = await q.mget('c-delay-batch', 10);
+    assert.deepEqual(
+      got.map((x) => [x.pos, x.body]),
+      [...r.positions.map((p, i) => [p, i ? Buffer.from([0, 255]) : Buffer.from('a')]), [r.positions[1]! + 1, Buffer.alloc(0)]],
+    );
+  });
+
+  it('a delayed put on a queue that already keeps maxqueue messages outside its ring is a QueueFullError', async () => {
+    await q.maxqueue('c-delay-full', 10);
+    assert.equal((await q.mput('c-delay-full', Array.from({ length: 12 }, String), { delay: 60 })).full, true);
+    await assert.rejects(q.put('c-delay-full', 'x', { delay: 60 }), (err: unknown) => err instanceof QueueFullError && err.queue === 'c-delay-full');
+    assert.equal(await q.put('c-delay-full', 'not delayed'), 1, 'the ring itself has room');
+  });
+
+  it('maxDeliveries makes a message that keeps coming back a dead letter; dead() lists it, redrive() brings it back', async () => {
+    await q.maxDeliveries('c-dlq', 2);
+    assert.equal((await q.statusJson('c-dlq')).maxdeliveries, 2);
+    await q.mput('c-dlq', ['poison', new Uint8Array([0, 1, 255])]);
+    for (let i = 0; i < 2; i++) {
+      const batch = await q.mget('c-dlq', 10, { lease: 1 });
+      assert.equal(batch.length, 2);
+      if (i === 0) for (const m of batch) assert.equal(await q.nack('c-dlq', m.pos, m.lease), true);
+      // The second time the leases run out: expiry counts as nack does.
+    }
+    await sleep(1100);
+    const before = Date.now();
+    assert.equal(await q.get('c-dlq'), null, 'a dead letter is not handed out');
+    const s = await q.statusJson('c-dlq');
+    assert.deepEqual([s.unread, s.leased, s.dead], [0, 0, 2]);
+    const dead = await q.dead('c-dlq');
+    assert.deepEqual(
+      dead.map((d) => [d.deliveries, d.message]),
+      [
+        [2, Buffer.from('poison')],
+        [2, Buffer.from([0, 1, 255])],
+      ],
+    );
+    assert.ok(dead.every((d) => d.pos > 1_000_000_000 && d.died <= before + 1000 && d.died > before - 10_000));
+    // Paged by num and after; it only reads them.
+    assert.deepEqual(
+      (await q.dead('c-dlq', { num: 1 })).map((d) => d.pos),
+      [dead[0]!.pos],
+    );
+    assert.deepEqual(
+      (await q.dead('c-dlq', { after: dead[0]!.pos })).map((d) => d.pos),
+      [dead[1]!.pos],
+    );
+    assert.deepEqual(await q.dead('c-dlq', { after: dead[1]!.pos }), []);
+    assert.equal((await q.statusJson('c-dlq')).dead, 2);
+
+    // Newer messages wait behind the redriven ones; deliveries are counted afresh.
+    await q.put('c-dlq', 'newer');
+    assert.deepEqual(await q.redrive('c-dlq', { num: 1 }), { count: 1, dead: 1 });
+    const first = await q.get('c-dlq', { lease: 30 });
+    assert.deepEqual([first?.pos, first?.text(), first?.deliveries], [dead[0]!.pos, 'poison', 1]);
+    assert.equal(await q.ack('c-dlq', first!.pos, first!.lease), true);
+    assert.deepEqual(await q.redrive('c-dlq'), { count: 1, dead: 0 });
+    assert.deepEqual(await q.redrive('c-dlq'), { count: 0, dead: 0 });
+    assert.deepEqual(
+      (await q.mget('c-dlq', 10)).map((m) => m.body),
+      [Buffer.from([0, 1, 255]), Buffer.from('newer')],
+    );
+
+    // Refused values are errors, as for the other opts; 0 turns it off.
+    for (const call of [() => q.maxDeliveries('c-dlq', 1001), () => q.redrive('c-dlq', { num: 0 }), () => q.dead('c-dlq', { num: 1001 })]) {
+      await assert.rejects(call(), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
+    }
+    await q.maxDeliveries('c-dlq', 0);
+    assert.equal((await q.statusJson('c-dlq')).maxdeliveries, 0);
+  });
+
+  it('consume with a handler that always throws: the message comes back each time, and ends a dead letter when the queue has maxdeliveries', async () => {
+    await q.maxDeliveries('c-poison', 3);
+    await q.put('c-poison', 'always fails');
+    await q.put('c-poison', 'fine');
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const errors: string[] = [];
+    const consuming = q.consume(
+      'c-poison',
+      (m) => {
+        seen.push(`${m.text()}#${m.deliveries}`);
+        if (m.text() === 'always fails') throw new Error(`failed ${m.deliveries}`);
+      },
+      { lease: 30, wait: 1, signal: stop.signal, onError: (err) => errors.push((err as Error).message) },
+    );
+    await waitFor(async () => (await q.statusJson('c-poison')).dead === 1);
+    await sleep(300); // time enough to take it again, were it not dead
+    stop.abort();
+    await consuming;
+    assert.deepEqual(seen, ['always fails#1', 'always fails#2', 'always fails#3', 'fine#1']);
+    assert.deepEqual(errors, ['failed 1', 'failed 2', 'failed 3']);
+    const s = await q.statusJson('c-poison');
+    assert.deepEqual([s.unread, s.leased, s.dead], [0, 0, 1]);
+    assert.deepEqual(
+      (await q.dead('c-poison')).map((d) => [d.deliveries, d.message.toString()]),
+      [[3, 'always fails']],
+    );
+
+    // Without maxdeliveries it comes back as long as the handler throws.
+    await q.put('c-poison-forever', 'always fails');
+    const again = new AbortController();
+    let tries = 0;
+    await q.consume(
+      'c-poison-forever',
+      (m) => {
+        if (++tries === 10) again.abort();
+        throw new Error(`failed ${m.deliveries}`);
+      },
+      { lease: 30, wait: 1, signal: again.signal },
+    );
+    assert.equal(tries, 10);
+    const left = await q.get('c-poison-forever');
+    assert.deepEqual([left?.text(), left?.deliveries, (await q.statusJson('c-poison-forever')).dead], ['always fails', 11, 0]);
   });
 
   it("messages() gives each message touch(), and ack() uses the lease's newest token", async () => {

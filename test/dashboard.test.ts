@@ -132,6 +132,40 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('shows leased, delayed and dead counts in the table (sortable) and on the queue page', async () => {
+    const port = server.port;
+    const ask = async (query: string) => (await request(port, 'GET', `/?name=dlq-page&${query}`)).body.toString();
+    assert.equal(await ask('opt=maxdeliveries&num=1'), 'HTTPSQS_MAXDELIVERIES_OK');
+    await ask('opt=put&data=later&delay=600');
+    await ask('opt=put&data=poison');
+    const poison = await request(port, 'GET', '/?name=dlq-page&opt=get&lease=60');
+    assert.equal(await ask(`opt=nack&pos=${poison.headers.pos}`), 'HTTPSQS_NACK_OK');
+    await ask('opt=put&data=held');
+    await ask('opt=get&lease=60');
+    const { page, problems } = await open(`http://127.0.0.1:${port}/dashboard`);
+    const row = page.locator('tr[data-queue="dlq-page"]');
+    await row.waitFor();
+    const cells = async () => Promise.all(['unread', 'leased', 'delayed', 'dead'].map((c) => row.locator(`td.${c}`).textContent()));
+    assert.deepEqual(await cells(), ['0', '1', '1', '1']);
+    assert.equal(await row.locator('td.dead').evaluate((e) => getComputedStyle(e).color), 'rgb(180, 35, 24)', 'dead letters show in red');
+    assert.equal(await page.locator('#total-dead').textContent(), '1');
+    await page.locator('#queues th', { hasText: 'Dead' }).click(); // most dead letters first
+    await page.waitForFunction(() => document.querySelector('#queues tbody tr')?.getAttribute('data-queue') === 'dlq-page');
+
+    await row.locator('a').click();
+    await page.locator('#queue-dead').waitFor();
+    const cards = async () => Promise.all(['leased', 'delayed', 'dead', 'maxdeliveries'].map((c) => page.locator(`#queue-${c}`).textContent()));
+    assert.deepEqual(await cards(), ['1', '1', '1', '1']);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-dead.png'), fullPage: true });
+    // The page follows: a redrive makes the dead letter deliverable again (waiting outside the ring).
+    assert.equal(await ask('opt=redrive'), '{"count":1,"dead":0}\n');
+    await ask('opt=maxdeliveries&num=0');
+    await page.waitForFunction(() => document.querySelector('#queue-dead')?.textContent === '0');
+    assert.deepEqual(await cards(), ['1', '2', '0', 'off']);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('tells apart and acts on queues whose names are not UTF-8', async () => {
     // Two names whose bytes differ but read the same as UTF-8 (each invalid byte becomes U+FFFD).
     const put1 = (raw: string, data: string) => request(server.port, 'GET', `/?name=${raw}&opt=put&data=${data}`);

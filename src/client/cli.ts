@@ -10,10 +10,14 @@ import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
+import { MAX_DELAY_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
+
+/** The most deliveries `opt=maxdeliveries` takes (as the server, src/server/extensions.ts). */
+const MAX_DELIVERIES = 1000;
 
 /** Exit codes a script can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6, interrupted: 130 } as const;
@@ -97,6 +101,13 @@ function whole(name: string, v: string): number {
   return Number(v);
 }
 
+/** A whole number in min..max. */
+function within(name: string, v: string, min: number, max: number): number {
+  const n = whole(name, v);
+  if (n < min || n > max) throw new Outcome(EXIT.usage, `${name}: expected ${min}..${max}, got ${v}`);
+  return n;
+}
+
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -139,7 +150,7 @@ function resumeNote(name: string, input: string, stored: number, unsure: number)
  * terminal. SIGINT and SIGTERM stop the sending: what is in flight gets GRACE_MS to be answered
  * (a second signal stops the wait), then it says which lines are stored and where to resume.
  */
-async function putLines(q: HttpsqsClient, name: string, input: string): Promise<void> {
+async function putLines(q: HttpsqsClient, name: string, input: string, delay: number | undefined): Promise<void> {
   const reference = program.opts<Globals>().reference;
   let size = 0;
   if (input !== '-') {
@@ -178,11 +189,11 @@ async function putLines(q: HttpsqsClient, name: string, input: string): Promise<
       if (reference) {
         for (const m of batch) {
           if (stop.signal.aborted) return;
-          await q.put(name, m, { signal: giveUp.signal });
+          await q.put(name, m, { signal: giveUp.signal, delay });
           stored++;
         }
       } else {
-        const r = await q.mput(name, batch, { signal: giveUp.signal });
+        const r = await q.mput(name, batch, { signal: giveUp.signal, delay });
         stored += r.positions.length;
         if (r.full) throw new QueueFullError(name);
       }
@@ -231,13 +242,17 @@ program
   .command('put <queue> [message]')
   .description('put a message: the argument, else standard input; or every line of --file')
   .option('-f, --file <file>', 'a file of one message per line (- for standard input)')
-  .action(async (name: string, message: string | undefined, o: { file?: string }) => {
+  .option('-d, --delay <seconds>', `hand the message out only after this long (up to ${MAX_DELAY_SECONDS}); prints its schedule id, the position it comes with`)
+  .action(async (name: string, message: string | undefined, o: { file?: string; delay?: string }) => {
+    const delay = o.delay === undefined ? undefined : within('--delay', o.delay, 0, MAX_DELAY_SECONDS);
+    if (delay && program.opts<Globals>().reference) throw new Outcome(EXIT.usage, '--delay: the C server (--reference) has no delayed messages');
     await withClient(async (q) => {
-      if (o.file) return await putLines(q, name, o.file);
-      const pos = await q.put(name, message ?? (await readStdin())).catch((err: unknown) => {
-        throw err instanceof QueueFullError ? new Outcome(EXIT.full, `queue ${name} is full`) : err;
+      if (o.file) return await putLines(q, name, o.file, delay);
+      const pos = await q.put(name, message ?? (await readStdin()), { delay }).catch((err: unknown) => {
+        if (!(err instanceof QueueFullError)) throw err;
+        throw new Outcome(EXIT.full, delay ? `queue ${name} already keeps maxqueue messages outside its ring (delayed, dead)` : `queue ${name} is full`);
       });
-      out(json() ? `${JSON.stringify({ pos })}\n` : `${pos}\n`);
+      out(json() ? `${JSON.stringify(delay ? { pos, delay } : { pos })}\n` : `${pos}\n`);
     });
   });
 
@@ -304,17 +319,27 @@ program
 
 program
   .command('status <queue>')
-  .description("the queue's status (status_json with --json)")
+  .description("the queue's status, with its leased, delayed and dead counts when not 0 (status_json with --json)")
   .action(async (name: string) => {
     await withClient(async (q) => {
-      out(json() ? `${JSON.stringify(await q.statusJson(name))}\n` : await q.status(name));
+      if (json()) return out(`${JSON.stringify(await q.statusJson(name))}\n`);
+      // The reference's text, then what the extensions add (the C server has none of it).
+      if (program.opts<Globals>().reference) return out(await q.status(name));
+      const [text, s] = await Promise.all([q.status(name), q.statusJson(name)]);
+      const more = [
+        ['Number of leased messages', s.leased],
+        ['Number of delayed messages', s.delayed],
+        ['Number of dead letters', s.dead],
+        ['Maximum deliveries', s.maxdeliveries],
+      ].filter(([, n]) => n);
+      out(text + more.map(([k, n]) => `${k}: ${n}\n`).join(''));
     });
   });
 
 function queueTable(queues: QueueStatus[]): string {
   const rows = [
-    ['QUEUE', 'UNREAD', 'LEASED', 'PUTPOS', 'GETPOS', 'MAXQUEUE'],
-    ...queues.map((s) => [s.name, s.unread, s.leased, s.putpos, s.getpos, s.maxqueue].map(String)),
+    ['QUEUE', 'UNREAD', 'LEASED', 'DELAYED', 'DEAD', 'PUTPOS', 'GETPOS', 'MAXQUEUE'],
+    ...queues.map((s) => [s.name, s.unread, s.leased, s.delayed, s.dead, s.putpos, s.getpos, s.maxqueue].map(String)),
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return `${rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n')}\n`;
@@ -322,7 +347,7 @@ function queueTable(queues: QueueStatus[]): string {
 
 program
   .command('list')
-  .description('every queue with its counts')
+  .description('every queue with its counts (unread, leased, delayed, dead)')
   .option('--prefix <prefix>', 'only queues whose name starts with this')
   .action(async (o: { prefix?: string }) => {
     await withClient(async (q) => {
@@ -371,6 +396,46 @@ program
       if (json()) out(`${JSON.stringify({ maxqueue: done })}\n`);
       else if (done) out(`maxqueue of ${name} set to ${size}\n`);
       if (!done) throw new Outcome(EXIT.refused, `maxqueue of ${name} not changed: ${await refusal(q, name, size)}`);
+    });
+  });
+
+program
+  .command('maxdeliveries <queue> <num>')
+  .description(`make a message a dead letter once its lease ended this many times, by nack or expiry (0..${MAX_DELIVERIES}; 0: never)`)
+  .action(async (name: string, num: string) => {
+    const n = within('<num>', num, 0, MAX_DELIVERIES);
+    await withClient(async (q) => {
+      await q.maxDeliveries(name, n);
+      if (json()) out(`${JSON.stringify({ maxdeliveries: n })}\n`);
+      else out(n ? `maxdeliveries of ${name} set to ${n}\n` : `maxdeliveries of ${name} off: messages come back however often their lease ends\n`);
+    });
+  });
+
+program
+  .command('redrive <queue>')
+  .description('make dead letters deliverable again, those that died first first, ahead of newer messages')
+  .option('-n, --num <count>', `at most this many (1..${MAX_BATCH}, the default)`)
+  .action(async (name: string, o: { num?: string }) => {
+    const num = o.num === undefined ? undefined : within('--num', o.num, 1, MAX_BATCH);
+    await withClient(async (q) => {
+      const r = await q.redrive(name, { num });
+      out(json() ? `${JSON.stringify(r)}\n` : `${r.count} dead letter${r.count === 1 ? '' : 's'} of ${name} deliverable again, ${r.dead} left\n`);
+    });
+  });
+
+program
+  .command('dead <queue>')
+  .description('list dead letters, as JSON lines (--json: an array, died in ms since the epoch)')
+  .option('-n, --num <count>', `this many at most (1..${MAX_BATCH}; default 100)`)
+  .option('--after <pos>', 'those after this position (page on with the last one shown)')
+  .action(async (name: string, o: { num?: string; after?: string }) => {
+    const num = o.num === undefined ? undefined : within('--num', o.num, 1, MAX_BATCH);
+    const after = o.after === undefined ? undefined : whole('--after', o.after);
+    await withClient(async (q) => {
+      const letters = await q.dead(name, { num, after });
+      const item = (d: (typeof letters)[number], died: number | string) => ({ pos: d.pos, deliveries: d.deliveries, died, data: d.message.toString('utf8') });
+      if (json()) return out(`${JSON.stringify(letters.map((d) => item(d, d.died)))}\n`);
+      out(letters.map((d) => `${JSON.stringify(item(d, new Date(d.died).toISOString()))}\n`).join(''));
     });
   });
 
@@ -441,7 +506,7 @@ function rates(s: QueueStatus, before: QueueStatus, secs: number): [number, numb
 
 program
   .command('top')
-  .description('a live view of every queue: unread, leased, put and get rates, unread over time')
+  .description('a live view of every queue: unread, leased, delayed and dead counts, put and get rates, unread over time')
   .option('-i, --interval <seconds>', 'refresh every', '1')
   .option('--prefix <prefix>', 'only queues whose name starts with this')
   .option('--iterations <n>', 'stop after this many refreshes (default: until interrupted)')
@@ -482,13 +547,15 @@ program
           const [put, got] = h && secs > 0 ? rates(s, h.last, secs) : [0, 0];
           const unread = [...(h?.unread ?? []), s.unread].slice(-30);
           history.set(s.name, { last: s, at: now, unread });
-          rows.push([s.name, String(s.unread), String(s.leased), put.toFixed(0), got.toFixed(0), sparkline(unread)]);
+          rows.push([s.name, String(s.unread), String(s.leased), String(s.delayed), String(s.dead), put.toFixed(0), got.toFixed(0), sparkline(unread)]);
         }
         const height = tty ? Math.max(5, (process.stdout.rows ?? 24) - 4) : rows.length;
-        const header = ['QUEUE', 'UNREAD', 'LEASED', 'PUT/s', 'GET/s', 'UNREAD OVER TIME'];
+        const header = ['QUEUE', 'UNREAD', 'LEASED', 'DELAYED', 'DEAD', 'PUT/s', 'GET/s', 'UNREAD OVER TIME'];
         const shown = [header, ...rows.slice(0, height)];
         const widths = header.map((_, c) => Math.max(...shown.map((r) => [...r[c]!].length)));
-        const table = shown.map((r) => r.map((cell, c) => (c === 0 || c === 5 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
+        const table = shown
+          .map((r) => r.map((cell, c) => (c === 0 || c === header.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '))
+          .join('\n');
         const title = `httpsqs top: ${all.length} queue${all.length === 1 ? '' : 's'}, ${new Date().toISOString().slice(11, 19)}${rows.length > height ? ` (${rows.length - height} more)` : ''}`;
         out(`${tty ? '\x1b[H\x1b[2J' : ''}${title}\n\n${table}\n${tty ? '' : '\n'}`);
         if (stop.signal.aborted) break;

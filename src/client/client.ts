@@ -28,7 +28,8 @@ export interface ClientOptions {
   reference?: boolean;
 }
 
-/** A queue's state, as `status_json` gives it (`leased` is 0 on servers without leases). */
+/** A queue's state, as `status_json` gives it. The extensions' counts are 0 where the server
+ * leaves them out (it does while they are 0, and a server without them always does). */
 export interface QueueStatus {
   name: string;
   maxqueue: number;
@@ -37,7 +38,15 @@ export interface QueueStatus {
   getpos: number;
   getlap: number;
   unread: number;
+  /** Messages handed out under a lease and not yet acked. */
   leased: number;
+  /** Messages waiting outside the ring: delayed puts not handed out yet (due or not), and dead
+   * letters a redrive made deliverable again. */
+  delayed: number;
+  /** Dead letters: messages whose lease ended `maxdeliveries` times (see `dead()`, `redrive()`). */
+  dead: number;
+  /** Lease endings after which a message becomes a dead letter; 0: never (see `maxDeliveries()`). */
+  maxdeliveries: number;
   /** From `list`, for a name whose bytes are not UTF-8: those bytes, base64 (`name` lost some). */
   name64?: string;
 }
@@ -51,11 +60,14 @@ export class Message {
   constructor(
     /** The queue it came from, as it was named in the call. */
     readonly queue: QueueName,
-    /** Its position: what ack and nack need. */
+    /** Its position: what ack and nack need. A message that waited outside the ring (a delayed
+     * put, a redriven dead letter) has the one it waited at, over 1,000,000,000. */
     readonly pos: number,
     /** Its bytes, exactly as stored. */
     readonly body: Buffer,
-    /** 1 the first time; more when a lease ended or it was given back. */
+    /** 1 the first time; more when a lease ended or it was given back (counted afresh after a
+     * redrive). With a maxdeliveries on the queue, the delivery whose lease ends as the last one
+     * allowed makes it a dead letter. */
     readonly deliveries = 1,
     /** The token of its lease, when it was taken with one. */
     readonly lease?: string,
@@ -65,6 +77,26 @@ export class Message {
   text(): string {
     return this.body.toString('utf8');
   }
+}
+
+export interface PutOptions {
+  /** Whole seconds (up to 2,592,000: 30 days) before the message is handed out. It is stored at
+   * once, outside the ring, and the schedule id returned is the `pos` it is delivered with later;
+   * 0 or absent: a plain put. */
+  delay?: number;
+  signal?: AbortSignal;
+}
+
+/** A dead letter (`dead()`): a message whose lease ended `maxdeliveries` times. */
+export interface DeadLetter {
+  /** Where it waits (past the ring, over 1,000,000,000): what `after` pages with. */
+  pos: number;
+  /** How often it was handed out. */
+  deliveries: number;
+  /** When it died, in ms since the epoch. */
+  died: number;
+  /** Its bytes, exactly as stored. */
+  message: Buffer;
 }
 
 export interface GetOptions {
@@ -86,9 +118,9 @@ export interface ConsumeOptions {
   wait?: number;
   /** Stops consuming: polls end at once, running handlers finish and are acked. */
   signal?: AbortSignal;
-  /** Called with what a handler threw (the message is then given back), with a failed ack, nack
-   * or extension (the lease then runs out and the message comes back), and with a
-   * `LeaseLostError` when a message's lease ended before it was settled (it may be delivered
+  /** Called with what a handler threw (the message is then given back: see consume()), with a
+   * failed ack, nack or extension (the lease then runs out and the message comes back), and with
+   * a `LeaseLostError` when a message's lease ended before it was settled (it may be delivered
    * again); by default they are ignored. */
   onError?: (err: unknown, message: Message) => void;
 }
@@ -103,6 +135,17 @@ const HEX = Buffer.from('0123456789abcdef');
 const UNRESERVED = new Uint8Array(256).map((_, c) =>
   Number((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e),
 );
+
+/** A queue's status with the extensions' counts a server left out (while 0, or knowing none) as 0. */
+const counted = (s: Partial<QueueStatus>): QueueStatus =>
+  ({ ...s, leased: s.leased ?? 0, delayed: s.delayed ?? 0, dead: s.dead ?? 0, maxdeliveries: s.maxdeliveries ?? 0 }) as QueueStatus;
+
+/** The `delay` to send: none for 0 (a plain put, which the C server knows too). */
+function delayOf(o: PutOptions): number | undefined {
+  if (o.delay === undefined) return undefined;
+  if (!Number.isInteger(o.delay) || o.delay < 0) throw new RangeError(`put: delay must be whole seconds, not ${o.delay}`);
+  return o.delay || undefined;
+}
 
 /** Percent-encodes every byte that is not unreserved, so the reference's URL-decoding gives it back. */
 function percentEncode(b: Buffer): Buffer {
@@ -218,18 +261,27 @@ export class HttpsqsClient {
   }
 
   /** Stores a message; resolves to its position. Strings are stored as UTF-8. Throws
-   * `QueueFullError` when the queue is full. */
-  async put(name: QueueName, data: string | Uint8Array, o: { signal?: AbortSignal } = {}): Promise<number> {
+   * `QueueFullError` when the queue is full.
+   *
+   * With `delay` (seconds), the message is stored now but handed out only from then on: resolves
+   * to its schedule id (the server's `Scheduled` header), which is the `pos` it is delivered with,
+   * to ack or nack it by. `QueueFullError` then means that the queue already keeps maxqueue
+   * messages outside its ring (delayed ones and dead letters). A delay that is not a whole number
+   * of seconds throws a `RangeError`; one the server refuses (over 2592000) is a `ProtocolError`
+   * (`HTTPSQS_PUT_ERROR`). A server without delayed messages (the C server) ignores `delay` and
+   * stores the message at once. */
+  async put(name: QueueName, data: string | Uint8Array, o: PutOptions = {}): Promise<number> {
     // Sent as they are (this server stores an octet-stream body exactly), or, to the C server,
     // percent-encoded (it URL-decodes every body).
     const raw = !this.options.reference;
     const b = bytes(data);
+    const delay = delayOf(o);
     // An empty body means "no message" to the server; an empty `data=` is an empty message.
     const reply = b.length
-      ? await this.call({ name, opt: 'put' }, { body: raw ? b : percentEncode(b), type: raw ? 'application/octet-stream' : undefined, signal: o.signal })
-      : await this.call({ name, opt: 'put', data: '' }, { signal: o.signal });
+      ? await this.call({ name, opt: 'put', delay }, { body: raw ? b : percentEncode(b), type: raw ? 'application/octet-stream' : undefined, signal: o.signal })
+      : await this.call({ name, opt: 'put', delay, data: '' }, { signal: o.signal });
     if (this.expect(reply, R.PUT_OK, R.PUT_END) === R.PUT_END) throw new QueueFullError(name);
-    return Number(reply.headers.pos);
+    return Number(reply.headers.scheduled ?? reply.headers.pos);
   }
 
   /** The next message, or null when the queue has none (after `wait` seconds, if given). */
@@ -249,8 +301,7 @@ export class HttpsqsClient {
   }
 
   async statusJson(name: QueueName): Promise<QueueStatus> {
-    const s = this.json<Omit<QueueStatus, 'leased'> & { leased?: number }>(await this.call({ name, opt: 'status_json' }));
-    return { ...s, leased: s.leased ?? 0 };
+    return counted(this.json<Partial<QueueStatus>>(await this.call({ name, opt: 'status_json' })));
   }
 
   /** The message stored at `pos`, read or not (an empty buffer when there is none). */
@@ -295,11 +346,16 @@ export class HttpsqsClient {
     return String(reply.headers.lease ?? '') || null;
   }
 
-  /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all did). */
-  async mput(name: QueueName, messages: Array<string | Uint8Array>, o: { signal?: AbortSignal } = {}): Promise<{ positions: number[]; full: boolean }> {
+  /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all
+   * did). With `delay` (seconds, as for `put`) they are all handed out only from then on, and
+   * `positions` are their schedule ids. */
+  async mput(name: QueueName, messages: Array<string | Uint8Array>, o: PutOptions = {}): Promise<{ positions: number[]; full: boolean }> {
     const base64 = messages.some((m) => typeof m !== 'string');
     const body = JSON.stringify(messages.map((m) => (base64 ? bytes(m).toString('base64') : m)));
-    const reply = await this.call({ name, opt: 'mput', encoding: base64 ? 'base64' : undefined }, { body, type: 'application/json', signal: o.signal });
+    const reply = await this.call(
+      { name, opt: 'mput', encoding: base64 ? 'base64' : undefined, delay: delayOf(o) },
+      { body, type: 'application/json', signal: o.signal },
+    );
     if (text(reply.body) === R.PUT_ERROR) throw new ProtocolError('the server refused the batch', R.PUT_ERROR);
     const r = this.json<{ positions: number[]; full: boolean }>(reply);
     return { positions: r.positions, full: r.full };
@@ -323,7 +379,32 @@ export class HttpsqsClient {
 
   /** One page of queues, in name order. `after` is a name, or the bytes of one (from `name64`). */
   async list(o: { prefix?: string; after?: string | Uint8Array; limit?: number } = {}): Promise<QueueStatus[]> {
-    return this.json<QueueStatus[]>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit }));
+    return this.json<Array<Partial<QueueStatus>>>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit })).map(counted);
+  }
+
+  /** Sets how many times a message's lease may end (a nack, or a lease that ran out) before the
+   * message becomes a dead letter instead of coming back: `num` 0..1000, 0 turning it off. It
+   * applies to lease endings from then on. Needs the admin password when the server has one. */
+  async maxDeliveries(name: QueueName, num: number): Promise<void> {
+    this.expect(await this.call({ name, opt: 'maxdeliveries', num }), R.MAXDELIVERIES_OK);
+  }
+
+  /** Makes up to `num` (1..1000, by default 1000) dead letters deliverable again, those that died
+   * first first: they are handed out ahead of newer messages, their deliveries counted afresh.
+   * Resolves to how many (`count`) and how many dead letters are left (`dead`). Needs the admin
+   * password when the server has one. */
+  async redrive(name: QueueName, o: { num?: number } = {}): Promise<{ count: number; dead: number }> {
+    const r = this.json<{ count: number; dead: number }>(await this.call({ name, opt: 'redrive', num: o.num }));
+    return { count: r.count, dead: r.dead };
+  }
+
+  /** The queue's dead letters in `pos` order, those after `after` (a `pos`), up to `num` (1..1000,
+   * by default 100; fewer when their bytes make a large reply): page on with the last one's `pos`,
+   * until none come. They stay dead letters: this only reads them. */
+  async dead(name: QueueName, o: { num?: number; after?: number; signal?: AbortSignal } = {}): Promise<DeadLetter[]> {
+    const reply = await this.call({ name, opt: 'dead', num: o.num, after: o.after, encoding: 'base64' }, { signal: o.signal });
+    type Item = { pos: number; deliveries: number; died: number; data: string };
+    return this.json<Item[]>(reply).map((m) => ({ pos: m.pos, deliveries: m.deliveries, died: m.died, message: Buffer.from(m.data, 'base64') }));
   }
 
   /** Every queue (starting with `prefix`), page by page. */
@@ -364,6 +445,14 @@ export class HttpsqsClient {
    * long polls, leases each message, acks it when the handler resolves and gives it back when it
    * throws. Resolves once stopped and every running handler has finished; a handler learns of the
    * stop through the `signal` it is given (one that throws then gives its message back).
+   *
+   * A handler that throws: `onError` gets what it threw, and the message is nacked. It comes back
+   * at once, ahead of newer messages, with `deliveries` one more, and is handed out again (to this
+   * consumer or another; consume does not wait before taking it). So a message its handler always
+   * throws on comes back forever, unless the queue has a maxdeliveries (`maxDeliveries()`): then
+   * the nack of its last allowed delivery makes it a dead letter, which is not handed out again
+   * (see `dead()`, and `redrive()` to bring it back). A lease that runs out, when the nack got no
+   * answer, counts as a delivery ended too.
    */
   async consume(name: QueueName, handler: (message: Message, context: { signal: AbortSignal }) => unknown, o: ConsumeOptions = {}): Promise<void> {
     const concurrency = o.concurrency ?? 1;

@@ -53,6 +53,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   tr.read td { color: var(--muted); }
   .tag { display: inline-block; padding: 1px 6px; border-radius: 10px; font-size: 11px; }
   .tag.unread { background: #dbeafe; color: #1e40af; } .tag.read { background: #eef0f3; color: var(--muted); } .tag.leased { background: #fef3c7; color: #92400e; }
+  td.dead.some, .card .v.some { color: var(--warn); font-weight: 600; }
   .notice { padding: 8px 12px; border-radius: 6px; background: #fef3f2; color: var(--warn); margin-bottom: 12px; }
   .ok { background: #ecfdf3; color: #067647; }
   #login { max-width: 360px; margin: 60px auto; }
@@ -213,8 +214,8 @@ function chart(series, height = 120, small = false) {
 }
 
 function totals() {
-  const sum = { unread: 0, leased: 0, put: 0, get: 0 };
-  for (const q of queues) { sum.unread += q.unread; sum.leased += q.leased; const r = latest(q); sum.put += r.put; sum.get += r.get; }
+  const sum = { unread: 0, leased: 0, delayed: 0, dead: 0, put: 0, get: 0 };
+  for (const q of queues) { sum.unread += q.unread; sum.leased += q.leased; sum.delayed += q.delayed ?? 0; sum.dead += q.dead ?? 0; const r = latest(q); sum.put += r.put; sum.get += r.get; }
   return sum;
 }
 
@@ -227,12 +228,12 @@ function showFacts() {
   document.getElementById('facts').textContent = 'v' + facts.version + ' · up ' + uptime + ' · ' + facts.store + ' · ' + facts.durability + ' · ' + facts.connections + (facts.connections === 1 ? ' connection · ' : ' connections · ') + facts.workers + ' worker' + (facts.workers > 1 ? 's' : '');
 }
 
-function card(k, v, id) { return el('div', { class: 'card' }, el('div', { class: 'k', text: k }), el('div', { class: 'v', text: v, ...(id ? { id } : {}) })); }
+function card(k, v, id, cls = '') { return el('div', { class: 'card' }, el('div', { class: 'k', text: k }), el('div', { class: 'v' + (cls ? ' ' + cls : ''), text: v, ...(id ? { id } : {}) })); }
 
 function renderOverview() {
   const t = totals();
   const filtered = queues.filter((q) => q.name.toLowerCase().includes(view.search.toLowerCase()));
-  const key = { name: (q) => q.name, unread: (q) => q.unread, leased: (q) => q.leased, put: (q) => latest(q).put, get: (q) => latest(q).get, putpos: (q) => q.putpos, getpos: (q) => q.getpos, maxqueue: (q) => q.maxqueue }[view.sort];
+  const key = { name: (q) => q.name, unread: (q) => q.unread, leased: (q) => q.leased, delayed: (q) => q.delayed ?? 0, dead: (q) => q.dead ?? 0, put: (q) => latest(q).put, get: (q) => latest(q).get, putpos: (q) => q.putpos, getpos: (q) => q.getpos, maxqueue: (q) => q.maxqueue }[view.sort];
   filtered.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : keyOf(a) < keyOf(b) ? -1 : 1) * (view.asc ? 1 : -1); });
   const pages = Math.max(1, Math.ceil(filtered.length / view.size));
   view.page = Math.min(view.page, pages - 1);
@@ -244,15 +245,16 @@ function renderOverview() {
   const search = el('input', { type: 'search', placeholder: 'Search queues', value: view.search, 'aria-label': 'search queues', id: 'search' });
   search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); });
   app.replaceChildren(
-    el('div', { class: 'cards' }, card('queues', queues.length.toLocaleString('en'), 'total-queues'), card('unread', t.unread.toLocaleString('en'), 'total-unread'), card('leased', t.leased.toLocaleString('en')), card('puts/s', fmt(t.put)), card('gets/s', fmt(t.get))),
+    el('div', { class: 'cards' }, card('queues', queues.length.toLocaleString('en'), 'total-queues'), card('unread', t.unread.toLocaleString('en'), 'total-unread'), card('leased', t.leased.toLocaleString('en')), card('delayed', t.delayed.toLocaleString('en'), 'total-delayed'), card('dead', t.dead.toLocaleString('en'), 'total-dead', t.dead ? 'some' : ''), card('puts/s', fmt(t.put)), card('gets/s', fmt(t.get))),
     el('div', { class: 'panel', id: 'throughput' }, el('h2', {}, 'Throughput ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }), ' per second, ' + historySpan())), chart(serverHistory ? bucketRates(serverHistory.total) : [])),
     el('div', { class: 'panel' },
       el('div', { class: 'toolbar' }, search, el('span', { class: 'legend', text: filtered.length.toLocaleString('en') + ' of ' + queues.length.toLocaleString('en') + ' queues' })),
       el('div', { style: 'overflow-x:auto' }, el('table', { id: 'queues' },
-        el('thead', {}, el('tr', {}, head('Queue', 'name'), head('Unread', 'unread'), head('Leased', 'leased'), head('Put pos', 'putpos', 'wide'), head('Get pos', 'getpos', 'wide'), el('th', { class: 'wide', text: 'Laps' }), head('Maxqueue', 'maxqueue', 'wide'), head('Puts/s', 'put'), head('Gets/s', 'get'), el('th', { text: 'Rates' }))),
+        el('thead', {}, el('tr', {}, head('Queue', 'name'), head('Unread', 'unread'), head('Leased', 'leased'), head('Delayed', 'delayed'), head('Dead', 'dead'), head('Put pos', 'putpos', 'wide'), head('Get pos', 'getpos', 'wide'), el('th', { class: 'wide', text: 'Laps' }), head('Maxqueue', 'maxqueue', 'wide'), head('Puts/s', 'put'), head('Gets/s', 'get'), el('th', { text: 'Rates' }))),
         el('tbody', {}, ...rows.map((q) => { const r = latest(q); return el('tr', { 'data-queue': q.name },
           el('td', { class: 'name' }, el('a', { class: 'q', href: q.name64 ? '#/b/' + encodeURIComponent(q.name64) : '#/q/' + encodeURIComponent(q.name), text: q.name })),
-          el('td', { class: 'unread', text: q.unread.toLocaleString('en') }), el('td', { text: q.leased }),
+          el('td', { class: 'unread', text: q.unread.toLocaleString('en') }), el('td', { class: 'leased', text: q.leased }),
+          el('td', { class: 'delayed', text: (q.delayed ?? 0).toLocaleString('en') }), el('td', { class: 'dead' + (q.dead ? ' some' : ''), text: (q.dead ?? 0).toLocaleString('en') }),
           el('td', { class: 'wide', text: q.putpos }), el('td', { class: 'wide', text: q.getpos }), el('td', { class: 'wide', text: q.putlap + '/' + q.getlap }), el('td', { class: 'wide', text: q.maxqueue.toLocaleString('en') }),
           el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(queueRates(q), 24, true))); })))),
       el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { view.page--; render(); }, ...(view.page === 0 ? { disabled: '' } : {}) }, '‹ Prev'), 'page ' + (view.page + 1) + ' of ' + pages, el('button', { class: 'secondary', onclick: () => { view.page++; render(); }, ...(view.page >= pages - 1 ? { disabled: '' } : {}) }, 'Next ›'))),
@@ -269,7 +271,7 @@ let notice = null;
 async function renderQueue(ref) {
   const name = ref;
   const s = queues.find((q) => keyOf(q) === keyOf(ref)) ?? (await json({ name, opt: 'status_json' }));
-  const leased = s.leased ?? 0;
+  const leased = s.leased ?? 0, delayed = s.delayed ?? 0, dead = s.dead ?? 0, maxdeliveries = s.maxdeliveries ?? 0;
   const first = msgPage ?? Math.max(1, s.getpos - 4);
   const msgs = await json({ name, opt: 'view', pos: String(first), num: '20', encoding: 'base64' });
   const isUnread = (pos) => s.putpos >= s.getpos ? pos > s.getpos && pos <= s.putpos : pos > s.getpos || pos <= s.putpos;
@@ -283,7 +285,7 @@ async function renderQueue(ref) {
   app.replaceChildren(
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
-    el('div', { class: 'cards' }, card('queue', ref.name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased)), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
+    el('div', { class: 'cards' }, card('queue', ref.name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased), 'queue-leased'), card('delayed', delayed.toLocaleString('en'), 'queue-delayed'), card('dead letters', dead.toLocaleString('en'), 'queue-dead', dead ? 'some' : ''), card('max deliveries', maxdeliveries ? String(maxdeliveries) : 'off', 'queue-maxdeliveries'), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
     el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(queueRates(ref))),
     el('div', { class: 'panel' }, el('h2', { text: 'Actions' }),
       el('div', { class: 'toolbar' }, putInput, el('button', { id: 'put-button', onclick: () => act('put', () => api({ name, opt: 'put' }, { method: 'POST', body: encodeURIComponent(putInput.value || 'test message') })) }, 'Put message')),
