@@ -368,23 +368,28 @@ async function compacted(s: JournalStore): Promise<void> {
   }
 }
 
+/** Queue `fast` put and read through many segments, some of its messages left unread for a
+ * while (live data in many segments), compacting as it goes and at the end. */
+async function churn(s: JournalStore): Promise<void> {
+  const message = b('f'.repeat(200));
+  for (let i = 0; i < 300; i++) {
+    await s.putMany(
+      'fast',
+      Array.from({ length: 10 }, () => message),
+    );
+    await s.getMany('fast', 10);
+    if (i % 3 === 0) await s.put('fast', message);
+    if (i % 9 === 0) await compacted(s);
+  }
+  await compacted(s);
+}
+
 describe('journal: space and memory', () => {
   it('dead segments go and sparse ones are copied forward: disk stays within 1.5x the live data plus one segment, besides the current and next ones; one old message pins nothing', async () => {
     const d = dir();
     let s = await open(d);
     await s.put('slow', b('the old one'));
-    const message = b('f'.repeat(200));
-    for (let i = 0; i < 300; i++) {
-      await s.putMany(
-        'fast',
-        Array.from({ length: 10 }, () => message),
-      );
-      await s.getMany('fast', 10);
-      // Some stay unread for a while: live data in many segments.
-      if (i % 3 === 0) await s.put('fast', message);
-      if (i % 9 === 0) await compacted(s);
-    }
-    await compacted(s);
+    await churn(s);
     const live = [...inside<Map<number, { live: number }>>(s, 'segs').values()].reduce((n, g) => n + g.live, 0);
     assert.ok(diskUse(d) <= 1.5 * live + 3 * SEG, `${diskUse(d)} bytes on disk for ${live} live`);
     assert.ok(!existsSync(segFile(d, 1)), 'the first segment (with the old message) is gone');
@@ -400,7 +405,7 @@ describe('journal: space and memory', () => {
     s = await open(d);
     while ((await s.getMany('fast', 1000)).length);
     await s.get('slow');
-    for (let i = 0; i < 50; i++) await s.putMany('churn', [message]).then(() => s.get('churn'));
+    for (let i = 0; i < 50; i++) await s.putMany('churn', [b('f'.repeat(200))]).then(() => s.get('churn'));
     await compacted(s);
     assert.ok(segments(d).length <= 3, `${segments(d).length} segments left`);
     await s.close();
@@ -674,17 +679,7 @@ describe('journal: delayed messages and dead letters', () => {
     // Read messages of the ring leave with their segments: those at slots must not.
     const before = await holding(s, 'slow', FIRST_SLOT);
     assert.deepEqual([before.status.dead, before.status.delayed, before.status.leased], [3, 2, 1]);
-    const message = b('f'.repeat(200));
-    for (let i = 0; i < 300; i++) {
-      await s.putMany(
-        'fast',
-        Array.from({ length: 10 }, () => message),
-      );
-      await s.getMany('fast', 10);
-      if (i % 3 === 0) await s.put('fast', message);
-      if (i % 9 === 0) await compacted(s);
-    }
-    await compacted(s);
+    await churn(s);
     assert.ok(!existsSync(segFile(d, 1)), 'the first segment (with the slots) is gone');
     assert.ok(ops.includes('compact'), 'messages were copied forward');
     assert.deepEqual(await holding(s, 'slow', FIRST_SLOT), before);
