@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { HttpsqsClient } from '../src/client/index.js';
-import { CLI_CLIENT, cleanEnv, cleanup, cliClient, request, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
+import { CLI_CLIENT, cleanEnv, cleanup, type cliClient, cliSuite, request, startServer, tempDir, waitFor } from './helpers.js';
 
 /** A file of `count` lines, `line 1` to `line <count>`, and an `httpsqs-cli` for the server on
  * `port` on a PATH, to run the resume command an interrupted put prints as it is. */
@@ -57,21 +57,13 @@ const SUMMARY =
   /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli put \S+ --file -)\)(, which may store those again)?\n$/;
 
 describe('httpsqs-cli interrupted, and following', () => {
-  let server: RunningServer;
-  let cli: ReturnType<typeof cliClient>;
-  before(async () => {
-    server = await startServer();
-    cli = cliClient(server.port);
-  });
-  after(async () => {
-    await server.stop();
-    cleanup(server.dir);
-  });
+  const suite = cliSuite();
+  const cli: ReturnType<typeof cliClient> = (args, o) => suite.cli(args, o);
 
   it('Ctrl-C during put --file stops it: the lines the server holds, where to resume, exit 130; resuming loses none', async () => {
-    const { dir, file, lines, env } = bigFile(500_000, server.port);
+    const { dir, file, lines, env } = bigFile(500_000, suite.server.port);
     try {
-      const put = await putUnderWay(server.port, 'k-int-file', file);
+      const put = await putUnderWay(suite.server.port, 'k-int-file', file);
       put.child.kill('SIGINT');
       assert.equal(await put.exited, 130, put.stderr());
       const [, count, unsureFrom, , resume, command] = SUMMARY.exec(put.stderr()) ?? assert.fail(put.stderr());
@@ -79,10 +71,10 @@ describe('httpsqs-cli interrupted, and following', () => {
       assert.equal(unsureFrom, undefined, put.stderr());
       assert.ok(Number(count) >= 2000 && Number(count) < lines.length, count);
       assert.equal(Number(resume), Number(count) + 1);
-      assert.equal((await stored(server.port, 'k-int-file')).length, Number(count));
+      assert.equal((await stored(suite.server.port, 'k-int-file')).length, Number(count));
       const rest = spawnSync('sh', ['-c', command!], { encoding: 'utf8', env, timeout: 60_000 });
       assert.equal(rest.status, 0, rest.stderr);
-      assert.deepEqual(await stored(server.port, 'k-int-file'), lines);
+      assert.deepEqual(await stored(suite.server.port, 'k-int-file'), lines);
     } finally {
       cleanup(dir);
     }
@@ -117,7 +109,7 @@ describe('httpsqs-cli interrupted, and following', () => {
   });
 
   it('get --follow prints messages as they arrive until interrupted', async () => {
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-follow', '--follow', '--wait', '2'], { env: cleanEnv() });
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), 'get', 'k-follow', '--follow', '--wait', '2'], { env: cleanEnv() });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -154,10 +146,10 @@ describe('httpsqs-cli interrupted, and following', () => {
   });
 
   it('Ctrl-C during get --wait exits with 130, and the message that came later is still there', async () => {
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     // Interrupted once its long poll waits at the server (it handles SIGINT from before it asks).
-    await waitFor(async () => /^httpsqs_long_polls_waiting 1$/m.test((await request(server.port, 'GET', '/metrics')).body.toString()));
+    await waitFor(async () => /^httpsqs_long_polls_waiting 1$/m.test((await request(suite.server.port, 'GET', '/metrics')).body.toString()));
     child.kill('SIGINT');
     assert.equal(await exited, 130);
     cli(['put', 'k-int', 'later']);

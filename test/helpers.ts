@@ -7,6 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/cli/options.js';
 import { serve, type Serving } from '../src/cli/serve.js';
@@ -313,3 +314,18 @@ export const cliClient =
     });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
+
+/** For a suite of httpsqs-cli tests: a server started before them and stopped after, and
+ * `cli`, which runs httpsqs-cli against it. */
+export function cliSuite(): { server: RunningServer; cli: ReturnType<typeof cliClient> } {
+  const suite = {} as { server: RunningServer; cli: ReturnType<typeof cliClient> };
+  before(async () => {
+    suite.server = await startServer();
+    suite.cli = cliClient(suite.server.port);
+  });
+  after(async () => {
+    await suite.server.stop();
+    cleanup(suite.server.dir);
+  });
+  return suite;
+}

@@ -223,7 +223,8 @@ describe('--redis-wait', { skip }, () => {
   it('acknowledges once a replica has the change, and answers with an error when none confirms in time', async () => {
     const primary = await startRedis();
     const replica = await startRedis(['--replicaof', '127.0.0.1', String(primary.port)]);
-    const server = await startServer({ args: ['--store', primary.url, '--redis-wait', '1', '--redis-wait-ms', '300'] });
+    // A second for the replica to confirm: enough on a loaded machine, short enough to wait out.
+    const server = await startServer({ args: ['--store', primary.url, '--redis-wait', '1', '--redis-wait-ms', '1000'] });
     try {
       for (let i = 0; !replica.cli('info', 'replication').includes('master_link_status:up'); i++) {
         assert.ok(i < 200, 'the replica did not finish its first sync');
