@@ -88,13 +88,13 @@ describe('passwords', () => {
     cleanup(dir);
   });
 
-  it('--admin-auth is the only password for reset, maxqueue, synctime, maxdeliveries and redrive; -a still guards the rest', async () => {
+  it('--admin-auth is the only password for reset, maxqueue, synctime, maxdeliveries, redrive and discard; -a still guards the rest', async () => {
     const server = await startServer({ args: ['-a', 'user-pw', '--admin-auth', 'admin-pw'] });
     const p = server.port;
     try {
       assert.equal(await text(p, '/?name=q&opt=put&data=x&auth=user-pw'), 'HTTPSQS_PUT_OK');
       assert.equal(await text(p, '/?name=q&opt=put&data=x&auth=admin-pw'), 'HTTPSQS_AUTH_FAILED');
-      for (const op of ['reset', 'maxqueue&num=100', 'synctime&num=5', 'maxdeliveries&num=3', 'redrive']) {
+      for (const op of ['reset', 'maxqueue&num=100', 'synctime&num=5', 'maxdeliveries&num=3', 'redrive', 'discard&pos=1000000001']) {
         assert.equal(await text(p, `/?name=q&opt=${op}&auth=user-pw`), 'HTTPSQS_AUTH_FAILED', op);
         assert.equal(await text(p, `/?name=q&opt=${op}`), 'HTTPSQS_AUTH_FAILED', op);
       }
@@ -103,6 +103,7 @@ describe('passwords', () => {
       assert.equal(await text(p, '/?name=q&opt=maxdeliveries&num=3&auth=admin-pw'), 'HTTPSQS_MAXDELIVERIES_OK');
       assert.equal(await text(p, '/?name=q&opt=redrive&auth=admin-pw'), '{"count":0,"dead":0}\n');
       assert.equal(await text(p, '/?name=q&opt=dead&auth=user-pw'), '[]\n');
+      assert.equal(await text(p, '/?name=q&opt=discard&pos=1000000001&auth=admin-pw'), 'HTTPSQS_DEAD_NOT_FOUND');
       assert.equal(await text(p, '/?name=q&opt=reset&auth=admin-pw'), 'HTTPSQS_RESET_OK');
       // Passwords never reach the process title (ps) or the log.
       const cmdline = readFileSync(`/proc/${server.proc.pid}/cmdline`, 'utf8');

@@ -94,6 +94,19 @@ describe('httpsqs-cli: delayed messages and dead letters', () => {
     assert.deepEqual(JSON.parse(cli(['--json', 'get', 'k-dlq']).stdout), { pos: lines[0].pos, deliveries: 1, data: 'poison' });
     assert.deepEqual(JSON.parse(cli(['--json', 'redrive', 'k-dlq']).stdout), { count: 1, dead: 0 });
     assert.equal(cli(['redrive', 'k-dlq']).stdout, '0 dead letters of k-dlq deliverable again, 0 left\n');
+
+    cli(['maxdeliveries', 'k-discard', '1']);
+    cli(['put', 'k-discard', 'junk']);
+    const [, pos, token] = /Pos: (\d+)\nLease: (\S+)/.exec(cli(['get', 'k-discard', '--lease', '30']).stderr)!;
+    cli(['nack', 'k-discard', pos!, token!]);
+    const [junk] = JSON.parse(cli(['--json', 'dead', 'k-discard']).stdout) as Array<{ pos: number }>;
+    assert.deepEqual(cli(['discard', 'k-discard', String(junk!.pos)]), { code: 0, stdout: `dead letter ${junk!.pos} of k-discard discarded\n`, stderr: '' });
+    assert.deepEqual(cli(['discard', 'k-discard', String(junk!.pos)]), {
+      code: 5,
+      stdout: '',
+      stderr: `httpsqs-cli: no dead letter at position ${junk!.pos} of k-discard\n`,
+    });
+    assert.equal(cli(['--json', 'dead', 'k-discard']).stdout, '[]\n');
     assert.equal(cli(['get', 'k-dlq']).stdout, 'also poison');
 
     assert.deepEqual(cli(['--json', 'maxdeliveries', 'k-dlq', '0']), { code: 0, stdout: '{"maxdeliveries":0}\n', stderr: '' });

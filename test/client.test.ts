@@ -466,6 +466,7 @@ describe('HttpsqsClient', () => {
 
     // Newer messages wait behind the redriven ones; deliveries are counted afresh.
     await q.put('c-dlq', 'newer');
+    assert.equal(await q.discard('c-dlq', dead[0]!.pos + 1_000_000), false, 'no dead letter there');
     assert.deepEqual(await q.redrive('c-dlq', { num: 1 }), { count: 1, dead: 1 });
     const first = await q.get('c-dlq', { lease: 30 });
     assert.deepEqual([first?.pos, first?.text(), first?.deliveries], [dead[0]!.pos, 'poison', 1]);
@@ -481,6 +482,17 @@ describe('HttpsqsClient', () => {
     for (const call of [() => q.maxDeliveries('c-dlq', 1001), () => q.redrive('c-dlq', { num: 0 }), () => q.dead('c-dlq', { num: 1001 })]) {
       await assert.rejects(call(), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
     }
+
+    // discard() deletes one for good.
+    await q.maxDeliveries('c-dlq', 1);
+    await q.put('c-dlq', 'junk');
+    const junk = await q.get('c-dlq', { lease: 30 });
+    assert.equal(await q.nack('c-dlq', junk!.pos, junk!.lease), true);
+    const [letter] = await q.dead('c-dlq');
+    assert.equal(letter?.message.toString(), 'junk');
+    assert.equal(await q.discard('c-dlq', letter!.pos), true);
+    assert.equal(await q.discard('c-dlq', letter!.pos), false);
+    assert.deepEqual(await q.dead('c-dlq'), []);
     await q.maxDeliveries('c-dlq', 0);
     assert.equal((await q.statusJson('c-dlq')).maxdeliveries, 0);
   });

@@ -221,6 +221,11 @@ describe('extensions', () => {
       assert.match((await call('/metrics')).body, /^httpsqs_queue_dead\{queue="dl-list"\} 3$/m);
       assert.equal((await call('/?name=dl-list&opt=redrive&num=2')).body, '{"count":2,"dead":1}\n');
       assert.equal((await call('/?name=dl-list&opt=ack&pos=1000000003')).body, 'HTTPSQS_LEASE_NOT_FOUND', 'a dead letter is no lease');
+      assert.equal((await call('/?name=dl-list&opt=discard&pos=1000000003')).body, 'HTTPSQS_DISCARD_OK');
+      assert.equal((await call('/?name=dl-list&opt=discard&pos=1000000003')).body, 'HTTPSQS_DEAD_NOT_FOUND');
+      assert.equal((await call('/?name=dl-list&opt=discard&pos=1000000001')).body, 'HTTPSQS_DEAD_NOT_FOUND', 'redriven: no dead letter any more');
+      for (const pos of ['', '0', 'x', '4294967295']) assert.equal((await call(`/?name=dl-list&opt=discard&pos=${pos}`)).body, 'HTTPSQS_ERROR', `pos=${pos}`);
+      assert.equal(JSON.parse((await call('/?name=dl-list&opt=status_json')).body).dead, undefined);
     });
   });
 

@@ -146,7 +146,7 @@ describe('model check of the ring against docs/PROTOCOL.md section 4', () => {
 type HeldOp =
   | { op: 'put'; data: string; delay?: number }
   | { op: 'get'; lease?: number }
-  | { op: 'ack' | 'nack'; nth: number }
+  | { op: 'ack' | 'nack' | 'discard'; nth: number }
   | { op: 'tick'; ms: number }
   | { op: 'maxdeliveries'; num: number }
   | { op: 'redrive'; num: number }
@@ -191,6 +191,14 @@ class HeldModel {
     this.held.set(slot, dead);
     this.held.delete(pos);
     return true;
+  }
+
+  /** What a discard names: a dead letter, or else a slot, or else a ring position (none is dead). */
+  discardTarget(nth: number): number {
+    const dead = [...this.held].filter(([, e]) => e.died !== undefined).map(([pos]) => pos);
+    const slots = [...this.held.keys()].filter((pos) => pos > 1_000_000_000);
+    const from = dead.length ? dead : slots.length ? slots : [1];
+    return from[nth % from.length]!;
   }
 
   apply(o: HeldOp): { body: string; pos?: number; head?: Record<string, string | undefined> } {
@@ -256,6 +264,14 @@ class HeldModel {
           this.held.set(pos, { deadline: 0, deliveries: e.deliveries });
         return { body: 'HTTPSQS_NACK_OK' };
       }
+      case 'discard': {
+        const pos = this.discardTarget(o.nth);
+        const e = this.held.get(pos);
+        if (!e || e.died === undefined) return { body: 'HTTPSQS_DEAD_NOT_FOUND' };
+        this.held.delete(pos);
+        this.messages.delete(pos);
+        return { body: 'HTTPSQS_DISCARD_OK' };
+      }
       case 'tick':
         this.now += o.ms;
         return { body: '' };
@@ -311,6 +327,7 @@ const heldOpArb: fc.Arbitrary<HeldOp> = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 1, max: 3 }).map((num) => ({ op: 'redrive' as const, num })) },
   { weight: 2, arbitrary: fc.constant({ op: 'status' as const }) },
   { weight: 1, arbitrary: fc.constant({ op: 'dead' as const }) },
+  { weight: 1, arbitrary: fc.nat(20).map((nth) => ({ op: 'discard' as const, nth })) },
 );
 
 function heldTarget(name: string, o: HeldOp): string {
@@ -351,6 +368,8 @@ function heldModelCheck(engine: 'journal' | 'lmdb', runs: number): void {
           model.now = clock.now();
           await request(port, 'GET', `/?name=${name}&opt=maxqueue&num=10`);
           for (const [i, o] of ops.entries()) {
+            // Named before the model applies it (a discard changes what it would name).
+            const discarded = o.op === 'discard' ? model.discardTarget(o.nth) : 0;
             const want = model.apply(o);
             const step = `step ${i} ${JSON.stringify(o)}`;
             if (o.op === 'tick') {
@@ -358,6 +377,7 @@ function heldModelCheck(engine: 'journal' | 'lmdb', runs: number): void {
               continue;
             }
             let path = heldTarget(name, o);
+            if (o.op === 'discard') path = `/?name=${name}&opt=discard&pos=${discarded}`;
             if (o.op === 'ack' || o.op === 'nack') {
               const pos = model.handed.length ? model.handed[o.nth % model.handed.length] : 1;
               path = `/?name=${name}&opt=${o.op}&pos=${pos}`;

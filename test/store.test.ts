@@ -283,7 +283,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.close();
     });
 
-    it('a delayed message that keeps failing becomes a dead letter in its slot; reset clears the setting', async () => {
+    it('a delayed message that keeps failing becomes a dead letter in its slot; discard deletes one; reset clears the setting', async () => {
       const clock = new TestClock();
       const s = await fresh({ now: clock.now });
       await s.maxdeliveries('y', 1);
@@ -297,6 +297,13 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         (await s.leases('y')).map((l) => [l.pos, l.lease.deliveries, isDead(l.lease)]),
         [[slot, 1, true]],
       );
+      assert.equal(await s.discard('y', slot!), true);
+      assert.equal(await s.discard('y', slot!), false, 'gone');
+      assert.equal(await s.view('y', slot!), null);
+      assert.equal((await s.status('y')).dead, 0);
+      await s.put('y', b('ring'));
+      const leased = await s.get('y', 50);
+      assert.equal(await s.discard('y', leased!.pos), false, 'a lease is no dead letter');
       await s.reset('y');
       assert.deepEqual(await s.status('y'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
       assert.deepEqual(await s.list('y', undefined, 10), []);

@@ -424,6 +424,16 @@ program
   });
 
 program
+  .command('discard <queue> <pos>')
+  .description('delete a dead letter for good (exit code 5 when there is none at that position)')
+  .action(async (name: string, pos: string) => {
+    await withClient(async (q) => {
+      if (!(await q.discard(name, whole('<pos>', pos)))) throw new Outcome(EXIT.refused, `no dead letter at position ${pos} of ${name}`);
+      out(json() ? `${JSON.stringify({ discarded: true })}\n` : `dead letter ${pos} of ${name} discarded\n`);
+    });
+  });
+
+program
   .command('dead <queue>')
   .description('list dead letters, as JSON lines (--json: an array, died in ms since the epoch)')
   .option('-n, --num <count>', `this many at most (1..${MAX_BATCH}; default 100)`)

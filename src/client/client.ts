@@ -398,6 +398,12 @@ export class HttpsqsClient {
     return { count: r.count, dead: r.dead };
   }
 
+  /** Deletes the dead letter at `pos` for good; false when there is none there (never one, already
+   * discarded, or moved back by a redrive). Needs the admin password when the server has one. */
+  async discard(name: QueueName, pos: number): Promise<boolean> {
+    return this.expect(await this.call({ name, opt: 'discard', pos }), R.DISCARD_OK, R.DEAD_NOT_FOUND) === R.DISCARD_OK;
+  }
+
   /** The queue's dead letters in `pos` order, those after `after` (a `pos`), up to `num` (1..1000,
    * by default 100; fewer when their bytes make a large reply): page on with the last one's `pos`,
    * until none come. They stay dead letters: this only reads them. */

@@ -17,6 +17,8 @@ export const NACK_OK = 'HTTPSQS_NACK_OK';
 export const TOUCH_OK = 'HTTPSQS_TOUCH_OK';
 export const LEASE_NOT_FOUND = 'HTTPSQS_LEASE_NOT_FOUND';
 export const MAXDELIVERIES_OK = 'HTTPSQS_MAXDELIVERIES_OK';
+export const DISCARD_OK = 'HTTPSQS_DISCARD_OK';
+export const DEAD_NOT_FOUND = 'HTTPSQS_DEAD_NOT_FOUND';
 
 export const VERSION_LINE = 'HTTP Simple Queue Service v1.7';
 

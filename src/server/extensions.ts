@@ -224,6 +224,13 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     return json(`{"count":${count},"dead":${(await store.status(name)).dead}}`);
   }
 
+  /** Deletes one dead letter, for good. */
+  async function discard(name: string, p: Params): Promise<Answer> {
+    const pos = whole(p.pos, 1, LAST_SLOT);
+    if (Number.isNaN(pos)) return { body: R.ERROR };
+    return { body: (await store.discard(name, pos)) ? R.DISCARD_OK : R.DEAD_NOT_FOUND };
+  }
+
   /** The queue's dead letters in slot order, after slot `after`, with their deliveries and when
    * they died; as many as `num` (100) and the reply budget allow. */
   async function dead(name: string, p: Params): Promise<Answer> {
@@ -257,6 +264,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     list: { nameless: true, run: (_name, p) => list(p) },
     maxdeliveries: { admin: true, run: maxdeliveries },
     redrive: { admin: true, run: redrive },
+    discard: { admin: true, run: discard },
     dead: { run: dead },
   };
 }

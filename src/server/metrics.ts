@@ -30,6 +30,7 @@ const OPTS = new Set([
   'maxdeliveries',
   'dead',
   'redrive',
+  'discard',
   '/metrics',
   '/healthz',
   '/dashboard',

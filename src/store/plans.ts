@@ -114,6 +114,17 @@ export const redrivePlan =
     return dead.length;
   };
 
+/** Deletes the dead letter at `pos`; false when there is none there. */
+export const discardPlan =
+  (pos: number): Plan<boolean> =>
+  (d) => {
+    const l = d.q.leases.get(pos);
+    if (!l || !isDead(l)) return false;
+    d.lease(pos, undefined);
+    d.drop(pos);
+    return true;
+  };
+
 export const maxqueuePlan =
   (num: number): Plan<boolean> =>
   (d) => {

@@ -254,6 +254,18 @@ save()
 if #dead > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. #dead) end
 return #dead`;
 
+// KEYS: the five. ARGV: pos. Deletes the dead letter there; returns 1, or 0 when there is none.
+export const DISCARD = `${PRELUDE}
+local pos = tonumber(ARGV[1])
+local l = redis.call('HGET', L, pos)
+if not l then return 0 end
+local deadline = parseLease(l)
+if deadline < DEAD then return 0 end
+setLease(pos, nil)
+redis.call('HDEL', M, pos)
+save()
+return 1`;
+
 // KEYS: the five. ARGV: state given ('1' or ''), putpos, getpos, maxqueue, maxdeliveries, then
 // the number of messages, that many (pos, message) pairs, then (pos, lease value) pairs.
 // Writes them as they are (no queue rule applies), the counters and sets kept in step.

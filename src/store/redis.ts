@@ -23,7 +23,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
-import { GET, leaseValueOf, MAXDELIVERIES, MAXQUEUE, parseLeaseValue, PUT, RANGE, REDRIVE, RESTORE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
+import { DISCARD, GET, leaseValueOf, MAXDELIVERIES, MAXQUEUE, parseLeaseValue, PUT, RANGE, REDRIVE, RESTORE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
 import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
 import { errorMessage } from '../errors.js';
 
@@ -90,7 +90,10 @@ export class RedisStore implements Store {
   private readonly index: Buffer;
   /** Tells this frontend's own publications apart from the others'. */
   private readonly origin = randomBytes(6).toString('hex');
-  private readonly scripts: Record<'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'maxdeliveries' | 'redrive' | 'restore' | 'status' | 'range', Script>;
+  private readonly scripts: Record<
+    'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'maxdeliveries' | 'redrive' | 'discard' | 'restore' | 'status' | 'range',
+    Script
+  >;
   private waker: ((name: string, count: number) => void) | undefined;
   private closing: Promise<void> | undefined;
   /** Servers running on this Redis (and key prefix) now: a sorted set of ids by expiry time. */
@@ -145,6 +148,7 @@ export class RedisStore implements Store {
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
       maxdeliveries: define('httpsqsMaxdeliveries', 5, MAXDELIVERIES),
       redrive: define('httpsqsRedrive', 5, REDRIVE),
+      discard: define('httpsqsDiscard', 5, DISCARD),
       restore: define('httpsqsRestore', 5, RESTORE),
       status: define('httpsqsStatus', 3, STATUS),
       range: define('httpsqsRange', 1, RANGE),
@@ -338,6 +342,17 @@ export class RedisStore implements Store {
       () => this.scripts.redrive(...this.keys(name), this.channel(name), this.origin, most),
       (r) => (r as number) > 0,
     )) as number;
+  }
+
+  async discard(name: string, pos: number): Promise<boolean> {
+    return (
+      (await this.run(
+        'discard',
+        name,
+        () => this.scripts.discard(...this.keys(name), pos),
+        (r) => r === 1,
+      )) === 1
+    );
   }
 
   async status(name: string): Promise<QueueStatus> {

@@ -63,6 +63,8 @@ export interface Store {
   /** Makes up to `max` dead letters deliverable again, those that died first first (due at once,
    * deliveries counted afresh); resolves to how many. */
   redrive(name: string, max: number): Promise<number>;
+  /** Deletes the dead letter at `pos`; resolves to false when there is none there. */
+  discard(name: string, pos: number): Promise<boolean>;
   /** Seconds between flushes in 'interval' mode (kept, but unused, in 'durable' mode). */
   setSyncInterval(seconds: number): void;
   /** Rejects with a StoreError when the store cannot serve (it cannot be read, or its last write failed). */

@@ -32,7 +32,7 @@ import { DEFAULT_MAXQUEUE, emptyQueue, unread, type QueueState } from '../../que
 import { errorMessage } from '../../errors.js';
 import { DiskReserve } from '../lmdb/disk-reserve.js';
 import { lockDirectory } from '../lock.js';
-import { maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
+import { discardPlan, maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
   type EmbeddedOptions,
   DiskLowError,
@@ -1019,6 +1019,10 @@ export class JournalStore implements Store {
 
   maxdeliveries(name: string, num: number): Promise<void> {
     return this.run('maxdeliveries', name, recordBytes(T.maxdeliveries, name), false, maxdeliveriesPlan(num));
+  }
+
+  discard(name: string, pos: number): Promise<boolean> {
+    return this.run('discard', name, recordBytes(T.unlease, name), false, discardPlan(pos));
   }
 
   redrive(name: string, max: number): Promise<number> {

@@ -27,7 +27,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
 import { emptyQueue, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
-import { maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
+import { discardPlan, maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
   type EmbeddedOptions,
   DiskLowError,
@@ -607,6 +607,10 @@ export class LmdbStore implements Store {
 
   maxdeliveries(name: string, num: number): Promise<void> {
     return this.run('maxdeliveries', name, maxdeliveriesPlan(num), this.room.need(1, keyBytes(name)));
+  }
+
+  discard(name: string, pos: number): Promise<boolean> {
+    return this.run('discard', name, discardPlan(pos), this.room.need(3, keyBytes(name)));
   }
 
   redrive(name: string, max: number): Promise<number> {
