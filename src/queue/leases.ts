@@ -5,7 +5,7 @@
  * rules, as pure functions over a queue's ring state and its lease table; stores apply them
  * inside one atomic operation, as they do the ring rules.
  */
-import { MAX_POSITION, nextGetPos, nextPutPos, type QueueState } from './ring.js';
+import { MAX_POSITION, moved, nextGetPos, nextPutPos, type QueueState } from './ring.js';
 
 export interface Lease {
   /** When the lease ends, in ms since the epoch; 0 when given back. */
@@ -214,5 +214,5 @@ export function take(s: QueueState, leases: LeaseTable, now: number, leaseMs?: n
   }
   const pos = nextGetPos(s);
   if (!pos) return undefined;
-  return { pos, deliveries: 1, next: { ...s, getpos: pos }, lease: leaseMs ? { deadline: now + leaseMs, deliveries: 1 } : undefined };
+  return { pos, deliveries: 1, next: moved(s, s.putpos, pos), lease: leaseMs ? { deadline: now + leaseMs, deliveries: 1 } : undefined };
 }

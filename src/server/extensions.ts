@@ -85,7 +85,9 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     events.onTaken?.(name, 1, !!o.leaseMs);
     if (o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
-    return { body: got.message, pos: got.pos, ...(o.leaseMs || got.deliveries > 1 ? { head } : {}) };
+    const answer: Answer = { body: got.message, pos: got.pos };
+    if (o.leaseMs || got.deliveries > 1) answer.head = head;
+    return answer;
   }
 
   async function mget(name: string, p: Params, req: HttpRequest): Promise<Answer> {

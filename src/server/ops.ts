@@ -96,7 +96,9 @@ export function referenceOps({ store, waiters, events, putFailed, onSynctime }: 
         if (!got) return { body: R.GET_END };
         events.onTaken?.(name, 1, false);
         // A message whose lease ended comes back to a plain get too, saying how often it went out.
-        return { body: got.message, pos: got.pos, ...(got.deliveries > 1 ? { head: `Deliveries: ${got.deliveries}\r\n` } : {}) };
+        const answer: Answer = { body: got.message, pos: got.pos };
+        if (got.deliveries > 1) answer.head = `Deliveries: ${got.deliveries}\r\n`;
+        return answer;
       },
     },
     status: { run: async (name) => ({ body: R.statusText(name, await store.status(name)) }) },

@@ -28,7 +28,7 @@ import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, read
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
-import { DEFAULT_MAXQUEUE, emptyQueue, unread, type QueueState } from '../../queue/ring.js';
+import { DEFAULT_MAXQUEUE, emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
 import { errorMessage } from '../../errors.js';
 import { DiskReserve } from '../lmdb/disk-reserve.js';
 import { lockDirectory } from '../lock.js';
@@ -442,7 +442,7 @@ export class JournalStore implements Store {
     const pos = f[0]!;
     switch (type) {
       case T.put:
-        q.s = { ...q.s, putpos: pos };
+        q.s = moved(q.s, pos, q.s.getpos);
         this.place(q, pos, seg, off, len);
         break;
       case T.store:
@@ -454,11 +454,11 @@ export class JournalStore implements Store {
         break;
       }
       case T.advance:
-        q.s = { ...q.s, getpos: pos };
+        q.s = moved(q.s, q.s.putpos, pos);
         this.relive(q, pos);
         break;
       case T.maxqueue:
-        q.s = { ...q.s, maxqueue: pos };
+        q.s = moved(q.s, q.s.putpos, q.s.getpos, pos);
         break;
       case T.lease:
         q.leases.set(pos, { deadline: joinDeadline(f[1]!, f[2]!), deliveries: f[3]! });

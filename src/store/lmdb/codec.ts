@@ -31,7 +31,9 @@ export function decodeMeta(v: Buffer | undefined): { s: QueueState; held: number
       if (md) s.maxdeliveries = md;
     }
   }
-  return { s, held, status: { ...s, leased: held - delayed - dead, delayed, dead } };
+  const status: QueueStatus = { putpos: s.putpos, getpos: s.getpos, maxqueue: s.maxqueue, leased: held - delayed - dead, delayed, dead };
+  if (s.maxdeliveries) status.maxdeliveries = s.maxdeliveries;
+  return { s, held, status };
 }
 
 export function encodeMeta(s: QueueState, leases: LeaseTable): Buffer {

@@ -25,7 +25,7 @@
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
-import { emptyQueue, unread, type QueueState } from '../../queue/ring.js';
+import { emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
 import { discardPlan, maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
 import {
@@ -110,7 +110,7 @@ class Draft implements PlanDraft {
   }
 
   put(pos: number, message: Buffer): void {
-    this.state({ ...this.q.s, putpos: pos });
+    this.state(moved(this.q.s, pos, this.q.s.getpos));
     this.store(pos, message);
   }
 
@@ -124,7 +124,7 @@ class Draft implements PlanDraft {
   }
 
   maxqueue(num: number): void {
-    this.state({ ...this.q.s, maxqueue: num });
+    this.state(moved(this.q.s, this.q.s.putpos, this.q.s.getpos, num));
   }
 
   maxdeliveries(num: number): void {
