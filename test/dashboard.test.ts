@@ -156,12 +156,28 @@ describe('dashboard', { skip }, () => {
     await page.locator('#queue-dead').waitFor();
     const cards = async () => Promise.all(['leased', 'delayed', 'dead', 'maxdeliveries'].map((c) => page.locator(`#queue-${c}`).textContent()));
     assert.deepEqual(await cards(), ['1', '1', '1', '1']);
+    await page.locator('#dead-letters tr[data-dead] td.msg', { hasText: 'poison' }).waitFor();
     await page.screenshot({ path: join(SHOTS, 'dashboard-dead.png'), fullPage: true });
-    // The page follows: a redrive makes the dead letter deliverable again (waiting outside the ring).
-    assert.equal(await ask('opt=redrive'), '{"count":1,"dead":0}\n');
-    await ask('opt=maxdeliveries&num=0');
+    // From the page: a redrive makes the dead letter deliverable again (waiting outside the ring).
+    await page.click('#redrive-button');
     await page.waitForFunction(() => document.querySelector('#queue-dead')?.textContent === '0');
+    assert.equal(await page.locator('#dead-letters').count(), 0, 'no dead letters left to list');
+    await page.fill('#maxdeliveries-input', '0');
+    await page.click('#maxdeliveries-button');
+    await page.waitForFunction(() => document.querySelector('#queue-maxdeliveries')?.textContent === 'off');
     assert.deepEqual(await cards(), ['1', '2', '0', 'off']);
+    // A dead letter discarded from the page is gone for good.
+    assert.equal(await ask('opt=get'), 'poison', 'the redriven one first');
+    await ask('opt=maxdeliveries&num=1');
+    await ask('opt=put&data=junk');
+    const junk = await request(port, 'GET', '/?name=dlq-page&opt=get&lease=60');
+    assert.equal(junk.body.toString(), 'junk');
+    assert.equal(await ask(`opt=nack&pos=${junk.headers.pos}`), 'HTTPSQS_NACK_OK');
+    const discard = page.locator('#dead-letters tr[data-dead] button', { hasText: 'Discard' });
+    await discard.waitFor();
+    await discard.click(); // the confirmation is accepted
+    await page.waitForFunction(() => document.querySelector('#queue-dead')?.textContent === '0');
+    assert.equal(await ask('opt=dead'), '[]\n');
     assert.deepEqual(problems, []);
     await page.close();
   });

@@ -274,8 +274,10 @@ async function renderQueue(ref) {
   const leased = s.leased ?? 0, delayed = s.delayed ?? 0, dead = s.dead ?? 0, maxdeliveries = s.maxdeliveries ?? 0;
   const first = msgPage ?? Math.max(1, s.getpos - 4);
   const msgs = await json({ name, opt: 'view', pos: String(first), num: '20', encoding: 'base64' });
+  const letters = dead ? await json({ name, opt: 'dead', num: '20', encoding: 'base64' }) : [];
   const isUnread = (pos) => s.putpos >= s.getpos ? pos > s.getpos && pos <= s.putpos : pos > s.getpos || pos <= s.putpos;
   const maxInput = el('input', { type: 'number', min: '10', value: String(s.maxqueue), 'aria-label': 'maxqueue', id: 'maxqueue-input' });
+  const mdInput = el('input', { type: 'number', min: '0', max: '1000', value: String(maxdeliveries), 'aria-label': 'max deliveries', id: 'maxdeliveries-input' });
   const putInput = el('input', { type: 'text', placeholder: 'a test message', 'aria-label': 'message', id: 'put-input' });
   const act = async (label, fn) => {
     try { notice = { ok: true, text: label + ': ' + (await fn()) }; }
@@ -290,7 +292,12 @@ async function renderQueue(ref) {
     el('div', { class: 'panel' }, el('h2', { text: 'Actions' }),
       el('div', { class: 'toolbar' }, putInput, el('button', { id: 'put-button', onclick: () => act('put', () => api({ name, opt: 'put' }, { method: 'POST', body: encodeURIComponent(putInput.value || 'test message') })) }, 'Put message')),
       el('div', { class: 'toolbar' }, maxInput, el('button', { id: 'maxqueue-button', onclick: () => act('maxqueue', () => api({ name, opt: 'maxqueue', num: maxInput.value }, { admin: true })) }, 'Set maxqueue')),
+      el('div', { class: 'toolbar' }, mdInput, el('button', { id: 'maxdeliveries-button', onclick: () => act('maxdeliveries', () => api({ name, opt: 'maxdeliveries', num: mdInput.value }, { admin: true })) }, 'Set max deliveries (0: off)')),
       el('div', { class: 'toolbar' }, el('button', { class: 'danger', id: 'reset-button', onclick: () => { if (confirm('Reset queue "' + ref.name + '"? Every message in it is deleted.')) act('reset', () => api({ name, opt: 'reset' }, { admin: true })); } }, 'Reset queue…'))),
+    ...(letters.length ? [el('div', { class: 'panel', id: 'dead-letters' }, el('h2', {}, 'Dead letters ', el('button', { id: 'redrive-button', onclick: () => act('redrive', () => api({ name, opt: 'redrive' }, { admin: true })) }, 'Redrive all')),
+      el('table', {}, el('thead', {}, el('tr', {}, el('th', { text: 'Pos' }), el('th', { text: 'Deliveries' }), el('th', { text: 'Died' }), el('th', { style: 'text-align:left', text: 'Message' }), el('th', {}))),
+        el('tbody', {}, ...letters.map((d) => el('tr', { 'data-dead': String(d.pos) }, el('td', { text: d.pos }), el('td', { text: d.deliveries }), el('td', { text: new Date(d.died).toLocaleString() }), el('td', { class: 'msg', text: b64text(d.data).slice(0, 500) }),
+          el('td', {}, el('button', { class: 'danger', onclick: () => { if (confirm('Discard dead letter ' + d.pos + '? It is deleted for good.')) act('discard ' + d.pos, () => api({ name, opt: 'discard', pos: String(d.pos) }, { admin: true })); } }, 'Discard…')))))))] : []),
     el('div', { class: 'panel' }, el('h2', { text: 'Messages by position' }),
       el('table', { id: 'messages' }, el('thead', {}, el('tr', {}, el('th', { text: 'Pos' }), el('th', { text: 'State' }), el('th', { style: 'text-align:left', text: 'Message' }))),
         el('tbody', {}, ...(msgs.length ? msgs.map((m) => el('tr', { class: isUnread(m.pos) ? 'unread' : 'read' }, el('td', { text: m.pos }), el('td', {}, el('span', { class: 'tag ' + (isUnread(m.pos) ? 'unread' : 'read'), text: isUnread(m.pos) ? 'unread' : 'read' })), el('td', { class: 'msg', text: b64text(m.data).slice(0, 500) }))) : [el('tr', {}, el('td', { colspan: '3', class: 'legend', text: 'No stored messages at positions ' + first + '–' + (first + 19) }))]))),
