@@ -95,7 +95,7 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
 });
 
 describe('export and import', () => {
-  it('round-trips queues, stored messages (binary too) and leases, LMDB to Redis and back', { skip: noRedis() }, async () => {
+  it('round-trips queues, stored messages (binary too), leases, delayed messages and dead letters, LMDB to Redis and back', { skip: noRedis() }, async () => {
     const dir = tempDir('httpsqs-move-');
     const server = await startServer({ dir: join(dir, 'a') });
     const raw = Buffer.from([0, 1, 2, 255, 10]);
@@ -105,6 +105,13 @@ describe('export and import', () => {
       await request(server.port, 'GET', '/?name=text&opt=get&lease=600');
       await request(server.port, 'POST', '/?name=bin&opt=put', { body: raw, headers: [['Content-Type', 'application/octet-stream']] });
       await request(server.port, 'GET', '/?name=z%C3%BCrich&opt=maxqueue&num=50');
+      // Delayed messages and dead letters wait at slots past the ring, with maxdeliveries.
+      await request(server.port, 'GET', '/?name=held&opt=maxdeliveries&num=1');
+      await request(server.port, 'GET', '/?name=held&opt=put&data=later&delay=3600');
+      await request(server.port, 'GET', '/?name=held&opt=put&data=poison');
+      await request(server.port, 'GET', '/?name=held&opt=get&lease=600');
+      await request(server.port, 'GET', '/?name=held&opt=nack&pos=1');
+      await request(server.port, 'GET', '/?name=only-setting&opt=maxdeliveries&num=7');
       // Export works while the server runs; import into its directory is refused.
       const live = httpsqs(['export', '-x', join(dir, 'a')]);
       assert.equal(live.status, 0, live.stderr);
@@ -129,6 +136,8 @@ describe('export and import', () => {
     const exported = readFileSync(join(dir, 'a.jsonl'), 'utf8');
     assert.match(exported, /^\{"format":"httpsqs-export","version":1\}\n/);
     assert.match(exported, /"queue":"text","pos":2,"deadline":\d+,"deliveries":1\}/);
+    assert.match(exported, /\{"queue":"held","maxqueue":1000000,"putpos":1,"getpos":1,"maxdeliveries":1\}/);
+    assert.match(exported, /"queue":"held","pos":1000000002,"data":"cG9pc29u"\}/);
 
     const redis = await startRedis();
     try {
@@ -169,6 +178,10 @@ describe('export and import', () => {
       assert.deepEqual(await body(server2.port, '/?name=bin&opt=get'), raw);
       assert.match((await body(server2.port, '/?name=text&opt=status_json')).toString(), /"putpos":5,.*"getpos":2,.*"leased":1\}/);
       assert.equal((await body(server2.port, '/?name=text&opt=nack&pos=2')).toString(), 'HTTPSQS_NACK_OK');
+      assert.match((await body(server2.port, '/?name=held&opt=status_json')).toString(), /"unread":0,"delayed":1,"dead":1,"maxdeliveries":1\}/);
+      assert.match((await body(server2.port, '/?name=held&opt=dead')).toString(), /^\[\{"pos":1000000002,"deliveries":1,"died":\d+,"data":"poison"\}\]/);
+      assert.equal((await body(server2.port, '/?name=held&opt=get')).toString(), 'HTTPSQS_GET_END', 'the delayed one is not due');
+      assert.match((await body(server2.port, '/?name=only-setting&opt=status_json')).toString(), /"maxdeliveries":7\}/);
     } finally {
       await server2.stop();
       cleanup(dir);

@@ -35,7 +35,8 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
   for (const [i, name] of queues.entries()) {
     const s = await store.status(name);
     const q = nameField(name);
-    await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}}`);
+    const md = s.maxdeliveries ? `,"maxdeliveries":${s.maxdeliveries}` : '';
+    await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}${md}}`);
     for await (const m of store.dump(name)) {
       await write(`{${q},"pos":${m.pos},"data":"${m.message.toString('base64')}"}`);
       messages++;

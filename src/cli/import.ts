@@ -2,7 +2,7 @@
 import { constants } from 'node:buffer';
 import { createReadStream, statSync } from 'node:fs';
 import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
-import type { Lease } from '../queue/leases.js';
+import { LAST_SLOT, MAX_DELIVERIES, type Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { isInitial, type Store } from '../store/store.js';
 import { DataError, MAX_LINE, openStore, parseDataArgs, progress, USAGE } from './data.js';
@@ -49,18 +49,20 @@ class Importer {
     if (s.maxqueue < MIN_MAXQUEUE || s.maxqueue > MAX_POSITION)
       throw new DataError(`${what}: maxqueue ${s.maxqueue} is outside ${MIN_MAXQUEUE}..${MAX_POSITION}`);
     if (s.putpos > s.maxqueue || s.getpos > s.maxqueue) throw new DataError(`${what}: positions ${s.putpos}/${s.getpos} are beyond maxqueue ${s.maxqueue}`);
+    if ((s.maxdeliveries ?? 0) > MAX_DELIVERIES) throw new DataError(`${what}: maxdeliveries ${s.maxdeliveries} is over ${MAX_DELIVERIES}`);
     this.state = s;
   }
 
   async message(pos: number, message: Buffer): Promise<void> {
-    if (!(pos >= 1 && pos <= MAX_POSITION)) throw new DataError(`position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
+    // Ring positions, and slots past the ring (delayed messages, dead letters).
+    if (!(pos >= 1 && pos <= LAST_SLOT)) throw new DataError(`position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
     this.batch.push({ pos, message });
     this.messages++;
     if (this.batch.length >= BATCH) await this.flush(false);
   }
 
   lease(pos: number, lease: Lease): void {
-    if (!(pos >= 1 && pos <= MAX_POSITION)) throw new DataError(`a lease at position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
+    if (!(pos >= 1 && pos <= LAST_SLOT)) throw new DataError(`a lease at position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
     this.held.push({ pos, lease });
   }
 
@@ -147,11 +149,13 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     if (name === undefined) throw new DataError(`line ${n}: no queue`);
     await imp.queue(name);
     if ('maxqueue' in r) {
-      imp.setState({
+      const s: QueueState = {
         maxqueue: number(r.maxqueue, `line ${n}: maxqueue`),
         putpos: number(r.putpos, `line ${n}: putpos`),
         getpos: number(r.getpos, `line ${n}: getpos`),
-      });
+      };
+      if ('maxdeliveries' in r) s.maxdeliveries = number(r.maxdeliveries, `line ${n}: maxdeliveries`);
+      imp.setState(s);
     } else if ('data' in r) {
       if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));

@@ -15,6 +15,8 @@ export interface Lease {
 }
 
 export const MAX_LEASE_SECONDS = 86_400;
+/** The most lease endings `opt=maxdeliveries` takes before a message becomes a dead letter. */
+export const MAX_DELIVERIES = 1000;
 /** Longest delay of a delayed put (`delay=S`), in seconds: 30 days. */
 export const MAX_DELAY_SECONDS = 30 * 86_400;
 

@@ -7,15 +7,12 @@
 import { isUtf8 } from 'node:buffer';
 import { atoi, isBase64, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
-import { diedAt, isDead, LAST_SLOT, MAX_DELAY_SECONDS, MAX_LEASE_SECONDS } from '../queue/leases.js';
+import { diedAt, isDead, LAST_SLOT, MAX_DELAY_SECONDS, MAX_DELIVERIES, MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
 import type { Delivery } from '../store/store.js';
 import { batchBody, type Encoding } from './batch.js';
 import type { HttpRequest } from './http.js';
 import { messageOf, type Answer, type OpContext, type Ops } from './ops.js';
-
-/** The most deliveries `opt=maxdeliveries` takes. */
-export const MAX_DELIVERIES = 1000;
 
 export interface ExtensionContext extends OpContext {
   /** Longest `wait` accepted, in seconds. */
