@@ -10,14 +10,11 @@ import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
-import { MAX_DELAY_SECONDS } from '../queue/leases.js';
+import { MAX_DELAY_SECONDS, MAX_DELIVERIES } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
-
-/** The most deliveries `opt=maxdeliveries` takes (as the server, src/server/extensions.ts). */
-const MAX_DELIVERIES = 1000;
 
 /** Exit codes a script can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, empty: 3, full: 4, refused: 5, auth: 6, interrupted: 130 } as const;
