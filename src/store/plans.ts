@@ -66,6 +66,19 @@ function bury(d: Draft, pos: number, message: Buffer, deliveries: number, at: nu
 /** Whether a message that went out `deliveries` times, and came back each time, is done for. */
 const spent = (d: Draft, deliveries: number): boolean => !!d.q.s.maxdeliveries && deliveries >= d.q.s.maxdeliveries;
 
+/** The leases a take at `at` may turn into dead letters (those due whose last delivery allowed
+ * ended), or a nack of `pos` may: for the room an engine counts their writes need before it runs
+ * the plan. Nothing without a maxdeliveries. */
+export function spentLeases(q: Draft['q'], at: number, pos?: number): Array<[number, Lease]> {
+  const md = q.s.maxdeliveries;
+  const out: Array<[number, Lease]> = [];
+  if (!md) return out;
+  const one = (p: number, l: Lease | undefined) => l && l.deliveries >= md && !isDead(l) && out.push([p, l]);
+  if (pos !== undefined) one(pos, q.leases.get(pos));
+  else if ((q.leases.nextDeadline() ?? Infinity) <= at) for (const [p, l] of q.leases.entries()) if (l.deadline <= at) one(p, l);
+  return out;
+}
+
 /** Hands out up to `limit` messages (due leases first); with `maxBytes`, as many as fit in that
  * many bytes, the first whatever its size. */
 export const takePlan =

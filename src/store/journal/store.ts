@@ -27,12 +27,23 @@
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
+import { FIRST_SLOT, LeaseTable, type Lease } from '../../queue/leases.js';
 import { DEFAULT_MAXQUEUE, emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
 import { errorMessage } from '../../errors.js';
 import { DiskReserve } from '../lmdb/disk-reserve.js';
 import { lockDirectory } from '../lock.js';
-import { discardPlan, maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
+import {
+  discardPlan,
+  spentLeases,
+  maxdeliveriesPlan,
+  maxqueuePlan,
+  putPlan,
+  redrivePlan,
+  settlePlan,
+  takePlan,
+  touchPlan,
+  type Draft as PlanDraft,
+} from '../plans.js';
 import {
   type EmbeddedOptions,
   DiskLowError,
@@ -973,21 +984,12 @@ export class JournalStore implements Store {
    * (plans.ts): a copy of the message to a slot, its dead lease, the end of the old lease. Leases
    * due by `at`, or only the one at `pos`. */
   private burying(q: Queue | undefined, name: string, at: number, pos?: number): number {
-    const md = q?.s.maxdeliveries;
-    if (!q || !md) return 0;
     let bytes = 0;
-    const one = (p: number, l: Lease) => {
-      if (l.deliveries < md || isDead(l)) return;
+    for (const [p] of q ? spentLeases(q, at, pos) : []) {
       bytes += recordBytes(T.lease, name);
-      if (isSlot(p)) return;
-      const i = q.index.find(p);
-      bytes += (i >= 0 ? q.index.len(i) : 0) + recordBytes(T.unlease, name);
-    };
-    if (pos !== undefined) {
-      const l = q.leases.get(pos);
-      if (l) one(pos, l);
-    } else if ((q.leases.nextDeadline() ?? Infinity) <= at) {
-      for (const [p, l] of q.leases.entries()) if (l.deadline <= at) one(p, l);
+      if (isSlot(p)) continue;
+      const i = q!.index.find(p);
+      bytes += (i >= 0 ? q!.index.len(i) : 0) + recordBytes(T.unlease, name);
     }
     return bytes;
   }

@@ -24,10 +24,21 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { FIRST_SLOT, isDead, LeaseTable, type Lease } from '../../queue/leases.js';
+import { FIRST_SLOT, LeaseTable, type Lease } from '../../queue/leases.js';
 import { emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
-import { discardPlan, maxdeliveriesPlan, maxqueuePlan, putPlan, redrivePlan, settlePlan, takePlan, touchPlan, type Draft as PlanDraft } from '../plans.js';
+import {
+  discardPlan,
+  spentLeases,
+  maxdeliveriesPlan,
+  maxqueuePlan,
+  putPlan,
+  redrivePlan,
+  settlePlan,
+  takePlan,
+  touchPlan,
+  type Draft as PlanDraft,
+} from '../plans.js';
 import {
   type EmbeddedOptions,
   DiskLowError,
@@ -488,20 +499,21 @@ export class LmdbStore implements Store {
     return this.run('put', name, plan, this.room.need(1 + leases, keyBytes(name), messages), true);
   }
 
-  /** The messages a take or nack may copy to slots as dead letters (those whose lease ended for the
-   * last time allowed and are due), for the room their writes need. */
-  private burying(name: string, q: Queue, max: number, pos?: number): Buffer[] {
-    const md = q.s.maxdeliveries;
+  /** The messages a take or nack may copy to slots as dead letters (`spentLeases` at ring
+   * positions), for the room their writes need. */
+  private burying(name: string, q: Queue, pos?: number): Buffer[] {
     const out: Buffer[] = [];
-    if (!md) return out;
-    const at = this.now();
-    for (const [p, l] of q.leases.entries()) {
-      if (out.length >= max) break;
-      if (p >= FIRST_SLOT || l.deliveries < md || isDead(l) || (pos === undefined ? l.deadline > at : p !== pos)) continue;
-      const m = this.pending.get(name, p) ?? this.msg.get(msgKey(name, p));
+    for (const [p] of spentLeases(q, this.now(), pos)) {
+      const m = p < FIRST_SLOT ? (this.pending.get(name, p) ?? this.msg.get(msgKey(name, p))) : undefined;
       if (m) out.push(m);
     }
     return out;
+  }
+
+  /** A queue's maxdeliveries: from memory, or else its meta record alone (not its leases). */
+  private maxdeliveriesOf(name: string): number | undefined {
+    const q = this.cache?.get(name);
+    return q ? q.s.maxdeliveries : decodeMeta(this.meta.get(metaKey(name))).s.maxdeliveries;
   }
 
   async get(name: string, leaseMs?: number): Promise<Delivery | null> {
@@ -515,12 +527,12 @@ export class LmdbStore implements Store {
     let limit = max;
     let due = max;
     let buried: Buffer[] = [];
-    if (max > 1 || this.current(name).s.maxdeliveries) {
+    if (max > 1 || this.maxdeliveriesOf(name)) {
       const q = this.current(name);
       due = (q.leases.nextDeadline() ?? Infinity) <= this.now() ? Math.min(max, q.leases.size) : 0;
       limit = Math.min(max, unread(q.s) + due);
       // A dead letter is copied to a slot and leases it, and does not count against `max`.
-      buried = due ? this.burying(name, q, Infinity) : [];
+      buried = due ? this.burying(name, q) : [];
       due += 2 * buried.length;
     }
     const need = this.room.need(1 + due, keyBytes(name), buried, limit);
@@ -601,7 +613,7 @@ export class LmdbStore implements Store {
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    const buried = outcome === 'nack' ? this.burying(name, this.current(name), 1, pos) : [];
+    const buried = outcome === 'nack' && this.maxdeliveriesOf(name) ? this.burying(name, this.current(name), pos) : [];
     return this.run('settle', name, settlePlan(pos, outcome, token, this.now), this.room.need(3, keyBytes(name), buried));
   }
 
