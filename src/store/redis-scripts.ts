@@ -167,8 +167,9 @@ while #out < 4 * max do
   -- Decided before anything changes: a message that does not fit the reply stays where it is.
   if message and #out > 0 and budget >= 0 and bytes + #message > budget then break end
   if #due == 0 then g = pos end
+  -- Only a due one holds a lease: an unread position has none to end.
   if not message then
-    setLease(pos, nil)
+    if #due > 0 then setLease(pos, nil) end
   elseif not (spent(deliveries - 1) and bury(pos, message, deliveries - 1, now)) then
     bytes = bytes + #message
     local token = ''
@@ -176,7 +177,7 @@ while #out < 4 * max do
       local deadline = now + leaseMs
       setLease(pos, deadline, deliveries)
       token = fmt(deliveries) .. '-' .. fmt(deadline)
-    else
+    elseif #due > 0 then
       setLease(pos, nil)
       -- A slot's message goes with its last lease.
       if pos >= FIRST_SLOT then redis.call('HDEL', M, pos) end
