@@ -179,6 +179,15 @@ describe('journal: a torn or damaged tail', () => {
   });
 });
 
+/** 500,000 one-byte messages in `name`: an index of 8 MB, a checkpoint written in several pieces. */
+async function fill(s: JournalStore, name: string): Promise<void> {
+  for (let i = 0; i < 50; i++)
+    await s.putMany(
+      name,
+      Array.from({ length: 10_000 }, () => b('m')),
+    );
+}
+
 describe('journal: checkpoints, replay and restarts', () => {
   it('a checkpoint is written when a segment fills; start-up replays only the records after it', async () => {
     const d = dir();
@@ -212,12 +221,8 @@ describe('journal: checkpoints, replay and restarts', () => {
   it('a checkpoint is written in pieces while requests go on: a put made meanwhile is on disk before the checkpoint is; a restart finds everything', async () => {
     const d = dir();
     let s = await open(d, { segmentBytes: 64 * 2 ** 20 });
-    // 500,000 stored messages: an index of 8 MB, written a MiB a turn.
-    for (let i = 0; i < 50; i++)
-      await s.putMany(
-        'big',
-        Array.from({ length: 10_000 }, () => b('m')),
-      );
+    // Their checkpoint is written a MiB a turn.
+    await fill(s, 'big');
     const tmp = join(d, 'journal', 'checkpoint.tmp');
     const written = inside<() => Promise<void>>(s, 'checkpoint').call(s);
     await s.put('during', b('put while the checkpoint was written'));
@@ -237,11 +242,7 @@ describe('journal: checkpoints, replay and restarts', () => {
   it('a checkpoint holds the state of the moment it was started, however the index changes while it is written', async () => {
     const d = dir();
     const s = await open(d, { segmentBytes: 64 * 2 ** 20 });
-    for (let i = 0; i < 50; i++)
-      await s.putMany(
-        'snap',
-        Array.from({ length: 10_000 }, () => b('m')),
-      );
+    await fill(s, 'snap');
     const written = inside<() => Promise<void>>(s, 'checkpoint').call(s);
     // Meanwhile: messages read from the front and the back of the index changes, a ring overwrite.
     await s.getMany('snap', 1000);
