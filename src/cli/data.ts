@@ -18,8 +18,6 @@ import { SingleBar } from 'cli-progress';
 import { DamagedDataFile, repairedCopy } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { JournalDamaged, JournalStore } from '../store/journal/store.js';
-import { LmdbStore } from '../store/lmdb/store.js';
-import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
 import { errorMessage } from '../errors.js';
 import { engineIn } from './engine.js';
@@ -51,7 +49,7 @@ default --max-message-bytes). Raise it for larger messages, up to ${constants.MA
 export class DataError extends Error {}
 
 export async function openStore(o: { datadir?: string; store?: string; engine?: string }, forWriting: boolean): Promise<Store> {
-  if (o.store && o.store !== 'lmdb') return new RedisStore({ url: o.store });
+  if (o.store && o.store !== 'lmdb') return new (await import('../store/redis.js')).RedisStore({ url: o.store });
   const dir = o.datadir ?? './data';
   const held = engineIn(dir);
   // A mistyped -x must not give an empty backup (nor leave a new database behind).
@@ -60,6 +58,7 @@ export async function openStore(o: { datadir?: string; store?: string; engine?: 
   if (held && o.engine && held !== o.engine)
     throw new DataError(`--engine ${o.engine}: ${dir} holds the ${held === 'lmdb' ? 'LMDB database' : 'journal'} already`);
   if ((held ?? o.engine ?? 'lmdb') === 'journal') return openJournal(dir, forWriting);
+  const { LmdbStore } = await import('../store/lmdb/store.js');
   try {
     // Export only reads, which LMDB allows next to a running server; import takes the directory.
     return await LmdbStore.open({ path: dir, shared: !forWriting });

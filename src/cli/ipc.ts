@@ -5,7 +5,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { HistorySnapshot } from '../dashboard/history.js';
-import { clusterMetrics } from '../server/metrics.js';
+import type { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
 import { reopenLog } from './log.js';
 import type { Serving } from './serve.js';
@@ -57,10 +57,11 @@ const HISTORY_WAIT_MS = 1000;
 export const allWorkers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
 
 /** The primary's side: what it relays between workers. `ready`: the workers that serve now. */
-export function primaryRelay(o: { ready: Set<Worker>; metrics: boolean }) {
+/** `metrics`: the workers' metrics, gathered (server/metrics.ts), when there are several workers. */
+export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof clusterMetrics> | undefined }) {
   // Long polls across workers: which workers wait on which queue, so a put in one wakes the others.
   const watchers = new Map<string, Set<Worker>>();
-  const collect = o.metrics ? clusterMetrics() : undefined;
+  const collect = o.metrics;
   let nextGathering = 0;
   const gatherings = new Map<number, { snapshots: HistorySnapshot[]; waiting: number; done: () => void }>();
   return {

@@ -5,16 +5,12 @@
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
-import { runPrimary } from './primary.js';
-import { isWorker, runWorker } from './worker.js';
+import cluster from 'node:cluster';
 import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
 import { helpText, parseConfig, StartError, type Config } from './options.js';
-import { DataError } from './data.js';
 import { engineIn } from './engine.js';
-import { runExport } from './export.js';
-import { runImport } from './import.js';
-import { redactUrl } from '../store/redis.js';
+import { redactUrl } from '../store/redis-url.js';
 import { StoreError } from '../store/store.js';
 import { Exiting, fail, isLoopback, openDataDir, pidFileProblem, refuseRunningPidFile, say } from './process.js';
 import { errorMessage } from '../errors.js';
@@ -80,8 +76,11 @@ function announce(config: Config, datadir: string): void {
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'export' || command === 'import') {
+    // Loaded for these commands only: the stores they open, a progress bar.
+    const { DataError } = await import('./data.js');
+    const run = command === 'export' ? (await import('./export.js')).runExport : (await import('./import.js')).runImport;
     try {
-      return await (command === 'export' ? runExport(rest) : runImport(rest));
+      return await run(rest);
     } catch (err) {
       if (err instanceof DataError || err instanceof StoreError) fail(`${command}: ${err.message}`);
       throw err;
@@ -109,7 +108,8 @@ async function main(): Promise<void> {
   }
   hidePasswords();
   const datadir = resolve(config.datadir);
-  if (isWorker()) return runWorker(config, datadir);
+  // Each role loads what it runs: the primary only forks and watches, a worker serves.
+  if (cluster.isWorker) return (await import('./worker.js')).runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) {
     // In the background its PID file is the way to stop it, and its warnings go nowhere.
     refuseRunningPidFile(config.pidfile);
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     return daemonize();
   }
   if (config.store === 'lmdb') openDataDir(datadir);
-  await runPrimary(config, datadir, () => announce(config, datadir));
+  await (await import('./primary.js')).runPrimary(config, datadir, () => announce(config, datadir));
 }
 
 // lmdb-js leaves an internal promise of a failed commit (disk full, I/O error) without a handler;

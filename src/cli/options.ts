@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parseRedisUrl } from '../store/redis.js';
+import { parseRedisUrl } from '../store/redis-url.js';
 import { LEVELS } from './log.js';
 import { DEFAULTS } from '../protocol/reply.js';
 import { errorMessage } from '../errors.js';

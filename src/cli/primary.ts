@@ -11,7 +11,6 @@
  * the write transaction. The primary holds the directory lock for them.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { LmdbStore } from '../store/lmdb/store.js';
 import { lockDirectory } from '../store/lock.js';
 import { pickEngine } from './engine.js';
 import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, type ToWorker } from './ipc.js';
@@ -29,6 +28,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       unlock = await lockDirectory(datadir);
       // The workers open the database at the same moment: it is made (or checked) here first, so
       // that none of them finds a file another is still creating (empty, to its check).
+      const { LmdbStore } = await import('../store/lmdb/store.js');
       await (await LmdbStore.open({ path: datadir, shared: true })).close();
     } catch (err) {
       fail(`-x: ${errorMessage(err)}`);
@@ -41,7 +41,9 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   let synctime = config.synctime;
   const restarts: number[] = [];
   const ready = new Set<Worker>();
-  const relay = primaryRelay({ ready, metrics: config.workers > 1 });
+  // Loaded only where used: a primary of one worker serves no metrics of its own.
+  const metrics = config.workers > 1 ? (await import('../server/metrics.js')).clusterMetrics() : undefined;
+  const relay = primaryRelay({ ready, metrics });
 
   const fork = (): Worker => {
     const worker = cluster.fork();

@@ -9,8 +9,7 @@ import { mib } from '../store/lmdb/disk-reserve.js';
 import { DamagedDataFile } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { JournalDamaged, JournalStore } from '../store/journal/store.js';
-import { LmdbStore } from '../store/lmdb/store.js';
-import { RedisStore } from '../store/redis.js';
+import type { RedisStore } from '../store/redis.js';
 import type { Store, StoreHooks } from '../store/store.js';
 import { StartError, type Config } from './options.js';
 import { pickEngine } from './engine.js';
@@ -136,6 +135,8 @@ async function openEmbedded(config: Config, datadir: string, observe: StoreHooks
     }
     // Several workers share the environment (the primary holds the directory lock for them); a
     // single worker owns it, lock included.
+    // Loaded when used, as the Redis client is: start-up loads only the engine it runs.
+    const { LmdbStore } = await import('../store/lmdb/store.js');
     return await LmdbStore.open({
       path: datadir,
       syncMode: config.sync,
@@ -151,6 +152,7 @@ async function openEmbedded(config: Config, datadir: string, observe: StoreHooks
 }
 
 async function openRedis(config: Config, observe: StoreHooks['observe']): Promise<RedisStore> {
+  const { RedisStore } = await import('../store/redis.js');
   const store = new RedisStore({ url: config.store, wait: config.redisWait, waitMs: config.redisWaitMs, announce: true, warn: storeWarning, observe });
   try {
     return await store.ready();

@@ -1,5 +1,4 @@
 /** A worker process: it serves, and hears from the primary (ipc.ts). */
-import cluster from 'node:cluster';
 import { dispatch, primaryLink, type FromWorker, type ToWorker } from './ipc.js';
 import { reopenLog } from './log.js';
 import { StartError, type Config } from './options.js';
@@ -29,4 +28,3 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
   });
 }
 
-export const isWorker = () => cluster.isWorker;

@@ -26,6 +26,7 @@ import type { QueueState } from '../queue/ring.js';
 import { DISCARD, GET, leaseValueOf, MAXDELIVERIES, MAXQUEUE, parseLeaseValue, PUT, RANGE, REDRIVE, RESTORE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
 import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
 import { errorMessage } from '../errors.js';
+import { parseRedisUrl, redactUrl } from './redis-url.js';
 
 export interface RedisStoreOptions extends StoreHooks {
   /** `redis://[:password@]host:port[/db][?prefix=p]`, `rediss://…` (TLS), or
@@ -42,8 +43,6 @@ export interface RedisStoreOptions extends StoreHooks {
   warn?: (message: string) => void;
 }
 
-/** A Redis URL fit to print: without its password. */
-export const redactUrl = (url: string): string => url.replace(/\/\/[^@/]*@/, '//***@');
 
 /** A frontend renews its entry this often, and counts as gone this long after the last one. */
 const ANNOUNCE_MS = 5_000;
@@ -61,26 +60,6 @@ function within<T>(p: Promise<T>, ms: number): Promise<T> {
 
 type Script = (...args: Array<Buffer | string | number>) => Promise<unknown>;
 
-/** Parses `--store`: the connection, and the key prefix (`?prefix=`). */
-export function parseRedisUrl(url: string): { cluster: boolean; nodes: Array<{ host: string; port: number }>; options: RedisOptions; prefix: string } {
-  const m = /^(redis|rediss|redis-cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
-  if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${url}"`);
-  const [, scheme, user, password, hosts, db, query] = m;
-  const nodes = hosts!.split(',').map((h) => {
-    const [host, port] = h.split(':');
-    if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${url}"`);
-    return { host, port: Number(port ?? 6379) };
-  });
-  const prefix = new URLSearchParams(query ?? '').get('prefix') ?? '';
-  if (/[{}]/.test(prefix)) throw new Error('the key prefix may not contain { or }');
-  const options: RedisOptions = {
-    ...(user ? { username: decodeURIComponent(user) } : {}),
-    password: password !== undefined ? decodeURIComponent(password) : process.env.HTTPSQS_REDIS_PASSWORD || undefined,
-    ...(db ? { db: Number(db) } : {}),
-    ...(scheme === 'rediss' ? { tls: {} } : {}),
-  };
-  return { cluster: scheme === 'redis-cluster', nodes, options, prefix };
-}
 
 export class RedisStore implements Store {
   readonly syncMode: SyncMode = 'durable';

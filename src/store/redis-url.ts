@@ -1,0 +1,29 @@
+/**
+ * Redis URLs (`--store`), without loading the Redis client: the command line checks and prints
+ * them, and a server on an embedded engine never loads ioredis.
+ */
+import type { RedisOptions } from 'ioredis';
+
+/** A Redis URL fit to print: without its password. */
+export const redactUrl = (url: string): string => url.replace(/\/\/[^@/]*@/, '//***@');
+
+/** Parses `--store`: the connection, and the key prefix (`?prefix=`). */
+export function parseRedisUrl(url: string): { cluster: boolean; nodes: Array<{ host: string; port: number }>; options: RedisOptions; prefix: string } {
+  const m = /^(redis|rediss|redis-cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
+  if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${url}"`);
+  const [, scheme, user, password, hosts, db, query] = m;
+  const nodes = hosts!.split(',').map((h) => {
+    const [host, port] = h.split(':');
+    if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${url}"`);
+    return { host, port: Number(port ?? 6379) };
+  });
+  const prefix = new URLSearchParams(query ?? '').get('prefix') ?? '';
+  if (/[{}]/.test(prefix)) throw new Error('the key prefix may not contain { or }');
+  const options: RedisOptions = {
+    ...(user ? { username: decodeURIComponent(user) } : {}),
+    password: password !== undefined ? decodeURIComponent(password) : process.env.HTTPSQS_REDIS_PASSWORD || undefined,
+    ...(db ? { db: Number(db) } : {}),
+    ...(scheme === 'rediss' ? { tls: {} } : {}),
+  };
+  return { cluster: scheme === 'redis-cluster', nodes, options, prefix };
+}
