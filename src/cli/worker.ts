@@ -27,4 +27,3 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
     process.disconnect?.();
   });
 }
-

@@ -43,7 +43,6 @@ export interface RedisStoreOptions extends StoreHooks {
   warn?: (message: string) => void;
 }
 
-
 /** A frontend renews its entry this often, and counts as gone this long after the last one. */
 const ANNOUNCE_MS = 5_000;
 const GONE_MS = 15_000;
@@ -59,7 +58,6 @@ function within<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 type Script = (...args: Array<Buffer | string | number>) => Promise<unknown>;
-
 
 export class RedisStore implements Store {
   readonly syncMode: SyncMode = 'durable';
