@@ -1,6 +1,6 @@
 /**
- * The master restarts a worker that dies: service resumes within a second, nothing acknowledged
- * is lost, and SIGTERM to the master stops everything and removes the PID file.
+ * The master restarts a worker that dies: service resumes at once, nothing acknowledged is lost,
+ * and SIGTERM to the master stops everything and removes the PID file.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -9,8 +9,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
 import { cleanup, keepAliveClient, request, startServer } from './helpers.js';
 
-it('a worker killed under load is restarted: service back within a second, nothing acknowledged lost', async (t) => {
+/** The time a restart may take here: the master forks at once, and a new worker starts in about
+ * 0.3 s; the rest is for a machine busy with other test files (the time is printed). */
+const BACK_WITHIN_MS = 3000;
+
+it('a worker killed under load is restarted: service back within seconds, nothing acknowledged lost', async (t) => {
   const server = await startServer();
+  // Stopped whatever fails, or its pipe would keep this file running until the test timeout.
+  t.after(() => server.kill());
   const pidfile = join(server.dir, 'httpsqs.pid');
   assert.equal(readFileSync(pidfile, 'utf8').trim(), String(server.proc.pid), 'the PID file names the master');
   const [worker] = server.workers();
@@ -51,7 +57,7 @@ it('a worker killed under load is restarted: service back within a second, nothi
   await Promise.all(load);
   client.close();
   t.diagnostic(`service back ${backAfter} ms after the worker was killed; ${acked.length} puts acknowledged`);
-  assert.ok(backAfter >= 0 && backAfter < 1000, `service back after ${backAfter} ms`);
+  assert.ok(backAfter >= 0 && backAfter < BACK_WITHIN_MS, `service back after ${backAfter} ms`);
   assert.match(server.stderr(), new RegExp(`worker ${worker} died \\(SIGKILL\\); restarting`));
   assert.notEqual(server.workers()[0], worker, 'a new worker runs');
 
