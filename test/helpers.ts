@@ -9,8 +9,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { parseConfig } from '../src/cli/options.js';
 import { serve, type Serving } from '../src/cli/serve.js';
+import type { CliJob, CliResult } from './cli-thread.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Project root (tests run from dist/test). */
@@ -302,17 +304,28 @@ export const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');
 /** This environment without HTTPSQS_* settings, which would override the flags under test. */
 export const cleanEnv = (): NodeJS.ProcessEnv => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HTTPSQS_')));
 
-/** Runs `httpsqs-cli --port <port> …` to completion (its standard input is `input`). */
+/** The thread that runs httpsqs-cli for `cliClient` (cli-thread.ts), started on first use. */
+let cliThread: { worker: Worker; answers: MessagePort; flag: Int32Array } | undefined;
+
+/** Runs `httpsqs-cli --port <port> …` to completion (its standard input is `input`), in a thread of
+ * this process: the same commands as the installed command runs (`runCli`), without starting
+ * Node.js and loading them again for each. Tests of what only a process shows (signals, a
+ * terminal, the environment) run CLI_CLIENT itself. Blocks until it is done, as a process did. */
 export const cliClient =
   (port: number) =>
-  (args: string[], o: { input?: string; env?: NodeJS.ProcessEnv } = {}): { code: number | null; stdout: string; stderr: string } => {
-    const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(port), ...args], {
-      input: o.input ?? '',
-      encoding: 'utf8',
-      env: { ...cleanEnv(), ...o.env },
-      timeout: 30_000,
-    });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  (args: string[], o: { input?: string; env?: NodeJS.ProcessEnv } = {}): CliResult => {
+    if (!cliThread) {
+      const { port1, port2 } = new MessageChannel();
+      const flag = new Int32Array(new SharedArrayBuffer(4));
+      const worker = new Worker(new URL('./cli-thread.js', import.meta.url), { workerData: { port: port2, flag }, transferList: [port2] });
+      worker.unref();
+      cliThread = { worker, answers: port1, flag };
+    }
+    const { worker, answers, flag } = cliThread;
+    Atomics.store(flag, 0, 0);
+    worker.postMessage({ args: ['--port', String(port), ...args], input: o.input ?? '', env: { ...cleanEnv(), ...o.env } } satisfies CliJob);
+    if (Atomics.wait(flag, 0, 0, 30_000) === 'timed-out') throw new Error(`httpsqs-cli ${args.join(' ')}: no end within 30 s`);
+    return receiveMessageOnPort(answers)!.message as CliResult;
   };
 
 /** For a suite of httpsqs-cli tests: a server started before them and stopped after, and
