@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cleanup, freePort, request, runCli, startServer, tempDir } from './helpers.js';
+import { cleanup, freePort, request, runCli, startInProcess, startServer, tempDir } from './helpers.js';
 
 const text = async (port: number, target: string) => (await request(port, 'GET', target)).body.toString();
 
@@ -15,7 +15,7 @@ describe('passwords', () => {
       [[], { HTTPSQS_AUTH: 'from-env' }, 'from-env'],
       [['--auth-file', join(dir, 'pw')], {}, 'from-file'],
     ] as const) {
-      const server = await startServer({ args: [...args], env });
+      const server = await startInProcess({ args: [...args], env });
       assert.equal(await text(server.port, '/?name=q&opt=put&data=x'), 'HTTPSQS_AUTH_FAILED');
       assert.equal(await text(server.port, `/?name=q&opt=put&data=x&auth=${pw}`), 'HTTPSQS_PUT_OK');
       await server.stop();
@@ -58,7 +58,7 @@ describe('passwords', () => {
       [[], { HTTPSQS_AUTH: '密码', HTTPSQS_ADMIN_AUTH: 'ü' }],
       [['--auth-file', join(dir, 'pw'), '--admin-auth', 'ü'], {}],
     ] as const) {
-      const server = await startServer({ args: [...args], env });
+      const server = await startInProcess({ args: [...args], env });
       const p = server.port;
       try {
         assert.equal(await text(p, `/?name=q&opt=put&data=x&auth=${utf8}`), 'HTTPSQS_PUT_OK', args.join(' '));
@@ -77,7 +77,7 @@ describe('passwords', () => {
     }
     // A file holds bytes: a password that is not UTF-8 (GBK here) is compared as those bytes.
     writeFileSync(join(dir, 'gbk'), Buffer.from([0xc4, 0xe3, 0xba, 0xc3, 0x0d, 0x0a]));
-    const server = await startServer({ args: ['--auth-file', join(dir, 'gbk')] });
+    const server = await startInProcess({ args: ['--auth-file', join(dir, 'gbk')] });
     try {
       assert.equal(await text(server.port, '/?name=q&opt=put&data=x&auth=%C4%E3%BA%C3'), 'HTTPSQS_PUT_OK');
       assert.equal(await text(server.port, '/?name=q&opt=put&data=x&auth=%C4%E3%BA%C3%0D'), 'HTTPSQS_AUTH_FAILED');
@@ -117,7 +117,7 @@ describe('passwords', () => {
   });
 
   it('an admin password alone leaves the other operations open', async () => {
-    const server = await startServer({ env: { HTTPSQS_ADMIN_AUTH: 'adm' } });
+    const server = await startInProcess({ env: { HTTPSQS_ADMIN_AUTH: 'adm' } });
     try {
       assert.equal(await text(server.port, '/?name=q&opt=put&data=x'), 'HTTPSQS_PUT_OK');
       assert.equal(await text(server.port, '/?name=q&opt=reset'), 'HTTPSQS_AUTH_FAILED');

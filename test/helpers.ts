@@ -116,9 +116,9 @@ export interface InProcessServer {
 
 /** Starts a server in this process on a free loopback port, from command-line flags. Start-up
  * problems are thrown (StartError), as the CLI would print them. */
-export async function startInProcess(opts: { dir?: string; args?: string[] } = {}): Promise<InProcessServer> {
+export async function startInProcess(opts: { dir?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<InProcessServer> {
   const dir = opts.dir ?? tempDir();
-  const config = { ...parseConfig(['-l', '127.0.0.1', '-x', dir, ...(opts.args ?? [])]), port: 0 };
+  const config = { ...parseConfig(['-l', '127.0.0.1', '-x', dir, ...(opts.args ?? [])], { ...cleanEnv(), ...opts.env }), port: 0 };
   const serving = await serve(config, dir);
   return { port: serving.port, dir, serving, stop: () => serving.stop() };
 }

@@ -231,7 +231,14 @@ function oneOf<T extends string>(name: OptionName, value: string, allowed: reado
  * A password from its flag, else its file (first line), else its environment variable. An empty
  * one is refused: `auth=` (or no auth at all) would match it, so the server would be open.
  */
-function secret(flagName: string, flag: string | undefined, fileOption: OptionName, file: string | undefined, env: string): Buffer | undefined {
+function secret(
+  flagName: string,
+  flag: string | undefined,
+  fileOption: OptionName,
+  file: string | undefined,
+  env: string,
+  environment: Record<string, string | undefined>,
+): Buffer | undefined {
   if (flag !== undefined) {
     if (!flag) throw new UsageError(`${flagName}: the password is empty: give one, or leave the flag out for no password`);
     return Buffer.from(flag, 'utf8');
@@ -250,12 +257,13 @@ function secret(flagName: string, flag: string | undefined, fileOption: OptionNa
     if (!first.length) throw new UsageError(`--${fileOption}: the first line of ${file} is empty: put the password there`);
     return first;
   }
-  const value = process.env[env];
+  const value = environment[env];
   if (value === '') throw new UsageError(`${env} is set but empty: set the password there, or unset it for no password`);
   return value === undefined ? undefined : Buffer.from(value, 'utf8');
 }
 
-export function parseConfig(argv: string[]): Config {
+/** The configuration `argv` gives; `env` holds HTTPSQS_AUTH and HTTPSQS_ADMIN_AUTH. */
+export function parseConfig(argv: string[], env: Record<string, string | undefined> = process.env): Config {
   const parse = () => {
     try {
       return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
@@ -292,13 +300,14 @@ export function parseConfig(argv: string[]): Config {
     redisWait: int('redis-wait', v('redis-wait'), 0, 100),
     redisWaitMs: int('redis-wait-ms', v('redis-wait-ms'), 1, 600_000),
     pidfile: v('pidfile'),
-    auth: secret('-a/--auth', values.auth as string | undefined, 'auth-file', values['auth-file'] as string | undefined, 'HTTPSQS_AUTH'),
+    auth: secret('-a/--auth', values.auth as string | undefined, 'auth-file', values['auth-file'] as string | undefined, 'HTTPSQS_AUTH', env),
     adminAuth: secret(
       '--admin-auth',
       values['admin-auth'] as string | undefined,
       'admin-auth-file',
       values['admin-auth-file'] as string | undefined,
       'HTTPSQS_ADMIN_AUTH',
+      env,
     ),
     maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
     maxHeaderBytes: int('max-header-bytes', v('max-header-bytes'), 1024, 1024 ** 3),
