@@ -553,8 +553,13 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
   });
 }
 
-storeContract('Journal store', (path, hooks) => JournalStore.open({ path, ...hooks }));
-storeContract('Journal store, --sync interval', (path, hooks) => JournalStore.open({ path, syncMode: 'interval', syncInterval: 1, ...hooks }));
+// Segments of 4 MiB, as a small disk gets (a new journal writes its first segment out in full,
+// 64 MiB by default); a case that writes more rolls over to new segments.
+const SEGMENT = 4 * 2 ** 20;
+storeContract('Journal store', (path, hooks) => JournalStore.open({ path, segmentBytes: SEGMENT, ...hooks }));
+storeContract('Journal store, --sync interval', (path, hooks) =>
+  JournalStore.open({ path, segmentBytes: SEGMENT, syncMode: 'interval', syncInterval: 1, ...hooks }),
+);
 storeContract('LMDB store, one process', (path, hooks) => LmdbStore.open({ path, ...hooks }));
 // The same suite on Redis: each store gets a key prefix of its own, named after its directory.
 describe('on Redis', { skip: noRedis() }, () => {
