@@ -154,31 +154,58 @@ export class LeaseTable {
   }
 
   private push(e: [number, number, Lease]): void {
-    const h = this.heap;
-    let i = h.push(e) - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!LeaseTable.before(h[i]!, h[parent]!)) break;
-      [h[i], h[parent]] = [h[parent]!, h[i]!];
-      i = parent;
-    }
+    heapPush(this.heap, e, LeaseTable.before);
   }
 
   private pop(): void {
+    heapPop(this.heap, LeaseTable.before);
+  }
+
+  /** The leases that have ended by `now`, in the order `due` hands them out one after another
+   * (those that ended first first; ties: the lower position), without changing the table: the
+   * heap is walked from its top, O(log n) a lease however many are held. */
+  *dueInOrder(now: number): Generator<[number, Lease]> {
     const h = this.heap;
-    const last = h.pop()!;
-    if (h.length === 0) return;
-    h[0] = last;
-    for (let i = 0; ; ) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && LeaseTable.before(h[l]!, h[m]!)) m = l;
-      if (r < h.length && LeaseTable.before(h[r]!, h[m]!)) m = r;
-      if (m === i) return;
-      [h[i], h[m]] = [h[m]!, h[i]!];
-      i = m;
+    const before = (a: number, b: number) => LeaseTable.before(h[a]!, h[b]!);
+    // The walk's frontier: heap indexes, themselves in a heap by their entries.
+    const frontier: number[] = [];
+    const reach = (i: number) => i < h.length && h[i]![0] <= now && heapPush(frontier, i, before);
+    reach(0);
+    for (let i = heapPop(frontier, before); i !== undefined; i = heapPop(frontier, before)) {
+      const [, pos, lease] = h[i]!;
+      if (this.byPos.get(pos) === lease) yield [pos, lease];
+      reach(2 * i + 1);
+      reach(2 * i + 2);
     }
+  }
+}
+
+/** Adds `e` to the binary min-heap `h` (ordered by `before`). */
+function heapPush<T>(h: T[], e: T, before: (a: T, b: T) => boolean): void {
+  let i = h.push(e) - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (!before(h[i]!, h[parent]!)) break;
+    [h[i], h[parent]] = [h[parent]!, h[i]!];
+    i = parent;
+  }
+}
+
+/** Removes and returns the least entry of the binary min-heap `h`. */
+function heapPop<T>(h: T[], before: (a: T, b: T) => boolean): T | undefined {
+  const top = h[0];
+  const last = h.pop();
+  if (h.length === 0) return top;
+  h[0] = last!;
+  for (let i = 0; ; ) {
+    const l = 2 * i + 1;
+    const r = l + 1;
+    let m = i;
+    if (l < h.length && before(h[l]!, h[m]!)) m = l;
+    if (r < h.length && before(h[r]!, h[m]!)) m = r;
+    if (m === i) return top;
+    [h[i], h[m]] = [h[m]!, h[i]!];
+    i = m;
   }
 }
 

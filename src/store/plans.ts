@@ -66,16 +66,28 @@ function bury(d: Draft, pos: number, message: Buffer, deliveries: number, at: nu
 /** Whether a message that went out `deliveries` times, and came back each time, is done for. */
 const spent = (d: Draft, deliveries: number): boolean => !!d.q.s.maxdeliveries && deliveries >= d.q.s.maxdeliveries;
 
-/** The leases a take at `at` may turn into dead letters (those due whose last delivery allowed
- * ended), or a nack of `pos` may: for the room an engine counts their writes need before it runs
- * the plan. Nothing without a maxdeliveries. */
-export function spentLeases(q: Draft['q'], at: number, pos?: number): Array<[number, Lease]> {
+/** The leases a take at `at` of up to `limit` messages may turn into dead letters (due, their last
+ * delivery allowed ended), or a nack of `pos` may: for the room an engine counts their writes need
+ * before it runs the plan. An upper bound: the due leases are looked at in the order the take
+ * meets them, until `limit` others that it would hand out (`stored`: their message is there), so
+ * that a get costs O(log n) a lease it takes, not a walk of every lease held. Nothing without a
+ * maxdeliveries. */
+export function spentLeases(q: Draft['q'], at: number, pos?: number, limit = Infinity, stored: (pos: number) => boolean = () => true): Array<[number, Lease]> {
   const md = q.s.maxdeliveries;
   const out: Array<[number, Lease]> = [];
   if (!md) return out;
-  const one = (p: number, l: Lease | undefined) => l && l.deliveries >= md && !isDead(l) && out.push([p, l]);
-  if (pos !== undefined) one(pos, q.leases.get(pos));
-  else if ((q.leases.nextDeadline() ?? Infinity) <= at) for (const [p, l] of q.leases.entries()) if (l.deadline <= at) one(p, l);
+  const spent = (l: Lease) => l.deliveries >= md && !isDead(l);
+  if (pos !== undefined) {
+    const l = q.leases.get(pos);
+    if (l && spent(l)) out.push([pos, l]);
+    return out;
+  }
+  let handedOut = 0;
+  for (const [p, l] of q.leases.dueInOrder(at)) {
+    if (handedOut >= limit) break;
+    if (spent(l)) out.push([p, l]);
+    else if (stored(p)) handedOut++;
+  }
   return out;
 }
 

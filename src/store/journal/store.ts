@@ -982,10 +982,10 @@ export class JournalStore implements Store {
 
   /** Bytes of the records that bury the due leases of a queue whose last delivery allowed ended
    * (plans.ts): a copy of the message to a slot, its dead lease, the end of the old lease. Leases
-   * due by `at`, or only the one at `pos`. */
-  private burying(q: Queue | undefined, name: string, at: number, pos?: number): number {
+   * due by `at` that a take of up to `limit` meets, or only the one at `pos`. */
+  private burying(q: Queue | undefined, name: string, at: number, pos?: number, limit?: number): number {
     let bytes = 0;
-    for (const [p] of q ? spentLeases(q, at, pos) : []) {
+    for (const [p] of q ? spentLeases(q, at, pos, limit, (p) => q.index.find(p) >= 0) : []) {
       bytes += recordBytes(T.lease, name);
       if (isSlot(p)) continue;
       const i = q!.index.find(p);
@@ -1011,7 +1011,7 @@ export class JournalStore implements Store {
     const each = limit * (recordBytes(T.advance, name) + recordBytes(T.lease, name));
     // Dead letters made on the way do not count against `limit`: counted when decided (a
     // second's margin for leases that come due meanwhile).
-    const need = () => each + this.burying(this.queues.get(name), name, this.now() + 1000);
+    const need = () => each + this.burying(this.queues.get(name), name, this.now() + 1000, undefined, limit);
     return this.run('get', name, need, false, takePlan(limit, this.now, leaseMs, maxBytes));
   }
 

@@ -499,12 +499,14 @@ export class LmdbStore implements Store {
     return this.run('put', name, plan, this.room.need(1 + leases, keyBytes(name), messages), true);
   }
 
-  /** The messages a take or nack may copy to slots as dead letters (`spentLeases` at ring
-   * positions), for the room their writes need. */
-  private burying(name: string, q: Queue, pos?: number): Buffer[] {
+  /** The messages a take of up to `limit` or a nack of `pos` may copy to slots as dead letters
+   * (`spentLeases` at ring positions), for the room their writes need (with a second's margin, as
+   * the journal counts, for leases that come due before the take is decided). */
+  private burying(name: string, q: Queue, pos?: number, limit?: number): Buffer[] {
+    const read = (p: number) => this.pending.get(name, p) ?? this.msg.get(msgKey(name, p));
     const out: Buffer[] = [];
-    for (const [p] of spentLeases(q, this.now(), pos)) {
-      const m = p < FIRST_SLOT ? (this.pending.get(name, p) ?? this.msg.get(msgKey(name, p))) : undefined;
+    for (const [p] of spentLeases(q, this.now() + 1000, pos, limit, (p) => read(p) !== undefined)) {
+      const m = p < FIRST_SLOT ? read(p) : undefined;
       if (m) out.push(m);
     }
     return out;
@@ -532,7 +534,7 @@ export class LmdbStore implements Store {
       due = (q.leases.nextDeadline() ?? Infinity) <= this.now() ? Math.min(max, q.leases.size) : 0;
       limit = Math.min(max, unread(q.s) + due);
       // A dead letter is copied to a slot and leases it, and does not count against `max`.
-      buried = due ? this.burying(name, q) : [];
+      buried = due ? this.burying(name, q, undefined, limit) : [];
       due += 2 * buried.length;
     }
     const need = this.room.need(1 + due, keyBytes(name), buried, limit);

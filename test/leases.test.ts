@@ -1,0 +1,113 @@
+/**
+ * The lease table's walk of due leases, and the bound the engines take from it for the room a get
+ * needs: properties over random tables (fast-check), against the table's own `due` and the plan
+ * a get runs.
+ */
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import fc from 'fast-check';
+import { DEAD, FIRST_SLOT, isDead, type Lease, LeaseTable } from '../src/queue/leases.js';
+import type { QueueState } from '../src/queue/ring.js';
+import { type Draft, spentLeases, takePlan } from '../src/store/plans.js';
+
+const NOW = 1_000_000;
+
+/** A lease: due (deadline at or before NOW) or not, delivered 0 (a delayed message) to 4 times, or dead. */
+const leaseArb = fc.record({
+  pos: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: FIRST_SLOT, max: FIRST_SLOT + 5 })),
+  deadline: fc.integer({ min: NOW - 50, max: NOW + 50 }),
+  deliveries: fc.integer({ min: 0, max: 4 }),
+  dead: fc.boolean(),
+});
+type LeaseOp = { pos: number; deadline: number; deliveries: number; dead: boolean } | { pos: number; remove: true };
+const opArb: fc.Arbitrary<LeaseOp> = fc.oneof(
+  { weight: 4, arbitrary: leaseArb },
+  { weight: 1, arbitrary: fc.record({ pos: fc.integer({ min: 1, max: 40 }), remove: fc.constant(true as const) }) },
+);
+
+/** A table after `ops` (leases set again and removed leave stale heap entries behind, as in use). */
+function tableOf(ops: LeaseOp[]): LeaseTable {
+  const t = new LeaseTable();
+  for (const o of ops) {
+    if ('remove' in o) t.delete(o.pos);
+    else t.set(o.pos, { deadline: o.dead ? DEAD + o.deadline : o.deadline, deliveries: o.dead ? Math.max(1, o.deliveries) : o.deliveries });
+  }
+  return t;
+}
+
+it('dueInOrder walks the due leases in the order due() hands them out, leaving the table as it was', () => {
+  fc.assert(
+    fc.property(fc.array(opArb, { maxLength: 120 }), fc.integer({ min: NOW - 60, max: NOW + 60 }), (ops, now) => {
+      const t = tableOf(ops);
+      const before = [...t.entries()];
+      const walked = [...t.dueInOrder(now)].map(([pos]) => pos);
+      assert.deepEqual([...t.entries()], before);
+      assert.deepEqual(
+        [...t.dueInOrder(now)].map(([pos]) => pos),
+        walked,
+        'a second walk finds the same',
+      );
+      // What due() gives, lease after lease, on a copy from which each is removed once given.
+      const copy = tableOf(ops);
+      const given: number[] = [];
+      for (let d = copy.due(now); d; d = copy.due(now)) {
+        given.push(d[0]);
+        copy.delete(d[0]);
+      }
+      assert.deepEqual(walked, given);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+/** A queue in memory for a plan: its messages by position. */
+function draftOf(s: QueueState, leases: LeaseTable, messages: Map<number, Buffer>): Draft & { buried: number[] } {
+  const d = {
+    q: { s, leases },
+    buried: [] as number[],
+    read: (pos: number) => messages.get(pos),
+    put(pos: number, message: Buffer) {
+      messages.set(pos, message);
+      d.q.s = { ...d.q.s, putpos: pos };
+    },
+    store: (pos: number, message: Buffer) => void messages.set(pos, message),
+    drop: (pos: number) => void messages.delete(pos),
+    advance(next: QueueState) {
+      d.q.s = next;
+    },
+    maxqueue() {},
+    maxdeliveries() {},
+    lease(pos: number, lease: Lease | undefined) {
+      if (lease && isDead(lease)) d.buried.push(pos);
+      if (lease) leases.set(pos, lease);
+      else leases.delete(pos);
+    },
+  };
+  return d;
+}
+
+it('spentLeases bounds what a get of up to `limit` messages sets aside as dead letters', () => {
+  fc.assert(
+    fc.property(
+      fc.array(opArb, { maxLength: 80 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer({ min: 1, max: 6 }),
+      fc.uniqueArray(fc.integer({ min: 1, max: 40 }), { maxLength: 30 }),
+      // Positions with no message: a put that failed while a later one was written.
+      (ops, maxdeliveries, limit, missing) => {
+        // 40 positions written and read (the leases are on them), and 5 more unread.
+        const s: QueueState = { putpos: 45, getpos: 40, maxqueue: 100, maxdeliveries };
+        const messages = new Map<number, Buffer>();
+        for (let p = 1; p <= 45; p++) if (!missing.includes(p)) messages.set(p, Buffer.from(`m${p}`));
+        for (let p = FIRST_SLOT; p <= FIRST_SLOT + 5; p++) messages.set(p, Buffer.from(`slot${p}`));
+        const leases = tableOf(ops);
+        const bound = spentLeases({ s, leases }, NOW, undefined, limit, (p) => messages.has(p));
+        const d = draftOf(s, leases, messages);
+        takePlan(limit, () => NOW, 30_000, Infinity)(d);
+        // A dead letter is made at a new slot (from a ring position) or where it waits (a slot).
+        assert.ok(d.buried.length <= bound.length, `${d.buried.length} set aside, ${bound.length} counted`);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
