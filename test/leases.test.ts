@@ -111,3 +111,40 @@ it('spentLeases bounds what a get of up to `limit` messages sets aside as dead l
     { numRuns: 500 },
   );
 });
+
+it('deadAfter pages through the dead letters in position order, as a sort of every lease would', () => {
+  // Dead letters come at ever higher slots; some are redriven (alive again) or discarded, and a
+  // table rebuilt at start-up gets them in any order.
+  const step = fc.oneof(
+    fc.record({ die: fc.constant(true as const) }),
+    fc.record({ revive: fc.nat(), discard: fc.boolean() }),
+    fc.record({ pos: fc.integer({ min: FIRST_SLOT, max: FIRST_SLOT + 60 }), dead: fc.boolean() }),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(step, { maxLength: 150 }),
+      fc.integer({ min: FIRST_SLOT - 1, max: FIRST_SLOT + 70 }),
+      fc.integer({ min: 1, max: 20 }),
+      (steps, after, limit) => {
+        const t = new LeaseTable();
+        for (const o of steps) {
+          if ('die' in o) {
+            const slot = t.nextSlot();
+            if (slot) t.set(slot, { deadline: DEAD + NOW, deliveries: 2 });
+          } else if ('revive' in o) {
+            const dead = t.deadLetters();
+            const victim = dead[o.revive % Math.max(1, dead.length)];
+            if (victim && o.discard) t.delete(victim[0]);
+            else if (victim) t.set(victim[0], { deadline: 0, deliveries: 0 });
+          } else t.set(o.pos, o.dead ? { deadline: DEAD + NOW, deliveries: 1 } : { deadline: NOW, deliveries: 1 });
+          const want = [...t.entries()]
+            .filter(([pos, l]) => pos > after && isDead(l))
+            .sort((a, b) => a[0] - b[0])
+            .slice(0, limit);
+          assert.deepEqual(t.deadAfter(after, limit), want);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});

@@ -238,6 +238,47 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.close();
     });
 
+    it('deadLetters pages through the dead letters in position order, after a position, leaving out those redriven or discarded', async () => {
+      const s = await fresh();
+      await s.maxdeliveries('p', 1);
+      await s.putMany('p', ['a', 'b', 'c', 'd', 'e', 'f'].map(b));
+      for (let i = 0; i < 6; i++) {
+        const got = await s.get('p', 60_000);
+        assert.equal(await s.settle('p', got!.pos, 'nack', got!.lease), true);
+      }
+      const all = await s.deadLetters('p', 0, 100);
+      assert.equal(all.length, 6);
+      const positions = all.map((l) => l.pos);
+      assert.deepEqual(
+        positions,
+        [...positions].sort((x, y) => x - y),
+        'in position order',
+      );
+      assert.ok(all.every((l) => isDead(l.lease) && l.lease.deliveries === 1));
+      assert.deepEqual(
+        (await Promise.all(positions.map((pos) => s.view('p', pos)))).map((m) => m?.toString()),
+        ['a', 'b', 'c', 'd', 'e', 'f'],
+      );
+      const first = await s.deadLetters('p', 0, 2);
+      assert.deepEqual(
+        first.map((l) => l.pos),
+        positions.slice(0, 2),
+      );
+      assert.deepEqual(
+        (await s.deadLetters('p', first[1]!.pos, 10)).map((l) => l.pos),
+        positions.slice(2),
+      );
+      assert.equal(await s.discard('p', positions[2]!), true);
+      assert.equal(await s.redrive('p', 1), 1); // the one that died first: positions[0]
+      assert.deepEqual(
+        (await s.deadLetters('p', 0, 100)).map((l) => l.pos),
+        [positions[1], ...positions.slice(3)],
+      );
+      assert.deepEqual(await s.deadLetters('p', positions[5]!, 10), []);
+      assert.deepEqual(await s.deadLetters('none', 0, 10), []);
+      await s.close();
+    });
+
     it('dead letters: after maxdeliveries lease endings a message is set aside, and a redrive brings it back', async () => {
       const clock = new TestClock();
       const s = await fresh({ now: clock.now });

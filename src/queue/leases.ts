@@ -61,6 +61,11 @@ export class LeaseTable {
   slots = 0;
   /** The highest slot used since the table was built: new slots are taken past it. */
   private lastSlot = FIRST_SLOT - 1;
+  /** The positions of the dead letters, for paging through them: in order while each new one comes
+   * at a higher slot than the last (as they do), sorted again when one does not; a position no
+   * longer dead stays until the next sort, which comes once such positions outnumber the dead. */
+  private deadPositions: number[] = [];
+  private deadSorted = true;
 
   get size(): number {
     return this.byPos.size;
@@ -85,9 +90,40 @@ export class LeaseTable {
   }
 
   private count(pos: number, l: Lease, by: number): void {
-    if (isDead(l)) this.dead += by;
-    else if (l.deliveries === 0) this.delayed += by;
+    if (isDead(l)) {
+      this.dead += by;
+      if (by > 0) {
+        const last = this.deadPositions.at(-1);
+        if (last !== undefined && last >= pos) this.deadSorted = false;
+        this.deadPositions.push(pos);
+      }
+    } else if (l.deliveries === 0) this.delayed += by;
     if (pos >= FIRST_SLOT) this.slots += by;
+  }
+
+  /** Up to `limit` dead letters at positions after `after`, in position order: O(log n + limit)
+   * while they come in order. */
+  deadAfter(after: number, limit: number): Array<[number, Lease]> {
+    if (!this.deadSorted || this.deadPositions.length > 2 * this.dead + 64) {
+      this.deadPositions = [];
+      for (const [pos, l] of this.byPos) if (isDead(l)) this.deadPositions.push(pos);
+      this.deadPositions.sort((a, b) => a - b);
+      this.deadSorted = true;
+    }
+    const d = this.deadPositions;
+    let lo = 0;
+    for (let hi = d.length; lo < hi; ) {
+      const mid = (lo + hi) >> 1;
+      if (d[mid]! <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: Array<[number, Lease]> = [];
+    for (let i = lo; i < d.length && out.length < limit; i++) {
+      const pos = d[i]!;
+      const l = this.byPos.get(pos);
+      if (l && isDead(l)) out.push([pos, l]); // else no longer dead (redriven, discarded)
+    }
+    return out;
   }
 
   has(pos: number): boolean {

@@ -7,7 +7,7 @@
 import { isUtf8 } from 'node:buffer';
 import { atoi, isBase64, type Params } from '../protocol/query.js';
 import * as R from '../protocol/reply.js';
-import { diedAt, isDead, LAST_SLOT, MAX_DELAY_SECONDS, MAX_DELIVERIES, MAX_LEASE_SECONDS } from '../queue/leases.js';
+import { diedAt, LAST_SLOT, MAX_DELAY_SECONDS, MAX_DELIVERIES, MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
 import type { Delivery } from '../store/store.js';
 import { batchBody, type Encoding } from './batch.js';
@@ -237,16 +237,21 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const after = optional(p, 'after', 0, LAST_SLOT, 0);
     const enc = encodingOf(p);
     if (Number.isNaN(num) || Number.isNaN(after) || !enc) return { body: R.ERROR };
-    const letters = (await store.leases(name)).filter((l) => l.pos > after && isDead(l.lease)).sort((a, b) => a.pos - b.pos);
     const items: Array<{ fields: string; message: Buffer }> = [];
     let bytes = 0;
-    for (const { pos, lease } of letters) {
-      if (items.length >= num) break;
-      const message = await store.view(name, pos);
-      if (!message) continue;
-      if (items.length > 0 && bytes + message.length > ctx.maxReplyBytes) break;
-      bytes += message.length;
-      items.push({ fields: `"pos":${pos},"deliveries":${lease.deliveries},"died":${diedAt(lease)}`, message });
+    // A page of the store's at a time: one whose message is gone is skipped, and the next read.
+    let cursor = after;
+    pages: while (items.length < num) {
+      const letters = await store.deadLetters(name, cursor, num - items.length);
+      if (letters.length === 0) break;
+      for (const { pos, lease } of letters) {
+        cursor = pos;
+        const message = await store.view(name, pos);
+        if (!message) continue;
+        if (items.length > 0 && bytes + message.length > ctx.maxReplyBytes) break pages;
+        bytes += message.length;
+        items.push({ fields: `"pos":${pos},"deliveries":${lease.deliveries},"died":${diedAt(lease)}`, message });
+      }
     }
     return { body: batchBody(items, enc), json: true };
   }

@@ -104,6 +104,9 @@ export interface Store {
   dump(name: string): AsyncIterable<{ pos: number; message: Buffer }>;
   /** A queue's leases, for export. */
   leases(name: string): Promise<Array<{ pos: number; lease: Lease }>>;
+  /** Up to `limit` of a queue's dead letters at positions after `after`, in position order (a
+   * page of `opt=dead`: its cost follows the page, not the leases held). */
+  deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>>;
   /** Writes records as they are, for import: stored messages, then (last) the queue's state and
    * its leases. No queue rule is applied; the importer checks what it writes. */
   restore(

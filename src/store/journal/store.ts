@@ -1117,6 +1117,11 @@ export class JournalStore implements Store {
     return [...(this.queues.get(name)?.leases.entries() ?? [])].map(([pos, lease]) => ({ pos, lease }));
   }
 
+  async deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>> {
+    await this.waiting;
+    return (this.queues.get(name)?.leases.deadAfter(after, limit) ?? []).map(([pos, lease]) => ({ pos, lease }));
+  }
+
   restore(
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },

@@ -700,6 +700,13 @@ export class LmdbStore implements Store {
     return [...this.current(name).leases.entries()].map(([pos, lease]) => ({ pos, lease }));
   }
 
+  async deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>> {
+    await this.waiting;
+    return this.current(name)
+      .leases.deadAfter(after, limit)
+      .map(([pos, lease]) => ({ pos, lease }));
+  }
+
   async restore(
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
