@@ -35,14 +35,21 @@ const { port, flag } = workerData as { port: MessagePort; flag: Int32Array };
 parentPort!.on('message', async (job: CliJob) => {
   const stdout = collector();
   const stderr = collector();
-  const code = await runCli(job.args, {
-    stdout: stdout.stream,
-    stderr: stderr.stream,
-    stdin: Readable.from([Buffer.from(job.input)]),
-    env: job.env,
-    signals: new EventEmitter(),
-  });
-  port.postMessage({ code, stdout: stdout.text(), stderr: stderr.text() } satisfies CliResult);
+  let result: CliResult;
+  try {
+    const code = await runCli(job.args, {
+      stdout: stdout.stream,
+      stderr: stderr.stream,
+      stdin: Readable.from([Buffer.from(job.input)]),
+      env: job.env,
+      signals: new EventEmitter(),
+    });
+    result = { code, stdout: stdout.text(), stderr: stderr.text() };
+  } catch (err) {
+    // A bug: the command would print the stack and exit with 1.
+    result = { code: 1, stdout: stdout.text(), stderr: `${stderr.text()}${(err as Error).stack ?? err}\n` };
+  }
+  port.postMessage(result);
   Atomics.store(flag, 0, 1);
   Atomics.notify(flag, 0);
 });
