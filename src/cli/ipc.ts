@@ -56,8 +56,8 @@ const HISTORY_WAIT_MS = 1000;
 /** Every worker, now. */
 export const allWorkers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
 
-/** The primary's side: what it relays between workers. `ready`: the workers that serve now. */
-/** `metrics`: the workers' metrics, gathered (server/metrics.ts), when there are several workers. */
+/** The primary's side: what it relays between workers. `ready`: the workers that serve now;
+ * `metrics`: what gathers the workers' metrics (server/metrics.ts), when there are several. */
 export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof clusterMetrics> | undefined }) {
   // Long polls across workers: which workers wait on which queue, so a put in one wakes the others.
   const watchers = new Map<string, Set<Worker>>();
