@@ -120,27 +120,30 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     allowedHosts: options.allowedHosts,
   });
 
-  async function command(p: Params, req: HttpRequest): Promise<Answer> {
+  function command(p: Params, req: HttpRequest): Promise<Answer> {
     const op = p.opt !== undefined && Object.hasOwn(ops, p.opt) ? ops[p.opt] : undefined;
     // The password first, as the reference checks it, whatever the rest says.
     const required = adminDigest && op?.admin ? adminDigest : authDigest;
-    if (required && !matches(p.auth, required)) return { body: R.AUTH_FAILED };
+    if (required && !matches(p.auth, required)) return Promise.resolve({ body: R.AUTH_FAILED });
     const { name } = p;
-    if (!op || (!op.nameless && (name === undefined || name.length > MAX_NAME_BYTES))) return { body: R.ERROR };
+    if (!op || (!op.nameless && (name === undefined || name.length > MAX_NAME_BYTES))) return Promise.resolve({ body: R.ERROR });
     return op.run(name ?? '', p, req);
   }
 
-  async function handle(req: HttpRequest): Promise<HttpReply> {
+  // Promises chained rather than async functions: a request passes through each of these, and on
+  // two cores every step between the HTTP loop and the store shows (BENCHMARKS.md).
+  function handle(req: HttpRequest): Promise<HttpReply> {
     const params = parseQuery(req.target);
     const end = req.target.search(/[?#]/);
     const path = end < 0 ? req.target : req.target.slice(0, end);
     const served = isEndpoint(path);
     if (!metrics) return answer(req, path, served, params);
     const started = performance.now();
-    const reply = await answer(req, path, served, params);
-    // Labelled by opt, or by path for the other endpoints (the dashboard's pages under one).
-    metrics.onRequest(served ? path.replace(/^\/dashboard.*/, '/dashboard') : (params.opt ?? ''), (performance.now() - started) / 1000);
-    return reply;
+    return answer(req, path, served, params).then((reply) => {
+      // Labelled by opt, or by path for the other endpoints (the dashboard's pages under one).
+      metrics.onRequest(served ? path.replace(/^\/dashboard.*/, '/dashboard') : (params.opt ?? ''), (performance.now() - started) / 1000);
+      return reply;
+    });
   }
 
   const refused = (method: string): HttpReply => ({
@@ -150,26 +153,34 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   });
 
   /** `endpointPath`: the path is one of endpoints.ts's (they answer it, or let the queues do). */
-  async function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params): Promise<HttpReply> {
+  function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params): Promise<HttpReply> {
     // HEAD is for the endpoints (a load balancer's health check); it never runs a queue operation.
     const headOnly = req.method === 'HEAD';
-    if (!headOnly && !SERVED_METHODS.has(req.method)) return refused(req.method);
-    const other = endpointPath ? await endpoint(path, params.auth, req.headers.host) : undefined;
-    if (other) return other;
-    if (headOnly) return refused(req.method);
-    const charset = params.charset;
-    let out: Answer;
+    if (!headOnly && !SERVED_METHODS.has(req.method)) return Promise.resolve(refused(req.method));
+    const queue = () => (headOnly ? Promise.resolve(refused(req.method)) : reply(params, req));
+    return endpointPath ? endpoint(path, params.auth, req.headers.host).then((other) => other ?? queue()) : queue();
+  }
+
+  /** The reply to a queue operation. */
+  function reply(params: Params, req: HttpRequest): Promise<HttpReply> {
+    let out: Promise<Answer>;
     try {
-      out = await command(params, req);
+      out = command(params, req);
     } catch (err) {
-      log(`request failed: ${errorMessage(err)}`);
-      out = { body: R.ERROR };
+      out = Promise.reject(err);
     }
-    const type = out.json ? 'application/json' : charset !== undefined && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
-    // Spelled exactly as the reference does: some clients search header lines case-sensitively.
-    const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
-    const body = Buffer.isBuffer(out.body) && out.body.length <= SMALL_BODY ? out.body.toString('latin1') : out.body;
-    return { status: 200, head, body };
+    const charset = params.charset;
+    const render = (out: Answer): HttpReply => {
+      const type = out.json ? 'application/json' : charset !== undefined && CHARSET.test(charset) ? `text/plain; charset=${charset}` : 'text/plain';
+      // Spelled exactly as the reference does: some clients search header lines case-sensitively.
+      const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
+      const body = Buffer.isBuffer(out.body) && out.body.length <= SMALL_BODY ? out.body.toString('latin1') : out.body;
+      return { status: 200, head, body };
+    };
+    return out.then(render, (err: unknown) => {
+      log(`request failed: ${errorMessage(err)}`);
+      return render({ body: R.ERROR });
+    });
   }
 
   const maxHeaderBytes = options.maxHeaderBytes ?? R.DEFAULTS.maxHeaderBytes;

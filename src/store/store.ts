@@ -162,6 +162,11 @@ export function timed<T>(observe: StoreHooks['observe'], op: string, p: Promise<
   );
 }
 
+/** The single put and get of an engine whose batch operations do the work: the first position, or 0;
+ * the first delivery, or null. */
+export const firstPosition = (positions: number[]): number => positions[0] ?? 0;
+export const firstDelivery = (got: Delivery[]): Delivery | null => got[0] ?? null;
+
 /** A queue in its initial state holds nothing: stores keep no record of it, and lists skip it. */
 export const isInitial = (s: QueueStatus): boolean =>
   s.putpos === 0 && s.getpos === 0 && s.leased === 0 && s.delayed === 0 && s.dead === 0 && s.maxqueue === DEFAULT_MAXQUEUE && !s.maxdeliveries;

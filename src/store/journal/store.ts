@@ -47,6 +47,8 @@ import {
 import {
   type EmbeddedOptions,
   DiskLowError,
+  firstDelivery,
+  firstPosition,
   isInitial,
   statusOf,
   StoreError,
@@ -966,8 +968,8 @@ export class JournalStore implements Store {
 
   // ---- the Store contract ----
 
-  async put(name: string, message: Buffer, delayMs?: number): Promise<number> {
-    return (await this.putMany(name, [message], delayMs))[0] ?? 0;
+  put(name: string, message: Buffer, delayMs?: number): Promise<number> {
+    return this.putMany(name, [message], delayMs).then(firstPosition);
   }
 
   putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
@@ -994,8 +996,8 @@ export class JournalStore implements Store {
     return bytes;
   }
 
-  async get(name: string, leaseMs?: number): Promise<Delivery | null> {
-    return (await this.getMany(name, 1, leaseMs))[0] ?? null;
+  get(name: string, leaseMs?: number): Promise<Delivery | null> {
+    return this.getMany(name, 1, leaseMs).then(firstDelivery);
   }
 
   getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {

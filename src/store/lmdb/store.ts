@@ -42,6 +42,8 @@ import {
 import {
   type EmbeddedOptions,
   DiskLowError,
+  firstDelivery,
+  firstPosition,
   isInitial,
   StoreError,
   statusOf,
@@ -487,8 +489,8 @@ export class LmdbStore implements Store {
     return this.load(name);
   }
 
-  async put(name: string, message: Buffer, delayMs?: number): Promise<number> {
-    return (await this.putMany(name, [message], delayMs))[0] ?? 0;
+  put(name: string, message: Buffer, delayMs?: number): Promise<number> {
+    return this.putMany(name, [message], delayMs).then(firstPosition);
   }
 
   putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
@@ -518,8 +520,8 @@ export class LmdbStore implements Store {
     return q ? q.s.maxdeliveries : decodeMeta(this.meta.get(metaKey(name))).s.maxdeliveries;
   }
 
-  async get(name: string, leaseMs?: number): Promise<Delivery | null> {
-    return (await this.getMany(name, 1, leaseMs))[0] ?? null;
+  get(name: string, leaseMs?: number): Promise<Delivery | null> {
+    return this.getMany(name, 1, leaseMs).then(firstDelivery);
   }
 
   getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
