@@ -455,22 +455,21 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
-  it('a get right after a put reads no file; the read cache stays within 4 MiB; a damaged record is never served', async () => {
+  it('a record damaged on disk after it was written is never served: a get and a view skip it and say where it is', async () => {
     const d = dir();
     warnings = [];
     const s = await open(d, { segmentBytes: 8 * 2 ** 20 });
-    await s.putMany('c', [b('first-message'), b('second-message')]);
-    // Damage both on disk: the get must not look there.
+    await s.putMany('c', [b('first-message'), b('second-message'), b('third-message')]);
+    // Written batches are not kept in memory: what a get hands out comes from the segment.
     const fd = openSync(segFile(d), 'r+');
     const bytes = readFileSync(segFile(d));
     for (const m of ['first-message', 'second-message']) writeSync(fd, b('XXXXX'), 0, 5, bytes.indexOf(m));
     closeSync(fd);
-    assert.equal((await s.get('c'))?.message.toString(), 'first-message');
-    for (let i = 0; i < 50; i++) await s.put('filler', Buffer.alloc(100 * 1024, i));
-    assert.ok(inside<number>(s, 'recentBytes') <= 4 * 2 ** 20, `${inside<number>(s, 'recentBytes')} bytes cached`);
     assert.equal(await s.view('c', 2), null);
+    assert.equal((await s.get('c'))?.message.toString(), 'third-message');
     assert.equal(await s.get('c'), null);
-    assert.match(warnings.join('\n'), /damaged journal record at offset \d+ of .*0000000001\.seg \(queue "c", position 2\): skipped/);
+    for (const pos of [1, 2])
+      assert.match(warnings.join('\n'), new RegExp(`damaged journal record at offset \\d+ of .*0000000001\\.seg \\(queue "c", position ${pos}\\): skipped`));
     await s.close();
   });
 
