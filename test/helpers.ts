@@ -192,13 +192,13 @@ export async function request(
   port: number,
   method: string,
   target: string,
-  opts: { headers?: [string, string][]; body?: Buffer | string; version?: string } = {},
+  opts: { headers?: [string, string][]; body?: Buffer | string; version?: string; timeoutMs?: number } = {},
 ): Promise<RawResponse> {
   const body = typeof opts.body === 'string' ? Buffer.from(opts.body) : (opts.body ?? Buffer.alloc(0));
   let head = `${method} ${target} HTTP/${opts.version ?? '1.1'}\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n`;
   for (const [k, v] of opts.headers ?? []) head += `${k}: ${v}\r\n`;
   if (body.length > 0 || method === 'POST' || method === 'PUT') head += `Content-Length: ${body.length}\r\n`;
-  const raw = await rawExchange(port, Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body]));
+  const raw = await rawExchange(port, Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body]), opts.timeoutMs);
   const parsed = parseResponse(raw, method === 'HEAD');
   if (!parsed) throw new Error(`incomplete response: ${raw.toString('latin1').slice(0, 300)}`);
   return parsed.res;
