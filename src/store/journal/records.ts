@@ -72,8 +72,7 @@ export const join = (hi: number, lo: number): number => hi * 2 ** 32 + lo;
 
 /**
  * Records on their way to one write: they go to `seg` from offset `start`, behind the BATCH header
- * written when the batch is sealed. Until its write completes (and a little after, as the read
- * cache) the messages are read from here.
+ * written when the batch is sealed. Until its write completes the messages are read from here.
  */
 export class Batch {
   buf = Buffer.allocUnsafeSlow(4096);

@@ -755,8 +755,10 @@ export class JournalStore implements Store {
       this.writtenTo = { seg: b.seg, off: b.start + b.used };
       if (this.syncMode === 'interval') this.unflushed.add(seg);
       if (!this.fence) this.writeError = undefined;
+      // The next batch goes to the disk before this one's requests are answered: answering them
+      // takes a while (a socket write each), and the disk would sit idle meanwhile.
+      this.writeNext();
       b.resolve();
-      this.schedule();
       if (!this.spare && this.end > 0.75 * this.cur.size && Date.now() >= this.retryAt && !this.closing) void this.makeSpare();
     };
     this.writeFile(this.fd(seg), b.buf, 0, b.used, b.start, written);
