@@ -148,3 +148,16 @@ it('deadAfter pages through the dead letters in position order, as a sort of eve
     { numRuns: 300 },
   );
 });
+
+it('deadLetters(max) gives the first max dead letters by when they died (ties: lower position), as a sort of every lease would', () => {
+  // tableOf's dead letters die at times in any order against their positions, with ties.
+  fc.assert(
+    fc.property(fc.array(opArb, { maxLength: 120 }), fc.integer({ min: 0, max: 30 }), (ops, max) => {
+      const t = tableOf(ops);
+      const want = [...t.entries()].filter(([, l]) => isDead(l)).sort((a, b) => a[1].deadline - b[1].deadline || a[0] - b[0]);
+      assert.deepEqual(t.deadLetters(max), want.slice(0, max));
+      assert.deepEqual(t.deadLetters(), want);
+    }),
+    { numRuns: 500 },
+  );
+});

@@ -134,7 +134,7 @@ export const maxdeliveriesPlan =
 export const redrivePlan =
   (max: number): Plan<number> =>
   (d) => {
-    const dead = d.q.leases.deadLetters().slice(0, max);
+    const dead = d.q.leases.deadLetters(max);
     for (const [pos] of dead) d.lease(pos, { deadline: 0, deliveries: 0 });
     return dead.length;
   };
