@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import fc from 'fast-check';
-import { DEAD, FIRST_SLOT, isDead, type Lease, LeaseTable } from '../src/queue/leases.js';
+import { DEAD, FIRST_SLOT, isDead, LAST_SLOT, type Lease, LeaseTable } from '../src/queue/leases.js';
 import type { QueueState } from '../src/queue/ring.js';
 import { type Draft, spentLeases, takePlan } from '../src/store/plans.js';
 
@@ -129,7 +129,7 @@ it('deadAfter pages through the dead letters in position order, as a sort of eve
         const t = new LeaseTable();
         for (const o of steps) {
           if ('die' in o) {
-            const slot = t.nextSlot();
+            const slot = t.takeSlot();
             if (slot) t.set(slot, { deadline: DEAD + NOW, deliveries: 2 });
           } else if ('revive' in o) {
             const dead = t.deadLetters();
@@ -159,5 +159,29 @@ it('deadLetters(max) gives the first max dead letters by when they died (ties: l
       assert.deepEqual(t.deadLetters(), want);
     }),
     { numRuns: 500 },
+  );
+});
+
+it('takeSlot takes the first free slot after the cursor, past the last back to the first, as a scan of every slot would', () => {
+  // Slots held near both ends, the cursor anywhere near the end.
+  const near = fc.oneof(fc.integer({ min: FIRST_SLOT, max: FIRST_SLOT + 8 }), fc.integer({ min: LAST_SLOT - 8, max: LAST_SLOT }));
+  fc.assert(
+    fc.property(fc.uniqueArray(near, { maxLength: 12 }), near, fc.integer({ min: 1, max: 6 }), (held, cursor, takes) => {
+      const t = new LeaseTable();
+      for (const pos of held) t.set(pos, { deadline: NOW, deliveries: 0 });
+      t.setSlotCursor(cursor);
+      const taken = new Set(held);
+      let at = cursor;
+      for (let k = 0; k < takes; k++) {
+        do at = at >= LAST_SLOT ? FIRST_SLOT : at + 1;
+        while (taken.has(at));
+        const slot = t.takeSlot();
+        assert.equal(slot, at);
+        assert.equal(t.slotCursor, slot);
+        taken.add(slot);
+        t.set(slot, { deadline: NOW, deliveries: 0 });
+      }
+    }),
+    { numRuns: 300 },
   );
 });

@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { diedAt, isDead, leaseToken } from '../src/queue/leases.js';
+import { diedAt, FIRST_SLOT, isDead, LAST_SLOT, leaseToken } from '../src/queue/leases.js';
 import { JournalStore } from '../src/store/journal/store.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { RedisStore } from '../src/store/redis.js';
@@ -569,6 +569,60 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         [[1, 'one'], [3, 'three'], [4, ''], null],
       );
       assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1, delayed: 0, dead: 0 });
+      await s.close();
+    });
+
+    it('a slot past the ring is not handed out again after a restart, once its message is gone', async () => {
+      // A client may still hold the position of the message that was there (a token-less ack,
+      // a discard from a stale page): a new message must not answer to it.
+      const dir = tempDir('httpsqs-store-');
+      dirs.push(dir);
+      const clock = new TestClock();
+      let s = await open(dir, { now: clock.now });
+      const [first, second] = await s.putMany('sl', ['a', 'b'].map(b), 1000);
+      assert.equal(second, first! + 1);
+      clock.advance(1000);
+      assert.equal((await s.get('sl', 60_000))?.pos, first); // held under a lease: the queue lives on
+      assert.equal((await s.get('sl'))?.pos, second); // a plain get: the message at `second` is gone
+      // A queue left with nothing at all still knows its slots.
+      const only = await s.put('sl2', b('x'), 1000);
+      clock.advance(1000);
+      assert.equal((await s.get('sl2'))?.pos, only);
+      assert.equal(await s.put('sl2', b('y'), 1000), only + 1);
+      clock.advance(1000);
+      assert.equal((await s.get('sl2'))?.pos, only + 1);
+      await s.close();
+      s = await open(dir, { now: clock.now });
+      assert.equal(await s.put('sl', b('c'), 1000), second! + 1);
+      assert.equal(await s.put('sl2', b('z'), 1000), only + 2);
+      await s.close();
+    });
+
+    it('slots wrap around past the last one, skipping those held, and go on from there after a restart', async () => {
+      const dir = tempDir('httpsqs-store-');
+      dirs.push(dir);
+      const clock = new TestClock();
+      let s = await open(dir, { now: clock.now });
+      const waiting = { deadline: clock.now() + 60_000, deliveries: 0 };
+      await s.restore('w', {
+        messages: [
+          { pos: FIRST_SLOT, message: b('held') },
+          { pos: LAST_SLOT - 1, message: b('last but one') },
+        ],
+        state: { putpos: 0, getpos: 0, maxqueue: 100 },
+        leases: [
+          { pos: FIRST_SLOT, lease: { deadline: clock.now(), deliveries: 0 } }, // due now
+          { pos: LAST_SLOT - 1, lease: waiting },
+        ],
+      });
+      assert.deepEqual(await s.putMany('w', ['x', 'y', 'z'].map(b), 1000), [LAST_SLOT, FIRST_SLOT + 1, FIRST_SLOT + 2]);
+      assert.equal((await s.get('w'))?.pos, FIRST_SLOT); // gone: free again, but just handed out
+      await s.close();
+      s = await open(dir, { now: clock.now });
+      // After the last slot taken, not after the highest held (which would wrap to FIRST_SLOT).
+      assert.equal(await s.put('w', b('after'), 1000), FIRST_SLOT + 3);
+      assert.equal(await s.view('w', FIRST_SLOT), null);
+      assert.equal((await s.view('w', LAST_SLOT))?.toString(), 'x');
       await s.close();
     });
 

@@ -59,7 +59,7 @@ export class LeaseTable {
   delayed = 0;
   dead = 0;
   slots = 0;
-  /** The highest slot used since the table was built: new slots are taken past it. */
+  /** The last slot taken (`slotCursor`): new slots are taken after it. */
   private lastSlot = FIRST_SLOT - 1;
   /** The positions of the dead letters, for paging through them: in order while each new one comes
    * at a higher slot than the last (as they do), sorted again when one does not; a position no
@@ -76,9 +76,26 @@ export class LeaseTable {
     return this.byPos.size - this.delayed - this.dead;
   }
 
-  /** A free position past the ring for a message to wait at, or 0 when none is left. */
-  nextSlot(): number {
-    return this.lastSlot < LAST_SLOT ? this.lastSlot + 1 : 0;
+  /** The last slot taken. Stores keep it across restarts, so that a slot is not handed out again
+   * while a client may still know another message by it (not before the slots wrap around). */
+  get slotCursor(): number {
+    return this.lastSlot;
+  }
+
+  /** Where the store said the last slot taken was (a table built again from what it kept). */
+  setSlotCursor(slot: number): void {
+    if (slot >= FIRST_SLOT && slot <= LAST_SLOT) this.lastSlot = slot;
+  }
+
+  /** Takes a slot for a message to wait at: the one after the last taken, and past LAST_SLOT the
+   * first again, skipping those still held, as ring positions wrap. The caller keeps fewer than
+   * maxqueue (at most 10^9) held, so one is free. */
+  takeSlot(): number {
+    let slot = this.lastSlot;
+    do slot = slot >= LAST_SLOT ? FIRST_SLOT : slot + 1;
+    while (this.byPos.has(slot));
+    this.lastSlot = slot;
+    return slot;
   }
 
   /** The first `max` dead letters, those that died first first (ties: lower position first). One
@@ -151,7 +168,8 @@ export class LeaseTable {
     if (old) this.count(pos, old, -1);
     this.byPos.set(pos, lease);
     this.count(pos, lease, 1);
-    if (pos > this.lastSlot) this.lastSlot = pos;
+    // A table built again, or an import: slots are taken after the highest held (before a wrap).
+    if (!old && pos > this.lastSlot) this.lastSlot = pos;
     // A dead letter is never due: it stays out of the heap.
     if (!isDead(lease)) this.push([lease.deadline, pos, lease]);
     this.compact();
@@ -259,7 +277,7 @@ function heapPop<T>(h: T[], before: (a: T, b: T) => boolean): T | undefined {
 
 /** A slot for one more message to wait outside the ring, or 0: a queue keeps at most maxqueue there. */
 export function slotFor(s: QueueState, leases: LeaseTable): number {
-  return leases.slots < s.maxqueue ? leases.nextSlot() : 0;
+  return leases.slots < s.maxqueue ? leases.takeSlot() : 0;
 }
 
 /** The position the next put writes, or 0 when full: the ring's answer, unless that position is leased. */

@@ -11,7 +11,7 @@
  * - a dead letter, in the `…:x` sorted set by when it died, the same member: those that died
  *   first first, ties in position order (`LeaseTable.deadLetters`);
  * - the queue's state hash `…:s`: p (putpos), g (getpos), m (maxqueue), u (maxdeliveries, 0 for
- *   none), and counters that spare a scan: x (the highest slot used, new ones are taken past it),
+ *   none), and counters that spare a scan: x (the last slot taken, new ones are taken after it),
  *   k (leases at slots), y (delayed leases: deliveries 0, not dead). Dead letters are the ZCARD of
  *   `…:x`, held leases what remains of the `…:l` hash. p, g and m are always written together, so
  *   the hash holds p once the queue holds state;
@@ -77,15 +77,20 @@ local function setLease(pos, deadline, deliveries)
       if wasDead then redis.call('ZREM', X, m) end
       redis.call('ZADD', D, fmt(deadline), m)
     end
-    if pos > lastSlot then lastSlot = pos end
+    if not old and pos > lastSlot then lastSlot = pos end
   elseif old then
     redis.call('HDEL', L, pos)
     if wasDead then redis.call('ZREM', X, m) else redis.call('ZREM', D, m) end
   end
 end
 local function slotFor()
-  if slots < mx and lastSlot < LAST_SLOT then return lastSlot + 1 end
-  return 0
+  if slots >= mx then return 0 end
+  local slot = lastSlot
+  repeat
+    if slot >= LAST_SLOT then slot = FIRST_SLOT else slot = slot + 1 end
+  until redis.call('HEXISTS', L, slot) == 0
+  lastSlot = slot
+  return slot
 end
 local function bury(pos, message, deliveries, at)
   if pos >= FIRST_SLOT then

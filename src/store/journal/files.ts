@@ -163,13 +163,14 @@ export interface Checkpoint<Entries = Uint32Array> {
   /** Each queue's index entries (dead entries included), as [pos, seg, off, len | LIVE]: read back
    * as one array; written from a snapshot of the index. Those of ring positions, and (`slots`) those
    * of slots past the ring. */
-  queues: Array<{ name: string; s: QueueState; leases: Array<[number, Lease]>; entries: Entries; slots: Entries }>;
+  queues: Array<{ name: string; s: QueueState; slotCursor: number; leases: Array<[number, Lease]>; entries: Entries; slots: Entries }>;
 }
 
 const MAGIC = 0x4a515348; // "HSQJ"
 /** Version 2 added, per queue, maxdeliveries (after maxqueue) and the entries of slots (after those
- * of ring positions); version 1 checkpoints are still read (no maxdeliveries, no slots). */
-const VERSION = 2;
+ * of ring positions); version 3 the last slot taken (after maxdeliveries). Versions 1 and 2 are
+ * still read (no maxdeliveries, no slots; slots are then taken after the highest held). */
+const VERSION = 3;
 /** Bytes of entries written (and checksummed) per event-loop turn. */
 const CHECKPOINT_STEP = 2 ** 20;
 
@@ -178,7 +179,7 @@ const CHECKPOINT_STEP = 2 ** 20;
  * (16 bytes a stored message) never holds up requests; the state it writes is a copy taken at once
  * by the caller. Resolves to the open file, for `installCheckpoint`. The layout: [magic][version]
  * [seg][off][segments][queues][crc32 of all before it], little endian. A queue: [u16 name length]
- * [name][putpos][getpos][maxqueue][maxdeliveries][lease count][leases: pos, f64 deadline,
+ * [name][putpos][getpos][maxqueue][maxdeliveries][last slot taken][lease count][leases: pos, f64 deadline,
  * deliveries][entry u32 count][entries][slot entry u32 count][slot entries]; entries start at a
  * multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
  * they are read back without a copy.
@@ -219,10 +220,10 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
     await room(4);
     u32(c.queues.length);
     for (const q of c.queues) {
-      await room(2 + q.name.length + 16);
+      await room(2 + q.name.length + 24);
       used = stage.writeUInt16LE(q.name.length, used);
       used += stage.write(q.name, used, 'latin1');
-      for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.s.maxdeliveries ?? 0, q.leases.length]) u32(n);
+      for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.s.maxdeliveries ?? 0, q.slotCursor, q.leases.length]) u32(n);
       for (const [pos, l] of q.leases) {
         await room(16);
         [u32(pos), f64(l.deadline), u32(l.deliveries)];
@@ -282,6 +283,7 @@ export function decodeCheckpoint(b: Buffer): Checkpoint {
     const s: QueueState = { putpos: u32(), getpos: u32(), maxqueue: u32() };
     const maxdeliveries = version >= 2 ? u32() : 0;
     if (maxdeliveries) s.maxdeliveries = maxdeliveries;
+    const slotCursor = version >= 3 ? u32() : 0;
     const leases = Array.from({ length: u32() }, (): [number, Lease] => [u32(), { deadline: f64(), deliveries: u32() }]);
     const entries = () => {
       const count = u32();
@@ -293,7 +295,7 @@ export function decodeCheckpoint(b: Buffer): Checkpoint {
       o += 4 * count;
       return e;
     };
-    queues.push({ name, s, leases, entries: entries(), slots: version >= 2 ? entries() : new Uint32Array(0) });
+    queues.push({ name, s, slotCursor, leases, entries: entries(), slots: version >= 2 ? entries() : new Uint32Array(0) });
   }
   return { seg, off, segments, queues };
 }

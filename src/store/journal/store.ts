@@ -432,8 +432,8 @@ export class JournalStore implements Store {
     for (const q of c.queues) {
       const queue = newQueue();
       queue.s = q.s;
-      // The table tracks the highest slot in use itself: new ones are taken past it.
       for (const [pos, lease] of q.leases) queue.leases.set(pos, lease);
+      queue.leases.setSlotCursor(q.slotCursor);
       queue.index.load(q.entries, gone);
       if (q.slots.length) (queue.slots = new PositionIndex()).load(q.slots, gone);
       this.queues.set(q.name, queue);
@@ -540,6 +540,7 @@ export class JournalStore implements Store {
       q.index.size === 0 &&
       !q.slots?.size &&
       q.leases.size === 0 &&
+      q.leases.slotCursor < FIRST_SLOT &&
       q.s.putpos === 0 &&
       q.s.getpos === 0 &&
       q.s.maxqueue === DEFAULT_MAXQUEUE &&
@@ -717,6 +718,7 @@ export class JournalStore implements Store {
       queues: [...this.queues].map(([name, q]) => ({
         name,
         s: q.s,
+        slotCursor: q.leases.slotCursor,
         leases: [...q.leases.entries()],
         entries: q.index.snapshot(),
         slots: q.slots?.snapshot() ?? NO_ENTRIES,

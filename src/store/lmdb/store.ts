@@ -384,13 +384,14 @@ export class LmdbStore implements Store {
 
   /** A queue's state as stored (or as the current write transaction sees it). */
   private load(name: string): Queue {
-    const { s, held } = decodeMeta(this.meta.get(metaKey(name)));
+    const { s, held, slotCursor } = decodeMeta(this.meta.get(metaKey(name)));
     const leases = new LeaseTable();
     if (held > 0) {
       for (const { key, value } of this.lease.getRange(keyRange(name))) {
         leases.set(posOf(key), decodeLease(value));
       }
     }
+    leases.setSlotCursor(slotCursor);
     return { s, leases, writes: 0 };
   }
 
