@@ -22,11 +22,13 @@ const b = (s: string) => Buffer.from(s);
 export function storeContract(title: string, open: (dir: string, hooks?: StoreHooks) => Store | Promise<Store>): void {
   describe(title, () => {
     const dirs: string[] = [];
-    const fresh = (hooks?: StoreHooks) => {
+    /** A new directory, removed after the suite (a case that restarts its store opens it again). */
+    const newDir = () => {
       const dir = tempDir('httpsqs-store-');
       dirs.push(dir);
-      return open(dir, hooks);
+      return dir;
     };
+    const fresh = (hooks?: StoreHooks) => open(newDir(), hooks);
     after(() => dirs.forEach(cleanup));
 
     it('puts and gets issued together keep their order and see each other', async () => {
@@ -92,8 +94,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     });
 
     it('what was acknowledged is there after closing and opening again', async () => {
-      const dir = tempDir('httpsqs-store-');
-      dirs.push(dir);
+      const dir = newDir();
       let s = await open(dir);
       await Promise.all([s.put('d', b('a')), s.put('d', b('b')), s.maxqueue('d', 50)]);
       await s.get('d');
@@ -445,8 +446,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     });
 
     it('the empty name is a queue like any other, and list shows it first', async () => {
-      const dir = tempDir('httpsqs-store-');
-      dirs.push(dir);
+      const dir = newDir();
       let s = await open(dir);
       assert.deepEqual(await s.putMany('', ['one', 'two', 'three'].map(b)), [1, 2, 3]);
       assert.equal((await s.get(''))?.message.toString(), 'one');
@@ -526,8 +526,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     });
 
     it('reset removes leases whose writes are still queued', async () => {
-      const dir = tempDir('httpsqs-store-');
-      dirs.push(dir);
+      const dir = newDir();
       let s = await open(dir);
       await s.putMany('rq', ['o1', 'o2', 'o3'].map(b));
       await s.get('rq');
@@ -575,8 +574,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     it('a slot past the ring is not handed out again after a restart, once its message is gone', async () => {
       // A client may still hold the position of the message that was there (a token-less ack,
       // a discard from a stale page): a new message must not answer to it.
-      const dir = tempDir('httpsqs-store-');
-      dirs.push(dir);
+      const dir = newDir();
       const clock = new TestClock();
       let s = await open(dir, { now: clock.now });
       const [first, second] = await s.putMany('sl', ['a', 'b'].map(b), 1000);
@@ -599,8 +597,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     });
 
     it('slots wrap around past the last one, skipping those held, and go on from there after a restart', async () => {
-      const dir = tempDir('httpsqs-store-');
-      dirs.push(dir);
+      const dir = newDir();
       const clock = new TestClock();
       let s = await open(dir, { now: clock.now });
       const waiting = { deadline: clock.now() + 60_000, deliveries: 0 };
@@ -627,8 +624,7 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
     });
 
     it('leases survive closing and opening again; reset removes them', async () => {
-      const dir = tempDir('httpsqs-store-');
-      dirs.push(dir);
+      const dir = newDir();
       let s = await open(dir);
       await s.putMany('k', ['a', 'b'].map(b));
       await s.get('k', 60_000);
