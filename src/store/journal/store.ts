@@ -275,6 +275,9 @@ export class JournalStore implements Store {
   /** Start-up is over: records are being written, not replayed. */
   private started = false;
   private compacting: Promise<void> | undefined;
+  /** Compaction was asked for while it ran (a checkpoint let more segments go meanwhile): it runs
+   * again once done, or those segments would wait for the next read of an old one. */
+  private compactAgain = false;
   /** Sparse segments whose copying forward left live bytes behind: not tried again before the
    * next checkpoint, so that a miscount cannot make compaction scan the index over and over. */
   private readonly stuck = new Set<number>();
@@ -889,13 +892,22 @@ export class JournalStore implements Store {
   // ---- space: deleting dead segments, copying the live messages of sparse ones forward ----
 
   private compactSoon(): void {
-    if (this.compacting || this.closing || this.opts.readOnly || this.fence) return;
+    if (this.closing || this.opts.readOnly || this.fence) return;
+    if (this.compacting) {
+      this.compactAgain = true;
+      return;
+    }
     this.compacting = nextTurn()
       .then(() => this.compact())
       .catch((err: unknown) => {
         if (!(err instanceof StoreError)) this.warn(`journal compaction stopped: ${errorMessage(err)}`);
       })
-      .finally(() => (this.compacting = undefined));
+      .finally(() => {
+        this.compacting = undefined;
+        const again = this.compactAgain;
+        this.compactAgain = false;
+        if (again) this.compactSoon();
+      });
   }
 
   private async compact(): Promise<void> {
