@@ -4,7 +4,7 @@
  * Dockerfile, and installing the commands onto PATH without install-script warnings.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -100,7 +100,9 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
   assert.equal(started.code, 1);
   // A port of its own: the one above may not be free again yet, or another test may have it now.
   const again = await freePort();
-  const server = spawnSync(
+  // Stopped once it answers, not after a fixed wait: on a loaded machine that could come before
+  // it had started.
+  const server = spawn(
     process.execPath,
     [
       join(ROOT, 'dist/src/cli/main.js'),
@@ -117,12 +119,25 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
       '--log-file',
       log,
     ],
-    {
-      timeout: 3000,
-      killSignal: 'SIGTERM',
-    },
+    { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  assert.equal(server.status, 0, server.stderr.toString());
+  let stderr = '';
+  server.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((done) => server.on('close', done));
+  try {
+    await waitFor(
+      () =>
+        request(again, 'GET', '/?name=q&opt=status').then(
+          () => true,
+          () => false,
+        ),
+      30_000,
+    );
+    server.kill('SIGTERM');
+    assert.equal(await exited, 0, stderr);
+  } finally {
+    server.kill('SIGKILL');
+  }
   const events = lines(log).map((l) => l.event);
   assert.ok(events.includes('pidfile'), `warnings are kept: ${events.join(', ')}`);
   assert.ok(!events.includes('start') && !events.includes('stopped'), `info lines are left out: ${events.join(', ')}`);
@@ -135,9 +150,21 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
 it('on a terminal the log is readable text; piped it is JSON', { skip: needsTool('script', 'bsdutils') }, async () => {
   const dir = tempDir();
   const port = await freePort();
-  const cmd = `timeout -s TERM 2 ${process.execPath} ${join(ROOT, 'dist/src/cli/main.js')} -l 127.0.0.1 -p ${port} -x ${dir} -i ${join(dir, 'pid')}`;
-  // `timeout` stops the server after 2 s (and so exits 124).
-  const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' }).stdout;
+  const pidFile = join(dir, 'pid');
+  // `timeout` is only a backstop: the server is stopped by its pid once it is listening (a fixed
+  // wait stopped it before it had started on a loaded machine).
+  const cmd = `timeout -s TERM 60 ${process.execPath} ${join(ROOT, 'dist/src/cli/main.js')} -l 127.0.0.1 -p ${port} -x ${dir} -i ${pidFile}`;
+  const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const exited = new Promise<number | null>((done) => child.on('close', done));
+  try {
+    await waitFor(() => / listening on /.test(out) && existsSync(pidFile) && Number(readFileSync(pidFile, 'utf8')) > 0, 30_000);
+    process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGTERM');
+    assert.equal(await exited, 0);
+  } finally {
+    child.kill('SIGKILL');
+  }
   assert.match(out, /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO {2}listening on 127\.0\.0\.1:\d+, lmdb in /m);
   assert.match(out, /Z INFO {2}stopped\r?\n/);
   assert.doesNotMatch(out, /"msg":/);
