@@ -239,7 +239,8 @@ describe('command line', () => {
         }
       }
     });
-    await sleep(400);
+    // Stopped once the load runs (a fixed wait was used up by connecting on a loaded machine).
+    await waitFor(() => acked.length > 20, 30_000);
     const code = await server.stop();
     stop = true;
     await Promise.all(workers);

@@ -12,6 +12,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { createHttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import type { Store } from '../src/store/store.js';
+import { TestClock } from './clock.js';
 import { cleanup, request, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 const MiB = 2 ** 20;
@@ -65,14 +66,20 @@ describe('batch replies', () => {
       s.pause(); // and never read
       return s;
     });
-    // Each reply is the two messages that fit 32 MiB; the server writes until the sockets are full.
-    // A request sent after them is answered once they all have been handled.
-    await sleep(200);
-    await request(server.port, 'GET', '/?name=big&opt=status');
-    await sleep(1000);
-    const grown = rss(worker) - before;
-    t.diagnostic(`memory grew by ${Math.round(grown / MiB)} MiB`);
-    for (const s of sockets) s.destroy();
+    let grown: number;
+    try {
+      // Each reply is the two messages that fit 32 MiB; the server writes until the sockets are
+      // full. A request sent after them is answered once they all have been handled (which takes
+      // seconds on a loaded machine).
+      await sleep(200);
+      await request(server.port, 'GET', '/?name=big&opt=status', { timeoutMs: 60_000 });
+      await sleep(1000);
+      grown = rss(worker) - before;
+      t.diagnostic(`memory grew by ${Math.round(grown / MiB)} MiB`);
+    } finally {
+      // Also when it fails: replies left pending would count in the next test's memory.
+      for (const s of sockets) s.destroy();
+    }
     // At most the reply limit of messages each (32 MiB), a piece and some garbage; built whole,
     // each reply held its 48 MiB of messages, then 64 MiB of base64 until it was read.
     assert.ok(grown < 10 * 48 * MiB, `memory grew by ${Math.round(grown / MiB)} MiB for 10 clients`);
@@ -80,6 +87,12 @@ describe('batch replies', () => {
   });
 
   it('a body in 1-byte chunks costs memory in proportion to its size', async (t: TestContext) => {
+    // A server of its own: what the tests above left behind is not counted.
+    const server = await startServer();
+    t.after(async () => {
+      await server.stop();
+      cleanup(server.dir);
+    });
     const worker = server.workers()[0]!;
     const size = 2 * MiB;
     const before = rss(worker);
@@ -108,23 +121,24 @@ describe('batch replies', () => {
 describe('many leases', () => {
   it('100,000 expired leases: taking them back 1,000 at a time costs O(log n) a take, not a scan', async (t: TestContext) => {
     const dir = tempDir();
-    const s = await LmdbStore.open({ path: dir });
+    const clock = new TestClock();
+    const s = await LmdbStore.open({ path: dir, now: clock.now });
     try {
       const all = Array.from({ length: 100_000 }, (_, i) => Buffer.from(String(i)));
       for (let i = 0; i < all.length; i += 1000) await s.putMany('l', all.slice(i, i + 1000));
-      // Leased so that all of them end at one moment, after the last is taken.
-      const ends = Date.now() + 3000;
-      for (let i = 0; i < all.length; i += 1000) assert.equal((await s.getMany('l', 1000, ends - Date.now())).length, 1000);
+      // Leased so that all of them end at one moment.
+      for (let i = 0; i < all.length; i += 1000) assert.equal((await s.getMany('l', 1000, 3000)).length, 1000);
       assert.equal((await s.status('l')).leased, 100_000);
-      await sleep(ends - Date.now() + 5);
+      clock.advance(3001);
       const started = performance.now();
       let taken = 0;
       for (let i = 0; i < 20; i++) taken += (await s.getMany('l', 1000, 60_000)).length;
       const ms = performance.now() - started;
       t.diagnostic(`20 takes of 1,000 took ${Math.round(ms)} ms`);
       assert.equal(taken, 20_000);
-      // A scan of every lease per take is 2e9 steps here: minutes. A heap takes milliseconds.
-      assert.ok(ms < 5000, `20 takes of 1,000 took ${Math.round(ms)} ms`);
+      // A scan of every lease per take is 2e9 steps here: minutes. A heap takes milliseconds (under
+      // a second on a loaded machine); the bound only has to tell the two apart.
+      assert.ok(ms < 30_000, `20 takes of 1,000 took ${Math.round(ms)} ms`);
     } finally {
       await s.close();
       cleanup(dir);
