@@ -722,6 +722,33 @@ it('one process: memory does not grow with every queue name used; queues it forg
   cleanup(dir);
 });
 
+it('shared (--workers): a process does not act on the leases it read once another changed them since', async () => {
+  const dir = tempDir('httpsqs-store-');
+  // Two stores on one directory, as two workers have it.
+  const [a, b2] = [await LmdbStore.open({ path: dir, shared: true }), await LmdbStore.open({ path: dir, shared: true })];
+  try {
+    await a.putMany('sh', ['one', 'two'].map(b));
+    const first = await a.get('sh', 60_000); // a has read and written the leases: it keeps them
+    assert.equal(first?.pos, 1);
+    assert.equal(await b2.settle('sh', 1, 'ack', first!.lease), true); // b changes them
+    // a sees the ack: nothing to give back, and the next get hands out the second message.
+    assert.equal(await a.settle('sh', 1, 'nack', first!.lease), false);
+    assert.equal((await a.get('sh', 60_000))?.pos, 2);
+    assert.deepEqual(await b2.leases('sh').then((l) => l.map((x) => x.pos)), [2]);
+    // The same after a reset by the other, which starts the queue's meta record again.
+    await b2.reset('sh');
+    await b2.put('sh', b('three'));
+    assert.equal(await a.settle('sh', 2, 'ack'), false);
+    const third = await a.get('sh', 60_000);
+    assert.equal(third?.message.toString(), 'three');
+    assert.equal((await b2.status('sh')).leased, 1);
+  } finally {
+    await a.close();
+    await b2.close();
+    cleanup(dir);
+  }
+});
+
 it('one process: a queue reset but not yet committed does not shorten a page of list', async () => {
   const dir = tempDir('httpsqs-store-');
   let s = await LmdbStore.open({ path: dir });

@@ -1,9 +1,10 @@
 /**
- * How the LMDB store lays its records out. Database `meta` maps a queue name to 32 bytes
+ * How the LMDB store lays its records out. Database `meta` maps a queue name to 40 bytes
  * (putpos, getpos, maxqueue, the number of leases, how many of them are delayed messages and dead
- * letters, maxdeliveries, and the last slot taken past the ring, as big-endian uint32; records
- * written before leases existed have 12, before delays and dead letters 16, before the last slot
- * taken was kept 28); database `msg` maps [u16 name length][name][u32 position] to the raw
+ * letters, maxdeliveries, and the last slot taken past the ring, as big-endian uint32; then the
+ * version of its leases, a u64 drawn at random each time another process sharing the directory
+ * changed them, 0 when none did; records written before leases existed have 12, before delays and
+ * dead letters 16, before the last slot taken was kept 28, before lease versions 32); database `msg` maps [u16 name length][name][u32 position] to the raw
  * message bytes; database `lease` maps the same keys to a lease (f64 deadline in ms, u32
  * deliveries). A queue without a meta record is in its initial state.
  */
@@ -15,10 +16,11 @@ export const LAST_POS = 0xffffffff;
 
 /** A queue's meta record: its state, and its status (`leased` there counts leases held by
  * consumers; `held` counts every lease record). */
-export function decodeMeta(v: Buffer | undefined): { s: QueueState; held: number; status: QueueStatus; slotCursor: number } {
+export function decodeMeta(v: Buffer | undefined): { s: QueueState; held: number; status: QueueStatus; slotCursor: number; version: bigint } {
   const s = emptyQueue();
   let held = 0;
   let slotCursor = 0;
+  let version = 0n;
   let delayed = 0;
   let dead = 0;
   if (v && v.length >= 12) {
@@ -33,14 +35,15 @@ export function decodeMeta(v: Buffer | undefined): { s: QueueState; held: number
       if (md) s.maxdeliveries = md;
     }
     if (v.length >= 32) slotCursor = v.readUInt32BE(28);
+    if (v.length >= 40) version = v.readBigUInt64BE(32);
   }
   const status: QueueStatus = { putpos: s.putpos, getpos: s.getpos, maxqueue: s.maxqueue, leased: held - delayed - dead, delayed, dead };
   if (s.maxdeliveries) status.maxdeliveries = s.maxdeliveries;
-  return { s, held, status, slotCursor };
+  return { s, held, status, slotCursor, version };
 }
 
-export function encodeMeta(s: QueueState, leases: LeaseTable): Buffer {
-  const b = Buffer.allocUnsafe(32);
+export function encodeMeta(s: QueueState, leases: LeaseTable, version = 0n): Buffer {
+  const b = Buffer.allocUnsafe(40);
   b.writeUInt32BE(s.putpos, 0);
   b.writeUInt32BE(s.getpos, 4);
   b.writeUInt32BE(s.maxqueue, 8);
@@ -49,6 +52,7 @@ export function encodeMeta(s: QueueState, leases: LeaseTable): Buffer {
   b.writeUInt32BE(leases.dead, 20);
   b.writeUInt32BE(s.maxdeliveries ?? 0, 24);
   b.writeUInt32BE(leases.slotCursor, 28);
+  b.writeBigUInt64BE(version, 32);
   return b;
 }
 

@@ -94,7 +94,7 @@ export class Room {
   }
 
   /**
-   * What writing `records` small records (meta or lease records, 16 bytes at most) at separate
+   * What writing `records` small records (meta or lease records, 40 bytes at most) at separate
    * places may write, with a run under consecutive keys (one place) of `values` and `small` more
    * small records; `key`: the longest key, in bytes.
    */
@@ -102,7 +102,7 @@ export class Room {
     // mdb.c's me_nodemax: a larger node has its value on overflow pages (OVPAGES of them).
     const nodeMax = (((this.pageSize - PAGE_HEADER) / 2) & ~1) - SLOT;
     let pages = 0;
-    let nodeBytes = (records + small) * (NODE_HEADER + key + 16 + SLOT + 1);
+    let nodeBytes = (records + small) * (NODE_HEADER + key + 40 + SLOT + 1);
     for (const { length } of values) {
       if (NODE_HEADER + key + length > nodeMax) {
         pages += Math.floor((PAGE_HEADER - 1 + length) / this.pageSize) + 1;
