@@ -94,23 +94,10 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     return worker;
   };
 
-  const workers = Array.from({ length: config.workers }, fork);
-  await Promise.all(
-    workers.map(
-      (w) =>
-        new Promise<void>((ready) => {
-          w.on('message', (m: FromWorker) => m.ready && ready());
-          w.once(
-            'exit',
-            (code, signal) => started || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`),
-          );
-        }),
-    ),
-  );
-  started = true;
-  const removePidFile = writePidFile(config.pidfile);
-  // The stop handlers go in before the start is announced: a signal sent as soon as it was
-  // could kill the master the default way, leaving the PID file behind.
+  // The stop handlers go in before the workers are forked: a signal while they start (a worker
+  // may already answer) stops them and exits as a later one does, instead of killing the master
+  // the default way.
+  let removePidFile = () => {};
   onStopSignal(
     async (signal) => {
       stopping = true;
@@ -141,5 +128,22 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
     },
   );
+  const workers = Array.from({ length: config.workers }, fork);
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<void>((ready) => {
+          w.on('message', (m: FromWorker) => m.ready && ready());
+          w.once(
+            'exit',
+            (code, signal) =>
+              started || stopping || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`),
+          );
+        }),
+    ),
+  );
+  if (stopping) return; // stopped while starting: the stop handler exits
+  started = true;
+  removePidFile = writePidFile(config.pidfile);
   announce();
 }
