@@ -188,7 +188,7 @@ describe('many leases', () => {
       // They wait up to 30 s: while the puts below are committed one by one (seconds on a loaded
       // machine), not the 5 s a request gets by default.
       const polls = Array.from({ length: N }, () => request(port, 'GET', '/?name=lp&opt=get&wait=30&lease=60', { timeoutMs: 60_000 }));
-      await waitFor(() => app.waiters.size === N);
+      await waitFor(() => app.waiters.size === N, 30_000);
       looks = 0;
       for (let i = 0; i < N; i++) await request(port, 'GET', `/?name=lp&opt=put&data=m${i}`);
       const got = await Promise.all(polls);
