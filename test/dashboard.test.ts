@@ -10,6 +10,9 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { cleanup, keepAliveClient, needsTool, request, ROOT, startServer, type RunningServer } from './helpers.js';
 
+/** The page script's flag: a refresh (fetches, then a redraw) is under way. */
+declare const busy: boolean;
+
 const skip = needsTool('chromium', 'chromium');
 const SHOTS = join(ROOT, 'test-output');
 const XSS = '<img src=x onerror=alert(1)>';
@@ -114,7 +117,25 @@ describe('dashboard', { skip }, () => {
     );
     assert.equal(await page.locator('#queue-unread').textContent(), '2');
 
+    // Typing while a redraw is under way: the redraw, done after its fetches, leaves the form as it is.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const asked = new Promise<void>((seen) =>
+      page.route(
+        /[?&]opt=view/,
+        async (route) => {
+          seen();
+          await held;
+          await route.continue();
+        },
+        { times: 1 },
+      ),
+    );
+    await asked;
     await page.fill('#put-input', 'from the browser');
+    release();
+    await page.waitForFunction(() => !busy); // the redraw that was held is over
+    assert.equal(await page.inputValue('#put-input'), 'from the browser');
     await page.click('#put-button');
     await page.waitForFunction(() => document.querySelector('#queue-unread')?.textContent === '3');
     assert.equal((await request(server.port, 'GET', '/?name=q-page&opt=view&pos=4')).body.toString(), 'from the browser');

@@ -284,6 +284,8 @@ async function renderQueue(ref) {
     catch (err) { if (err instanceof AuthNeeded) { askAdmin(); return; } notice = { ok: false, text: label + ': ' + err.message }; }
     await refresh();
   };
+  // Asked again after the fetches: typing may have begun while they ran.
+  if (typing()) return;
   app.replaceChildren(
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
@@ -350,6 +352,9 @@ function live(state, title) {
   dot.title = title;
 }
 
+/** Someone types into a form on the page (the search box re-renders as it goes): it is not redrawn. */
+const typing = () => document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
+
 let busy = false;
 async function refresh() {
   clearTimeout(timer);
@@ -365,9 +370,7 @@ async function refresh() {
     queues = list;
     record(queues);
     showFacts();
-    // Not while someone types into a form on the page (the search box re-renders as it goes).
-    const typing = document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
-    if (!typing) await render();
+    if (!typing()) await render();
     live('', 'live');
   } catch (err) {
     if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
