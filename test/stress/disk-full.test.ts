@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, openSync, readSync, statfsSync, statSync } from '
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
-import { cleanup, keepAliveClient, request, startServer, tempDir, type RunningServer } from '../helpers.js';
+import { cleanup, keepAliveClient, request, startServer, tempDir, waitFor, type RunningServer } from '../helpers.js';
 
 function canMount(): string | false {
   const probe = tempDir('httpsqs-mount-');
@@ -307,10 +307,13 @@ it('a disk filled by another process under a consumer (get&lease, ack, nack, sta
       // dd stops with "No space left on device" once the disk is full.
       await new Promise((done) => execFile('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k'], done));
       phase = 'full';
-      await sleep(2000);
+      // Until puts have used up the room taken ahead of the full disk and are refused, and a
+      // consumer was served meanwhile (a fixed 2 s was not enough on a loaded machine).
+      await waitFor(() => answers.of('put full').includes('HTTPSQS_PUT_ERROR') && answers.of('get full').includes('MESSAGE'), 60_000).catch(() => {});
+      await sleep(500);
       execFileSync('mount', ['-o', 'remount,size=64m', mnt]);
       phase = 'after';
-      await sleep(1000);
+      await waitFor(() => answers.of('put after').includes('HTTPSQS_PUT_OK'), 30_000).catch(() => {});
     } finally {
       stop = true;
       await running;
