@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { flagTable, helpText } from '../src/cli/options.js';
-import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
 
 /** True while something accepts connections on the port. */
 function listening(port: number): Promise<boolean> {
@@ -180,27 +180,17 @@ describe('command line', () => {
   });
 
   it('SIGTERM while the workers start: a clean stop, exit code 0, no PID file, the directory free again', async () => {
-    const { spawn } = await import('node:child_process');
     for (const workers of ['1', '2']) {
       const dir = tempDir();
       const port = await freePort();
       const pidfile = join(dir, 'h.pid');
-      const proc = spawn(
-        process.execPath,
-        [join(ROOT, 'dist/src/cli/main.js'), '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', pidfile, '--workers', workers],
-        {
-          stdio: ['ignore', 'ignore', 'pipe'],
-        },
-      );
-      let stderr = '';
-      proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      const exit = new Promise((r) => proc.once('exit', r));
+      const { proc, stderr, exited } = spawnCli(['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', pidfile, '--workers', workers]);
       // Once a worker process exists (the master forks them once it can be stopped), most often
       // before any is ready.
       await waitFor(() => workerPids(proc.pid!).length > 0, 30_000);
       proc.kill('SIGTERM');
-      assert.equal(await exit, 0, stderr);
-      assert.match(stderr, /"event":"stopped"/);
+      assert.equal(await exited, 0, stderr());
+      assert.match(stderr(), /"event":"stopped"/);
       assert.ok(!existsSync(pidfile), 'no PID file');
       // Free again: a server starts on it.
       const again = await startServer({ dir });

@@ -62,27 +62,34 @@ export interface StartOptions {
   detached?: boolean;
 }
 
+/** Runs `httpsqs` with `args` as a subprocess, keeping what it writes to stderr. */
+export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; detached?: boolean } = {}) {
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...opts.env },
+    detached: opts.detached ?? false,
+  });
+  let err = '';
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  return { proc, stderr: () => err, exited };
+}
+
 /** Starts `httpsqs` as a subprocess on 127.0.0.1 and resolves once it listens. */
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
   const dir = opts.dir ?? tempDir();
   const port = opts.port ?? (await freePort());
-  const args = [CLI, '-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'httpsqs.pid'), ...(opts.args ?? [])];
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env }, detached: opts.detached ?? false });
-  let err = '';
-  proc.stderr!.setEncoding('utf8');
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'httpsqs.pid'), ...(opts.args ?? [])];
+  const { proc, stderr, exited } = spawnCli(args, opts);
   await new Promise<void>((ready, fail) => {
-    proc.stderr!.on('data', (d: string) => {
-      err += d;
-      if (err.includes('listening on')) ready();
-    });
-    void exited.then((code) => fail(new Error(`server exited with ${code} before listening: ${err}`)));
+    proc.stderr.on('data', () => stderr().includes('listening on') && ready());
+    void exited.then((code) => fail(new Error(`server exited with ${code} before listening: ${stderr()}`)));
   });
   return {
     port,
     dir,
     proc,
-    stderr: () => err,
+    stderr,
     async stop() {
       proc.kill('SIGTERM');
       return exited;

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync, renameSync, writeF
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../src/cli/options.js';
-import { cleanup, freePort, needsTool, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+import { cleanup, freePort, needsTool, request, ROOT, runCli, spawnCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
 import { noRedis, startRedis } from './redis-servers.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -102,28 +102,11 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
   const again = await freePort();
   // Stopped once it answers, not after a fixed wait: on a loaded machine that could come before
   // it had started.
-  const server = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'dist/src/cli/main.js'),
-      '-l',
-      '127.0.0.1',
-      '-p',
-      String(again),
-      '-x',
-      dir,
-      '-i',
-      join(dir, 'no', 'dir.pid'),
-      '--log-level',
-      'warn',
-      '--log-file',
-      log,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  server.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<number | null>((done) => server.on('close', done));
+  const {
+    proc: server,
+    stderr,
+    exited,
+  } = spawnCli(['-l', '127.0.0.1', '-p', String(again), '-x', dir, '-i', join(dir, 'no', 'dir.pid'), '--log-level', 'warn', '--log-file', log]);
   try {
     await waitFor(
       () =>
@@ -134,7 +117,7 @@ it('--log-level warn leaves out info lines; a log file that cannot be opened sto
       30_000,
     );
     server.kill('SIGTERM');
-    assert.equal(await exited, 0, stderr);
+    assert.equal(await exited, 0, stderr());
   } finally {
     server.kill('SIGKILL');
   }
