@@ -31,7 +31,9 @@ const dir = () => {
 };
 
 let warnings: string[] = [];
-const open = (path: string, extra: Partial<JournalOptions> = {}) => JournalStore.open({ path, segmentBytes: SEG, warn: (m) => warnings.push(m), ...extra });
+/** A store of `SEG`-byte segments; idle, it keeps them (the test of `shrink` says otherwise). */
+const open = (path: string, extra: Partial<JournalOptions> = {}) =>
+  JournalStore.open({ path, segmentBytes: SEG, shrinkAfterMs: Infinity, warn: (m) => warnings.push(m), ...extra });
 
 /** What a crash would leave of a running store: its files as they are now. */
 function crashImage(from: string): string {
@@ -431,6 +433,43 @@ describe('journal: space and memory', () => {
     await compacted(s);
     assert.equal(ops.filter((op) => op === 'compact').length, 0, 'messages were copied forward');
     assert.ok(segments(d).length <= 3, `${segments(d).length} segments left`);
+    await s.close();
+  });
+
+  it('a drained journal gives its disk back: idle with nothing live, it goes on in a segment a quarter of the size; writes then get a whole one', async () => {
+    const d = dir();
+    let s = await open(d, { shrinkAfterMs: 0 });
+    const message = b('s'.repeat(1000));
+    /** Waits (a bounded number of event-loop turns and idle checks) for `done`. */
+    const until = async (done: () => boolean, what: string) => {
+      for (let i = 0; i < 2000 && !done(); i++) await new Promise((r) => setTimeout(r, 1));
+      await compacted(s);
+      assert.ok(done(), what);
+    };
+    for (let i = 0; i < 100; i++) await s.put('q', message); // two segments of 64 KiB and part of a third
+    assert.ok(segments(d).length >= 2, `${segments(d).length} segments`);
+    // Idle, but with live messages: nothing is given back.
+    await until(() => inside(s, 'idle') !== undefined, 'the idle check is armed');
+    await until(() => inside(s, 'idle') === undefined, 'the idle check ran');
+    assert.ok(diskUse(d) >= 2 * SEG, `${diskUse(d)} bytes with 100 KB live`);
+    for (let i = 0; i < 99; i++) await s.get('q');
+    await until(() => inside(s, 'idle') === undefined, 'the idle check ran');
+    const sizes = () => segments(d).map((f) => statSync(join(d, 'journal', f)).size);
+    assert.ok(
+      sizes().every((n) => n === SEG),
+      `one message still live keeps whole segments: ${sizes().join(', ')}`,
+    );
+    assert.equal((await s.get('q'))?.pos, 100);
+    await until(() => diskUse(d) === SEG / 4, `one small segment left, not ${segments(d).join(', ')}`);
+    assert.equal(segments(d).length, 1);
+    assert.deepEqual(await s.status('q'), { putpos: 100, getpos: 100, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    // Writes resume: a whole segment is made to go on in, and nothing is lost across a restart.
+    for (let i = 0; i < 20; i++) await s.put('q', message);
+    await until(() => diskUse(d) === SEG / 4 + SEG, `${segments(d).join(', ')}`);
+    await s.close();
+    s = await open(d, { shrinkAfterMs: 0 });
+    assert.deepEqual(await s.status('q'), { putpos: 120, getpos: 100, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    for (let pos = 101; pos <= 120; pos++) assert.deepEqual(await s.get('q'), { pos, message, deliveries: 1 });
     await s.close();
   });
 

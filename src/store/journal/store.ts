@@ -88,6 +88,9 @@ export interface JournalOptions extends EmbeddedOptions {
   readOnly?: boolean;
   /** Bytes free on the directory's disk (tests give a full disk). */
   diskFree?: (dir: string) => number;
+  /** How long the journal waits, idle with no live message, before giving its disk back (`shrink`);
+   * Infinity: never. */
+  shrinkAfterMs?: number;
 }
 
 /** Thrown at start-up for a segment damaged where valid records follow. */
@@ -106,6 +109,8 @@ const READ_AHEAD = 256 * 1024;
 const SCAN_STEP = 100_000;
 /** Message bytes copied forward per compaction write. */
 const COPY_STEP = 2 ** 20;
+/** Idle time after which a drained journal gives its disk back (`shrink`). */
+const SHRINK_AFTER_MS = 1000;
 
 interface Queue {
   s: QueueState;
@@ -290,6 +295,11 @@ export class JournalStore implements Store {
   private timer: NodeJS.Timeout | undefined;
   private syncSeconds: number;
   private readonly segmentBytes: number;
+  /** Batches written so far: the idle check tells from it whether the journal was idle. */
+  private writes = 0;
+  private idle: NodeJS.Timeout | undefined;
+  /** The small segment a drained journal went on in (`shrink`), while it is the current or the next. */
+  private small: Segment | undefined;
   private readonly warn: (message: string) => void;
   private readonly observe: StoreHooks['observe'];
   private readonly now: () => number;
@@ -404,6 +414,7 @@ export class JournalStore implements Store {
     if (this.syncMode === 'interval') this.tick();
     this.started = true;
     this.compactSoon();
+    this.idleSoon();
   }
 
   /** 'interval' mode: flushes every `syncSeconds`. */
@@ -637,12 +648,11 @@ export class JournalStore implements Store {
 
   /** Makes the next segment (of `min` bytes at least), unless there is one; resolves to whether
    * there is one now. */
-  private makeSpare(min = 0): Promise<boolean> {
+  private makeSpare(min = 0, size = Math.max(this.segmentBytes, Math.ceil(min / 2 ** 20) * 2 ** 20)): Promise<boolean> {
     if (this.spare && this.spare.size >= min) return Promise.resolve(true);
     this.sparing ??= (async () => {
       if (this.spare) this.dropSegment(this.spare); // too small for a message larger than a segment
       this.spare = undefined;
-      const size = Math.max(this.segmentBytes, Math.ceil(min / 2 ** 20) * 2 ** 20);
       const id = Math.max(...this.segs.keys(), ...this.deleting.keys()) + 1;
       try {
         if (this.diskFree(this.dir) < size) throw new Error('not enough free space');
@@ -671,6 +681,7 @@ export class JournalStore implements Store {
     this.open = undefined;
     this.cur = this.spare!;
     this.spare = undefined;
+    if (this.cur !== this.small) this.small = undefined;
     this.end = 0;
     this.checkpoint();
   }
@@ -758,15 +769,58 @@ export class JournalStore implements Store {
       }
       this.batches.shift();
       this.writtenTo = { seg: b.seg, off: b.start + b.used };
+      this.writes++;
       if (this.syncMode === 'interval') this.unflushed.add(seg);
       if (!this.fence) this.writeError = undefined;
       // The next batch goes to the disk before this one's requests are answered: answering them
       // takes a while (a socket write each), and the disk would sit idle meanwhile.
       this.writeNext();
       b.resolve();
-      if (!this.spare && this.end > 0.75 * this.cur.size && Date.now() >= this.retryAt && !this.closing) void this.makeSpare();
+      // A small segment (`shrink`) gets a whole one to go on in as soon as writes resume.
+      const filling = this.end > 0.75 * this.cur.size || this.cur === this.small;
+      if (!this.spare && filling && Date.now() >= this.retryAt && !this.closing) void this.makeSpare();
+      this.idleSoon();
     };
     this.writeFile(this.fd(seg), b.buf, 0, b.used, b.start, written);
+  }
+
+  /** After a write (and at start-up): arms the idle check, which gives the disk back (`shrink`) if
+   * no batch was written meanwhile. At most one timer runs, so a busy journal pays a comparison a write. */
+  private idleSoon(): void {
+    const ms = this.opts.shrinkAfterMs ?? SHRINK_AFTER_MS;
+    if (this.idle || !Number.isFinite(ms) || this.opts.readOnly || this.closing) return;
+    const seen = this.writes;
+    this.idle = setTimeout(() => {
+      this.idle = undefined;
+      if (this.writes !== seen) this.idleSoon();
+      else void this.shrink();
+    }, ms);
+    this.idle.unref();
+  }
+
+  /** A drained journal gives its disk back: a segment takes its whole size from the start, so with
+   * no live message left (every message read, no lease held) and nothing written for a while, it
+   * goes on in a new segment a quarter of that size, and the one it leaves goes once the roll-over's
+   * checkpoint covers it (as any read-through segment does). The next write makes a whole segment
+   * to go on in. Read messages stop being viewable then, as they do when their segment goes. */
+  private async shrink(): Promise<void> {
+    const smallBytes = Math.floor(this.segmentBytes / 4);
+    const drained = () =>
+      !this.closing &&
+      !this.fence &&
+      !this.waiting &&
+      !this.sparing &&
+      !this.batches.length &&
+      this.cur.size > smallBytes &&
+      [...this.segs.values()].every((s) => s.live <= 0);
+    if (!drained()) return;
+    const seen = this.writes;
+    if (this.spare) void this.dropSegment(this.spare);
+    this.spare = undefined;
+    if (!(await this.makeSpare(0, smallBytes))) return;
+    this.small = this.spare;
+    // Writes that came meanwhile went to the current segment: the small one waits as the next.
+    if (this.writes === seen && drained()) this.roll();
   }
 
   /** fs.write, the one place batches reach the disk (a test makes it fail). */
@@ -1186,6 +1240,7 @@ export class JournalStore implements Store {
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearTimeout(this.timer);
+      clearTimeout(this.idle);
       this.disk?.close();
       await Promise.allSettled([this.waiting, this.compacting, this.sparing, this.batches.at(-1)?.done, this.checkpointing]);
       // Start-up replays nothing after a clean close.
