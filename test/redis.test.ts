@@ -175,6 +175,48 @@ describe('a reset racing a put on another frontend', { skip }, () => {
   });
 });
 
+describe('dead letters by position', { skip }, () => {
+  it('a page is read from the by-position set, which is built once for dead letters written before it existed', async () => {
+    const store = new RedisStore({ url: `${redis.url}?prefix=dlpos:` });
+    try {
+      await store.maxdeliveries('d', 1);
+      await store.putMany(
+        'd',
+        ['a', 'b', 'c', 'd', 'e'].map((s) => Buffer.from(s)),
+      );
+      for (let i = 0; i < 5; i++) {
+        const got = await store.get('d', 60_000);
+        assert.equal(await store.settle('d', got!.pos, 'nack', got!.lease), true);
+      }
+      const byPosition = 'dlpos:{qd}:z';
+      const members = () => redis.cli('zrange', byPosition, '0', '-1', 'withscores').split('\n');
+      const all = (await store.deadLetters('d', 0, 10)).map((l) => l.pos);
+      assert.equal(all.length, 5);
+      assert.deepEqual(
+        members(),
+        all.flatMap((pos) => [String(pos).padStart(10, '0'), String(pos)]),
+      );
+      // As a version before this set left the data: the page is still right, and the set is back.
+      redis.cli('del', byPosition);
+      assert.deepEqual(
+        (await store.deadLetters('d', all[1]!, 2)).map((l) => l.pos),
+        all.slice(2, 4),
+      );
+      assert.equal(members().length, 10);
+      // Kept in step from then on: a discard and a redrive take theirs out.
+      assert.equal(await store.discard('d', all[0]!), true);
+      assert.equal(await store.redrive('d', 1), 1);
+      assert.equal(redis.cli('zcard', byPosition), '3');
+      assert.deepEqual(
+        (await store.deadLetters('d', 0, 10)).map((l) => l.pos),
+        all.slice(2),
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('a Redis out of reach', { skip }, () => {
   it('is named with the cause, at start and when it goes away', async () => {
     const nobody = new RedisStore({ url: `redis://127.0.0.1:${await freePort()}` });

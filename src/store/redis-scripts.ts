@@ -9,7 +9,8 @@
  *   the position zero-padded to 10 digits (`memberOf`), so that equal deadlines come in position
  *   order, as on LMDB;
  * - a dead letter, in the `…:x` sorted set by when it died, the same member: those that died
- *   first first, ties in position order (`LeaseTable.deadLetters`);
+ *   first first, ties in position order (`LeaseTable.deadLetters`); and in the `…:z` sorted set
+ *   by position (score and member), so that a page of them after a position is one range read;
  * - the queue's state hash `…:s`: p (putpos), g (getpos), m (maxqueue), u (maxdeliveries, 0 for
  *   none), and counters that spare a scan: x (the last slot taken, new ones are taken after it),
  *   k (leases at slots), y (delayed leases: deliveries 0, not dead). Dead letters are the ZCARD of
@@ -34,15 +35,15 @@ export function parseLeaseValue(v: string): Lease {
 }
 
 /**
- * What the scripts on a queue's five keys share. KEYS: state, messages, leases, deadlines, dead
- * letters. Reads the state into locals; `save()` writes it back when it changed (true then).
+ * What the scripts on a queue's six keys share. KEYS: state, messages, leases, deadlines, dead
+ * letters by when they died, dead letters by position. Reads the state into locals; `save()` writes it back when it changed (true then).
  * `setLease(pos, deadline, deliveries)` (deadline nil: the lease ends) keeps the sets and
  * counters in step, as `LeaseTable.set` and `delete` do; `slotFor()` and `bury(…)` are those of
  * leases.ts and plans.ts.
  */
 const PRELUDE = `
 local FIRST_SLOT, LAST_SLOT, DEAD = ${FIRST_SLOT}, ${LAST_SLOT}, ${DEAD}
-local S, M, L, D, X = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local S, M, L, D, X, Z = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local st = redis.call('HMGET', S, 'p', 'g', 'm', 'x', 'k', 'y', 'u')
 local created = st[1] == false and st[3] == false
 local p, g, mx = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or ${DEFAULT_MAXQUEUE}
@@ -73,14 +74,15 @@ local function setLease(pos, deadline, deliveries)
     if deadline >= DEAD then
       if old and not wasDead then redis.call('ZREM', D, m) end
       redis.call('ZADD', X, fmt(deadline - DEAD), m)
+      redis.call('ZADD', Z, fmt(pos), m)
     else
-      if wasDead then redis.call('ZREM', X, m) end
+      if wasDead then redis.call('ZREM', X, m) redis.call('ZREM', Z, m) end
       redis.call('ZADD', D, fmt(deadline), m)
     end
     if not old and pos > lastSlot then lastSlot = pos end
   elseif old then
     redis.call('HDEL', L, pos)
-    if wasDead then redis.call('ZREM', X, m) else redis.call('ZREM', D, m) end
+    if wasDead then redis.call('ZREM', X, m) redis.call('ZREM', Z, m) else redis.call('ZREM', D, m) end
   end
 end
 local function slotFor()
@@ -117,7 +119,7 @@ local function save()
 end
 `;
 
-// KEYS: the five. ARGV: channel, origin, due time ('': not delayed), the messages.
+// KEYS: the six. ARGV: channel, origin, due time ('': not delayed), the messages.
 // Returns {1 if it created the queue else 0, positions (slots when delayed)...}.
 export const PUT = `${PRELUDE}
 local dueAt = tonumber(ARGV[3])
@@ -146,7 +148,7 @@ if #out > 1 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1)) en
 if save() and created then out[1] = 1 end
 return out`;
 
-// KEYS: the five. ARGV: channel, origin, now, lease ms (0: none), max, byte budget (-1: none).
+// KEYS: the six. ARGV: channel, origin, now, lease ms (0: none), max, byte budget (-1: none).
 // Returns {pos, message, deliveries, token ('' unleased)} per message.
 export const GET = `${PRELUDE}
 local now, leaseMs, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -196,7 +198,7 @@ end
 save()
 return out`;
 
-// KEYS: the five. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now. Returns 1 when settled.
+// KEYS: the six. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now. Returns 1 when settled.
 export const SETTLE = `${PRELUDE}
 local pos = tonumber(ARGV[3])
 local l = redis.call('HGET', L, pos)
@@ -244,14 +246,14 @@ if num >= p and num >= g and p >= g then
 end
 return 0`;
 
-// KEYS: the five. ARGV: the new maxdeliveries (0: none). Returns 0 (unchanged), 1 (set) or 2 (set, and the queue is new).
+// KEYS: the six. ARGV: the new maxdeliveries (0: none). Returns 0 (unchanged), 1 (set) or 2 (set, and the queue is new).
 export const MAXDELIVERIES = `${PRELUDE}
 maxdel = tonumber(ARGV[1])
 if not save() then return 0 end
 if created then return 2 end
 return 1`;
 
-// KEYS: the five. ARGV: channel, origin, max. Returns how many dead letters were made due.
+// KEYS: the six. ARGV: channel, origin, max. Returns how many dead letters were made due.
 export const REDRIVE = `${PRELUDE}
 if tonumber(ARGV[3]) <= 0 then return 0 end
 local dead = redis.call('ZRANGE', X, 0, tonumber(ARGV[3]) - 1)
@@ -260,7 +262,7 @@ save()
 if #dead > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. #dead) end
 return #dead`;
 
-// KEYS: the five. ARGV: pos. Deletes the dead letter there; returns 1, or 0 when there is none.
+// KEYS: the six. ARGV: pos. Deletes the dead letter there; returns 1, or 0 when there is none.
 export const DISCARD = `${PRELUDE}
 local pos = tonumber(ARGV[1])
 local l = redis.call('HGET', L, pos)
@@ -272,7 +274,7 @@ redis.call('HDEL', M, pos)
 save()
 return 1`;
 
-// KEYS: the five. ARGV: state given ('1' or ''), putpos, getpos, maxqueue, maxdeliveries, then
+// KEYS: the six. ARGV: state given ('1' or ''), putpos, getpos, maxqueue, maxdeliveries, then
 // the number of messages, that many (pos, message) pairs, then (pos, lease value) pairs.
 // Writes them as they are (no queue rule applies), the counters and sets kept in step.
 // Returns 1 if it created the queue else 0.
@@ -316,5 +318,31 @@ for pos = tonumber(ARGV[1]), tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1 do
     out[#out + 1] = pos
     out[#out + 1] = redis.call('HGET', KEYS[1], pos)
   end
+end
+return out`;
+
+// KEYS: leases, dead letters by when they died, dead letters by position. ARGV: after, limit.
+// Returns {pos, lease value, ...}: the first `limit` dead letters past `after`, in position order.
+// A queue whose dead letters were written before the by-position set existed (the two differ in
+// size) has it built first, once, a thousand members at a time.
+export const DEAD_PAGE = `
+local L, X, Z = KEYS[1], KEYS[2], KEYS[3]
+local n = redis.call('ZCARD', X)
+if redis.call('ZCARD', Z) ~= n then
+  redis.call('DEL', Z)
+  for i = 0, n - 1, 1000 do
+    local args = {}
+    for _, m in ipairs(redis.call('ZRANGE', X, i, i + 999)) do
+      args[#args + 1] = string.format('%d', tonumber(m))
+      args[#args + 1] = m
+    end
+    redis.call('ZADD', Z, unpack(args))
+  end
+end
+local out = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])) do
+  local pos = string.format('%d', tonumber(m))
+  out[#out + 1] = pos
+  out[#out + 1] = redis.call('HGET', L, pos)
 end
 return out`;

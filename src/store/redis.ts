@@ -10,9 +10,11 @@
  * `…:m` (hash: position -> message bytes, slots past the ring too), `…:l` (hash: position ->
  * "deadline:deliveries", delayed messages and dead letters too), `…:d` (sorted set of the leases
  * that can come due, by deadline, zero-padded so that equal deadlines go in position order, as on
- * LMDB) and `…:x` (sorted set of the dead letters by when they died); redis-scripts.ts has the
- * details. The `q` keeps the tag non-empty for the queue named ''. Names are bytes, as everywhere. A sorted set `httpsqs:queues` names the queues
- * for `list`; it lives on one shard, so it is kept outside the scripts (see `list`).
+ * LMDB), `…:x` (sorted set of the dead letters by when they died) and `…:z` (the dead letters
+ * by position, for paging through them); redis-scripts.ts has the details. The `q` keeps the tag
+ * non-empty for the queue named ''. Names are bytes, as everywhere. A sorted set `httpsqs:queues`
+ * names the queues for `list`; it lives on one shard, so it is kept outside the scripts (see
+ * `list`).
  *
  * Long polls across frontends: a script that makes messages available publishes on the queue's
  * channel; a frontend subscribes to the channels of the queues it has waiters on, so only those
@@ -23,7 +25,22 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
-import { DISCARD, GET, leaseValueOf, MAXDELIVERIES, MAXQUEUE, parseLeaseValue, PUT, RANGE, REDRIVE, RESTORE, SETTLE, STATUS, TOUCH } from './redis-scripts.js';
+import {
+  DEAD_PAGE,
+  DISCARD,
+  GET,
+  leaseValueOf,
+  MAXDELIVERIES,
+  MAXQUEUE,
+  parseLeaseValue,
+  PUT,
+  RANGE,
+  REDRIVE,
+  RESTORE,
+  SETTLE,
+  STATUS,
+  TOUCH,
+} from './redis-scripts.js';
 import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
 import { errorMessage } from '../errors.js';
 import { parseRedisUrl, redactUrl } from './redis-url.js';
@@ -68,7 +85,7 @@ export class RedisStore implements Store {
   /** Tells this frontend's own publications apart from the others'. */
   private readonly origin = randomBytes(6).toString('hex');
   private readonly scripts: Record<
-    'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'maxdeliveries' | 'redrive' | 'discard' | 'restore' | 'status' | 'range',
+    'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'maxdeliveries' | 'redrive' | 'discard' | 'restore' | 'status' | 'range' | 'deadPage',
     Script
   >;
   private waker: ((name: string, count: number) => void) | undefined;
@@ -118,17 +135,18 @@ export class RedisStore implements Store {
       return (this.redis as unknown as Record<string, Script>)[`${name}Buffer`]!.bind(this.redis);
     };
     this.scripts = {
-      put: define('httpsqsPut', 5, PUT),
-      get: define('httpsqsGet', 5, GET),
-      settle: define('httpsqsSettle', 5, SETTLE),
+      put: define('httpsqsPut', 6, PUT),
+      get: define('httpsqsGet', 6, GET),
+      settle: define('httpsqsSettle', 6, SETTLE),
       touch: define('httpsqsTouch', 2, TOUCH),
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
-      maxdeliveries: define('httpsqsMaxdeliveries', 5, MAXDELIVERIES),
-      redrive: define('httpsqsRedrive', 5, REDRIVE),
-      discard: define('httpsqsDiscard', 5, DISCARD),
-      restore: define('httpsqsRestore', 5, RESTORE),
+      maxdeliveries: define('httpsqsMaxdeliveries', 6, MAXDELIVERIES),
+      redrive: define('httpsqsRedrive', 6, REDRIVE),
+      discard: define('httpsqsDiscard', 6, DISCARD),
+      restore: define('httpsqsRestore', 6, RESTORE),
       status: define('httpsqsStatus', 3, STATUS),
       range: define('httpsqsRange', 1, RANGE),
+      deadPage: define('httpsqsDeadPage', 3, DEAD_PAGE),
     };
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
       const [origin, count] = message.toString('latin1').split(':');
@@ -145,14 +163,14 @@ export class RedisStore implements Store {
     return this;
   }
 
-  private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x'): Buffer {
+  private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x' | 'z'): Buffer {
     return Buffer.concat([this.prefix, Buffer.from(`{q${name}}:${kind}`, 'latin1')]);
   }
 
-  /** The five keys of the scripts that share redis-scripts.ts's prelude: state, messages, leases,
-   * deadlines, dead letters. */
+  /** The six keys of the scripts that share redis-scripts.ts's prelude: state, messages, leases,
+   * deadlines, dead letters by when they died and by position. */
   private keys(name: string): Buffer[] {
-    return [this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.key(name, 'x')];
+    return [this.key(name, 's'), this.key(name, 'm'), this.key(name, 'l'), this.key(name, 'd'), this.key(name, 'x'), this.key(name, 'z')];
   }
 
   /** The queue's wake-up channel. The name goes in as hex: ioredis keeps subscriptions as UTF-8
@@ -404,21 +422,15 @@ export class RedisStore implements Store {
   }
 
   async deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>> {
-    // The dead letters' sorted set holds them by when they died: their positions, then a page of
-    // their leases. Read without a script: one discarded meanwhile is left out.
-    const members = await this.redis.zrange(this.key(name, 'x'), 0, -1).catch((err) => this.failed(err));
-    const page = members
-      .map(Number)
-      .filter((pos) => pos > after)
-      .sort((a, b) => a - b)
-      .slice(0, limit);
-    if (page.length === 0) return [];
-    const values = await this.redis.hmget(this.key(name, 'l'), ...page.map(String)).catch((err) => this.failed(err));
+    if (limit <= 0) return [];
+    const flat = (await this.scripts
+      .deadPage(this.key(name, 'l'), this.key(name, 'x'), this.key(name, 'z'), after, limit)
+      .catch((err) => this.failed(err))) as Array<Buffer | null>;
     const out: Array<{ pos: number; lease: Lease }> = [];
-    page.forEach((pos, i) => {
-      const v = values[i];
-      if (v) out.push({ pos, lease: parseLeaseValue(v) });
-    });
+    for (let i = 0; i < flat.length; i += 2) {
+      const v = flat[i + 1];
+      if (v) out.push({ pos: Number(flat[i]!.toString()), lease: parseLeaseValue(v.toString()) });
+    }
     return out;
   }
 
