@@ -473,6 +473,34 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it('a drain that ends while a segment is being made still gives the disk back, once it is made', async () => {
+    const d = dir();
+    const s = await open(d, { shrinkAfterMs: 0 });
+    const inner = s as unknown as { makeFile: (...a: unknown[]) => Promise<void> };
+    const make = inner.makeFile;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    inner.makeFile = async (...a: unknown[]) => {
+      asked++;
+      await held;
+      return make(...a);
+    };
+    // 50 KB in a 64 KiB segment: past three quarters, so the next one is being made (held back).
+    for (let i = 0; i < 50; i++) await s.put('q', b('m'.repeat(1000)));
+    assert.equal(asked, 1);
+    for (let i = 0; i < 50; i++) await s.get('q');
+    // Drained, and idle checks come and go while the segment is still being made.
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
+    assert.equal(diskUse(d), SEG);
+    release();
+    for (let i = 0; i < 2000 && diskUse(d) !== SEG / 4; i++) await new Promise((r) => setTimeout(r, 1));
+    await compacted(s);
+    assert.equal(diskUse(d), SEG / 4, `one small segment left, not ${segments(d).join(', ')}`);
+    assert.deepEqual(await s.status('q'), { putpos: 50, getpos: 50, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    await s.close();
+  });
+
   it('the position index takes at most 20 bytes a stored message, and read ones leave with their segments', async () => {
     const d = dir();
     const s = await open(d);

@@ -656,7 +656,7 @@ export class JournalStore implements Store {
       const id = Math.max(...this.segs.keys(), ...this.deleting.keys()) + 1;
       try {
         if (this.diskFree(this.dir) < size) throw new Error('not enough free space');
-        await preallocate(this.dir, id, size);
+        await this.makeFile(this.dir, id, size);
       } catch (err) {
         this.retryAt = Date.now() + 1000;
         if (!['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '') && !/free space/.test(errorMessage(err)))
@@ -805,15 +805,15 @@ export class JournalStore implements Store {
    * to go on in. Read messages stop being viewable then, as they do when their segment goes. */
   private async shrink(): Promise<void> {
     const smallBytes = Math.floor(this.segmentBytes / 4);
-    const drained = () =>
-      !this.closing &&
-      !this.fence &&
-      !this.waiting &&
-      !this.sparing &&
-      !this.batches.length &&
-      this.cur.size > smallBytes &&
-      [...this.segs.values()].every((s) => s.live <= 0);
-    if (!drained()) return;
+    /** A segment being made, a batch on its way, operations waiting for room: for a moment. */
+    const busy = () => !!(this.waiting || this.sparing || this.batches.length);
+    const drained = () => !this.closing && !this.fence && !busy() && this.cur.size > smallBytes && [...this.segs.values()].every((s) => s.live <= 0);
+    if (!drained()) {
+      // Looked at again later, or a drain that ended while a segment was being made would keep
+      // its whole segments until the next write.
+      if (busy() && !this.closing && !this.fence) this.idleSoon();
+      return;
+    }
     const seen = this.writes;
     if (this.spare) void this.dropSegment(this.spare);
     this.spare = undefined;
@@ -822,6 +822,9 @@ export class JournalStore implements Store {
     // Writes that came meanwhile went to the current segment: the small one waits as the next.
     if (this.writes === seen && drained()) this.roll();
   }
+
+  /** Makes a segment's file (a test holds it back). */
+  private makeFile = preallocate;
 
   /** fs.write, the one place batches reach the disk (a test makes it fail). */
   private writeFile = write;
