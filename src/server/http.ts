@@ -79,6 +79,11 @@ const REQUEST_LINE = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/;
 const HEADER = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
 const EMPTY = Buffer.alloc(0);
 
+/** How late a time limit may be seen, at most: a tenth of the shortest, within [10 ms, 1 s]. One
+ * timer a server checks every connection's deadline that often, rather than each connection
+ * re-arming a timer of its own four times a request (a timer and a bound function each time). */
+const tickOf = (o: HttpOptions) => Math.min(1000, Math.max(10, Math.floor(Math.min(o.keepAliveMs, o.headersMs, o.bodyMs) / 10)));
+
 /** Thrown by the parser: answer with this status and close. */
 class Refusal extends Error {
   constructor(
@@ -128,16 +133,18 @@ class Connection {
   private ended = false;
   private pumping = false;
   private watcher: { signal: AbortSignal; abort: () => void } | undefined;
+  /** When the time limit in force runs out (the server's clock, ms), 0 for none. Checked by the
+   * server's one timer (`expired`). */
+  private deadline = 0;
 
   constructor(
     readonly socket: net.Socket,
     private readonly handler: Handler,
     private readonly opts: HttpOptions,
-    private readonly shuttingDown: () => boolean,
+    private readonly server: { shuttingDown: boolean },
   ) {
     socket.setNoDelay(true);
-    socket.setTimeout(opts.keepAliveMs);
-    socket.on('timeout', () => this.onTimeout());
+    this.limit(opts.keepAliveMs);
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
@@ -148,6 +155,19 @@ class Connection {
     return !this.busy && this.phase === Phase.Head && this.pending.length === 0;
   }
 
+  /** Sets the time limit in force: `ms` from now (0: none). */
+  private limit(ms: number): void {
+    this.deadline = ms ? Date.now() + ms : 0;
+  }
+
+  /** Called by the server's timer: acts on a time limit that ran out. */
+  expired(now: number): void {
+    if (this.deadline && now >= this.deadline) {
+      this.deadline = 0;
+      this.onTimeout();
+    }
+  }
+
   private onTimeout(): void {
     if (this.idle || this.closing || this.streaming) return void this.socket.destroy();
     this.refuse(new Refusal(408, 'Request not received in time'));
@@ -155,6 +175,8 @@ class Connection {
 
   private onData(data: Buffer): void {
     if (this.closing) return; // draining after a refusal
+    // A body's limit is on inactivity: each piece that arrives restarts it.
+    if (this.phase !== Phase.Head && !this.busy) this.limit(this.opts.bodyMs);
     this.pending = this.pending.length ? Buffer.concat([this.pending, data]) : data;
     // Read while a watched request waits, but only as much as one request's headers may take.
     if (this.busy && this.pending.length > this.opts.maxHeaderBytes) this.socket.pause();
@@ -237,7 +259,7 @@ class Connection {
         if (this.pending.length === 0) return false;
         if (!this.headStarted) {
           this.headStarted = Date.now();
-          this.socket.setTimeout(this.opts.headersMs);
+          this.deadline = this.headStarted + this.opts.headersMs;
         }
         const end = this.pending.indexOf(CRLFCRLF);
         if (end < 0) {
@@ -328,13 +350,13 @@ class Connection {
     this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone() };
     this.body = EMPTY;
     this.bodySize = 0;
-    this.socket.setTimeout(this.opts.bodyMs);
 
     const te = headers['transfer-encoding'];
     const cl = headers['content-length'];
     if (te !== undefined) {
       if (cl !== undefined) throw new Refusal(400, 'Content-Length together with Transfer-Encoding');
       if (te.toLowerCase() !== 'chunked') throw new Refusal(501, `Transfer-Encoding ${te} is not supported`);
+      this.limit(this.opts.bodyMs);
       this.continueIfAsked();
       this.phase = Phase.ChunkSize;
     } else if (cl !== undefined && cl !== '0') {
@@ -345,6 +367,7 @@ class Connection {
         return;
       }
       if (this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
+      this.limit(this.opts.bodyMs);
       this.continueIfAsked();
       this.phase = Phase.Body;
     } else {
@@ -367,7 +390,7 @@ class Connection {
     this.req = undefined;
     this.busy = true;
     this.socket.pause();
-    this.socket.setTimeout(0); // a handler may take its time (long polls); the clock restarts after the reply
+    this.deadline = 0; // a handler may take its time (long polls); the clock restarts after the reply
     let reply: HttpReply | Promise<HttpReply>;
     try {
       reply = this.handler(req);
@@ -389,7 +412,7 @@ class Connection {
       this.watcher = undefined;
     }
     if (this.socket.destroyed) return;
-    const keep = this.keepAlive && !this.shuttingDown();
+    const keep = this.keepAlive && !this.server.shuttingDown;
     const head = render(r.status, r.head, r.body.length, keep);
     const body = r.body;
     if (method === 'HEAD') this.socket.write(head, 'latin1');
@@ -411,10 +434,10 @@ class Connection {
    * body time limit (a reply cut short cannot be answered with an error any more). */
   private stream(pieces: Iterator<Buffer>, then: () => void): void {
     this.streaming = true;
-    this.socket.setTimeout(this.opts.bodyMs);
     const more = () => {
       for (;;) {
         if (this.socket.destroyed) return;
+        this.limit(this.opts.bodyMs); // on inactivity: each piece the client takes restarts it
         const piece = pieces.next();
         if (piece.done) {
           this.streaming = false;
@@ -431,7 +454,7 @@ class Connection {
       this.finish();
       return;
     }
-    this.socket.setTimeout(this.opts.keepAliveMs);
+    this.limit(this.opts.keepAliveMs);
     // A client that pipelines requests but does not read the replies gets no more until it does.
     if (this.socket.writableNeedDrain) this.socket.once('drain', () => this.next());
     else this.next();
@@ -458,7 +481,7 @@ class Connection {
     this.pending = EMPTY;
     this.socket.end();
     this.socket.resume();
-    this.socket.setTimeout(2000);
+    this.limit(2000);
   }
 }
 
@@ -472,13 +495,18 @@ export interface HttpServer {
 
 export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServer {
   const open = new Set<Connection>();
-  let shuttingDown = false;
+  const state = { shuttingDown: false };
+  // The one timer of every connection's time limit (see tickOf).
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    for (const c of open) c.expired(now);
+  }, tickOf(opts)).unref();
   // Half-open: a client may send its request, shut down its sending side and still read the reply.
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    const conn = new Connection(socket, handler, opts, () => shuttingDown);
+    const conn = new Connection(socket, handler, opts, state);
     open.add(conn);
     socket.once('close', () => open.delete(conn));
-    if (shuttingDown) socket.destroy();
+    if (state.shuttingDown) socket.destroy();
   });
   if (opts.maxConnections) server.maxConnections = opts.maxConnections;
   let closed: Promise<void> | undefined;
@@ -486,7 +514,7 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
     server,
     connections: () => open.size,
     close() {
-      shuttingDown = true;
+      state.shuttingDown = true;
       closed ??= new Promise<void>((resolve) => {
         if (!server.listening) return resolve();
         server.close(() => resolve());
@@ -499,7 +527,7 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
         const hard = setTimeout(() => {
           for (const c of open) c.socket.destroy();
         }, 10_000);
-        server.once('close', () => (clearInterval(timer), clearTimeout(hard)));
+        server.once('close', () => (clearInterval(timer), clearTimeout(hard), clearInterval(ticker)));
       });
       return closed;
     },
