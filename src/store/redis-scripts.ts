@@ -36,7 +36,8 @@ export function parseLeaseValue(v: string): Lease {
 
 /**
  * What the scripts on a queue's six keys share. KEYS: state, messages, leases, deadlines, dead
- * letters by when they died, dead letters by position. Reads the state into locals; `save()` writes it back when it changed (true then).
+ * letters by when they died, dead letters by position. Reads the state into locals; `save()`
+ * writes it back when it changed (true then).
  * `setLease(pos, deadline, deliveries)` (deadline nil: the lease ends) keeps the sets and
  * counters in step, as `LeaseTable.set` and `delete` do; `slotFor()` and `bury(…)` are those of
  * leases.ts and plans.ts.
@@ -323,8 +324,11 @@ return out`;
 
 // KEYS: leases, dead letters by when they died, dead letters by position. ARGV: after, limit.
 // Returns {pos, lease value, ...}: the first `limit` dead letters past `after`, in position order.
-// A queue whose dead letters were written before the by-position set existed (the two differ in
-// size) has it built first, once, a thousand members at a time.
+// A queue whose dead letters were written before the by-position set existed has it built first,
+// once, a thousand members at a time: every script adds to the by-position set only with the other
+// and removes from the other only with it, so the one is within the other and equal sizes mean
+// equal sets. (A frontend of the version before, still running beside this one, can break that:
+// a member that is no dead letter any more is dropped here as it is met.)
 export const DEAD_PAGE = `
 local L, X, Z = KEYS[1], KEYS[2], KEYS[3]
 local n = redis.call('ZCARD', X)
@@ -342,7 +346,12 @@ end
 local out = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])) do
   local pos = string.format('%d', tonumber(m))
-  out[#out + 1] = pos
-  out[#out + 1] = redis.call('HGET', L, pos)
+  local lease = redis.call('HGET', L, pos)
+  if lease and tonumber(string.match(lease, '^([^:]+):')) >= ${DEAD} then
+    out[#out + 1] = pos
+    out[#out + 1] = lease
+  else
+    redis.call('ZREM', Z, m)
+  end
 end
 return out`;

@@ -425,12 +425,9 @@ export class RedisStore implements Store {
     if (limit <= 0) return [];
     const flat = (await this.scripts
       .deadPage(this.key(name, 'l'), this.key(name, 'x'), this.key(name, 'z'), after, limit)
-      .catch((err) => this.failed(err))) as Array<Buffer | null>;
+      .catch((err) => this.failed(err))) as Buffer[];
     const out: Array<{ pos: number; lease: Lease }> = [];
-    for (let i = 0; i < flat.length; i += 2) {
-      const v = flat[i + 1];
-      if (v) out.push({ pos: Number(flat[i]!.toString()), lease: parseLeaseValue(v.toString()) });
-    }
+    for (let i = 0; i < flat.length; i += 2) out.push({ pos: Number(flat[i]!.toString()), lease: parseLeaseValue(flat[i + 1]!.toString()) });
     return out;
   }
 
