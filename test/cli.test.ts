@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { flagTable, helpText } from '../src/cli/options.js';
-import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+import { holderOf } from '../src/store/lock.js';
+import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, unreadOn, waitFor, workerPids } from './helpers.js';
 
 /** True while something accepts connections on the port. */
 function listening(port: number): Promise<boolean> {
@@ -168,6 +169,41 @@ describe('command line', () => {
       cleanup(server.dir);
     }
     cleanup(dir);
+  });
+
+  it('a restart right after a stop (kill, start) waits for the stopping server, which its lock names, then starts', async () => {
+    // The same PID file (waited for at the PID file), and another one (at the directory's lock).
+    for (const samePidFile of [true, false]) {
+      const first = await startServer();
+      const pidfile = join(first.dir, samePidFile ? 'httpsqs.pid' : 'other.pid');
+      // A request half received keeps the stopping server up until it is answered.
+      const sock = net.connect(first.port, '127.0.0.1');
+      let reply = '';
+      sock.on('data', (d) => (reply += d));
+      await new Promise((r) => sock.write('POST /?name=r&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab', r));
+      await waitFor(() => unreadOn(first.port) === 0); // the server has read it
+      first.proc.kill('SIGTERM');
+      await waitFor(async () => (await holderOf(first.dir))?.stopping === true);
+      const port = await freePort();
+      const second = spawnCli(['-l', '127.0.0.1', '-p', String(port), '-x', first.dir, '-i', pidfile]);
+      try {
+        const waiting = samePidFile ? `-i: PID file ${pidfile} names` : `-x: data directory ${first.dir} is held by`;
+        await waitFor(() => second.stderr().includes(`${waiting} httpsqs process ${first.proc.pid}, which is stopping: waiting for it`));
+        assert.equal(first.proc.exitCode, null);
+        assert.ok(!(await listening(port)));
+        sock.write('cd'); // the last request is answered, and the first server goes
+        assert.equal(await new Promise((r) => first.proc.once('exit', r)), 0);
+        assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n\r\nHTTPSQS_PUT_OK$/);
+        await waitFor(() => second.stderr().includes('listening on'));
+        assert.equal(readFileSync(pidfile, 'utf8').trim(), String(second.proc.pid));
+        assert.equal((await request(port, 'GET', '/?name=r&opt=get')).body.toString(), 'abcd');
+      } finally {
+        sock.destroy();
+        second.proc.kill('SIGTERM');
+        await second.exited;
+        cleanup(first.dir);
+      }
+    }
   });
 
   it('SIGTERM as soon as the server says it listens: a clean stop, the PID file removed', async () => {

@@ -1,7 +1,7 @@
 /** Shared test tools: a real server on a real port (in this process, or as a process of its own
  * where the process is the point), and a raw HTTP client. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -304,6 +304,18 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000)
     if (Date.now() > end) throw new Error('timed out waiting');
     await sleep(25);
   }
+}
+
+/** Bytes received and not yet read by the process, over the established connections on
+ * 127.0.0.1:`port` (the kernel's receive queues, from /proc/net/tcp). */
+export function unreadOn(port: number): number {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let unread = 0;
+  for (const line of readFileSync('/proc/net/tcp', 'latin1').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === local && f[3] === '01') unread += parseInt(f[4]!.split(':')[1]!, 16);
+  }
+  return unread;
 }
 
 export const CLI_CLIENT = join(ROOT, 'dist', 'src', 'client', 'cli.js');

@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   if (cluster.isWorker) return (await import('./worker.js')).runWorker(config, datadir);
   if (config.daemon && !process.env[DAEMON_CHILD]) {
     // In the background its PID file is the way to stop it, and its warnings go nowhere.
-    refuseRunningPidFile(config.pidfile);
+    await refuseRunningPidFile(config.pidfile, datadir);
     const problem = pidFileProblem(config.pidfile);
     if (problem) fail(`-i: cannot write PID file ${config.pidfile}: ${problem}`);
     return daemonize();

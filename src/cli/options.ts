@@ -77,7 +77,7 @@ export const OPTIONS = {
     type: 'string',
     arg: '<file>',
     default: '/tmp/httpsqs.pid',
-    help: 'PID file, removed on exit; while it names a running httpsqs, the start is refused',
+    help: 'PID file, removed on exit; while it names a running httpsqs, the start is refused (one that is stopping is waited for)',
   },
   auth: { short: 'a', type: 'string', arg: '<auth>', help: 'password clients must send as `auth=` (also `HTTPSQS_AUTH`, or `--auth-file`)' },
   'auth-file': { type: 'string', arg: '<file>', help: 'read the `-a` password from this file (keeps it out of `ps`)' },

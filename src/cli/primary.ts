@@ -16,16 +16,16 @@ import { pickEngine } from './engine.js';
 import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, type ToWorker } from './ipc.js';
 import { log } from './log.js';
 import type { Config } from './options.js';
-import { fail, onStopSignal, refuseRunningPidFile, writePidFile } from './process.js';
+import { fail, onStopSignal, refuseRunningPidFile, sayLockWait, writePidFile } from './process.js';
 import { errorMessage } from '../errors.js';
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
-  refuseRunningPidFile(config.pidfile);
+  await refuseRunningPidFile(config.pidfile, datadir);
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
       pickEngine(datadir, config.engine, config.workers);
-      unlock = await lockDirectory(datadir);
+      unlock = await lockDirectory(datadir, process.pid, sayLockWait(datadir));
       // The workers open the database at the same moment: it is made (or checked) here first, so
       // that none of them finds a file another is still creating (empty, to its check).
       const { LmdbStore } = await import('../store/lmdb/store.js');

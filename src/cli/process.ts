@@ -18,7 +18,8 @@ import {
 import { isIP } from 'node:net';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeIfOurs } from '../store/lock.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { holderOf, markStopping, removeIfOurs, STOPPING_MS } from '../store/lock.js';
 import { log, logsToFile, reopenLog } from './log.js';
 import { errorMessage } from '../errors.js';
 
@@ -130,11 +131,24 @@ function pidFileOwner(file: string): number | undefined {
 }
 
 /** Stops the start when the PID file names a running httpsqs: overwriting it would leave that one
- * without the file its stop scripts read. */
-export function refuseRunningPidFile(file: string): void {
-  const owner = pidFileOwner(file);
-  if (owner !== undefined) fail(`-i: PID file ${file} names httpsqs process ${owner}, which is running: stop it first, or give this server another -i`);
+ * without the file its stop scripts read. Unless that one is stopping (the lock of `datadir` says
+ * so: a restart right after a stop), which is waited for. */
+export async function refuseRunningPidFile(file: string, datadir: string): Promise<void> {
+  let owner = pidFileOwner(file);
+  if (owner === undefined) return;
+  const holder = await holderOf(datadir);
+  if (holder?.pid === owner && holder.stopping) {
+    log.info({ event: 'wait', pid: owner }, `-i: PID file ${file} names httpsqs process ${owner}, which is stopping: waiting for it`);
+    for (const until = Date.now() + STOPPING_MS; pidFileOwner(file) === owner && Date.now() < until; ) await sleep(50);
+    owner = pidFileOwner(file);
+    if (owner === undefined) return;
+  }
+  fail(`-i: PID file ${file} names httpsqs process ${owner}, which is running: stop it first, or give this server another -i`);
 }
+
+/** For the directory lock: says that the data directory's holder is stopping, and is waited for. */
+export const sayLockWait = (datadir: string) => (pid: number) =>
+  log.info({ event: 'wait', pid }, `-x: data directory ${datadir} is held by httpsqs process ${pid}, which is stopping: waiting for it`);
 
 /** Writes the PID file; returns the function that removes it (only while it is still ours). */
 export function writePidFile(file: string): () => void {
@@ -209,6 +223,7 @@ export function onStopSignal(stop: (signal: string) => Promise<void>, reopened?:
       }
       if (stopping) return;
       stopping = true;
+      markStopping();
       void stop(sig).finally(() => process.exit());
     });
   }

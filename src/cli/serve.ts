@@ -13,6 +13,7 @@ import type { RedisStore } from '../store/redis.js';
 import type { Store, StoreHooks } from '../store/store.js';
 import { StartError, type Config } from './options.js';
 import { pickEngine } from './engine.js';
+import { sayLockWait } from './process.js';
 import { log } from './log.js';
 import { VERSION } from '../version.js';
 import { errorMessage } from '../errors.js';
@@ -120,6 +121,7 @@ async function openEmbedded(config: Config, datadir: string, observe: StoreHooks
     },
     warn: storeWarning,
     observe,
+    onLockWait: sayLockWait(datadir),
   };
   try {
     if (engine === 'journal') {

@@ -6,11 +6,12 @@
  * The lock is an abstract Unix socket named after the directory's device and inode, so that two
  * paths to one directory share it. The kernel frees it the instant its holder's descriptors close:
  * a crash never leaves it behind, whether the dead process lingers as a zombie or its PID is
- * reused. A contender connects to it and is told which process to stop. `httpsqs.lock` holds that
- * PID for people to read; it is not the lock. An abstract socket belongs to a network namespace:
+ * reused. A contender connects to it and is told which process to stop, and whether it is stopping
+ * already (then the contender waits for the lock, as a restart right after a stop needs).
+ * `httpsqs.lock` holds that PID for people to read; it is not the lock. An abstract socket belongs to a network namespace:
  * servers in two containers with namespaces of their own, sharing one volume, do not see each other.
  */
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -35,6 +36,15 @@ export function removeIfOurs(file: string, pid = process.pid): void {
 
 /** How long a live holder may take to answer (its event loop may be busy). */
 const ANSWER_MS = 2000;
+/** How long a holder that is stopping is waited for: a stop lets requests in progress finish (10 s
+ * at most), then flushes. */
+export const STOPPING_MS = 15_000;
+
+/** This process is stopping: its locks say so to contenders, which wait for them. */
+let stopping = false;
+export const markStopping = () => void (stopping = true);
+
+export type Holder = { pid: number; stopping: boolean };
 
 function listen(name: string): Promise<net.Server | undefined> {
   return new Promise((resolve, reject) => {
@@ -45,9 +55,9 @@ function listen(name: string): Promise<net.Server | undefined> {
   });
 }
 
-/** The holder's answer: a PID; undefined when it closed without one (it is dying, or was gone);
- * 'silent' when it did not answer in time. */
-function ask(name: string): Promise<number | undefined | 'silent'> {
+/** The holder's answer: its PID and whether it is stopping; undefined when it closed without one (it
+ * is dying, or was gone); 'silent' when it did not answer in time. */
+function ask(name: string): Promise<Holder | undefined | 'silent'> {
   return new Promise((resolve) => {
     const sock = net.connect(name);
     let text = '';
@@ -55,7 +65,10 @@ function ask(name: string): Promise<number | undefined | 'silent'> {
     sock.setTimeout(ANSWER_MS, () => (resolve('silent'), sock.destroy()));
     sock.on('data', (d: string) => (text += d));
     sock.on('error', () => {});
-    sock.on('close', () => resolve(Number(text) > 0 ? Number(text) : undefined));
+    sock.on('close', () => {
+      const [pid, state] = text.trim().split(' ');
+      resolve(Number(pid) > 0 ? { pid: Number(pid), stopping: state === 'stopping' } : undefined);
+    });
   });
 }
 
@@ -69,18 +82,20 @@ function pidIn(file: string): number | undefined {
 
 /**
  * Takes the directory's lock or throws DirectoryInUse; resolves to the release function. `owner` is
- * the PID a contender is told to stop: a cluster worker names its master.
+ * the PID a contender is told to stop: a cluster worker names its master. A holder that is
+ * stopping is waited for (`waiting` is told its PID, once).
  */
-export async function lockDirectory(dir: string, owner = process.pid): Promise<() => void> {
-  const { dev, ino } = statSync(dir, { bigint: true });
-  const name = `\0httpsqs:${dev}:${ino}`;
+export async function lockDirectory(dir: string, owner = process.pid, waiting?: (pid: number) => void): Promise<() => void> {
+  const name = lockName(dir);
   const file = join(dir, 'httpsqs.lock');
-  for (let attempt = 0; ; attempt++) {
+  const until = Date.now() + STOPPING_MS;
+  let unanswered = 0;
+  for (;;) {
     const server = await listen(name);
     if (server) {
       // The lock alone must not keep the process running.
       server.unref();
-      server.on('connection', (sock) => sock.on('error', () => {}).end(`${owner}\n`));
+      server.on('connection', (sock) => sock.on('error', () => {}).end(`${owner}${stopping ? ' stopping' : ''}\n`));
       try {
         writeFileSync(file, `${owner}\n`);
       } catch (err) {
@@ -94,9 +109,23 @@ export async function lockDirectory(dir: string, owner = process.pid): Promise<(
       };
     }
     const holder = await ask(name);
-    if (typeof holder === 'number') throw new DirectoryInUse(dir, holder);
+    if (holder === 'silent') throw new DirectoryInUse(dir, pidIn(file));
+    if (holder && (!holder.stopping || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
+    if (holder) waiting?.(holder.pid);
+    if (holder) waiting = undefined; // told once
     // A holder that is being killed closes without answering: its lock is about to be free.
-    if (holder === 'silent' || attempt === 40) throw new DirectoryInUse(dir, pidIn(file));
+    if (!holder && ++unanswered > 40) throw new DirectoryInUse(dir, pidIn(file));
     await sleep(25);
   }
+}
+
+function lockName(dir: string): string {
+  const { dev, ino } = statSync(dir, { bigint: true });
+  return `\0httpsqs:${dev}:${ino}`;
+}
+
+/** Who holds the lock of `dir` now, if anyone answers (no such directory: no one). */
+export async function holderOf(dir: string): Promise<Holder | undefined> {
+  const holder = existsSync(dir) ? await ask(lockName(dir)) : undefined;
+  return holder === 'silent' ? undefined : holder;
 }

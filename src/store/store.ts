@@ -139,6 +139,8 @@ export interface EmbeddedOptions extends StoreHooks {
   syncInterval?: number;
   /** The PID the directory lock names to a contender, as the process to stop (a worker's master). */
   owner?: number;
+  /** Told that the directory is held by a server that is stopping, which is waited for. */
+  onLockWait?: (pid: number) => void;
   /** Puts are refused while the directory's disk has less free space than this (disk-reserve.ts). */
   reserveBytes?: number;
   /** Told when free space falls below the reserve, and when it is back. */

@@ -311,7 +311,7 @@ export class JournalStore implements Store {
   /** Opens the journal in `opts.path`, taking the directory's lock first (unless read-only). */
   static async open(opts: JournalOptions): Promise<JournalStore> {
     mkdirSync(join(opts.path, 'journal'), { recursive: true });
-    const release = opts.readOnly ? undefined : await lockDirectory(opts.path, opts.owner);
+    const release = opts.readOnly ? undefined : await lockDirectory(opts.path, opts.owner, opts.onLockWait);
     for (let tries = 1; ; tries++) {
       try {
         const store = new JournalStore(opts, release);

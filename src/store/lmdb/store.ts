@@ -205,7 +205,7 @@ export class LmdbStore implements Store {
   /** Opens a store; one that owns the directory (not `shared`) takes its lock first. */
   static async open(opts: LmdbOptions): Promise<LmdbStore> {
     mkdirSync(opts.path, { recursive: true });
-    const release = opts.shared ? undefined : await lockDirectory(opts.path, opts.owner);
+    const release = opts.shared ? undefined : await lockDirectory(opts.path, opts.owner, opts.onLockWait);
     try {
       return new LmdbStore(opts, release);
     } catch (err) {
