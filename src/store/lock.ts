@@ -8,8 +8,9 @@
  * a crash never leaves it behind, whether the dead process lingers as a zombie or its PID is
  * reused. A contender connects to it and is told which process to stop, and whether it is stopping
  * already (then the contender waits for the lock, as a restart right after a stop needs).
- * `httpsqs.lock` holds that PID for people to read; it is not the lock. An abstract socket belongs to a network namespace:
- * servers in two containers with namespaces of their own, sharing one volume, do not see each other.
+ * `httpsqs.lock` holds that PID for people to read; it is not the lock. An abstract socket belongs
+ * to a network namespace: servers in two containers with namespaces of their own, sharing one
+ * volume, do not see each other.
  */
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -111,8 +112,10 @@ export async function lockDirectory(dir: string, owner = process.pid, waiting?: 
     const holder = await ask(name);
     if (holder === 'silent') throw new DirectoryInUse(dir, pidIn(file));
     if (holder && (!holder.stopping || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
-    if (holder) waiting?.(holder.pid);
-    if (holder) waiting = undefined; // told once
+    if (holder) {
+      waiting?.(holder.pid);
+      waiting = undefined; // told once
+    }
     // A holder that is being killed closes without answering: its lock is about to be free.
     if (!holder && ++unanswered > 40) throw new DirectoryInUse(dir, pidIn(file));
     await sleep(25);

@@ -787,8 +787,9 @@ export class JournalStore implements Store {
   /** After a write (and at start-up): arms the idle check, which gives the disk back (`shrink`) if
    * no batch was written meanwhile. At most one timer runs, so a busy journal pays a comparison a write. */
   private idleSoon(): void {
+    if (this.idle) return; // the hot path: one check a write
     const ms = this.opts.shrinkAfterMs ?? SHRINK_AFTER_MS;
-    if (this.idle || !Number.isFinite(ms) || this.opts.readOnly || this.closing) return;
+    if (!Number.isFinite(ms) || this.opts.readOnly || this.closing) return;
     const seen = this.writes;
     this.idle = setTimeout(() => {
       this.idle = undefined;
@@ -807,20 +808,19 @@ export class JournalStore implements Store {
     const smallBytes = Math.floor(this.segmentBytes / 4);
     /** A segment being made, a batch on its way, operations waiting for room: for a moment. */
     const busy = () => !!(this.waiting || this.sparing || this.batches.length);
-    const drained = () => !this.closing && !this.fence && !busy() && this.cur.size > smallBytes && [...this.segs.values()].every((s) => s.live <= 0);
-    if (!drained()) {
-      // Looked at again later, or a drain that ended while a segment was being made would keep
-      // its whole segments until the next write.
-      if (busy() && !this.closing && !this.fence) this.idleSoon();
-      return;
-    }
+    const drained = () => !busy() && this.cur.size > smallBytes && [...this.segs.values()].every((s) => s.live <= 0);
+    if (this.closing || this.fence) return;
+    // Looked at again later, or a drain that ended while a segment was being made would keep its
+    // whole segments until the next write.
+    if (busy()) return this.idleSoon();
+    if (!drained()) return;
     const seen = this.writes;
     if (this.spare) void this.dropSegment(this.spare);
     this.spare = undefined;
     if (!(await this.makeSpare(0, smallBytes))) return;
     this.small = this.spare;
     // Writes that came meanwhile went to the current segment: the small one waits as the next.
-    if (this.writes === seen && drained()) this.roll();
+    if (this.writes === seen && !this.closing && !this.fence && drained()) this.roll();
   }
 
   /** Makes a segment's file (a test holds it back). */
