@@ -412,4 +412,23 @@ describe('the status dot', { skip }, () => {
     assert.deepEqual(problems, []);
     await page.close();
   });
+
+  it('turns red when a request gets no answer, and goes on asking (the page does not wait forever)', async () => {
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { prepare: (p) => p.clock.install() });
+    await page.waitForFunction(() => document.getElementById('live')?.className === '');
+    // The server takes the next list request and never answers it.
+    const asked = page.waitForRequest(/[?&]opt=list/);
+    await page.route(/[?&]opt=list/, () => {});
+    await asked;
+    await page.clock.fastForward(9_000);
+    assert.equal(await page.locator('#live').getAttribute('class'), '', 'still waiting, within the time allowed');
+    await page.clock.fastForward(1_500);
+    await page.waitForFunction(() => document.getElementById('live')?.className === 'stale');
+    // Answers again: the next refresh (a second later) gets through.
+    await page.unroute(/[?&]opt=list/);
+    await page.clock.fastForward(1_500);
+    await page.waitForFunction(() => document.getElementById('live')?.className === '');
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
 });

@@ -104,6 +104,16 @@ class AuthNeeded extends Error {}
 const keyOf = (ref) => (ref.name64 ? 'b ' + ref.name64 : 'q ' + ref.name);
 const param = (ref) => ref.name64 ? Array.from(atob(ref.name64), (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join('') : encodeURIComponent(ref.name);
 
+/** A request the server does not answer within WAIT_MS fails (the dot turns red, the next refresh
+ * asks again) instead of holding every refresh after it. A timer of the page's own, not
+ * AbortSignal.timeout, so that a test's clock can move it. */
+const WAIT_MS = 10000;
+async function fetchWithin(url, init, read) {
+  const c = new AbortController();
+  const t = setTimeout(() => c.abort(new Error('no answer from the server in ' + WAIT_MS / 1000 + ' s')), WAIT_MS);
+  try { return await read(await fetch(url, { ...init, cache: 'no-store', signal: c.signal })); } finally { clearTimeout(t); }
+}
+
 /** Values are strings, or queue references (for name and after). */
 async function api(query, { admin = false, method = 'GET', body } = {}) {
   const q = new URLSearchParams();
@@ -111,8 +121,7 @@ async function api(query, { admin = false, method = 'GET', body } = {}) {
   for (const [k, v] of Object.entries(query)) if (typeof v === 'string') q.set(k, v); else refs.push(k + '=' + param(v));
   const pass = admin && adminAuth ? adminAuth : auth;
   if (pass) q.set('auth', pass);
-  const r = await fetch('/?' + [...refs, q.toString()].join('&'), { method, body, cache: 'no-store' });
-  const text = await r.text();
+  const text = await fetchWithin('/?' + [...refs, q.toString()].join('&'), { method, body }, (r) => r.text());
   if (text === 'HTTPSQS_AUTH_FAILED') throw new AuthNeeded(admin ? 'admin' : 'user');
   return text;
 }
@@ -339,10 +348,11 @@ async function render() {
 
 /** A dashboard path's JSON; null when the password is wrong (the queue calls then ask for it). */
 async function dashboardJson(path) {
-  const r = await fetch(path + (auth ? '?auth=' + encodeURIComponent(auth) : ''), { cache: 'no-store' });
-  if (r.status === 401) return null;
-  if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
-  return r.json();
+  return fetchWithin(path + (auth ? '?auth=' + encodeURIComponent(auth) : ''), {}, (r) => {
+    if (r.status === 401) return null;
+    if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+    return r.json();
+  });
 }
 
 /** The dot: grey until the server first answers, then green, or red while it does not. */
