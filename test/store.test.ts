@@ -749,6 +749,78 @@ it('shared (--workers): a process does not act on the leases it read once anothe
   }
 });
 
+it('shared (--workers): a process brings the leases it keeps up to date from the lease log, reading only those changed', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const [a, b2, c] = [
+    await LmdbStore.open({ path: dir, shared: true }),
+    await LmdbStore.open({ path: dir, shared: true }),
+    await LmdbStore.open({ path: dir, shared: true }),
+  ];
+  /** How many times `s` read a queue's every lease (its lease table from scratch). */
+  const fullReads = (s: LmdbStore) => {
+    const db = (s as unknown as { lease: { getRange: (...a: unknown[]) => unknown } }).lease;
+    const read = db.getRange.bind(db);
+    let n = 0;
+    db.getRange = (...args: unknown[]) => (n++, read(...args));
+    return () => n;
+  };
+  const [readsA, readsB] = [fullReads(a), fullReads(b2)];
+  /** The leases as read whole from disk (by `c`, made to forget what it keeps), and as `s` has them. */
+  const sorted = async (s: LmdbStore) => (await s.leases('cu')).sort((x, y) => x.pos - y.pos);
+  const same = async (s: LmdbStore, what: string) => {
+    (c as unknown as { kept: Map<string, unknown> }).kept.clear();
+    assert.deepEqual(await sorted(s), await sorted(c), what);
+  };
+  try {
+    await a.putMany(
+      'cu',
+      Array.from({ length: 500 }, (_, i) => b(`later ${i}`)),
+      600_000,
+    ); // 500 delayed: leases at slots
+    await a.putMany(
+      'cu',
+      Array.from({ length: 200 }, (_, i) => b(`now ${i}`)),
+    );
+    const byA = await a.get('cu', 60_000);
+    const byB = await b2.get('cu', 60_000);
+    const [startA, startB] = [readsA(), readsB()];
+    let token = byA!.lease;
+    for (let i = 0; i < 20; i++) {
+      const x = await a.get('cu', 60_000);
+      const y = await b2.get('cu', 60_000);
+      assert.equal(await b2.settle('cu', x!.pos, 'ack', x!.lease), true);
+      assert.equal(await a.settle('cu', y!.pos, i % 2 ? 'ack' : 'nack', y!.lease), true);
+      token = (await b2.touch('cu', byA!.pos, 120_000, token)) ?? assert.fail('touched');
+    }
+    assert.equal(await a.settle('cu', byB!.pos, 'ack', byB!.lease), true);
+    await same(a, 'a, brought up to date');
+    await same(b2, 'b, brought up to date');
+    assert.deepEqual([readsA() - startA, readsB() - startB], [0, 0], 'no table read whole again');
+    assert.equal((await a.status('cu')).leased, 1);
+    // Further behind than the log reaches: read whole again, and right.
+    for (let i = 0; i < 70; i++) {
+      const y = await b2.get('cu', 60_000);
+      assert.equal(await b2.settle('cu', y!.pos, 'ack', y!.lease), true);
+    }
+    const log = (s: LmdbStore) => (s as unknown as { log: { getKeys: (r: unknown) => Iterable<unknown> } }).log;
+    const entries = [...log(b2).getKeys({ start: Buffer.from([0, 2, 99, 117]), end: Buffer.from([0, 2, 99, 118]) })].length;
+    assert.ok(entries <= 64, `${entries} entries kept in the lease log`);
+    assert.equal((await a.get('cu', 60_000))?.message.toString().startsWith('now'), true);
+    assert.equal(readsA() - startA, 1, 'a read its table whole once');
+    await same(a, 'a, read again');
+    // A reset starts the versions again: nothing kept from before is taken for current.
+    await b2.reset('cu');
+    await b2.putMany('cu', [b('fresh')], 600_000);
+    await same(a, 'a, after the reset');
+    await same(b2, 'b, after the reset');
+  } finally {
+    await a.close();
+    await b2.close();
+    await c.close();
+    cleanup(dir);
+  }
+});
+
 it('one process: a queue reset but not yet committed does not shorten a page of list', async () => {
   const dir = tempDir('httpsqs-store-');
   let s = await LmdbStore.open({ path: dir });

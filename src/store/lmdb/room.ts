@@ -99,6 +99,15 @@ export class Room {
    * small records; `key`: the longest key, in bytes.
    */
   need(records: number, key: number, values: ReadonlyArray<{ length: number }> = [], small = 0): Need {
+    const n = this.place(records, key, values, small);
+    if (!this.shared) return n;
+    // Shared: a change of leases also puts an entry in the lease log, listing at most every record
+    // written, and removes an old one (store.ts).
+    const log = this.place(1, key, [{ length: 16 + 4 * (records + small + values.length) }]);
+    return { paths: n.paths + log.paths, pages: n.pages + log.pages, nodeBytes: n.nodeBytes + log.nodeBytes, freed: 0 };
+  }
+
+  private place(records: number, key: number, values: ReadonlyArray<{ length: number }> = [], small = 0): Need {
     // mdb.c's me_nodemax: a larger node has its value on overflow pages (OVPAGES of them).
     const nodeMax = (((this.pageSize - PAGE_HEADER) / 2) & ~1) - SLOT;
     let pages = 0;
@@ -112,12 +121,12 @@ export class Room {
     return { paths: records + (values.length || small ? 1 : 0), pages, nodeBytes, freed: 0 };
   }
 
-  /** What a reset may write: the meta record and two ranges of keys removed (a range's leaves are
+  /** What a reset may write: the meta record and three ranges of keys removed (a range's leaves are
    * emptied one after the other), and the free list's records of every page it frees, which may
    * be all of them. */
   resetNeed(): Need {
     this.used();
-    return { paths: 3, pages: 0, nodeBytes: 0, freed: this.allPages };
+    return { paths: 4, pages: 0, nodeBytes: 0, freed: this.allPages };
   }
 
   /** LMDB's high-water mark: the end of its last page, in the last commit. */

@@ -57,6 +57,7 @@ import {
   timed,
 } from '../store.js';
 import { decodeLease, decodeMeta, EMPTY_NAME_KEY, encodeLease, encodeMeta, keyBytes, keyRange, LAST_POS, metaKey, msgKey, posOf } from './codec.js';
+import { catchUp, type KeptLeases, logChange, nextVersion } from './lease-log.js';
 import { checkDataFile } from './datafile.js';
 import { DiskReserve, lmdbFreeBytes } from './disk-reserve.js';
 import { Pending } from './pending.js';
@@ -165,6 +166,7 @@ export class LmdbStore implements Store {
   private readonly meta: Database<Buffer, Buffer>;
   private readonly msg: Database<Buffer, Buffer>;
   private readonly lease: Database<Buffer, Buffer>;
+  private readonly log: Database<Buffer, Buffer>;
   private readonly release: (() => void) | undefined;
   /** Exclusive mode: the state of the queues in use, including queued writes (see `remember`), and
    * messages not yet committed. */
@@ -172,7 +174,7 @@ export class LmdbStore implements Store {
   /** Shared mode: lease tables as read or written by this process, by queue, with their version;
    * one is used while the meta record still has its version, instead of reading every lease
    * again for each operation (430 ms a put with 100,000 delayed messages). */
-  private readonly kept = new Map<string, { version: bigint; leases: LeaseTable }>();
+  private readonly kept = new Map<string, KeptLeases>();
   private readonly pending = new Pending();
   private writeError: StoreError | undefined;
   /** Exclusive mode, after a failed commit, its error: writes queued behind it (decided on a state
@@ -240,11 +242,12 @@ export class LmdbStore implements Store {
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
     this.lease = this.env.openDB<Buffer, Buffer>('lease', dbOpts);
-    this.room = new Room(opts.path, this.env, [this.meta, this.msg, this.lease], opts.shared ?? false);
+    this.log = this.env.openDB<Buffer, Buffer>('leaselog', dbOpts);
+    this.room = new Room(opts.path, this.env, [this.meta, this.msg, this.lease, this.log], opts.shared ?? false);
     this.onDiskFull = opts.onDiskFull;
     if (this.syncMode === 'interval') this.schedule();
     // Pages LMDB does not use, and the room past its last page, take no more of the disk.
-    const inside = () => lmdbFreeBytes(this.env, [this.meta, this.msg, this.lease]) + this.room.tail();
+    const inside = () => lmdbFreeBytes(this.env, [this.meta, this.msg, this.lease, this.log]) + this.room.tail();
     if (opts.reserveBytes) this.disk = new DiskReserve(opts.path, opts.reserveBytes, inside, opts.onDiskSpace);
   }
 
@@ -394,8 +397,13 @@ export class LmdbStore implements Store {
   /** A queue's state as stored (or as the current write transaction sees it). */
   private load(name: string): Queue {
     const { s, held, slotCursor, version } = decodeMeta(this.meta.get(metaKey(name)));
-    const kept = this.kept.get(name);
-    let leases = kept && held > 0 && version !== 0n && kept.version === version ? kept.leases : undefined;
+    const kept = held > 0 && version !== 0n ? this.kept.get(name) : undefined;
+    let leases = kept?.version === version ? kept.leases : undefined;
+    // Another process changed them since: brought up to date from the lease log (lease-log.ts).
+    if (kept && !leases) {
+      this.kept.delete(name);
+      if (catchUp(this.log, this.lease, name, kept, version, held)) this.keep(name, version, (leases = kept.leases));
+    }
     if (!leases) {
       leases = new LeaseTable();
       if (held > 0) {
@@ -424,12 +432,14 @@ export class LmdbStore implements Store {
       quiet(l ? this.lease.put(msgKey(name, pos), encodeLease(l)) : this.lease.remove(msgKey(name, pos)));
     }
     // Shared mode: leases changed get a new version, which tells the other processes that the
-    // table they keep is stale (random: a reset starts a queue's meta record again).
+    // table they keep is stale, and an entry in the lease log, which tells them what changed (the
+    // random half of a version: a reset starts a queue's meta record, and its count, again).
     let version = 0n;
     if (!this.cache) {
       version = d.q.version;
       if (d.leased.size) {
-        version = randomBytes(8).readBigUInt64BE(0) || 1n;
+        version = nextVersion(d.q.version, randomBytes(4).readUInt32BE(0));
+        for (const p of logChange(this.log, name, d.q.version, version, d.leased)) quiet(p);
         this.keep(name, version, d.q.leases);
       }
     }
@@ -616,7 +626,7 @@ export class LmdbStore implements Store {
     // Memory stays flat however many there are: from a read snapshot the keys are read as they are
     // removed; inside the write transaction, where a removal shows at once, a chunk at a time.
     const removeStored = (inTransaction: boolean) => {
-      for (const db of [this.msg, this.lease]) {
+      for (const db of [this.msg, this.lease, this.log]) {
         if (!inTransaction) for (const k of db.getKeys(keyRange(name))) remove(db, k);
         else for (let keys: Buffer[]; (keys = Array.from(db.getKeys({ ...keyRange(name), limit: 10_000 }))).length > 0; ) for (const k of keys) remove(db, k);
       }
