@@ -2,12 +2,13 @@
  * How the LMDB store lays its records out. Database `meta` maps a queue name to 40 bytes
  * (putpos, getpos, maxqueue, the number of leases, how many of them are delayed messages and dead
  * letters, maxdeliveries, and the last slot taken past the ring, as big-endian uint32; then the
- * version of its leases, a u64 drawn at random each time a worker sharing the directory
- * (`--workers`) changes them (lease-log.ts), 0 as one process writes it; records written before leases existed
- * have 12, before delays and dead letters 16, before the last slot taken was kept 28, before lease
- * versions 32); database `msg` maps [u16 name length][name][u32 position] to the raw message
- * bytes; database `lease` maps the same keys to a lease (f64 deadline in ms, u32 deliveries). A
- * queue without a meta record is in its initial state.
+ * version of its leases, a u64 made anew each time a worker sharing the directory (`--workers`)
+ * changes them (a count and random bits: lease-log.ts, which also has database `leaselog`), 0 as
+ * one process writes it; records written before leases existed have 12, before delays and dead
+ * letters 16, before the last slot taken was kept 28, before lease versions 32); database `msg`
+ * maps [u16 name length][name][u32 position] to the raw message bytes; database `lease` maps the
+ * same keys to a lease (f64 deadline in ms, u32 deliveries). A queue without a meta record is in
+ * its initial state.
  */
 import type { Lease, LeaseTable } from '../../queue/leases.js';
 import { emptyQueue, type QueueState } from '../../queue/ring.js';
