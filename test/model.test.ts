@@ -349,25 +349,32 @@ function heldTarget(name: string, o: HeldOp): string {
   }
 }
 
-function heldModelCheck(engine: 'journal' | 'lmdb', runs: number): void {
-  it(`one process, ${engine}`, async () => {
+/** `lmdb, two workers`: two shared stores on one directory, each behind a server of its own, as
+ * two workers have it; the steps go to one and the other in turns (one at a time, or two, or
+ * three), so that each acts on leases the other changed (lease-log.ts). */
+function heldModelCheck(engine: 'journal' | 'lmdb' | 'lmdb, two workers', runs: number): void {
+  it(engine === 'lmdb, two workers' ? engine : `one process, ${engine}`, async () => {
     const model0 = new HeldModel();
     const clock = new TestClock(model0.now);
     const dir = tempDir();
-    const store = engine === 'lmdb' ? await LmdbStore.open({ path: dir, now: clock.now }) : await JournalStore.open({ path: dir, now: clock.now });
-    const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock });
-    await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
-    const port = (app.server.address() as AddressInfo).port;
+    const open = () =>
+      engine === 'journal' ? JournalStore.open({ path: dir, now: clock.now }) : LmdbStore.open({ path: dir, now: clock.now, shared: engine !== 'lmdb' });
+    const stores = engine === 'lmdb, two workers' ? [await open(), await open()] : [await open()];
+    const apps = stores.map((store) => createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock }));
+    for (const app of apps) await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+    const ports = apps.map((app) => (app.server.address() as AddressInfo).port);
     let run = 0;
     try {
       await fc.assert(
         fc.asyncProperty(fc.integer({ min: 0, max: 3 }), fc.array(heldOpArb, { minLength: 20, maxLength: 60 }), async (md, rest) => {
           const ops: HeldOp[] = [{ op: 'maxdeliveries', num: md }, ...rest];
           const name = `h${run++}`;
+          const turn = 1 + (run % 3);
           const model = new HeldModel();
           model.now = clock.now();
-          await request(port, 'GET', `/?name=${name}&opt=maxqueue&num=10`);
+          await request(ports[0]!, 'GET', `/?name=${name}&opt=maxqueue&num=10`);
           for (const [i, o] of ops.entries()) {
+            const port = ports[Math.floor(i / turn) % ports.length]!;
             // Named before the model applies it (a discard changes what it would name).
             const discarded = o.op === 'discard' ? model.discardTarget(o.nth) : 0;
             const want = model.apply(o);
@@ -394,8 +401,8 @@ function heldModelCheck(engine: 'journal' | 'lmdb', runs: number): void {
         { numRuns: runs },
       );
     } finally {
-      await app.close();
-      await store.close();
+      for (const app of apps) await app.close();
+      for (const store of stores) await store.close();
       cleanup(dir);
     }
   });
@@ -404,4 +411,5 @@ function heldModelCheck(engine: 'journal' | 'lmdb', runs: number): void {
 describe('model check of leases, delayed messages and dead letters against docs/EXTENSIONS.md', () => {
   heldModelCheck('journal', 100);
   heldModelCheck('lmdb', 100);
+  heldModelCheck('lmdb, two workers', 100);
 });
