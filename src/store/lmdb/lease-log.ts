@@ -72,6 +72,5 @@ export function catchUp(
     if (v) kept.leases.set(pos, decodeLease(v));
     else kept.leases.delete(pos);
   }
-  kept.version = version;
   return kept.leases.size === held;
 }
