@@ -11,7 +11,19 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { AuthError, HttpsqsClient, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
-import { cleanup, freePort, request, ROOT, startInProcess, startServer, waitFor, type InProcessServer } from './helpers.js';
+import { cleanup, type ClockedServer, clockedServer, freePort, request, ROOT, startInProcess, startServer, waitFor, type InProcessServer } from './helpers.js';
+
+/** Runs `fn` with a client of a server in this process whose time is a test clock. */
+async function withClock(fn: (client: HttpsqsClient, server: ClockedServer) => Promise<void>): Promise<void> {
+  const server = await clockedServer();
+  const client = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
+  try {
+    await fn(client, server);
+  } finally {
+    await client.close();
+    await server.stop();
+  }
+}
 
 describe('HttpsqsClient', () => {
   let server: InProcessServer;
@@ -387,39 +399,45 @@ describe('HttpsqsClient', () => {
     assert.deepEqual([back?.text(), back?.deliveries], ['long job', 2]);
   });
 
-  it('put with a delay: stored now, handed out (to a long poll too) once due, with the schedule id as its pos', async () => {
-    const started = performance.now();
-    const id = await q.put('c-delay', 'later', { delay: 1 });
-    assert.ok(id > 1_000_000_000, `schedule id ${id}`);
-    assert.equal(await q.get('c-delay'), null, 'handed out before its time');
-    const s = await q.statusJson('c-delay');
-    assert.deepEqual([s.unread, s.delayed, s.putpos], [0, 1, 0]);
-    assert.equal((await q.list({ prefix: 'c-delay' }))[0]?.delayed, 1);
-    const m = await q.get('c-delay', { wait: 5, lease: 30 });
-    assert.ok(performance.now() - started >= 900, 'handed out before its second was up');
-    assert.deepEqual([m?.pos, m?.text(), m?.deliveries], [id, 'later', 1]);
-    assert.equal(await q.ack('c-delay', id, m!.lease), true);
-    assert.deepEqual(await q.statusJson('c-delay').then((x) => [x.delayed, x.leased]), [0, 0]);
-    // delay 0 is a plain put; a delay the server refuses, or that is not whole seconds, is an error.
-    assert.equal(await q.put('c-delay', 'now', { delay: 0 }), 1);
-    await assert.rejects(q.put('c-delay', 'x', { delay: 2_592_001 }), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_PUT_ERROR');
-    await assert.rejects(q.put('c-delay', 'x', { delay: 1.5 }), RangeError);
-    await assert.rejects(q.mput('c-delay', ['x'], { delay: -1 }), RangeError);
-    assert.equal((await q.statusJson('c-delay')).delayed, 0, 'nothing stored by the refused puts');
-    // A batch, bytes and all; an empty message too.
-    const r = await q.mput('c-delay-batch', ['a', new Uint8Array([0, 255])], { delay: 1 });
-    assert.equal(r.full, false);
-    assert.ok(r.positions.length === 2 && r.positions.every((p) => p > 1_000_000_000));
-    assert.ok((await q.put('c-delay-batch', '', { delay: 1 })) > r.positions[1]!);
-    assert.deepEqual(await q.mget('c-delay-batch', 10), []);
-    assert.equal((await q.statusJson('c-delay-batch')).delayed, 3);
-    await sleep(1100);
-    const got = await q.mget('c-delay-batch', 10);
-    assert.deepEqual(
-      got.map((x) => [x.pos, x.body]),
-      [...r.positions.map((p, i) => [p, i ? Buffer.from([0, 255]) : Buffer.from('a')]), [r.positions[1]! + 1, Buffer.alloc(0)]],
-    );
-  });
+  it('put with a delay: stored now, handed out (to a long poll too) once due, with the schedule id as its pos', () =>
+    withClock(async (t, lp) => {
+      const id = await t.put('c-delay', 'later', { delay: 1 });
+      assert.ok(id > 1_000_000_000, `schedule id ${id}`);
+      assert.equal(await t.get('c-delay'), null, 'handed out before its time');
+      const s = await t.statusJson('c-delay');
+      assert.deepEqual([s.unread, s.delayed, s.putpos], [0, 1, 0]);
+      assert.equal((await t.list({ prefix: 'c-delay' }))[0]?.delayed, 1);
+      const polled = t.get('c-delay', { wait: 5, lease: 30 });
+      await waitFor(() => lp.app.waiters.size === 1);
+      lp.clock.advance(999);
+      // Neither a get nor the long poll had it before its second was up.
+      assert.equal(await t.get('c-delay'), null, 'handed out before its second was up');
+      assert.deepEqual(await t.statusJson('c-delay').then((x) => [x.delayed, x.leased]), [1, 0]);
+      lp.clock.advance(1);
+      const m = await polled;
+      assert.deepEqual([m?.pos, m?.text(), m?.deliveries], [id, 'later', 1]);
+      assert.equal(await t.ack('c-delay', id, m!.lease), true);
+      assert.deepEqual(await t.statusJson('c-delay').then((x) => [x.delayed, x.leased]), [0, 0]);
+      // delay 0 is a plain put; a delay the server refuses, or that is not whole seconds, is an error.
+      assert.equal(await t.put('c-delay', 'now', { delay: 0 }), 1);
+      await assert.rejects(t.put('c-delay', 'x', { delay: 2_592_001 }), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_PUT_ERROR');
+      await assert.rejects(t.put('c-delay', 'x', { delay: 1.5 }), RangeError);
+      await assert.rejects(t.mput('c-delay', ['x'], { delay: -1 }), RangeError);
+      assert.equal((await t.statusJson('c-delay')).delayed, 0, 'nothing stored by the refused puts');
+      // A batch, bytes and all; an empty message too.
+      const r = await t.mput('c-delay-batch', ['a', new Uint8Array([0, 255])], { delay: 1 });
+      assert.equal(r.full, false);
+      assert.ok(r.positions.length === 2 && r.positions.every((p) => p > 1_000_000_000));
+      assert.ok((await t.put('c-delay-batch', '', { delay: 1 })) > r.positions[1]!);
+      assert.deepEqual(await t.mget('c-delay-batch', 10), []);
+      assert.equal((await t.statusJson('c-delay-batch')).delayed, 3);
+      lp.clock.advance(1000);
+      const got = await t.mget('c-delay-batch', 10);
+      assert.deepEqual(
+        got.map((x) => [x.pos, x.body]),
+        [...r.positions.map((p, i) => [p, i ? Buffer.from([0, 255]) : Buffer.from('a')]), [r.positions[1]! + 1, Buffer.alloc(0)]],
+      );
+    }));
 
   it('a delayed put on a queue that already keeps maxqueue messages outside its ring is a QueueFullError', async () => {
     await q.maxqueue('c-delay-full', 10);
@@ -428,74 +446,75 @@ describe('HttpsqsClient', () => {
     assert.equal(await q.put('c-delay-full', 'not delayed'), 1, 'the ring itself has room');
   });
 
-  it('maxDeliveries makes a message that keeps coming back a dead letter; dead() lists it, redrive() brings it back', async () => {
-    await q.maxDeliveries('c-dlq', 2);
-    assert.equal((await q.statusJson('c-dlq')).maxdeliveries, 2);
-    await q.mput('c-dlq', ['poison', new Uint8Array([0, 1, 255])]);
-    for (let i = 0; i < 2; i++) {
-      const batch = await q.mget('c-dlq', 10, { lease: 1 });
-      assert.equal(batch.length, 2);
-      if (i === 0) for (const m of batch) assert.equal(await q.nack('c-dlq', m.pos, m.lease), true);
-      // The second time the leases run out: expiry counts as nack does.
-    }
-    await sleep(1100);
-    const before = Date.now();
-    assert.equal(await q.get('c-dlq'), null, 'a dead letter is not handed out');
-    const s = await q.statusJson('c-dlq');
-    assert.deepEqual([s.unread, s.leased, s.dead], [0, 0, 2]);
-    const dead = await q.dead('c-dlq');
-    assert.deepEqual(
-      dead.map((d) => [d.deliveries, d.message]),
-      [
-        [2, Buffer.from('poison')],
-        [2, Buffer.from([0, 1, 255])],
-      ],
-    );
-    assert.ok(dead.every((d) => d.pos > 1_000_000_000 && d.died <= before + 1000 && d.died > before - 10_000));
-    // Paged by num and after; it only reads them.
-    assert.deepEqual(
-      (await q.dead('c-dlq', { num: 1 })).map((d) => d.pos),
-      [dead[0]!.pos],
-    );
-    assert.deepEqual(
-      (await q.dead('c-dlq', { after: dead[0]!.pos })).map((d) => d.pos),
-      [dead[1]!.pos],
-    );
-    assert.deepEqual(await q.dead('c-dlq', { after: dead[1]!.pos }), []);
-    assert.equal((await q.statusJson('c-dlq')).dead, 2);
+  it('maxDeliveries makes a message that keeps coming back a dead letter; dead() lists it, redrive() brings it back', () =>
+    withClock(async (t, lp) => {
+      await t.maxDeliveries('c-dlq', 2);
+      assert.equal((await t.statusJson('c-dlq')).maxdeliveries, 2);
+      await t.mput('c-dlq', ['poison', new Uint8Array([0, 1, 255])]);
+      for (let i = 0; i < 2; i++) {
+        const batch = await t.mget('c-dlq', 10, { lease: 1 });
+        assert.equal(batch.length, 2);
+        if (i === 0) for (const m of batch) assert.equal(await t.nack('c-dlq', m.pos, m.lease), true);
+        // The second time the leases run out: expiry counts as nack does.
+      }
+      lp.clock.advance(1000);
+      const before = lp.clock.now();
+      assert.equal(await t.get('c-dlq'), null, 'a dead letter is not handed out');
+      const s = await t.statusJson('c-dlq');
+      assert.deepEqual([s.unread, s.leased, s.dead], [0, 0, 2]);
+      const dead = await t.dead('c-dlq');
+      assert.deepEqual(
+        dead.map((d) => [d.deliveries, d.message]),
+        [
+          [2, Buffer.from('poison')],
+          [2, Buffer.from([0, 1, 255])],
+        ],
+      );
+      assert.ok(dead.every((d) => d.pos > 1_000_000_000 && d.died <= before + 1000 && d.died > before - 10_000));
+      // Paged by num and after; it only reads them.
+      assert.deepEqual(
+        (await t.dead('c-dlq', { num: 1 })).map((d) => d.pos),
+        [dead[0]!.pos],
+      );
+      assert.deepEqual(
+        (await t.dead('c-dlq', { after: dead[0]!.pos })).map((d) => d.pos),
+        [dead[1]!.pos],
+      );
+      assert.deepEqual(await t.dead('c-dlq', { after: dead[1]!.pos }), []);
+      assert.equal((await t.statusJson('c-dlq')).dead, 2);
 
-    // Newer messages wait behind the redriven ones; deliveries are counted afresh.
-    await q.put('c-dlq', 'newer');
-    assert.equal(await q.discard('c-dlq', dead[0]!.pos + 1_000_000), false, 'no dead letter there');
-    assert.deepEqual(await q.redrive('c-dlq', { num: 1 }), { count: 1, dead: 1 });
-    const first = await q.get('c-dlq', { lease: 30 });
-    assert.deepEqual([first?.pos, first?.text(), first?.deliveries], [dead[0]!.pos, 'poison', 1]);
-    assert.equal(await q.ack('c-dlq', first!.pos, first!.lease), true);
-    assert.deepEqual(await q.redrive('c-dlq'), { count: 1, dead: 0 });
-    assert.deepEqual(await q.redrive('c-dlq'), { count: 0, dead: 0 });
-    assert.deepEqual(
-      (await q.mget('c-dlq', 10)).map((m) => m.body),
-      [Buffer.from([0, 1, 255]), Buffer.from('newer')],
-    );
+      // Newer messages wait behind the redriven ones; deliveries are counted afresh.
+      await t.put('c-dlq', 'newer');
+      assert.equal(await t.discard('c-dlq', dead[0]!.pos + 1_000_000), false, 'no dead letter there');
+      assert.deepEqual(await t.redrive('c-dlq', { num: 1 }), { count: 1, dead: 1 });
+      const first = await t.get('c-dlq', { lease: 30 });
+      assert.deepEqual([first?.pos, first?.text(), first?.deliveries], [dead[0]!.pos, 'poison', 1]);
+      assert.equal(await t.ack('c-dlq', first!.pos, first!.lease), true);
+      assert.deepEqual(await t.redrive('c-dlq'), { count: 1, dead: 0 });
+      assert.deepEqual(await t.redrive('c-dlq'), { count: 0, dead: 0 });
+      assert.deepEqual(
+        (await t.mget('c-dlq', 10)).map((m) => m.body),
+        [Buffer.from([0, 1, 255]), Buffer.from('newer')],
+      );
 
-    // Refused values are errors, as for the other opts; 0 turns it off.
-    for (const call of [() => q.maxDeliveries('c-dlq', 1001), () => q.redrive('c-dlq', { num: 0 }), () => q.dead('c-dlq', { num: 1001 })]) {
-      await assert.rejects(call(), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
-    }
+      // Refused values are errors, as for the other opts; 0 turns it off.
+      for (const call of [() => t.maxDeliveries('c-dlq', 1001), () => t.redrive('c-dlq', { num: 0 }), () => t.dead('c-dlq', { num: 1001 })]) {
+        await assert.rejects(call(), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
+      }
 
-    // discard() deletes one for good.
-    await q.maxDeliveries('c-dlq', 1);
-    await q.put('c-dlq', 'junk');
-    const junk = await q.get('c-dlq', { lease: 30 });
-    assert.equal(await q.nack('c-dlq', junk!.pos, junk!.lease), true);
-    const [letter] = await q.dead('c-dlq');
-    assert.equal(letter?.message.toString(), 'junk');
-    assert.equal(await q.discard('c-dlq', letter!.pos), true);
-    assert.equal(await q.discard('c-dlq', letter!.pos), false);
-    assert.deepEqual(await q.dead('c-dlq'), []);
-    await q.maxDeliveries('c-dlq', 0);
-    assert.equal((await q.statusJson('c-dlq')).maxdeliveries, 0);
-  });
+      // discard() deletes one for good.
+      await t.maxDeliveries('c-dlq', 1);
+      await t.put('c-dlq', 'junk');
+      const junk = await t.get('c-dlq', { lease: 30 });
+      assert.equal(await t.nack('c-dlq', junk!.pos, junk!.lease), true);
+      const [letter] = await t.dead('c-dlq');
+      assert.equal(letter?.message.toString(), 'junk');
+      assert.equal(await t.discard('c-dlq', letter!.pos), true);
+      assert.equal(await t.discard('c-dlq', letter!.pos), false);
+      assert.deepEqual(await t.dead('c-dlq'), []);
+      await t.maxDeliveries('c-dlq', 0);
+      assert.equal((await t.statusJson('c-dlq')).maxdeliveries, 0);
+    }));
 
   it('consume with a handler that always throws: the message comes back each time, and ends a dead letter when the queue has maxdeliveries', async () => {
     await q.maxDeliveries('c-poison', 3);

@@ -8,10 +8,18 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { createHttpsqsServer } from '../src/server/server.js';
-import { LmdbStore } from '../src/store/lmdb/store.js';
-import { TestClock } from './clock.js';
-import { cleanup, parseResponse, rawExchange, request, startInProcess, startServer, tempDir, waitFor, type InProcessServer } from './helpers.js';
+import {
+  cleanup,
+  clockedServer,
+  parseResponse,
+  rawExchange,
+  request,
+  startInProcess,
+  startServer,
+  waitFor,
+  type ClockedServer,
+  type InProcessServer,
+} from './helpers.js';
 
 interface Reply {
   status: number;
@@ -50,26 +58,6 @@ function client(port: number) {
       req.on('error', reject);
       req.end(o.body);
     });
-}
-
-/** A server in this process whose store and long polls take their time from a test clock. */
-async function clockedServer() {
-  const clock = new TestClock();
-  const dir = tempDir();
-  const store = await LmdbStore.open({ path: dir, now: clock.now });
-  const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock });
-  await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
-  const port = (app.server.address() as net.AddressInfo).port;
-  return {
-    clock,
-    app,
-    port,
-    async stop() {
-      await app.close();
-      await store.close();
-      cleanup(dir);
-    },
-  };
 }
 
 describe('extensions', () => {
@@ -399,7 +387,7 @@ describe('extensions', () => {
 });
 
 describe('long polling (time from a test clock)', () => {
-  let lp: Awaited<ReturnType<typeof clockedServer>>;
+  let lp: ClockedServer;
   let call: ReturnType<typeof client>;
   before(async () => {
     lp = await clockedServer();

@@ -12,6 +12,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { parseConfig } from '../src/cli/options.js';
 import { serve, type Serving } from '../src/cli/serve.js';
+import { createHttpsqsServer } from '../src/server/server.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
+import { TestClock } from './clock.js';
 import type { CliJob, CliResult } from './cli-thread.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -129,6 +132,28 @@ export async function startInProcess(opts: { dir?: string; args?: string[]; env?
   const serving = await serve(config, dir);
   return { port: serving.port, dir, serving, stop: () => serving.stop() };
 }
+
+/** A server in this process whose store and long polls take their time from a test clock. */
+export async function clockedServer() {
+  const clock = new TestClock();
+  const dir = tempDir();
+  const store = await LmdbStore.open({ path: dir, now: clock.now });
+  const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock });
+  await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+  const port = (app.server.address() as net.AddressInfo).port;
+  return {
+    clock,
+    app,
+    port,
+    async stop() {
+      await app.close();
+      await store.close();
+      cleanup(dir);
+    },
+  };
+}
+
+export type ClockedServer = Awaited<ReturnType<typeof clockedServer>>;
 
 /** Runs the CLI to completion and returns its exit code and output. */
 export function runCli(args: string[], opts: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) {
