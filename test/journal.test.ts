@@ -361,6 +361,63 @@ describe('journal: checkpoints, replay and restarts', () => {
     assert.equal((await s.get('big'))?.message.length, big.length);
     await s.close();
   });
+
+  it('a checkpoint begun in the middle of a turn covers whole batches: the gets acknowledged in that turn stay done after a crash', async () => {
+    const d = dir();
+    const s = await open(d);
+    // A crash before the roll-over's checkpoint: the restart below replays segment 2.
+    const inner = s as unknown as { checkpoint: () => Promise<void> };
+    inner.checkpoint = () => Promise.resolve();
+    const msg = (i: number) => b(`m${i}-`.padEnd(1000, 'x'));
+    let n = 0;
+    while (!existsSync(segFile(d, 2)) || n < 80) await s.put('q', msg(++n));
+    const image = crashImage(d);
+    await s.close();
+    const t = await open(image);
+    // One turn of 70 gets: the one that reads segment 1's last message starts a checkpoint.
+    const gets = await Promise.all(Array.from({ length: 70 }, () => t.get('q')));
+    assert.deepEqual([gets[0]?.pos, gets.at(-1)?.pos], [1, 70]);
+    for (let c = inside<Promise<void> | undefined>(t, 'checkpointing'); c; c = inside(t, 'checkpointing')) await c;
+    const after = crashImage(image);
+    await t.close();
+    warnings = [];
+    const u = await open(after);
+    assert.equal((await u.status('q')).getpos, 70);
+    assert.deepEqual(warnings, []);
+    assert.equal((await u.get('q'))?.pos, 71);
+    await u.close();
+  });
+
+  it('a segment emptied by a get is deleted only once that get is on disk', async () => {
+    const d = dir();
+    const s = await open(d);
+    const msg = (i: number) => b(`m${i}-`.padEnd(1000, 'x'));
+    for (let n = 1; n <= 80; n++) await s.put('q', msg(n));
+    for (let c = inside<Promise<void> | undefined>(s, 'checkpointing'); c; c = inside(s, 'checkpointing')) await c;
+    const ix = inside<Map<string, { index: PositionIndex }>>(s, 'queues').get('q')!.index;
+    let last = 0;
+    for (let p = 1; p <= 80; p++) if (ix.seg(ix.find(p)) === 1) last = p;
+    for (let p = 1; p < last; p++) await s.get('q');
+    // The write of the get of segment 1's last message is held (a flush behind another, or a
+    // crash before it).
+    const inner = s as unknown as { writeFile: (...a: unknown[]) => void };
+    const write = inner.writeFile;
+    let held: unknown[] | undefined;
+    inner.writeFile = (...args: unknown[]) => void (held = args);
+    const pending = s.get('q');
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(held, 'the write was not held');
+    assert.ok(existsSync(segFile(d, 1)), 'segment 1 went before the get that emptied it was on disk');
+    const image = crashImage(d);
+    inner.writeFile = write;
+    write(...held);
+    assert.equal((await pending)?.pos, last);
+    await s.close();
+    const t = await open(image);
+    const g = await t.get('q');
+    assert.deepEqual([g?.pos, g?.message.toString().slice(0, 4)], [last, `m${last}-`.slice(0, 4)]);
+    await t.close();
+  });
 });
 
 /** Waits until compaction has nothing left to do. */

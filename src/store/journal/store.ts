@@ -544,8 +544,9 @@ export class JournalStore implements Store {
     if (seg.id < this.covered.seg) {
       if (seg.live < (2 / 3) * seg.size) this.compactSoon();
     } else if (seg.live <= 0 && seg !== this.cur && seg !== this.spare) {
-      // A sealed segment whose messages have all been read goes once a checkpoint covers it.
-      void this.checkpoint();
+      // A sealed segment whose messages have all been read goes once a checkpoint covers it. Not
+      // in the middle of an operation: the checkpoint ends the open batch (see there).
+      queueMicrotask(() => void this.checkpoint());
     }
   }
 
@@ -696,6 +697,9 @@ export class JournalStore implements Store {
       this.checkpointAgain = true;
       return this.checkpointing;
     }
+    // The open batch ends here: replay starts at a batch header, so records decided after the
+    // snapshot must not go on in a batch that began before the offset it covers.
+    this.open = undefined;
     const at = { seg: this.cur.id, off: this.end };
     const file = writeCheckpoint(this.dir, this.snapshot(at));
     const written = this.batches.at(-1)?.done ?? Promise.resolve();
@@ -971,7 +975,13 @@ export class JournalStore implements Store {
     const gone = (id: number) => !this.segs.has(id);
     for (;;) {
       const sealed = [...this.segs.values()].filter((s) => s.id < this.covered.seg && s !== this.cur && s !== this.spare);
-      const dead = sealed.filter((s) => s.live <= 0);
+      let dead = sealed.filter((s) => s.live <= 0);
+      if (dead.length) {
+        // What emptied them goes to the disk first: deleted before, a crash would replay their
+        // messages as unread, with nothing left to read them from.
+        await this.batches.at(-1)?.done;
+        dead = dead.filter((s) => this.segs.get(s.id) === s && s.live <= 0);
+      }
       const deleted = dead.map((s) => this.dropSegment(s));
       if (dead.length) for (const q of this.queues.values()) for (const ix of indexes(q)) ix.trim(gone);
       await Promise.all(deleted);
