@@ -749,6 +749,36 @@ it('shared (--workers): a process does not act on the leases it read once anothe
   }
 });
 
+it('shared (--workers): a write that throws inside its transaction leaves no lease table kept that differs from the disk', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const [a, b2] = [await LmdbStore.open({ path: dir, shared: true }), await LmdbStore.open({ path: dir, shared: true })];
+  try {
+    await a.putMany('q', [Buffer.from('m1'), Buffer.from('m2')]);
+    const d = (await a.get('q', 60_000))!;
+    await b2.leases('q');
+    // The removal of the lease fails once (an LMDB error inside the write), after the plan changed
+    // the table a keeps.
+    const db = (a as unknown as { lease: { remove: (...x: unknown[]) => unknown } }).lease;
+    const remove = db.remove.bind(db);
+    db.remove = () => {
+      db.remove = remove;
+      throw new Error('simulated LMDB error');
+    };
+    await assert.rejects(a.settle('q', d.pos, 'ack', d.lease!), /simulated/);
+    assert.deepEqual(
+      (await a.leases('q')).map((l) => l.pos),
+      [d.pos],
+      'a lost the lease the failed ack did not remove',
+    );
+    assert.equal(await a.settle('q', d.pos, 'ack', d.lease!), true, 'the ack tried again');
+    assert.deepEqual(await b2.leases('q'), []);
+  } finally {
+    await a.close();
+    await b2.close();
+    cleanup(dir);
+  }
+});
+
 it('shared (--workers): a process brings the leases it keeps up to date from the lease log, reading only those changed', async () => {
   const dir = tempDir('httpsqs-store-');
   const [a, b2, c] = [

@@ -456,15 +456,15 @@ export class LmdbStore implements Store {
     if (!this.cache) {
       return this.transact(need, put, () => {
         const d = new Draft(this.load(name), (pos) => this.msg.get(msgKey(name, pos)));
-        let result: T;
         try {
-          result = plan(d);
+          const result = plan(d);
+          if (d.changed) quiet(this.write(name, d));
+          return result;
         } catch (err) {
-          this.kept.delete(name); // the plan may have changed it before it failed
+          // The plan, or a write that threw, may have changed the kept table before it failed.
+          this.kept.delete(name);
           throw err;
         }
-        if (d.changed) quiet(this.write(name, d));
-        return result;
       });
     }
     return this.inTurn(need, put, () => this.decide(name, plan, need, put));
