@@ -50,6 +50,13 @@ const diskUse = (d: string) => segments(d).reduce((n, f) => n + sizeOf(d, f), 0)
 /** A private field of the store, for what only the engine can tell. */
 const inside = <T>(s: JournalStore, field: string): T => (s as unknown as Record<string, T>)[field]!;
 
+/** Once no checkpoint is being written (one may start another as it ends). */
+async function checkpointed(s: JournalStore): Promise<void> {
+  for (let c = inside<Promise<void> | undefined>(s, 'checkpointing'); c; c = inside(s, 'checkpointing')) await c;
+}
+/** A message of about 1 KiB that starts `m<i>-`. */
+const msg = (i: number) => b(`m${i}-`.padEnd(1000, 'x'));
+
 /** [start, end) of each batch at the start of a segment's bytes. */
 function batchesOf(seg: Buffer): Array<[number, number]> {
   const out: Array<[number, number]> = [];
@@ -368,7 +375,6 @@ describe('journal: checkpoints, replay and restarts', () => {
     // A crash before the roll-over's checkpoint: the restart below replays segment 2.
     const inner = s as unknown as { checkpoint: () => Promise<void> };
     inner.checkpoint = () => Promise.resolve();
-    const msg = (i: number) => b(`m${i}-`.padEnd(1000, 'x'));
     let n = 0;
     while (!existsSync(segFile(d, 2)) || n < 80) await s.put('q', msg(++n));
     const image = crashImage(d);
@@ -377,7 +383,7 @@ describe('journal: checkpoints, replay and restarts', () => {
     // One turn of 70 gets: the one that reads segment 1's last message starts a checkpoint.
     const gets = await Promise.all(Array.from({ length: 70 }, () => t.get('q')));
     assert.deepEqual([gets[0]?.pos, gets.at(-1)?.pos], [1, 70]);
-    for (let c = inside<Promise<void> | undefined>(t, 'checkpointing'); c; c = inside(t, 'checkpointing')) await c;
+    await checkpointed(t);
     const after = crashImage(image);
     await t.close();
     warnings = [];
@@ -391,9 +397,8 @@ describe('journal: checkpoints, replay and restarts', () => {
   it('a segment emptied by a get is deleted only once that get is on disk', async () => {
     const d = dir();
     const s = await open(d);
-    const msg = (i: number) => b(`m${i}-`.padEnd(1000, 'x'));
     for (let n = 1; n <= 80; n++) await s.put('q', msg(n));
-    for (let c = inside<Promise<void> | undefined>(s, 'checkpointing'); c; c = inside(s, 'checkpointing')) await c;
+    await checkpointed(s);
     const ix = inside<Map<string, { index: PositionIndex }>>(s, 'queues').get('q')!.index;
     let last = 0;
     for (let p = 1; p <= 80; p++) if (ix.seg(ix.find(p)) === 1) last = p;
