@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, produceAndConsume, request, startServer, workerPids } from './helpers.js';
+import { cleanup, keepAliveClient, produceAndConsume, request, runCli, startServer, waitFor, workerPids } from './helpers.js';
 
 replayConformance('conformance with --workers 2', ['--workers', '2']);
 
@@ -104,6 +104,29 @@ describe('--workers 2', () => {
       for (let i = 0; i < 10; i++) {
         assert.equal((await request(server.port, 'GET', `/?name=r&opt=put&data=${i}`)).body.toString(), 'HTTPSQS_PUT_OK');
       }
+    } finally {
+      assert.equal(await server.stop(), 0);
+      cleanup(server.dir);
+    }
+  });
+
+  it('an export opens the database with the workers paused; a worker that does not pause is killed and replaced, and the export goes on', async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    try {
+      for (let i = 0; i < 5; i++) assert.equal((await request(server.port, 'GET', `/?name=e&opt=put&data=m${i}`)).body.toString(), 'HTTPSQS_PUT_OK');
+      // Both workers pause: the export is served at once.
+      const quick = await runCli(['export', '-x', server.dir]);
+      assert.equal(quick.code, 0, quick.stderr);
+      assert.equal(quick.stdout.split('\n').filter((l) => l.includes('"queue":"e","pos"')).length, 5);
+      // A stopped worker cannot pause its writes: it is killed (it could wake up and write), then replaced.
+      const [stuck] = workerPids(server.proc.pid!);
+      process.kill(stuck!, 'SIGSTOP');
+      const slow = await runCli(['export', '-x', server.dir], { timeoutMs: 20_000 });
+      assert.equal(slow.code, 0, slow.stderr);
+      assert.equal(slow.stdout.split('\n').filter((l) => l.includes('"queue":"e","pos"')).length, 5);
+      assert.match(server.stderr(), new RegExp(`worker ${stuck} did not pause its writes in 5000 ms: killing it`));
+      await waitFor(() => workerPids(server.proc.pid!).length === 2 && !workerPids(server.proc.pid!).includes(stuck!), 10_000);
+      assert.equal((await request(server.port, 'GET', '/?name=e&opt=put&data=after')).body.toString(), 'HTTPSQS_PUT_OK');
     } finally {
       assert.equal(await server.stop(), 0);
       cleanup(server.dir);

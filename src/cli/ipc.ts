@@ -7,11 +7,20 @@ import cluster, { type Worker } from 'node:cluster';
 import type { HistorySnapshot } from '../dashboard/history.js';
 import type { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
-import { reopenLog } from './log.js';
+import { TURN_MS, type TakeTurn, turns } from '../store/lmdb/open-turn.js';
+import type { Store } from '../store/store.js';
+import { log, reopenLog } from './log.js';
 import type { Serving } from './serve.js';
 
 export type FromWorker = {
+  /** It hears the primary now: it is paused, with the others, while a process opens the database. */
+  pausable?: true;
   ready?: true;
+  /** Its writes are paused, for the pause with this id. */
+  writesPaused?: number;
+  /** A turn to open the database (store/lmdb/open-turn.ts), please; and the end of that turn. */
+  openTurn?: number;
+  turnOver?: number;
   error?: string;
   synctime?: number;
   /** Start (with an id to confirm) or stop telling this worker of puts to a queue. */
@@ -30,6 +39,11 @@ export type FromWorker = {
 export type ToWorker = {
   /** Reopen the log file (SIGHUP to the primary). */
   reopenLog?: true;
+  /** Pause your writes (another process opens the database), and go on. */
+  pauseWrites?: number;
+  resumeWrites?: number;
+  /** Your turn to open the database. */
+  turnGiven?: number;
   synctime?: number;
   watching?: number;
   wake?: Array<[string, number]>;
@@ -52,22 +66,81 @@ export function dispatch<M extends object>(m: M, handlers: Handlers<M>): void {
 
 /** How long the primary waits for workers' histories (one may be dying). */
 const HISTORY_WAIT_MS = 1000;
+/** How long a worker may take to pause its writes: one that takes longer is stuck, and is killed
+ * (then replaced) rather than let write while another process opens the database. */
+const PAUSE_WAIT_MS = 5000;
 
 /** Every worker, now. */
 export const allWorkers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+
+/** Asks one worker to pause its writes; resolves once it has, or is dead. */
+function pauseOne(w: Worker, id: number): Promise<void> {
+  return new Promise((paused) => {
+    const done = () => {
+      clearTimeout(timer);
+      w.off('message', heard);
+      w.off('exit', done);
+      paused();
+    };
+    const heard = (m: FromWorker) => m.writesPaused === id && done();
+    const timer = setTimeout(() => {
+      log.error({ event: 'worker-stuck', worker: w.process.pid }, `worker ${w.process.pid} did not pause its writes in ${PAUSE_WAIT_MS} ms: killing it`);
+      w.process.kill('SIGKILL');
+    }, PAUSE_WAIT_MS);
+    w.on('message', heard);
+    w.once('exit', done);
+    w.send({ pauseWrites: id } satisfies ToWorker);
+  });
+}
 
 /** The primary's side: what it relays between workers. `ready`: the workers that serve now;
  * `metrics`: what gathers the workers' metrics (server/metrics.ts), when there are several. */
 export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof clusterMetrics> | undefined }) {
   // Long polls across workers: which workers wait on which queue, so a put in one wakes the others.
   const watchers = new Map<string, Set<Worker>>();
+  // Turns to open the database: every worker that hears the primary pauses its writes for one.
+  const pausable = new Set<Worker>();
+  let nextPause = 0;
+  const pauseWorkers = async (): Promise<() => void> => {
+    const id = nextPause++;
+    const workers = [...pausable].filter((w) => w.isConnected());
+    await Promise.all(workers.map((w) => pauseOne(w, id)));
+    return () => {
+      for (const w of workers) if (w.isConnected()) w.send({ resumeWrites: id } satisfies ToWorker);
+    };
+  };
+  const takeTurn = turns(pauseWorkers);
+  const turnsHeld = new Map<string, () => void>();
   const collect = o.metrics;
   let nextGathering = 0;
   const gatherings = new Map<number, { snapshots: HistorySnapshot[]; waiting: number; done: () => void }>();
   return {
+    takeTurn,
     /** The handlers of the messages from `from`. */
     from(from: Worker): Handlers<FromWorker> {
       return {
+        pausable() {
+          pausable.add(from);
+        },
+        openTurn(id) {
+          const key = `${from.id}:${id}`;
+          void takeTurn().then((end) => {
+            const over = () => {
+              if (!turnsHeld.delete(key)) return;
+              clearTimeout(timer);
+              from.off('exit', over);
+              end();
+            };
+            const timer = setTimeout(over, TURN_MS);
+            turnsHeld.set(key, over);
+            from.once('exit', over);
+            if (from.isConnected()) from.send({ turnGiven: id } satisfies ToWorker);
+            else over();
+          });
+        },
+        turnOver(id) {
+          turnsHeld.get(`${from.id}:${id}`)?.();
+        },
         watch({ name, on, id }) {
           let set = watchers.get(name);
           if (on) {
@@ -117,6 +190,7 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
     },
     /** A worker is gone: it waits on nothing any more. */
     forget(worker: Worker): void {
+      pausable.delete(worker);
       for (const [name, set] of watchers) if (set.delete(worker) && set.size === 0) watchers.delete(name);
     },
   };
@@ -127,16 +201,18 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
 export function primaryLink(): Peers & {
   fromCluster: () => Promise<string>;
   otherHistories: () => Promise<HistorySnapshot[]>;
-  handlers: (serving: Serving) => Handlers<ToWorker>;
+  takeTurn: TakeTurn;
+  handlers: (now: { serving?: Serving; store?: Store }) => Handlers<ToWorker>;
 } {
   let next = 0;
   const confirmations = new Map<number, () => void>();
+  const given = new Map<number, () => void>();
+  const resumes = new Map<number, Promise<() => void>>();
   const texts = new Map<number, (text: string) => void>();
   const histories = new Map<number, (snapshots: HistorySnapshot[]) => void>();
   const send = (m: FromWorker) => process.connected && process.send?.(m);
-  const ask = <T>(pending: Map<number, (v: T) => void>, m: (id: number) => FromWorker) =>
+  const ask = <T>(pending: Map<number, (v: T) => void>, m: (id: number) => FromWorker, id = next++) =>
     new Promise<T>((resolve) => {
-      const id = next++;
       pending.set(id, resolve);
       send(m(id));
     });
@@ -162,17 +238,33 @@ export function primaryLink(): Peers & {
       puts.set(name, (puts.get(name) ?? 0) + count);
     },
     fromCluster: () => ask(texts, (id) => ({ metricsRequest: id })),
+    takeTurn: async () => {
+      const id = next++;
+      await ask(given, () => ({ openTurn: id }), id);
+      return () => send({ turnOver: id });
+    },
     otherHistories: () => (process.connected ? ask(histories, (id) => ({ historyRequest: id })) : Promise.resolve([])),
-    handlers: (serving) => ({
+    // `now`: the store once it is open, the rest once it serves.
+    handlers: (now) => ({
       reopenLog,
-      synctime: (seconds) => serving.store.setSyncInterval(seconds),
+      synctime: (seconds) => now.serving?.store.setSyncInterval(seconds),
       watching: (id) => answered(confirmations, id, undefined),
       wake: (wake) => {
-        for (const [name, count] of wake) serving.waiters.wake(name, count);
+        for (const [name, count] of wake) now.serving?.waiters.wake(name, count);
       },
       metricsText: ({ id, text }) => answered(texts, id, text),
-      historyQuery: (id) => void send({ historyReply: { id, snapshot: serving.history.snapshot() } }),
+      historyQuery: (id) => now.serving && void send({ historyReply: { id, snapshot: now.serving.history.snapshot() } }),
       histories: ({ id, snapshots }) => answered(histories, id, snapshots),
+      turnGiven: (id) => answered(given, id, undefined),
+      pauseWrites: (id) => {
+        const resume = (now.store?.pauseWrites?.() ?? Promise.resolve(() => {})).catch(() => () => {});
+        resumes.set(id, resume);
+        void resume.then(() => send({ writesPaused: id }));
+      },
+      resumeWrites: (id) => {
+        void resumes.get(id)?.then((resume) => resume());
+        resumes.delete(id);
+      },
     }),
   };
 }

@@ -12,6 +12,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { lockDirectory } from '../store/lock.js';
+import { giveOpenTurns } from '../store/lmdb/open-turn.js';
 import { pickEngine } from './engine.js';
 import { allWorkers, dispatch, primaryRelay, type FromWorker, type Handlers, type ToWorker } from './ipc.js';
 import { log } from './log.js';
@@ -21,13 +22,24 @@ import { errorMessage } from '../errors.js';
 
 export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
   await refuseRunningPidFile(config.pidfile, datadir);
+  // Loaded only where used: a primary of one worker serves no metrics of its own.
+  const metrics = config.workers > 1 ? (await import('../server/metrics.js')).clusterMetrics() : undefined;
+  const ready = new Set<Worker>();
+  const relay = primaryRelay({ ready, metrics });
   let unlock = () => {};
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
       pickEngine(datadir, config.engine, config.workers);
-      unlock = await lockDirectory(datadir, process.pid, sayLockWait(datadir));
-      // The workers open the database at the same moment: it is made (or checked) here first, so
-      // that none of them finds a file another is still creating (empty, to its check).
+      const release = await lockDirectory(datadir, process.pid, sayLockWait(datadir));
+      // Other processes (an export) open the database in a turn, with the workers' writes paused
+      // (store/lmdb/open-turn.ts); the workers ask for theirs through the cluster channel.
+      const stopTurns = await giveOpenTurns(datadir, relay.takeTurn);
+      unlock = () => {
+        stopTurns();
+        release();
+      };
+      // The database is made (or checked) here first, so that no worker finds a file another is
+      // still creating (empty, to its check).
       const { LmdbStore } = await import('../store/lmdb/store.js');
       await (await LmdbStore.open({ path: datadir, shared: true })).close();
     } catch (err) {
@@ -47,10 +59,6 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   let started = false;
   let synctime = config.synctime;
   const restarts: number[] = [];
-  const ready = new Set<Worker>();
-  // Loaded only where used: a primary of one worker serves no metrics of its own.
-  const metrics = config.workers > 1 ? (await import('../server/metrics.js')).clusterMetrics() : undefined;
-  const relay = primaryRelay({ ready, metrics });
 
   const fork = (): Worker => {
     const worker = cluster.fork();

@@ -9,6 +9,7 @@ import { mib } from '../store/lmdb/disk-reserve.js';
 import { DamagedDataFile } from '../store/lmdb/datafile.js';
 import { DirectoryInUse } from '../store/lock.js';
 import { JournalDamaged, JournalStore } from '../store/journal/store.js';
+import type { TakeTurn } from '../store/lmdb/open-turn.js';
 import type { RedisStore } from '../store/redis.js';
 import type { Store, StoreHooks } from '../store/store.js';
 import { StartError, type Config } from './options.js';
@@ -40,13 +41,18 @@ export interface ServeHooks {
   fromCluster?: (() => Promise<string>) | undefined;
   /** The other workers' dashboard histories, through the primary. */
   otherHistories?: (() => Promise<HistorySnapshot[]>) | undefined;
+  /** A worker of several: its turn to open the database, from the primary (open-turn.ts). */
+  takeTurn?: TakeTurn | undefined;
+  /** The store is open (before the port is). */
+  opened?: (store: Store) => void;
 }
 
 export async function serve(config: Config, datadir: string, hooks: ServeHooks = {}): Promise<Serving> {
   // The store reports each write's time to the metrics, made once the store is there.
   let metrics: Metrics | undefined;
   const observe = (op: string, seconds: number) => metrics?.observeWrite(op, seconds);
-  const store: Store = config.store === 'lmdb' ? await openEmbedded(config, datadir, observe) : await openRedis(config, observe);
+  const store: Store = config.store === 'lmdb' ? await openEmbedded(config, datadir, observe, hooks.takeTurn) : await openRedis(config, observe);
+  hooks.opened?.(store);
   // A store that several servers share (Redis) wakes their long polls itself.
   const peers = store.wakes ? { watch: store.wakes.watch, notify: () => {} } : hooks.peers;
   let app: HttpsqsServer | undefined;
@@ -106,7 +112,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   };
 }
 
-async function openEmbedded(config: Config, datadir: string, observe: StoreHooks['observe']): Promise<Store> {
+async function openEmbedded(config: Config, datadir: string, observe: StoreHooks['observe'], takeTurn: TakeTurn | undefined): Promise<Store> {
   const engine = pickEngine(datadir, config.engine, config.workers);
   const disk = {
     reserveBytes: config.diskReserve * 2 ** 20,
@@ -144,6 +150,7 @@ async function openEmbedded(config: Config, datadir: string, observe: StoreHooks
       syncMode: config.sync,
       syncInterval: config.synctime,
       shared: config.workers > 1,
+      takeTurn,
       owner: process.ppid,
       ...disk,
     });

@@ -3,10 +3,17 @@ import { dispatch, primaryLink, type FromWorker, type ToWorker } from './ipc.js'
 import { reopenLog } from './log.js';
 import { StartError, type Config } from './options.js';
 import { fail, onStopSignal } from './process.js';
+import type { Store } from '../store/store.js';
 import { serve, type Serving } from './serve.js';
 
 export async function runWorker(config: Config, datadir: string): Promise<void> {
   const link = config.workers > 1 ? primaryLink() : undefined;
+  const now: { serving?: Serving; store?: Store } = {};
+  const handlers = link?.handlers(now) ?? { reopenLog, synctime: (seconds: number) => now.serving?.store.setSyncInterval(seconds) };
+  // Heard from the start: the primary pauses this worker's writes while another process opens the
+  // database, from the moment this one has it open.
+  process.on('message', (m: ToWorker) => dispatch(m, handlers));
+  process.send?.({ pausable: true } satisfies FromWorker);
   let serving: Serving;
   try {
     serving = await serve(config, datadir, {
@@ -14,13 +21,14 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
       peers: link,
       fromCluster: link?.fromCluster,
       otherHistories: link?.otherHistories,
+      takeTurn: link?.takeTurn,
+      opened: (store) => void (now.store = store),
     });
   } catch (err) {
     if (err instanceof StartError) fail(err.message);
     throw err;
   }
-  const handlers = link?.handlers(serving) ?? { reopenLog, synctime: (seconds: number) => serving.store.setSyncInterval(seconds) };
-  process.on('message', (m: ToWorker) => dispatch(m, handlers));
+  now.serving = serving;
   process.send?.({ ready: true } satisfies FromWorker);
   onStopSignal(async () => {
     await serving.stop();

@@ -87,7 +87,7 @@ function pidIn(file: string): number | undefined {
  * stopping is waited for (`waiting` is told its PID, once).
  */
 export async function lockDirectory(dir: string, owner = process.pid, waiting?: (pid: number) => void): Promise<() => void> {
-  const name = lockName(dir);
+  const name = socketName(dir);
   const file = join(dir, 'httpsqs.lock');
   const until = Date.now() + STOPPING_MS;
   let unanswered = 0;
@@ -122,13 +122,14 @@ export async function lockDirectory(dir: string, owner = process.pid, waiting?: 
   }
 }
 
-function lockName(dir: string): string {
+/** The abstract socket of a directory's lock, or of its open turns (lmdb/open-turn.ts). */
+export function socketName(dir: string, role: 'lock' | 'open' = 'lock'): string {
   const { dev, ino } = statSync(dir, { bigint: true });
-  return `\0httpsqs:${dev}:${ino}`;
+  return `\0httpsqs${role === 'open' ? '-open' : ''}:${dev}:${ino}`;
 }
 
 /** Who holds the lock of `dir` now, if anyone answers (no such directory: no one). */
 export async function holderOf(dir: string): Promise<Holder | undefined> {
-  const holder = existsSync(dir) ? await ask(lockName(dir)) : undefined;
+  const holder = existsSync(dir) ? await ask(socketName(dir)) : undefined;
   return holder === 'silent' ? undefined : holder;
 }

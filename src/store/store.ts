@@ -85,6 +85,9 @@ export interface Store {
   };
   /** Servers using a shared store now (an import must not write under them). */
   frontendsRunning?(): Promise<number>;
+  /** Pauses its writes while another process opens the database (LMDB: lmdb/open-turn.ts);
+   * resolves, once none is in progress, to the function that lets them go on. */
+  pauseWrites?(): Promise<() => void>;
   /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
    * there is no lease at `pos`, or `token` is given and names another grant (`leaseToken`). */
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean>;

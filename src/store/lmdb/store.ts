@@ -28,6 +28,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { FIRST_SLOT, LeaseTable, type Lease } from '../../queue/leases.js';
 import { emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
+import { giveOpenTurns, openInTurn, type TakeTurn, turns } from './open-turn.js';
 import {
   discardPlan,
   spentLeases,
@@ -69,6 +70,9 @@ export interface LmdbOptions extends EmbeddedOptions {
   shared?: boolean;
   /** Upper bound of the memory map in bytes; the default lets LMDB grow as needed. */
   mapSize?: number;
+  /** Shared: how it gets its turn to open the environment (a worker asks its primary); by default,
+   * from the process holding the directory lock, if any (open-turn.ts). */
+  takeTurn?: TakeTurn;
 }
 
 /** Room in the data file that puts leave to the other writes (gets, acks, resets), so that
@@ -88,6 +92,22 @@ const NO_ROOM = Symbol('no room');
  * own rejection must not go unhandled, which would end the process. */
 export function quiet(p: Promise<unknown>): void {
   p.catch(() => {});
+}
+
+/** Opens the environment (lmdb-js's root database) after checking its data file. */
+function openEnv(opts: LmdbOptions): RootDatabase {
+  // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
+  checkDataFile(opts.path, opts.shared ? 3 : 1);
+  return open({
+    path: opts.path,
+    // The data directory is a directory even when its name has a dot (lmdb-js would otherwise
+    // take `/var/lib/httpsqs.data` for a file name).
+    noSubdir: false,
+    maxDbs: 4,
+    overlappingSync: false,
+    noSync: (opts.syncMode ?? 'durable') === 'interval',
+    ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
+  });
 }
 
 /** A queue as operations see it: its ring state and its leases. */
@@ -203,22 +223,40 @@ export class LmdbStore implements Store {
   private timer: NodeJS.Timeout | undefined;
   private readonly disk: DiskReserve | undefined;
   private closing: Promise<void> | undefined;
+  /** Stops giving other processes their turns to open the environment (open-turn.ts). */
+  private stopTurns = () => {};
+  /** While another process opens the environment, new transactions wait for this. */
+  private paused: Promise<void> | undefined;
+  /** Write transactions started and not settled. */
+  private readonly transactions = new Set<Promise<unknown>>();
 
-  /** Opens a store; one that owns the directory (not `shared`) takes its lock first. */
+  /** Opens a store; one that owns the directory (not `shared`) takes its lock first, and gives
+   * other processes their turns to open the environment; a shared one opens it in such a turn
+   * (open-turn.ts). */
   static async open(opts: LmdbOptions): Promise<LmdbStore> {
     mkdirSync(opts.path, { recursive: true });
-    const release = opts.shared ? undefined : await lockDirectory(opts.path, opts.owner, opts.onLockWait);
+    if (opts.shared) {
+      const env = await openInTurn(opts.path, () => openEnv(opts), opts.takeTurn);
+      return new LmdbStore(opts, env, undefined);
+    }
+    const release = await lockDirectory(opts.path, opts.owner, opts.onLockWait);
+    let store: LmdbStore | undefined;
     try {
-      return new LmdbStore(opts, release);
+      store = new LmdbStore(opts, openEnv(opts), release);
+      const s = store;
+      s.stopTurns = await giveOpenTurns(
+        opts.path,
+        turns(() => s.pauseWrites()),
+      );
+      return store;
     } catch (err) {
-      release?.();
+      if (store) await store.close();
+      else release();
       throw err;
     }
   }
 
-  /** Through `open`, which takes the directory lock that a store of one process relies on. */
-  constructor(opts: LmdbOptions, release?: () => void) {
-    if (!opts.shared && !release) throw new Error('an LMDB store of one process is opened with LmdbStore.open(), which locks its directory');
+  private constructor(opts: LmdbOptions, env: RootDatabase, release: (() => void) | undefined) {
     this.syncMode = opts.syncMode ?? 'durable';
     this.syncSeconds = opts.syncInterval ?? 5;
     this.warn = opts.warn ?? ((message) => process.stderr.write(`httpsqs: ${message}\n`));
@@ -226,18 +264,7 @@ export class LmdbStore implements Store {
     this.now = opts.now ?? Date.now;
     this.release = release;
     if (!opts.shared) this.cache = new Map();
-    // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
-    checkDataFile(opts.path, opts.shared ? 3 : 1);
-    this.env = open({
-      path: opts.path,
-      // The data directory is a directory even when its name has a dot (lmdb-js would otherwise
-      // take `/var/lib/httpsqs.data` for a file name).
-      noSubdir: false,
-      maxDbs: 4,
-      overlappingSync: false,
-      noSync: this.syncMode === 'interval',
-      ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
-    });
+    this.env = env;
     const dbOpts = { encoding: 'binary', keyEncoding: 'binary' } as const;
     this.meta = this.env.openDB<Buffer, Buffer>('meta', dbOpts);
     this.msg = this.env.openDB<Buffer, Buffer>('msg', dbOpts);
@@ -310,12 +337,44 @@ export class LmdbStore implements Store {
     this.onDiskFull?.(false);
   }
 
+  /** Starts a write transaction, once no other process is opening the environment. */
+  private txn<T>(body: () => T): Promise<T> {
+    if (this.paused) return this.paused.then(() => this.txn(body));
+    const p = this.env.transaction(body);
+    this.transactions.add(p);
+    const drop = () => void this.transactions.delete(p);
+    p.then(drop, drop);
+    return p;
+  }
+
+  /** Pauses this store's writes while another process opens the environment (open-turn.ts);
+   * resolves, once none is in progress, to the function that lets them go on. */
+  async pauseWrites(): Promise<() => void> {
+    let resume = () => {};
+    const paused = new Promise<void>((go) => (resume = go));
+    const before = this.waiting;
+    if (this.cache) {
+      // Exclusive mode: operations wait behind the pause, still in the order they came.
+      const waiting = (this.waiting = (before ?? Promise.resolve()).then(() => paused));
+      void waiting.then(() => this.waiting === waiting && (this.waiting = undefined));
+    }
+    // Those that came before queue their writes first (one may be growing the file to make room).
+    await before;
+    this.paused = paused;
+    await Promise.allSettled([...this.transactions]);
+    // A commit that failed has nothing more in progress either.
+    await Promise.resolve(this.env.committed).catch(() => {});
+    return () => {
+      if (this.paused === paused) this.paused = undefined;
+      resume();
+    };
+  }
+
   /** Queues a transaction that grows the data file to `target` (one at a time). */
   private extend(target: number): Promise<void> {
-    this.growing ??= this.env
-      .transaction(() => {
-        if (!this.room.grow(target)) this.retryAt = Date.now() + 1000;
-      })
+    this.growing ??= this.txn(() => {
+      if (!this.room.grow(target)) this.retryAt = Date.now() + 1000;
+    })
       .then(
         () => {},
         () => {},
@@ -371,27 +430,25 @@ export class LmdbStore implements Store {
   private transact<T>(need: Need, put: boolean, body: () => T): Promise<T> {
     const keep = put ? KEEP_FOR_OTHERS : 0;
     let taken = false;
-    return this.env
-      .transaction(() => {
-        if (!this.room.fits(need, keep)) this.room.grow(this.room.needed(need, keep) + STEP);
-        if (!this.room.fits(need, keep)) return NO_ROOM;
-        this.room.take(need);
-        taken = true;
-        return body();
-      })
-      .then(
-        (result) => {
-          if (taken) this.room.release(need);
-          if (result === NO_ROOM) throw this.noRoom(put, need);
-          this.succeeded();
-          if (put) this.putFits();
-          return result as T;
-        },
-        (err) => {
-          if (taken) this.room.release(need);
-          throw this.failed(err);
-        },
-      );
+    return this.txn(() => {
+      if (!this.room.fits(need, keep)) this.room.grow(this.room.needed(need, keep) + STEP);
+      if (!this.room.fits(need, keep)) return NO_ROOM;
+      this.room.take(need);
+      taken = true;
+      return body();
+    }).then(
+      (result) => {
+        if (taken) this.room.release(need);
+        if (result === NO_ROOM) throw this.noRoom(put, need);
+        this.succeeded();
+        if (put) this.putFits();
+        return result as T;
+      },
+      (err) => {
+        if (taken) this.room.release(need);
+        throw this.failed(err);
+      },
+    );
   }
 
   /** A queue's state as stored (or as the current write transaction sees it). */
@@ -817,6 +874,7 @@ export class LmdbStore implements Store {
       clearTimeout(this.timer);
       this.disk?.close();
       await this.growing;
+      this.stopTurns();
       await this.env.committed;
       await this.flush();
       await this.env.close();

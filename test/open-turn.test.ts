@@ -1,0 +1,130 @@
+/**
+ * Turns to open an LMDB environment (store/lmdb/open-turn.ts): a process opens the database only
+ * while every write is paused, because the LMDB that lmdb-js bundles can lose a committed
+ * transaction when another process opens the environment as it commits. The end to end case
+ * (workers under load, processes opening next to them, nothing acknowledged lost) is in
+ * stress/open-turns.test.ts.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { socketName } from '../src/store/lock.js';
+import { giveOpenTurns, turns } from '../src/store/lmdb/open-turn.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
+import { cleanup, tempDir } from './helpers.js';
+
+/** An opener that speaks the protocol by hand: what it was told, line by line. */
+function opener(dir: string) {
+  const sock = net.connect(socketName(dir, 'open'));
+  sock.setEncoding('latin1');
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  let text = '';
+  sock.on('data', (chunk: string) => {
+    text += chunk;
+    for (let i: number; (i = text.indexOf('\n')) >= 0; text = text.slice(i + 1)) lines.push(text.slice(0, i));
+    for (const w of waiters.splice(0)) w();
+  });
+  const told = async (line: string) => {
+    while (!lines.includes(line)) await new Promise<void>((r) => waiters.push(r));
+  };
+  return { sock, lines, told, say: (line: string) => sock.write(`${line}\n`) };
+}
+
+const text = (b: Buffer | null | undefined) => b?.toString() ?? null;
+
+describe('turns to open the LMDB environment', () => {
+  let dir: string;
+  let store: LmdbStore;
+  before(async () => {
+    dir = tempDir('httpsqs-turns-');
+    store = await LmdbStore.open({ path: dir });
+  });
+  after(async () => {
+    await store.close();
+    cleanup(dir);
+  });
+
+  it('an opener is told to go once the writes in progress are on disk, and writes wait until it has opened', async () => {
+    const events: string[] = [];
+    const first = store.put('q', Buffer.from('first')).then(() => events.push('first put'));
+    const o = opener(dir);
+    o.say('open');
+    await o.told('go');
+    events.push('go');
+    assert.deepEqual(events, ['first put', 'go'], 'the put in progress was on disk before the turn began');
+    let second = false;
+    const put = store.put('q', Buffer.from('second')).then((pos) => ((second = true), pos));
+    // Durable puts take milliseconds here: this one waits for the turn's end instead.
+    await sleep(150);
+    assert.equal(second, false, 'no write while another process opens');
+    o.say('opened');
+    await o.told('released');
+    assert.equal(await put, 2);
+    await first;
+    assert.equal(text((await store.get('q'))?.message), 'first');
+    assert.equal(text((await store.get('q'))?.message), 'second');
+  });
+
+  it('a store of another process opens in its turn, and sees what was committed', async () => {
+    await store.put('shared', Buffer.from('from the holder'));
+    const other = await LmdbStore.open({ path: dir, shared: true });
+    try {
+      assert.equal(text(await other.view('shared', 1)), 'from the holder');
+      // The holder writes again once the turn is over.
+      assert.equal(await store.put('shared', Buffer.from('after')), 2);
+      assert.equal((await other.status('shared')).putpos, 2);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('an opener that goes away ends its turn', async () => {
+    const o = opener(dir);
+    o.say('open');
+    await o.told('go');
+    o.sock.destroy();
+    assert.equal(await store.put('gone', Buffer.from('x')), 1);
+  });
+
+  it('a turn ends after its limit, with the opener told so, and the writes go on', async () => {
+    const turnDir = tempDir('httpsqs-turn-limit-');
+    const seen: string[] = [];
+    const stop = await giveOpenTurns(
+      turnDir,
+      turns(async () => {
+        seen.push('paused');
+        return () => seen.push('resumed');
+      }),
+      100,
+    );
+    try {
+      const o = opener(turnDir);
+      o.say('open');
+      await o.told('go');
+      assert.deepEqual(seen, ['paused']);
+      await o.told('timeout');
+      assert.deepEqual(seen, ['paused', 'resumed']);
+      await new Promise((r) => o.sock.once('close', r));
+    } finally {
+      stop();
+      cleanup(turnDir);
+    }
+  });
+
+  it('turns are given one at a time', async () => {
+    const a = opener(dir);
+    const b = opener(dir);
+    a.say('open');
+    await a.told('go');
+    b.say('open');
+    await sleep(100);
+    assert.deepEqual(b.lines, [], 'no second turn while the first lasts');
+    a.say('opened');
+    await a.told('released');
+    await b.told('go');
+    b.say('opened');
+    await b.told('released');
+  });
+});
