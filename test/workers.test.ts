@@ -121,10 +121,10 @@ describe('--workers 2', () => {
       // A stopped worker cannot pause its writes: it is killed (it could wake up and write), then replaced.
       const [stuck] = workerPids(server.proc.pid!);
       process.kill(stuck!, 'SIGSTOP');
-      const slow = await runCli(['export', '-x', server.dir], { timeoutMs: 20_000 });
+      const slow = await runCli(['export', '-x', server.dir], { timeoutMs: 30_000 });
       assert.equal(slow.code, 0, slow.stderr);
       assert.equal(slow.stdout.split('\n').filter((l) => l.includes('"queue":"e","pos"')).length, 5);
-      assert.match(server.stderr(), new RegExp(`worker ${stuck} did not pause its writes in 5000 ms: killing it`));
+      assert.match(server.stderr(), new RegExp(`worker ${stuck} did not pause its writes in 15000 ms: killing it`));
       await waitFor(() => workerPids(server.proc.pid!).length === 2 && !workerPids(server.proc.pid!).includes(stuck!), 10_000);
       assert.equal((await request(server.port, 'GET', '/?name=e&opt=put&data=after')).body.toString(), 'HTTPSQS_PUT_OK');
     } finally {

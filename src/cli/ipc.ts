@@ -67,8 +67,9 @@ export function dispatch<M extends object>(m: M, handlers: Handlers<M>): void {
 /** How long the primary waits for workers' histories (one may be dying). */
 const HISTORY_WAIT_MS = 1000;
 /** How long a worker may take to pause its writes: one that takes longer is stuck, and is killed
- * (then replaced) rather than let write while another process opens the database. */
-const PAUSE_WAIT_MS = 5000;
+ * (then replaced) rather than let write while another process opens the database. Long enough for
+ * the longest transaction (a reset of a queue of millions of messages takes seconds). */
+const PAUSE_WAIT_MS = 15_000;
 
 /** Every worker, now. */
 export const allWorkers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
@@ -89,7 +90,8 @@ function pauseOne(w: Worker, id: number): Promise<void> {
     }, PAUSE_WAIT_MS);
     w.on('message', heard);
     w.once('exit', done);
-    w.send({ pauseWrites: id } satisfies ToWorker);
+    // One whose channel is closed is dying: its exit ends the wait (or the timer kills it).
+    if (w.isConnected()) w.send({ pauseWrites: id } satisfies ToWorker);
   });
 }
 
