@@ -6,16 +6,19 @@
  * stress/open-turns.test.ts.
  */
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { socketName } from '../src/store/lock.js';
-import { giveOpenTurns, turns } from '../src/store/lmdb/open-turn.js';
+import { giveOpenTurns, TURN_FILE, turns } from '../src/store/lmdb/open-turn.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { cleanup, tempDir } from './helpers.js';
 
 /** An opener that speaks the protocol by hand: what it was told, line by line. */
 function opener(dir: string) {
+  const word = readFileSync(join(dir, TURN_FILE), 'utf8').trim();
   const sock = net.connect(socketName(dir, 'open'));
   sock.setEncoding('latin1');
   const lines: string[] = [];
@@ -29,7 +32,8 @@ function opener(dir: string) {
   const told = async (line: string) => {
     while (!lines.includes(line)) await new Promise<void>((r) => waiters.push(r));
   };
-  return { sock, lines, told, say: (line: string) => sock.write(`${line}\n`) };
+  const say = (line: string) => sock.write(`${line === 'open' ? `open ${word}` : line}\n`);
+  return { sock, lines, told, say };
 }
 
 const text = (b: Buffer | null | undefined) => b?.toString() ?? null;
@@ -110,6 +114,31 @@ describe('turns to open the LMDB environment', () => {
     } finally {
       stop();
       cleanup(turnDir);
+    }
+  });
+
+  it('only a process that can read the directory gets a turn: a wrong word, or a long line without one, is let go', async () => {
+    for (const ask of ['open 0123456789abcdef0123456789abcdef\n', 'open\n', `${'x'.repeat(100)}`]) {
+      const sock = net.connect(socketName(dir, 'open'));
+      let told = '';
+      sock.setEncoding('latin1').on('data', (d: string) => (told += d));
+      sock.write(ask);
+      await new Promise((r) => sock.once('close', r));
+      assert.equal(told, '', `told ${JSON.stringify(told)} for ${JSON.stringify(ask.slice(0, 20))}`);
+    }
+    // Writes were never paused.
+    assert.equal(await store.put('word', Buffer.from('x')), 1);
+  });
+
+  it('the word is in a file only its owner reads, gone once the store is closed', async () => {
+    const own = tempDir('httpsqs-turn-file-');
+    try {
+      const s = await LmdbStore.open({ path: own });
+      assert.equal(statSync(join(own, TURN_FILE)).mode & 0o777, 0o600);
+      await s.close();
+      assert.equal(existsSync(join(own, TURN_FILE)), false);
+    } finally {
+      cleanup(own);
     }
   });
 

@@ -13,10 +13,14 @@
  * turns to open it, one at a time: it pauses every write (its own, or its workers'), lets the
  * opener open, and lets the writes go on once the opener says it has opened. Workers of
  * `--workers` ask their primary through the cluster channel (cli/ipc.ts); any other process (an
- * export) asks on an abstract socket named after the directory's lock: it sends `open`, is told
- * `go`, opens, sends `opened` and is told `released`.
+ * export) asks on an abstract socket named after the directory's lock: it sends `open` and the
+ * word in the directory's `httpsqs.turn`, is told `go`, opens, sends `opened` and is told
+ * `released`.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { holderOf, socketName } from '../lock.js';
 
@@ -51,19 +55,36 @@ export function turns(pause: Pause): TakeTurn {
     });
 }
 
+/** The file in the data directory with the word an opener must say to be given a turn: a turn
+ * pauses every write, so only a process that can read the directory (as opening the database
+ * needs) may ask for one, not any local user who can reach the abstract socket. */
+export const TURN_FILE = 'httpsqs.turn';
+/** The longest request line: `open ` and the word. */
+const MAX_ASK = 64;
+
 /** The holder's side for other processes: gives turns on the directory's socket until the
  * returned function is called. A turn ends after `limitMs` however far the opener got. */
 export async function giveOpenTurns(dir: string, take: TakeTurn, limitMs = TURN_MS): Promise<() => void> {
+  const word = randomBytes(16).toString('hex');
+  const file = join(dir, TURN_FILE);
+  rmSync(file, { force: true });
+  writeFileSync(file, `${word}\n`, { mode: 0o600, flag: 'wx' });
   const server = net.createServer((sock) => {
     sock.on('error', () => {});
     sock.setEncoding('latin1');
     let text = '';
     let end: ((answer: string) => void) | undefined;
     let asked = false;
+    // One that does not ask in time, or says too much, is let go.
+    sock.setTimeout(limitMs, () => asked || sock.destroy());
     sock.on('data', (chunk: string) => {
       text += chunk;
-      if (!asked && text.includes('open\n')) {
+      if (!asked) {
+        const line = text.indexOf('\n');
+        if (line < 0) return void (text.length > MAX_ASK && sock.destroy());
+        if (!sameWord(text.slice(0, line), `open ${word}`)) return void sock.destroy();
         asked = true;
+        text = text.slice(line + 1);
         void take().then((release) => {
           let over = false;
           end = (answer) => {
@@ -79,18 +100,33 @@ export async function giveOpenTurns(dir: string, take: TakeTurn, limitMs = TURN_
         });
       }
       if (text.includes('opened\n')) end?.('released');
+      else if (text.length > MAX_ASK) sock.destroy();
     });
     sock.on('close', () => end?.('gone'));
   });
-  await new Promise<void>((listening, failed) => {
-    server.once('error', failed);
-    // `exclusive`: a cluster worker listens itself rather than through the primary.
-    server.listen({ path: socketName(dir, 'open'), exclusive: true }, listening);
-  });
+  try {
+    await new Promise<void>((listening, failed) => {
+      server.once('error', failed);
+      // `exclusive`: a cluster worker listens itself rather than through the primary.
+      server.listen({ path: socketName(dir, 'open'), exclusive: true }, listening);
+    });
+  } catch (err) {
+    rmSync(file, { force: true });
+    throw err;
+  }
   // The turns alone must not keep the process running.
   server.unref();
-  return () => server.close();
+  return () => {
+    server.close();
+    try {
+      if (readFileSync(file, 'utf8').trim() === word) rmSync(file);
+    } catch {
+      /* gone already */
+    }
+  };
 }
+
+const sameWord = (said: string, expected: string) => said.length === expected.length && timingSafeEqual(Buffer.from(said), Buffer.from(expected));
 
 /** Thrown when the directory's lock is held by a process that gives no turns to open it. */
 export class NoOpenTurns extends Error {}
@@ -112,7 +148,7 @@ export async function openInTurn<T extends { close(): unknown }>(dir: string, op
   if (!sock) return open();
   try {
     const lines = readLines(sock);
-    sock.write('open\n');
+    sock.write(`open ${turnWord(dir)}\n`);
     const go = (await lines.next()).value;
     if (go !== 'go') throw new Error(`the process holding ${dir} gave no turn to open its database (${go ?? 'no answer'})`);
     const opened = open();
@@ -126,6 +162,15 @@ export async function openInTurn<T extends { close(): unknown }>(dir: string, op
     return opened;
   } finally {
     sock.destroy();
+  }
+}
+
+/** The word of the turns of `dir` (empty when it cannot be read: the holder then lets go). */
+function turnWord(dir: string): string {
+  try {
+    return readFileSync(join(dir, TURN_FILE), 'utf8').trim();
+  } catch {
+    return '';
   }
 }
 
