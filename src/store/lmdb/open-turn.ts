@@ -165,12 +165,13 @@ export async function openInTurn<T extends { close(): unknown }>(dir: string, op
   }
 }
 
-/** The word of the turns of `dir` (empty when it cannot be read: the holder then lets go). */
+/** The word of the turns of `dir`, which only the server's user can read. */
 function turnWord(dir: string): string {
+  const file = join(dir, TURN_FILE);
   try {
-    return readFileSync(join(dir, TURN_FILE), 'utf8').trim();
-  } catch {
-    return '';
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code}): run this as the user the server runs as`);
   }
 }
 
