@@ -11,8 +11,8 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { socketName } from '../src/store/lock.js';
-import { giveOpenTurns, TURN_FILE, turns } from '../src/store/lmdb/open-turn.js';
+import { lockDirectory, socketName } from '../src/store/lock.js';
+import { giveOpenTurns, openInTurn, TURN_FILE, turns } from '../src/store/lmdb/open-turn.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { cleanup, tempDir } from './helpers.js';
 
@@ -155,5 +155,41 @@ describe('turns to open the LMDB environment', () => {
     await b.told('go');
     b.say('opened');
     await b.told('released');
+  });
+
+  it('with no server, an opener holds the directory lock for the moment of its open; a server starting then waits for it, and so does another opener', async () => {
+    const free = tempDir('httpsqs-turn-free-');
+    try {
+      await (await LmdbStore.open({ path: free })).close();
+      const lockFile = join(free, 'httpsqs.lock');
+      let heldDuringOpen = '';
+      const opened = await openInTurn(free, () => {
+        heldDuringOpen = readFileSync(lockFile, 'utf8').trim();
+        return { close: () => {} };
+      });
+      assert.ok(opened);
+      assert.equal(heldDuringOpen, String(process.pid), 'the lock was held while it opened');
+      assert.equal(existsSync(lockFile), false, 'and let go after');
+
+      // Held as an opener holds it: a server starting waits (it is not refused), as does another opener.
+      const release = await lockDirectory(free, process.pid, undefined, true);
+      let serverGotIt = false;
+      const server = lockDirectory(free).then((unlock) => ((serverGotIt = true), unlock));
+      await sleep(150);
+      assert.equal(serverGotIt, false);
+      release();
+      const unlock = await server;
+      unlock();
+      const release2 = await lockDirectory(free, process.pid, undefined, true);
+      let openerDone = false;
+      const other = openInTurn(free, () => ((openerDone = true), { close: () => {} }));
+      await sleep(150);
+      assert.equal(openerDone, false);
+      release2();
+      await other;
+      assert.equal(openerDone, true);
+    } finally {
+      cleanup(free);
+    }
   });
 });

@@ -45,7 +45,8 @@ export const STOPPING_MS = 15_000;
 let stopping = false;
 export const markStopping = () => void (stopping = true);
 
-export type Holder = { pid: number; stopping: boolean };
+/** `opening`: a process that holds it only while it opens the database (lmdb/open-turn.ts). */
+export type Holder = { pid: number; stopping: boolean; opening: boolean };
 
 function listen(name: string): Promise<net.Server | undefined> {
   return new Promise((resolve, reject) => {
@@ -68,7 +69,7 @@ function ask(name: string): Promise<Holder | undefined | 'silent'> {
     sock.on('error', () => {});
     sock.on('close', () => {
       const [pid, state] = text.trim().split(' ');
-      resolve(Number(pid) > 0 ? { pid: Number(pid), stopping: state === 'stopping' } : undefined);
+      resolve(Number(pid) > 0 ? { pid: Number(pid), stopping: state === 'stopping', opening: state === 'opening' } : undefined);
     });
   });
 }
@@ -84,9 +85,10 @@ function pidIn(file: string): number | undefined {
 /**
  * Takes the directory's lock or throws DirectoryInUse; resolves to the release function. `owner` is
  * the PID a contender is told to stop: a cluster worker names its master. A holder that is
- * stopping is waited for (`waiting` is told its PID, once).
+ * stopping is waited for (`waiting` is told its PID, once), as is one that holds it only while it
+ * opens the database (`opening`: an export with no server running).
  */
-export async function lockDirectory(dir: string, owner = process.pid, waiting?: (pid: number) => void): Promise<() => void> {
+export async function lockDirectory(dir: string, owner = process.pid, waiting?: (pid: number) => void, opening = false): Promise<() => void> {
   const name = socketName(dir);
   const file = join(dir, 'httpsqs.lock');
   const until = Date.now() + STOPPING_MS;
@@ -96,7 +98,9 @@ export async function lockDirectory(dir: string, owner = process.pid, waiting?: 
     if (server) {
       // The lock alone must not keep the process running.
       server.unref();
-      server.on('connection', (sock) => sock.on('error', () => {}).end(`${owner}${stopping ? ' stopping' : ''}\n`));
+      // Whether it is stopping is told as it is at the time of asking.
+      const state = () => (opening ? ' opening' : stopping ? ' stopping' : '');
+      server.on('connection', (sock) => sock.on('error', () => {}).end(`${owner}${state()}\n`));
       try {
         writeFileSync(file, `${owner}\n`);
       } catch (err) {
@@ -111,8 +115,8 @@ export async function lockDirectory(dir: string, owner = process.pid, waiting?: 
     }
     const holder = await ask(name);
     if (holder === 'silent') throw new DirectoryInUse(dir, pidIn(file));
-    if (holder && (!holder.stopping || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
-    if (holder) {
+    if (holder && (!(holder.stopping || holder.opening) || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
+    if (holder?.stopping) {
       waiting?.(holder.pid);
       waiting = undefined; // told once
     }

@@ -22,7 +22,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { holderOf, socketName } from '../lock.js';
+import { DirectoryInUse, holderOf, lockDirectory, STOPPING_MS, socketName } from '../lock.js';
 
 /** The longest turn: an open takes milliseconds, and every write waits while a turn lasts. */
 export const TURN_MS = 10_000;
@@ -133,7 +133,8 @@ export class NoOpenTurns extends Error {}
 
 /**
  * The opener's side: runs `open` in a turn, taken with `take` (a worker asks its primary) or else
- * on the socket of the process holding the directory lock; with no such process, at once.
+ * on the socket of the process holding the directory lock; with no such process, holding that
+ * lock itself for the moment of the open.
  */
 export async function openInTurn<T extends { close(): unknown }>(dir: string, open: () => T, take?: TakeTurn): Promise<T> {
   if (take) {
@@ -145,7 +146,23 @@ export async function openInTurn<T extends { close(): unknown }>(dir: string, op
     }
   }
   const sock = await connect(dir);
-  if (!sock) return open();
+  if (!sock) {
+    // No process holds the directory: hold it for the moment of the open, so that no server starts
+    // writing meanwhile (one that starts waits).
+    let release: (() => void) | undefined;
+    try {
+      release = await lockDirectory(dir, process.pid, undefined, true);
+    } catch (err) {
+      // One came first: ask it for a turn. (Another error, as on a read-only directory, where no
+      // server writes: open without the lock.)
+      if (err instanceof DirectoryInUse) return openInTurn(dir, open);
+    }
+    try {
+      return open();
+    } finally {
+      release?.();
+    }
+  }
   try {
     const lines = readLines(sock);
     sock.write(`open ${turnWord(dir)}\n`);
@@ -187,6 +204,11 @@ async function connect(dir: string): Promise<net.Socket | undefined> {
     if (sock) return sock;
     const holder = await holderOf(dir);
     if (!holder) return undefined;
+    // One that is stopping, or only opening, lets go of the directory soon.
+    if ((holder.stopping || holder.opening) && Date.now() < until + STOPPING_MS) {
+      await sleep(50);
+      continue;
+    }
     if (Date.now() > until) {
       throw new NoOpenTurns(
         `the process holding ${dir} (PID ${holder.pid}) gives no turns to open its database (a server of an earlier httpsqs?): stop it first`,
