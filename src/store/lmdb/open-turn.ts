@@ -15,7 +15,8 @@
  * `--workers` ask their primary through the cluster channel (cli/ipc.ts); any other process (an
  * export) asks on an abstract socket named after the directory's lock: it sends `open` and the
  * word in the directory's `httpsqs.turn`, is told `go`, opens, sends `opened` and is told
- * `released`.
+ * `released`. With no process holding the directory, the opener holds its lock for the moment of
+ * the open (answering `opening`, so that a server starting waits for it).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
