@@ -7,7 +7,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { HistorySnapshot } from '../dashboard/history.js';
 import type { clusterMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
-import { TURN_MS, type TakeTurn, turns } from '../store/lmdb/open-turn.js';
+import { limited, TURN_MS, type TakeTurn, turns } from '../store/lmdb/open-turn.js';
 import type { Store } from '../store/store.js';
 import { log, reopenLog } from './log.js';
 import type { Serving } from './serve.js';
@@ -112,7 +112,7 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
     };
   };
   const takeTurn = turns(pauseWorkers);
-  const turnsHeld = new Map<string, () => void>();
+  const turnsHeld = new Map<string, (why: string) => void>();
   const collect = o.metrics;
   let nextGathering = 0;
   const gatherings = new Map<number, { snapshots: HistorySnapshot[]; waiting: number; done: () => void }>();
@@ -126,22 +126,20 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
         },
         openTurn(id) {
           const key = `${from.id}:${id}`;
-          void takeTurn().then((end) => {
-            const over = () => {
-              if (!turnsHeld.delete(key)) return;
-              clearTimeout(timer);
-              from.off('exit', over);
-              end();
-            };
-            const timer = setTimeout(over, TURN_MS);
+          void takeTurn().then((release) => {
+            const gone = () => over('gone');
+            const over = limited(release, TURN_MS, () => {
+              turnsHeld.delete(key);
+              from.off('exit', gone);
+            });
             turnsHeld.set(key, over);
-            from.once('exit', over);
+            from.once('exit', gone);
             if (from.isConnected()) from.send({ turnGiven: id } satisfies ToWorker);
-            else over();
+            else over('gone');
           });
         },
         turnOver(id) {
-          turnsHeld.get(`${from.id}:${id}`)?.();
+          turnsHeld.get(`${from.id}:${id}`)?.('over');
         },
         watch({ name, on, id }) {
           let set = watchers.get(name);

@@ -87,15 +87,7 @@ export async function giveOpenTurns(dir: string, take: TakeTurn, limitMs = TURN_
         asked = true;
         text = text.slice(line + 1);
         void take().then((release) => {
-          let over = false;
-          end = (answer) => {
-            if (over) return;
-            over = true;
-            clearTimeout(timer);
-            release();
-            sock.end(`${answer}\n`);
-          };
-          const timer = setTimeout(() => end?.('timeout'), limitMs);
+          end = limited(release, limitMs, (answer) => sock.end(`${answer}\n`));
           if (sock.destroyed) end('gone');
           else sock.write('go\n');
         });
@@ -127,10 +119,22 @@ export async function giveOpenTurns(dir: string, take: TakeTurn, limitMs = TURN_
   };
 }
 
-const sameWord = (said: string, expected: string) => said.length === expected.length && timingSafeEqual(Buffer.from(said), Buffer.from(expected));
+/** A turn's end, called once whatever calls it (later calls do nothing), and at the latest after
+ * `limitMs` (with 'timeout'): it releases the turn, then tells `ended` why. */
+export function limited(release: () => void, limitMs: number, ended: (why: string) => void): (why: string) => void {
+  let over = false;
+  const end = (why: string) => {
+    if (over) return;
+    over = true;
+    clearTimeout(timer);
+    release();
+    ended(why);
+  };
+  const timer = setTimeout(() => end('timeout'), limitMs);
+  return end;
+}
 
-/** Thrown when the directory's lock is held by a process that gives no turns to open it. */
-export class NoOpenTurns extends Error {}
+const sameWord = (said: string, expected: string) => said.length === expected.length && timingSafeEqual(Buffer.from(said), Buffer.from(expected));
 
 /**
  * The opener's side: runs `open` in a turn, taken with `take` (a worker asks its primary) or else
@@ -206,14 +210,8 @@ async function connect(dir: string): Promise<net.Socket | undefined> {
     const holder = await holderOf(dir);
     if (!holder) return undefined;
     // One that is stopping, or only opening, lets go of the directory soon.
-    if ((holder.stopping || holder.opening) && Date.now() < until + STOPPING_MS) {
-      await sleep(50);
-      continue;
-    }
-    if (Date.now() > until) {
-      throw new NoOpenTurns(
-        `the process holding ${dir} (PID ${holder.pid}) gives no turns to open its database (a server of an earlier httpsqs?): stop it first`,
-      );
+    if (Date.now() > until + (holder.stopping || holder.opening ? STOPPING_MS : 0)) {
+      throw new Error(`the process holding ${dir} (PID ${holder.pid}) gives no turns to open its database (a server of an earlier httpsqs?): stop it first`);
     }
     await sleep(50);
   }

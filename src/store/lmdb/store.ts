@@ -242,13 +242,12 @@ export class LmdbStore implements Store {
     const release = await lockDirectory(opts.path, opts.owner, opts.onLockWait);
     let store: LmdbStore | undefined;
     try {
-      store = new LmdbStore(opts, openEnv(opts), release);
-      const s = store;
-      s.stopTurns = await giveOpenTurns(
+      const opened = (store = new LmdbStore(opts, openEnv(opts), release));
+      opened.stopTurns = await giveOpenTurns(
         opts.path,
-        turns(() => s.pauseWrites()),
+        turns(() => opened.pauseWrites()),
       );
-      return store;
+      return opened;
     } catch (err) {
       if (store) await store.close();
       else release();
@@ -353,11 +352,8 @@ export class LmdbStore implements Store {
     let resume = () => {};
     const paused = new Promise<void>((go) => (resume = go));
     const before = this.waiting;
-    if (this.cache) {
-      // Exclusive mode: operations wait behind the pause, still in the order they came.
-      const waiting = (this.waiting = (before ?? Promise.resolve()).then(() => paused));
-      void waiting.then(() => this.waiting === waiting && (this.waiting = undefined));
-    }
+    // Exclusive mode: operations wait behind the pause, still in the order they came.
+    if (this.cache) this.waitFor((before ?? Promise.resolve()).then(() => paused));
     // Those that came before queue their writes first (one may be growing the file to make room).
     await before;
     this.paused = paused;
@@ -417,12 +413,17 @@ export class LmdbStore implements Store {
         // Wrapped, so that the turn ends once the writes are queued, not once they commit.
         return { queued: queue() };
       });
-    const waiting = (this.waiting = turn.then(
+    this.waitFor(turn);
+    return turn.then(({ queued }) => queued);
+  }
+
+  /** Exclusive mode: operations called from now on wait until `p` settles. */
+  private waitFor(p: Promise<unknown>): void {
+    const waiting = (this.waiting = p.then(
       () => {},
       () => {},
     ));
     void waiting.then(() => this.waiting === waiting && (this.waiting = undefined));
-    return turn.then(({ queued }) => queued);
   }
 
   /** Runs `body` in a write transaction once the data file has room for `need`, growing it there
