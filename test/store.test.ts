@@ -779,6 +779,41 @@ it('shared (--workers): a write that throws inside its transaction leaves no lea
   }
 });
 
+it('shared (--workers): a transaction whose last write throws leaves nothing of it on disk', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const a = await LmdbStore.open({ path: dir, shared: true });
+  try {
+    await a.putMany('q', [Buffer.from('m1'), Buffer.from('m2')]);
+    const d = (await a.get('q', 60_000))!;
+    // The ack removes the lease, then writes the queue's meta record (which counts the leases
+    // held): that last write fails once.
+    const db = (a as unknown as { meta: { put: (...x: unknown[]) => unknown } }).meta;
+    const put = db.put.bind(db);
+    db.put = () => {
+      db.put = put;
+      throw new Error('simulated LMDB error');
+    };
+    await assert.rejects(a.settle('q', d.pos, 'ack', d.lease!), /simulated/);
+    // Read by a process that keeps nothing: the lease removal went with the failed transaction.
+    const b2 = await LmdbStore.open({ path: dir, shared: true });
+    try {
+      assert.deepEqual(
+        (await b2.leases('q')).map((l) => l.pos),
+        [d.pos],
+        'the removal of the lease was committed without the meta record that counts it',
+      );
+      assert.equal((await b2.status('q')).leased, 1);
+      assert.equal(await b2.settle('q', d.pos, 'ack', d.lease!), true, 'the ack tried again');
+      assert.deepEqual(await a.leases('q'), []);
+    } finally {
+      await b2.close();
+    }
+  } finally {
+    await a.close();
+    cleanup(dir);
+  }
+});
+
 it('shared (--workers): a process brings the leases it keeps up to date from the lease log, reading only those changed', async () => {
   const dir = tempDir('httpsqs-store-');
   const [a, b2, c] = [

@@ -336,10 +336,12 @@ export class LmdbStore implements Store {
     this.onDiskFull?.(false);
   }
 
-  /** Starts a write transaction, once no other process is opening the environment. */
+  /** Starts a write transaction, once no other process is opening the environment. A child of
+   * lmdb-js's batch transaction, so that a callback that throws takes back what it wrote: a plain
+   * `transaction()` commits the writes made before the throw. */
   private txn<T>(body: () => T): Promise<T> {
     if (this.paused) return this.paused.then(() => this.txn(body));
-    const p = this.env.transaction(body);
+    const p = this.env.childTransaction(body);
     this.transactions.add(p);
     const drop = () => void this.transactions.delete(p);
     p.then(drop, drop);
