@@ -1,6 +1,7 @@
 /** Query parsing, the two decodings and C atoi (docs/PROTOCOL.md sections 1 and 6). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { atoi, decodeBytes, decodeComponent, parseQuery } from '../src/protocol/query.js';
 
 describe('query parsing', () => {
@@ -36,6 +37,17 @@ describe('query parsing', () => {
     assert.deepEqual(decodeBytes(Buffer.from('a%00b%FF+%')), Buffer.from([0x61, 0, 0x62, 0xff, 0x20, 0x25]));
     const raw = Buffer.from([0, 1, 2, 255]);
     assert.equal(decodeBytes(raw), raw); // nothing to decode: no copy
+  });
+
+  it('decodes bodies as bytes exactly as it decodes byte strings, wherever the first % or + is', () => {
+    const piece = fc.constantFrom('%', '+', '%2B', '%zz', '%4', 'a', '\x00', '\xff', '%e4', '%B8');
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
+        const s = pieces.join('');
+        assert.deepEqual(decodeBytes(Buffer.from(s, 'latin1')), Buffer.from(decodeComponent(s), 'latin1'));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('reads numbers like C atoi', () => {
