@@ -95,6 +95,27 @@ async function expectState(s: JournalStore, puts: number, gets: number): Promise
   for (let p = 1; p <= 6; p++) assert.equal((await s.view('q', p))?.toString() ?? null, p <= puts ? `message ${p}` : null, `view ${p}`);
 }
 
+it('journal: the CRC-32 of any range, continued from any CRC, is that of a bit-by-bit reference (short ranges in JavaScript, long ones in zlib)', () => {
+  const reference = (bytes: Uint8Array, crc = 0) => {
+    let c = ~crc;
+    for (const b of bytes) {
+      c ^= b;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    }
+    return ~c >>> 0;
+  };
+  const buf = Buffer.alloc(1200);
+  for (let i = 0; i < buf.length; i++) buf[i] = (i * 151 + 7) & 0xff;
+  assert.equal(crc32(Buffer.from('123456789')), 0xcbf43926); // the standard check value
+  for (const start of [0, 1, 5]) {
+    for (let len = 0; len <= 1100; len += len < 300 ? 1 : 61) {
+      const end = start + len;
+      assert.equal(crc32(buf, start, end), reference(buf.subarray(start, end)), `[${start}, ${end})`);
+      assert.equal(crc32(buf, start, end, 0x12345678), reference(buf.subarray(start, end), 0x12345678), `[${start}, ${end}) continued`);
+    }
+  }
+});
+
 describe('journal: a torn or damaged tail', () => {
   it('cut at every byte offset of its last three batches, recovers to the last whole batch and says what it dropped', async () => {
     const { seg, bounds } = await sevenBatches();

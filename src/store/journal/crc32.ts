@@ -1,9 +1,15 @@
 /**
- * CRC-32 (IEEE 802.3, the one of zlib and gzip), table-driven, eight bytes a step ("slicing by
- * 8"), about 1 µs a KiB here: enough to check every record as it is written and read. (zlib.crc32,
- * from Node 20.15 on, measured about as fast on 1 KiB and five times slower on a 60-byte record,
- * for the cost of the call.)
+ * CRC-32 (IEEE 802.3, the one of zlib and gzip). Ranges of 256 bytes or more go to zlib.crc32
+ * (Node 20.15 on): 0.38 µs a KiB here against 1.07 µs in JavaScript. Shorter ones, most records,
+ * stay in JavaScript, table-driven, eight bytes a step ("slicing by 8"), where zlib's cost of the
+ * call is more than the work (0.16 µs against 0.12 for 60 bytes).
  */
+import zlib from 'node:zlib';
+
+const native = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
+/** Below this many bytes, the JavaScript loop is the faster. */
+const NATIVE_FROM = 256;
+
 const T = new Int32Array(8 * 256);
 for (let n = 0; n < 256; n++) {
   let c = n;
@@ -14,6 +20,7 @@ for (let n = 0; n < 256; n++) for (let s = 1; s < 8; s++) T[s * 256 + n] = (T[(s
 
 /** The CRC of `buf[start, end)`, continuing from `crc` (the CRC of what came before). */
 export function crc32(buf: Uint8Array, start = 0, end = buf.length, crc = 0): number {
+  if (native && end - start >= NATIVE_FROM) return native(buf.subarray(start, end), crc);
   let c = ~crc;
   let i = start;
   for (; i + 8 <= end; i += 8) {
