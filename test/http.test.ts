@@ -4,18 +4,24 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { createHttpServer, type HttpServer } from '../src/server/http.js';
-import { parseResponse, rawExchange } from './helpers.js';
+import { parseResponse, rawExchange, unreadOn, waitFor } from './helpers.js';
 
 describe('HTTP layer', () => {
   let http: HttpServer;
   let port: number;
   let bigReplies = 0;
+  let release = () => {};
+  let held = false;
   const BIG = 'b'.repeat(16 * 1024);
   before(async () => {
     // Echoes what it understood: method, target and body length, and the body itself.
     http = createHttpServer(
       (req) => {
         if (req.target === '/big') return (bigReplies++, { status: 200, head: '', body: BIG });
+        if (req.target === '/held') {
+          held = true;
+          return new Promise((answer) => (release = () => answer({ status: 200, head: '', body: 'held' })));
+        }
         if (/^\/\d{3}$/.test(req.target)) return { status: Number(req.target.slice(1)), head: '', body: 'status' };
         return { status: 200, head: 'Content-Type: text/plain\r\n', body: `${req.method} ${req.target} ${req.body.length}:${req.body.toString('latin1')}` };
       },
@@ -153,6 +159,27 @@ describe('HTTP layer', () => {
       two.map((r) => r.headers.connection),
       ['keep-alive', 'close'],
     );
+  });
+
+  it('while a request is in progress, what the client sends next is read only up to the header limit', async () => {
+    let server: net.Socket | undefined;
+    http.server.once('connection', (s: net.Socket) => (server = s));
+    const sock = net.connect(port, '127.0.0.1');
+    let replies = '';
+    sock.on('data', (d) => (replies += d.toString('latin1')));
+    held = false;
+    sock.write('GET /held HTTP/1.1\r\n\r\n');
+    await waitFor(() => held);
+    // 4 MB of pipelined requests while /held is unanswered: the server stops reading, and the
+    // kernel keeps the rest.
+    sock.write(Buffer.from('GET /next HTTP/1.1\r\n\r\n'.repeat(200_000)));
+    await waitFor(() => server?.isPaused() === true && unreadOn(port) > 0);
+    assert.ok(server!.bytesRead < 1024 + 128 * 1024, `the server read ${server!.bytesRead} bytes ahead of the request in progress`);
+    release();
+    await waitFor(() => replies.includes('GET /next 0:'));
+    assert.ok(replies.startsWith('HTTP/1.1 200 OK'));
+    assert.ok(replies.includes('held'));
+    sock.destroy();
   });
 
   it('a client that pipelines but never reads does not make the server buffer without bound', async () => {

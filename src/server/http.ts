@@ -23,7 +23,7 @@ export interface HttpRequest {
   headers: Record<string, string>;
   body: Buffer;
   /** For a handler that may wait long: aborted when the client goes away before the reply.
-   * Watching means reading on while the request is in progress, so it is opt-in. */
+   * Watching resumes reading where the connection had stopped (a pipelined request waiting). */
   gone(): AbortSignal;
 }
 
@@ -178,7 +178,8 @@ class Connection {
     // A body's limit is on inactivity: each piece that arrives restarts it.
     if (this.phase !== Phase.Head && !this.busy) this.limit(this.opts.bodyMs);
     this.pending = this.pending.length ? Buffer.concat([this.pending, data]) : data;
-    // Read while a watched request waits, but only as much as one request's headers may take.
+    // Read on while a request is in progress (no pause and resume a request: they cost 1-2 µs of
+    // stream machinery each time), but only as much as one request's headers may take.
     if (this.busy && this.pending.length > this.opts.maxHeaderBytes) this.socket.pause();
     this.pump();
   }
@@ -389,7 +390,6 @@ class Connection {
     this.scanned = 0;
     this.req = undefined;
     this.busy = true;
-    this.socket.pause();
     this.deadline = 0; // a handler may take its time (long polls); the clock restarts after the reply
     let reply: HttpReply | Promise<HttpReply>;
     try {
