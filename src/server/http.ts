@@ -178,8 +178,8 @@ class Connection {
     // A body's limit is on inactivity: each piece that arrives restarts it.
     if (this.phase !== Phase.Head && !this.busy) this.limit(this.opts.bodyMs);
     this.pending = this.pending.length ? Buffer.concat([this.pending, data]) : data;
-    // Read on while a request is in progress (no pause and resume a request: they cost 1-2 µs of
-    // stream machinery each time), but only as much as one request's headers may take.
+    // Read on while a request is in progress (a pause and a resume around each request cost about
+    // a µs of stream machinery), but only as much as one request's headers may take.
     if (this.busy && this.pending.length > this.opts.maxHeaderBytes) this.socket.pause();
     this.pump();
   }
