@@ -749,6 +749,16 @@ it('shared (--workers): a process does not act on the leases it read once anothe
   }
 });
 
+/** The next call of `method` on the store's LMDB database `db` throws, as an LMDB error would. */
+function failOnce(store: LmdbStore, db: 'lease' | 'meta', method: 'put' | 'remove'): void {
+  const d = (store as unknown as Record<string, Record<string, (...x: unknown[]) => unknown>>)[db]!;
+  const real = d[method]!;
+  d[method] = () => {
+    d[method] = real;
+    throw new Error('simulated LMDB error');
+  };
+}
+
 it('shared (--workers): a write that throws inside its transaction leaves no lease table kept that differs from the disk', async () => {
   const dir = tempDir('httpsqs-store-');
   const [a, b2] = [await LmdbStore.open({ path: dir, shared: true }), await LmdbStore.open({ path: dir, shared: true })];
@@ -758,12 +768,7 @@ it('shared (--workers): a write that throws inside its transaction leaves no lea
     await b2.leases('q');
     // The removal of the lease fails once (an LMDB error inside the write), after the plan changed
     // the table a keeps.
-    const db = (a as unknown as { lease: { remove: (...x: unknown[]) => unknown } }).lease;
-    const remove = db.remove.bind(db);
-    db.remove = () => {
-      db.remove = remove;
-      throw new Error('simulated LMDB error');
-    };
+    failOnce(a, 'lease', 'remove');
     await assert.rejects(a.settle('q', d.pos, 'ack', d.lease!), /simulated/);
     assert.deepEqual(
       (await a.leases('q')).map((l) => l.pos),
@@ -787,12 +792,7 @@ it('shared (--workers): a transaction whose last write throws leaves nothing of 
     const d = (await a.get('q', 60_000))!;
     // The ack removes the lease, then writes the queue's meta record (which counts the leases
     // held): that last write fails once.
-    const db = (a as unknown as { meta: { put: (...x: unknown[]) => unknown } }).meta;
-    const put = db.put.bind(db);
-    db.put = () => {
-      db.put = put;
-      throw new Error('simulated LMDB error');
-    };
+    failOnce(a, 'meta', 'put');
     await assert.rejects(a.settle('q', d.pos, 'ack', d.lease!), /simulated/);
     // Read by a process that keeps nothing: the lease removal went with the failed transaction.
     const b2 = await LmdbStore.open({ path: dir, shared: true });
