@@ -60,6 +60,11 @@ function client(port: number) {
     });
 }
 
+/** Waits until the server says `n` long polls are waiting (its /metrics gauge, summed over
+ * workers): they are registered, and a put now wakes them. */
+const pollsWaiting = (call: ReturnType<typeof client>, n: number) =>
+  waitFor(async () => new RegExp(`^httpsqs_long_polls_waiting ${n}$`, 'm').test((await call('/metrics', { fresh: true })).body));
+
 describe('extensions', () => {
   let server: InProcessServer;
   let call: ReturnType<typeof client>;
@@ -265,7 +270,7 @@ describe('extensions', () => {
 
     it('mget with wait and lease: the first messages to arrive, leased', async () => {
       const waiting = call('/?name=b-wait&opt=mget&num=5&wait=5&lease=30');
-      await sleep(200);
+      await pollsWaiting(call, 1);
       await call('/?name=b-wait&opt=mput', { body: '["x","y","z"]' });
       const got = JSON.parse((await waiting).body);
       assert.deepEqual(
@@ -566,7 +571,7 @@ describe('extensions across restarts and stops', () => {
     const server = await startServer();
     const call = client(server.port);
     const waiting = call('/?name=stop&opt=get&wait=30');
-    await sleep(300);
+    await pollsWaiting(call, 1);
     const stopped = server.stop();
     const r = await waiting;
     assert.equal(r.body, 'HTTPSQS_GET_END');
@@ -583,7 +588,7 @@ describe('extensions with --workers 2', () => {
     try {
       // Separate connections are handed to the workers in turn, so waiters sit in both.
       const waiters = Array.from({ length: 6 }, () => call('/?name=ww&opt=get&wait=20', { fresh: true }));
-      await sleep(500);
+      await pollsWaiting(call, 6);
       const started = performance.now();
       // One request, so one worker: the waiters in the other can only hear of it through the primary.
       await call('/?name=ww&opt=mput', { body: JSON.stringify(['m0', 'm1', 'm2', 'm3', 'm4', 'm5']) });
@@ -619,7 +624,7 @@ describe('extensions with --workers 2', () => {
     const call = client(server.port);
     try {
       const waiters = Array.from({ length: 4 }, () => call('/?name=wd&opt=get&wait=20', { fresh: true }));
-      await sleep(500);
+      await pollsWaiting(call, 4);
       const started = performance.now();
       await call('/?name=wd&opt=mput&delay=1', { body: JSON.stringify(['d0', 'd1', 'd2', 'd3']) });
       assert.deepEqual((await Promise.all(waiters)).map((r) => r.body).sort(), ['d0', 'd1', 'd2', 'd3']);
