@@ -91,8 +91,26 @@ export function memory(pid: number): Memory {
   return { peakRss: sum('VmHWM'), rss: sum('VmRSS'), rssAnon: sum('RssAnon') };
 }
 
-/** Samples memory while `work` runs; returns the highest values seen. */
-export async function withMemory<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; mem: Memory }> {
+/** Seconds of CPU (user and system, every thread) the process and its descendants used so far. */
+export function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const p of tree(pid)) {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** Samples memory while `work` runs; returns the highest values seen, and the seconds of CPU the
+ * process tree used meanwhile. */
+export async function withMemory<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; mem: Memory; cpu: number }> {
+  const cpuBefore = cpuSeconds(pid);
   const max: Memory = memory(pid);
   const take = () => {
     const m = memory(pid);
@@ -103,8 +121,9 @@ export async function withMemory<T>(pid: number, work: () => Promise<T>): Promis
   const timer = setInterval(take, 250);
   try {
     const result = await work();
+    const cpu = cpuSeconds(pid) - cpuBefore;
     take();
-    return { result, mem: max };
+    return { result, mem: max, cpu };
   } finally {
     clearInterval(timer);
   }

@@ -71,6 +71,8 @@ interface Row {
   xBare: number;
   xLmdb: number;
   p99ms: number;
+  /** Median over the rounds of the server's CPU time (every process and thread) per request. */
+  cpuUs: number;
   mem: Memory;
   note: string;
 }
@@ -150,22 +152,23 @@ async function main(): Promise<void> {
     }
     for (const scenario of SCENARIOS) {
       const load = { requests: scenario.requests, connections: CONNECTIONS, seconds: SECONDS };
-      const runs = new Map<Target, { results: LoadResult[]; mem: Memory[] }>(targets.map((t) => [t, { results: [], mem: [] }]));
+      const runs = new Map<Target, { results: LoadResult[]; mem: Memory[]; cpuUs: number[] }>(targets.map((t) => [t, { results: [], mem: [], cpuUs: [] }]));
       for (let round = 0; round < ROUNDS; round++) {
         for (const t of targets) {
           // What earlier loads left to write back (the --sync interval servers' data, the page
           // cache's dirty pages) goes to disk now, not during this server's turn.
           spawnSync('sync');
-          const { result, mem } = await withMemory(t.proc.child.pid!, () => drive(t.port, load));
+          const { result, mem, cpu } = await withMemory(t.proc.child.pid!, () => drive(t.port, load));
           runs.get(t)!.results.push(result);
           runs.get(t)!.mem.push(mem);
+          runs.get(t)!.cpuUs.push((cpu * 1e6) / (result.rps * SECONDS));
           process.stderr.write(`${t.label.padEnd(26)} ${scenario.name.padEnd(18)} ${Math.round(result.rps)} req/s\n`);
         }
       }
       const bareRuns = runs.get(targets[0]!)!.results;
       const lmdbRuns = runs.get(targets.find((t) => t.label === LMDB)!)!.results;
       for (const t of targets) {
-        const { results, mem } = runs.get(t)!;
+        const { results, mem, cpuUs } = runs.get(t)!;
         let note = '';
         // A get load that emptied the queue measured some cheap GET_END answers: say so.
         if (scenario.drains && t.dir) {
@@ -185,6 +188,7 @@ async function main(): Promise<void> {
           xBare: ratio(results, bareRuns),
           xLmdb: ratio(results, lmdbRuns),
           p99ms: middle(results.map((r) => r.p99ms)),
+          cpuUs: middle(cpuUs),
           mem: { peakRss: peak('peakRss'), rss: peak('rss'), rssAnon: peak('rssAnon') },
           note,
         });
@@ -200,7 +204,7 @@ async function main(): Promise<void> {
   }
 
   const out = table(
-    ['server', 'load', 'req/s', 'x bare', 'x LMDB', 'msgs/s', 'p50 ms', 'p99 ms', 'peak RSS', 'RssAnon', 'errors', 'note'],
+    ['server', 'load', 'req/s', 'x bare', 'x LMDB', 'msgs/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'peak RSS', 'RssAnon', 'errors', 'note'],
     rows.map((r) => [
       r.server,
       r.scenario.name,
@@ -210,6 +214,7 @@ async function main(): Promise<void> {
       r.server.startsWith('bare') ? '' : Math.round(r.res.rps * (r.scenario.messages ?? 1)),
       r.res.p50ms.toFixed(2),
       r.p99ms.toFixed(2),
+      r.cpuUs.toFixed(1),
       MiB(r.mem.peakRss),
       MiB(r.mem.rssAnon),
       r.res.errors,
@@ -226,7 +231,7 @@ async function main(): Promise<void> {
     });
   const report =
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine()}.\n` +
-    `Load: ${gen}, ${CONNECTIONS} keep-alive connections, ${SECONDS} s per load, the servers taking turns; req/s and p50 are those of the run with the median rate of ${ROUNDS}, memory the peak of all; the ratios are medians of ratios taken within one round, p99 the median of the rounds' p99s; a \`sync\` before each load. httpsqs with its durable defaults on a fresh data directory (LMDB; the journal with --engine journal).\n\n` +
+    `Load: ${gen}, ${CONNECTIONS} keep-alive connections, ${SECONDS} s per load, the servers taking turns; req/s and p50 are those of the run with the median rate of ${ROUNDS}, memory the peak of all; the ratios are medians of ratios taken within one round, p99 the median of the rounds' p99s, CPU µs/req the median of the server's CPU time (every process and thread, not redis-server's) over the requests answered; a \`sync\` before each load. httpsqs with its durable defaults on a fresh data directory (LMDB; the journal with --engine journal).\n\n` +
     `${out}\n\nThe journal's targets (one process, durable acks):\n${verdicts.join('\n')}\n`;
   process.stdout.write(`\n${report}`);
 
