@@ -183,7 +183,7 @@ describe('command line', () => {
       await new Promise((r) => sock.write('POST /?name=r&opt=put HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab', r));
       await waitFor(() => unreadOn(first.port) === 0); // the server has read it
       first.proc.kill('SIGTERM');
-      await waitFor(async () => (await holderOf(first.dir))?.stopping === true);
+      await waitFor(async () => (await holderOf(first.dir))?.state === 'stopping');
       const port = await freePort();
       const second = spawnCli(['-l', '127.0.0.1', '-p', String(port), '-x', first.dir, '-i', pidfile]);
       try {

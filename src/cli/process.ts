@@ -137,7 +137,7 @@ export async function refuseRunningPidFile(file: string, datadir: string): Promi
   let owner = pidFileOwner(file);
   if (owner === undefined) return;
   const holder = await holderOf(datadir);
-  if (holder?.pid === owner && holder.stopping) {
+  if (holder?.pid === owner && holder.state === 'stopping') {
     log.info({ event: 'wait', pid: owner }, `-i: PID file ${file} names httpsqs process ${owner}, which is stopping: waiting for it`);
     for (const until = Date.now() + STOPPING_MS; pidFileOwner(file) === owner && Date.now() < until; ) await sleep(50);
     owner = pidFileOwner(file);

@@ -45,8 +45,9 @@ export const STOPPING_MS = 15_000;
 let stopping = false;
 export const markStopping = () => void (stopping = true);
 
-/** `opening`: a process that holds it only while it opens the database (lmdb/open-turn.ts). */
-export type Holder = { pid: number; stopping: boolean; opening: boolean };
+/** `opening`: a process that holds it only while it opens the database (lmdb/open-turn.ts). Both
+ * `stopping` and `opening` holders are waited for. */
+export type Holder = { pid: number; state: 'running' | 'stopping' | 'opening' };
 
 function listen(name: string): Promise<net.Server | undefined> {
   return new Promise((resolve, reject) => {
@@ -69,7 +70,7 @@ function ask(name: string): Promise<Holder | undefined | 'silent'> {
     sock.on('error', () => {});
     sock.on('close', () => {
       const [pid, state] = text.trim().split(' ');
-      resolve(Number(pid) > 0 ? { pid: Number(pid), stopping: state === 'stopping', opening: state === 'opening' } : undefined);
+      resolve(Number(pid) > 0 ? { pid: Number(pid), state: state === 'stopping' || state === 'opening' ? state : 'running' } : undefined);
     });
   });
 }
@@ -115,8 +116,8 @@ export async function lockDirectory(dir: string, owner = process.pid, waiting?: 
     }
     const holder = await ask(name);
     if (holder === 'silent') throw new DirectoryInUse(dir, pidIn(file));
-    if (holder && (!(holder.stopping || holder.opening) || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
-    if (holder?.stopping) {
+    if (holder && (holder.state === 'running' || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
+    if (holder?.state === 'stopping') {
       waiting?.(holder.pid);
       waiting = undefined; // told once
     }

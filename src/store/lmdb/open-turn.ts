@@ -210,7 +210,7 @@ async function connect(dir: string): Promise<net.Socket | undefined> {
     const holder = await holderOf(dir);
     if (!holder) return undefined;
     // One that is stopping, or only opening, lets go of the directory soon.
-    if (Date.now() > until + (holder.stopping || holder.opening ? STOPPING_MS : 0)) {
+    if (Date.now() > until + (holder.state !== 'running' ? STOPPING_MS : 0)) {
       throw new Error(`the process holding ${dir} (PID ${holder.pid}) gives no turns to open its database (a server of an earlier httpsqs?): stop it first`);
     }
     await sleep(50);
