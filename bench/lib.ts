@@ -107,9 +107,9 @@ export function cpuSeconds(pid: number): number {
 
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
-/** Samples memory while `work` runs; returns the highest values seen, and the seconds of CPU the
- * process tree used meanwhile. */
-export async function withMemory<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; mem: Memory; cpu: number }> {
+/** What `work` cost the process tree: its memory, sampled while it runs (the highest values
+ * seen), and the seconds of CPU it used meanwhile. */
+export async function measured<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; mem: Memory; cpu: number }> {
   const cpuBefore = cpuSeconds(pid);
   const max: Memory = memory(pid);
   const take = () => {

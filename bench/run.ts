@@ -21,7 +21,7 @@ import {
   table,
   tempDir,
   waitListening,
-  withMemory,
+  measured,
   type Load,
   type LoadResult,
   type Memory,
@@ -158,7 +158,7 @@ async function main(): Promise<void> {
           // What earlier loads left to write back (the --sync interval servers' data, the page
           // cache's dirty pages) goes to disk now, not during this server's turn.
           spawnSync('sync');
-          const { result, mem, cpu } = await withMemory(t.proc.child.pid!, () => drive(t.port, load));
+          const { result, mem, cpu } = await measured(t.proc.child.pid!, () => drive(t.port, load));
           runs.get(t)!.results.push(result);
           runs.get(t)!.mem.push(mem);
           runs.get(t)!.cpuUs.push((cpu * 1e6) / (result.rps * SECONDS));
