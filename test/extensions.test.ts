@@ -389,6 +389,18 @@ describe('extensions', () => {
     assert.match(after, /^httpsqs_messages_put_total\{queue="met"\} 1$/m);
     assert.doesNotMatch(after, /^httpsqs_leases_acked_total\{queue="met"\}/m);
   });
+
+  it('/dashboard/history names a queue whose name is UTF-8 text as that text, in JSON that parses', async () => {
+    const name = 'café-队列';
+    assert.equal((await call(`/?name=${encodeURIComponent(name)}&opt=put&data=x`)).body, 'HTTPSQS_PUT_OK');
+    const reply = await call('/dashboard/history');
+    assert.equal(Number(reply.headers['content-length']), reply.bytes.length);
+    const history = JSON.parse(reply.body) as { queues: Array<{ name: string }> };
+    assert.ok(
+      history.queues.some((q) => q.name === name),
+      JSON.stringify(history.queues.map((q) => q.name)),
+    );
+  });
 });
 
 describe('long polling (time from a test clock)', () => {

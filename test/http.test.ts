@@ -13,6 +13,8 @@ describe('HTTP layer', () => {
   let release = () => {};
   let held = false;
   const BIG = 'b'.repeat(16 * 1024);
+  /** The signals of the long polls (`/wait`), which answer when their signal aborts. */
+  const waits: AbortSignal[] = [];
   before(async () => {
     // Echoes what it understood: method, target and body length, and the body itself.
     http = createHttpServer(
@@ -21,6 +23,12 @@ describe('HTTP layer', () => {
         if (req.target === '/held') {
           held = true;
           return new Promise((answer) => (release = () => answer({ status: 200, head: '', body: 'held' })));
+        }
+        if (req.target === '/wait') {
+          const signal = req.gone();
+          waits.push(signal);
+          const waited = { status: 200, head: '', body: 'waited' };
+          return signal.aborted ? waited : new Promise((answer) => signal.addEventListener('abort', () => answer(waited)));
         }
         if (/^\/\d{3}$/.test(req.target)) return { status: Number(req.target.slice(1)), head: '', body: 'status' };
         return { status: 200, head: 'Content-Type: text/plain\r\n', body: `${req.method} ${req.target} ${req.body.length}:${req.body.toString('latin1')}` };
@@ -89,7 +97,15 @@ describe('HTTP layer', () => {
   });
 
   it('lines ending in a bare LF get 400 at once, not when the header time is up', async () => {
-    for (const req of ['GET / HTTP/1.1\n\n', 'GET / HTTP/1.1\nHost: x\n', 'GET / HTTP/1.1\r\nHost: x\n\n']) {
+    const chunked = 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n';
+    for (const req of [
+      'GET / HTTP/1.1\n\n',
+      'GET / HTTP/1.1\nHost: x\n',
+      'GET / HTTP/1.1\r\nHost: x\n\n',
+      // In a trailer too: a front end that ends the trailers there would see a second request.
+      `${chunked}X: y\nGET /smuggled HTTP/1.1\r\n\r\n`,
+      `${chunked}\x00\x01 not a header field\r\n\r\n`,
+    ]) {
       const started = Date.now();
       const res = responses(await rawExchange(port, req, 2000));
       assert.deepEqual(
@@ -151,6 +167,48 @@ describe('HTTP layer', () => {
     }
   });
 
+  it('a request target may hold any byte but controls and the space (raw UTF-8 as curl sends it)', async () => {
+    for (const target of ['/café', '/voilà', '/Россия', '/队列']) {
+      const raw = Buffer.concat([Buffer.from('GET '), Buffer.from(target), Buffer.from(' HTTP/1.1\r\nConnection: close\r\n\r\n')]);
+      const res = responses(await rawExchange(port, raw));
+      assert.equal(res[0]?.status, 200, target);
+      assert.equal(Buffer.from(res[0]!.body.toString('latin1').split(' ')[1]!, 'latin1').toString(), target);
+    }
+  });
+
+  it('a long poll behind a request in progress answers at once when the client has already half-closed', async () => {
+    let server: net.Socket | undefined;
+    http.server.once('connection', (s: net.Socket) => (server = s));
+    const sock = net.connect(port, '127.0.0.1');
+    let replies = '';
+    sock.on('data', (d) => (replies += d.toString('latin1')));
+    held = false;
+    sock.write('GET /held HTTP/1.1\r\n\r\nGET /wait HTTP/1.1\r\n\r\n');
+    await waitFor(() => held);
+    const ended = new Promise((r) => server!.once('end', r));
+    sock.end(); // all it sends; it still reads what it is owed
+    await ended;
+    release();
+    // The long poll must not wait (and take a message) for a client that has sent all it will.
+    await waitFor(() => replies.includes('waited'), 2000);
+    sock.destroy();
+  });
+
+  it('a long poll answers at once when the client sends more than the header limit behind it (it is no longer watched)', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    let replies = '';
+    sock.on('data', (d) => (replies += d.toString('latin1')));
+    const before = waits.length;
+    sock.write('GET /wait HTTP/1.1\r\n\r\n');
+    await waitFor(() => waits.length > before);
+    assert.equal(waits.at(-1)!.aborted, false);
+    // Over 1 KiB of pipelined requests: the server stops reading, and so would not see the client leave.
+    sock.write('GET /next HTTP/1.1\r\n\r\n'.repeat(100));
+    await waitFor(() => replies.includes('waited'), 2000);
+    await waitFor(() => replies.includes('GET /next 0:'));
+    sock.destroy();
+  });
+
   it('HTTP/1.0 closes unless keep-alive is asked for', async () => {
     const res = responses(await rawExchange(port, 'GET /x HTTP/1.0\r\n\r\n'));
     assert.equal(res[0]!.headers.connection, 'close');
@@ -190,7 +248,8 @@ describe('HTTP layer', () => {
     sock.write(Buffer.from('GET /big HTTP/1.1\r\n\r\n'.repeat(10_000)));
     await sleep(1000);
     assert.ok(bigReplies < 5000, `the server answered ${bigReplies} requests nobody reads the replies of`);
-    assert.equal(http.connections(), 1);
+    // Its replies stopped going out: the server dropped it once the body limit (300 ms) had passed.
+    assert.equal(http.connections(), 0);
     sock.destroy();
     // The server survives and still answers others.
     const res = responses(await rawExchange(port, 'GET /after HTTP/1.1\r\nConnection: close\r\n\r\n'));
@@ -224,5 +283,63 @@ it('a connection limit closes connections over it at once, and frees up as other
   const res = parseResponse(await rawExchange(port, 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n'));
   assert.equal(res?.res.body.toString(), 'ok');
   for (const s of idle) s.destroy();
+  await http.close();
+});
+
+it('a large reply to a client that reads it slowly arrives whole, kept alive or closing; one that stops reading is dropped', async () => {
+  const HUGE = Buffer.alloc(12 * 2 ** 20, 'h'); // more than the kernel's socket buffers take
+  // The kernel wakes a writer when a good part of its buffer is free: with a few MB buffered and a
+  // reader at 4 MB/s, that is a few hundred ms between signs of progress, hence 1 s for bodies.
+  const http = createHttpServer(() => ({ status: 200, head: '', body: HUGE }), {
+    maxHeaderBytes: 1024,
+    maxBodyBytes: 100,
+    keepAliveMs: 400,
+    headersMs: 1000,
+    bodyMs: 1000,
+  });
+  await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+  const port = (http.server.address() as net.AddressInfo).port;
+  /** Reads `GET /huge` at about 4 MB/s; resolves to what arrived once the reply is whole or the connection closed. */
+  const slowly = (head: string) =>
+    new Promise<{ received: Buffer; ms: number; sock: net.Socket }>((resolve) => {
+      const sock = net.connect(port, '127.0.0.1');
+      sock.pause();
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const started = Date.now();
+      const done = () => (clearInterval(timer), resolve({ received: Buffer.concat(chunks), ms: Date.now() - started, sock }));
+      const timer = setInterval(() => {
+        // Up to 4 KB a ms since the start; asking for 1 byte when nothing is buffered reads on.
+        const allowed = Math.min(sock.readableLength, 4000 * (Date.now() - started) - size);
+        const chunk: Buffer | null = sock.read(Math.max(1, allowed));
+        if (chunk) {
+          chunks.push(chunk);
+          size += chunk.length;
+        }
+        if (size >= HUGE.length + 40) done();
+      }, 16);
+      sock.once('close', done);
+      sock.write(`GET /huge HTTP/1.1\r\n${head}\r\n`);
+    });
+  // Longer than the keep-alive limit (400 ms) and than the 2 s a closing connection used to get.
+  const kept = await slowly('');
+  assert.ok(kept.ms > 2000, `read in ${kept.ms} ms`);
+  assert.equal(parseResponse(kept.received)?.res.body.length, HUGE.length);
+  assert.equal(parseResponse(kept.received)?.rest.length, 0, 'nothing after the reply (no 408)');
+  kept.sock.destroy();
+
+  const closing = await slowly('Connection: close\r\n');
+  assert.ok(closing.ms > 2000, `read in ${closing.ms} ms`);
+  assert.equal(parseResponse(closing.received)?.res.body.length, HUGE.length);
+
+  // One that stops reading is closed once the body limit (1 s) passes without progress.
+  const stopped = net.connect(port, '127.0.0.1');
+  stopped.pause();
+  const start = Date.now();
+  stopped.write('GET /huge HTTP/1.1\r\n\r\n');
+  await waitFor(() => http.connections() === 1);
+  await waitFor(() => http.connections() === 0); // (the client, reading nothing, would not see it)
+  assert.ok(Date.now() - start < 2000, `closed after ${Date.now() - start} ms`);
+  stopped.destroy();
   await http.close();
 });

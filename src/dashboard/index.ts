@@ -47,7 +47,8 @@ export async function dashboard(path: string, authorized: boolean, from: Dashboa
   if (path !== '/dashboard/info' && path !== '/dashboard/history') return undefined;
   if (!authorized) return { status: 401, head: 'Content-Type: text/plain\r\n', body: 'auth= is required\n' };
   const body = path === '/dashboard/info' ? from.facts() : historyForPage(await from.history());
-  return { status: 200, head: JSON_HEAD, body: `${JSON.stringify(body)}\n` };
+  // UTF-8 bytes: queue names and paths in it are text, not byte strings.
+  return { status: 200, head: JSON_HEAD, body: Buffer.from(`${JSON.stringify(body)}\n`) };
 }
 
 /** Queue names as opt=list gives them: read as UTF-8, with `name64` (the bytes) when that loses some. */

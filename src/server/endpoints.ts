@@ -55,7 +55,7 @@ export function createEndpoints(ctx: EndpointContext): (path: string, auth: stri
         await ctx.store.check();
         return { status: 200, head: TEXT, body: 'OK\n' };
       } catch (err) {
-        return { status: 503, head: TEXT, body: `${errorMessage(err)}\n` };
+        return { status: 503, head: TEXT, body: Buffer.from(`${errorMessage(err)}\n`) }; // as UTF-8: it may name a path
       }
     }
     if (path.startsWith('/dashboard') && ctx.dashboard) {

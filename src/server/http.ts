@@ -7,7 +7,8 @@
  * What it does: keep-alive (1.1 by default, 1.0 on request), pipelining (one request at a time
  * per connection, in order), Content-Length and chunked bodies with a size limit,
  * `Expect: 100-continue`, replies to a client that half-closed after its requests, and time
- * limits for idle connections, slow headers and slow bodies.
+ * limits for idle connections, slow headers, slow bodies and replies the client stopped reading (on
+ * inactivity: a slow reader that keeps reading gets its whole reply).
  * What it refuses: malformed request lines or headers (400), headers over the limit (431),
  * bodies over the limit (413), Content-Length together with Transfer-Encoding and any transfer
  * coding but chunked (400/501, to rule out request smuggling). Every refusal closes the
@@ -75,9 +76,18 @@ const REASONS: Record<number, string> = {
   503: 'Service Unavailable',
 };
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const REQUEST_LINE = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/;
+// The target: any bytes but controls and the space (not `\S`, which also excludes 0xA0, a byte of
+// many UTF-8 characters sent raw, as curl does).
+const REQUEST_LINE = /^([A-Z]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
 const HEADER = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
 const EMPTY = Buffer.alloc(0);
+/** Larger bodies are written a piece at a time: a write counts as unsent until it is whole, so a
+ * slow reader's progress (which earns it time, see `expired`) shows only between pieces. */
+const PIECE = 64 * 1024;
+
+function* slices(b: Buffer): Generator<Buffer> {
+  for (let o = 0; o < b.length; o += PIECE) yield b.subarray(o, o + PIECE);
+}
 
 /** How late a time limit may be seen, at most: a tenth of the shortest, within [10 ms, 1 s]. One
  * timer a server checks every connection's deadline that often, rather than each connection
@@ -136,6 +146,9 @@ class Connection {
   /** When the time limit in force runs out (the server's clock, ms), 0 for none. Checked by the
    * server's one timer (`expired`). */
   private deadline = 0;
+  /** Reply bytes not yet handed to the kernel when that limit was set: fewer at the deadline means
+   * the client is reading a reply, which earns it more time. */
+  private unsent = 0;
 
   constructor(
     readonly socket: net.Socket,
@@ -158,18 +171,22 @@ class Connection {
   /** Sets the time limit in force: `ms` from now (0: none). */
   private limit(ms: number): void {
     this.deadline = ms ? Date.now() + ms : 0;
+    this.unsent = this.socket.writableLength;
   }
 
   /** Called by the server's timer: acts on a time limit that ran out. */
   expired(now: number): void {
-    if (this.deadline && now >= this.deadline) {
-      this.deadline = 0;
-      this.onTimeout();
-    }
+    if (!this.deadline || now < this.deadline) return;
+    // A large reply to a slow reader: the limit is on inactivity, so reading restarts it.
+    const unsent = this.socket.writableLength;
+    if (unsent > 0 && unsent < this.unsent) return void this.limit(this.opts.bodyMs);
+    this.deadline = 0;
+    this.onTimeout();
   }
 
   private onTimeout(): void {
-    if (this.idle || this.closing || this.streaming) return void this.socket.destroy();
+    // A reply cut short (the client stopped reading it) cannot be followed by an error: close.
+    if (this.idle || this.closing || this.streaming || this.socket.writableLength > 0) return void this.socket.destroy();
     this.refuse(new Refusal(408, 'Request not received in time'));
   }
 
@@ -180,7 +197,11 @@ class Connection {
     this.pending = this.pending.length ? Buffer.concat([this.pending, data]) : data;
     // Read on while a request is in progress (a pause and a resume around each request cost about
     // a µs of stream machinery), but only as much as one request's headers may take.
-    if (this.busy && this.pending.length > this.opts.maxHeaderBytes) this.socket.pause();
+    if (this.busy && this.pending.length > this.opts.maxHeaderBytes) {
+      this.socket.pause();
+      // Paused, the socket would not tell that the client left: a long poll answers now.
+      this.watcher?.abort();
+    }
     this.pump();
   }
 
@@ -199,6 +220,8 @@ class Connection {
       this.watcher = { signal: controller.signal, abort: () => controller.abort() };
       this.socket.once('close', this.watcher.abort);
       this.socket.resume();
+      // The client half-closed before this request's turn (it was pipelined): answer at once.
+      if (this.ended) controller.abort();
     }
     return this.watcher.signal;
   }
@@ -303,6 +326,7 @@ class Connection {
         const line = this.take(eol + 2).toString('latin1', 0, eol);
         if (this.phase === Phase.Trailer) {
           if (line === '') this.dispatch();
+          else if (!HEADER.test(line)) throw new Refusal(400, 'Malformed chunked body: a trailer line is no header field');
           return true;
         }
         const size = /^([0-9A-Fa-f]{1,8})(?:[ \t]*;.*)?$/.exec(line);
@@ -417,14 +441,14 @@ class Connection {
     const body = r.body;
     if (method === 'HEAD') this.socket.write(head, 'latin1');
     else if (typeof body === 'string') this.socket.write(head + body, 'latin1');
-    else if (Buffer.isBuffer(body)) {
+    else if (Buffer.isBuffer(body) && body.length <= PIECE) {
       this.socket.cork();
       this.socket.write(head, 'latin1');
       this.socket.write(body);
       this.socket.uncork();
     } else {
       this.socket.write(head, 'latin1');
-      this.stream(body.pieces()[Symbol.iterator](), () => this.sent(keep));
+      this.stream(Buffer.isBuffer(body) ? slices(body) : body.pieces()[Symbol.iterator](), () => this.sent(keep));
       return;
     }
     this.sent(keep);
@@ -437,13 +461,15 @@ class Connection {
     const more = () => {
       for (;;) {
         if (this.socket.destroyed) return;
-        this.limit(this.opts.bodyMs); // on inactivity: each piece the client takes restarts it
         const piece = pieces.next();
         if (piece.done) {
           this.streaming = false;
           return then();
         }
-        if (!this.socket.write(piece.value)) return void this.socket.once('drain', more);
+        if (!this.socket.write(piece.value)) {
+          this.limit(this.opts.bodyMs); // on inactivity: what the client reads restarts it
+          return void this.socket.once('drain', more);
+        }
       }
     };
     more();
@@ -454,13 +480,16 @@ class Connection {
       this.finish();
       return;
     }
-    this.limit(this.opts.keepAliveMs);
-    // A client that pipelines requests but does not read the replies gets no more until it does.
-    if (this.socket.writableNeedDrain) this.socket.once('drain', () => this.next());
-    else this.next();
+    // A client that pipelines requests but does not read the replies gets no more until it does,
+    // and is dropped when it stops reading (see `expired`).
+    if (this.socket.writableNeedDrain) {
+      this.limit(this.opts.bodyMs);
+      this.socket.once('drain', () => this.next());
+    } else this.next();
   }
 
   private next(): void {
+    this.limit(this.opts.keepAliveMs);
     this.busy = false;
     this.pump();
   }
@@ -479,9 +508,11 @@ class Connection {
     this.busy = false;
     this.closing = true;
     this.pending = EMPTY;
-    this.socket.end();
     this.socket.resume();
-    this.limit(2000);
+    // A reply still on its way out gets the body's time limit (on inactivity); the moment of reading
+    // and dropping starts once it is out.
+    this.limit(this.socket.writableLength > 0 ? Math.max(this.opts.bodyMs, 2000) : 2000);
+    this.socket.end(() => this.limit(2000));
   }
 }
 
