@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { createHttpServer, type HttpServer } from '../src/server/http.js';
+import { createHttpServer, type Handler, type HttpOptions, type HttpServer } from '../src/server/http.js';
 import { parseResponse, rawExchange, unreadOn, waitFor } from './helpers.js';
 
 describe('HTTP layer', () => {
@@ -39,6 +39,15 @@ describe('HTTP layer', () => {
     port = (http.server.address() as net.AddressInfo).port;
   });
   after(() => http.close());
+
+  /** A connection of its own: the server's side of it, and what it has received so far. */
+  const connect = () => {
+    const c = { sock: undefined as unknown as net.Socket, server: undefined as net.Socket | undefined, replies: '' };
+    http.server.once('connection', (s: net.Socket) => (c.server = s));
+    c.sock = net.connect(port, '127.0.0.1');
+    c.sock.on('data', (d) => (c.replies += d.toString('latin1')));
+    return c;
+  };
 
   const responses = (raw: Buffer) => {
     const out = [];
@@ -177,36 +186,30 @@ describe('HTTP layer', () => {
   });
 
   it('a long poll behind a request in progress answers at once when the client has already half-closed', async () => {
-    let server: net.Socket | undefined;
-    http.server.once('connection', (s: net.Socket) => (server = s));
-    const sock = net.connect(port, '127.0.0.1');
-    let replies = '';
-    sock.on('data', (d) => (replies += d.toString('latin1')));
+    const c = connect();
     held = false;
-    sock.write('GET /held HTTP/1.1\r\n\r\nGET /wait HTTP/1.1\r\n\r\n');
+    c.sock.write('GET /held HTTP/1.1\r\n\r\nGET /wait HTTP/1.1\r\n\r\n');
     await waitFor(() => held);
-    const ended = new Promise((r) => server!.once('end', r));
-    sock.end(); // all it sends; it still reads what it is owed
+    const ended = new Promise((r) => c.server!.once('end', r));
+    c.sock.end(); // all it sends; it still reads what it is owed
     await ended;
     release();
     // The long poll must not wait (and take a message) for a client that has sent all it will.
-    await waitFor(() => replies.includes('waited'), 2000);
-    sock.destroy();
+    await waitFor(() => c.replies.includes('waited'), 2000);
+    c.sock.destroy();
   });
 
   it('a long poll answers at once when the client sends more than the header limit behind it (it is no longer watched)', async () => {
-    const sock = net.connect(port, '127.0.0.1');
-    let replies = '';
-    sock.on('data', (d) => (replies += d.toString('latin1')));
+    const c = connect();
     const before = waits.length;
-    sock.write('GET /wait HTTP/1.1\r\n\r\n');
+    c.sock.write('GET /wait HTTP/1.1\r\n\r\n');
     await waitFor(() => waits.length > before);
     assert.equal(waits.at(-1)!.aborted, false);
     // Over 1 KiB of pipelined requests: the server stops reading, and so would not see the client leave.
-    sock.write('GET /next HTTP/1.1\r\n\r\n'.repeat(100));
-    await waitFor(() => replies.includes('waited'), 2000);
-    await waitFor(() => replies.includes('GET /next 0:'));
-    sock.destroy();
+    c.sock.write('GET /next HTTP/1.1\r\n\r\n'.repeat(100));
+    await waitFor(() => c.replies.includes('waited'), 2000);
+    await waitFor(() => c.replies.includes('GET /next 0:'));
+    c.sock.destroy();
   });
 
   it('HTTP/1.0 closes unless keep-alive is asked for', async () => {
@@ -220,24 +223,20 @@ describe('HTTP layer', () => {
   });
 
   it('while a request is in progress, what the client sends next is read only up to the header limit', async () => {
-    let server: net.Socket | undefined;
-    http.server.once('connection', (s: net.Socket) => (server = s));
-    const sock = net.connect(port, '127.0.0.1');
-    let replies = '';
-    sock.on('data', (d) => (replies += d.toString('latin1')));
+    const c = connect();
     held = false;
-    sock.write('GET /held HTTP/1.1\r\n\r\n');
+    c.sock.write('GET /held HTTP/1.1\r\n\r\n');
     await waitFor(() => held);
     // 4 MB of pipelined requests while /held is unanswered: the server stops reading, and the
     // kernel keeps the rest.
-    sock.write(Buffer.from('GET /next HTTP/1.1\r\n\r\n'.repeat(200_000)));
-    await waitFor(() => server?.isPaused() === true && unreadOn(port) > 0);
-    assert.ok(server!.bytesRead < 1024 + 128 * 1024, `the server read ${server!.bytesRead} bytes ahead of the request in progress`);
+    c.sock.write(Buffer.from('GET /next HTTP/1.1\r\n\r\n'.repeat(200_000)));
+    await waitFor(() => c.server?.isPaused() === true && unreadOn(port) > 0);
+    assert.ok(c.server!.bytesRead < 1024 + 128 * 1024, `the server read ${c.server!.bytesRead} bytes ahead of the request in progress`);
     release();
-    await waitFor(() => replies.includes('GET /next 0:'));
-    assert.ok(replies.startsWith('HTTP/1.1 200 OK'));
-    assert.ok(replies.includes('held'));
-    sock.destroy();
+    await waitFor(() => c.replies.includes('GET /next 0:'));
+    assert.ok(c.replies.startsWith('HTTP/1.1 200 OK'));
+    assert.ok(c.replies.includes('held'));
+    c.sock.destroy();
   });
 
   it('a client that pipelines but never reads does not make the server buffer without bound', async () => {
@@ -257,17 +256,15 @@ describe('HTTP layer', () => {
   });
 });
 
-it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
-  const http = createHttpServer(() => ({ status: 200, head: '', body: 'ok' }), {
-    maxHeaderBytes: 1024,
-    maxBodyBytes: 100,
-    keepAliveMs: 10_000,
-    headersMs: 10_000,
-    bodyMs: 10_000,
-    maxConnections: 3,
-  });
+/** The HTTP layer on a port of its own: small size limits, 10 s time limits unless `limits` says. */
+async function serve(handler: Handler, limits: Partial<HttpOptions>): Promise<{ http: HttpServer; port: number }> {
+  const http = createHttpServer(handler, { maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 10_000, headersMs: 10_000, bodyMs: 10_000, ...limits });
   await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
-  const port = (http.server.address() as net.AddressInfo).port;
+  return { http, port: (http.server.address() as net.AddressInfo).port };
+}
+
+it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
+  const { http, port } = await serve(() => ({ status: 200, head: '', body: 'ok' }), { maxConnections: 3 });
   const open = async () => {
     const s = net.connect(port, '127.0.0.1');
     await new Promise((r) => s.once('connect', r));
@@ -290,15 +287,7 @@ it('a large reply to a client that reads it slowly arrives whole, kept alive or 
   const HUGE = Buffer.alloc(12 * 2 ** 20, 'h'); // more than the kernel's socket buffers take
   // The kernel wakes a writer when a good part of its buffer is free: with a few MB buffered and a
   // reader at 4 MB/s, that is a few hundred ms between signs of progress, hence 1 s for bodies.
-  const http = createHttpServer(() => ({ status: 200, head: '', body: HUGE }), {
-    maxHeaderBytes: 1024,
-    maxBodyBytes: 100,
-    keepAliveMs: 400,
-    headersMs: 1000,
-    bodyMs: 1000,
-  });
-  await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
-  const port = (http.server.address() as net.AddressInfo).port;
+  const { http, port } = await serve(() => ({ status: 200, head: '', body: HUGE }), { keepAliveMs: 400, headersMs: 1000, bodyMs: 1000 });
   /** Reads `GET /huge` at about 4 MB/s; resolves to what arrived once the reply is whole or the connection closed. */
   const slowly = (head: string) =>
     new Promise<{ received: Buffer; ms: number; sock: net.Socket }>((resolve) => {
