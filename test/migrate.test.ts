@@ -8,6 +8,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { queueRecords } from '../src/cli/export.js';
+import { LmdbStore, type QueueRecord } from '../src/store/lmdb/store.js';
 import { cleanup, CLI, needsTool, request, startServer, tempDir } from './helpers.js';
 import { noRedis, startRedis } from './redis-servers.js';
 
@@ -184,6 +186,38 @@ describe('export and import', () => {
       assert.match((await body(server2.port, '/?name=only-setting&opt=status_json')).toString(), /"maxdeliveries":7\}/);
     } finally {
       await server2.stop();
+      cleanup(dir);
+    }
+  });
+
+  it('export reads each LMDB queue from one snapshot while a server writes: a nack during it changes nothing of it', async () => {
+    const dir = tempDir('httpsqs-snap-');
+    const server = await LmdbStore.open({ path: dir });
+    const reader = await LmdbStore.open({ path: dir, shared: true });
+    try {
+      await server.maxdeliveries('q', 1);
+      await server.put('q', Buffer.from('first'));
+      await server.put('q', Buffer.from('THE-MESSAGE'));
+      await server.get('q');
+      const leased = await server.get('q', 600_000);
+      assert.equal(leased?.pos, 2);
+      const records = queueRecords(reader, 'q');
+      const got = [(await records.next()).value, (await records.next()).value];
+      // Its last delivery: the message becomes a dead letter at a slot, while the export reads.
+      assert.equal(await server.settle('q', 2, 'nack'), true);
+      assert.equal((await server.status('q')).dead, 1);
+      for await (const r of records) got.push(r);
+      const text = (r: QueueRecord) =>
+        'message' in r ? { pos: r.pos, message: r.message.toString() } : 'lease' in r ? { pos: r.pos, deliveries: r.lease.deliveries } : r;
+      assert.deepEqual(got.map(text), [
+        { status: { putpos: 2, getpos: 2, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0, maxdeliveries: 1 } },
+        { pos: 1, message: 'first' },
+        { pos: 2, message: 'THE-MESSAGE' },
+        { pos: 2, deliveries: 1 },
+      ]);
+    } finally {
+      await reader.close();
+      await server.close();
       cleanup(dir);
     }
   });

@@ -2,6 +2,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
+import type { QueueRecord } from '../store/lmdb/store.js';
 import { everyQueue, type Store } from '../store/store.js';
 import { DataError, openStore, parseDataArgs, progress, USAGE } from './data.js';
 
@@ -9,6 +10,18 @@ const nameField = (name: string) => {
   const bytes = Buffer.from(name, 'latin1');
   return isUtf8(bytes) ? `"queue":${JSON.stringify(bytes.toString('utf8'))}` : `"queue64":"${bytes.toString('base64')}"`;
 };
+
+/**
+ * A queue's status, messages and leases, in that order. A store that reads them from one snapshot
+ * (LMDB) does so, so that they agree while servers write; the others are read one after another.
+ */
+export async function* queueRecords(store: Store, name: string): AsyncGenerator<QueueRecord> {
+  const snapshots = store as Store & { exportRecords?: (name: string) => AsyncIterable<QueueRecord> };
+  if (snapshots.exportRecords) return yield* snapshots.exportRecords(name);
+  yield { status: await store.status(name) };
+  yield* store.dump(name);
+  for (const l of await store.leases(name)) yield l;
+}
 
 async function exportAll(store: Store, prefix: string, file: string | undefined): Promise<void> {
   const toFile = file && file !== '-' ? file : undefined;
@@ -33,15 +46,17 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
   const bar = toFile ? progress(queues.length, 'queues') : undefined;
   let messages = 0;
   for (const [i, name] of queues.entries()) {
-    const s = await store.status(name);
     const q = nameField(name);
-    const md = s.maxdeliveries ? `,"maxdeliveries":${s.maxdeliveries}` : '';
-    await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}${md}}`);
-    for await (const m of store.dump(name)) {
-      await write(`{${q},"pos":${m.pos},"data":"${m.message.toString('base64')}"}`);
-      messages++;
+    for await (const r of queueRecords(store, name)) {
+      if ('status' in r) {
+        const s = r.status;
+        const md = s.maxdeliveries ? `,"maxdeliveries":${s.maxdeliveries}` : '';
+        await write(`{${q},"maxqueue":${s.maxqueue},"putpos":${s.putpos},"getpos":${s.getpos}${md}}`);
+      } else if ('message' in r) {
+        await write(`{${q},"pos":${r.pos},"data":"${r.message.toString('base64')}"}`);
+        messages++;
+      } else await write(`{${q},"pos":${r.pos},"deadline":${r.lease.deadline},"deliveries":${r.lease.deliveries}}`);
     }
-    for (const { pos, lease } of await store.leases(name)) await write(`{${q},"pos":${pos},"deadline":${lease.deadline},"deliveries":${lease.deliveries}}`);
     bar?.update(i + 1, { count: i + 1 });
   }
   bar?.stop();

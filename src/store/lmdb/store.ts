@@ -110,6 +110,9 @@ function openEnv(opts: LmdbOptions): RootDatabase {
   });
 }
 
+/** What `exportRecords` yields of a queue: its status first, then its messages, then its leases. */
+export type QueueRecord = { status: QueueStatus } | { pos: number; message: Buffer } | { pos: number; lease: Lease };
+
 /** A queue as operations see it: its ring state and its leases. */
 interface Queue {
   s: QueueState;
@@ -806,6 +809,26 @@ export class LmdbStore implements Store {
     await this.waiting;
     this.env.resetReadTxn();
     for (const { key, value } of this.msg.getRange(keyRange(name))) yield { pos: posOf(key), message: value };
+  }
+
+  /**
+   * For export: a queue's status, then its stored messages, then its leases, all read in one read
+   * transaction, so that they agree while servers write (`status`, `dump` and `leases` each read
+   * the latest commit: a nack between them could leave a dead letter's lease without its message).
+   * Leases come from their records, not from a table in memory; what is committed only (in
+   * exclusive mode, writes still queued are not in it). Memory stays flat: records are read as
+   * they are yielded.
+   */
+  async *exportRecords(name: string): AsyncGenerator<QueueRecord> {
+    await this.waiting;
+    const transaction = this.env.useReadTransaction();
+    try {
+      yield { status: decodeMeta(this.meta.get(metaKey(name), { transaction })).status };
+      for (const { key, value } of this.msg.getRange({ ...keyRange(name), transaction })) yield { pos: posOf(key), message: value };
+      for (const { key, value } of this.lease.getRange({ ...keyRange(name), transaction })) yield { pos: posOf(key), lease: decodeLease(value) };
+    } finally {
+      transaction.done();
+    }
   }
 
   async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
