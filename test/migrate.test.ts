@@ -9,7 +9,11 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { queueRecords } from '../src/cli/export.js';
+import { Importer } from '../src/cli/import.js';
+import { JournalStore } from '../src/store/journal/store.js';
 import { LmdbStore, type QueueRecord } from '../src/store/lmdb/store.js';
+import { RedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/store.js';
 import { cleanup, CLI, needsTool, request, startServer, tempDir } from './helpers.js';
 import { noRedis, startRedis } from './redis-servers.js';
 
@@ -230,6 +234,67 @@ describe('export and import', () => {
     assert.equal(r.stdout, '');
     assert.equal(existsSync(join(dir, 'typo')), false);
     cleanup(dir);
+  });
+
+  it('imports a queue of 70,000 delayed messages into every store, its leases counted', { skip: noRedis() }, async () => {
+    const dir = tempDir('httpsqs-many-');
+    const N = 70_000;
+    const due = Date.now() + 3_600_000;
+    const lines = ['{"format":"httpsqs-export","version":1}', '{"queue":"q","maxqueue":1000000,"putpos":0,"getpos":0}'];
+    for (let i = 1; i <= N; i++) lines.push(`{"queue":"q","pos":${1_000_000_000 + i},"data":"${Buffer.from(`m${i}`).toString('base64')}"}`);
+    for (let i = 1; i <= N; i++) lines.push(`{"queue":"q","pos":${1_000_000_000 + i},"deadline":${due},"deliveries":0}`);
+    writeFileSync(join(dir, 'in.jsonl'), `${lines.join('\n')}\n`);
+    const redis = await startRedis();
+    try {
+      const into: Array<[string[], () => Promise<Store>]> = [
+        [['-x', join(dir, 'lmdb')], () => LmdbStore.open({ path: join(dir, 'lmdb') })],
+        [['-x', join(dir, 'journal'), '--engine', 'journal'], () => JournalStore.open({ path: join(dir, 'journal') })],
+        [['--store', redis.url], async () => new RedisStore({ url: redis.url }).ready()],
+      ];
+      for (const [args, open] of into) {
+        const r = httpsqs(['import', ...args, join(dir, 'in.jsonl')]);
+        assert.equal(r.status, 0, r.stderr);
+        const store = await open();
+        try {
+          assert.deepEqual(await store.status('q'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: N, dead: 0 }, args.join(' '));
+          assert.equal((await store.view('q', 1_000_000_000 + N))?.toString(), `m${N}`);
+          assert.equal((await store.leases('q')).length, N);
+        } finally {
+          await store.close();
+        }
+      }
+    } finally {
+      await redis.stop();
+      cleanup(dir);
+    }
+  });
+
+  it("the importer writes a queue's leases a thousand at a time, its state last", async () => {
+    const dir = tempDir('httpsqs-held-');
+    const store = await LmdbStore.open({ path: dir });
+    const calls: Array<{ leases: number; state: boolean }> = [];
+    const observed = new Proxy(store, {
+      get: (target, key) =>
+        key === 'restore'
+          ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push({ leases: r.leases?.length ?? 0, state: !!r.state }), target.restore(name, r))
+          : Reflect.get(target, key),
+    });
+    try {
+      const imp = new Importer(observed, false);
+      await imp.queue('q');
+      imp.setState({ putpos: 0, getpos: 0, maxqueue: 1_000_000 });
+      for (let i = 1; i <= 2500; i++) await imp.lease(1_000_000_000 + i, { deadline: Date.now() + 60_000, deliveries: 0 });
+      await imp.flush(true);
+      assert.deepEqual(calls, [
+        { leases: 1000, state: false },
+        { leases: 1000, state: false },
+        { leases: 500, state: true },
+      ]);
+      assert.equal((await store.status('q')).delayed, 2500);
+    } finally {
+      await store.close();
+      cleanup(dir);
+    }
   });
 
   it('imports a message of several MiB', async () => {

@@ -217,6 +217,30 @@ describe('dead letters by position', { skip }, () => {
   });
 });
 
+describe('restore', { skip }, () => {
+  it('writes 70,000 leases given in one call (a script at a time), the state with the last', async () => {
+    const store = new RedisStore({ url: `${redis.url}?prefix=many:` });
+    try {
+      const N = 70_000;
+      const deadline = Date.now() + 3_600_000;
+      const slots = Array.from({ length: N }, (_, i) => 1_000_000_001 + i);
+      await store.restore('q', {
+        messages: slots.map((pos) => ({ pos, message: Buffer.from(`m${pos}`) })),
+        state: { putpos: 0, getpos: 0, maxqueue: 1_000_000 },
+        leases: slots.map((pos) => ({ pos, lease: { deadline, deliveries: 0 } })),
+      });
+      assert.deepEqual(await store.status('q'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: N, dead: 0 });
+      assert.equal((await store.view('q', slots.at(-1)!))?.toString(), `m${slots.at(-1)}`);
+      assert.deepEqual(
+        (await store.list('', undefined, 10)).map((q) => q.name),
+        ['q'],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('a Redis out of reach', { skip }, () => {
   it('is named with the cause, at start and when it goes away', async () => {
     const nobody = new RedisStore({ url: `redis://127.0.0.1:${await freePort()}` });

@@ -10,12 +10,15 @@ import { errorMessage } from '../errors.js';
 
 const BATCH = 1000;
 
-/** Writes one queue after another: messages in batches as they come, its state and leases last. */
-class Importer {
+/** Writes one queue after another: messages in batches as they come, then its leases, a batch at a
+ * time, and its state last (with the leases of the last batch). */
+export class Importer {
   private name: string | undefined;
   private state: QueueState | undefined;
   private batch: Array<{ pos: number; message: Buffer }> = [];
   private held: Array<{ pos: number; lease: Lease }> = [];
+  /** Leases of the current queue already written, without its state: the state must follow. */
+  private leasesWritten = false;
   private readonly seen = new Set<string>();
   queues = 0;
   messages = 0;
@@ -61,19 +64,27 @@ class Importer {
     if (this.batch.length >= BATCH) await this.flush(false);
   }
 
-  lease(pos: number, lease: Lease): void {
+  async lease(pos: number, lease: Lease): Promise<void> {
     if (!(pos >= 1 && pos <= LAST_SLOT)) throw new DataError(`a lease at position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
     this.held.push({ pos, lease });
+    // Memory stays flat however many leases a queue has (delayed messages and dead letters too).
+    if (this.held.length >= BATCH) {
+      await this.flush(false);
+      await this.store.restore(this.name!, { leases: this.held });
+      this.held = [];
+      this.leasesWritten = true;
+    }
   }
 
   async flush(end: boolean): Promise<void> {
     if (this.name === undefined) return;
     if (this.batch.length) await this.store.restore(this.name, { messages: this.batch });
     this.batch = [];
-    if (end && (this.state || this.held.length)) {
+    if (end && (this.state || this.held.length || this.leasesWritten)) {
       await this.store.restore(this.name, { state: this.state ?? (await this.store.status(this.name)), leases: this.held });
       this.state = undefined;
       this.held = [];
+      this.leasesWritten = false;
     }
   }
 }
@@ -160,7 +171,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
       if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
-      imp.lease(number(r.pos, `line ${n}: pos`), {
+      await imp.lease(number(r.pos, `line ${n}: pos`), {
         deadline: number(r.deadline, `line ${n}: deadline`),
         deliveries: number(r.deliveries, `line ${n}: deliveries`),
       });

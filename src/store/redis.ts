@@ -66,6 +66,8 @@ const GONE_MS = 15_000;
 /** Longest wait for any Redis command, and for the ping of a health check. */
 const COMMAND_MS = 10_000;
 const CHECK_MS = 2_000;
+/** The most records (messages and leases) one restore script writes. */
+const RESTORE_CHUNK = 1000;
 
 /** `p`, or a rejection once `ms` have passed without its answer. */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -435,23 +437,36 @@ export class RedisStore implements Store {
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
   ): Promise<void> {
-    // One script: the counters and sets of the queue's state stay in step with what it writes.
+    // Scripts keep the counters and sets of the queue's state in step with what they write. A
+    // script takes RESTORE_CHUNK records at most (the arguments of one call: those of 130,000
+    // leases overflowed the stack), and the state goes with the last.
     const s = r.state;
     const messages = r.messages ?? [];
-    const created = await this.run('restore', name, () =>
-      this.scripts.restore(
-        ...this.keys(name),
-        s ? '1' : '',
-        s?.putpos ?? 0,
-        s?.getpos ?? 0,
-        s?.maxqueue ?? 0,
-        s?.maxdeliveries ?? 0,
-        messages.length,
-        ...messages.flatMap((m) => [String(m.pos), m.message]),
-        ...(r.leases ?? []).flatMap((l) => [String(l.pos), leaseValueOf(l.lease)]),
-      ),
-    );
-    if (r.state || created === 1) await this.indexed(name, true);
+    const leases = r.leases ?? [];
+    let created = false;
+    for (let m = 0, l = 0; ; ) {
+      const ms = messages.slice(m, m + RESTORE_CHUNK);
+      const ls = leases.slice(l, l + RESTORE_CHUNK - ms.length);
+      m += ms.length;
+      l += ls.length;
+      const last = m >= messages.length && l >= leases.length;
+      const made = await this.run('restore', name, () =>
+        this.scripts.restore(
+          ...this.keys(name),
+          last && s ? '1' : '',
+          s?.putpos ?? 0,
+          s?.getpos ?? 0,
+          s?.maxqueue ?? 0,
+          s?.maxdeliveries ?? 0,
+          ms.length,
+          ...ms.flatMap((x) => [String(x.pos), x.message]),
+          ...ls.flatMap((x) => [String(x.pos), leaseValueOf(x.lease)]),
+        ),
+      );
+      created ||= made === 1;
+      if (last) break;
+    }
+    if (r.state || created) await this.indexed(name, true);
   }
 
   /** Long polls across frontends: puts elsewhere are told here through Redis itself. */

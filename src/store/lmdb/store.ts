@@ -860,9 +860,10 @@ export class LmdbStore implements Store {
         for (const m of messages) quiet(this.msg.put(msgKey(name, m.pos), m.message));
         for (const l of r.leases ?? []) quiet(this.lease.put(msgKey(name, l.pos), encodeLease(l.lease)));
         if (r.state) {
-          let held = new LeaseTable();
-          if (r.leases) for (const l of r.leases) held.set(l.pos, l.lease);
-          else held = this.load(name).leases;
+          // Its meta record counts every lease record of the queue: those written here, and those
+          // an import wrote before, in calls of their own (the transaction reads its own writes).
+          const held = new LeaseTable();
+          for (const { key, value } of this.lease.getRange(keyRange(name))) held.set(posOf(key), decodeLease(value));
           quiet(this.meta.put(metaKey(name), encodeMeta(r.state, held)));
         }
       }),
