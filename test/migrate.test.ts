@@ -297,6 +297,30 @@ describe('export and import', () => {
     }
   });
 
+  it('the importer writes messages once they come to 8 MiB, however few', async () => {
+    const dir = tempDir('httpsqs-bytes-');
+    const store = await LmdbStore.open({ path: dir });
+    const calls: number[] = [];
+    const observed = new Proxy(store, {
+      get: (target, key) =>
+        key === 'restore'
+          ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push(r.messages?.length ?? 0), target.restore(name, r))
+          : Reflect.get(target, key),
+    });
+    try {
+      const imp = new Importer(observed, false);
+      await imp.queue('q');
+      imp.setState({ putpos: 10, getpos: 0, maxqueue: 1_000_000 });
+      for (let i = 1; i <= 10; i++) await imp.message(i, Buffer.alloc(3 * 2 ** 20, i));
+      await imp.flush(true);
+      assert.deepEqual(calls, [3, 3, 3, 1, 0]);
+      assert.deepEqual(await store.view('q', 10), Buffer.alloc(3 * 2 ** 20, 10));
+    } finally {
+      await store.close();
+      cleanup(dir);
+    }
+  });
+
   it('imports a message of several MiB', async () => {
     const dir = tempDir('httpsqs-big-');
     const big = Buffer.alloc(8 * 2 ** 20, 0xcd);
