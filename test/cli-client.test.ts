@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLI_CLIENT, cleanEnv, cleanup, type cliClient, cliSuite, freePort, needsTool, ROOT, startServer, tempDir, waitFor } from './helpers.js';
+import { CLI_CLIENT, cleanEnv, cleanup, type cliClient, cliSuite, freePort, needsTool, ROOT, request, startServer, tempDir, waitFor } from './helpers.js';
 
 describe('httpsqs-cli', () => {
   const suite = cliSuite();
@@ -122,6 +122,25 @@ describe('httpsqs-cli', () => {
     const missing = cli(['put', 'k-ref', '--file', join(dir, 'nope.txt')]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^httpsqs-cli: --file: cannot read .*nope\.txt: ENOENT.*\n$/);
+    cleanup(dir);
+  });
+
+  it('put --file keeps the bytes of lines that are not UTF-8, in batches and with --reference', async () => {
+    const dir = tempDir('httpsqs-cli-');
+    const file = join(dir, 'latin1.txt');
+    const cafe = Buffer.from('caf\xe9', 'latin1');
+    writeFileSync(file, Buffer.concat([cafe, Buffer.from('\r\ntext\n\xff\xfe\x00\n', 'latin1')]));
+    for (const [queue, flags] of [
+      ['k-bytes', []],
+      ['k-bytes-ref', ['--reference']],
+    ] as const) {
+      const r = cli([...flags, 'put', queue, '--file', file]);
+      assert.equal(r.code, 0, r.stderr);
+      const got = async (pos: number) => (await request(suite.server.port, 'GET', `/?name=${queue}&opt=view&pos=${pos}`)).body;
+      assert.deepEqual(await got(1), cafe);
+      assert.deepEqual(await got(2), Buffer.from('text'));
+      assert.deepEqual(await got(3), Buffer.from([0xff, 0xfe, 0]));
+    }
     cleanup(dir);
   });
 

@@ -4,6 +4,7 @@
  * (see EXIT below and the README). `runCli` takes its input, output, environment and signals as
  * arguments, so that it can run more than once in one process (the tests do).
  */
+import { isUtf8 } from 'node:buffer';
 import { createReadStream, statSync } from 'node:fs';
 import { addAbortSignal, type Readable, type Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -77,22 +78,23 @@ function within(name: string, v: string, min: number, max: number): number {
 const GRACE_MS = 5000;
 
 /** The lines of `input` as `tail` and `wc -l` count them (split at \n only, a \r before it
- * dropped), so that a line number reported is the one `tail -n +N` starts at. */
-async function* linesOf(input: Readable): AsyncGenerator<string> {
+ * dropped), so that a line number reported is the one `tail -n +N` starts at. Bytes, as they are:
+ * a line need not be UTF-8. */
+async function* linesOf(input: Readable): AsyncGenerator<Buffer> {
   let parts: Buffer[] = [];
   for await (const chunk of input as AsyncIterable<Buffer>) {
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; start = nl + 1, nl = chunk.indexOf(10, start)) {
       parts.push(chunk.subarray(start, nl));
-      yield lineText(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      yield lineBytes(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
       parts = [];
     }
     if (start < chunk.length) parts.push(chunk.subarray(start));
   }
-  if (parts.length) yield lineText(Buffer.concat(parts));
+  if (parts.length) yield lineBytes(Buffer.concat(parts));
 }
 const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
-const lineText = (b: Buffer) => b.toString('utf8', 0, b.at(-1) === 13 ? b.length - 1 : b.length);
+const lineBytes = (b: Buffer) => (b.at(-1) === 13 ? b.subarray(0, -1) : b);
 
 /** Where a `put --file` stands: lines 1..stored are stored; the next `unsure` were sent without an
  * answer, so the server may hold them too. */
@@ -246,7 +248,7 @@ function buildProgram(io: CliIo): Command {
     let complete = false;
     let failure: unknown;
     bar?.start(size, 0, { count: 0, rate: 0 });
-    let batch: string[] = [];
+    let batch: Buffer[] = [];
     const flush = async () => {
       try {
         if (reference) {
@@ -256,7 +258,8 @@ function buildProgram(io: CliIo): Command {
             stored++;
           }
         } else {
-          const r = await q.mput(name, batch, { signal: giveUp.signal, delay });
+          // Text goes as JSON strings; a batch with a line that is not UTF-8 goes as bytes (base64).
+          const r = await q.mput(name, batch.every(isUtf8) ? batch.map((m) => m.toString('utf8')) : batch, { signal: giveUp.signal, delay });
           stored += r.positions.length;
           if (r.full) throw new QueueFullError(name);
         }
@@ -272,7 +275,7 @@ function buildProgram(io: CliIo): Command {
     try {
       for await (const line of linesOf(source)) {
         if (stop.signal.aborted) break;
-        read += Buffer.byteLength(line) + 1;
+        read += line.length + 1;
         batch.push(line);
         if (batch.length >= MAX_BATCH) await flush();
       }
