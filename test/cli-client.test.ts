@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLI_CLIENT, cleanEnv, cleanup, type cliClient, cliSuite, freePort, needsTool, ROOT, request, startServer, tempDir, waitFor } from './helpers.js';
+import { CLI_CLIENT, cleanEnv, cleanup, cliClient, cliSuite, freePort, needsTool, ROOT, request, startServer, tempDir, waitFor } from './helpers.js';
 
 describe('httpsqs-cli', () => {
   const suite = cliSuite();
@@ -142,6 +142,28 @@ describe('httpsqs-cli', () => {
       assert.deepEqual(await got(3), Buffer.from([0xff, 0xfe, 0]));
     }
     cleanup(dir);
+  });
+
+  it('put --file cuts batches by bytes too, and sends one over --max-message-bytes again in halves', async () => {
+    const dir = tempDir('httpsqs-cli-');
+    const file = join(dir, 'long-lines.txt');
+    // 34 MB in all, each line far below the default --max-message-bytes (32 MiB).
+    writeFileSync(file, `${'y'.repeat(34_000)}\n`.repeat(1000));
+    const r = cli(['put', 'k-long', '--file', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(cli(['--json', 'status', 'k-long']).stdout).unread, 1000);
+    // A server that takes bodies of 100,000 bytes: a batch of 1 MiB is too large for it.
+    const small = await startServer({ args: ['--max-message-bytes', '100000'] });
+    try {
+      const r2 = cliClient(small.port)(['put', 'k-long', '--file', file]);
+      assert.equal(r2.code, 0, r2.stderr);
+      const s = JSON.parse(cliClient(small.port)(['--json', 'status', 'k-long']).stdout);
+      assert.equal(s.unread, 1000);
+    } finally {
+      await small.stop();
+      cleanup(small.dir);
+      cleanup(dir);
+    }
   });
 
   it('put --file sends one message per line and reports the rate; a full queue stops it with 4', () => {

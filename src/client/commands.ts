@@ -15,7 +15,7 @@ import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_DELAY_SECONDS, MAX_DELIVERIES } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
-import { AuthError, HttpsqsError, NetworkError, QueueFullError } from './errors.js';
+import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
 
 /** Exit codes a script can rely on. */
@@ -73,6 +73,10 @@ function within(name: string, v: string, min: number, max: number): number {
   if (n < min || n > max) throw new Outcome(EXIT.usage, `${name}: expected ${min}..${max}, got ${v}`);
   return n;
 }
+
+/** `put --file` sends a batch once its lines come to this many bytes, or MAX_BATCH lines: a body
+ * well under the server's default --max-message-bytes (32 MiB). */
+const BATCH_BYTES = 2 ** 20;
 
 /** How long an interrupted `put --file` waits for the answers to what it already sent. */
 const GRACE_MS = 5000;
@@ -249,6 +253,25 @@ function buildProgram(io: CliIo): Command {
     let failure: unknown;
     bar?.start(size, 0, { count: 0, rate: 0 });
     let batch: Buffer[] = [];
+    let batchBytes = 0;
+    /** Lines in the mput in flight. */
+    let sending = 0;
+    // Text goes as JSON strings; a batch with a line that is not UTF-8 goes as bytes (base64). A
+    // body over the server's --max-message-bytes (HTTP 413: nothing was stored) goes again in halves.
+    const send = async (lines: Buffer[]): Promise<void> => {
+      sending = lines.length;
+      let r: { positions: number[]; full: boolean };
+      try {
+        r = await q.mput(name, lines.every(isUtf8) ? lines.map((m) => m.toString('utf8')) : lines, { signal: giveUp.signal, delay });
+      } catch (err) {
+        if (!(err instanceof ProtocolError && err.status === 413 && lines.length > 1)) throw err;
+        const half = Math.ceil(lines.length / 2);
+        await send(lines.slice(0, half));
+        return await send(lines.slice(half));
+      }
+      stored += r.positions.length;
+      if (r.full) throw new QueueFullError(name);
+    };
     const flush = async () => {
       try {
         if (reference) {
@@ -257,19 +280,15 @@ function buildProgram(io: CliIo): Command {
             await q.put(name, m, { signal: giveUp.signal, delay });
             stored++;
           }
-        } else {
-          // Text goes as JSON strings; a batch with a line that is not UTF-8 goes as bytes (base64).
-          const r = await q.mput(name, batch.every(isUtf8) ? batch.map((m) => m.toString('utf8')) : batch, { signal: giveUp.signal, delay });
-          stored += r.positions.length;
-          if (r.full) throw new QueueFullError(name);
-        }
+        } else await send(batch);
       } catch (err) {
         // Without an answer the server may have stored what it was sent (unless it was never reached).
         const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
-        if (giveUp.signal.aborted || (err instanceof NetworkError && !refused)) unsure = reference ? 1 : batch.length;
+        if (giveUp.signal.aborted || (err instanceof NetworkError && !refused)) unsure = reference ? 1 : sending;
         throw err;
       }
       batch = [];
+      batchBytes = 0;
       bar?.update(read, { count: stored, rate: rate() });
     };
     try {
@@ -277,7 +296,8 @@ function buildProgram(io: CliIo): Command {
         if (stop.signal.aborted) break;
         read += line.length + 1;
         batch.push(line);
-        if (batch.length >= MAX_BATCH) await flush();
+        batchBytes += line.length;
+        if (batch.length >= MAX_BATCH || batchBytes >= BATCH_BYTES) await flush();
       }
       if (!stop.signal.aborted) {
         if (batch.length) await flush();
