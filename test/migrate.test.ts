@@ -321,6 +321,26 @@ describe('export and import', () => {
     }
   });
 
+  it('export --prefix takes a prefix that is not ASCII', () => {
+    const dir = tempDir('httpsqs-prefix-');
+    const input = [
+      '{"format":"httpsqs-export","version":1}',
+      ...['café-orders', 'cafe', 'cafés'].map((q) => `{"queue":"${q}","maxqueue":10,"putpos":1,"getpos":0}`),
+    ].join('\n');
+    assert.equal(httpsqs(['import', '-x', join(dir, 'd'), '-'], input).status, 0);
+    const r = httpsqs(['export', '-x', join(dir, 'd'), '--prefix', 'café']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => JSON.parse(l).queue),
+      ['café-orders', 'cafés'],
+    );
+    cleanup(dir);
+  });
+
   it('imports a message of several MiB', async () => {
     const dir = tempDir('httpsqs-big-');
     const big = Buffer.alloc(8 * 2 ** 20, 0xcd);

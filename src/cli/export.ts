@@ -75,7 +75,8 @@ export async function runExport(argv: string[]): Promise<void> {
   const store = await openStore(values, false);
   try {
     await store.ready();
-    await exportAll(store, values.prefix ?? '', values.output);
+    // Queue names are byte strings (one char a byte); the prefix comes as UTF-8 text.
+    await exportAll(store, Buffer.from(values.prefix ?? '', 'utf8').toString('latin1'), values.output);
   } finally {
     await store.close();
   }
