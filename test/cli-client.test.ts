@@ -53,6 +53,9 @@ describe('httpsqs-cli', () => {
     );
     assert.equal(cli(['view', 'k-ops', '1']).stdout, 'a');
     assert.equal(cli(['view', 'k-ops', '9']).code, 3);
+    // Past the ring (a delayed message's schedule id) or 0: a usage error, not the server's HTTPSQS_ERROR as a message.
+    for (const pos of ['1000000001', '0'])
+      assert.deepEqual(cli(['view', 'k-ops', pos]), { code: 2, stdout: '', stderr: `httpsqs-cli: <pos>: expected 1..1000000000, got ${pos}\n` });
     assert.deepEqual(cli(['maxqueue', 'k-ops', '100']), { code: 0, stdout: 'maxqueue of k-ops set to 100\n', stderr: '' });
     const small = cli(['maxqueue', 'k-ops', '5']);
     assert.deepEqual([small.code, small.stderr], [2, 'httpsqs-cli: <num>: expected 10..1000000000, got 5\n']);

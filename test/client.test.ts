@@ -97,6 +97,13 @@ describe('HttpsqsClient', () => {
     });
     assert.equal((await q.view('c-ops', 1)).toString(), 'one');
     assert.equal((await q.view('c-ops', 2)).length, 0);
+    // The server answers HTTPSQS_ERROR for a position outside the ring: never taken for a message.
+    const scheduled = await q.put('c-ops', 'later', { delay: 3600 });
+    for (const pos of [0, scheduled, 1.5])
+      await assert.rejects(q.view('c-ops', pos), {
+        name: 'RangeError',
+        message: new RegExp(`^view: pos must be a whole number from 1 to 1000000000, not ${pos}$`),
+      });
     assert.equal(await q.maxqueue('c-ops', 100), true);
     await q.reset('c-ops');
     assert.equal((await q.statusJson('c-ops')).putpos, 0);

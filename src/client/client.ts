@@ -7,6 +7,7 @@ import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import * as R from '../protocol/reply.js';
+import { MAX_POSITION } from '../queue/ring.js';
 import { AuthError, HttpsqsError, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
 
@@ -304,8 +305,12 @@ export class HttpsqsClient {
     return counted(this.json<Partial<QueueStatus>>(await this.call({ name, opt: 'status_json' })));
   }
 
-  /** The message stored at `pos`, read or not (an empty buffer when there is none). */
+  /** The message stored at `pos`, read or not (an empty buffer when there is none). `pos` is a
+   * ring position, 1 to 1000000000: another throws a `RangeError` (a delayed message's schedule id
+   * is past the ring; a dead letter is read with `dead()`). */
   async view(name: QueueName, pos: number): Promise<Buffer> {
+    // The server answers HTTPSQS_ERROR, which would read as the message.
+    if (!Number.isInteger(pos) || pos < 1 || pos > MAX_POSITION) throw new RangeError(`view: pos must be a whole number from 1 to ${MAX_POSITION}, not ${pos}`);
     const { body } = await this.call({ name, opt: 'view', pos }, { message: true });
     // A refused password and a stored message of that text read the same: ask again in a way
     // that cannot be a message, which throws AuthError only if the password is refused.

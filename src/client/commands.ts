@@ -442,7 +442,9 @@ function buildProgram(io: CliIo): Command {
     .description('print the message at a position, read or not (with --num, several as JSON lines)')
     .option('-n, --num <count>', 'this many positions from <pos>')
     .action(async (name: string, posText: string, o: { num?: string }) => {
-      const pos = whole('<pos>', posText);
+      // A ring position: the server has no message to show past the ring (a delayed message's
+      // schedule id; dead letters: the dead command).
+      const pos = within('<pos>', posText, 1, MAX_POSITION);
       await withClient(async (q) => {
         if (o.num) {
           const found = (await q.viewRange(name, pos, whole('--num', o.num))).map((m) => ({ pos: m.pos, data: m.body.toString('utf8') }));
