@@ -405,6 +405,14 @@ describe('export and import', () => {
     );
     assert.equal(long.status, 1);
     assert.match(long.stderr, /a queue name of 257 bytes: the server takes at most 256/);
+    // JSON that is no object, and a file that cannot be read: one line each, no stack trace.
+    for (const [i, v] of ['null', '[]', '5', '"q"'].entries()) {
+      const r = httpsqs(['import', '-x', join(dir, `v${i}`), '-'], `{"format":"httpsqs-export","version":1}\n${v}\n`);
+      assert.deepEqual([r.status, r.stderr], [1, 'httpsqs: import: line 2: not a JSON object\n'], v);
+    }
+    const folder = httpsqs(['import', '-x', join(dir, 'e'), dir]);
+    assert.equal(folder.status, 1);
+    assert.match(folder.stderr, /^httpsqs: import: cannot read .*: EISDIR[^\n]*\n$/);
     cleanup(dir);
   });
 });

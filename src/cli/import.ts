@@ -157,6 +157,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     } catch {
       throw new DataError(`line ${n}: not JSON`);
     }
+    if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new DataError(`line ${n}: not a JSON object`);
     const name =
       typeof r.queue === 'string'
         ? Buffer.from(r.queue, 'utf8').toString('latin1')
@@ -231,6 +232,15 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
   }
 }
 
+/** The chunks of `input`; an error reading it (a directory, a device that fails) is a DataError. */
+async function* readFrom(input: AsyncIterable<Buffer>, source: string): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of input) yield chunk;
+  } catch (err) {
+    throw new DataError(`cannot read ${source === '-' ? 'standard input' : source}: ${errorMessage(err)}`);
+  }
+}
+
 /** `httpsqs import …`: an export, or the C server's data through tcbmgr, into a store. */
 export async function runImport(argv: string[]): Promise<void> {
   const { values, positionals } = parseDataArgs(argv);
@@ -269,7 +279,7 @@ export async function runImport(argv: string[]): Promise<void> {
   const input = source === '-' ? process.stdin : createReadStream(source);
   let read = 0;
   // JSON lines are UTF-8; a tcbmgr dump is bytes (hex, or raw in its text form).
-  const lines = boundedLines(input, tcbmgr ? 'latin1' : 'utf8', maxLine, (bytes) => {
+  const lines = boundedLines(readFrom(input, source), tcbmgr ? 'latin1' : 'utf8', maxLine, (bytes) => {
     read += bytes;
     bar?.update(read, { count: imp.messages });
   });
