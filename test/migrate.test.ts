@@ -11,9 +11,9 @@ import { describe, it } from 'node:test';
 import { queueRecords } from '../src/cli/export.js';
 import { Importer } from '../src/cli/import.js';
 import { JournalStore } from '../src/store/journal/store.js';
-import { LmdbStore, type QueueRecord } from '../src/store/lmdb/store.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
 import { RedisStore } from '../src/store/redis.js';
-import type { Store } from '../src/store/store.js';
+import type { QueueRecord, Store } from '../src/store/store.js';
 import { cleanup, CLI, needsTool, request, startServer, tempDir } from './helpers.js';
 import { noRedis, startRedis } from './redis-servers.js';
 

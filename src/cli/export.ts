@@ -2,8 +2,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import type { QueueRecord } from '../store/lmdb/store.js';
-import { everyQueue, type Store } from '../store/store.js';
+import { everyQueue, type QueueRecord, type Store } from '../store/store.js';
 import { DataError, openStore, parseDataArgs, progress, USAGE } from './data.js';
 
 const nameField = (name: string) => {
@@ -16,8 +15,7 @@ const nameField = (name: string) => {
  * (LMDB) does so, so that they agree while servers write; the others are read one after another.
  */
 export async function* queueRecords(store: Store, name: string): AsyncGenerator<QueueRecord> {
-  const snapshots = store as Store & { exportRecords?: (name: string) => AsyncIterable<QueueRecord> };
-  if (snapshots.exportRecords) return yield* snapshots.exportRecords(name);
+  if (store.exportRecords) return yield* store.exportRecords(name);
   yield { status: await store.status(name) };
   yield* store.dump(name);
   for (const l of await store.leases(name)) yield l;

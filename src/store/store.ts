@@ -107,16 +107,23 @@ export interface Store {
   dump(name: string): AsyncIterable<{ pos: number; message: Buffer }>;
   /** A queue's leases, for export. */
   leases(name: string): Promise<Array<{ pos: number; lease: Lease }>>;
+  /** For export, where the store can: a queue's status, then its stored messages, then its leases,
+   * all read from one snapshot, so that they agree while servers write (LMDB). Streams. */
+  exportRecords?(name: string): AsyncIterable<QueueRecord>;
   /** Up to `limit` of a queue's dead letters at positions after `after`, in position order (a
    * page of `opt=dead`: its cost follows the page, not the leases held). */
   deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>>;
-  /** Writes records as they are, for import: stored messages, then (last) the queue's state and
-   * its leases. No queue rule is applied; the importer checks what it writes. */
+  /** Writes records as they are, for import: stored messages, then leases (in as many calls as
+   * need be), and last the queue's state, which counts every lease written. No queue rule is
+   * applied; the importer checks what it writes. */
   restore(
     name: string,
     records: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
   ): Promise<void>;
 }
+
+/** What `exportRecords` yields of a queue, in this order: its status, its messages, its leases. */
+export type QueueRecord = { status: QueueStatus } | { pos: number; message: Buffer } | { pos: number; lease: Lease };
 
 export interface StoreDescription {
   /** `LMDB`, or the Redis URL without its password. */

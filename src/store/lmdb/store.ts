@@ -50,6 +50,7 @@ import {
   StoreError,
   statusOf,
   type Delivery,
+  type QueueRecord,
   type QueueStatus,
   type Store,
   type StoreDescription,
@@ -109,9 +110,6 @@ function openEnv(opts: LmdbOptions): RootDatabase {
     ...(opts.mapSize ? { mapSize: opts.mapSize } : {}),
   });
 }
-
-/** What `exportRecords` yields of a queue: its status first, then its messages, then its leases. */
-export type QueueRecord = { status: QueueStatus } | { pos: number; message: Buffer } | { pos: number; lease: Lease };
 
 /** A queue as operations see it: its ring state and its leases. */
 interface Queue {
