@@ -1000,6 +1000,41 @@ describe('journal: failures', () => {
     assert.equal((await s.get('q'))?.message.toString(), 'one');
     await s.close();
   });
+  it('a write that fails while compaction runs stops it: segments memory only thought dead (a get whose write failed) are not deleted', async () => {
+    const d = dir();
+    const s = await open(d);
+    const inner = s as unknown as { compactSoon: () => void; copyForward: (seg: unknown) => Promise<void>; writeFile: (...a: unknown[]) => void };
+    const compactSoon = inner.compactSoon;
+    inner.compactSoon = () => {}; // held back while the segments fill
+    // Segments 1 to 3 each hold one queue's unread messages, and read ones (sparse).
+    for (const name of ['v', 'w', 'x']) {
+      await s.putMany(name, [msg(1), msg(2), msg(3)]);
+      for (let i = 0; i < 70; i++) await s.put('fast', msg(i)).then(() => s.get('fast'));
+    }
+    await checkpointed(s);
+    // Compaction copies segment 1 (the sparsest) forward; meanwhile a get of all of 'v' fails to be written.
+    const copyForward = inner.copyForward;
+    const write = inner.writeFile;
+    inner.copyForward = async function (this: unknown, seg: unknown) {
+      inner.copyForward = copyForward;
+      inner.writeFile = (...args: unknown[]) => {
+        inner.writeFile = write;
+        (args.at(-1) as (err: Error) => void)(Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }));
+      };
+      await assert.rejects(s.getMany('v', 3), /journal write failed: EIO/);
+      return copyForward.call(this, seg);
+    };
+    inner.compactSoon = compactSoon;
+    inner.compactSoon.call(s);
+    await compacted(s);
+    for (let i = 0; i < 100 && inside(s, 'fence'); i++) await nextTurn();
+    assert.ok(existsSync(segFile(d, 1)), 'the segment of the unread messages is there');
+    assert.deepEqual(
+      (await s.getMany('v', 3)).map((g) => g.message.toString().slice(0, 3)),
+      ['m1-', 'm2-', 'm3-'],
+    );
+    await s.close();
+  });
 });
 
 describe('journal: choosing the engine', () => {

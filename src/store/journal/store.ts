@@ -973,13 +973,18 @@ export class JournalStore implements Store {
 
   private async compact(): Promise<void> {
     const gone = (id: number) => !this.segs.has(id);
+    // A failed write leaves memory ahead of the disk until it is read back: what it says is dead
+    // may not be, so compaction stops (as it does on close) at each turn and after each wait.
+    const stopped = () => !!(this.closing || this.fence);
     for (;;) {
+      if (stopped()) return;
       const sealed = [...this.segs.values()].filter((s) => s.id < this.covered.seg && s !== this.cur && s !== this.spare);
       let dead = sealed.filter((s) => s.live <= 0);
       if (dead.length) {
         // What emptied them goes to the disk first: deleted before, a crash would replay their
         // messages as unread, with nothing left to read them from.
         await this.batches.at(-1)?.done;
+        if (stopped()) return;
         dead = dead.filter((s) => this.segs.get(s.id) === s && s.live <= 0);
       }
       const deleted = dead.map((s) => this.dropSegment(s));
@@ -996,7 +1001,7 @@ export class JournalStore implements Store {
       const sparse = sealed
         .filter((s) => s.live > 0 && s.live < (2 / 3) * s.size && !this.stuck.has(s.id))
         .sort((a, b) => a.live / a.size - b.live / b.size)[0];
-      if (!sparse || this.closing || this.fence) return;
+      if (!sparse || stopped()) return;
       await this.copyForward(sparse);
       if (sparse.live > 0) this.stuck.add(sparse.id);
     }
