@@ -607,6 +607,35 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it("an import writes a queue's messages before its state: none is lost meanwhile, those read by that state then go, and all holds after a restart", async () => {
+    const d = dir();
+    let s = await open(d);
+    // 300 messages of 1 KB in batches of 50, as the importer writes them: about five segments,
+    // sealed and checkpointed (and compacted) before the state comes.
+    for (let from = 1; from <= 300; from += 50)
+      await s.restore('imp', { messages: Array.from({ length: 50 }, (_, k) => ({ pos: from + k, message: msg(from + k) })) });
+    await compacted(s);
+    assert.ok(existsSync(segFile(d, 1)), 'the first segment is still there');
+    const lease = { deadline: Date.now() + 3_600_000, deliveries: 1 };
+    await s.restore('imp', { state: { putpos: 300, getpos: 100, maxqueue: 1000 }, leases: [{ pos: 100, lease }] });
+    // Messages 1 to about 60, read and not leased, were all segment 1 held.
+    for (let i = 0; i < 60; i++) await s.put('other', msg(i)).then(() => s.get('other'));
+    await compacted(s);
+    assert.ok(!existsSync(segFile(d, 1)), 'the segment of read messages is gone');
+    for (let round = 0; round < 2; round++) {
+      assert.equal((await s.view('imp', 100))?.toString(), msg(100).toString(), 'the leased message');
+      for (let pos = 101; pos <= 300; pos++) assert.equal((await s.view('imp', pos))?.toString(), msg(pos).toString(), `message ${pos}`);
+      await s.close();
+      s = await open(d);
+    }
+    const got = await s.getMany('imp', 1000);
+    assert.deepEqual(
+      got.map((g) => g.pos),
+      Array.from({ length: 200 }, (_, k) => 101 + k),
+    );
+    await s.close();
+  });
+
   it('a record damaged on disk after it was written is never served: a get and a view skip it and say where it is', async () => {
     const d = dir();
     warnings = [];

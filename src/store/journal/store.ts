@@ -20,9 +20,10 @@
  *
  * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
  * fills and on close) and replays the records after it. Space comes back by deleting sealed
- * segments that hold no live message (unread or leased), and, while the sealed segments take more
- * than 1.5 times the live data plus one segment, by copying forward the live messages of one that
- * holds less than two thirds of its size in them, then deleting it (`compact`).
+ * segments that hold no live message (unread or leased; imported, until its queue's state is), and,
+ * while the sealed segments take more than 1.5 times the live data plus one segment, by copying
+ * forward the live messages of one that holds less than two thirds of its size in them, then
+ * deleting it (`compact`).
  */
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -469,10 +470,10 @@ export class JournalStore implements Store {
     switch (type) {
       case T.put:
         q.s = moved(q.s, pos, q.s.getpos);
-        this.place(q, pos, seg, off, len);
+        this.place(q, pos, seg, off, len, false);
         break;
       case T.store:
-        this.place(q, pos, seg, off, len);
+        this.place(q, pos, seg, off, len, true);
         break;
       case T.maxdeliveries: {
         const { maxdeliveries: _, ...s } = q.s;
@@ -510,12 +511,15 @@ export class JournalStore implements Store {
     }
   }
 
-  /** A message stored at `pos`: the entry of what was there before is dead for good. */
-  private place(q: Queue, pos: number, seg: number, off: number, len: number): void {
+  /** A message stored at `pos`: the entry of what was there before is dead for good. A store
+   * record's message is live as it comes: compaction copies only live ones, a slot's lease follows
+   * it, and an import writes its messages before the queue's state (whose record then marks every
+   * entry by the rule), so they would otherwise be dead, and their segments deleted, meanwhile. */
+  private place(q: Queue, pos: number, seg: number, off: number, len: number, stored: boolean): void {
     this.unstore(q, pos);
     const ix = isSlot(pos) ? (q.slots ??= new PositionIndex()) : q.index;
     const i = ix.add(pos, seg, off, len);
-    this.mark(ix, i, q.leases.has(pos) || isUnread(q.s, pos));
+    this.mark(ix, i, stored || q.leases.has(pos) || isUnread(q.s, pos));
   }
 
   /** The message at `pos` is gone: its entry is dead for good. */
