@@ -1006,6 +1006,36 @@ describe('journal: failures', () => {
     await s.close();
   });
 
+  it('no file descriptor left for the next segment: puts are refused, gets go on, and puts resume once one can be opened', async () => {
+    const d = dir();
+    warnings = [];
+    const s = await open(d);
+    const inner = s as unknown as { openFile: (...a: unknown[]) => number };
+    const openFile = inner.openFile;
+    inner.openFile = () => {
+      throw Object.assign(new Error('EMFILE: too many open files, open'), { code: 'EMFILE' });
+    };
+    let refused: unknown;
+    let puts = 0;
+    for (let i = 0; i < 100 && !refused; i++)
+      await s.put('q', msg(i)).then(
+        () => puts++,
+        (err: unknown) => (refused = err),
+      );
+    assert.ok(refused instanceof DiskLowError, String(refused));
+    assert.match(warnings.join('\n'), /cannot make a journal segment: EMFILE/);
+    assert.equal((await s.get('q'))?.message.toString(), msg(0).toString());
+    inner.openFile = openFile;
+    await s.check();
+    for (let i = puts; i < puts + 100; i++) await s.put('q', msg(i));
+    const got = await s.getMany('q', 1000);
+    assert.deepEqual(
+      got.map((g) => g.message.toString()),
+      Array.from({ length: puts + 99 }, (_, k) => msg(k + 1).toString()),
+    );
+    await s.close();
+  });
+
   it('a failed write fences the store: its operations fail, memory is read back from disk, and the store goes on', async () => {
     const d = dir();
     const s = await open(d);

@@ -404,7 +404,7 @@ export class JournalStore implements Store {
     this.writtenTo = { seg: last.id, off: lastEnd };
     for (const s of this.segs.values()) {
       if (s.id <= this.cur.id) continue;
-      if (!this.spare && !ro) this.spare = s;
+      if (!this.spare && !ro) this.fd((this.spare = s));
       else if (!ro) this.dropSegment(s);
     }
     if (ro) {
@@ -659,16 +659,19 @@ export class JournalStore implements Store {
       if (this.spare) this.dropSegment(this.spare); // too small for a message larger than a segment
       this.spare = undefined;
       const id = Math.max(...this.segs.keys(), ...this.deleting.keys()) + 1;
+      const seg: Segment = { id, size, live: 0, fd: undefined };
       try {
         if (this.diskFree(this.dir) < size) throw new Error('not enough free space');
         await this.makeFile(this.dir, id, size);
+        // Opened now, where a failure (no descriptor left) only delays the roll-over: the write
+        // that goes on in it has nowhere to report one. A file left unopened is made again.
+        this.fd(seg);
       } catch (err) {
         this.retryAt = Date.now() + 1000;
         if (!['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '') && !/free space/.test(errorMessage(err)))
           this.warn(`cannot make a journal segment: ${errorMessage(err)}`);
         return false;
       }
-      const seg: Segment = { id, size, live: 0, fd: undefined };
       this.segs.set(id, seg);
       if (this.closing) {
         this.dropSegment(seg);
@@ -837,6 +840,9 @@ export class JournalStore implements Store {
   /** fs.write, the one place batches reach the disk (a test makes it fail). */
   private writeFile = write;
 
+  /** fs.openSync, the one place segments are opened (a test makes it fail). */
+  private openFile = openSync;
+
   /** A write failed: what was decided after the last good write never happened. Every batch not
    * written fails, and memory is read back from disk. */
   private failed(err: Error): void {
@@ -881,7 +887,10 @@ export class JournalStore implements Store {
   }
 
   private fd(seg: Segment): number {
-    seg.fd ??= openSync(segmentFile(this.dir, seg.id), this.opts.readOnly ? 'r' : constants.O_RDWR | (this.syncMode === 'durable' ? constants.O_DSYNC : 0));
+    seg.fd ??= this.openFile(
+      segmentFile(this.dir, seg.id),
+      this.opts.readOnly ? 'r' : constants.O_RDWR | (this.syncMode === 'durable' ? constants.O_DSYNC : 0),
+    );
     return seg.fd;
   }
 
