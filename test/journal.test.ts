@@ -636,6 +636,37 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it("'interval' mode: a segment goes only once what emptied it (the copies compaction made of its messages included) is flushed", async () => {
+    const d = dir();
+    const ops: string[] = [];
+    const s = await open(d, { syncMode: 'interval', syncInterval: 3600, observe: (op) => ops.push(op) });
+    const inner = s as unknown as { compactSoon: () => void; dropSegment: (seg: unknown) => Promise<void>; unflushed: Set<unknown> };
+    const compactSoon = inner.compactSoon;
+    inner.compactSoon = () => {}; // held back while the segments fill, then run with nothing else written
+    const drop = inner.dropSegment;
+    const unflushedAtDrop: number[] = [];
+    inner.dropSegment = function (this: unknown, seg: unknown) {
+      unflushedAtDrop.push(inner.unflushed.size);
+      return drop.call(this, seg);
+    };
+    await s.put('slow', b('precious 1'));
+    for (let i = 0; i < 70; i++) await s.put('fast', msg(i)).then(() => s.get('fast'));
+    await s.put('slow', b('precious 2'));
+    for (let i = 0; i < 200; i++) await s.put('fast', msg(i)).then(() => s.get('fast'));
+    await checkpointed(s);
+    inner.compactSoon = compactSoon;
+    inner.compactSoon.call(s);
+    await compacted(s);
+    assert.ok(ops.includes('compact'), 'messages were copied forward');
+    assert.ok(unflushedAtDrop.length > 0, 'segments were deleted');
+    assert.deepEqual(
+      unflushedAtDrop.filter((n) => n > 0),
+      [],
+      'a segment was deleted with writes not flushed',
+    );
+    await s.close();
+  });
+
   it('a record damaged on disk after it was written is never served: a get and a view skip it and say where it is', async () => {
     const d = dir();
     warnings = [];

@@ -995,8 +995,10 @@ export class JournalStore implements Store {
       let dead = sealed.filter((s) => s.live <= 0);
       if (dead.length) {
         // What emptied them goes to the disk first: deleted before, a crash would replay their
-        // messages as unread, with nothing left to read them from.
+        // messages as unread, with nothing left to read them from. In 'interval' mode a batch
+        // written is not yet flushed, and the copies compaction made are the only ones left.
         await this.batches.at(-1)?.done;
+        if (this.syncMode === 'interval') await this.flushSegments();
         if (stopped()) return;
         dead = dead.filter((s) => this.segs.get(s.id) === s && s.live <= 0);
       }
