@@ -1016,6 +1016,30 @@ describe('journal: delayed messages and dead letters', () => {
     assert.equal(found(FIRST_SLOT), undefined);
     assert.equal(found(19), undefined);
   });
+  it('with maxdeliveries, a get among many due delayed messages looks at a few leases, not at every one due', async () => {
+    const clock = new TestClock();
+    const s = await open(dir(), { now: clock.now, segmentBytes: 8 * 2 ** 20 });
+    await s.maxdeliveries('q', 5);
+    for (let i = 0; i < 10; i++)
+      await s.putMany(
+        'q',
+        Array.from({ length: 1000 }, () => b('x')),
+        1000,
+      );
+    clock.advance(1000);
+    const leases = inside<Map<string, { leases: { dueInOrder: (at: number) => Iterable<unknown> } }>>(s, 'queues').get('q')!.leases;
+    const dueInOrder = leases.dueInOrder;
+    let looked = 0;
+    leases.dueInOrder = function* (this: unknown, at: number) {
+      for (const l of dueInOrder.call(this, at)) {
+        looked++;
+        yield l;
+      }
+    };
+    for (let i = 0; i < 10; i++) assert.equal((await s.get('q'))?.message.toString(), 'x');
+    assert.ok(looked <= 100, `${looked} due leases looked at for 10 gets`);
+    await s.close();
+  });
 });
 
 describe('journal: failures', () => {

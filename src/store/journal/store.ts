@@ -1090,7 +1090,7 @@ export class JournalStore implements Store {
    * due by `at` that a take of up to `limit` meets, or only the one at `pos`. */
   private burying(q: Queue | undefined, name: string, at: number, pos?: number, limit?: number): number {
     let bytes = 0;
-    for (const [p] of q ? spentLeases(q, at, pos, limit, (p) => q.index.find(p) >= 0) : []) {
+    for (const [p] of q ? spentLeases(q, at, pos, limit, (p) => (indexOf(q, p)?.find(p) ?? -1) >= 0) : []) {
       bytes += recordBytes(T.lease, name);
       if (isSlot(p)) continue;
       const i = q!.index.find(p);
