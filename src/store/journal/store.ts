@@ -991,7 +991,7 @@ export class JournalStore implements Store {
     const stopped = () => !!(this.closing || this.fence);
     for (;;) {
       if (stopped()) return;
-      const sealed = [...this.segs.values()].filter((s) => s.id < this.covered.seg && s !== this.cur && s !== this.spare);
+      let sealed = [...this.segs.values()].filter((s) => s.id < this.covered.seg && s !== this.cur && s !== this.spare);
       let dead = sealed.filter((s) => s.live <= 0);
       if (dead.length) {
         // What emptied them goes to the disk first: deleted before, a crash would replay their
@@ -1005,6 +1005,7 @@ export class JournalStore implements Store {
       const deleted = dead.map((s) => this.dropSegment(s));
       if (dead.length) for (const q of this.queues.values()) for (const ix of indexes(q)) ix.trim(gone);
       await Promise.all(deleted);
+      sealed = sealed.filter((s) => this.segs.get(s.id) === s);
       // Copying forward only while the sealed segments take more than 1.5 times the live data plus
       // one segment: a queue drained in order leaves one segment partly read at a time (those read
       // through go as a checkpoint covers them, see `mark`), and copying its unread messages, about
