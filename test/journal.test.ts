@@ -1110,6 +1110,18 @@ describe('journal: failures', () => {
     await s.close();
   });
 
+  it('a checkpoint that cannot be put in place leaves no checkpoint.tmp behind, which would hold its room on a full disk', async () => {
+    const d = dir();
+    warnings = [];
+    const s = await open(d);
+    mkdirSync(join(d, 'journal', 'checkpoint', 'in-the-way'), { recursive: true }); // the rename fails
+    for (let i = 0; i < 70; i++) await s.put('q', msg(i)); // a roll-over: a checkpoint
+    await checkpointed(s);
+    assert.match(warnings.join('\n'), /journal checkpoint not written/);
+    assert.ok(!existsSync(join(d, 'journal', 'checkpoint.tmp')), 'checkpoint.tmp is left');
+    await s.close();
+  });
+
   it('a failed write fences the store: its operations fail, memory is read back from disk, and the store goes on', async () => {
     const d = dir();
     const s = await open(d);

@@ -726,7 +726,11 @@ export class JournalStore implements Store {
           this.stuck.clear();
           this.compactSoon();
         },
-        (err: unknown) => this.warn(`journal checkpoint not written: ${errorMessage(err)}`),
+        (err: unknown) => {
+          this.warn(`journal checkpoint not written: ${errorMessage(err)}`);
+          // What was written of it would hold its room (a full disk) until the next one.
+          return rm(join(this.dir, 'checkpoint.tmp'), { force: true }).catch(() => {});
+        },
       )
       .finally(() => {
         this.checkpointing = undefined;
