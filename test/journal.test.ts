@@ -686,6 +686,30 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it('a queue whose oldest message stays in a segment other queues keep does not keep an index entry for every message it read', async () => {
+    const d = dir();
+    const s = await open(d);
+    await s.put('fast', b('first'));
+    await s.get('fast');
+    await s.putMany(
+      'backlog',
+      Array.from({ length: 55 }, (_, i) => msg(i)),
+    ); // segment 1 stays
+    for (let i = 0; i < 400; i++) {
+      await s.putMany(
+        'fast',
+        Array.from({ length: 100 }, () => b('f'.repeat(100))),
+      );
+      await s.getMany('fast', 100);
+      if (i % 20 === 0) await compacted(s);
+    }
+    await compacted(s);
+    assert.ok(existsSync(segFile(d, 1)), 'segment 1 is kept');
+    const index = inside<Map<string, { index: { size: number } }>>(s, 'queues').get('fast')!.index;
+    assert.ok(index.size <= 2 * 16_384, `${index.size} entries for 40,001 messages read`);
+    await s.close();
+  });
+
   it('a record damaged on disk after it was written is never served: a get and a view skip it and say where it is', async () => {
     const d = dir();
     warnings = [];

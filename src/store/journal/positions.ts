@@ -11,8 +11,8 @@
  * (messages copied forward by compaction, slots past the ring whose messages went). A
  * position written again (the ring came round) or moved (compaction) gets a new entry and its old
  * one is marked dead (segment 0); dead entries and those whose segment is gone leave from the
- * oldest end. Read messages stay (a view shows them) until their segment goes. An entry's number
- * (`i`) holds until the next `add` or `trim`.
+ * oldest end, and all at once when they are most of the index (`sweep`). Read messages stay (a view
+ * shows them) until their segment goes. An entry's number (`i`) holds until the next `add` or `trim`.
  */
 const STRIDE = 4;
 
@@ -38,6 +38,8 @@ export class PositionIndex {
   private tail = 0;
   /** Counts the times entries were numbered afresh (moved to new arrays). */
   private moves = 0;
+  /** Entries held after the last look at every entry (`sweep`). */
+  private swept = 0;
   /** [first entry, its position, count] per run of consecutive positions, oldest first. */
   private runs: number[] = [];
   /** A snapshot being read (see `snapshot`). */
@@ -146,7 +148,10 @@ export class PositionIndex {
   trim(gone: (seg: number) => boolean): void {
     let h = this.head;
     while (h < this.tail && (this.seg(h) === 0 || gone(this.seg(h)))) h++;
-    if (h === this.head) return;
+    if (h === this.head) {
+      this.sweep(gone);
+      return;
+    }
     this.head = h;
     const r = this.runs;
     let k = 0;
@@ -172,6 +177,26 @@ export class PositionIndex {
       for (let k = 0; k < r.length; k += 3) r[k]! -= shift;
     }
     this.fit();
+    this.sweep(gone);
+  }
+
+  /** Trimming stops at the oldest entry still in a segment (one kept by other queues' messages),
+   * so entries behind it that are dead or in segments that are `gone` would stay for good: each
+   * time the index has doubled since it last looked, it looks at every entry, and if most are
+   * such, keeps only the others (numbered afresh; not while a snapshot reads the entries). */
+  private sweep(gone: (seg: number) => boolean): void {
+    if (this.snap || this.size < 2 * Math.max(this.swept, this.chunk)) return;
+    let keep = 0;
+    for (let i = this.head; i < this.tail; i++) if (this.seg(i) !== 0 && !gone(this.seg(i))) keep++;
+    if (2 * keep < this.size) {
+      const [chunks, first, head, tail] = [this.chunks, this.first, this.head, this.tail];
+      this.clear();
+      for (let i = head; i < tail; i++) {
+        const [a, o] = [chunks[(i >>> this.shift) - first]!, STRIDE * (i & this.mask)];
+        if (a[o + 1] !== 0 && !gone(a[o + 1]!)) this.add(a[o]!, a[o + 1]!, a[o + 2]!, a[o + 3]!);
+      }
+    }
+    this.swept = this.size;
   }
 
   /** An index that became small (a quarter of its array, or of one large array) is one array of
