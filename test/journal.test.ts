@@ -710,6 +710,27 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it("'interval' mode: a flush is done only once the flushes begun before it are (a segment another took is not flushed yet)", async () => {
+    const s = await open(dir(), { syncMode: 'interval', syncInterval: 3600 });
+    const inner = s as unknown as { datasync: (fd: number, cb: (err: Error | null) => void) => void; flushSegments: () => Promise<void> };
+    const datasync = inner.datasync;
+    const held: Array<() => void> = [];
+    inner.datasync = (fd, cb) => void held.push(() => datasync(fd, cb));
+    await s.put('q', b('one'));
+    let [first, second] = [false, false];
+    const flushes = [
+      inner.flushSegments.call(s).then(() => (first = true)), // the interval's flush, say: it takes the segment
+      inner.flushSegments.call(s).then(() => (second = true)), // compaction's, before it deletes a segment
+    ];
+    for (let i = 0; i < 10; i++) await nextTurn();
+    assert.equal(held.length, 1);
+    assert.ok(!first && !second, 'a flush was done before the segment was flushed');
+    inner.datasync = datasync;
+    for (const go of held) go();
+    await Promise.all(flushes);
+    await s.close();
+  });
+
   it('a record damaged on disk after it was written is never served: a get and a view skip it and say where it is', async () => {
     const d = dir();
     warnings = [];

@@ -272,8 +272,9 @@ export class JournalStore implements Store {
   /** Bytes of a segment read ahead of the last message read from it (see READ_AHEAD). */
   private ahead: { seg: number; start: number; buf: Buffer } | undefined;
   private window: Buffer | undefined;
-  /** Segments written since their last flush ('interval' mode). */
+  /** Segments written since their last flush ('interval' mode), and the last flush begun. */
   private readonly unflushed = new Set<Segment>();
+  private flushed: Promise<void> = Promise.resolve();
   /** The point of the journal the checkpoint on disk covers; segments before it may go. */
   private covered = { seg: 0, off: 0 };
   private checkpointing: Promise<void> | undefined;
@@ -847,6 +848,9 @@ export class JournalStore implements Store {
   /** fs.openSync, the one place segments are opened (a test makes it fail). */
   private openFile = openSync;
 
+  /** fs.fdatasync, the one place 'interval' mode flushes segments (a test holds it back). */
+  private datasync = fdatasync;
+
   /** A write failed: what was decided after the last good write never happened. Every batch not
    * written fails, and memory is read back from disk. */
   private failed(err: Error): void {
@@ -872,22 +876,25 @@ export class JournalStore implements Store {
     );
   }
 
-  /** In 'interval' mode, flushes what was written since the last flush. */
-  private async flushSegments(): Promise<void> {
+  /** In 'interval' mode, flushes what was written since the last flush; resolves once the flushes
+   * begun before are done too (what one of them took, this one does not flush again). */
+  private flushSegments(): Promise<void> {
     const segs = [...this.unflushed];
     this.unflushed.clear();
-    await Promise.all(
-      segs.map(
+    this.flushed = Promise.all([
+      this.flushed,
+      ...segs.map(
         (s) =>
           new Promise<void>((resolve) => {
             if (s.fd === undefined) return resolve();
-            fdatasync(s.fd, (err) => {
+            this.datasync(s.fd, (err) => {
               if (err) this.warn(`journal flush failed: ${err.message}`);
               resolve();
             });
           }),
       ),
-    );
+    ]).then(() => {});
+    return this.flushed;
   }
 
   private fd(seg: Segment): number {
