@@ -73,4 +73,7 @@ it('the core is counted (npm run size)', (t) => {
     sizes.every(([, n]) => n > 0),
     'every core file is there',
   );
+  // The README states the figure: it must follow the code.
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8').replace(/\s+/g, ' ');
+  assert.ok(readme.includes(`is ${total.toLocaleString('en-US')} lines of code by \`npm run size\``), `the README does not state the core's ${total} lines`);
 });
