@@ -1,5 +1,6 @@
 /** The `httpsqs` command as a subprocess: flags, start-up errors, PID file, daemon, signals. */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -233,6 +234,16 @@ describe('command line', () => {
       assert.equal(await again.stop(), 0);
       cleanup(dir);
     }
+  });
+
+  it('a stop that fails exits 1 with a line saying why (a process of its own: it signals itself and exits)', async () => {
+    const script = `import { onStopSignal } from ${JSON.stringify(join(ROOT, 'dist/src/cli/process.js'))};
+      onStopSignal(async () => { throw new Error('the last flush failed'); });
+      setInterval(() => {}, 1000);
+      process.kill(process.pid, 'SIGTERM');`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /SIGTERM: stopping failed: the last flush failed/);
   });
 
   it('warns on stderr when listening beyond loopback without -a', async () => {

@@ -224,7 +224,14 @@ export function onStopSignal(stop: (signal: string) => Promise<void>, reopened?:
       if (stopping) return;
       stopping = true;
       markStopping();
-      void stop(sig).finally(() => process.exit());
+      // A stop that fails (a last flush that cannot be made) exits 1, saying why, not 0 in silence.
+      void stop(sig).then(
+        () => process.exit(),
+        (err: unknown) => {
+          log.error({ event: 'stop-failed', signal: sig }, `${sig}: stopping failed: ${errorMessage(err)}`);
+          process.exit(1);
+        },
+      );
     });
   }
 }
