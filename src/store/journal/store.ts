@@ -871,7 +871,10 @@ export class JournalStore implements Store {
       await this.start(false);
     };
     reload().then(
-      () => void (this.fence = undefined),
+      () => {
+        this.fence = undefined;
+        this.compactSoon(); // the reload's own call came while fenced
+      },
       (e: unknown) => this.warn(`journal not read back after a failed write (restart the server): ${errorMessage(e)}`),
     );
   }
