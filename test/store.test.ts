@@ -673,6 +673,33 @@ it('one process: view and get see a message whose put is still being committed',
   cleanup(dir);
 });
 
+it('one process: operations waiting behind an open turn are decided in the order they came, mget, nack and redrive too', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const s = await LmdbStore.open({ path: dir });
+  try {
+    await s.maxdeliveries('d', 1);
+    await s.put('d', b('dead soon'));
+    const leased = (await s.get('d', 60_000))!;
+    const resume = await s.pauseWrites!(); // as an open turn does (a worker starting, an export)
+    const put = s.put('q', b('one'));
+    const mget = s.getMany('q', 10); // sized on the queue: it must see the put called before it
+    const nack = s.settle('d', leased.pos, 'nack', leased.lease); // the one delivery allowed: a dead letter
+    const redrive = s.redrive('d', 10);
+    resume();
+    assert.equal(await put, 1);
+    assert.deepEqual(
+      (await mget).map((m) => m.message.toString()),
+      ['one'],
+    );
+    assert.equal(await nack, true);
+    assert.equal(await redrive, 1, 'the dead letter the nack before it made');
+    assert.equal((await s.get('d'))?.message.toString(), 'dead soon');
+  } finally {
+    await s.close();
+    cleanup(dir);
+  }
+});
+
 it('a data directory whose name has a dot is a directory, and holds its data across a restart', async () => {
   const parent = tempDir('httpsqs-store-');
   const dir = join(parent, 'httpsqs.data');

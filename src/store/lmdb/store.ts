@@ -404,17 +404,21 @@ export class LmdbStore implements Store {
   }
 
   /** Exclusive mode: calls `queue` (which decides an operation and queues its writes) once the
-   * data file has room for `need`; a commit must never meet a full disk (room.ts). */
-  private inTurn<T>(need: Need, put: boolean, queue: () => Promise<T>): Promise<T> {
+   * data file has room for what `size` says it needs; a commit must never meet a full disk
+   * (room.ts). Behind other operations (an open turn, a write waiting for room), `size` is called
+   * when the turn comes, after theirs: an operation sized on the queue (an mget, a redrive, a nack
+   * that buries) must see those called before it. */
+  private inTurn<T>(size: () => Need, put: boolean, queue: (need: Need) => Promise<T>): Promise<T> {
     if (this.fence) return Promise.reject(this.fence);
     const keep = put ? KEEP_FOR_OTHERS : 0;
-    if (!this.waiting && this.room.fits(need, keep)) return queue(); // the usual case
+    let need = this.waiting ? undefined : size();
+    if (need && this.room.fits(need, keep)) return queue(need); // the usual case
     const turn = (this.waiting ?? Promise.resolve())
-      .then(() => this.makeRoom(need, keep, put))
+      .then(() => this.makeRoom((need ??= size()), keep, put))
       .then(() => {
         if (this.fence) throw this.fence;
         // Wrapped, so that the turn ends once the writes are queued, not once they commit.
-        return { queued: queue() };
+        return { queued: queue(need!) };
       });
     this.waitFor(turn);
     return turn.then(({ queued }) => queued);
@@ -507,14 +511,15 @@ export class LmdbStore implements Store {
     return this.meta.put(metaKey(name), encodeMeta(d.q.s, d.q.leases, version));
   }
 
-  /** Runs `plan` on queue `name`; `need` bounds what it may write (room.ts), `put` says whether it
-   * adds messages (puts leave room to the other writes). */
-  private run<T>(op: string, name: string, plan: Plan<T>, need: Need, put = false): Promise<T> {
-    return timed(this.observe, op, this.runPlan(name, plan, need, put));
+  /** Runs on queue `name` the plan `size` gives, with what bounds its writes (room.ts; sized in
+   * its turn, see `inTurn`); `put` says whether it adds messages (puts leave room to the others). */
+  private run<T>(op: string, name: string, size: () => [Plan<T>, Need], put = false): Promise<T> {
+    return timed(this.observe, op, this.runPlan(name, size, put));
   }
 
-  private runPlan<T>(name: string, plan: Plan<T>, need: Need, put: boolean): Promise<T> {
+  private runPlan<T>(name: string, size: () => [Plan<T>, Need], put: boolean): Promise<T> {
     if (!this.cache) {
+      const [plan, need] = size();
       return this.transact(need, put, () => {
         const d = new Draft(this.load(name), (pos) => this.msg.get(msgKey(name, pos)));
         try {
@@ -528,7 +533,13 @@ export class LmdbStore implements Store {
         }
       });
     }
-    return this.inTurn(need, put, () => this.decide(name, plan, need, put));
+    let plan: Plan<T>;
+    const sized = () => {
+      const [p, need] = size();
+      plan = p;
+      return need;
+    };
+    return this.inTurn(sized, put, (need) => this.decide(name, plan, need, put));
   }
 
   /** Exclusive mode: decides an operation on the state in memory and queues its writes. */
@@ -606,7 +617,7 @@ export class LmdbStore implements Store {
     if (refused) return Promise.reject(refused);
     const leases = delayMs ? messages.length : 0;
     const plan = putPlan(messages, delayMs ? this.now() + delayMs : undefined);
-    return this.run('put', name, plan, this.room.need(1 + leases, keyBytes(name), messages), true);
+    return this.run('put', name, () => [plan, this.room.need(1 + leases, keyBytes(name), messages)], true);
   }
 
   /** The messages a take of up to `limit` or a nack of `pos` may copy to slots as dead letters
@@ -636,23 +647,24 @@ export class LmdbStore implements Store {
     // Room is counted for the meta record and a lease record for each message taken (new ones in a
     // run, due ones anywhere), so no more are taken than the queue has to hand out now (an mget
     // asks for up to 1,000, whatever it holds).
-    let limit = max;
-    let due = max;
-    let buried: Buffer[] = [];
-    if (max > 1 || this.maxdeliveriesOf(name)) {
-      const q = this.current(name);
-      due = (q.leases.nextDeadline() ?? Infinity) <= this.now() ? Math.min(max, q.leases.size) : 0;
-      limit = Math.min(max, unread(q.s) + due);
-      // A dead letter is copied to a slot and leases it, and does not count against `max`.
-      buried = due ? this.burying(name, q, undefined, limit) : [];
-      due += 2 * buried.length;
-    }
-    const need = this.room.need(1 + due, keyBytes(name), buried, limit);
-    return this.run('get', name, takePlan(limit, this.now, leaseMs, maxBytes), need);
+    return this.run('get', name, () => {
+      let limit = max;
+      let due = max;
+      let buried: Buffer[] = [];
+      if (max > 1 || this.maxdeliveriesOf(name)) {
+        const q = this.current(name);
+        due = (q.leases.nextDeadline() ?? Infinity) <= this.now() ? Math.min(max, q.leases.size) : 0;
+        limit = Math.min(max, unread(q.s) + due);
+        // A dead letter is copied to a slot and leases it, and does not count against `max`.
+        buried = due ? this.burying(name, q, undefined, limit) : [];
+        due += 2 * buried.length;
+      }
+      return [takePlan(limit, this.now, leaseMs, maxBytes), this.room.need(1 + due, keyBytes(name), buried, limit)];
+    });
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
-    return this.run('maxqueue', name, maxqueuePlan(num), this.room.need(1, keyBytes(name)));
+    return this.run('maxqueue', name, () => [maxqueuePlan(num), this.room.need(1, keyBytes(name))]);
   }
 
   async status(name: string): Promise<QueueStatus> {
@@ -701,53 +713,61 @@ export class LmdbStore implements Store {
       });
     }
     const cache = this.cache;
-    return this.inTurn(need, false, () => {
-      // Leases in memory include ones whose writes are still queued: their removals queue behind them.
-      for (const [pos] of cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
-      const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), writes: 1, version: 0n };
-      cache.delete(name);
-      this.remember(name, q);
-      this.env.resetReadTxn();
-      // Every stored position is either committed (in the snapshot) or queued (in `pending`);
-      // the removals are queued behind both, and a put after this reset is queued behind them.
-      removeStored(false);
-      for (const pos of this.pending.drop(name)) quiet(this.msg.remove(msgKey(name, pos)));
-      const removed = this.meta.remove(nameKey);
-      this.room.take(need);
-      return removed.then(
-        () => {
-          this.room.release(need);
-          q.writes--;
-          this.succeeded();
-        },
-        (err) => {
-          this.room.release(need);
-          return Promise.reject(this.failed(err));
-        },
-      );
-    });
+    return this.inTurn(
+      () => need,
+      false,
+      () => {
+        // Leases in memory include ones whose writes are still queued: their removals queue behind them.
+        for (const [pos] of cache.get(name)?.leases.entries() ?? []) quiet(this.lease.remove(msgKey(name, pos)));
+        const q: Queue = { s: emptyQueue(), leases: new LeaseTable(), writes: 1, version: 0n };
+        cache.delete(name);
+        this.remember(name, q);
+        this.env.resetReadTxn();
+        // Every stored position is either committed (in the snapshot) or queued (in `pending`);
+        // the removals are queued behind both, and a put after this reset is queued behind them.
+        removeStored(false);
+        for (const pos of this.pending.drop(name)) quiet(this.msg.remove(msgKey(name, pos)));
+        const removed = this.meta.remove(nameKey);
+        this.room.take(need);
+        return removed.then(
+          () => {
+            this.room.release(need);
+            q.writes--;
+            this.succeeded();
+          },
+          (err) => {
+            this.room.release(need);
+            return Promise.reject(this.failed(err));
+          },
+        );
+      },
+    );
   }
 
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean> {
-    const buried = outcome === 'nack' && this.maxdeliveriesOf(name) ? this.burying(name, this.current(name), pos) : [];
-    return this.run('settle', name, settlePlan(pos, outcome, token, this.now), this.room.need(3, keyBytes(name), buried));
+    return this.run('settle', name, () => {
+      const buried = outcome === 'nack' && this.maxdeliveriesOf(name) ? this.burying(name, this.current(name), pos) : [];
+      return [settlePlan(pos, outcome, token, this.now), this.room.need(3, keyBytes(name), buried)];
+    });
   }
 
   maxdeliveries(name: string, num: number): Promise<void> {
-    return this.run('maxdeliveries', name, maxdeliveriesPlan(num), this.room.need(1, keyBytes(name)));
+    return this.run('maxdeliveries', name, () => [maxdeliveriesPlan(num), this.room.need(1, keyBytes(name))]);
   }
 
   discard(name: string, pos: number): Promise<boolean> {
-    return this.run('discard', name, discardPlan(pos), this.room.need(3, keyBytes(name)));
+    return this.run('discard', name, () => [discardPlan(pos), this.room.need(3, keyBytes(name))]);
   }
 
   redrive(name: string, max: number): Promise<number> {
-    const n = Math.min(max, this.current(name).leases.dead);
-    return this.run('redrive', name, redrivePlan(n), this.room.need(1 + n, keyBytes(name)));
+    return this.run('redrive', name, () => {
+      const n = Math.min(max, this.current(name).leases.dead);
+      return [redrivePlan(n), this.room.need(1 + n, keyBytes(name))];
+    });
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    return this.run('touch', name, touchPlan(pos, leaseMs, this.now, token), this.room.need(2, keyBytes(name)));
+    return this.run('touch', name, () => [touchPlan(pos, leaseMs, this.now, token), this.room.need(2, keyBytes(name))]);
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {
