@@ -24,6 +24,23 @@ describe('httpsqs-cli', () => {
     assert.match(empty.stderr, /^httpsqs-cli: queue k-basic has no message\n$/);
   });
 
+  it('get leases the message until it is written out, then acks it (one taken as Ctrl-C comes is not lost); not with --reference', async () => {
+    cli(['put', 'k-acked', 'a']);
+    cli(['put', 'k-acked', 'b']);
+    assert.equal(cli(['get', 'k-acked']).stdout, 'a');
+    const metrics = (await request(suite.server.port, 'GET', '/metrics')).body.toString();
+    assert.match(metrics, /^httpsqs_leases_acked_total\{queue="k-acked"\} 1$/m);
+    assert.equal(cli(['--reference', 'get', 'k-acked']).stdout, 'b');
+    const after = (await request(suite.server.port, 'GET', '/metrics')).body.toString();
+    assert.match(after, /^httpsqs_leases_acked_total\{queue="k-acked"\} 1$/m, 'a plain get with --reference');
+  });
+
+  it('HTTPSQS_URL stands in for --url only: a --host or --port on the command line wins', async () => {
+    const nobody = await freePort();
+    const r = cli(['put', 'k-env-url', 'x'], { env: { HTTPSQS_URL: `http://127.0.0.1:${nobody}` } }); // (cli gives --port)
+    assert.deepEqual([r.code, r.stdout], [0, '1\n'], r.stderr);
+  });
+
   it('--json gives one JSON document per answer', () => {
     assert.deepEqual(JSON.parse(cli(['--json', 'put', 'k-json', 'x']).stdout), { pos: 1 });
     assert.deepEqual(JSON.parse(cli(['--json', 'status', 'k-json']).stdout).unread, 1);

@@ -54,7 +54,9 @@ export interface CliIo {
   signals: Pick<NodeJS.EventEmitter, 'on' | 'off' | 'once'>;
 }
 
-const messageJson = (m: Message) => JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease ? { lease: m.lease } : {}), data: m.text() });
+/** A message as JSON; with its lease token unless the command acks it itself (`settled`). */
+const messageJson = (m: Message, settled: boolean) =>
+  JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease && !settled ? { lease: m.lease } : {}), data: m.text() });
 
 function seconds(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -173,7 +175,9 @@ function buildProgram(io: CliIo): Command {
     const g = program.opts<Globals>();
     const given = (key: keyof typeof ENV) => program.getOptionValueSource(key) === 'cli';
     const env = (key: keyof typeof ENV) => (given(key) ? undefined : io.env[ENV[key]]);
-    return { ...g, url: env('url') ?? g.url, host: env('host') ?? g.host, port: env('port') ?? g.port, auth: env('auth') ?? g.auth };
+    // A --host or --port on the command line wins over HTTPSQS_URL (as it does over HTTPSQS_HOST).
+    const url = given('host') || given('port') ? g.url : (env('url') ?? g.url);
+    return { ...g, url, host: env('host') ?? g.host, port: env('port') ?? g.port, auth: env('auth') ?? g.auth };
   };
   program.configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
 
@@ -358,10 +362,10 @@ function buildProgram(io: CliIo): Command {
       const stop = new AbortController();
       const interrupted = () => stop.abort();
       io.signals.once('SIGINT', interrupted);
-      // Following, each message is leased until it has been written out, then acked: one taken
-      // just as Ctrl-C (or a closed pipe) stops us comes back instead of being lost. The C
-      // server has no leases (--reference): there a plain get is all there is.
-      const settleAfter = o.follow && lease === undefined && !globals().reference;
+      // Each message is leased until it has been written out, then acked: one taken just as
+      // Ctrl-C (or a closed pipe) stops us comes back instead of being lost. The C server has no
+      // leases (--reference): there a plain get is all there is.
+      const settleAfter = lease === undefined && !globals().reference;
       let outage = false;
       try {
         do {
@@ -387,7 +391,7 @@ function buildProgram(io: CliIo): Command {
             if (!o.follow) throw new Outcome(EXIT.empty, `queue ${name} has no message`);
             continue;
           }
-          if (json()) await write(`${messageJson(m)}\n`);
+          if (json()) await write(`${messageJson(m, settleAfter)}\n`);
           else {
             await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : shown(m.body));
             if (m.lease && !settleAfter) io.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
