@@ -348,6 +348,16 @@ describe('HttpsqsClient', () => {
     );
   });
 
+  it('consume and messages refuse a wait under 1 s, which would poll an empty queue in a tight loop', async () => {
+    for (const wait of [0, 0.5]) {
+      await assert.rejects(
+        q.consume('c-wait0', () => {}, { wait }),
+        RangeError,
+      );
+      await assert.rejects(q.messages('c-wait0', { wait }).next(), RangeError);
+    }
+  });
+
   it('a long poll rejects with the reason its caller aborted it with', async () => {
     await assert.rejects(q.get('c-reason', { wait: 5, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');
     await assert.rejects(q.get('c-reason', { wait: 5, lease: 10, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');

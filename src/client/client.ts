@@ -108,6 +108,12 @@ export interface GetOptions {
   signal?: AbortSignal;
 }
 
+/** A long poll's wait for consume() and messages(): whole seconds, at least 1 (0 would poll an
+ * empty queue in a tight loop). */
+function pollWait(what: string, wait: number | undefined): void {
+  if (wait !== undefined && (!Number.isInteger(wait) || wait < 1)) throw new RangeError(`${what}: wait must be whole seconds, at least 1, not ${wait}`);
+}
+
 export interface ConsumeOptions {
   /** Messages handled at the same time. @default 1 */
   concurrency?: number;
@@ -115,7 +121,7 @@ export interface ConsumeOptions {
    * that, so a long job keeps its message; a consumer that dies lets it come back within that
    * time. @default 60 */
   lease?: number;
-  /** Seconds each long poll waits. @default 20 */
+  /** Seconds each long poll waits, at least 1. @default 20 */
   wait?: number;
   /** Stops consuming: polls end at once, running handlers finish and are acked. */
   signal?: AbortSignal;
@@ -438,6 +444,7 @@ export class HttpsqsClient {
     name: QueueName,
     o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {},
   ): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean>; touch(seconds: number): Promise<boolean> }> {
+    pollWait('messages', o.wait);
     while (!o.signal?.aborted && !this.closing.signal.aborted) {
       const m = await this.poll(name, o);
       if (!m) continue;
@@ -469,6 +476,7 @@ export class HttpsqsClient {
     const concurrency = o.concurrency ?? 1;
     if (!Number.isInteger(concurrency) || concurrency < 1)
       throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
+    pollWait('consume', o.wait);
     if (this.closing.signal.aborted) throw new NetworkError('the client is closed');
     let finished!: () => void;
     const tracked = new Promise<void>((resolve) => (finished = resolve));
