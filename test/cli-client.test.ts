@@ -35,6 +35,18 @@ describe('httpsqs-cli', () => {
     assert.match(after, /^httpsqs_leases_acked_total\{queue="k-acked"\} 1$/m, 'a plain get with --reference');
   });
 
+  it('--json gives bytes that are not UTF-8 as data64 (base64); list shows a name with control characters as a JSON string', async () => {
+    const bytes = Buffer.from([0xff, 0xfe, 0x00, 0x41]);
+    assert.equal((await request(suite.server.port, 'GET', '/?name=k-bin&opt=put&data=%FF%FE%00A')).body.toString(), 'HTTPSQS_PUT_OK');
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-bin', '1']).stdout), { pos: 1, data64: bytes.toString('base64') });
+    assert.deepEqual(JSON.parse(cli(['--json', 'get', 'k-bin']).stdout), { pos: 1, deliveries: 1, data64: bytes.toString('base64') });
+    const name = 'k-esc\x1b]0;owned\x07\x1b[2J';
+    assert.equal(cli(['put', name, 'x']).code, 0);
+    const table = cli(['list', '--prefix', 'k-esc']).stdout;
+    assert.ok(!table.includes('\x1b'), JSON.stringify(table));
+    assert.ok(table.includes(JSON.stringify(name)), table);
+  });
+
   it('HTTPSQS_URL stands in for --url only: a --host or --port on the command line wins', async () => {
     const nobody = await freePort();
     const r = cli(['put', 'k-env-url', 'x'], { env: { HTTPSQS_URL: `http://127.0.0.1:${nobody}` } }); // (cli gives --port)

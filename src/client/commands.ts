@@ -54,9 +54,17 @@ export interface CliIo {
   signals: Pick<NodeJS.EventEmitter, 'on' | 'off' | 'once'>;
 }
 
+/** A message's bytes in JSON: `data` when they are UTF-8 text, else `data64` (base64), so that
+ * none is lost (as `list` gives `name64`). */
+const bytesJson = (body: Buffer) => (isUtf8(body) ? { data: body.toString('utf8') } : { data64: body.toString('base64') });
+
 /** A message as JSON; with its lease token unless the command acks it itself (`settled`). */
 const messageJson = (m: Message, settled: boolean) =>
-  JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease && !settled ? { lease: m.lease } : {}), data: m.text() });
+  JSON.stringify({ pos: m.pos, deliveries: m.deliveries, ...(m.lease && !settled ? { lease: m.lease } : {}), ...bytesJson(m.body) });
+
+/** A queue name for a terminal: one with control characters (an escape sequence would act on the
+ * terminal) is shown as a JSON string. */
+const printable = (name: string) => (/[\x00-\x1f\x7f-\x9f]/.test(name) ? JSON.stringify(name) : name);
 
 function seconds(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -115,7 +123,7 @@ function resumeNote(name: string, input: string, stored: number, unsure: number)
 function queueTable(queues: QueueStatus[]): string {
   const rows = [
     ['QUEUE', 'UNREAD', 'LEASED', 'DELAYED', 'DEAD', 'PUTPOS', 'GETPOS', 'MAXQUEUE'],
-    ...queues.map((s) => [s.name, s.unread, s.leased, s.delayed, s.dead, s.putpos, s.getpos, s.maxqueue].map(String)),
+    ...queues.map((s) => [printable(s.name), s.unread, s.leased, s.delayed, s.dead, s.putpos, s.getpos, s.maxqueue].map(String)),
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return `${rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n')}\n`;
@@ -451,13 +459,13 @@ function buildProgram(io: CliIo): Command {
       const pos = within('<pos>', posText, 1, MAX_POSITION);
       await withClient(async (q) => {
         if (o.num) {
-          const found = (await q.viewRange(name, pos, whole('--num', o.num))).map((m) => ({ pos: m.pos, data: m.body.toString('utf8') }));
+          const found = (await q.viewRange(name, pos, whole('--num', o.num))).map((m) => ({ pos: m.pos, ...bytesJson(m.body) }));
           out(json() ? `${JSON.stringify(found)}\n` : found.map((m) => `${JSON.stringify(m)}\n`).join(''));
           return;
         }
         const body = await q.view(name, pos);
         if (body.length === 0) throw new Outcome(EXIT.empty, `nothing stored at position ${pos} of ${name}`);
-        out(json() ? `${JSON.stringify({ pos, data: body.toString('utf8') })}\n` : shown(body));
+        out(json() ? `${JSON.stringify({ pos, ...bytesJson(body) })}\n` : shown(body));
       });
     });
 
@@ -529,7 +537,7 @@ function buildProgram(io: CliIo): Command {
       const after = o.after === undefined ? undefined : whole('--after', o.after);
       await withClient(async (q) => {
         const letters = await q.dead(name, { num, after });
-        const item = (d: (typeof letters)[number], died: number | string) => ({ pos: d.pos, deliveries: d.deliveries, died, data: d.message.toString('utf8') });
+        const item = (d: (typeof letters)[number], died: number | string) => ({ pos: d.pos, deliveries: d.deliveries, died, ...bytesJson(d.message) });
         if (json()) return out(`${JSON.stringify(letters.map((d) => item(d, d.died)))}\n`);
         out(letters.map((d) => `${JSON.stringify(item(d, new Date(d.died).toISOString()))}\n`).join(''));
       });
@@ -617,7 +625,16 @@ function buildProgram(io: CliIo): Command {
             const [put, got] = h && secs > 0 ? rates(s, h.last, secs) : [0, 0];
             const unread = [...(h?.unread ?? []), s.unread].slice(-30);
             history.set(s.name, { last: s, at: now, unread });
-            rows.push([s.name, String(s.unread), String(s.leased), String(s.delayed), String(s.dead), put.toFixed(0), got.toFixed(0), sparkline(unread)]);
+            rows.push([
+              printable(s.name),
+              String(s.unread),
+              String(s.leased),
+              String(s.delayed),
+              String(s.dead),
+              put.toFixed(0),
+              got.toFixed(0),
+              sparkline(unread),
+            ]);
           }
           const height = tty ? Math.max(5, (io.stdout.rows ?? 24) - 4) : rows.length;
           const header = ['QUEUE', 'UNREAD', 'LEASED', 'DELAYED', 'DEAD', 'PUT/s', 'GET/s', 'UNREAD OVER TIME'];
