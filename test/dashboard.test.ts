@@ -144,6 +144,12 @@ describe('dashboard', { skip }, () => {
     await page.click('#maxqueue-button');
     await page.waitForFunction(() => document.querySelector('#queue-maxqueue')?.textContent === '500');
     assert.match((await page.locator('#notice').textContent())!, /HTTPSQS_MAXQUEUE_OK/);
+    assert.equal(await page.locator('#notice.ok').count(), 1);
+    // A refusal is not shown as a success: 1 is below the least maxqueue.
+    await page.fill('#maxqueue-input', '1');
+    await page.click('#maxqueue-button');
+    await page.waitForFunction(() => /maxqueue: HTTPSQS_ERROR/.test(document.querySelector('#notice')?.textContent ?? ''));
+    assert.equal(await page.locator('#notice.ok').count(), 0, 'a refused maxqueue shown as a success');
     await page.screenshot({ path: join(SHOTS, 'dashboard-queue.png'), fullPage: true });
 
     await page.click('#reset-button'); // the confirmation is accepted

@@ -289,7 +289,8 @@ async function renderQueue(ref) {
   const mdInput = el('input', { type: 'number', min: '0', max: '1000', value: String(maxdeliveries), 'aria-label': 'max deliveries', id: 'maxdeliveries-input' });
   const putInput = el('input', { type: 'text', placeholder: 'a test message', 'aria-label': 'message', id: 'put-input' });
   const act = async (label, fn) => {
-    try { notice = { ok: true, text: label + ': ' + (await fn()) }; }
+    // A refusal (HTTPSQS_MAXQUEUE_CANCEL, HTTPSQS_ERROR, ..._NOT_FOUND) is shown as one, not in green.
+    try { const reply = String(await fn()); notice = { ok: !/^HTTPSQS_(ERROR|\w+_(END|ERROR|CANCEL|NOT_FOUND))$/.test(reply), text: label + ': ' + reply }; }
     catch (err) { if (err instanceof AuthNeeded) { askAdmin(); return; } notice = { ok: false, text: label + ': ' + err.message }; }
     await refresh();
   };
