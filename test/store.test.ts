@@ -998,3 +998,107 @@ it('one process: while a failed commit fences the store, every operation is refu
   await s.close();
   cleanup(dir);
 });
+
+/**
+ * One process, a commit that fails while an operation on the same queue, decided as if it had
+ * succeeded, is queued into the next commit, which succeeds. The failing operation's writes are
+ * made to fail without reaching LMDB (as an I/O error would leave them); `env.committed`, which the
+ * fence waits for, is held until `settle` is called.
+ */
+async function failingCommit(dir: string) {
+  const s = await LmdbStore.open({ path: dir, warn: () => {} });
+  type Db = { put(k: Buffer, v: Buffer): Promise<boolean>; remove(k: Buffer): Promise<boolean> };
+  const inside = s as unknown as { env: object; meta: Db; msg: Db; lease: Db; fence?: Error };
+  let settle!: () => void;
+  let failing = false;
+  for (const db of [inside.meta, inside.msg, inside.lease]) {
+    const put = db.put.bind(db);
+    const remove = db.remove.bind(db);
+    const refused = () => Promise.reject(new Error('Commit failed (see commitError for details)'));
+    db.put = (k, v) => (failing ? refused() : put(k, v));
+    db.remove = (k) => (failing ? refused() : remove(k));
+  }
+  return {
+    s,
+    /** Calls `op` with its writes failing, then holds the fence until `settle`. */
+    failed<T>(op: () => Promise<T>): Promise<T> {
+      Object.defineProperty(inside.env, 'committed', { value: new Promise<void>((r) => (settle = r)), configurable: true });
+      failing = true;
+      try {
+        return op();
+      } finally {
+        failing = false;
+      }
+    },
+    async lift() {
+      settle();
+      // The repair runs before the fence lifts: operations are refused until it is done.
+      for (let i = 0; i < 100 && inside.fence; i++) await sleep(10);
+    },
+  };
+}
+
+for (const leaseMs of [60_000, undefined]) {
+  it(`one process: a ${leaseMs ? 'leased' : 'plain'} get whose commit failed, with a put behind it committed, hands its message out again`, async () => {
+    const dir = tempDir('httpsqs-store-');
+    let { s, failed, lift } = await failingCommit(dir);
+    await s.putMany('q', [b('one'), b('two')]);
+    // Without the repair, the put's meta record says position 1 was read (and, leased, counts a
+    // lease whose record was never written): 'one' was never handed out again.
+    const [got, put] = await Promise.allSettled([failed(() => s.get('q', leaseMs)), s.put('q', b('three'))]);
+    assert.equal(got.status, 'rejected');
+    assert.deepEqual(put, { status: 'fulfilled', value: 3 });
+    await lift();
+    assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 1, maxqueue: 1_000_000, leased: 0, delayed: 1, dead: 0 });
+    await s.close();
+    ({ s } = await failingCommit(dir));
+    const all = await s.getMany('q', 10, leaseMs);
+    assert.deepEqual(
+      all.map((d) => [d.pos, d.message.toString(), d.deliveries]),
+      [
+        [1, 'one', 1],
+        [2, 'two', 1],
+        [3, 'three', 1],
+      ],
+    );
+    assert.equal((await s.status('q')).leased, leaseMs ? 3 : 0);
+    assert.equal((await s.status('q')).delayed, 0);
+    await s.close();
+    cleanup(dir);
+  });
+}
+
+it('one process: an ack whose commit failed, with a put behind it committed, leaves the lease and its count as they were', async () => {
+  const dir = tempDir('httpsqs-store-');
+  const { s, failed, lift } = await failingCommit(dir);
+  await s.put('q', b('one'));
+  const leased = (await s.get('q', 60_000))!;
+  const [acked, put] = await Promise.allSettled([failed(() => s.settle('q', leased.pos, 'ack', leased.lease)), s.put('q', b('two'))]);
+  assert.equal(acked.status, 'rejected');
+  assert.equal(put.status, 'fulfilled');
+  await lift();
+  // Its lease record is there, so its count is too: the ack can be made again.
+  assert.equal((await s.status('q')).leased, 1);
+  assert.equal(await s.settle('q', leased.pos, 'ack', leased.lease), true);
+  assert.equal((await s.status('q')).leased, 0);
+  await s.close();
+  cleanup(dir);
+});
+
+it('one process: nothing is decided on a reset queue before the reset has committed (a failed reset leaves the queue as it was)', async () => {
+  const dir = tempDir('httpsqs-store-');
+  let { s, failed, lift } = await failingCommit(dir);
+  await s.putMany('q', [b('one'), b('two')]);
+  await s.get('q', 60_000);
+  const [reset, put] = await Promise.allSettled([failed(() => s.reset('q')), s.put('q', b('new'))]);
+  assert.equal(reset.status, 'rejected');
+  // Decided on the empty queue, the put would have committed over records the reset did not remove.
+  assert.equal(put.status, 'rejected');
+  await lift();
+  await s.close();
+  ({ s } = await failingCommit(dir));
+  assert.deepEqual(await s.status('q'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
+  assert.equal((await s.get('q'))?.message.toString(), 'two');
+  await s.close();
+  cleanup(dir);
+});

@@ -203,6 +203,12 @@ export class LmdbStore implements Store {
    * with it; then every queue is read from disk again (the state in memory was dropped at the
    * failure). */
   private fence: StoreError | undefined;
+  /** Exclusive mode: queues with writes in a failed commit, and what those took ([getpos before,
+   * getpos after, maxqueue]). Writes queued behind the failure were decided as if it had succeeded,
+   * and their meta record may carry its takes and lease counts: `repair` puts that right before the
+   * fence lifts. */
+  private readonly lost = new Map<string, Array<[number, number, number]>>();
+  private repairing: Promise<void> | undefined;
   private readonly room: Room;
   /** Puts are refused for want of room on the disk (said once), and what the last one needed. */
   private full: DiskLowError | undefined;
@@ -307,10 +313,61 @@ export class LmdbStore implements Store {
     const error = (this.writeError = new StoreError(`LMDB write failed: ${errorMessage(err)}`, { cause: err }));
     if (this.cache && !this.fence) {
       this.fence = error;
-      const lift = () => void (this.fence = undefined);
+      const lift = (): void => {
+        this.repairing = this.repair().then(
+          (wrote) => {
+            if (this.fence !== error) return;
+            this.fence = undefined;
+            // The repair committed: the disk takes writes again.
+            if (wrote) this.writeError = undefined;
+          },
+          (err: unknown) => {
+            this.warn(`repair after a failed write failed (tried again in a second): ${errorMessage(err)}`);
+            if (!this.closing) setTimeout(lift, 1000).unref();
+          },
+        );
+      };
       Promise.resolve(this.env.committed).then(lift, lift);
     }
     return error;
+  }
+
+  /**
+   * Exclusive mode, once the writes queued behind a failed commit have settled, for each queue that
+   * had writes in it: a message it took (a get answered with the failure) that the meta record on
+   * disk now counts as read, and that is there without a lease, is made due again (a lease due at
+   * once, as for a message not yet handed out); the meta record's lease counts are those of the
+   * lease records. Each queue in one transaction; what fails stays to be repaired. Whether it wrote.
+   */
+  private async repair(): Promise<boolean> {
+    const wrote = this.lost.size > 0;
+    for (const [name, taken] of this.lost) {
+      const key = metaKey(name);
+      let again = 0;
+      await this.transact(this.room.need(1 + taken.reduce((n, [a, b, mq]) => n + ((b - a + mq) % mq), 0), keyBytes(name)), false, () => {
+        const stored = this.meta.get(key);
+        const { s, slotCursor } = decodeMeta(stored);
+        const leases = new LeaseTable();
+        for (const { key: k, value } of this.lease.getRange(keyRange(name))) leases.set(posOf(k), decodeLease(value));
+        leases.setSlotCursor(slotCursor);
+        const read = (p: number) => (s.putpos >= s.getpos ? p <= s.getpos || p > s.putpos : p <= s.getpos && p > s.putpos);
+        for (const [from, to, mq] of taken) {
+          for (let p = from, n = 0; p !== to && n < mq; n++) {
+            p = p >= mq ? 1 : p + 1;
+            if (!read(p) || leases.has(p) || !this.msg.get(msgKey(name, p))) continue;
+            const due: Lease = { deadline: 0, deliveries: 0 };
+            leases.set(p, due);
+            quiet(this.lease.put(msgKey(name, p), encodeLease(due)));
+            again++;
+          }
+        }
+        if (stored || leases.size) quiet(this.meta.put(key, encodeMeta(s, leases)));
+      });
+      this.lost.delete(name);
+      this.cache?.delete(name);
+      this.warn(`queue ${JSON.stringify(name)} repaired after a failed write${again ? `: ${again} message(s) it took will be delivered again` : ''}`);
+    }
+    return wrote;
   }
 
   /** A write committed. While fenced, it is one queued before the failure: the store is not
@@ -407,18 +464,31 @@ export class LmdbStore implements Store {
    * data file has room for what `size` says it needs; a commit must never meet a full disk
    * (room.ts). Behind other operations (an open turn, a write waiting for room), `size` is called
    * when the turn comes, after theirs: an operation sized on the queue (an mget, a redrive, a nack
-   * that buries) must see those called before it. */
-  private inTurn<T>(size: () => Need, put: boolean, queue: (need: Need) => Promise<T>): Promise<T> {
+   * that buries) must see those called before it. With `holds`, operations called after this one
+   * wait until its writes have settled, not only until they are queued. */
+  private inTurn<T>(size: () => Need, put: boolean, queue: (need: Need) => Promise<T>, holds = false): Promise<T> {
     if (this.fence) return Promise.reject(this.fence);
     const keep = put ? KEEP_FOR_OTHERS : 0;
     let need = this.waiting ? undefined : size();
-    if (need && this.room.fits(need, keep)) return queue(need); // the usual case
+    if (need && this.room.fits(need, keep)) {
+      // the usual case
+      const queued = queue(need);
+      if (holds) this.waitFor(queued);
+      return queued;
+    }
     const turn = (this.waiting ?? Promise.resolve())
       .then(() => this.makeRoom((need ??= size()), keep, put))
       .then(() => {
         if (this.fence) throw this.fence;
         // Wrapped, so that the turn ends once the writes are queued, not once they commit.
-        return { queued: queue(need!) };
+        const queued = queue(need!);
+        const wrapped = { queued };
+        return holds
+          ? queued.then(
+              () => wrapped,
+              () => wrapped,
+            )
+          : wrapped;
       });
     this.waitFor(turn);
     return turn.then(({ queued }) => queued);
@@ -548,8 +618,10 @@ export class LmdbStore implements Store {
     const cached = this.cache!.get(name);
     const q = cached ?? this.fromDisk(name);
     const d = new Draft(q, (pos) => this.pending.get(name, pos) ?? this.readCommitted(name, pos));
+    const from = q.s.getpos;
     const result = plan(d);
     if (!d.changed) return Promise.resolve(result); // a queue only looked at is not kept
+    const { getpos: to, maxqueue } = q.s;
     q.writes++;
     if (!cached) this.remember(name, q);
     // Until they are committed, a get or view of these positions must find them here.
@@ -567,6 +639,9 @@ export class LmdbStore implements Store {
       },
       (err) => {
         this.room.release(need);
+        const taken = this.lost.get(name) ?? [];
+        if (from !== to) taken.push([from, to, maxqueue]);
+        this.lost.set(name, taken);
         return Promise.reject(this.failed(err));
       },
     );
@@ -713,6 +788,9 @@ export class LmdbStore implements Store {
       });
     }
     const cache = this.cache;
+    // What is decided on this queue after it waits until it has committed: should its commit fail,
+    // nothing may have been decided on the empty queue (a put there would commit over the records
+    // the reset did not remove).
     return this.inTurn(
       () => need,
       false,
@@ -741,6 +819,7 @@ export class LmdbStore implements Store {
           },
         );
       },
+      true,
     );
   }
 
@@ -921,6 +1000,7 @@ export class LmdbStore implements Store {
       await this.growing;
       this.stopTurns();
       await this.env.committed;
+      await this.repairing;
       await this.flush();
       await this.env.close();
       this.room.close();
