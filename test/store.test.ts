@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import fc from 'fast-check';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { diedAt, FIRST_SLOT, isDead, LAST_SLOT, leaseToken } from '../src/queue/leases.js';
@@ -1005,8 +1006,8 @@ it('one process: while a failed commit fences the store, every operation is refu
  * made to fail without reaching LMDB (as an I/O error would leave them); `env.committed`, which the
  * fence waits for, is held until `settle` is called.
  */
-async function failingCommit(dir: string) {
-  const s = await LmdbStore.open({ path: dir, warn: () => {} });
+async function failingCommit(dir: string, now?: () => number) {
+  const s = await LmdbStore.open({ path: dir, warn: () => {}, ...(now ? { now } : {}) });
   type Db = { put(k: Buffer, v: Buffer): Promise<boolean>; remove(k: Buffer): Promise<boolean> };
   const inside = s as unknown as { env: object; meta: Db; msg: Db; lease: Db; fence?: Error };
   let settle!: () => void;
@@ -1068,6 +1069,28 @@ for (const leaseMs of [60_000, undefined]) {
   });
 }
 
+it('one process: a message a failed get took, written over by a put behind it, is stored again and handed out', async () => {
+  const dir = tempDir('httpsqs-store-');
+  let { s, failed, lift } = await failingCommit(dir);
+  await s.maxqueue('q', 10);
+  const sent = Array.from({ length: 10 }, (_, i) => `m${i + 1}`);
+  await s.putMany('q', sent.map(b));
+  // The mget takes positions 1 and 2; the put behind it, full ring and all, wraps to position 1.
+  const [got, put] = await Promise.allSettled([failed(() => s.getMany('q', 2)), s.put('q', b('new'))]);
+  assert.equal(got.status, 'rejected');
+  assert.deepEqual(put, { status: 'fulfilled', value: 1 });
+  await lift();
+  await s.close();
+  ({ s } = await failingCommit(dir));
+  const all = (await s.getMany('q', 100)).map((d) => d.message.toString());
+  assert.deepEqual(all.sort(), [...sent, 'new'].sort());
+  assert.deepEqual(await s.getMany('q', 100), []);
+  const status = await s.status('q');
+  assert.equal(status.leased + status.delayed, 0);
+  await s.close();
+  cleanup(dir);
+});
+
 it('one process: an ack whose commit failed, with a put behind it committed, leaves the lease and its count as they were', async () => {
   const dir = tempDir('httpsqs-store-');
   const { s, failed, lift } = await failingCommit(dir);
@@ -1101,4 +1124,78 @@ it('one process: nothing is decided on a reset queue before the reset has commit
   assert.equal((await s.get('q'))?.message.toString(), 'two');
   await s.close();
   cleanup(dir);
+});
+
+it('one process: failed commits with operations committed behind them lose no acknowledged message (random sequences)', async () => {
+  type Op = { op: 'put' | 'get' | 'lget' | 'mget' | 'ack' | 'nack'; n: number; fails: boolean };
+  const op = fc.record({
+    op: fc.constantFrom('put', 'put', 'get', 'lget', 'mget', 'ack', 'nack'),
+    n: fc.integer({ min: 0, max: 3 }),
+    fails: fc.boolean(),
+  }) as fc.Arbitrary<Op>;
+  const round = fc.record({ ops: fc.array(op, { minLength: 1, maxLength: 5 }), later: fc.boolean() });
+  await fc.assert(
+    fc.asyncProperty(fc.array(round, { minLength: 1, maxLength: 25 }), async (rounds) => {
+      const dir = tempDir('httpsqs-store-');
+      const clock = new TestClock();
+      let { s, failed, lift } = await failingCommit(dir, clock.now);
+      await s.maxqueue('q', 10);
+      let next = 0;
+      const acknowledged = new Set<string>();
+      const consumed = new Set<string>();
+      const held: Array<{ pos: number; lease: string; message: string }> = [];
+      const received = (d: { message: Buffer; pos: number; lease?: string }) => {
+        if (d.lease) held.push({ pos: d.pos, lease: d.lease, message: d.message.toString() });
+        else consumed.add(d.message.toString());
+      };
+      try {
+        for (const { ops, later } of rounds) {
+          let anyFailed = false;
+          const calls = ops.map((o): Promise<void> => {
+            const call = (): Promise<void> => {
+              switch (o.op) {
+                case 'put': {
+                  const m = `m${next++}`;
+                  return s.put('q', b(m)).then((pos) => void (pos && acknowledged.add(m)));
+                }
+                case 'get':
+                  return s.get('q').then((d) => void (d && received(d)));
+                case 'lget':
+                  return s.get('q', 1000).then((d) => void (d && received(d)));
+                case 'mget':
+                  return s.getMany('q', o.n + 1, o.n % 2 ? 1000 : undefined).then((ds) => void ds.forEach(received));
+                default: {
+                  const h = held[o.n % Math.max(1, held.length)];
+                  if (!h) return Promise.resolve();
+                  // Acked, a message is consumed; an ack that failed leaves it leased (it comes back).
+                  return s.settle('q', h.pos, o.op, h.lease).then((ok) => {
+                    if (ok && o.op === 'ack') consumed.add(h.message);
+                    if (ok) held.splice(held.indexOf(h), 1);
+                  });
+                }
+              }
+            };
+            if (!o.fails) return call();
+            anyFailed = true;
+            return failed(call);
+          });
+          await Promise.allSettled(calls);
+          if (anyFailed) await lift();
+          if (later) clock.advance(1500);
+        }
+        clock.advance(1500);
+        await s.close();
+        ({ s } = await failingCommit(dir, clock.now));
+        for (let got = await s.getMany('q', 100); got.length > 0; got = await s.getMany('q', 100)) for (const d of got) consumed.add(d.message.toString());
+        const lost = [...acknowledged].filter((m) => !consumed.has(m));
+        assert.deepEqual(lost, [], 'acknowledged messages never delivered');
+        const status = await s.status('q');
+        assert.equal(status.leased + status.delayed + status.dead, 0, `leases counted after the drain: ${JSON.stringify(status)}`);
+      } finally {
+        await s.close();
+        cleanup(dir);
+      }
+    }),
+    { numRuns: 60 },
+  );
 });

@@ -24,6 +24,8 @@ export interface Draft {
   maxdeliveries(num: number): void;
   /** The lease at `pos` is now `lease`, or ended (undefined). */
   lease(pos: number, lease: Lease | undefined): void;
+  /** A take at `at` hands out the message at `pos` (for an engine that may have to undo it). */
+  took?(pos: number, message: Buffer, at: number): void;
 }
 
 export type Plan<T> = (d: Draft) => T;
@@ -116,6 +118,7 @@ export const takePlan =
       bytes += message.length;
       if (t.lease || d.q.leases.has(t.pos)) d.lease(t.pos, t.lease);
       if (!t.lease && t.pos >= FIRST_SLOT) d.drop(t.pos);
+      d.took?.(t.pos, message, at);
       const delivery: Delivery = { pos: t.pos, message, deliveries: t.deliveries };
       if (t.lease) delivery.lease = leaseToken(t.lease);
       out.push(delivery);

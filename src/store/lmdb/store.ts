@@ -25,7 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { FIRST_SLOT, LeaseTable, type Lease } from '../../queue/leases.js';
+import { FIRST_SLOT, LeaseTable, slotFor, type Lease } from '../../queue/leases.js';
 import { emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
 import { giveOpenTurns, openInTurn, type TakeTurn, turns } from './open-turn.js';
@@ -134,6 +134,8 @@ class Draft implements PlanDraft {
   /** Slots whose message is deleted. */
   readonly dropped: number[] = [];
   readonly leased = new Set<number>();
+  /** Messages handed out: [pos, message, when]. */
+  taken: Array<[number, Buffer, number]> | undefined;
   constructor(
     readonly q: Queue,
     readonly read: (pos: number) => Buffer | undefined,
@@ -178,6 +180,10 @@ class Draft implements PlanDraft {
     this.leased.add(pos);
     this.changed = true;
   }
+
+  took(pos: number, message: Buffer, at: number): void {
+    (this.taken ??= []).push([pos, message, at]);
+  }
 }
 type Plan<T> = (d: Draft) => T;
 
@@ -203,11 +209,11 @@ export class LmdbStore implements Store {
    * with it; then every queue is read from disk again (the state in memory was dropped at the
    * failure). */
   private fence: StoreError | undefined;
-  /** Exclusive mode: queues with writes in a failed commit, and what those took ([getpos before,
-   * getpos after, maxqueue]). Writes queued behind the failure were decided as if it had succeeded,
-   * and their meta record may carry its takes and lease counts: `repair` puts that right before the
-   * fence lifts. */
-  private readonly lost = new Map<string, Array<[number, number, number]>>();
+  /** Exclusive mode: queues with writes in a failed commit, and the messages those handed out
+   * ([pos, message, when]). Writes queued behind the failure were decided as if it had succeeded:
+   * their meta record may count its takes and leases, and a put may have written over a position
+   * it freed. `repair` puts that right before the fence lifts. */
+  private readonly lost = new Map<string, Array<[number, Buffer, number]>>();
   private repairing: Promise<void> | undefined;
   private readonly room: Room;
   /** Puts are refused for want of room on the disk (said once), and what the last one needed. */
@@ -334,32 +340,50 @@ export class LmdbStore implements Store {
 
   /**
    * Exclusive mode, once the writes queued behind a failed commit have settled, for each queue that
-   * had writes in it: a message it took (a get answered with the failure) that the meta record on
-   * disk now counts as read, and that is there without a lease, is made due again (a lease due at
-   * once, as for a message not yet handed out); the meta record's lease counts are those of the
-   * lease records. Each queue in one transaction; what fails stays to be repaired. Whether it wrote.
+   * had writes in it. A message it handed out (to a get answered with the failure) goes back:
+   * - still at its position with no lease, which the meta record on disk now counts as read: a
+   *   lease due at once is put there (as for a message not yet handed out);
+   * - written over by a put behind the failure: it is stored again at a slot, due at once, and
+   *   the lease it had there (due when taken) is removed.
+   * The meta record's lease counts are then those of the lease records. Each queue in one
+   * transaction; what fails stays to be repaired. Whether it wrote anything.
    */
   private async repair(): Promise<boolean> {
     const wrote = this.lost.size > 0;
     for (const [name, taken] of this.lost) {
       const key = metaKey(name);
       let again = 0;
-      await this.transact(this.room.need(1 + taken.reduce((n, [a, b, mq]) => n + ((b - a + mq) % mq), 0), keyBytes(name)), false, () => {
+      const messages = taken.map(([, m]) => m);
+      await this.transact(this.room.need(1 + 2 * taken.length, keyBytes(name), messages), false, () => {
         const stored = this.meta.get(key);
         const { s, slotCursor } = decodeMeta(stored);
         const leases = new LeaseTable();
         for (const { key: k, value } of this.lease.getRange(keyRange(name))) leases.set(posOf(k), decodeLease(value));
         leases.setSlotCursor(slotCursor);
         const read = (p: number) => (s.putpos >= s.getpos ? p <= s.getpos || p > s.putpos : p <= s.getpos && p > s.putpos);
-        for (const [from, to, mq] of taken) {
-          for (let p = from, n = 0; p !== to && n < mq; n++) {
-            p = p >= mq ? 1 : p + 1;
-            if (!read(p) || leases.has(p) || !this.msg.get(msgKey(name, p))) continue;
-            const due: Lease = { deadline: 0, deliveries: 0 };
-            leases.set(p, due);
-            quiet(this.lease.put(msgKey(name, p), encodeLease(due)));
-            again++;
+        const due = (p: number) => {
+          const lease: Lease = { deadline: 0, deliveries: 0 };
+          leases.set(p, lease);
+          quiet(this.lease.put(msgKey(name, p), encodeLease(lease)));
+          again++;
+        };
+        for (const [pos, message, at] of taken) {
+          const l = leases.get(pos);
+          if (this.msg.get(msgKey(name, pos))?.equals(message)) {
+            if (!l && pos < FIRST_SLOT && read(pos)) due(pos);
+            continue;
           }
+          if (l && pos < FIRST_SLOT && l.deadline <= at) {
+            leases.delete(pos);
+            quiet(this.lease.remove(msgKey(name, pos)));
+          }
+          const slot = slotFor(s, leases);
+          if (!slot) {
+            this.warn(`queue ${JSON.stringify(name)}: no slot left for a message a failed get took; it is lost`);
+            continue;
+          }
+          quiet(this.msg.put(msgKey(name, slot), message));
+          due(slot);
         }
         if (stored || leases.size) quiet(this.meta.put(key, encodeMeta(s, leases)));
       });
@@ -618,10 +642,8 @@ export class LmdbStore implements Store {
     const cached = this.cache!.get(name);
     const q = cached ?? this.fromDisk(name);
     const d = new Draft(q, (pos) => this.pending.get(name, pos) ?? this.readCommitted(name, pos));
-    const from = q.s.getpos;
     const result = plan(d);
     if (!d.changed) return Promise.resolve(result); // a queue only looked at is not kept
-    const { getpos: to, maxqueue } = q.s;
     q.writes++;
     if (!cached) this.remember(name, q);
     // Until they are committed, a get or view of these positions must find them here.
@@ -640,7 +662,7 @@ export class LmdbStore implements Store {
       (err) => {
         this.room.release(need);
         const taken = this.lost.get(name) ?? [];
-        if (from !== to) taken.push([from, to, maxqueue]);
+        if (d.taken) taken.push(...d.taken);
         this.lost.set(name, taken);
         return Promise.reject(this.failed(err));
       },
@@ -812,6 +834,8 @@ export class LmdbStore implements Store {
             this.room.release(need);
             q.writes--;
             this.succeeded();
+            // A failed get before it took messages the reset has now removed: none comes back.
+            this.lost.delete(name);
           },
           (err) => {
             this.room.release(need);
