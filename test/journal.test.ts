@@ -1199,6 +1199,31 @@ describe('journal: failures', () => {
     assert.equal((await s.get('q'))?.message.toString(), 'one');
     await s.close();
   });
+  it('a write that reached the file but failed (a flush error) is not read back: a get whose client was told it failed is not counted done', async () => {
+    const d = dir();
+    let s = await open(d);
+    await s.putMany('q', [b('one'), b('two')]);
+    const inner = s as unknown as { writeFile: (...a: unknown[]) => void };
+    const write = inner.writeFile;
+    inner.writeFile = (...args: unknown[]) => {
+      inner.writeFile = write;
+      const done = args.at(-1) as (err: Error | null) => void;
+      // The bytes are written, then the write reports an error, as O_DSYNC does when the flush fails.
+      (write as (...a: unknown[]) => void)(...args.slice(0, -1), () => done(Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' })));
+    };
+    await assert.rejects(s.get('q', 60_000), /journal write failed: EIO/);
+    for (let i = 0; i < 100 && inside(s, 'fence'); i++) await nextTurn();
+    assert.deepEqual(await s.status('q'), { putpos: 2, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    await s.close();
+    s = await open(d);
+    assert.equal((await s.status('q')).getpos, 0);
+    assert.deepEqual(
+      (await s.getMany('q', 10)).map((g) => g.message.toString()),
+      ['one', 'two'],
+    );
+    await s.close();
+  });
+
   it('a write that fails while compaction runs stops it: segments memory only thought dead (a get whose write failed) are not deleted', async () => {
     const d = dir();
     const s = await open(d);

@@ -852,11 +852,14 @@ export class JournalStore implements Store {
   private datasync = fdatasync;
 
   /** A write failed: what was decided after the last good write never happened. Every batch not
-   * written fails, and memory is read back from disk. */
+   * written fails, and memory is read back from disk. What the failed write may have left there
+   * (all of it, in the page cache, when the error came from the flush) is zeroed first: read back,
+   * a get whose client was told it failed would count as done. */
   private failed(err: Error): void {
     const error = new StoreError(`journal write failed: ${err.message}`, { cause: err });
     this.writeError = this.fence = error;
     this.disk?.check();
+    const torn = this.batches[0];
     for (const b of this.batches) b.reject(error);
     this.batches = [];
     this.open = undefined;
@@ -864,6 +867,8 @@ export class JournalStore implements Store {
     this.started = false;
     const reload = async () => {
       await Promise.allSettled([this.sparing, this.checkpointing, this.compacting, ...this.deleting.values()]);
+      const seg = torn && this.segs.get(torn.seg);
+      if (seg) zero(this.fd(seg), torn.start, torn.start + torn.used);
       for (const s of this.segs.values()) if (s.fd !== undefined) closeQuietly(s.fd);
       this.segs.clear();
       this.queues.clear();
