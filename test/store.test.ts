@@ -326,6 +326,29 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.close();
     });
 
+    it('maxdeliveries counts the deliveries made before it was set: a message given back that often is set aside at the next get', async () => {
+      const clock = new TestClock();
+      const s = await fresh({ now: clock.now });
+      await s.putMany('md', ['nacked', 'expired', 'next'].map(b));
+      const nacked = (await s.get('md', 100))!;
+      assert.equal(await s.settle('md', nacked.pos, 'nack', nacked.lease), true); // given back while off
+      const again = (await s.get('md', 100))!;
+      assert.equal(again.pos, nacked.pos);
+      const expired = (await s.get('md', 100))!;
+      clock.advance(100); // both leases ran out while off: 'nacked' went out twice, 'expired' once
+      await s.maxdeliveries('md', 2);
+      const got = await s.get('md', 100);
+      assert.equal(got?.message.toString(), 'expired', 'the one handed out twice is set aside, the other comes back');
+      assert.equal(got?.deliveries, 2);
+      assert.equal((await s.status('md')).dead, 1);
+      assert.deepEqual(
+        (await s.deadLetters('md', 0, 10)).map((d) => d.lease.deliveries),
+        [2],
+      );
+      assert.equal(expired.pos, got?.pos);
+      await s.close();
+    });
+
     it('a delayed message that keeps failing becomes a dead letter in its slot; discard deletes one; reset clears the setting', async () => {
       const clock = new TestClock();
       const s = await fresh({ now: clock.now });
