@@ -320,6 +320,7 @@ export class LmdbStore implements Store {
     if (this.cache && !this.fence) {
       this.fence = error;
       const lift = (): void => {
+        if (this.closing) return;
         this.repairing = this.repair().then(
           (wrote) => {
             if (this.fence !== error) return;
@@ -329,7 +330,7 @@ export class LmdbStore implements Store {
           },
           (err: unknown) => {
             this.warn(`repair after a failed write failed (tried again in a second): ${errorMessage(err)}`);
-            if (!this.closing) setTimeout(lift, 1000).unref();
+            setTimeout(lift, 1000).unref();
           },
         );
       };
@@ -1023,8 +1024,10 @@ export class LmdbStore implements Store {
       this.disk?.close();
       await this.growing;
       this.stopTurns();
-      await this.env.committed;
+      await Promise.resolve(this.env.committed).catch(() => {});
       await this.repairing;
+      // A failed commit that came as it closed: repaired now, or the next start reads it unrepaired.
+      if (this.lost.size) await this.repair().catch((err: unknown) => this.warn(`repair after a failed write failed: ${errorMessage(err)}`));
       await this.flush();
       await this.env.close();
       this.room.close();
