@@ -6,7 +6,10 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { queueRecords } from '../src/cli/export.js';
+import { DEAD, FIRST_SLOT, type Lease } from '../src/queue/leases.js';
 import { RedisStore } from '../src/store/redis.js';
+import type { QueueRecord, QueueStatus } from '../src/store/store.js';
 import { replayConformance } from './conformance.js';
 import { cleanup, freePort, keepAliveClient, produceAndConsume, request, startServer, type RunningServer } from './helpers.js';
 import { noRedis, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis-servers.js';
@@ -311,6 +314,137 @@ describe('--redis-wait', { skip }, () => {
       await server.stop();
       cleanup(server.dir);
       await Promise.all([replica.stop(), primary.stop()]);
+    }
+  });
+});
+
+describe('export of a queue while frontends write', { skip }, () => {
+  /** What a backup of the queue must agree with: each lease at a slot has its message there and
+   * each message there its lease, and the status counts the leases exported. */
+  function assertConsistent(records: QueueRecord[]) {
+    const status = (records[0] as { status: QueueStatus }).status;
+    const messages = new Set(records.filter((r) => 'message' in r).map((r) => r.pos));
+    const leases = records.filter((r): r is { pos: number; lease: Lease } => 'lease' in r);
+    const slots = [...messages].filter((pos) => pos >= FIRST_SLOT).sort();
+    assert.deepEqual(
+      slots,
+      leases
+        .filter((l) => l.pos >= FIRST_SLOT)
+        .map((l) => l.pos)
+        .sort(),
+      'messages at slots and their leases',
+    );
+    const dead = leases.filter((l) => l.lease.deadline >= DEAD).length;
+    const delayed = leases.filter((l) => l.lease.deadline < DEAD && l.lease.deliveries === 0).length;
+    assert.deepEqual(
+      { leased: status.leased, delayed: status.delayed, dead: status.dead },
+      { leased: leases.length - dead - delayed, delayed, dead },
+      'the status counts the leases exported',
+    );
+  }
+  const collect = async (records: AsyncIterable<QueueRecord>) => {
+    const out: QueueRecord[] = [];
+    for await (const r of records) out.push(r);
+    return out;
+  };
+  type Scripts = Record<string, (...args: unknown[]) => Promise<unknown>>;
+
+  it('is read as it was at one moment: a nack while it is read changes nothing of it', async () => {
+    const store = new RedisStore({ url: `${redis.url}?prefix=export1:` });
+    try {
+      await store.maxdeliveries('q', 1);
+      await store.put('q', Buffer.from('first'));
+      await store.put('q', Buffer.from('THE-MESSAGE'));
+      await store.get('q');
+      const leased = await store.get('q', 600_000);
+      assert.equal(leased?.pos, 2);
+      const records = queueRecords(store, 'q');
+      const got = [(await records.next()).value as QueueRecord];
+      // Its last delivery: the message becomes a dead letter at a slot, while the export reads.
+      assert.equal(await store.settle('q', 2, 'nack'), true);
+      assert.equal((await store.status('q')).dead, 1);
+      got.push(...(await collect(records)));
+      const text = (r: QueueRecord) =>
+        'message' in r ? { pos: r.pos, message: r.message.toString() } : 'lease' in r ? { pos: r.pos, deliveries: r.lease.deliveries } : r;
+      assert.deepEqual(got.map(text), [
+        { status: { putpos: 2, getpos: 2, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0, maxdeliveries: 1 } },
+        { pos: 1, message: 'first' },
+        { pos: 2, message: 'THE-MESSAGE' },
+        { pos: 2, deliveries: 1 },
+      ]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a change between its pages reads the queue again; one on every read has it copied, and the copy deleted', async () => {
+    const store = new RedisStore({ url: `${redis.url}?prefix=export2:` });
+    const scripts = (store as unknown as { scripts: Scripts }).scripts;
+    const { exportPage, snapshot } = scripts;
+    try {
+      await store.maxdeliveries('q', 1);
+      await store.putMany(
+        'q',
+        ['a', 'b', 'c', 'd'].map((s) => Buffer.from(s)),
+      );
+      const held = await store.getMany('q', 4, 600_000);
+      assert.equal(held.length, 4);
+      // A nack after the messages' page and before the leases' one, on `nacks` reads of the queue.
+      const exportWith = async (nacks: number) => {
+        let pages = 0;
+        let copies = 0;
+        scripts.exportPage = async (...args) => {
+          if (pages++ % 2 === 1 && nacks-- > 0) assert.equal(await store.settle('q', held.pop()!.pos, 'nack'), true);
+          return exportPage!(...args);
+        };
+        scripts.snapshot = async (...args) => (copies++, snapshot!(...args));
+        const records = await collect(queueRecords(store, 'q'));
+        assertConsistent(records);
+        return { records, pages, copies };
+      };
+      const once = await exportWith(1);
+      assert.deepEqual([once.pages, once.copies], [4, 0]);
+      assert.equal((once.records[0] as { status: QueueStatus }).status.dead, 1);
+      const always = await exportWith(3);
+      assert.deepEqual([always.pages, always.copies], [6, 1]);
+      assert.equal((always.records[0] as { status: QueueStatus }).status.dead, 4);
+      assert.equal(redis.cli('--scan', '--pattern', 'export2:*export*'), '');
+    } finally {
+      Object.assign(scripts, { exportPage, snapshot });
+      await store.close();
+    }
+  });
+
+  it('gets, nacks and redrives from another frontend during exports leave each export consistent', async () => {
+    const url = `${redis.url}?prefix=export3:`;
+    const [exporter, writer] = [new RedisStore({ url }), new RedisStore({ url })];
+    try {
+      await writer.maxdeliveries('q', 2);
+      const N = 3000;
+      for (let i = 0; i < N; i += 500)
+        await writer.putMany(
+          'q',
+          Array.from({ length: 500 }, (_, j) => Buffer.from(`m${i + j}`.repeat(20))),
+        );
+      let stop = false;
+      const writing = (async () => {
+        while (!stop) {
+          for (const d of await writer.getMany('q', 20, 600_000)) await writer.settle('q', d.pos, 'nack', d.lease);
+          if ((await writer.status('q')).dead > 500) await writer.redrive('q', 400);
+        }
+      })();
+      try {
+        for (let i = 0; i < 5; i++) {
+          const records = await collect(queueRecords(exporter, 'q'));
+          assert.equal(records.filter((r) => 'message' in r && r.pos < FIRST_SLOT).length, N);
+          assertConsistent(records);
+        }
+      } finally {
+        stop = true;
+        await writing;
+      }
+    } finally {
+      await Promise.all([exporter.close(), writer.close()]);
     }
   });
 });

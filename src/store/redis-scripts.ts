@@ -15,7 +15,9 @@
  *   none), and counters that spare a scan: x (the last slot taken, new ones are taken after it),
  *   k (leases at slots), y (delayed leases: deliveries 0, not dead). Dead letters are the ZCARD of
  *   `…:x`, held leases what remains of the `…:l` hash. p, g and m are always written together, so
- *   the hash holds p once the queue holds state;
+ *   the hash holds p once the queue holds state. And v, the queue's version: every script that
+ *   changes the queue adds one to it (`BUMP`), so that an export read in pages can tell that
+ *   nothing changed between them;
  * - a lease token: `deliveries-deadline`, `leaseToken` of queue/leases.ts.
  *
  * Numbers handed to redis.call are formatted first: Redis turns a Lua number into text with too
@@ -25,6 +27,18 @@ import { DEAD, FIRST_SLOT, LAST_SLOT, type Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE } from '../queue/ring.js';
 
 const WIDTH = 10;
+
+/**
+ * Adds one to the queue's version (KEYS[1] is its state). A queue that has none yet (new, reset,
+ * or written by a version before this one) starts from the server's time in microseconds, not
+ * from 1: a queue reset and written to again during an export does not come back to a version the
+ * export saw before the reset (that would take more writes than microseconds went by).
+ */
+const BUMP = `
+if redis.call('HINCRBY', KEYS[1], 'v', 1) == 1 then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'v', t[1] .. string.format('%06d', tonumber(t[2])))
+end`;
 /** A position as a member of the deadlines' and dead letters' sorted sets. */
 export const memberOf = (pos: number): string => String(pos).padStart(WIDTH, '0');
 /** A lease as stored in the leases' hash, and back. */
@@ -50,6 +64,12 @@ local created = st[1] == false and st[3] == false
 local p, g, mx = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or ${DEFAULT_MAXQUEUE}
 local lastSlot, slots, delayed, maxdel = tonumber(st[4]) or FIRST_SLOT - 1, tonumber(st[5]) or 0, tonumber(st[6]) or 0, tonumber(st[7]) or 0
 local was = {p, g, mx, lastSlot, slots, delayed, maxdel}
+local bumped = false
+local function changed()
+  if bumped then return end
+  bumped = true
+  ${BUMP}
+end
 local function fmt(n) return string.format('%d', n) end
 local function member(pos) return string.format('%0${WIDTH}d', pos) end
 local function parseLease(v)
@@ -63,6 +83,7 @@ end
 local function setLease(pos, deadline, deliveries)
   local m = member(pos)
   local old = redis.call('HGET', L, pos)
+  if deadline or old then changed() end
   local wasDead = false
   if old then
     local od, on = parseLease(old)
@@ -112,6 +133,7 @@ local function save()
   local is = {p, g, mx, lastSlot, slots, delayed, maxdel}
   for i = 1, #is do
     if is[i] ~= was[i] then
+      changed()
       redis.call('HSET', S, 'p', fmt(p), 'g', fmt(g), 'm', fmt(mx), 'x', fmt(lastSlot), 'k', fmt(slots), 'y', fmt(delayed), 'u', fmt(maxdel))
       return true
     end
@@ -221,18 +243,19 @@ end
 save()
 return 1`;
 
-// KEYS: leases, deadlines. ARGV: pos, token ('' for any), now, new deadline. Returns the new token, or nil.
+// KEYS: state, leases, deadlines. ARGV: pos, token ('' for any), now, new deadline. Returns the new token, or nil.
 export const TOUCH = `
 local DEAD = ${DEAD}
-local l = redis.call('HGET', KEYS[1], ARGV[1])
+local l = redis.call('HGET', KEYS[2], ARGV[1])
 if not l then return false end
 local deadline, deliveries = string.match(l, '^([^:]+):(%d+)$')
 -- Only a running lease a consumer holds: not a delayed message, not a dead letter.
 if tonumber(deliveries) == 0 or tonumber(deadline) >= DEAD then return false end
 if tonumber(deadline) <= tonumber(ARGV[3]) then return false end
 if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. deadline then return false end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ':' .. deliveries)
-redis.call('ZADD', KEYS[2], ARGV[4], string.format('%0${WIDTH}d', ARGV[1]))
+${BUMP}
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ':' .. deliveries)
+redis.call('ZADD', KEYS[3], ARGV[4], string.format('%0${WIDTH}d', ARGV[1]))
 return deliveries .. '-' .. ARGV[4]`;
 
 // KEYS: state. ARGV: the new maxqueue. Returns 0 (refused), 1 (set) or 2 (set, and the queue is new).
@@ -241,6 +264,7 @@ local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
 local created = s[1] == false and s[3] == false
 local p, g, num = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(ARGV[1])
 if num >= p and num >= g and p >= g then
+  ${BUMP}
   redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', num)
   if created then return 2 end
   return 1
@@ -289,6 +313,7 @@ local n = tonumber(ARGV[6])
 local i = 7
 for _ = 1, n do
   local pos = tonumber(ARGV[i])
+  changed()
   redis.call('HSET', M, pos, ARGV[i + 1])
   -- A new slot never overwrites a message restored at one.
   if pos > lastSlot then lastSlot = pos end
@@ -355,3 +380,24 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. ARGV[1], '+inf', 'LIMIT
   end
 end
 return out`;
+
+// KEYS: state, the hash to read a page of (messages or leases), leases, dead letters by when they
+// died. ARGV: HSCAN cursor, count. Returns {version ('' for none yet), next cursor, the status as
+// STATUS gives it, {field, value, ...}}: all as they are at one moment.
+export const EXPORT_PAGE = `
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm', 'y', 'u', 'v')
+local delayed, dead = tonumber(s[4]) or 0, redis.call('ZCARD', KEYS[4])
+local status = {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[3]) - delayed - dead, delayed, dead, tonumber(s[5]) or 0}
+local page = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', ARGV[2])
+return {s[6] or '', page[1], status, page[2]}`;
+
+// KEYS: state, messages, leases, dead letters by when they died, then where to copy the messages
+// and the leases. ARGV: how long the copies live, in ms. Returns the status as STATUS gives it.
+export const SNAPSHOT = `
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm', 'y', 'u')
+local delayed, dead = tonumber(s[4]) or 0, redis.call('ZCARD', KEYS[4])
+local status = {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[3]) - delayed - dead, delayed, dead, tonumber(s[5]) or 0}
+for i = 2, 3 do
+  if redis.call('COPY', KEYS[i], KEYS[i + 3], 'REPLACE') == 1 then redis.call('PEXPIRE', KEYS[i + 3], ARGV[1]) end
+end
+return status`;

@@ -28,6 +28,7 @@ import type { QueueState } from '../queue/ring.js';
 import {
   DEAD_PAGE,
   DISCARD,
+  EXPORT_PAGE,
   GET,
   leaseValueOf,
   MAXDELIVERIES,
@@ -38,10 +39,22 @@ import {
   REDRIVE,
   RESTORE,
   SETTLE,
+  SNAPSHOT,
   STATUS,
   TOUCH,
 } from './redis-scripts.js';
-import { isInitial, StoreError, timed, type Delivery, type QueueStatus, type Store, type StoreDescription, type StoreHooks, type SyncMode } from './store.js';
+import {
+  isInitial,
+  type QueueRecord,
+  StoreError,
+  timed,
+  type Delivery,
+  type QueueStatus,
+  type Store,
+  type StoreDescription,
+  type StoreHooks,
+  type SyncMode,
+} from './store.js';
 import { errorMessage } from '../errors.js';
 import { parseRedisUrl, redactUrl } from './redis-url.js';
 
@@ -68,6 +81,12 @@ const COMMAND_MS = 10_000;
 const CHECK_MS = 2_000;
 /** The most records (messages and leases) one restore script writes. */
 const RESTORE_CHUNK = 1000;
+/** An export reads a queue this many records at a time (HSCAN's COUNT), and reads it again when it
+ * changed meanwhile, this many times before it copies it instead; the copy lives this long after
+ * each page read (an export that dies leaves it to expire). */
+const EXPORT_PAGE_SIZE = 1000;
+const EXPORT_TRIES = 3;
+const EXPORT_COPY_MS = 600_000;
 
 /** `p`, or a rejection once `ms` have passed without its answer. */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -87,7 +106,20 @@ export class RedisStore implements Store {
   /** Tells this frontend's own publications apart from the others'. */
   private readonly origin = randomBytes(6).toString('hex');
   private readonly scripts: Record<
-    'put' | 'get' | 'settle' | 'touch' | 'maxqueue' | 'maxdeliveries' | 'redrive' | 'discard' | 'restore' | 'status' | 'range' | 'deadPage',
+    | 'put'
+    | 'get'
+    | 'settle'
+    | 'touch'
+    | 'maxqueue'
+    | 'maxdeliveries'
+    | 'redrive'
+    | 'discard'
+    | 'restore'
+    | 'status'
+    | 'range'
+    | 'deadPage'
+    | 'exportPage'
+    | 'snapshot',
     Script
   >;
   private waker: ((name: string, count: number) => void) | undefined;
@@ -140,7 +172,7 @@ export class RedisStore implements Store {
       put: define('httpsqsPut', 6, PUT),
       get: define('httpsqsGet', 6, GET),
       settle: define('httpsqsSettle', 6, SETTLE),
-      touch: define('httpsqsTouch', 2, TOUCH),
+      touch: define('httpsqsTouch', 3, TOUCH),
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
       maxdeliveries: define('httpsqsMaxdeliveries', 6, MAXDELIVERIES),
       redrive: define('httpsqsRedrive', 6, REDRIVE),
@@ -149,6 +181,8 @@ export class RedisStore implements Store {
       status: define('httpsqsStatus', 3, STATUS),
       range: define('httpsqsRange', 1, RANGE),
       deadPage: define('httpsqsDeadPage', 3, DEAD_PAGE),
+      exportPage: define('httpsqsExportPage', 4, EXPORT_PAGE),
+      snapshot: define('httpsqsSnapshot', 6, SNAPSHOT),
     };
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
       const [origin, count] = message.toString('latin1').split(':');
@@ -294,7 +328,7 @@ export class RedisStore implements Store {
 
   async touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
     const now = this.now();
-    const args = [this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', now, now + leaseMs] as const;
+    const args = [this.key(name, 's'), this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', now, now + leaseMs] as const;
     const t = await this.run(
       'touch',
       name,
@@ -421,6 +455,78 @@ export class RedisStore implements Store {
   async leases(name: string): Promise<Array<{ pos: number; lease: Lease }>> {
     const all = await this.redis.hgetall(this.key(name, 'l')).catch((err) => this.failed(err));
     return Object.entries(all).map(([pos, v]) => ({ pos: Number(pos), lease: parseLeaseValue(v) }));
+  }
+
+  /**
+   * For export: a queue as it was at one moment. It is read a page at a time (no script holds
+   * Redis for longer than a page takes), each page with the queue's version (redis-scripts.ts):
+   * when that changed between the first page and the last, the queue is read again, from the
+   * start. What is read is held here until the last page shows it whole, so memory grows with the
+   * queue. A queue that changed during each of EXPORT_TRIES reads is copied in Redis instead, in
+   * one script (COPY: Redis is held for as long as copying it takes, and holds it twice meanwhile),
+   * and the copy is read at leisure, then deleted.
+   */
+  async *exportRecords(name: string): AsyncGenerator<QueueRecord> {
+    const [s, m, l, , x] = this.keys(name);
+    const statusOf = (r: number[]): QueueStatus => {
+      const [putpos, getpos, maxqueue, leased, delayed, dead, maxdeliveries] = r as [number, number, number, number, number, number, number];
+      const out: QueueStatus = { putpos, getpos, maxqueue, leased, delayed, dead };
+      if (maxdeliveries) out.maxdeliveries = maxdeliveries;
+      return out;
+    };
+    for (let tries = 0; tries < EXPORT_TRIES; tries++) {
+      let version: string | undefined;
+      let status: QueueStatus | undefined;
+      // By position: a page may repeat a field HSCAN gave before.
+      const messages = new Map<number, Buffer>();
+      const leases = new Map<number, Lease>();
+      read: for (const hash of [m!, l!]) {
+        let cursor = '0';
+        do {
+          const [v, next, st, flat] = (await this.scripts.exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE).catch((err) => this.failed(err))) as [
+            Buffer,
+            Buffer,
+            number[],
+            Buffer[],
+          ];
+          if (version !== undefined && v.toString() !== version) break read;
+          version = v.toString();
+          status ??= statusOf(st);
+          cursor = next.toString();
+          for (let i = 0; i < flat.length; i += 2) {
+            const pos = Number(flat[i]!.toString());
+            if (hash === m) messages.set(pos, flat[i + 1]!);
+            else leases.set(pos, parseLeaseValue(flat[i + 1]!.toString()));
+          }
+        } while (cursor !== '0');
+        if (hash === l) {
+          yield { status: status! };
+          for (const pos of [...messages.keys()].sort((a, b) => a - b)) yield { pos, message: messages.get(pos)! };
+          for (const pos of [...leases.keys()].sort((a, b) => a - b)) yield { pos, lease: leases.get(pos)! };
+          return;
+        }
+      }
+    }
+    const id = randomBytes(6).toString('hex');
+    const copies = [m!, l!].map((k) => Buffer.concat([k, Buffer.from(`:export:${id}`)]));
+    const st = (await this.scripts.snapshot(s!, m!, l!, x!, ...copies, EXPORT_COPY_MS).catch((err) => this.failed(err))) as number[];
+    try {
+      yield { status: statusOf(st) };
+      for (const copy of copies) {
+        let cursor = '0';
+        do {
+          const [next, flat] = await this.redis.hscanBuffer(copy, cursor, 'COUNT', EXPORT_PAGE_SIZE).catch((err) => this.failed(err));
+          await this.redis.pexpire(copy, EXPORT_COPY_MS).catch((err) => this.failed(err));
+          cursor = next.toString();
+          for (let i = 0; i < flat.length; i += 2) {
+            const pos = Number(flat[i]!.toString());
+            yield copy === copies[0] ? { pos, message: flat[i + 1]! } : { pos, lease: parseLeaseValue(flat[i + 1]!.toString()) };
+          }
+        } while (cursor !== '0');
+      }
+    } finally {
+      await this.redis.unlink(...copies).catch(() => {});
+    }
   }
 
   async deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>> {
