@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import calculateSlot from 'cluster-key-slot';
+import { type Cluster, Redis } from 'ioredis';
 import { after, before, describe, it } from 'node:test';
 import { queueRecords } from '../src/cli/export.js';
 import { DEAD, FIRST_SLOT, type Lease } from '../src/queue/leases.js';
@@ -149,6 +151,44 @@ describe('Redis Cluster with three primaries', { skip }, () => {
     const listed = JSON.parse(await get(server.port, '/?opt=list&prefix=queue-&limit=1000'));
     assert.equal(listed.length, 30);
     assert.equal(await get(server.port, '/?name=&opt=put&data=empty-name'), 'HTTPSQS_PUT_OK'); // '' is a queue too
+  });
+
+  it('a put or a get whose connection closed before its answer fails, and is not run a second time', async () => {
+    const store = await new RedisStore({ url: cluster.url }).ready();
+    try {
+      await store.putMany('dropped', [Buffer.from('a'), Buffer.from('b')]);
+      const conn = (store as unknown as { redis: Cluster & { slots: string[][] } }).redis;
+      // The node is kept busy while the command waits in its socket, which closes meanwhile: the
+      // node runs it once it can, and its answer has nowhere to go.
+      const dropping = async <T>(op: () => Promise<T>) => {
+        await store.status('dropped'); // connected again after the one before
+        const owner = conn.slots[calculateSlot(Buffer.from('{qdropped}:s'))]![0];
+        const node = conn.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner)!;
+        const busy = new Redis({ port: node.options.port! });
+        try {
+          const held = busy.eval(
+            "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 300000 return 1",
+            0,
+          );
+          await sleep(50);
+          const result = op().then(
+            (r) => ({ answered: r }),
+            (err: Error) => ({ failed: err.message }),
+          );
+          await sleep(20);
+          node.stream.destroy();
+          await held;
+          return await result;
+        } finally {
+          busy.disconnect();
+        }
+      };
+      assert.deepEqual(await dropping(() => store.put('dropped', Buffer.from('c'))), { failed: 'Redis: Connection is closed.' });
+      assert.deepEqual(await dropping(() => store.get('dropped')), { failed: 'Redis: Connection is closed.' });
+      assert.deepEqual(await store.status('dropped'), { putpos: 3, getpos: 1, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    } finally {
+      await store.close();
+    }
   });
 });
 

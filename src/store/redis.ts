@@ -149,7 +149,13 @@ export class RedisStore implements Store {
       autoResendUnfulfilledCommands: false,
       commandTimeout: COMMAND_MS + (opts.waitMs ?? 0),
     };
-    this.redis = cluster ? new Cluster(nodes, { redisOptions: common }) : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
+    // A cluster sends a command again, on its own, when the connection it was sent on closed
+    // before the answer (retryDelayOnFailover): that ran a put or a get twice. It fails instead,
+    // as above. (What a node refused without running it, MOVED, ASK, TRYAGAIN, CLUSTERDOWN, is
+    // still sent where it belongs.)
+    this.redis = cluster
+      ? new Cluster(nodes, { redisOptions: common, retryDelayOnFailover: 0 })
+      : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
     this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
     // Reported through the commands that fail; the last one says why when they fail for want of a
     // connection (ioredis then only says it gave up retrying).
