@@ -446,11 +446,37 @@ describe('export of a queue while frontends write', { skip }, () => {
       assert.deepEqual([once.pages, once.copies], [4, 0]);
       assert.equal((once.records[0] as { status: QueueStatus }).status.dead, 1);
       const always = await exportWith(3);
-      assert.deepEqual([always.pages, always.copies], [6, 1]);
+      assert.deepEqual([always.pages, always.copies], [8, 1]);
       assert.equal((always.records[0] as { status: QueueStatus }).status.dead, 4);
       assert.equal(redis.cli('--scan', '--pattern', 'export2:*export*'), '');
     } finally {
       Object.assign(scripts, { exportPage, snapshot });
+      await store.close();
+    }
+  });
+
+  it('reads a page of a few MiB at most, however large the messages', async () => {
+    const store = new RedisStore({ url: `${redis.url}?prefix=export4:` });
+    const scripts = (store as unknown as { scripts: Scripts }).scripts;
+    const { exportPage } = scripts;
+    try {
+      const N = 200;
+      for (let i = 0; i < N; i += 20)
+        await store.putMany(
+          'big',
+          Array.from({ length: 20 }, (_, j) => Buffer.alloc(100_000, i + j)),
+        );
+      const pages: number[] = [];
+      scripts.exportPage = async (...args) => {
+        const page = (await exportPage!(...args)) as [Buffer, Buffer, number[], Buffer[]];
+        pages.push(page[3].reduce((n, b) => n + b.length, 0));
+        return page;
+      };
+      const records = await collect(queueRecords(store, 'big'));
+      assert.equal(records.filter((r) => 'message' in r).length, N);
+      assert.ok(Math.max(...pages) < 6 * 2 ** 20, `pages of ${pages} bytes`);
+    } finally {
+      scripts.exportPage = exportPage!;
       await store.close();
     }
   });

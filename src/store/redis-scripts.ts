@@ -382,14 +382,25 @@ end
 return out`;
 
 // KEYS: state, the hash to read a page of (messages or leases), leases, dead letters by when they
-// died. ARGV: HSCAN cursor, count. Returns {version ('' for none yet), next cursor, the status as
-// STATUS gives it, {field, value, ...}}: all as they are at one moment.
+// died. ARGV: HSCAN cursor, records, bytes. Returns {version ('' for none yet), next cursor, the
+// status as STATUS gives it, {field, value, ...}}: all as they are at one moment. A page ends
+// once it holds that many records or bytes: HSCAN is asked for ten at a time, since it answers
+// with the values, whatever their size (a COUNT of 1000 gave 1000 messages of up to 32 MiB in one
+// reply, which Redis, then the export, held whole).
 export const EXPORT_PAGE = `
 local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm', 'y', 'u', 'v')
 local delayed, dead = tonumber(s[4]) or 0, redis.call('ZCARD', KEYS[4])
 local status = {tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or ${DEFAULT_MAXQUEUE}, redis.call('HLEN', KEYS[3]) - delayed - dead, delayed, dead, tonumber(s[5]) or 0}
-local page = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', ARGV[2])
-return {s[6] or '', page[1], status, page[2]}`;
+local cursor, out, bytes = ARGV[1], {}, 0
+repeat
+  local page = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', 10)
+  cursor = page[1]
+  for _, v in ipairs(page[2]) do
+    out[#out + 1] = v
+    bytes = bytes + #v
+  end
+until cursor == '0' or #out >= 2 * tonumber(ARGV[2]) or bytes >= tonumber(ARGV[3])
+return {s[6] or '', cursor, status, out}`;
 
 // KEYS: state, messages, leases, dead letters by when they died, then where to copy the messages
 // and the leases. ARGV: how long the copies live, in ms. Returns the status as STATUS gives it.

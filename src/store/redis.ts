@@ -81,10 +81,12 @@ const COMMAND_MS = 10_000;
 const CHECK_MS = 2_000;
 /** The most records (messages and leases) one restore script writes. */
 const RESTORE_CHUNK = 1000;
-/** An export reads a queue this many records at a time (HSCAN's COUNT), and reads it again when it
- * changed meanwhile, this many times before it copies it instead; the copy lives this long after
- * each page read (an export that dies leaves it to expire). */
+/** An export reads a queue this many records at a time, or this many bytes (and a few records
+ * more), and reads it again when it changed meanwhile, this many times before it copies it
+ * instead; the copy lives this long after each page read (an export that dies leaves it to
+ * expire). */
 const EXPORT_PAGE_SIZE = 1000;
+const EXPORT_PAGE_BYTES = 4 * 2 ** 20;
 const EXPORT_TRIES = 3;
 const EXPORT_COPY_MS = 600_000;
 
@@ -489,12 +491,9 @@ export class RedisStore implements Store {
       read: for (const hash of [m!, l!]) {
         let cursor = '0';
         do {
-          const [v, next, st, flat] = (await this.scripts.exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE).catch((err) => this.failed(err))) as [
-            Buffer,
-            Buffer,
-            number[],
-            Buffer[],
-          ];
+          const [v, next, st, flat] = (await this.scripts
+            .exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
+            .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
           if (version !== undefined && v.toString() !== version) break read;
           version = v.toString();
           status ??= statusOf(st);
@@ -521,7 +520,9 @@ export class RedisStore implements Store {
       for (const copy of copies) {
         let cursor = '0';
         do {
-          const [next, flat] = await this.redis.hscanBuffer(copy, cursor, 'COUNT', EXPORT_PAGE_SIZE).catch((err) => this.failed(err));
+          const [, next, , flat] = (await this.scripts
+            .exportPage(s!, copy, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
+            .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
           await this.redis.pexpire(copy, EXPORT_COPY_MS).catch((err) => this.failed(err));
           cursor = next.toString();
           for (let i = 0; i < flat.length; i += 2) {
