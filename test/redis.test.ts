@@ -455,6 +455,35 @@ describe('export of a queue while frontends write', { skip }, () => {
     }
   });
 
+  it('holds 64 MiB of a queue at most: a larger one is copied in Redis and read from the copy', async () => {
+    const store = new RedisStore({ url: `${redis.url}?prefix=export5:` });
+    const scripts = (store as unknown as { scripts: Scripts }).scripts;
+    const { snapshot } = scripts;
+    let copies = 0;
+    scripts.snapshot = async (...args) => (copies++, snapshot!(...args));
+    try {
+      const MiB = 2 ** 20;
+      for (let i = 0; i < 72; i += 8)
+        await store.putMany(
+          'huge',
+          Array.from({ length: 8 }, (_, j) => Buffer.alloc(MiB, i + j)),
+        );
+      let count = 0;
+      let bytes = 0;
+      for await (const r of queueRecords(store, 'huge')) {
+        if (!('message' in r)) continue;
+        assert.equal(r.message[0], r.pos - 1, `the message at ${r.pos}`);
+        count++;
+        bytes += r.message.length;
+      }
+      assert.deepEqual([count, bytes, copies], [72, 72 * MiB, 1]);
+      assert.equal(redis.cli('--scan', '--pattern', 'export5:*export*'), '');
+    } finally {
+      Object.assign(scripts, { snapshot });
+      await store.close();
+    }
+  });
+
   it('reads a page of a few MiB at most, however large the messages', async () => {
     const store = new RedisStore({ url: `${redis.url}?prefix=export4:` });
     const scripts = (store as unknown as { scripts: Scripts }).scripts;

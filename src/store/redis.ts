@@ -88,6 +88,8 @@ const RESTORE_CHUNK = 1000;
 const EXPORT_PAGE_SIZE = 1000;
 const EXPORT_PAGE_BYTES = 4 * 2 ** 20;
 const EXPORT_TRIES = 3;
+/** The most of a queue an export holds while it reads it: a larger one is copied at once. */
+const EXPORT_HOLD_BYTES = 64 * 2 ** 20;
 const EXPORT_COPY_MS = 600_000;
 
 /** `p`, or a rejection once `ms` have passed without its answer. */
@@ -469,10 +471,10 @@ export class RedisStore implements Store {
    * For export: a queue as it was at one moment. It is read a page at a time (no script holds
    * Redis for longer than a page takes), each page with the queue's version (redis-scripts.ts):
    * when that changed between the first page and the last, the queue is read again, from the
-   * start. What is read is held here until the last page shows it whole, so memory grows with the
-   * queue. A queue that changed during each of EXPORT_TRIES reads is copied in Redis instead, in
-   * one script (COPY: Redis is held for as long as copying it takes, and holds it twice meanwhile),
-   * and the copy is read at leisure, then deleted.
+   * start. What is read is held here until the last page shows it whole, up to EXPORT_HOLD_BYTES.
+   * A queue larger than that, or one that changed during each of EXPORT_TRIES reads, is copied in
+   * Redis instead, in one script (COPY: Redis is held for as long as copying it takes, and holds it
+   * twice meanwhile), and the copy is read a page at a time, then deleted.
    */
   async *exportRecords(name: string): AsyncGenerator<QueueRecord> {
     const [s, m, l, , x] = this.keys(name);
@@ -482,9 +484,10 @@ export class RedisStore implements Store {
       if (maxdeliveries) out.maxdeliveries = maxdeliveries;
       return out;
     };
-    for (let tries = 0; tries < EXPORT_TRIES; tries++) {
+    tries: for (let tries = 0; tries < EXPORT_TRIES; tries++) {
       let version: string | undefined;
       let status: QueueStatus | undefined;
+      let held = 0;
       // By position: a page may repeat a field HSCAN gave before.
       const messages = new Map<number, Buffer>();
       const leases = new Map<number, Lease>();
@@ -500,9 +503,11 @@ export class RedisStore implements Store {
           cursor = next.toString();
           for (let i = 0; i < flat.length; i += 2) {
             const pos = Number(flat[i]!.toString());
+            held += flat[i + 1]!.length + 64;
             if (hash === m) messages.set(pos, flat[i + 1]!);
             else leases.set(pos, parseLeaseValue(flat[i + 1]!.toString()));
           }
+          if (held > EXPORT_HOLD_BYTES) break tries;
         } while (cursor !== '0');
         if (hash === l) {
           yield { status: status! };
