@@ -306,6 +306,49 @@ describe('a Redis out of reach', { skip }, () => {
   });
 });
 
+describe('a connection to one Redis that closes with commands in flight', { skip }, () => {
+  it('fails them at once, without running them a second time; what is sent while it reconnects goes once', async (t) => {
+    const store = await new RedisStore({ url: `${redis.url}?prefix=dropped:` }).ready();
+    const conn = (store as unknown as { redis: Redis }).redis;
+    const busy = new Redis({ port: redis.port });
+    try {
+      await store.putMany('q', [Buffer.from('a'), Buffer.from('b')]);
+      // Redis is kept busy while the command waits in its socket, which closes meanwhile: Redis
+      // runs it once it can, and its answer has nowhere to go. The same operation, sent again
+      // right after, waits for the new connection.
+      const dropping = async <T>(op: () => Promise<T>) => {
+        await store.status('q'); // connected again after the one before
+        const held = busy.eval(
+          "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 300000 return 1",
+          0,
+        );
+        await sleep(50);
+        const sent = performance.now();
+        const dropped = op().then(
+          (r) => ({ answered: r }),
+          (err: Error) => ({ failed: err.message, ms: performance.now() - sent }),
+        );
+        await sleep(20);
+        conn.stream.destroy();
+        const meanwhile = op();
+        await held;
+        const { ms, ...outcome } = (await dropped) as { failed?: string; ms?: number };
+        t.diagnostic(`failed ${ms?.toFixed(0)} ms after it was sent`);
+        assert.ok(ms !== undefined && ms < 2000, `failed after ${ms?.toFixed(0)} ms, not at once`);
+        return [outcome, await meanwhile] as const;
+      };
+      assert.deepEqual(await dropping(() => store.put('q', Buffer.from('c'))), [{ failed: 'Redis: Connection is closed.' }, 4]);
+      const [outcome, got] = await dropping(() => store.get('q'));
+      assert.deepEqual([outcome, got?.message.toString()], [{ failed: 'Redis: Connection is closed.' }, 'b']);
+      // Each ran once: the dropped put stored 'c' and the dropped get took 'a'.
+      assert.deepEqual(await store.status('q'), { putpos: 4, getpos: 2, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    } finally {
+      busy.disconnect();
+      await store.close();
+    }
+  });
+});
+
 describe('the list index', { skip }, () => {
   it('a put whose queue could not be added to the index still succeeds, and list adds it later', async () => {
     // A user that may run the scripts but not write the index: the put is stored, its ZADD fails.

@@ -160,6 +160,16 @@ export class RedisStore implements Store {
     this.redis = cluster
       ? new Cluster(nodes, { redisOptions: common, retryDelayOnFailover: 0 })
       : new Redis({ ...common, host: nodes[0]!.host, port: nodes[0]!.port });
+    // On one Redis, ioredis keeps the commands a closing connection had sent, and with
+    // autoResendUnfulfilledCommands off drops them once it is connected again, without an answer:
+    // their requests waited out COMMAND_MS. They fail as the connection closes instead, as on a
+    // cluster. (Commands sent while it reconnects wait for the new connection and go once.)
+    if (this.redis instanceof Redis) {
+      const redis = this.redis as Redis & { prevCommandQueue?: { shift(): { command: { reject(err: Error): void } } | undefined } | null };
+      redis.on('close', () => {
+        for (let item = redis.prevCommandQueue?.shift(); item; item = redis.prevCommandQueue?.shift()) item.command.reject(new Error('Connection is closed.'));
+      });
+    }
     this.sub = this.redis.duplicate({ autoResendUnfulfilledCommands: true } as never);
     // Reported through the commands that fail; the last one says why when they fail for want of a
     // connection (ioredis then only says it gave up retrying).
