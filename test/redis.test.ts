@@ -349,6 +349,24 @@ describe('a connection to one Redis that closes with commands in flight', { skip
   });
 });
 
+describe('the frontends running on a Redis', { skip }, () => {
+  it('one killed outright is forgotten: a running one removes its expired entry, and the set expires after the last', async () => {
+    const key = 'frontends:httpsqs:frontends';
+    // What a frontend killed with kill -9 leaves: an entry that expired, and is never removed.
+    redis.cli('zadd', key, String(Date.now() - 1000), 'killed');
+    const store = await new RedisStore({ url: `${redis.url}?prefix=frontends:`, announce: true }).ready();
+    try {
+      const origin = (store as unknown as { origin: string }).origin;
+      assert.deepEqual(redis.cli('zrange', key, '0', '-1'), origin);
+      const ttl = Number(redis.cli('pttl', key));
+      assert.ok(ttl > 0 && ttl <= 15_000, `the set expires in ${ttl} ms`);
+    } finally {
+      await store.close();
+    }
+    assert.equal(redis.cli('exists', key), '0');
+  });
+});
+
 describe('the list index', { skip }, () => {
   it('a put whose queue could not be added to the index still succeeds, and list adds it later', async () => {
     // A user that may run the scripts but not write the index: the put is stored, its ZADD fails.

@@ -180,7 +180,18 @@ export class RedisStore implements Store {
     this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
     this.frontends = Buffer.concat([this.prefix, Buffer.from('httpsqs:frontends')]);
     if (opts.announce) {
-      const announce = () => void this.redis.zadd(this.frontends, Date.now() + GONE_MS, this.origin).catch(() => {});
+      // Each renewal also removes the entries that expired (frontends killed outright, which never
+      // removed theirs), and the set expires with the last entry when no frontend renews it.
+      const announce = () => {
+        const now = Date.now();
+        void this.redis
+          .multi()
+          .zremrangebyscore(this.frontends, '-inf', now)
+          .zadd(this.frontends, now + GONE_MS, this.origin)
+          .pexpire(this.frontends, GONE_MS)
+          .exec()
+          .catch(() => {});
+      };
       announce();
       this.announcer = setInterval(announce, ANNOUNCE_MS).unref();
     }
