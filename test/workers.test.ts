@@ -2,10 +2,24 @@
  * `--workers 2`: two processes on one port and one LMDB environment behave as one server.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
+import { LmdbStore } from '../src/store/lmdb/store.js';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, produceAndConsume, request, runCli, startServer, waitFor, workerPids } from './helpers.js';
+import { cleanup, keepAliveClient, produceAndConsume, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+
+/** Whether a process has ended (a zombie nobody reaps has). */
+function ended(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  } catch {
+    return true;
+  }
+}
 
 replayConformance('conformance with --workers 2', ['--workers', '2']);
 
@@ -107,6 +121,62 @@ describe('--workers 2', () => {
     } finally {
       assert.equal(await server.stop(), 0);
       cleanup(server.dir);
+    }
+  });
+
+  it('a process that exits with a write in progress ends, and does not hold off the others', async () => {
+    // lmdb-js starts its write thread in the turn after the put; the thread takes LMDB's writer
+    // lock and waits for the transaction's callback on the JavaScript thread, busy here, then
+    // exiting (node's exit waits for that thread).
+    const dir = tempDir();
+    const store = pathToFileURL(join(ROOT, 'dist', 'src', 'store', 'lmdb', 'store.js')).href;
+    const script = `
+      const { LmdbStore } = await import(${JSON.stringify(store)});
+      const store = await LmdbStore.open({ path: ${JSON.stringify(dir)}, shared: true });
+      void store.put('x', Buffer.from('m')).catch(() => {});
+      setImmediate(() => {
+        for (const until = Date.now() + 300; Date.now() < until; );
+        process.exit(0);
+      });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
+    try {
+      await waitFor(() => child.exitCode !== null || child.signalCode !== null, 5000).catch(() => assert.fail('the process did not end'));
+      const other = await LmdbStore.open({ path: dir, shared: true });
+      try {
+        const put = await Promise.race([other.put('x', Buffer.from('n')), sleep(5000).then(() => 'held off')]);
+        assert.equal(typeof put, 'number', 'a put of another process');
+      } finally {
+        await other.close();
+      }
+    } finally {
+      child.kill('SIGKILL');
+      cleanup(dir);
+    }
+  });
+
+  it('workers whose primary is killed under load end', async () => {
+    for (let round = 0; round < 6; round++) {
+      const server = await startServer({ args: ['--workers', '3'] });
+      const client = keepAliveClient(server.port, 24);
+      const workers = server.workers();
+      let loading = true;
+      const load = async (i: number) => {
+        while (loading) await client.send(`/?name=k${i % 3}&opt=${i % 2 ? 'put&data=m' : 'get&lease=30'}`).catch(() => {});
+      };
+      const loads = Array.from({ length: 24 }, (_, i) => load(i));
+      try {
+        await sleep(300);
+        server.proc.kill('SIGKILL');
+        await waitFor(() => workers.every(ended), 5000).catch(() =>
+          assert.fail(`round ${round}: worker(s) ${workers.filter((w) => !ended(w))} still running 5 s after the primary was killed`),
+        );
+      } finally {
+        loading = false;
+        client.close();
+        await Promise.all(loads);
+        for (const w of workers) if (!ended(w)) process.kill(w, 'SIGKILL');
+        cleanup(server.dir);
+      }
     }
   });
 

@@ -95,6 +95,19 @@ export function quiet(p: Promise<unknown>): void {
   p.catch(() => {});
 }
 
+/**
+ * Write transactions in progress in this process, in any store. lmdb-js's write thread runs a
+ * transaction's callback on the JavaScript thread, and waits for it holding LMDB's writer lock;
+ * node's exit first joins the thread pool's threads, that one included. A process that exits then
+ * (a worker whose primary died, an uncaught exception) would wait for ever, ignoring SIGTERM and
+ * holding the writer lock: every other process's writes would wait with it. So it is killed
+ * instead; LMDB takes back the transaction of a writer that died.
+ */
+let writing = 0;
+process.on('exit', () => {
+  if (writing > 0) process.kill(process.pid, 'SIGKILL');
+});
+
 /** Opens the environment (lmdb-js's root database) after checking its data file. */
 function openEnv(opts: LmdbOptions): RootDatabase {
   // Before lmdb-js maps it (datafile.ts). Shared: others may be committing as it is read.
@@ -426,7 +439,11 @@ export class LmdbStore implements Store {
     if (this.paused) return this.paused.then(() => this.txn(body));
     const p = this.env.childTransaction(body);
     this.transactions.add(p);
-    const drop = () => void this.transactions.delete(p);
+    writing++;
+    const drop = () => {
+      writing--;
+      this.transactions.delete(p);
+    };
     p.then(drop, drop);
     return p;
   }
