@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   cleanup,
   clockedServer,
+  connectionPerWorker,
   parseResponse,
   rawExchange,
   request,
@@ -505,6 +506,24 @@ describe('long polling (time from a test clock)', () => {
     assert.equal(r.headers.deliveries, '2');
   });
 
+  it('a touch that shortens a lease wakes a waiter when the new one ends', async () => {
+    await call('/?name=lp-touch&opt=put&data=sooner');
+    assert.equal((await call('/?name=lp-touch&opt=get&lease=60')).body, 'sooner');
+    const poll = call('/?name=lp-touch&opt=get&wait=5');
+    await waiting(1);
+    assert.equal((await call('/?name=lp-touch&opt=touch&pos=1&lease=1')).body, 'HTTPSQS_TOUCH_OK');
+    lp.clock.advance(1000);
+    const woken = await waitFor(() => lp.app.waiters.size === 0, 2000).then(
+      () => true,
+      () => false,
+    );
+    lp.clock.advance(4000); // the end of a long poll that was not woken
+    const r = await poll;
+    assert.ok(woken, 'the waiter was not woken when the lease ended');
+    assert.equal(r.body, 'sooner');
+    assert.equal(r.headers.deliveries, '2');
+  });
+
   it('wait must be whole seconds within the server cap (--max-wait)', async () => {
     for (const w of ['abc', '-1', '6', '1e3', '2.5', '']) {
       assert.equal((await call(`/?name=lp-bad&opt=get&wait=${w}`)).body, 'HTTPSQS_ERROR', `wait=${w}`);
@@ -631,6 +650,27 @@ describe('extensions with --workers 2', () => {
       cleanup(server.dir);
     }
   });
+  it('a touch in one worker that shortens a lease wakes a long poll in the other when it ends', async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const [a, b] = [...(await connectionPerWorker(server)).values()];
+    try {
+      assert.equal((await a!.send('/?name=wt&opt=put&data=sooner')).body.toString(), 'HTTPSQS_PUT_OK');
+      assert.equal((await a!.send('/?name=wt&opt=get&lease=60')).body.toString(), 'sooner');
+      const started = performance.now();
+      const poll = b!.send('/?name=wt&opt=get&wait=20', 30_000);
+      await pollsWaiting(client(server.port), 1);
+      assert.equal((await a!.send('/?name=wt&opt=touch&pos=1&lease=1')).body.toString(), 'HTTPSQS_TOUCH_OK');
+      assert.equal((await poll).body.toString(), 'sooner');
+      const took = performance.now() - started;
+      assert.ok(took < 5000, `handed out ${took.toFixed(0)} ms after its lease was cut to 1 s`);
+    } finally {
+      a?.close();
+      b?.close();
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
   it('a delayed put in one worker wakes long polls in the other when due; dead letters are shared', async () => {
     const server = await startServer({ args: ['--workers', '2'] });
     const call = client(server.port);

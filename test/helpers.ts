@@ -1,7 +1,7 @@
 /** Shared test tools: a real server on a real port (in this process, or as a process of its own
  * where the process is the point), and a raw HTTP client. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -385,4 +385,74 @@ export function cliSuite(): { server: RunningServer; cli: ReturnType<typeof cliC
     cleanup(suite.server.dir);
   });
   return suite;
+}
+
+/** A keep-alive connection served by a known worker of `--workers`: `send` one request at a time. */
+export interface WorkerConnection {
+  worker: number;
+  send(target: string, timeoutMs?: number): Promise<RawResponse>;
+  close(): void;
+}
+
+/** The process among `pids` holding the server's end of the connection from local port `from` to
+ * `port` (from /proc: the socket's inode, then the descriptors of each process). */
+function holderOfConnection(port: number, from: number, pids: number[]): number | undefined {
+  const hex = (p: number) => `0100007F:${p.toString(16).toUpperCase().padStart(4, '0')}`;
+  let inode: string | undefined;
+  for (const line of readFileSync('/proc/net/tcp', 'latin1').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === hex(port) && f[2] === hex(from)) inode = f[9];
+  }
+  if (!inode || inode === '0') return undefined;
+  for (const pid of pids) {
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`) return pid;
+        } catch {
+          /* closed meanwhile */
+        }
+      }
+    } catch {
+      /* gone */
+    }
+  }
+  return undefined;
+}
+
+/** Opens connections to `server` until each of its workers serves one; one connection a worker. */
+export async function connectionPerWorker(server: RunningServer): Promise<Map<number, WorkerConnection>> {
+  const workers = server.workers();
+  const found = new Map<number, WorkerConnection>();
+  for (let tries = 0; found.size < workers.length; tries++) {
+    if (tries > 50) throw new Error(`no connection to each of the workers ${workers}`);
+    const sock = net.connect(server.port, '127.0.0.1');
+    sock.on('error', () => {});
+    await new Promise((r) => sock.once('connect', r));
+    // The first request makes sure a worker has it (the primary hands connections out).
+    let pending: ((r: RawResponse) => void) | undefined;
+    let buf: Buffer = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const parsed = parseResponse(buf);
+      if (!parsed) return;
+      buf = parsed.rest;
+      pending?.(parsed.res);
+    });
+    const send = (target: string, timeoutMs = 15_000) =>
+      new Promise<RawResponse>((res, rej) => {
+        const t = setTimeout(() => rej(new Error(`no answer to ${target} in ${timeoutMs} ms`)), timeoutMs);
+        pending = (r) => {
+          clearTimeout(t);
+          pending = undefined;
+          res(r);
+        };
+        sock.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\n\r\n`);
+      });
+    await send('/?name=_&opt=status');
+    const worker = holderOfConnection(server.port, sock.localPort!, workers);
+    if (worker === undefined || found.has(worker)) sock.destroy();
+    else found.set(worker, { worker, send, close: () => sock.destroy() });
+  }
+  return found;
 }

@@ -197,6 +197,8 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     if (Number.isNaN(pos) || Number.isNaN(lease)) return { body: R.ERROR };
     const token = await store.touch(name, pos, lease * 1000, tokenOf(p));
     if (token === null) return { body: R.LEASE_NOT_FOUND };
+    // A lease made shorter ends before the alarms set for it: long polls must wake then.
+    waiters.retimed(name, ctx.clock.now() + lease * 1000);
     return { body: R.TOUCH_OK, head: `Lease: ${token}\r\n` };
   }
 

@@ -122,6 +122,13 @@ export class Waiters {
     this.alarms.set(name, { at: deadline, timer });
   }
 
+  /** A lease on `name` was set to end at `deadline`, perhaps sooner than it did (a touch): the
+   * alarm here goes off then, and a waiter in each other process looks again, which sets its own. */
+  retimed(name: string, deadline: number): void {
+    this.leased(name, deadline);
+    this.peers?.notify(name, 1);
+  }
+
   /** Answers every waiting request (with nothing) and takes no more waits. */
   close(): void {
     this.closed = true;
