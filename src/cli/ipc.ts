@@ -146,7 +146,7 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
           if (on) {
             if (!set) watchers.set(name, (set = new Set()));
             set.add(from);
-            from.send({ watching: id } satisfies ToWorker);
+            if (from.isConnected()) from.send({ watching: id } satisfies ToWorker);
           } else if (set?.delete(from) && set.size === 0) watchers.delete(name);
         },
         puts(puts) {

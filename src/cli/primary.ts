@@ -71,11 +71,13 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       ready() {
         ready.add(worker);
         // A worker that replaces one gets the synctime set at run time once it listens.
-        if (started) worker.send({ synctime } satisfies ToWorker);
+        if (started && worker.isConnected()) worker.send({ synctime } satisfies ToWorker);
       },
       synctime(seconds) {
         synctime = seconds;
-        for (const w of allWorkers()) if (w !== worker) w.send({ synctime } satisfies ToWorker);
+        // A worker stays in the list between its disconnect and its exit: a send to it then would
+        // be an uncaught error (ERR_IPC_CHANNEL_CLOSED) that ends the primary and every worker.
+        for (const w of allWorkers()) if (w !== worker && w.isConnected()) w.send({ synctime } satisfies ToWorker);
       },
     };
     worker.on('message', (m: FromWorker) => dispatch(m, handlers));
