@@ -507,6 +507,20 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.close();
     });
 
+    it('a message given back by a nack is no longer held: a second nack, an ack or a touch without a token find no lease', async () => {
+      const s = await fresh();
+      await s.putMany('nn', [b('job')]);
+      const got = (await s.get('nn', 60_000))!;
+      assert.equal(await s.settle('nn', got.pos, 'nack'), true);
+      assert.equal(await s.settle('nn', got.pos, 'nack'), false);
+      assert.equal(await s.settle('nn', got.pos, 'ack'), false);
+      assert.equal(await s.touch('nn', got.pos, 60_000), null);
+      const again = await s.get('nn', 60_000);
+      assert.deepEqual([again?.pos, again?.deliveries], [got.pos, 2]);
+      assert.equal(await s.settle('nn', got.pos, 'ack', again!.lease), true);
+      await s.close();
+    });
+
     it('a lease token names one grant: a stale ack or nack settles nothing', async () => {
       const s = await fresh();
       await s.put('t', b('job'));

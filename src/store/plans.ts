@@ -161,10 +161,11 @@ export const maxqueuePlan =
     return true;
   };
 
-/** A lease a consumer holds at `pos` (not a delayed message or a dead letter), of `token` if given. */
+/** A lease a consumer holds at `pos` (not a delayed message, a dead letter or a message given
+ * back by a nack, deadline 0), of `token` if given. */
 function held(d: Draft, pos: number, token: string | undefined): Lease | undefined {
   const l = d.q.leases.get(pos);
-  return l && l.deliveries > 0 && !isDead(l) && (token === undefined || token === leaseToken(l)) ? l : undefined;
+  return l && l.deliveries > 0 && l.deadline !== 0 && !isDead(l) && (token === undefined || token === leaseToken(l)) ? l : undefined;
 }
 
 /** Ends the lease at `pos` (ack), or makes it due now (nack; a dead letter when that was its last

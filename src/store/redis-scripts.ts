@@ -227,8 +227,8 @@ local pos = tonumber(ARGV[3])
 local l = redis.call('HGET', L, pos)
 if not l then return 0 end
 local deadline, deliveries = parseLease(l)
--- Only a lease a consumer holds: not a delayed message, not a dead letter.
-if deliveries == 0 or deadline >= DEAD then return 0 end
+-- Only a lease a consumer holds: not a delayed message, a dead letter or a message given back.
+if deliveries == 0 or deadline == 0 or deadline >= DEAD then return 0 end
 -- The token of the grant, from the stored text (as \`leaseToken\` gives it).
 local ds, ns = string.match(l, '^([^:]+):(%d+)$')
 if ARGV[5] ~= '' and ARGV[5] ~= ns .. '-' .. ds then return 0 end
