@@ -655,6 +655,33 @@ describe('journal: space and memory', () => {
     await s.close();
   });
 
+  it("an import that stopped before a queue's state (a crash, a bad line) pins nothing after a restart: its messages are dead, their segments go", async () => {
+    const d = dir();
+    let s = await open(d);
+    // About five segments of messages whose state never comes.
+    for (let from = 1; from <= 300; from += 50)
+      await s.restore('imp', { messages: Array.from({ length: 50 }, (_, k) => ({ pos: from + k, message: msg(from + k) })) });
+    await s.put('other', b('kept'));
+    await compacted(s);
+    assert.ok(segments(d).length >= 5, `${segments(d).length} segments`);
+    const crashed = crashImage(d); // Ctrl-C: the records after the last roll-over's checkpoint
+    await s.close(); // a bad line: the import closes the store, its checkpoint holds them live
+    const liveBytes = (s: JournalStore) => [...inside<Map<number, { live: number }>>(s, 'segs').values()].reduce((n, g) => n + Math.max(0, g.live), 0);
+    for (const at of [d, crashed]) {
+      s = await open(at);
+      await compacted(s);
+      assert.ok(liveBytes(s) < 100, `${liveBytes(s)} live bytes: only the message of 'other'`);
+      assert.deepEqual(await s.status('imp'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      // The checkpoint of a close covers them all: they go at once; after a crash, by the next one.
+      await s.close();
+      s = await open(at);
+      await compacted(s);
+      assert.ok(segments(at).length <= 2, `${segments(at).join(', ')} left`);
+      assert.equal((await s.get('other'))?.message.toString(), 'kept');
+      await s.close();
+    }
+  });
+
   it("'interval' mode: a segment goes only once what emptied it (the copies compaction made of its messages included) is flushed", async () => {
     const d = dir();
     const ops: string[] = [];

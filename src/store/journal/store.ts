@@ -20,10 +20,10 @@
  *
  * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
  * fills and on close) and replays the records after it. Space comes back by deleting sealed
- * segments that hold no live message (unread or leased; imported, until its queue's state is), and,
- * while the sealed segments take more than 1.5 times the live data plus one segment, by copying
- * forward the live messages of one that holds less than two thirds of its size in them, then
- * deleting it (`compact`).
+ * segments that hold no live message (unread or leased; imported, until its queue's state is or,
+ * if it never is, until the next start-up), and, while the sealed segments take more than 1.5
+ * times the live data plus one segment, by copying forward the live messages of one that holds
+ * less than two thirds of its size in them, then deleting it (`compact`).
  */
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -399,6 +399,11 @@ export class JournalStore implements Store {
       );
       zero(fd, end, tail.dirtyTo);
     }
+    // Restored messages are live until their queue's state comes (`place`). None comes now: an
+    // import holds the directory while it writes, so those of a queue whose state never came (an
+    // import stopped by a crash, Ctrl-C or a bad line) would hold their segments for good. Every
+    // entry is marked by the rule, as a state record would; for the others this changes nothing.
+    for (const q of this.queues.values()) this.markAll(q);
     // Writes go on after the last record, never before what the checkpoint covers.
     this.cur = last;
     this.end = lastEnd;
@@ -499,7 +504,7 @@ export class JournalStore implements Store {
         break;
       case T.state:
         q.s = { putpos: f[0]!, getpos: f[1]!, maxqueue: f[2]! };
-        for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, q.leases.has(ix.pos(i)) || isUnread(q.s, ix.pos(i)));
+        this.markAll(q);
         break;
       case T.reset:
         for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, false);
@@ -515,12 +520,18 @@ export class JournalStore implements Store {
   /** A message stored at `pos`: the entry of what was there before is dead for good. A store
    * record's message is live as it comes: compaction copies only live ones, a slot's lease follows
    * it, and an import writes its messages before the queue's state (whose record then marks every
-   * entry by the rule), so they would otherwise be dead, and their segments deleted, meanwhile. */
+   * entry by the rule), so they would otherwise be dead, and their segments deleted, meanwhile
+   * (start-up marks those whose state never came: see `start`). */
   private place(q: Queue, pos: number, seg: number, off: number, len: number, stored: boolean): void {
     this.unstore(q, pos);
     const ix = isSlot(pos) ? (q.slots ??= new PositionIndex()) : q.index;
     const i = ix.add(pos, seg, off, len);
     this.mark(ix, i, stored || q.leases.has(pos) || isUnread(q.s, pos));
+  }
+
+  /** Marks every entry of a queue by the rule (unread or leased: live). */
+  private markAll(q: Queue): void {
+    for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, q.leases.has(ix.pos(i)) || isUnread(q.s, ix.pos(i)));
   }
 
   /** The message at `pos` is gone: its entry is dead for good. */
