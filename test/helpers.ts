@@ -1,6 +1,6 @@
 /** Shared test tools: a real server on a real port (in this process, or as a process of its own
  * where the process is the point), and a raw HTTP client. */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -268,6 +268,26 @@ export function needsTool(tool: string, debianPackage: string): string | false {
   const reason = `SKIPPED: ${tool} is not installed (apt-get install ${debianPackage}); mandatory in CI`;
   process.stderr.write(`\n*** ${reason} ***\n\n`);
   return reason;
+}
+
+/**
+ * For tests on a small tmpfs of their own (a disk that fills up): returns a skip reason when it
+ * cannot be mounted (it needs root; printed loudly), and `false` (run, and fail) in CI.
+ */
+export function canMount(): string | false {
+  const probe = tempDir('httpsqs-mount-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe], { stdio: 'ignore' });
+    execFileSync('umount', [probe]);
+    return false;
+  } catch {
+    if (process.env.CI === 'true') return false; // mandatory in CI: let the test fail there
+    const reason = 'SKIPPED: mounting a small tmpfs needs root; mandatory in CI';
+    process.stderr.write(`\n*** ${reason} ***\n\n`);
+    return reason;
+  } finally {
+    cleanup(probe);
+  }
 }
 
 /**

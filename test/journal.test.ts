@@ -6,7 +6,8 @@
  * acknowledged write is on disk by then (O_DSYNC), nothing else is promised.
  */
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
@@ -18,7 +19,7 @@ import { JournalDamaged, JournalStore, type JournalOptions } from '../src/store/
 import { BATCH_BYTES } from '../src/store/journal/records.js';
 import { DiskLowError, StoreError } from '../src/store/store.js';
 import { TestClock } from './clock.js';
-import { cleanup, freePort, request, runCli, startServer, tempDir } from './helpers.js';
+import { canMount, cleanup, freePort, request, runCli, startServer, tempDir } from './helpers.js';
 
 const b = (s: string) => Buffer.from(s);
 const SEG = 64 * 1024;
@@ -255,19 +256,44 @@ describe('journal: checkpoints, replay and restarts', () => {
     let s = await open(d, { segmentBytes: 64 * 2 ** 20 });
     // Their checkpoint is written a MiB a turn.
     await fill(s, 'big');
-    const tmp = join(d, 'journal', 'checkpoint.tmp');
+    await inside<Promise<void>>(s, 'ckptFiles'); // the growth of its room, which it would wait for
+    const [tmp, file] = [join(d, 'journal', 'checkpoint.tmp'), join(d, 'journal', 'checkpoint')];
     const written = inside<() => Promise<void>>(s, 'checkpoint').call(s);
     await s.put('during', b('put while the checkpoint was written'));
-    const sizeAtPut = statSync(tmp).size;
+    // It is written into its room, taken ahead: how much of it is written does not show in its size.
+    const atPut = { writing: existsSync(tmp), inPlace: existsSync(file) };
     await written;
-    const size = statSync(join(d, 'journal', 'checkpoint')).size;
-    assert.ok(size > 8_000_000 && sizeAtPut < size, `checkpoint ${size} bytes, ${sizeAtPut} of them written when the put was answered`);
+    const size = statSync(file).size;
+    assert.ok(size > 8_000_000, `checkpoint ${size} bytes`);
+    assert.deepEqual(atPut, { writing: true, inPlace: false }, 'the put was answered while the checkpoint was being written');
     const image = crashImage(d);
     await s.close();
     s = await open(image, { segmentBytes: 64 * 2 ** 20 });
     assert.equal((await s.get('during'))?.message.toString(), 'put while the checkpoint was written');
     assert.equal((await s.status('big')).putpos, 500_000);
     assert.deepEqual(await s.view('big', 500_000), b('m'));
+    await s.close();
+  });
+
+  it('a checkpoint goes into the room taken for it, never into a file linked elsewhere: a room left linked to the checkpoint (a crash inside its install), a copy made with hard links', async () => {
+    const d = dir();
+    let s = await open(d);
+    for (let i = 0; i < 70; i++) await s.put('q', msg(i)); // a roll-over: a checkpoint
+    await s.close();
+    const [file, room, copy] = ['checkpoint', 'checkpoint.room', 'copy'].map((f) => join(d, 'journal', f)) as [string, string, string];
+    rmSync(room);
+    linkSync(file, room);
+    linkSync(file, copy);
+    const before = readFileSync(copy);
+    s = await open(d);
+    for (let i = 0; i < 3; i++) {
+      await s.put('q', msg(100 + i));
+      await inside<() => Promise<void>>(s, 'checkpoint').call(s);
+    }
+    await s.close();
+    assert.deepEqual(readFileSync(copy), before, 'the old checkpoint was written over');
+    s = await open(d);
+    assert.equal((await s.status('q')).putpos, 73);
     await s.close();
   });
 
@@ -1146,6 +1172,78 @@ describe('journal: failures', () => {
     await assert.rejects(s.check(), DiskLowError);
     assert.equal((await s.get('q'))?.message.toString(), 'kept');
     assert.equal((await s.getMany('q', 5)).length, 5);
+    free = 2 ** 40;
+    await s.check();
+    assert.ok((await s.put('q', b('again'))) > 0);
+    await s.close();
+  });
+
+  it('a full disk (a small tmpfs) from the roll-over on: consumers get and ack every message, the segments they read go (their checkpoints have room), puts resume', {
+    skip: canMount(),
+  }, async () => {
+    const root = dir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', root]);
+    let s: JournalStore | undefined;
+    try {
+      warnings = [];
+      const told: boolean[] = [];
+      const d = join(root, 'db');
+      // Segments as the disk's size makes them (1 MiB).
+      s = await open(d, { segmentBytes: undefined, onDiskFull: (full) => told.push(full) });
+      let puts = 0;
+      const put = () => s!.put('q', msg(puts + 1)).then(() => ++puts);
+      // Once the next segment is made, another program takes the rest of the disk: the roll-over's
+      // checkpoint, which the segment read first waits for, meets the full disk.
+      while (!inside(s, 'spare')) await put();
+      const fd = openSync(join(root, 'filler'), 'w');
+      assert.throws(() => {
+        for (;;) writeSync(fd, Buffer.alloc(4096, 1));
+      }, /ENOSPC/);
+      closeSync(fd);
+      await assert.rejects(async () => {
+        for (;;) await put();
+      }, DiskLowError);
+      assert.ok(inside<{ id: number }>(s, 'cur').id === 2 && puts > 1500, `${puts} messages stored`);
+      for (let pos = 1; pos <= puts; pos++) {
+        const got = await s.get('q', 60_000);
+        assert.equal(got?.message.toString(), msg(pos).toString(), `message ${pos}`);
+        assert.equal(await s.settle('q', pos, 'ack', got!.lease), true);
+      }
+      assert.doesNotMatch(warnings.join('\n'), /checkpoint not written/);
+      // The segments read went: there is room for puts again.
+      await compacted(s);
+      await s.check();
+      assert.equal(await s.put('q', b('again')), puts + 1);
+      assert.deepEqual(told, [true, false]);
+      await s.close();
+      s = await open(d);
+      assert.equal((await s.get('q'))?.message.toString(), 'again');
+    } finally {
+      await s?.close();
+      execFileSync('umount', [root]);
+    }
+  });
+
+  it("puts wait for the next checkpoint's room as for a segment: refused when it cannot grow, gets go on; the checkpoint fits in it, with what puts leave to the others", async () => {
+    const d = dir();
+    let free = 2 ** 40;
+    const s = await open(d, { segmentBytes: 8 * 2 ** 20, diskFree: () => free });
+    await inside<Promise<void>>(s, 'ckptFiles'); // the room made at start-up
+    free = 0;
+    let refused: unknown;
+    for (let i = 0; i < 100 && !refused; i++)
+      await s
+        .putMany(
+          'q',
+          Array.from({ length: 1000 }, () => b('m')),
+        )
+        .catch((err: unknown) => (refused = err));
+    assert.ok(refused instanceof DiskLowError && /no room for the next journal checkpoint/.test(refused.message), String(refused));
+    assert.equal((await s.getMany('q', 1000)).length, 1000);
+    const room = statSync(join(d, 'journal', 'checkpoint.room')).size;
+    await inside<() => Promise<void>>(s, 'checkpoint').call(s);
+    const size = statSync(join(d, 'journal', 'checkpoint')).size;
+    assert.ok(size > 100_000 && size <= room - 256 * 1024, `a checkpoint of ${size} bytes, a room of ${room}`);
     free = 2 ** 40;
     await s.check();
     assert.ok((await s.put('q', b('again'))) > 0);

@@ -13,23 +13,7 @@ import { closeSync, mkdirSync, openSync, readSync, statfsSync, statSync } from '
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
-import { cleanup, keepAliveClient, request, startServer, tempDir, waitFor, type RunningServer } from '../helpers.js';
-
-function canMount(): string | false {
-  const probe = tempDir('httpsqs-mount-');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe], { stdio: 'ignore' });
-    execFileSync('umount', [probe]);
-    return false;
-  } catch {
-    if (process.env.CI === 'true') return false; // mandatory in CI: let the test fail there
-    const reason = 'SKIPPED: mounting a small tmpfs needs root; mandatory in CI';
-    process.stderr.write(`\n*** ${reason} ***\n\n`);
-    return reason;
-  } finally {
-    cleanup(probe);
-  }
-}
+import { canMount, cleanup, keepAliveClient, request, startServer, tempDir, waitFor, type RunningServer } from '../helpers.js';
 
 /** Runs `body` against a server whose data directory is on a new tmpfs of `size`; resolves to
  * the server's exit code once it is stopped and the tmpfs unmounted. */

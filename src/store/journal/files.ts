@@ -1,13 +1,18 @@
 /**
- * The journal's files in `DIR/journal/`: segments `0000000001.seg`, ... and `checkpoint`.
+ * The journal's files in `DIR/journal/`: segments `0000000001.seg`, ..., `checkpoint`, and
+ * `checkpoint.room`.
  *
  * A segment is made whole before it is used: its full size written with zeros and flushed, under a
  * temporary name, then renamed. Writes into it never extend the file, so a flush of a write (the
  * file opened with O_DSYNC) has no metadata to flush and can never meet a full disk. The zeros
  * also end the data: a record's length is never 0.
+ *
+ * A checkpoint is what lets the segments read through go, so it must be written on a full disk too:
+ * it is written into `checkpoint.room`, room on the disk taken ahead (`growRoom`), and cut to its
+ * length; the checkpoint it replaces becomes the room for the next one.
  */
-import { closeSync, fsync, fsyncSync, openSync, readSync, write, writeSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { closeSync, constants, fdatasync, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, write, writeSync } from 'node:fs';
+import { link, open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Lease } from '../../queue/leases.js';
 import type { QueueState } from '../../queue/ring.js';
@@ -17,6 +22,7 @@ import { BATCH_BYTES, decode, T, type Decoded } from './records.js';
 
 export const segmentFile = (dir: string, id: number): string => join(dir, `${String(id).padStart(10, '0')}.seg`);
 export const SEGMENT_NAME = /^(\d{10})\.seg$/;
+export const roomFile = (dir: string): string => join(dir, 'checkpoint.room');
 
 const ZEROS = Buffer.alloc(4 * 2 ** 20);
 const CHUNK = ZEROS.length;
@@ -155,6 +161,38 @@ export function zero(fd: number, from: number, to: number): void {
   fsyncSync(fd);
 }
 
+/** Opens `file` to write into it in place (made if missing), unless it is linked elsewhere too
+ * (to the checkpoint in place, by a crash inside `installCheckpoint`): then it is made anew. */
+function openUnshared(file: string): number {
+  const fd = openSync(file, constants.O_RDWR | constants.O_CREAT);
+  if (fstatSync(fd).nlink === 1) return fd;
+  closeSync(fd);
+  rmSync(file);
+  return openSync(file, 'w+');
+}
+
+/** Makes `checkpoint.room` `size` bytes, at least, what it gains written with zeros and flushed (a
+ * MiB at a time, as a segment); a piece that fails is cut off again (a full disk), the pieces
+ * before it stay. Resolves to its size. */
+export async function growRoom(dir: string, size: number): Promise<number> {
+  const fd = openUnshared(roomFile(dir));
+  let o = fstatSync(fd).size;
+  const step = (f: (done: (err: Error | null) => void) => void) => new Promise<void>((resolve, reject) => f((err) => (err ? reject(err) : resolve())));
+  try {
+    for (; o < size; o += PREALLOCATE_STEP) {
+      const n = Math.min(PREALLOCATE_STEP, size - o);
+      await step((done) => write(fd, ZEROS, 0, n, o, (err, wrote) => done(err ?? (wrote < n ? new Error('short write') : null))));
+      await step((done) => fdatasync(fd, done));
+    }
+    return fstatSync(fd).size;
+  } catch (err) {
+    ftruncateSync(fd, o);
+    throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The state of the journal up to a point (`seg`, `off`): replay goes on from there. */
 export interface Checkpoint<Entries = Uint32Array> {
   seg: number;
@@ -165,6 +203,10 @@ export interface Checkpoint<Entries = Uint32Array> {
    * of slots past the ring. */
   queues: Array<{ name: string; s: QueueState; slotCursor: number; leases: Array<[number, Lease]>; entries: Entries; slots: Entries }>;
 }
+
+/** Bytes a checkpoint takes, at most (entries are aligned to 4 bytes): its own, and those each
+ * queue adds (by its name); a segment, a lease and an index entry add `item` each. */
+export const CHECKPOINT_BYTES = { fixed: 28, queue: (name: string) => 40 + name.length, item: 16 };
 
 const MAGIC = 0x4a515348; // "HSQJ"
 /** Version 2 added, per queue, maxdeliveries (after maxqueue) and the entries of slots (after those
@@ -177,7 +219,9 @@ const CHECKPOINT_STEP = 2 ** 20;
 /**
  * Writes a checkpoint to `checkpoint.tmp`, a piece per event-loop turn, so that a large index
  * (16 bytes a stored message) never holds up requests; the state it writes is a copy taken at once
- * by the caller. Resolves to the open file, for `installCheckpoint`. The layout: [magic][version]
+ * by the caller. It is written into the room taken ahead for it, if there is one, and the file is
+ * cut to its length (a room too small grows as it is written, as a new file does). Resolves to the
+ * open file, for `installCheckpoint`. The layout: [magic][version]
  * [seg][off][segments][queues][crc32 of all before it], little endian. A queue: [u16 name length]
  * [name][putpos][getpos][maxqueue][maxdeliveries][last slot taken][lease count][leases: pos, f64 deadline,
  * deliveries][entry u32 count][entries][slot entry u32 count][slot entries]; entries start at a
@@ -187,7 +231,13 @@ const CHECKPOINT_STEP = 2 ** 20;
 export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): Promise<number> {
   let fd: number | undefined;
   try {
-    fd = openSync(join(dir, 'checkpoint.tmp'), 'w');
+    const tmp = join(dir, 'checkpoint.tmp');
+    try {
+      renameSync(roomFile(dir), tmp);
+    } catch {
+      // No room taken: a new file.
+    }
+    fd = openUnshared(tmp);
     const file = fd;
     const stage = Buffer.allocUnsafe(64 * 1024);
     const piece = new Uint32Array(CHECKPOINT_STEP / 4);
@@ -244,6 +294,7 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
     await room(4);
     u32(crc32(stage, 0, used, crc));
     await flush();
+    ftruncateSync(file, at);
     return file;
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
@@ -254,15 +305,31 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
 }
 
 /** Flushes a checkpoint written by `writeCheckpoint` and puts it in place, so that a crash
- * leaves the old one or the new one, whole. */
-export async function installCheckpoint(dir: string, fd: number): Promise<void> {
+ * leaves the old one or the new one, whole. The old one's file becomes `checkpoint.room` (linked to
+ * it first: its space is not given back to the disk, where another writer could take it). Resolves
+ * to the bytes of that room (0: none, as on a file system without hard links). */
+export async function installCheckpoint(dir: string, fd: number): Promise<number> {
   try {
     await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
   } finally {
     closeSync(fd);
   }
-  await rename(join(dir, 'checkpoint.tmp'), join(dir, 'checkpoint'));
+  const [file, room] = [join(dir, 'checkpoint'), roomFile(dir)];
+  let kept = 0;
+  try {
+    await link(file, room);
+    kept = (await stat(room)).size;
+  } catch {
+    // The first checkpoint, or no hard links: the room is made of zeros.
+  }
+  try {
+    await rename(join(dir, 'checkpoint.tmp'), file);
+  } catch (err) {
+    if (kept) await rm(room, { force: true }); // still the checkpoint in place
+    throw err;
+  }
   fsyncDir(dir);
+  return kept;
 }
 
 export function decodeCheckpoint(b: Buffer): Checkpoint {

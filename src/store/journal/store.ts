@@ -21,9 +21,11 @@
  * Start-up loads the checkpoint (the whole state at a point of the journal, written when a segment
  * fills and on close) and replays the records after it. Space comes back by deleting sealed
  * segments that hold no live message (unread or leased; imported, until its queue's state is or,
- * if it never is, until the next start-up), and, while the sealed segments take more than 1.5
- * times the live data plus one segment, by copying forward the live messages of one that holds
- * less than two thirds of its size in them, then deleting it (`compact`).
+ * if it never is, until the next start-up) once a checkpoint covers them, and, while the sealed
+ * segments take more than 1.5 times the live data plus one segment, by copying forward the live
+ * messages of one that holds less than two thirds of its size in them, then deleting it
+ * (`compact`). On a full disk too: a checkpoint is written into room taken ahead, which puts wait
+ * for as for a segment (`growRoom`), so that consumers can still let the segments they read go.
  */
 import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -63,12 +65,15 @@ import {
   type SyncMode,
 } from '../store.js';
 import {
+  CHECKPOINT_BYTES,
   decodeCheckpoint,
+  growRoom,
   installCheckpoint,
   hasData,
   preallocate,
   readAt,
   replay,
+  roomFile,
   SEGMENT_NAME,
   segmentFile,
   tailOf,
@@ -101,7 +106,7 @@ export class JournalDamaged extends StoreError {
 
 const SEGMENT = 64 * 2 ** 20;
 /** Room at the end of a segment that puts leave to the other writes when no new segment can be
- * made (a full disk), so that consumers go on. */
+ * made (a full disk), so that consumers go on; as many bytes of the checkpoint's room as well. */
 const KEEP_FOR_OTHERS = 256 * 1024;
 /** Bytes read from a segment by a read that finds its message in no batch in memory: a queue is
  * read in the order it was written, so the next gets find theirs there, without a system call. */
@@ -279,6 +284,16 @@ export class JournalStore implements Store {
   private covered = { seg: 0, off: 0 };
   private checkpointing: Promise<void> | undefined;
   private checkpointAgain = false;
+  /** Room on the disk for the next checkpoint (`checkpoint.room`, files.ts): its bytes, and at most
+   * the bytes of the next checkpoint (those of the last one, and what records written since add).
+   * A put waits for the room to cover what it adds, as for a segment, and is refused when the room
+   * cannot grow; what puts leave of it (`ckptKeep`, as many bytes as of a segment) is for the others. */
+  private ckptRoom = 0;
+  private ckptNeed = 0;
+  private readonly ckptKeep: number;
+  private growing: Promise<boolean> | undefined;
+  /** Checkpoints and the room's growth, one after the other (they write the same file). */
+  private ckptFiles: Promise<unknown> = Promise.resolve();
   /** Start-up is over: records are being written, not replayed. */
   private started = false;
   private compacting: Promise<void> | undefined;
@@ -347,6 +362,7 @@ export class JournalStore implements Store {
     // A small disk (a container's volume) gets smaller segments: a sixteenth of it, 1 MiB at least.
     const st = statfsSync(this.dir);
     this.segmentBytes = opts.segmentBytes ?? Math.max(2 ** 20, Math.min(SEGMENT, 2 ** 20 * Math.floor((st.blocks * st.bsize) / 16 / 2 ** 20)));
+    this.ckptKeep = Math.min(KEEP_FOR_OTHERS, this.segmentBytes / 8);
     const inside = () => this.cur.size - this.end + (this.spare?.size ?? 0);
     if (opts.reserveBytes && !opts.readOnly) this.disk = new DiskReserve(opts.path, opts.reserveBytes, inside, opts.onDiskSpace);
   }
@@ -404,6 +420,7 @@ export class JournalStore implements Store {
     // import stopped by a crash, Ctrl-C or a bad line) would hold their segments for good. Every
     // entry is marked by the rule, as a state record would; for the others this changes nothing.
     for (const q of this.queues.values()) this.markAll(q);
+    this.ckptNeed = this.checkpointBytes();
     // Writes go on after the last record, never before what the checkpoint covers.
     this.cur = last;
     this.end = lastEnd;
@@ -418,6 +435,11 @@ export class JournalStore implements Store {
       for (const s of this.segs.values()) this.fd(s);
       return;
     }
+    // A room still linked to the checkpoint (a crash inside `installCheckpoint`) is no room.
+    const room = statSync(roomFile(this.dir), { throwIfNoEntry: false });
+    if (room && room.nlink > 1) rmSync(roomFile(this.dir));
+    this.ckptRoom = room?.nlink === 1 ? room.size : 0;
+    void this.growRoom();
     if (this.syncMode === 'interval') this.tick();
     this.started = true;
     this.compactSoon();
@@ -592,12 +614,15 @@ export class JournalStore implements Store {
     }
     const [off, len] = this.open.add(type, name, fields, message);
     this.end = off + len;
+    // An index entry or a lease more for the next checkpoint (at most: it may replace one).
+    if (type === T.put || type === T.store || type === T.lease) this.ckptNeed += CHECKPOINT_BYTES.item;
     this.apply(name, q, type, fields, this.cur.id, off, len);
   }
 
   /** Runs `plan` on queue `name` once the current segment has room for `need` bytes of records
-   * (a function: counted on the state at the time, when that depends on the state). */
-  private run<T>(op: string, name: string, need: number | (() => number), put: boolean, plan: Plan<T>): Promise<T> {
+   * (a function: counted on the state at the time, when that depends on the state). `put`: for a
+   * put, the bytes it adds to the next checkpoint at most; false for any other operation. */
+  private run<T>(op: string, name: string, need: number | (() => number), put: number | false, plan: Plan<T>): Promise<T> {
     if (this.closing) return Promise.reject(new StoreError('the store is closed'));
     if (this.fence) return Promise.reject(this.fence);
     if (this.opts.readOnly) return Promise.reject(new StoreError('the journal was opened read-only'));
@@ -622,13 +647,16 @@ export class JournalStore implements Store {
     );
   }
 
-  private decide<T>(name: string, plan: Plan<T>, put: boolean): Promise<T> {
-    if (put && this.full) {
+  private decide<T>(name: string, plan: Plan<T>, put: number | false): Promise<T> {
+    if (put !== false && this.full) {
       this.full = undefined;
       this.opts.onDiskFull?.(false);
     }
     let q = this.queues.get(name);
-    if (!q) this.queues.set(name, (q = newQueue()));
+    if (!q) {
+      this.queues.set(name, (q = newQueue()));
+      this.ckptNeed += CHECKPOINT_BYTES.queue(name);
+    }
     const d = new Draft(this, name, q);
     const result = plan(d);
     this.forgetIfEmpty(name, q);
@@ -636,12 +664,21 @@ export class JournalStore implements Store {
     return this.open!.done.then(() => result);
   }
 
+  /** Whether the room for the next checkpoint covers a put that adds `adds` bytes to it. */
+  private roomCovers(adds: number): boolean {
+    return this.ckptNeed + adds <= this.ckptRoom - this.ckptKeep;
+  }
+
   /** Whether `need` bytes of records fit now: in the current segment, or in the next one (made
-   * already) after rolling over to it. */
-  private room(needs: number | (() => number), put: boolean): boolean {
+   * already) after rolling over to it; and, for a put, in the room for the next checkpoint. */
+  private room(needs: number | (() => number), put: number | false): boolean {
+    if (put !== false && !this.roomCovers(put)) {
+      if (Date.now() >= this.retryAt) void this.growRoom(put);
+      return false;
+    }
     const need = typeof needs === 'number' ? needs : needs();
     const left = this.cur.size - this.end - (this.open ? 0 : BATCH_BYTES);
-    if (need <= left - (put && !this.spare ? Math.min(KEEP_FOR_OTHERS, this.cur.size / 8) : 0)) return true;
+    if (need <= left - (put !== false && !this.spare ? Math.min(KEEP_FOR_OTHERS, this.cur.size / 8) : 0)) return true;
     if (!this.spare || need > this.spare.size - BATCH_BYTES) {
       if (!this.sparing && Date.now() >= this.retryAt) void this.makeSpare(need + BATCH_BYTES);
       return false;
@@ -650,12 +687,16 @@ export class JournalStore implements Store {
     return true;
   }
 
-  private async makeRoom(need: number | (() => number), put: boolean): Promise<void> {
+  private async makeRoom(need: number | (() => number), put: number | false): Promise<void> {
     const bytes = () => (typeof need === 'number' ? need : need());
-    for (let tries = 0; tries < 3 && !this.room(need, put); tries++) if (!(await this.makeSpare(bytes() + BATCH_BYTES))) break;
+    for (let tries = 0; tries < 3 && !this.room(need, put); tries++) {
+      const made = put !== false && !this.roomCovers(put) ? await this.growRoom(put) : await this.makeSpare(bytes() + BATCH_BYTES);
+      if (!made) break;
+    }
     if (this.room(need, put)) return;
-    const why = 'no room for the write: the disk of the data directory has no room for a new journal segment';
-    if (!put) throw new StoreError(why);
+    const what = put !== false && !this.roomCovers(put) ? 'the next journal checkpoint' : 'a new journal segment';
+    const why = `no room for the write: the disk of the data directory has no room for ${what}`;
+    if (put === false) throw new StoreError(why);
     if (!this.full) {
       this.full = new DiskLowError(`${why}; puts are refused until there is room`);
       this.opts.onDiskFull?.(true);
@@ -685,6 +726,7 @@ export class JournalStore implements Store {
         return false;
       }
       this.segs.set(id, seg);
+      this.ckptNeed += CHECKPOINT_BYTES.item;
       if (this.closing) {
         this.dropSegment(seg);
         return false;
@@ -710,7 +752,9 @@ export class JournalStore implements Store {
    * `cur`, `end`), once those records are on disk. The state is copied at once (the index too: 16
    * bytes a stored message, for as long as the checkpoint is being written) and written in pieces,
    * so that requests go on meanwhile. One at a time: a roll-over meanwhile has another written once
-   * it is done, so that the segments it sealed can go. */
+   * it is done, so that the segments it sealed can go. It is written into the room taken for it
+   * (files.ts), whose growth it waits for; the room for the next one is the checkpoint it replaced,
+   * grown to cover what the next holds. Until then the room it was given is counted: puts go on. */
   private checkpoint(): Promise<void> {
     if (this.checkpointing) {
       this.checkpointAgain = true;
@@ -720,36 +764,89 @@ export class JournalStore implements Store {
     // snapshot must not go on in a batch that began before the offset it covers.
     this.open = undefined;
     const at = { seg: this.cur.id, off: this.end };
-    const file = writeCheckpoint(this.dir, this.snapshot(at));
+    const snapshot = this.snapshot(at);
+    this.ckptNeed = this.checkpointBytes();
     const written = this.batches.at(-1)?.done ?? Promise.resolve();
-    this.checkpointing = Promise.all([file, written])
-      .then(
-        () => this.flushSegments(),
-        async (err: unknown) => {
-          const fd = await file.catch(() => undefined);
-          if (fd !== undefined) closeQuietly(fd);
+    this.checkpointing = this.serially(async () => {
+      let kept = 0;
+      try {
+        const fd = await writeCheckpoint(this.dir, snapshot);
+        try {
+          await written;
+          await this.flushSegments();
+        } catch (err) {
+          closeQuietly(fd);
           throw err;
-        },
-      )
-      .then(async () => installCheckpoint(this.dir, await file))
-      .then(
-        () => {
-          this.covered = at;
-          this.stuck.clear();
-          this.compactSoon();
-        },
-        (err: unknown) => {
-          this.warn(`journal checkpoint not written: ${errorMessage(err)}`);
-          // What was written of it would hold its room (a full disk) until the next one.
-          return rm(join(this.dir, 'checkpoint.tmp'), { force: true }).catch(() => {});
-        },
-      )
-      .finally(() => {
-        this.checkpointing = undefined;
-        if (this.checkpointAgain && !this.closing && !this.fence) void this.checkpoint();
-        this.checkpointAgain = false;
-      });
+        }
+        kept = await installCheckpoint(this.dir, fd);
+        this.covered = at;
+        this.stuck.clear();
+        this.compactSoon();
+      } catch (err) {
+        this.warn(`journal checkpoint not written: ${errorMessage(err)}`);
+        // What was written of it would hold its room (a full disk) until the next one.
+        await rm(join(this.dir, 'checkpoint.tmp'), { force: true }).catch(() => {});
+      }
+      await this.grow(0, kept);
+    }).finally(() => {
+      this.checkpointing = undefined;
+      if (this.checkpointAgain && !this.closing && !this.fence) void this.checkpoint();
+      this.checkpointAgain = false;
+    });
     return this.checkpointing;
+  }
+
+  /** Bytes of a checkpoint of the state now, at most. */
+  private checkpointBytes(): number {
+    const c = CHECKPOINT_BYTES;
+    let n = c.fixed + c.item * this.segs.size;
+    for (const [name, q] of this.queues) n += c.queue(name) + c.item * (q.leases.size + q.index.size + (q.slots?.size ?? 0));
+    return n;
+  }
+
+  /** Runs `task` once the checkpoint files' tasks before it are done. */
+  private serially<T>(task: () => Promise<T>): Promise<T> {
+    const done = this.ckptFiles.then(task);
+    this.ckptFiles = done.catch(() => {});
+    return done;
+  }
+
+  /** Grows the room for the next checkpoint when it is short of what that one holds, plus `adds`,
+   * plus twice what puts leave to the others: by an eighth of the checkpoint as well, so that it
+   * grows now and then rather than at every put. Resolves to whether a put that adds `adds` fits. */
+  private async growRoom(adds = 0): Promise<boolean> {
+    // One growth at a time: one made for a smaller put than this one is followed by another.
+    while (this.roomShort(adds) && !this.closing) {
+      this.growing ??= this.serially(async () => !this.roomShort(adds) || this.grow(adds)).finally(() => (this.growing = undefined));
+      if (!(await this.growing)) break;
+    }
+    return this.roomCovers(adds);
+  }
+
+  /** Whether the room should grow before a put that adds `adds` (see `growRoom`). */
+  private roomShort(adds = 0): boolean {
+    return this.ckptNeed + adds + 2 * this.ckptKeep > this.ckptRoom;
+  }
+
+  /** Grows the room from the `has` bytes it has (see `growRoom`), as far as the disk lets it: after
+   * a checkpoint, what the room had past it is given back to the disk as the file is cut (files.ts)
+   * and taken again here, so that the room for the next one is there on a full disk too. In turn with
+   * checkpoints. Resolves to whether it grew. */
+  private async grow(adds: number, has = this.ckptRoom): Promise<boolean> {
+    const want = 4096 * Math.ceil((this.ckptNeed * 1.125 + adds + 2 * this.ckptKeep) / 4096);
+    try {
+      if (this.closing) throw new Error('the store is closing');
+      const size = Math.min(want, 4096 * Math.floor((has + this.diskFree(this.dir)) / 4096));
+      if (size <= has) throw new Error('not enough free space');
+      this.ckptRoom = await growRoom(this.dir, size);
+      return true;
+    } catch (err) {
+      this.ckptRoom = Math.max(has, statSync(roomFile(this.dir), { throwIfNoEntry: false })?.size ?? 0);
+      this.retryAt = Date.now() + 1000;
+      if (!['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '') && !/free space|closing/.test(errorMessage(err)))
+        this.warn(`cannot make room for the journal checkpoint: ${errorMessage(err)}`);
+      return false;
+    }
   }
 
   private snapshot(at: { seg: number; off: number }): Checkpoint<EntrySource> {
@@ -806,6 +903,7 @@ export class JournalStore implements Store {
       // A small segment (`shrink`) gets a whole one to go on in as soon as writes resume.
       const filling = this.end > 0.75 * this.cur.size || this.cur === this.small;
       if (!this.spare && filling && Date.now() >= this.retryAt && !this.closing) void this.makeSpare();
+      if (this.roomShort() && Date.now() >= this.retryAt && !this.closing) void this.growRoom();
       this.idleSoon();
     };
     this.writeFile(this.fd(seg), b.buf, 0, b.used, b.start, written);
@@ -877,7 +975,7 @@ export class JournalStore implements Store {
     this.ahead = undefined;
     this.started = false;
     const reload = async () => {
-      await Promise.allSettled([this.sparing, this.checkpointing, this.compacting, ...this.deleting.values()]);
+      await Promise.allSettled([this.sparing, this.checkpointing, this.compacting, this.ckptFiles, ...this.deleting.values()]);
       const seg = torn && this.segs.get(torn.seg);
       if (seg) zero(this.fd(seg), torn.start, torn.start + torn.used);
       for (const s of this.segs.values()) if (s.fd !== undefined) closeQuietly(s.fd);
@@ -1113,7 +1211,9 @@ export class JournalStore implements Store {
     // Delayed: a store record (as large as a put) and a lease record each.
     const delayed = delayMs !== undefined && delayMs > 0;
     const each = recordBytes(T.put, name) + (delayed ? recordBytes(T.lease, name) : 0);
-    return this.run('put', name, bytes + messages.length * each, true, putPlan(messages, delayed ? this.now() + delayMs : undefined));
+    // The next checkpoint: an index entry each (and a lease), and the queue, if it is new.
+    const adds = messages.length * (delayed ? 2 : 1) * CHECKPOINT_BYTES.item + CHECKPOINT_BYTES.queue(name);
+    return this.run('put', name, bytes + messages.length * each, adds, putPlan(messages, delayed ? this.now() + delayMs : undefined));
   }
 
   /** Bytes of the records that bury the due leases of a queue whose last delivery allowed ended
@@ -1288,8 +1388,8 @@ export class JournalStore implements Store {
     if (this.fence) throw this.fence;
     if (this.writeError) throw this.writeError;
     if (this.disk?.refusal) throw this.disk.refusal;
-    // Puts refused for want of a segment: see whether one can be made now.
-    if (this.full && (this.spare || (await this.makeSpare()))) {
+    // Puts refused for want of a segment or of the checkpoint's room: see whether there is room now.
+    if (this.full && (this.spare || (await this.makeSpare())) && (await this.growRoom())) {
       this.full = undefined;
       this.opts.onDiskFull?.(false);
     }
@@ -1306,7 +1406,7 @@ export class JournalStore implements Store {
       clearTimeout(this.timer);
       clearTimeout(this.idle);
       this.disk?.close();
-      await Promise.allSettled([this.waiting, this.compacting, this.sparing, this.batches.at(-1)?.done, this.checkpointing]);
+      await Promise.allSettled([this.waiting, this.compacting, this.sparing, this.batches.at(-1)?.done, this.checkpointing, this.ckptFiles]);
       // Start-up replays nothing after a clean close.
       if (!this.opts.readOnly && !this.writeError && !this.fence) await this.checkpoint();
       for (const s of this.segs.values()) if (s.fd !== undefined) closeSync(s.fd);
