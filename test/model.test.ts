@@ -254,7 +254,8 @@ class HeldModel {
       case 'nack': {
         const pos = this.handed[o.nth % Math.max(1, this.handed.length)];
         const e = pos === undefined ? undefined : this.held.get(pos);
-        if (pos === undefined || !e || e.deliveries === 0 || e.died !== undefined) return { body: 'HTTPSQS_LEASE_NOT_FOUND' };
+        // Held: not delayed, not dead, not given back by a nack (deadline 0).
+        if (pos === undefined || !e || e.deliveries === 0 || e.deadline === 0 || e.died !== undefined) return { body: 'HTTPSQS_LEASE_NOT_FOUND' };
         if (o.op === 'ack') {
           this.held.delete(pos);
           if (pos > 1_000_000_000) this.messages.delete(pos);
