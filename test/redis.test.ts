@@ -183,8 +183,12 @@ describe('Redis Cluster with three primaries', { skip }, () => {
           busy.disconnect();
         }
       };
-      assert.deepEqual(await dropping(() => store.put('dropped', Buffer.from('c'))), { failed: 'Redis: Connection is closed.' });
-      assert.deepEqual(await dropping(() => store.get('dropped')), { failed: 'Redis: Connection is closed.' });
+      assert.deepEqual(await dropping(() => store.put('dropped', Buffer.from('c'))), {
+        failed: 'Redis: the connection closed before the answer (the command may have taken effect)',
+      });
+      assert.deepEqual(await dropping(() => store.get('dropped')), {
+        failed: 'Redis: the connection closed before the answer (the command may have taken effect)',
+      });
       assert.deepEqual(await store.status('dropped'), { putpos: 3, getpos: 1, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
     } finally {
       await store.close();
@@ -299,6 +303,8 @@ describe('a Redis out of reach', { skip }, () => {
       own.proc.kill('SIGCONT');
       await store.check();
       await own.stop();
+      // Sent as the connection closes, a command is told so; sent after, it is told why it cannot go.
+      await assert.rejects(store.status('q'), /^StoreError: Redis: (the connection closed before the answer|cannot reach it \(.*ECONNREFUSED)/);
       await assert.rejects(store.status('q'), /^StoreError: Redis: cannot reach it \(.*ECONNREFUSED/);
     } finally {
       await store.close();
@@ -337,9 +343,15 @@ describe('a connection to one Redis that closes with commands in flight', { skip
         assert.ok(ms !== undefined && ms < 2000, `failed after ${ms?.toFixed(0)} ms, not at once`);
         return [outcome, await meanwhile] as const;
       };
-      assert.deepEqual(await dropping(() => store.put('q', Buffer.from('c'))), [{ failed: 'Redis: Connection is closed.' }, 4]);
+      assert.deepEqual(await dropping(() => store.put('q', Buffer.from('c'))), [
+        { failed: 'Redis: the connection closed before the answer (the command may have taken effect)' },
+        4,
+      ]);
       const [outcome, got] = await dropping(() => store.get('q'));
-      assert.deepEqual([outcome, got?.message.toString()], [{ failed: 'Redis: Connection is closed.' }, 'b']);
+      assert.deepEqual(
+        [outcome, got?.message.toString()],
+        [{ failed: 'Redis: the connection closed before the answer (the command may have taken effect)' }, 'b'],
+      );
       // Each ran once: the dropped put stored 'c' and the dropped get took 'a'.
       assert.deepEqual(await store.status('q'), { putpos: 4, getpos: 2, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
     } finally {

@@ -81,6 +81,8 @@ const COMMAND_MS = 10_000;
 const CHECK_MS = 2_000;
 /** The most records (messages and leases) one restore script writes. */
 const RESTORE_CHUNK = 1000;
+/** What a command whose connection closed before its answer fails with: it may have run. */
+const CLOSED = 'the connection closed before the answer (the command may have taken effect)';
 /** An export reads a queue this many records at a time, or this many bytes (and a few records
  * more), and reads it again when it changed meanwhile, this many times before it copies it
  * instead; the copy lives this long after each page read (an export that dies leaves it to
@@ -247,6 +249,8 @@ export class RedisStore implements Store {
   }
 
   private why(err: Error): string {
+    // A command sent, whose connection closed before the answer (on one Redis, or a cluster's node).
+    if (err.message === 'Connection is closed.') return CLOSED;
     const unreachable = err.name === 'MaxRetriesPerRequestError' || this.redis.status !== 'ready';
     return unreachable && this.lastError ? `cannot reach it (${this.lastError.message})` : err.message;
   }
