@@ -10,10 +10,13 @@ import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import assert from 'node:assert/strict';
+import { queueRecords } from '../src/cli/export.js';
 import { parseConfig } from '../src/cli/options.js';
 import { serve, type Serving } from '../src/cli/serve.js';
 import { createHttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
+import type { QueueRecord, Store } from '../src/store/store.js';
 import { TestClock } from './clock.js';
 import type { CliJob, CliResult } from './cli-thread.js';
 
@@ -475,4 +478,32 @@ export async function connectionPerWorker(server: RunningServer): Promise<Map<nu
     else found.set(worker, { worker, send, close: () => sock.destroy() });
   }
   return found;
+}
+
+/**
+ * An export that reads queue 'q' of `reader` while `writer` nacks a lease there for the last time
+ * (the message becomes a dead letter at a slot), after the export has read `readFirst` records:
+ * the export must show the queue as it was before the nack.
+ */
+export async function assertExportIgnoresNack(writer: Store, reader: Store, readFirst: number): Promise<void> {
+  await writer.maxdeliveries('q', 1);
+  await writer.put('q', Buffer.from('first'));
+  await writer.put('q', Buffer.from('THE-MESSAGE'));
+  await writer.get('q');
+  const leased = await writer.get('q', 600_000);
+  assert.equal(leased?.pos, 2);
+  const records = queueRecords(reader, 'q');
+  const got: QueueRecord[] = [];
+  for (let i = 0; i < readFirst; i++) got.push((await records.next()).value as QueueRecord);
+  assert.equal(await writer.settle('q', 2, 'nack'), true);
+  assert.equal((await writer.status('q')).dead, 1);
+  for await (const r of records) got.push(r);
+  const text = (r: QueueRecord) =>
+    'message' in r ? { pos: r.pos, message: r.message.toString() } : 'lease' in r ? { pos: r.pos, deliveries: r.lease.deliveries } : r;
+  assert.deepEqual(got.map(text), [
+    { status: { putpos: 2, getpos: 2, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0, maxdeliveries: 1 } },
+    { pos: 1, message: 'first' },
+    { pos: 2, message: 'THE-MESSAGE' },
+    { pos: 2, deliveries: 1 },
+  ]);
 }
