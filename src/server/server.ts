@@ -130,16 +130,17 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     return op.run(name ?? '', p, req);
   }
 
-  // Promises chained rather than async functions: a request passes through each of these, and on
-  // two cores every step between the HTTP loop and the store shows (BENCHMARKS.md).
+  // Promises chained rather than async functions, and as few steps as can be: a request passes
+  // through each of these, and on two cores every step between the HTTP loop and the store shows
+  // (BENCHMARKS.md). The metrics are counted in the step that renders the reply.
   function handle(req: HttpRequest): Promise<HttpReply> {
     const params = parseQuery(req.target);
     const end = req.target.search(/[?#]/);
     const path = end < 0 ? req.target : req.target.slice(0, end);
     const served = isEndpoint(path);
-    if (!metrics) return answer(req, path, served, params);
+    if (!metrics) return answer(req, path, served, params, undefined);
     const started = performance.now();
-    return answer(req, path, served, params).then((reply) => {
+    return answer(req, path, served, params, (reply) => {
       // Labelled by opt, or by path for the other endpoints (the dashboard's pages under one).
       metrics.onRequest(served ? path.replace(/^\/dashboard.*/, '/dashboard') : (params.opt ?? ''), (performance.now() - started) / 1000);
       return reply;
@@ -152,17 +153,21 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     body: `Method ${method} is not served\n`,
   });
 
-  /** `endpointPath`: the path is one of endpoints.ts's (they answer it, or let the queues do). */
-  function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params): Promise<HttpReply> {
+  type Finish = ((reply: HttpReply) => HttpReply) | undefined;
+
+  /** `endpointPath`: the path is one of endpoints.ts's (they answer it, or let the queues do).
+   * `finish`: what is done with the reply before it goes (the metrics). */
+  function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params, finish: Finish): Promise<HttpReply> {
     // HEAD is for the endpoints (a load balancer's health check); it never runs a queue operation.
     const headOnly = req.method === 'HEAD';
-    if (!headOnly && !SERVED_METHODS.has(req.method)) return Promise.resolve(refused(req.method));
-    const queue = () => (headOnly ? Promise.resolve(refused(req.method)) : reply(params, req));
-    return endpointPath ? endpoint(path, params.auth, req.headers.host).then((other) => other ?? queue()) : queue();
+    const done = (r: HttpReply) => (finish ? finish(r) : r);
+    if (!headOnly && !SERVED_METHODS.has(req.method)) return Promise.resolve(done(refused(req.method)));
+    const queue = () => (headOnly ? Promise.resolve(done(refused(req.method))) : reply(params, req, done));
+    return endpointPath ? endpoint(path, params.auth, req.headers.host).then((other) => (other ? done(other) : queue())) : queue();
   }
 
   /** The reply to a queue operation. */
-  function reply(params: Params, req: HttpRequest): Promise<HttpReply> {
+  function reply(params: Params, req: HttpRequest, done: (r: HttpReply) => HttpReply): Promise<HttpReply> {
     let out: Promise<Answer>;
     try {
       out = command(params, req);
@@ -175,7 +180,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
       // Spelled exactly as the reference does: some clients search header lines case-sensitively.
       const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
       const body = Buffer.isBuffer(out.body) && out.body.length <= SMALL_BODY ? out.body.toString('latin1') : out.body;
-      return { status: 200, head, body };
+      return done({ status: 200, head, body });
     };
     return out.then(render, (err: unknown) => {
       log(`request failed: ${errorMessage(err)}`);

@@ -626,7 +626,7 @@ export class JournalStore implements Store {
     if (this.closing) return Promise.reject(new StoreError('the store is closed'));
     if (this.fence) return Promise.reject(this.fence);
     if (this.opts.readOnly) return Promise.reject(new StoreError('the journal was opened read-only'));
-    if (!this.waiting && this.room(need, put)) return timed(this.observe, op, this.decide(name, plan, put));
+    if (!this.waiting && this.room(need, put)) return this.decide(name, plan, put, op);
     // Waits for a new segment, behind any other operation waiting: operations are still decided
     // in the order they came.
     const turn = (this.waiting ?? Promise.resolve())
@@ -647,7 +647,10 @@ export class JournalStore implements Store {
     );
   }
 
-  private decide<T>(name: string, plan: Plan<T>, put: number | false): Promise<T> {
+  /** `op`: the operation to time for the store hooks, in the same step as the wait for the write. */
+  private decide<T>(name: string, plan: Plan<T>, put: number | false, op?: string): Promise<T> {
+    const observe = op === undefined ? undefined : this.observe;
+    const started = observe ? performance.now() : 0;
     if (put !== false && this.full) {
       this.full = undefined;
       this.opts.onDiskFull?.(false);
@@ -660,8 +663,13 @@ export class JournalStore implements Store {
     const d = new Draft(this, name, q);
     const result = plan(d);
     this.forgetIfEmpty(name, q);
-    if (!d.wrote) return Promise.resolve(result);
-    return this.open!.done.then(() => result);
+    if (!observe) return d.wrote ? this.open!.done.then(() => result) : Promise.resolve(result);
+    const done = () => observe(op!, (performance.now() - started) / 1000);
+    if (!d.wrote) return (done(), Promise.resolve(result));
+    return this.open!.done.then(
+      () => (done(), result),
+      (err: unknown) => (done(), Promise.reject(err)),
+    );
   }
 
   /** Whether the room for the next checkpoint covers a put that adds `adds` bytes to it. */
@@ -1200,11 +1208,16 @@ export class JournalStore implements Store {
 
   // ---- the Store contract ----
 
+  // The single put and get pick their result inside the plan: no promise step of their own.
   put(name: string, message: Buffer, delayMs?: number): Promise<number> {
-    return this.putMany(name, [message], delayMs).then(firstPosition);
+    return this.puts(name, [message], delayMs, firstPosition);
   }
 
   putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
+    return this.puts(name, messages, delayMs, (positions) => positions);
+  }
+
+  private puts<T>(name: string, messages: Buffer[], delayMs: number | undefined, pick: (positions: number[]) => T): Promise<T> {
     const bytes = messages.reduce((n, m) => n + m.length, 0);
     const refused = this.disk?.refuse(bytes);
     if (refused) return Promise.reject(refused);
@@ -1213,7 +1226,8 @@ export class JournalStore implements Store {
     const each = recordBytes(T.put, name) + (delayed ? recordBytes(T.lease, name) : 0);
     // The next checkpoint: an index entry each (and a lease), and the queue, if it is new.
     const adds = messages.length * (delayed ? 2 : 1) * CHECKPOINT_BYTES.item + CHECKPOINT_BYTES.queue(name);
-    return this.run('put', name, bytes + messages.length * each, adds, putPlan(messages, delayed ? this.now() + delayMs : undefined));
+    const plan = putPlan(messages, delayed ? this.now() + delayMs : undefined);
+    return this.run('put', name, bytes + messages.length * each, adds, (d) => pick(plan(d)));
   }
 
   /** Bytes of the records that bury the due leases of a queue whose last delivery allowed ended
@@ -1231,10 +1245,14 @@ export class JournalStore implements Store {
   }
 
   get(name: string, leaseMs?: number): Promise<Delivery | null> {
-    return this.getMany(name, 1, leaseMs).then(firstDelivery);
+    return this.gets(name, 1, leaseMs, Infinity, firstDelivery);
   }
 
   getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
+    return this.gets(name, max, leaseMs, maxBytes, (got) => got);
+  }
+
+  private gets<T>(name: string, max: number, leaseMs: number | undefined, maxBytes: number, pick: (got: Delivery[]) => T): Promise<T> {
     // Room is counted for what `max` takes could write at worst, so no more are counted than the
     // queue has to hand out now (an mget asks for up to 1,000, whatever it holds).
     let limit = max;
@@ -1242,13 +1260,14 @@ export class JournalStore implements Store {
       const q = this.queues.get(name);
       const due = q && (q.leases.nextDeadline() ?? Infinity) <= this.now() ? q.leases.size : 0;
       limit = Math.min(max, q ? unread(q.s) + due : 0);
-      if (limit === 0 && !this.fence && !this.closing) return Promise.resolve([]);
+      if (limit === 0 && !this.fence && !this.closing) return Promise.resolve(pick([]));
     }
     const each = limit * (recordBytes(T.advance, name) + recordBytes(T.lease, name));
     // Dead letters made on the way do not count against `limit`: counted when decided (a
     // second's margin for leases that come due meanwhile).
     const need = () => each + this.burying(this.queues.get(name), name, this.now() + 1000, undefined, limit);
-    return this.run('get', name, need, false, takePlan(limit, this.now, leaseMs, maxBytes));
+    const plan = takePlan(limit, this.now, leaseMs, maxBytes);
+    return this.run('get', name, need, false, (d) => pick(plan(d)));
   }
 
   maxqueue(name: string, num: number): Promise<boolean> {
