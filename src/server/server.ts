@@ -64,6 +64,7 @@ const CHARSET = /^[^\x00-\x08\x0a-\x1f\x7f]{0,40}$/;
 /** Bodies up to this size are sent as byte strings, in the same write as the headers. */
 const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
+const unchanged = (reply: HttpReply) => reply;
 
 function digest(bytes: Uint8Array): Buffer {
   return createHash('sha256').update(bytes).digest();
@@ -138,7 +139,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     const end = req.target.search(/[?#]/);
     const path = end < 0 ? req.target : req.target.slice(0, end);
     const served = isEndpoint(path);
-    if (!metrics) return answer(req, path, served, params, undefined);
+    if (!metrics) return answer(req, path, served, params, unchanged);
     const started = performance.now();
     return answer(req, path, served, params, (reply) => {
       // Labelled by opt, or by path for the other endpoints (the dashboard's pages under one).
@@ -153,21 +154,18 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     body: `Method ${method} is not served\n`,
   });
 
-  type Finish = ((reply: HttpReply) => HttpReply) | undefined;
-
   /** `endpointPath`: the path is one of endpoints.ts's (they answer it, or let the queues do).
    * `finish`: what is done with the reply before it goes (the metrics). */
-  function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params, finish: Finish): Promise<HttpReply> {
+  function answer(req: HttpRequest, path: string, endpointPath: boolean, params: Params, finish: (r: HttpReply) => HttpReply): Promise<HttpReply> {
     // HEAD is for the endpoints (a load balancer's health check); it never runs a queue operation.
     const headOnly = req.method === 'HEAD';
-    const done = (r: HttpReply) => (finish ? finish(r) : r);
-    if (!headOnly && !SERVED_METHODS.has(req.method)) return Promise.resolve(done(refused(req.method)));
-    const queue = () => (headOnly ? Promise.resolve(done(refused(req.method))) : reply(params, req, done));
-    return endpointPath ? endpoint(path, params.auth, req.headers.host).then((other) => (other ? done(other) : queue())) : queue();
+    if (!headOnly && !SERVED_METHODS.has(req.method)) return Promise.resolve(finish(refused(req.method)));
+    const queue = () => (headOnly ? Promise.resolve(finish(refused(req.method))) : reply(params, req, finish));
+    return endpointPath ? endpoint(path, params.auth, req.headers.host).then((other) => (other ? finish(other) : queue())) : queue();
   }
 
   /** The reply to a queue operation. */
-  function reply(params: Params, req: HttpRequest, done: (r: HttpReply) => HttpReply): Promise<HttpReply> {
+  function reply(params: Params, req: HttpRequest, finish: (r: HttpReply) => HttpReply): Promise<HttpReply> {
     let out: Promise<Answer>;
     try {
       out = command(params, req);
@@ -180,7 +178,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
       // Spelled exactly as the reference does: some clients search header lines case-sensitively.
       const head = `Content-Type: ${type}\r\nCache-Control: no-cache\r\n${out.pos ? `Pos: ${out.pos}\r\n` : ''}${out.head ?? ''}`;
       const body = Buffer.isBuffer(out.body) && out.body.length <= SMALL_BODY ? out.body.toString('latin1') : out.body;
-      return done({ status: 200, head, body });
+      return finish({ status: 200, head, body });
     };
     return out.then(render, (err: unknown) => {
       log(`request failed: ${errorMessage(err)}`);
