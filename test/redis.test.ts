@@ -167,15 +167,17 @@ describe('Redis Cluster with three primaries', { skip }, () => {
         const busy = new Redis({ port: node.options.port! });
         try {
           const held = busy.eval(
-            "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 300000 return 1",
+            "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 1000000 return 1",
             0,
           );
-          await sleep(50);
+          // Margins for a loaded machine (npm test runs four files at once): the script must have
+          // started before the command is sent, and the command be in the socket before it closes.
+          await sleep(250);
           const result = op().then(
             (r) => ({ answered: r }),
             (err: Error) => ({ failed: err.message }),
           );
-          await sleep(20);
+          await sleep(50);
           node.stream.destroy();
           await held;
           return await result;
