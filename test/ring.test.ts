@@ -1,7 +1,18 @@
 /** The ring-buffer rules of docs/PROTOCOL.md section 4, with the queue state set directly. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canSetMaxqueue, DEFAULT_MAXQUEUE, emptyQueue, MAX_POSITION, nextGetPos, nextPutPos, putLap, unread, type QueueState } from '../src/queue/ring.js';
+import {
+  canSetMaxqueue,
+  DEFAULT_MAXQUEUE,
+  emptyQueue,
+  isUnread,
+  MAX_POSITION,
+  nextGetPos,
+  nextPutPos,
+  putLap,
+  unread,
+  type QueueState,
+} from '../src/queue/ring.js';
 
 const q = (putpos: number, getpos: number, maxqueue = DEFAULT_MAXQUEUE): QueueState => ({ putpos, getpos, maxqueue });
 
@@ -57,6 +68,29 @@ describe('ring rules', () => {
     assert.equal(unread(q(2, 8, 10)), 4); // 10 - 8 + 2
     assert.equal(putLap(q(2, 8, 10)), 2);
     assert.equal(unread(q(5, 5, 10)), 0);
+  });
+
+  it('isUnread: exactly the positions the next gets read, as many as unread() counts', () => {
+    // Every state a ring of 7 reaches by puts and gets, and a shrunken ring's leftovers past maxqueue.
+    for (let puts = 0; puts <= 20; puts++) {
+      for (let gets = 0; gets <= 20; gets++) {
+        const s = q(0, 0, 7);
+        for (let i = 0; i < Math.max(puts, gets); i++) {
+          if (i < puts) put(s);
+          if (i < gets) get(s);
+        }
+        const ahead: number[] = [];
+        for (let t = { ...s }, g = get(t); g; g = get(t)) ahead.push(g);
+        const marked = Array.from({ length: 9 }, (_, i) => i + 1).filter((pos) => isUnread(s, pos));
+        assert.deepEqual(
+          marked,
+          [...ahead].sort((a, b) => a - b),
+          JSON.stringify(s),
+        );
+        assert.equal(marked.length, unread(s));
+      }
+    }
+    assert.equal(isUnread(q(3, 3, 5), 8), false); // left from a larger ring
   });
 
   it('maxqueue: only when no stored position is cut off and the writer is not a lap ahead', () => {

@@ -46,6 +46,12 @@ export function nextGetPos({ putpos, getpos, maxqueue }: QueueState): number {
   return 0;
 }
 
+/** Whether ring position `pos` holds a message not yet read. Positions past maxqueue are left from
+ * a larger ring: read. */
+export function isUnread({ putpos, getpos, maxqueue }: QueueState, pos: number): boolean {
+  return putpos >= getpos ? pos > getpos && pos <= putpos : (pos > getpos && pos <= maxqueue) || pos <= putpos;
+}
+
 export function unread({ putpos, getpos, maxqueue }: QueueState): number {
   return putpos >= getpos ? putpos - getpos : maxqueue - getpos + putpos;
 }

@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { FIRST_SLOT, LeaseTable, slotFor, type Lease } from '../../queue/leases.js';
-import { emptyQueue, moved, unread, type QueueState } from '../../queue/ring.js';
+import { emptyQueue, isUnread, moved, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
 import { giveOpenTurns, openInTurn, type TakeTurn, turns } from './open-turn.js';
 import {
@@ -374,7 +374,6 @@ export class LmdbStore implements Store {
         const leases = new LeaseTable();
         for (const { key: k, value } of this.lease.getRange(keyRange(name))) leases.set(posOf(k), decodeLease(value));
         leases.setSlotCursor(slotCursor);
-        const read = (p: number) => (s.putpos >= s.getpos ? p <= s.getpos || p > s.putpos : p <= s.getpos && p > s.putpos);
         const due = (p: number) => {
           const lease: Lease = { deadline: 0, deliveries: 0 };
           leases.set(p, lease);
@@ -384,7 +383,7 @@ export class LmdbStore implements Store {
         for (const [pos, message, at] of taken) {
           const l = leases.get(pos);
           if (this.msg.get(msgKey(name, pos))?.equals(message)) {
-            if (!l && pos < FIRST_SLOT && read(pos)) due(pos);
+            if (!l && pos < FIRST_SLOT && !isUnread(s, pos)) due(pos);
             continue;
           }
           if (l && pos < FIRST_SLOT && l.deadline <= at) {
