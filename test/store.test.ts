@@ -145,6 +145,8 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       assert.equal(await s.settle('l', first!.pos, 'ack'), false); // already acked
       assert.equal(await s.settle('l', 3, 'nack'), false); // never leased
       assert.equal(await s.settle('l', second!.pos, 'nack'), true);
+      // Given back and due again: still counted as leased (not unread) until it is taken.
+      assert.deepEqual(await s.status('l'), { putpos: 3, getpos: 2, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
       const again = await s.get('l', 60_000);
       assert.deepEqual([again?.pos, again?.message.toString(), again?.deliveries], [2, 'two', 2]);
       assert.equal((await s.get('l'))?.pos, 3); // then the newer one

@@ -182,7 +182,7 @@ export function createMetrics(opts: MetricsOptions): Metrics {
         for (const q of await (depths ?? readDepths())) if (q[key]) this.set({ queue: label(q.name) }, q[key]);
       },
     });
-  held('httpsqs_queue_leased', 'Messages under a lease, by queue.', 'leased');
+  held('httpsqs_queue_leased', 'Messages handed out under a lease and not settled (held, or nacked or expired and due again), by queue.', 'leased');
   held('httpsqs_queue_delayed', 'Delayed messages not yet handed out (and dead letters moved back), by queue.', 'delayed');
   held('httpsqs_queue_dead', 'Dead letters, by queue.', 'dead');
   new Gauge({
