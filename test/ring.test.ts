@@ -71,7 +71,8 @@ describe('ring rules', () => {
   });
 
   it('isUnread: exactly the positions the next gets read, as many as unread() counts', () => {
-    // Every state a ring of 7 reaches by puts and gets, and a shrunken ring's leftovers past maxqueue.
+    // Every state a ring of 7 reaches by puts and gets (wrapped ones too); positions 8 and 9 stand
+    // for what a larger ring left past maxqueue, never unread.
     for (let puts = 0; puts <= 20; puts++) {
       for (let gets = 0; gets <= 20; gets++) {
         const s = q(0, 0, 7);
