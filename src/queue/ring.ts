@@ -46,8 +46,8 @@ export function nextGetPos({ putpos, getpos, maxqueue }: QueueState): number {
   return 0;
 }
 
-/** Whether ring position `pos` holds a message not yet read. Positions past maxqueue are left from
- * a larger ring: read. */
+/** Whether position `pos` holds a message not yet read. Positions past maxqueue (left from a larger
+ * ring, or the slots past every ring that leases.ts keeps messages at) never do. */
 export function isUnread({ putpos, getpos, maxqueue }: QueueState, pos: number): boolean {
   return putpos >= getpos ? pos > getpos && pos <= putpos : (pos > getpos && pos <= maxqueue) || pos <= putpos;
 }

@@ -141,10 +141,6 @@ interface Segment {
   fd: number | undefined;
 }
 
-/** Whether `pos` holds a message not yet read: a slot past the ring never does (it is live while
- * leased). */
-const unreadAt = (s: QueueState, pos: number): boolean => !isSlot(pos) && isUnread(s, pos);
-
 /** One operation on one queue (plans.ts): what it reads, and the records it writes, each applied
  * at once. */
 class Draft implements PlanDraft {
@@ -545,12 +541,12 @@ export class JournalStore implements Store {
     this.unstore(q, pos);
     const ix = isSlot(pos) ? (q.slots ??= new PositionIndex()) : q.index;
     const i = ix.add(pos, seg, off, len);
-    this.mark(ix, i, stored || q.leases.has(pos) || unreadAt(q.s, pos));
+    this.mark(ix, i, stored || q.leases.has(pos) || isUnread(q.s, pos));
   }
 
   /** Marks every entry of a queue by the rule (unread or leased: live). */
   private markAll(q: Queue): void {
-    for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, q.leases.has(ix.pos(i)) || unreadAt(q.s, ix.pos(i)));
+    for (const ix of indexes(q)) for (const i of ix.entries()) this.mark(ix, i, q.leases.has(ix.pos(i)) || isUnread(q.s, ix.pos(i)));
   }
 
   /** The message at `pos` is gone: its entry is dead for good. */
@@ -565,7 +561,7 @@ export class JournalStore implements Store {
   private relive(q: Queue, pos: number): void {
     const ix = indexOf(q, pos);
     const i = ix?.find(pos) ?? -1;
-    if (i >= 0) this.mark(ix!, i, q.leases.has(pos) || unreadAt(q.s, pos));
+    if (i >= 0) this.mark(ix!, i, q.leases.has(pos) || isUnread(q.s, pos));
   }
 
   /** Sets whether an entry of index `ix` is live, counting its bytes in its segment. */
