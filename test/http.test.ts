@@ -115,14 +115,14 @@ describe('HTTP layer', () => {
       `${chunked}X: y\nGET /smuggled HTTP/1.1\r\n\r\n`,
       `${chunked}\x00\x01 not a header field\r\n\r\n`,
     ]) {
-      const started = Date.now();
+      // Waiting for the header time (300 ms) would answer 408 instead: the status tells the two
+      // apart, where a clock would also count a moment this process was starved of CPU.
       const res = responses(await rawExchange(port, req, 2000));
       assert.deepEqual(
         res.map((r) => r.status),
         [400],
         JSON.stringify(req),
       );
-      assert.ok(Date.now() - started < 250, `answered after ${Date.now() - started} ms`);
     }
   });
 
