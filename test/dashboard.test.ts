@@ -237,6 +237,24 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('a click is not lost to a refresh that comes between the press and the release', async () => {
+    await put(server.port, 'pressed', 'm');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    const link = page.locator('tr[data-queue="pressed"] a');
+    await link.waitFor();
+    const box = (await link.boundingBox())!;
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.mouse.down();
+    // Held over two refreshes (one a second): a redraw then would put a new link under the pointer,
+    // and the release on it would make no click.
+    await sleep(2500);
+    await page.mouse.up();
+    await page.locator('#queue-unread').waitFor({ timeout: 5000 });
+    assert.match(page.url(), /#\/q\/pressed$/);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('reads well on a phone', async () => {
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { viewport: { width: 390, height: 844 } });
     await page.locator('tr[data-queue="orders"]').waitFor();

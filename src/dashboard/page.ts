@@ -294,8 +294,8 @@ async function renderQueue(ref) {
     catch (err) { if (err instanceof AuthNeeded) { askAdmin(); return; } notice = { ok: false, text: label + ': ' + err.message }; }
     await refresh();
   };
-  // Asked again after the fetches: typing may have begun while they ran.
-  if (typing()) return;
+  // Asked again after the fetches: typing or a press may have begun while they ran.
+  if (held()) return;
   app.replaceChildren(
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
@@ -365,6 +365,14 @@ function live(state, title) {
 
 /** Someone types into a form on the page (the search box re-renders as it goes): it is not redrawn. */
 const typing = () => document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
+/** A press (mouse, finger, pen) is under way: a redraw would take its element away before the
+ * release, and the click it makes would be lost. Released, the click comes in the same task (a
+ * window that loses the focus mid-press may never hear of the release). */
+let pressing = false;
+addEventListener('pointerdown', () => { pressing = true; }, true);
+for (const end of ['pointerup', 'pointercancel', 'blur']) addEventListener(end, () => { pressing = false; }, true);
+/** The page is not redrawn under someone's hands. */
+const held = () => typing() || pressing;
 
 let busy = false;
 async function refresh() {
@@ -381,7 +389,7 @@ async function refresh() {
     queues = list;
     record(queues);
     showFacts();
-    if (!typing()) await render();
+    if (!held()) await render();
     live('', 'live');
   } catch (err) {
     if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
