@@ -224,6 +224,53 @@ describe('a reset racing a put on another frontend', { skip }, () => {
   });
 });
 
+describe('frontends whose clocks disagree', { skip }, () => {
+  it("go by Redis's clock: one an hour ahead takes no leased or delayed message early, and counts the others as running", async () => {
+    const url = `${redis.url}?prefix=skew:`;
+    const right = new RedisStore({ url, announce: true });
+    // A store reads the time as it was made to (a test's clock, or the default): this one is made,
+    // and then works, while this process's clock runs an hour ahead.
+    const realNow = Date.now;
+    const HOUR = 3_600_000;
+    const ahead = async <T>(f: () => T | Promise<T>): Promise<T> => {
+      Date.now = () => realNow() + HOUR;
+      try {
+        return await f();
+      } finally {
+        Date.now = realNow;
+      }
+    };
+    const fast = await ahead(() => new RedisStore({ url }));
+    const redisNow = () => {
+      const [s, us] = redis.cli('time').split('\n').map(Number);
+      return s! * 1000 + Math.floor(us! / 1000);
+    };
+    try {
+      await right.put('q', Buffer.from('leased'));
+      const got = await right.get('q', 30_000);
+      assert.equal(got?.message.toString(), 'leased');
+      const deadline = Number(got!.lease!.split('-')[1]);
+      assert.ok(Math.abs(deadline - (redisNow() + 30_000)) < 5000, `deadline ${deadline - redisNow()} ms from Redis's now`);
+      // Its clock says the lease ran out an hour ago; Redis's says 30 s to go.
+      assert.equal(await ahead(() => fast.get('q')), null);
+      await right.put('q', Buffer.from('later'), 60_000);
+      assert.equal(await ahead(() => fast.get('q')), null);
+      // The alarm of a long poll: when the lease ends on the asking frontend's clock.
+      const expiry = await ahead(() => fast.nextExpiry('q'));
+      assert.ok(Math.abs(expiry! - (realNow() + HOUR + 30_000)) < 5000, `expiry ${expiry! - realNow()} ms from now`);
+      // A touch renews from Redis's now, not from the frontend's.
+      const token = await ahead(() => fast.touch('q', got!.pos, 10_000, got!.lease));
+      assert.ok(Math.abs(Number(token!.split('-')[1]) - (redisNow() + 10_000)) < 5000, `touched to ${token}`);
+      const { leased, delayed } = await right.status('q');
+      assert.deepEqual({ leased, delayed }, { leased: 1, delayed: 1 });
+      // Nor does it take the other frontend for one that is gone (an import would then go ahead).
+      assert.equal(await ahead(() => fast.frontendsRunning()), 1);
+    } finally {
+      await Promise.all([right.close(), fast.close()]);
+    }
+  });
+});
+
 describe('dead letters by position', { skip }, () => {
   it('a page is read from the by-position set, which is built once for dead letters written before it existed', async () => {
     const store = new RedisStore({ url: `${redis.url}?prefix=dlpos:` });

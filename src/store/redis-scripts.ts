@@ -20,6 +20,9 @@
  *   nothing changed between them;
  * - a lease token: `deliveries-deadline`, `leaseToken` of queue/leases.ts.
  *
+ * Deadlines and due times are Redis's time (TIME), in ms since the epoch, unless the caller gives
+ * one (a test's clock): frontends whose clocks disagree still agree on when a lease ends.
+ *
  * Numbers handed to redis.call are formatted first: Redis turns a Lua number into text with too
  * few digits for a dead letter's deadline (DEAD + ms since the epoch).
  */
@@ -39,6 +42,14 @@ if redis.call('HINCRBY', KEYS[1], 'v', 1) == 1 then
   local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'v', t[1] .. string.format('%06d', tonumber(t[2])))
 end`;
+/** `clock(given)`: the time the caller gave (a number), or else Redis's own, in ms. */
+const CLOCK = `
+local function clock(given)
+  local t = tonumber(given)
+  if t then return t end
+  t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end`;
 /** A position as a member of the deadlines' and dead letters' sorted sets. */
 export const memberOf = (pos: number): string => String(pos).padStart(WIDTH, '0');
 /** A lease as stored in the leases' hash, and back. */
@@ -56,7 +67,7 @@ export function parseLeaseValue(v: string): Lease {
  * counters in step, as `LeaseTable.set` and `delete` do; `slotFor()` and `bury(…)` are those of
  * leases.ts and plans.ts.
  */
-const PRELUDE = `
+const PRELUDE = `${CLOCK}
 local FIRST_SLOT, LAST_SLOT, DEAD = ${FIRST_SLOT}, ${LAST_SLOT}, ${DEAD}
 local S, M, L, D, X, Z = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local st = redis.call('HMGET', S, 'p', 'g', 'm', 'x', 'k', 'y', 'u')
@@ -142,12 +153,12 @@ local function save()
 end
 `;
 
-// KEYS: the six. ARGV: channel, origin, due time ('': not delayed), the messages.
+// KEYS: the six. ARGV: channel, origin, now ('': Redis's), delay in ms ('': not delayed), the messages.
 // Returns {1 if it created the queue else 0, positions (slots when delayed)...}.
 export const PUT = `${PRELUDE}
-local dueAt = tonumber(ARGV[3])
+local dueAt = ARGV[4] ~= '' and clock(ARGV[3]) + tonumber(ARGV[4])
 local out = {0}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if dueAt then
     local slot = slotFor()
     if slot == 0 then break end
@@ -171,10 +182,10 @@ if #out > 1 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1)) en
 if save() and created then out[1] = 1 end
 return out`;
 
-// KEYS: the six. ARGV: channel, origin, now, lease ms (0: none), max, byte budget (-1: none).
+// KEYS: the six. ARGV: channel, origin, now ('': Redis's), lease ms (0: none), max, byte budget (-1: none).
 // Returns {pos, message, deliveries, token ('' unleased)} per message.
 export const GET = `${PRELUDE}
-local now, leaseMs, max, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, leaseMs, max, budget = clock(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
 local bytes = 0
 while #out < 4 * max do
@@ -221,7 +232,7 @@ end
 save()
 return out`;
 
-// KEYS: the six. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now. Returns 1 when settled.
+// KEYS: the six. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now ('': Redis's). Returns 1 when settled.
 export const SETTLE = `${PRELUDE}
 local pos = tonumber(ARGV[3])
 local l = redis.call('HGET', L, pos)
@@ -237,26 +248,48 @@ if ARGV[4] == 'ack' then
   if pos >= FIRST_SLOT then redis.call('HDEL', M, pos) end
 else
   local message = spent(deliveries) and redis.call('HGET', M, pos)
-  if not (message and bury(pos, message, deliveries, tonumber(ARGV[6]))) then setLease(pos, 0, deliveries) end
+  if not (message and bury(pos, message, deliveries, clock(ARGV[6]))) then setLease(pos, 0, deliveries) end
   redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':1')
 end
 save()
 return 1`;
 
-// KEYS: state, leases, deadlines. ARGV: pos, token ('' for any), now, new deadline. Returns the new token, or nil.
-export const TOUCH = `
+// KEYS: state, leases, deadlines. ARGV: pos, token ('' for any), now ('': Redis's), lease ms.
+// Returns the new token, or nil.
+export const TOUCH = `${CLOCK}
 local DEAD = ${DEAD}
 local l = redis.call('HGET', KEYS[2], ARGV[1])
 if not l then return false end
 local deadline, deliveries = string.match(l, '^([^:]+):(%d+)$')
 -- Only a running lease a consumer holds: not a delayed message, not a dead letter.
 if tonumber(deliveries) == 0 or tonumber(deadline) >= DEAD then return false end
-if tonumber(deadline) <= tonumber(ARGV[3]) then return false end
+local now = clock(ARGV[3])
+if tonumber(deadline) <= now then return false end
 if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. deadline then return false end
 ${BUMP}
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ':' .. deliveries)
-redis.call('ZADD', KEYS[3], ARGV[4], string.format('%0${WIDTH}d', ARGV[1]))
-return deliveries .. '-' .. ARGV[4]`;
+local new = string.format('%d', now + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[2], ARGV[1], new .. ':' .. deliveries)
+redis.call('ZADD', KEYS[3], new, string.format('%0${WIDTH}d', ARGV[1]))
+return deliveries .. '-' .. new`;
+
+// KEYS: the running frontends (a sorted set of ids by when they count as gone). ARGV: this
+// frontend's id ('': none), how long it counts as running, in ms. Drops the entries that ran out
+// (frontends killed outright), adds or renews this one's; returns how many run. Redis's time:
+// a frontend whose clock runs ahead would drop the others' entries early.
+export const FRONTENDS = `${CLOCK}
+local now = clock('')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('ZCARD', KEYS[1])`;
+
+// KEYS: deadlines. ARGV: now ('': Redis's). Returns the ms until the first deadline, or nil.
+export const EXPIRY = `${CLOCK}
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return false end
+return tonumber(first[2]) - clock(ARGV[1])`;
 
 // KEYS: state. ARGV: the new maxqueue. Returns 0 (refused), 1 (set) or 2 (set, and the queue is new).
 export const MAXQUEUE = `

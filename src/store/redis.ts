@@ -28,7 +28,9 @@ import type { QueueState } from '../queue/ring.js';
 import {
   DEAD_PAGE,
   DISCARD,
+  EXPIRY,
   EXPORT_PAGE,
+  FRONTENDS,
   GET,
   leaseValueOf,
   MAXDELIVERIES,
@@ -116,6 +118,7 @@ export class RedisStore implements Store {
     | 'get'
     | 'settle'
     | 'touch'
+    | 'expiry'
     | 'maxqueue'
     | 'maxdeliveries'
     | 'redrive'
@@ -125,7 +128,8 @@ export class RedisStore implements Store {
     | 'range'
     | 'deadPage'
     | 'exportPage'
-    | 'snapshot',
+    | 'snapshot'
+    | 'frontends',
     Script
   >;
   private waker: ((name: string, count: number) => void) | undefined;
@@ -137,10 +141,12 @@ export class RedisStore implements Store {
   private readonly unindexed = new Set<string>();
   private lastError: Error | undefined;
 
-  private readonly now: () => number;
+  /** The time the scripts go by: a test's clock, or '' for Redis's own (TIME), which every
+   * frontend shares whatever its own clock says. */
+  private readonly now: () => number | '';
 
   constructor(private readonly opts: RedisStoreOptions) {
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? (() => '');
     const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
     // A script sent but not answered (the connection dropped) may have run: sending it again could
     // store a message twice or skip one. It fails instead, and the client is told so.
@@ -181,22 +187,6 @@ export class RedisStore implements Store {
     this.prefix = Buffer.from(prefix, 'latin1');
     this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
     this.frontends = Buffer.concat([this.prefix, Buffer.from('httpsqs:frontends')]);
-    if (opts.announce) {
-      // Each renewal also removes the entries that expired (frontends killed outright, which never
-      // removed theirs), and the set expires with the last entry when no frontend renews it.
-      const announce = () => {
-        const now = Date.now();
-        void this.redis
-          .multi()
-          .zremrangebyscore(this.frontends, '-inf', now)
-          .zadd(this.frontends, now + GONE_MS, this.origin)
-          .pexpire(this.frontends, GONE_MS)
-          .exec()
-          .catch(() => {});
-      };
-      announce();
-      this.announcer = setInterval(announce, ANNOUNCE_MS).unref();
-    }
     const define = (name: string, keys: number, lua: string): Script => {
       this.redis.defineCommand(name, { numberOfKeys: keys, lua });
       return (this.redis as unknown as Record<string, Script>)[`${name}Buffer`]!.bind(this.redis);
@@ -206,6 +196,7 @@ export class RedisStore implements Store {
       get: define('httpsqsGet', 6, GET),
       settle: define('httpsqsSettle', 6, SETTLE),
       touch: define('httpsqsTouch', 3, TOUCH),
+      expiry: define('httpsqsExpiry', 1, EXPIRY),
       maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
       maxdeliveries: define('httpsqsMaxdeliveries', 6, MAXDELIVERIES),
       redrive: define('httpsqsRedrive', 6, REDRIVE),
@@ -216,7 +207,15 @@ export class RedisStore implements Store {
       deadPage: define('httpsqsDeadPage', 3, DEAD_PAGE),
       exportPage: define('httpsqsExportPage', 4, EXPORT_PAGE),
       snapshot: define('httpsqsSnapshot', 6, SNAPSHOT),
+      frontends: define('httpsqsFrontends', 1, FRONTENDS),
     };
+    if (opts.announce) {
+      // Each renewal also removes the entries that expired (frontends killed outright, which never
+      // removed theirs), and the set expires with the last entry when no frontend renews it.
+      const announce = () => void this.scripts.frontends(this.frontends, this.origin, GONE_MS).catch(() => {});
+      announce();
+      this.announcer = setInterval(announce, ANNOUNCE_MS).unref();
+    }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
       const [origin, count] = message.toString('latin1').split(':');
       if (origin === this.origin || !this.waker) return;
@@ -318,11 +317,11 @@ export class RedisStore implements Store {
   }
 
   async putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]> {
-    const dueAt = delayMs && delayMs > 0 ? String(this.now() + delayMs) : '';
+    const delay = delayMs && delayMs > 0 ? delayMs : '';
     const out = (await this.run(
       'put',
       name,
-      () => this.scripts.put(...this.keys(name), this.channel(name), this.origin, dueAt, ...messages),
+      () => this.scripts.put(...this.keys(name), this.channel(name), this.origin, this.now(), delay, ...messages),
       (r) => (r as number[]).length > 1,
     )) as number[];
     await this.indexed(name, out[0] === 1);
@@ -362,8 +361,7 @@ export class RedisStore implements Store {
   }
 
   async touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    const now = this.now();
-    const args = [this.key(name, 's'), this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', now, now + leaseMs] as const;
+    const args = [this.key(name, 's'), this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', this.now(), leaseMs] as const;
     const t = await this.run(
       'touch',
       name,
@@ -373,9 +371,12 @@ export class RedisStore implements Store {
     return t === null ? null : (t as Buffer).toString('latin1');
   }
 
+  /** When the first lease or delay on `name` ends, on this frontend's clock: Redis says how long
+   * until then, by the clock the scripts go by. */
   async nextExpiry(name: string): Promise<number | undefined> {
-    const first = await this.redis.zrange(this.key(name, 'd'), 0, 0, 'WITHSCORES').catch((err) => this.failed(err));
-    return first.length ? Number(first[1]) : undefined;
+    const now = this.now();
+    const ms = await this.scripts.expiry(this.key(name, 'd'), now).catch((err) => this.failed(err));
+    return ms === null ? undefined : (now === '' ? Date.now() : now) + Number(ms);
   }
 
   async maxqueue(name: string, num: number): Promise<boolean> {
@@ -645,8 +646,7 @@ export class RedisStore implements Store {
 
   /** How many servers use this Redis (and key prefix) now. */
   async frontendsRunning(): Promise<number> {
-    await this.redis.zremrangebyscore(this.frontends, '-inf', Date.now()).catch((err) => this.failed(err));
-    return this.redis.zcard(this.frontends).catch((err) => this.failed(err));
+    return (await this.scripts.frontends(this.frontends, '', GONE_MS).catch((err) => this.failed(err))) as number;
   }
 
   close(): Promise<void> {

@@ -136,7 +136,8 @@ export interface StoreDescription {
 export interface StoreHooks {
   /** Told how long each write took (an operation's name, seconds), on the store's one write path. */
   observe?: ((op: string, seconds: number) => void) | undefined;
-  /** The time, in ms since the epoch (lease deadlines); `Date.now` unless a test gives another. */
+  /** The time, in ms since the epoch (lease deadlines); `Date.now` (on Redis, Redis's clock) unless a
+   * test gives another. */
   now?: (() => number) | undefined;
 }
 
