@@ -69,12 +69,25 @@ export interface StartOptions {
 }
 
 /** Runs `httpsqs` with `args` as a subprocess, keeping what it writes to stderr. */
+/** Processes spawnCli started that have not exited. */
+const children = new Set<ChildProcess>();
+// One a failed check left running would hold the test file open until the runner's timeout: it is
+// killed once the file's tests are done, and said.
+after(() => {
+  for (const proc of children) {
+    process.stderr.write(`test helpers: killing process ${proc.pid} (httpsqs ${proc.spawnargs.slice(2).join(' ')}), left running\n`);
+    proc.kill('SIGKILL');
+  }
+});
+
 export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; detached?: boolean } = {}) {
   const proc = spawn(process.execPath, [CLI, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...opts.env },
     detached: opts.detached ?? false,
   });
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
   let err = '';
   proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
