@@ -255,6 +255,24 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('text selected to be copied stays selected across refreshes; once it goes, the page is live again', async () => {
+    await put(server.port, 'copy-me', 'm');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    const row = page.locator('tr[data-queue="copy-me"]');
+    await row.waitFor();
+    await page.evaluate(() => {
+      const cell = document.querySelector('tr[data-queue="copy-me"] td.name')!;
+      getSelection()!.selectAllChildren(cell);
+    });
+    await sleep(2500); // two refreshes
+    assert.equal(await page.evaluate(() => getSelection()!.toString()), 'copy-me');
+    await page.evaluate(() => getSelection()!.removeAllRanges());
+    await put(server.port, 'copy-me', 'n');
+    await page.waitForFunction(() => document.querySelector('tr[data-queue="copy-me"] td.unread')?.textContent === '2');
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('reads well on a phone', async () => {
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { viewport: { width: 390, height: 844 } });
     await page.locator('tr[data-queue="orders"]').waitFor();

@@ -373,9 +373,13 @@ addEventListener('pointerdown', () => { pressing = true; }, true);
 for (const end of ['pointerup', 'pointercancel', 'blur']) addEventListener(end, () => { pressing = false; }, true);
 /** The page is not redrawn under someone's hands. */
 const held = () => typing() || pressing;
+/** Text selected on the page, to be copied: a redraw would take the selection away, so the
+ * refreshes that come by themselves leave the page as it is until it goes (what the user does
+ * still redraws it). */
+const selecting = () => { const s = getSelection(); return !!s && !s.isCollapsed && app.contains(s.anchorNode); };
 
 let busy = false;
-async function refresh() {
+async function refresh(byTimer = false) {
   clearTimeout(timer);
   if (busy) return;
   busy = true;
@@ -389,7 +393,7 @@ async function refresh() {
     queues = list;
     record(queues);
     showFacts();
-    if (!held()) await render();
+    if (!held() && !(byTimer && selecting())) await render();
     live('', 'live');
   } catch (err) {
     if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
@@ -398,7 +402,7 @@ async function refresh() {
   } finally {
     busy = false;
   }
-  timer = setTimeout(refresh, queues.length > 1000 ? 3000 : 1000);
+  timer = setTimeout(() => refresh(true), queues.length > 1000 ? 3000 : 1000);
 }
 
 addEventListener('hashchange', () => { msgPage = null; notice = null; refresh(); });
