@@ -68,7 +68,6 @@ export interface StartOptions {
   detached?: boolean;
 }
 
-/** Runs `httpsqs` with `args` as a subprocess, keeping what it writes to stderr. */
 /** Processes spawnCli started that have not exited. */
 const children = new Set<ChildProcess>();
 // One a failed check left running would hold the test file open until the runner's timeout: it is
@@ -80,6 +79,7 @@ after(() => {
   }
 });
 
+/** Runs `httpsqs` with `args` as a subprocess, keeping what it writes to stderr. */
 export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; detached?: boolean } = {}) {
   const proc = spawn(process.execPath, [CLI, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],

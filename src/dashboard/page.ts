@@ -366,11 +366,13 @@ function live(state, title) {
 /** Someone types into a form on the page (the search box re-renders as it goes): it is not redrawn. */
 const typing = () => document.activeElement && document.activeElement.tagName === 'INPUT' && document.activeElement.id !== 'search' && app.contains(document.activeElement);
 /** A press (mouse, finger, pen) is under way: a redraw would take its element away before the
- * release, and the click it makes would be lost. Released, the click comes in the same task (a
- * window that loses the focus mid-press may never hear of the release). */
+ * release, and the click it makes would be lost. Released, the click comes in the same task. */
 let pressing = false;
 addEventListener('pointerdown', () => { pressing = true; }, true);
-for (const end of ['pointerup', 'pointercancel', 'blur']) addEventListener(end, () => { pressing = false; }, true);
+for (const end of ['pointerup', 'pointercancel']) addEventListener(end, () => { pressing = false; }, true);
+// A window that loses the focus mid-press may never hear of the release. (Not captured: the blur of
+// an element, such as the one a press takes the focus from, does not bubble up to here.)
+addEventListener('blur', () => { pressing = false; });
 /** The page is not redrawn under someone's hands. */
 const held = () => typing() || pressing;
 /** Text selected on the page, to be copied: a redraw would take the selection away, so the
