@@ -275,6 +275,21 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('a link or button that has the keyboard focus has it again after each refresh', async () => {
+    await put(server.port, 'tabbed', 'm');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    await page.locator('tr[data-queue="tabbed"] a').waitFor();
+    await page.focus('tr[data-queue="tabbed"] a');
+    await sleep(2500); // two refreshes, each a new link
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('href')), '#/q/tabbed');
+    // And the keyboard goes on from there: Enter opens it.
+    await page.keyboard.press('Enter');
+    await page.locator('#queue-unread').waitFor();
+    assert.match(page.url(), /#\/q\/tabbed$/);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('reads well on a phone', async () => {
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { viewport: { width: 390, height: 844 } });
     await page.locator('tr[data-queue="orders"]').waitFor();

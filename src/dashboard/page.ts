@@ -342,9 +342,19 @@ function route() {
   return queues.find((q) => q.name64 === name64) ?? { name: b64text(name64), name64 };
 }
 
+/** A link or button told apart from the rest (tag, id, link, text), so that a redraw can give the
+ * keyboard focus back to its new self: someone moving through the page with Tab keeps their place. */
+const focusKey = (e) => [e.tagName, e.id, e.getAttribute('href'), e.textContent].join('\n');
+
 async function render() {
+  const had = document.activeElement;
+  const key = had && /^(A|BUTTON)$/.test(had.tagName) && app.contains(had) ? focusKey(had) : null;
   const q = route();
   if (q === null) renderOverview(); else await renderQueue(q);
+  if (key && !app.contains(document.activeElement)) {
+    const again = [...app.querySelectorAll('a, button')].find((e) => focusKey(e) === key);
+    again?.focus({ preventScroll: true });
+  }
 }
 
 /** A dashboard path's JSON; null when the password is wrong (the queue calls then ask for it). */
