@@ -321,6 +321,13 @@ describe('dashboard', { skip }, () => {
     await sleep(1500); // a refresh or two while the box has focus
     assert.equal(await page.inputValue('#search'), 'bulk-04242');
     assert.equal(await page.evaluate(() => document.activeElement?.id), 'search');
+    // An edit in the middle: each key redraws the box, and the caret stays where the keys put it.
+    await page.keyboard.press('ArrowLeft');
+    await page.keyboard.press('ArrowLeft');
+    await page.keyboard.type('9');
+    await page.keyboard.press('Backspace');
+    await page.keyboard.type('7');
+    assert.equal(await page.inputValue('#search'), 'bulk-042742');
     await page.fill('#search', '');
     await page.click('#queues th:first-child'); // sort by name
     await page.waitForFunction(() => document.querySelector('#queues tbody tr')?.getAttribute('data-queue') === '<img src=x onerror=alert(1)>');

@@ -248,9 +248,6 @@ function renderOverview() {
   view.page = Math.min(view.page, pages - 1);
   const rows = filtered.slice(view.page * view.size, (view.page + 1) * view.size);
   const head = (label, sort, cls = '') => el('th', { class: cls + (view.sort === sort ? ' sorted' + (view.asc ? ' asc' : '') : ''), onclick: () => { view.asc = view.sort === sort ? !view.asc : sort === 'name'; view.sort = sort; render(); } }, label);
-  // Re-rendering replaces the search box: keep its focus and caret where the user has them.
-  const before = document.getElementById('search');
-  const typing = before && document.activeElement === before ? [before.selectionStart, before.selectionEnd] : null;
   const search = el('input', { type: 'search', placeholder: 'Search queues', value: view.search, 'aria-label': 'search queues', id: 'search' });
   search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); });
   app.replaceChildren(
@@ -268,7 +265,6 @@ function renderOverview() {
           el('td', { text: fmt(r.put) }), el('td', { text: fmt(r.get) }), el('td', {}, chart(queueRates(q), 24, true))); })))),
       el('div', { class: 'pager' }, el('button', { class: 'secondary', onclick: () => { view.page--; render(); }, ...(view.page === 0 ? { disabled: '' } : {}) }, '‹ Prev'), 'page ' + (view.page + 1) + ' of ' + pages, el('button', { class: 'secondary', onclick: () => { view.page++; render(); }, ...(view.page >= pages - 1 ? { disabled: '' } : {}) }, 'Next ›'))),
   );
-  if (typing) { search.focus(); search.setSelectionRange(typing[0], typing[1]); }
 }
 
 function b64text(s) {
@@ -342,18 +338,22 @@ function route() {
   return queues.find((q) => q.name64 === name64) ?? { name: b64text(name64), name64 };
 }
 
-/** A link or button told apart from the rest (tag, id, link, text), so that a redraw can give the
- * keyboard focus back to its new self: someone moving through the page with Tab keeps their place. */
+/** A link, button or input told apart from the rest (tag, id, link, text), so that a redraw can give
+ * the keyboard focus back to its new self: someone moving through the page with Tab keeps their
+ * place, and someone typing into the search box (which redraws as it goes) keeps typing. */
 const focusKey = (e) => [e.tagName, e.id, e.getAttribute('href'), e.textContent].join('\n');
 
 async function render() {
   const had = document.activeElement;
-  const key = had && /^(A|BUTTON)$/.test(had.tagName) && app.contains(had) ? focusKey(had) : null;
+  const key = had && /^(A|BUTTON|INPUT)$/.test(had.tagName) && app.contains(had) ? focusKey(had) : null;
+  // The caret too, in a text box (a number box has none: null).
+  const caret = had?.tagName === 'INPUT' && had.selectionStart !== null ? [had.selectionStart, had.selectionEnd] : null;
   const q = route();
   if (q === null) renderOverview(); else await renderQueue(q);
   if (key && !app.contains(document.activeElement)) {
-    const again = [...app.querySelectorAll('a, button')].find((e) => focusKey(e) === key);
+    const again = [...app.querySelectorAll('a, button, input')].find((e) => focusKey(e) === key);
     again?.focus({ preventScroll: true });
+    if (again && caret) again.setSelectionRange(caret[0], caret[1]);
   }
 }
 
