@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
+import { chromium, type Browser, type Locator, type Page, type Route } from 'playwright-core';
 import { cleanup, keepAliveClient, needsTool, request, ROOT, startServer, type RunningServer } from './helpers.js';
 
 /** The page script's flag: a refresh (fetches, then a redraw) is under way. */
@@ -271,6 +271,25 @@ describe('dashboard', { skip }, () => {
     await page.evaluate(() => getSelection()!.removeAllRanges());
     await put(server.port, 'copy-me', 'n');
     await page.waitForFunction(() => document.querySelector('tr[data-queue="copy-me"] td.unread')?.textContent === '2');
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  it('a selection made on a queue page while a refresh fetches its messages stays selected', async () => {
+    await put(server.port, 'copy-view', 'm');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard#/q/copy-view`);
+    await page.locator('#queue-name').waitFor();
+    // The next refresh's fetch of the messages is held until the text is selected.
+    let held!: (route: Route) => void;
+    const fetching = new Promise<Route>((r) => (held = r));
+    const messages = (url: URL) => url.searchParams.get('opt') === 'view';
+    await page.route(messages, (route) => held(route));
+    const route = await fetching;
+    await page.evaluate(() => getSelection()!.selectAllChildren(document.getElementById('queue-name')!));
+    await route.continue();
+    await page.unroute(messages);
+    await sleep(1500); // the held refresh ends, and one more comes
+    assert.equal(await page.evaluate(() => getSelection()!.toString()), 'copy-view');
     assert.deepEqual(problems, []);
     await page.close();
   });

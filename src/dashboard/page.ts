@@ -273,7 +273,7 @@ function b64text(s) {
 }
 
 let notice = null;
-async function renderQueue(ref) {
+async function renderQueue(ref, byTimer) {
   const name = ref;
   const s = queues.find((q) => keyOf(q) === keyOf(ref)) ?? (await json({ name, opt: 'status_json' }));
   const leased = s.leased ?? 0, delayed = s.delayed ?? 0, dead = s.dead ?? 0, maxdeliveries = s.maxdeliveries ?? 0;
@@ -290,8 +290,8 @@ async function renderQueue(ref) {
     catch (err) { if (err instanceof AuthNeeded) { askAdmin(); return; } notice = { ok: false, text: label + ': ' + err.message }; }
     await refresh();
   };
-  // Asked again after the fetches: typing or a press may have begun while they ran.
-  if (held()) return;
+  // Asked again after the fetches: typing, a press or a selection may have begun while they ran.
+  if (leaveAsIs(byTimer)) return;
   app.replaceChildren(
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
@@ -343,13 +343,13 @@ function route() {
  * place, and someone typing into the search box (which redraws as it goes) keeps typing. */
 const focusKey = (e) => [e.tagName, e.id, e.getAttribute('href'), e.textContent].join('\n');
 
-async function render() {
+async function render(byTimer = false) {
   const had = document.activeElement;
   const key = had && /^(A|BUTTON|INPUT)$/.test(had.tagName) && app.contains(had) ? focusKey(had) : null;
   // The caret too, in a text box (a number box has none: null).
   const caret = had?.tagName === 'INPUT' && had.selectionStart !== null ? [had.selectionStart, had.selectionEnd] : null;
   const q = route();
-  if (q === null) renderOverview(); else await renderQueue(q);
+  if (q === null) renderOverview(); else await renderQueue(q, byTimer);
   if (key && !app.contains(document.activeElement)) {
     const again = [...app.querySelectorAll('a, button, input')].find((e) => focusKey(e) === key);
     again?.focus({ preventScroll: true });
@@ -389,6 +389,8 @@ const held = () => typing() || pressing;
  * refreshes that come by themselves leave the page as it is until it goes (what the user does
  * still redraws it). */
 const selecting = () => { const s = getSelection(); return !!s && !s.isCollapsed && app.contains(s.anchorNode); };
+/** Whether a refresh (by the timer, or for something the user did) leaves the page as it is. */
+const leaveAsIs = (byTimer) => held() || (byTimer && selecting());
 
 let busy = false;
 async function refresh(byTimer = false) {
@@ -405,7 +407,7 @@ async function refresh(byTimer = false) {
     queues = list;
     record(queues);
     showFacts();
-    if (!held() && !(byTimer && selecting())) await render();
+    if (!leaveAsIs(byTimer)) await render(byTimer);
     live('', 'live');
   } catch (err) {
     if (err instanceof AuthNeeded) { busy = false; return showLogin(); }
