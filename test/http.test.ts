@@ -222,6 +222,33 @@ describe('HTTP layer', () => {
     );
   });
 
+  it('Connection is a list of options: a close among them closes, a keep-alive among them keeps an HTTP/1.0 one', async () => {
+    const closed = responses(await rawExchange(port, 'GET /1 HTTP/1.1\r\nConnection: TE, close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n'));
+    assert.deepEqual(
+      closed.map((r) => [r.body.toString(), r.headers.connection]),
+      [['GET /1 0:', 'close']],
+    );
+    const kept = responses(await rawExchange(port, 'GET /1 HTTP/1.0\r\nConnection: TE ,Keep-Alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n'));
+    assert.deepEqual(
+      kept.map((r) => r.headers.connection),
+      ['keep-alive', 'close'],
+    );
+  });
+
+  it('Expect: 100-continue gets a 100 over HTTP/1.1 only (an HTTP/1.0 client may take it for the answer)', async () => {
+    const ask = (version: string) => rawExchange(port, `POST /e HTTP/${version}\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab`);
+    assert.match((await ask('1.1')).toString('latin1'), /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.match((await ask('1.0')).toString('latin1'), /^HTTP\/1\.1 200 OK\r\n/);
+  });
+
+  it('a trailer line over 4 KiB is refused, even when it arrives whole', async () => {
+    const req = `POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\nX: ${'a'.repeat(5000)}\r\n\r\n`;
+    assert.deepEqual(
+      responses(await rawExchange(port, req)).map((r) => r.status),
+      [400],
+    );
+  });
+
   it('while a request is in progress, what the client sends next is read only up to the header limit', async () => {
     const c = connect();
     held = false;
@@ -262,6 +289,27 @@ async function serve(handler: Handler, limits: Partial<HttpOptions>): Promise<{ 
   await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
   return { http, port: (http.server.address() as net.AddressInfo).port };
 }
+
+it('a header value with a long run of spaces inside is read in time linear in its length', async () => {
+  // A regular expression that backtracked over those spaces took seconds for one such line (its time
+  // grew with the square of their number), and every other connection waited meanwhile.
+  const http = createHttpServer((req) => ({ status: 200, head: '', body: JSON.stringify(req.headers.x) }), {
+    maxHeaderBytes: 512 * 1024,
+    maxBodyBytes: 100,
+    keepAliveMs: 5000,
+    headersMs: 5000,
+    bodyMs: 5000,
+  });
+  try {
+    await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+    const value = `a${' '.repeat(200_000)}\tb`;
+    const raw = await rawExchange((http.server.address() as net.AddressInfo).port, `GET / HTTP/1.1\r\nX: \t${value} \t \r\nConnection: close\r\n\r\n`, 3000);
+    const res = parseResponse(raw)!.res;
+    assert.equal(JSON.parse(res.body.toString()), value);
+  } finally {
+    await http.close();
+  }
+});
 
 it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
   const { http, port } = await serve(() => ({ status: 200, head: '', body: 'ok' }), { maxConnections: 3 });

@@ -79,7 +79,22 @@ const CRLFCRLF = Buffer.from('\r\n\r\n');
 // The target: any bytes but controls and the space (not `\S`, which also excludes 0xA0, a byte of
 // many UTF-8 characters sent raw, as curl does).
 const REQUEST_LINE = /^([A-Z]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
-const HEADER = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const isBlank = (c: number) => c === 32 || c === 9;
+
+/** A header line's name and value (spaces and tabs around the value left out), or undefined when it
+ * is none. No regular expression runs over the value: one that backtracks over its spaces takes
+ * time quadratic in them, and one request could stall the server for seconds. */
+function field(line: string): [string, string] | undefined {
+  const colon = line.indexOf(':');
+  if (colon <= 0 || !TOKEN.test(line.slice(0, colon))) return undefined;
+  let start = colon + 1;
+  let end = line.length;
+  while (start < end && isBlank(line.charCodeAt(start))) start++;
+  while (end > start && isBlank(line.charCodeAt(end - 1))) end--;
+  const value = line.slice(start, end);
+  return /[\r\n]/.test(value) ? undefined : [line.slice(0, colon), value];
+}
 const EMPTY = Buffer.alloc(0);
 /** Larger bodies are written a piece at a time: a write counts as unsent until it is whole, so a
  * slow reader's progress (which earns it time, see `expired`) shows only between pieces. */
@@ -128,6 +143,7 @@ class Connection {
   private scanned = 0;
   private req: HttpRequest | undefined;
   private keepAlive = false;
+  private http10 = false;
   /** The body received so far: its first `bodySize` bytes. One buffer that grows by doubling, so
    * that memory stays proportional to the body however small its pieces (1-byte chunks). */
   private body: Buffer = EMPTY;
@@ -319,14 +335,12 @@ class Connection {
       case Phase.ChunkSize:
       case Phase.Trailer: {
         const eol = this.pending.indexOf('\r\n');
-        if (eol < 0) {
-          if (this.pending.length > 4096) throw new Refusal(400, 'Malformed chunked body');
-          return false;
-        }
+        if (eol < 0 ? this.pending.length > 4096 : eol > 4096) throw new Refusal(400, 'Malformed chunked body');
+        if (eol < 0) return false;
         const line = this.take(eol + 2).toString('latin1', 0, eol);
         if (this.phase === Phase.Trailer) {
           if (line === '') this.dispatch();
-          else if (!HEADER.test(line)) throw new Refusal(400, 'Malformed chunked body: a trailer line is no header field');
+          else if (!field(line)) throw new Refusal(400, 'Malformed chunked body: a trailer line is no header field');
           return true;
         }
         const size = /^([0-9A-Fa-f]{1,8})(?:[ \t]*;.*)?$/.exec(line);
@@ -358,10 +372,10 @@ class Connection {
     if (!m) throw new Refusal(400, 'Malformed HTTP request');
     const headers: Record<string, string> = {};
     for (let i = 1; i < lines.length; i++) {
-      const h = HEADER.exec(lines[i]!);
+      const h = field(lines[i]!);
       if (!h) throw new Refusal(400, 'Malformed HTTP header');
-      const name = h[1]!.toLowerCase();
-      const value = h[2]!;
+      const name = h[0].toLowerCase();
+      const value = h[1];
       if (name === 'content-length' && headers[name] !== undefined && headers[name] !== value) {
         throw new Refusal(400, 'Conflicting Content-Length headers');
       }
@@ -369,9 +383,11 @@ class Connection {
       if (name === 'transfer-encoding' && headers[name] !== undefined) throw new Refusal(400, 'Transfer-Encoding more than once');
       headers[name] ??= value;
     }
-    const http10 = m[3] === '0';
-    const conn = headers.connection?.toLowerCase();
-    this.keepAlive = http10 ? conn === 'keep-alive' : conn !== 'close';
+    this.http10 = m[3] === '0';
+    // A list of options (`TE, close`): any `close` closes.
+    const conn = headers.connection?.toLowerCase().split(',');
+    const says = (o: string) => !!conn?.some((c) => c.trim() === o);
+    this.keepAlive = !says('close') && (!this.http10 || says('keep-alive'));
     this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone() };
     this.body = EMPTY;
     this.bodySize = 0;
@@ -401,7 +417,8 @@ class Connection {
   }
 
   private continueIfAsked(): void {
-    if (this.req!.headers.expect?.toLowerCase() === '100-continue') this.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
+    // An HTTP/1.0 client may not know what a 100 is: its expectation is ignored (RFC 9110 10.1.1).
+    if (!this.http10 && this.req!.headers.expect?.toLowerCase() === '100-continue') this.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
   }
 
   private dispatch(): void {
