@@ -1292,6 +1292,47 @@ describe('journal: failures', () => {
     await s.close();
   });
 
+  it('a segment that cannot be opened now (no file descriptor left) fails the get: nothing is stepped over, and all comes later', async () => {
+    const d = dir();
+    let s = await open(d);
+    const sent = Array.from({ length: 200 }, (_, i) => msg(i));
+    for (const m of sent) await s.put('q', m);
+    await s.close();
+    assert.ok(segments(d).length >= 3, `${segments(d).length} segments`);
+    // Opened again, the store opens a segment when it first reads from it: all but the first fail.
+    s = await open(d);
+    const inner = s as unknown as { openFile: (path: string, flags: number) => number };
+    const openFile = inner.openFile;
+    inner.openFile = (path, flags) => {
+      if (path !== segFile(d, 1)) throw Object.assign(new Error(`EMFILE: too many open files, open '${path}'`), { code: 'EMFILE' });
+      return openFile(path, flags);
+    };
+    // A batch hands out what it could read, and stops at what it could not.
+    const first = await s.getMany('q', 200);
+    assert.ok(first.length > 0 && first.length < 200, `${first.length} handed out`);
+    assert.deepEqual(
+      first.map((m) => m.message),
+      sent.slice(0, first.length),
+    );
+    for (const take of [() => s.get('q'), () => s.get('q', 60_000), () => s.getMany('q', 10)]) {
+      await assert.rejects(take(), (err) => err instanceof StoreError && /journal read failed .*EMFILE/.test(err.message));
+    }
+    await assert.rejects(s.range('q', 1, 200), /EMFILE/);
+    assert.deepEqual(await s.status('q'), { putpos: 200, getpos: first.length, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    // Descriptors free again: the rest comes out, in order, after a restart too.
+    inner.openFile = openFile;
+    const next = await s.get('q');
+    assert.deepEqual(next?.message, sent[first.length]);
+    await s.close();
+    s = await open(d);
+    const rest = await s.getMany('q', 200);
+    assert.deepEqual(
+      rest.map((m) => m.message),
+      sent.slice(first.length + 1),
+    );
+    await s.close();
+  });
+
   it('a failed write fences the store: its operations fail, memory is read back from disk, and the store goes on', async () => {
     const d = dir();
     const s = await open(d);

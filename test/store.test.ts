@@ -999,6 +999,36 @@ for (const shared of [false, true])
     cleanup(dir);
   });
 
+it('one process: a message that cannot be read fails the get that reaches it, and nothing is stepped over', async () => {
+  const dir = tempDir('httpsqs-store-');
+  let s = await LmdbStore.open({ path: dir });
+  await s.putMany('q', [b('one'), b('two'), b('three')]);
+  await s.close();
+  s = await LmdbStore.open({ path: dir }); // read from the disk, not from writes in memory
+  const inside = s as unknown as { msg: { get(k: Buffer): Buffer | undefined } };
+  const get = inside.msg.get.bind(inside.msg);
+  let reads = 0;
+  inside.msg.get = (k) => {
+    if (++reads > 1) throw new Error('MDB_BAD_TXN: Transaction must abort, has a child, or is invalid');
+    return get(k);
+  };
+  // A batch hands out what it read, and stops at what it could not read.
+  assert.deepEqual(
+    (await s.getMany('q', 3)).map((d) => d.message.toString()),
+    ['one'],
+  );
+  await assert.rejects(s.get('q'), /MDB_BAD_TXN/);
+  await assert.rejects(s.get('q', 60_000), /MDB_BAD_TXN/);
+  inside.msg.get = get;
+  assert.deepEqual(await s.status('q'), { putpos: 3, getpos: 1, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+  assert.deepEqual(
+    (await s.getMany('q', 3)).map((d) => d.message.toString()),
+    ['two', 'three'],
+  );
+  await s.close();
+  cleanup(dir);
+});
+
 it('one process: while a failed commit fences the store, every operation is refused with that failure', async () => {
   const dir = tempDir('httpsqs-store-');
   const s = await LmdbStore.open({ path: dir });

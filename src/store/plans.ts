@@ -104,7 +104,14 @@ export const takePlan =
     while (out.length < limit) {
       const t = take(d.q.s, d.q.leases, at, leaseMs);
       if (!t) break;
-      const message = d.read(t.pos);
+      let message: Buffer | undefined;
+      try {
+        message = d.read(t.pos);
+      } catch (err) {
+        // Stored but not readable now (the engine said why): it stays where it is, for later.
+        if (out.length > 0) break;
+        throw err;
+      }
       // Decided before anything changes: a message that does not fit stays where it is.
       if (message && out.length > 0 && bytes + message.length > maxBytes) break;
       if (t.next !== d.q.s) d.advance(t.next);

@@ -654,7 +654,13 @@ export class JournalStore implements Store {
       this.ckptNeed += CHECKPOINT_BYTES.queue(name);
     }
     const d = new Draft(this, name, q);
-    const result = plan(d);
+    let result: T;
+    try {
+      result = plan(d);
+    } catch (err) {
+      // A message that could not be read: the plans stop before they change anything for it.
+      return Promise.reject(err);
+    }
     this.forgetIfEmpty(name, q);
     if (!observe) return d.wrote ? this.open!.done.then(() => result) : Promise.resolve(result);
     const done = () => observe(op!, (performance.now() - started) / 1000);
@@ -1039,7 +1045,9 @@ export class JournalStore implements Store {
   }
 
   /** The message stored at `pos`, from a batch not yet written or from its segment; undefined
-   * when there is none, its segment is gone, or its record is damaged (said once per read).
+   * when there is none, its segment is gone, or its record is damaged (said once per read). Throws
+   * when the segment cannot be read now (no file descriptor left, an I/O error): the message is
+   * there, and must not be taken for missing (a take would step over it, and lose it).
    * Written batches are not kept as a read cache: buffers that live that long reach V8's old
    * generation, where their bytes count towards its next full collection (one every 200 ms under
    * 1 KiB puts, pauses of up to 13 ms); the read-ahead below serves a queue read in order as well. */
@@ -1079,8 +1087,9 @@ export class JournalStore implements Store {
       try {
         readAt(this.fd(seg), buf, off);
       } catch (err) {
-        this.warn(`journal read failed at offset ${off} of ${segmentFile(this.dir, id)}: ${errorMessage(err)}`);
-        return undefined;
+        const why = `journal read failed at offset ${off} of ${segmentFile(this.dir, id)}: ${errorMessage(err)}`;
+        this.warn(why);
+        throw new StoreError(why, { cause: err });
       }
       if (len <= n) this.ahead = { seg: id, start: off, buf };
     }

@@ -659,7 +659,13 @@ export class LmdbStore implements Store {
     const cached = this.cache!.get(name);
     const q = cached ?? this.fromDisk(name);
     const d = new Draft(q, (pos) => this.pending.get(name, pos) ?? this.readCommitted(name, pos));
-    const result = plan(d);
+    let result: T;
+    try {
+      result = plan(d);
+    } catch (err) {
+      // A message that could not be read: the plans stop before they change anything for it.
+      return Promise.reject(err);
+    }
     if (!d.changed) return Promise.resolve(result); // a queue only looked at is not kept
     q.writes++;
     if (!cached) this.remember(name, q);
