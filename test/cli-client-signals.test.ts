@@ -8,9 +8,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { HttpsqsClient } from '../src/client/index.js';
-import { CLI_CLIENT, cleanEnv, cleanup, type cliClient, cliSuite, request, startServer, tempDir, waitFor } from './helpers.js';
+import { CLI_CLIENT, cleanEnv, cleanup, type cliClient, cliSuite, request, startInProcess, startServer, tempDir, waitFor } from './helpers.js';
 
 /** A file of `count` lines, `line 1` to `line <count>`, and an `httpsqs-cli` for the server on
  * `port` on a PATH, to run the resume command an interrupted put prints as it is. */
@@ -147,6 +148,27 @@ describe('httpsqs-cli interrupted, and following', () => {
     assert.equal(out, 'one\ntwo\nthree\n');
     child.kill('SIGINT');
     assert.equal(await exited, 0);
+  });
+
+  it('get --follow without --wait follows a server whose --max-wait is under its 20 s', async () => {
+    const short = await startInProcess({ args: ['--max-wait', '3'] });
+    try {
+      await request(short.port, 'GET', '/?name=k-short&opt=put&data=waiting');
+      const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(short.port), 'get', 'k-short', '--follow'], { env: cleanEnv() });
+      let [out, err] = ['', ''];
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (err += d));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      for (let i = 0; i < 100 && out !== 'waiting\n'; i++) await sleep(50);
+      await request(short.port, 'GET', '/?name=k-short&opt=put&data=later');
+      for (let i = 0; i < 100 && out !== 'waiting\nlater\n'; i++) await sleep(50);
+      assert.equal(out, 'waiting\nlater\n', err);
+      child.kill('SIGINT');
+      assert.equal(await exited, 0, err);
+    } finally {
+      await short.stop();
+      cleanup(short.dir);
+    }
   });
 
   it('get --follow waits out a server that restarts, and goes on', async () => {

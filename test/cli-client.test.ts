@@ -257,8 +257,13 @@ describe('httpsqs-cli', () => {
       [['--port', 'abc'], /^httpsqs-cli: --port: expected 1\.\.65535, got "abc"\n$/],
       [['--host', '127.0.0.1/x'], /^httpsqs-cli: --host: expected a host name or address, got "127\.0\.0\.1\/x"\n$/],
       [['--timeout', 'abc'], /^httpsqs-cli: --timeout: expected a whole number, got "abc"\n$/],
+      // 0 would wait for ever for a server that stops answering.
+      [['--timeout', '0'], /^httpsqs-cli: --timeout: expected 1\.\.2147483647, got 0\n$/],
+      // Following, 0 would ask an empty queue again and again.
+      [['get', 'q', '--follow', '--wait', '0'], /^httpsqs-cli: --wait: at least 1 second with --follow\n$/],
     ] as const) {
-      const bad = spawnSync(process.execPath, [CLI_CLIENT, ...args, 'status', 'q'], { encoding: 'utf8', env: cleanEnv() });
+      const command = args[0] === 'get' ? [] : ['status', 'q'];
+      const bad = spawnSync(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), ...args, ...command], { encoding: 'utf8', env: cleanEnv() });
       assert.equal(bad.status, 2, args.join(' '));
       assert.match(bad.stderr, message);
       assert.doesNotMatch(bad.stderr, /\n\s+at /);

@@ -348,6 +348,55 @@ describe('HttpsqsClient', () => {
     );
   });
 
+  it('close() lets a messages() loop ack the message it holds (as a SIGTERM handler would close it)', async () => {
+    const c = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
+    await q.put('c-close-loop', 'job');
+    let acked: boolean | undefined;
+    let closed: Promise<void> | undefined;
+    for await (const m of c.messages('c-close-loop')) {
+      closed = c.close();
+      await sleep(200); // the work goes on after the close
+      acked = await m.ack();
+    }
+    await closed;
+    assert.equal(acked, true);
+    assert.deepEqual(await q.statusJson('c-close-loop').then((s) => [s.unread, s.leased]), [0, 0]);
+  });
+
+  it('consume and messages with no wait given work with a server whose --max-wait is under their 20 s', async () => {
+    const short = await startInProcess({ args: ['--max-wait', '3'] });
+    const c = new HttpsqsClient({ url: `http://127.0.0.1:${short.port}` });
+    try {
+      await c.put('c-short', 'one');
+      const stop = new AbortController();
+      const handled: string[] = [];
+      const consuming = c.consume(
+        'c-short',
+        (m) => {
+          handled.push(m.text());
+          stop.abort();
+        },
+        { signal: stop.signal },
+      );
+      await consuming;
+      assert.deepEqual(handled, ['one']);
+      await c.put('c-short', 'two');
+      for await (const m of c.messages('c-short')) {
+        assert.equal(m.text(), 'two');
+        assert.equal(await m.ack(), true);
+        break;
+      }
+    } finally {
+      await c.close();
+      await short.stop();
+      cleanup(short.dir);
+    }
+  });
+
+  it('a timeout of 0 (which would be none: a silent server would hang the caller) is refused', () => {
+    for (const timeout of [0, -1, Number.NaN]) assert.throws(() => new HttpsqsClient({ timeout }), RangeError);
+  });
+
   it('consume and messages refuse a wait under 1 s, which would poll an empty queue in a tight loop', async () => {
     for (const wait of [0, 0.5]) {
       await assert.rejects(

@@ -19,7 +19,7 @@ export interface ClientOptions {
   /** The server's password (`-a`), sent as `auth=`. */
   auth?: string;
   /** Milliseconds the server may stay silent, before its answer and between its parts; a long poll
-   * gets its `wait` on top. @default 10000 */
+   * gets its `wait` on top; at least 1. @default 10000 */
   timeout?: number;
   /** Keep-alive connections held open to the server at most. By default there is no limit, so that
    * long polls never hold up other requests (consume() keeps one open per unit of concurrency). */
@@ -108,6 +108,13 @@ export interface GetOptions {
   signal?: AbortSignal;
 }
 
+/** The default wait of a long poll, refused by a server whose `--max-wait` is lower (it answers
+ * `HTTPSQS_ERROR`): the next one to ask for, half of it, down to 1 s. Undefined when `err` is not
+ * that refusal, or 1 s was refused. */
+export function shorterWait(wait: number, err: unknown): number | undefined {
+  return wait > 1 && err instanceof ProtocolError && err.reply === R.ERROR ? Math.max(1, Math.floor(wait / 2)) : undefined;
+}
+
 /** A long poll's wait for consume() and messages(): whole seconds, at least 1 (0 would poll an
  * empty queue in a tight loop). */
 function pollWait(what: string, wait: number | undefined): void {
@@ -185,6 +192,9 @@ export class HttpsqsClient {
   /** Set once close() has let them finish: requests are refused from then on. */
   private closed: Promise<void> | undefined;
   private shut = false;
+  /** The wait of consume()'s and messages()' long polls when none is given: 20 s, or less for a
+   * server whose `--max-wait` is lower (see `shorterWait`). */
+  private defaultWait = 20;
 
   constructor(private readonly options: ClientOptions = {}) {
     const given = options.url ?? 'http://127.0.0.1:1218';
@@ -197,6 +207,8 @@ export class HttpsqsClient {
     this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
     this.path = url.pathname;
     this.timeout = options.timeout ?? 10_000;
+    // 0 would be no limit at all (undici's): a server that stops answering would hang the caller.
+    if (!(this.timeout >= 1 && this.timeout <= 2 ** 31 - 1)) throw new RangeError(`timeout must be 1..${2 ** 31 - 1} ms, not ${this.timeout}`);
     setMaxListeners(0, this.closing.signal); // one listener per long poll in flight
   }
 
@@ -454,7 +466,21 @@ export class HttpsqsClient {
         if (renewed) token = renewed;
         return renewed !== null;
       };
-      yield Object.assign(m, { ack: () => this.ack(name, m.pos, token), nack: () => this.nack(name, m.pos, token), touch });
+      // Until the loop settles it or asks for the next one, close() waits for it (as for consume()'s
+      // handlers): its ack still goes through.
+      let settled!: () => void;
+      const out = new Promise<void>((r) => (settled = r));
+      this.consuming.add(out);
+      try {
+        yield Object.assign(m, {
+          ack: () => this.ack(name, m.pos, token).finally(settled),
+          nack: () => this.nack(name, m.pos, token).finally(settled),
+          touch,
+        });
+      } finally {
+        settled();
+        this.consuming.delete(out);
+      }
     }
   }
 
@@ -574,9 +600,11 @@ export class HttpsqsClient {
    * of a proxy in front of a server that is restarting (502, 503, 504), are waited out. */
   private async poll(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
     try {
-      return await this.get(name, { wait: o.wait ?? 20, lease: o.lease ?? 60, signal: o.signal });
+      return await this.get(name, { wait: o.wait ?? this.defaultWait, lease: o.lease ?? 60, signal: o.signal });
     } catch (err) {
       if (o.signal?.aborted || this.closing.signal.aborted) return null;
+      const shorter = o.wait === undefined ? shorterWait(this.defaultWait, err) : undefined;
+      if (shorter) return ((this.defaultWait = shorter), null);
       if (!(err instanceof NetworkError || (err instanceof ProtocolError && [502, 503, 504].includes(err.status)))) throw err;
       await sleep(1000, undefined, { signal: o.signal ?? this.closing.signal }).catch(() => {});
       return null;
@@ -584,8 +612,9 @@ export class HttpsqsClient {
   }
 
   /** Closes the connections. consume() and messages() stop (their leased long polls end at once),
-   * and what consume()'s handlers finish is still acked; other requests in flight are answered
-   * first. Calls made once it resolved throw a NetworkError. */
+   * and what consume()'s handlers finish is still acked, as is the message a messages() loop holds
+   * (it resolves once that loop acks or nacks it, or asks for the next); other requests in flight
+   * are answered first. Calls made once it resolved throw a NetworkError. */
   close(): Promise<void> {
     this.closing.abort();
     this.closed ??= Promise.allSettled([...this.consuming]).then(() => {

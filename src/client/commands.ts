@@ -14,7 +14,7 @@ import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_DELAY_SECONDS, MAX_DELIVERIES } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
-import { HttpsqsClient, type Message, type QueueStatus } from './client.js';
+import { HttpsqsClient, shorterWait, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
 
@@ -172,7 +172,7 @@ function buildProgram(io: CliIo): Command {
     .addOption(new Option('--host <host>', 'server host (env: HTTPSQS_HOST)').default('127.0.0.1'))
     .addOption(new Option('--port <port>', 'server port (env: HTTPSQS_PORT)').default('1218'))
     .addOption(new Option('--auth <password>', 'server password (auth=) (env: HTTPSQS_AUTH)'))
-    .addOption(new Option('--timeout <ms>', 'time to wait for an answer').default('10000'))
+    .addOption(new Option('--timeout <ms>', 'time to wait for an answer (at least 1)').default('10000'))
     .option('--json', 'machine-readable output on stdout')
     .option('--reference', 'the server is the C HTTPSQS: use only the reference protocol')
     .showHelpAfterError()
@@ -191,7 +191,8 @@ function buildProgram(io: CliIo): Command {
 
   function client(): HttpsqsClient {
     const g = globals();
-    const timeout = whole('--timeout', g.timeout);
+    // 0 would be no time limit at all (a server that stops answering would hang the command).
+    const timeout = within('--timeout', g.timeout, 1, 2 ** 31 - 1);
     if (!g.url && !(/^\d+$/.test(g.port) && Number(g.port) >= 1 && Number(g.port) <= 65535))
       throw new Outcome(EXIT.usage, `--port: expected 1..65535, got "${g.port}"`);
     if (!g.url && /[/?#@\s]/.test(g.host)) throw new Outcome(EXIT.usage, `--host: expected a host name or address, got "${g.host}"`);
@@ -366,6 +367,10 @@ function buildProgram(io: CliIo): Command {
     .action(async (name: string, o: { wait?: string; lease?: string; follow?: boolean }) => {
       const q = client();
       const wait = seconds('--wait', o.wait);
+      // Following, 0 would ask an empty queue again and again without a pause.
+      if (o.follow && wait === 0) throw new Outcome(EXIT.usage, '--wait: at least 1 second with --follow');
+      // Following without --wait: 20 s, or less on a server whose --max-wait is lower (it refuses more).
+      let followWait = wait ?? 20;
       const lease = seconds('--lease', o.lease);
       const stop = new AbortController();
       const interrupted = () => stop.abort();
@@ -378,9 +383,11 @@ function buildProgram(io: CliIo): Command {
       try {
         do {
           const m = await q
-            .get(name, { wait: o.follow ? (wait ?? 20) : wait, lease: settleAfter ? 60 : lease, signal: stop.signal })
+            .get(name, { wait: o.follow ? followWait : wait, lease: settleAfter ? 60 : lease, signal: stop.signal })
             .catch(async (err: unknown) => {
               if (stop.signal.aborted) return null;
+              const shorter = o.follow && wait === undefined ? shorterWait(followWait, err) : undefined;
+              if (shorter) return void (followWait = shorter);
               // Following, a server that restarts is waited for (said once), as consume() does.
               if (!o.follow || !(err instanceof NetworkError)) throw err;
               if (!outage) io.stderr.write(`httpsqs-cli: ${err.message}; trying again\n`);
