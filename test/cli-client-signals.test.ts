@@ -138,6 +138,22 @@ describe('httpsqs-cli interrupted, and following', () => {
     }
   });
 
+  it('put --file - sends the lines of a producer that pauses as they come (tail -f), not once 1000 have come', async () => {
+    const port = suite.server.port;
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(port), 'put', 'k-tail', '--file', '-'], { env: cleanEnv() });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.stdin.write('one\ntwo\n');
+    await waitFor(async () => (await stored(port, 'k-tail')).length === 2);
+    child.stdin.write('three\n');
+    await waitFor(async () => (await stored(port, 'k-tail')).length === 3);
+    child.stdin.end('four\n');
+    assert.equal(await exited, 0, err);
+    assert.deepEqual(await stored(port, 'k-tail'), ['one', 'two', 'three', 'four']);
+    assert.match(err, /^put 4 messages in /);
+  });
+
   it('get --follow prints messages as they arrive until interrupted', async () => {
     const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), 'get', 'k-follow', '--follow', '--wait', '2'], { env: cleanEnv() });
     let out = '';

@@ -90,22 +90,27 @@ const BATCH_BYTES = 2 ** 20;
 
 /** How long an interrupted `put --file` waits for the answers to what it already sent. */
 const GRACE_MS = 5000;
+/** The longest a line of `put --file` waits for more to make up its batch. */
+const LINGER_MS = 200;
+const LINGER = Symbol('linger');
 
 /** The lines of `input` as `tail` and `wc -l` count them (split at \n only, a \r before it
  * dropped), so that a line number reported is the one `tail -n +N` starts at. Bytes, as they are:
  * a line need not be UTF-8. */
-async function* linesOf(input: Readable): AsyncGenerator<Buffer> {
+async function* linesOf(input: Readable): AsyncGenerator<Buffer[]> {
   let parts: Buffer[] = [];
   for await (const chunk of input as AsyncIterable<Buffer>) {
+    const lines: Buffer[] = [];
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; start = nl + 1, nl = chunk.indexOf(10, start)) {
       parts.push(chunk.subarray(start, nl));
-      yield lineBytes(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      lines.push(lineBytes(parts.length === 1 ? parts[0]! : Buffer.concat(parts)));
       parts = [];
     }
     if (start < chunk.length) parts.push(chunk.subarray(start));
+    if (lines.length) yield lines;
   }
-  if (parts.length) yield lineBytes(Buffer.concat(parts));
+  if (parts.length) yield [lineBytes(Buffer.concat(parts))];
 }
 const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
 const lineBytes = (b: Buffer) => (b.at(-1) === 13 ? b.subarray(0, -1) : b);
@@ -305,12 +310,35 @@ function buildProgram(io: CliIo): Command {
       bar?.update(read, { count: stored, rate: rate() });
     };
     try {
-      for await (const line of linesOf(source)) {
-        if (stop.signal.aborted) break;
-        read += line.length + 1;
-        batch.push(line);
-        batchBytes += line.length;
-        if (batch.length >= MAX_BATCH || batchBytes >= BATCH_BYTES) await flush();
+      // A batch goes when it is full, or LINGER_MS after its first lines came: lines from a producer that
+      // pauses (`tail -f log | httpsqs-cli put q --file -`) go in as they come, not at 1000 lines.
+      const lines = linesOf(source);
+      let lingering: Promise<typeof LINGER> | undefined;
+      const ask = () => {
+        const next = lines.next();
+        next.catch(() => {}); // a read stopped while a batch is sent: the wait for it says so
+        return next;
+      };
+      for (let next = ask(); ; ) {
+        const got = lingering ? await Promise.race([next, lingering]) : await next;
+        if (got === LINGER) {
+          lingering = undefined;
+          await flush();
+          continue;
+        }
+        if (got.done || stop.signal.aborted) break;
+        next = ask();
+        for (const line of got.value) {
+          if (stop.signal.aborted) break;
+          read += line.length + 1;
+          batch.push(line);
+          batchBytes += line.length;
+          if (batch.length >= MAX_BATCH || batchBytes >= BATCH_BYTES) {
+            lingering = undefined;
+            await flush();
+          }
+        }
+        if (batch.length) lingering ??= sleep(LINGER_MS, LINGER, { ref: false });
       }
       if (!stop.signal.aborted) {
         if (batch.length) await flush();
