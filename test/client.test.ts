@@ -318,13 +318,18 @@ describe('HttpsqsClient', () => {
     const c = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
     await q.put('c-close-job', 'job');
     let handled = 0;
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
     const consuming = c.consume('c-close-job', async () => {
+      started();
       await sleep(500);
       handled++;
     });
     const leased = c.get('c-close', { wait: 20, lease: 30 }).catch((err: unknown) => err);
     const plain = c.get('c-plain', { wait: 3 });
-    await sleep(300); // the handler is running, the polls wait
+    // The handler is running (on a busy machine its get may take a while), the polls wait.
+    await running;
+    await sleep(100);
     const closed = c.close();
     await q.put('c-plain', 'not lost');
     const outcome = await Promise.race([Promise.all([consuming, closed]).then(() => 'ended'), sleep(8000).then(() => 'still running')]);
@@ -361,6 +366,13 @@ describe('HttpsqsClient', () => {
     await closed;
     assert.equal(acked, true);
     assert.deepEqual(await q.statusJson('c-close-loop').then((s) => [s.unread, s.leased]), [0, 0]);
+    // A loop that keeps its message without a word holds close() until the lease ends, not for ever.
+    const d = new HttpsqsClient({ url: `http://127.0.0.1:${server.port}` });
+    await q.put('c-close-kept', 'kept');
+    const kept = await d.messages('c-close-kept', { lease: 1 }).next();
+    assert.equal(kept.value?.text(), 'kept');
+    const outcome = await Promise.race([d.close().then(() => 'closed'), sleep(8000).then(() => 'still open')]);
+    assert.equal(outcome, 'closed');
   });
 
   it('consume and messages with no wait given work with a server whose --max-wait is under their 20 s', async () => {

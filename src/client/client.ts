@@ -189,6 +189,8 @@ export class HttpsqsClient {
   private readonly closing = new AbortController();
   /** consume() calls still running: close() lets them settle what their handlers finished. */
   private readonly consuming = new Set<Promise<void>>();
+  /** The messages messages() loops hold: close() lets them be settled, until their lease ends. */
+  private readonly holding = new Set<{ settled: Promise<void>; leaseEnds: () => number }>();
   /** Set once close() has let them finish: requests are refused from then on. */
   private closed: Promise<void> | undefined;
   private shut = false;
@@ -461,16 +463,18 @@ export class HttpsqsClient {
       const m = await this.poll(name, o);
       if (!m) continue;
       let token = m.lease;
+      // Until the loop settles it or asks for the next one, close() waits for it (as for consume()'s
+      // handlers), so that its ack still goes through; not past its lease, after which an ack
+      // would find none (a loop that keeps it without a word does not hold close() for ever).
+      let leaseEnds = Date.now() + (o.lease ?? 60) * 1000;
       const touch = async (seconds: number) => {
         const renewed = await this.touch(name, m.pos, seconds, token);
-        if (renewed) token = renewed;
+        if (renewed) [token, leaseEnds] = [renewed, Date.now() + seconds * 1000];
         return renewed !== null;
       };
-      // Until the loop settles it or asks for the next one, close() waits for it (as for consume()'s
-      // handlers): its ack still goes through.
       let settled!: () => void;
-      const out = new Promise<void>((r) => (settled = r));
-      this.consuming.add(out);
+      const holding = { settled: new Promise<void>((r) => (settled = r)), leaseEnds: () => leaseEnds };
+      this.holding.add(holding);
       try {
         yield Object.assign(m, {
           ack: () => this.ack(name, m.pos, token).finally(settled),
@@ -479,7 +483,7 @@ export class HttpsqsClient {
         });
       } finally {
         settled();
-        this.consuming.delete(out);
+        this.holding.delete(holding);
       }
     }
   }
@@ -613,11 +617,16 @@ export class HttpsqsClient {
 
   /** Closes the connections. consume() and messages() stop (their leased long polls end at once),
    * and what consume()'s handlers finish is still acked, as is the message a messages() loop holds
-   * (it resolves once that loop acks or nacks it, or asks for the next); other requests in flight
-   * are answered first. Calls made once it resolved throw a NetworkError. */
+   * (it resolves once that loop acks or nacks it, or asks for the next, or its lease has ended);
+   * other requests in flight are answered first. Calls made once it resolved throw a NetworkError. */
   close(): Promise<void> {
     this.closing.abort();
-    this.closed ??= Promise.allSettled([...this.consuming]).then(() => {
+    const held = [...this.holding].map((h) => {
+      const over = new AbortController(); // the timer goes once the message is settled
+      const ended = sleep(h.leaseEnds() - Date.now(), undefined, { signal: over.signal }).catch(() => {});
+      return Promise.race([h.settled, ended]).finally(() => over.abort());
+    });
+    this.closed ??= Promise.allSettled([...this.consuming, ...held]).then(() => {
       this.shut = true;
       return this.pool.close();
     });
