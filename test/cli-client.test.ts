@@ -114,6 +114,24 @@ describe('httpsqs-cli', () => {
     assert.match(full.stderr, /is full/);
   });
 
+  it('a maxqueue refused on a server with --admin-auth says why it cannot say more (the admin password does not open the status)', async () => {
+    const locked = await startServer({ args: ['-a', 'user-pass', '--admin-auth', 'admin-pass'] });
+    try {
+      const as = (auth: string, args: string[], input?: string) =>
+        spawnSync(process.execPath, [CLI_CLIENT, '--port', String(locked.port), '--auth', auth, ...args], { encoding: 'utf8', env: cleanEnv(), input });
+      assert.equal(as('user-pass', ['put', 'k-locked', '--file', '-'], 'm\n'.repeat(15)).status, 0);
+      const refused = as('admin-pass', ['maxqueue', 'k-locked', '10']);
+      assert.equal(refused.status, 5, refused.stderr);
+      assert.equal(
+        refused.stderr,
+        "httpsqs-cli: maxqueue of k-locked not changed: the ring rules refuse 10 while it holds positions beyond it, or its writer is a lap ahead (which, the queue's status would tell: it needs the queue password, not the admin one)\n",
+      );
+    } finally {
+      await locked.stop();
+      cleanup(locked.dir);
+    }
+  });
+
   it('get and view end with a newline on a terminal, and only there', { skip: needsTool('script', 'util-linux') }, () => {
     const onTerminal = (args: string) => {
       const r = spawnSync('script', ['-qec', `'${process.execPath}' '${CLI_CLIENT}' --port ${suite.server.port} ${args}`, '/dev/null'], {

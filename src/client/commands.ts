@@ -136,8 +136,11 @@ function queueTable(queues: QueueStatus[]): string {
 
 /** Why the ring rules refuse `num`, from the queue as it stands now (it may have moved since). */
 async function refusal(q: HttpsqsClient, name: string, num: number): Promise<string> {
-  const s = await q.statusJson(name).catch(() => undefined);
-  if (!s) return `the ring rules refuse ${num} while it holds positions beyond it, or its writer is a lap ahead`;
+  let denied = false;
+  const s = await q.statusJson(name).catch((err: unknown) => void (denied = err instanceof AuthError));
+  // With --admin-auth, the admin password opens maxqueue but not the status that tells which.
+  const which = denied ? " (which, the queue's status would tell: it needs the queue password, not the admin one)" : '';
+  if (!s) return `the ring rules refuse ${num} while it holds positions beyond it, or its writer is a lap ahead${which}`;
   const at = `putpos ${s.putpos}, getpos ${s.getpos}`;
   if (s.putpos < s.getpos)
     return `the ring rules refuse ${num} while the writer is a lap ahead of the reader (${at}): no size is taken until the reader has come round too`;
