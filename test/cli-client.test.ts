@@ -132,6 +132,24 @@ describe('httpsqs-cli', () => {
     }
   });
 
+  it('a message argument that is not UTF-8 is stored with a warning; on standard input its bytes are kept', async () => {
+    const run = (command: string) =>
+      spawnSync('sh', ['-c', `"${process.execPath}" "${CLI_CLIENT}" --port ${suite.server.port} ${command}`], { encoding: 'utf8', env: cleanEnv() });
+    const argument = run(`put k-argv "$(printf 'caf\\351')"`);
+    assert.equal(argument.status, 0, argument.stderr);
+    assert.match(argument.stderr, /^httpsqs-cli: warning: the message has U\+FFFD in it, .*give such bytes on standard input/);
+    const piped = spawnSync('sh', ['-c', `printf 'caf\\351' | "${process.execPath}" "${CLI_CLIENT}" --port ${suite.server.port} put k-argv`], {
+      encoding: 'utf8',
+      env: cleanEnv(),
+    });
+    assert.equal(piped.stderr, '');
+    const stored = await Promise.all([1, 2].map((pos) => request(suite.server.port, 'GET', `/?name=k-argv&opt=view&pos=${pos}`)));
+    assert.deepEqual(
+      stored.map((r) => r.body.toString('hex')),
+      [Buffer.from('caf\uFFFD').toString('hex'), Buffer.from([0x63, 0x61, 0x66, 0xe9]).toString('hex')],
+    );
+  });
+
   it('get and view end with a newline on a terminal, and only there', { skip: needsTool('script', 'util-linux') }, () => {
     const onTerminal = (args: string) => {
       const r = spawnSync('script', ['-qec', `'${process.execPath}' '${CLI_CLIENT}' --port ${suite.server.port} ${args}`, '/dev/null'], {

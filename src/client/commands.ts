@@ -379,6 +379,11 @@ function buildProgram(io: CliIo): Command {
     .action(async (name: string, message: string | undefined, o: { file?: string; delay?: string }) => {
       const delay = o.delay === undefined ? undefined : within('--delay', o.delay, 0, MAX_DELAY_SECONDS);
       if (delay && globals().reference) throw new Outcome(EXIT.usage, '--delay: the C server (--reference) has no delayed messages');
+      // Node.js reads arguments as UTF-8: bytes that are not arrive as U+FFFD, and are stored so.
+      if (message?.includes('\uFFFD'))
+        io.stderr.write(
+          'httpsqs-cli: warning: the message has U+FFFD in it, which is what bytes that are not UTF-8 become in an argument; give such bytes on standard input, which keeps them\n',
+        );
       await withClient(async (q) => {
         if (o.file) return await putLines(q, name, o.file, delay);
         const pos = await q.put(name, message ?? (await readStdin()), { delay }).catch((err: unknown) => {
