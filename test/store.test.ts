@@ -1139,6 +1139,25 @@ for (const leaseMs of [60_000, undefined]) {
   });
 }
 
+it('one process: a message whose put failed, taken by a get that failed with it, is not handed out by the repair', async () => {
+  const dir = tempDir('httpsqs-store-');
+  let { s, failed, lift } = await failingCommit(dir);
+  await s.put('q', b('one'));
+  // The put and the get behind it fail together; the put after them commits.
+  const [put, got, after] = await Promise.allSettled([failed(() => s.put('q', b('never stored'))), failed(() => s.getMany('q', 2)), s.put('q', b('two'))]);
+  assert.equal(put.status, 'rejected');
+  assert.equal(got.status, 'rejected');
+  assert.equal(after.status, 'fulfilled');
+  await lift();
+  await s.close();
+  ({ s } = await failingCommit(dir));
+  const all = (await s.getMany('q', 10)).map((d) => d.message.toString());
+  // 'one' the failed get took comes again; the message its producer was told was not stored does not.
+  assert.deepEqual(all.sort(), ['one', 'two']);
+  await s.close();
+  cleanup(dir);
+});
+
 it('one process: a message a failed get took, written over by a put behind it, is stored again and handed out', async () => {
   const dir = tempDir('httpsqs-store-');
   let { s, failed, lift } = await failingCommit(dir);
