@@ -1,6 +1,7 @@
 /** Passwords: from a flag, a file or the environment; the admin password; never shown in `ps`. */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cleanup, freePort, request, runCli, startInProcess, startServer, tempDir } from './helpers.js';
@@ -113,6 +114,33 @@ describe('passwords', () => {
     } finally {
       await server.stop();
       cleanup(server.dir);
+    }
+  });
+
+  it("a password in a group of short flags (-da X, -daX) does not reach the process title, nor a Redis URL's in an error", async () => {
+    for (const group of [['-da', 'Grouped-pw1'], ['-daGrouped-pw1']]) {
+      const dir = tempDir();
+      const port = await freePort();
+      const pidfile = join(dir, 'httpsqs.pid');
+      const started = await runCli(['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', pidfile, ...group]);
+      assert.equal(started.code, 0, started.stderr);
+      const primary = Number(readFileSync(pidfile, 'utf8'));
+      try {
+        assert.equal(await text(port, '/?name=q&opt=put&data=x&auth=Grouped-pw1'), 'HTTPSQS_PUT_OK');
+        const cmdline = readFileSync(`/proc/${primary}/cmdline`, 'utf8');
+        assert.doesNotMatch(cmdline, /Grouped-pw1/, group.join(' '));
+        assert.match(cmdline, /-da ?\*\*\*/);
+      } finally {
+        process.kill(primary, 'SIGTERM');
+        for (let i = 0; i < 200 && existsSync(`/proc/${primary}`); i++) await sleep(25);
+        cleanup(dir);
+      }
+    }
+    for (const url of ['redis://:Redis/Secret9@127.0.0.1:6379', 'redis://:RedisSecret9@127.0.0.1:63x79']) {
+      const refused = await runCli(['-l', '127.0.0.1', '-x', tempDir(), '--store', url]);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /--store: .*redis:\/\/\*\*\*@127\.0\.0\.1/);
+      assert.doesNotMatch(refused.stderr, /Secret9/);
     }
   });
 

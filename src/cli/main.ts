@@ -5,10 +5,11 @@
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
-import { helpText, parseConfig, StartError, type Config } from './options.js';
+import { helpText, OPTIONS, parseConfig, StartError, type Config } from './options.js';
 import { engineIn } from './engine.js';
 import { redactUrl } from '../store/redis-url.js';
 import { StoreError } from '../store/store.js';
@@ -36,17 +37,22 @@ function daemonize(): Promise<void> {
   });
 }
 
-/** Passwords given as flags would show in `ps`: rewrite the process title without them. */
+/** Passwords given as flags would show in `ps`: rewrite the process title without them, as the
+ * parser reads the flags (`-a X`, `-aX`, `--auth=X`, in a group of short flags `-da X`), and a Redis
+ * URL's password (`--store`) too. */
 function hidePasswords(): void {
   const args = process.argv.slice(2);
-  const secret = new Set(['-a', '--auth', '--admin-auth']);
-  if (!args.some((a) => secret.has(a) || /^(-a.|--(admin-)?auth=)/.test(a))) return;
-  const shown = args.map((a, i) => {
-    if (secret.has(args[i - 1]!)) return '***';
-    if (/^--(admin-)?auth=/.test(a)) return a.replace(/=.*/, '=***');
-    return /^-a./.test(a) ? '-a***' : a;
-  });
-  process.title = ['httpsqs', ...shown].join(' ');
+  let hidden = false;
+  const { tokens } = parseArgs({ args, options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  for (const t of tokens) {
+    if (t.kind !== 'option' || t.value === undefined) continue;
+    const shown = t.name === 'store' ? redactUrl(t.value) : t.name === 'auth' || t.name === 'admin-auth' ? '***' : t.value;
+    if (shown === t.value) continue;
+    hidden = true;
+    const at = t.inlineValue ? t.index : t.index + 1;
+    args[at] = `${args[at]!.slice(0, args[at]!.length - t.value.length)}${shown}`;
+  }
+  if (hidden) process.title = ['httpsqs', ...args].join(' ');
 }
 
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */

@@ -4,17 +4,18 @@
  */
 import type { RedisOptions } from 'ioredis';
 
-/** A Redis URL fit to print: without its password. */
-export const redactUrl = (url: string): string => url.replace(/\/\/[^@/]*@/, '//***@');
+/** A Redis URL fit to print: without its password (everything before its last `@`, which may have
+ * been typed with a `/` or `@` in it). */
+export const redactUrl = (url: string): string => url.replace(/^([a-z-]+:\/\/).*@/, '$1***@');
 
 /** Parses `--store`: the connection, and the key prefix (`?prefix=`). */
 export function parseRedisUrl(url: string): { cluster: boolean; nodes: Array<{ host: string; port: number }>; options: RedisOptions; prefix: string } {
   const m = /^(redis|rediss|redis-cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
-  if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${url}"`);
+  if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${redactUrl(url)}"`);
   const [, scheme, user, password, hosts, db, query] = m;
   const nodes = hosts!.split(',').map((h) => {
     const [host, port] = h.split(':');
-    if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${url}"`);
+    if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${redactUrl(url)}"`);
     return { host, port: Number(port ?? 6379) };
   });
   const prefix = new URLSearchParams(query ?? '').get('prefix') ?? '';
