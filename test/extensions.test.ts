@@ -391,6 +391,32 @@ describe('extensions', () => {
     assert.doesNotMatch(after, /^httpsqs_leases_acked_total\{queue="met"\}/m);
   });
 
+  it('/metrics: names that are not UTF-8 have series of their own (queue64), and per-queue counts stop at 10,000 queues', async () => {
+    const server = await startInProcess();
+    const own = client(server.port);
+    try {
+      await own('/?name=%FF&opt=put&data=1');
+      await own('/?name=%FE&opt=put&data=1');
+      await own('/?name=%FE&opt=put&data=2');
+      let m = (await own('/metrics')).body;
+      // As text both would be U+FFFD, and one series.
+      assert.match(m, /^httpsqs_messages_put_total\{queue64="\/w=="\} 1$/m);
+      assert.match(m, /^httpsqs_messages_put_total\{queue64="\/g=="\} 2$/m);
+      assert.match(m, /^httpsqs_queue_unread\{queue64="\/g=="\} 2$/m);
+      assert.doesNotMatch(m, /\uFFFD/);
+      // Any client can name new queues: past 10,000 counted, the others are counted together.
+      const names = Array.from({ length: 10_000 }, (_, i) => `many-${i}`);
+      for (let i = 0; i < names.length; i += 500) await Promise.all(names.slice(i, i + 500).map((n) => own(`/?name=${n}&opt=put&data=x`)));
+      m = (await own('/metrics')).body;
+      const series = m.split('\n').filter((l) => l.startsWith('httpsqs_messages_put_total{'));
+      assert.equal(series.length, 10_001, 'one series a queue, for 10,000 queues, and one for the others');
+      assert.match(m, /^httpsqs_messages_put_total\{others="true"\} 2$/m);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
   it('/dashboard/history names a queue whose name is UTF-8 text as that text, in JSON that parses', async () => {
     const name = 'café-队列';
     assert.equal((await call(`/?name=${encodeURIComponent(name)}&opt=put&data=x`)).body, 'HTTPSQS_PUT_OK');

@@ -5,6 +5,7 @@
  * adds them up (prom-client's AggregatorRegistry); depths come from the shared store, so they are
  * taken once, not summed.
  */
+import { isUtf8 } from 'node:buffer';
 import cluster from 'node:cluster';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValueWithName } from 'prom-client';
 import { unread } from '../queue/ring.js';
@@ -35,7 +36,8 @@ const OPTS = new Set([
   '/healthz',
   '/dashboard',
 ]);
-/** Queues whose depth a scrape reports, at most (a label per queue; more would swamp Prometheus). */
+/** Queues whose depth a scrape reports, and whose counts it keeps, at most (a label per queue;
+ * more would swamp Prometheus, and any client can name new queues). */
 const MAX_QUEUES = 10_000;
 
 interface QueueCounts {
@@ -46,7 +48,13 @@ interface QueueCounts {
   nacked: number;
 }
 
-const label = (name: string) => Buffer.from(name, 'latin1').toString('utf8');
+/** A queue's labels: its name as text, or, not UTF-8 (another charset), its bytes in base64 as
+ * `queue64` (the name64 of `opt=list`): as text, all such names would read the same, U+FFFD. */
+function label(name: string): { queue: string } | { queue64: string } {
+  const bytes = Buffer.from(name, 'latin1');
+  return isUtf8(bytes) ? { queue: bytes.toString('utf8') } : { queue64: bytes.toString('base64') };
+}
+const QUEUE_LABELS = ['queue', 'queue64'];
 
 export interface MetricsOptions {
   store: Store;
@@ -123,9 +131,15 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'httpsqs_' });
   const queues = new Map<string, QueueCounts>();
+  const none = (): QueueCounts => ({ put: 0, taken: 0, leased: 0, acked: 0, nacked: 0 });
+  /** The counts of the queues past the first MAX_QUEUES counted, together. */
+  const others = none();
   const of = (name: string) => {
     let c = queues.get(name);
-    if (!c) queues.set(name, (c = { put: 0, taken: 0, leased: 0, acked: 0, nacked: 0 }));
+    if (!c) {
+      if (queues.size >= MAX_QUEUES) return others;
+      queues.set(name, (c = none()));
+    }
     return c;
   };
 
@@ -133,11 +147,12 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     new Counter({
       name,
       help,
-      labelNames: ['queue'],
+      labelNames: [...QUEUE_LABELS, 'others'],
       registers: [registry],
       collect() {
         this.reset();
-        for (const [q, c] of queues) if (c[field]) this.inc({ queue: label(q) }, c[field]);
+        for (const [q, c] of queues) if (c[field]) this.inc(label(q), c[field]);
+        if (others[field]) this.inc({ others: 'true' }, others[field]);
       },
     });
   perQueue('httpsqs_messages_put_total', 'Messages stored, by queue.', 'put');
@@ -161,25 +176,25 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   new Gauge({
     name: 'httpsqs_queue_unread',
     help: 'Unread messages, by queue.',
-    labelNames: ['queue'],
+    labelNames: QUEUE_LABELS,
     registers: [registry],
     aggregator: 'first',
     async collect() {
       depths = readDepths();
       this.reset();
-      for (const q of await depths) this.set({ queue: label(q.name) }, q.unread);
+      for (const q of await depths) this.set(label(q.name), q.unread);
     },
   });
   const held = (name: string, help: string, key: 'leased' | 'delayed' | 'dead') =>
     new Gauge({
       name,
       help,
-      labelNames: ['queue'],
+      labelNames: QUEUE_LABELS,
       registers: [registry],
       aggregator: 'first',
       async collect() {
         this.reset();
-        for (const q of await (depths ?? readDepths())) if (q[key]) this.set({ queue: label(q.name) }, q[key]);
+        for (const q of await (depths ?? readDepths())) if (q[key]) this.set(label(q.name), q[key]);
       },
     });
   held('httpsqs_queue_leased', 'Messages handed out under a lease and not settled (held, or nacked or expired and due again), by queue.', 'leased');
