@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../src/cli/options.js';
@@ -65,6 +65,18 @@ it('--log-file with -d and --workers 2: every process appends to it, SIGHUP reop
       });
     await waitFor(() => workers.every((pid) => opened(pid).includes(log) && !opened(pid).includes(`${log}.1`)));
     assert.equal((await request(port, 'GET', '/?name=q&opt=get')).body.toString(), 'x', 'SIGHUP did not stop the server');
+
+    // A reopen that fails (here a directory where the file was) leaves the log where it was, says
+    // so there, and the server goes on; the next SIGHUP that can open the file does.
+    renameSync(log, `${log}.2`);
+    mkdirSync(log);
+    process.kill(master, 'SIGHUP');
+    await waitFor(() => lines(`${log}.2`).some((l) => l.event === 'log-reopen-failed'));
+    assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=y')).body.toString(), 'HTTPSQS_PUT_OK', 'a failed reopen stopped the server');
+    assert.equal(readFileSync(pidfile, 'utf8').trim(), String(master));
+    rmdirSync(log);
+    process.kill(master, 'SIGHUP');
+    await waitFor(() => lines(log).some((l) => l.event === 'log-reopened'));
 
     process.kill(workers[0]!, 'SIGKILL');
     await waitFor(() => lines(log).some((l) => l.event === 'restart'));

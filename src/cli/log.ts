@@ -7,6 +7,7 @@
  */
 import cluster from 'node:cluster';
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
+import { errorMessage } from '../errors.js';
 
 export const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const satisfies readonly Level[];
 
@@ -36,6 +37,9 @@ export function configureLog(o: { file?: string | undefined; level?: Level }): v
   if (o.file) {
     // Opened now, so that a path that cannot be written is a start-up error, not a silent log.
     file = pino.destination({ dest: o.file, append: true, sync: true, mkdir: false });
+    // A reopen that fails also comes as an event, which with no listener would end the process:
+    // `reopenLog` says what failed, and the log goes on to the file it has.
+    file.on('error', () => {});
     log = create(level, file);
   } else log = create(level, process.stderr.isTTY ? toTerminal : pino.destination({ fd: 2, sync: true }));
 }
@@ -43,7 +47,15 @@ export function configureLog(o: { file?: string | undefined; level?: Level }): v
 /** Whether the log goes to a file (SIGHUP then reopens it instead of stopping the server). */
 export const logsToFile = (): boolean => file !== undefined;
 
-/** Opens the log file again under its name (logrotate moved the old one away). */
-export function reopenLog(): void {
-  file?.reopen();
+/** Opens the log file again under its name (logrotate moved the old one away). When that fails
+ * (a file made that this user cannot write, the directory gone), the log goes on where it was,
+ * and says so there: whether it was reopened. */
+export function reopenLog(): boolean {
+  try {
+    file?.reopen();
+    return true;
+  } catch (err) {
+    log.error({ event: 'log-reopen-failed', err }, `SIGHUP: the log file cannot be opened again (${errorMessage(err)}); logging on to the file as it was`);
+    return false;
+  }
 }

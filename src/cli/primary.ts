@@ -133,9 +133,9 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
       removePidFile();
       log.info({ event: 'stopped', exitCode: process.exitCode ?? 0 }, 'stopped');
     },
-    () => {
+    (ok) => {
       for (const w of allWorkers()) if (w.isConnected()) w.send({ reopenLog: true } satisfies ToWorker);
-      log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
+      if (ok) log.info({ event: 'log-reopened' }, 'SIGHUP: log file reopened');
     },
   );
   const workers = Array.from({ length: config.workers }, fork);

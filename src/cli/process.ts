@@ -212,13 +212,12 @@ function writeInPlace(file: string, content: string, why: unknown): void {
  * Runs `stop` once on the first of the signals the reference also stops on. With `--log-file`,
  * SIGHUP instead reopens the log (what logrotate sends), and `reopened` passes it on.
  */
-export function onStopSignal(stop: (signal: string) => Promise<void>, reopened?: () => void): void {
+export function onStopSignal(stop: (signal: string) => Promise<void>, reopened?: (ok: boolean) => void): void {
   let stopping = false;
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const) {
     process.on(sig, () => {
       if (sig === 'SIGHUP' && logsToFile()) {
-        reopenLog();
-        reopened?.();
+        reopened?.(reopenLog());
         return;
       }
       if (stopping) return;
