@@ -6,7 +6,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { flagTable, helpText } from '../src/cli/options.js';
+import { flagTable, helpText, parseConfig } from '../src/cli/options.js';
 import { holderOf } from '../src/store/lock.js';
 import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, unreadOn, waitFor, workerPids } from './helpers.js';
 
@@ -38,6 +38,21 @@ describe('command line', () => {
       assert.equal(code, 1, args.join(' '));
       assert.equal(stderr.trim().split('\n').length, 1, `one line for ${args.join(' ')}: ${stderr}`);
     }
+  });
+
+  it("a flag's value may begin with -, as C getopt reads it (-a -s3cr3t); a bad flag's line ends in one full stop", async () => {
+    assert.equal(parseConfig(['-a', '-s3cr3t']).auth?.toString(), '-s3cr3t');
+    assert.equal(parseConfig(['--auth', '--x', '-d']).auth?.toString(), '--x');
+    const server = await startServer({ args: ['-a', '-s3cr3t'] });
+    try {
+      assert.equal((await request(server.port, 'GET', '/?name=q&opt=put&data=x&auth=-s3cr3t')).body.toString(), 'HTTPSQS_PUT_OK');
+      assert.doesNotMatch(readFileSync(`/proc/${server.proc.pid}/cmdline`, 'utf8'), /s3cr3t/);
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+    const { stderr } = await runCli(['--bogus']);
+    assert.match(stderr, /[^.]\. Try --help\.\n$/);
   });
 
   it('an unusable -x: one line naming the directory, exit code 1', async () => {

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { configureLog, log } from './log.js';
 import { VERSION } from '../version.js';
-import { helpText, OPTIONS, parseConfig, StartError, type Config } from './options.js';
+import { asGetopt, helpText, OPTIONS, parseConfig, StartError, type Config } from './options.js';
 import { engineIn } from './engine.js';
 import { redactUrl } from '../store/redis-url.js';
 import { StoreError } from '../store/store.js';
@@ -41,7 +41,7 @@ function daemonize(): Promise<void> {
  * parser reads the flags (`-a X`, `-aX`, `--auth=X`, in a group of short flags `-da X`), and a Redis
  * URL's password (`--store`) too. */
 function hidePasswords(): void {
-  const args = process.argv.slice(2);
+  const args = asGetopt(process.argv.slice(2));
   let hidden = false;
   const { tokens } = parseArgs({ args, options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
   for (const t of tokens) {

@@ -262,13 +262,30 @@ function secret(
   return value === undefined ? undefined : Buffer.from(value, 'utf8');
 }
 
+/** `argv` read as C's getopt reads it: the word after a flag that takes a value is its value, even
+ * one that begins with `-` (`-a -s3cr3t`, `-c -1`), which parseArgs alone refuses as ambiguous. */
+export function asGetopt(argv: string[]): string[] {
+  const takes = new Map<string, string>();
+  for (const [name, o] of Object.entries(OPTIONS) as Array<[string, OptionDef]>) {
+    if (o.type !== 'string') continue;
+    takes.set(`--${name}`, name);
+    if (o.short) takes.set(`-${o.short}`, name);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = takes.get(argv[i]!);
+    out.push(name !== undefined && argv[i + 1]?.startsWith('-') ? `--${name}=${argv[++i]}` : argv[i]!);
+  }
+  return out;
+}
+
 /** The configuration `argv` gives; `env` holds HTTPSQS_AUTH and HTTPSQS_ADMIN_AUTH. */
 export function parseConfig(argv: string[], env: Record<string, string | undefined> = process.env): Config {
   const parse = () => {
     try {
-      return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
+      return parseArgs({ args: asGetopt(argv), options: OPTIONS, strict: true, allowPositionals: false }).values;
     } catch (err) {
-      throw new UsageError(`${errorMessage(err)}. Try --help.`);
+      throw new UsageError(`${errorMessage(err).replace(/\.$/, '')}. Try --help.`);
     }
   };
   const values = parse();
