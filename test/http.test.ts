@@ -311,6 +311,41 @@ it('a header value with a long run of spaces inside is read in time linear in it
   }
 });
 
+it('a stop lets a reply still being read arrive whole (its messages are taken); what else is busy goes after the grace time', async () => {
+  const BODY = Buffer.alloc(8 * 2 ** 20, 'r');
+  const http = createHttpServer((req) => (req.target === '/big' ? { status: 200, head: '', body: BODY } : new Promise<never>(() => {})), {
+    maxHeaderBytes: 1024,
+    maxBodyBytes: 100,
+    keepAliveMs: 5000,
+    headersMs: 5000,
+    bodyMs: 5000,
+    stopGraceMs: 200,
+  });
+  await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+  const port = (http.server.address() as net.AddressInfo).port;
+  // A reader of about 6 MB/s: the 8 MiB reply takes over a second, well past the grace time.
+  const sock = net.connect(port, '127.0.0.1');
+  const got: Buffer[] = [];
+  sock.on('data', (d) => {
+    got.push(d);
+    sock.pause();
+    setTimeout(() => sock.resume(), 10);
+  });
+  const ended = new Promise<void>((r) => sock.once('close', () => r()));
+  sock.write('GET /big HTTP/1.1\r\n\r\n');
+  // And one whose handler never answers: it goes once the grace time is over.
+  const stuck = net.connect(port, '127.0.0.1');
+  stuck.on('error', () => {});
+  const stuckEnded = new Promise<void>((r) => stuck.once('close', () => r()));
+  stuck.write('GET /never HTTP/1.1\r\n\r\n');
+  await waitFor(() => got.length > 0);
+  await http.close();
+  await Promise.all([ended, stuckEnded]);
+  const res = parseResponse(Buffer.concat(got));
+  assert.ok(res, 'the reply was cut short');
+  assert.equal(res.res.body.length, BODY.length);
+});
+
 it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
   const { http, port } = await serve(() => ({ status: 200, head: '', body: 'ok' }), { maxConnections: 3 });
   const open = async () => {

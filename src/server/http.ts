@@ -57,6 +57,9 @@ export interface HttpOptions {
   maxConnections?: number | undefined;
   /** Replies to requests the limits refuse, e.g. to say which flag sets the limit. */
   messages?: Partial<Record<413 | 431, string>>;
+  /** On close, the time after which connections still busy go, but replies still being read.
+   * @default 10000 */
+  stopGraceMs?: number;
 }
 
 export type Handler = (req: HttpRequest) => HttpReply | Promise<HttpReply>;
@@ -177,6 +180,11 @@ class Connection {
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
+  }
+
+  /** A reply is being handed over: written, and not all of it taken by the kernel yet. */
+  get replying(): boolean {
+    return this.streaming || this.socket.writableLength > 0;
   }
 
   /** Idle between requests: nothing received and nothing in progress. */
@@ -566,15 +574,19 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
       closed ??= new Promise<void>((resolve) => {
         if (!server.listening) return resolve();
         server.close(() => resolve());
-        // Idle connections go now; busy ones after their reply (sent with Connection: close).
+        // Idle connections go now; busy ones after their reply (sent with Connection: close). After
+        // the grace time the rest go too, but not a reply still being read: it carries messages already
+        // taken, and the reply time limit drops a client that stops reading it.
+        let late = false;
         const sweep = () => {
-          for (const c of open) if (c.idle) c.socket.destroy();
+          for (const c of open) if (c.idle || (late && !c.replying)) c.socket.destroy();
         };
         sweep();
         const timer = setInterval(sweep, 50);
         const hard = setTimeout(() => {
-          for (const c of open) c.socket.destroy();
-        }, 10_000);
+          late = true;
+          sweep();
+        }, opts.stopGraceMs ?? 10_000);
         server.once('close', () => (clearInterval(timer), clearTimeout(hard), clearInterval(ticker)));
       });
       return closed;
