@@ -187,6 +187,27 @@ describe('command line', () => {
     cleanup(dir);
   });
 
+  it('two servers started together with the same -i: the one that finds the PID file taken once its workers are ready stops', async () => {
+    const dir = tempDir();
+    const pidfile = join(dir, 'raced.pid');
+    const first = await startServer({ args: ['-i', join(dir, 'first.pid')] });
+    try {
+      const second = spawnCli(['-l', '127.0.0.1', '-p', String(await freePort()), '-x', join(dir, 'other'), '-i', pidfile]);
+      // Its first look found no PID file; while its workers start, the other server writes it.
+      await waitFor(() => workerPids(second.proc.pid!).length > 0, 10_000);
+      writeFileSync(pidfile, `${first.proc.pid}\n`);
+      const outcome = await Promise.race([second.exited, sleep(10_000).then(() => 'still running')]);
+      if (outcome === 'still running') second.proc.kill('SIGKILL');
+      assert.equal(outcome, 1, second.stderr());
+      assert.match(second.stderr(), new RegExp(`-i: PID file .*raced\\.pid names httpsqs process ${first.proc.pid}, which is running`));
+      assert.equal(readFileSync(pidfile, 'utf8').trim(), String(first.proc.pid));
+    } finally {
+      await first.stop();
+      cleanup(first.dir);
+      cleanup(dir);
+    }
+  });
+
   it('a restart right after a stop (kill, start) waits for the stopping server, which its lock names, then starts', async () => {
     // The same PID file (waited for at the PID file), and another one (at the directory's lock).
     for (const samePidFile of [true, false]) {

@@ -153,6 +153,8 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     ),
   );
   if (stopping) return; // stopped while starting: the stop handler exits
+  // Asked again: another server given the same -i may have written it while these workers started.
+  await refuseRunningPidFile(config.pidfile, datadir);
   started = true;
   removePidFile = writePidFile(config.pidfile);
   announce();
