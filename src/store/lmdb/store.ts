@@ -228,9 +228,9 @@ export class LmdbStore implements Store {
    * it freed. `repair` puts that right before the fence lifts. */
   private readonly lost = new Map<string, Array<[number, Buffer, number]>>();
   private repairing: Promise<void> | undefined;
-  /** Puts whose commit failed (their producers were told so), by position and queue, with the
+  /** Puts whose commit failed (their producers were told so), by queue and position, with the
    * message a get may have taken from memory: the repair does not hand it out again. */
-  private readonly unstored = new Map<string, Buffer>();
+  private readonly unstored = new Pending();
   private readonly room: Room;
   /** Puts are refused for want of room on the disk (said once), and what the last one needed. */
   private full: DiskLowError | undefined;
@@ -384,7 +384,7 @@ export class LmdbStore implements Store {
           again++;
         };
         for (const [pos, message, at] of taken) {
-          if (this.unstored.get(`${pos} ${name}`) === message) continue;
+          if (this.unstored.get(name, pos) === message) continue;
           const l = leases.get(pos);
           if (this.msg.get(msgKey(name, pos))?.equals(message)) {
             if (!l && pos < FIRST_SLOT && !isUnread(s, pos)) due(pos);
@@ -690,7 +690,7 @@ export class LmdbStore implements Store {
       (err) => {
         this.room.release(need);
         // Its producer is told it failed: a get that took it in the same commit does not bring it back.
-        if (put) for (const [pos, message] of d.stored) this.unstored.set(`${pos} ${name}`, message);
+        if (put) for (const [pos, message] of d.stored) this.unstored.set(name, pos, message);
         const taken = this.lost.get(name) ?? [];
         if (d.taken) taken.push(...d.taken);
         this.lost.set(name, taken);
