@@ -393,9 +393,8 @@ class Connection {
     }
     this.http10 = m[3] === '0';
     // A list of options (`TE, close`): any `close` closes.
-    const conn = headers.connection?.toLowerCase().split(',');
-    const says = (o: string) => !!conn?.some((c) => c.trim() === o);
-    this.keepAlive = !says('close') && (!this.http10 || says('keep-alive'));
+    const conn = headers.connection === undefined ? undefined : `,${headers.connection.toLowerCase().replace(/[ \t]/g, '')},`;
+    this.keepAlive = conn === undefined ? !this.http10 : !conn.includes(',close,') && (!this.http10 || conn.includes(',keep-alive,'));
     this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone() };
     this.body = EMPTY;
     this.bodySize = 0;
