@@ -1158,6 +1158,29 @@ it('one process: a message whose put failed, taken by a get that failed with it,
   cleanup(dir);
 });
 
+for (const leaseMs of [undefined, 1000]) {
+  it(`one process: a message whose put failed is not handed out by a ${leaseMs ? 'leased ' : ''}get behind it whose commit succeeded; what that get took comes again`, async () => {
+    const dir = tempDir('httpsqs-store-');
+    const clock = new TestClock();
+    let { s, failed, lift } = await failingCommit(dir, clock.now);
+    await s.put('q', b('one'));
+    // The put's commit fails; the get, decided behind it on the state that counted it, commits.
+    const [put, got] = await Promise.allSettled([failed(() => s.put('q', b('never stored'))), s.getMany('q', 2, leaseMs)]);
+    assert.equal(put.status, 'rejected');
+    assert.equal(got.status, 'rejected', `the get handed out ${JSON.stringify(got.status === 'fulfilled' && got.value.map((d) => d.message.toString()))}`);
+    await lift();
+    clock.advance(1500);
+    await s.close();
+    ({ s } = await failingCommit(dir, clock.now));
+    assert.deepEqual(
+      (await s.getMany('q', 10)).map((d) => d.message.toString()),
+      ['one'],
+    );
+    await s.close();
+    cleanup(dir);
+  });
+}
+
 it('one process: a message a failed get took, written over by a put behind it, is stored again and handed out', async () => {
   const dir = tempDir('httpsqs-store-');
   let { s, failed, lift } = await failingCommit(dir);
@@ -1215,7 +1238,7 @@ it('one process: nothing is decided on a reset queue before the reset has commit
   cleanup(dir);
 });
 
-it('one process: failed commits with operations committed behind them lose no acknowledged message (random sequences)', async () => {
+it('one process: failed commits with operations committed behind them lose no acknowledged message and hand out none whose put failed (random sequences)', async () => {
   type Op = { op: 'put' | 'get' | 'lget' | 'mget' | 'ack' | 'nack'; n: number; fails: boolean };
   const op = fc.record({
     op: fc.constantFrom('put', 'put', 'get', 'lget', 'mget', 'ack', 'nack'),
@@ -1233,7 +1256,11 @@ it('one process: failed commits with operations committed behind them lose no ac
       const acknowledged = new Set<string>();
       const consumed = new Set<string>();
       const held: Array<{ pos: number; lease: string; message: string }> = [];
+      const refused = new Set<string>();
+      const phantoms: string[] = [];
       const received = (d: { message: Buffer; pos: number; lease?: string }) => {
+        // Checked at the end: a throw here would be taken for the call's own failure.
+        if (refused.has(d.message.toString())) phantoms.push(d.message.toString());
         if (d.lease) held.push({ pos: d.pos, lease: d.lease, message: d.message.toString() });
         else consumed.add(d.message.toString());
       };
@@ -1245,7 +1272,13 @@ it('one process: failed commits with operations committed behind them lose no ac
               switch (o.op) {
                 case 'put': {
                   const m = `m${next++}`;
-                  return s.put('q', b(m)).then((pos) => void (pos && acknowledged.add(m)));
+                  return s.put('q', b(m)).then(
+                    (pos) => void (pos && acknowledged.add(m)),
+                    (err: unknown) => {
+                      refused.add(m);
+                      throw err;
+                    },
+                  );
                 }
                 case 'get':
                   return s.get('q').then((d) => void (d && received(d)));
@@ -1275,9 +1308,10 @@ it('one process: failed commits with operations committed behind them lose no ac
         clock.advance(1500);
         await s.close();
         ({ s } = await failingCommit(dir, clock.now));
-        for (let got = await s.getMany('q', 100); got.length > 0; got = await s.getMany('q', 100)) for (const d of got) consumed.add(d.message.toString());
+        for (let got = await s.getMany('q', 100); got.length > 0; got = await s.getMany('q', 100)) for (const d of got) received(d);
         const lost = [...acknowledged].filter((m) => !consumed.has(m));
         assert.deepEqual(lost, [], 'acknowledged messages never delivered');
+        assert.deepEqual(phantoms, [], 'messages handed out though their producers were told they were not stored');
         const status = await s.status('q');
         assert.equal(status.leased + status.delayed + status.dead, 0, `leases counted after the drain: ${JSON.stringify(status)}`);
       } finally {

@@ -685,18 +685,27 @@ export class LmdbStore implements Store {
         q.writes--;
         this.succeeded();
         for (const [pos, message] of d.stored) this.pending.committed(name, pos, message);
+        // Decided behind a failed commit, it took a message whose put failed there (its producer
+        // was told so): answered as a failed get, its other messages come back with the repair (a
+        // leased one when its lease ends).
+        if (d.taken?.some(([pos, m]) => this.unstored.get(name, pos) === m)) return this.lose(name, d.taken, this.fence ?? this.writeError);
         return result;
       },
       (err) => {
         this.room.release(need);
         // Its producer is told it failed: a get that took it in the same commit does not bring it back.
         if (put) for (const [pos, message] of d.stored) this.unstored.set(name, pos, message);
-        const taken = this.lost.get(name) ?? [];
-        if (d.taken) taken.push(...d.taken);
-        this.lost.set(name, taken);
-        return Promise.reject(this.failed(err));
+        return this.lose(name, d.taken, this.failed(err));
       },
     );
+  }
+
+  /** A get answered with `error`: the repair gives back the messages it took. */
+  private lose(name: string, taken: Array<[number, Buffer, number]> | undefined, error: StoreError | undefined): Promise<never> {
+    const lost = this.lost.get(name) ?? [];
+    if (taken) lost.push(...taken);
+    this.lost.set(name, lost);
+    return Promise.reject(error ?? new StoreError('LMDB write failed'));
   }
 
   /** Keeps a queue in memory; past the limit, forgets the oldest whose writes have all settled.
