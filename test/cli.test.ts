@@ -53,6 +53,8 @@ describe('command line', () => {
     }
     const { stderr } = await runCli(['--bogus']);
     assert.match(stderr, /[^.]\. Try --help\.\n$/);
+    assert.throws(() => parseConfig(['--engine', 'foo']), { message: '--engine: expected "journal" or "lmdb", got "foo"' });
+    assert.throws(() => parseConfig(['--log-level', 'loud']), { message: '--log-level: expected "fatal", "error", "warn", "info" or "debug", got "loud"' });
   });
 
   it('an unusable -x: one line naming the directory, exit code 1', async () => {
@@ -63,6 +65,10 @@ describe('command line', () => {
     assert.equal(code, 1);
     assert.equal(stderr.trim().split('\n').length, 1);
     assert.match(stderr, /-x: cannot use data directory .*a-file\/data/);
+    // The file itself: said so, not a failure to make a directory where one exists.
+    const onFile = await runCli(['-l', '127.0.0.1', '-p', String(await freePort()), '-x', file]);
+    assert.equal(onFile.code, 1);
+    assert.equal(onFile.stderr, `httpsqs: -x: cannot use data directory ${file}: it is a file, not a directory\n`);
     cleanup(dir);
     // A parent that exists but where nothing can be created (node's recursive mkdir loops there).
     const proc = await runCli(['-l', '127.0.0.1', '-p', String(await freePort()), '-x', '/proc/httpsqs-test/data'], { timeoutMs: 5000 });

@@ -1454,11 +1454,16 @@ describe('journal: choosing the engine', () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /--engine journal: .* holds an LMDB database \(data\.mdb\); move its queues with: httpsqs export -x .* \| httpsqs import -x NEWDIR -/,
+      /^httpsqs: --engine journal: .* holds an LMDB database \(data\.mdb\); move its queues with: httpsqs export -x .* \| httpsqs import -x NEWDIR -/,
     );
     r = await start(fresh, '--workers', '2');
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /--workers 2: the journal engine is one process's/);
+    assert.match(r.stderr, /^httpsqs: --workers 2: the journal engine is one process's/);
+    // export and import say it the same way.
+    r = await runCli(['import', '--engine', 'journal', '-x', lmdb, '-']);
+    assert.equal(r.stderr, `httpsqs: import: --engine journal: ${lmdb} holds an LMDB database (data.mdb)\n`);
+    r = await runCli(['import', '-x', lmdb]);
+    assert.match(r.stderr, /^httpsqs: import: give one file/);
     // export reads a journal next to its running server; import makes a journal in a new directory when asked.
     server = await startServer({ dir: fresh });
     await request(server.port, 'GET', '/?name=e&opt=put&data=exported');

@@ -56,7 +56,7 @@ export async function openStore(o: { datadir?: string; store?: string; engine?: 
   if (!forWriting && !held) throw new DataError(`-x ${dir}: no httpsqs data there (no journal/, no data.mdb), so nothing to export`);
   if (o.engine !== undefined && o.engine !== 'journal' && o.engine !== 'lmdb') throw new DataError(`--engine: expected "journal" or "lmdb", got "${o.engine}"`);
   if (held && o.engine && held !== o.engine)
-    throw new DataError(`--engine ${o.engine}: ${dir} holds the ${held === 'lmdb' ? 'LMDB database' : 'journal'} already`);
+    throw new DataError(`--engine ${o.engine}: ${dir} holds ${held === 'lmdb' ? 'an LMDB database (data.mdb)' : 'a journal (journal/)'}`);
   if ((held ?? o.engine ?? 'lmdb') === 'journal') return openJournal(dir, forWriting);
   const { LmdbStore } = await import('../store/lmdb/store.js');
   try {

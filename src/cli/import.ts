@@ -246,7 +246,7 @@ export async function runImport(argv: string[]): Promise<void> {
   const { values, positionals } = parseDataArgs(argv);
   if (values.help) return void process.stdout.write(USAGE);
   const source = values['from-tcbmgr'] ?? positionals[0];
-  if (!source || positionals.length > (values['from-tcbmgr'] ? 0 : 1)) throw new DataError(`import: give one file (or - for standard input)\n${USAGE}`);
+  if (!source || positionals.length > (values['from-tcbmgr'] ? 0 : 1)) throw new DataError(`give one file (or - for standard input)\n${USAGE}`);
   const tcbmgr = values['from-tcbmgr'] !== undefined;
   let maxLine = tcbmgr ? MAX_LINE.tcbmgr : MAX_LINE.export;
   if (values['max-line-bytes'] !== undefined) {

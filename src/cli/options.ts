@@ -223,7 +223,10 @@ function int(name: OptionName, value: string, min: number, max: number): number 
 }
 
 function oneOf<T extends string>(name: OptionName, value: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`--${name}: expected ${allowed.map((a) => `"${a}"`).join(', ')}, got "${value}"`);
+  if (!(allowed as readonly string[]).includes(value)) {
+    const quoted = allowed.map((a) => `"${a}"`);
+    throw new UsageError(`--${name}: expected ${quoted.slice(0, -1).join(', ')} or ${quoted.at(-1)}, got "${value}"`);
+  }
   return value as T;
 }
 

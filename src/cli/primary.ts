@@ -30,6 +30,10 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
       pickEngine(datadir, config.engine, config.workers);
+    } catch (err) {
+      fail(errorMessage(err));
+    }
+    try {
       const release = await lockDirectory(datadir, process.pid, sayLockWait(datadir));
       // Other processes (an export) open the database in a turn, with the workers' writes paused
       // (store/lmdb/open-turn.ts); the workers ask for theirs through the cluster channel.

@@ -13,6 +13,7 @@ import {
   readSync,
   renameSync,
   rmSync,
+  statSync,
   writeSync,
 } from 'node:fs';
 import { isIP } from 'node:net';
@@ -69,6 +70,7 @@ function ensureDir(dir: string): void {
 export function openDataDir(dir: string): void {
   try {
     ensureDir(dir);
+    if (!statSync(dir).isDirectory()) throw new Error('it is a file, not a directory');
     accessSync(dir, constants.W_OK | constants.R_OK);
   } catch (err) {
     fail(`-x: cannot use data directory ${dir}: ${errorMessage(err)}`);
