@@ -167,8 +167,10 @@ describe('command line', () => {
   it('a PID file naming a running httpsqs stops a second server before it listens; a stale one is taken over', async () => {
     const dir = tempDir();
     const pidfile = join(dir, 'shared.pid');
-    const first = await startServer({ args: ['-i', pidfile] });
+    // Started as `npm start` does: a relative path to main.js, from the project's directory.
+    const first = await startServer({ args: ['-i', pidfile], relative: true });
     try {
+      assert.match(readFileSync(`/proc/${first.proc.pid}/cmdline`, 'latin1'), /\0dist\/src\/cli\/main\.js\0/);
       for (const daemon of [[], ['-d']]) {
         const port = await freePort();
         const { code, stderr } = await runCli([...daemon, '-l', '127.0.0.1', '-p', String(port), '-x', join(dir, 'other'), '-i', pidfile], { timeoutMs: 5000 });

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSyn
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -66,6 +66,8 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** In a process group of its own, so that master and workers can be killed at once. */
   detached?: boolean;
+  /** Started as `node dist/src/cli/main.js` from the project's root, as `npm start` does. */
+  relative?: boolean;
 }
 
 /** Processes spawnCli started that have not exited. */
@@ -80,8 +82,9 @@ after(() => {
 });
 
 /** Runs `httpsqs` with `args` as a subprocess, keeping what it writes to stderr. */
-export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; detached?: boolean } = {}) {
-  const proc = spawn(process.execPath, [CLI, ...args], {
+export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; detached?: boolean; relative?: boolean } = {}) {
+  const proc = spawn(process.execPath, [opts.relative ? relative(ROOT, CLI) : CLI, ...args], {
+    ...(opts.relative ? { cwd: ROOT } : {}),
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...opts.env },
     detached: opts.detached ?? false,

@@ -99,14 +99,15 @@ export function pidFileProblem(file: string): string | undefined {
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 
 /**
- * Whether a process is an httpsqs server, by its command line: this package's main.js, or a
- * command named httpsqs (the installed bin, the C server, the title set when passwords are hidden).
- * A stale PID may name any other process by now; a gone one has no command line.
+ * Whether a process is an httpsqs server, by its command line: a main.js of this package (this one,
+ * one installed elsewhere, or a relative path to it as `npm start` runs it), or a command named
+ * httpsqs (the installed bin, the C server, the title set when passwords are hidden). A stale PID
+ * may name any other process by now; a gone one has no command line.
  */
 function isHttpsqs(pid: number): boolean {
   try {
     const args = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-    return args.some((a) => a === MAIN || /(^|\/)httpsqs( |$)/.test(a));
+    return args.some((a) => a === MAIN || /(^|\/)dist\/src\/cli\/main\.js$/.test(a) || /(^|\/)httpsqs( |$)/.test(a));
   } catch {
     return false;
   }
