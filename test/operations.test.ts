@@ -210,6 +210,65 @@ describe('packaging', () => {
     cleanup(dir);
   });
 
+  it("contrib/httpsqs.service's system call filter lets the server start, serve with workers and stop", {
+    skip: needsTool('systemd-analyze', 'systemd') || needsTool('python3', 'python3'),
+  }, async () => {
+    // What systemd would load: the unit's groups, expanded, every other call killing the process
+    // (stricter than the unit, which answers others with an error).
+    const unit = readFileSync(join(ROOT, 'contrib/httpsqs.service'), 'utf8');
+    const wanted = [...unit.matchAll(/^SystemCallFilter=(.*)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/));
+    assert.ok(wanted.includes('@system-service'));
+    const groups = new Map<string, string[]>();
+    let group: string[] = [];
+    for (const line of execFileSync('systemd-analyze', ['syscall-filter'], { encoding: 'utf8' }).split('\n')) {
+      if (line.startsWith('@')) groups.set(line.trim(), (group = []));
+      else if (line.trim() && !line.trim().startsWith('#')) group.push(line.trim());
+    }
+    const allowed = new Set<string>();
+    const add = (name: string): void => {
+      if (!name.startsWith('@')) return void allowed.add(name);
+      assert.ok(groups.has(name), `systemd knows ${name}`);
+      for (const member of groups.get(name)!) add(member);
+    };
+    for (const name of wanted) add(name);
+    const dir = tempDir();
+    writeFileSync(join(dir, 'allowed'), [...allowed].join('\n'));
+    const launch = [
+      'import ctypes, os, sys',
+      "lib = ctypes.CDLL('libseccomp.so.2')",
+      'lib.seccomp_init.restype = ctypes.c_void_p',
+      'lib.seccomp_init.argtypes = [ctypes.c_uint32]',
+      'lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]',
+      'lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]',
+      'lib.seccomp_load.argtypes = [ctypes.c_void_p]',
+      'ctx = lib.seccomp_init(0x80000000)', // SCMP_ACT_KILL_PROCESS
+      'for name in open(sys.argv[1]).read().split():',
+      '    nr = lib.seccomp_syscall_resolve_name(name.encode())',
+      '    if nr >= 0: lib.seccomp_rule_add(ctx, 0x7fff0000, nr, 0)', // SCMP_ACT_ALLOW
+      'assert lib.seccomp_load(ctx) == 0',
+      'os.execv(sys.argv[2], sys.argv[2:])',
+    ].join('\n');
+    const port = await freePort();
+    const args = ['-l', '127.0.0.1', '-p', String(port), '-x', join(dir, 'data'), '-i', join(dir, 'pid'), '--workers', '2'];
+    const proc = spawn('python3', ['-c', launch, join(dir, 'allowed'), process.execPath, join(ROOT, 'dist/src/cli/main.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    let ended = false;
+    const exited = new Promise<[number | null, string | null]>((r) => proc.once('exit', (code, signal) => ((ended = true), r([code, signal]))));
+    try {
+      await waitFor(async () => ended || (await request(port, 'GET', '/?name=sc&opt=put&data=filtered').catch(() => undefined))?.body.toString() === 'HTTPSQS_PUT_OK', 10_000).catch(
+        () => {},
+      );
+      if (ended) assert.fail(`not serving under the filter: exit ${JSON.stringify(await exited)}, ${stderr}`);
+      assert.equal((await request(port, 'GET', '/?name=sc&opt=get')).body.toString(), 'filtered');
+      proc.kill('SIGTERM');
+      assert.deepEqual(await exited, [0, null], stderr);
+    } finally {
+      proc.kill('SIGKILL');
+      cleanup(dir);
+    }
+  });
+
   it('the Dockerfile runs the server with a command line it takes, as a user, with /data and a health check that works', async () => {
     const docker = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
     const json = (instr: string) => JSON.parse(new RegExp(`^${instr} (\\[.*\\])$`, 'm').exec(docker.replace(/\\\n\s*/g, ''))![1]!) as string[];
@@ -259,6 +318,9 @@ describe('packaging', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.doesNotMatch(r.stdout + r.stderr, /warn/i);
     assert.equal(execFileSync(join(dir, 'global', 'bin', 'httpsqs'), ['-V'], { encoding: 'utf8' }), `httpsqs ${VERSION}\n`);
+    // What the README sends an installer to: the systemd unit and the documents.
+    const installed = join(dir, 'global', 'lib', 'node_modules', 'httpsqs');
+    for (const f of ['contrib/httpsqs.service', 'README.md', 'docs/PROTOCOL.md', 'docs/EXTENSIONS.md', 'LICENSE']) assert.ok(existsSync(join(installed, f)), `${f} is in the package`);
     cleanup(dir);
   });
 });
