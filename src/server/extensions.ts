@@ -66,6 +66,20 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     return got;
   }
 
+  /** A long poll whose client went away while its store call took messages (a slow store): leased
+   * ones are given back at once, as a nack would, instead of waiting out a lease nobody holds. A
+   * plain get's message is gone with it, as for any plain get whose client leaves before the reply. */
+  function unheard(name: string, wait: number, req: HttpRequest, got: Delivery[]): boolean {
+    if (!wait || !req.gone().aborted) return false;
+    for (const d of got)
+      if (d.lease)
+        void store.settle(name, d.pos, 'nack', d.lease).then(
+          (back) => back && waiters.notify(name, 1),
+          () => {},
+        );
+    return true;
+  }
+
   /** `wait` and `lease`, shared by get and mget; undefined when either is malformed. */
   function waitAndLease(p: Params): { wait: number; leaseMs: number | undefined } | undefined {
     const wait = optional(p, 'wait', 0, ctx.maxWait, 0);
@@ -78,7 +92,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const o = waitAndLease(p);
     if (!o) return { body: R.ERROR };
     const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
-    if (!got) return { body: R.GET_END };
+    if (!got || unheard(name, o.wait, req, [got])) return { body: R.GET_END };
     events.onTaken?.(name, 1, !!o.leaseMs);
     if (o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
@@ -92,11 +106,12 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
-    const got =
+    let got =
       (await taking(name, o.wait, req, async () => {
         const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
         return batch.length ? batch : undefined;
       })) ?? [];
+    if (unheard(name, o.wait, req, got)) got = [];
     if (got.length) events.onTaken?.(name, got.length, !!o.leaseMs);
     if (got.length && o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');

@@ -134,7 +134,12 @@ export class Waiters {
     this.closed = true;
     for (const alarm of this.alarms.values()) alarm.timer.cancel();
     this.alarms.clear();
-    for (const line of this.lines.values()) for (const w of line) w.wake();
+    // One still looking (its store call outlived the stop) goes round once more, and so leaves.
+    for (const line of this.lines.values())
+      for (const w of line) {
+        w.woken = true;
+        w.wake();
+      }
   }
 
   private sleep(me: Waiter, ms: number, gone: AbortSignal): Promise<void> {

@@ -1,0 +1,88 @@
+/**
+ * Long polls whose store call is still in progress when the client goes, or when the server
+ * stops: the store is made slow on purpose (its calls wait for the test), as Redis under load is.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+import { Waiters } from '../src/server/waiters.js';
+import { createHttpsqsServer } from '../src/server/server.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
+import type { Store } from '../src/store/store.js';
+import { TestClock } from './clock.js';
+import { cleanup, request, tempDir, waitFor } from './helpers.js';
+
+describe('long polls and slow store calls', () => {
+  it('a waiter whose store call is in progress when the server stops ends as that call does, not at its wait time', async () => {
+    const clock = new TestClock();
+    const waiters = new Waiters(undefined, clock);
+    let calls = 0;
+    let answer!: () => void;
+    const attempt = () => (++calls === 1 ? Promise.resolve(undefined) : new Promise<undefined>((r) => (answer = () => r(undefined))));
+    let ended = false;
+    const waited = waiters
+      .wait('q', clock.now() + 30_000, new AbortController().signal, attempt, async () => undefined)
+      .then((got) => {
+        ended = true;
+        return got;
+      });
+    await waitFor(() => calls === 2);
+    waiters.close();
+    answer();
+    // No time passes on the test clock: only the stop can end it.
+    await waitFor(() => ended, 2000).catch(() => assert.fail('the waiter slept on after the stop'));
+    assert.equal(await waited, undefined);
+    assert.equal(calls, 2);
+  });
+
+  it('a leased long poll whose client went away while its store call took the message gives it back at once', async () => {
+    const clock = new TestClock();
+    const dir = tempDir();
+    const lmdb = await LmdbStore.open({ path: dir, now: clock.now });
+    // The store's gets wait for `slow` once it is set: the client leaves meanwhile.
+    let slow: Promise<void> | undefined;
+    let taking = false;
+    const store = new Proxy(lmdb, {
+      get(target, key, receiver) {
+        const v = Reflect.get(target, key, receiver);
+        if (key !== 'get' || typeof v !== 'function') return typeof v === 'function' ? v.bind(target) : v;
+        return async (...args: Parameters<Store['get']>) => {
+          if (slow) {
+            taking = true;
+            await slow;
+          }
+          return lmdb.get(...args);
+        };
+      },
+    });
+    const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 30, clock });
+    await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+    const port = (app.server.address() as net.AddressInfo).port;
+    try {
+      const sock = net.connect(port, '127.0.0.1');
+      sock.on('error', () => {});
+      sock.write('GET /?name=q&opt=get&wait=20&lease=60 HTTP/1.1\r\nHost: x\r\n\r\n');
+      await waitFor(() => app.waiters.size === 1);
+      let go!: () => void;
+      slow = new Promise((r) => (go = r));
+      assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=job')).body.toString(), 'HTTPSQS_PUT_OK');
+      await waitFor(() => taking);
+      sock.destroy();
+      // The server sees the close at once on loopback; the store call then ends.
+      await new Promise((r) => setTimeout(r, 50));
+      go();
+      slow = undefined;
+      // No time passes on the test clock: without the give-back, the lease of 60 s holds it.
+      let again: Awaited<ReturnType<typeof request>> | undefined;
+      await waitFor(async () => (again = await request(port, 'GET', '/?name=q&opt=get&lease=60')).body.toString() !== 'HTTPSQS_GET_END', 2000).catch(() =>
+        assert.fail('the message stays leased to a client that is gone'),
+      );
+      assert.equal(again!.body.toString(), 'job');
+      assert.equal(again!.headers.deliveries, '2');
+    } finally {
+      await app.close();
+      await lmdb.close();
+      cleanup(dir);
+    }
+  });
+});
