@@ -250,15 +250,18 @@ describe('packaging', () => {
     ].join('\n');
     const port = await freePort();
     const args = ['-l', '127.0.0.1', '-p', String(port), '-x', join(dir, 'data'), '-i', join(dir, 'pid'), '--workers', '2'];
-    const proc = spawn('python3', ['-c', launch, join(dir, 'allowed'), process.execPath, join(ROOT, 'dist/src/cli/main.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn('python3', ['-c', launch, join(dir, 'allowed'), process.execPath, join(ROOT, 'dist/src/cli/main.js'), ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     let ended = false;
     const exited = new Promise<[number | null, string | null]>((r) => proc.once('exit', (code, signal) => ((ended = true), r([code, signal]))));
     try {
-      await waitFor(async () => ended || (await request(port, 'GET', '/?name=sc&opt=put&data=filtered').catch(() => undefined))?.body.toString() === 'HTTPSQS_PUT_OK', 10_000).catch(
-        () => {},
-      );
+      await waitFor(
+        async () => ended || (await request(port, 'GET', '/?name=sc&opt=put&data=filtered').catch(() => undefined))?.body.toString() === 'HTTPSQS_PUT_OK',
+        10_000,
+      ).catch(() => {});
       if (ended) assert.fail(`not serving under the filter: exit ${JSON.stringify(await exited)}, ${stderr}`);
       assert.equal((await request(port, 'GET', '/?name=sc&opt=get')).body.toString(), 'filtered');
       proc.kill('SIGTERM');
@@ -320,7 +323,8 @@ describe('packaging', () => {
     assert.equal(execFileSync(join(dir, 'global', 'bin', 'httpsqs'), ['-V'], { encoding: 'utf8' }), `httpsqs ${VERSION}\n`);
     // What the README sends an installer to: the systemd unit and the documents.
     const installed = join(dir, 'global', 'lib', 'node_modules', 'httpsqs');
-    for (const f of ['contrib/httpsqs.service', 'README.md', 'docs/PROTOCOL.md', 'docs/EXTENSIONS.md', 'LICENSE']) assert.ok(existsSync(join(installed, f)), `${f} is in the package`);
+    for (const f of ['contrib/httpsqs.service', 'README.md', 'docs/PROTOCOL.md', 'docs/EXTENSIONS.md', 'LICENSE'])
+      assert.ok(existsSync(join(installed, f)), `${f} is in the package`);
     cleanup(dir);
   });
 });
