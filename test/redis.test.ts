@@ -102,6 +102,18 @@ describe('two frontends on one Redis', { skip }, () => {
     assert.equal(await get(a.port, '/?name=poison&opt=get'), 'bad');
   });
 
+  it('a touch on one frontend that shortens a lease wakes a long poll on the other when it ends', async () => {
+    await get(b.port, '/?name=short&opt=put&data=job');
+    const r = await request(b.port, 'GET', '/?name=short&opt=get&lease=600');
+    const poll = get(a.port, '/?name=short&opt=get&wait=20');
+    await sleep(300);
+    const started = performance.now();
+    assert.equal(await get(b.port, `/?name=short&opt=touch&pos=${r.headers.pos}&lease=1`), 'HTTPSQS_TOUCH_OK');
+    assert.equal(await poll, 'job');
+    const took = performance.now() - started;
+    assert.ok(took < 5000, `handed out ${took.toFixed(0)} ms after its lease was cut to 1 s`);
+  });
+
   it('leases taken on one frontend are acked on the other', async () => {
     await get(a.port, '/?name=ls&opt=put&data=job');
     const r = await request(a.port, 'GET', '/?name=ls&opt=get&lease=30');

@@ -368,7 +368,10 @@ export class RedisStore implements Store {
       () => this.scripts.touch(...args),
       (r) => r !== null,
     );
-    return t === null ? null : (t as Buffer).toString('latin1');
+    if (t === null) return null;
+    // A lease made shorter: long polls on other frontends look again, and set their alarms for it.
+    void this.redis.publish(this.channel(name), `${this.origin}:1`).catch(() => {});
+    return (t as Buffer).toString('latin1');
   }
 
   /** When the first lease or delay on `name` ends, on this frontend's clock: Redis says how long
