@@ -37,6 +37,23 @@ describe('bad input', () => {
     assert.equal(await text(`/?name=${'%41'.repeat(256)}&opt=put&data=x`), 'HTTPSQS_PUT_OK');
   });
 
+  it('an mput body of anything but strings, or of more than a batch, is refused before it is parsed', async () => {
+    const parse = JSON.parse;
+    let parsed = 0;
+    JSON.parse = (...args: Parameters<typeof JSON.parse>) => (parsed++, parse(...args));
+    try {
+      for (const body of [`[${'{},'.repeat(1000)}{}]`, `[${'"x",'.repeat(1000)}"x"]`, '[["x"]]']) {
+        const r = await request(server.port, 'POST', '/?name=bomb&opt=mput', { body });
+        assert.equal(r.body.toString(), 'HTTPSQS_PUT_ERROR');
+      }
+      assert.equal(parsed, 0);
+      assert.match((await request(server.port, 'POST', '/?name=bomb&opt=mput', { body: '["x"]' })).body.toString(), /"count":1/);
+      assert.equal(parsed, 1);
+    } finally {
+      JSON.parse = parse;
+    }
+  });
+
   it('unknown or mis-cased opts are an error', async () => {
     for (const opt of ['nope', 'GET', 'put ', '', 'status_json2']) {
       assert.equal(await text(`/?name=q&opt=${encodeURIComponent(opt)}`), 'HTTPSQS_ERROR', opt);

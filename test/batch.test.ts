@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import fc from 'fast-check';
-import { batchBody, PIECE, SMALL, type BatchItem, type Encoding } from '../src/server/batch.js';
+import { batchBody, batchShaped, PIECE, SMALL, type BatchItem, type Encoding } from '../src/server/batch.js';
 
 /** The whole body, whichever way it was built. */
 function bytesOf(body: ReturnType<typeof batchBody>): Buffer {
@@ -68,4 +68,20 @@ it('32 MiB of NUL bytes (192 MiB of JSON) stream in pieces of bounded size', () 
   let largest = 0;
   for (const piece of body.pieces()) largest = Math.max(largest, piece.length);
   assert.ok(largest <= 6 * PIECE, `largest piece ${largest} bytes`);
+});
+
+it('an mput body is looked at before it is parsed: more than the batch, objects or nested arrays are refused unparsed', () => {
+  const strings = (n: number) => JSON.stringify(Array.from({ length: n }, (_, i) => `m${i},{[\\"${i}`));
+  assert.equal(batchShaped(Buffer.from(strings(1000)), 1000), true);
+  assert.equal(batchShaped(Buffer.from(strings(1001)), 1000), false);
+  assert.equal(batchShaped(Buffer.from('["a" , "b\\\\", "c\\"]{,"]'), 1000), true);
+  assert.equal(batchShaped(Buffer.from('[]'), 1000), true);
+  for (const bad of ['[{}]', '[[]]', '[["a"]]', `[${'{},'.repeat(10)}{}]`, `[${'1,'.repeat(1000)}1]`])
+    assert.equal(batchShaped(Buffer.from(bad), 1000), false, bad);
+  // Whatever it lets through, JSON.parse takes or refuses as before: it only refuses early.
+  fc.assert(
+    fc.property(fc.array(fc.string({ unit: 'binary' }), { maxLength: 20 }), (items) => {
+      assert.equal(batchShaped(Buffer.from(JSON.stringify(items)), 1000), true);
+    }),
+  );
 });

@@ -10,7 +10,7 @@ import * as R from '../protocol/reply.js';
 import { diedAt, LAST_SLOT, MAX_DELAY_SECONDS, MAX_DELIVERIES, MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
 import type { Delivery } from '../store/store.js';
-import { batchBody, type Encoding } from './batch.js';
+import { batchBody, batchShaped, type Encoding } from './batch.js';
 import type { HttpRequest } from './http.js';
 import { messageOf, type Answer, type OpContext, type Ops } from './ops.js';
 
@@ -155,6 +155,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const delayMs = delayOf(p);
     if (Number.isNaN(delayMs)) return { body: R.PUT_ERROR };
     let items: unknown;
+    if (!batchShaped(body, R.MAX_BATCH)) return { body: R.PUT_ERROR };
     try {
       items = JSON.parse(body.toString('utf8'));
     } catch {
