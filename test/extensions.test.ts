@@ -8,6 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { LmdbStore } from '../src/store/lmdb/store.js';
 import {
   cleanup,
   clockedServer,
@@ -412,6 +413,33 @@ describe('extensions', () => {
       assert.equal(series.length, 10_001, 'one series a queue, for 10,000 queues, and one for the others');
       assert.match(m, /^httpsqs_messages_put_total\{others="true"\} 2$/m);
     } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
+  it('/metrics: scrapes that come while one is collected share it, and read the queues once', async () => {
+    const server = await startInProcess();
+    const own = client(server.port);
+    const list = LmdbStore.prototype.list;
+    let lists = 0;
+    // The first scrape's read of the queues lasts until all twenty have come (or half a second).
+    let arrived!: () => void;
+    const slow = Promise.race([new Promise<void>((r) => (arrived = r)), sleep(500)]);
+    LmdbStore.prototype.list = async function (...args) {
+      if (++lists >= 20) arrived();
+      await slow;
+      return list.apply(this, args);
+    };
+    try {
+      await own('/?name=scraped&opt=put&data=1');
+      const scrapes = await Promise.all(Array.from({ length: 20 }, () => own('/metrics')));
+      for (const m of scrapes) assert.match(m.body, /^httpsqs_queue_unread\{queue="scraped"\} 1$/m);
+      assert.ok(lists < 5, `the queues were read ${lists} times for 20 scrapes at once`);
+      await own('/?name=scraped&opt=put&data=2');
+      assert.match((await own('/metrics')).body, /^httpsqs_queue_unread\{queue="scraped"\} 2$/m, 'a scrape after them collects again');
+    } finally {
+      LmdbStore.prototype.list = list;
       await server.stop();
       cleanup(server.dir);
     }

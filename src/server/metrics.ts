@@ -240,6 +240,11 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     registry,
   );
 
+  // Scrapes that come while one is collected share its text: each reads every queue's depth, and
+  // fifty at once took the event loop from every other request for a minute.
+  let rendering: Promise<string> | undefined;
+  const render = () => (opts.fromCluster ? opts.fromCluster() : registry.metrics());
+
   return {
     registry,
     observeWrite: (op, seconds) => writes.of(op)(seconds),
@@ -260,7 +265,7 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     },
     onSettled: (name, outcome) => void (outcome === 'ack' ? of(name).acked++ : of(name).nacked++),
     onWaited: (seconds, found) => waits.observe({ outcome: found ? 'message' : 'timeout' }, seconds),
-    render: () => (opts.fromCluster ? opts.fromCluster() : registry.metrics()),
+    render: () => (rendering ??= render().finally(() => (rendering = undefined))),
   };
 }
 
