@@ -53,6 +53,7 @@ describe('command line', () => {
     }
     const { stderr } = await runCli(['--bogus']);
     assert.match(stderr, /[^.]\. Try --help\.\n$/);
+    assert.throws(() => parseConfig(['-x', '']), { message: /^-x\/--datadir: the directory is empty/ });
     assert.throws(() => parseConfig(['--engine', 'foo']), { message: '--engine: expected "journal" or "lmdb", got "foo"' });
     assert.throws(() => parseConfig(['--log-level', 'loud']), { message: '--log-level: expected "fatal", "error", "warn", "info" or "debug", got "loud"' });
   });

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
@@ -369,6 +369,11 @@ describe('export and import', () => {
     const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], '\n{"queue":"q","maxqueue":10,"putpos":0,"getpos":0}\n');
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /^httpsqs: import: line 1: not an httpsqs export \(version 1\)/);
+    // The directory it would have made is not left behind, empty; one that was there stays.
+    assert.ok(!existsSync(join(dir, 'd')));
+    mkdirSync(join(dir, 'kept'));
+    assert.equal(httpsqs(['import', '-x', join(dir, 'kept'), '-'], 'hello\n').status, 1);
+    assert.ok(existsSync(join(dir, 'kept')));
     cleanup(dir);
   });
 

@@ -1,6 +1,6 @@
 /** `httpsqs import`: an export, or a `tcbmgr list` dump of the C server's database, into a store. */
 import { constants } from 'node:buffer';
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, existsSync, rmSync, statSync } from 'node:fs';
 import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
 import { LAST_SLOT, MAX_DELIVERIES, type Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
@@ -263,6 +263,9 @@ export async function runImport(argv: string[]): Promise<void> {
       throw new DataError(`cannot read ${source}: ${errorMessage(err)}`);
     }
   }
+  // A new directory an import makes is taken away again if the import fails before it stores anything.
+  const dir = values.store && values.store !== 'lmdb' ? undefined : (values.datadir ?? './data');
+  const made = dir !== undefined && !existsSync(dir);
   const store = await openStore(values, true);
   // Ready before the input flows: lines read while we wait would be lost.
   // A store several servers share must have none now (a directory's lock keeps them out).
@@ -283,12 +286,15 @@ export async function runImport(argv: string[]): Promise<void> {
     read += bytes;
     bar?.update(read, { count: imp.messages });
   });
+  let stored = false;
   try {
     await (tcbmgr ? importTcbmgr(imp, lines) : importJsonLines(imp, lines));
     await imp.flush(true);
+    stored = true;
   } finally {
     bar?.stop();
     await store.close();
+    if (!stored && made && imp.queues === 0 && imp.messages === 0) rmSync(dir, { recursive: true, force: true });
   }
   process.stderr.write(`imported ${imp.queues} queues, ${imp.messages} messages\n`);
 }

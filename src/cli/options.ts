@@ -84,7 +84,7 @@ export const OPTIONS = {
   'admin-auth': {
     type: 'string',
     arg: '<auth>',
-    help: 'when set, the only password accepted for reset, maxqueue and synctime (also `HTTPSQS_ADMIN_AUTH`, or `--admin-auth-file`)',
+    help: 'when set, the only password accepted for reset, maxqueue, synctime, maxdeliveries, redrive and discard (also `HTTPSQS_ADMIN_AUTH`, or `--admin-auth-file`)',
   },
   'admin-auth-file': { type: 'string', arg: '<file>', help: 'read the admin password from this file' },
   'max-connections': {
@@ -305,6 +305,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       throw new UsageError(`--store: ${errorMessage(err)}`);
     }
   }
+  if (!v('datadir')) throw new UsageError('-x/--datadir: the directory is empty: give one, or leave the flag out for ./data');
   int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);
   int('cache-mb', v('cache-mb'), 0, 2 ** 31);
   return {

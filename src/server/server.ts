@@ -19,7 +19,7 @@ import { errorMessage } from '../errors.js';
 export interface ServerOptions {
   /** Password clients must send as `auth=` (a string stands for its UTF-8 bytes); none when undefined. */
   auth?: string | Uint8Array | undefined;
-  /** When set, the only password accepted for reset, maxqueue and synctime (a string as UTF-8). */
+  /** When set, the only password accepted for the admin opts (reset, maxqueue, synctime, maxdeliveries, redrive, discard; a string as UTF-8). */
   adminAuth?: string | Uint8Array | undefined;
   /** Seconds an idle keep-alive connection is kept open. */
   keepAliveTimeout: number;
