@@ -35,6 +35,25 @@ describe('long polls and slow store calls', () => {
     assert.equal(calls, 2);
   });
 
+  it('a watch on other processes that failed is asked for again by the next waiter, while the queue still has waiters', async () => {
+    const clock = new TestClock();
+    const asked: boolean[] = [];
+    const peers = {
+      watch: (_name: string, on: boolean) => (asked.push(on), asked.length === 1 ? Promise.reject(new Error('subscribe failed')) : Promise.resolve()),
+      notify: () => {},
+    };
+    const waiters = new Waiters(peers, clock);
+    const none = async () => undefined;
+    const first = waiters.wait('q', clock.now() + 10_000, new AbortController().signal, none, none);
+    await waitFor(() => waiters.size === 1);
+    const second = waiters.wait('q', clock.now() + 10_000, new AbortController().signal, none, none);
+    await waitFor(() => waiters.size === 2);
+    assert.deepEqual(asked, [true, true], 'the second waiter watches again');
+    clock.advance(10_000);
+    assert.deepEqual(await Promise.all([first, second]), [undefined, undefined]);
+    assert.deepEqual(asked, [true, true, false]);
+  });
+
   it('a leased long poll whose client went away while its store call took the message gives it back at once', async () => {
     const clock = new TestClock();
     const dir = tempDir();

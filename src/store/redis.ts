@@ -628,12 +628,13 @@ export class RedisStore implements Store {
 
   /** Long polls: subscribe to (or leave) a queue's wake-up channel; resolves once subscribed. */
   private async watch(name: string, on: boolean): Promise<void> {
-    try {
-      if (on) await this.sub.subscribe(this.channel(name) as unknown as string);
-      else await this.sub.unsubscribe(this.channel(name) as unknown as string);
-    } catch {
-      // A lost subscription only delays a long poll to its end; it never loses a message.
+    if (on) {
+      // A failure goes to the long polls, which subscribe again with the next one that waits.
+      await this.sub.subscribe(this.channel(name) as unknown as string);
+      return;
     }
+    // A lost subscription only delays a long poll to its end; it never loses a message.
+    await this.sub.unsubscribe(this.channel(name) as unknown as string).catch(() => {});
   }
 
   async check(): Promise<void> {
