@@ -54,21 +54,21 @@ describe('long polls and slow store calls', () => {
     assert.deepEqual(asked, [true, true, false]);
   });
 
-  it('a leased long poll whose client went away while its store call took the message gives it back at once', async () => {
+  /** A server whose store's gets wait, once `slow()` is called, until the returned `go()`. */
+  async function slowServer() {
     const clock = new TestClock();
     const dir = tempDir();
     const lmdb = await LmdbStore.open({ path: dir, now: clock.now });
-    // The store's gets wait for `slow` once it is set: the client leaves meanwhile.
-    let slow: Promise<void> | undefined;
+    let held: Promise<void> | undefined;
     let taking = false;
     const store = new Proxy(lmdb, {
       get(target, key, receiver) {
         const v = Reflect.get(target, key, receiver);
         if (key !== 'get' || typeof v !== 'function') return typeof v === 'function' ? v.bind(target) : v;
         return async (...args: Parameters<Store['get']>) => {
-          if (slow) {
+          if (held) {
             taking = true;
-            await slow;
+            await held;
           }
           return lmdb.get(...args);
         };
@@ -76,21 +76,38 @@ describe('long polls and slow store calls', () => {
     });
     const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 30, clock });
     await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
-    const port = (app.server.address() as net.AddressInfo).port;
+    return {
+      app,
+      port: (app.server.address() as net.AddressInfo).port,
+      taking: () => taking,
+      slow(): () => void {
+        let go!: () => void;
+        held = new Promise((r) => (go = r));
+        return () => ((held = undefined), go());
+      },
+      async close() {
+        await app.close();
+        await lmdb.close();
+        cleanup(dir);
+      },
+    };
+  }
+
+  it('a leased long poll whose client went away while its store call took the message gives it back at once', async () => {
+    const server = await slowServer();
+    const { port } = server;
     try {
       const sock = net.connect(port, '127.0.0.1');
       sock.on('error', () => {});
       sock.write('GET /?name=q&opt=get&wait=20&lease=60 HTTP/1.1\r\nHost: x\r\n\r\n');
-      await waitFor(() => app.waiters.size === 1);
-      let go!: () => void;
-      slow = new Promise((r) => (go = r));
+      await waitFor(() => server.app.waiters.size === 1);
+      const go = server.slow();
       assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=job')).body.toString(), 'HTTPSQS_PUT_OK');
-      await waitFor(() => taking);
+      await waitFor(server.taking);
       sock.destroy();
       // The server sees the close at once on loopback; the store call then ends.
       await new Promise((r) => setTimeout(r, 50));
       go();
-      slow = undefined;
       // No time passes on the test clock: without the give-back, the lease of 60 s holds it.
       let again: Awaited<ReturnType<typeof request>> | undefined;
       await waitFor(async () => (again = await request(port, 'GET', '/?name=q&opt=get&lease=60')).body.toString() !== 'HTTPSQS_GET_END', 2000).catch(() =>
@@ -99,9 +116,30 @@ describe('long polls and slow store calls', () => {
       assert.equal(again!.body.toString(), 'job');
       assert.equal(again!.headers.deliveries, '2');
     } finally {
-      await app.close();
-      await lmdb.close();
-      cleanup(dir);
+      await server.close();
+    }
+  });
+
+  it('a plain long poll whose client half-closed while its store call took the message still sends it', async () => {
+    const server = await slowServer();
+    const { port } = server;
+    try {
+      const sock = net.connect(port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      sock.on('data', (d: Buffer) => chunks.push(d));
+      const closed = new Promise((r) => sock.on('close', r));
+      sock.write('GET /?name=q&opt=get&wait=20 HTTP/1.1\r\nHost: x\r\n\r\n');
+      await waitFor(() => server.app.waiters.size === 1);
+      const go = server.slow();
+      assert.equal((await request(port, 'GET', '/?name=q&opt=put&data=job')).body.toString(), 'HTTPSQS_PUT_OK');
+      await waitFor(server.taking);
+      sock.end(); // it reads on
+      await new Promise((r) => setTimeout(r, 50));
+      go();
+      await closed;
+      assert.match(Buffer.concat(chunks).toString('latin1'), /\r\n\r\njob$/);
+    } finally {
+      await server.close();
     }
   });
 });

@@ -66,11 +66,12 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     return got;
   }
 
-  /** A long poll whose client went away while its store call took messages (a slow store): leased
-   * ones are given back at once, as a nack would, instead of waiting out a lease nobody holds. A
-   * plain get's message is gone with it, as for any plain get whose client leaves before the reply. */
+  /** A leased long poll whose client went away (or half-closed) while its store call took messages
+   * (a slow store): they are given back at once, as a nack would, instead of waiting out a lease
+   * nobody holds, and the answer is that nothing came. A plain get's message is sent all the same
+   * (a half-closed client still reads it); gone with a client that is gone, as for any plain get. */
   function unheard(name: string, wait: number, req: HttpRequest, got: Delivery[]): boolean {
-    if (!wait || !req.gone().aborted) return false;
+    if (!wait || !got[0]?.lease || !req.gone().aborted) return false;
     for (const d of got)
       if (d.lease)
         void store.settle(name, d.pos, 'nack', d.lease).then(

@@ -164,11 +164,11 @@ export class Waiters {
     if (!this.peers) return;
     let watch = this.watching.get(name);
     if (!watch) this.watching.set(name, (watch = this.peers.watch(name, true)));
-    const failed = watch;
+    const asked = watch;
     await watch.catch(() => {
       // Not told of puts elsewhere: this waiter looks again when its time is up, and the next one
       // to wait asks again (while the queue has waiters, nothing else would).
-      if (this.watching.get(name) === failed) this.watching.delete(name);
+      if (this.watching.get(name) === asked) this.watching.delete(name);
     });
   }
 
