@@ -688,7 +688,7 @@ export class LmdbStore implements Store {
         // Decided behind a failed commit, it took a message whose put failed there (its producer
         // was told so): answered as a failed get, its other messages come back with the repair (a
         // leased one when its lease ends).
-        if (d.taken?.some(([pos, m]) => this.unstored.get(name, pos) === m)) return this.lose(name, d.taken, this.fence ?? this.writeError);
+        if (this.fence && d.taken?.some(([pos, m]) => this.unstored.get(name, pos) === m)) return this.lose(name, d.taken, this.fence);
         return result;
       },
       (err) => {
