@@ -12,6 +12,13 @@ describe('query parsing', () => {
     assert.equal(p.data, 'x');
   });
 
+  it('a ? inside the #fragment starts no query', () => {
+    assert.deepEqual(parseQuery('/#x?name=q&opt=put&data=frag'), {});
+    assert.deepEqual(parseQuery('/#?name=q&opt=status_json'), {});
+    assert.equal(parseQuery('/?name=q#x?opt=get').name, 'q');
+    assert.equal(parseQuery('/?name=q#x?opt=get').opt, undefined);
+  });
+
   it('keeps an empty value and skips pieces without =', () => {
     const p = parseQuery('/?junk&name=&&opt=get&');
     assert.equal(p.name, '');

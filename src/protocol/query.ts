@@ -98,9 +98,10 @@ export function decodeBytes(buf: Buffer): Buffer {
 export function parseQuery(target: string): Params {
   const params: Params = {};
   let q = target.indexOf('?');
-  if (q < 0) return params;
-  let end = target.indexOf('#', q);
+  let end = target.indexOf('#');
   if (end < 0) end = target.length;
+  // A `?` inside the fragment starts no query.
+  if (q < 0 || q > end) return params;
   q++;
   while (q < end) {
     let amp = target.indexOf('&', q);
