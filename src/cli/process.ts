@@ -18,7 +18,6 @@ import {
 } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { holderOf, markStopping, removeIfOurs, STOPPING_MS } from '../store/lock.js';
 import { log, logsToFile, reopenLog } from './log.js';
@@ -96,8 +95,6 @@ export function pidFileProblem(file: string): string | undefined {
   }
 }
 
-const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
-
 /**
  * Whether a process is an httpsqs server, by its command line: a main.js of this package (this one,
  * one installed elsewhere, or a relative path to it as `npm start` runs it), or a command named
@@ -107,7 +104,7 @@ const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 function isHttpsqs(pid: number): boolean {
   try {
     const args = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-    return args.some((a) => a === MAIN || /(^|\/)dist\/src\/cli\/main\.js$/.test(a) || /(^|\/)httpsqs( |$)/.test(a));
+    return args.some((a) => /(^|\/)dist\/src\/cli\/main\.js$/.test(a) || /(^|\/)httpsqs( |$)/.test(a));
   } catch {
     return false;
   }

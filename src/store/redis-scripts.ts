@@ -254,8 +254,9 @@ end
 save()
 return 1`;
 
-// KEYS: state, leases, deadlines. ARGV: pos, token ('' for any), now ('': Redis's), lease ms.
-// Returns the new token, or nil.
+// KEYS: state, leases, deadlines. ARGV: pos, token ('' for any), now ('': Redis's), lease ms,
+// channel, origin. Returns the new token, or nil. A lease made shorter: long polls on the other
+// frontends look again, and set their alarms for it.
 export const TOUCH = `${CLOCK}
 local DEAD = ${DEAD}
 local l = redis.call('HGET', KEYS[2], ARGV[1])
@@ -270,6 +271,7 @@ ${BUMP}
 local new = string.format('%d', now + tonumber(ARGV[4]))
 redis.call('HSET', KEYS[2], ARGV[1], new .. ':' .. deliveries)
 redis.call('ZADD', KEYS[3], new, string.format('%0${WIDTH}d', ARGV[1]))
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ':1')
 return deliveries .. '-' .. new`;
 
 // KEYS: the running frontends (a sorted set of ids by when they count as gone). ARGV: this

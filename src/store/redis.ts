@@ -361,17 +361,24 @@ export class RedisStore implements Store {
   }
 
   async touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    const args = [this.key(name, 's'), this.key(name, 'l'), this.key(name, 'd'), pos, token ?? '', this.now(), leaseMs] as const;
+    const args = [
+      this.key(name, 's'),
+      this.key(name, 'l'),
+      this.key(name, 'd'),
+      pos,
+      token ?? '',
+      this.now(),
+      leaseMs,
+      this.channel(name),
+      this.origin,
+    ] as const;
     const t = await this.run(
       'touch',
       name,
       () => this.scripts.touch(...args),
       (r) => r !== null,
     );
-    if (t === null) return null;
-    // A lease made shorter: long polls on other frontends look again, and set their alarms for it.
-    void this.redis.publish(this.channel(name), `${this.origin}:1`).catch(() => {});
-    return (t as Buffer).toString('latin1');
+    return t === null ? null : (t as Buffer).toString('latin1');
   }
 
   /** When the first lease or delay on `name` ends, on this frontend's clock: Redis says how long

@@ -701,11 +701,11 @@ export class LmdbStore implements Store {
   }
 
   /** A get answered with `error`: the repair gives back the messages it took. */
-  private lose(name: string, taken: Array<[number, Buffer, number]> | undefined, error: StoreError | undefined): Promise<never> {
+  private lose(name: string, taken: Array<[number, Buffer, number]> | undefined, error: StoreError): Promise<never> {
     const lost = this.lost.get(name) ?? [];
     if (taken) lost.push(...taken);
     this.lost.set(name, lost);
-    return Promise.reject(error ?? new StoreError('LMDB write failed'));
+    return Promise.reject(error);
   }
 
   /** Keeps a queue in memory; past the limit, forgets the oldest whose writes have all settled.
