@@ -100,13 +100,29 @@ export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; detach
 /** Starts `httpsqs` as a subprocess on 127.0.0.1 and resolves once it listens. */
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
   const dir = opts.dir ?? tempDir();
-  const port = opts.port ?? (await freePort());
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'httpsqs.pid'), ...(opts.args ?? [])];
-  const { proc, stderr, exited } = spawnCli(args, opts);
-  await new Promise<void>((ready, fail) => {
-    proc.stderr.on('data', () => stderr().includes('listening on') && ready());
-    void exited.then((code) => fail(new Error(`server exited with ${code} before listening: ${stderr()}`)));
-  });
+  let port = opts.port ?? (await freePort());
+  const start = () => {
+    const args = ['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'httpsqs.pid'), ...(opts.args ?? [])];
+    const started = spawnCli(args, opts);
+    const listening = new Promise<void>((ready, fail) => {
+      started.proc.stderr.on('data', () => started.stderr().includes('listening on') && ready());
+      void started.exited.then((code) => fail(new Error(`server exited with ${code} before listening: ${started.stderr()}`)));
+    });
+    return { ...started, listening };
+  };
+  let { proc, stderr, exited, listening } = start();
+  // A free port can be taken by another process before the server binds it: a port this helper
+  // chose is chosen again, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await listening;
+      break;
+    } catch (e) {
+      if (opts.port !== undefined || attempt === 3 || !stderr().includes('is already in use')) throw e;
+      port = await freePort();
+      ({ proc, stderr, exited, listening } = start());
+    }
+  }
   return {
     port,
     dir,
