@@ -87,6 +87,38 @@ describe('batch replies', () => {
     assert.equal((await request(server.port, 'GET', '/?name=big&opt=view&pos=3')).body.length, 16 * MiB, 'the server goes on');
   });
 
+  it('40 clients that never read their view of a 32 MiB message hold the memory allowed (--max-buffered-bytes), not 40 messages', async (t: TestContext) => {
+    const server = await startServer({ args: ['--max-buffered-bytes', String(128 * MiB)] });
+    t.after(async () => {
+      await server.stop();
+      cleanup(server.dir);
+    });
+    const worker = server.workers()[0]!;
+    await putBytes(server.port, 'huge', Buffer.alloc(32 * MiB, 'h'));
+    const before = rss(worker);
+    const sockets = Array.from({ length: 40 }, () => {
+      const s = net.connect(server.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write('GET /?name=huge&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\n\r\n');
+      s.pause(); // and never read
+      return s;
+    });
+    let grown: number;
+    try {
+      await sleep(200);
+      // Puts and status are not held up meanwhile.
+      assert.equal((await request(server.port, 'GET', '/?name=huge&opt=put&data=small', { timeoutMs: 30_000 })).body.toString(), 'HTTPSQS_PUT_OK');
+      await sleep(1000);
+      grown = rss(worker) - before;
+      t.diagnostic(`memory grew by ${Math.round(grown / MiB)} MiB`);
+    } finally {
+      for (const s of sockets) s.destroy();
+    }
+    // Four replies of 32 MiB fit 128 MiB; without the limit, the 40 held 1.3 GiB.
+    assert.ok(grown < 320 * MiB, `memory grew by ${Math.round(grown / MiB)} MiB for 40 clients`);
+    assert.equal((await request(server.port, 'GET', '/?name=huge&opt=view&pos=1', { timeoutMs: 30_000 })).body.length, 32 * MiB, 'the server goes on');
+  });
+
   it('a body in 1-byte chunks costs memory in proportion to its size', async (t: TestContext) => {
     // A server of its own: what the tests above left behind is not counted.
     const server = await startServer();

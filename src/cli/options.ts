@@ -106,6 +106,11 @@ export const OPTIONS = {
     default: String(DEFAULTS.maxReplyBytes),
     help: 'most message bytes in one batch reply (`mget`, `view` with `num`): a batch takes only the messages that fit, and always at least one; the reply is streamed',
   },
+  'max-buffered-bytes': {
+    type: 'string',
+    arg: '<bytes>',
+    help: 'memory for request bodies and replies over 64 KiB, all connections of a process together (default: 8 times the larger of --max-message-bytes and --max-reply-bytes, so 256 MiB); a body that does not fit gets HTTP 503, and a get, view or mget waits for room before it takes a message',
+  },
   'disk-reserve': {
     type: 'string',
     arg: '<MiB>',
@@ -193,6 +198,7 @@ export interface Config {
   maxMessageBytes: number;
   maxHeaderBytes: number;
   maxReplyBytes: number;
+  maxBufferedBytes: number;
   maxConnections: number;
   maxWait: number;
   /** Lower-cased. */
@@ -307,6 +313,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   }
   if (!v('datadir')) throw new UsageError('-x/--datadir: the directory is empty: give one, or leave the flag out for ./data');
   int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);
+  const maxMessageBytes = int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3);
+  const maxReplyBytes = int('max-reply-bytes', v('max-reply-bytes'), 1, 1024 ** 3);
+  // At least one body or reply of the largest size must fit.
+  const largest = Math.max(maxMessageBytes, maxReplyBytes);
+  const buffered = values['max-buffered-bytes'] as string | undefined;
   int('cache-mb', v('cache-mb'), 0, 2 ** 31);
   return {
     listen: v('listen'),
@@ -330,9 +341,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       'HTTPSQS_ADMIN_AUTH',
       env,
     ),
-    maxMessageBytes: int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3),
+    maxMessageBytes,
     maxHeaderBytes: int('max-header-bytes', v('max-header-bytes'), 1024, 1024 ** 3),
-    maxReplyBytes: int('max-reply-bytes', v('max-reply-bytes'), 1, 1024 ** 3),
+    maxReplyBytes,
+    maxBufferedBytes: buffered === undefined ? 8 * largest : int('max-buffered-bytes', buffered, largest, 2 ** 50),
     maxConnections: int('max-connections', v('max-connections'), 1, 1_000_000),
     maxWait: int('max-wait', v('max-wait'), 1, 3600),
     allowedHosts: ((values['allowed-hosts'] as string | undefined) ?? '')

@@ -73,6 +73,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     maxMessageBytes: config.maxMessageBytes,
     maxHeaderBytes: config.maxHeaderBytes,
     maxReplyBytes: config.maxReplyBytes,
+    maxBufferedBytes: config.maxBufferedBytes,
     maxConnections: config.maxConnections,
     maxWait: config.maxWait,
     allowedHosts: config.allowedHosts,

@@ -63,6 +63,7 @@ export function batchBody(items: BatchItem[], enc: Encoding): Buffer | Streamed 
   for (const item of items) length += Buffer.byteLength(`{${item.fields},"data":}`) + encodedLength(item.message, enc);
   return {
     length,
+    held: bytes,
     *pieces() {
       for (const piece of pieces(items, enc)) yield Buffer.from(piece);
     },

@@ -26,6 +26,10 @@ export interface HttpRequest {
   /** For a handler that may wait long: aborted when the client goes away before the reply.
    * Watching resumes reading where the connection had stopped (a pipelined request waiting). */
   gone(): AbortSignal;
+  /** For a handler whose reply may carry messages: undefined to go on now, or its turn, once the
+   * bodies and replies of all connections leave room (false: the client went away meanwhile, so
+   * take nothing for it). */
+  room(): Promise<boolean> | undefined;
 }
 
 /** A body written piece by piece as the client reads it: a large reply is never whole in memory,
@@ -33,6 +37,8 @@ export interface HttpRequest {
 export interface Streamed {
   /** The sum of the pieces' lengths (the Content-Length). */
   length: number;
+  /** The memory its pieces are made from, when it is less than `length`. */
+  held?: number;
   pieces(): Iterable<Buffer>;
 }
 
@@ -60,6 +66,14 @@ export interface HttpOptions {
   /** On close, the time after which connections still busy go, but replies still being read.
    * @default 10000 */
   stopGraceMs?: number;
+  /** Bytes that bodies and replies over 64 KiB may hold, all connections together (see Budget).
+   * @default unlimited */
+  maxBufferedBytes?: number | undefined;
+  /** The largest reply a request that waits for room may bring (a message, a batch). */
+  largestReply?: number;
+  /** While requests wait for room, a body or reply over 64 KiB must move at least this fast
+   * (bytes a second, after `bodyMs`) or its connection is closed. @default 262144 */
+  minBytesPerSecond?: number;
 }
 
 export type Handler = (req: HttpRequest) => HttpReply | Promise<HttpReply>;
@@ -111,6 +125,66 @@ function* slices(b: Buffer): Generator<Buffer> {
  * timer a server checks every connection's deadline that often, rather than each connection
  * re-arming a timer of its own four times a request (a timer and a bound function each time). */
 const tickOf = (o: HttpOptions) => Math.min(1000, Math.max(10, Math.floor(Math.min(o.keepAliveMs, o.headersMs, o.bodyMs) / 10)));
+
+/**
+ * The memory that bodies and replies over PIECE hold, all connections together. A body is refused
+ * (503) when it would not fit. A reply is never refused, as its messages are taken already: it is
+ * counted, and while the count is over the limit, requests whose replies may carry messages wait
+ * their turn before they take anything, and are let in as many at a time as fit at their largest.
+ */
+class Budget {
+  held = 0;
+  /** Let in after waiting, reply not yet counted. */
+  private admitted = 0;
+  private readonly waiting: Array<() => void> = [];
+  /** When a body was last refused: slow transfers are dropped while there is such contention. */
+  private refusedAt = 0;
+
+  constructor(
+    readonly limit: number,
+    private readonly largest: number,
+  ) {}
+
+  get contended(): boolean {
+    return this.waiting.length > 0 || Date.now() - this.refusedAt < 10_000;
+  }
+
+  /** Counts `n` bytes of a body if they fit. */
+  take(n: number): boolean {
+    if (this.held + n > this.limit) {
+      this.refusedAt = Date.now();
+      return false;
+    }
+    this.held += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.held -= n;
+    this.admit();
+  }
+
+  turn(): Promise<void> | undefined {
+    if (this.held < this.limit && this.waiting.length === 0) return undefined;
+    return new Promise<void>((r) => {
+      this.waiting.push(r);
+      this.admit();
+    });
+  }
+
+  /** The reply of a request let in after waiting is counted, or will never be. */
+  done(): void {
+    this.admitted--;
+    this.admit();
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0 && this.held < this.limit && (this.admitted === 0 || this.held + (this.admitted + 1) * this.largest <= this.limit)) {
+      this.admitted++;
+      this.waiting.shift()!();
+    }
+  }
+}
 
 /** Thrown by the parser: answer with this status and close. */
 class Refusal extends Error {
@@ -168,18 +242,54 @@ class Connection {
   /** Reply bytes not yet handed to the kernel when that limit was set: fewer at the deadline means
    * the client is reading a reply, which earns it more time. */
   private unsent = 0;
+  /** Bytes of the body or reply in progress counted in the budget, and since when. */
+  private charged = 0;
+  private chargedAt = 0;
+  /** Let in by the budget after waiting; its reply not counted yet. */
+  private turnTaken = false;
 
   constructor(
     readonly socket: net.Socket,
     private readonly handler: Handler,
     private readonly opts: HttpOptions,
-    private readonly server: { shuttingDown: boolean },
+    private readonly server: { shuttingDown: boolean; budget: Budget | undefined },
   ) {
     socket.setNoDelay(true);
     this.limit(opts.keepAliveMs);
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
+    if (server.budget) socket.once('close', () => (this.charge(0), this.turnDone()));
+  }
+
+  /** Counts `n` bytes (0 for none) in the budget for this connection's body or reply. A body is
+   * refused when it does not fit; a reply (`always`) is counted anyway. */
+  private charge(n: number, always = false): void {
+    const budget = this.server.budget;
+    if (!budget || n === this.charged) return;
+    if (n > this.charged && !always && !budget.take(n - this.charged)) {
+      throw new Refusal(503, `Server busy: request bodies and replies use the memory allowed (--max-buffered-bytes); try again later`);
+    }
+    if (n > this.charged && always) budget.held += n - this.charged;
+    if (n < this.charged) budget.give(this.charged - n);
+    if (this.charged === 0 || always) this.chargedAt = Date.now();
+    this.charged = n;
+  }
+
+  private turnDone(): void {
+    if (!this.turnTaken) return;
+    this.turnTaken = false;
+    this.server.budget?.done();
+  }
+
+  private room(): Promise<boolean> | undefined {
+    const turn = this.server.budget?.turn();
+    return turn?.then(() => {
+      this.turnTaken = true;
+      if (!this.socket.destroyed) return true;
+      this.turnDone();
+      return false;
+    });
   }
 
   /** A reply is being handed over: written, and not all of it taken by the kernel yet. */
@@ -200,6 +310,11 @@ class Connection {
 
   /** Called by the server's timer: acts on a time limit that ran out. */
   expired(now: number): void {
+    // While the budget is short, a large body or reply must move at a minimum rate.
+    const rate = this.opts.minBytesPerSecond ?? 256 * 1024;
+    if (this.charged && this.server.budget?.contended && now > this.chargedAt + this.opts.bodyMs + (this.charged / rate) * 1000) {
+      return void this.socket.destroy();
+    }
     if (!this.deadline || now < this.deadline) return;
     // A large reply to a slow reader: the limit is on inactivity, so reading restarts it.
     const unsent = this.socket.writableLength;
@@ -280,6 +395,7 @@ class Connection {
   private addBody(part: Buffer): void {
     const size = this.bodySize + part.length;
     if (size > this.opts.maxBodyBytes) throw this.tooLarge();
+    if (size > PIECE) this.charge(Math.max(size, this.charged));
     if (this.bodySize === 0)
       this.body = part; // most bodies come in one piece: no copy
     else {
@@ -395,7 +511,7 @@ class Connection {
     // A list of options (`TE, close`): any `close` closes.
     const conn = headers.connection === undefined ? undefined : `,${headers.connection.toLowerCase().replace(/[ \t]/g, '')},`;
     this.keepAlive = conn === undefined ? !this.http10 : !conn.includes(',close,') && (!this.http10 || conn.includes(',keep-alive,'));
-    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone() };
+    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone(), room: () => this.room() };
     this.body = EMPTY;
     this.bodySize = 0;
 
@@ -415,6 +531,7 @@ class Connection {
         return;
       }
       if (this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
+      if (this.remaining > PIECE) this.charge(this.remaining);
       this.limit(this.opts.bodyMs);
       this.continueIfAsked();
       this.phase = Phase.Body;
@@ -463,6 +580,10 @@ class Connection {
     const keep = this.keepAlive && !this.server.shuttingDown;
     const head = render(r.status, r.head, r.body.length, keep);
     const body = r.body;
+    // The request body's count goes; a reply written piece by piece is counted until it is all out.
+    const held = typeof body === 'string' || method === 'HEAD' ? 0 : Buffer.isBuffer(body) ? body.length : (body.held ?? body.length);
+    this.charge(held > PIECE ? held : 0, true);
+    this.turnDone();
     if (method === 'HEAD') this.socket.write(head, 'latin1');
     else if (typeof body === 'string') this.socket.write(head + body, 'latin1');
     else if (Buffer.isBuffer(body) && body.length <= PIECE) {
@@ -488,6 +609,7 @@ class Connection {
         const piece = pieces.next();
         if (piece.done) {
           this.streaming = false;
+          this.charge(0);
           return then();
         }
         if (!this.socket.write(piece.value)) {
@@ -550,7 +672,8 @@ export interface HttpServer {
 
 export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServer {
   const open = new Set<Connection>();
-  const state = { shuttingDown: false };
+  const budget = opts.maxBufferedBytes ? new Budget(opts.maxBufferedBytes, opts.largestReply ?? opts.maxBodyBytes) : undefined;
+  const state = { shuttingDown: false, budget };
   // The one timer of every connection's time limit (see tickOf).
   const ticker = setInterval(() => {
     const now = Date.now();

@@ -26,6 +26,8 @@ export interface Op {
   admin?: boolean;
   /** Runs without a queue name (`list`). */
   nameless?: boolean;
+  /** Its reply may carry messages, so it waits for room in the memory for large replies. */
+  large?: boolean;
   run(name: string, p: Params, req: HttpRequest): Promise<Answer>;
 }
 
@@ -93,6 +95,7 @@ export function referenceOps({ store, waiters, events, putFailed, onSynctime }: 
       },
     },
     get: {
+      large: true,
       run: (name) =>
         store.get(name).then((got) => {
           if (!got) return { body: R.GET_END };
@@ -106,6 +109,7 @@ export function referenceOps({ store, waiters, events, putFailed, onSynctime }: 
     status: { run: (name) => store.status(name).then((s) => ({ body: R.statusText(name, s) })) },
     status_json: { run: (name) => store.status(name).then((s) => ({ body: R.statusJson(name, s) })) },
     view: {
+      large: true,
       async run(name, p) {
         const pos = number(p.pos, 1, MAX_POSITION);
         return { body: Number.isNaN(pos) ? R.ERROR : ((await store.view(name, pos)) ?? EMPTY) };

@@ -37,6 +37,8 @@ export interface ServerOptions {
   maxWait?: number;
   /** Most message bytes in one batch reply (mget, view with num); at least one message goes. */
   maxReplyBytes?: number;
+  /** Memory for bodies and replies over 64 KiB, all connections together; unlimited when undefined. */
+  maxBufferedBytes?: number | undefined;
   /** Time for long polls and lease alarms (the store has its own; give both the same in tests). */
   clock?: Clock | undefined;
   /** Other processes serving the same store, for long polls (`--workers`). */
@@ -128,6 +130,10 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     if (required && !matches(p.auth, required)) return Promise.resolve({ body: R.AUTH_FAILED });
     const { name } = p;
     if (!op || (!op.nameless && (name === undefined || name.length > MAX_NAME_BYTES))) return Promise.resolve({ body: R.ERROR });
+    // A reply that may carry messages waits while the memory for large replies is used up, so that
+    // nothing is taken before its reply can be held; a client gone meanwhile takes nothing.
+    const room = op.large ? req.room() : undefined;
+    if (room) return room.then((here) => (here ? op.run(name ?? '', p, req) : { body: R.ERROR }));
     return op.run(name ?? '', p, req);
   }
 
@@ -190,6 +196,8 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   const http = createHttpServer(handle, {
     maxHeaderBytes,
     maxBodyBytes: options.maxMessageBytes,
+    maxBufferedBytes: options.maxBufferedBytes,
+    largestReply: Math.max(options.maxMessageBytes, options.maxReplyBytes ?? R.DEFAULTS.maxReplyBytes, maxHeaderBytes),
     maxConnections: options.maxConnections,
     keepAliveMs: options.keepAliveTimeout * 1000,
     headersMs: 30_000,

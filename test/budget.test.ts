@@ -1,0 +1,187 @@
+/**
+ * The memory that large bodies and replies hold, all connections together (--max-buffered-bytes):
+ * a body that does not fit is refused before it is read, a get waits for room before it takes a
+ * message, and while there is such contention a transfer slower than the minimum rate is dropped.
+ * In-process, on real ports, with a real LMDB directory.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { createHttpServer, type HttpServer } from '../src/server/http.js';
+import { createHttpsqsServer, type HttpsqsServer } from '../src/server/server.js';
+import { LmdbStore } from '../src/store/lmdb/store.js';
+import { parseConfig } from '../src/cli/options.js';
+import { cleanup, request, tempDir, waitFor } from './helpers.js';
+
+const MiB = 2 ** 20;
+
+/** A raw connection that sends `head` (and what else it is told to) and keeps what comes back. */
+function raw(port: number, head: string) {
+  const chunks: Buffer[] = [];
+  const c = {
+    sock: net.connect(port, '127.0.0.1'),
+    get got() {
+      return Buffer.concat(chunks);
+    },
+    closed: false,
+  };
+  c.sock.on('data', (d) => chunks.push(d));
+  c.sock.on('close', () => (c.closed = true));
+  c.sock.on('error', () => {});
+  c.sock.write(head, 'latin1');
+  return c;
+}
+
+/** A client that sends a request and reads nothing of the reply. */
+function stalled(port: number, target: string) {
+  const sock = net.connect(port, '127.0.0.1');
+  sock.on('error', () => {});
+  sock.pause();
+  sock.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  return sock;
+}
+
+const status = async (port: number, name: string) => JSON.parse((await request(port, 'GET', `/?name=${name}&opt=status_json`)).body.toString());
+
+describe('memory for large bodies and replies, all connections together', () => {
+  let store: LmdbStore;
+  let app: HttpsqsServer;
+  let port: number;
+  const dir = tempDir();
+  before(async () => {
+    store = await LmdbStore.open({ path: dir });
+    // Room for two bodies or replies of the largest size.
+    app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 16 * MiB, maxReplyBytes: 16 * MiB, maxBufferedBytes: 32 * MiB, log: () => {} });
+    await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+    port = (app.server.address() as net.AddressInfo).port;
+  });
+  after(async () => {
+    await app.close();
+    await store.close();
+    cleanup(dir);
+  });
+
+  it('a body that would not fit is refused with 503 before it is read; small requests and bodies go on; room comes back', async () => {
+    const head = (n: number) => `POST /?name=bodies&opt=put HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${n}\r\n\r\n`;
+    const a = raw(port, `${head(16 * MiB)}a`);
+    const b = raw(port, `${head(16 * MiB)}b`);
+    await sleep(50);
+    const c = raw(port, head(16 * MiB));
+    await waitFor(() => c.closed);
+    const refused = c.got.toString('latin1');
+    assert.match(refused, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    assert.match(refused, /--max-buffered-bytes/);
+    assert.match(refused, /Connection: close/);
+    // Small puts, and bodies up to 64 KiB (never counted), are not held up.
+    assert.equal((await request(port, 'GET', '/?name=bodies&opt=put&data=small')).body.toString(), 'HTTPSQS_PUT_OK');
+    assert.equal((await request(port, 'POST', '/?name=bodies&opt=put', { body: Buffer.alloc(64 * 1024, 'x') })).body.toString(), 'HTTPSQS_PUT_OK');
+    // One body finishes: room for another.
+    a.sock.write(Buffer.alloc(16 * MiB - 1, 'a'));
+    await waitFor(() => a.got.includes('HTTPSQS_PUT_OK'));
+    const put = await request(port, 'POST', '/?name=bodies&opt=put', {
+      headers: [['Content-Type', 'application/octet-stream']],
+      body: Buffer.alloc(16 * MiB, 'd'),
+      timeoutMs: 20_000,
+    });
+    assert.equal(put.body.toString(), 'HTTPSQS_PUT_OK');
+    b.sock.destroy();
+    a.sock.destroy();
+    assert.equal((await status(port, 'bodies')).unread, 4);
+  });
+
+  it('while replies nobody reads hold the memory, a get waits before it takes a message, and takes it once there is room', async () => {
+    for (const fill of 'abcd') {
+      const put = await request(port, 'POST', '/?name=replies&opt=put', {
+        headers: [['Content-Type', 'application/octet-stream']],
+        body: Buffer.alloc(16 * MiB, fill),
+        timeoutMs: 20_000,
+      });
+      assert.equal(put.body.toString(), 'HTTPSQS_PUT_OK');
+    }
+    // Two clients take a message each and read none of it: more than the kernel's buffers hold.
+    const readers = [stalled(port, '/?name=replies&opt=get'), stalled(port, '/?name=replies&opt=get')];
+    await waitFor(async () => (await status(port, 'replies')).getpos === 2);
+    const third = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const viewed = raw(port, 'GET /?name=replies&opt=view&pos=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await sleep(200);
+    // Puts and status go on; the get took nothing yet, and the view read nothing.
+    assert.equal((await request(port, 'GET', '/?name=replies&opt=put&data=small')).body.toString(), 'HTTPSQS_PUT_OK');
+    assert.equal((await status(port, 'replies')).getpos, 2);
+    assert.equal(third.got.length, 0);
+    assert.equal(viewed.got.length, 0);
+    // One of them goes away: its memory is free, and the get takes the third message whole.
+    readers[0]!.destroy();
+    await waitFor(() => third.closed, 20_000);
+    const reply = third.got.toString('latin1');
+    assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Pos: 3\r\n/);
+    assert.equal(reply.length - reply.indexOf('\r\n\r\n') - 4, 16 * MiB);
+    assert.ok(reply.endsWith('c'.repeat(100)));
+    await waitFor(() => viewed.closed, 20_000);
+    assert.ok(viewed.got.toString('latin1').endsWith('d'.repeat(100)));
+    readers[1]!.destroy();
+    assert.equal((await status(port, 'replies')).getpos, 3);
+  });
+
+  it('a get whose connection was reset while it waited takes nothing', async () => {
+    const readers = [stalled(port, '/?name=replies&opt=view&pos=1'), stalled(port, '/?name=replies&opt=view&pos=2')];
+    const before = (await status(port, 'replies')).getpos;
+    await sleep(200);
+    const left = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
+    await sleep(100);
+    left.sock.resetAndDestroy();
+    await sleep(100);
+    for (const r of readers) r.destroy();
+    // A get after them is served: the one that left took nothing.
+    const next = await request(port, 'GET', '/?name=replies&opt=get', { timeoutMs: 20_000 });
+    assert.equal(next.headers.pos, String(before + 1));
+  });
+});
+
+describe('the minimum rate of a large transfer while the memory is short', () => {
+  let http: HttpServer;
+  let port: number;
+  const reply = Buffer.alloc(16 * MiB, 'r');
+  before(async () => {
+    http = createHttpServer(
+      async (req) => {
+        const room = req.room();
+        if (room && !(await room)) return { status: 500, head: '', body: 'gone' };
+        return { status: 200, head: '', body: req.target === '/small' ? 'small' : reply };
+      },
+      { maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 5000, headersMs: 5000, bodyMs: 300, maxBufferedBytes: 16 * MiB, minBytesPerSecond: 32 * MiB },
+    );
+    await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+    port = (http.server.address() as net.AddressInfo).port;
+  });
+  after(() => http.close());
+
+  it('a client that reads its large reply slower than the rate is dropped once another waits, and the other is answered', async () => {
+    // Reads 64 KiB every 50 ms: about 1.3 MiB/s, so never idle, and far below 32 MiB/s.
+    const slow = { sock: net.connect(port, '127.0.0.1'), got: 0, closed: false };
+    slow.sock.on('close', () => (slow.closed = true));
+    slow.sock.on('error', () => {});
+    slow.sock.pause();
+    slow.sock.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+    const trickle = setInterval(() => (slow.got += slow.sock.read(64 * 1024)?.length ?? 0), 50);
+    await sleep(1000);
+    assert.equal(slow.closed, false, 'without contention, a slow reader keeps its reply');
+    const other = raw(port, 'GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await waitFor(() => slow.closed, 5000);
+    clearInterval(trickle);
+    assert.ok(slow.got > 0 && slow.got < 16 * MiB, `dropped before its whole reply (it read ${slow.got} bytes)`);
+    await waitFor(() => other.closed, 5000);
+    assert.match(other.got.toString('latin1', 0, 20), /^HTTP\/1\.1 200 OK/);
+    assert.equal(other.got.length - other.got.indexOf('\r\n\r\n') - 4, 16 * MiB);
+  });
+});
+
+describe('--max-buffered-bytes', () => {
+  it('is at least the largest body or batch reply', () => {
+    assert.throws(
+      () => parseConfig(['--max-message-bytes', '1000', '--max-reply-bytes', '2000', '--max-buffered-bytes', '1999'], {}),
+      /--max-buffered-bytes: expected a whole number from 2000 /,
+    );
+    assert.equal(parseConfig(['--max-message-bytes', '1000', '--max-reply-bytes', '2000'], {}).maxBufferedBytes, 16_000);
+  });
+});
