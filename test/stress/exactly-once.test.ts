@@ -1,6 +1,6 @@
 /**
  * Exactly once under concurrency: 16 producers and 16 consumers over HTTP, 200,000 messages in 4
- * queues whose rings of 100 positions wrap about 500 times each; full-queue answers are retried.
+ * queues whose rings of 100 positions wrap about 250 times each; full-queue answers are retried.
  * Every message is delivered exactly once, from the very position it was written to, so each
  * queue hands messages out in the order they were stored.
  */
@@ -12,7 +12,7 @@ import { cleanup, keepAliveClient, startServer } from '../helpers.js';
 const PRODUCERS = 16;
 const CONSUMERS = 16;
 const QUEUES = 4;
-const PER_PRODUCER = 12_500;
+const PER_PRODUCER = 6_250;
 const TOTAL = PRODUCERS * PER_PRODUCER;
 
 for (const args of [

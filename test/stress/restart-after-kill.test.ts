@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { cleanup, request, startServer, tempDir } from '../helpers.js';
 
-const CYCLES = 50;
+const CYCLES = 30;
 
 it(`${CYCLES} kills of master and worker at once, each followed by an immediate restart that serves within 5 s`, async (t) => {
   const dir = tempDir();
