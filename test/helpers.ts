@@ -484,7 +484,7 @@ export async function connectionPerWorker(server: RunningServer): Promise<Map<nu
     const sock = net.connect(server.port, '127.0.0.1');
     sock.on('error', () => {});
     await new Promise((r) => sock.once('connect', r));
-    // The first request makes sure a worker has it (the primary hands connections out).
+    // The first request makes sure a worker has accepted it.
     let pending: ((r: RawResponse) => void) | undefined;
     let buf: Buffer = Buffer.alloc(0);
     sock.on('data', (d: Buffer) => {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -122,6 +123,37 @@ describe('--workers 2', () => {
       assert.equal(await server.stop(), 0);
       cleanup(server.dir);
     }
+  });
+
+  it('connections made while a worker is stopped are served by the other; none is left hanging when the stopped one is killed', async (t) => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    t.after(async () => {
+      await server.stop();
+      cleanup(server.dir);
+    });
+    const [stopped] = server.workers();
+    process.kill(stopped!, 'SIGSTOP');
+    await waitFor(() => / T /.test(readFileSync(`/proc/${stopped}/stat`, 'latin1')));
+    // Each connection sends a request; it ends with an answer, or closed (by the killed worker).
+    const outcomes = Array.from({ length: 20 }, () => {
+      const sock = net.connect(server.port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (d) => (got += d.toString('latin1')));
+      sock.on('error', () => {});
+      sock.write('GET /?name=q&opt=status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      return { sock, answered: () => got.startsWith('HTTP/1.1 200 OK'), closed: new Promise<void>((r) => sock.once('close', () => r())) };
+    });
+    await sleep(500);
+    process.kill(stopped!, 'SIGKILL');
+    const ends = await Promise.all(outcomes.map((o) => Promise.race([o.closed.then(() => true), sleep(10_000).then(() => false)])));
+    for (const o of outcomes) o.sock.destroy();
+    const hanging = ends.filter((e) => !e).length;
+    assert.equal(hanging, 0, `${hanging} of 20 connections neither answered nor closed 10 s after the worker was killed`);
+    // Handed out by the primary, some waited for the stopped worker, and were lost with it.
+    assert.equal(outcomes.filter((o) => o.answered()).length, 20, 'answered by the worker that runs');
+    // Service goes on, on the restarted worker too.
+    await waitFor(() => server.workers().length === 2 && !server.workers().includes(stopped!), 15_000);
+    assert.match((await request(server.port, 'GET', '/?name=q&opt=status')).body.toString(), /HTTP Simple Queue Service/);
   });
 
   it('a process that exits with a write in progress ends, and does not hold off the others', async () => {
