@@ -73,6 +73,7 @@ describe('memory for large bodies and replies, all connections together', () => 
     assert.match(refused, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
     assert.match(refused, /--max-buffered-bytes/);
     assert.match(refused, /Connection: close/);
+    assert.deepEqual(app.buffered(), { bytes: 32 * MiB, waiting: 0, refused: 1 });
     // Small puts, and bodies up to 64 KiB (never counted), are not held up.
     assert.equal((await request(port, 'GET', '/?name=bodies&opt=put&data=small')).body.toString(), 'HTTPSQS_PUT_OK');
     assert.equal((await request(port, 'POST', '/?name=bodies&opt=put', { body: Buffer.alloc(64 * 1024, 'x') })).body.toString(), 'HTTPSQS_PUT_OK');
@@ -110,6 +111,7 @@ describe('memory for large bodies and replies, all connections together', () => 
     assert.equal((await status(port, 'replies')).getpos, 2);
     assert.equal(third.got.length, 0);
     assert.equal(viewed.got.length, 0);
+    assert.equal(app.buffered().waiting, 2);
     // One of them goes away: its memory is free, and the get takes the third message whole.
     readers[0]!.destroy();
     await waitFor(() => third.closed, 20_000);
@@ -121,6 +123,7 @@ describe('memory for large bodies and replies, all connections together', () => 
     assert.ok(viewed.got.toString('latin1').endsWith('d'.repeat(100)));
     readers[1]!.destroy();
     assert.equal((await status(port, 'replies')).getpos, 3);
+    await waitFor(() => app.buffered().bytes === 0);
   });
 
   it('a get whose connection was reset while it waited takes nothing', async () => {

@@ -108,6 +108,9 @@ describe('batch replies', () => {
       await sleep(200);
       // Puts and status are not held up meanwhile.
       assert.equal((await request(server.port, 'GET', '/?name=huge&opt=put&data=small', { timeoutMs: 30_000 })).body.toString(), 'HTTPSQS_PUT_OK');
+      // Four replies fit; the other views wait, and /metrics says so.
+      await waitFor(async () => /^httpsqs_buffered_waiting 36$/m.test((await request(server.port, 'GET', '/metrics')).body.toString()), 30_000);
+      assert.match((await request(server.port, 'GET', '/metrics')).body.toString(), new RegExp(`^httpsqs_buffered_bytes ${128 * MiB}$`, 'm'));
       await sleep(1000);
       grown = rss(worker) - before;
       t.diagnostic(`memory grew by ${Math.round(grown / MiB)} MiB`);

@@ -61,6 +61,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     store,
     connections: () => app?.connections() ?? 0,
     waiting: () => app?.waiters.size ?? 0,
+    buffered: () => app?.buffered() ?? { bytes: 0, waiting: 0, refused: 0 },
     fromCluster: hooks.fromCluster,
   });
   if (hooks.fromCluster) shareWithPrimary(metrics.registry);

@@ -139,11 +139,17 @@ class Budget {
   private readonly waiting: Array<() => void> = [];
   /** When a body was last refused: slow transfers are dropped while there is such contention. */
   private refusedAt = 0;
+  /** Bodies refused so far. */
+  refused = 0;
 
   constructor(
     readonly limit: number,
     private readonly largest: number,
   ) {}
+
+  get waiters(): number {
+    return this.waiting.length;
+  }
 
   get contended(): boolean {
     return this.waiting.length > 0 || Date.now() - this.refusedAt < 10_000;
@@ -153,6 +159,7 @@ class Budget {
   take(n: number): boolean {
     if (this.held + n > this.limit) {
       this.refusedAt = Date.now();
+      this.refused++;
       return false;
     }
     this.held += n;
@@ -662,10 +669,19 @@ class Connection {
   }
 }
 
+export interface Buffered {
+  bytes: number;
+  waiting: number;
+  refused: number;
+}
+
 export interface HttpServer {
   server: net.Server;
   /** Open connections now. */
   connections(): number;
+  /** The memory for large bodies and replies (`maxBufferedBytes`): bytes counted now, requests
+   * waiting for room, bodies refused so far. */
+  buffered(): Buffered;
   /** Stops accepting, lets requests in progress finish, closes every connection. */
   close(): Promise<void>;
 }
@@ -691,6 +707,7 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
   return {
     server,
     connections: () => open.size,
+    buffered: () => ({ bytes: budget?.held ?? 0, waiting: budget?.waiters ?? 0, refused: budget?.refused ?? 0 }),
     close() {
       state.shuttingDown = true;
       closed ??= new Promise<void>((resolve) => {

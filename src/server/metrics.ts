@@ -11,6 +11,7 @@ import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, R
 import { unread } from '../queue/ring.js';
 import { everyQueue, type Store } from '../store/store.js';
 import type { ServerMetrics } from './endpoints.js';
+import type { Buffered } from './http.js';
 
 /** The opts a request label may name; anything else is counted as `other`. */
 const OPTS = new Set([
@@ -62,6 +63,8 @@ export interface MetricsOptions {
   connections: () => number;
   /** Long polls waiting in this process. */
   waiting: () => number;
+  /** The memory for large bodies and replies of this process (--max-buffered-bytes). */
+  buffered?: (() => Buffered) | undefined;
   /** Text from every worker's registry, when the primary can collect it (`--workers`). */
   fromCluster?: (() => Promise<string>) | undefined;
 }
@@ -206,6 +209,32 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     registers: [registry],
     collect() {
       this.set(opts.connections());
+    },
+  });
+  const buffered = (key: keyof Buffered) => opts.buffered?.()[key] ?? 0;
+  new Gauge({
+    name: 'httpsqs_buffered_bytes',
+    help: 'Bytes that request bodies and replies over 64 KiB hold now (limit: --max-buffered-bytes).',
+    registers: [registry],
+    collect() {
+      this.set(buffered('bytes'));
+    },
+  });
+  new Gauge({
+    name: 'httpsqs_buffered_waiting',
+    help: 'Gets, views and mgets waiting for room in --max-buffered-bytes before they take anything.',
+    registers: [registry],
+    collect() {
+      this.set(buffered('waiting'));
+    },
+  });
+  new Counter({
+    name: 'httpsqs_buffered_refused_total',
+    help: 'Request bodies refused with 503 because --max-buffered-bytes was used up.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(buffered('refused'));
     },
   });
   new Gauge({
