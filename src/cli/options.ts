@@ -313,12 +313,12 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   }
   if (!v('datadir')) throw new UsageError('-x/--datadir: the directory is empty: give one, or leave the flag out for ./data');
   int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);
+  int('cache-mb', v('cache-mb'), 0, 2 ** 31);
   const maxMessageBytes = int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3);
   const maxReplyBytes = int('max-reply-bytes', v('max-reply-bytes'), 1, 1024 ** 3);
   // At least one body or reply of the largest size must fit.
   const largest = Math.max(maxMessageBytes, maxReplyBytes);
   const buffered = values['max-buffered-bytes'] as string | undefined;
-  int('cache-mb', v('cache-mb'), 0, 2 ** 31);
   return {
     listen: v('listen'),
     port: int('port', v('port'), 1, 65535),
