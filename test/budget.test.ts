@@ -62,12 +62,18 @@ describe('memory for large bodies and replies, all connections together', () => 
     cleanup(dir);
   });
 
-  it('a body that would not fit is refused with 503 before it is read; small requests and bodies go on; room comes back', async () => {
+  it('a body is counted as it arrives, and refused with 503 once it would not fit; small requests and bodies go on; room comes back', async () => {
     const head = (n: number) => `POST /?name=bodies&opt=put HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${n}\r\n\r\n`;
-    const a = raw(port, `${head(16 * MiB)}a`);
-    const b = raw(port, `${head(16 * MiB)}b`);
+    // Headers alone cost nothing.
+    const idle = raw(port, head(16 * MiB));
     await sleep(50);
-    const c = raw(port, head(16 * MiB));
+    assert.equal(app.buffered().bytes, 0);
+    idle.sock.destroy();
+    // Two bodies of 16 MiB, all but their last byte sent: the limit is used up.
+    const a = raw(port, `${head(16 * MiB)}${'a'.repeat(16 * MiB - 1)}`);
+    const b = raw(port, `${head(16 * MiB)}${'b'.repeat(16 * MiB - 1)}`);
+    await waitFor(() => app.buffered().bytes === 32 * MiB);
+    const c = raw(port, `${head(16 * MiB)}${'c'.repeat(MiB)}`);
     await waitFor(() => c.closed);
     const refused = c.got.toString('latin1');
     assert.match(refused, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
@@ -78,7 +84,7 @@ describe('memory for large bodies and replies, all connections together', () => 
     assert.equal((await request(port, 'GET', '/?name=bodies&opt=put&data=small')).body.toString(), 'HTTPSQS_PUT_OK');
     assert.equal((await request(port, 'POST', '/?name=bodies&opt=put', { body: Buffer.alloc(64 * 1024, 'x') })).body.toString(), 'HTTPSQS_PUT_OK');
     // One body finishes: room for another.
-    a.sock.write(Buffer.alloc(16 * MiB - 1, 'a'));
+    a.sock.write('a');
     await waitFor(() => a.got.includes('HTTPSQS_PUT_OK'));
     const put = await request(port, 'POST', '/?name=bodies&opt=put', {
       headers: [['Content-Type', 'application/octet-stream']],
@@ -126,18 +132,36 @@ describe('memory for large bodies and replies, all connections together', () => 
     await waitFor(() => app.buffered().bytes === 0);
   });
 
-  it('a get whose connection was reset while it waited takes nothing', async () => {
+  it('a get whose client gave up while it waited (closed, or reset) takes nothing, and leaves the queue', async () => {
     const readers = [stalled(port, '/?name=replies&opt=view&pos=1'), stalled(port, '/?name=replies&opt=view&pos=2')];
     const before = (await status(port, 'replies')).getpos;
-    await sleep(200);
-    const left = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
-    await sleep(100);
-    left.sock.resetAndDestroy();
-    await sleep(100);
+    await waitFor(() => app.buffered().bytes === 32 * MiB);
+    const closed = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
+    const reset = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor(() => app.buffered().waiting === 2);
+    closed.sock.end(); // as a client's time limit does
+    reset.sock.resetAndDestroy();
+    await waitFor(() => app.buffered().waiting === 0);
     for (const r of readers) r.destroy();
-    // A get after them is served: the one that left took nothing.
+    // A get after them is served: the ones that left took nothing.
     const next = await request(port, 'GET', '/?name=replies&opt=get', { timeoutMs: 20_000 });
     assert.equal(next.headers.pos, String(before + 1));
+  });
+
+  it('long polls let in after a wait that find nothing do not hold up the gets behind them', async () => {
+    assert.equal((await request(port, 'GET', '/?name=small&opt=put&data=tiny')).body.toString(), 'HTTPSQS_PUT_OK');
+    const readers = [stalled(port, '/?name=replies&opt=view&pos=1'), stalled(port, '/?name=replies&opt=view&pos=2')];
+    await waitFor(() => app.buffered().bytes === 32 * MiB);
+    const polls = Array.from({ length: 6 }, () => raw(port, 'GET /?name=nothing&opt=get&wait=20 HTTP/1.1\r\nHost: x\r\n\r\n'));
+    const get = raw(port, 'GET /?name=small&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await waitFor(() => app.buffered().waiting === 7);
+    for (const r of readers) r.destroy();
+    const started = performance.now();
+    await waitFor(() => get.closed, 10_000);
+    assert.match(get.got.toString('latin1'), /\r\n\r\ntiny$/);
+    // Each long poll held its turn only for its one look at the queue, not for its 20 s.
+    assert.ok(performance.now() - started < 5000);
+    for (const p of polls) p.sock.destroy();
   });
 });
 

@@ -61,7 +61,16 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
   async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<T | undefined> {
     if (!wait) return attempt();
     const started = performance.now();
-    const got = await waiters.wait(name, ctx.clock.now() + wait * 1000, req.gone(), attempt, () => store.nextExpiry(name));
+    // Each try waits for room for large replies (server.ts waited for the first), and one that
+    // finds nothing lets the next take go while this one sleeps.
+    const inTurn = async () => {
+      const room = req.room();
+      if (room && !(await room)) return undefined;
+      const got = await attempt();
+      if (got === undefined) req.roomDone();
+      return got;
+    };
+    const got = await waiters.wait(name, ctx.clock.now() + wait * 1000, req.gone(), inTurn, () => store.nextExpiry(name));
     events.onWaited?.((performance.now() - started) / 1000, got !== undefined);
     return got;
   }
@@ -288,6 +297,6 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     maxdeliveries: { admin: true, run: maxdeliveries },
     redrive: { admin: true, run: redrive },
     discard: { admin: true, run: discard },
-    dead: { run: dead },
+    dead: { large: true, run: dead },
   };
 }

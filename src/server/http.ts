@@ -26,10 +26,11 @@ export interface HttpRequest {
   /** For a handler that may wait long: aborted when the client goes away before the reply.
    * Watching resumes reading where the connection had stopped (a pipelined request waiting). */
   gone(): AbortSignal;
-  /** For a handler whose reply may carry messages: undefined to go on now, or its turn, once the
-   * bodies and replies of all connections leave room (false: the client went away meanwhile, so
-   * take nothing for it). */
+  /** Before taking messages: undefined to go on now, or the turn, once the bodies and replies of all
+   * connections leave room (false: the client went or half-closed meanwhile, so take nothing). */
   room(): Promise<boolean> | undefined;
+  /** The take the turn was for found nothing (a long poll going back to sleep): the next may go. */
+  roomDone(): void;
 }
 
 /** A body written piece by piece as the client reads it: a large reply is never whole in memory,
@@ -69,8 +70,6 @@ export interface HttpOptions {
   /** Bytes that bodies and replies over 64 KiB may hold, all connections together (see Budget).
    * @default unlimited */
   maxBufferedBytes?: number | undefined;
-  /** The largest reply a request that waits for room may bring (a message, a batch). */
-  largestReply?: number;
   /** While requests wait for room, a body or reply over 64 KiB must move at least this fast
    * (bytes a second, after `bodyMs`) or its connection is closed. @default 262144 */
   minBytesPerSecond?: number;
@@ -128,36 +127,36 @@ const tickOf = (o: HttpOptions) => Math.min(1000, Math.max(10, Math.floor(Math.m
 
 /**
  * The memory that bodies and replies over PIECE hold, all connections together. A body is refused
- * (503) when it would not fit. A reply is never refused, as its messages are taken already: it is
- * counted, and while the count is over the limit, requests whose replies may carry messages wait
- * their turn before they take anything, and are let in as many at a time as fit at their largest.
+ * (503) once it would not fit. A reply is never refused, as its messages are taken already: it is
+ * counted until written, and while the count is at the limit, takes (get, view, mget) wait their
+ * turn before they take anything; as room comes back they go one at a time, each until its reply
+ * is counted or it found nothing.
  */
 class Budget {
   held = 0;
-  /** Let in after waiting, reply not yet counted. */
-  private admitted = 0;
-  private readonly waiting: Array<() => void> = [];
-  /** When a body was last refused: slow transfers are dropped while there is such contention. */
-  private refusedAt = 0;
   /** Bodies refused so far. */
   refused = 0;
+  /** When a body was last refused: slow transfers are dropped while there is such contention. */
+  private refusedAt = 0;
+  /** Takes waiting, in order; each is told whether to go (false: its client went). */
+  readonly waiting = new Set<(go: boolean) => void>();
+  /** A take let in after waiting is in progress. */
+  private admitted = false;
 
-  constructor(
-    readonly limit: number,
-    private readonly largest: number,
-  ) {}
+  constructor(readonly limit: number) {}
 
-  get waiters(): number {
-    return this.waiting.length;
+  /** A take may go at once. */
+  get fits(): boolean {
+    return this.held < this.limit && this.waiting.size === 0;
   }
 
   get contended(): boolean {
-    return this.waiting.length > 0 || Date.now() - this.refusedAt < 10_000;
+    return this.waiting.size > 0 || Date.now() - this.refusedAt < 10_000;
   }
 
-  /** Counts `n` bytes of a body if they fit. */
-  take(n: number): boolean {
-    if (this.held + n > this.limit) {
+  /** Counts `n` more bytes: a body's only if they fit, a reply's always. */
+  take(n: number, always: boolean): boolean {
+    if (!always && this.held + n > this.limit) {
       this.refusedAt = Date.now();
       this.refused++;
       return false;
@@ -171,24 +170,24 @@ class Budget {
     this.admit();
   }
 
-  turn(): Promise<void> | undefined {
-    if (this.held < this.limit && this.waiting.length === 0) return undefined;
-    return new Promise<void>((r) => {
-      this.waiting.push(r);
-      this.admit();
-    });
+  queue(go: (go: boolean) => void): void {
+    this.waiting.add(go);
+    this.admit();
   }
 
-  /** The reply of a request let in after waiting is counted, or will never be. */
+  /** The take let in is over (its reply counted, nothing found, or its client gone). */
   done(): void {
-    this.admitted--;
+    this.admitted = false;
     this.admit();
   }
 
   private admit(): void {
-    while (this.waiting.length > 0 && this.held < this.limit && (this.admitted === 0 || this.held + (this.admitted + 1) * this.largest <= this.limit)) {
-      this.admitted++;
-      this.waiting.shift()!();
+    if (this.admitted || this.held >= this.limit) return;
+    for (const next of this.waiting) {
+      this.waiting.delete(next);
+      this.admitted = true;
+      next(true);
+      return;
     }
   }
 }
@@ -249,10 +248,13 @@ class Connection {
   /** Reply bytes not yet handed to the kernel when that limit was set: fewer at the deadline means
    * the client is reading a reply, which earns it more time. */
   private unsent = 0;
-  /** Bytes of the body or reply in progress counted in the budget, and since when. */
+  /** Bytes of the body or reply in progress counted in the budget, since when, and the bytes it
+   * sends or receives (a reply's JSON may be longer than the messages it is made of). */
   private charged = 0;
   private chargedAt = 0;
-  /** Let in by the budget after waiting; its reply not counted yet. */
+  private transfer = 0;
+  /** Waiting for the budget to let a take in, or let in and the take not over. */
+  private waiting: ((go: boolean) => void) | undefined;
   private turnTaken = false;
 
   constructor(
@@ -266,37 +268,48 @@ class Connection {
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
     socket.on('error', () => socket.destroy());
-    if (server.budget) socket.once('close', () => (this.charge(0), this.turnDone()));
+    if (server.budget) socket.once('close', () => (this.charge(0), this.leave(), this.turnDone()));
   }
 
-  /** Counts `n` bytes (0 for none) in the budget for this connection's body or reply. A body is
-   * refused when it does not fit; a reply (`always`) is counted anyway. */
-  private charge(n: number, always = false): void {
+  /** Counts `n` bytes (0 for none) in the budget for this connection's body or reply, which moves
+   * `transfer` bytes. A body is refused when it does not fit; a reply (`always`) is counted anyway. */
+  private charge(n: number, always = false, transfer = n): void {
     const budget = this.server.budget;
     if (!budget || n === this.charged) return;
-    if (n > this.charged && !always && !budget.take(n - this.charged)) {
-      throw new Refusal(503, `Server busy: request bodies and replies use the memory allowed (--max-buffered-bytes); try again later`);
+    if (n > this.charged && !budget.take(n - this.charged, always)) {
+      throw new Refusal(503, 'Server busy: request bodies and replies use the memory allowed (--max-buffered-bytes); try again later');
     }
-    if (n > this.charged && always) budget.held += n - this.charged;
     if (n < this.charged) budget.give(this.charged - n);
     if (this.charged === 0 || always) this.chargedAt = Date.now();
     this.charged = n;
+    this.transfer = transfer;
+  }
+
+  private room(): Promise<boolean> | undefined {
+    const budget = this.server.budget;
+    if (!budget || this.turnTaken || budget.fits) return undefined;
+    if (this.ended || this.socket.destroyed) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      this.waiting = (go) => {
+        this.waiting = undefined;
+        this.turnTaken = go;
+        resolve(go);
+      };
+      budget.queue(this.waiting);
+    });
+  }
+
+  /** The client went or half-closed: a take waiting for its turn takes nothing. */
+  private leave(): void {
+    if (!this.waiting) return;
+    this.server.budget!.waiting.delete(this.waiting);
+    this.waiting(false);
   }
 
   private turnDone(): void {
     if (!this.turnTaken) return;
     this.turnTaken = false;
-    this.server.budget?.done();
-  }
-
-  private room(): Promise<boolean> | undefined {
-    const turn = this.server.budget?.turn();
-    return turn?.then(() => {
-      this.turnTaken = true;
-      if (!this.socket.destroyed) return true;
-      this.turnDone();
-      return false;
-    });
+    this.server.budget!.done();
   }
 
   /** A reply is being handed over: written, and not all of it taken by the kernel yet. */
@@ -319,7 +332,7 @@ class Connection {
   expired(now: number): void {
     // While the budget is short, a large body or reply must move at a minimum rate.
     const rate = this.opts.minBytesPerSecond ?? 256 * 1024;
-    if (this.charged && this.server.budget?.contended && now > this.chargedAt + this.opts.bodyMs + (this.charged / rate) * 1000) {
+    if (this.charged && this.server.budget?.contended && now > this.chargedAt + this.opts.bodyMs + (this.transfer / rate) * 1000) {
       return void this.socket.destroy();
     }
     if (!this.deadline || now < this.deadline) return;
@@ -356,6 +369,7 @@ class Connection {
    * must not take a message with it. */
   private onEnd(): void {
     this.ended = true;
+    this.leave();
     this.watcher?.abort();
     this.pump();
   }
@@ -402,13 +416,16 @@ class Connection {
   private addBody(part: Buffer): void {
     const size = this.bodySize + part.length;
     if (size > this.opts.maxBodyBytes) throw this.tooLarge();
-    if (size > PIECE) this.charge(Math.max(size, this.charged));
     if (this.bodySize === 0)
       this.body = part; // most bodies come in one piece: no copy
     else {
       if (size > this.body.length) {
-        // Doubling, not the announced length: memory follows what really arrived.
-        const grown = Buffer.allocUnsafe(Math.min(this.opts.maxBodyBytes, Math.max(size, 2 * this.bodySize, 16 * 1024)));
+        // Doubling, not the announced length: memory follows what really arrived. What it takes is
+        // counted first (a body of Content-Length needs no more than that).
+        const most = this.phase === Phase.Body ? size + this.remaining : this.opts.maxBodyBytes;
+        const capacity = Math.min(most, Math.max(size, 2 * this.bodySize, 16 * 1024));
+        if (capacity > PIECE) this.charge(capacity);
+        const grown = Buffer.allocUnsafe(capacity);
         this.body.copy(grown, 0, 0, this.bodySize);
         this.body = grown;
       }
@@ -518,7 +535,15 @@ class Connection {
     // A list of options (`TE, close`): any `close` closes.
     const conn = headers.connection === undefined ? undefined : `,${headers.connection.toLowerCase().replace(/[ \t]/g, '')},`;
     this.keepAlive = conn === undefined ? !this.http10 : !conn.includes(',close,') && (!this.http10 || conn.includes(',keep-alive,'));
-    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: () => this.gone(), room: () => this.room() };
+    this.req = {
+      method: m[1]!,
+      target: m[2]!,
+      headers,
+      body: EMPTY,
+      gone: () => this.gone(),
+      room: () => this.room(),
+      roomDone: () => this.turnDone(),
+    };
     this.body = EMPTY;
     this.bodySize = 0;
 
@@ -538,7 +563,6 @@ class Connection {
         return;
       }
       if (this.remaining > this.opts.maxBodyBytes) throw this.tooLarge();
-      if (this.remaining > PIECE) this.charge(this.remaining);
       this.limit(this.opts.bodyMs);
       this.continueIfAsked();
       this.phase = Phase.Body;
@@ -589,7 +613,7 @@ class Connection {
     const body = r.body;
     // The request body's count goes; a reply written piece by piece is counted until it is all out.
     const held = typeof body === 'string' || method === 'HEAD' ? 0 : Buffer.isBuffer(body) ? body.length : (body.held ?? body.length);
-    this.charge(held > PIECE ? held : 0, true);
+    this.charge(held > PIECE ? held : 0, true, r.body.length);
     this.turnDone();
     if (method === 'HEAD') this.socket.write(head, 'latin1');
     else if (typeof body === 'string') this.socket.write(head + body, 'latin1');
@@ -688,7 +712,7 @@ export interface HttpServer {
 
 export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServer {
   const open = new Set<Connection>();
-  const budget = opts.maxBufferedBytes ? new Budget(opts.maxBufferedBytes, opts.largestReply ?? opts.maxBodyBytes) : undefined;
+  const budget = opts.maxBufferedBytes ? new Budget(opts.maxBufferedBytes) : undefined;
   const state = { shuttingDown: false, budget };
   // The one timer of every connection's time limit (see tickOf).
   const ticker = setInterval(() => {
@@ -707,7 +731,7 @@ export function createHttpServer(handler: Handler, opts: HttpOptions): HttpServe
   return {
     server,
     connections: () => open.size,
-    buffered: () => ({ bytes: budget?.held ?? 0, waiting: budget?.waiters ?? 0, refused: budget?.refused ?? 0 }),
+    buffered: () => ({ bytes: budget?.held ?? 0, waiting: budget?.waiting.size ?? 0, refused: budget?.refused ?? 0 }),
     close() {
       state.shuttingDown = true;
       closed ??= new Promise<void>((resolve) => {

@@ -222,7 +222,7 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   });
   new Gauge({
     name: 'httpsqs_buffered_waiting',
-    help: 'Gets, views and mgets waiting for room in --max-buffered-bytes before they take anything.',
+    help: 'Gets, views, mgets and deads waiting for room in --max-buffered-bytes before they take anything.',
     registers: [registry],
     collect() {
       this.set(buffered('waiting'));

@@ -197,7 +197,6 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     maxHeaderBytes,
     maxBodyBytes: options.maxMessageBytes,
     maxBufferedBytes: options.maxBufferedBytes,
-    largestReply: Math.max(options.maxMessageBytes, options.maxReplyBytes ?? R.DEFAULTS.maxReplyBytes, maxHeaderBytes),
     maxConnections: options.maxConnections,
     keepAliveMs: options.keepAliveTimeout * 1000,
     headersMs: 30_000,
