@@ -108,28 +108,35 @@ describe('memory for large bodies and replies, all connections together', () => 
     }
     // Two clients take a message each and read none of it: more than the kernel's buffers hold.
     const readers = [stalled(port, '/?name=replies&opt=get'), stalled(port, '/?name=replies&opt=get')];
-    await waitFor(async () => (await status(port, 'replies')).getpos === 2);
-    const third = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-    const viewed = raw(port, 'GET /?name=replies&opt=view&pos=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-    await sleep(200);
-    // Puts and status go on; the get took nothing yet, and the view read nothing.
-    assert.equal((await request(port, 'GET', '/?name=replies&opt=put&data=small')).body.toString(), 'HTTPSQS_PUT_OK');
-    assert.equal((await status(port, 'replies')).getpos, 2);
-    assert.equal(third.got.length, 0);
-    assert.equal(viewed.got.length, 0);
-    assert.equal(app.buffered().waiting, 2);
-    // One of them goes away: its memory is free, and the get takes the third message whole.
-    readers[0]!.destroy();
-    await waitFor(() => third.closed, 20_000);
-    const reply = third.got.toString('latin1');
-    assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Pos: 3\r\n/);
-    assert.equal(reply.length - reply.indexOf('\r\n\r\n') - 4, 16 * MiB);
-    assert.ok(reply.endsWith('c'.repeat(100)));
-    await waitFor(() => viewed.closed, 20_000);
-    assert.ok(viewed.got.toString('latin1').endsWith('d'.repeat(100)));
-    readers[1]!.destroy();
-    assert.equal((await status(port, 'replies')).getpos, 3);
-    await waitFor(() => app.buffered().bytes === 0);
+    const others: net.Socket[] = [];
+    try {
+      await waitFor(async () => (await status(port, 'replies')).getpos === 2 && app.buffered().bytes === 32 * MiB);
+      const third = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      const viewed = raw(port, 'GET /?name=replies&opt=view&pos=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      others.push(third.sock, viewed.sock);
+      await waitFor(() => app.buffered().waiting === 2).catch(() => {});
+      const seen = JSON.stringify(app.buffered());
+      // Puts and status go on; the get took nothing yet, and the view read nothing.
+      assert.equal((await request(port, 'GET', '/?name=replies&opt=put&data=small')).body.toString(), 'HTTPSQS_PUT_OK');
+      assert.equal((await status(port, 'replies')).getpos, 2, seen);
+      assert.equal(third.got.length, 0, seen);
+      assert.equal(viewed.got.length, 0, seen);
+      assert.equal(app.buffered().waiting, 2, seen);
+      // One of them goes away: its memory is free, and the get takes the third message whole.
+      readers[0]!.destroy();
+      await waitFor(() => third.closed, 20_000);
+      const reply = third.got.toString('latin1');
+      assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Pos: 3\r\n/);
+      assert.equal(reply.length - reply.indexOf('\r\n\r\n') - 4, 16 * MiB);
+      assert.ok(reply.endsWith('c'.repeat(100)));
+      await waitFor(() => viewed.closed, 20_000);
+      assert.ok(viewed.got.toString('latin1').endsWith('d'.repeat(100)));
+      readers[1]!.destroy();
+      assert.equal((await status(port, 'replies')).getpos, 3);
+      await waitFor(() => app.buffered().bytes === 0);
+    } finally {
+      for (const s of [...readers, ...others]) s.destroy();
+    }
   });
 
   it('a get whose client gave up while it waited (closed, or reset) takes nothing, and leaves the queue', async () => {

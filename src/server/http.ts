@@ -128,9 +128,9 @@ const tickOf = (o: HttpOptions) => Math.min(1000, Math.max(10, Math.floor(Math.m
 /**
  * The memory that bodies and replies over PIECE hold, all connections together. A body is refused
  * (503) once it would not fit. A reply is never refused, as its messages are taken already: it is
- * counted until written, and while the count is at the limit, takes (get, view, mget) wait their
- * turn before they take anything; as room comes back they go one at a time, each until its reply
- * is counted or it found nothing.
+ * counted until written, and while the count is at the limit, takes (get, view, mget, dead) wait
+ * their turn before they take anything; as room comes back they go one at a time, each until its
+ * reply is counted or it found nothing.
  */
 class Budget {
   held = 0;
@@ -293,7 +293,9 @@ class Connection {
       this.waiting = (go) => {
         this.waiting = undefined;
         this.turnTaken = go;
-        resolve(go);
+        // Let in as its socket closes (destroyed, its close event not yet seen): it takes nothing.
+        if (go && this.socket.destroyed) this.turnDone();
+        resolve(go && !this.socket.destroyed);
       };
       budget.queue(this.waiting);
     });
