@@ -256,6 +256,10 @@ class Connection {
   /** Waiting for the budget to let a take in, or let in and the take not over. */
   private waiting: ((go: boolean) => void) | undefined;
   private turnTaken = false;
+  /** A request's ways to ask: made once a connection, not once a request. */
+  private readonly goneOf = () => this.gone();
+  private readonly roomOf = () => this.room();
+  private readonly roomDoneOf = () => this.turnDone();
 
   constructor(
     readonly socket: net.Socket,
@@ -537,15 +541,7 @@ class Connection {
     // A list of options (`TE, close`): any `close` closes.
     const conn = headers.connection === undefined ? undefined : `,${headers.connection.toLowerCase().replace(/[ \t]/g, '')},`;
     this.keepAlive = conn === undefined ? !this.http10 : !conn.includes(',close,') && (!this.http10 || conn.includes(',keep-alive,'));
-    this.req = {
-      method: m[1]!,
-      target: m[2]!,
-      headers,
-      body: EMPTY,
-      gone: () => this.gone(),
-      room: () => this.room(),
-      roomDone: () => this.turnDone(),
-    };
+    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: this.goneOf, room: this.roomOf, roomDone: this.roomDoneOf };
     this.body = EMPTY;
     this.bodySize = 0;
 
