@@ -196,6 +196,12 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
   };
 }
 
+/** A message to the primary. One that fails because the primary is gone (it failed to start, or
+ * was killed) is no crash: this worker ends as the channel closes. */
+export function toPrimary(m: FromWorker): void {
+  if (process.connected) process.send?.(m, () => {});
+}
+
 /** A worker's side: the primary, as the peers of its long polls and the source of the others'
  * metrics and histories. */
 export function primaryLink(): Peers & {
@@ -210,7 +216,7 @@ export function primaryLink(): Peers & {
   const resumes = new Map<number, Promise<() => void>>();
   const texts = new Map<number, (text: string) => void>();
   const histories = new Map<number, (snapshots: HistorySnapshot[]) => void>();
-  const send = (m: FromWorker) => process.connected && process.send?.(m);
+  const send = toPrimary;
   const ask = <T>(pending: Map<number, (v: T) => void>, m: (id: number) => FromWorker, id = next++) =>
     new Promise<T>((resolve) => {
       pending.set(id, resolve);

@@ -1,4 +1,5 @@
 /** Process-level helpers of the CLI: messages, exit, PID file, data directory, signals. */
+import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import {
   accessSync,
@@ -47,6 +48,9 @@ export function fail(message: string): never {
 
 process.on('uncaughtException', (err) => {
   if (err instanceof Exiting) return;
+  // A worker whose primary has gone (it failed to start, or was killed) fails to tell it anything
+  // (node's own cluster messages too): that is no crash, and the worker ends.
+  if (cluster.isWorker && (err as NodeJS.ErrnoException).code === 'EPIPE' && (err as NodeJS.ErrnoException).syscall === 'write') process.exit(1);
   log.fatal({ event: 'crash', err }, 'uncaught exception');
   process.exit(1);
 });

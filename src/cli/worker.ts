@@ -1,5 +1,5 @@
 /** A worker process: it serves, and hears from the primary (ipc.ts). */
-import { dispatch, primaryLink, type FromWorker, type ToWorker } from './ipc.js';
+import { dispatch, primaryLink, toPrimary, type ToWorker } from './ipc.js';
 import { reopenLog } from './log.js';
 import { StartError, type Config } from './options.js';
 import { fail, onStopSignal } from './process.js';
@@ -13,11 +13,11 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
   // Heard from the start: the primary pauses this worker's writes while another process opens the
   // database, from the moment this one has it open.
   process.on('message', (m: ToWorker) => dispatch(m, handlers));
-  process.send?.({ pausable: true } satisfies FromWorker);
+  toPrimary({ pausable: true });
   let serving: Serving;
   try {
     serving = await serve(config, datadir, {
-      onSynctime: (synctime) => process.send?.({ synctime } satisfies FromWorker),
+      onSynctime: (synctime) => toPrimary({ synctime }),
       peers: link,
       fromCluster: link?.fromCluster,
       otherHistories: link?.otherHistories,
@@ -29,7 +29,7 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
     throw err;
   }
   now.serving = serving;
-  process.send?.({ ready: true } satisfies FromWorker);
+  toPrimary({ ready: true });
   onStopSignal(async () => {
     await serving.stop();
     process.disconnect?.();
