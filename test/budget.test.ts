@@ -12,7 +12,7 @@ import { createHttpServer, type HttpServer } from '../src/server/http.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { parseConfig } from '../src/cli/options.js';
-import { cleanup, request, tempDir, waitFor } from './helpers.js';
+import { cleanup, neverReads, request, tempDir, waitFor } from './helpers.js';
 
 const MiB = 2 ** 20;
 
@@ -31,15 +31,6 @@ function raw(port: number, head: string) {
   c.sock.on('error', () => {});
   c.sock.write(head, 'latin1');
   return c;
-}
-
-/** A client that sends a request and reads nothing of the reply. */
-function stalled(port: number, target: string) {
-  const sock = net.connect(port, '127.0.0.1');
-  sock.on('error', () => {});
-  sock.pause();
-  sock.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
-  return sock;
 }
 
 const status = async (port: number, name: string) => JSON.parse((await request(port, 'GET', `/?name=${name}&opt=status_json`)).body.toString());
@@ -107,7 +98,7 @@ describe('memory for large bodies and replies, all connections together', () => 
       assert.equal(put.body.toString(), 'HTTPSQS_PUT_OK');
     }
     // Two clients take a message each and read none of it: more than the kernel's buffers hold.
-    const readers = [stalled(port, '/?name=replies&opt=get'), stalled(port, '/?name=replies&opt=get')];
+    const readers = [neverReads(port, '/?name=replies&opt=get'), neverReads(port, '/?name=replies&opt=get')];
     const others: net.Socket[] = [];
     try {
       await waitFor(async () => (await status(port, 'replies')).getpos === 2 && app.buffered().bytes === 32 * MiB);
@@ -140,7 +131,7 @@ describe('memory for large bodies and replies, all connections together', () => 
   });
 
   it('a get whose client gave up while it waited (closed, or reset) takes nothing, and leaves the queue', async () => {
-    const readers = [stalled(port, '/?name=replies&opt=view&pos=1'), stalled(port, '/?name=replies&opt=view&pos=2')];
+    const readers = [neverReads(port, '/?name=replies&opt=view&pos=1'), neverReads(port, '/?name=replies&opt=view&pos=2')];
     const before = (await status(port, 'replies')).getpos;
     await waitFor(() => app.buffered().bytes === 32 * MiB);
     const closed = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -157,7 +148,7 @@ describe('memory for large bodies and replies, all connections together', () => 
 
   it('long polls let in after a wait that find nothing do not hold up the gets behind them', async () => {
     assert.equal((await request(port, 'GET', '/?name=small&opt=put&data=tiny')).body.toString(), 'HTTPSQS_PUT_OK');
-    const readers = [stalled(port, '/?name=replies&opt=view&pos=1'), stalled(port, '/?name=replies&opt=view&pos=2')];
+    const readers = [neverReads(port, '/?name=replies&opt=view&pos=1'), neverReads(port, '/?name=replies&opt=view&pos=2')];
     await waitFor(() => app.buffered().bytes === 32 * MiB);
     const polls = Array.from({ length: 6 }, () => raw(port, 'GET /?name=nothing&opt=get&wait=20 HTTP/1.1\r\nHost: x\r\n\r\n'));
     const get = raw(port, 'GET /?name=small&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');

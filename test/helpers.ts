@@ -386,6 +386,15 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000)
   }
 }
 
+/** A client that sends a GET for `target` and never reads any of the reply. */
+export function neverReads(port: number, target: string): net.Socket {
+  const sock = net.connect(port, '127.0.0.1');
+  sock.on('error', () => {});
+  sock.pause();
+  sock.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  return sock;
+}
+
 /** Bytes received and not yet read by the process, over the established connections on
  * 127.0.0.1:`port` (the kernel's receive queues, from /proc/net/tcp). */
 export function unreadOn(port: number): number {

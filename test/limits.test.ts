@@ -14,7 +14,7 @@ import { createHttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import type { Store } from '../src/store/store.js';
 import { TestClock } from './clock.js';
-import { cleanup, request, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
+import { cleanup, neverReads, request, startServer, tempDir, waitFor, type RunningServer } from './helpers.js';
 
 const MiB = 2 ** 20;
 
@@ -60,13 +60,7 @@ describe('batch replies', () => {
     const worker = server.workers()[0]!;
     for (let i = 0; i < 3; i++) await putBytes(server.port, 'big', Buffer.alloc(16 * MiB, i + 1));
     const before = rss(worker);
-    const sockets = Array.from({ length: 10 }, () => {
-      const s = net.connect(server.port, '127.0.0.1');
-      s.on('error', () => {});
-      s.write('GET /?name=big&opt=view&pos=1&num=11&encoding=base64 HTTP/1.1\r\nHost: x\r\n\r\n');
-      s.pause(); // and never read
-      return s;
-    });
+    const sockets = Array.from({ length: 10 }, () => neverReads(server.port, '/?name=big&opt=view&pos=1&num=11&encoding=base64'));
     let grown: number;
     try {
       // Each reply is the two messages that fit 32 MiB; the server writes until the sockets are
@@ -96,13 +90,7 @@ describe('batch replies', () => {
     const worker = server.workers()[0]!;
     await putBytes(server.port, 'huge', Buffer.alloc(32 * MiB, 'h'));
     const before = rss(worker);
-    const sockets = Array.from({ length: 40 }, () => {
-      const s = net.connect(server.port, '127.0.0.1');
-      s.on('error', () => {});
-      s.write('GET /?name=huge&opt=view&pos=1 HTTP/1.1\r\nHost: x\r\n\r\n');
-      s.pause(); // and never read
-      return s;
-    });
+    const sockets = Array.from({ length: 40 }, () => neverReads(server.port, '/?name=huge&opt=view&pos=1'));
     let grown: number;
     try {
       await sleep(200);
