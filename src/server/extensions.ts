@@ -286,8 +286,9 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
 
   return {
     put: { run: (name, p, req) => (p.extra?.has('delay') ? delayedPut(name, p, req) : reference.put!.run(name, p, req)) },
-    get: { large: true, run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : reference.get!.run(name, p, req)) },
-    view: { large: true, run: (name, p, req) => (p.num !== undefined ? viewRange(name, p) : reference.view!.run(name, p, req)) },
+    // Widened, as the reference's ops they are (large, like them).
+    get: { ...reference.get, run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : reference.get!.run(name, p, req)) },
+    view: { ...reference.view, run: (name, p, req) => (p.num !== undefined ? viewRange(name, p) : reference.view!.run(name, p, req)) },
     mget: { large: true, run: mget },
     mput: { run: (name, p, req) => mput(name, p, req.body) },
     ack: { run: (name, p) => settle(name, p, 'ack') },
