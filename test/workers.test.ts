@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { replayConformance } from './conformance.js';
-import { cleanup, keepAliveClient, produceAndConsume, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+import { cleanup, freePort, keepAliveClient, produceAndConsume, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
 
 /** Whether a process has ended (a zombie nobody reaps has). */
 function ended(pid: number): boolean {
@@ -154,6 +154,34 @@ describe('--workers 2', () => {
     // Service goes on, on the restarted worker too.
     await waitFor(() => server.workers().length === 2 && !server.workers().includes(stopped!), 15_000);
     assert.match((await request(server.port, 'GET', '/?name=q&opt=status')).body.toString(), /HTTP Simple Queue Service/);
+  });
+
+  it('a worker that outlives its killed primary keeps the directory locked until it has ended', async (t) => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const [stopped, other] = server.workers();
+    t.after(() => {
+      for (const pid of [stopped!, other!]) if (!ended(pid)) process.kill(pid, 'SIGKILL');
+      cleanup(server.dir);
+    });
+    assert.equal((await request(server.port, 'GET', '/?name=q&opt=put&data=kept')).body.toString(), 'HTTPSQS_PUT_OK');
+    // A worker that cannot run (stopped here; busy or swapped out in life) when its primary dies
+    // could still write, from positions a new server would not know of.
+    process.kill(stopped!, 'SIGSTOP');
+    await waitFor(() => / T /.test(readFileSync(`/proc/${stopped}/stat`, 'latin1')));
+    server.proc.kill('SIGKILL');
+    await waitFor(() => ended(other!), 5000);
+    const port = await freePort();
+    const refused = await runCli(['-l', '127.0.0.1', '-p', String(port), '-x', server.dir], { timeoutMs: 15_000 });
+    assert.equal(refused.code, 1, `a new server started while a worker of the old one lived: ${refused.stderr}`);
+    assert.match(refused.stderr, new RegExp(`is in use by a worker of process ${server.proc.pid}, which has ended`));
+    process.kill(stopped!, 'SIGKILL');
+    await waitFor(() => ended(stopped!), 5000);
+    const next = await startServer({ dir: server.dir });
+    try {
+      assert.equal((await request(next.port, 'GET', '/?name=q&opt=get')).body.toString(), 'kept');
+    } finally {
+      await next.stop();
+    }
   });
 
   it('a process that exits with a write in progress ends, and does not hold off the others', async () => {

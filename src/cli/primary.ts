@@ -8,7 +8,7 @@
  * `--workers N` (N > 1): the workers share the port (each accepts from the one listening socket)
  * and the LMDB environment, which LMDB is built for: write transactions are
  * serialized across processes by its lock file, and every queue operation reads its state inside
- * the write transaction. The primary holds the directory lock for them.
+ * the write transaction. The primary takes the directory lock, and each worker holds it too.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { lockDirectory } from '../store/lock.js';
@@ -27,6 +27,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   const ready = new Set<Worker>();
   const relay = primaryRelay({ ready, metrics });
   let unlock = () => {};
+  let lockFd: number | undefined;
   if (config.workers > 1 && config.store === 'lmdb') {
     try {
       pickEngine(datadir, config.engine, config.workers);
@@ -35,6 +36,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
     }
     try {
       const release = await lockDirectory(datadir, process.pid, sayLockWait(datadir));
+      lockFd = release.fd;
       // Other processes (an export) open the database in a turn, with the workers' writes paused
       // (store/lmdb/open-turn.ts); the workers ask for theirs through the cluster channel.
       const stopTurns = await giveOpenTurns(datadir, relay.takeTurn);
@@ -56,7 +58,12 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   // less evenly (from 50:50 to 94:6 over 50 made at once, measured here). Durable puts, bound by the
   // one LMDB writer, ran at the same rates; clients that open a connection for each request got
   // more answers (9,800 against 6,400 in 4 s).
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.schedulingPolicy = cluster.SCHED_NONE; // (before setupPrimary, which fixes it)
+  // Each worker is given the directory lock's descriptor (as its fd 4), and so holds the lock until
+  // it has ended: one that outlives a killed primary, even by a moment, keeps a new server out. (A
+  // contender that finds only such a worker is not answered: it is refused, or takes the lock once
+  // the worker has gone.)
+  if (lockFd !== undefined) cluster.setupPrimary({ stdio: [0, 1, 2, 'ipc', lockFd] });
   // Workers keep V8's young generation small, semi-spaces of 8 MiB instead of 16 (BENCHMARKS.md, "A
   // worker's heap"): measured here, about 7% more durable puts and gets a second and less private
   // memory under load. A size given on the command line or in NODE_OPTIONS is left as it is.

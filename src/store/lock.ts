@@ -22,7 +22,16 @@ export class DirectoryInUse extends Error {
     readonly dir: string,
     readonly pid: number | undefined,
   ) {
-    super(`data directory ${dir} is in use by ${pid ? `process ${pid}` : 'another process'}`);
+    super(`data directory ${dir} is in use by ${!pid ? 'another process' : alive(pid) ? `process ${pid}` : `a worker of process ${pid}, which has ended`}`);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -84,12 +93,18 @@ function pidIn(file: string): number | undefined {
 }
 
 /**
- * Takes the directory's lock or throws DirectoryInUse; resolves to the release function. `owner` is
+ * Takes the directory's lock or throws DirectoryInUse; resolves to the release function, with the
+ * lock's descriptor (`fd`). `owner` is
  * the PID a contender is told to stop: a cluster worker names its master. A holder that is
  * stopping is waited for (`waiting` is told its PID, once), as is one that holds it only while it
  * opens the database (`opening`: an export with no server running).
  */
-export async function lockDirectory(dir: string, owner = process.pid, waiting?: (pid: number) => void, opening = false): Promise<() => void> {
+export async function lockDirectory(
+  dir: string,
+  owner = process.pid,
+  waiting?: (pid: number) => void,
+  opening = false,
+): Promise<(() => void) & { fd: number }> {
   const name = socketName(dir);
   const file = join(dir, 'httpsqs.lock');
   const until = Date.now() + STOPPING_MS;
@@ -108,11 +123,14 @@ export async function lockDirectory(dir: string, owner = process.pid, waiting?: 
         server.close();
         throw err;
       }
-      return () => {
+      const release = () => {
         // The file first: once the socket is closed, a successor may write its own.
         removeIfOurs(file, owner);
         server.close();
       };
+      // The socket's descriptor (not in net.Server's typings): a child process given it holds the
+      // lock until it has ended too.
+      return Object.assign(release, { fd: (server as unknown as { _handle: { fd: number } })._handle.fd });
     }
     const holder = await ask(name);
     if (holder === 'silent') throw new DirectoryInUse(dir, pidIn(file));
