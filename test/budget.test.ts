@@ -12,9 +12,12 @@ import { createHttpServer, type HttpServer } from '../src/server/http.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { parseConfig } from '../src/cli/options.js';
-import { cleanup, neverReads, request, tempDir, waitFor } from './helpers.js';
+import { cleanup, neverReads, request, tempDir, waitFor as waitForMs } from './helpers.js';
 
 const MiB = 2 ** 20;
+/** These tests move tens of MiB through loopback: on a machine busy with other tests that can take
+ * seconds, so their waits are long (they end as soon as what they wait for holds). */
+const waitFor = (cond: () => boolean | Promise<boolean>, ms = 30_000) => waitForMs(cond, ms);
 
 /** A raw connection that sends `head` (and what else it is told to) and keeps what comes back. */
 function raw(port: number, head: string) {
@@ -53,7 +56,7 @@ describe('memory for large bodies and replies, all connections together', () => 
     cleanup(dir);
   });
 
-  it('a body is counted as it arrives, and refused with 503 once it would not fit; small requests and bodies go on; room comes back', async () => {
+  it('a body is counted as it arrives, and refused with 503 once it would not fit; small requests and bodies go on; room comes back', async (t) => {
     const head = (n: number) => `POST /?name=bodies&opt=put HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${n}\r\n\r\n`;
     // Headers alone cost nothing.
     const idle = raw(port, head(16 * MiB));
@@ -63,6 +66,7 @@ describe('memory for large bodies and replies, all connections together', () => 
     // Two bodies of 16 MiB, all but their last byte sent: the limit is used up.
     const a = raw(port, `${head(16 * MiB)}${'a'.repeat(16 * MiB - 1)}`);
     const b = raw(port, `${head(16 * MiB)}${'b'.repeat(16 * MiB - 1)}`);
+    t.after(() => (a.sock.destroy(), b.sock.destroy()));
     await waitFor(() => app.buffered().bytes === 32 * MiB);
     const c = raw(port, `${head(16 * MiB)}${'c'.repeat(MiB)}`);
     await waitFor(() => c.closed);
@@ -115,12 +119,12 @@ describe('memory for large bodies and replies, all connections together', () => 
       assert.equal(app.buffered().waiting, 2, seen);
       // One of them goes away: its memory is free, and the get takes the third message whole.
       readers[0]!.destroy();
-      await waitFor(() => third.closed, 20_000);
+      await waitFor(() => third.closed);
       const reply = third.got.toString('latin1');
       assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Pos: 3\r\n/);
       assert.equal(reply.length - reply.indexOf('\r\n\r\n') - 4, 16 * MiB);
       assert.ok(reply.endsWith('c'.repeat(100)));
-      await waitFor(() => viewed.closed, 20_000);
+      await waitFor(() => viewed.closed);
       assert.ok(viewed.got.toString('latin1').endsWith('d'.repeat(100)));
       readers[1]!.destroy();
       assert.equal((await status(port, 'replies')).getpos, 3);
@@ -130,8 +134,11 @@ describe('memory for large bodies and replies, all connections together', () => 
     }
   });
 
-  it('a get whose client gave up while it waited (closed, or reset) takes nothing, and leaves the queue', async () => {
+  it('a get whose client gave up while it waited (closed, or reset) takes nothing, and leaves the queue', async (t) => {
     const readers = [neverReads(port, '/?name=replies&opt=view&pos=1'), neverReads(port, '/?name=replies&opt=view&pos=2')];
+    t.after(() => {
+      for (const r of readers) r.destroy();
+    });
     const before = (await status(port, 'replies')).getpos;
     await waitFor(() => app.buffered().bytes === 32 * MiB);
     const closed = raw(port, 'GET /?name=replies&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -146,16 +153,22 @@ describe('memory for large bodies and replies, all connections together', () => 
     assert.equal(next.headers.pos, String(before + 1));
   });
 
-  it('long polls let in after a wait that find nothing do not hold up the gets behind them', async () => {
+  it('long polls let in after a wait that find nothing do not hold up the gets behind them', async (t) => {
     assert.equal((await request(port, 'GET', '/?name=small&opt=put&data=tiny')).body.toString(), 'HTTPSQS_PUT_OK');
     const readers = [neverReads(port, '/?name=replies&opt=view&pos=1'), neverReads(port, '/?name=replies&opt=view&pos=2')];
+    t.after(() => {
+      for (const r of readers) r.destroy();
+    });
     await waitFor(() => app.buffered().bytes === 32 * MiB);
     const polls = Array.from({ length: 6 }, () => raw(port, 'GET /?name=nothing&opt=get&wait=20 HTTP/1.1\r\nHost: x\r\n\r\n'));
     const get = raw(port, 'GET /?name=small&opt=get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    t.after(() => {
+      for (const c of [...polls, get]) c.sock.destroy();
+    });
     await waitFor(() => app.buffered().waiting === 7);
     for (const r of readers) r.destroy();
     const started = performance.now();
-    await waitFor(() => get.closed, 10_000);
+    await waitFor(() => get.closed);
     assert.match(get.got.toString('latin1'), /\r\n\r\ntiny$/);
     // Each long poll held its turn only for its one look at the queue, not for its 20 s.
     assert.ok(performance.now() - started < 5000);
