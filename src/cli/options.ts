@@ -49,7 +49,7 @@ export const OPTIONS = {
   },
   repair: {
     type: 'boolean',
-    help: 'with the journal: start even though a segment is damaged where intact records follow, dropping the damaged records and the rest of that segment (the refusal to start says how much)',
+    help: 'with the journal: start even though a segment is damaged where intact records follow, dropping the damaged records and the rest of that segment (the refusal to start says how much); a damaged message found later, when it is read, is dropped too (logged) instead of failing its gets',
   },
   'redis-wait': { type: 'string', arg: '<num>', default: '0', help: 'with Redis: acknowledge a change only once this many replicas have it (WAIT)' },
   'redis-wait-ms': {

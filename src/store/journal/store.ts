@@ -297,6 +297,9 @@ export class JournalStore implements Store {
    * next checkpoint, so that a miscount cannot make compaction scan the index over and over. */
   private readonly stuck = new Set<number>();
   private writeError: StoreError | undefined;
+  /** `--repair`, or an export (read-only: it reads what can be read): a damaged message record
+   * found by a read is left out (said why) rather than refused. */
+  private dropDamaged = false;
   /** After a failed write, until memory is read back from disk: every operation is refused. */
   private fence: StoreError | undefined;
   private full: DiskLowError | undefined;
@@ -364,6 +367,7 @@ export class JournalStore implements Store {
 
   private async start(repair: boolean): Promise<void> {
     const ro = this.opts.readOnly;
+    this.dropDamaged = repair || ro === true;
     const ids: number[] = [];
     for (const f of readdirSync(this.dir)) {
       const m = SEGMENT_NAME.exec(f);
@@ -1045,9 +1049,10 @@ export class JournalStore implements Store {
   }
 
   /** The message stored at `pos`, from a batch not yet written or from its segment; undefined
-   * when there is none, its segment is gone, or its record is damaged (said once per read). Throws
-   * when the segment cannot be read now (no file descriptor left, an I/O error): the message is
-   * there, and must not be taken for missing (a take would step over it, and lose it).
+   * when there is none, or its segment is gone. Throws when the segment cannot be read now (no file
+   * descriptor left, an I/O error) or its record is damaged (unless `--repair`: then undefined,
+   * said once per read): the message is there, and must not be taken for missing (a take would
+   * step over it, and lose it).
    * Written batches are not kept as a read cache: buffers that live that long reach V8's old
    * generation, where their bytes count towards its next full collection (one every 200 ms under
    * 1 KiB puts, pauses of up to 13 ms); the read-ahead below serves a queue read in order as well. */
@@ -1095,8 +1100,16 @@ export class JournalStore implements Store {
     }
     const rec = decode(buf, at, at + len);
     if (!rec || rec.name !== name || rec.fields[0] !== pos || (rec.type !== T.put && rec.type !== T.store)) {
-      this.warn(`damaged journal record at offset ${off} of ${segmentFile(this.dir, id)} (queue ${JSON.stringify(name)}, position ${pos}): skipped`);
-      return undefined;
+      // Records a checkpoint covers are not read again at start: their damage is found here. A
+      // message is never stepped over unless `--repair` says so: a get would lose it.
+      const what = `damaged journal record at offset ${off} of ${segmentFile(this.dir, id)} (queue ${JSON.stringify(name)}, position ${pos})`;
+      if (this.dropDamaged) {
+        this.warn(`${what}: ${this.opts.readOnly ? 'left out' : 'dropped (--repair)'}`);
+        return undefined;
+      }
+      const why = `${what}: it stays where it is; restore the data directory from a backup, or restart with --repair to drop it`;
+      this.warn(why);
+      throw new StoreError(why);
     }
     return this.ahead?.buf === buf ? Buffer.from(buf.subarray(rec.from, rec.to)) : buf.subarray(rec.from, rec.to);
   }
@@ -1200,7 +1213,12 @@ export class JournalStore implements Store {
         await this.run('compact', name, bytes + chunk.length * recordBytes(T.store, name), false, (d) => {
           for (const pos of chunk) {
             if (!entry(d.q, pos)) continue;
-            const message = d.read(pos);
+            let message: Buffer | undefined;
+            try {
+              message = d.read(pos);
+            } catch {
+              continue; // unreadable (said why): it stays, and so does its segment
+            }
             if (message) d.store(pos, message);
           }
         });
