@@ -80,6 +80,11 @@ describe('HTTP layer', () => {
       ['get / HTTP/1.1\r\n\r\n', 400],
       [`GET / HTTP/1.1\r\nX: ${'a'.repeat(2000)}\r\n\r\n`, 431],
       ['POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n', 413],
+      // Control bytes in a value (RFC 9110 5.5): NUL, and others a front end may cut at.
+      ['GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nContent-Type: text/plain\x00\r\nContent-Length: 1\r\n\r\nz', 400],
+      ['GET / HTTP/1.1\r\nX: a\x1bb\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n', 400],
     ];
     for (const [req, status] of cases) {
       const res = responses(await rawExchange(port, req));
@@ -219,6 +224,27 @@ describe('HTTP layer', () => {
     assert.deepEqual(
       two.map((r) => r.headers.connection),
       ['keep-alive', 'close'],
+    );
+  });
+
+  it('a header value may hold tabs and bytes over 0x7f', async () => {
+    const res = responses(await rawExchange(port, 'GET /t HTTP/1.1\r\nX: a\tb \xe9\r\nConnection: close\r\n\r\n'));
+    assert.deepEqual(
+      res.map((r) => r.status),
+      [200],
+    );
+  });
+
+  it('HTTP/1.0 with Transfer-Encoding: chunked is answered, then closed, keep-alive or not (RFC 9112 6.1): a proxy of that version reads the chunks as a request', async () => {
+    const res = responses(
+      await rawExchange(
+        port,
+        'POST /c HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n',
+      ),
+    );
+    assert.deepEqual(
+      res.map((r) => [r.status, r.body.toString(), r.headers.connection]),
+      [[200, 'POST /c 3:abc', 'close']],
     );
   });
 

@@ -109,7 +109,8 @@ function field(line: string): [string, string] | undefined {
   while (start < end && isBlank(line.charCodeAt(start))) start++;
   while (end > start && isBlank(line.charCodeAt(end - 1))) end--;
   const value = line.slice(start, end);
-  return /[\r\n]/.test(value) ? undefined : [line.slice(0, colon), value];
+  // Control bytes but tab (NUL among them) make no value (RFC 9110 5.5): one class, no backtracking.
+  return /[\x00-\x08\x0a-\x1f\x7f]/.test(value) ? undefined : [line.slice(0, colon), value];
 }
 const EMPTY = Buffer.alloc(0);
 /** Larger bodies are written a piece at a time: a write counts as unsent until it is whole, so a
@@ -550,6 +551,9 @@ class Connection {
     if (te !== undefined) {
       if (cl !== undefined) throw new Refusal(400, 'Content-Length together with Transfer-Encoding');
       if (te.toLowerCase() !== 'chunked') throw new Refusal(501, `Transfer-Encoding ${te} is not supported`);
+      // HTTP/1.0 has no transfer codings: a proxy of that version reads the chunks as the next
+      // request. The body is read, and the connection closed after it (RFC 9112 6.1).
+      if (this.http10) this.keepAlive = false;
       this.limit(this.opts.bodyMs);
       this.continueIfAsked();
       this.phase = Phase.ChunkSize;
