@@ -9,6 +9,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { createHttpServer, type HttpServer } from '../src/server/http.js';
+import { createMetrics } from '../src/server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { parseConfig } from '../src/cli/options.js';
@@ -173,6 +174,73 @@ describe('memory for large bodies and replies, all connections together', () => 
     // Each long poll held its turn only for its one look at the queue, not for its 20 s.
     assert.ok(performance.now() - started < 5000);
     for (const p of polls) p.sock.destroy();
+  });
+});
+
+describe('/metrics while the memory is short', () => {
+  let store: LmdbStore;
+  let app: HttpsqsServer | undefined;
+  let metrics: ReturnType<typeof createMetrics>;
+  let port: number;
+  const dir = tempDir();
+  before(async () => {
+    store = await LmdbStore.open({ path: dir });
+    metrics = createMetrics({
+      store,
+      connections: () => app?.connections() ?? 0,
+      waiting: () => 0,
+      buffered: () => app?.buffered() ?? { bytes: 0, waiting: 0, refused: 0 },
+    });
+    app = createHttpsqsServer(store, {
+      keepAliveTimeout: 60,
+      maxMessageBytes: 16 * MiB,
+      maxReplyBytes: 16 * MiB,
+      maxBufferedBytes: 32 * MiB,
+      metrics,
+      log: () => {},
+    });
+    await new Promise<void>((r) => app!.server.listen(0, '127.0.0.1', r));
+    port = (app.server.address() as net.AddressInfo).port;
+  });
+  after(async () => {
+    await app!.close();
+    await store.close();
+    cleanup(dir);
+  });
+
+  // Its text is megabytes with many queues (10,000 queues named with 256 bytes: 5.8 MB), and any
+  // client with the queue password may ask for it and never read it.
+  it('scrapes made together share one text; a large one asked for while replies fill the memory waits for room, as a get does; a small one never waits', async (t) => {
+    const [a, b] = await Promise.all([metrics.render(), metrics.render()]);
+    assert.equal(a, b, 'one Buffer');
+    for (const fill of 'ab') {
+      const put = await request(port, 'POST', '/?name=big&opt=put', {
+        headers: [['Content-Type', 'application/octet-stream']],
+        body: Buffer.alloc(16 * MiB, fill),
+        timeoutMs: 20_000,
+      });
+      assert.equal(put.body.toString(), 'HTTPSQS_PUT_OK');
+    }
+    const readers = [neverReads(port, '/?name=big&opt=view&pos=1'), neverReads(port, '/?name=big&opt=view&pos=2')];
+    const others: net.Socket[] = [];
+    t.after(() => {
+      for (const s of [...readers, ...others]) s.destroy();
+    });
+    await waitFor(() => app!.buffered().bytes === 32 * MiB);
+    // A few queues: a small text, answered at once, so the gauges can be read while memory is short.
+    const small = (await request(port, 'GET', '/metrics')).body.toString();
+    assert.match(small, new RegExp(`\nhttpsqs_buffered_bytes ${32 * MiB}\n`));
+    // 300 queues with long names: a text over 64 KiB, which counts as a get's reply does.
+    for (let i = 0; i < 300; i++) await store.put(`queue-${i}-${'n'.repeat(200)}`, Buffer.from('m'));
+    assert.ok((await request(port, 'GET', '/metrics')).body.length > 64 * 1024);
+    const scrape = raw(port, 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    others.push(scrape.sock);
+    await waitFor(() => app!.buffered().waiting === 1);
+    await sleep(200);
+    assert.equal(scrape.got.length, 0, 'not made while there is no room');
+    readers[0]!.destroy();
+    await waitFor(() => scrape.closed);
+    assert.match(scrape.got.toString('latin1'), /^HTTP\/1\.1 200 OK\r\n[\s\S]*\nhttpsqs_buffered_waiting 0\n/);
   });
 });
 

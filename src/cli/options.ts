@@ -109,7 +109,7 @@ export const OPTIONS = {
   'max-buffered-bytes': {
     type: 'string',
     arg: '<bytes>',
-    help: 'memory for request bodies and replies over 64 KiB, all connections of a process together (default: 8 times the larger of --max-message-bytes and --max-reply-bytes, so 256 MiB); a body that would not fit gets HTTP 503, and a get, view, mget or dead waits for room before it takes a message',
+    help: 'memory for request bodies and replies over 64 KiB, all connections of a process together (default: 8 times the larger of --max-message-bytes and --max-reply-bytes, so 256 MiB); a body that would not fit gets HTTP 503, and a get, view, mget, dead or a /metrics over 64 KiB waits for room before it takes or reads anything',
   },
   'disk-reserve': {
     type: 'string',

@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { dashboard, type DashboardSources } from '../dashboard/index.js';
 import type { Store } from '../store/store.js';
-import type { HttpReply } from './http.js';
+import { PIECE, type HttpReply } from './http.js';
 import type { ServerEvents } from './ops.js';
 import { errorMessage } from '../errors.js';
 
@@ -14,8 +14,8 @@ import { errorMessage } from '../errors.js';
 export interface ServerMetrics extends ServerEvents {
   /** A request with this opt (or path) took `seconds`. */
   onRequest(opt: string, seconds: number): void;
-  /** The text exposition of every metric. */
-  render(): Promise<string>;
+  /** The text exposition of every metric (shared by the scrapes that come while it is made). */
+  render(): Promise<Buffer>;
 }
 
 export interface EndpointContext {
@@ -48,8 +48,11 @@ export function hostAllowed(host: string | undefined, allowed: readonly string[]
 
 /** Answers one of those paths, or undefined to let the queue protocol answer (as it does for any
  * path the server does not serve here). */
-export function createEndpoints(ctx: EndpointContext): (path: string, auth: string | undefined, host: string | undefined) => Promise<HttpReply | undefined> {
-  return async (path, auth, host) => {
+export function createEndpoints(
+  ctx: EndpointContext,
+): (path: string, auth: string | undefined, host: string | undefined, room?: () => Promise<boolean> | undefined) => Promise<HttpReply | undefined> {
+  let lastBytes = 0;
+  return async (path, auth, host, room) => {
     if (path === '/healthz') {
       try {
         await ctx.store.check();
@@ -66,7 +69,16 @@ export function createEndpoints(ctx: EndpointContext): (path: string, auth: stri
     }
     if (path !== '/metrics' || !ctx.metrics) return undefined;
     if (!ctx.authorized(auth)) return { status: 401, head: TEXT, body: 'This server needs auth= for /metrics too\n' };
-    const body = Buffer.from(await ctx.metrics.render());
+    // Megabytes with many queues (10,000 named with 256 bytes: 5.8 MB), and any client with the
+    // queue password may ask and never read: when the last text was large enough to count in the
+    // memory for large replies (over a PIECE), one is made only while that has room (`req.room()`),
+    // as for a get. A smaller one (a few queues) never waits: the gauges stay readable.
+    if (lastBytes > PIECE) {
+      const turn = room?.();
+      if (turn && !(await turn)) return { status: 503, head: TEXT, body: 'Gone\n' };
+    }
+    const body = await ctx.metrics.render();
+    lastBytes = body.length;
     return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-cache\r\n', body };
   };
 }

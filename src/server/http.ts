@@ -115,7 +115,7 @@ function field(line: string): [string, string] | undefined {
 const EMPTY = Buffer.alloc(0);
 /** Larger bodies are written a piece at a time: a write counts as unsent until it is whole, so a
  * slow reader's progress (which earns it time, see `expired`) shows only between pieces. */
-const PIECE = 64 * 1024;
+export const PIECE = 64 * 1024;
 
 function* slices(b: Buffer): Generator<Buffer> {
   for (let o = 0; o < b.length; o += PIECE) yield b.subarray(o, o + PIECE);

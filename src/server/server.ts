@@ -167,7 +167,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     const headOnly = req.method === 'HEAD';
     if (!headOnly && !SERVED_METHODS.has(req.method)) return Promise.resolve(finish(refused(req.method)));
     const queue = () => (headOnly ? Promise.resolve(finish(refused(req.method))) : reply(params, req, finish));
-    return endpointPath ? endpoint(path, params.auth, req.headers.host).then((other) => (other ? finish(other) : queue())) : queue();
+    return endpointPath ? endpoint(path, params.auth, req.headers.host, req.room).then((other) => (other ? finish(other) : queue())) : queue();
   }
 
   /** The reply to a queue operation. */
