@@ -615,6 +615,16 @@ describe('extensions with a password', () => {
       assert.equal((await call('/metrics')).status, 401);
       assert.equal((await call('/metrics?auth=sesame')).status, 200);
       assert.equal((await call('/healthz')).status, 200);
+      // The absolute form, as a proxy sends it, names the same paths (RFC 9112 3.2.2).
+      const viaProxy = parseResponse(await rawExchange(server.port, `GET http://127.0.0.1:${server.port}/metrics HTTP/1.1\r\nConnection: close\r\n\r\n`))!;
+      assert.equal(viaProxy.res.status, 401);
+      const healthz = parseResponse(await rawExchange(server.port, 'GET HTTP://localhost/healthz HTTP/1.1\r\nConnection: close\r\n\r\n'))!;
+      assert.deepEqual([healthz.res.status, healthz.res.body.toString()], [200, 'OK\n']);
+      // A refusal is not kept by caches, as no reply of the endpoints is.
+      for (const path of ['/metrics', '/dashboard/info', '/dashboard/history']) {
+        const r = parseResponse(await rawExchange(server.port, `GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`))!;
+        assert.deepEqual([r.res.status, r.res.headers['cache-control']], [401, 'no-cache'], path);
+      }
       // A load balancer's HEAD check gets the headers of /healthz; HEAD never runs a queue operation.
       await call('/?name=h&opt=put&data=x&auth=sesame');
       const head = parseResponse(await rawExchange(server.port, 'HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'), true)!;

@@ -45,7 +45,7 @@ const JSON_HEAD = 'Content-Type: application/json\r\nCache-Control: no-cache\r\n
 export async function dashboard(path: string, authorized: boolean, from: DashboardSources): Promise<HttpReply | undefined> {
   if (path === '/dashboard' || path === '/dashboard/') return { status: 200, head: HEAD, body: PAGE };
   if (path !== '/dashboard/info' && path !== '/dashboard/history') return undefined;
-  if (!authorized) return { status: 401, head: 'Content-Type: text/plain\r\n', body: 'auth= is required\n' };
+  if (!authorized) return { status: 401, head: 'Content-Type: text/plain\r\nCache-Control: no-cache\r\n', body: 'auth= is required\n' };
   const body = path === '/dashboard/info' ? from.facts() : historyForPage(await from.history());
   // UTF-8 bytes: queue names and paths in it are text, not byte strings.
   return { status: 200, head: JSON_HEAD, body: Buffer.from(`${JSON.stringify(body)}\n`) };

@@ -143,7 +143,9 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
   function handle(req: HttpRequest): Promise<HttpReply> {
     const params = parseQuery(req.target);
     const end = req.target.search(/[?#]/);
-    const path = end < 0 ? req.target : req.target.slice(0, end);
+    // The absolute form (`http://host/metrics`, which a proxy sends) names the same path (RFC 9112 3.2.2).
+    let path = end < 0 ? req.target : req.target.slice(0, end);
+    if (path.charCodeAt(0) !== 47) path = path.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '');
     const served = isEndpoint(path);
     if (!metrics) return answer(req, path, served, params, unchanged);
     const started = performance.now();
