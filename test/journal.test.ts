@@ -13,10 +13,12 @@ import { describe, it } from 'node:test';
 import { crc32 } from '../src/store/journal/crc32.js';
 import { decodeCheckpoint } from '../src/store/journal/files.js';
 import type { PositionIndex } from '../src/store/journal/positions.js';
+import { Batch, BATCH_BYTES, messageStart, T } from '../src/store/journal/records.js';
 import { JournalDamaged } from '../src/store/journal/store.js';
 import { cleanup, freePort, request, runCli, startServer } from './helpers.js';
 import {
   b,
+  batchesOf,
   SEG,
   dir,
   warnings,
@@ -129,6 +131,35 @@ describe('journal: a torn or damaged tail', () => {
       await (await open(d)).close();
       cleanup(d);
     }
+  });
+
+  it('a batch forged inside a message of a write cut short is not taken for intact records: the torn tail is dropped, the journal starts', async () => {
+    const d = dir();
+    const s = await open(d);
+    await s.put('q', b('message 1'));
+    const image = crashImage(d);
+    const start = batchesOf(readFileSync(segFile(image))).at(-1)![1];
+    // The next put's message, from a client that knows where it will land: a valid batch (this
+    // segment, its own offset) two pages into the message, with a put of its own.
+    const at = start + BATCH_BYTES + messageStart('q') + 8192;
+    const forged = new Batch(1, at);
+    forged.add(T.put, 'evil', [1], b('forged'));
+    forged.seal();
+    const message = Buffer.concat([Buffer.alloc(8192, 'p'), forged.buf.subarray(0, forged.used), Buffer.alloc(4096, 'p')]);
+    await s.put('q', message);
+    const written = readFileSync(segFile(d));
+    await s.close();
+    // A power loss in that write: its header and last pages reached the disk, a page between did not.
+    const torn = Buffer.from(written.subarray(0, SEG));
+    torn.fill(0, start + 4096, start + 8192);
+    const t = withSegment(torn);
+    warnings.length = 0;
+    const r = await open(t);
+    assert.deepEqual(await r.status('q'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    assert.equal((await r.status('evil')).putpos, 0);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, new RegExp(`torn journal tail dropped: \\d+ bytes at offset ${start} of `));
+    await r.close();
   });
 
   it('the server refuses to start on such damage with one line saying what to do, and starts with --repair', async () => {

@@ -94,14 +94,19 @@ class Reader {
   }
 }
 
+/** Where the batch whose header at `at` of segment `id` is valid says it ends (its records may
+ * not be whole); undefined when no valid header is there. */
+function batchEnd(r: Reader, id: number, at: number): number | undefined {
+  if (!r.have(at, BATCH_BYTES)) return undefined;
+  const h = decode(r.buf, at - r.start, at - r.start + BATCH_BYTES);
+  return h && h.type === T.batch && h.fields[0] === id && h.fields[1] === at ? at + BATCH_BYTES + h.fields[2]! : undefined;
+}
+
 /** The records of the whole valid batch at `at` of segment `id`, and where it ends; undefined when
  * there is none. */
 function batchAt(r: Reader, id: number, at: number): { records: Decoded[]; end: number } | undefined {
-  if (!r.have(at, BATCH_BYTES)) return undefined;
-  const h = decode(r.buf, at - r.start, at - r.start + BATCH_BYTES);
-  if (!h || h.type !== T.batch || h.fields[0] !== id || h.fields[1] !== at) return undefined;
-  const end = at + BATCH_BYTES + h.fields[2]!;
-  if (!r.have(at, end - at)) return undefined;
+  const end = batchEnd(r, id, at);
+  if (end === undefined || !r.have(at, end - at)) return undefined;
   const records: Decoded[] = [];
   const stop = end - r.start;
   let o = at + BATCH_BYTES - r.start;
@@ -128,9 +133,13 @@ export function replay(fd: number, id: number, size: number, from: number, apply
 }
 
 /** What follows the data of segment `id` at `end`: `dirtyTo` is past the last byte that is not
- * zero (`end` when there is none), `intact` the offset of a whole valid batch further on, if any. */
+ * zero (`end` when there is none), `intact` the offset of a whole valid batch further on, if any.
+ * When the batch at `end` has a valid header (a write cut short after it), a batch is looked for
+ * only past the end that header gives: one inside it is a copy carried by a message, which a
+ * client can make to look valid, and must not turn a torn tail into a refusal to start. */
 export function tailOf(fd: number, id: number, size: number, end: number): { dirtyTo: number; intact?: number } {
   const r = new Reader(fd, size);
+  const from = batchEnd(r, id, end) ?? end + 1;
   let dirtyTo = end;
   const header = Buffer.from([BATCH_BYTES - 8, 0, 0, 0]);
   // One buffer for the whole scan: a segment is read to its end (mostly zeros) at every start.
@@ -143,11 +152,11 @@ export function tailOf(fd: number, id: number, size: number, end: number): { dir
     let last = n;
     while (chunk[last - 1] === 0) last--;
     dirtyTo = at + last;
-    for (let o = chunk.indexOf(header, at === end ? 1 : 0); o >= 0; o = chunk.indexOf(header, o + 1)) {
+    for (let o = chunk.indexOf(header, Math.max(0, from - at)); o >= 0; o = chunk.indexOf(header, o + 1)) {
       if (batchAt(r, id, at + o)) return { dirtyTo, intact: at + o };
     }
     // A header across the chunk's end is found from the next chunk's start.
-    if (at + n < size) for (let o = Math.max(1, n - BATCH_BYTES); o < n; o++) if (batchAt(r, id, at + o)) return { dirtyTo, intact: at + o };
+    if (at + n < size) for (let o = Math.max(from - at, n - BATCH_BYTES); o < n; o++) if (batchAt(r, id, at + o)) return { dirtyTo, intact: at + o };
   }
   return { dirtyTo };
 }
