@@ -13,6 +13,7 @@ import { createMetrics } from '../src/server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { parseConfig } from '../src/cli/options.js';
+import { TestClock } from './clock.js';
 import { cleanup, neverReads, request, tempDir, waitFor as waitForMs } from './helpers.js';
 
 const MiB = 2 ** 20;
@@ -44,10 +45,19 @@ describe('memory for large bodies and replies, all connections together', () => 
   let app: HttpsqsServer;
   let port: number;
   const dir = tempDir();
+  /** Long polls' time: it moves only when a test moves it. */
+  const clock = new TestClock();
   before(async () => {
     store = await LmdbStore.open({ path: dir });
     // Room for two bodies or replies of the largest size.
-    app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 16 * MiB, maxReplyBytes: 16 * MiB, maxBufferedBytes: 32 * MiB, log: () => {} });
+    app = createHttpsqsServer(store, {
+      keepAliveTimeout: 60,
+      maxMessageBytes: 16 * MiB,
+      maxReplyBytes: 16 * MiB,
+      maxBufferedBytes: 32 * MiB,
+      log: () => {},
+      clock,
+    });
     await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
     port = (app.server.address() as net.AddressInfo).port;
   });
@@ -175,6 +185,25 @@ describe('memory for large bodies and replies, all connections together', () => 
     assert.ok(performance.now() - started < 5000);
     for (const p of polls) p.sock.destroy();
   });
+  it('a long poll waiting for room answers when its wait is over, having taken nothing', async (t) => {
+    assert.equal((await request(port, 'GET', '/?name=due&opt=put&data=kept')).body.toString(), 'HTTPSQS_PUT_OK');
+    const readers = [neverReads(port, '/?name=replies&opt=view&pos=1'), neverReads(port, '/?name=replies&opt=view&pos=2')];
+    t.after(() => {
+      for (const r of readers) r.destroy();
+    });
+    await waitFor(() => app.buffered().bytes === 32 * MiB);
+    const poll = raw(port, 'GET /?name=due&opt=get&wait=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const batch = raw(port, 'GET /?name=due&opt=mget&num=5&wait=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    t.after(() => (poll.sock.destroy(), batch.sock.destroy()));
+    await waitFor(() => app.buffered().waiting === 2);
+    clock.advance(5000);
+    await waitFor(() => poll.closed && batch.closed);
+    assert.match(poll.got.toString('latin1'), /\r\n\r\nHTTPSQS_GET_END$/);
+    assert.match(batch.got.toString('latin1'), /\r\n\r\n\[\]\n$/);
+    assert.equal(app.buffered().waiting, 0);
+    for (const r of readers) r.destroy();
+    assert.equal((await request(port, 'GET', '/?name=due&opt=get')).body.toString(), 'kept');
+  });
 });
 
 describe('/metrics while the memory is short', () => {
@@ -183,6 +212,8 @@ describe('/metrics while the memory is short', () => {
   let metrics: ReturnType<typeof createMetrics>;
   let port: number;
   const dir = tempDir();
+  /** Long polls' time: it moves only when a test moves it. */
+  const clock = new TestClock();
   before(async () => {
     store = await LmdbStore.open({ path: dir });
     metrics = createMetrics({

@@ -12,7 +12,7 @@ import { MAX_POSITION } from '../queue/ring.js';
 import type { Delivery } from '../store/store.js';
 import { batchBody, batchShaped, type Encoding } from './batch.js';
 import type { HttpRequest } from './http.js';
-import { messageOf, type Answer, type OpContext, type Ops } from './ops.js';
+import { messageOf, type Answer, type OpContext, type Ops, whenRoom } from './ops.js';
 
 export interface ExtensionContext extends OpContext {
   /** Longest `wait` accepted, in seconds. */
@@ -50,6 +50,10 @@ function listed(name: string, object: string): string {
   return isUtf8(bytes) ? object : `${object.slice(0, -1)},"name64":"${bytes.toString('base64')}"}`;
 }
 
+/** Whether a large reply may be built: at once, or once there is room (false: the client went, or
+ * `stop` came first). */
+const inRoom = async (req: HttpRequest, stop?: AbortSignal): Promise<boolean> => (await req.room(stop)) ?? true;
+
 const json = (body: string): Answer => ({ body: Buffer.from(`${body}\n`), json: true });
 
 /** The extensions' opts, and the reference's `get` and `view` widened by their new parameters
@@ -57,22 +61,27 @@ const json = (body: string): Answer => ({ body: Buffer.from(`${body}\n`), json: 
 export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
   const { store, waiters, events } = ctx;
 
-  /** Runs `attempt` once, or as a long poll of `wait` seconds. */
+  /** Runs `attempt` once, or as a long poll of `wait` seconds. Each try waits for room for large
+   * replies (as server.ts does for the other large ops), a long poll's no longer than its `wait`;
+   * one that finds nothing lets the next take go while this one sleeps. */
   async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<T | undefined> {
-    if (!wait) return attempt();
+    if (!wait) return (await inRoom(req)) ? attempt() : undefined;
     const started = performance.now();
-    // Each try waits for room for large replies (server.ts waited for the first), and one that
-    // finds nothing lets the next take go while this one sleeps.
+    const timeUp = new AbortController();
+    const timer = ctx.clock.setTimeout(() => timeUp.abort(), wait * 1000);
     const inTurn = async () => {
-      const room = req.room();
-      if (room && !(await room)) return undefined;
+      if (!(await inRoom(req, timeUp.signal))) return undefined;
       const got = await attempt();
       if (got === undefined) req.roomDone();
       return got;
     };
-    const got = await waiters.wait(name, ctx.clock.now() + wait * 1000, req.gone(), inTurn, () => store.nextExpiry(name));
-    events.onWaited?.((performance.now() - started) / 1000, got !== undefined);
-    return got;
+    try {
+      const got = await waiters.wait(name, ctx.clock.now() + wait * 1000, req.gone(), inTurn, () => store.nextExpiry(name));
+      events.onWaited?.((performance.now() - started) / 1000, got !== undefined);
+      return got;
+    } finally {
+      timer.cancel();
+    }
   }
 
   /** A leased long poll whose client went away (or half-closed) while its store call took messages
@@ -286,10 +295,13 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
 
   return {
     put: { run: (name, p, req) => (p.extra?.has('delay') ? delayedPut(name, p, req) : reference.put!.run(name, p, req)) },
-    // Widened, as the reference's ops they are (large, like them).
-    get: { ...reference.get, run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : reference.get!.run(name, p, req)) },
+    // Widened, as the reference's ops they are. A get waits for room itself (`taking`), so that a
+    // long poll waits no longer than its `wait`.
+    get: {
+      run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : whenRoom(req, () => reference.get!.run(name, p, req))),
+    },
     view: { ...reference.view, run: (name, p, req) => (p.num !== undefined ? viewRange(name, p) : reference.view!.run(name, p, req)) },
-    mget: { large: true, run: mget },
+    mget: { run: mget },
     mput: { run: (name, p, req) => mput(name, p, req.body) },
     ack: { run: (name, p) => settle(name, p, 'ack') },
     nack: { run: (name, p) => settle(name, p, 'nack') },

@@ -27,8 +27,9 @@ export interface HttpRequest {
    * Watching resumes reading where the connection had stopped (a pipelined request waiting). */
   gone(): AbortSignal;
   /** Before taking messages: undefined to go on now, or the turn, once the bodies and replies of all
-   * connections leave room (false: the client went or half-closed meanwhile, so take nothing). */
-  room(): Promise<boolean> | undefined;
+   * connections leave room (false: the client went or half-closed meanwhile, or `stop` came first,
+   * so take nothing). */
+  room(stop?: AbortSignal): Promise<boolean> | undefined;
   /** The take the turn was for found nothing (a long poll going back to sleep): the next may go. */
   roomDone(): void;
 }
@@ -259,7 +260,7 @@ class Connection {
   private turnTaken = false;
   /** A request's ways to ask: made once a connection, not once a request. */
   private readonly goneOf = () => this.gone();
-  private readonly roomOf = () => this.room();
+  private readonly roomOf = (stop?: AbortSignal) => this.room(stop);
   private readonly roomDoneOf = () => this.turnDone();
 
   constructor(
@@ -290,12 +291,15 @@ class Connection {
     this.transfer = transfer;
   }
 
-  private room(): Promise<boolean> | undefined {
+  private room(stop?: AbortSignal): Promise<boolean> | undefined {
     const budget = this.server.budget;
     if (!budget || this.turnTaken || budget.fits) return undefined;
-    if (this.ended || this.socket.destroyed) return Promise.resolve(false);
+    if (this.ended || this.socket.destroyed || stop?.aborted) return Promise.resolve(false);
+    const leave = () => this.leave();
+    stop?.addEventListener('abort', leave);
     return new Promise<boolean>((resolve) => {
       this.waiting = (go) => {
+        stop?.removeEventListener('abort', leave);
         this.waiting = undefined;
         this.turnTaken = go;
         // Let in as its socket closes (destroyed, its close event not yet seen): it takes nothing.
@@ -306,7 +310,7 @@ class Connection {
     });
   }
 
-  /** The client went or half-closed: a take waiting for its turn takes nothing. */
+  /** The client went or half-closed, or the take's time is up: a take waiting for its turn takes nothing. */
   private leave(): void {
     if (!this.waiting) return;
     this.server.budget!.waiting.delete(this.waiting);

@@ -57,6 +57,13 @@ export interface OpContext {
   onSynctime?: ((seconds: number) => void) | undefined;
 }
 
+/** Runs `run` once the memory for large replies has room, so that nothing is taken before its reply
+ * can be held: at once when it has; when the client went meanwhile, nothing is run (ERROR). */
+export function whenRoom(req: HttpRequest, run: () => Promise<Answer>): Promise<Answer> {
+  const room = req.room();
+  return room ? room.then((here) => (here ? run() : { body: R.ERROR })) : run();
+}
+
 const EMPTY = Buffer.alloc(0);
 const BINARY = /^application\/octet-stream\s*(;|$)/i;
 

@@ -11,7 +11,7 @@ import { extensionOps } from './extensions.js';
 import { RateHistory, type HistorySnapshot } from '../dashboard/history.js';
 import type { ServerFacts } from '../dashboard/index.js';
 import { createEndpoints, isEndpoint, type ServerMetrics } from './endpoints.js';
-import { referenceOps, type Answer, type Ops, type ServerEvents } from './ops.js';
+import { referenceOps, type Answer, type Ops, type ServerEvents, whenRoom } from './ops.js';
 import { createHttpServer, type HttpReply, type HttpRequest, type HttpServer } from './http.js';
 import { Waiters, type Peers } from './waiters.js';
 import { errorMessage } from '../errors.js';
@@ -130,11 +130,8 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     if (required && !matches(p.auth, required)) return Promise.resolve({ body: R.AUTH_FAILED });
     const { name } = p;
     if (!op || (!op.nameless && (name === undefined || name.length > MAX_NAME_BYTES))) return Promise.resolve({ body: R.ERROR });
-    // A reply that may carry messages waits while the memory for large replies is used up, so that
-    // nothing is taken before its reply can be held; a client gone meanwhile takes nothing.
-    const room = op.large ? req.room() : undefined;
-    if (room) return room.then((here) => (here ? op.run(name ?? '', p, req) : { body: R.ERROR }));
-    return op.run(name ?? '', p, req);
+    // A reply that may carry messages waits while the memory for large replies is used up.
+    return op.large ? whenRoom(req, () => op.run(name ?? '', p, req)) : op.run(name ?? '', p, req);
   }
 
   // Promises chained rather than async functions, and as few steps as can be: a request passes
