@@ -5,8 +5,10 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
+import { MAX_TIMER_MS, systemClock } from '../src/queue/clock.js';
 import { Waiters } from '../src/server/waiters.js';
 import { createHttpsqsServer } from '../src/server/server.js';
+import { JournalStore } from '../src/store/journal/store.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import type { Store } from '../src/store/store.js';
 import { TestClock } from './clock.js';
@@ -141,5 +143,61 @@ describe('long polls and slow store calls', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('waits longer than one timer can wait (2^31 - 1 ms)', () => {
+  const DAY = 24 * 3600 * 1000;
+
+  it('an alarm for a message due in 30 days (longer than one timer can wait) does not wake a long poll over and over', async () => {
+    const waiters = new Waiters(undefined, systemClock);
+    let attempts = 0;
+    const got = await waiters.wait(
+      'q',
+      Date.now() + 300,
+      new AbortController().signal,
+      async () => void attempts++,
+      async () => Date.now() + 30 * DAY,
+    );
+    waiters.close();
+    assert.equal(got, undefined);
+    // A first look, one after going to sleep, and none for the alarm (it fired every ms).
+    assert.ok(attempts <= 3, `${attempts} looks in 300 ms`);
+  });
+
+  it('opt=synctime with an interval of years: each embedded engine in --sync interval mode flushes at most every 24.8 days, not every ms', async () => {
+    for (const [engine, flush] of [
+      ['lmdb', 'flush'],
+      ['journal', 'flushSegments'],
+    ] as const) {
+      const dir = tempDir();
+      const store =
+        engine === 'lmdb' ? await LmdbStore.open({ path: dir, syncMode: 'interval' }) : await JournalStore.open({ path: dir, syncMode: 'interval' });
+      const inside = store as unknown as Record<string, () => Promise<void>>;
+      const real = inside[flush]!.bind(store);
+      let flushes = 0;
+      inside[flush] = () => (flushes++, real());
+      store.setSyncInterval(1_000_000_000);
+      await new Promise((r) => setTimeout(r, 200));
+      await store.close();
+      cleanup(dir);
+      assert.ok(flushes <= 1, `${engine}: ${flushes} flushes in 200 ms`);
+    }
+  });
+
+  it('a wait longer than one timer takes goes in steps, fires once at its time, and can be cancelled in any step', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    let fired = 0;
+    systemClock.setTimeout(() => fired++, 30 * DAY);
+    t.mock.timers.tick(MAX_TIMER_MS);
+    t.mock.timers.tick(30 * DAY - MAX_TIMER_MS - 1);
+    assert.equal(fired, 0);
+    t.mock.timers.tick(1);
+    assert.equal(fired, 1);
+    const timer = systemClock.setTimeout(() => fired++, 30 * DAY);
+    t.mock.timers.tick(MAX_TIMER_MS + 1);
+    timer.cancel();
+    t.mock.timers.tick(30 * DAY);
+    assert.equal(fired, 1);
   });
 });

@@ -31,6 +31,7 @@ import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, read
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { MAX_TIMER_MS } from '../../queue/clock.js';
 import { FIRST_SLOT, LeaseTable, type Lease } from '../../queue/leases.js';
 import { DEFAULT_MAXQUEUE, emptyQueue, isUnread, moved, unread, type QueueState } from '../../queue/ring.js';
 import { errorMessage } from '../../errors.js';
@@ -446,7 +447,7 @@ export class JournalStore implements Store {
   /** 'interval' mode: flushes every `syncSeconds`. */
   private tick(): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.flushSegments().finally(() => this.closing || this.tick()), this.syncSeconds * 1000);
+    this.timer = setTimeout(() => void this.flushSegments().finally(() => this.closing || this.tick()), Math.min(this.syncSeconds * 1000, MAX_TIMER_MS));
     this.timer.unref();
   }
 

@@ -25,6 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { MAX_TIMER_MS } from '../../queue/clock.js';
 import { FIRST_SLOT, LeaseTable, slotFor, type Lease } from '../../queue/leases.js';
 import { emptyQueue, isUnread, moved, unread, type QueueState } from '../../queue/ring.js';
 import { lockDirectory } from '../lock.js';
@@ -308,9 +309,7 @@ export class LmdbStore implements Store {
 
   private schedule(): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.flush().finally(() => this.closing || this.schedule());
-    }, this.syncSeconds * 1000);
+    this.timer = setTimeout(() => void this.flush().finally(() => this.closing || this.schedule()), Math.min(this.syncSeconds * 1000, MAX_TIMER_MS));
     this.timer.unref();
   }
 
