@@ -56,7 +56,7 @@ export const OPTIONS = {
     type: 'string',
     arg: '<ms>',
     default: '1000',
-    help: 'with `--redis-wait`: how long to wait for the replicas before answering with an error',
+    help: 'with `--redis-wait`: how long to wait for the replicas before answering with an error (a get hands out what it took, and logs it)',
   },
   'cache-nodes': {
     short: 'c',

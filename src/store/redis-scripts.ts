@@ -17,7 +17,10 @@
  *   `…:x`, held leases what remains of the `…:l` hash. p, g and m are always written together, so
  *   the hash holds p once the queue holds state. And v, the queue's version: every script that
  *   changes the queue adds one to it (`BUMP`), so that an export read in pages can tell that
- *   nothing changed between them;
+ *   nothing changed between them. And i, set once the queue's name is in the index for `list`
+ *   (redis.ts, `indexed`): until then each script that leaves state in the queue says it is not
+ *   (`unindexed`), so that a name whose index entry was lost (its connection or its process went
+ *   after the script) goes in with the queue's next write;
  * - a lease token: `deliveries-deadline`, `leaseToken` of queue/leases.ts.
  *
  * Deadlines and due times are Redis's time (TIME), in ms since the epoch, unless the caller gives
@@ -70,8 +73,8 @@ export function parseLeaseValue(v: string): Lease {
 const PRELUDE = `${CLOCK}
 local FIRST_SLOT, LAST_SLOT, DEAD = ${FIRST_SLOT}, ${LAST_SLOT}, ${DEAD}
 local S, M, L, D, X, Z = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local st = redis.call('HMGET', S, 'p', 'g', 'm', 'x', 'k', 'y', 'u')
-local created = st[1] == false and st[3] == false
+local st = redis.call('HMGET', S, 'p', 'g', 'm', 'x', 'k', 'y', 'u', 'i')
+local unindexed = st[8] == false
 local p, g, mx = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or ${DEFAULT_MAXQUEUE}
 local lastSlot, slots, delayed, maxdel = tonumber(st[4]) or FIRST_SLOT - 1, tonumber(st[5]) or 0, tonumber(st[6]) or 0, tonumber(st[7]) or 0
 local was = {p, g, mx, lastSlot, slots, delayed, maxdel}
@@ -154,7 +157,7 @@ end
 `;
 
 // KEYS: the six. ARGV: channel, origin, now ('': Redis's), delay in ms ('': not delayed), the messages.
-// Returns {1 if it created the queue else 0, positions (slots when delayed)...}.
+// Returns {1 if the queue is not in the index yet else 0, positions (slots when delayed)...}.
 export const PUT = `${PRELUDE}
 local dueAt = ARGV[4] ~= '' and clock(ARGV[3]) + tonumber(ARGV[4])
 local out = {0}
@@ -179,7 +182,7 @@ for i = 5, #ARGV do
   end
 end
 if #out > 1 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1)) end
-if save() and created then out[1] = 1 end
+if save() and unindexed then out[1] = 1 end
 return out`;
 
 // KEYS: the six. ARGV: channel, origin, now ('': Redis's), lease ms (0: none), max, byte budget (-1: none).
@@ -293,24 +296,24 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #first == 0 then return false end
 return tonumber(first[2]) - clock(ARGV[1])`;
 
-// KEYS: state. ARGV: the new maxqueue. Returns 0 (refused), 1 (set) or 2 (set, and the queue is new).
+// KEYS: state. ARGV: the new maxqueue. Returns 0 (refused), 1 (set) or 2 (set, and the queue is not in the index yet).
 export const MAXQUEUE = `
-local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm')
-local created = s[1] == false and s[3] == false
+local s = redis.call('HMGET', KEYS[1], 'p', 'g', 'm', 'i')
+local unindexed = s[4] == false
 local p, g, num = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(ARGV[1])
 if num >= p and num >= g and p >= g then
   ${BUMP}
   redis.call('HSET', KEYS[1], 'p', p, 'g', g, 'm', num)
-  if created then return 2 end
+  if unindexed then return 2 end
   return 1
 end
 return 0`;
 
-// KEYS: the six. ARGV: the new maxdeliveries (0: none). Returns 0 (unchanged), 1 (set) or 2 (set, and the queue is new).
+// KEYS: the six. ARGV: the new maxdeliveries (0: none). Returns 0 (unchanged), 1 (set) or 2 (set, and the queue is not in the index yet).
 export const MAXDELIVERIES = `${PRELUDE}
 maxdel = tonumber(ARGV[1])
 if not save() then return 0 end
-if created then return 2 end
+if unindexed then return 2 end
 return 1`;
 
 // KEYS: the six. ARGV: channel, origin, max. Returns how many dead letters were made due.
@@ -337,7 +340,7 @@ return 1`;
 // KEYS: the six. ARGV: state given ('1' or ''), putpos, getpos, maxqueue, maxdeliveries, then
 // the number of messages, that many (pos, message) pairs, then (pos, lease value) pairs.
 // Writes them as they are (no queue rule applies), the counters and sets kept in step.
-// Returns 1 if it created the queue else 0.
+// Returns 1 if the queue is not in the index yet else 0.
 export const RESTORE = `${PRELUDE}
 if ARGV[1] == '1' then
   p, g, mx, maxdel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -359,7 +362,12 @@ while i < #ARGV do
   setLease(tonumber(ARGV[i]), deadline, deliveries)
   i = i + 2
 end
-if save() and created then return 1 end
+if save() and unindexed then return 1 end
+return 0`;
+
+// KEYS: state. The queue's name is in the index now: marked so, unless a reset took its state away.
+export const INDEXED = `
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'i', 1) end
 return 0`;
 
 // KEYS: state, leases, dead letters. Returns {putpos, getpos, maxqueue, leased, delayed, dead, maxdeliveries}.

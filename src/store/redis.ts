@@ -28,6 +28,7 @@ import type { QueueState } from '../queue/ring.js';
 import {
   DEAD_PAGE,
   DISCARD,
+  INDEXED,
   EXPIRY,
   EXPORT_PAGE,
   FRONTENDS,
@@ -122,6 +123,7 @@ export class RedisStore implements Store {
     | 'maxqueue'
     | 'maxdeliveries'
     | 'redrive'
+    | 'indexed'
     | 'discard'
     | 'restore'
     | 'status'
@@ -139,6 +141,8 @@ export class RedisStore implements Store {
   private announcer: NodeJS.Timeout | undefined;
   /** Queues whose index entry could not be written yet (see `indexed`). */
   private readonly unindexed = new Set<string>();
+  /** The last WAIT found too few replicas (logged once until one finds enough). */
+  private shortOfReplicas = false;
   private lastError: Error | undefined;
 
   /** The time the scripts go by: a test's clock, or '' for Redis's own (TIME), which every
@@ -201,6 +205,7 @@ export class RedisStore implements Store {
       maxdeliveries: define('httpsqsMaxdeliveries', 6, MAXDELIVERIES),
       redrive: define('httpsqsRedrive', 6, REDRIVE),
       discard: define('httpsqsDiscard', 6, DISCARD),
+      indexed: define('httpsqsIndexed', 1, INDEXED),
       restore: define('httpsqsRestore', 6, RESTORE),
       status: define('httpsqsStatus', 3, STATUS),
       range: define('httpsqsRange', 1, RANGE),
@@ -258,14 +263,23 @@ export class RedisStore implements Store {
     throw new StoreError(`Redis: ${this.why(err as Error)}`, { cause: err });
   }
 
-  /** A change is acknowledged once `--redis-wait` replicas have it. */
-  private async replicated<T>(result: T, name: string): Promise<T> {
+  /** A change is acknowledged once `--redis-wait` replicas have it. Messages a get `took` are gone
+   * from the primary whatever the replicas say: failing the get would lose them, so they are
+   * handed out (logged), and a failover before the replicas have the change may hand them out again. */
+  private async replicated<T>(result: T, name: string, took: boolean): Promise<T> {
     if (!this.opts.wait) return result;
     const node = this.redis instanceof Cluster ? this.nodeOf(this.key(name, 's')) : this.redis;
     const acked = Number(await node.wait(this.opts.wait, this.opts.waitMs ?? 1000));
-    if (acked < this.opts.wait)
-      throw new StoreError(`stored on the primary, but only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`);
+    const short = acked < this.opts.wait;
+    const why = `only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`;
+    if (short && !took) throw new StoreError(`stored on the primary, but ${why}`);
+    if (short && !this.shortOfReplicas) this.warn(`Redis: messages taken on the primary are handed out, though ${why}; a failover now may hand them out again`);
+    this.shortOfReplicas = short;
     return result;
+  }
+
+  private warn(message: string): void {
+    (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(message);
   }
 
   /** The primary that holds `key` in a cluster: WAIT has no key, so it must be sent there. */
@@ -278,38 +292,40 @@ export class RedisStore implements Store {
     return node;
   }
 
-  /** Runs a write; `changed` tells whether it changed anything (no WAIT for one that did not). */
-  private run<T>(op: string, name: string, f: () => Promise<T>, changed: (r: T) => boolean = () => true): Promise<T> {
-    return timed(this.opts.observe, op, this.write(name, f, changed));
+  /** Runs a write; `changed` tells whether it changed anything (no WAIT for one that did not),
+   * `took` that it takes messages (a get: see `replicated`). */
+  private run<T>(op: string, name: string, f: () => Promise<T>, changed: (r: T) => boolean = () => true, took = false): Promise<T> {
+    return timed(this.opts.observe, op, this.write(name, f, changed, took));
   }
 
-  private async write<T>(name: string, f: () => Promise<T>, changed: (r: T) => boolean): Promise<T> {
+  private async write<T>(name: string, f: () => Promise<T>, changed: (r: T) => boolean, took: boolean): Promise<T> {
     let result: T;
     try {
       result = await f();
     } catch (err) {
       this.failed(err);
     }
-    return changed(result) ? this.replicated(result, name) : result;
+    return changed(result) ? this.replicated(result, name, took) : result;
   }
 
   /**
    * A queue that now holds state goes into the index for `list` (outside the script: the index
    * may live on another shard). The change itself is done by then, so a failure here does not fail
    * the request (a client would repeat a put that worked): the name is kept and `list` tries again.
+   * Once it is in, its state says so: until then every write of the queue reports it `unindexed`
+   * (redis-scripts.ts), so that an entry lost with this process is made by the next write.
    */
-  private async indexed(name: string, created: boolean): Promise<void> {
-    if (!created && !this.unindexed.has(name)) return;
+  private async indexed(name: string, unindexed: boolean): Promise<void> {
+    if (!unindexed && !this.unindexed.has(name)) return;
     try {
       await this.redis.zadd(this.index, 'NX', 0, Buffer.from(name, 'latin1'));
       this.unindexed.delete(name);
     } catch (err) {
-      if (this.unindexed.size === 0)
-        (this.opts.warn ?? ((m) => process.stderr.write(`httpsqs: ${m}\n`)))(
-          `Redis: a queue could not be added to the list index (${errorMessage(err)}); list tries again`,
-        );
+      if (this.unindexed.size === 0) this.warn(`Redis: a queue could not be added to the list index (${errorMessage(err)}); list tries again`);
       this.unindexed.add(name);
+      return;
     }
+    await this.scripts.indexed(this.key(name, 's')).catch(() => {}); // the next write tries again
   }
 
   async put(name: string, message: Buffer, delayMs?: number): Promise<number> {
@@ -339,6 +355,7 @@ export class RedisStore implements Store {
       name,
       () => this.scripts.get(...this.keys(name), this.channel(name), this.origin, this.now(), leaseMs ?? 0, max, budget),
       (r) => (r as unknown[]).length > 0,
+      true,
     )) as Array<number | Buffer>;
     const out: Delivery[] = [];
     for (let i = 0; i < flat.length; i += 4) {
