@@ -245,6 +245,9 @@ describe('extensions', () => {
         ['three', 'zwölf'],
       );
       assert.equal((await call('/?name=b-basic&opt=mget&num=10')).body, '[]\n');
+      // A range stops at the ring's last position: a delayed message, at a slot past it, is not shown.
+      assert.equal((await call('/?name=b-basic&opt=put&data=later&delay=3600')).headers.scheduled, '1000000001');
+      assert.equal((await call('/?name=b-basic&opt=view&pos=999999999&num=10')).body, '[]\n');
     });
 
     it('binary messages travel base64-encoded with encoding=base64', async () => {

@@ -206,7 +206,8 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (pos < 1 || pos > MAX_POSITION || Number.isNaN(num) || !enc) return { body: R.ERROR };
-    const found = await store.range(name, pos, num, ctx.maxReplyBytes);
+    // Within the ring: the slots past it hold delayed messages and dead letters, which view does not show.
+    const found = await store.range(name, pos, Math.min(num, MAX_POSITION - pos + 1), ctx.maxReplyBytes);
     return {
       body: batchBody(
         found.map((m) => ({ fields: `"pos":${m.pos}`, message: m.message })),
