@@ -8,7 +8,21 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLI_CLIENT, cleanEnv, cleanup, cliClient, cliSuite, freePort, needsTool, ROOT, request, startServer, tempDir, waitFor } from './helpers.js';
+import {
+  CLI_CLIENT,
+  cleanEnv,
+  cleanup,
+  cliClient,
+  cliSuite,
+  clockedServer,
+  freePort,
+  needsTool,
+  ROOT,
+  request,
+  startServer,
+  tempDir,
+  waitFor,
+} from './helpers.js';
 
 describe('httpsqs-cli', () => {
   const suite = cliSuite();
@@ -33,6 +47,31 @@ describe('httpsqs-cli', () => {
     assert.equal(cli(['--reference', 'get', 'k-acked']).stdout, 'b');
     const after = (await request(suite.server.port, 'GET', '/metrics')).body.toString();
     assert.match(after, /^httpsqs_leases_acked_total\{queue="k-acked"\} 1$/m, 'a plain get with --reference');
+  });
+
+  it('get whose lease ran out while its message was written out (a reader slower than 60 s) says so, and exits with 5', async () => {
+    const server = await clockedServer();
+    try {
+      const big = 'z'.repeat(512 * 1024);
+      assert.equal((await request(server.port, 'POST', '/?name=slow&opt=put', { body: Buffer.from(big) })).body.toString(), 'HTTPSQS_PUT_OK');
+      // Its standard output is not read yet: the write of 512 KiB waits for the reader.
+      const proc = spawn(process.execPath, [CLI_CLIENT, '--port', String(server.port), 'get', 'slow'], { env: cleanEnv() });
+      let stderr = '';
+      proc.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((r) => proc.once('exit', r));
+      const leased = async () => JSON.parse((await request(server.port, 'GET', '/?name=slow&opt=status_json')).body.toString()).leased === 1;
+      await waitFor(leased, 10_000);
+      server.clock.advance(61_000);
+      const again = await request(server.port, 'GET', '/?name=slow&opt=get');
+      assert.equal(again.headers.deliveries, '2');
+      let out = 0;
+      proc.stdout.on('data', (d: Buffer) => (out += d.length));
+      assert.equal(await exited, 5, stderr);
+      assert.equal(out, big.length);
+      assert.equal(stderr, 'httpsqs-cli: the lease on position 1 ran out before it was written out; it may be handed out again\n');
+    } finally {
+      await server.stop();
+    }
   });
 
   it('--json gives bytes that are not UTF-8 as data64 (base64); list shows a name with control characters as a JSON string', async () => {

@@ -449,10 +449,17 @@ function buildProgram(io: CliIo): Command {
           }
           if (settleAfter) {
             // An ack that got no answer leaves the lease to run out: the message is printed again then.
-            await q.ack(name, m.pos, m.lease).catch((err: unknown) => {
+            const acked = await q.ack(name, m.pos, m.lease).catch((err: unknown) => {
               if (!(err instanceof NetworkError)) throw err;
               io.stderr.write(`httpsqs-cli: could not ack position ${m.pos} (${err.message}); it will come again\n`);
             });
+            // Its lease ran out while it was written out (a reader that took over 60 s): another
+            // consumer may have it too. Following goes on; a single get says so with its exit code.
+            if (acked === false) {
+              const why = `the lease on position ${m.pos} ran out before it was written out; it may be handed out again`;
+              if (!o.follow) throw new Outcome(EXIT.refused, why);
+              io.stderr.write(`httpsqs-cli: ${why}\n`);
+            }
           }
         } while (o.follow && !stop.signal.aborted);
       } finally {
