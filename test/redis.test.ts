@@ -492,6 +492,32 @@ describe('the list index, after a lost entry', { skip }, () => {
   });
 });
 
+describe("Redis's memory", { skip }, () => {
+  it('a Redis that evicts keys when full (a maxmemory-policy but noeviction) is named at start: messages would be lost', async () => {
+    const evicting = await startRedis(['--maxmemory-policy', 'allkeys-lru']);
+    const said: string[] = [];
+    try {
+      for (const [url, warnings] of [
+        [redis.url, []],
+        [
+          evicting.url,
+          [
+            `Redis at 127.0.0.1:${evicting.port} evicts keys when its memory is full (maxmemory-policy allkeys-lru): messages would be lost; set maxmemory-policy noeviction`,
+          ],
+        ],
+      ] as const) {
+        said.length = 0;
+        const store = new RedisStore({ url, warn: (m) => said.push(m) });
+        await store.ready();
+        await store.close();
+        assert.deepEqual(said, warnings, url);
+      }
+    } finally {
+      await evicting.stop();
+    }
+  });
+});
+
 describe('--redis-wait', { skip }, () => {
   it('acknowledges once a replica has the change, and answers with an error when none confirms in time', async () => {
     const primary = await startRedis();

@@ -233,7 +233,23 @@ export class RedisStore implements Store {
     await within(this.redis.ping(), timeoutMs).catch((err: Error) => {
       throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${this.why(err)}`, { cause: err });
     });
+    await this.checkEviction();
     return this;
+  }
+
+  /** A Redis that evicts keys when its memory is full drops messages without a word: said once at
+   * start, for each primary that would (INFO may be refused, as by a managed Redis: then nothing). */
+  private async checkEviction(): Promise<void> {
+    const nodes = this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
+    for (const node of nodes) {
+      const info = await node.info('memory').catch(() => '');
+      const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+      if (policy && policy !== 'noeviction')
+        this.warn(
+          `Redis at ${node.options.host}:${node.options.port} evicts keys when its memory is full (maxmemory-policy ${policy}): ` +
+            'messages would be lost; set maxmemory-policy noeviction',
+        );
+    }
   }
 
   private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x' | 'z'): Buffer {
