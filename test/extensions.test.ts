@@ -627,6 +627,9 @@ describe('extensions with a password', () => {
       for (const path of ['/metrics', '/dashboard/info', '/dashboard/history']) {
         const r = parseResponse(await rawExchange(server.port, `GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`))!;
         assert.deepEqual([r.res.status, r.res.headers['cache-control']], [401, 'no-cache'], path);
+        // What they tell once the password is given is not even stored: its URL holds the password.
+        const ok = parseResponse(await rawExchange(server.port, `GET ${path}?auth=sesame HTTP/1.1\r\nConnection: close\r\n\r\n`))!;
+        assert.deepEqual([ok.res.status, ok.res.headers['cache-control']], [200, 'no-store'], path);
       }
       // A load balancer's HEAD check gets the headers of /healthz; HEAD never runs a queue operation.
       await call('/?name=h&opt=put&data=x&auth=sesame');

@@ -263,7 +263,8 @@ describe('packaging', () => {
         10_000,
       ).catch(() => {});
       if (ended) assert.fail(`not serving under the filter: exit ${JSON.stringify(await exited)}, ${stderr}`);
-      assert.equal((await request(port, 'GET', '/?name=sc&opt=get')).body.toString(), 'filtered');
+      const got = await request(port, 'GET', '/?name=sc&opt=get').catch((err: Error) => assert.fail(`${err.message}; the server said: ${stderr}`));
+      assert.equal(got.body.toString(), 'filtered', stderr);
       proc.kill('SIGTERM');
       assert.deepEqual(await exited, [0, null], stderr);
     } finally {

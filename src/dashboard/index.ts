@@ -38,7 +38,7 @@ export interface DashboardSources {
   history: () => Promise<HistorySnapshot>;
 }
 
-const JSON_HEAD = 'Content-Type: application/json\r\nCache-Control: no-cache\r\n';
+const JSON_HEAD = 'Content-Type: application/json\r\nCache-Control: no-store\r\n';
 
 /** The reply for a dashboard path, or undefined for any other path. `authorized`: the request
  * carried the password (or none is set). */

@@ -79,6 +79,6 @@ export function createEndpoints(
     }
     const body = await ctx.metrics.render();
     lastBytes = body.length;
-    return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-cache\r\n', body };
+    return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-store\r\n', body };
   };
 }
