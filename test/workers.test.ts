@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -11,7 +11,21 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { replayConformance } from './conformance.js';
-import { cleanup, freePort, keepAliveClient, produceAndConsume, request, ROOT, runCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
+import {
+  CLI,
+  cleanup,
+  freePort,
+  keepAliveClient,
+  needsTool,
+  produceAndConsume,
+  request,
+  ROOT,
+  runCli,
+  startServer,
+  tempDir,
+  waitFor,
+  workerPids,
+} from './helpers.js';
 
 /** Whether a process has ended (a zombie nobody reaps has). */
 function ended(pid: number): boolean {
@@ -182,6 +196,62 @@ describe('--workers 2', () => {
     } finally {
       await next.stop();
     }
+  });
+
+  it("passwords given as flags are on no command line the server starts: not the -d child's, not its workers', not a restarted one's", {
+    skip: needsTool('strace', 'strace'),
+  }, async (t) => {
+    const dir = tempDir();
+    const port = await freePort();
+    const trace = join(dir, 'trace');
+    const pidfile = join(dir, 'pid');
+    const args = [
+      '-l',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-x',
+      join(dir, 'db'),
+      '-i',
+      pidfile,
+      '-da',
+      'flagSECRET1',
+      '--admin-auth=flagSECRET2',
+      '--workers',
+      '2',
+    ];
+    const strace = spawn('strace', ['-f', '-qq', '-e', 'trace=execve', '-s', '4096', '-o', trace, process.execPath, CLI, ...args], { stdio: 'ignore' });
+    const traced = new Promise((r) => strace.once('exit', r));
+    let primary = 0;
+    t.after(() => {
+      if (primary) process.kill(primary, 'SIGKILL');
+      strace.kill('SIGKILL');
+      cleanup(dir);
+    });
+    await waitFor(async () => (await request(port, 'GET', '/?name=pw&opt=status&auth=flagSECRET1').catch(() => undefined))?.status === 200, 30_000);
+    await waitFor(() => existsSync(pidfile) && workerPids(Number(readFileSync(pidfile, 'utf8'))).length === 2, 30_000);
+    primary = Number(readFileSync(pidfile, 'utf8'));
+    // A worker killed is started again, by the same rule.
+    const [first] = workerPids(primary);
+    process.kill(first!, 'SIGKILL');
+    await waitFor(() => workerPids(primary).length === 2 && !workerPids(primary).includes(first!), 30_000);
+    // The passwords still hold, on whichever worker answers.
+    for (let i = 0; i < 6; i++) {
+      assert.equal((await request(port, 'GET', '/?name=pw&opt=put&data=x&auth=flagSECRET1')).body.toString(), 'HTTPSQS_PUT_OK');
+      assert.equal((await request(port, 'GET', '/?name=pw&opt=put&data=x&auth=wrong')).body.toString(), 'HTTPSQS_AUTH_FAILED');
+    }
+    assert.equal((await request(port, 'GET', '/?name=pw&opt=reset&auth=flagSECRET2')).body.toString(), 'HTTPSQS_RESET_OK');
+    process.kill(primary, 'SIGTERM');
+    await traced;
+    primary = 0;
+    // Every program started: the first is the command the test ran; a worker or the -d child shows its flags masked.
+    const execs = readFileSync(trace, 'utf8')
+      .split('\n')
+      .filter((l) => /execve\(.*= 0$/.test(l));
+    assert.ok(execs.length >= 5, execs.join('\n')); // the command, the -d child, two workers, one restarted
+    assert.match(execs[0]!, /flagSECRET1/);
+    for (const l of execs.slice(1)) assert.doesNotMatch(l, /flagSECRET/, l);
+    assert.match(execs.slice(1).join('\n'), /"-da", "\*\*\*".*"--admin-auth=\*\*\*"/);
   });
 
   it('a process that exits with a write in progress ends, and does not hold off the others', async () => {

@@ -17,13 +17,23 @@ import { Exiting, fail, isLoopback, openDataDir, pidFileProblem, refuseRunningPi
 import { errorMessage } from '../errors.js';
 
 const DAEMON_CHILD = 'HTTPSQS_DAEMON_CHILD';
+/** The arguments of a process this one starts (the `-d` child, a worker), whose command line shows
+ * them without passwords (`ps` shows every user a command line, not an environment). */
+const ARGS = 'HTTPSQS_ARGS';
+
+/** This process's arguments: its command line's, or those its starter handed over in `ARGS`. */
+function ownArgs(): string[] {
+  const given = process.env[ARGS];
+  delete process.env[ARGS];
+  return given === undefined ? process.argv.slice(2) : (JSON.parse(given) as string[]);
+}
 
 /** `-d`: start a detached copy of this command and return once it listens (or failed). */
-function daemonize(): Promise<void> {
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+function daemonize(args: string[]): Promise<void> {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...shownArgs(args)], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-    env: { ...process.env, [DAEMON_CHILD]: '1' },
+    env: { ...process.env, [DAEMON_CHILD]: '1', [ARGS]: JSON.stringify(args) },
   });
   return new Promise((done) => {
     child.once('message', (m: { ready?: boolean; error?: string }) => {
@@ -37,11 +47,11 @@ function daemonize(): Promise<void> {
   });
 }
 
-/** Passwords given as flags would show in `ps`: rewrite the process title without them, as the
- * parser reads the flags (`-a X`, `-aX`, `--auth=X`, in a group of short flags `-da X`), and a Redis
- * URL's password (`--store`) too. */
-function hidePasswords(): void {
-  const args = asGetopt(process.argv.slice(2));
+/** `args` as `ps` may show them: passwords given as flags masked, as the parser reads the flags
+ * (`-a X`, `-aX`, `--auth=X`, in a group of short flags `-da X`), and a Redis URL's password
+ * (`--store`) too. */
+function shownArgs(given: string[]): string[] {
+  const args = asGetopt(given);
   let hidden = false;
   const { tokens } = parseArgs({ args, options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
   for (const t of tokens) {
@@ -52,7 +62,7 @@ function hidePasswords(): void {
     const at = t.inlineValue ? t.index : t.index + 1;
     args[at] = `${args[at]!.slice(0, args[at]!.length - t.value.length)}${shown}`;
   }
-  if (hidden) process.title = ['httpsqs', ...args].join(' ');
+  return hidden ? args : given;
 }
 
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */
@@ -92,9 +102,10 @@ async function main(): Promise<void> {
       throw err;
     }
   }
+  const args = ownArgs();
   let config: Config;
   try {
-    config = parseConfig(process.argv.slice(2));
+    config = parseConfig(args);
   } catch (err) {
     if (err instanceof StartError) fail(err.message);
     throw err;
@@ -112,7 +123,10 @@ async function main(): Promise<void> {
   } catch (err) {
     fail(`--log-file: cannot open ${config.logFile}: ${errorMessage(err)}`);
   }
-  hidePasswords();
+  // Passwords given as flags would show in `ps`: the title goes without them. (A process this one
+  // starts gets them in its environment, and a command line without them from the start.)
+  const shown = shownArgs(args);
+  if (shown !== args) process.title = ['httpsqs', ...shown].join(' ');
   const datadir = resolve(config.datadir);
   // Each role loads what it runs: the primary only forks and watches, a worker serves.
   if (cluster.isWorker) return (await import('./worker.js')).runWorker(config, datadir);
@@ -121,10 +135,13 @@ async function main(): Promise<void> {
     await refuseRunningPidFile(config.pidfile, datadir);
     const problem = pidFileProblem(config.pidfile);
     if (problem) fail(`-i: cannot write PID file ${config.pidfile}: ${problem}`);
-    return daemonize();
+    return daemonize(args);
   }
   if (config.store === 'lmdb') openDataDir(datadir);
-  await (await import('./primary.js')).runPrimary(config, datadir, () => announce(config, datadir));
+  await (await import('./primary.js')).runPrimary(config, datadir, () => announce(config, datadir), {
+    args: shown,
+    env: shown === args ? {} : { [ARGS]: JSON.stringify(args) },
+  });
 }
 
 // lmdb-js leaves an internal promise of a failed commit (disk full, I/O error) without a handler;

@@ -20,7 +20,13 @@ import type { Config } from './options.js';
 import { fail, onStopSignal, refuseRunningPidFile, sayLockWait, writePidFile } from './process.js';
 import { errorMessage } from '../errors.js';
 
-export async function runPrimary(config: Config, datadir: string, announce: () => void): Promise<void> {
+/** `forked`: the command line the workers show (passwords masked), and what their environment adds (their real arguments). */
+export async function runPrimary(
+  config: Config,
+  datadir: string,
+  announce: () => void,
+  forked: { args: string[]; env: Record<string, string> },
+): Promise<void> {
   await refuseRunningPidFile(config.pidfile, datadir);
   // Loaded only where used: a primary of one worker serves no metrics of its own.
   const metrics = config.workers > 1 ? (await import('../server/metrics.js')).clusterMetrics() : undefined;
@@ -64,6 +70,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   // contender that finds only such a worker is not answered: it is refused, or takes the lock once
   // the worker has gone.)
   if (lockFd !== undefined) cluster.setupPrimary({ stdio: [0, 1, 2, 'ipc', lockFd] });
+  cluster.setupPrimary({ args: forked.args });
   // Workers keep V8's young generation small, semi-spaces of 8 MiB instead of 16 (BENCHMARKS.md, "A
   // worker's heap"): measured here, about 7% more durable puts and gets a second and less private
   // memory under load. A size given on the command line or in NODE_OPTIONS is left as it is.
@@ -77,7 +84,7 @@ export async function runPrimary(config: Config, datadir: string, announce: () =
   const restarts: number[] = [];
 
   const fork = (): Worker => {
-    const worker = cluster.fork();
+    const worker = cluster.fork(forked.env);
     const handlers: Handlers<FromWorker> = {
       ...relay.from(worker),
       error(error) {
