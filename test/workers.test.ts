@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -37,6 +37,25 @@ function ended(pid: number): boolean {
 }
 
 replayConformance('conformance with --workers 2', ['--workers', '2']);
+
+/** Which of `pids` holds the server's end of `client`'s connection (found by its socket's inode). */
+function ownerOf(client: net.Socket, pids: number[]): number {
+  const port = client.localPort!.toString(16).toUpperCase().padStart(4, '0');
+  const line = readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .find((l) => l.trim().split(/\s+/)[2]?.endsWith(`:${port}`));
+  const inode = line?.trim().split(/\s+/)[9];
+  const owner = pids.find((pid) => readdirSync(`/proc/${pid}/fd`).some((fd) => readlinkSafe(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`));
+  assert.ok(owner, `no worker holds the connection from port ${client.localPort}`);
+  return owner;
+}
+const readlinkSafe = (path: string) => {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+};
 
 describe('--workers 2', () => {
   it('many concurrent producers and consumers: every message delivered exactly once', async (t) => {
@@ -118,6 +137,58 @@ describe('--workers 2', () => {
       await server.stop();
       cleanup(server.dir);
     }
+  });
+
+  it('a message for a worker that has just died (synctime relayed to it) does not end the primary', async (t) => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    t.after(async () => {
+      process.kill(server.proc.pid!, 'SIGCONT');
+      await server.kill();
+      cleanup(server.dir);
+    });
+    const primary = server.proc.pid!;
+    // The primary is held while one worker asks it to relay a synctime and the other then dies: it
+    // reads the message before it sees the dead worker's channel closed.
+    process.kill(primary, 'SIGSTOP');
+    const client = net.connect(server.port, '127.0.0.1');
+    t.after(() => client.destroy());
+    await new Promise((r) => client.once('connect', r));
+    const reply = new Promise<string>((r) => client.once('data', (d) => r(d.toString('latin1'))));
+    client.write('GET /?name=s&opt=synctime&num=7 HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match(await reply, /HTTPSQS_SYNCTIME_OK$/);
+    const alive = ownerOf(client, workerPids(primary));
+    const dead = workerPids(primary).find((w) => w !== alive)!;
+    process.kill(dead, 'SIGKILL');
+    await waitFor(() => readFileSync(`/proc/${dead}/stat`, 'utf8').split(' ')[2] === 'Z');
+    process.kill(primary, 'SIGCONT');
+    await waitFor(() => workerPids(primary).length === 2 && !workerPids(primary).includes(dead), 30_000);
+    assert.ok(workerPids(primary).includes(alive));
+    assert.equal((await request(server.port, 'GET', '/?name=s&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
+    assert.doesNotMatch(server.stderr(), /crash|EPIPE/);
+  });
+
+  it('a directory another server took while the one worker was being replaced stops this server, with one line, instead of restarting for ever', async (t) => {
+    const a = await startServer();
+    let b: Awaited<ReturnType<typeof startServer>> | undefined;
+    t.after(async () => {
+      if (a.proc.exitCode === null) process.kill(a.proc.pid!, 'SIGCONT');
+      await a.kill();
+      await b?.stop();
+      cleanup(a.dir);
+    });
+    const pidfile = join(a.dir, 'httpsqs.pid');
+    await waitFor(() => existsSync(pidfile));
+    // A's worker dies, and another server starts on the directory before A replaces it.
+    process.kill(a.proc.pid!, 'SIGSTOP');
+    const [worker] = workerPids(a.proc.pid!);
+    process.kill(worker!, 'SIGKILL');
+    b = await startServer({ dir: a.dir, args: ['-i', join(a.dir, 'b.pid')] });
+    process.kill(a.proc.pid!, 'SIGCONT');
+    await waitFor(() => a.proc.exitCode !== null, 30_000).catch(() => assert.fail(`still running: ${a.stderr()}`));
+    assert.equal(a.proc.exitCode, 1, a.stderr());
+    assert.match(a.stderr(), new RegExp(`is in use by process ${b.proc.pid}: this server stops\\n$`));
+    assert.ok(!existsSync(pidfile), "A's PID file is gone");
+    assert.equal((await request(b.port, 'GET', '/?name=s&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
   });
 
   it('a worker that dies is restarted and service goes on', async () => {

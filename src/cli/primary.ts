@@ -90,6 +90,13 @@ export async function runPrimary(
       error(error) {
         if (!started) fail(error);
         log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${error}`);
+        // With one worker, the directory is free between its death and its replacement: another
+        // server that took it then keeps it, and restarting workers cannot win it back.
+        if (/ is in use by /.test(error) && !stopping) {
+          stopping = true;
+          removePidFile();
+          fail(`${error}: this server stops`);
+        }
       },
       ready() {
         ready.add(worker);
@@ -104,6 +111,9 @@ export async function runPrimary(
       },
     };
     worker.on('message', (m: FromWorker) => dispatch(m, handlers));
+    // A send to a worker that has just died (its channel not yet seen closed) fails with EPIPE:
+    // reported here, it would otherwise end the primary, and every worker with it. Its exit restarts it.
+    worker.on('error', (err) => log.debug({ event: 'worker-channel', worker: worker.process.pid }, `worker ${worker.process.pid}: ${errorMessage(err)}`));
     worker.on('exit', () => {
       ready.delete(worker);
       relay.forget(worker);
