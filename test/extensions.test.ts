@@ -683,6 +683,29 @@ describe('extensions across restarts and stops', () => {
 });
 
 describe('extensions with --workers 2', () => {
+  it('/metrics while a worker is replaced: a 200 always carries the sums (the workers serving), or a 503 says why; never a 200 without samples', async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const call = client(server.port);
+    try {
+      assert.equal((await call('/?name=mw&opt=put&data=x')).body, 'HTTPSQS_PUT_OK');
+      const [gone] = server.workers();
+      process.kill(gone!, 'SIGKILL');
+      const seen: string[] = [];
+      let replaced = 0;
+      for (let i = 0; i < 200 && replaced < 3; i++) {
+        const r = await call('/metrics', { fresh: true });
+        seen.push(`${r.status}: ${r.body.slice(0, 80)}`);
+        if (r.status === 200) assert.match(r.body, /^httpsqs_queue_unread\{queue="mw"\} 1$/m, seen.join('\n'));
+        else assert.match(`${r.status} ${r.body}`, /^503 .*metrics could not be collected/, seen.join('\n'));
+        if (server.workers().length === 2 && !server.workers().includes(gone!)) replaced++;
+      }
+      assert.equal(replaced, 3, seen.join('\n'));
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
   it('a put in one worker wakes long polls waiting in the other; metrics add up over workers', async () => {
     const server = await startServer({ args: ['--workers', '2'] });
     const call = client(server.port);

@@ -5,7 +5,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { HistorySnapshot } from '../dashboard/history.js';
-import type { clusterMetrics } from '../server/metrics.js';
+import type { clusterMetrics, WorkerMetrics } from '../server/metrics.js';
 import type { Peers } from '../server/waiters.js';
 import { limited, TURN_MS, type TakeTurn, turns } from '../store/lmdb/open-turn.js';
 import type { Store } from '../store/store.js';
@@ -32,6 +32,8 @@ export type FromWorker = {
   metricsRequest?: number;
   /** A /dashboard/history request: the other workers' histories, please. */
   historyRequest?: number;
+  /** This worker's metrics, for the gathering with this id. */
+  metricsReply?: { id: number; metrics: WorkerMetrics };
   /** This worker's history, for the gathering with this id. */
   historyReply?: { id: number; snapshot: HistorySnapshot };
 };
@@ -47,7 +49,10 @@ export type ToWorker = {
   synctime?: number;
   watching?: number;
   wake?: Array<[string, number]>;
-  metricsText?: { id: number; text: string };
+  /** Every worker's metrics added up, or why they could not be. */
+  metricsText?: { id: number; text?: string; error?: string };
+  /** Send your metrics for the gathering with this id. */
+  metricsQuery?: number;
   /** Send your history for the gathering with this id. */
   historyQuery?: number;
   /** The other workers' histories for the request with this id. */
@@ -64,8 +69,8 @@ export function dispatch<M extends object>(m: M, handlers: Handlers<M>): void {
   }
 }
 
-/** How long the primary waits for workers' histories (one may be dying). */
-const HISTORY_WAIT_MS = 1000;
+/** How long the primary waits for workers' histories and metrics (one may be dying). */
+const GATHER_MS = 1000;
 /** How long a worker may take to pause its writes: one that takes longer is stuck, and is killed
  * (then replaced) rather than let write while another process opens the database. Long enough for
  * the longest transaction (a reset of a queue of millions of messages takes seconds). */
@@ -114,8 +119,29 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
   const takeTurn = turns(pauseWorkers);
   const turnsHeld = new Map<string, (why: string) => void>();
   const collect = o.metrics;
+  // Answers asked of several workers at once: each gathering ends when all have come, or after
+  // GATHER_MS with those that came (`done(false)`).
   let nextGathering = 0;
-  const gatherings = new Map<number, { snapshots: HistorySnapshot[]; waiting: number; done: () => void }>();
+  const gatherings = new Map<number, { parts: unknown[]; waiting: number; done: (all: boolean) => void }>();
+  function gather<T>(workers: Worker[], query: (id: number) => ToWorker, done: (parts: T[], all: boolean) => void): void {
+    const id = nextGathering++;
+    const parts: T[] = [];
+    const end = (all: boolean) => {
+      if (!gatherings.delete(id)) return;
+      clearTimeout(timer);
+      done(parts, all);
+    };
+    const timer = setTimeout(() => end(false), GATHER_MS);
+    gatherings.set(id, { parts, waiting: workers.length, done: end });
+    for (const w of workers) w.send(query(id));
+    if (!workers.length) end(true);
+  }
+  const gathered = (id: number, part: unknown) => {
+    const g = gatherings.get(id);
+    if (!g) return;
+    g.parts.push(part);
+    if (--g.waiting === 0) g.done(true);
+  };
   return {
     takeTurn,
     /** The handlers of the messages from `from`. */
@@ -161,31 +187,37 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
           }
           for (const [w, wake] of wakes) if (w.isConnected()) w.send({ wake } satisfies ToWorker);
         },
+        // The workers that serve, this one too: one still starting (or just replaced) is not
+        // asked, and the sum waits for every one asked, since a sum without one would look to
+        // Prometheus like counters gone back.
         metricsRequest(id) {
           if (!collect) return;
-          const answer = (text: string) => from.isConnected() && from.send({ metricsText: { id, text } } satisfies ToWorker);
-          collect().then(answer, (err: Error) => answer(`# metrics could not be collected: ${err.message}\n`));
+          const answer = (m: { text?: string; error?: string }) => from.isConnected() && from.send({ metricsText: { id, ...m } } satisfies ToWorker);
+          const workers = [...o.ready].filter((w) => w.isConnected());
+          gather<WorkerMetrics>(
+            workers,
+            (q) => ({ metricsQuery: q }),
+            (parts, all) => {
+              if (!all) return void answer({ error: `not every worker answered within ${GATHER_MS} ms` });
+              collect(parts).then(
+                (text) => answer({ text }),
+                (err: Error) => answer({ error: err.message }),
+              );
+            },
+          );
         },
+        metricsReply: ({ id, metrics }) => gathered(id, metrics),
         historyRequest(id) {
-          const gathering = nextGathering++;
           const others = [...o.ready].filter((w) => w !== from && w.isConnected());
-          const snapshots: HistorySnapshot[] = [];
-          const done = () => {
-            if (!gatherings.delete(gathering)) return;
-            clearTimeout(timer);
-            if (from.isConnected()) from.send({ histories: { id, snapshots } } satisfies ToWorker);
-          };
-          const timer = setTimeout(done, HISTORY_WAIT_MS);
-          gatherings.set(gathering, { snapshots, waiting: others.length, done });
-          for (const w of others) w.send({ historyQuery: gathering } satisfies ToWorker);
-          if (!others.length) done();
+          gather<HistorySnapshot>(
+            others,
+            (q) => ({ historyQuery: q }),
+            (snapshots) => {
+              if (from.isConnected()) from.send({ histories: { id, snapshots } } satisfies ToWorker);
+            },
+          );
         },
-        historyReply({ id, snapshot }) {
-          const g = gatherings.get(id);
-          if (!g) return;
-          g.snapshots.push(snapshot);
-          if (--g.waiting === 0) g.done();
-        },
+        historyReply: ({ id, snapshot }) => gathered(id, snapshot),
       };
     },
     /** A worker is gone: it waits on nothing any more. */
@@ -214,7 +246,7 @@ export function primaryLink(): Peers & {
   const confirmations = new Map<number, () => void>();
   const given = new Map<number, () => void>();
   const resumes = new Map<number, Promise<() => void>>();
-  const texts = new Map<number, (text: string) => void>();
+  const texts = new Map<number, (m: { text?: string; error?: string }) => void>();
   const histories = new Map<number, (snapshots: HistorySnapshot[]) => void>();
   const send = toPrimary;
   const ask = <T>(pending: Map<number, (v: T) => void>, m: (id: number) => FromWorker, id = next++) =>
@@ -243,7 +275,11 @@ export function primaryLink(): Peers & {
       }
       puts.set(name, (puts.get(name) ?? 0) + count);
     },
-    fromCluster: () => ask(texts, (id) => ({ metricsRequest: id })),
+    fromCluster: async () => {
+      const { text, error } = await ask(texts, (id) => ({ metricsRequest: id }));
+      if (text === undefined) throw new Error(`the workers' metrics could not be collected: ${error}`);
+      return text;
+    },
     takeTurn: async () => {
       const id = next++;
       await ask(given, () => ({ openTurn: id }), id);
@@ -258,7 +294,8 @@ export function primaryLink(): Peers & {
       wake: (wake) => {
         for (const [name, count] of wake) now.serving?.waiters.wake(name, count);
       },
-      metricsText: ({ id, text }) => answered(texts, id, text),
+      metricsText: ({ id, ...m }) => answered(texts, id, m),
+      metricsQuery: (id) => void now.serving?.metrics().then((metrics) => send({ metricsReply: { id, metrics } })),
       historyQuery: (id) => now.serving && void send({ historyReply: { id, snapshot: now.serving.history.snapshot() } }),
       histories: ({ id, snapshots }) => answered(histories, id, snapshots),
       turnGiven: (id) => answered(given, id, undefined),

@@ -2,7 +2,7 @@
  * start-up are thrown as StartErrors, for the caller to report. */
 import type { AddressInfo } from 'node:net';
 import { mergeHistories, RateHistory, type HistorySnapshot } from '../dashboard/history.js';
-import { createMetrics, shareWithPrimary, type Metrics } from '../server/metrics.js';
+import { createMetrics, type Metrics, type WorkerMetrics } from '../server/metrics.js';
 import { createHttpsqsServer, type HttpsqsServer } from '../server/server.js';
 import type { Peers, Waiters } from '../server/waiters.js';
 import { mib } from '../store/lmdb/disk-reserve.js';
@@ -28,6 +28,8 @@ export interface Serving {
   waiters: Waiters;
   /** This process's puts and gets for the dashboard's charts. */
   history: RateHistory;
+  /** This process's metrics, for the primary to add up (`--workers`). */
+  metrics: () => Promise<WorkerMetrics>;
   /** Stop accepting, finish in-flight requests, flush, close. */
   stop(): Promise<void>;
 }
@@ -64,7 +66,6 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     buffered: () => app?.buffered() ?? { bytes: 0, waiting: 0, refused: 0 },
     fromCluster: hooks.fromCluster,
   });
-  if (hooks.fromCluster) shareWithPrimary(metrics.registry);
   const history = new RateHistory();
   const others = hooks.otherHistories;
   const server = createHttpsqsServer(store, {
@@ -107,6 +108,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     store,
     waiters: server.waiters,
     history,
+    metrics: () => metrics.registry.getMetricsAsJSON(),
     async stop() {
       await server.close();
       await store.close();

@@ -77,7 +77,13 @@ export function createEndpoints(
       const turn = room?.();
       if (turn && !(await turn)) return { status: 503, head: TEXT, body: 'Gone\n' };
     }
-    const body = await ctx.metrics.render();
+    let body: Buffer;
+    try {
+      body = await ctx.metrics.render();
+    } catch (err) {
+      // Not a scrape of nothing (a 200 with no samples), which Prometheus would take as one.
+      return { status: 503, head: TEXT, body: `${errorMessage(err)}; try again\n` };
+    }
     lastBytes = body.length;
     return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-store\r\n', body };
   };

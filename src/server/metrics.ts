@@ -6,7 +6,6 @@
  * taken once, not summed.
  */
 import { isUtf8 } from 'node:buffer';
-import cluster from 'node:cluster';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValueWithName } from 'prom-client';
 import { unread } from '../queue/ring.js';
 import { everyQueue, type Store } from '../store/store.js';
@@ -299,15 +298,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   };
 }
 
-/** In a worker under `--workers`: let the primary collect this registry. */
-export function shareWithPrimary(registry: Registry): void {
-  if (!cluster.isWorker) return;
-  new AggregatorRegistry(); // sets up the worker's answer to the primary's requests
-  AggregatorRegistry.setRegistries([registry]);
-}
+/** One worker's metrics, as it sends them to the primary (`--workers`). */
+export type WorkerMetrics = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
-/** In the primary: every worker's metrics, added up. */
-export function clusterMetrics(): () => Promise<string> {
-  const aggregator = new AggregatorRegistry();
-  return () => aggregator.clusterMetrics();
+/** In the primary: the workers' metrics, added up (each metric as its `aggregator` says). */
+export function clusterMetrics(): (workers: WorkerMetrics[]) => Promise<string> {
+  return (workers) => AggregatorRegistry.aggregate(workers).metrics();
 }
