@@ -212,8 +212,6 @@ describe('/metrics while the memory is short', () => {
   let metrics: ReturnType<typeof createMetrics>;
   let port: number;
   const dir = tempDir();
-  /** Long polls' time: it moves only when a test moves it. */
-  const clock = new TestClock();
   before(async () => {
     store = await LmdbStore.open({ path: dir });
     metrics = createMetrics({
