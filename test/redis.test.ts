@@ -13,7 +13,7 @@ import { DEAD, FIRST_SLOT, type Lease } from '../src/queue/leases.js';
 import { RedisStore } from '../src/store/redis.js';
 import type { QueueRecord, QueueStatus } from '../src/store/store.js';
 import { replayConformance } from './conformance.js';
-import { assertExportIgnoresNack, cleanup, freePort, keepAliveClient, produceAndConsume, request, startServer, type RunningServer } from './helpers.js';
+import { assertExportIgnoresNack, cleanup, freePort, keepAliveClient, produceAndConsume, request, runCli, startServer, type RunningServer } from './helpers.js';
 import { noRedis, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis-servers.js';
 
 const skip = noRedis();
@@ -489,6 +489,35 @@ describe('the list index, after a lost entry', { skip }, () => {
       await b.close();
       redis.cli('acl', 'deluser', 'noindex2');
     }
+  });
+});
+
+describe('the list index, before an export', { skip }, () => {
+  it('an export adds the queues that hold state but are missing from the index (never written since their entry was lost), and exports them', async () => {
+    redis.cli('acl', 'setuser', 'noindex3', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
+    const a = new RedisStore({ url: `redis://noindex3:pw@127.0.0.1:${redis.port}/0?prefix=lost*[3]:`, warn: () => {} });
+    try {
+      assert.equal(await a.put('jobs\u00e9', Buffer.from('kept')), 1);
+    } finally {
+      await a.close();
+      redis.cli('acl', 'deluser', 'noindex3');
+    }
+    const url = `${redis.url}?prefix=lost*[3]:`;
+    const b = new RedisStore({ url });
+    try {
+      assert.deepEqual(await b.list('', '', 10), [], 'not in the index');
+    } finally {
+      await b.close();
+    }
+    const out = await runCli(['export', '--store', url]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stderr, /1 queue holding messages but missing from the list index added to it/);
+    assert.match(out.stdout, /"kept"|a2VwdA==/);
+    assert.match(out.stderr, /exported 1 queues, 1 messages/);
+    // In the index for good: a second export finds it without adding anything.
+    const again = await runCli(['export', '--store', url]);
+    assert.doesNotMatch(again.stderr, /missing from the list index/);
+    assert.match(again.stderr, /exported 1 queues, 1 messages/);
   });
 });
 

@@ -49,7 +49,8 @@ default --max-message-bytes). Raise it for larger messages, up to ${constants.MA
 export class DataError extends Error {}
 
 export async function openStore(o: { datadir?: string; store?: string; engine?: string }, forWriting: boolean): Promise<Store> {
-  if (o.store && o.store !== 'lmdb') return new (await import('../store/redis.js')).RedisStore({ url: o.store });
+  // An export first adds any queue missing from the list index, which it reads the queues from.
+  if (o.store && o.store !== 'lmdb') return new (await import('../store/redis.js')).RedisStore({ url: o.store, reindex: !forWriting });
   const dir = o.datadir ?? './data';
   const held = engineIn(dir);
   // A mistyped -x must not give an empty backup (nor leave a new database behind).

@@ -74,6 +74,9 @@ export interface RedisStoreOptions extends StoreHooks {
   announce?: boolean;
   /** Where the store reports a problem no request hears of. */
   warn?: (message: string) => void;
+  /** An export's store: once Redis answers, every queue that holds state but is missing from the
+   * list index is added to it (see `reindex`), so that the export has it. */
+  reindex?: boolean;
 }
 
 /** A frontend renews its entry this often, and counts as gone this long after the last one. */
@@ -234,7 +237,33 @@ export class RedisStore implements Store {
       throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${this.why(err)}`, { cause: err });
     });
     await this.checkEviction();
+    if (this.opts.reindex) await this.reindex().catch((err) => this.failed(err));
     return this;
+  }
+
+  /**
+   * Adds to the list index each queue that holds state but is not in it: one whose entry was lost
+   * with its frontend, between the queue's first write and its indexing, and that has not been
+   * written since (a write adds it, `indexed`). A SCAN of every primary's keys, so for an export only.
+   */
+  private async reindex(): Promise<void> {
+    const glob = Buffer.from(this.prefix.toString('latin1').replace(/[*?[\]\\]/g, '\\$&'), 'latin1');
+    const pattern = Buffer.concat([glob, Buffer.from('{q*}:s')]);
+    let added = 0;
+    for (const node of this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis]) {
+      let cursor = '0';
+      do {
+        // The pattern as bytes (a prefix need not be UTF-8).
+        const [next, keys] = (await node.callBuffer('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)) as [Buffer, Buffer[]];
+        cursor = next.toString();
+        for (const key of keys) {
+          const name = key.subarray(this.prefix.length + 2, key.length - 3);
+          if ((await this.redis.zadd(this.index, 'NX', 0, name)) > 0) added++;
+          await this.scripts.indexed(key);
+        }
+      } while (cursor !== '0');
+    }
+    if (added) this.warn(`Redis: ${added} queue${added > 1 ? 's' : ''} holding messages but missing from the list index added to it`);
   }
 
   /** A Redis that evicts keys when its memory is full drops messages without a word: said once at
