@@ -250,17 +250,17 @@ export class RedisStore implements Store {
     const glob = Buffer.from(this.prefix.toString('latin1').replace(/[*?[\]\\]/g, '\\$&'), 'latin1');
     const pattern = Buffer.concat([glob, Buffer.from('{q*}:s')]);
     let added = 0;
-    for (const node of this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis]) {
+    for (const node of this.primaries()) {
       let cursor = '0';
       do {
         // The pattern as bytes (a prefix need not be UTF-8).
         const [next, keys] = (await node.callBuffer('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)) as [Buffer, Buffer[]];
         cursor = next.toString();
-        for (const key of keys) {
-          const name = key.subarray(this.prefix.length + 2, key.length - 3);
-          if ((await this.redis.zadd(this.index, 'NX', 0, name)) > 0) added++;
-          await this.scripts.indexed(key);
-        }
+        // A page's commands go together (one round trip); only the queues added are marked.
+        const fresh = await Promise.all(keys.map((key) => this.redis.zadd(this.index, 'NX', 0, key.subarray(this.prefix.length + 2, key.length - 3))));
+        const marked = keys.filter((_, i) => fresh[i]! > 0);
+        await Promise.all(marked.map((key) => this.scripts.indexed(key)));
+        added += marked.length;
       } while (cursor !== '0');
     }
     if (added) this.warn(`Redis: ${added} queue${added > 1 ? 's' : ''} holding messages but missing from the list index added to it`);
@@ -269,8 +269,7 @@ export class RedisStore implements Store {
   /** A Redis that evicts keys when its memory is full drops messages without a word: said once at
    * start, for each primary that would (INFO may be refused, as by a managed Redis: then nothing). */
   private async checkEviction(): Promise<void> {
-    const nodes = this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
-    for (const node of nodes) {
+    for (const node of this.primaries()) {
       const info = await node.info('memory').catch(() => '');
       const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
       if (policy && policy !== 'noeviction')
@@ -279,6 +278,11 @@ export class RedisStore implements Store {
             'messages would be lost; set maxmemory-policy noeviction',
         );
     }
+  }
+
+  /** Every primary: the one Redis, or a cluster's. */
+  private primaries(): Redis[] {
+    return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
   }
 
   private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x' | 'z'): Buffer {
