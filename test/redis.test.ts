@@ -462,20 +462,24 @@ describe('the list index', { skip }, () => {
   });
 });
 
+/** A queue `name` (under `prefix`) holding `message`, whose index entry was lost: refused (as when
+ * the connection or the process goes between the script and the ZADD), and the frontend that
+ * would have tried again has ended. */
+async function lostFromIndex(prefix: string, name: string, message: string): Promise<void> {
+  redis.cli('acl', 'setuser', 'noindex-lost', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
+  const a = new RedisStore({ url: `redis://noindex-lost:pw@127.0.0.1:${redis.port}/0?prefix=${prefix}`, warn: () => {} });
+  try {
+    assert.equal(await a.put(name, Buffer.from(message)), 1);
+  } finally {
+    await a.close();
+    redis.cli('acl', 'deluser', 'noindex-lost');
+  }
+}
+
 describe('the list index, after a lost entry', { skip }, () => {
   it('a queue whose index entry was lost with its frontend goes in with its next write, from any frontend', async () => {
-    // The entry is refused (as when the connection or the process goes between the script and
-    // the ZADD), and the frontend that would have tried again ends.
-    redis.cli('acl', 'setuser', 'noindex2', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
-    const url = `redis://noindex2:pw@127.0.0.1:${redis.port}/0?prefix=lost:`;
-    const a = new RedisStore({ url, warn: () => {} });
-    try {
-      assert.equal(await a.put('jobs', Buffer.from('once')), 1);
-    } finally {
-      await a.close();
-    }
-    redis.cli('acl', 'setuser', 'noindex2', '+zadd');
-    const b = new RedisStore({ url });
+    await lostFromIndex('lost:', 'jobs', 'once');
+    const b = new RedisStore({ url: `${redis.url}?prefix=lost:` });
     try {
       assert.deepEqual(await b.list('', '', 10), []);
       assert.equal(await b.put('jobs', Buffer.from('twice')), 2);
@@ -487,21 +491,13 @@ describe('the list index, after a lost entry', { skip }, () => {
       assert.equal(redis.cli('hget', 'lost:{qjobs}:s', 'i'), '1');
     } finally {
       await b.close();
-      redis.cli('acl', 'deluser', 'noindex2');
     }
   });
 });
 
 describe('the list index, before an export', { skip }, () => {
   it('an export adds the queues that hold state but are missing from the index (never written since their entry was lost), and exports them', async () => {
-    redis.cli('acl', 'setuser', 'noindex3', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
-    const a = new RedisStore({ url: `redis://noindex3:pw@127.0.0.1:${redis.port}/0?prefix=lost*[3]:`, warn: () => {} });
-    try {
-      assert.equal(await a.put('jobs\u00e9', Buffer.from('kept')), 1);
-    } finally {
-      await a.close();
-      redis.cli('acl', 'deluser', 'noindex3');
-    }
+    await lostFromIndex('lost*[3]:', 'jobs\u00e9', 'kept');
     const url = `${redis.url}?prefix=lost*[3]:`;
     const b = new RedisStore({ url });
     try {
