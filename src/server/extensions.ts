@@ -299,7 +299,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     // Widened, as the reference's ops they are. A get waits for room itself (`taking`), so that a
     // long poll waits no longer than its `wait`.
     get: {
-      run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : whenRoom(req, () => reference.get!.run(name, p, req))),
+      run: (name, p, req) => (p.extra?.has('wait') || p.extra?.has('lease') ? get(name, p, req) : whenRoom(reference.get!, name, p, req)),
     },
     view: { ...reference.view, run: (name, p, req) => (p.num !== undefined ? viewRange(name, p) : reference.view!.run(name, p, req)) },
     mget: { run: mget },

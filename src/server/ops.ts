@@ -57,11 +57,12 @@ export interface OpContext {
   onSynctime?: ((seconds: number) => void) | undefined;
 }
 
-/** Runs `run` once the memory for large replies has room, so that nothing is taken before its reply
- * can be held: at once when it has; when the client went meanwhile, nothing is run (ERROR). */
-export function whenRoom(req: HttpRequest, run: () => Promise<Answer>): Promise<Answer> {
+/** Runs `op` once the memory for large replies has room, so that nothing is taken before its reply
+ * can be held: at once when it has; when the client went meanwhile, nothing is run (ERROR). (No
+ * closure: a get passes here.) */
+export function whenRoom(op: Op, name: string, p: Params, req: HttpRequest): Promise<Answer> {
   const room = req.room();
-  return room ? room.then((here) => (here ? run() : { body: R.ERROR })) : run();
+  return room ? room.then((here) => (here ? op.run(name, p, req) : { body: R.ERROR })) : op.run(name, p, req);
 }
 
 const EMPTY = Buffer.alloc(0);

@@ -133,7 +133,7 @@ export function createHttpsqsServer(store: Store, options: ServerOptions): Https
     const { name } = p;
     if (!op || (!op.nameless && (name === undefined || name.length > MAX_NAME_BYTES))) return Promise.resolve({ body: R.ERROR });
     // A reply that may carry messages waits while the memory for large replies is used up.
-    return op.large ? whenRoom(req, () => op.run(name ?? '', p, req)) : op.run(name ?? '', p, req);
+    return op.large ? whenRoom(op, name ?? '', p, req) : op.run(name ?? '', p, req);
   }
 
   // Promises chained rather than async functions, and as few steps as can be: a request passes
