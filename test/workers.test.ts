@@ -40,13 +40,15 @@ replayConformance('conformance with --workers 2', ['--workers', '2']);
 
 /** Which of `pids` holds the server's end of `client`'s connection (found by its socket's inode). */
 function ownerOf(client: net.Socket, pids: number[]): number {
-  const port = client.localPort!.toString(16).toUpperCase().padStart(4, '0');
+  const hex = (port: number) => `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  // The server's end, established: from the server's port to the client's (not a closed one of another test).
   const line = readFileSync('/proc/net/tcp', 'utf8')
     .split('\n')
-    .find((l) => l.trim().split(/\s+/)[2]?.endsWith(`:${port}`));
-  const inode = line?.trim().split(/\s+/)[9];
+    .map((l) => l.trim().split(/\s+/))
+    .find((f) => f[1] === hex(client.remotePort!) && f[2] === hex(client.localPort!) && f[3] === '01');
+  const inode = line?.[9];
   const owner = pids.find((pid) => readdirSync(`/proc/${pid}/fd`).some((fd) => readlinkSafe(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`));
-  assert.ok(owner, `no worker holds the connection from port ${client.localPort}`);
+  assert.ok(owner, `no worker holds the connection from port ${client.localPort} (${line?.join(' ') ?? 'not in /proc/net/tcp'})`);
   return owner;
 }
 const readlinkSafe = (path: string) => {
