@@ -471,6 +471,17 @@ describe('long polling (time from a test clock)', () => {
   after(() => lp.stop());
   /** Resolves once `n` long polls wait. */
   const waiting = (n: number) => waitFor(() => lp.app.waiters.size === n);
+  /** Sends `data` and shuts down the sending side, as `printf ... | nc -N` does; resolves to all
+   * that came back once the server closes. */
+  const halfClosed = (data: string) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = net.connect(lp.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      sock.on('data', (d: Buffer) => chunks.push(d));
+      sock.on('error', reject);
+      sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+      sock.end(data);
+    });
 
   it('waits the given seconds on an empty queue, then answers like get', async () => {
     const poll = call('/?name=lp-empty&opt=get&wait=1');
@@ -529,16 +540,6 @@ describe('long polling (time from a test clock)', () => {
   });
 
   it('a client that half-closes after its requests still gets every reply; its long poll ends at once, taking nothing', async () => {
-    // As `printf ... | nc -N` does: send, shut down the sending side, read until the server closes.
-    const halfClosed = (data: string) =>
-      new Promise<string>((resolve, reject) => {
-        const sock = net.connect(lp.port, '127.0.0.1');
-        const chunks: Buffer[] = [];
-        sock.on('data', (d: Buffer) => chunks.push(d));
-        sock.on('error', reject);
-        sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-        sock.end(data);
-      });
     const bodies = (raw: string) => raw.split(/HTTP\/1\.1 200 OK\r\n[\s\S]*?\r\n\r\n/).slice(1);
     assert.deepEqual(bodies(await halfClosed('GET /?name=hc&opt=put&data=one HTTP/1.0\r\n\r\n')), ['HTTPSQS_PUT_OK']);
     const pipelined = 'GET /?name=hc&opt=put&data=two HTTP/1.1\r\nHost: x\r\n\r\nGET /?name=hc&opt=get HTTP/1.1\r\nHost: x\r\n\r\n';
@@ -548,6 +549,26 @@ describe('long polling (time from a test clock)', () => {
     await call('/?name=hc-wait&opt=put&data=kept');
     assert.equal((await call('/?name=hc-wait&opt=get')).body, 'kept');
     assert.equal((await call('/?name=hc&opt=get')).body, 'two');
+  });
+
+  it('a leased long poll of a client that half-closes gets what its first look finds; none spends a delivery unseen', async () => {
+    // Before, the message was taken, then given back as the client had half-closed: each such
+    // request counted a delivery nobody saw, and with maxdeliveries made the message a dead letter.
+    await call('/?name=hc-lease&opt=maxdeliveries&num=2');
+    await call('/?name=hc-lease&opt=put&data=job');
+    const first = await call('/?name=hc-lease&opt=get&lease=30');
+    assert.equal(first.body, 'job');
+    assert.equal((await call(`/?name=hc-lease&opt=nack&pos=1&token=${first.headers.lease}`)).body, 'HTTPSQS_NACK_OK');
+    const raw = await halfClosed('GET /?name=hc-lease&opt=get&wait=5&lease=30 HTTP/1.0\r\n\r\n');
+    assert.match(raw, /\r\nDeliveries: 2\r\n[\s\S]*\r\n\r\njob$/);
+    let status = JSON.parse((await call('/?name=hc-lease&opt=status_json')).body);
+    assert.deepEqual([status.leased, status.dead ?? 0], [1, 0]);
+    // mget alike: the second message is handed out, leased, to the half-closed client.
+    await call('/?name=hc-lease&opt=put&data=two');
+    const batch = await halfClosed('GET /?name=hc-lease&opt=mget&num=5&wait=5&lease=30 HTTP/1.0\r\n\r\n');
+    assert.match(batch, /"pos":2,"deliveries":1,"lease":"[^"]+","data":"two"/);
+    status = JSON.parse((await call('/?name=hc-lease&opt=status_json')).body);
+    assert.deepEqual([status.leased, status.dead ?? 0, status.unread], [2, 0, 0]);
   });
 
   it('a lease that ends wakes a waiter, which gets the message again', async () => {
@@ -603,6 +624,38 @@ describe('long polling (time from a test clock)', () => {
     assert.equal((await call('/?name=touch&opt=touch&pos=1&lease=30')).body, 'HTTPSQS_LEASE_NOT_FOUND');
     for (const q of ['pos=1', 'pos=1&lease=0', 'pos=1&lease=86401', 'pos=1&lease=1e3', 'lease=30', 'pos=0&lease=30']) {
       assert.equal((await call(`/?name=touch&opt=touch&${q}`)).body, 'HTTPSQS_ERROR', q);
+    }
+  });
+});
+
+describe('long polling on a store whose nextExpiry fails (time from a test clock)', () => {
+  it('a long poll that took a message answers with it, though setting the next alarm failed', async () => {
+    // The store answers everything but `nextExpiry` (as Redis whose connection drops may): before,
+    // the failure came after the message was taken, the poll answered HTTPSQS_ERROR, and a plain
+    // get's message was lost.
+    let failing = false;
+    const lp = await clockedServer(
+      (store) =>
+        new Proxy(store, {
+          get(target, key) {
+            if (key === 'nextExpiry' && failing) return () => Promise.reject(new Error('connection lost'));
+            const value = Reflect.get(target, key);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        }),
+    );
+    try {
+      const call = client(lp.port);
+      const polls = [call('/?name=ne&opt=get&wait=5'), call('/?name=ne&opt=get&wait=5')];
+      await waitFor(() => lp.app.waiters.size === 2);
+      failing = true;
+      assert.equal((await call('/?name=ne&opt=put&data=kept')).body, 'HTTPSQS_PUT_OK');
+      const first = await Promise.race(polls);
+      assert.equal(first.body, 'kept');
+      lp.clock.advance(5000);
+      assert.deepEqual((await Promise.all(polls)).map((r) => r.body).sort(), ['HTTPSQS_GET_END', 'kept']);
+    } finally {
+      await lp.stop();
     }
   });
 });

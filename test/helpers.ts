@@ -169,11 +169,13 @@ export async function startInProcess(opts: { dir?: string; args?: string[]; env?
 }
 
 /** A server in this process whose store and long polls take their time from a test clock. */
-export async function clockedServer() {
+/** `wrap` may put a fault in front of the real store (a test of what the server does when a
+ * store call fails). */
+export async function clockedServer(wrap: (store: Store) => Store = (s) => s) {
   const clock = new TestClock();
   const dir = tempDir();
   const store = await LmdbStore.open({ path: dir, now: clock.now });
-  const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock });
+  const app = createHttpsqsServer(wrap(store), { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, maxWait: 5, clock });
   await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
   const port = (app.server.address() as net.AddressInfo).port;
   return {

@@ -63,13 +63,16 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
 
   /** Runs `attempt` once, or as a long poll of `wait` seconds. Each try waits for room for large
    * replies (as server.ts does for the other large ops), a long poll's no longer than its `wait`;
-   * one that finds nothing lets the next take go while this one sleeps. */
-  async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<T | undefined> {
-    if (!wait) return (await inRoom(req)) ? attempt() : undefined;
+   * one that finds nothing lets the next take go while this one sleeps. Resolves to what it found,
+   * and whether it found it after waiting (a look after the first). */
+  async function taking<T>(name: string, wait: number, req: HttpRequest, attempt: () => Promise<T | undefined>): Promise<[T | undefined, boolean]> {
+    if (!wait) return [(await inRoom(req)) ? await attempt() : undefined, false];
     const started = performance.now();
     const timeUp = new AbortController();
     const timer = ctx.clock.setTimeout(() => timeUp.abort(), wait * 1000);
+    let looks = 0;
     const inTurn = async () => {
+      looks++;
       if (!(await inRoom(req, timeUp.signal))) return undefined;
       const got = await attempt();
       if (got === undefined) req.roomDone();
@@ -78,18 +81,21 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     try {
       const got = await waiters.wait(name, ctx.clock.now() + wait * 1000, req.gone(), inTurn, () => store.nextExpiry(name));
       events.onWaited?.((performance.now() - started) / 1000, got !== undefined);
-      return got;
+      return [got, looks > 1];
     } finally {
       timer.cancel();
     }
   }
 
-  /** A leased long poll whose client went away (or half-closed) while its store call took messages
-   * (a slow store): they are given back at once, as a nack would, instead of waiting out a lease
-   * nobody holds, and the answer is that nothing came. A plain get's message is sent all the same
-   * (a half-closed client still reads it); gone with a client that is gone, as for any plain get. */
-  function unheard(name: string, wait: number, req: HttpRequest, got: Delivery[]): boolean {
-    if (!wait || !got[0]?.lease || !req.gone().aborted) return false;
+  /** A leased long poll that waited, whose client went away (or half-closed) while its store call
+   * took messages (a slow store): they are given back at once, as a nack would, instead of waiting
+   * out a lease nobody holds, and the answer is that nothing came. What the first look takes is
+   * sent, as for a get without `wait`: a client that half-closed right after its request (as
+   * `nc -N` does) still reads it, and one whose every long poll found its queue at once must not
+   * spend a delivery on each, unseen. A plain get's message is sent all the same (a half-closed
+   * client still reads it); gone with a client that is gone, as for any plain get. */
+  function unheard(name: string, waited: boolean, req: HttpRequest, got: Delivery[]): boolean {
+    if (!waited || !got[0]?.lease || !req.gone().aborted) return false;
     for (const d of got)
       if (d.lease)
         void store.settle(name, d.pos, 'nack', d.lease).then(
@@ -110,8 +116,8 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
   async function get(name: string, p: Params, req: HttpRequest): Promise<Answer> {
     const o = waitAndLease(p);
     if (!o) return { body: R.ERROR };
-    const got = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
-    if (!got || unheard(name, o.wait, req, [got])) return { body: R.GET_END };
+    const [got, waited] = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
+    if (!got || unheard(name, waited, req, [got])) return { body: R.GET_END };
     events.onTaken?.(name, 1, !!o.leaseMs);
     if (o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const head = `Deliveries: ${got.deliveries}\r\n${got.lease ? `Lease: ${got.lease}\r\n` : ''}`;
@@ -125,12 +131,12 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const num = whole(p.num, 1, R.MAX_BATCH);
     const enc = encodingOf(p);
     if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
-    let got =
-      (await taking(name, o.wait, req, async () => {
-        const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
-        return batch.length ? batch : undefined;
-      })) ?? [];
-    if (unheard(name, o.wait, req, got)) got = [];
+    const [taken, waited] = await taking(name, o.wait, req, async () => {
+      const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
+      return batch.length ? batch : undefined;
+    });
+    let got = taken ?? [];
+    if (unheard(name, waited, req, got)) got = [];
     if (got.length) events.onTaken?.(name, got.length, !!o.leaseMs);
     if (got.length && o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
     const lease = (d: Delivery) => (d.lease ? `,"lease":"${d.lease}"` : '');

@@ -86,24 +86,32 @@ export class Waiters {
         got = await attempt();
         if (got !== undefined) {
           // Woken by an alarm, it took one of perhaps several messages that came due together
-          // (delayed ones, leases that ended): the alarm is set again for the next waiter.
-          if (this.lines.get(name)!.length > 1) {
-            const expiry = await nextExpiry();
-            if (expiry !== undefined) this.leased(name, expiry);
-          }
+          // (delayed ones, leases that ended): the alarm is set again for the next waiter. Not
+          // waited for: what was taken is answered whatever that look finds (should it fail, a
+          // plain get's message would be lost with the error), and the others look again anyway
+          // when their time is up.
+          if (this.lines.get(name)!.length > 1) void this.alarm(name, nextExpiry);
           return got;
         }
         if (me.woken) continue; // something arrived while we looked
         if (this.clock.now() >= until) return undefined;
         // Leases may have been taken or given back since the alarm was set, and delayed messages
         // stored (here or by another process): the alarm is set for the earliest.
-        const expiry = await nextExpiry();
-        if (expiry !== undefined) this.leased(name, expiry);
+        await this.alarm(name, nextExpiry);
         if (!me.woken) await this.sleep(me, Math.max(0, until - this.clock.now()), gone);
       }
     } finally {
       this.leave(name, me);
     }
+  }
+
+  /** Sets the queue's alarm for when `nextExpiry` says. A store that cannot say now (Redis, its
+   * connection lost) sets none: the waiters look again when woken, or when their time is up. */
+  private alarm(name: string, nextExpiry: () => Promise<number | undefined>): Promise<void> {
+    return nextExpiry().then(
+      (expiry) => void (expiry !== undefined && this.leased(name, expiry)),
+      () => {},
+    );
   }
 
   /** A lease on `name` ends at `deadline`: the queue's alarm goes off then, if not earlier. */
