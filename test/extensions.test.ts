@@ -415,6 +415,12 @@ describe('extensions', () => {
       const series = m.split('\n').filter((l) => l.startsWith('httpsqs_messages_put_total{'));
       assert.equal(series.length, 10_001, 'one series a queue, for 10,000 queues, and one for the others');
       assert.match(m, /^httpsqs_messages_put_total\{others="true"\} 2$/m);
+      // The depths of 10,000 queues are reported: the queues counted first (the two above) among
+      // them, though 10,000 names sort before theirs.
+      const depths = m.split('\n').filter((l) => l.startsWith('httpsqs_queue_unread{'));
+      assert.equal(depths.length, 10_000);
+      assert.match(m, /^httpsqs_queue_unread\{queue64="\/g=="\} 2$/m);
+      assert.match(m, /^httpsqs_queue_unread\{queue64="\/w=="\} 1$/m);
     } finally {
       await server.stop();
       cleanup(server.dir);

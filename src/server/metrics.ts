@@ -8,7 +8,7 @@
 import { isUtf8 } from 'node:buffer';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValueWithName } from 'prom-client';
 import { unread } from '../queue/ring.js';
-import { everyQueue, type Store } from '../store/store.js';
+import { everyQueue, isInitial, type QueueStatus, type Store } from '../store/store.js';
 import type { ServerMetrics } from './endpoints.js';
 import type { Buffered } from './http.js';
 
@@ -166,14 +166,27 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   // Read once per scrape by the first gauge, for all of them.
   type Depth = { name: string; unread: number; leased: number; delayed: number; dead: number };
   let depths: Promise<Depth[]> | undefined;
+  const depth = (name: string, s: QueueStatus): Depth => ({ name, unread: unread(s), leased: s.leased, delayed: s.delayed, dead: s.dead });
   const readDepths = async () => {
     const out: Depth[] = [];
     for await (const q of everyQueue(opts.store)) {
-      const { leased, delayed, dead } = q.status;
-      out.push({ name: q.name, unread: unread(q.status), leased, delayed, dead });
+      out.push(depth(q.name, q.status));
       if (out.length >= MAX_QUEUES) break;
     }
-    return out;
+    if (out.length < MAX_QUEUES) return out;
+    // More queues than are reported, in name order: the queues counted since the start (the
+    // counters' series) go first, so that names any client makes to sort first cannot push the
+    // queues in use out of the gauges.
+    const listed = new Set(out.map((d) => d.name));
+    const first: Depth[] = [];
+    for (const name of queues.keys()) {
+      if (listed.has(name)) continue;
+      const s = await opts.store.status(name);
+      if (!isInitial(s)) first.push(depth(name, s));
+    }
+    if (!first.length) return out;
+    const counted = out.filter((d) => queues.has(d.name));
+    return [...counted, ...first, ...out.filter((d) => !queues.has(d.name))].slice(0, MAX_QUEUES);
   };
   new Gauge({
     name: 'httpsqs_queue_unread',
