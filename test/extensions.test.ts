@@ -294,6 +294,13 @@ describe('extensions', () => {
         assert.equal((await call('/?name=b-bad&opt=mput&encoding=base64', { body: JSON.stringify([bad]) })).body, 'HTTPSQS_PUT_ERROR', bad);
       }
       assert.equal((await call('/?name=b-bad&opt=mput&encoding=hex', { body: '["00"]' })).body, 'HTTPSQS_PUT_ERROR');
+      // Text that is not text: stored, each would have become U+FFFD.
+      for (const body of ['["ok","\\ud800"]', '["a\\udc00b"]', Buffer.from([0x5b, 0x22, 0xff, 0x22, 0x5d])]) {
+        assert.equal((await call('/?name=b-bad&opt=mput', { body })).body, 'HTTPSQS_PUT_ERROR', String(body));
+      }
+      // A pair is one character, and stays one.
+      assert.match((await call('/?name=b-pair&opt=mput', { body: '["\\ud83d\\ude00"]' })).body, /"count":1/);
+      assert.equal((await call('/?name=b-pair&opt=get')).body, '\u{1F600}');
       for (const q of [
         'opt=mget',
         'opt=mget&num=0',

@@ -54,6 +54,9 @@ function listed(name: string, object: string): string {
  * `stop` came first). */
 const inRoom = async (req: HttpRequest, stop?: AbortSignal): Promise<boolean> => (await req.room(stop)) ?? true;
 
+/** A UTF-16 surrogate without its pair (with the `u` flag, a pair reads as one code point). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 const json = (body: string): Answer => ({ body: Buffer.from(`${body}\n`), json: true });
 
 /** The extensions' opts, and the reference's `get` and `view` widened by their new parameters
@@ -180,14 +183,16 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const delayMs = delayOf(p);
     if (Number.isNaN(delayMs)) return { body: R.PUT_ERROR };
     let items: unknown;
-    if (!batchShaped(body, R.MAX_BATCH)) return { body: R.PUT_ERROR };
+    // Bytes that are not UTF-8, and a `\ud800` escape without its pair, would be stored as U+FFFD:
+    // a message altered without a word. They are refused.
+    if (!batchShaped(body, R.MAX_BATCH) || !isUtf8(body)) return { body: R.PUT_ERROR };
     try {
       items = JSON.parse(body.toString('utf8'));
     } catch {
       return { body: R.PUT_ERROR };
     }
     if (!enc || !Array.isArray(items) || items.length > R.MAX_BATCH) return { body: R.PUT_ERROR };
-    if (!items.every((m) => typeof m === 'string' && (enc === 'utf8' || isBase64(m)))) return { body: R.PUT_ERROR };
+    if (!items.every((m) => typeof m === 'string' && (enc === 'utf8' ? !LONE_SURROGATE.test(m) : isBase64(m)))) return { body: R.PUT_ERROR };
     let positions: number[];
     try {
       positions = await store.putMany(
