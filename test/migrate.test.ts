@@ -301,6 +301,32 @@ describe('export and import', () => {
     }
   });
 
+  it("an import re-run after one that died before a queue's state does not revive that attempt's leases (LMDB)", async () => {
+    const dir = tempDir('httpsqs-rerun-');
+    const data = join(dir, 'd');
+    // 1,000 delayed messages due long ago: their leases are written before the state, which the cut line stops.
+    const lines = ['{"format":"httpsqs-export","version":1}', '{"queue":"a","maxqueue":1000000,"putpos":0,"getpos":0}'];
+    for (let i = 1; i <= 1000; i++) lines.push(`{"queue":"a","pos":${1_000_000_000 + i},"data":"${Buffer.from(`old${i}`).toString('base64')}"}`);
+    for (let i = 1; i <= 1000; i++) lines.push(`{"queue":"a","pos":${1_000_000_000 + i},"deadline":1000,"deliveries":0}`);
+    const first = httpsqs(['import', '-x', data, '-'], `${lines.join('\n')}\n{"queue":"a","pos`);
+    assert.equal(first.status, 1, first.stderr);
+    assert.match(first.stderr, /not JSON/);
+    const second = httpsqs(
+      ['import', '-x', data, '-'],
+      '{"format":"httpsqs-export","version":1}\n{"queue":"a","maxqueue":1000000,"putpos":1,"getpos":0}\n{"queue":"a","pos":1,"data":"bmV3"}\n',
+    );
+    assert.equal(second.status, 0, second.stderr);
+    const store = await LmdbStore.open({ path: data });
+    try {
+      assert.deepEqual(await store.status('a'), { putpos: 1, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      assert.deepEqual(await store.leases('a'), []);
+      assert.equal(await store.view('a', 1_000_000_001), null);
+    } finally {
+      await store.close();
+      cleanup(dir);
+    }
+  });
+
   it('export --prefix takes a prefix that is not ASCII', () => {
     const dir = tempDir('httpsqs-prefix-');
     const input = [

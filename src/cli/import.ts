@@ -48,6 +48,10 @@ export class Importer {
           `queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues - 1} queue(s) before it were imported (reset it first, or use --replace)`,
         );
       await this.store.reset(name);
+    } else if (await this.store.leftovers?.(name)) {
+      // An earlier import stopped before this queue's state: its records would be counted with
+      // ours (its leases revived). The queue holds no state, so clearing it loses nothing.
+      await this.store.reset(name);
     }
   }
 

@@ -1002,6 +1002,12 @@ export class LmdbStore implements Store {
       .map(([pos, lease]) => ({ pos, lease }));
   }
 
+  async leftovers(name: string): Promise<boolean> {
+    await this.waiting;
+    this.env.resetReadTxn();
+    return [this.msg, this.lease, this.log].some((db) => Array.from(db.getKeys({ ...keyRange(name), limit: 1 })).length > 0);
+  }
+
   async restore(
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
