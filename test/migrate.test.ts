@@ -139,7 +139,8 @@ describe('export and import', () => {
     const first = httpsqs(['export', '-x', join(dir, 'a'), '-o', join(dir, 'a.jsonl')]);
     assert.equal(first.status, 0, first.stderr);
     const exported = readFileSync(join(dir, 'a.jsonl'), 'utf8');
-    assert.match(exported, /^\{"format":"httpsqs-export","version":1\}\n/);
+    assert.match(exported, /^\{"format":"httpsqs-export","version":2\}\n/);
+    assert.match(exported, /\n\{"end":true,"queues":5,"messages":9\}\n$/);
     assert.match(exported, /"queue":"text","pos":2,"deadline":\d+,"deliveries":1\}/);
     assert.match(exported, /\{"queue":"held","maxqueue":1000000,"putpos":1,"getpos":1,"maxdeliveries":1\}/);
     assert.match(exported, /"queue":"held","pos":1000000002,"data":"cG9pc29u"\}/);
@@ -327,6 +328,52 @@ describe('export and import', () => {
     }
   });
 
+  it('an export cut short, one whose end line disagrees, and empty input are refused; a version 1 export is read with a warning', async () => {
+    const dir = tempDir('httpsqs-whole-');
+    const server = await startServer({ dir: join(dir, 'a') });
+    try {
+      for (const q of ['q1', 'q2', 'q3']) for (let i = 1; i <= 3; i++) await request(server.port, 'GET', `/?name=${q}&opt=put&data=${q}-${i}`);
+    } finally {
+      await server.stop();
+    }
+    const exported = httpsqs(['export', '-x', join(dir, 'a')]);
+    assert.equal(exported.status, 0, exported.stderr);
+    const lines = exported.stdout.split('\n').slice(0, -1);
+    assert.equal(lines[0], '{"format":"httpsqs-export","version":2}');
+    assert.equal(lines.at(-1), '{"end":true,"queues":3,"messages":9}');
+    const whole = httpsqs(['import', '-x', join(dir, 'whole'), '-'], exported.stdout);
+    assert.equal(whole.status, 0, whole.stderr);
+    assert.equal(whole.stderr, 'imported 3 queues, 9 messages\n');
+    // Cut in the middle of the second queue, as a killed export leaves it: refused, exit 1.
+    const cut = httpsqs(['import', '-x', join(dir, 'cut'), '-'], `${lines.slice(0, 7).join('\n')}\n`);
+    assert.equal(cut.status, 1, cut.stderr);
+    assert.match(
+      cut.stderr,
+      /^httpsqs: import: the input ends at line 7, before the export's end line: it was cut off .*the last queue \("q2"\) may be incomplete/,
+    );
+    // The end line's counts must match what came before it, and nothing may follow it.
+    const fewer = [...lines.slice(0, 5), ...lines.slice(9)].join('\n');
+    const counted = httpsqs(['import', '-x', join(dir, 'counted'), '-'], `${fewer}\n`);
+    assert.equal(counted.status, 1, counted.stderr);
+    assert.match(counted.stderr, /line 10: the export's end line counts 3 queues and 9 messages, but 2 queues and 6 messages came before it/);
+    const more = httpsqs(['import', '-x', join(dir, 'more'), '-'], `${exported.stdout}{"queue":"q9","maxqueue":10,"putpos":0,"getpos":0}\n`);
+    assert.equal(more.status, 1, more.stderr);
+    assert.match(more.stderr, /line 15: more after the export's end line/);
+    // Nothing at all (the export of a mistyped -x in a pipeline), for an export and a tcbmgr dump.
+    for (const args of [['/dev/null'], ['-'], ['--from-tcbmgr', '/dev/null']]) {
+      const empty = httpsqs(['import', '-x', join(dir, 'empty'), ...args], '');
+      assert.equal(empty.status, 1, `${args}: ${empty.stderr}`);
+      assert.match(empty.stderr, /^httpsqs: import: the input is empty: nothing to import/);
+      assert.ok(!existsSync(join(dir, 'empty')));
+    }
+    // Version 1 (no end line) is still read, with a warning that it could not be checked.
+    const v1 = [lines[0]!.replace('"version":2', '"version":1'), ...lines.slice(1, -1)].join('\n');
+    const old = httpsqs(['import', '-x', join(dir, 'v1'), '-'], `${v1}\n`);
+    assert.equal(old.status, 0, old.stderr);
+    assert.equal(old.stderr, 'imported 3 queues, 9 messages\nwarning: a version 1 export has no end line, so whether it was complete could not be checked\n');
+    cleanup(dir);
+  });
+
   it('export --prefix takes a prefix that is not ASCII', () => {
     const dir = tempDir('httpsqs-prefix-');
     const input = [
@@ -340,7 +387,7 @@ describe('export and import', () => {
       r.stdout
         .trim()
         .split('\n')
-        .slice(1)
+        .slice(1, -1)
         .map((l) => JSON.parse(l).queue),
       ['café-orders', 'cafés'],
     );
@@ -394,7 +441,7 @@ describe('export and import', () => {
     const dir = tempDir('httpsqs-bad-');
     const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], '\n{"queue":"q","maxqueue":10,"putpos":0,"getpos":0}\n');
     assert.equal(r.status, 1, r.stderr);
-    assert.match(r.stderr, /^httpsqs: import: line 1: not an httpsqs export \(version 1\)/);
+    assert.match(r.stderr, /^httpsqs: import: line 1: not an httpsqs export \(version 1 or 2\)/);
     // The directory it would have made is not left behind, empty; one that was there stays.
     assert.ok(!existsSync(join(dir, 'd')));
     mkdirSync(join(dir, 'kept'));

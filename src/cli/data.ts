@@ -5,11 +5,15 @@
  * progress bar shows on a terminal.
  *
  * The export format (JSON lines, one record a line):
- *   {"format":"httpsqs-export","version":1}                               first line
+ *   {"format":"httpsqs-export","version":2}                               first line
  *   {"queue":"Q","maxqueue":M,"putpos":P,"getpos":G}                       a queue, before its records
  *   {"queue":"Q","pos":N,"data":"<base64>"}                                a stored message
  *   {"queue":"Q","pos":N,"deadline":MS,"deliveries":D}                     a lease
+ *   {"end":true,"queues":Q,"messages":M}                                   last line: what came before
  * A queue name that is not UTF-8 is written as "queue64" (base64) instead of "queue".
+ * Version 1 is the same without the end line; import still reads it, but cannot tell whether it
+ * is whole. A version 2 input without its end line, or whose counts differ from what came
+ * before it, was cut off or changed: import refuses it.
  */
 import { constants } from 'node:buffer';
 import { rmSync } from 'node:fs';

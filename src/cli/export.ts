@@ -38,7 +38,7 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
     if (broken) throw broken;
     return out.write(`${line}\n`) ? undefined : Promise.race([new Promise<void>((r) => out.once('drain', () => r())), failed]);
   };
-  await write('{"format":"httpsqs-export","version":1}');
+  await write('{"format":"httpsqs-export","version":2}');
   const queues: string[] = [];
   for await (const q of everyQueue(store, prefix)) queues.push(q.name);
   const bar = toFile ? progress(queues.length, 'queues') : undefined;
@@ -57,6 +57,8 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
     }
     bar?.update(i + 1, { count: i + 1 });
   }
+  // The end line: an import of a copy cut short (a failed or stopped export) finds it missing.
+  await write(`{"end":true,"queues":${queues.length},"messages":${messages}}`);
   bar?.stop();
   if (out !== process.stdout) {
     out.end();

@@ -27,6 +27,11 @@ export class Importer {
   queues = 0;
   messages = 0;
 
+  /** The queue being written. */
+  get queueName(): string | undefined {
+    return this.name;
+  }
+
   constructor(
     private readonly store: Store,
     private readonly replace: boolean,
@@ -136,25 +141,31 @@ async function* boundedLines(input: AsyncIterable<Buffer>, encoding: BufferEncod
   if (size) yield line(Buffer.alloc(0));
 }
 
-function isExportHeader(line: string): boolean {
+/** The export format versions an import reads: 1 (no end line), and 2, which ends with one. */
+function exportVersion(line: string): 1 | 2 | undefined {
   try {
     const h = JSON.parse(line) as { format?: unknown; version?: unknown } | null;
-    return h?.format === 'httpsqs-export' && h.version === 1;
+    return h?.format === 'httpsqs-export' && (h.version === 1 || h.version === 2) ? h.version : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
-async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
+/** Reads an export; says whether it could tell that the input was whole (version 2 only). */
+async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<{ checked: boolean }> {
   let n = 0;
+  let version: 1 | 2 | undefined;
+  let ended = false;
   for await (const line of lines) {
     n++;
     // The header comes first, not after a blank line: without it, the input may be anything.
     if (n === 1) {
-      if (!isExportHeader(line)) throw new DataError('line 1: not an httpsqs export (version 1)');
+      version = exportVersion(line);
+      if (!version) throw new DataError('line 1: not an httpsqs export (version 1 or 2)');
       continue;
     }
     if (!line.trim()) continue;
+    if (ended) throw new DataError(`line ${n}: more after the export's end line`);
     let r: Record<string, unknown>;
     try {
       r = JSON.parse(line) as Record<string, unknown>;
@@ -168,6 +179,16 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
         : typeof r.queue64 === 'string'
           ? Buffer.from(r.queue64, 'base64').toString('latin1')
           : undefined;
+    if (version === 2 && r.end === true && !('queue' in r) && !('queue64' in r)) {
+      const queues = number(r.queues, `line ${n}: queues`);
+      const messages = number(r.messages, `line ${n}: messages`);
+      if (queues !== imp.queues || messages !== imp.messages)
+        throw new DataError(
+          `line ${n}: the export's end line counts ${queues} queues and ${messages} messages, but ${imp.queues} queues and ${imp.messages} messages came before it: the input is not the export as it was written`,
+        );
+      ended = true;
+      continue;
+    }
     if (name === undefined) throw new DataError(`line ${n}: no queue`);
     await imp.queue(name);
     if ('maxqueue' in r) {
@@ -188,6 +209,13 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
       });
     } else throw new DataError(`line ${n}: neither a queue, a message nor a lease`);
   }
+  if (n === 0) throw new DataError('the input is empty: nothing to import (did the export fail?)');
+  if (version === 2 && !ended) {
+    throw new DataError(
+      `the input ends at line ${n}, before the export's end line: it was cut off (did the export fail or get stopped?). What came before was written; the last queue ${imp.queueName === undefined ? '' : `(${JSON.stringify(imp.queueName)}) `}may be incomplete and holds no state from this input. Import the whole export again with --replace`,
+    );
+  }
+  return { checked: version === 2 };
 }
 
 /**
@@ -229,6 +257,7 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
       states.set(key, { getpos, putpos, maxqueue });
     } else process.stderr.write(`line ${n}: skipped the key ${JSON.stringify(key)}: not one HTTPSQS writes\n`);
   }
+  if (n === 0) throw new DataError('the input is empty: nothing to import (did tcbmgr fail?)');
   // Positions come after the messages in the file's key order; set them last, queue by queue.
   for (const [name, s] of states) {
     await imp.queue(name);
@@ -291,8 +320,10 @@ export async function runImport(argv: string[]): Promise<void> {
     bar?.update(read, { count: imp.messages });
   });
   let stored = false;
+  let checked = true;
   try {
-    await (tcbmgr ? importTcbmgr(imp, lines) : importJsonLines(imp, lines));
+    if (tcbmgr) await importTcbmgr(imp, lines);
+    else ({ checked } = await importJsonLines(imp, lines));
     await imp.flush(true);
     stored = true;
   } finally {
@@ -301,4 +332,5 @@ export async function runImport(argv: string[]): Promise<void> {
     if (!stored && made && imp.queues === 0 && imp.messages === 0) rmSync(dir, { recursive: true, force: true });
   }
   process.stderr.write(`imported ${imp.queues} queues, ${imp.messages} messages\n`);
+  if (!checked) process.stderr.write('warning: a version 1 export has no end line, so whether it was complete could not be checked\n');
 }
