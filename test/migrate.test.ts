@@ -374,6 +374,36 @@ describe('export and import', () => {
     cleanup(dir);
   });
 
+  it('a lease whose deliveries or deadline no store can hold is refused as a data error naming its line, on LMDB and the journal', () => {
+    const dir = tempDir('httpsqs-lease-');
+    const head = '{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":0}\n{"queue":"q","pos":1,"data":"AA=="}\n';
+    const cases: Array<[string, RegExp]> = [
+      ['"deadline":1000,"deliveries":1e10', /^httpsqs: import: line 4: deliveries: expected a whole number from 0 to 4294967295, got 10000000000\n$/],
+      ['"deadline":1000,"deliveries":4294967296', /^httpsqs: import: line 4: deliveries: expected a whole number from 0 to 4294967295, got 4294967296\n$/],
+      ['"deadline":1e300,"deliveries":1', /^httpsqs: import: line 4: deadline: expected a whole number from 0 to 9007199254740991, got 1e\+300\n$/],
+      [
+        '"deadline":9007199254740992,"deliveries":1',
+        /^httpsqs: import: line 4: deadline: expected a whole number from 0 to 9007199254740991, got 9007199254740992\n$/,
+      ],
+    ];
+    for (const [i, [fields, refusal]] of cases.entries()) {
+      for (const engine of ['lmdb', 'journal']) {
+        const r = httpsqs(['import', '-x', join(dir, `${engine}${i}`), '--engine', engine, '-'], `${head}{"queue":"q","pos":1,${fields}}\n`);
+        assert.equal(r.status, 1, `${engine} ${fields}: ${r.stderr}`);
+        assert.match(r.stderr, refusal, `${engine} ${fields}`);
+      }
+    }
+    // The largest of each is taken.
+    for (const engine of ['lmdb', 'journal']) {
+      const r = httpsqs(
+        ['import', '-x', join(dir, `${engine}-max`), '--engine', engine, '-'],
+        `${head}{"queue":"q","pos":1,"deadline":9007199254740991,"deliveries":4294967295}\n`,
+      );
+      assert.equal(r.status, 0, `${engine}: ${r.stderr}`);
+    }
+    cleanup(dir);
+  });
+
   it('export --prefix takes a prefix that is not ASCII', () => {
     const dir = tempDir('httpsqs-prefix-');
     const input = [

@@ -104,8 +104,9 @@ export class Importer {
   }
 }
 
-const number = (v: unknown, what: string): number => {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new DataError(`${what}: expected a whole number, got ${JSON.stringify(v)}`);
+const number = (v: unknown, what: string, max = Number.MAX_SAFE_INTEGER): number => {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+    throw new DataError(`${what}: expected a whole number from 0 to ${max}, got ${JSON.stringify(v)}`);
   return v;
 };
 
@@ -204,8 +205,9 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
       await imp.lease(number(r.pos, `line ${n}: pos`), {
+        // What every store can hold: a count of 32 bits, a time in ms that is an exact number.
         deadline: number(r.deadline, `line ${n}: deadline`),
-        deliveries: number(r.deliveries, `line ${n}: deliveries`),
+        deliveries: number(r.deliveries, `line ${n}: deliveries`, 2 ** 32 - 1),
       });
     } else throw new DataError(`line ${n}: neither a queue, a message nor a lease`);
   }
