@@ -97,6 +97,46 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     }
     cleanup(dir);
   });
+  it('refuses a hex dump with a damaged or odd-length byte on any line, or whose last line has no newline', () => {
+    const dir = tempDir('httpsqs-tc-');
+    const db = join(dir, 'httpsqs.db');
+    execFileSync('tcbmgr', ['create', db]);
+    for (const [k, v] of [
+      ['z:1', 'first message'],
+      ['z:2', 'second message'],
+      ['z:putpos', '2'],
+    ])
+      execFileSync('tcbmgr', ['put', db, k!, v!]);
+    const lines = execFileSync('tcbmgr', ['list', '-pv', '-px', db]).toString('latin1').split('\n').slice(0, -1);
+    assert.equal(lines.length, 3);
+    assert.ok(lines[1]!.startsWith('7A 3A 32\t'), lines[1]);
+    let runs = 0;
+    const run = (input: string) => httpsqs(['import', '-x', join(dir, `d${runs++}`), '--from-tcbmgr', '-'], input);
+    const whole = run(`${lines.join('\n')}\n`);
+    assert.equal(whole.status, 0, whole.stderr);
+    assert.match(whole.stderr, /imported 1 queues, 2 messages/);
+    const swap = (i: number, line: string) => `${lines.map((l, j) => (j === i ? line : l)).join('\n')}\n`;
+    const cases: Array<[string, string, RegExp]> = [
+      [
+        'cut inside the second line',
+        `${lines[0]}\n${lines[1]!.slice(0, -4)}`,
+        /^httpsqs: import: line 2: the input ends inside it, before its newline: it was cut off\n$/,
+      ],
+      ['an odd digit on the second line', swap(1, lines[1]!.slice(0, -1)), /^httpsqs: import: line 2: not hex bytes like the lines before it/],
+      ['a bad byte on the second line', swap(1, lines[1]!.replace('\t73', '\tZZ')), /^httpsqs: import: line 2: not hex bytes like the lines before it/],
+      [
+        'a bad byte on the first line',
+        swap(0, lines[0]!.replace('\t66', '\tZZ')),
+        /httpsqs: import: line 2: hex bytes \(tcbmgr list -pv -px\), but the first line is not/,
+      ],
+    ];
+    for (const [what, input, refusal] of cases) {
+      const r = run(input);
+      assert.equal(r.status, 1, `${what}: ${r.stderr}`);
+      assert.match(r.stderr, refusal, what);
+    }
+    cleanup(dir);
+  });
 });
 
 describe('export and import', () => {

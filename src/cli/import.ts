@@ -113,9 +113,16 @@ const number = (v: unknown, what: string, max = Number.MAX_SAFE_INTEGER): number
 /**
  * The input's lines (split at LF, a CR before it dropped), each decoded on its own. A line longer
  * than `max` bytes stops the import once that much of it has come, so it is never held as one
- * string (V8 makes none over about 512 MiB: "Invalid string length").
+ * string (V8 makes none over about 512 MiB: "Invalid string length"). With `lastEnds`, a last line
+ * without its newline is refused (a dump cut short), not read.
  */
-async function* boundedLines(input: AsyncIterable<Buffer>, encoding: BufferEncoding, max: number, onChunk: (bytes: number) => void): AsyncGenerator<string> {
+async function* boundedLines(
+  input: AsyncIterable<Buffer>,
+  encoding: BufferEncoding,
+  max: number,
+  onChunk: (bytes: number) => void,
+  lastEnds: boolean,
+): AsyncGenerator<string> {
   let held: Buffer[] = [];
   let size = 0;
   let n = 0;
@@ -139,6 +146,7 @@ async function* boundedLines(input: AsyncIterable<Buffer>, encoding: BufferEncod
     if (size > max) throw tooLong();
     if (start < chunk.length) held.push(chunk.subarray(start));
   }
+  if (size && lastEnds) throw new DataError(`line ${n + 1}: the input ends inside it, before its newline: it was cut off`);
   if (size) yield line(Buffer.alloc(0));
 }
 
@@ -228,6 +236,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
 async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
   const states = new Map<string, Partial<QueueState>>();
   const hex = (s: string) => Buffer.from(s.replace(/ /g, ''), 'hex');
+  const hexLine = /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i;
   let n = 0;
   let hexMode: boolean | undefined;
   for await (const line of lines) {
@@ -235,7 +244,12 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
     if (!line) continue;
     const tab = line.indexOf('\t');
     if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
-    hexMode ??= /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i.test(line);
+    hexMode ??= hexLine.test(line);
+    // Buffer.from(…, 'hex') stops quietly at the first bad pair: a damaged line would lose bytes.
+    if (hexMode && !hexLine.test(line))
+      throw new DataError(`line ${n}: not hex bytes like the lines before it (the output of tcbmgr list -pv -px): damaged or cut off?`);
+    // A text line HTTPSQS writes is never all hex (its key has a colon, or its value commas).
+    if (!hexMode && n > 1 && hexLine.test(line)) throw new DataError(`line ${n}: hex bytes (tcbmgr list -pv -px), but the first line is not: it is damaged`);
     // Lines are read as latin1, one char a byte: the text form's bytes come through as they are.
     const key = hexMode ? hex(line.slice(0, tab)).toString('latin1') : line.slice(0, tab);
     const value = hexMode ? hex(line.slice(tab + 1)) : Buffer.from(line.slice(tab + 1), 'latin1');
@@ -317,10 +331,17 @@ export async function runImport(argv: string[]): Promise<void> {
   const input = source === '-' ? process.stdin : createReadStream(source);
   let read = 0;
   // JSON lines are UTF-8; a tcbmgr dump is bytes (hex, or raw in its text form).
-  const lines = boundedLines(readFrom(input, source), tcbmgr ? 'latin1' : 'utf8', maxLine, (bytes) => {
-    read += bytes;
-    bar?.update(read, { count: imp.messages });
-  });
+  // tcbmgr ends every line: a dump whose last line has no newline was cut short.
+  const lines = boundedLines(
+    readFrom(input, source),
+    tcbmgr ? 'latin1' : 'utf8',
+    maxLine,
+    (bytes) => {
+      read += bytes;
+      bar?.update(read, { count: imp.messages });
+    },
+    tcbmgr,
+  );
   let stored = false;
   let checked = true;
   try {
