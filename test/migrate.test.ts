@@ -533,6 +533,19 @@ describe('export and import', () => {
     );
     assert.equal(long.status, 1);
     assert.match(long.stderr, /a queue name of 257 bytes: the server takes at most 256/);
+    // A queue64 that is not base64 is refused, as data that is not is.
+    for (const q64 of ['@@@', 'YQ', 'Y Q==', 'YQ==YQ==']) {
+      const r = httpsqs(
+        ['import', '-x', join(dir, 'q64'), '-'],
+        `{"format":"httpsqs-export","version":1}\n{"queue64":"${q64}","maxqueue":10,"putpos":0,"getpos":0}\n`,
+      );
+      assert.deepEqual([r.status, r.stderr], [1, 'httpsqs: import: line 2: queue64 must be base64 text\n'], q64);
+    }
+    const q64 = httpsqs(
+      ['import', '-x', join(dir, 'q64'), '-'],
+      '{"format":"httpsqs-export","version":1}\n{"queue64":"/w==","maxqueue":10,"putpos":0,"getpos":0}\n',
+    );
+    assert.equal(q64.status, 0, q64.stderr);
     // JSON that is no object, and a file that cannot be read: one line each, no stack trace.
     for (const [i, v] of ['null', '[]', '5', '"q"'].entries()) {
       const r = httpsqs(['import', '-x', join(dir, `v${i}`), '-'], `{"format":"httpsqs-export","version":1}\n${v}\n`);

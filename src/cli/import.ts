@@ -199,6 +199,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
       continue;
     }
     if (name === undefined) throw new DataError(`line ${n}: no queue`);
+    if (typeof r.queue !== 'string' && !isBase64(r.queue64 as string)) throw new DataError(`line ${n}: queue64 must be base64 text`);
     await imp.queue(name);
     if ('maxqueue' in r) {
       const s: QueueState = {
