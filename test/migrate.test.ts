@@ -97,6 +97,51 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     }
     cleanup(dir);
   });
+  it('a queue that already holds state and has only positions in the dump stops the import before any queue is written', async () => {
+    const dir = tempDir('httpsqs-tc-');
+    const db = join(dir, 'httpsqs.db');
+    execFileSync('tcbmgr', ['create', db]);
+    // In key order: a and b with messages, c with its maxqueue only, d with a message.
+    for (const [k, v] of [
+      ['a:1', 'a1'],
+      ['a:putpos', '1'],
+      ['b:1', 'b1'],
+      ['b:putpos', '1'],
+      ['c:maxqueue', '100'],
+      ['d:1', 'd1'],
+      ['d:putpos', '1'],
+    ])
+      execFileSync('tcbmgr', ['put', db, k!, v!]);
+    const dump = join(dir, 'dump.txt');
+    writeFileSync(dump, execFileSync('tcbmgr', ['list', '-pv', '-px', db]));
+    const data = join(dir, 'data');
+    let store = await LmdbStore.open({ path: data });
+    await store.restore('c', { state: { putpos: 2, getpos: 1, maxqueue: 50 } });
+    await store.close();
+    const r = httpsqs(['import', '-x', data, '--from-tcbmgr', dump]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(
+      r.stderr,
+      'httpsqs: import: queue "c" already holds state here, so the import stopped (reset it first, or use --replace); nothing was imported (the 3 queue(s) it had begun writing were emptied again)\n',
+    );
+    store = await LmdbStore.open({ path: data });
+    try {
+      assert.deepEqual(
+        (await store.list('', undefined, 10)).map((q) => q.name),
+        ['c'],
+      );
+      for (const q of ['a', 'b', 'd']) assert.equal(await store.view(q, 1), null, q);
+      assert.deepEqual(await store.status('c'), { putpos: 2, getpos: 1, maxqueue: 50, leased: 0, delayed: 0, dead: 0 });
+    } finally {
+      await store.close();
+    }
+    // With --replace, every queue is written.
+    const replaced = httpsqs(['import', '-x', data, '--replace', '--from-tcbmgr', dump]);
+    assert.equal(replaced.status, 0, replaced.stderr);
+    assert.match(replaced.stderr, /imported 4 queues, 3 messages/);
+    cleanup(dir);
+  });
+
   it('refuses a hex dump with a damaged or odd-length byte on any line, or whose last line has no newline', () => {
     const dir = tempDir('httpsqs-tc-');
     const db = join(dir, 'httpsqs.db');
@@ -120,7 +165,7 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
       [
         'cut inside the second line',
         `${lines[0]}\n${lines[1]!.slice(0, -4)}`,
-        /^httpsqs: import: line 2: the input ends inside it, before its newline: it was cut off\n$/,
+        /^httpsqs: import: line 2: the input ends inside it, before its newline: it was cut off; nothing was imported \(the 1 queue\(s\) it had begun writing were emptied again\)\n$/,
       ],
       ['an odd digit on the second line', swap(1, lines[1]!.slice(0, -1)), /^httpsqs: import: line 2: not hex bytes like the lines before it/],
       ['a bad byte on the second line', swap(1, lines[1]!.replace('\t73', '\tZZ')), /^httpsqs: import: line 2: not hex bytes like the lines before it/],

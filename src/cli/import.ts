@@ -32,9 +32,14 @@ export class Importer {
     return this.name;
   }
 
+  /**
+   * `allOrNothing`: no queue is whole until the input ends (a tcbmgr dump, whose states are set
+   * last), so a refusal speaks of no queue imported before it, and `undo` empties those begun.
+   */
   constructor(
     private readonly store: Store,
     private readonly replace: boolean,
+    private readonly allOrNothing = false,
   ) {}
 
   /** Starts (or goes back to) a queue; the first time, checks that writing it harms nothing. */
@@ -44,20 +49,36 @@ export class Importer {
     await this.flush(true);
     this.name = name;
     if (this.seen.has(name)) return;
-    this.seen.add(name);
-    this.queues++;
     const s = await this.store.status(name);
     if (!isInitial(s)) {
       if (!this.replace)
         throw new DataError(
-          `queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues - 1} queue(s) before it were imported (reset it first, or use --replace)`,
+          this.allOrNothing
+            ? `queue ${JSON.stringify(name)} already holds state here, so the import stopped (reset it first, or use --replace)`
+            : `queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues} queue(s) before it were imported (reset it first, or use --replace)`,
         );
+      this.seen.add(name);
+      this.queues++;
       await this.store.reset(name);
     } else if (await this.store.leftovers?.(name)) {
       // An earlier import stopped before this queue's state: its records would be counted with
       // ours (its leases revived). The queue holds no state, so clearing it loses nothing.
       await this.store.reset(name);
     }
+    if (!this.seen.has(name)) {
+      this.seen.add(name);
+      this.queues++;
+    }
+  }
+
+  /** Empties every queue this import began (what it wrote is taken away); says how many. */
+  async undo(): Promise<number> {
+    this.batch = [];
+    this.held = [];
+    this.state = undefined;
+    this.name = undefined;
+    for (const name of this.seen) await this.store.reset(name);
+    return this.seen.size;
   }
 
   setState(s: QueueState): void {
@@ -235,6 +256,18 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
  * servers kept one key `Q` holding "getpos,putpos,maxqueue". A name may itself hold `:`.
  */
 async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
+  try {
+    await readTcbmgr(imp, lines);
+  } catch (err) {
+    // The states come last: every queue begun so far holds messages without one. Take them away.
+    if (!(err instanceof DataError)) throw err;
+    const begun = await imp.undo();
+    if (!begun) throw err;
+    throw new DataError(`${err.message}; nothing was imported (the ${begun} queue(s) it had begun writing were emptied again)`);
+  }
+}
+
+async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
   const states = new Map<string, Partial<QueueState>>();
   const hex = (s: string) => Buffer.from(s.replace(/ /g, ''), 'hex');
   const hexLine = /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i;
@@ -275,6 +308,9 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
     } else process.stderr.write(`line ${n}: skipped the key ${JSON.stringify(key)}: not one HTTPSQS writes\n`);
   }
   if (n === 0) throw new DataError('the input is empty: nothing to import (did tcbmgr fail?)');
+  // Every queue is checked (and with --replace, reset) before any state is set: one that holds
+  // state here, known only from its positions, stops the import before any queue is whole.
+  for (const name of states.keys()) await imp.queue(name);
   // Positions come after the messages in the file's key order; set them last, queue by queue.
   for (const [name, s] of states) {
     await imp.queue(name);
@@ -327,7 +363,7 @@ export async function runImport(argv: string[]): Promise<void> {
     await store.close();
     throw new DataError(`${running} httpsqs server(s) use this Redis now: stop them before importing (export works while they run)`);
   }
-  const imp = new Importer(store, values.replace ?? false);
+  const imp = new Importer(store, values.replace ?? false, tcbmgr);
   const bar = progress(size, 'messages');
   const input = source === '-' ? process.stdin : createReadStream(source);
   let read = 0;
