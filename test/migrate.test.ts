@@ -552,6 +552,25 @@ describe('export and import', () => {
     cleanup(dir);
   });
 
+  it('a long line that is not shaped like a message line is refused before it is parsed', () => {
+    const dir = tempDir('httpsqs-bad-');
+    const head = '{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":0}\n';
+    const refusal = /^httpsqs: import: line 3: a line of \d+ characters that is not a message's: only a message's data may make a line longer than 8192\n$/;
+    for (const line of [
+      `[${'{},'.repeat(2 ** 20)}{}]`,
+      `{"queue":"q","pos":1,"data":"AA==","pad":"${'x'.repeat(20_000)}"}`,
+      `{"queue":"q","pos":1,"pad":"${'x'.repeat(20_000)}","data":"AA=="}`,
+    ]) {
+      const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], `${head}${line}\n`);
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, refusal, line.slice(0, 40));
+    }
+    // A long message line is read.
+    const ok = httpsqs(['import', '-x', join(dir, 'd'), '-'], `${head}{"queue" : "q", "pos":1, "data": "${'QUFB'.repeat(10_000)}"}\n`);
+    assert.equal(ok.status, 0, ok.stderr);
+    cleanup(dir);
+  });
+
   it('the first line must be the export header; a blank one too is refused', () => {
     const dir = tempDir('httpsqs-bad-');
     const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], '\n{"queue":"q","maxqueue":10,"putpos":0,"getpos":0}\n');

@@ -171,6 +171,19 @@ async function* boundedLines(
   if (size) yield line(Buffer.alloc(0));
 }
 
+/** Longer lines must be message lines: only their data may be long. */
+const SHORT_LINE = 8 * 1024;
+
+/** Whether a long line is shaped like a message line: without its data string, a short one.
+ * Parsing a long line of anything else can take many times its size (`[{},{},…]`: 35 times). */
+function messageShaped(line: string): boolean {
+  const data = /"data"\s*:\s*"/.exec(line);
+  if (!data) return false;
+  const start = data.index + data[0].length;
+  const end = line.indexOf('"', start);
+  return end >= 0 && line.length - (end - start) <= SHORT_LINE;
+}
+
 /** The export format versions an import reads: 1 (no end line), and 2, which ends with one. */
 function exportVersion(line: string): 1 | 2 | undefined {
   try {
@@ -196,6 +209,10 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
     }
     if (!line.trim()) continue;
     if (ended) throw new DataError(`line ${n}: more after the export's end line`);
+    if (line.length > SHORT_LINE && !messageShaped(line))
+      throw new DataError(
+        `line ${n}: a line of ${line.length} characters that is not a message's: only a message's data may make a line longer than ${SHORT_LINE}`,
+      );
     let r: Record<string, unknown>;
     try {
       r = JSON.parse(line) as Record<string, unknown>;
