@@ -237,7 +237,14 @@ export class RedisStore implements Store {
       throw new StoreError(`Redis at ${redactUrl(this.opts.url)}: ${this.why(err)}`, { cause: err });
     });
     await this.checkEviction();
-    if (this.opts.reindex) await this.reindex().catch((err) => this.failed(err));
+    if (this.opts.reindex)
+      await this.reindex().catch((err: Error) => {
+        // An export from a replica (to spare the primary) reads; the index cannot be mended there.
+        if (!err.message.startsWith('READONLY')) this.failed(err);
+        this.warn(
+          `Redis at ${redactUrl(this.opts.url)} is a read-only replica: a queue missing from the list index (its entry lost with its frontend) cannot be added to it here, and is not exported; an export from the primary adds and exports it`,
+        );
+      });
     return this;
   }
 
