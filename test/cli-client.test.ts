@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { Readable, Writable } from 'node:stream';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
@@ -23,6 +25,18 @@ import {
   tempDir,
   waitFor,
 } from './helpers.js';
+import { runCli } from '../src/client/commands.js';
+
+/** Runs httpsqs-cli in this process with a standard output whose every write fails with `code`. */
+async function failingStdout(port: number, args: string[], code: string) {
+  let stderr = '';
+  const stdout = new Writable({ write: (_chunk, _enc, done) => done(Object.assign(new Error(`${code}: write failed`), { code })) });
+  stdout.on('error', () => {}); // as cli.ts does: the write that meets it reports it
+  const stderrStream = new Writable({ write: (chunk: Buffer, _enc, done) => ((stderr += chunk), done()) });
+  const io = { stdout, stderr: stderrStream, stdin: Readable.from([]), env: {}, signals: new EventEmitter() };
+  const exit = await runCli(['--port', String(port), ...args], io);
+  return { exit, stderr };
+}
 
 describe('httpsqs-cli', () => {
   const suite = cliSuite();
@@ -71,6 +85,54 @@ describe('httpsqs-cli', () => {
       assert.equal(stderr, 'httpsqs-cli: the lease on position 1 ran out before it was written out; it may be handed out again\n');
     } finally {
       await server.stop();
+    }
+  });
+
+  it('get whose message cannot be written out says so: a leased one comes back (exit 0 for a reader gone, 1 else), a plain one is lost (1)', async () => {
+    const port = suite.server.port;
+    const status = async () => JSON.parse((await request(port, 'GET', '/?name=k-unwritten&opt=status_json')).body.toString());
+    cli(['put', 'k-unwritten', 'one']);
+    // A reader that went away (EPIPE): not acked, so it comes back; nothing is lost.
+    assert.deepEqual(await failingStdout(port, ['get', 'k-unwritten'], 'EPIPE'), {
+      exit: 0,
+      stderr: 'httpsqs-cli: position 1 could not be written out (the reader went away); it was not acked: it comes back when its lease ends\n',
+    });
+    assert.equal((await status()).leased, 1);
+    // A full disk: the same, but an error.
+    cli(['put', 'k-unwritten', 'two']);
+    assert.deepEqual(await failingStdout(port, ['--json', 'get', 'k-unwritten'], 'ENOSPC'), {
+      exit: 1,
+      stderr: 'httpsqs-cli: position 2 could not be written out (ENOSPC: write failed); it was not acked: it comes back when its lease ends\n',
+    });
+    assert.equal((await status()).leased, 2);
+    // A plain get (--reference) took it for good: lost, and said so, whatever the reason.
+    cli(['put', 'k-unwritten', 'three']);
+    assert.deepEqual(await failingStdout(port, ['--reference', 'get', 'k-unwritten'], 'EPIPE'), {
+      exit: 1,
+      stderr: 'httpsqs-cli: position 3 was taken from the queue but could not be written out (the reader went away): it is lost\n',
+    });
+  });
+
+  it('get > /dev/full exits with 1 and says where the message is', { skip: existsSync('/dev/full') ? false : 'no /dev/full' }, () => {
+    cli(['put', 'k-full', 'a']);
+    cli(['put', 'k-full', 'b']);
+    const full = openSync('/dev/full', 'w');
+    try {
+      const run = (args: string[]) =>
+        spawnSync(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), ...args, 'get', 'k-full'], {
+          encoding: 'utf8',
+          env: cleanEnv(),
+          stdio: ['ignore', full, 'pipe'],
+          timeout: 20_000,
+        });
+      const leased = run([]);
+      assert.equal(leased.status, 1);
+      assert.match(leased.stderr, /^httpsqs-cli: position 1 could not be written out \(ENOSPC.*\); it was not acked: it comes back when its lease ends\n$/);
+      const plain = run(['--reference']);
+      assert.equal(plain.status, 1);
+      assert.match(plain.stderr, /^httpsqs-cli: position 2 was taken from the queue but could not be written out \(ENOSPC.*\): it is lost\n$/);
+    } finally {
+      closeSync(full);
     }
   });
 

@@ -223,9 +223,19 @@ function buildProgram(io: CliIo): Command {
   }
   const json = () => globals().json === true;
   const out = (s: string | Buffer) => io.stdout.write(s);
-  /** Writes and waits until it is written: a reader that went away (`| head -1`) is an error here. */
-  const write = (s: string | Buffer) =>
-    new Promise<void>((resolve, reject) => io.stdout.write(s, (err) => (err ? reject(new Outcome(EXIT.ok, '')) : resolve())));
+  /** Writes and waits until it is written; rejects with the write's error (EPIPE: a reader that
+   * went away, as `| head -1` does; ENOSPC, EIO: the output itself failed). */
+  const write = (s: string | Buffer) => new Promise<void>((resolve, reject) => io.stdout.write(s, (err) => (err ? reject(err) : resolve())));
+  /** What a get says when the message `m` it took could not be written out. A leased one is not
+   * acked: it comes back when its lease ends, so a reader that went away (`| head -1`) loses
+   * nothing and exits 0. Any other failure exits 1; and a plain get (--reference) has taken the
+   * message from the queue for good, so its message is lost whatever the reason. */
+  const unwritten = (err: unknown, m: Message): Outcome => {
+    const gone = (err as { code?: unknown } | undefined)?.code === 'EPIPE';
+    const why = gone ? 'the reader went away' : errorMessage(err);
+    if (!m.lease) return new Outcome(EXIT.error, `position ${m.pos} was taken from the queue but could not be written out (${why}): it is lost`);
+    return new Outcome(gone ? EXIT.ok : EXIT.error, `position ${m.pos} could not be written out (${why}); it was not acked: it comes back when its lease ends`);
+  };
   /** A message as it is; on a terminal, ended with a newline if it has none, so that the prompt
    * does not run on after it. Piped, its bytes are kept: messages are binary. */
   const shown = (body: Buffer, terminal = io.stdout.isTTY === true) => (terminal && body.at(-1) !== 10 ? Buffer.concat([body, Buffer.from('\n')]) : body);
@@ -442,11 +452,13 @@ function buildProgram(io: CliIo): Command {
             if (!o.follow) throw new Outcome(EXIT.empty, `queue ${name} has no message`);
             continue;
           }
-          if (json()) await write(`${messageJson(m, settleAfter)}\n`);
-          else {
-            await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : shown(m.body));
-            if (m.lease && !settleAfter) io.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
+          try {
+            if (json()) await write(`${messageJson(m, settleAfter)}\n`);
+            else await write(o.follow ? Buffer.concat([m.body, Buffer.from('\n')]) : shown(m.body));
+          } catch (err) {
+            throw unwritten(err, m);
           }
+          if (!json() && m.lease && !settleAfter) io.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
           if (settleAfter) {
             // An ack that got no answer leaves the lease to run out: the message is printed again then.
             const acked = await q.ack(name, m.pos, m.lease).catch((err: unknown) => {
