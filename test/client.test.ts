@@ -459,6 +459,78 @@ describe('HttpsqsClient', () => {
     assert.equal(handled, 2);
   });
 
+  /** A stand-in for a server behind a proxy: hands out one message (position 7, leased), holds
+   * later polls open, and answers the acks with `acks` in turn (`'reset'`: the connection drops
+   * after the request came; a number: that HTTP status; the last one stays). */
+  async function flakyAcks(acks: Array<'reset' | number>) {
+    let given = false;
+    const tries: number[] = [];
+    let acked!: () => void;
+    const ackedOk = new Promise<void>((r) => (acked = r));
+    const proxy = http.createServer((req, res) => {
+      if (req.url!.includes('opt=get')) {
+        if (given) return; // a long poll that gets nothing: ended by the client when it stops
+        given = true;
+        return res.writeHead(200, { Pos: '7', Lease: 't', Deliveries: '1' }).end('job');
+      }
+      tries.push(Date.now());
+      const answer = acks[Math.min(tries.length, acks.length) - 1]!;
+      if (answer === 'reset') return req.socket.destroy();
+      if (answer !== 200) return res.writeHead(answer).end(`from the proxy: ${answer}`);
+      res.writeHead(200).end('HTTPSQS_ACK_OK', acked);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const client = new HttpsqsClient({ url: `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}` });
+    /** Consumes the one message; resolves once its ack is settled one way or the other. */
+    const consume = async (lease: number) => {
+      const stop = new AbortController();
+      const errors: unknown[] = [];
+      let told!: () => void;
+      const failed = new Promise<void>((r) => (told = r));
+      const consuming = client.consume('c-flaky', () => {}, {
+        lease,
+        wait: 1,
+        signal: stop.signal,
+        onError: (err) => (errors.push(err), told()),
+      });
+      // The ack is settled once it was answered 200, or onError was told; consume then ends.
+      await Promise.race([ackedOk, failed]);
+      stop.abort();
+      await consuming;
+      return errors;
+    };
+    const close = async () => (await client.close(), proxy.close());
+    return { tries, consume, close };
+  }
+
+  it('consume retries an ack through a restart of a few seconds (no answer, a proxy 502/503/504), with a growing pause', { timeout: 20_000 }, async () => {
+    const flaky = await flakyAcks(['reset', 503, 504, 502, 200]);
+    try {
+      assert.deepEqual(await flaky.consume(60), []);
+      assert.equal(flaky.tries.length, 5);
+      const pauses = flaky.tries.slice(1).map((t, i) => t - flaky.tries[i]!);
+      assert.ok(
+        pauses.every((p, i) => i === 0 || p > pauses[i - 1]!),
+        `pauses grow: ${pauses}`,
+      );
+    } finally {
+      await flaky.close();
+    }
+  });
+
+  it("consume gives up on an ack that gets no answer once the message's lease would have ended, and says so", { timeout: 20_000 }, async () => {
+    const flaky = await flakyAcks(['reset']);
+    try {
+      const errors = await flaky.consume(3);
+      assert.equal(errors.length, 1);
+      assert.ok(errors[0] instanceof NetworkError, String(errors[0]));
+      // Tries at about 0, 0.25, 0.75 and 1.75 s; the next, at 3.75 s, would be past the lease.
+      assert.equal(flaky.tries.length, 4);
+    } finally {
+      await flaky.close();
+    }
+  });
+
   it('a handler is told of the stop through its signal; the message it gave up on comes back', async () => {
     await q.put('c-stop', 'long job');
     const stop = new AbortController();

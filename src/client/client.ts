@@ -115,6 +115,47 @@ export function shorterWait(wait: number, err: unknown): number | undefined {
   return wait > 1 && err instanceof ProtocolError && err.reply === R.ERROR ? Math.max(1, Math.floor(wait / 2)) : undefined;
 }
 
+/** The first pause before settling again (doubled after each failure, up to SETTLE_PAUSE_MAX_MS). */
+const SETTLE_PAUSE_MS = 250;
+const SETTLE_PAUSE_MAX_MS = 4000;
+
+/** An answer that says the server was not reached, or not for now: network trouble, or a proxy in
+ * front of a server that is restarting (502, 503, 504). */
+export function unavailable(err: unknown): boolean {
+  return err instanceof NetworkError || (err instanceof ProtocolError && [502, 503, 504].includes(err.status));
+}
+
+/**
+ * Acks or nacks a leased message, trying again while the server cannot be reached (network
+ * trouble, a proxy's 502/503/504), with a growing pause, until the lease's `deadline` (ms since the
+ * epoch, from the get or the last touch that succeeded): past it an ack would find no lease. Used by
+ * consume() and by httpsqs-cli's get. Resolves to whether the lease was held; a retry that finds the
+ * lease gone counts as held when an earlier try may have reached the server (and settled it). A
+ * failure that remains at the deadline is thrown: the lease then runs out and the message comes back.
+ */
+export async function settleUntil(
+  q: Pick<HttpsqsClient, 'ack' | 'nack'>,
+  how: 'ack' | 'nack',
+  name: QueueName,
+  pos: number,
+  token: string | undefined,
+  deadline: number,
+): Promise<boolean> {
+  let reached = false;
+  for (let pause = SETTLE_PAUSE_MS; ; pause = Math.min(pause * 2, SETTLE_PAUSE_MAX_MS)) {
+    try {
+      return (await q[how](name, pos, token)) || reached;
+    } catch (err) {
+      if (!unavailable(err) || Date.now() + pause >= deadline) throw err;
+      // It may have reached the server unless the connection was refused, or a proxy said the
+      // server is unavailable (503).
+      const status = err instanceof ProtocolError ? err.status : 0;
+      reached ||= status ? status !== 503 : ((err as Error).cause as { code?: string } | undefined)?.code !== 'ECONNREFUSED';
+      await sleep(pause);
+    }
+  }
+}
+
 /** A long poll's wait for consume() and messages(): whole seconds, at least 1 (0 would poll an
  * empty queue in a tight loop). */
 function pollWait(what: string, wait: number | undefined): void {
@@ -133,7 +174,8 @@ export interface ConsumeOptions {
   /** Stops consuming: polls end at once, running handlers finish and are acked. */
   signal?: AbortSignal;
   /** Called with what a handler threw (the message is then given back: see consume()), with a
-   * failed ack, nack or extension (the lease then runs out and the message comes back), and with
+   * failed ack or nack (one tried again, with a growing pause, until the message's lease would
+   * end) or extension (the lease then runs out and the message comes back), and with
    * a `LeaseLostError` when a message's lease ended before it was settled (it may be delivered
    * again); by default they are ignored. */
   onError?: (err: unknown, message: Message) => void;
@@ -535,6 +577,8 @@ export class HttpsqsClient {
           // Each extension gives the lease a new token; ack and nack wait for the last one.
           const lease = o.lease ?? 60;
           let token = m.lease;
+          // When the lease ends, as far as this client knows: from the get, then from each touch.
+          let leaseEnds = Date.now() + lease * 1000;
           let lost = false;
           const gone = () => {
             lost = true;
@@ -543,14 +587,14 @@ export class HttpsqsClient {
           };
           let extending = Promise.resolve();
           const extend = () => {
-            extending = extending.then(() =>
-              lost
-                ? undefined
-                : this.touch(name, m.pos, lease, token).then(
-                    (t) => (t ? void (token = t) : gone()),
-                    (err: unknown) => report(err, m),
-                  ),
-            );
+            extending = extending.then(() => {
+              if (lost) return;
+              const asked = Date.now();
+              return this.touch(name, m.pos, lease, token).then(
+                (t) => (t ? void ([token, leaseEnds] = [t, asked + lease * 1000]) : gone()),
+                (err: unknown) => report(err, m),
+              );
+            });
           };
           const timer = setInterval(extend, lease * 500);
           let ok = true;
@@ -564,7 +608,7 @@ export class HttpsqsClient {
           }
           await extending;
           if (lost) continue; // said once already; settling it now could only fail
-          await this.settle(ok ? 'ack' : 'nack', name, m.pos, token).then(
+          await settleUntil(this, ok ? 'ack' : 'nack', name, m.pos, token, leaseEnds).then(
             (held) => held || gone(),
             (err: unknown) => report(err, m),
           );
@@ -584,22 +628,6 @@ export class HttpsqsClient {
     if (failure !== undefined) throw failure;
   }
 
-  /** consume()'s ack or nack, tried up to three times when no answer came. A retry that finds the
-   * lease gone counts as held when an earlier try may have reached the server (and settled it).
-   * A failure that remains leaves the lease to run out: the message comes back then. */
-  private async settle(how: 'ack' | 'nack', name: QueueName, pos: number, token: string | undefined): Promise<boolean> {
-    let reached = false;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return (await this[how](name, pos, token)) || reached;
-      } catch (err) {
-        if (!(err instanceof NetworkError) || attempt === 3) throw err;
-        reached ||= (err.cause as { code?: string } | undefined)?.code !== 'ECONNREFUSED';
-        await sleep(500 * attempt);
-      }
-    }
-  }
-
   /** One leased long poll; null when stopped or nothing came. Network trouble, and the HTTP errors
    * of a proxy in front of a server that is restarting (502, 503, 504), are waited out. */
   private async poll(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
@@ -609,7 +637,7 @@ export class HttpsqsClient {
       if (o.signal?.aborted || this.closing.signal.aborted) return null;
       const shorter = o.wait === undefined ? shorterWait(this.defaultWait, err) : undefined;
       if (shorter) return ((this.defaultWait = shorter), null);
-      if (!(err instanceof NetworkError || (err instanceof ProtocolError && [502, 503, 504].includes(err.status)))) throw err;
+      if (!unavailable(err)) throw err;
       await sleep(1000, undefined, { signal: o.signal ?? this.closing.signal }).catch(() => {});
       return null;
     }
