@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
+import http from 'node:http';
+import type net from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -25,17 +27,55 @@ import {
   tempDir,
   waitFor,
 } from './helpers.js';
+import { TestClock } from './clock.js';
 import { runCli } from '../src/client/commands.js';
 
-/** Runs httpsqs-cli in this process with a standard output whose every write fails with `code`. */
-async function failingStdout(port: number, args: string[], code: string) {
+/** Runs httpsqs-cli in this process, for what a thread cannot be given: a standard output that
+ * fails, a clock, signals sent while it runs. */
+async function runHere(port: number, args: string[], o: { stdout?: Writable; now?: () => number; signals?: EventEmitter } = {}) {
+  let stdout = '';
   let stderr = '';
-  const stdout = new Writable({ write: (_chunk, _enc, done) => done(Object.assign(new Error(`${code}: write failed`), { code })) });
-  stdout.on('error', () => {}); // as cli.ts does: the write that meets it reports it
-  const stderrStream = new Writable({ write: (chunk: Buffer, _enc, done) => ((stderr += chunk), done()) });
-  const io = { stdout, stderr: stderrStream, stdin: Readable.from([]), env: {}, signals: new EventEmitter() };
+  const collect = (add: (s: string) => void) => new Writable({ write: (chunk: Buffer, _enc, done) => (add(chunk.toString()), done()) });
+  const out = o.stdout ?? collect((s) => (stdout += s));
+  out.on('error', () => {}); // as cli.ts does: the write that meets it reports it
+  const io = { stdout: out, stderr: collect((s) => (stderr += s)), stdin: Readable.from([]), env: {}, signals: o.signals ?? new EventEmitter(), now: o.now };
   const exit = await runCli(['--port', String(port), ...args], io);
+  return { exit, stdout, stderr };
+}
+
+/** httpsqs-cli with a standard output whose every write fails with `code`. */
+async function failingStdout(port: number, args: string[], code: string) {
+  const stdout = new Writable({ write: (_chunk, _enc, done) => done(Object.assign(new Error(`${code}: write failed`), { code })) });
+  const { exit, stderr } = await runHere(port, args, { stdout });
   return { exit, stderr };
+}
+
+/** A stand-in for a server behind a proxy whose acks fail: hands out `messages` (leased) one per
+ * get, then holds gets open; answers ack number i with `acks[i]` (the last one stays): `'reset'`
+ * drops the connection after the request came, a number is that HTTP status. `onAck` runs first. */
+async function failingAcks(messages: string[], acks: Array<'reset' | number>, onAck: (tries: number) => void = () => {}) {
+  const left = [...messages];
+  let tries = 0;
+  const server = http.createServer((req, res) => {
+    if (req.url!.includes('opt=get')) {
+      const body = left.shift();
+      if (body === undefined) return fake.idle.emit('poll'); // left open: the client ends it
+      return res.writeHead(200, { Pos: String(messages.length - left.length), Lease: 't', Deliveries: '1' }).end(body);
+    }
+    onAck(++tries);
+    const answer = acks[Math.min(tries, acks.length) - 1]!;
+    if (answer === 'reset') return req.socket.destroy();
+    res.writeHead(answer).end(answer === 200 ? 'HTTPSQS_ACK_OK' : `from the proxy: ${answer}`);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const fake = {
+    port: (server.address() as net.AddressInfo).port,
+    tries: () => tries,
+    /** Emits 'poll' when a get found nothing left. */
+    idle: new EventEmitter(),
+    close: () => (server.closeAllConnections(), server.close()),
+  };
+  return fake;
 }
 
 describe('httpsqs-cli', () => {
@@ -133,6 +173,40 @@ describe('httpsqs-cli', () => {
       assert.match(plain.stderr, /^httpsqs-cli: position 2 was taken from the queue but could not be written out \(ENOSPC.*\): it is lost\n$/);
     } finally {
       closeSync(full);
+    }
+  });
+
+  it('get tries an ack that got no answer again; one still unconfirmed when the lease would end exits with 5 (--follow: says so, goes on)', async () => {
+    // A proxy's 503, then no answer, then the ack goes through: printed and acked, exit 0.
+    const flaky = await failingAcks(['one'], [503, 'reset', 200]);
+    try {
+      assert.deepEqual(await runHere(flaky.port, ['get', 'q']), { exit: 0, stdout: 'one', stderr: '' });
+      assert.equal(flaky.tries(), 3);
+    } finally {
+      flaky.close();
+    }
+    // No answer until the lease would have ended (the clock moves on 61 s at the first try).
+    const clock = new TestClock();
+    const down = await failingAcks(['two'], ['reset'], () => clock.advance(61_000));
+    try {
+      const r = await runHere(down.port, ['get', 'q'], { now: clock.now });
+      assert.equal(r.exit, 5, r.stderr);
+      assert.equal(r.stdout, 'two');
+      assert.match(r.stderr, /^httpsqs-cli: could not ack position 1 \(no answer from the server: .*\); it will come again\n$/);
+    } finally {
+      down.close();
+    }
+    // Following, it says so and goes on to the next message.
+    const signals = new EventEmitter();
+    const following = await failingAcks(['three', 'four'], ['reset'], () => clock.advance(61_000));
+    following.idle.once('poll', () => signals.emit('SIGINT'));
+    try {
+      const r = await runHere(following.port, ['get', 'q', '--follow', '--wait', '5'], { now: clock.now, signals });
+      assert.equal(r.exit, 0, r.stderr);
+      assert.equal(r.stdout, 'three\nfour\n');
+      assert.match(r.stderr, /^httpsqs-cli: could not ack position 1 .*; it will come again\nhttpsqs-cli: could not ack position 2 .*; it will come again\n$/);
+    } finally {
+      following.close();
     }
   });
 

@@ -128,7 +128,7 @@ export function unavailable(err: unknown): boolean {
 /**
  * Acks or nacks a leased message, trying again while the server cannot be reached (network
  * trouble, a proxy's 502/503/504), with a growing pause, until the lease's `deadline` (ms since the
- * epoch, from the get or the last touch that succeeded): past it an ack would find no lease. Used by
+ * epoch by `now`, from the get or the last touch that succeeded): past it an ack would find no lease. Used by
  * consume() and by httpsqs-cli's get. Resolves to whether the lease was held; a retry that finds the
  * lease gone counts as held when an earlier try may have reached the server (and settled it). A
  * failure that remains at the deadline is thrown: the lease then runs out and the message comes back.
@@ -140,13 +140,14 @@ export async function settleUntil(
   pos: number,
   token: string | undefined,
   deadline: number,
+  now: () => number = Date.now,
 ): Promise<boolean> {
   let reached = false;
   for (let pause = SETTLE_PAUSE_MS; ; pause = Math.min(pause * 2, SETTLE_PAUSE_MAX_MS)) {
     try {
       return (await q[how](name, pos, token)) || reached;
     } catch (err) {
-      if (!unavailable(err) || Date.now() + pause >= deadline) throw err;
+      if (!unavailable(err) || now() + pause >= deadline) throw err;
       // It may have reached the server unless the connection was refused, or a proxy said the
       // server is unavailable (503).
       const status = err instanceof ProtocolError ? err.status : 0;

@@ -14,7 +14,7 @@ import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_DELAY_SECONDS, MAX_DELIVERIES } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
-import { HttpsqsClient, shorterWait, type Message, type QueueStatus } from './client.js';
+import { HttpsqsClient, settleUntil, shorterWait, unavailable, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
 
@@ -52,6 +52,8 @@ export interface CliIo {
   env: Record<string, string | undefined>;
   /** Where SIGINT and SIGTERM come from. */
   signals: Pick<NodeJS.EventEmitter, 'on' | 'off' | 'once'>;
+  /** The time in ms since the epoch, by which a get's lease is counted; by default `Date.now`. */
+  now?: () => number;
 }
 
 /** A message's bytes in JSON: `data` when they are UTF-8 text, else `data64` (base64), so that
@@ -222,6 +224,7 @@ function buildProgram(io: CliIo): Command {
     }
   }
   const json = () => globals().json === true;
+  const now = io.now ?? Date.now;
   const out = (s: string | Buffer) => io.stdout.write(s);
   /** Writes and waits until it is written; rejects with the write's error (EPIPE: a reader that
    * went away, as `| head -1` does; ENOSPC, EIO: the output itself failed). */
@@ -443,6 +446,7 @@ function buildProgram(io: CliIo): Command {
             });
           if (m === undefined) continue;
           outage = false;
+          const leaseEnds = now() + 60_000; // the lease of settleAfter, as far as this end knows
           // Ctrl-C is how one stops following (exit 0); a single get it interrupts did not finish (130).
           if (stop.signal.aborted && !m) {
             if (o.follow) break;
@@ -460,10 +464,13 @@ function buildProgram(io: CliIo): Command {
           }
           if (!json() && m.lease && !settleAfter) io.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
           if (settleAfter) {
-            // An ack that got no answer leaves the lease to run out: the message is printed again then.
-            const acked = await q.ack(name, m.pos, m.lease).catch((err: unknown) => {
-              if (!(err instanceof NetworkError)) throw err;
-              io.stderr.write(`httpsqs-cli: could not ack position ${m.pos} (${err.message}); it will come again\n`);
+            // An ack that got no answer is tried again (as consume() does) until the lease would end;
+            // then the lease runs out and the message comes again: a single get exits with 5.
+            const acked = await settleUntil(q, 'ack', name, m.pos, m.lease, leaseEnds, now).catch((err: unknown) => {
+              if (!unavailable(err)) throw err;
+              const why = `could not ack position ${m.pos} (${errorMessage(err)}); it will come again`;
+              if (!o.follow) throw new Outcome(EXIT.refused, why);
+              io.stderr.write(`httpsqs-cli: ${why}\n`);
             });
             // Its lease ran out while it was written out (a reader that took over 60 s): another
             // consumer may have it too. Following goes on; a single get says so with its exit code.
