@@ -51,16 +51,18 @@ async function failingStdout(port: number, args: string[], code: string) {
 }
 
 /** A stand-in for a server behind a proxy whose acks fail: hands out `messages` (leased) one per
- * get, then holds gets open; answers ack number i with `acks[i]` (the last one stays): `'reset'`
+ * get (a number: that HTTP status in place of one), then holds gets open; answers ack number i with `acks[i]` (the last one stays): `'reset'`
  * drops the connection after the request came, a number is that HTTP status. `onAck` runs first. */
-async function failingAcks(messages: string[], acks: Array<'reset' | number>, onAck: (tries: number) => void = () => {}) {
+async function failingAcks(messages: Array<string | number>, acks: Array<'reset' | number>, onAck: (tries: number) => void = () => {}) {
   const left = [...messages];
+  let pos = 0;
   let tries = 0;
   const server = http.createServer((req, res) => {
     if (req.url!.includes('opt=get')) {
       const body = left.shift();
       if (body === undefined) return fake.idle.emit('poll'); // left open: the client ends it
-      return res.writeHead(200, { Pos: String(messages.length - left.length), Lease: 't', Deliveries: '1' }).end(body);
+      if (typeof body === 'number') return res.writeHead(body).end(`from the proxy: ${body}`);
+      return res.writeHead(200, { Pos: String(++pos), Lease: 't', Deliveries: '1' }).end(body);
     }
     onAck(++tries);
     const answer = acks[Math.min(tries, acks.length) - 1]!;
@@ -207,6 +209,31 @@ describe('httpsqs-cli', () => {
       assert.match(r.stderr, /^httpsqs-cli: could not ack position 1 .*; it will come again\nhttpsqs-cli: could not ack position 2 .*; it will come again\n$/);
     } finally {
       following.close();
+    }
+  });
+
+  it("get --follow waits out a proxy's 502/503/504 (a server restarting behind it), as a server that does not answer", async () => {
+    const signals = new EventEmitter();
+    const proxy = await failingAcks([502, 'after'], [200]);
+    proxy.idle.once('poll', () => signals.emit('SIGINT'));
+    try {
+      const r = await runHere(proxy.port, ['get', 'q', '--follow', '--wait', '5'], { signals });
+      assert.deepEqual(r, { exit: 0, stdout: 'after\n', stderr: 'httpsqs-cli: HTTP 502: from the proxy: 502; trying again\n' });
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it("top waits out a proxy's 502/503/504 (a server restarting behind it), as a server that does not answer", async () => {
+    let lists = 0;
+    const listing = http.createServer((_req, res) => (++lists === 1 ? res.writeHead(503).end('restarting') : res.writeHead(200).end('[]')));
+    await new Promise<void>((r) => listing.listen(0, '127.0.0.1', r));
+    try {
+      const r = await runHere((listing.address() as net.AddressInfo).port, ['top', '--iterations', '2', '--interval', '0.1']);
+      assert.equal(r.exit, 0, r.stderr);
+      assert.match(r.stdout, /^httpsqs top: HTTP 503: restarting; trying again\n\nhttpsqs top: 0 queues, /);
+    } finally {
+      listing.close();
     }
   });
 

@@ -121,7 +121,7 @@ const SETTLE_PAUSE_MAX_MS = 4000;
 
 /** An answer that says the server was not reached, or not for now: network trouble, or a proxy in
  * front of a server that is restarting (502, 503, 504). */
-export function unavailable(err: unknown): boolean {
+export function unavailable(err: unknown): err is NetworkError | ProtocolError {
   return err instanceof NetworkError || (err instanceof ProtocolError && [502, 503, 504].includes(err.status));
 }
 

@@ -437,8 +437,9 @@ function buildProgram(io: CliIo): Command {
               if (stop.signal.aborted) return null;
               const shorter = o.follow && wait === undefined ? shorterWait(followWait, err) : undefined;
               if (shorter) return void (followWait = shorter);
-              // Following, a server that restarts is waited for (said once), as consume() does.
-              if (!o.follow || !(err instanceof NetworkError)) throw err;
+              // Following, a server that restarts (behind a proxy: 502, 503, 504) is waited for
+              // (said once), as consume() does.
+              if (!o.follow || !unavailable(err)) throw err;
               if (!outage) io.stderr.write(`httpsqs-cli: ${err.message}; trying again\n`);
               outage = true;
               await sleep(1000, undefined, { signal: stop.signal }).catch(() => {});
@@ -666,8 +667,9 @@ function buildProgram(io: CliIo): Command {
       const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
       const stop = new AbortController();
       io.signals.once('SIGINT', () => stop.abort());
-      // A server restarting is waited for; one never reached (a wrong port?) is an error at the end.
-      let failed: NetworkError | undefined;
+      // A server restarting (behind a proxy: 502, 503, 504) is waited for; one never reached (a
+      // wrong port?) is an error at the end.
+      let failed: HttpsqsError | undefined;
       let reached = false;
       if (tty) out('\x1b[?25l'); // hide the cursor
       try {
@@ -680,7 +682,7 @@ function buildProgram(io: CliIo): Command {
             reached = true;
           } catch (err) {
             // A server restarting: say so in place of the table, and look again at the next refresh.
-            if (!(err instanceof NetworkError)) throw err;
+            if (!unavailable(err)) throw err;
             failed = err;
             out(`${tty ? '\x1b[H\x1b[2J' : ''}httpsqs top: ${err.message}; trying again\n${tty ? '' : '\n'}`);
             await sleep(interval * 1000, undefined, { signal: stop.signal }).catch(() => {});
