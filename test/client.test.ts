@@ -419,6 +419,47 @@ describe('HttpsqsClient', () => {
     }
   });
 
+  it('consume and messages refuse a lease that is not whole seconds from 1 to 86400, before asking the server', async () => {
+    for (const lease of [0, 1.5, 86_401]) {
+      // Bounded: were it sent, the poll would end within a second.
+      const signal = AbortSignal.timeout(1000);
+      await assert.rejects(
+        q.consume('c-lease0', () => {}, { lease, wait: 1, signal }),
+        RangeError,
+      );
+      await assert.rejects(q.messages('c-lease0', { lease, wait: 1, signal }).next(), RangeError);
+    }
+  });
+
+  it('a poll refused down to 1 s throws, and leaves the default wait as it was; a shorter one is kept once answered', async () => {
+    // A server that refuses every get while `refusing`, then (a --max-wait of 5) every wait over 5.
+    let refusing = true;
+    const waits: number[] = [];
+    const fake = http.createServer((req, res) => {
+      const wait = Number(new URL(req.url!, 'http://x').searchParams.get('wait'));
+      waits.push(wait);
+      if (refusing || wait > 5) return res.end('HTTPSQS_ERROR');
+      res.writeHead(200, { Pos: '1', Lease: 't', Deliveries: '1' }).end('job');
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const c = new HttpsqsClient({ url: `http://127.0.0.1:${(fake.address() as net.AddressInfo).port}` });
+    const first = async () => {
+      for await (const m of c.messages('c-refused')) return m.text();
+    };
+    try {
+      await assert.rejects(first(), (err: unknown) => err instanceof ProtocolError && err.reply === 'HTTPSQS_ERROR');
+      assert.deepEqual(waits.splice(0), [20, 10, 5, 2, 1]);
+      refusing = false;
+      assert.equal(await first(), 'job');
+      assert.deepEqual(waits.splice(0), [20, 10, 5], 'the default wait was not shortened by the refusals');
+      assert.equal(await first(), 'job');
+      assert.deepEqual(waits.splice(0), [5], 'the wait answered is kept');
+    } finally {
+      await c.close();
+      fake.close();
+    }
+  });
+
   it('a long poll rejects with the reason its caller aborted it with', async () => {
     await assert.rejects(q.get('c-reason', { wait: 5, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');
     await assert.rejects(q.get('c-reason', { wait: 5, lease: 10, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');

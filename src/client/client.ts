@@ -7,6 +7,7 @@ import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import * as R from '../protocol/reply.js';
+import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
 import { AuthError, HttpsqsError, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
@@ -157,18 +158,22 @@ export async function settleUntil(
   }
 }
 
-/** A long poll's wait for consume() and messages(): whole seconds, at least 1 (0 would poll an
- * empty queue in a tight loop). */
-function pollWait(what: string, wait: number | undefined): void {
+/** A long poll's wait and lease for consume() and messages(): whole seconds, the wait at least 1
+ * (0 would poll an empty queue in a tight loop), the lease 1 to MAX_LEASE_SECONDS (what the server
+ * takes: its refusal would read as one of the wait, see `shorterWait`). */
+function pollOptions(what: string, o: { wait?: number; lease?: number }): void {
+  const { wait, lease } = o;
   if (wait !== undefined && (!Number.isInteger(wait) || wait < 1)) throw new RangeError(`${what}: wait must be whole seconds, at least 1, not ${wait}`);
+  if (lease !== undefined && (!Number.isInteger(lease) || lease < 1 || lease > MAX_LEASE_SECONDS))
+    throw new RangeError(`${what}: lease must be whole seconds, 1 to ${MAX_LEASE_SECONDS}, not ${lease}`);
 }
 
 export interface ConsumeOptions {
   /** Messages handled at the same time. @default 1 */
   concurrency?: number;
-  /** Seconds a message is leased for. While its handler runs the lease is extended every half of
-   * that, so a long job keeps its message; a consumer that dies lets it come back within that
-   * time. @default 60 */
+  /** Seconds a message is leased for: whole seconds, 1 to 86,400 (another throws a RangeError).
+   * While its handler runs the lease is extended every half of that, so a long job keeps its
+   * message; a consumer that dies lets it come back within that time. @default 60 */
   lease?: number;
   /** Seconds each long poll waits, at least 1. @default 20 */
   wait?: number;
@@ -237,8 +242,8 @@ export class HttpsqsClient {
   /** Set once close() has let them finish: requests are refused from then on. */
   private closed: Promise<void> | undefined;
   private shut = false;
-  /** The wait of consume()'s and messages()' long polls when none is given: 20 s, or less for a
-   * server whose `--max-wait` is lower (see `shorterWait`). */
+  /** The wait of consume()'s and messages()' long polls when none is given: 20 s, or less once a
+   * server whose `--max-wait` is lower answered a shorter one (see `shorterWait`, `poll`). */
   private defaultWait = 20;
 
   constructor(private readonly options: ClientOptions = {}) {
@@ -501,7 +506,7 @@ export class HttpsqsClient {
     name: QueueName,
     o: Omit<ConsumeOptions, 'concurrency' | 'onError'> = {},
   ): AsyncGenerator<Message & { ack(): Promise<boolean>; nack(): Promise<boolean>; touch(seconds: number): Promise<boolean> }> {
-    pollWait('messages', o.wait);
+    pollOptions('messages', o);
     while (!o.signal?.aborted && !this.closing.signal.aborted) {
       const m = await this.poll(name, o);
       if (!m) continue;
@@ -549,7 +554,7 @@ export class HttpsqsClient {
     const concurrency = o.concurrency ?? 1;
     if (!Number.isInteger(concurrency) || concurrency < 1)
       throw new RangeError(`consume: concurrency must be a whole number of at least 1, not ${concurrency}`);
-    pollWait('consume', o.wait);
+    pollOptions('consume', o);
     if (this.closing.signal.aborted) throw new NetworkError('the client is closed');
     let finished!: () => void;
     const tracked = new Promise<void>((resolve) => (finished = resolve));
@@ -630,17 +635,27 @@ export class HttpsqsClient {
   }
 
   /** One leased long poll; null when stopped or nothing came. Network trouble, and the HTTP errors
-   * of a proxy in front of a server that is restarting (502, 503, 504), are waited out. */
+   * of a proxy in front of a server that is restarting (502, 503, 504), are waited out. Without a
+   * `wait` given, a refused one is asked again shorter (`shorterWait`), and kept as the default only
+   * once the server answered a poll with it: a refusal down to 1 s is thrown, the default left as
+   * it was. */
   private async poll(name: QueueName, o: Omit<ConsumeOptions, 'concurrency' | 'onError'>): Promise<Message | null> {
-    try {
-      return await this.get(name, { wait: o.wait ?? this.defaultWait, lease: o.lease ?? 60, signal: o.signal });
-    } catch (err) {
-      if (o.signal?.aborted || this.closing.signal.aborted) return null;
-      const shorter = o.wait === undefined ? shorterWait(this.defaultWait, err) : undefined;
-      if (shorter) return ((this.defaultWait = shorter), null);
-      if (!unavailable(err)) throw err;
-      await sleep(1000, undefined, { signal: o.signal ?? this.closing.signal }).catch(() => {});
-      return null;
+    for (let wait = o.wait ?? this.defaultWait; ; ) {
+      try {
+        const m = await this.get(name, { wait, lease: o.lease ?? 60, signal: o.signal });
+        if (o.wait === undefined) this.defaultWait = wait;
+        return m;
+      } catch (err) {
+        if (o.signal?.aborted || this.closing.signal.aborted) return null;
+        const shorter = o.wait === undefined ? shorterWait(wait, err) : undefined;
+        if (shorter) {
+          wait = shorter;
+          continue;
+        }
+        if (!unavailable(err)) throw err;
+        await sleep(1000, undefined, { signal: o.signal ?? this.closing.signal }).catch(() => {});
+        return null;
+      }
     }
   }
 
