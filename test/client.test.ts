@@ -460,6 +460,50 @@ describe('HttpsqsClient', () => {
     }
   });
 
+  it('a reply over maxReplyBytes is not read further: the connection is dropped and the call throws', { timeout: 20_000 }, async () => {
+    // A misbehaving server: a message of 64 KiB, with its length or without (chunked), or one
+    // without end, 64 KiB at a time, for as long as the client reads.
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    let endless: Promise<void> | undefined;
+    const fake = http.createServer((req, res) => {
+      const url = req.url!;
+      if (url.includes('name=sized')) return res.writeHead(200, { Pos: '1', 'Content-Length': chunk.length }).end(chunk);
+      if (url.includes('name=chunked')) return res.writeHead(200, { Pos: '1' }).end(chunk);
+      if (url.includes('name=huge')) return res.writeHead(200, { Pos: '1', 'Content-Length': 64 * 2 ** 20 + 1 }).flushHeaders(); // the body never comes
+      res.writeHead(200, { Pos: '1' });
+      endless = new Promise((resolve) => {
+        const more = () => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', more);
+        };
+        res.once('close', resolve);
+        more();
+      });
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(fake.address() as net.AddressInfo).port}`;
+    const over = (err: unknown) => err instanceof ProtocolError && /^the reply was over the limit of 65535 bytes \(maxReplyBytes\)$/.test(err.message);
+    const at = new HttpsqsClient({ url, maxReplyBytes: 65_536 });
+    const under = new HttpsqsClient({ url, maxReplyBytes: 65_535 });
+    try {
+      assert.equal((await at.get('sized'))!.body.length, 65_536);
+      assert.equal((await at.get('chunked'))!.body.length, 65_536);
+      await assert.rejects(under.get('sized'), over);
+      await assert.rejects(under.get('chunked'), over);
+      await assert.rejects(under.get('endless'), over);
+      await endless; // the server saw the connection closed
+      // By default, 64 MiB: a reply that says it is longer is not waited for.
+      const byDefault = new HttpsqsClient({ url });
+      await assert.rejects(byDefault.get('huge'), /^ProtocolError: the reply was over the limit of 67108864 bytes \(maxReplyBytes\)$/);
+      await byDefault.close();
+      await assert.rejects(async () => new HttpsqsClient({ maxReplyBytes: 0 }), RangeError);
+    } finally {
+      await Promise.all([at.close(), under.close()]);
+      fake.closeAllConnections();
+      fake.close();
+    }
+  });
+
   it('a long poll rejects with the reason its caller aborted it with', async () => {
     await assert.rejects(q.get('c-reason', { wait: 5, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');
     await assert.rejects(q.get('c-reason', { wait: 5, lease: 10, signal: AbortSignal.timeout(200) }), (err: unknown) => (err as Error).name === 'TimeoutError');

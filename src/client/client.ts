@@ -5,7 +5,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import * as R from '../protocol/reply.js';
 import { MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION } from '../queue/ring.js';
@@ -28,6 +28,12 @@ export interface ClientOptions {
   /** The server is the C HTTPSQS: messages are sent percent-encoded (it URL-decodes every body and
    * knows no `application/octet-stream`). Otherwise they go as they are, as octet-stream. */
   reference?: boolean;
+  /** The most bytes a reply's body may have: one over it is not read further (the connection is
+   * dropped) and the call throws a `ProtocolError` saying the reply was over the limit. It is
+   * above the server's 32 MiB limits on a message and on a reply by default, with room for the
+   * base64 and JSON of mget, dead and view with num; raise it with the server's
+   * `--max-message-bytes` or `--max-reply-bytes`. At least 1. @default 67108864 (64 MiB) */
+  maxReplyBytes?: number;
 }
 
 /** A queue's state, as `status_json` gives it. The extensions' counts are 0 where the server
@@ -233,6 +239,7 @@ export class HttpsqsClient {
   private readonly pool: Pool;
   private readonly path: string;
   private readonly timeout: number;
+  private readonly maxReplyBytes: number;
   /** Aborted by `close()`: leased long polls end, and consume() and messages() stop. */
   private readonly closing = new AbortController();
   /** consume() calls still running: close() lets them settle what their handlers finished. */
@@ -259,6 +266,9 @@ export class HttpsqsClient {
     this.timeout = options.timeout ?? 10_000;
     // 0 would be no limit at all (undici's): a server that stops answering would hang the caller.
     if (!(this.timeout >= 1 && this.timeout <= 2 ** 31 - 1)) throw new RangeError(`timeout must be 1..${2 ** 31 - 1} ms, not ${this.timeout}`);
+    this.maxReplyBytes = options.maxReplyBytes ?? 64 * 2 ** 20;
+    if (!(Number.isSafeInteger(this.maxReplyBytes) && this.maxReplyBytes >= 1))
+      throw new RangeError(`maxReplyBytes must be a whole number of bytes, at least 1, not ${this.maxReplyBytes}`);
     setMaxListeners(0, this.closing.signal); // one listener per long poll in flight
   }
 
@@ -296,7 +306,7 @@ export class HttpsqsClient {
         headersTimeout: timeout,
         bodyTimeout: timeout,
       });
-      const body = Buffer.from(await res.body.arrayBuffer());
+      const body = await this.bodyOf(res);
       const reply = { status: res.statusCode, body, headers: res.headers };
       // A message can say anything: the token counts only where no message (no Pos) came back.
       if (reply.status === 401 || (reply.status === 200 && !o.message && res.headers.pos === undefined && text(body) === R.AUTH_FAILED)) {
@@ -312,6 +322,24 @@ export class HttpsqsClient {
     } finally {
       unlink();
     }
+  }
+
+  /** A reply's body, read up to `maxReplyBytes`: one over it is dropped, and a ProtocolError. */
+  private async bodyOf(res: Dispatcher.ResponseData): Promise<Buffer> {
+    const limit = this.maxReplyBytes;
+    const over = () => {
+      res.body.destroy();
+      return new ProtocolError(`the reply was over the limit of ${limit} bytes (maxReplyBytes)`, '', res.statusCode);
+    };
+    if (Number(res.headers['content-length']) > limit) throw over();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw over();
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks, size);
   }
 
   /** A reply that must be one of `tokens`, or `HTTPSQS_ERROR`-like and thrown. */
