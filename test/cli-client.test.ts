@@ -549,6 +549,14 @@ describe('httpsqs-cli', () => {
     assert.match(dlq.stdout, /\nk-top-dlq\s+0\s+0\s+1\s+1\s+0\s+0\s+[▁▂▃▄▅▆▇█] *\n/);
   });
 
+  it('top --interval takes 0.1 to 86400 seconds; another (one a timer cannot hold) is a usage error', () => {
+    for (const interval of ['1e10', 'Infinity', '86401', '0.05', '0', 'x']) {
+      const r = cli(['top', '--interval', interval, '--iterations', '2']);
+      assert.deepEqual(r, { code: 2, stdout: '', stderr: `httpsqs-cli: --interval: expected 0.1..86400 seconds, got "${interval}"\n` });
+    }
+    assert.equal(cli(['top', '--interval', '0.1', '--iterations', '2']).code, 0);
+  });
+
   it('top that never reaches a server says so and exits with 1, after its iterations or when interrupted', async () => {
     const port = String(await freePort());
     const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--iterations', '2', '--interval', '0.2'], { encoding: 'utf8', env: cleanEnv() });

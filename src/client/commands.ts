@@ -151,6 +151,10 @@ async function refusal(q: HttpsqsClient, name: string, num: number): Promise<str
   return `the ring rules refused ${num}, and the queue has moved since (${at}): try again`;
 }
 
+/** The refresh of `top`, in seconds. */
+const MIN_INTERVAL = 0.1;
+const MAX_INTERVAL = 86_400;
+
 const SPARKS = '▁▂▃▄▅▆▇█';
 function sparkline(values: number[]): string {
   const max = Math.max(...values, 1);
@@ -655,12 +659,14 @@ function buildProgram(io: CliIo): Command {
   program
     .command('top')
     .description('a live view of every queue: unread, leased, delayed and dead counts, put and get rates, unread over time')
-    .option('-i, --interval <seconds>', 'refresh every', '1')
+    .option('-i, --interval <seconds>', `refresh every (${MIN_INTERVAL}..${MAX_INTERVAL})`, '1')
     .option('--prefix <prefix>', 'only queues whose name starts with this')
     .option('--iterations <n>', 'stop after this many refreshes (default: until interrupted)')
     .action(async (o: { interval: string; prefix?: string; iterations?: string }) => {
+      // Bounded: a timer of more than 2^31-1 ms (about 24.8 days) would go off at once.
       const interval = Number(o.interval);
-      if (!(interval > 0)) throw new Outcome(EXIT.usage, `--interval: expected seconds, got "${o.interval}"`);
+      if (!(interval >= MIN_INTERVAL && interval <= MAX_INTERVAL))
+        throw new Outcome(EXIT.usage, `--interval: expected ${MIN_INTERVAL}..${MAX_INTERVAL} seconds, got "${o.interval}"`);
       const iterations = o.iterations === undefined ? Infinity : whole('--iterations', o.iterations);
       const q = client();
       const tty = io.stdout.isTTY;
