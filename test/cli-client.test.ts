@@ -549,6 +549,17 @@ describe('httpsqs-cli', () => {
     assert.match(dlq.stdout, /\nk-top-dlq\s+0\s+0\s+1\s+1\s+0\s+0\s+[▁▂▃▄▅▆▇█] *\n/);
   });
 
+  it('a server URL with a password is refused without printing the password', () => {
+    const r = spawnSync(process.execPath, [CLI_CLIENT, 'get', 'q'], {
+      encoding: 'utf8',
+      env: { ...cleanEnv(), HTTPSQS_URL: 'http://admin:s3cret@127.0.0.1:47999' },
+      timeout: 20_000,
+    });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^httpsqs-cli: --url: not a server URL: "http:\/\/\*\*\*@127\.0\.0\.1:47999" /);
+    assert.doesNotMatch(r.stderr, /s3cret|admin/);
+  });
+
   it('top --interval takes 0.1 to 86400 seconds; another (one a timer cannot hold) is a usage error', () => {
     for (const interval of ['1e10', 'Infinity', '86401', '0.05', '0', 'x']) {
       const r = cli(['top', '--interval', interval, '--iterations', '2']);

@@ -131,7 +131,8 @@ describe('HttpsqsClient', () => {
     for (const url of ['127.0.0.1:1218', 'ftp://127.0.0.1:1218', 'http://127.0.0.1:1218/?name=q', 'http://a b', 'http://:pw@127.0.0.1:1218']) {
       assert.throws(
         () => new HttpsqsClient({ url }),
-        (err: unknown) => err instanceof TypeError && err.message.startsWith(`not a server URL: "${url}"`),
+        // A password is not quoted (see below).
+        (err: unknown) => err instanceof TypeError && err.message.startsWith(`not a server URL: "${url.replace(':pw@', '***@')}"`),
         url,
       );
     }
@@ -402,6 +403,20 @@ describe('HttpsqsClient', () => {
       await c.close();
       await short.stop();
       cleanup(short.dir);
+    }
+  });
+
+  it('a URL with credentials is refused without quoting them (the password is the auth option)', () => {
+    for (const url of [
+      'http://admin:s3cret@127.0.0.1:45001',
+      'http://admin:s3cret@127.0.0.1:45001/queue/?x=1',
+      'http://admin:s3:c@ret@[::1',
+      'http://s3cret@127.0.0.1',
+    ]) {
+      assert.throws(
+        () => new HttpsqsClient({ url }),
+        (err: unknown) => err instanceof TypeError && err.message.startsWith('not a server URL: "http://***@') && !/s3|admin|ret/.test(err.message),
+      );
     }
   });
 

@@ -204,6 +204,9 @@ const UNRESERVED = new Uint8Array(256).map((_, c) =>
   Number((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e),
 );
 
+/** A URL to quote in a message, its user and password (if any) shown as `***`. */
+const masked = (url: string) => url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, '$1***@');
+
 /** A queue's status with the extensions' counts a server left out (while 0, or knowing none) as 0. */
 const counted = (s: Partial<QueueStatus>): QueueStatus =>
   ({ ...s, leased: s.leased ?? 0, delayed: s.delayed ?? 0, dead: s.dead ?? 0, maxdeliveries: s.maxdeliveries ?? 0 }) as QueueStatus;
@@ -258,7 +261,7 @@ export class HttpsqsClient {
     const url = URL.canParse(given) ? new URL(given) : undefined;
     if (!url || !/^https?:$/.test(url.protocol) || url.search || url.hash || url.username || url.password) {
       throw new TypeError(
-        `not a server URL: "${given}" (give one like http://127.0.0.1:1218, with a path if you like, without a query or credentials: the password is the auth option)`,
+        `not a server URL: "${masked(given)}" (give one like http://127.0.0.1:1218, with a path if you like, without a query or credentials: the password is the auth option)`,
       );
     }
     this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
