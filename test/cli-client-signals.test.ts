@@ -26,6 +26,15 @@ function bigFile(count: number, port: number): { dir: string; file: string; line
   return { dir, file, lines, env: { ...cleanEnv(), PATH: `${dir}:${process.env.PATH}` } };
 }
 
+/** Runs a shell command line to its end (within 60 s) while this process goes on. */
+async function shell(command: string, env: NodeJS.ProcessEnv): Promise<{ status: number | null; stderr: string }> {
+  const child = spawn('sh', ['-c', command], { env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const status = await new Promise<number | null>((r) => child.once('close', r));
+  return { status, stderr };
+}
+
 /** Every message of the queue, in position order (the queue never wrapped). */
 async function stored(port: number, name: string): Promise<string[]> {
   const q = new HttpsqsClient({ url: `http://127.0.0.1:${port}` });
@@ -78,6 +87,8 @@ async function replyHolder(port: number) {
   return {
     port: (server.address() as net.AddressInfo).port,
     hold: () => void (holding = true),
+    /** Passes answers on again (those held are dropped). */
+    release: () => void (holding = false),
     held: () => held,
     close: () => {
       for (const s of sockets) s.destroy();
@@ -87,7 +98,7 @@ async function replyHolder(port: number) {
 }
 
 const SUMMARY =
-  /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli put \S+ --file -)\)(, which may store those again)?\n$/;
+  /^httpsqs-cli: interrupted: the server stored (\d+) lines \(1-\d+\); (?:lines (\d+)-(\d+) were sent but not answered: they may be stored too; )?resume from line (\d+) \((tail -n \+\d+ \S+ \| httpsqs-cli (?:\S+ )*?put \S+ --file -(?: \S+)*)\)(, which may store those again)?\n$/;
 
 describe('httpsqs-cli interrupted, and following', () => {
   const suite = cliSuite();
@@ -129,7 +140,11 @@ describe('httpsqs-cli interrupted, and following', () => {
       assert.deepEqual([from, to, Number(resume)], [s + 1, s + 1000, s + 1], put.stderr());
       assert.ok(again, put.stderr());
       assert.equal((await stored(port, 'k-stopped')).length, to);
-      const rest = spawnSync('sh', ['-c', command!], { encoding: 'utf8', env, timeout: 60_000 });
+      // The command repeats the options given: the same server (through the proxy), the same timeout.
+      assert.match(command!, new RegExp(` \\| httpsqs-cli --port ${proxy.port} --timeout 10000 put k-stopped --file -$`));
+      proxy.release();
+      // Not spawnSync: the proxy runs in this process.
+      const rest = await shell(command!, env);
       assert.equal(rest.status, 0, rest.stderr);
       assert.deepEqual(await stored(port, 'k-stopped'), [...lines.slice(0, to), ...lines.slice(s)]);
     } finally {

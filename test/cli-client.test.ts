@@ -462,6 +462,27 @@ describe('httpsqs-cli', () => {
     cleanup(dir);
   });
 
+  it('put --file says how to resume with the options it was given, but not the password', () => {
+    const dir = tempDir('httpsqs-cli-');
+    try {
+      const file = join(dir, 'lines.txt');
+      writeFileSync(file, `${Array.from({ length: 20 }, (_, i) => `line ${i}`).join('\n')}\n`);
+      cli(['maxqueue', 'k-resume', '10']);
+      const full = cli(['--timeout', '5000', '--auth', 'pw-not-shown', '--json', 'put', 'k-resume', '--file', file, '--delay', '7']);
+      assert.equal(full.code, 4, full.stderr);
+      const port = suite.server.port;
+      assert.ok(
+        full.stderr.endsWith(
+          `resume from line 11 (tail -n +11 ${file} | httpsqs-cli --port ${port} --timeout 5000 --json put k-resume --file - --delay 7, adding --auth <password>)\n`,
+        ),
+        full.stderr,
+      );
+      assert.doesNotMatch(full.stderr, /pw-not-shown/);
+    } finally {
+      cleanup(dir);
+    }
+  });
+
   it('leases from the command line: get --lease prints Pos and Lease; touch extends; ack with the token', () => {
     cli(['put', 'k-lease', 'job']);
     const got = cli(['get', 'k-lease', '--lease', '30']);

@@ -117,13 +117,24 @@ async function* linesOf(input: Readable): AsyncGenerator<Buffer[]> {
 const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
 const lineBytes = (b: Buffer) => (b.at(-1) === 13 ? b.subarray(0, -1) : b);
 
+/** How a `put --file` was run, for the command that resumes it: the global options given on the
+ * command line (`--auth` never: `auth` says whether one was given, to be given again), and put's. */
+interface Resume {
+  globals: string[];
+  put: string[];
+  auth: boolean;
+}
+
 /** Where a `put --file` stands: lines 1..stored are stored; the next `unsure` were sent without an
  * answer, so the server may hold them too. */
-function resumeNote(name: string, input: string, stored: number, unsure: number): string {
+function resumeNote(name: string, input: string, stored: number, unsure: number, how: Resume): string {
   const next = stored + 1;
   const done = stored ? `the server stored ${stored} line${stored === 1 ? '' : 's'} (1-${stored})` : 'the server stored no line';
   const maybe = unsure ? `; lines ${next}-${stored + unsure} were sent but not answered: they may be stored too` : '';
-  const from = `resume from line ${next}${input === '-' ? '' : ` (tail -n +${next} ${shellWord(input)} | httpsqs-cli put ${shellWord(name)} --file -)`}`;
+  const words = (list: string[]) => list.map((w) => ` ${shellWord(w)}`).join('');
+  const command = `httpsqs-cli${words(how.globals)} put ${shellWord(name)} --file -${words(how.put)}`;
+  const auth = how.auth ? ', adding --auth <password>' : '';
+  const from = `resume from line ${next}${input === '-' ? '' : ` (tail -n +${next} ${shellWord(input)} | ${command}${auth})`}`;
   return `${done}${maybe}; ${from}${unsure ? ', which may store those again' : ''}`;
 }
 
@@ -252,6 +263,18 @@ function buildProgram(io: CliIo): Command {
     return Buffer.concat(chunks);
   }
 
+  /** The options of this run that a resumed `put --file` repeats: those given on the command line
+   * (what the environment gave, it gives again), but not the password. */
+  function resumeOptions(delay: number | undefined): Resume {
+    const given = (key: string) => program.getOptionValueSource(key) === 'cli';
+    const g = program.opts<Globals>();
+    const globals = [
+      ...(['url', 'host', 'port', 'timeout'] as const).flatMap((key) => (given(key) ? [`--${key}`, String(g[key])] : [])),
+      ...(['json', 'reference'] as const).flatMap((key) => (given(key) ? [`--${key}`] : [])),
+    ];
+    return { globals, put: delay === undefined ? [] : ['--delay', String(delay)], auth: given('auth') };
+  }
+
   /**
    * Puts every line of `input` (a file, or - for stdin), in batches, with a progress bar on a
    * terminal. SIGINT and SIGTERM stop the sending: what is in flight gets GRACE_MS to be answered
@@ -373,7 +396,7 @@ function buildProgram(io: CliIo): Command {
       source.destroy();
     }
     if (!complete || failure !== undefined) {
-      const where = resumeNote(name, input, stored, unsure);
+      const where = resumeNote(name, input, stored, unsure, resumeOptions(delay));
       if (failure === undefined) throw new Outcome(EXIT.interrupted, `interrupted: ${where}`);
       const note = stored || unsure ? `; ${where}` : '';
       if (failure instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${stored} messages${note}`);
