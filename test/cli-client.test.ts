@@ -178,7 +178,9 @@ describe('httpsqs-cli', () => {
     }
   });
 
-  it('get tries an ack that got no answer again; one still unconfirmed when the lease would end exits with 5 (--follow: says so, goes on)', async () => {
+  it('get tries an ack that got no answer again; one still unconfirmed when the lease would end exits with 5 (--follow: says so, goes on)', {
+    timeout: 30_000,
+  }, async () => {
     // A proxy's 503, then no answer, then the ack goes through: printed and acked, exit 0.
     const flaky = await failingAcks(['one'], [503, 'reset', 200]);
     try {
@@ -197,6 +199,17 @@ describe('httpsqs-cli', () => {
       assert.match(r.stderr, /^httpsqs-cli: could not ack position 1 \(no answer from the server: .*\); it will come again\n$/);
     } finally {
       down.close();
+    }
+    // Ctrl-C while it is tried again: no more tries, the same account.
+    const interrupting = new EventEmitter();
+    const stopped = await failingAcks(['five'], ['reset'], () => interrupting.emit('SIGINT'));
+    try {
+      const r = await runHere(stopped.port, ['get', 'q'], { signals: interrupting });
+      assert.equal(r.exit, 5, r.stderr);
+      assert.equal(stopped.tries(), 1);
+      assert.match(r.stderr, /^httpsqs-cli: could not ack position 1 \(no answer from the server: .*\); it will come again\n$/);
+    } finally {
+      stopped.close();
     }
     // Following, it says so and goes on to the next message.
     const signals = new EventEmitter();

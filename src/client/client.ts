@@ -135,10 +135,11 @@ export function unavailable(err: unknown): err is NetworkError | ProtocolError {
 /**
  * Acks or nacks a leased message, trying again while the server cannot be reached (network
  * trouble, a proxy's 502/503/504), with a growing pause, until the lease's `deadline` (ms since the
- * epoch by `now`, from the get or the last touch that succeeded): past it an ack would find no lease. Used by
- * consume() and by httpsqs-cli's get. Resolves to whether the lease was held; a retry that finds the
- * lease gone counts as held when an earlier try may have reached the server (and settled it). A
- * failure that remains at the deadline is thrown: the lease then runs out and the message comes back.
+ * epoch by `now`, from the get or the last touch that succeeded): past it an ack would find no
+ * lease. Used by consume() and by httpsqs-cli's get. Resolves to whether the lease was held; a
+ * retry that finds the lease gone counts as held when an earlier try may have reached the server
+ * (and settled it). A failure that remains at the deadline, or when `signal` aborts (no more tries),
+ * is thrown: the lease then runs out and the message comes back.
  */
 export async function settleUntil(
   q: Pick<HttpsqsClient, 'ack' | 'nack'>,
@@ -148,18 +149,21 @@ export async function settleUntil(
   token: string | undefined,
   deadline: number,
   now: () => number = Date.now,
+  signal?: AbortSignal,
 ): Promise<boolean> {
   let reached = false;
   for (let pause = SETTLE_PAUSE_MS; ; pause = Math.min(pause * 2, SETTLE_PAUSE_MAX_MS)) {
     try {
       return (await q[how](name, pos, token)) || reached;
     } catch (err) {
-      if (!unavailable(err) || now() + pause >= deadline) throw err;
+      if (!unavailable(err) || now() + pause >= deadline || signal?.aborted) throw err;
       // It may have reached the server unless the connection was refused, or a proxy said the
       // server is unavailable (503).
       const status = err instanceof ProtocolError ? err.status : 0;
       reached ||= status ? status !== 503 : ((err as Error).cause as { code?: string } | undefined)?.code !== 'ECONNREFUSED';
-      await sleep(pause);
+      await sleep(pause, undefined, { signal }).catch(() => {
+        throw err;
+      });
     }
   }
 }

@@ -492,9 +492,9 @@ function buildProgram(io: CliIo): Command {
           }
           if (!json() && m.lease && !settleAfter) io.stderr.write(`Pos: ${m.pos}\nLease: ${m.lease}\n`);
           if (settleAfter) {
-            // An ack that got no answer is tried again (as consume() does) until the lease would end;
-            // then the lease runs out and the message comes again: a single get exits with 5.
-            const acked = await settleUntil(q, 'ack', name, m.pos, m.lease, leaseEnds, now).catch((err: unknown) => {
+            // An ack that got no answer is tried again (as consume() does) until the lease would end
+            // or Ctrl-C; then the lease runs out and the message comes again: a single get exits with 5.
+            const acked = await settleUntil(q, 'ack', name, m.pos, m.lease, leaseEnds, now, stop.signal).catch((err: unknown) => {
               if (!unavailable(err)) throw err;
               const why = `could not ack position ${m.pos} (${errorMessage(err)}); it will come again`;
               if (!o.follow) throw new Outcome(EXIT.refused, why);
