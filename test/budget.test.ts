@@ -204,6 +204,40 @@ describe('memory for large bodies and replies, all connections together', () => 
     for (const r of readers) r.destroy();
     assert.equal((await request(port, 'GET', '/?name=due&opt=get')).body.toString(), 'kept');
   });
+
+  it('gets that begin together count each message as it is taken: no more are taken than the memory allows', async (t) => {
+    await waitFor(() => app.buffered().bytes === 0);
+    for (let i = 0; i < 12; i++) {
+      const put = await request(port, 'POST', '/?name=together&opt=put', {
+        headers: [['Content-Type', 'application/octet-stream']],
+        body: Buffer.alloc(4 * MiB, 97 + i),
+        timeoutMs: 20_000,
+      });
+      assert.equal(put.body.toString(), 'HTTPSQS_PUT_OK');
+    }
+    // Twelve clients, connected first, then asking at once, and reading nothing: each take is
+    // decided before the first of their commits. Before, each found the memory free, and all
+    // twelve messages (48 MiB) were taken against a limit of 32.
+    const socks = Array.from({ length: 12 }, () =>
+      net
+        .connect(port, '127.0.0.1')
+        .on('error', () => {})
+        .pause(),
+    );
+    t.after(() => {
+      for (const s of socks) s.destroy();
+    });
+    await Promise.all(socks.map((s) => new Promise((r) => (s.connecting ? s.once('connect', r) : r(undefined)))));
+    for (const s of socks) s.write('GET /?name=together&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor(async () => (await status(port, 'together')).getpos + app.buffered().waiting === 12);
+    const seen = `${JSON.stringify(app.buffered())} getpos ${(await status(port, 'together')).getpos}`;
+    assert.equal((await status(port, 'together')).getpos, 8, seen);
+    assert.equal(app.buffered().waiting, 4, seen);
+    for (const s of socks) s.destroy();
+    await waitFor(() => app.buffered().bytes === 0 && app.buffered().waiting === 0);
+    // Those that waited took nothing with them.
+    assert.equal((await status(port, 'together')).getpos, 8);
+  });
 });
 
 describe('/metrics while the memory is short', () => {

@@ -119,7 +119,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
   async function get(name: string, p: Params, req: HttpRequest): Promise<Answer> {
     const o = waitAndLease(p);
     if (!o) return { body: R.ERROR };
-    const [got, waited] = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs)) ?? undefined);
+    const [got, waited] = await taking(name, o.wait, req, async () => (await store.get(name, o.leaseMs, req.hold)) ?? undefined);
     if (!got || unheard(name, waited, req, [got])) return { body: R.GET_END };
     events.onTaken?.(name, 1, !!o.leaseMs);
     if (o.leaseMs) waiters.leased(name, ctx.clock.now() + o.leaseMs);
@@ -135,7 +135,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     const enc = encodingOf(p);
     if (!o || Number.isNaN(num) || !enc) return { body: R.ERROR };
     const [taken, waited] = await taking(name, o.wait, req, async () => {
-      const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes);
+      const batch = await store.getMany(name, num, o.leaseMs, ctx.maxReplyBytes, req.hold);
       return batch.length ? batch : undefined;
     });
     let got = taken ?? [];

@@ -32,6 +32,9 @@ export interface HttpRequest {
   room(stop?: AbortSignal): Promise<boolean> | undefined;
   /** The take the turn was for found nothing (a long poll going back to sleep): the next may go. */
   roomDone(): void;
+  /** A take has just handed out `bytes` of messages (its write not yet durable): counted from now
+   * as this request's reply, so that takes that begin after it find the memory they use. */
+  hold(bytes: number): void;
 }
 
 /** A body written piece by piece as the client reads it: a large reply is never whole in memory,
@@ -262,6 +265,7 @@ class Connection {
   private readonly goneOf = () => this.gone();
   private readonly roomOf = (stop?: AbortSignal) => this.room(stop);
   private readonly roomDoneOf = () => this.turnDone();
+  private readonly holdOf = (bytes: number) => void (bytes > PIECE && this.charge(bytes, true));
 
   constructor(
     readonly socket: net.Socket,
@@ -546,7 +550,7 @@ class Connection {
     // A list of options (`TE, close`): any `close` closes.
     const conn = headers.connection === undefined ? undefined : `,${headers.connection.toLowerCase().replace(/[ \t]/g, '')},`;
     this.keepAlive = conn === undefined ? !this.http10 : !conn.includes(',close,') && (!this.http10 || conn.includes(',keep-alive,'));
-    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: this.goneOf, room: this.roomOf, roomDone: this.roomDoneOf };
+    this.req = { method: m[1]!, target: m[2]!, headers, body: EMPTY, gone: this.goneOf, room: this.roomOf, roomDone: this.roomDoneOf, hold: this.holdOf };
     this.body = EMPTY;
     this.bodySize = 0;
 

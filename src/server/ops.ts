@@ -104,8 +104,8 @@ export function referenceOps({ store, waiters, events, putFailed, onSynctime }: 
     },
     get: {
       large: true,
-      run: (name) =>
-        store.get(name).then((got) => {
+      run: (name, _p, req) =>
+        store.get(name, undefined, req.hold).then((got) => {
           if (!got) return { body: R.GET_END };
           events.onTaken?.(name, 1, false);
           // A message whose lease ended comes back to a plain get too, saying how often it went out.

@@ -96,7 +96,7 @@ export function spentLeases(q: Draft['q'], at: number, pos?: number, limit = Inf
 /** Hands out up to `limit` messages (due leases first); with `maxBytes`, as many as fit in that
  * many bytes, the first whatever its size. */
 export const takePlan =
-  (limit: number, now: () => number, leaseMs: number | undefined, maxBytes: number): Plan<Delivery[]> =>
+  (limit: number, now: () => number, leaseMs: number | undefined, maxBytes: number, onTaken?: (bytes: number) => void): Plan<Delivery[]> =>
   (d) => {
     const at = now();
     const out: Delivery[] = [];
@@ -130,6 +130,7 @@ export const takePlan =
       if (t.lease) delivery.lease = leaseToken(t.lease);
       out.push(delivery);
     }
+    if (bytes) onTaken?.(bytes);
     return out;
   };
 

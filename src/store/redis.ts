@@ -400,11 +400,12 @@ export class RedisStore implements Store {
     return out.slice(1);
   }
 
-  async get(name: string, leaseMs?: number): Promise<Delivery | null> {
-    return (await this.getMany(name, 1, leaseMs))[0] ?? null;
+  async get(name: string, leaseMs?: number, onTaken?: (bytes: number) => void): Promise<Delivery | null> {
+    return (await this.getMany(name, 1, leaseMs, undefined, onTaken))[0] ?? null;
   }
 
-  async getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]> {
+  /** `onTaken` is told once the script has answered: the messages come over the network then. */
+  async getMany(name: string, max: number, leaseMs?: number, maxBytes?: number, onTaken?: (bytes: number) => void): Promise<Delivery[]> {
     const budget = maxBytes ?? -1; // -1: no limit (Lua numbers are doubles; Infinity has no spelling)
     const flat = (await this.run(
       'get',
@@ -420,6 +421,7 @@ export class RedisStore implements Store {
       if (token) d.lease = token;
       out.push(d);
     }
+    if (out.length) onTaken?.(out.reduce((n, d) => n + d.message.length, 0));
     return out;
   }
 

@@ -45,12 +45,15 @@ export interface Store {
    * (their slots, with `delayMs`). */
   putMany(name: string, messages: Buffer[], delayMs?: number): Promise<number[]>;
   /** Hands out the next message (a due lease first); null when there is none. With `leaseMs`
-   * the message is leased for that long (ack or nack it by position). */
-  get(name: string, leaseMs?: number): Promise<Delivery | null>;
+   * the message is leased for that long (ack or nack it by position). `onTaken` is told the bytes
+   * of the messages handed out as soon as the take is decided, before it is durable (an embedded
+   * engine decides within the call): the server counts them in its memory for replies at once,
+   * so that takes begun together cannot each find room (http.ts, `hold`). */
+  get(name: string, leaseMs?: number, onTaken?: (bytes: number) => void): Promise<Delivery | null>;
   /** Up to `max` messages in one operation, as `max` gets would hand them out; with `maxBytes`,
    * only as many as fit in that many bytes of messages (the first is taken whatever its size), so
-   * that the reply can always be built before anything is consumed. */
-  getMany(name: string, max: number, leaseMs?: number, maxBytes?: number): Promise<Delivery[]>;
+   * that the reply can always be built before anything is consumed. `onTaken` as for `get`. */
+  getMany(name: string, max: number, leaseMs?: number, maxBytes?: number, onTaken?: (bytes: number) => void): Promise<Delivery[]>;
   status(name: string): Promise<QueueStatus>;
   /** The message stored at `pos` (read or not; a slot too), or null when there is none. */
   view(name: string, pos: number): Promise<Buffer | null>;

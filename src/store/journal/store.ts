@@ -1265,15 +1265,22 @@ export class JournalStore implements Store {
     return bytes;
   }
 
-  get(name: string, leaseMs?: number): Promise<Delivery | null> {
-    return this.gets(name, 1, leaseMs, Infinity, firstDelivery);
+  get(name: string, leaseMs?: number, onTaken?: (bytes: number) => void): Promise<Delivery | null> {
+    return this.gets(name, 1, leaseMs, Infinity, firstDelivery, onTaken);
   }
 
-  getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
-    return this.gets(name, max, leaseMs, maxBytes, (got) => got);
+  getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity, onTaken?: (bytes: number) => void): Promise<Delivery[]> {
+    return this.gets(name, max, leaseMs, maxBytes, (got) => got, onTaken);
   }
 
-  private gets<T>(name: string, max: number, leaseMs: number | undefined, maxBytes: number, pick: (got: Delivery[]) => T): Promise<T> {
+  private gets<T>(
+    name: string,
+    max: number,
+    leaseMs: number | undefined,
+    maxBytes: number,
+    pick: (got: Delivery[]) => T,
+    onTaken: ((bytes: number) => void) | undefined,
+  ): Promise<T> {
     // Room is counted for what `max` takes could write at worst, so no more are counted than the
     // queue has to hand out now (an mget asks for up to 1,000, whatever it holds).
     let limit = max;
@@ -1287,7 +1294,7 @@ export class JournalStore implements Store {
     // Dead letters made on the way do not count against `limit`: counted when decided (a
     // second's margin for leases that come due meanwhile).
     const need = () => each + this.burying(this.queues.get(name), name, this.now() + 1000, undefined, limit);
-    const plan = takePlan(limit, this.now, leaseMs, maxBytes);
+    const plan = takePlan(limit, this.now, leaseMs, maxBytes, onTaken);
     return this.run('get', name, need, false, (d) => pick(plan(d)));
   }
 

@@ -774,11 +774,11 @@ export class LmdbStore implements Store {
     return q ? q.s.maxdeliveries : decodeMeta(this.meta.get(metaKey(name))).s.maxdeliveries;
   }
 
-  get(name: string, leaseMs?: number): Promise<Delivery | null> {
-    return this.getMany(name, 1, leaseMs).then(firstDelivery);
+  get(name: string, leaseMs?: number, onTaken?: (bytes: number) => void): Promise<Delivery | null> {
+    return this.getMany(name, 1, leaseMs, Infinity, onTaken).then(firstDelivery);
   }
 
-  getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity): Promise<Delivery[]> {
+  getMany(name: string, max: number, leaseMs?: number, maxBytes = Infinity, onTaken?: (bytes: number) => void): Promise<Delivery[]> {
     // Room is counted for the meta record and a lease record for each message taken (new ones in a
     // run, due ones anywhere), so no more are taken than the queue has to hand out now (an mget
     // asks for up to 1,000, whatever it holds).
@@ -794,7 +794,7 @@ export class LmdbStore implements Store {
         buried = due ? this.burying(name, q, undefined, limit) : [];
         due += 2 * buried.length;
       }
-      return [takePlan(limit, this.now, leaseMs, maxBytes), this.room.need(1 + due, keyBytes(name), buried, limit)];
+      return [takePlan(limit, this.now, leaseMs, maxBytes, onTaken), this.room.need(1 + due, keyBytes(name), buried, limit)];
     });
   }
 
