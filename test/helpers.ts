@@ -434,7 +434,12 @@ export const cliClient =
     const { worker, answers, flag } = cliThread;
     Atomics.store(flag, 0, 0);
     worker.postMessage({ args: ['--port', String(port), ...args], input: o.input ?? '', env: { ...cleanEnv(), ...o.env } } satisfies CliJob);
-    if (Atomics.wait(flag, 0, 0, 30_000) === 'timed-out') throw new Error(`httpsqs-cli ${args.join(' ')}: no end within 30 s`);
+    // The flag, not the wake-up, says the answer is posted: the thread's notify of the command
+    // before (it may be preempted between setting the flag and notifying) can come during this wait.
+    const end = Date.now() + 30_000;
+    while (Atomics.load(flag, 0) === 0) {
+      if (Atomics.wait(flag, 0, 0, Math.max(0, end - Date.now())) === 'timed-out') throw new Error(`httpsqs-cli ${args.join(' ')}: no end within 30 s`);
+    }
     return receiveMessageOnPort(answers)!.message as CliResult;
   };
 
