@@ -7,14 +7,15 @@
  * journal-engine.test.ts; the helpers in journal-helpers.ts.
  */
 import assert from 'node:assert/strict';
-import { existsSync, linkSync, readFileSync, rmSync, statSync } from 'node:fs';
+import fs, { closeSync, existsSync, linkSync, openSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from '../src/store/journal/crc32.js';
 import { decodeCheckpoint } from '../src/store/journal/files.js';
 import type { PositionIndex } from '../src/store/journal/positions.js';
 import { Batch, BATCH_BYTES, messageStart, T } from '../src/store/journal/records.js';
-import { JournalDamaged } from '../src/store/journal/store.js';
+import { JournalDamaged, type JournalStore } from '../src/store/journal/store.js';
 import { cleanup, freePort, request, runCli, startServer } from './helpers.js';
 import {
   b,
@@ -428,5 +429,58 @@ describe('journal: checkpoints, replay and restarts', () => {
     const g = await t.get('q');
     assert.deepEqual([g?.pos, g?.message.toString().slice(0, 4)], [last, `m${last}-`.slice(0, 4)]);
     await t.close();
+  });
+});
+
+describe('journal: read-only, next to a server that writes', () => {
+  it('a segment the server moved past while it was read is read to its end before the next: no later batch without an earlier one', async () => {
+    // The server's files at two moments: early (segment 1 partly written), late (segment 1 full,
+    // segment 2 begun). The reader opens the early files; as it first reads segment 2, the late
+    // bytes are put in place, as the server's writes would have landed meanwhile. Before, it
+    // read segment 2 and never the rest of segment 1: positions in the middle had no message,
+    // and an export of that state (exit 0) lost them.
+    const d = dir();
+    const w = await open(d);
+    let n = 0;
+    while (n < 5) await w.put('q', msg(++n));
+    const early = crashImage(d);
+    while (inside<{ id: number }>(w, 'cur').id < 2 || inside<number>(w, 'end') === 0) await w.put('q', msg(++n));
+    await w.put('q', msg(++n));
+    const late = crashImage(d);
+    await w.close();
+    if (!existsSync(segFile(early, 2))) writeFileSync(segFile(early, 2), Buffer.alloc(statSync(segFile(late, 2)).size));
+    const target = realpathSync(segFile(early, 2));
+    let moved = false;
+    const real = fs.readSync;
+    fs.readSync = ((fd: number, ...rest: unknown[]) => {
+      if (!moved && readlinkSync(`/proc/self/fd/${fd}`) === target) {
+        moved = true;
+        for (const id of [1, 2]) {
+          const bytes = readFileSync(segFile(late, id));
+          const out = openSync(segFile(early, id), 'r+');
+          writeSync(out, bytes, 0, bytes.length, 0);
+          closeSync(out);
+        }
+      }
+      return (real as (...a: unknown[]) => number)(fd, ...rest);
+    }) as typeof fs.readSync;
+    syncBuiltinESMExports();
+    let r: JournalStore;
+    try {
+      r = await open(early, { readOnly: true });
+    } finally {
+      fs.readSync = real;
+      syncBuiltinESMExports();
+    }
+    try {
+      assert.ok(moved, 'segment 2 was read');
+      const { putpos } = await r.status('q');
+      const missing: number[] = [];
+      for (let pos = 1; pos <= putpos; pos++) if (!(await r.view('q', pos))?.equals(msg(pos))) missing.push(pos);
+      assert.deepEqual(missing, [], `putpos ${putpos}`);
+      assert.equal(putpos, n);
+    } finally {
+      await r.close();
+    }
   });
 });

@@ -377,6 +377,9 @@ export class JournalStore implements Store {
     }
     ids.sort((a, b) => a - b);
     for (const id of ids) this.segs.set(id, { id, size: statSync(segmentFile(this.dir, id)).size, live: 0, fd: undefined });
+    // Read-only, next to a server: segments it deletes meanwhile stay readable through descriptors
+    // opened now (one deleted already: `open` tries again).
+    if (ro) for (const seg of this.segs.values()) this.fd(seg);
     if (ids.length === 0) {
       if (ro) throw new StoreError(`${this.dir}: no journal segments`);
       await preallocate(this.dir, 1, this.segmentBytes);
@@ -387,16 +390,30 @@ export class JournalStore implements Store {
     this.loadCheckpoint();
     // Replay: every segment from the checkpoint's on, each to its last whole batch.
     let last = this.segs.get(this.covered.seg);
-    if (!last) throw new StoreError(`${this.dir}: the checkpoint covers up to segment ${this.covered.seg}, which is missing`);
+    if (!last) {
+      const missing = new StoreError(`${this.dir}: the checkpoint covers up to segment ${this.covered.seg}, which is missing`);
+      // Read-only, a server's newer checkpoint let that segment go after the listing: `open` tries again.
+      if (ro) (missing as NodeJS.ErrnoException).code = 'ENOENT';
+      throw missing;
+    }
     let lastEnd = this.covered.off;
     const later = ids.filter((id) => id >= this.covered.seg);
     for (const [k, id] of later.entries()) {
       const seg = this.segs.get(id)!;
       const from = id === this.covered.seg ? this.covered.off : 0;
       const fd = this.fd(seg);
+      if (ro && k > 0) {
+        // A server may be writing: what is read must be all that was written up to one moment,
+        // never a later batch without an earlier one. It writes into a segment only once the one
+        // before is whole: a segment with no batch yet ends the reading; one with a batch means
+        // the one before has grown since it was read, to its end, and it is read on first.
+        if (!hasData(fd, id, seg.size)) break;
+        const prev = last;
+        lastEnd = replay(this.fd(prev), prev.id, prev.size, lastEnd, (rec, _buf, base) => this.replayRecord(rec, prev.id, base));
+      }
       const end = replay(fd, id, seg.size, from, (rec, _buf, base) => this.replayRecord(rec, id, base));
       if (end > from || id === this.covered.seg) [last, lastEnd] = [seg, end];
-      if (ro) continue; // a server may be writing there: what is whole is what there is
+      if (ro) continue; // what is whole is what there is
       const tail = tailOf(fd, id, seg.size, end);
       if (tail.dirtyTo === end) continue;
       const file = segmentFile(this.dir, id);
