@@ -56,6 +56,23 @@ describe('long polls and slow store calls', () => {
     assert.deepEqual(asked, [true, true, false]);
   });
 
+  it('a watch on other processes that is never answered (a primary stopped) holds a long poll no longer than its wait', async () => {
+    const clock = new TestClock();
+    const peers = { watch: () => new Promise<void>(() => {}), notify: () => {} };
+    const waiters = new Waiters(peers, clock);
+    const none = async () => undefined;
+    let ended = false;
+    const poll = waiters.wait('q', clock.now() + 5000, new AbortController().signal, none, none).then((got) => ((ended = true), got));
+    await waitFor(() => waiters.size === 1);
+    clock.advance(4999);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(ended, false, 'answered before its wait was over');
+    clock.advance(1);
+    await waitFor(() => ended, 2000).catch(() => assert.fail('the long poll waited on for the watch'));
+    assert.equal(await poll, undefined);
+    assert.equal(waiters.size, 0);
+  });
+
   /** A server whose store's gets wait, once `slow()` is called, until the returned `go()`. */
   async function slowServer() {
     const clock = new TestClock();

@@ -78,7 +78,7 @@ export class Waiters {
     let got = await attempt();
     if (got !== undefined || this.clock.now() >= until || this.closed) return got;
     const me: Waiter = { woken: false, wake: () => {} };
-    await this.enter(name, me);
+    await this.enter(name, me, until);
     try {
       for (;;) {
         if (gone.aborted || this.closed) return undefined;
@@ -165,7 +165,9 @@ export class Waiters {
     });
   }
 
-  private async enter(name: string, me: Waiter): Promise<void> {
+  /** Puts `me` in line; with other processes, once they will tell of puts to `name`, or, should
+   * they not answer (a primary stopped, say), at `until` at the latest. */
+  private async enter(name: string, me: Waiter, until: number): Promise<void> {
     let line = this.lines.get(name);
     if (!line) this.lines.set(name, (line = []));
     line.push(me);
@@ -173,11 +175,14 @@ export class Waiters {
     let watch = this.watching.get(name);
     if (!watch) this.watching.set(name, (watch = this.peers.watch(name, true)));
     const asked = watch;
-    await watch.catch(() => {
+    const watched = watch.catch(() => {
       // Not told of puts elsewhere: this waiter looks again when its time is up, and the next one
       // to wait asks again (while the queue has waiters, nothing else would).
       if (this.watching.get(name) === asked) this.watching.delete(name);
     });
+    let timer: { cancel(): void } | undefined;
+    await Promise.race([watched, new Promise<void>((done) => (timer = this.clock.setTimeout(done, Math.max(0, until - this.clock.now()))))]);
+    timer!.cancel();
   }
 
   private leave(name: string, me: Waiter): void {
