@@ -594,6 +594,15 @@ describe('httpsqs-cli', () => {
     assert.doesNotMatch(r.stderr, /s3cret|admin/);
   });
 
+  it('get --lease over 86400 seconds is a usage error, before anything is taken', () => {
+    for (const args of [
+      ['get', 'q', '--lease', '86401'],
+      ['get', 'q', '--lease', '86401', '--follow'],
+    ]) {
+      assert.deepEqual(cli(args), { code: 2, stdout: '', stderr: 'httpsqs-cli: --lease: expected at most 86400 seconds, got 86401\n' });
+    }
+  });
+
   it('top --interval takes 0.1 to 86400 seconds; another (one a timer cannot hold) is a usage error', () => {
     for (const interval of ['1e10', 'Infinity', '86401', '0.05', '0', 'x']) {
       const r = cli(['top', '--interval', interval, '--iterations', '2']);

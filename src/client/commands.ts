@@ -12,7 +12,7 @@ import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
-import { MAX_DELAY_SECONDS, MAX_DELIVERIES } from '../queue/leases.js';
+import { MAX_DELAY_SECONDS, MAX_DELIVERIES, MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
 import { HttpsqsClient, settleUntil, shorterWait, unavailable, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
@@ -448,6 +448,9 @@ function buildProgram(io: CliIo): Command {
       // Following without --wait: 20 s, or less on a server whose --max-wait is lower (it refuses more).
       let followWait = wait ?? 20;
       const lease = seconds('--lease', o.lease);
+      // The server would refuse a longer one with HTTPSQS_ERROR, which a follow reads as its wait refused.
+      if (lease !== undefined && lease > MAX_LEASE_SECONDS)
+        throw new Outcome(EXIT.usage, `--lease: expected at most ${MAX_LEASE_SECONDS} seconds, got ${lease}`);
       const stop = new AbortController();
       const interrupted = () => stop.abort();
       io.signals.once('SIGINT', interrupted);
