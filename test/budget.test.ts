@@ -240,6 +240,48 @@ describe('memory for large bodies and replies, all connections together', () => 
   });
 });
 
+describe('memory for replies, a take decided after its client left', () => {
+  it('a get whose store call ends after its client closed the connection holds no memory', async () => {
+    // The store's gets wait for the test (as Redis's answer may come after the client left);
+    // the message is taken then, for nobody.
+    const dir = tempDir();
+    const lmdb = await LmdbStore.open({ path: dir });
+    let go!: () => void;
+    const held = new Promise<void>((r) => (go = r));
+    let asked = false;
+    const store = new Proxy(lmdb, {
+      get(target, key) {
+        const v = Reflect.get(target, key);
+        if (key !== 'get') return typeof v === 'function' ? v.bind(target) : v;
+        return async (...args: Parameters<LmdbStore['get']>) => {
+          asked = true;
+          await held;
+          return lmdb.get(...args);
+        };
+      },
+    });
+    const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 4 * MiB, maxBufferedBytes: 32 * MiB, log: () => {} });
+    await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+    const port = (app.server.address() as net.AddressInfo).port;
+    try {
+      await lmdb.put('left', Buffer.alloc(MiB, 97));
+      const c = raw(port, 'GET /?name=left&opt=get HTTP/1.1\r\nHost: x\r\n\r\n');
+      await waitFor(() => asked);
+      c.sock.resetAndDestroy(); // a reset: the server's end is closed at once
+      await waitFor(() => app.connections() === 0);
+      go();
+      await waitFor(async () => (await lmdb.status('left')).getpos === 1);
+      await sleep(50);
+      // Before, the take counted its megabyte on the closed connection, and it stayed counted.
+      assert.equal(app.buffered().bytes, 0);
+    } finally {
+      await app.close();
+      await lmdb.close();
+      cleanup(dir);
+    }
+  });
+});
+
 describe('/metrics while the memory is short', () => {
   let store: LmdbStore;
   let app: HttpsqsServer | undefined;

@@ -265,7 +265,8 @@ class Connection {
   private readonly goneOf = () => this.gone();
   private readonly roomOf = (stop?: AbortSignal) => this.room(stop);
   private readonly roomDoneOf = () => this.turnDone();
-  private readonly holdOf = (bytes: number) => void (bytes > PIECE && this.charge(bytes, true));
+  // Not once the connection is closed (its count was let go then; nothing would let this go).
+  private readonly holdOf = (bytes: number) => void (bytes > PIECE && !this.socket.destroyed && this.charge(bytes, true));
 
   constructor(
     readonly socket: net.Socket,
