@@ -1,7 +1,7 @@
 /** Benchmark plumbing: processes, memory readings, and load through wrk (or autocannon). */
 import http from 'node:http';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -173,6 +173,7 @@ function wrk(port: number, load: Load): LoadResult {
     encoding: 'utf8',
     timeout: (load.seconds + 30) * 1000,
   });
+  rmSync(dir, { recursive: true, force: true }); // a run of the bench makes over 200 of them
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const out = r.stdout;
   const pct = (p: string) => {
