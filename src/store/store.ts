@@ -48,7 +48,7 @@ export interface Store {
    * the message is leased for that long (ack or nack it by position). `onTaken` is told the bytes
    * of the messages handed out as soon as the take is decided, before it is durable (an embedded
    * engine decides within the call): the server counts them in its memory for replies at once,
-   * so that takes begun together cannot each find room (http.ts, `hold`). */
+   * so that takes begun together cannot each find room. */
   get(name: string, leaseMs?: number, onTaken?: (bytes: number) => void): Promise<Delivery | null>;
   /** Up to `max` messages in one operation, as `max` gets would hand them out; with `maxBytes`,
    * only as many as fit in that many bytes of messages (the first is taken whatever its size), so

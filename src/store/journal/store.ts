@@ -445,11 +445,7 @@ export class JournalStore implements Store {
       if (!this.spare && !ro) this.fd((this.spare = s));
       else if (!ro) this.dropSegment(s);
     }
-    if (ro) {
-      // Segments the server deletes stay readable through descriptors opened now.
-      for (const s of this.segs.values()) this.fd(s);
-      return;
-    }
+    if (ro) return; // its descriptors were opened as the segments were listed
     // A room still linked to the checkpoint (a crash inside `installCheckpoint`) is no room.
     const room = statSync(roomFile(this.dir), { throwIfNoEntry: false });
     if (room && room.nlink > 1) rmSync(roomFile(this.dir));
