@@ -567,6 +567,55 @@ describe('export from a read-only replica', { skip }, () => {
   });
 });
 
+describe('export of a queue over 64 MiB from a read-only replica', { skip }, () => {
+  it('is read as it is (no copy can be made there), and fails when the primary writes to it meanwhile', async () => {
+    const primary = await startRedis();
+    const replica = await startRedis(['--replicaof', '127.0.0.1', String(primary.port)]);
+    const store = new RedisStore({ url: primary.url });
+    const reader = new RedisStore({ url: replica.url });
+    try {
+      // Over the 64 MiB an export holds while it reads: before, it was copied in Redis, which a replica refuses.
+      const mib = (i: number) => Buffer.alloc(2 ** 20, i);
+      for (let i = 0; i < 66; i++) await store.put('big', mib(i));
+      await store.get('big', 30_000);
+      assert.equal(primary.cli('wait', '1', '10000'), '1');
+      const out = await runCli(['export', '--store', replica.url]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stderr, /exported 1 queues, 66 messages/);
+      const lines = out.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      assert.deepEqual(lines[1], { queue: 'big', maxqueue: 1000000, putpos: 66, getpos: 1 });
+      const messages = lines.filter((l) => 'data' in l);
+      assert.deepEqual(
+        messages.map((l) => l.pos).sort((a, b) => a - b),
+        Array.from({ length: 66 }, (_, i) => i + 1),
+      );
+      for (const l of messages) assert.ok(Buffer.from(l.data, 'base64').equals(mib(l.pos - 1)), `message ${l.pos}`);
+      assert.deepEqual(
+        lines.filter((l) => 'deadline' in l).map((l) => l.pos),
+        [1],
+      );
+      // A write that reaches the replica between two pages: what was handed on is no longer one moment's.
+      await reader.ready();
+      const records = reader.exportRecords('big')[Symbol.asyncIterator]();
+      assert.ok('status' in (await records.next()).value!);
+      await store.put('big', Buffer.from('later'));
+      assert.equal(primary.cli('wait', '1', '10000'), '1');
+      await assert.rejects(
+        (async () => {
+          while (!(await records.next()).done);
+        })(),
+        /queue "big" changed while it was exported from a read-only replica \(its primary wrote to it\)/,
+      );
+    } finally {
+      await Promise.all([store.close(), reader.close()]);
+      await Promise.all([replica.stop(), primary.stop()]);
+    }
+  });
+});
+
 describe('--redis-wait', { skip }, () => {
   it('acknowledges once a replica has the change, and answers with an error when none confirms in time', async () => {
     const primary = await startRedis();

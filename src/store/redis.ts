@@ -100,6 +100,14 @@ const EXPORT_TRIES = 3;
 const EXPORT_HOLD_BYTES = 64 * 2 ** 20;
 const EXPORT_COPY_MS = 600_000;
 
+/** A queue's status as the export scripts give it. */
+function exportedStatus(r: number[]): QueueStatus {
+  const [putpos, getpos, maxqueue, leased, delayed, dead, maxdeliveries] = r as [number, number, number, number, number, number, number];
+  const out: QueueStatus = { putpos, getpos, maxqueue, leased, delayed, dead };
+  if (maxdeliveries) out.maxdeliveries = maxdeliveries;
+  return out;
+}
+
 /** `p`, or a rejection once `ms` have passed without its answer. */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -585,16 +593,12 @@ export class RedisStore implements Store {
    * start. What is read is held here until the last page shows it whole, up to EXPORT_HOLD_BYTES.
    * A queue larger than that, or one that changed during each of EXPORT_TRIES reads, is copied in
    * Redis instead, in one script (COPY: Redis is held for as long as copying it takes, and holds it
-   * twice meanwhile), and the copy is read a page at a time, then deleted.
+   * twice meanwhile), and the copy is read a page at a time, then deleted. A read-only replica
+   * cannot make the copy: there the queue is read as it is, a page at a time, and the export fails
+   * if it changes before the last page (`unheldRecords`).
    */
   async *exportRecords(name: string): AsyncGenerator<QueueRecord> {
     const [s, m, l, , x] = this.keys(name);
-    const statusOf = (r: number[]): QueueStatus => {
-      const [putpos, getpos, maxqueue, leased, delayed, dead, maxdeliveries] = r as [number, number, number, number, number, number, number];
-      const out: QueueStatus = { putpos, getpos, maxqueue, leased, delayed, dead };
-      if (maxdeliveries) out.maxdeliveries = maxdeliveries;
-      return out;
-    };
     tries: for (let tries = 0; tries < EXPORT_TRIES; tries++) {
       let version: string | undefined;
       let status: QueueStatus | undefined;
@@ -610,7 +614,7 @@ export class RedisStore implements Store {
             .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
           if (version !== undefined && v.toString() !== version) break read;
           version = v.toString();
-          status ??= statusOf(st);
+          status ??= exportedStatus(st);
           cursor = next.toString();
           for (let i = 0; i < flat.length; i += 2) {
             const pos = Number(flat[i]!.toString());
@@ -630,9 +634,15 @@ export class RedisStore implements Store {
     }
     const id = randomBytes(6).toString('hex');
     const copies = [m!, l!].map((k) => Buffer.concat([k, Buffer.from(`:export:${id}`)]));
-    const st = (await this.scripts.snapshot(s!, m!, l!, x!, ...copies, EXPORT_COPY_MS).catch((err) => this.failed(err))) as number[];
+    let st: number[];
     try {
-      yield { status: statusOf(st) };
+      st = (await this.scripts.snapshot(s!, m!, l!, x!, ...copies, EXPORT_COPY_MS)) as number[];
+    } catch (err) {
+      if (!(err instanceof Error && err.message.startsWith('READONLY'))) this.failed(err);
+      return yield* this.unheldRecords(name);
+    }
+    try {
+      yield { status: exportedStatus(st) };
       for (const copy of copies) {
         let cursor = '0';
         do {
@@ -649,6 +659,37 @@ export class RedisStore implements Store {
       }
     } finally {
       await this.redis.unlink(...copies).catch(() => {});
+    }
+  }
+
+  /** A queue read page by page and handed on as it is read, on a read-only replica, where it can
+   * change only by replication: a page whose version is not the first page's fails the export,
+   * since what came before was handed on. Positions met again (HSCAN repeats some when Redis
+   * resizes the hash meanwhile) are skipped. */
+  private async *unheldRecords(name: string): AsyncGenerator<QueueRecord> {
+    const [s, m, l, , x] = this.keys(name);
+    let version: string | undefined;
+    for (const hash of [m!, l!]) {
+      const seen = new Set<number>();
+      let cursor = '0';
+      do {
+        const [v, next, st, flat] = (await this.scripts
+          .exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
+          .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
+        if (version === undefined) yield { status: exportedStatus(st) };
+        else if (v.toString() !== version)
+          throw new StoreError(
+            `queue ${JSON.stringify(name)} changed while it was exported from a read-only replica (its primary wrote to it), and it holds too much to be read whole first (over ${EXPORT_HOLD_BYTES / 2 ** 20} MiB) or kept changing: export it from the primary, or again once it is not written to`,
+          );
+        version = v.toString();
+        cursor = next.toString();
+        for (let i = 0; i < flat.length; i += 2) {
+          const pos = Number(flat[i]!.toString());
+          if (seen.has(pos)) continue;
+          seen.add(pos);
+          yield hash === m ? { pos, message: flat[i + 1]! } : { pos, lease: parseLeaseValue(flat[i + 1]!.toString()) };
+        }
+      } while (cursor !== '0');
     }
   }
 
