@@ -579,7 +579,7 @@ describe('export of a queue over 64 MiB from a read-only replica', { skip }, () 
       for (let i = 0; i < 66; i++) await store.put('big', mib(i));
       await store.get('big', 30_000);
       assert.equal(primary.cli('wait', '1', '10000'), '1');
-      const out = await runCli(['export', '--store', replica.url]);
+      const out = await runCli(['export', '--store', replica.url], { timeoutMs: 90_000 });
       assert.equal(out.code, 0, out.stderr);
       assert.match(out.stderr, /exported 1 queues, 66 messages/);
       const lines = out.stdout
