@@ -103,10 +103,13 @@ export function parseQuery(target: string): Params {
   // A `?` inside the fragment starts no query.
   if (q < 0 || q > end) return params;
   q++;
+  // The first `=` at or after q, searched again only once q has passed it (-1: none left), so that
+  // a query of many pieces without one (`&&&…`) is read once, not once a piece.
+  let eq = -2;
   while (q < end) {
     let amp = target.indexOf('&', q);
     if (amp < 0 || amp > end) amp = end;
-    const eq = target.indexOf('=', q);
+    if (eq !== -1 && eq < q) eq = target.indexOf('=', q);
     if (eq < 0 || eq >= amp) {
       q = amp + 1; // a piece without `=` (or an empty one) carries no parameter
       continue;
