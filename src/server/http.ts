@@ -261,6 +261,8 @@ class Connection {
   /** Waiting for the budget to let a take in, or let in and the take not over. */
   private waiting: ((go: boolean) => void) | undefined;
   private turnTaken = false;
+  /** The request being handled. */
+  private current: HttpRequest | undefined;
   /** A request's ways to ask: made once a connection, not once a request. */
   private readonly goneOf = () => this.gone();
   private readonly roomOf = (stop?: AbortSignal) => this.room(stop);
@@ -299,7 +301,14 @@ class Connection {
   private room(stop?: AbortSignal): Promise<boolean> | undefined {
     const budget = this.server.budget;
     if (!budget || this.turnTaken || budget.fits) return undefined;
-    if (this.ended || this.socket.destroyed || stop?.aborted) return Promise.resolve(false);
+    // Paused (pipelined bytes past the header limit), the socket would not tell that its client
+    // reset: a take let in later would lose what it took. It takes nothing now, as a long poll does.
+    if (this.ended || this.socket.destroyed || this.socket.isPaused() || stop?.aborted) return Promise.resolve(false);
+    // A take never reads its body: what the body holds goes now, or it would keep out the very room
+    // the take waits for (and every other take with it).
+    if (this.current) this.current.body = EMPTY;
+    this.charge(0);
+    if (budget.fits) return undefined;
     const leave = () => this.leave();
     stop?.addEventListener('abort', leave);
     return new Promise<boolean>((resolve) => {
@@ -374,8 +383,10 @@ class Connection {
     // a µs of stream machinery), but only as much as one request's headers may take.
     if (this.busy && this.pending.length > this.opts.maxHeaderBytes) {
       this.socket.pause();
-      // Paused, the socket would not tell that the client left: a long poll answers now.
+      // Paused, the socket would not tell that the client left: a long poll answers now, and a take
+      // waiting for room takes nothing.
       this.watcher?.abort();
+      this.leave();
     }
     this.pump();
   }
@@ -596,6 +607,7 @@ class Connection {
     this.lineChecked = false;
     this.scanned = 0;
     this.req = undefined;
+    this.current = req;
     this.busy = true;
     this.deadline = 0; // a handler may take its time (long polls); the clock restarts after the reply
     let reply: HttpReply | Promise<HttpReply>;
@@ -614,6 +626,7 @@ class Connection {
 
   /** A reply to HEAD has the headers of the reply to GET, and no body. */
   private send(r: HttpReply, method: string): void {
+    this.current = undefined;
     if (this.watcher) {
       this.socket.off('close', this.watcher.abort);
       this.watcher = undefined;
