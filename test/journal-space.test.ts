@@ -406,6 +406,21 @@ describe('journal: failures', () => {
     await s.close();
   });
 
+  it('a put that fits the next segment is taken there, though it leaves less than puts may use of a segment with no next one made', async () => {
+    // Before, the check that rolled over to the next segment was made once more after it, with no
+    // next segment left, and the put was refused as if the disk were full: every other put of
+    // nearly a segment's size (a small disk's segments, a raised --max-message-bytes).
+    const told: boolean[] = [];
+    const segment = 2 ** 20;
+    const s = await open(dir(), { segmentBytes: segment, onDiskFull: (full) => told.push(full) });
+    // Leaves less of a segment than the eighth that puts leave to the others while no next one is made.
+    const big = Buffer.alloc(segment - 100 * 1024, 'm');
+    for (let i = 1; i <= 4; i++) assert.equal(await s.put('q', big), i);
+    assert.deepEqual(told, []);
+    for (let i = 1; i <= 4; i++) assert.ok((await s.get('q'))?.message.equals(big), `message ${i}`);
+    await s.close();
+  });
+
   it('a full disk (a small tmpfs) from the roll-over on: consumers get and ack every message, the segments they read go (their checkpoints have room), puts resume', {
     skip: canMount(),
   }, async () => {

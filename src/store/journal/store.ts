@@ -714,11 +714,13 @@ export class JournalStore implements Store {
 
   private async makeRoom(need: number | (() => number), put: number | false): Promise<void> {
     const bytes = () => (typeof need === 'number' ? need : need());
-    for (let tries = 0; tries < 3 && !this.room(need, put); tries++) {
+    let ok = this.room(need, put);
+    for (let tries = 0; tries < 3 && !ok; tries++) {
       const made = put !== false && !this.roomCovers(put) ? await this.growRoom(put) : await this.makeSpare(bytes() + BATCH_BYTES);
       if (!made) break;
+      ok = this.room(need, put);
     }
-    if (this.room(need, put)) return;
+    if (ok) return;
     const what = put !== false && !this.roomCovers(put) ? 'the next journal checkpoint' : 'a new journal segment';
     const why = `no room for the write: the disk of the data directory has no room for ${what}`;
     if (put === false) throw new StoreError(why);
