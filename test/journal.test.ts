@@ -7,7 +7,20 @@
  * journal-engine.test.ts; the helpers in journal-helpers.ts.
  */
 import assert from 'node:assert/strict';
-import fs, { closeSync, existsSync, linkSync, openSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import fs, {
+  closeSync,
+  existsSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -113,6 +126,7 @@ describe('journal: a torn or damaged tail', () => {
       const flipped = Buffer.from(seg);
       flipped[at]! ^= 0x08;
       const d = withSegment(flipped);
+      const descriptors = readdirSync('/proc/self/fd').length;
       await assert.rejects(open(d), (err: Error) => {
         assert.ok(err instanceof JournalDamaged);
         assert.match(
@@ -123,6 +137,8 @@ describe('journal: a torn or damaged tail', () => {
         );
         return true;
       });
+      // A start that failed leaves no descriptor open (an export retries its read-only open).
+      assert.equal(readdirSync('/proc/self/fd').length, descriptors, `descriptors left open, flip at ${at}`);
       warnings.length = 0;
       const s = await open(d, { repair: true });
       await expectState(s, 5, 0);

@@ -327,11 +327,13 @@ export class JournalStore implements Store {
     mkdirSync(join(opts.path, 'journal'), { recursive: true });
     const release = opts.readOnly ? undefined : await lockDirectory(opts.path, opts.owner, opts.onLockWait);
     for (let tries = 1; ; tries++) {
+      let store: JournalStore | undefined;
       try {
-        const store = new JournalStore(opts, release);
+        store = new JournalStore(opts, release);
         await store.start(opts.repair ?? false);
         return store;
       } catch (err) {
+        store?.abandon();
         // Read-only, next to a server whose compaction deleted a segment as it was looked at.
         if (opts.readOnly && (err as NodeJS.ErrnoException).code === 'ENOENT' && tries < 5) continue;
         release?.();
@@ -1461,6 +1463,12 @@ export class JournalStore implements Store {
   setSyncInterval(seconds: number): void {
     this.syncSeconds = seconds;
     if (this.syncMode === 'interval' && !this.closing) this.tick();
+  }
+
+  /** What a start that failed had opened: its descriptors, the watch on the disk's free space. */
+  private abandon(): void {
+    this.disk?.close();
+    for (const s of this.segs.values()) if (s.fd !== undefined) closeSync(s.fd);
   }
 
   close(): Promise<void> {
