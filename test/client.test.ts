@@ -599,8 +599,17 @@ describe('HttpsqsClient', () => {
       await consuming;
       return errors;
     };
+    /** Takes the one message with messages() and acks it: what the ack resolved to. */
+    const ackFromLoop = async (lease: number) => {
+      const stop = new AbortController();
+      try {
+        for await (const m of client.messages('c-flaky', { lease, wait: 1, signal: stop.signal })) return await m.ack();
+      } finally {
+        stop.abort();
+      }
+    };
     const close = async () => (await client.close(), proxy.close());
-    return { tries, consume, close };
+    return { tries, consume, ackFromLoop, close };
   }
 
   it('consume retries an ack through a restart of a few seconds (no answer, a proxy 502/503/504), with a growing pause', { timeout: 20_000 }, async () => {
@@ -615,6 +624,24 @@ describe('HttpsqsClient', () => {
       );
     } finally {
       await flaky.close();
+    }
+  });
+
+  it("messages()' ack and nack are retried as consume's are, until the lease would end", { timeout: 20_000 }, async () => {
+    const flaky = await flakyAcks(['reset', 503, 200]);
+    try {
+      assert.equal(await flaky.ackFromLoop(60), true);
+      assert.equal(flaky.tries.length, 3);
+    } finally {
+      await flaky.close();
+    }
+    const gone = await flakyAcks(['reset']);
+    try {
+      await assert.rejects(gone.ackFromLoop(3), NetworkError);
+      // Tries at about 0, 0.25, 0.75 and 1.75 s; the next, at 3.75 s, would be past the lease.
+      assert.equal(gone.tries.length, 4);
+    } finally {
+      await gone.close();
     }
   });
 

@@ -534,7 +534,8 @@ export class HttpsqsClient {
 
   /**
    * Messages as they arrive, each leased: call `ack()` or `nack()` on them (an unsettled one comes
-   * back when its lease ends), and `touch(seconds)` to extend a lease while working on one (unlike
+   * back when its lease ends; both are retried while the server cannot be reached, until the lease
+   * would end, as consume()'s are), and `touch(seconds)` to extend a lease while working on one (unlike
    * consume(), nothing extends it by itself). Ends when `signal` aborts or the client is closed.
    */
   async *messages(
@@ -560,8 +561,9 @@ export class HttpsqsClient {
       this.holding.add(holding);
       try {
         yield Object.assign(m, {
-          ack: () => this.ack(name, m.pos, token).finally(settled),
-          nack: () => this.nack(name, m.pos, token).finally(settled),
+          // Retried while the server cannot be reached, as consume()'s are, until the lease would end.
+          ack: () => settleUntil(this, 'ack', name, m.pos, token, leaseEnds).finally(settled),
+          nack: () => settleUntil(this, 'nack', name, m.pos, token, leaseEnds).finally(settled),
           touch,
         });
       } finally {
