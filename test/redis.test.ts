@@ -4,6 +4,8 @@
  * queues spread over its shards, and --redis-wait. Real redis-server processes on loopback ports.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import calculateSlot from 'cluster-key-slot';
 import { type Cluster, Redis } from 'ioredis';
@@ -13,7 +15,18 @@ import { DEAD, FIRST_SLOT, type Lease } from '../src/queue/leases.js';
 import { RedisStore } from '../src/store/redis.js';
 import type { QueueRecord, QueueStatus } from '../src/store/store.js';
 import { replayConformance } from './conformance.js';
-import { assertExportIgnoresNack, cleanup, freePort, keepAliveClient, produceAndConsume, request, runCli, startServer, type RunningServer } from './helpers.js';
+import {
+  assertExportIgnoresNack,
+  cleanup,
+  freePort,
+  keepAliveClient,
+  produceAndConsume,
+  request,
+  runCli,
+  startServer,
+  tempDir,
+  type RunningServer,
+} from './helpers.js';
 import { noRedis, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis-servers.js';
 
 const skip = noRedis();
@@ -345,6 +358,46 @@ describe('restore', { skip }, () => {
       );
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe("an import re-run after one killed before a queue's state", { skip }, () => {
+  it('clears what that one left of the queue (messages with no state) before writing it', async () => {
+    const url = `${redis.url}?prefix=left:`;
+    const store = new RedisStore({ url });
+    const file = join(tempDir('httpsqs-left-'), 'export.jsonl');
+    try {
+      // What an import killed after a batch of the queue's messages, before its leases and state,
+      // leaves: messages and no state. (Leases written count in the state: a re-run refuses then.)
+      await store.restore('left', { messages: [3, 5, 1_000_000_001].map((pos) => ({ pos, message: Buffer.from(`old${pos}`) })) });
+      assert.deepEqual(await store.status('left'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      writeFileSync(
+        file,
+        [
+          '{"format":"httpsqs-export","version":2}',
+          '{"queue":"left","maxqueue":1000000,"putpos":2,"getpos":0}',
+          '{"queue":"left","pos":1,"data":"bmV3MQ=="}',
+          '{"queue":"left","pos":2,"data":"bmV3Mg=="}',
+          '{"end":true,"queues":1,"messages":2}',
+          '',
+        ].join('\n'),
+      );
+      const out = await runCli(['import', '--store', url, file]);
+      assert.equal(out.code, 0, out.stderr);
+      // Before, the old records stayed: view showed them, the next export carried them, and the
+      // message at a slot, leased by no state, was never deleted.
+      assert.deepEqual(await store.status('left'), { putpos: 2, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      const left = await store.range('left', 1, 5);
+      assert.deepEqual(
+        left.map((m) => `${m.pos}=${m.message}`),
+        ['1=new1', '2=new2'],
+      );
+      assert.equal(await store.view('left', 1_000_000_001), null);
+      assert.deepEqual(await store.leases('left'), []);
+    } finally {
+      await store.close();
+      cleanup(dirname(file));
     }
   });
 });

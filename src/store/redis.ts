@@ -703,6 +703,12 @@ export class RedisStore implements Store {
     return out;
   }
 
+  /** An import killed after a batch of a queue's messages, before its leases and state, leaves
+   * them without state: the importer resets such a queue before writing it again. */
+  async leftovers(name: string): Promise<boolean> {
+    return (await this.redis.exists(this.key(name, 'm'), this.key(name, 'l')).catch((err) => this.failed(err))) > 0;
+  }
+
   async restore(
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
