@@ -4,6 +4,7 @@
  * queues spread over its shards, and --redis-wait. Real redis-server processes on loopback ports.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -422,6 +423,46 @@ describe('a Redis out of reach', { skip }, () => {
       await assert.rejects(store.status('q'), /^StoreError: Redis: cannot reach it \(.*ECONNREFUSED/);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('a Redis that loads its data for longer than a command may wait', { skip }, () => {
+  it('fails a get sent meanwhile, and the get is never run after: its message is the next one handed out', { timeout: 90_000 }, async () => {
+    const port = await freePort();
+    const dir = tempDir('httpsqs-loading-');
+    const cli = (...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8', input: '' }).stdout.trim();
+    const start = (...extra: string[]) => {
+      const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra], {
+        stdio: 'ignore',
+      });
+      return { proc, exited: new Promise((r) => proc.once('exit', r)) };
+    };
+    let redis = start();
+    const store = new RedisStore({ url: `redis://127.0.0.1:${port}/0`, warn: () => {} });
+    try {
+      for (let i = 0; cli('ping') !== 'PONG'; i++) assert.ok(i < 200, 'redis-server did not start'), await sleep(50);
+      await store.ready();
+      await store.put('jobs', Buffer.from('job1'));
+      await store.put('jobs', Buffer.from('job2'));
+      // 12,000 keys, loaded at a millisecond each after the restart: longer than the 10 s a command waits.
+      spawnSync('redis-cli', ['-p', String(port)], { input: `${Array.from({ length: 12_000 }, (_, i) => `SET filler:${i} x`).join('\n')}\n` });
+      cli('shutdown', 'save');
+      await redis.exited;
+      redis = start('--key-load-delay', '1000', '--loading-process-events-interval-bytes', '1024');
+      for (let i = 0; !cli('info', 'persistence').includes('loading:1'); i++) assert.ok(i < 200, 'Redis did not begin loading'), await sleep(50);
+      // Before, the get waited in ioredis's queue, failed after 10 s, and was sent once Redis had loaded: job1 was taken, and lost.
+      await assert.rejects(store.get('jobs'), /^StoreError: Redis: /);
+      for (let i = 0; cli('info', 'persistence').includes('loading:1'); i++) assert.ok(i < 600, 'Redis did not finish loading'), await sleep(100);
+      await store.ready();
+      await sleep(500);
+      assert.equal((await store.status('jobs')).getpos, 0);
+      assert.equal((await store.get('jobs'))?.message.toString(), 'job1');
+    } finally {
+      await store.close();
+      redis.proc.kill('SIGKILL');
+      await redis.exited;
+      cleanup(dir);
     }
   });
 });

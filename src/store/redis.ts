@@ -22,7 +22,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { Cluster, type Command, Redis, type RedisOptions } from 'ioredis';
 import type { Lease } from '../queue/leases.js';
 import type { QueueState } from '../queue/ring.js';
 import {
@@ -108,6 +108,25 @@ function exportedStatus(r: number[]): QueueStatus {
   return out;
 }
 
+/**
+ * A command that waits for a connection (ioredis's offline queue) is failed by commandTimeout, but
+ * ioredis keeps it and sends it once connected: the request that failed then ran (after a restart,
+ * while Redis loaded its data, a get that answered with an error took a message). Here a command
+ * that failed is never sent after. (`client` is one Redis, a cluster, or a cluster's node: each
+ * has its own queue.)
+ */
+function sendNothingFailed(client: Redis | Cluster): void {
+  const c = client as unknown as { sendCommand(command: Command, ...rest: unknown[]): unknown };
+  const send = c.sendCommand.bind(c);
+  c.sendCommand = (command, ...rest) => {
+    const failed = command as Command & { failed?: boolean };
+    if (failed.failed) return failed.promise;
+    const out = send(command, ...rest);
+    failed.promise.catch(() => void (failed.failed = true));
+    return out;
+  };
+}
+
 /** `p`, or a rejection once `ms` have passed without its answer. */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -186,7 +205,10 @@ export class RedisStore implements Store {
     // On one Redis, ioredis keeps the commands a closing connection had sent, and with
     // autoResendUnfulfilledCommands off drops them once it is connected again, without an answer:
     // their requests waited out COMMAND_MS. They fail as the connection closes instead, as on a
-    // cluster. (Commands sent while it reconnects wait for the new connection and go once.)
+    // cluster. (Commands sent while it reconnects wait for the new connection and go once, unless
+    // they failed meanwhile: see sendNothingFailed.)
+    sendNothingFailed(this.redis);
+    if (this.redis instanceof Cluster) this.redis.on('+node', (node: Redis) => sendNothingFailed(node));
     if (this.redis instanceof Redis) {
       const redis = this.redis as Redis & { prevCommandQueue?: { shift(): { command: { reject(err: Error): void } } | undefined } | null };
       redis.on('close', () => {
