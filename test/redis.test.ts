@@ -744,6 +744,33 @@ describe('--redis-wait', { skip }, () => {
   });
 });
 
+describe('--redis-wait while no replica confirms', { skip }, () => {
+  it('gets made together share WAITs on a connection of their own: none waits behind the others, fails, or loses its message', {
+    timeout: 60_000,
+  }, async () => {
+    const alone = await startRedis();
+    const filler = new RedisStore({ url: alone.url });
+    const store = new RedisStore({ url: alone.url, wait: 1, waitMs: 1000, warn: () => {} });
+    try {
+      for (let i = 1; i <= 15; i++) await filler.put('w', Buffer.from(`m${i}`));
+      // Before, every WAIT went on the one connection the commands share, which it holds until it
+      // answers: the k-th get answered after k seconds, and from the 11th on each failed at the
+      // command time limit with its message taken.
+      const got = await Promise.allSettled(Array.from({ length: 15 }, () => store.get('w')));
+      assert.deepEqual(
+        got.map((r) => (r.status === 'fulfilled' ? r.value?.message.toString() : String(r.reason))).sort(),
+        Array.from({ length: 15 }, (_, i) => `m${i + 1}`).sort(),
+      );
+      assert.equal((await filler.status('w')).getpos, 15);
+      // A put is still refused when no replica confirms it.
+      await assert.rejects(store.put('w', Buffer.from('unconfirmed')), /stored on the primary, but only 0 of 1 replicas confirmed it in time/);
+    } finally {
+      await Promise.all([filler.close(), store.close()]);
+      await alone.stop();
+    }
+  });
+});
+
 describe('export of a queue while frontends write', { skip }, () => {
   /** What a backup of the queue must agree with: each lease at a slot has its message there and
    * each message there its lease, and the status counts the leases exported. */

@@ -171,6 +171,8 @@ export class RedisStore implements Store {
   private announcer: NodeJS.Timeout | undefined;
   /** Queues whose index entry could not be written yet (see `indexed`). */
   private readonly unindexed = new Set<string>();
+  /** For --redis-wait, a primary's connection for WAIT, the WAIT in flight, and the one that follows it. */
+  private readonly confirmers = new Map<Redis, { conn: Redis; current?: Promise<number>; next?: Promise<number> | undefined }>();
   /** The last WAIT found too few replicas (logged once until one finds enough). */
   private shortOfReplicas = false;
   private lastError: Error | undefined;
@@ -322,7 +324,7 @@ export class RedisStore implements Store {
     return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
   }
 
-  private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x' | 'z'): Buffer {
+  private key(name: string, kind: 's' | 'm' | 'l' | 'd' | 'x' | 'z' | 'w'): Buffer {
     return Buffer.concat([this.prefix, Buffer.from(`{q${name}}:${kind}`, 'latin1')]);
   }
 
@@ -354,14 +356,51 @@ export class RedisStore implements Store {
    * handed out (logged), and a failover before the replicas have the change may hand them out again. */
   private async replicated<T>(result: T, name: string, took: boolean): Promise<T> {
     if (!this.opts.wait) return result;
-    const node = this.redis instanceof Cluster ? this.nodeOf(this.key(name, 's')) : this.redis;
-    const acked = Number(await node.wait(this.opts.wait, this.opts.waitMs ?? 1000));
-    const short = acked < this.opts.wait;
-    const why = `only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`;
+    let acked: number | Error;
+    try {
+      acked = await this.confirmed(this.redis instanceof Cluster ? this.nodeOf(this.key(name, 's')) : this.redis, this.key(name, 'w'));
+    } catch (err) {
+      acked = err as Error;
+    }
+    const short = typeof acked !== 'number' || acked < this.opts.wait;
+    const why =
+      typeof acked === 'number'
+        ? `only ${acked} of ${this.opts.wait} replicas confirmed it in time (--redis-wait)`
+        : `the replicas could not be asked (--redis-wait: ${this.why(acked)})`;
     if (short && !took) throw new StoreError(`stored on the primary, but ${why}`);
     if (short && !this.shortOfReplicas) this.warn(`Redis: messages taken on the primary are handed out, though ${why}; a failover now may hand them out again`);
     this.shortOfReplicas = short;
     return result;
+  }
+
+  /**
+   * How many replicas have every write this frontend finished on `node` before the call. WAIT holds
+   * the connection it is sent on until it answers, so it goes on a connection of its own (one a
+   * primary): on the shared one, requests queued behind each other's WAITs, the k-th answering
+   * after k times --redis-wait-ms, and failing (a get's messages taken) once past the command time
+   * limit. WAIT counts its own connection's writes, so a small write of its own (`key`, a key of
+   * the node's) goes first: replication is one stream, so it comes after every write that asked.
+   * One WAIT is in flight a primary, and the writes that ask meanwhile share the next.
+   */
+  private confirmed(node: Redis, key: Buffer): Promise<number> {
+    let c = this.confirmers.get(node);
+    if (!c) this.confirmers.set(node, (c = { conn: node.duplicate() }));
+    const confirmer = c;
+    if (confirmer.next) return confirmer.next;
+    const start = (): Promise<number> => {
+      const round: Promise<number> = confirmer.conn
+        .set(key, '', 'PX', 60_000)
+        .then(() => confirmer.conn.wait(this.opts.wait!, this.opts.waitMs ?? 1000))
+        .finally(() => void (confirmer.current === round && (confirmer.current = undefined)));
+      confirmer.current = round;
+      return round;
+    };
+    if (!confirmer.current) return start();
+    confirmer.next = confirmer.current.then(
+      () => ((confirmer.next = undefined), start()),
+      () => ((confirmer.next = undefined), start()),
+    );
+    return confirmer.next;
   }
 
   private warn(message: string): void {
@@ -808,7 +847,7 @@ export class RedisStore implements Store {
     clearInterval(this.announcer);
     this.closing ??= (async () => {
       if (this.announcer) await this.redis.zrem(this.frontends, this.origin).catch(() => {});
-      await Promise.all([this.redis.quit().catch(() => {}), this.sub.quit().catch(() => {})]);
+      await Promise.all([this.redis, this.sub, ...[...this.confirmers.values()].map((c) => c.conn)].map((r) => r.quit().catch(() => {})));
     })();
     return this.closing;
   }
