@@ -384,7 +384,8 @@ export class RedisStore implements Store {
    */
   private confirmed(node: Redis, key: Buffer): Promise<number> {
     let c = this.confirmers.get(node);
-    if (!c) this.confirmers.set(node, (c = { conn: node.duplicate() }));
+    // Its failures come back through the commands that fail (as `replicated` reports them).
+    if (!c) this.confirmers.set(node, (c = { conn: node.duplicate().on('error', () => {}) }));
     const confirmer = c;
     if (confirmer.next) return confirmer.next;
     const start = (): Promise<number> => {
