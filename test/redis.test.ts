@@ -179,6 +179,22 @@ describe('Redis Cluster with three primaries', { skip }, () => {
     assert.equal(await get(server.port, '/?name=&opt=put&data=empty-name'), 'HTTPSQS_PUT_OK'); // '' is a queue too
   });
 
+  it("--redis-wait asks the primary of each queue, after a write of its own in that queue's slot", async () => {
+    const plain = await new RedisStore({ url: cluster.url }).ready();
+    const waiting = await new RedisStore({ url: cluster.url, wait: 1, waitMs: 200, warn: () => {} }).ready();
+    try {
+      const names = Array.from({ length: 12 }, (_, i) => `confirm-${i}`);
+      for (const n of names) await plain.put(n, Buffer.from(n));
+      // No primary has a replica: gets hand out what they took, puts are refused as unconfirmed (a
+      // write sent to a node that does not own its slot would be refused as MOVED instead).
+      assert.deepEqual(await Promise.all(names.map(async (n) => (await waiting.get(n))?.message.toString())), names);
+      for (const n of names.slice(0, 3))
+        await assert.rejects(waiting.put(n, Buffer.from('again')), /stored on the primary, but only 0 of 1 replicas confirmed it in time/);
+    } finally {
+      await Promise.all([plain.close(), waiting.close()]);
+    }
+  });
+
   it('a put or a get whose connection closed before its answer fails, and is not run a second time', async () => {
     const store = await new RedisStore({ url: cluster.url }).ready();
     try {

@@ -172,7 +172,7 @@ export class RedisStore implements Store {
   /** Queues whose index entry could not be written yet (see `indexed`). */
   private readonly unindexed = new Set<string>();
   /** For --redis-wait, a primary's connection for WAIT, the WAIT in flight, and the one that follows it. */
-  private readonly confirmers = new Map<Redis, { conn: Redis; current?: Promise<number>; next?: Promise<number> | undefined }>();
+  private readonly confirmers = new Map<string, { conn: Redis; current?: Promise<number>; next?: Promise<number> | undefined }>();
   /** The last WAIT found too few replicas (logged once until one finds enough). */
   private shortOfReplicas = false;
   private lastError: Error | undefined;
@@ -383,9 +383,11 @@ export class RedisStore implements Store {
    * One WAIT is in flight a primary, and the writes that ask meanwhile share the next.
    */
   private confirmed(node: Redis, key: Buffer): Promise<number> {
-    let c = this.confirmers.get(node);
+    // By address: a cluster makes new node objects as its topology changes.
+    const address = `${node.options.host}:${node.options.port}`;
+    let c = this.confirmers.get(address);
     // Its failures come back through the commands that fail (as `replicated` reports them).
-    if (!c) this.confirmers.set(node, (c = { conn: node.duplicate().on('error', () => {}) }));
+    if (!c) this.confirmers.set(address, (c = { conn: node.duplicate().on('error', () => {}) }));
     const confirmer = c;
     if (confirmer.next) return confirmer.next;
     const start = (): Promise<number> => {
