@@ -494,3 +494,52 @@ it('headers that come in many pieces are copied a few times in all, not each tim
     await server.close();
   }
 });
+
+it('a take pipelined behind others, on a connection paused by them, waits for room once what is left behind it fits', async () => {
+  const MiB = 2 ** 20;
+  let release = () => {};
+  const http = createHttpServer(
+    (req) => {
+      if (req.target === '/fill') return { status: 200, head: '', body: Buffer.alloc(16 * MiB, 'f') };
+      if (req.target === '/hold') return new Promise((answer) => (release = () => answer({ status: 200, head: '', body: 'held' })));
+      if (req.target === '/take') {
+        const turn = req.room();
+        return turn ? turn.then((go) => ({ status: 200, head: '', body: go ? 'went' : 'refused' })) : { status: 200, head: '', body: 'at once' };
+      }
+      return { status: 200, head: '', body: 'ok' };
+    },
+    { maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 20_000, headersMs: 20_000, bodyMs: 20_000, maxBufferedBytes: 16 * MiB },
+  );
+  await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+  const port = (http.server.address() as net.AddressInfo).port;
+  const filler = net.connect(port, '127.0.0.1').on('error', () => {});
+  filler.pause();
+  filler.write('GET /fill HTTP/1.1\r\n\r\n');
+  let sock: net.Socket | undefined;
+  let got = '';
+  try {
+    await waitFor(() => http.buffered().bytes === 16 * MiB, 20_000);
+    let served: net.Socket | undefined;
+    http.server.once('connection', (s: net.Socket) => (served = s));
+    sock = net.connect(port, '127.0.0.1');
+    sock.on('data', (d) => (got += d.toString('latin1')));
+    sock.write('GET /hold HTTP/1.1\r\n\r\n');
+    await waitFor(() => served !== undefined && served.bytesRead > 0);
+    // Two KiB pipelined while /hold is in progress: past the 1 KiB a request's headers may take, so
+    // the server stops reading. When /take's turn comes, one small request is left behind it.
+    const pipelined = `${'GET /x HTTP/1.1\r\n\r\n'.repeat(100)}GET /take HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\n`;
+    sock.write(pipelined);
+    await waitFor(() => served!.bytesRead === 'GET /hold HTTP/1.1\r\n\r\n'.length + pipelined.length);
+    release();
+    // Before, it was refused at once, though nothing was left that could keep a reset from it.
+    await waitFor(() => http.buffered().waiting === 1);
+    assert.ok(!got.includes('refused'), 'refused');
+    filler.destroy();
+    await waitFor(() => got.split('\r\n\r\nok').length === 102);
+    assert.ok(got.includes('\r\n\r\nwent'), got.slice(-200));
+  } finally {
+    filler.destroy();
+    sock?.destroy();
+    await http.close();
+  }
+});

@@ -303,9 +303,14 @@ class Connection {
   private room(stop?: AbortSignal): Promise<boolean> | undefined {
     const budget = this.server.budget;
     if (!budget || this.turnTaken || budget.fits) return undefined;
-    // Paused (pipelined bytes past the header limit), the socket would not tell that its client
-    // reset: a take let in later would lose what it took. It takes nothing now, as a long poll does.
-    if (this.ended || this.socket.destroyed || this.socket.isPaused() || stop?.aborted) return Promise.resolve(false);
+    if (this.ended || this.socket.destroyed || stop?.aborted) return Promise.resolve(false);
+    if (this.socket.isPaused()) {
+      // Paused with more pipelined than a request's headers may take, the socket would not tell that
+      // its client reset: a take let in later would lose what it took. It takes nothing now, as a
+      // long poll does. Paused with less (the requests before it took the rest), it reads on.
+      if (this.pending.length > this.opts.maxHeaderBytes) return Promise.resolve(false);
+      this.socket.resume();
+    }
     // A take never reads its body: what the body holds goes now, or it would keep out the very room
     // the take waits for (and every other take with it).
     if (this.current) this.current.body = EMPTY;
