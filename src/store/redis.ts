@@ -127,6 +127,10 @@ function sendNothingFailed(client: Redis | Cluster): void {
   };
 }
 
+/** A message or a lease read for export, as a record. */
+const exported = (message: boolean, pos: number, value: Buffer): QueueRecord =>
+  message ? { pos, message: value } : { pos, lease: parseLeaseValue(value.toString()) };
+
 /** `p`, or a rejection once `ms` have passed without its answer. */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -385,10 +389,9 @@ export class RedisStore implements Store {
   private confirmed(node: Redis, key: Buffer): Promise<number> {
     // By address: a cluster makes new node objects as its topology changes.
     const address = `${node.options.host}:${node.options.port}`;
-    let c = this.confirmers.get(address);
     // Its failures come back through the commands that fail (as `replicated` reports them).
-    if (!c) this.confirmers.set(address, (c = { conn: node.duplicate().on('error', () => {}) }));
-    const confirmer = c;
+    const confirmer = this.confirmers.get(address) ?? { conn: node.duplicate().on('error', () => {}) };
+    this.confirmers.set(address, confirmer);
     if (confirmer.next) return confirmer.next;
     const start = (): Promise<number> => {
       const round: Promise<number> = confirmer.conn
@@ -671,23 +674,17 @@ export class RedisStore implements Store {
       const messages = new Map<number, Buffer>();
       const leases = new Map<number, Lease>();
       read: for (const hash of [m!, l!]) {
-        let cursor = '0';
-        do {
-          const [v, next, st, flat] = (await this.scripts
-            .exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
-            .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
-          if (version !== undefined && v.toString() !== version) break read;
-          version = v.toString();
-          status ??= exportedStatus(st);
-          cursor = next.toString();
-          for (let i = 0; i < flat.length; i += 2) {
-            const pos = Number(flat[i]!.toString());
-            held += flat[i + 1]!.length + 64;
-            if (hash === m) messages.set(pos, flat[i + 1]!);
-            else leases.set(pos, parseLeaseValue(flat[i + 1]!.toString()));
+        for await (const page of this.exportPages(name, hash)) {
+          if (version !== undefined && page.version !== version) break read;
+          version = page.version;
+          status ??= page.status;
+          for (const { pos, value } of page.records) {
+            held += value.length + 64;
+            if (hash === m) messages.set(pos, value);
+            else leases.set(pos, parseLeaseValue(value.toString()));
           }
           if (held > EXPORT_HOLD_BYTES) break tries;
-        } while (cursor !== '0');
+        }
         if (hash === l) {
           yield { status: status! };
           for (const pos of [...messages.keys()].sort((a, b) => a - b)) yield { pos, message: messages.get(pos)! };
@@ -708,18 +705,10 @@ export class RedisStore implements Store {
     try {
       yield { status: exportedStatus(st) };
       for (const copy of copies) {
-        let cursor = '0';
-        do {
-          const [, next, , flat] = (await this.scripts
-            .exportPage(s!, copy, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
-            .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
+        for await (const page of this.exportPages(name, copy)) {
           await this.redis.pexpire(copy, EXPORT_COPY_MS).catch((err) => this.failed(err));
-          cursor = next.toString();
-          for (let i = 0; i < flat.length; i += 2) {
-            const pos = Number(flat[i]!.toString());
-            yield copy === copies[0] ? { pos, message: flat[i + 1]! } : { pos, lease: parseLeaseValue(flat[i + 1]!.toString()) };
-          }
-        } while (cursor !== '0');
+          for (const { pos, value } of page.records) yield exported(copy === copies[0], pos, value);
+        }
       }
     } finally {
       await this.redis.unlink(...copies).catch(() => {});
@@ -731,30 +720,43 @@ export class RedisStore implements Store {
    * since what came before was handed on. Positions met again (HSCAN repeats some when Redis
    * resizes the hash meanwhile) are skipped. */
   private async *unheldRecords(name: string): AsyncGenerator<QueueRecord> {
-    const [s, m, l, , x] = this.keys(name);
+    const [, m, l] = this.keys(name);
     let version: string | undefined;
     for (const hash of [m!, l!]) {
       const seen = new Set<number>();
-      let cursor = '0';
-      do {
-        const [v, next, st, flat] = (await this.scripts
-          .exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
-          .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
-        if (version === undefined) yield { status: exportedStatus(st) };
-        else if (v.toString() !== version)
+      for await (const page of this.exportPages(name, hash)) {
+        if (version === undefined) yield { status: page.status };
+        else if (page.version !== version)
           throw new StoreError(
             `queue ${JSON.stringify(name)} changed while it was exported from a read-only replica (its primary wrote to it), and it holds too much to be read whole first (over ${EXPORT_HOLD_BYTES / 2 ** 20} MiB) or kept changing: export it from the primary, or again once it is not written to`,
           );
-        version = v.toString();
-        cursor = next.toString();
-        for (let i = 0; i < flat.length; i += 2) {
-          const pos = Number(flat[i]!.toString());
+        version = page.version;
+        for (const { pos, value } of page.records) {
           if (seen.has(pos)) continue;
           seen.add(pos);
-          yield hash === m ? { pos, message: flat[i + 1]! } : { pos, lease: parseLeaseValue(flat[i + 1]!.toString()) };
+          yield exported(hash === m, pos, value);
         }
-      } while (cursor !== '0');
+      }
     }
+  }
+
+  /** The pages of `hash` (a queue's messages or leases, or a copy of them) for export, each with the
+   * queue's version and status as they were when it was read. */
+  private async *exportPages(
+    name: string,
+    hash: Buffer,
+  ): AsyncGenerator<{ version: string; status: QueueStatus; records: Array<{ pos: number; value: Buffer }> }> {
+    const [s, , l, , x] = this.keys(name);
+    let cursor = '0';
+    do {
+      const [v, next, st, flat] = (await this.scripts
+        .exportPage(s!, hash, l!, x!, cursor, EXPORT_PAGE_SIZE, EXPORT_PAGE_BYTES)
+        .catch((err) => this.failed(err))) as [Buffer, Buffer, number[], Buffer[]];
+      cursor = next.toString();
+      const records: Array<{ pos: number; value: Buffer }> = [];
+      for (let i = 0; i < flat.length; i += 2) records.push({ pos: Number(flat[i]!.toString()), value: flat[i + 1]! });
+      yield { version: v.toString(), status: exportedStatus(st), records };
+    } while (cursor !== '0');
   }
 
   async deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>> {
