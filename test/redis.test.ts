@@ -651,6 +651,76 @@ describe("Redis's memory", { skip }, () => {
       await evicting.stop();
     }
   });
+  for (const replicas of [0, 1])
+    it(`a full Redis (noeviction, at maxmemory) refuses puts, and still lets consumers get, ack, nack, touch, redrive and discard, and takes a reset${replicas ? ', under --redis-wait' : ''}`, async () => {
+      // A replica's first sync starts at once (not after the 5 s Redis waits for others to join).
+      const full = await startRedis(['--maxmemory', '8mb', '--maxmemory-policy', 'noeviction', '--repl-diskless-sync-delay', '0']);
+      const replica = replicas ? await startRedis(['--replicaof', '127.0.0.1', String(full.port)]) : undefined;
+      const store = new RedisStore({ url: full.url, ...(replicas ? { wait: 1, waitMs: 5000 } : {}) });
+      try {
+        for (let i = 0; replica && !replica.cli('info', 'replication').includes('master_link_status:up'); i++) {
+          assert.ok(i < 200, 'the replica did not finish its first sync');
+          await sleep(50);
+        }
+        await store.ready();
+        await store.maxqueue('q', 100_000);
+        await store.maxdeliveries('q', 2);
+        const big = Buffer.alloc(64 * 1024, 'm');
+        let stored = 0;
+        // Filled until Redis refuses a put for want of memory.
+        for (;;) {
+          const refused = await store.put('q', big).then(
+            () => undefined,
+            (err: Error) => err,
+          );
+          if (refused) {
+            assert.match(refused.message, /OOM/);
+            break;
+          }
+          stored++;
+          assert.ok(stored < 1000, 'Redis never refused a put');
+        }
+        assert.ok(stored >= 4, `${stored} stored`);
+        await assert.rejects(store.put('q', big), /OOM/);
+        // A plain get; a leased get acked; one nacked, taken again, touched, nacked for the last
+        // time (a dead letter), redriven, taken, nacked, and discarded.
+        assert.equal((await store.get('q'))?.pos, 1);
+        const acked = (await store.get('q', 60_000))!;
+        assert.equal(await store.settle('q', acked.pos, 'ack', acked.lease), true);
+        const nacked = (await store.get('q', 60_000))!;
+        assert.equal(await store.settle('q', nacked.pos, 'nack', nacked.lease), true);
+        const again = (await store.get('q', 60_000))!;
+        assert.deepEqual([again.pos, again.deliveries], [nacked.pos, 2]);
+        const touched = await store.touch('q', again.pos, 120_000, again.lease);
+        assert.ok(touched);
+        assert.equal(await store.settle('q', again.pos, 'nack', touched), true);
+        const [dead] = await store.deadLetters('q', 0, 10);
+        assert.ok(dead, 'no dead letter');
+        assert.equal(await store.redrive('q', 10), 1);
+        const redriven = (await store.get('q', 60_000))!;
+        assert.equal(redriven.pos, dead.pos);
+        assert.equal(await store.settle('q', redriven.pos, 'ack', redriven.lease), true);
+        for (let i = 0; i < 2; i++) {
+          const next = (await store.get('q', 60_000))!;
+          assert.deepEqual([next.pos, next.deliveries], [4, i + 1]);
+          assert.equal(await store.settle('q', next.pos, 'nack', next.lease), true);
+        }
+        const [buried] = await store.deadLetters('q', 0, 10);
+        assert.ok(buried, 'no dead letter');
+        assert.equal(await store.discard('q', buried.pos), true);
+        const drained = await store.getMany('q', stored);
+        assert.equal(drained.length, stored - 4);
+        // Read messages stay viewable until puts write over them (the reference's ring): memory
+        // comes back with a reset, which a full Redis takes too.
+        await assert.rejects(store.put('q', big), /OOM/);
+        await store.reset('q');
+        assert.equal(await store.put('q', big), 1);
+      } finally {
+        await store.close();
+        await replica?.stop();
+        await full.stop();
+      }
+    });
 });
 
 describe('export from a read-only replica', { skip }, () => {

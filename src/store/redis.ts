@@ -138,6 +138,8 @@ function within<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
+/** The write of its own that a round of WAIT makes first (see `confirmed`). */
+const MARK = "redis.call('SET', KEYS[1], '', 'PX', 60000)";
 type Script = (...args: Array<Buffer | string | number>) => Promise<unknown>;
 
 export class RedisStore implements Store {
@@ -180,6 +182,8 @@ export class RedisStore implements Store {
   /** The last WAIT found too few replicas (logged once until one finds enough). */
   private shortOfReplicas = false;
   private lastError: Error | undefined;
+  /** Redis has no script flags (before 7.0): see `withoutFlags`. */
+  private unflagged = false;
 
   /** The time the scripts go by: a test's clock, or '' for Redis's own (TIME), which every
    * frontend shares whatever its own clock says. */
@@ -230,21 +234,30 @@ export class RedisStore implements Store {
     this.prefix = Buffer.from(prefix, 'latin1');
     this.index = Buffer.concat([this.prefix, Buffer.from('httpsqs:queues')]);
     this.frontends = Buffer.concat([this.prefix, Buffer.from('httpsqs:frontends')]);
-    const define = (name: string, keys: number, lua: string): Script => {
+    const plain = (name: string, keys: number, lua: string): Script => {
       this.redis.defineCommand(name, { numberOfKeys: keys, lua });
       return (this.redis as unknown as Record<string, Script>)[`${name}Buffer`]!.bind(this.redis);
     };
+    const define = (name: string, keys: number, lua: string, flags?: 'allow-oom'): Script => {
+      if (!flags) return plain(name, keys, lua);
+      const flagged = plain(name, keys, `#!lua flags=${flags}\n${lua}`);
+      const unflagged = plain(`${name}Unflagged`, keys, lua);
+      return (...args) => (this.unflagged ? unflagged(...args) : flagged(...args).catch((err: Error) => this.withoutFlags(err, () => unflagged(...args))));
+    };
+    // Consumers go on when Redis's memory is full (maxmemory with noeviction): their scripts take
+    // or end leases and delete messages, so they may run past maxmemory (by a lease's few bytes,
+    // or a dead letter's copy) and free it. Puts, restores and the export's copies are refused.
     this.scripts = {
       put: define('httpsqsPut', 6, PUT),
-      get: define('httpsqsGet', 6, GET),
-      settle: define('httpsqsSettle', 6, SETTLE),
-      touch: define('httpsqsTouch', 3, TOUCH),
+      get: define('httpsqsGet', 6, GET, 'allow-oom'),
+      settle: define('httpsqsSettle', 6, SETTLE, 'allow-oom'),
+      touch: define('httpsqsTouch', 3, TOUCH, 'allow-oom'),
       expiry: define('httpsqsExpiry', 1, EXPIRY),
-      maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE),
-      maxdeliveries: define('httpsqsMaxdeliveries', 6, MAXDELIVERIES),
-      redrive: define('httpsqsRedrive', 6, REDRIVE),
-      discard: define('httpsqsDiscard', 6, DISCARD),
-      indexed: define('httpsqsIndexed', 1, INDEXED),
+      maxqueue: define('httpsqsMaxqueue', 1, MAXQUEUE, 'allow-oom'),
+      maxdeliveries: define('httpsqsMaxdeliveries', 6, MAXDELIVERIES, 'allow-oom'),
+      redrive: define('httpsqsRedrive', 6, REDRIVE, 'allow-oom'),
+      discard: define('httpsqsDiscard', 6, DISCARD, 'allow-oom'),
+      indexed: define('httpsqsIndexed', 1, INDEXED, 'allow-oom'),
       restore: define('httpsqsRestore', 6, RESTORE),
       status: define('httpsqsStatus', 3, STATUS),
       range: define('httpsqsRange', 1, RANGE),
@@ -323,6 +336,16 @@ export class RedisStore implements Store {
     }
   }
 
+  /** A flagged script (`#!lua flags=…`) failed. A Redis before 7.0 has no script flags and does
+   * not compile one; nothing ran then, so `again` sends the script without them, and so do all
+   * scripts from now on (said once). Any other error is the script's own. */
+  private withoutFlags(err: Error, again: () => Promise<unknown>): Promise<unknown> {
+    if (!/Error compiling script/.test(err.message)) throw err;
+    if (!this.unflagged) this.warn('Redis before 7.0: no script flags, so gets, acks and nacks are refused while its memory is full');
+    this.unflagged = true;
+    return again();
+  }
+
   /** Every primary: the one Redis, or a cluster's. */
   private primaries(): Redis[] {
     return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
@@ -394,8 +417,10 @@ export class RedisStore implements Store {
     this.confirmers.set(address, confirmer);
     if (confirmer.next) return confirmer.next;
     const start = (): Promise<number> => {
-      const round: Promise<number> = confirmer.conn
-        .set(key, '', 'PX', 60_000)
+      // A script, so that it may run when Redis's memory is full, as the gets and acks it confirms do.
+      const mark = () => confirmer.conn.eval(this.unflagged ? MARK : `#!lua flags=allow-oom\n${MARK}`, 1, key);
+      const round: Promise<number> = mark()
+        .catch((err: Error) => this.withoutFlags(err, mark))
         .then(() => confirmer.conn.wait(this.opts.wait!, this.opts.waitMs ?? 1000))
         .finally(() => void (confirmer.current === round && (confirmer.current = undefined)));
       confirmer.current = round;
