@@ -40,6 +40,11 @@ describe('command line', () => {
     }
   });
 
+  it('--store checks its ?read= (keep or delete) as it parses', () => {
+    assert.throws(() => parseConfig(['--store', 'redis://127.0.0.1:1/0?read=drop'], {}), /--store: \?read= takes keep or delete, got "drop"/);
+    assert.equal(parseConfig(['--store', 'redis://127.0.0.1:1/0?prefix=p:&read=delete'], {}).store, 'redis://127.0.0.1:1/0?prefix=p:&read=delete');
+  });
+
   it("a flag's value may begin with -, as C getopt reads it (-a -s3cr3t); a bad flag's line ends in one full stop", async () => {
     assert.equal(parseConfig(['-a', '-s3cr3t']).auth?.toString(), '-s3cr3t');
     assert.equal(parseConfig(['--auth', '--x', '-d']).auth?.toString(), '--x');

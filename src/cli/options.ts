@@ -40,7 +40,7 @@ export const OPTIONS = {
     type: 'string',
     arg: '<url>',
     default: 'lmdb',
-    help: '`lmdb` (in the `-x` directory), or `redis://[:password@]host:port[/db]`, `rediss://…`, `redis-cluster://host:port,host:port` (add `?prefix=p` to share one Redis; password also from `HTTPSQS_REDIS_PASSWORD`)',
+    help: '`lmdb` (in the `-x` directory), or `redis://[:password@]host:port[/db]`, `rediss://…`, `redis-cluster://host:port,host:port` (add `?prefix=p` to share one Redis, `?read=delete` to delete messages once read; password also from `HTTPSQS_REDIS_PASSWORD`)',
   },
   engine: {
     type: 'string',

@@ -79,6 +79,9 @@ local p, g, mx = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or 
 local lastSlot, slots, delayed, maxdel = tonumber(st[4]) or FIRST_SLOT - 1, tonumber(st[5]) or 0, tonumber(st[6]) or 0, tonumber(st[7]) or 0
 local was = {p, g, mx, lastSlot, slots, delayed, maxdel}
 local bumped = false
+-- Set by the scripts that take or end leases: a ring position's message is deleted once read
+-- (\`?read=delete\`), not kept for \`view\` until a put writes over it.
+local deleteRead = false
 local function changed()
   if bumped then return end
   bumped = true
@@ -140,6 +143,7 @@ local function bury(pos, message, deliveries, at)
   redis.call('HSET', M, slot, message)
   setLease(slot, DEAD + at, deliveries)
   setLease(pos, nil)
+  if deleteRead then redis.call('HDEL', M, pos) end
   return true
 end
 local function spent(deliveries) return maxdel > 0 and deliveries >= maxdel end
@@ -185,10 +189,12 @@ if #out > 1 then redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. (#out - 1)) en
 if save() and unindexed then out[1] = 1 end
 return out`;
 
-// KEYS: the six. ARGV: channel, origin, now ('': Redis's), lease ms (0: none), max, byte budget (-1: none).
-// Returns {pos, message, deliveries, token ('' unleased)} per message.
+// KEYS: the six. ARGV: channel, origin, now ('': Redis's), lease ms (0: none), max, byte budget
+// (-1: none), '1' to delete read messages. Returns {pos, message, deliveries, token ('' unleased)}
+// per message.
 export const GET = `${PRELUDE}
 local now, leaseMs, max, budget = clock(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+deleteRead = ARGV[7] == '1'
 local out = {}
 local bytes = 0
 while #out < 4 * max do
@@ -221,10 +227,10 @@ while #out < 4 * max do
       local deadline = now + leaseMs
       setLease(pos, deadline, deliveries)
       token = fmt(deliveries) .. '-' .. fmt(deadline)
-    elseif #due > 0 then
-      setLease(pos, nil)
+    else
+      if #due > 0 then setLease(pos, nil) end
       -- A slot's message goes with its last lease.
-      if pos >= FIRST_SLOT then redis.call('HDEL', M, pos) end
+      if pos >= FIRST_SLOT or deleteRead then redis.call('HDEL', M, pos) end
     end
     out[#out + 1] = pos
     out[#out + 1] = message
@@ -235,9 +241,11 @@ end
 save()
 return out`;
 
-// KEYS: the six. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now ('': Redis's). Returns 1 when settled.
+// KEYS: the six. ARGV: channel, origin, pos, 'ack'|'nack', token ('' for any), now ('': Redis's),
+// '1' to delete read messages. Returns 1 when settled.
 export const SETTLE = `${PRELUDE}
 local pos = tonumber(ARGV[3])
+deleteRead = ARGV[7] == '1'
 local l = redis.call('HGET', L, pos)
 if not l then return 0 end
 local deadline, deliveries = parseLease(l)
@@ -248,7 +256,7 @@ local ds, ns = string.match(l, '^([^:]+):(%d+)$')
 if ARGV[5] ~= '' and ARGV[5] ~= ns .. '-' .. ds then return 0 end
 if ARGV[4] == 'ack' then
   setLease(pos, nil)
-  if pos >= FIRST_SLOT then redis.call('HDEL', M, pos) end
+  if pos >= FIRST_SLOT or deleteRead then redis.call('HDEL', M, pos) end
 else
   local message = spent(deliveries) and redis.call('HGET', M, pos)
   if not (message and bury(pos, message, deliveries, clock(ARGV[6]))) then setLease(pos, 0, deliveries) end

@@ -8,8 +8,15 @@ import type { RedisOptions } from 'ioredis';
  * been typed with a `/` or `@` in it). */
 export const redactUrl = (url: string): string => url.replace(/^([a-z-]+:\/\/).*@/, '$1***@');
 
-/** Parses `--store`: the connection, and the key prefix (`?prefix=`). */
-export function parseRedisUrl(url: string): { cluster: boolean; nodes: Array<{ host: string; port: number }>; options: RedisOptions; prefix: string } {
+/** Parses `--store`: the connection, the key prefix (`?prefix=`), and whether read messages are
+ * deleted (`?read=delete`) or kept until a put writes over them (`?read=keep`, the default). */
+export function parseRedisUrl(url: string): {
+  cluster: boolean;
+  nodes: Array<{ host: string; port: number }>;
+  options: RedisOptions;
+  prefix: string;
+  deleteRead: boolean;
+} {
   const m = /^(redis|rediss|redis-cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
   if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${redactUrl(url)}"`);
   const [, scheme, user, password, hosts, db, query] = m;
@@ -18,13 +25,16 @@ export function parseRedisUrl(url: string): { cluster: boolean; nodes: Array<{ h
     if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${redactUrl(url)}"`);
     return { host, port: Number(port ?? 6379) };
   });
-  const prefix = new URLSearchParams(query ?? '').get('prefix') ?? '';
+  const params = new URLSearchParams(query ?? '');
+  const prefix = params.get('prefix') ?? '';
   if (/[{}]/.test(prefix)) throw new Error('the key prefix may not contain { or }');
+  const read = params.get('read') ?? 'keep';
+  if (read !== 'keep' && read !== 'delete') throw new Error(`?read= takes keep or delete, got "${read}"`);
   const options: RedisOptions = {
     ...(user ? { username: decodeURIComponent(user) } : {}),
     password: password !== undefined ? decodeURIComponent(password) : process.env.HTTPSQS_REDIS_PASSWORD || undefined,
     ...(db ? { db: Number(db) } : {}),
     ...(scheme === 'rediss' ? { tls: {} } : {}),
   };
-  return { cluster: scheme === 'redis-cluster', nodes, options, prefix };
+  return { cluster: scheme === 'redis-cluster', nodes, options, prefix, deleteRead: read === 'delete' };
 }

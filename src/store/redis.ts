@@ -182,6 +182,8 @@ export class RedisStore implements Store {
   /** The last WAIT found too few replicas (logged once until one finds enough). */
   private shortOfReplicas = false;
   private lastError: Error | undefined;
+  /** '1' when read messages are deleted (`?read=delete`), for the scripts that take and end leases. */
+  private readonly deleteRead: '1' | '';
   /** Redis has no script flags (before 7.0): see `withoutFlags`. */
   private unflagged = false;
 
@@ -191,7 +193,8 @@ export class RedisStore implements Store {
 
   constructor(private readonly opts: RedisStoreOptions) {
     this.now = opts.now ?? (() => '');
-    const { cluster, nodes, options, prefix } = parseRedisUrl(opts.url);
+    const { cluster, nodes, options, prefix, deleteRead } = parseRedisUrl(opts.url);
+    this.deleteRead = deleteRead ? '1' : '';
     // A script sent but not answered (the connection dropped) may have run: sending it again could
     // store a message twice or skip one. It fails instead, and the client is told so.
     // A Redis that stops answering (frozen, overloaded) fails requests after COMMAND_MS (plus the
@@ -510,7 +513,7 @@ export class RedisStore implements Store {
     const flat = (await this.run(
       'get',
       name,
-      () => this.scripts.get(...this.keys(name), this.channel(name), this.origin, this.now(), leaseMs ?? 0, max, budget),
+      () => this.scripts.get(...this.keys(name), this.channel(name), this.origin, this.now(), leaseMs ?? 0, max, budget, this.deleteRead),
       (r) => (r as unknown[]).length > 0,
       true,
     )) as Array<number | Buffer>;
@@ -529,7 +532,7 @@ export class RedisStore implements Store {
     const done = await this.run(
       'settle',
       name,
-      () => this.scripts.settle(...this.keys(name), this.channel(name), this.origin, pos, outcome, token ?? '', this.now()),
+      () => this.scripts.settle(...this.keys(name), this.channel(name), this.origin, pos, outcome, token ?? '', this.now(), this.deleteRead),
       (r) => r === 1,
     );
     return done === 1;
