@@ -475,6 +475,41 @@ describe('HttpsqsClient', () => {
     }
   });
 
+  it('a JSON reply of the wrong shape (null, a list of nulls, an object for a list) is a ProtocolError, not a TypeError', async () => {
+    let answer = '';
+    const fake = http.createServer((_req, res) => res.end(answer));
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const c = new HttpsqsClient({ url: `http://127.0.0.1:${(fake.address() as net.AddressInfo).port}` });
+    const calls = [
+      () => c.statusJson('c-shape'),
+      () => c.list(),
+      () => c.viewRange('c-shape', 1, 2),
+      () => c.mget('c-shape', 2),
+      () => c.mput('c-shape', ['a']),
+      () => c.dead('c-shape'),
+      () => c.redrive('c-shape'),
+    ];
+    try {
+      for (answer of ['null', '[null]', '{}', '[{}]', '[{"pos":1,"data":7}]', '7']) {
+        for (const call of calls) {
+          // An answer a call takes (an object for status, say) is not one of the wrong shape for it.
+          const got = await call().then(
+            () => undefined,
+            (err: unknown) => err,
+          );
+          if (got !== undefined) assert.ok(got instanceof ProtocolError, `${answer}: ${got}`);
+        }
+      }
+      for (const call of calls) {
+        answer = 'null';
+        await assert.rejects(call(), (err: unknown) => err instanceof ProtocolError && err.message === 'the server answered null');
+      }
+    } finally {
+      await c.close();
+      fake.close();
+    }
+  });
+
   it('a reply over maxReplyBytes is not read further: the connection is dropped and the call throws', { timeout: 20_000 }, async () => {
     // A misbehaving server: a message of 64 KiB, with its length or without (chunked), or one
     // without end, 64 KiB at a time, for as long as the client reads.

@@ -211,6 +211,12 @@ const UNRESERVED = new Uint8Array(256).map((_, c) =>
 /** A URL to quote in a message, its user and password (if any) shown as `***`. */
 const masked = (url: string) => url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, '$1***@');
 
+/** JSON shapes of the replies (`HttpsqsClient.json`). */
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const listOf = (item: (v: unknown) => boolean) => (v: unknown) => Array.isArray(v) && v.every(item);
+/** An item of mget, view with num, dead: its bytes in `data`, base64. */
+const withData = (v: unknown) => isObject(v) && typeof v.data === 'string';
+
 /** A queue's status with the extensions' counts a server left out (while 0, or knowing none) as 0. */
 const counted = (s: Partial<QueueStatus>): QueueStatus =>
   ({ ...s, leased: s.leased ?? 0, delayed: s.delayed ?? 0, dead: s.dead ?? 0, maxdeliveries: s.maxdeliveries ?? 0 }) as QueueStatus;
@@ -356,12 +362,15 @@ export class HttpsqsClient {
     return t;
   }
 
-  private json<T>(reply: Reply): T {
+  /** A JSON reply of the shape `valid` checks (valid JSON of another shape, such as `null`, is
+   * an answer this client does not understand too). */
+  private json<T>(reply: Reply, valid: (v: unknown) => boolean): T {
+    let v: unknown;
     try {
-      return JSON.parse(reply.body.toString('utf8')) as T;
-    } catch {
-      throw new ProtocolError(`the server answered ${text(reply.body).slice(0, 60)}`, text(reply.body));
-    }
+      v = JSON.parse(reply.body.toString('utf8'));
+    } catch {}
+    if (v === undefined || !valid(v)) throw new ProtocolError(`the server answered ${text(reply.body).slice(0, 60)}`, text(reply.body));
+    return v as T;
   }
 
   /** Stores a message; resolves to its position. Strings are stored as UTF-8. Throws
@@ -405,7 +414,7 @@ export class HttpsqsClient {
   }
 
   async statusJson(name: QueueName): Promise<QueueStatus> {
-    return counted(this.json<Partial<QueueStatus>>(await this.call({ name, opt: 'status_json' })));
+    return counted(this.json<Partial<QueueStatus>>(await this.call({ name, opt: 'status_json' }), isObject));
   }
 
   /** The message stored at `pos`, read or not (an empty buffer when there is none). `pos` is a
@@ -465,7 +474,7 @@ export class HttpsqsClient {
       { body, type: 'application/json', signal: o.signal },
     );
     if (text(reply.body) === R.PUT_ERROR) throw new ProtocolError('the server refused the batch', R.PUT_ERROR);
-    const r = this.json<{ positions: number[]; full: boolean }>(reply);
+    const r = this.json<{ positions: number[]; full: boolean }>(reply, (v) => isObject(v) && Array.isArray(v.positions));
     return { positions: r.positions, full: r.full };
   }
 
@@ -476,18 +485,20 @@ export class HttpsqsClient {
       { signal: o.signal, waitSeconds: o.wait, leased: o.lease !== undefined },
     );
     type Item = { pos: number; deliveries: number; lease?: string; data: string };
-    return this.json<Item[]>(reply).map((m) => new Message(name, m.pos, Buffer.from(m.data, 'base64'), m.deliveries, m.lease));
+    return this.json<Item[]>(reply, listOf(withData)).map((m) => new Message(name, m.pos, Buffer.from(m.data, 'base64'), m.deliveries, m.lease));
   }
 
   /** The stored messages at positions pos..pos+num-1, read or not. */
   async viewRange(name: QueueName, pos: number, num: number): Promise<Array<{ pos: number; body: Buffer }>> {
-    const found = this.json<Array<{ pos: number; data: string }>>(await this.call({ name, opt: 'view', pos, num, encoding: 'base64' }));
+    const found = this.json<Array<{ pos: number; data: string }>>(await this.call({ name, opt: 'view', pos, num, encoding: 'base64' }), listOf(withData));
     return found.map((m) => ({ pos: m.pos, body: Buffer.from(m.data, 'base64') }));
   }
 
   /** One page of queues, in name order. `after` is a name, or the bytes of one (from `name64`). */
   async list(o: { prefix?: string; after?: string | Uint8Array; limit?: number } = {}): Promise<QueueStatus[]> {
-    return this.json<Array<Partial<QueueStatus>>>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit })).map(counted);
+    return this.json<Array<Partial<QueueStatus>>>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit }), listOf(isObject)).map(
+      counted,
+    );
   }
 
   /** Sets how many times a message's lease may end (a nack, or a lease that ran out) before the
@@ -502,7 +513,7 @@ export class HttpsqsClient {
    * Resolves to how many (`count`) and how many dead letters are left (`dead`). Needs the admin
    * password when the server has one. */
   async redrive(name: QueueName, o: { num?: number } = {}): Promise<{ count: number; dead: number }> {
-    const r = this.json<{ count: number; dead: number }>(await this.call({ name, opt: 'redrive', num: o.num }));
+    const r = this.json<{ count: number; dead: number }>(await this.call({ name, opt: 'redrive', num: o.num }), isObject);
     return { count: r.count, dead: r.dead };
   }
 
@@ -518,7 +529,10 @@ export class HttpsqsClient {
   async dead(name: QueueName, o: { num?: number; after?: number; signal?: AbortSignal } = {}): Promise<DeadLetter[]> {
     const reply = await this.call({ name, opt: 'dead', num: o.num, after: o.after, encoding: 'base64' }, { signal: o.signal });
     type Item = { pos: number; deliveries: number; died: number; data: string };
-    return this.json<Item[]>(reply).map((m) => ({ pos: m.pos, deliveries: m.deliveries, died: m.died, message: Buffer.from(m.data, 'base64') }));
+    return this.json<Item[]>(
+      reply,
+      listOf((v) => withData(v) && typeof (v as Item).died === 'number'),
+    ).map((m) => ({ pos: m.pos, deliveries: m.deliveries, died: m.died, message: Buffer.from(m.data, 'base64') }));
   }
 
   /** Every queue (starting with `prefix`), page by page. */
