@@ -468,6 +468,11 @@ describe('httpsqs-cli', () => {
       { pos: 2, data: 'b\rc' },
       { pos: 3, data: 'last' },
     ]);
+    cli(['put', 'k-cr-end', '--file', '-'], { input: 'd\r\ne\r' });
+    assert.deepEqual(JSON.parse(cli(['--json', 'view', 'k-cr-end', '1', '--num', '3']).stdout), [
+      { pos: 1, data: 'd' },
+      { pos: 2, data: 'e\r' },
+    ]);
     cli(['maxqueue', 'k-small', '10']);
     const full = cli(['put', 'k-small', '--file', file]);
     assert.equal(full.code, 4);

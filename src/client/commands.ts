@@ -97,8 +97,8 @@ const LINGER_MS = 200;
 const LINGER = Symbol('linger');
 
 /** The lines of `input` as `tail` and `wc -l` count them (split at \n only, a \r before it
- * dropped), so that a line number reported is the one `tail -n +N` starts at. Bytes, as they are:
- * a line need not be UTF-8. */
+ * dropped: a last line without \n keeps its \r), so that a line number reported is the one
+ * `tail -n +N` starts at. Bytes, as they are: a line need not be UTF-8. */
 async function* linesOf(input: Readable): AsyncGenerator<Buffer[]> {
   let parts: Buffer[] = [];
   for await (const chunk of input as AsyncIterable<Buffer>) {
@@ -112,7 +112,7 @@ async function* linesOf(input: Readable): AsyncGenerator<Buffer[]> {
     if (start < chunk.length) parts.push(chunk.subarray(start));
     if (lines.length) yield lines;
   }
-  if (parts.length) yield [lineBytes(Buffer.concat(parts))];
+  if (parts.length) yield [Buffer.concat(parts)];
 }
 const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
 const lineBytes = (b: Buffer) => (b.at(-1) === 13 ? b.subarray(0, -1) : b);
