@@ -480,6 +480,38 @@ describe('httpsqs-cli', () => {
     cleanup(dir);
   });
 
+  it('put --file behind a proxy: a batch answered with its 502 or 504 may be stored (the proxy may have passed it on), one with its 503 is not', async () => {
+    const dir = tempDir('httpsqs-cli-');
+    const file = join(dir, 'lines.txt');
+    writeFileSync(file, `${Array.from({ length: 1500 }, (_, i) => `line ${i + 1}`).join('\n')}\n`);
+    // The first batch is stored; the proxy answers the second with `status`.
+    let status = 0;
+    let batches = 0;
+    const proxy = http.createServer((req, res) => {
+      req.resume();
+      if (++batches > 1) return res.writeHead(status).end(`from the proxy: ${status}`);
+      res.writeHead(200).end(JSON.stringify({ positions: Array.from({ length: 1000 }, (_, i) => i + 1), full: false }));
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = (proxy.address() as net.AddressInfo).port;
+    try {
+      for (status of [502, 504, 503]) {
+        batches = 0;
+        const r = await runHere(port, ['put', 'q', '--file', file]);
+        assert.equal(r.exit, 1, r.stderr);
+        const maybe = status === 503 ? '' : 'lines 1001-1500 were sent but not answered: they may be stored too; ';
+        const again = status === 503 ? '' : ', which may store those again';
+        assert.equal(
+          r.stderr,
+          `httpsqs-cli: HTTP ${status}: from the proxy: ${status}; the server stored 1000 lines (1-1000); ${maybe}resume from line 1001 (tail -n +1001 ${file} | httpsqs-cli --port ${port} put q --file -)${again}\n`,
+        );
+      }
+    } finally {
+      proxy.close();
+      cleanup(dir);
+    }
+  });
+
   it('put --file says how to resume with the options it was given, but not the password', () => {
     const dir = tempDir('httpsqs-cli-');
     try {

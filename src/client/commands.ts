@@ -343,9 +343,12 @@ function buildProgram(io: CliIo): Command {
           }
         } else await send(batch);
       } catch (err) {
-        // Without an answer the server may have stored what it was sent (unless it was never reached).
+        // Without an answer the server may have stored what it was sent (unless it was never reached);
+        // so too behind a proxy whose 502 or 504 may come after it passed the request on (its 503
+        // says it did not).
         const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
-        if (giveUp.signal.aborted || (err instanceof NetworkError && !refused)) unsure = reference ? 1 : sending;
+        const gateway = err instanceof ProtocolError && (err.status === 502 || err.status === 504);
+        if (giveUp.signal.aborted || (err instanceof NetworkError && !refused) || gateway) unsure = reference ? 1 : sending;
         throw err;
       }
       batch = [];
