@@ -181,6 +181,20 @@ describe('httpsqs-cli interrupted, and following', () => {
     assert.equal(await exited, 0);
   });
 
+  it('SIGTERM stops get --follow as Ctrl-C does: exit 0, the message it printed acked (not delivered again)', async () => {
+    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), 'get', 'k-term', '--follow', '--wait', '2'], { env: cleanEnv() });
+    let [out, err] = ['', ''];
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('exit', (code, signal) => r([code, signal])));
+    cli(['put', 'k-term', 'one']);
+    await waitFor(() => out === 'one\n');
+    child.kill('SIGTERM');
+    assert.deepEqual(await exited, [0, null], err);
+    const s = JSON.parse(cli(['--json', 'status', 'k-term']).stdout);
+    assert.deepEqual([s.unread, s.leased], [0, 0]);
+  });
+
   it('get --follow without --wait follows a server whose --max-wait is under its 20 s', async () => {
     const short = await startInProcess({ args: ['--max-wait', '3'] });
     try {
@@ -227,14 +241,19 @@ describe('httpsqs-cli interrupted, and following', () => {
     }
   });
 
-  it('Ctrl-C during get --wait exits with 130, and the message that came later is still there', async () => {
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    // Interrupted once its long poll waits at the server (it handles SIGINT from before it asks).
-    await waitFor(async () => /^httpsqs_long_polls_waiting 1$/m.test((await request(suite.server.port, 'GET', '/metrics')).body.toString()));
-    child.kill('SIGINT');
-    assert.equal(await exited, 130);
-    cli(['put', 'k-int', 'later']);
-    assert.equal(cli(['get', 'k-int']).stdout, 'later');
+  it('Ctrl-C (or SIGTERM) during get --wait exits with 130, and the message that came later is still there', async () => {
+    const waiting = async (n: number) =>
+      new RegExp(`^httpsqs_long_polls_waiting ${n}$`, 'm').test((await request(suite.server.port, 'GET', '/metrics')).body.toString());
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      await waitFor(() => waiting(0)); // the poll of the one before is over
+      const child = spawn(process.execPath, [CLI_CLIENT, '--port', String(suite.server.port), 'get', 'k-int', '--wait', '20'], { env: cleanEnv() });
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      // Interrupted once its long poll waits at the server (it handles the signal from before it asks).
+      await waitFor(() => waiting(1));
+      child.kill(signal);
+      assert.equal(await exited, 130, signal);
+      cli(['put', 'k-int', `later ${signal}`]);
+      assert.equal(cli(['get', 'k-int']).stdout, `later ${signal}`);
+    }
   });
 });

@@ -455,10 +455,11 @@ function buildProgram(io: CliIo): Command {
       if (lease !== undefined && lease > MAX_LEASE_SECONDS)
         throw new Outcome(EXIT.usage, `--lease: expected at most ${MAX_LEASE_SECONDS} seconds, got ${lease}`);
       const stop = new AbortController();
+      // SIGTERM (a service stopped, `timeout`) as Ctrl-C: the message being written out is still acked.
       const interrupted = () => stop.abort();
-      io.signals.once('SIGINT', interrupted);
+      io.signals.once('SIGINT', interrupted).once('SIGTERM', interrupted);
       // Each message is leased until it has been written out, then acked: one taken just as
-      // Ctrl-C (or a closed pipe) stops us comes back instead of being lost. The C server has no
+      // Ctrl-C, SIGTERM (or a closed pipe) stops us comes back instead of being lost. The C server has no
       // leases (--reference): there a plain get is all there is.
       const settleAfter = lease === undefined && !globals().reference;
       let outage = false;
@@ -481,7 +482,7 @@ function buildProgram(io: CliIo): Command {
           if (m === undefined) continue;
           outage = false;
           const leaseEnds = now() + 60_000; // the lease of settleAfter, as far as this end knows
-          // Ctrl-C is how one stops following (exit 0); a single get it interrupts did not finish (130).
+          // Ctrl-C (or SIGTERM) is how one stops following (exit 0); a single get it interrupts did not finish (130).
           if (stop.signal.aborted && !m) {
             if (o.follow) break;
             throw new Outcome(EXIT.interrupted, 'interrupted');
@@ -516,7 +517,7 @@ function buildProgram(io: CliIo): Command {
           }
         } while (o.follow && !stop.signal.aborted);
       } finally {
-        io.signals.off('SIGINT', interrupted);
+        io.signals.off('SIGINT', interrupted).off('SIGTERM', interrupted);
         await q.close();
       }
     });
