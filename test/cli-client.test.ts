@@ -237,6 +237,27 @@ describe('httpsqs-cli', () => {
     }
   });
 
+  it('get --follow --reference asks an empty queue again once a second: the C server answers at once, ignoring wait=', async () => {
+    const signals = new EventEmitter();
+    const asked: number[] = [];
+    // A stand-in for the C server: an empty queue, answered at once; Ctrl-C at the third request.
+    const cServer = http.createServer((_req, res) => {
+      asked.push(performance.now());
+      if (asked.length === 3) signals.emit('SIGINT');
+      res.end('HTTPSQS_GET_END');
+    });
+    await new Promise<void>((r) => cServer.listen(0, '127.0.0.1', r));
+    try {
+      const r = await runHere((cServer.address() as net.AddressInfo).port, ['--reference', 'get', 'q', '--follow'], { signals });
+      assert.deepEqual(r, { exit: 0, stdout: '', stderr: '' });
+      assert.equal(asked.length, 3);
+      // A second from one request's start to the next one's: at least that, less the time a request takes to arrive.
+      for (let i = 1; i < asked.length; i++) assert.ok(asked[i]! - asked[i - 1]! >= 500, `${asked[i]! - asked[i - 1]!} ms between requests`);
+    } finally {
+      cServer.close();
+    }
+  });
+
   it("top waits out a proxy's 502/503/504 (a server restarting behind it), as a server that does not answer", async () => {
     let lists = 0;
     const listing = http.createServer((_req, res) => (++lists === 1 ? res.writeHead(503).end('restarting') : res.writeHead(200).end('[]')));

@@ -90,6 +90,9 @@ function within(name: string, v: string, min: number, max: number): number {
  * well under the server's default --max-message-bytes (32 MiB). */
 const BATCH_BYTES = 2 ** 20;
 
+/** How often `get --follow --reference` asks an empty queue at most. */
+const FOLLOW_POLL_MS = 1000;
+
 /** How long an interrupted `put --file` waits for the answers to what it already sent. */
 const GRACE_MS = 5000;
 /** The longest a line of `put --file` waits for more to make up its batch. */
@@ -465,6 +468,7 @@ function buildProgram(io: CliIo): Command {
       let outage = false;
       try {
         do {
+          const asked = performance.now();
           const m = await q
             .get(name, { wait: o.follow ? followWait : wait, lease: settleAfter ? 60 : lease, signal: stop.signal })
             .catch(async (err: unknown) => {
@@ -489,6 +493,9 @@ function buildProgram(io: CliIo): Command {
           }
           if (!m) {
             if (!o.follow) throw new Outcome(EXIT.empty, `queue ${name} has no message`);
+            // The C server (--reference) ignores wait= and answers an empty queue at once: it is
+            // asked again once a second (as `while sleep 1` would), not in a tight loop.
+            if (globals().reference) await sleep(Math.max(0, asked + FOLLOW_POLL_MS - performance.now()), undefined, { signal: stop.signal }).catch(() => {});
             continue;
           }
           try {
