@@ -32,13 +32,20 @@ import { runCli } from '../src/client/commands.js';
 
 /** Runs httpsqs-cli in this process, for what a thread cannot be given: a standard output that
  * fails, a clock, signals sent while it runs. */
-async function runHere(port: number, args: string[], o: { stdout?: Writable; now?: () => number; signals?: EventEmitter } = {}) {
+async function runHere(port: number, args: string[], o: { stdout?: Writable; now?: () => number; signals?: EventEmitter; stdin?: Readable } = {}) {
   let stdout = '';
   let stderr = '';
   const collect = (add: (s: string) => void) => new Writable({ write: (chunk: Buffer, _enc, done) => (add(chunk.toString()), done()) });
   const out = o.stdout ?? collect((s) => (stdout += s));
   out.on('error', () => {}); // as cli.ts does: the write that meets it reports it
-  const io = { stdout: out, stderr: collect((s) => (stderr += s)), stdin: Readable.from([]), env: {}, signals: o.signals ?? new EventEmitter(), now: o.now };
+  const io = {
+    stdout: out,
+    stderr: collect((s) => (stderr += s)),
+    stdin: o.stdin ?? Readable.from([]),
+    env: {},
+    signals: o.signals ?? new EventEmitter(),
+    now: o.now,
+  };
   const exit = await runCli(['--port', String(port), ...args], io);
   return { exit, stdout, stderr };
 }
@@ -499,6 +506,31 @@ describe('httpsqs-cli', () => {
     assert.equal(full.code, 4);
     assert.match(full.stderr, /full after 10 messages/);
     cleanup(dir);
+  });
+
+  it('put reads standard input, or a line of --file, up to 64 MiB (what it could get back): past that it stops reading, and says which line', async () => {
+    // A line that does not end (`--file /dev/zero`): 100 MiB, 1 MiB at a time, after two short lines.
+    let read = 0;
+    const endless = (first: string) =>
+      Readable.from(
+        (function* () {
+          yield Buffer.from(first);
+          for (; read < 100; read++) yield Buffer.alloc(2 ** 20, 'z');
+        })(),
+      );
+    const port = suite.server.port;
+    const file = await runHere(port, ['put', 'k-endless', '--file', '-'], { stdin: endless('a\nb\n') });
+    assert.equal(file.exit, 1, file.stderr);
+    assert.match(
+      file.stderr,
+      /^httpsqs-cli: --file: standard input: line 3 is over 64 MiB, more than httpsqs-cli can get back as a message(; the server stored 2 lines .*)?\n$/,
+    );
+    assert.ok(read < 100, `${read} MiB read`);
+    read = 0;
+    const plain = await runHere(port, ['put', 'k-endless'], { stdin: endless('') });
+    assert.deepEqual(plain, { exit: 1, stdout: '', stderr: 'httpsqs-cli: standard input is over 64 MiB, more than httpsqs-cli can get back as a message\n' });
+    assert.ok(read < 100, `${read} MiB read`);
+    assert.ok(JSON.parse(cli(['--json', 'status', 'k-endless']).stdout).putpos <= 2);
   });
 
   it('put --file behind a proxy: a batch answered with its 502 or 504 may be stored (the proxy may have passed it on), one with its 503 is not', async () => {

@@ -122,6 +122,9 @@ export function shorterWait(wait: number, err: unknown): number | undefined {
   return wait > 1 && err instanceof ProtocolError && err.reply === R.ERROR ? Math.max(1, Math.floor(wait / 2)) : undefined;
 }
 
+/** The default of `maxReplyBytes`. */
+export const MAX_REPLY_BYTES = 64 * 2 ** 20;
+
 /** The first pause before settling again (doubled after each failure, up to SETTLE_PAUSE_MAX_MS). */
 const SETTLE_PAUSE_MS = 250;
 const SETTLE_PAUSE_MAX_MS = 4000;
@@ -279,7 +282,7 @@ export class HttpsqsClient {
     this.timeout = options.timeout ?? 10_000;
     // 0 would be no limit at all (undici's): a server that stops answering would hang the caller.
     if (!(this.timeout >= 1 && this.timeout <= 2 ** 31 - 1)) throw new RangeError(`timeout must be 1..${2 ** 31 - 1} ms, not ${this.timeout}`);
-    this.maxReplyBytes = options.maxReplyBytes ?? 64 * 2 ** 20;
+    this.maxReplyBytes = options.maxReplyBytes ?? MAX_REPLY_BYTES;
     if (!(Number.isSafeInteger(this.maxReplyBytes) && this.maxReplyBytes >= 1))
       throw new RangeError(`maxReplyBytes must be a whole number of bytes, at least 1, not ${this.maxReplyBytes}`);
     setMaxListeners(0, this.closing.signal); // one listener per long poll in flight

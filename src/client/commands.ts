@@ -14,7 +14,7 @@ import { VERSION } from '../version.js';
 import { MAX_BATCH } from '../protocol/reply.js';
 import { MAX_DELAY_SECONDS, MAX_DELIVERIES, MAX_LEASE_SECONDS } from '../queue/leases.js';
 import { MAX_POSITION, MIN_MAXQUEUE } from '../queue/ring.js';
-import { HttpsqsClient, settleUntil, shorterWait, unavailable, type Message, type QueueStatus } from './client.js';
+import { HttpsqsClient, MAX_REPLY_BYTES, settleUntil, shorterWait, unavailable, type Message, type QueueStatus } from './client.js';
 import { AuthError, HttpsqsError, NetworkError, ProtocolError, QueueFullError } from './errors.js';
 import { errorMessage } from '../errors.js';
 
@@ -90,6 +90,12 @@ function within(name: string, v: string, min: number, max: number): number {
  * well under the server's default --max-message-bytes (32 MiB). */
 const BATCH_BYTES = 2 ** 20;
 
+/** The longest message `put` reads (standard input, a line of --file): the longest reply the
+ * client reads, so that what goes in can be got back. A line with no end (`--file /dev/zero`) is
+ * not read further. (A server takes at most its --max-message-bytes, 32 MiB by default.) */
+const MAX_PUT_BYTES = MAX_REPLY_BYTES;
+const overPut = (what: string) => new Outcome(EXIT.error, `${what} is over ${MAX_PUT_BYTES / 2 ** 20} MiB, more than httpsqs-cli can get back as a message`);
+
 /** How often `get --follow --reference` asks an empty queue at most. */
 const FOLLOW_POLL_MS = 1000;
 
@@ -104,17 +110,27 @@ const LINGER = Symbol('linger');
  * `tail -n +N` starts at. Bytes, as they are: a line need not be UTF-8. */
 async function* linesOf(input: Readable): AsyncGenerator<Buffer[]> {
   let parts: Buffer[] = [];
+  let held = 0; // the bytes of parts
+  let count = 0; // the lines before them
   for await (const chunk of input as AsyncIterable<Buffer>) {
     const lines: Buffer[] = [];
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; start = nl + 1, nl = chunk.indexOf(10, start)) {
       parts.push(chunk.subarray(start, nl));
-      lines.push(lineBytes(parts.length === 1 ? parts[0]! : Buffer.concat(parts)));
+      const line = lineBytes(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      if (line.length > MAX_PUT_BYTES) throw overPut(`line ${count + 1}`);
+      lines.push(line);
+      count++;
       parts = [];
+      held = 0;
     }
     if (start < chunk.length) parts.push(chunk.subarray(start));
+    held += chunk.length - start;
+    // Not held past the limit while its end does not come (one byte more may be the \r before it).
+    if (held > MAX_PUT_BYTES + 1) throw overPut(`line ${count + 1}`);
     if (lines.length) yield lines;
   }
+  if (held > MAX_PUT_BYTES) throw overPut(`line ${count + 1}`);
   if (parts.length) yield [Buffer.concat(parts)];
 }
 const shellWord = (s: string) => (/^[\w./+:@%=-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
@@ -262,8 +278,13 @@ function buildProgram(io: CliIo): Command {
   const shown = (body: Buffer, terminal = io.stdout.isTTY === true) => (terminal && body.at(-1) !== 10 ? Buffer.concat([body, Buffer.from('\n')]) : body);
   async function readStdin(): Promise<Buffer> {
     const chunks: Buffer[] = [];
-    for await (const c of io.stdin) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
+    let size = 0;
+    for await (const c of io.stdin as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > MAX_PUT_BYTES) throw overPut('standard input');
+      chunks.push(c);
+    }
+    return Buffer.concat(chunks, size);
   }
 
   /** The options of this run that a resumed `put --file` repeats: those given on the command line
@@ -406,6 +427,7 @@ function buildProgram(io: CliIo): Command {
       if (failure === undefined) throw new Outcome(EXIT.interrupted, `interrupted: ${where}`);
       const note = stored || unsure ? `; ${where}` : '';
       if (failure instanceof QueueFullError) throw new Outcome(EXIT.full, `queue ${name} is full after ${stored} messages${note}`);
+      if (failure instanceof Outcome) throw new Outcome(failure.exit, `--file: ${input === '-' ? 'standard input' : input}: ${failure.message}${note}`);
       if (!(failure instanceof HttpsqsError)) throw new Outcome(EXIT.error, `--file: cannot read ${input}: ${errorMessage(failure)}${note}`);
       throw new Outcome(exitCode(failure), `${failure.message}${note}`);
     }
