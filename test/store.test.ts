@@ -57,6 +57,22 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
       await s.close();
     });
 
+    it('leftovers: a queue holding no state but records left by an import stopped before writing its state, also after a restart; none once reset', async () => {
+      const dir = newDir();
+      const s = await open(dir);
+      assert.equal(await s.leftovers?.('left'), false);
+      await s.restore('left', { messages: [3, 1_000_000_001].map((pos) => ({ pos, message: b(`old${pos}`) })) });
+      assert.deepEqual(await s.status('left'), { putpos: 0, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+      assert.equal(await s.leftovers?.('left'), true);
+      await s.close();
+      const again = await open(dir);
+      assert.equal(await again.leftovers?.('left'), true);
+      await again.reset('left');
+      assert.equal(await again.leftovers?.('left'), false);
+      assert.equal(await again.view('left', 3), null);
+      await again.close();
+    });
+
     it('view shows a stored message and never moves the read position', async () => {
       const s = await fresh();
       await s.put('v', b('soon'));

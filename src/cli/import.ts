@@ -13,6 +13,9 @@ const BATCH = 1000;
  * whatever their size (1000 messages of 1 MiB took 2.5 GB in one batch). */
 const BATCH_BYTES = 8 * 2 ** 20;
 
+/** A refusal whose message already says what was written before it. */
+class StoppedThere extends DataError {}
+
 /** Writes one queue after another: messages in batches as they come, then its leases, a batch at a
  * time, and its state last (with the leases of the last batch). */
 export class Importer {
@@ -26,6 +29,10 @@ export class Importer {
   private readonly seen = new Set<string>();
   queues = 0;
   messages = 0;
+  /** Queues that held state here and were reset to be written again (--replace). */
+  replaced = 0;
+  /** Whether anything was written to the store yet. */
+  wrote = false;
 
   /** The queue being written. */
   get queueName(): string | undefined {
@@ -52,13 +59,14 @@ export class Importer {
     const s = await this.store.status(name);
     if (!isInitial(s)) {
       if (!this.replace)
-        throw new DataError(
+        throw new StoppedThere(
           this.allOrNothing
             ? `queue ${JSON.stringify(name)} already holds state here, so the import stopped (reset it first, or use --replace)`
             : `queue ${JSON.stringify(name)} already holds state here, so the import stopped there: nothing of it, nor of what follows it in the input, was written; the ${this.queues} queue(s) before it were imported (reset it first, or use --replace)`,
         );
       this.seen.add(name);
       this.queues++;
+      this.replaced++;
       await this.store.reset(name);
     } else if (await this.store.leftovers?.(name)) {
       // An earlier import stopped before this queue's state: its records would be counted with
@@ -105,6 +113,7 @@ export class Importer {
     // Memory stays flat however many leases a queue has (delayed messages and dead letters too).
     if (this.held.length >= BATCH) {
       await this.flush(false);
+      this.wrote = true;
       await this.store.restore(this.name!, { leases: this.held });
       this.held = [];
       this.leasesWritten = true;
@@ -113,10 +122,14 @@ export class Importer {
 
   async flush(end: boolean): Promise<void> {
     if (this.name === undefined) return;
-    if (this.batch.length) await this.store.restore(this.name, { messages: this.batch });
+    if (this.batch.length) {
+      this.wrote = true;
+      await this.store.restore(this.name, { messages: this.batch });
+    }
     this.batch = [];
     this.batchBytes = 0;
     if (end && (this.state || this.held.length || this.leasesWritten)) {
+      this.wrote = true;
       await this.store.restore(this.name, { state: this.state ?? (await this.store.status(this.name)), leases: this.held });
       this.state = undefined;
       this.held = [];
@@ -132,7 +145,7 @@ const number = (v: unknown, what: string, max = Number.MAX_SAFE_INTEGER): number
 };
 
 /**
- * The input's lines (split at LF, a CR before it dropped), each decoded on its own. A line longer
+ * The input's lines (split at LF; with `crlf`, a CR before it dropped), each decoded on its own. A line longer
  * than `max` bytes stops the import once that much of it has come, so it is never held as one
  * string (V8 makes none over about 512 MiB: "Invalid string length"). With `lastEnds`, a last line
  * without its newline is refused (a dump cut short), not read.
@@ -143,6 +156,7 @@ async function* boundedLines(
   max: number,
   onChunk: (bytes: number) => void,
   lastEnds: boolean,
+  crlf: boolean,
 ): AsyncGenerator<string> {
   let held: Buffer[] = [];
   let size = 0;
@@ -150,7 +164,7 @@ async function* boundedLines(
   const tooLong = () => new DataError(`line ${n + 1}: longer than ${max} bytes (--max-line-bytes)`);
   const line = (end: Buffer) => {
     let bytes = held.length ? Buffer.concat([...held, end]) : end;
-    if (bytes.at(-1) === 0x0d) bytes = bytes.subarray(0, -1);
+    if (crlf && bytes.at(-1) === 0x0d) bytes = bytes.subarray(0, -1);
     held = [];
     size = 0;
     n++;
@@ -196,6 +210,19 @@ function exportVersion(line: string): 1 | 2 | undefined {
 
 /** Reads an export; says whether it could tell that the input was whole (version 2 only). */
 async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<{ checked: boolean }> {
+  try {
+    return await readJsonLines(imp, lines);
+  } catch (err) {
+    // Queues are written as they come: one refused on the way leaves those before it written.
+    if (!(err instanceof DataError) || err instanceof StoppedThere || !imp.wrote) throw err;
+    const before = imp.queues - 1;
+    throw new DataError(
+      `${err.message}. The import stopped there: ${before ? `the ${before} queue(s) before it were written, and ` : ''}the last (${JSON.stringify(imp.queueName)}) may be incomplete and holds no state from this input. Import the whole export again with --replace`,
+    );
+  }
+}
+
+async function readJsonLines(imp: Importer, lines: AsyncIterable<string>): Promise<{ checked: boolean }> {
   let n = 0;
   let version: 1 | 2 | undefined;
   let ended = false;
@@ -260,7 +287,7 @@ async function importJsonLines(imp: Importer, lines: AsyncIterable<string>): Pro
   }
   if (n === 0) throw new DataError('the input is empty: nothing to import (did the export fail?)');
   if (version === 2 && !ended) {
-    throw new DataError(
+    throw new StoppedThere(
       `the input ends at line ${n}, before the export's end line: it was cut off (did the export fail or get stopped?). What came before was written; the last queue ${imp.queueName === undefined ? '' : `(${JSON.stringify(imp.queueName)}) `}may be incomplete and holds no state from this input. Import the whole export again with --replace`,
     );
   }
@@ -276,34 +303,53 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
   try {
     await readTcbmgr(imp, lines);
   } catch (err) {
-    // The states come last: every queue begun so far holds messages without one. Take them away.
-    if (!(err instanceof DataError)) throw err;
-    const begun = await imp.undo();
+    // The states come last: every queue begun so far holds messages without one. Take them away
+    // (whatever stopped it: a store that failed may take the resets again).
+    const replaced = imp.replaced;
+    const begun = await imp.undo().catch(() => 0);
     if (!begun) throw err;
-    throw new DataError(`${err.message}; nothing was imported (the ${begun} queue(s) it had begun writing were emptied again)`);
+    const emptied = `the ${begun} queue(s) it had begun writing were emptied again${replaced ? `, ${replaced} of which held state here before (--replace): they are empty now` : ''}`;
+    if (err instanceof DataError) throw new DataError(`${err.message}; nothing was imported (${emptied})`);
+    throw new Error(`${errorMessage(err)}; ${emptied}`, { cause: err });
   }
+}
+
+/** `tcbmgr -px`'s bytes (`6a 6f 62`), or undefined when `s` is not exactly that. Checked in steps
+ * of three characters, not by a regular expression: V8's backtracking ran out of stack on a line
+ * of a few MB (a message of 5 MB or more). (Buffer.from(…, 'hex') stops quietly at the first bad
+ * pair: the length it decoded tells.) */
+function hexBytes(s: string): Buffer | undefined {
+  if (s === '') return Buffer.alloc(0);
+  if ((s.length + 1) % 3 !== 0) return undefined;
+  for (let i = 2; i < s.length; i += 3) if (s.charCodeAt(i) !== 0x20) return undefined;
+  const bytes = Buffer.from(s.replace(/ /g, ''), 'hex');
+  return bytes.length === (s.length + 1) / 3 ? bytes : undefined;
 }
 
 async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
   const states = new Map<string, Partial<QueueState>>();
-  const hex = (s: string) => Buffer.from(s.replace(/ /g, ''), 'hex');
-  const hexLine = /^([0-9a-f]{2}( [0-9a-f]{2})*)?\t([0-9a-f]{2}( [0-9a-f]{2})*)?$/i;
   let n = 0;
   let hexMode: boolean | undefined;
-  for await (const line of lines) {
+  for await (const text of lines) {
     n++;
+    // A hex dump that went through a tool writing CRLF.
+    const line = hexMode && text.endsWith('\r') ? text.slice(0, -1) : text;
     if (!line) continue;
     const tab = line.indexOf('\t');
     if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
-    hexMode ??= hexLine.test(line);
-    // Buffer.from(…, 'hex') stops quietly at the first bad pair: a damaged line would lose bytes.
-    if (hexMode && !hexLine.test(line))
-      throw new DataError(`line ${n}: not hex bytes like the lines before it (the output of tcbmgr list -pv -px): damaged or cut off?`);
+    const hexKey = hexBytes(line.slice(0, tab));
+    const hexValue = hexKey && hexBytes(line.slice(tab + 1));
+    // A key that is hex bytes of one with a colon (as 1.7 writes them), with a value that is not:
+    // a damaged line of a hex dump. (The older layout's keys have no colon, and may look like hex.)
+    if (!hexMode && hexKey?.includes(0x3a) && !hexValue)
+      throw new DataError(`line ${n}: its key is hex bytes (tcbmgr list -pv -px) but its value is not: damaged or cut off?`);
+    hexMode ??= !!hexValue;
+    if (hexMode && !hexValue) throw new DataError(`line ${n}: not hex bytes like the lines before it (the output of tcbmgr list -pv -px): damaged or cut off?`);
     // A text line HTTPSQS writes is never all hex (its key has a colon, or its value commas).
-    if (!hexMode && n > 1 && hexLine.test(line)) throw new DataError(`line ${n}: hex bytes (tcbmgr list -pv -px), but the first line is not: it is damaged`);
+    if (!hexMode && n > 1 && hexValue) throw new DataError(`line ${n}: hex bytes (tcbmgr list -pv -px), but the first line is not: it is damaged`);
     // Lines are read as latin1, one char a byte: the text form's bytes come through as they are.
-    const key = hexMode ? hex(line.slice(0, tab)).toString('latin1') : line.slice(0, tab);
-    const value = hexMode ? hex(line.slice(tab + 1)) : Buffer.from(line.slice(tab + 1), 'latin1');
+    const key = hexKey && hexValue ? hexKey.toString('latin1') : line.slice(0, tab);
+    const value = hexValue ?? Buffer.from(line.slice(tab + 1), 'latin1');
     const colon = key.lastIndexOf(':');
     const field = colon >= 0 ? key.slice(colon + 1) : '';
     const name = colon >= 0 ? key.slice(0, colon) : key;
@@ -322,7 +368,12 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
     else if (/^\d+,\d+,\d+$/.test(value.toString('latin1'))) {
       const [getpos, putpos, maxqueue] = value.toString('latin1').split(',').map(Number);
       states.set(key, { getpos, putpos, maxqueue });
-    } else process.stderr.write(`line ${n}: skipped the key ${JSON.stringify(key)}: not one HTTPSQS writes\n`);
+    } else if (!hexMode)
+      // In the text form a message's newline starts a line of its own: the rest of that message.
+      throw new DataError(
+        `line ${n}: ${JSON.stringify(key.slice(0, 40))} is no key HTTPSQS writes: in the text form (tcbmgr list -pv) it is a message's next line, after a newline of its own, which that form cannot tell apart; dump with tcbmgr list -pv -px`,
+      );
+    else process.stderr.write(`line ${n}: skipped the key ${JSON.stringify(key)}: not one HTTPSQS writes\n`);
   }
   if (n === 0) throw new DataError('the input is empty: nothing to import (did tcbmgr fail?)');
   // Every queue is checked (and with --replace, reset) before any state is set: one that holds
@@ -395,6 +446,8 @@ export async function runImport(argv: string[]): Promise<void> {
       bar?.update(read, { count: imp.messages });
     },
     tcbmgr,
+    // A tcbmgr text dump's CR is a message's own byte (hex dumps have none).
+    !tcbmgr,
   );
   let stored = false;
   let checked = true;

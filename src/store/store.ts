@@ -116,7 +116,7 @@ export interface Store {
   /** Up to `limit` of a queue's dead letters at positions after `after`, in position order (a
    * page of `opt=dead`: its cost follows the page, not the leases held). */
   deadLetters(name: string, after: number, limit: number): Promise<Array<{ pos: number; lease: Lease }>>;
-  /** For import, where a queue's records can outlive a missing state (LMDB, Redis): whether a queue that
+  /** For import, where a queue's records can outlive a missing state: whether a queue that
    * holds no state still has stored messages or leases, left by an import that stopped before
    * writing its state. Cheap: reads at most one record of each kind. */
   leftovers?(name: string): Promise<boolean>;

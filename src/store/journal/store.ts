@@ -1422,6 +1422,12 @@ export class JournalStore implements Store {
     return (this.queues.get(name)?.leases.deadAfter(after, limit) ?? []).map(([pos, lease]) => ({ pos, lease }));
   }
 
+  async leftovers(name: string): Promise<boolean> {
+    await this.waiting;
+    const q = this.queues.get(name);
+    return !!q && (q.leases.size > 0 || indexes(q).some((ix) => ix.size > 0));
+  }
+
   restore(
     name: string,
     r: { messages?: Array<{ pos: number; message: Buffer }>; state?: QueueState; leases?: Array<{ pos: number; lease: Lease }> },
