@@ -204,6 +204,23 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     cleanup(dir);
   });
 
+  it('a queue the C server had reset (messages, no positions) is not imported, and the summary says so', async () => {
+    const dir = tempDir('httpsqs-tc-');
+    const line = (k: string, v: string) => `${hex(Buffer.from(k))}\t${hex(Buffer.from(v))}\n`;
+    const dump = line('a:1', 'kept') + line('a:putpos', '1') + line('r:1', 'old1') + line('r:2', 'old2');
+    const r = httpsqs(['import', '-x', join(dir, 'data'), '--from-tcbmgr', '-'], dump);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(
+      r.stderr,
+      'skipped 1 queue(s) with messages but no positions (reset on the C server, which kept 2 message(s) for its view only)\nimported 1 queues, 1 messages\n',
+    );
+    const exported = httpsqs(['export', '-x', join(dir, 'data')]);
+    assert.equal(exported.status, 0, exported.stderr);
+    assert.match(exported.stderr, /exported 1 queues, 1 messages/);
+    assert.doesNotMatch(exported.stdout, /"queue":"r"/);
+    cleanup(dir);
+  });
+
   it("the text form: a message's CR is kept; a line that is no HTTPSQS key (a message's next line) is refused, and what was begun emptied; --replace says what it emptied", async () => {
     const dir = tempDir('httpsqs-tc-');
     const ok = httpsqs(['import', '-x', join(dir, 'ok'), '--from-tcbmgr', '-'], 'q:1\tline\r\nq:putpos\t1\n');

@@ -33,6 +33,8 @@ export class Importer {
   replaced = 0;
   /** Whether anything was written to the store yet. */
   wrote = false;
+  /** Messages written, by queue. */
+  private readonly counts = new Map<string, number>();
 
   /** The queue being written. */
   get queueName(): string | undefined {
@@ -79,6 +81,24 @@ export class Importer {
     }
   }
 
+  /** Queues begun, in the order they came. */
+  begun(): string[] {
+    return [...this.seen];
+  }
+
+  /** Takes a queue begun out of the import again (emptied); resolves to its messages' count. */
+  async drop(name: string): Promise<number> {
+    await this.flush(true);
+    if (this.name === name) this.name = undefined;
+    await this.store.reset(name);
+    const n = this.counts.get(name) ?? 0;
+    this.counts.delete(name);
+    this.seen.delete(name);
+    this.queues--;
+    this.messages -= n;
+    return n;
+  }
+
   /** Empties every queue this import began (what it wrote is taken away); says how many. */
   async undo(): Promise<number> {
     this.batch = [];
@@ -104,6 +124,7 @@ export class Importer {
     this.batch.push({ pos, message });
     this.batchBytes += message.length;
     this.messages++;
+    this.counts.set(this.name!, (this.counts.get(this.name!) ?? 0) + 1);
     if (this.batch.length >= BATCH || this.batchBytes >= BATCH_BYTES) await this.flush(false);
   }
 
@@ -384,6 +405,19 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
     await imp.queue(name);
     imp.setState({ putpos: s.putpos ?? 0, getpos: s.getpos ?? 0, maxqueue: s.maxqueue ?? DEFAULT_MAXQUEUE });
   }
+  // Messages without positions: a queue the C server reset (its reset deletes the positions and
+  // leaves the messages, which only its view still shows). Not imported: the queue is empty.
+  let dropped = 0;
+  let stale = 0;
+  for (const name of imp.begun()) {
+    if (states.has(name)) continue;
+    stale += await imp.drop(name);
+    dropped++;
+  }
+  if (dropped)
+    process.stderr.write(
+      `skipped ${dropped} queue(s) with messages but no positions (reset on the C server, which kept ${stale} message(s) for its view only)\n`,
+    );
 }
 
 /** The chunks of `input`; an error reading it (a directory, a device that fails) is a DataError. */
