@@ -198,6 +198,25 @@ describe('journal: a torn or damaged tail', () => {
 });
 
 describe('journal: checkpoints, replay and restarts', () => {
+  it("a touched lease's grant comes back from its record after a crash, and from the checkpoint", async () => {
+    const d = dir();
+    const s = await open(d);
+    await s.put('t', b('job'));
+    const job = (await s.get('t', 60_000))!;
+    assert.equal(await s.touch('t', 1, 120_000, job.lease), job.lease);
+    const [held] = await s.leases('t');
+    assert.ok(held?.lease.granted, 'touched, the lease keeps the deadline it was granted with');
+    const image = crashImage(d);
+    await s.close();
+    for (const from of [image, d]) {
+      const r = await open(from);
+      assert.deepEqual(await r.leases('t'), [held], from === d ? 'from the checkpoint' : 'replayed');
+      assert.equal(await r.settle('t', 1, 'ack', job.lease), true);
+      await r.close();
+      cleanup(from);
+    }
+  });
+
   it('a checkpoint is written when a segment fills; start-up replays only the records after it', async () => {
     const d = dir();
     const s = await open(d);

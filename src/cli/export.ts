@@ -53,7 +53,10 @@ async function exportAll(store: Store, prefix: string, file: string | undefined)
       } else if ('message' in r) {
         await write(`{${q},"pos":${r.pos},"data":"${r.message.toString('base64')}"}`);
         messages++;
-      } else await write(`{${q},"pos":${r.pos},"deadline":${r.lease.deadline},"deliveries":${r.lease.deliveries}}`);
+      } else {
+        const granted = r.lease.granted === undefined ? '' : `,"granted":${r.lease.granted}`;
+        await write(`{${q},"pos":${r.pos},"deadline":${r.lease.deadline},"deliveries":${r.lease.deliveries}${granted}}`);
+      }
     }
     bar?.update(i + 1, { count: i + 1 });
   }

@@ -299,11 +299,14 @@ async function readJsonLines(imp: Importer, lines: AsyncIterable<string>): Promi
       if (typeof r.data !== 'string' || !isBase64(r.data)) throw new DataError(`line ${n}: data must be base64 text`);
       await imp.message(number(r.pos, `line ${n}: pos`), Buffer.from(r.data, 'base64'));
     } else if ('deadline' in r) {
-      await imp.lease(number(r.pos, `line ${n}: pos`), {
+      const lease: Lease = {
         // What every store can hold: a count of 32 bits, a time in ms that is an exact number.
         deadline: number(r.deadline, `line ${n}: deadline`),
         deliveries: number(r.deliveries, `line ${n}: deliveries`, 2 ** 32 - 1),
-      });
+      };
+      // A lease a touch moved: the deadline it was granted with, which its token names.
+      if ('granted' in r) lease.granted = number(r.granted, `line ${n}: granted`);
+      await imp.lease(number(r.pos, `line ${n}: pos`), lease);
     } else throw new DataError(`line ${n}: neither a queue, a message nor a lease`);
   }
   if (n === 0) throw new DataError('the input is empty: nothing to import (did the export fail?)');

@@ -458,8 +458,9 @@ export class HttpsqsClient {
     return this.expect(await this.call({ name, opt: 'nack', pos, token }), R.NACK_OK, R.LEASE_NOT_FOUND) === R.NACK_OK;
   }
 
-  /** Extends a running lease to `seconds` from now. Resolves to the lease's new token (use it to
-   * ack or nack from now on), or null when that lease no longer runs. */
+  /** Extends a running lease to `seconds` from now. Resolves to the lease's token (use it to ack
+   * or nack from now on: this server keeps it, one before this version gave a new one), or null
+   * when that lease no longer runs. */
   async touch(name: QueueName, pos: number, seconds: number, token?: string): Promise<string | null> {
     const reply = await this.call({ name, opt: 'touch', pos, lease: seconds, token });
     if (this.expect(reply, R.TOUCH_OK, R.LEASE_NOT_FOUND) !== R.TOUCH_OK) return null;
@@ -634,7 +635,8 @@ export class HttpsqsClient {
         while (!stop.signal.aborted) {
           const m = await this.poll(name, polling);
           if (!m) continue;
-          // Each extension gives the lease a new token; ack and nack wait for the last one.
+          // Ack and nack wait for the last extension, and use the token it answered (this server
+          // keeps it, so a touch whose answer was lost leaves it good; an older one gave a new one).
           const lease = o.lease ?? 60;
           let token = m.lease;
           // When the lease ends, as far as this client knows: from the get, then from each touch.

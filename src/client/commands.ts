@@ -699,7 +699,7 @@ function buildProgram(io: CliIo): Command {
 
   program
     .command('touch <queue> <pos> <seconds> [token]')
-    .description('extend a running lease to that many seconds from now; prints its new token (exit code 5 when that lease is not held)')
+    .description('extend a running lease to that many seconds from now; prints its token, which a touch keeps (exit code 5 when that lease is not held)')
     .action(async (name: string, pos: string, seconds: string, token?: string) => {
       await withClient(async (q) => {
         const renewed = await q.touch(name, whole('<pos>', pos), whole('<seconds>', seconds), token);

@@ -12,6 +12,9 @@ export interface Lease {
   deadline: number;
   /** How many times the message has been handed out. */
   deliveries: number;
+  /** Once a touch has moved `deadline`: the deadline the lease was granted with, which still names
+   * the grant in its token (a touch whose answer was lost leaves the consumer's token good). */
+  granted?: number;
 }
 
 export const MAX_LEASE_SECONDS = 86_400;
@@ -42,9 +45,9 @@ export const diedAt = (l: Lease): number => l.deadline - DEAD;
 export const isDelayed = (l: Lease): boolean => l.deliveries === 0 && !isDead(l);
 
 /** Names one grant of a lease (the `Lease` header), so that an ack or nack from a consumer whose
- * lease ended cannot settle the lease of whoever has the position now. */
+ * lease ended cannot settle the lease of whoever has the position now. A touch keeps it. */
 export function leaseToken(l: Lease): string {
-  return `${l.deliveries}-${l.deadline}`;
+  return `${l.deliveries}-${l.granted ?? l.deadline}`;
 }
 
 /** One queue's leases, by position, with their deadlines in a min-heap, so that finding the lease

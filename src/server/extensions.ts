@@ -237,7 +237,7 @@ export function extensionOps(ctx: ExtensionContext, reference: Ops): Ops {
     return { body: outcome === 'ack' ? R.ACK_OK : R.NACK_OK };
   }
 
-  /** Extends a running lease; the answer carries the grant's new token. */
+  /** Extends a running lease; the answer carries the grant's token (a touch keeps it). */
   async function touch(name: string, p: Params): Promise<Answer> {
     const pos = whole(p.pos, 1, LAST_SLOT);
     const lease = whole(p.extra?.get('lease'), 1, MAX_LEASE_SECONDS);

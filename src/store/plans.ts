@@ -193,14 +193,14 @@ export const settlePlan =
     return true;
   };
 
-/** Extends a running lease to `leaseMs` from now; its new token, or null. */
+/** Extends a running lease to `leaseMs` from now; its token (the grant's, unchanged), or null. */
 export const touchPlan =
   (pos: number, leaseMs: number, now: () => number, token: string | undefined): Plan<string | null> =>
   (d) => {
     const l = held(d, pos, token);
     const at = now();
     if (!l || l.deadline <= at) return null;
-    const lease = { deadline: at + leaseMs, deliveries: l.deliveries };
+    const lease = { deadline: at + leaseMs, deliveries: l.deliveries, granted: l.granted ?? l.deadline };
     d.lease(pos, lease);
     return leaseToken(lease);
   };

@@ -21,7 +21,9 @@
  *   (redis.ts, `indexed`): until then each script that leaves state in the queue says it is not
  *   (`unindexed`), so that a name whose index entry was lost (its connection or its process went
  *   after the script) goes in with the queue's next write;
- * - a lease token: `deliveries-deadline`, `leaseToken` of queue/leases.ts.
+ * - a lease a touch moved: `deadline:deliveries:granted`, with the deadline it was granted with;
+ * - a lease token: `deliveries-deadline` (`deliveries-granted` once touched), `leaseToken` of
+ *   queue/leases.ts.
  *
  * Deadlines and due times are Redis's time (TIME), in ms since the epoch, unless the caller gives
  * one (a test's clock): frontends whose clocks disagree still agree on when a lease ends.
@@ -56,10 +58,12 @@ end`;
 /** A position as a member of the deadlines' and dead letters' sorted sets. */
 export const memberOf = (pos: number): string => String(pos).padStart(WIDTH, '0');
 /** A lease as stored in the leases' hash, and back. */
-export const leaseValueOf = (l: Lease): string => `${l.deadline}:${l.deliveries}`;
+export const leaseValueOf = (l: Lease): string => `${l.deadline}:${l.deliveries}${l.granted === undefined ? '' : `:${l.granted}`}`;
 export function parseLeaseValue(v: string): Lease {
-  const [deadline, deliveries] = v.split(':').map(Number);
-  return { deadline: deadline!, deliveries: deliveries! };
+  const [deadline, deliveries, granted] = v.split(':').map(Number);
+  const l: Lease = { deadline: deadline!, deliveries: deliveries! };
+  if (granted !== undefined) l.granted = granted;
+  return l;
 }
 
 /**
@@ -90,14 +94,14 @@ end
 local function fmt(n) return string.format('%d', n) end
 local function member(pos) return string.format('%0${WIDTH}d', pos) end
 local function parseLease(v)
-  local deadline, deliveries = string.match(v, '^([^:]+):(%d+)$')
-  return tonumber(deadline), tonumber(deliveries)
+  local deadline, deliveries, granted = string.match(v, '^([^:]+):(%d+):?(%d*)$')
+  return tonumber(deadline), tonumber(deliveries), tonumber(granted)
 end
 local function count(pos, deadline, deliveries, by)
   if deadline < DEAD and deliveries == 0 then delayed = delayed + by end
   if pos >= FIRST_SLOT then slots = slots + by end
 end
-local function setLease(pos, deadline, deliveries)
+local function setLease(pos, deadline, deliveries, granted)
   local m = member(pos)
   local old = redis.call('HGET', L, pos)
   if deadline or old then changed() end
@@ -108,7 +112,7 @@ local function setLease(pos, deadline, deliveries)
     count(pos, od, on, -1)
   end
   if deadline then
-    redis.call('HSET', L, pos, fmt(deadline) .. ':' .. fmt(deliveries))
+    redis.call('HSET', L, pos, fmt(deadline) .. ':' .. fmt(deliveries) .. (granted and ':' .. fmt(granted) or ''))
     count(pos, deadline, deliveries, 1)
     if deadline >= DEAD then
       if old and not wasDead then redis.call('ZREM', D, m) end
@@ -252,8 +256,8 @@ local deadline, deliveries = parseLease(l)
 -- Only a lease a consumer holds: not a delayed message, a dead letter or a message given back.
 if deliveries == 0 or deadline == 0 or deadline >= DEAD then return 0 end
 -- The token of the grant, from the stored text (as \`leaseToken\` gives it).
-local ds, ns = string.match(l, '^([^:]+):(%d+)$')
-if ARGV[5] ~= '' and ARGV[5] ~= ns .. '-' .. ds then return 0 end
+local ds, ns, gs = string.match(l, '^([^:]+):(%d+):?(%d*)$')
+if ARGV[5] ~= '' and ARGV[5] ~= ns .. '-' .. (gs ~= '' and gs or ds) then return 0 end
 if ARGV[4] == 'ack' then
   setLease(pos, nil)
   if pos >= FIRST_SLOT or deleteRead then redis.call('HDEL', M, pos) end
@@ -266,24 +270,25 @@ save()
 return 1`;
 
 // KEYS: state, leases, deadlines. ARGV: pos, token ('' for any), now ('': Redis's), lease ms,
-// channel, origin. Returns the new token, or nil. A lease made shorter: long polls on the other
-// frontends look again, and set their alarms for it.
+// channel, origin. Returns the grant's token (a touch keeps it), or nil. A lease made shorter: long
+// polls on the other frontends look again, and set their alarms for it.
 export const TOUCH = `${CLOCK}
 local DEAD = ${DEAD}
 local l = redis.call('HGET', KEYS[2], ARGV[1])
 if not l then return false end
-local deadline, deliveries = string.match(l, '^([^:]+):(%d+)$')
+local deadline, deliveries, granted = string.match(l, '^([^:]+):(%d+):?(%d*)$')
+if granted == '' then granted = deadline end
 -- Only a running lease a consumer holds: not a delayed message, not a dead letter.
 if tonumber(deliveries) == 0 or tonumber(deadline) >= DEAD then return false end
 local now = clock(ARGV[3])
 if tonumber(deadline) <= now then return false end
-if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. deadline then return false end
+if ARGV[2] ~= '' and ARGV[2] ~= deliveries .. '-' .. granted then return false end
 ${BUMP}
 local new = string.format('%d', now + tonumber(ARGV[4]))
-redis.call('HSET', KEYS[2], ARGV[1], new .. ':' .. deliveries)
+redis.call('HSET', KEYS[2], ARGV[1], new .. ':' .. deliveries .. ':' .. granted)
 redis.call('ZADD', KEYS[3], new, string.format('%0${WIDTH}d', ARGV[1]))
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. ':1')
-return deliveries .. '-' .. new`;
+return deliveries .. '-' .. granted`;
 
 // KEYS: the running frontends (a sorted set of ids by when they count as gone). ARGV: this
 // frontend's id ('': none), how long it counts as running, in ms. Drops the entries that ran out
@@ -366,8 +371,8 @@ for _ = 1, n do
   i = i + 2
 end
 while i < #ARGV do
-  local deadline, deliveries = parseLease(ARGV[i + 1])
-  setLease(tonumber(ARGV[i]), deadline, deliveries)
+  local deadline, deliveries, granted = parseLease(ARGV[i + 1])
+  setLease(tonumber(ARGV[i]), deadline, deliveries, granted)
   i = i + 2
 end
 if save() and unindexed then return 1 end

@@ -94,7 +94,8 @@ export interface Store {
   /** Ends the lease at `pos`: 'ack' (done with it) or 'nack' (deliver it again now). False when
    * there is no lease at `pos`, or `token` is given and names another grant (`leaseToken`). */
   settle(name: string, pos: number, outcome: 'ack' | 'nack', token?: string): Promise<boolean>;
-  /** Extends a running lease at `pos` to `leaseMs` from now; resolves to the grant's new token, or
+  /** Extends a running lease at `pos` to `leaseMs` from now; resolves to the grant's token (a touch
+   * keeps it, so that one whose answer was lost leaves the consumer's good), or
    * null when no lease runs there (none, already ended or given back) or `token` names another. */
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null>;
   /** When the queue's next lease ends (ms since the epoch), if any is held. */

@@ -215,13 +215,14 @@ export interface Checkpoint<Entries = Uint32Array> {
 
 /** Bytes a checkpoint takes, at most (entries are aligned to 4 bytes): its own, and those each
  * queue adds (by its name); a segment, a lease and an index entry add `item` each. */
-export const CHECKPOINT_BYTES = { fixed: 28, queue: (name: string) => 40 + name.length, item: 16 };
+export const CHECKPOINT_BYTES = { fixed: 28, queue: (name: string) => 40 + name.length, item: 16, lease: 24 };
 
 const MAGIC = 0x4a515348; // "HSQJ"
 /** Version 2 added, per queue, maxdeliveries (after maxqueue) and the entries of slots (after those
- * of ring positions); version 3 the last slot taken (after maxdeliveries). Versions 1 and 2 are
- * still read (no maxdeliveries, no slots; slots are then taken after the highest held). */
-const VERSION = 3;
+ * of ring positions); version 3 the last slot taken (after maxdeliveries); version 4 each lease's
+ * granted deadline (f64 after deliveries, 0 for none). Versions 1 to 3 are still read (no
+ * maxdeliveries, no slots; slots are then taken after the highest held). */
+const VERSION = 4;
 /** Bytes of entries written (and checksummed) per event-loop turn. */
 const CHECKPOINT_STEP = 2 ** 20;
 
@@ -233,7 +234,7 @@ const CHECKPOINT_STEP = 2 ** 20;
  * open file, for `installCheckpoint`. The layout: [magic][version]
  * [seg][off][segments][queues][crc32 of all before it], little endian. A queue: [u16 name length]
  * [name][putpos][getpos][maxqueue][maxdeliveries][last slot taken][lease count][leases: pos, f64 deadline,
- * deliveries][entry u32 count][entries][slot entry u32 count][slot entries]; entries start at a
+ * deliveries, f64 granted][entry u32 count][entries][slot entry u32 count][slot entries]; entries start at a
  * multiple of 4 bytes, as the host's u32s (little endian on the platforms Node runs on), so that
  * they are read back without a copy.
  */
@@ -284,8 +285,8 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
       used += stage.write(q.name, used, 'latin1');
       for (const n of [q.s.putpos, q.s.getpos, q.s.maxqueue, q.s.maxdeliveries ?? 0, q.slotCursor, q.leases.length]) u32(n);
       for (const [pos, l] of q.leases) {
-        await room(16);
-        [u32(pos), f64(l.deadline), u32(l.deliveries)];
+        await room(24);
+        [u32(pos), f64(l.deadline), u32(l.deliveries), f64(l.granted ?? 0)];
       }
       for (const entries of [q.entries, q.slots]) {
         await room(7);
@@ -360,7 +361,13 @@ export function decodeCheckpoint(b: Buffer): Checkpoint {
     const maxdeliveries = version >= 2 ? u32() : 0;
     if (maxdeliveries) s.maxdeliveries = maxdeliveries;
     const slotCursor = version >= 3 ? u32() : 0;
-    const leases = Array.from({ length: u32() }, (): [number, Lease] => [u32(), { deadline: f64(), deliveries: u32() }]);
+    const leases = Array.from({ length: u32() }, (): [number, Lease] => {
+      const pos = u32();
+      const l: Lease = { deadline: f64(), deliveries: u32() };
+      const granted = version >= 4 ? f64() : 0;
+      if (granted) l.granted = granted;
+      return [pos, l];
+    });
     const entries = () => {
       const count = u32();
       while (o % 4) o++;

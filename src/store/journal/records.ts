@@ -18,13 +18,14 @@ import { crc32 } from './crc32.js';
  * maxqueue [num]; reset []; lease [pos, deadline hi, deadline lo, deliveries]; unlease [pos] (at a
  * slot, the message there is deleted as well: a slot holds a message only while it is leased);
  * state [putpos, getpos, maxqueue] (an import; maxdeliveries is cleared, a maxdeliveries record
- * follows when it is set); maxdeliveries [num] (0: none).
+ * follows when it is set); maxdeliveries [num] (0: none); touched [pos, deadline hi, deadline lo,
+ * deliveries, granted hi, granted lo] (a lease a touch moved, with the deadline it was granted with).
  */
-export const T = { batch: 1, put: 2, advance: 3, maxqueue: 4, reset: 5, lease: 6, unlease: 7, store: 8, state: 9, maxdeliveries: 10 } as const;
+export const T = { batch: 1, put: 2, advance: 3, maxqueue: 4, reset: 5, lease: 6, unlease: 7, store: 8, state: 9, maxdeliveries: 10, touched: 11 } as const;
 /** The u32 fields of each type, by type. Types are only ever added (at the end), so that a journal
  * written before a type existed reads as it did; one that holds a newer type is refused by an
  * older version as damaged. */
-const FIELDS = [0, 3, 1, 1, 1, 0, 4, 1, 1, 3, 1];
+const FIELDS = [0, 3, 1, 1, 1, 0, 4, 1, 1, 3, 1, 6];
 /** Types that carry a message after their fields. */
 const CARRIES = (type: number) => type === T.put || type === T.store;
 

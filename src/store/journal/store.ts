@@ -166,7 +166,8 @@ class Draft implements PlanDraft {
     this.emit(T.advance, [next.getpos]);
   }
   lease(pos: number, lease: Lease | undefined): void {
-    if (lease) this.emit(T.lease, [pos, ...split(Math.round(lease.deadline)), lease.deliveries]);
+    if (lease?.granted !== undefined) this.emit(T.touched, [pos, ...split(Math.round(lease.deadline)), lease.deliveries, ...split(Math.round(lease.granted))]);
+    else if (lease) this.emit(T.lease, [pos, ...split(Math.round(lease.deadline)), lease.deliveries]);
     else this.emit(T.unlease, [pos]);
   }
   maxqueue(num: number): void {
@@ -529,9 +530,13 @@ export class JournalStore implements Store {
         q.s = moved(q.s, q.s.putpos, q.s.getpos, pos);
         break;
       case T.lease:
-        q.leases.set(pos, { deadline: joinDeadline(f[1]!, f[2]!), deliveries: f[3]! });
+      case T.touched: {
+        const lease: Lease = { deadline: joinDeadline(f[1]!, f[2]!), deliveries: f[3]! };
+        if (type === T.touched) lease.granted = joinDeadline(f[4]!, f[5]!);
+        q.leases.set(pos, lease);
         this.relive(q, pos);
         break;
+      }
       case T.unlease:
         q.leases.delete(pos);
         if (isSlot(pos)) this.unstore(q, pos);
@@ -628,7 +633,8 @@ export class JournalStore implements Store {
     const [off, len] = this.open.add(type, name, fields, message);
     this.end = off + len;
     // An index entry or a lease more for the next checkpoint (at most: it may replace one).
-    if (type === T.put || type === T.store || type === T.lease) this.ckptNeed += CHECKPOINT_BYTES.item;
+    if (type === T.put || type === T.store) this.ckptNeed += CHECKPOINT_BYTES.item;
+    else if (type === T.lease || type === T.touched) this.ckptNeed += CHECKPOINT_BYTES.lease;
     this.apply(name, q, type, fields, this.cur.id, off, len);
   }
 
@@ -829,7 +835,7 @@ export class JournalStore implements Store {
   private checkpointBytes(): number {
     const c = CHECKPOINT_BYTES;
     let n = c.fixed + c.item * this.segs.size;
-    for (const [name, q] of this.queues) n += c.queue(name) + c.item * (q.leases.size + q.index.size + (q.slots?.size ?? 0));
+    for (const [name, q] of this.queues) n += c.queue(name) + c.lease * q.leases.size + c.item * (q.index.size + (q.slots?.size ?? 0));
     return n;
   }
 
@@ -1354,7 +1360,7 @@ export class JournalStore implements Store {
   }
 
   touch(name: string, pos: number, leaseMs: number, token?: string): Promise<string | null> {
-    return this.run('touch', name, recordBytes(T.lease, name), false, touchPlan(pos, leaseMs, this.now, token));
+    return this.run('touch', name, recordBytes(T.touched, name), false, touchPlan(pos, leaseMs, this.now, token));
   }
 
   async nextExpiry(name: string): Promise<number | undefined> {
@@ -1435,7 +1441,7 @@ export class JournalStore implements Store {
     const messages = r.messages ?? [];
     const need =
       messages.reduce((n, m) => n + recordBytes(T.store, name, m.message.length), 0) +
-      (r.leases?.length ?? 0) * recordBytes(T.lease, name) +
+      (r.leases?.length ?? 0) * recordBytes(T.touched, name) +
       recordBytes(T.state, name) +
       recordBytes(T.maxdeliveries, name);
     return this.run('restore', name, need, false, (d) => {

@@ -58,14 +58,20 @@ export function encodeMeta(s: QueueState, leases: LeaseTable, version = 0n): Buf
   return b;
 }
 
+/** A lease record: [f64 deadline][u32 deliveries], and [f64 granted] once a touch moved it. */
 export function encodeLease(l: Lease): Buffer {
-  const b = Buffer.allocUnsafe(12);
+  const b = Buffer.allocUnsafe(l.granted === undefined ? 12 : 20);
   b.writeDoubleBE(l.deadline, 0);
   b.writeUInt32BE(l.deliveries, 8);
+  if (l.granted !== undefined) b.writeDoubleBE(l.granted, 12);
   return b;
 }
 
-export const decodeLease = (v: Buffer): Lease => ({ deadline: v.readDoubleBE(0), deliveries: v.readUInt32BE(8) });
+export function decodeLease(v: Buffer): Lease {
+  const l: Lease = { deadline: v.readDoubleBE(0), deliveries: v.readUInt32BE(8) };
+  if (v.length >= 20) l.granted = v.readDoubleBE(12);
+  return l;
+}
 
 export function msgKey(name: string, pos: number): Buffer {
   const n = name.length; // a byte string: one char a byte
