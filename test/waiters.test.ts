@@ -178,8 +178,9 @@ describe('waits longer than one timer can wait (2^31 - 1 ms)', () => {
     );
     waiters.close();
     assert.equal(got, undefined);
-    // A first look, one after going to sleep, and none for the alarm (it fired every ms).
-    assert.ok(attempts <= 3, `${attempts} looks in 300 ms`);
+    // A first look, one after going to sleep, and none for the alarm (it fired every ms, some
+    // hundreds of looks); on a loaded machine a look more or so (4 were seen once under npm test).
+    assert.ok(attempts <= 6, `${attempts} looks in 300 ms`);
   });
 
   it('opt=synctime with an interval of years: each embedded engine in --sync interval mode flushes at most every 24.8 days, not every ms', async () => {
