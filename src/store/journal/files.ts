@@ -214,7 +214,7 @@ export interface Checkpoint<Entries = Uint32Array> {
 }
 
 /** Bytes a checkpoint takes, at most (entries are aligned to 4 bytes): its own, and those each
- * queue adds (by its name); a segment, a lease and an index entry add `item` each. */
+ * queue adds (by its name); a segment and an index entry add `item` each, a lease `lease`. */
 export const CHECKPOINT_BYTES = { fixed: 28, queue: (name: string) => 40 + name.length, item: 16, lease: 24 };
 
 const MAGIC = 0x4a515348; // "HSQJ"
