@@ -21,7 +21,9 @@ export type FromWorker = {
   /** A turn to open the database (store/lmdb/open-turn.ts), please; and the end of that turn. */
   openTurn?: number;
   turnOver?: number;
+  /** It could not start, and why; `taken`: because the data directory is another server's. */
   error?: string;
+  taken?: string;
   synctime?: number;
   /** Start (with an id to confirm) or stop telling this worker of puts to a queue. */
   watch?: { name: string; on: boolean; id?: number };

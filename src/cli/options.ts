@@ -216,6 +216,9 @@ export interface Config {
 /** A start-up problem the user can fix; the CLI prints its message and exits with 1. */
 export class StartError extends Error {}
 
+/** The data directory is another server's (its lock is held). */
+export class DirectoryTaken extends StartError {}
+
 /** A flag or its value is wrong. */
 export class UsageError extends StartError {}
 

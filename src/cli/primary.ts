@@ -83,21 +83,23 @@ export async function runPrimary(
   let synctime = config.synctime;
   const restarts: number[] = [];
 
+  const startFailed = (worker: Worker, error: string, taken: boolean): void => {
+    if (!started) fail(error);
+    log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${error}`);
+    // With one worker, the directory is free between its death and its replacement: another
+    // server that took it then keeps it, and restarting workers cannot win it back.
+    if (taken && !stopping) {
+      stopping = true;
+      removePidFile();
+      fail(`${error}: this server stops`);
+    }
+  };
   const fork = (): Worker => {
     const worker = cluster.fork(forked.env);
     const handlers: Handlers<FromWorker> = {
       ...relay.from(worker),
-      error(error) {
-        if (!started) fail(error);
-        log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${error}`);
-        // With one worker, the directory is free between its death and its replacement: another
-        // server that took it then keeps it, and restarting workers cannot win it back.
-        if (/ is in use by /.test(error) && !stopping) {
-          stopping = true;
-          removePidFile();
-          fail(`${error}: this server stops`);
-        }
-      },
+      error: (error) => startFailed(worker, error, false),
+      taken: (error) => startFailed(worker, error, true),
       ready() {
         ready.add(worker);
         // A worker that replaces one gets the synctime set at run time once it listens.

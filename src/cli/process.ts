@@ -33,11 +33,12 @@ export class Exiting extends Error {}
 
 /**
  * Exits 1 with one line saying why: printed here, or, when a parent waits for this process to
- * start (`-d`, or the master of a worker), sent to the parent, which prints it once.
+ * start (`-d`, or the master of a worker), sent to the parent, which prints it once. `taken`: the
+ * data directory is another server's (a worker's primary stops then).
  */
-export function fail(message: string): never {
+export function fail(message: string, taken = false): never {
   if (process.send && process.connected) {
-    process.send({ error: message }, () => process.exit(1));
+    process.send(taken ? { taken: message } : { error: message }, () => process.exit(1));
     setTimeout(() => process.exit(1), 2000).unref();
   } else {
     say(message);

@@ -12,7 +12,7 @@ import { JournalDamaged, JournalStore } from '../store/journal/store.js';
 import type { TakeTurn } from '../store/lmdb/open-turn.js';
 import type { RedisStore } from '../store/redis.js';
 import type { Store, StoreHooks } from '../store/store.js';
-import { StartError, type Config } from './options.js';
+import { DirectoryTaken, StartError, type Config } from './options.js';
 import { pickEngine } from './engine.js';
 import { sayLockWait } from './process.js';
 import { log } from './log.js';
@@ -159,7 +159,8 @@ async function openEmbedded(config: Config, datadir: string, observe: StoreHooks
       ...disk,
     });
   } catch (err) {
-    if (err instanceof DirectoryInUse || err instanceof DamagedDataFile || err instanceof JournalDamaged) throw new StartError(`-x: ${err.message}`);
+    if (err instanceof DirectoryInUse) throw new DirectoryTaken(`-x: ${err.message}`);
+    if (err instanceof DamagedDataFile || err instanceof JournalDamaged) throw new StartError(`-x: ${err.message}`);
     throw new StartError(`-x: cannot open the ${engine === 'lmdb' ? 'database' : 'journal'} in ${datadir}: ${errorMessage(err)}`);
   }
 }

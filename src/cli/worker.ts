@@ -1,7 +1,7 @@
 /** A worker process: it serves, and hears from the primary (ipc.ts). */
 import { dispatch, primaryLink, toPrimary, type ToWorker } from './ipc.js';
 import { reopenLog } from './log.js';
-import { StartError, type Config } from './options.js';
+import { DirectoryTaken, StartError, type Config } from './options.js';
 import { fail, onStopSignal } from './process.js';
 import type { Store } from '../store/store.js';
 import { serve, type Serving } from './serve.js';
@@ -25,7 +25,7 @@ export async function runWorker(config: Config, datadir: string): Promise<void> 
       opened: (store) => void (now.store = store),
     });
   } catch (err) {
-    if (err instanceof StartError) fail(err.message);
+    if (err instanceof StartError) fail(err.message, err instanceof DirectoryTaken);
     throw err;
   }
   now.serving = serving;
