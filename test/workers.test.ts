@@ -307,7 +307,13 @@ describe('--workers 2', () => {
     // A worker killed is started again, by the same rule.
     const [first] = workerPids(primary);
     process.kill(first!, 'SIGKILL');
-    await waitFor(() => workerPids(primary).length === 2 && !workerPids(primary).includes(first!), 30_000);
+    // Until the new worker has started its program (between its fork and its exec it is a copy of
+    // the primary: the trace has no program started for it yet).
+    const started = (pid: number) => new RegExp(`^${pid} +execve\\(.*= 0$`, 'm').test(readFileSync(trace, 'utf8'));
+    await waitFor(() => {
+      const now = workerPids(primary);
+      return now.length === 2 && !now.includes(first!) && now.every(started);
+    }, 30_000);
     // The passwords still hold, on whichever worker answers.
     for (let i = 0; i < 6; i++) {
       assert.equal((await request(port, 'GET', '/?name=pw&opt=put&data=x&auth=flagSECRET1')).body.toString(), 'HTTPSQS_PUT_OK');
