@@ -55,6 +55,8 @@ local function clock(given)
   t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end`;
+/** Lua: the parts of a lease's stored text (deadline, deliveries, granted or ''), as text. */
+const LEASE_TEXT = `'^([^:]+):(%d+):?(%d*)$'`;
 /** A position as a member of the deadlines' and dead letters' sorted sets. */
 export const memberOf = (pos: number): string => String(pos).padStart(WIDTH, '0');
 /** A lease as stored in the leases' hash, and back. */
@@ -94,7 +96,7 @@ end
 local function fmt(n) return string.format('%d', n) end
 local function member(pos) return string.format('%0${WIDTH}d', pos) end
 local function parseLease(v)
-  local deadline, deliveries, granted = string.match(v, '^([^:]+):(%d+):?(%d*)$')
+  local deadline, deliveries, granted = string.match(v, ${LEASE_TEXT})
   return tonumber(deadline), tonumber(deliveries), tonumber(granted)
 end
 local function count(pos, deadline, deliveries, by)
@@ -256,7 +258,7 @@ local deadline, deliveries = parseLease(l)
 -- Only a lease a consumer holds: not a delayed message, a dead letter or a message given back.
 if deliveries == 0 or deadline == 0 or deadline >= DEAD then return 0 end
 -- The token of the grant, from the stored text (as \`leaseToken\` gives it).
-local ds, ns, gs = string.match(l, '^([^:]+):(%d+):?(%d*)$')
+local ds, ns, gs = string.match(l, ${LEASE_TEXT})
 if ARGV[5] ~= '' and ARGV[5] ~= ns .. '-' .. (gs ~= '' and gs or ds) then return 0 end
 if ARGV[4] == 'ack' then
   setLease(pos, nil)
@@ -276,7 +278,7 @@ export const TOUCH = `${CLOCK}
 local DEAD = ${DEAD}
 local l = redis.call('HGET', KEYS[2], ARGV[1])
 if not l then return false end
-local deadline, deliveries, granted = string.match(l, '^([^:]+):(%d+):?(%d*)$')
+local deadline, deliveries, granted = string.match(l, ${LEASE_TEXT})
 if granted == '' then granted = deadline end
 -- Only a running lease a consumer holds: not a delayed message, not a dead letter.
 if tonumber(deliveries) == 0 or tonumber(deadline) >= DEAD then return false end
