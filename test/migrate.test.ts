@@ -19,6 +19,18 @@ import { noRedis, startRedis } from './redis-servers.js';
 const httpsqs = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input, timeout: 60_000 });
 const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(' ');
 const body = async (port: number, target: string) => (await request(port, 'GET', target)).body;
+/** A line of `tcbmgr list -pv -px`. */
+const tcLine = (key: string, value: Buffer | string) => `${hex(Buffer.from(key))}\t${hex(Buffer.from(value))}\n`;
+
+/** A server on `data` gets `expected` from queue `name` first. */
+async function getsFirst(data: string, name: string, expected: Buffer): Promise<void> {
+  const server = await startServer({ dir: data });
+  try {
+    assert.deepEqual(await body(server.port, `/?name=${name}&opt=get`), expected);
+  } finally {
+    await server.stop();
+  }
+}
 
 /** `httpsqs import` reading standard input from a stream of chunks (too big to hold as one string). */
 function importFrom(args: string[], chunks: Iterable<Buffer | string>) {
@@ -188,26 +200,17 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     const big = Buffer.alloc(12 * 2 ** 20, 0x41);
     big[big.length - 1] = 0x0d;
     const dump = join(dir, 'dump.txt');
-    writeFileSync(
-      dump,
-      `${hex(Buffer.from('a:1'))}\t${hex(Buffer.from('hello'))}\n${hex(Buffer.from('a:putpos'))}\t${hex(Buffer.from('1'))}\n${hex(Buffer.from('big:1'))}\t${hex(big)}\n${hex(Buffer.from('big:putpos'))}\t${hex(Buffer.from('1'))}\n`,
-    );
+    writeFileSync(dump, tcLine('a:1', 'hello') + tcLine('a:putpos', '1') + tcLine('big:1', big) + tcLine('big:putpos', '1'));
     const r = httpsqs(['import', '-x', join(dir, 'data'), '--engine', 'journal', '--from-tcbmgr', dump]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /imported 2 queues, 2 messages/);
-    const server = await startServer({ dir: join(dir, 'data') });
-    try {
-      assert.deepEqual(await body(server.port, '/?name=big&opt=get'), big);
-    } finally {
-      await server.stop();
-    }
+    await getsFirst(join(dir, 'data'), 'big', big);
     cleanup(dir);
   });
 
   it('a queue the C server had reset (messages, no positions) is not imported, and the summary says so', async () => {
     const dir = tempDir('httpsqs-tc-');
-    const line = (k: string, v: string) => `${hex(Buffer.from(k))}\t${hex(Buffer.from(v))}\n`;
-    const dump = line('a:1', 'kept') + line('a:putpos', '1') + line('r:1', 'old1') + line('r:2', 'old2');
+    const dump = tcLine('a:1', 'kept') + tcLine('a:putpos', '1') + tcLine('r:1', 'old1') + tcLine('r:2', 'old2');
     const r = httpsqs(['import', '-x', join(dir, 'data'), '--from-tcbmgr', '-'], dump);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(
@@ -582,11 +585,9 @@ describe('export and import', () => {
     const input = `{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":0}\n{"queue":"q","pos":1,"data":"${big.toString('base64')}"}\n`;
     const r = httpsqs(['import', '-x', join(dir, 'd'), '-'], input);
     assert.equal(r.status, 0, r.stderr);
-    const server = await startServer({ dir: join(dir, 'd') });
     try {
-      assert.deepEqual(await body(server.port, '/?name=q&opt=get'), big);
+      await getsFirst(join(dir, 'd'), 'q', big);
     } finally {
-      await server.stop();
       cleanup(dir);
     }
   });
