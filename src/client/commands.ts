@@ -390,7 +390,15 @@ function buildProgram(io: CliIo): Command {
         return next;
       };
       for (let next = ask(); ; ) {
-        const got = lingering ? await Promise.race([next, lingering]) : await next;
+        let got: Awaited<typeof next> | typeof LINGER;
+        try {
+          got = lingering ? await Promise.race([next, lingering]) : await next;
+        } catch (err) {
+          // A read that failed (a line over the limit, an I/O error): the lines read before it are
+          // sent first, so that the resume note names the line it stopped at.
+          if (!stop.signal.aborted && batch.length) await flush();
+          throw err;
+        }
         if (got === LINGER) {
           lingering = undefined;
           await flush();
