@@ -701,21 +701,23 @@ describe('httpsqs-cli', () => {
     assert.equal(cli(['top', '--interval', '0.1', '--iterations', '2']).code, 0);
   });
 
-  it('top that never reaches a server says so and exits with 1, after its iterations or when interrupted', async () => {
+  it('top that never reaches a server says so and exits with 1, after its iterations or when interrupted (Ctrl-C or SIGTERM)', async () => {
     const port = String(await freePort());
     const r = spawnSync(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--iterations', '2', '--interval', '0.2'], { encoding: 'utf8', env: cleanEnv() });
     assert.equal(r.status, 1, r.stderr);
     assert.equal(r.stdout.match(/trying again/g)?.length, 2);
     assert.match(r.stderr, /^httpsqs-cli: top never reached the server \(no answer from the server: .*ECONNREFUSED.*\)\n$/);
-    const child = spawn(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--interval', '0.2'], { env: cleanEnv() });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    await waitFor(() => out.includes('trying again'));
-    child.kill('SIGINT');
-    assert.equal(await exited, 1);
-    assert.match(err, /^httpsqs-cli: top never reached the server/);
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const child = spawn(process.execPath, [CLI_CLIENT, '--port', port, 'top', '--interval', '0.2'], { env: cleanEnv() });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (err += d));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      await waitFor(() => out.includes('trying again'));
+      child.kill(signal);
+      assert.equal(await exited, 1, signal);
+      assert.match(err, /^httpsqs-cli: top never reached the server/, signal);
+    }
   });
 });

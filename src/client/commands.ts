@@ -739,7 +739,8 @@ function buildProgram(io: CliIo): Command {
       const tty = io.stdout.isTTY;
       const history = new Map<string, { last: QueueStatus; at: number; unread: number[] }>();
       const stop = new AbortController();
-      io.signals.once('SIGINT', () => stop.abort());
+      // SIGTERM (`timeout`, a closed terminal's session) as Ctrl-C: the cursor is shown again.
+      io.signals.once('SIGINT', () => stop.abort()).once('SIGTERM', () => stop.abort());
       // A server restarting (behind a proxy: 502, 503, 504) is waited for; one never reached (a
       // wrong port?) is an error at the end.
       let failed: HttpsqsError | undefined;
