@@ -63,6 +63,15 @@ describe('command line', () => {
     assert.throws(() => parseConfig(['--log-level', 'loud']), { message: '--log-level: expected "fatal", "error", "warn", "info" or "debug", got "loud"' });
   });
 
+  it('a group of short flags ending in one that takes a value takes the next word, even one that begins with -, as getopt does', () => {
+    const grouped = parseConfig(['-da', '-s3cr3t'], {});
+    assert.equal(grouped.auth?.toString(), '-s3cr3t');
+    assert.equal(grouped.daemon, true);
+    assert.equal(grouped.synctime, 5);
+    // The value is taken (and then checked), not refused as an ambiguous flag.
+    assert.throws(() => parseConfig(['-dp', '-1'], {}), { message: '-p/--port: expected a whole number from 1 to 65535, got "-1"' });
+  });
+
   it('an unusable -x: one line naming the directory, exit code 1', async () => {
     const dir = tempDir();
     const file = join(dir, 'a-file');

@@ -275,18 +275,31 @@ function secret(
 }
 
 /** `argv` read as C's getopt reads it: the word after a flag that takes a value is its value, even
- * one that begins with `-` (`-a -s3cr3t`, `-c -1`), which parseArgs alone refuses as ambiguous. */
+ * one that begins with `-` (`-a -s3cr3t`, `-c -1`), which parseArgs alone refuses as ambiguous; so
+ * too after a group of short flags that ends with one that takes a value (`-da -s3cr3t`). */
 export function asGetopt(argv: string[]): string[] {
   const takes = new Map<string, string>();
+  const switches = new Set<string>();
   for (const [name, o] of Object.entries(OPTIONS) as Array<[string, OptionDef]>) {
-    if (o.type !== 'string') continue;
+    if (o.type !== 'string') {
+      if (o.short) switches.add(o.short);
+      continue;
+    }
     takes.set(`--${name}`, name);
     if (o.short) takes.set(`-${o.short}`, name);
   }
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    const name = takes.get(argv[i]!);
-    out.push(name !== undefined && argv[i + 1]?.startsWith('-') ? `--${name}=${argv[++i]}` : argv[i]!);
+    const word = argv[i]!;
+    // `-da`: switches, then the flag whose value is the next word.
+    const last = /^-[A-Za-z]{2,}$/.test(word) ? takes.get(`-${word.at(-1)}`) : undefined;
+    const group = last !== undefined && [...word.slice(1, -1)].every((c) => switches.has(c));
+    const name = group ? last : takes.get(word);
+    if (name === undefined || !argv[i + 1]?.startsWith('-')) out.push(word);
+    else {
+      if (group) out.push(word.slice(0, -1));
+      out.push(`--${name}=${argv[++i]}`);
+    }
   }
   return out;
 }
