@@ -72,6 +72,15 @@ describe('command line', () => {
     assert.throws(() => parseConfig(['-dp', '-1'], {}), { message: '-p/--port: expected a whole number from 1 to 65535, got "-1"' });
   });
 
+  it('-c and -m, which have no effect, take any value the reference takes', () => {
+    for (const args of [
+      ['-c', '-1'],
+      ['-m', '2G'],
+      ['-c', 'lots', '-m', ''],
+    ])
+      assert.equal(parseConfig(args, {}).port, 1218, args.join(' '));
+  });
+
   it('an unusable -x: one line naming the directory, exit code 1', async () => {
     const dir = tempDir();
     const file = join(dir, 'a-file');

@@ -328,8 +328,8 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     }
   }
   if (!v('datadir')) throw new UsageError('-x/--datadir: the directory is empty: give one, or leave the flag out for ./data');
-  int('cache-nodes', v('cache-nodes'), 0, 2 ** 31);
-  int('cache-mb', v('cache-mb'), 0, 2 ** 31);
+  // -c and -m have no effect: any value is accepted, as the reference's atoi reads any (`-c -1`,
+  // `-m 2G`), so that a start script that runs the reference runs this too.
   const maxMessageBytes = int('max-message-bytes', v('max-message-bytes'), 1, 1024 ** 3);
   const maxReplyBytes = int('max-reply-bytes', v('max-reply-bytes'), 1, 1024 ** 3);
   // At least one body or reply of the largest size must fit.
