@@ -180,6 +180,9 @@ describe('bad input', () => {
     const type = async (charset: string) => (await ask(`/?name=keep&opt=status_json&charset=${charset}`)).headers['content-type'];
     assert.equal(await type(''), 'text/plain; charset=');
     assert.equal(await type('ISO_8859-1'), 'text/plain; charset=ISO_8859-1');
+    // Registered names with a dot (US-ASCII's own), and the other characters of an HTTP token.
+    assert.equal(await type('ANSI_X3.4-1968'), 'text/plain; charset=ANSI_X3.4-1968');
+    assert.equal(await type('a*b|c'), 'text/plain; charset=a*b|c');
     assert.equal(await type("x-!%23$%25%26'%2B^_`{}~"), "text/plain; charset=x-!#$%&'+^_`{}~");
     const split = await ask('/?name=keep&opt=status_json&charset=utf-8%0d%0aSet-Cookie:%20a=b');
     assert.equal(split.headers['content-type'], 'text/plain');

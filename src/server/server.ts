@@ -61,10 +61,11 @@ export interface HttpsqsServer extends HttpServer {
 }
 
 /** A charset goes into a header line as given when it is at most 40 bytes (empty too), as the
- * reference does, and made of the characters a charset name has (RFC 2978); any other is dropped:
- * a control byte would split the header, and a comma or slash add a media type (`a,text/html`)
- * that a browser takes, running a stored message as a page. */
-const CHARSET = /^[A-Za-z0-9!#$%&'+^_`{}~-]{0,40}$/;
+ * reference does, and made of the characters a charset name has (RFC 2978) or an HTTP token may
+ * have (RFC 9110: also `.`, as in `ANSI_X3.4-1968`, the registered name of US-ASCII, and `*`, `|`);
+ * any other is dropped: a control byte would split the header, and a comma or slash add a media
+ * type (`a,text/html`) that a browser takes, running a stored message as a page. */
+const CHARSET = /^[A-Za-z0-9!#$%&'*+.^_`{|}~-]{0,40}$/;
 /** Bodies up to this size are sent as byte strings, in the same write as the headers. */
 const SMALL_BODY = 16 * 1024;
 const SERVED_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
