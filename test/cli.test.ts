@@ -114,6 +114,10 @@ describe('command line', () => {
       assert.equal(stderr.trim().split('\n').length, 1, stderr);
       assert.match(stderr, new RegExp(`port ${port} is already in use`));
       assert.ok(!existsSync(join(dir, 'pid')), 'no PID file left behind');
+      // Its workers ended before it did: none still writes in the directory (a supervisor may start
+      // the next server at once).
+      const left = spawnSync('pgrep', ['-f', dir], { encoding: 'utf8' }).stdout.trim();
+      assert.equal(left, '', `processes of that server still run after it exited: ${left}`);
       cleanup(dir);
     }
     blocker.close();

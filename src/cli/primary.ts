@@ -83,16 +83,33 @@ export async function runPrimary(
   let synctime = config.synctime;
   const restarts: number[] = [];
 
+  /** Stops with `error` once every worker has ended, so that none still writes in the data
+   * directory when the primary has gone (a supervisor may start the next server then). One that
+   * already serves stops as on SIGTERM; one still starting dies of it; none is waited for more
+   * than 10 s. */
+  const stopOn = (error: string): void => {
+    if (stopping) return;
+    stopping = true;
+    const alive = allWorkers().filter((w) => !w.isDead());
+    for (const w of alive) w.process.kill('SIGTERM');
+    const stuck = setTimeout(() => {
+      for (const w of alive) if (!w.isDead()) w.process.kill('SIGKILL');
+    }, 10_000);
+    void Promise.all(alive.map((w) => new Promise((ended) => (w.isDead() ? ended(undefined) : w.once('exit', ended))))).then(() => {
+      clearTimeout(stuck);
+      removePidFile();
+      fail(error);
+    });
+  };
   const startFailed = (worker: Worker, error: string, taken: boolean): void => {
-    if (!started) fail(error);
+    if (!started) {
+      stopOn(error);
+      return;
+    }
     log.error({ event: 'worker-start-failed', worker: worker.process.pid }, `worker ${worker.process.pid} could not start: ${error}`);
     // With one worker, the directory is free between its death and its replacement: another
     // server that took it then keeps it, and restarting workers cannot win it back.
-    if (taken && !stopping) {
-      stopping = true;
-      removePidFile();
-      fail(`${error}: this server stops`);
-    }
+    if (taken) stopOn(`${error}: this server stops`);
   };
   const fork = (): Worker => {
     const worker = cluster.fork(forked.env);
@@ -181,8 +198,7 @@ export async function runPrimary(
           w.on('message', (m: FromWorker) => m.ready && ready());
           w.once(
             'exit',
-            (code, signal) =>
-              started || stopping || fail(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`),
+            (code, signal) => started || stopOn(signal ? `worker killed by ${signal} during start-up` : `worker exited during start-up (exit code ${code})`),
           );
         }),
     ),
