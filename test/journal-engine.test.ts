@@ -357,7 +357,7 @@ describe('journal: choosing the engine', () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /^httpsqs: --engine journal: .* holds an LMDB database \(data\.mdb\); move its queues with: httpsqs export -x .* \| httpsqs import -x NEWDIR -/,
+      /^httpsqs: --engine journal: .* holds an LMDB database \(data\.mdb\); move its queues with: httpsqs export -x .* \| httpsqs import --engine journal -x NEWDIR -/,
     );
     r = await start(fresh, '--workers', '2');
     assert.equal(r.code, 1);
