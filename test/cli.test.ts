@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { flagTable, helpText, parseConfig } from '../src/cli/options.js';
+import { configureLog } from '../src/cli/log.js';
+import { dropNotice } from '../src/cli/serve.js';
 import { holderOf } from '../src/store/lock.js';
 import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, unreadOn, waitFor, workerPids } from './helpers.js';
 
@@ -461,6 +463,66 @@ describe('HTTP connections', () => {
     } finally {
       await server.stop();
       cleanup(server.dir);
+    }
+  });
+
+  it('connections over --max-connections are closed, and the log says so (once, then a count at most once a minute)', async () => {
+    const server = await startServer({ args: ['--max-connections', '2'] });
+    const socks: net.Socket[] = [];
+    const open = async () => {
+      const s = net.connect(server.port, '127.0.0.1');
+      s.on('error', () => {});
+      socks.push(s);
+      await new Promise((r) => s.once('connect', r));
+      return s;
+    };
+    try {
+      await open();
+      await open();
+      await sleep(100);
+      for (let i = 0; i < 3; i++) {
+        const extra = await open();
+        await new Promise((r) => extra.once('close', r));
+      }
+      await waitFor(() => server.stderr().includes('"event":"connections-refused"'), 3000);
+      const lines = server
+        .stderr()
+        .split('\n')
+        .filter((l) => l.includes('connections-refused'));
+      assert.equal(lines.length, 1, server.stderr());
+      assert.match(lines[0]!, /"level":40,.*"dropped":1,"limit":2,.*a new connection was closed at once: .*--max-connections/);
+    } finally {
+      for (const s of socks) s.destroy();
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
+  it('the notice of refused connections counts those after the first, once a period, and stops when they stop', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'log');
+    configureLog({ file });
+    try {
+      const notice = dropNotice(7, 200);
+      notice.drop();
+      notice.drop();
+      notice.drop();
+      await sleep(300);
+      notice.drop();
+      await sleep(500);
+      notice.stop();
+      const lines = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { dropped: number; msg: string });
+      assert.deepEqual(
+        lines.map((l) => l.dropped),
+        [1, 2, 1],
+      );
+      assert.match(lines[1]!.msg, /^2 more new connections closed at once in the last 0.2 s: this process holds 7 connections/);
+    } finally {
+      configureLog({});
+      cleanup(dir);
     }
   });
 });

@@ -103,6 +103,8 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     throw new StartError(`cannot listen on ${config.listen}:${config.port}: ${message}`);
   }
   server.server.on('error', (err) => log.error({ event: 'error', err }, `server error: ${err.message}`));
+  const dropped = dropNotice(config.maxConnections);
+  server.server.on('drop', dropped.drop);
   return {
     port: (server.server.address() as AddressInfo).port,
     store,
@@ -110,9 +112,37 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     history,
     metrics: () => metrics.registry.getMetricsAsJSON(),
     async stop() {
+      dropped.stop();
       await server.close();
       await store.close();
     },
+  };
+}
+
+/** Connections over `--max-connections` are closed as soon as they come (node's maxConnections),
+ * which their clients see as resets and node reports nowhere. The log says so at the first one,
+ * then once a minute with how many more, while they go on. */
+export function dropNotice(limit: number, everyMs = 60_000): { drop: () => void; stop: () => void } {
+  let dropped = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const say = (count: number, what: string) =>
+    log.warn(
+      { event: 'connections-refused', dropped: count, limit },
+      `${what}: this process holds ${limit} connections, its --max-connections; raise it (and ulimit -n), or look for clients that keep idle connections open`,
+    );
+  const tick = () => {
+    if (dropped === 0) return void (timer = undefined);
+    say(dropped, `${dropped} more new connection${dropped === 1 ? '' : 's'} closed at once in the last ${everyMs / 1000} s`);
+    dropped = 0;
+    timer = setTimeout(tick, everyMs).unref();
+  };
+  return {
+    drop() {
+      if (timer) return void dropped++;
+      say(1, 'a new connection was closed at once');
+      timer = setTimeout(tick, everyMs).unref();
+    },
+    stop: () => clearTimeout(timer),
   };
 }
 
