@@ -354,6 +354,32 @@ describe('command line', () => {
     cleanup(dir);
   });
 
+  it('-d without --log-file still prints the warning of a server beyond loopback without -a, once it listens', async () => {
+    const dir = tempDir();
+    const port = await freePort();
+    const pidfile = join(dir, 'd.pid');
+    // An IPv4-mapped address is not loopback by name (so it warns) yet reachable from this machine only.
+    const { code, stderr } = await runCli(['-d', '-l', '::ffff:127.0.0.1', '-p', String(port), '-x', dir, '-i', pidfile]);
+    try {
+      assert.equal(code, 0, stderr);
+      assert.match(stderr, /background, pid \d+\nhttpsqs: warning: listening on ::ffff:127\.0\.0\.1 without a password/);
+    } finally {
+      if (existsSync(pidfile)) process.kill(Number(readFileSync(pidfile, 'utf8')), 'SIGTERM');
+      await waitFor(() => !existsSync(pidfile));
+      cleanup(dir);
+    }
+    const guarded = tempDir();
+    const quiet = await runCli(['-d', '-l', '::ffff:127.0.0.1', '-p', String(port), '-x', guarded, '-i', join(guarded, 'd.pid'), '-a', 'pw']);
+    try {
+      assert.equal(quiet.code, 0, quiet.stderr);
+      assert.doesNotMatch(quiet.stderr, /warning/);
+    } finally {
+      process.kill(Number(readFileSync(join(guarded, 'd.pid'), 'utf8')), 'SIGTERM');
+      await waitFor(() => !existsSync(join(guarded, 'd.pid')));
+      cleanup(guarded);
+    }
+  });
+
   it('-d reports a start-up failure with exit code 1', async () => {
     const blocker = net.createServer().listen(0, '127.0.0.1');
     await new Promise((r) => blocker.once('listening', r));

@@ -28,8 +28,9 @@ function ownArgs(): string[] {
   return given === undefined ? process.argv.slice(2) : (JSON.parse(given) as string[]);
 }
 
-/** `-d`: start a detached copy of this command and return once it listens (or failed). */
-function daemonize(args: string[]): Promise<void> {
+/** `-d`: start a detached copy of this command and return once it listens (or failed). Its log
+ * goes nowhere without --log-file, so `warning` (see `unprotected`) is said here too. */
+function daemonize(args: string[], warning: string | undefined): Promise<void> {
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...shownArgs(args)], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
@@ -39,6 +40,7 @@ function daemonize(args: string[]): Promise<void> {
     child.once('message', (m: { ready?: boolean; error?: string }) => {
       if (m.error) fail(m.error);
       say(`running in the background, pid ${child.pid}`);
+      if (warning) say(warning);
       child.disconnect();
       child.unref();
       done();
@@ -65,14 +67,16 @@ function shownArgs(given: string[]): string[] {
   return hidden ? args : given;
 }
 
+/** The warning for a server that listens beyond loopback without a password, if it does. */
+function unprotected(config: Config): string | undefined {
+  if (isLoopback(config.listen) || config.auth !== undefined) return undefined;
+  return `warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`;
+}
+
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */
 function announce(config: Config, datadir: string): void {
-  if (!isLoopback(config.listen) && config.auth === undefined) {
-    log.warn(
-      { event: 'unprotected' },
-      `warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`,
-    );
-  }
+  const warning = unprotected(config);
+  if (warning) log.warn({ event: 'unprotected' }, warning);
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
   const store = redactUrl(config.store);
@@ -135,7 +139,7 @@ async function main(): Promise<void> {
     await refuseRunningPidFile(config.pidfile, datadir);
     const problem = pidFileProblem(config.pidfile);
     if (problem) fail(`-i: cannot write PID file ${config.pidfile}: ${problem}`);
-    return daemonize(args);
+    return daemonize(args, unprotected(config));
   }
   if (config.store === 'lmdb') openDataDir(datadir);
   await (await import('./primary.js')).runPrimary(config, datadir, () => announce(config, datadir), {
