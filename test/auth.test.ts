@@ -136,7 +136,13 @@ describe('passwords', () => {
         cleanup(dir);
       }
     }
-    for (const url of ['redis://:Redis/Secret9@127.0.0.1:6379', 'redis://:RedisSecret9@127.0.0.1:63x79']) {
+    // Typed with a raw @ the password's rest would come in the host part, which errors name.
+    for (const url of [
+      'redis://:Redis/Secret9@127.0.0.1:6379',
+      'redis://:RedisSecret9@127.0.0.1:63x79',
+      'redis://:Redis@Secret9@127.0.0.1:6379',
+      'redis://:Redis@Secret9:x@127.0.0.1:6379',
+    ]) {
       const refused = await runCli(['-l', '127.0.0.1', '-x', tempDir(), '--store', url]);
       assert.equal(refused.code, 1, refused.stderr);
       assert.match(refused.stderr, /--store: .*redis:\/\/\*\*\*@127\.0\.0\.1/);

@@ -20,6 +20,9 @@ export function parseRedisUrl(url: string): {
   const m = /^(redis|rediss|redis-cluster):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
   if (!m) throw new Error(`expected redis://host:port[/db], rediss://… or redis-cluster://host:port,host:port, got "${redactUrl(url)}"`);
   const [, scheme, user, password, hosts, db, query] = m;
+  // A second `@` is a password's (or user's) own, typed as it is: the host part would hold the rest
+  // of the password, and errors that name the host would print it.
+  if (hosts!.includes('@')) throw new Error(`"${redactUrl(url)}": percent-encode an @ (%40) or / (%2F) in the user name or password`);
   const nodes = hosts!.split(',').map((h) => {
     const [host, port] = h.split(':');
     if (!host || (port !== undefined && !/^\d+$/.test(port))) throw new Error(`bad host:port "${h}" in "${redactUrl(url)}"`);
