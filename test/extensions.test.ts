@@ -771,6 +771,34 @@ describe('extensions with --workers 2', () => {
     }
   });
 
+  it("a worker replaced leaves its counts in /metrics' sums: no counter goes down (Prometheus would read a reset)", async () => {
+    const server = await startServer({ args: ['--workers', '2'] });
+    const call = client(server.port);
+    const conns = await connectionPerWorker(server);
+    const [a, b] = [...conns.values()];
+    const gone = a!.worker;
+    const putTotal = async () => {
+      const r = await call('/metrics', { fresh: true });
+      return r.status === 200 ? Number(/^httpsqs_messages_put_total\{queue="mc"\} (\d+)$/m.exec(r.body)?.[1]) : undefined;
+    };
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await a!.send(`/?name=mc&opt=put&data=a${i}`)).body.toString(), 'HTTPSQS_PUT_OK');
+      for (let i = 0; i < 4; i++) assert.equal((await b!.send(`/?name=mc&opt=put&data=b${i}`)).body.toString(), 'HTTPSQS_PUT_OK');
+      assert.equal(await putTotal(), 7);
+      process.kill(gone, 'SIGKILL');
+      await waitFor(() => server.workers().length === 2 && !server.workers().includes(gone), 10_000);
+      let total: number | undefined;
+      await waitFor(async () => (total = await putTotal()) !== undefined, 10_000);
+      assert.equal(total, 7, 'the three puts of the worker that was replaced are still counted');
+      assert.equal((await call('/?name=mc&opt=put&data=c', { fresh: true })).body, 'HTTPSQS_PUT_OK');
+      assert.equal(await putTotal(), 8);
+    } finally {
+      for (const c of conns.values()) c.close();
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+
   it('a put in one worker wakes long polls waiting in the other; metrics add up over workers', async () => {
     const server = await startServer({ args: ['--workers', '2'] });
     const call = client(server.port);

@@ -196,7 +196,7 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
           if (!collect) return;
           const answer = (m: { text?: string; error?: string }) => from.isConnected() && from.send({ metricsText: { id, ...m } } satisfies ToWorker);
           const workers = [...o.ready].filter((w) => w.isConnected());
-          gather<WorkerMetrics>(
+          gather<[number, WorkerMetrics]>(
             workers,
             (q) => ({ metricsQuery: q }),
             (parts, all) => {
@@ -208,7 +208,7 @@ export function primaryRelay(o: { ready: Set<Worker>; metrics: ReturnType<typeof
             },
           );
         },
-        metricsReply: ({ id, metrics }) => gathered(id, metrics),
+        metricsReply: ({ id, metrics }) => gathered(id, [from.id, metrics]),
         historyRequest(id) {
           const others = [...o.ready].filter((w) => w !== from && w.isConnected());
           gather<HistorySnapshot>(

@@ -314,7 +314,44 @@ export function createMetrics(opts: MetricsOptions): Metrics {
 /** One worker's metrics, as it sends them to the primary (`--workers`). */
 export type WorkerMetrics = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
-/** In the primary: the workers' metrics, added up (each metric as its `aggregator` says). */
-export function clusterMetrics(): (workers: WorkerMetrics[]) => Promise<string> {
-  return (workers) => AggregatorRegistry.aggregate(workers).metrics();
+/** Values of ended workers kept in the sums at most (a bound on the primary's memory: a label set
+ * past it is not kept, and its sum goes down as before). */
+const MAX_CARRIED = 20 * MAX_QUEUES;
+
+/**
+ * In the primary: the workers' metrics (by worker), added up, each metric as its `aggregator` says.
+ * A worker that has ended leaves its counters and histograms in the sums, as it last reported them:
+ * otherwise a sum would go down when a worker is replaced, which Prometheus reads as a reset of the
+ * counter, and `rate()` would count the other workers' whole totals again. (What the worker counted
+ * after the last scrape it answered is not in them.)
+ */
+export function clusterMetrics(): (workers: Array<[number, WorkerMetrics]>) => Promise<string> {
+  let last = new Map<number, WorkerMetrics>();
+  const carried = new Map<string, { metric: WorkerMetrics[number]; values: Map<string, MetricValueWithName<string>> }>();
+  let kept = 0;
+  const carry = (metrics: WorkerMetrics) => {
+    for (const m of metrics) {
+      // As sent: the type's name (prom-client's typings say a number).
+      const type = m.type as unknown as string;
+      if (type !== 'counter' && type !== 'histogram') continue;
+      let c = carried.get(m.name);
+      if (!c) carried.set(m.name, (c = { metric: m, values: new Map() }));
+      for (const v of m.values as MetricValueWithName<string>[]) {
+        const key = `${v.metricName ?? ''} ${JSON.stringify(v.labels)}`;
+        const had = c.values.get(key);
+        if (had) had.value += v.value;
+        else if (kept < MAX_CARRIED) {
+          c.values.set(key, { ...v });
+          kept++;
+        }
+      }
+    }
+  };
+  return (workers) => {
+    const now = new Map(workers);
+    for (const [id, metrics] of last) if (!now.has(id)) carry(metrics);
+    last = now;
+    const ended = [...carried.values()].map(({ metric, values }) => ({ ...metric, values: [...values.values()] }));
+    return AggregatorRegistry.aggregate([...now.values(), ended]).metrics();
+  };
 }
