@@ -8,8 +8,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { flagTable, helpText, parseConfig } from '../src/cli/options.js';
 import { configureLog } from '../src/cli/log.js';
-import { dropNotice } from '../src/cli/serve.js';
+import { dropNotice, failureLog } from '../src/cli/serve.js';
 import { holderOf } from '../src/store/lock.js';
+import { noRedis, startRedis } from './redis-servers.js';
 import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, unreadOn, waitFor, workerPids } from './helpers.js';
 
 /** True while something accepts connections on the port. */
@@ -549,6 +550,57 @@ describe('HTTP connections', () => {
     } finally {
       configureLog({});
       cleanup(dir);
+    }
+  });
+  it('a request failure is logged once, then counted once a period while the same failure goes on', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'log');
+    configureLog({ file });
+    try {
+      const failures = failureLog(200);
+      const down = 'request failed: Redis: no connection';
+      for (let i = 0; i < 4; i++) failures.add(down);
+      failures.add('request failed: another');
+      await sleep(300);
+      failures.add(down);
+      await sleep(500);
+      failures.stop();
+      const lines = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { repeated?: number; msg: string; level: number });
+      assert.deepEqual(
+        lines.map((l) => [l.msg, l.repeated]),
+        [
+          [down, undefined],
+          ['request failed: another', undefined],
+          [`${down} (3 more times in the last 0.2 s)`, 3],
+          [`${down} (1 more time in the last 0.2 s)`, 1],
+        ],
+      );
+      assert.ok(lines.every((l) => l.level === 50));
+    } finally {
+      configureLog({});
+      cleanup(dir);
+    }
+  });
+
+  it('requests failing alike while Redis is down make one log line, not one each', { skip: noRedis() }, async () => {
+    const redis = await startRedis();
+    const server = await startServer({ args: ['--store', redis.url] });
+    try {
+      assert.equal((await request(server.port, 'GET', '/?name=down&opt=put&data=x')).body.toString(), 'HTTPSQS_PUT_OK');
+      await redis.stop();
+      const answers = await Promise.all(Array.from({ length: 10 }, () => request(server.port, 'GET', '/?name=down&opt=get')));
+      assert.deepEqual(new Set(answers.map((r) => r.body.toString())), new Set(['HTTPSQS_ERROR']));
+      const failed = server
+        .stderr()
+        .split('\n')
+        .filter((l) => l.includes('request failed'));
+      assert.ok(failed.length >= 1 && failed.length <= 2, server.stderr());
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
     }
   });
 });

@@ -59,3 +59,38 @@ export function reopenLog(): boolean {
     return false;
   }
 }
+
+/** Lines `repeats` counts at most at once; past that, each is said as it comes. */
+const MAX_REPEATED = 1000;
+
+/**
+ * For events that can come in floods (every request failing alike while a store is down,
+ * connections refused over a limit): `say` is called for the first of a kind (`count` 1, `first`),
+ * then, once `everyMs` is up, with how many more of it came meanwhile, each period while they go
+ * on; a kind that stopped coming is forgotten, and its next one is a first again.
+ */
+export function repeats(say: (kind: string, count: number, first: boolean) => void, everyMs = 60_000): { add: (kind: string) => void; stop: () => void } {
+  const counts = new Map<string, number>();
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => {
+    timer = undefined;
+    for (const [kind, n] of counts) {
+      if (n === 0) counts.delete(kind);
+      else {
+        say(kind, n, false);
+        counts.set(kind, 0);
+      }
+    }
+    if (counts.size) timer = setTimeout(tick, everyMs).unref();
+  };
+  return {
+    add(kind) {
+      const n = counts.get(kind);
+      if (n !== undefined) return void counts.set(kind, n + 1);
+      if (counts.size < MAX_REPEATED) counts.set(kind, 0);
+      say(kind, 1, true);
+      timer ??= setTimeout(tick, everyMs).unref();
+    },
+    stop: () => clearTimeout(timer),
+  };
+}

@@ -15,7 +15,7 @@ import type { Store, StoreHooks } from '../store/store.js';
 import { DirectoryTaken, StartError, type Config } from './options.js';
 import { pickEngine } from './engine.js';
 import { sayLockWait } from './process.js';
-import { log } from './log.js';
+import { log, repeats } from './log.js';
 import { VERSION } from '../version.js';
 import { errorMessage } from '../errors.js';
 
@@ -68,6 +68,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
   });
   const history = new RateHistory();
   const others = hooks.otherHistories;
+  const failures = failureLog();
   const server = createHttpsqsServer(store, {
     auth: config.auth,
     adminAuth: config.adminAuth,
@@ -85,7 +86,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     facts: () => facts,
     history,
     historyFromCluster: others && (async () => mergeHistories([history.snapshot(), ...(await others())])),
-    log: (line) => log.error({ event: 'error' }, line),
+    log: failures.add,
   });
   app = server;
   store.wakes?.onWake((name, count) => server.waiters.wake(name, count));
@@ -113,6 +114,7 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
     metrics: () => metrics.registry.getMetricsAsJSON(),
     async stop() {
       dropped.stop();
+      failures.stop();
       await server.close();
       await store.close();
     },
@@ -123,27 +125,27 @@ export async function serve(config: Config, datadir: string, hooks: ServeHooks =
  * which their clients see as resets and node reports nowhere. The log says so at the first one,
  * then once a minute with how many more, while they go on. */
 export function dropNotice(limit: number, everyMs = 60_000): { drop: () => void; stop: () => void } {
-  let dropped = 0;
-  let timer: NodeJS.Timeout | undefined;
-  const say = (count: number, what: string) =>
-    log.warn(
-      { event: 'connections-refused', dropped: count, limit },
-      `${what}: this process holds ${limit} connections, its --max-connections; raise it (and ulimit -n), or look for clients that keep idle connections open`,
-    );
-  const tick = () => {
-    if (dropped === 0) return void (timer = undefined);
-    say(dropped, `${dropped} more new connection${dropped === 1 ? '' : 's'} closed at once in the last ${everyMs / 1000} s`);
-    dropped = 0;
-    timer = setTimeout(tick, everyMs).unref();
-  };
-  return {
-    drop() {
-      if (timer) return void dropped++;
-      say(1, 'a new connection was closed at once');
-      timer = setTimeout(tick, everyMs).unref();
-    },
-    stop: () => clearTimeout(timer),
-  };
+  const notice = repeats(
+    (_, count, first) =>
+      log.warn(
+        { event: 'connections-refused', dropped: count, limit },
+        `${first ? 'a new connection was closed at once' : `${count} more new connection${count === 1 ? '' : 's'} closed at once in the last ${everyMs / 1000} s`}: this process holds ${limit} connections, its --max-connections; raise it (and ulimit -n), or look for clients that keep idle connections open`,
+      ),
+    everyMs,
+  );
+  return { drop: () => notice.add(''), stop: notice.stop };
+}
+
+/** Requests that failed (the store's error), a line for each kind of failure, then a count once a
+ * minute while they go on: a store that is down fails every request alike. */
+export function failureLog(everyMs = 60_000): { add: (line: string) => void; stop: () => void } {
+  return repeats(
+    (line, count, first) =>
+      first
+        ? log.error({ event: 'error' }, line)
+        : log.error({ event: 'error', repeated: count }, `${line} (${count} more time${count === 1 ? '' : 's'} in the last ${everyMs / 1000} s)`),
+    everyMs,
+  );
 }
 
 async function openEmbedded(config: Config, datadir: string, observe: StoreHooks['observe'], takeTurn: TakeTurn | undefined): Promise<Store> {
