@@ -564,6 +564,8 @@ describe('HTTP connections', () => {
       await sleep(300);
       failures.add(down);
       await sleep(500);
+      failures.add(down);
+      failures.add(down);
       failures.stop();
       const lines = readFileSync(file, 'utf8')
         .trim()
@@ -575,6 +577,9 @@ describe('HTTP connections', () => {
           [down, undefined],
           ['request failed: another', undefined],
           [`${down} (3 more times in the last 0.2 s)`, 3],
+          [`${down} (1 more time in the last 0.2 s)`, 1],
+          // said as it stops: the first again (the kind was forgotten), then what came after it
+          [down, undefined],
           [`${down} (1 more time in the last 0.2 s)`, 1],
         ],
       );

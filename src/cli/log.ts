@@ -67,12 +67,12 @@ const MAX_REPEATED = 1000;
  * For events that can come in floods (every request failing alike while a store is down,
  * connections refused over a limit): `say` is called for the first of a kind (`count` 1, `first`),
  * then, once `everyMs` is up, with how many more of it came meanwhile, each period while they go
- * on; a kind that stopped coming is forgotten, and its next one is a first again.
+ * on, and at `stop`; a kind that stopped coming is forgotten, and its next one is a first again.
  */
 export function repeats(say: (kind: string, count: number, first: boolean) => void, everyMs = 60_000): { add: (kind: string) => void; stop: () => void } {
   const counts = new Map<string, number>();
   let timer: NodeJS.Timeout | undefined;
-  const tick = () => {
+  const tick = (again = true) => {
     timer = undefined;
     for (const [kind, n] of counts) {
       if (n === 0) counts.delete(kind);
@@ -81,7 +81,7 @@ export function repeats(say: (kind: string, count: number, first: boolean) => vo
         counts.set(kind, 0);
       }
     }
-    if (counts.size) timer = setTimeout(tick, everyMs).unref();
+    if (counts.size && again) timer = setTimeout(tick, everyMs).unref();
   };
   return {
     add(kind) {
@@ -91,6 +91,11 @@ export function repeats(say: (kind: string, count: number, first: boolean) => vo
       say(kind, 1, true);
       timer ??= setTimeout(tick, everyMs).unref();
     },
-    stop: () => clearTimeout(timer),
+    // What was counted since the last count is said as the process stops.
+    stop() {
+      clearTimeout(timer);
+      tick(false);
+      counts.clear();
+    },
   };
 }
