@@ -258,7 +258,7 @@ describe('--workers 2', () => {
     server.proc.kill('SIGKILL');
     await waitFor(() => ended(other!), 5000);
     const port = await freePort();
-    const refused = await runCli(['-l', '127.0.0.1', '-p', String(port), '-x', server.dir], { timeoutMs: 15_000 });
+    const refused = await runCli(['-l', '127.0.0.1', '-p', String(port), '-x', server.dir, '-i', join(server.dir, 'second.pid')], { timeoutMs: 15_000 });
     assert.equal(refused.code, 1, `a new server started while a worker of the old one lived: ${refused.stderr}`);
     assert.match(refused.stderr, new RegExp(`is in use by a worker of process ${server.proc.pid}, which has ended`));
     process.kill(stopped!, 'SIGKILL');
