@@ -559,6 +559,23 @@ describe('export and import', () => {
     cleanup(dir);
   });
 
+  it("a dead letter's lease without its message is refused, naming the queue and position; with it, it imports", () => {
+    const dir = tempDir('httpsqs-dead-');
+    const head = '{"format":"httpsqs-export","version":1}\n{"queue":"q","maxqueue":10,"putpos":1,"getpos":1,"maxdeliveries":1}\n';
+    const dead = `{"queue":"q","pos":1000000001,"deadline":${2 ** 50 + 1_700_000_000_000},"deliveries":1}\n`;
+    for (const engine of ['lmdb', 'journal']) {
+      const missing = httpsqs(['import', '-x', join(dir, `${engine}-missing`), '--engine', engine, '-'], `${head}${dead}`);
+      assert.equal(missing.status, 1, `${engine}: ${missing.stderr}`);
+      assert.match(missing.stderr, /queue "q": the dead letter at position 1000000001 has no message there/, engine);
+      const whole = httpsqs(
+        ['import', '-x', join(dir, `${engine}-whole`), '--engine', engine, '-'],
+        `${head}{"queue":"q","pos":1000000001,"data":"cG9pc29u"}\n${dead}`,
+      );
+      assert.equal(whole.status, 0, `${engine}: ${whole.stderr}`);
+    }
+    cleanup(dir);
+  });
+
   it('export --prefix takes a prefix that is not ASCII', () => {
     const dir = tempDir('httpsqs-prefix-');
     const input = [

@@ -2,7 +2,7 @@
 import { constants } from 'node:buffer';
 import { createReadStream, existsSync, rmSync, statSync } from 'node:fs';
 import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
-import { LAST_SLOT, MAX_DELIVERIES, type Lease } from '../queue/leases.js';
+import { isDead, LAST_SLOT, MAX_DELIVERIES, type Lease } from '../queue/leases.js';
 import { DEFAULT_MAXQUEUE, MAX_POSITION, MIN_MAXQUEUE, type QueueState } from '../queue/ring.js';
 import { isInitial, type Store } from '../store/store.js';
 import { DataError, MAX_LINE, openStore, parseDataArgs, progress, USAGE } from './data.js';
@@ -130,6 +130,14 @@ export class Importer {
 
   async lease(pos: number, lease: Lease): Promise<void> {
     if (!(pos >= 1 && pos <= LAST_SLOT)) throw new DataError(`a lease at position ${pos} of queue ${JSON.stringify(this.name)} is out of range`);
+    // A dead letter is its message, kept aside: without it, status would count one that `opt=dead`
+    // cannot list nor redrive. (An export writes a queue's messages before its leases; dead
+    // letters are few, so each is looked up.)
+    if (isDead(lease)) {
+      await this.flush(false);
+      if ((await this.store.view(this.name!, pos)) === null)
+        throw new DataError(`queue ${JSON.stringify(this.name)}: the dead letter at position ${pos} has no message there (its message line is missing)`);
+    }
     this.held.push({ pos, lease });
     // Memory stays flat however many leases a queue has (delayed messages and dead letters too).
     if (this.held.length >= BATCH) {
