@@ -272,6 +272,51 @@ describe('journal: delayed messages and dead letters', () => {
     await s.close();
   });
 
+  it('a journal of an earlier version gets a checkpoint of this one at start, before any write: an earlier version refuses it rather than drop the records it does not know', async () => {
+    const d = dir();
+    let s = await open(d);
+    await s.putMany('old', ['a', 'b', 'c'].map(b));
+    const g = await s.get('old', 3_600_000);
+    await s.close();
+    const file = join(d, 'journal', 'checkpoint');
+    const c = decodeCheckpoint(readFileSync(file));
+    // The same state, as version 3 wrote it (no granted deadline after a lease's deliveries).
+    const parts: Buffer[] = [];
+    const u32 = (n: number) => void parts.push(Buffer.from(new Uint32Array([n]).buffer));
+    const f64 = (n: number) => void parts.push(Buffer.from(new Float64Array([n]).buffer));
+    const size = () => parts.reduce((n, p) => n + p.length, 0);
+    [0x4a515348, 3, c.seg, c.off, c.segments.length].forEach(u32);
+    for (const sg of c.segments) [u32(sg.id), u32(sg.size), f64(sg.live)];
+    u32(c.queues.length);
+    for (const q of c.queues) {
+      parts.push(Buffer.from([q.name.length & 255, q.name.length >> 8]), Buffer.from(q.name, 'latin1'));
+      [q.s.putpos, q.s.getpos, q.s.maxqueue, q.s.maxdeliveries ?? 0, q.slotCursor, q.leases.length].forEach(u32);
+      for (const [pos, l] of q.leases) [u32(pos), f64(l.deadline), u32(l.deliveries)];
+      for (const entries of [q.entries, q.slots]) {
+        u32(entries.length);
+        if (size() % 4) parts.push(Buffer.alloc(4 - (size() % 4)));
+        parts.push(Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength));
+      }
+    }
+    const body = Buffer.concat(parts);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32LE(crc32(body, 0, body.length));
+    writeFileSync(file, Buffer.concat([body, crc]));
+    assert.equal(decodeCheckpoint(readFileSync(file)).version, 3);
+    s = await open(d);
+    assert.equal(decodeCheckpoint(readFileSync(file)).version, 4, 'the checkpoint on disk is of this version once the journal is open');
+    assert.deepEqual(await s.status('old'), { putpos: 3, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
+    // A touch writes a record an earlier version does not know; its checkpoint now stops that version first.
+    assert.equal(await s.touch('old', g!.pos, 7_200_000, g!.lease), g!.lease);
+    await s.close();
+    s = await open(d);
+    assert.deepEqual(
+      (await s.getMany('old', 5)).map((m) => m.message.toString()),
+      ['b', 'c'],
+    );
+    await s.close();
+  });
+
   it('the position index finds positions in runs with gaps (slots whose messages went, copies made by compaction)', () => {
     const ix = new PositionIndex();
     // Each entry says which it is: its offset is its position, its length the write's number.

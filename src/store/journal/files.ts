@@ -223,6 +223,7 @@ const MAGIC = 0x4a515348; // "HSQJ"
  * granted deadline (f64 after deliveries, 0 for none). Versions 1 to 3 are still read (no
  * maxdeliveries, no slots; slots are then taken after the highest held). */
 const VERSION = 4;
+export const CHECKPOINT_VERSION = VERSION;
 /** Bytes of entries written (and checksummed) per event-loop turn. */
 const CHECKPOINT_STEP = 2 ** 20;
 
@@ -342,7 +343,7 @@ export async function installCheckpoint(dir: string, fd: number): Promise<number
   return kept;
 }
 
-export function decodeCheckpoint(b: Buffer): Checkpoint {
+export function decodeCheckpoint(b: Buffer): Checkpoint & { version: number } {
   const version = b.length < 28 || b.readUInt32LE(0) !== MAGIC ? 0 : b.readUInt32LE(4);
   if (version < 1 || version > VERSION) throw new Error(`not a journal checkpoint of version 1 to ${VERSION}`);
   if (crc32(b, 0, b.length - 4) !== b.readUInt32LE(b.length - 4)) throw new Error('its checksum does not match');
@@ -380,5 +381,5 @@ export function decodeCheckpoint(b: Buffer): Checkpoint {
     };
     queues.push({ name, s, slotCursor, leases, entries: entries(), slots: version >= 2 ? entries() : new Uint32Array(0) });
   }
-  return { seg, off, segments, queues };
+  return { version, seg, off, segments, queues };
 }

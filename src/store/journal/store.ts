@@ -67,6 +67,7 @@ import {
 } from '../store.js';
 import {
   CHECKPOINT_BYTES,
+  CHECKPOINT_VERSION,
   decodeCheckpoint,
   growRoom,
   installCheckpoint,
@@ -291,6 +292,8 @@ export class JournalStore implements Store {
   private ckptFiles: Promise<unknown> = Promise.resolve();
   /** Start-up is over: records are being written, not replayed. */
   private started = false;
+  /** The version of the checkpoint found at start-up (0: none). */
+  private loadedVersion = 0;
   private compacting: Promise<void> | undefined;
   /** Compaction was asked for while it ran (a checkpoint let more segments go meanwhile): it runs
    * again once done, or those segments would wait for the next read of an old one. */
@@ -456,6 +459,11 @@ export class JournalStore implements Store {
     void this.growRoom();
     if (this.syncMode === 'interval') this.tick();
     this.started = true;
+    // A journal from an earlier version gets a checkpoint of this one before anything is written:
+    // an earlier version refuses it, saying which versions it reads. Records it does not know
+    // (`touched`) would otherwise read to it as damage, or at the end of the last segment as a
+    // write a crash cut short, and it would drop them, and the acknowledged records of their batch.
+    if (this.loadedVersion < CHECKPOINT_VERSION && this.loadedVersion > 0) await this.checkpoint();
     this.compactSoon();
     this.idleSoon();
   }
@@ -477,6 +485,7 @@ export class JournalStore implements Store {
       throw new JournalDamaged(`journal checkpoint ${file} cannot be read (${errorMessage(err)}): restore the data directory from a backup`);
     }
     this.covered = { seg: c.seg, off: c.off };
+    this.loadedVersion = c.version;
     for (const s of c.segments) {
       const seg = this.segs.get(s.id);
       if (seg) seg.live = s.live;
