@@ -372,6 +372,53 @@ it('a stop lets a reply still being read arrive whole (its messages are taken); 
   assert.equal(res.res.body.length, BODY.length);
 });
 
+it('a stop lets a small reply still in the socket buffer, on a connection otherwise idle, arrive whole', async () => {
+  // Smaller than the socket's high-water mark: written at once, so the connection looks idle
+  // while the reply waits in the socket for a client that is not reading (its buffers are full).
+  const REPLY = Buffer.alloc(10_000, 'm');
+  let served = 0;
+  const http = createHttpServer(() => (served++, { status: 200, head: '', body: REPLY }), {
+    maxHeaderBytes: 1024,
+    maxBodyBytes: 100,
+    keepAliveMs: 5000,
+    headersMs: 5000,
+    bodyMs: 5000,
+    stopGraceMs: 200,
+  });
+  let inside: net.Socket | undefined;
+  http.server.on('connection', (s: net.Socket) => (inside = s));
+  await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
+  const port = (http.server.address() as net.AddressInfo).port;
+  const sock = net.connect(port, '127.0.0.1');
+  sock.on('error', () => {});
+  await new Promise((r) => sock.once('connect', r));
+  sock.pause();
+  // One request at a time, each answered, until a reply stays in the server's socket.
+  const until = Date.now() + 20_000;
+  for (let i = 0; i < 5000 && !inside?.writableLength && Date.now() < until; i++) {
+    sock.write('GET / HTTP/1.1\r\n\r\n');
+    while (served <= i && Date.now() < until) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.ok(inside!.writableLength > 0 && inside!.writableLength < inside!.writableHighWaterMark, 'a reply waits in the socket');
+  const got: Buffer[] = [];
+  sock.on('data', (d) => got.push(d));
+  const ended = new Promise<void>((r) => sock.once('close', () => r()));
+  const stopped = http.close();
+  await sleep(300); // several of the stop's sweeps, and past its grace time
+  sock.resume();
+  await Promise.all([ended, stopped]);
+  let rest: Buffer = Buffer.concat(got);
+  let whole = 0;
+  for (let res = parseResponse(rest); res; res = parseResponse(rest)) {
+    assert.equal(res.res.body.length, REPLY.length);
+    whole++;
+    rest = res.rest;
+  }
+  assert.equal(rest.length, 0, 'a reply was cut short');
+  assert.equal(whole, served, 'every reply served arrived');
+});
+
 it('a connection limit closes connections over it at once, and frees up as others leave', async () => {
   const { http, port } = await serve(() => ({ status: 200, head: '', body: 'ok' }), { maxConnections: 3 });
   const open = async () => {

@@ -349,9 +349,11 @@ class Connection {
     return this.streaming || this.socket.writableLength > 0;
   }
 
-  /** Idle between requests: nothing received and nothing in progress. */
+  /** Idle between requests: nothing received, nothing in progress, and no reply still on its way
+   * out (one smaller than the socket's high-water mark is written at once, and may wait in the
+   * socket while the client's buffers are full: a stop must not drop it). */
   get idle(): boolean {
-    return !this.busy && this.phase === Phase.Head && this.pending.length === 0;
+    return !this.busy && this.phase === Phase.Head && this.pending.length === 0 && this.socket.writableLength === 0;
   }
 
   /** Sets the time limit in force: `ms` from now (0: none). */
