@@ -8,6 +8,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { createMetrics } from '../src/server/metrics.js';
+import { createHttpsqsServer } from '../src/server/server.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import {
   cleanup,
@@ -18,6 +20,7 @@ import {
   request,
   startInProcess,
   startServer,
+  tempDir,
   waitFor,
   type ClockedServer,
   type InProcessServer,
@@ -668,6 +671,32 @@ describe('long polling on a store whose nextExpiry fails (time from a test clock
       assert.deepEqual((await Promise.all(polls)).map((r) => r.body).sort(), ['HTTPSQS_GET_END', 'kept']);
     } finally {
       await lp.stop();
+    }
+  });
+});
+
+describe('/metrics on a store that cannot list its queues', () => {
+  it("answers 503 with the store's error as UTF-8 (it may name a path), not a scrape of nothing", async () => {
+    const dir = tempDir();
+    const real = await LmdbStore.open({ path: dir });
+    const store = new Proxy(real, {
+      get(target, key) {
+        if (key === 'list') return () => Promise.reject(new Error('cannot read /srv/données'));
+        const value = Reflect.get(target, key);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const metrics = createMetrics({ store, connections: () => 0, waiting: () => 0, buffered: () => ({ bytes: 0, waiting: 0, refused: 0 }) });
+    const app = createHttpsqsServer(store, { keepAliveTimeout: 60, maxMessageBytes: 2 ** 20, metrics, log: () => {} });
+    await new Promise<void>((r) => app.server.listen(0, '127.0.0.1', r));
+    try {
+      const r = await request((app.server.address() as net.AddressInfo).port, 'GET', '/metrics');
+      assert.equal(r.status, 503);
+      assert.equal(r.body.toString('utf8'), 'cannot read /srv/données; try again\n');
+    } finally {
+      await app.close();
+      await real.close();
+      cleanup(dir);
     }
   });
 });

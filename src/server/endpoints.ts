@@ -82,7 +82,7 @@ export function createEndpoints(
       body = await ctx.metrics.render();
     } catch (err) {
       // Not a scrape of nothing (a 200 with no samples), which Prometheus would take as one.
-      return { status: 503, head: TEXT, body: `${errorMessage(err)}; try again\n` };
+      return { status: 503, head: TEXT, body: Buffer.from(`${errorMessage(err)}; try again\n`) }; // as UTF-8, as above
     }
     lastBytes = body.length;
     return { status: 200, head: 'Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-store\r\n', body };
