@@ -740,6 +740,30 @@ describe('on Redis', { skip: noRedis() }, () => {
 storeContract('LMDB store, shared (--workers)', (path, hooks) => LmdbStore.open({ path, shared: true, ...hooks }));
 storeContract('LMDB store, --sync interval', (path, hooks) => LmdbStore.open({ path, syncMode: 'interval', syncInterval: 1, ...hooks }));
 
+// An embedded engine acknowledges an operation once its writes are on disk, and one that writes
+// nothing at once: that must not let a setting still on its way to the disk be acknowledged by a
+// second request (a client's retry) that finds it already in memory, then lost in a crash.
+for (const [engine, open] of [
+  ['journal', (path: string) => JournalStore.open({ path, segmentBytes: SEGMENT })],
+  ['LMDB, one process', (path: string) => LmdbStore.open({ path })],
+  ['LMDB, shared', (path: string) => LmdbStore.open({ path, shared: true })],
+] as const)
+  it(`${engine}: a maxdeliveries that changes nothing is answered no sooner than the one that set it`, async () => {
+    const dir = tempDir('httpsqs-store-');
+    const s = await open(dir);
+    try {
+      const order: string[] = [];
+      const set = s.maxdeliveries('mdr', 3).then(() => order.push('set'));
+      const again = s.maxdeliveries('mdr', 3).then(() => order.push('again'));
+      await Promise.all([set, again]);
+      assert.deepEqual(order, ['set', 'again']);
+      assert.equal((await s.status('mdr')).maxdeliveries, 3);
+    } finally {
+      await s.close();
+      cleanup(dir);
+    }
+  });
+
 it('one process: view and get see a message whose put is still being committed', async () => {
   const dir = tempDir('httpsqs-store-');
   const s = await LmdbStore.open({ path: dir });

@@ -134,10 +134,12 @@ export const takePlan =
     return out;
   };
 
+/** Written even when the queue has it already: that may be a setting whose write is still on its
+ * way (a retry of a request not yet answered), and the answer must not come before it is stored. */
 export const maxdeliveriesPlan =
   (num: number): Plan<void> =>
   (d) => {
-    if ((d.q.s.maxdeliveries ?? 0) !== num) d.maxdeliveries(num);
+    d.maxdeliveries(num);
   };
 
 /** Makes up to `max` dead letters deliverable again (those that died first first), as new
