@@ -240,6 +240,19 @@ describe('Redis Cluster with three primaries', { skip }, () => {
   });
 });
 
+describe('--redis-wait on a setting the queue already has', { skip }, () => {
+  it('a maxdeliveries repeated (a retry of one not yet confirmed) is acknowledged only once replicas have it too', async () => {
+    // No replica: every write is unconfirmed, so each call must fail; before, the second found the
+    // value set (by the first) and was answered without asking the replicas.
+    const waiting = await new RedisStore({ url: `${redis.url}?prefix=again:`, wait: 1, waitMs: 100, warn: () => {} }).ready();
+    try {
+      for (let i = 0; i < 2; i++) await assert.rejects(waiting.maxdeliveries('md', 3), /only 0 of 1 replicas confirmed it in time/, `call ${i + 1}`);
+    } finally {
+      await waiting.close();
+    }
+  });
+});
+
 describe('a reset racing a put on another frontend', { skip }, () => {
   it('leaves the queue the put recreated in the list', async () => {
     const url = `${redis.url}?prefix=race:`;

@@ -583,7 +583,9 @@ export class RedisStore implements Store {
       'maxdeliveries',
       name,
       () => this.scripts.maxdeliveries(...this.keys(name), num),
-      (r) => (r as number) > 0,
+      // Confirmed even when unchanged: it may be a setting whose confirmation is still on its way
+      // (a retry), and the answer must not come before the replicas have it.
+      () => true,
     )) as number;
     await this.indexed(name, r === 2);
   }
