@@ -1,7 +1,7 @@
 /** The `httpsqs` command as a subprocess: flags, start-up errors, PID file, daemon, signals. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -229,6 +229,29 @@ describe('command line', () => {
       cleanup(server.dir);
     }
     cleanup(dir);
+  });
+
+  it("a PID file of another user's, naming a process of theirs called httpsqs, does not stop the start", async (t) => {
+    // Any local user can leave /tmp/httpsqs.pid (the default -i) naming a process of their own.
+    if (process.geteuid?.() !== 0) return t.skip('needs root, to give the file to another user');
+    const dir = tempDir();
+    const pidfile = join(dir, 'planted.pid');
+    const fake = spawn('bash', ['-c', 'exec -a httpsqs sleep 30'], { stdio: 'ignore' });
+    try {
+      await waitFor(() => existsSync(`/proc/${fake.pid}/cmdline`) && readFileSync(`/proc/${fake.pid}/cmdline`, 'latin1').startsWith('httpsqs\0'), 5000);
+      writeFileSync(pidfile, `${fake.pid}\n`);
+      chownSync(pidfile, 65534, 65534);
+      const server = await startServer({ args: ['-i', pidfile] });
+      try {
+        assert.equal(readFileSync(pidfile, 'utf8').trim(), String(server.proc.pid), 'the planted file was replaced');
+      } finally {
+        await server.stop();
+        cleanup(server.dir);
+      }
+    } finally {
+      fake.kill('SIGKILL');
+      cleanup(dir);
+    }
   });
 
   it('two servers started together with the same -i: the one that finds the PID file taken once its workers are ready stops', async () => {

@@ -115,13 +115,18 @@ function isHttpsqs(pid: number): boolean {
   }
 }
 
-/** The running httpsqs (not this process) that the PID file names, if any. Only a regular file is read. */
+/** The running httpsqs (not this process) that the PID file names, if any. Only a regular file
+ * is read, and only one of this user's or root's: any local user can leave a file at the default
+ * `/tmp/httpsqs.pid`, naming a process of theirs whose command line says httpsqs, and must not
+ * keep the server from starting. */
 function pidFileOwner(file: string): number | undefined {
   let text: string;
   try {
     const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     try {
-      if (!fstatSync(fd).isFile()) return undefined;
+      const stat = fstatSync(fd);
+      if (!stat.isFile()) return undefined;
+      if (stat.uid !== 0 && stat.uid !== process.geteuid?.()) return undefined;
       const buf = Buffer.alloc(32);
       text = buf.toString('latin1', 0, readSync(fd, buf));
     } finally {
