@@ -386,6 +386,29 @@ describe('dashboard with passwords', { skip }, () => {
   });
 });
 
+describe('dashboard with a password in its address', { skip }, () => {
+  it('takes auth= from the address, then takes it out of the address and the history', async () => {
+    const server = await startServer({ args: ['-a', 'url-pass'] });
+    try {
+      await request(server.port, 'GET', '/?name=linked&opt=put&data=x&auth=url-pass');
+      const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard?auth=url-pass&x=1#/q/linked`);
+      await page.locator('#queue-name').waitFor();
+      assert.equal(await page.locator('#queue-name').textContent(), 'linked');
+      assert.equal(page.url(), `http://127.0.0.1:${server.port}/dashboard?x=1#/q/linked`);
+      await page.goBack();
+      assert.equal(page.url(), 'about:blank', 'the address with the password was replaced, not kept behind');
+      // The tab keeps it: the page works without it in the address.
+      await page.goto(`http://127.0.0.1:${server.port}/dashboard`);
+      await page.locator('tr[data-queue="linked"]').waitFor();
+      assert.deepEqual(problems, []);
+      await page.close();
+    } finally {
+      await server.stop();
+      cleanup(server.dir);
+    }
+  });
+});
+
 /** The y of each point of a chart's polyline (the chart's data, scaled: a larger rate is higher). */
 async function ys(line: Locator): Promise<number[]> {
   const points = (await line.getAttribute('points')) ?? '';

@@ -72,7 +72,15 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
 "use strict";
 const app = document.getElementById('app');
 const params = new URLSearchParams(location.search);
-let auth = sessionStorage.getItem('httpsqs-auth') ?? params.get('auth') ?? '';
+// A password given in the address (/dashboard?auth=...) is kept for this tab and taken out of the
+// address, so that it stays in neither the browser's history nor the address bar.
+if (params.has('auth')) {
+  sessionStorage.setItem('httpsqs-auth', params.get('auth'));
+  params.delete('auth');
+  const rest = params.toString();
+  history.replaceState(history.state, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
+}
+let auth = sessionStorage.getItem('httpsqs-auth') ?? '';
 let adminAuth = sessionStorage.getItem('httpsqs-admin-auth') ?? '';
 const SAMPLES = 300; // polls kept per queue (5 minutes at one a second)
 const samples = new Map(); // key -> [{t, putpos, getpos, maxqueue}]
