@@ -6,6 +6,7 @@
  * taken once, not summed.
  */
 import { isUtf8 } from 'node:buffer';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValueWithName } from 'prom-client';
 import { unread } from '../queue/ring.js';
 import { everyQueue, isInitial, type QueueStatus, type Store } from '../store/store.js';
@@ -39,6 +40,10 @@ const OPTS = new Set([
 /** Queues whose depth a scrape reports, and whose counts it keeps, at most (a label per queue;
  * more would swamp Prometheus, and any client can name new queues). */
 const MAX_QUEUES = 10_000;
+/** The most of the time that making /metrics texts may take, one after another. */
+const RENDER_SHARE = 0.2;
+/** The longest pause between two texts (a scrape waits no longer than that for its own). */
+const RENDER_PAUSE_MS = 5000;
 
 interface QueueCounts {
   put: number;
@@ -284,8 +289,27 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   // Scrapes that come while one is collected share its text, one Buffer: each reads every queue's
   // depth (fifty at once took the event loop from every other request for a minute), and the text
   // of 10,000 queues is megabytes, which each copy would hold again.
+  // And a text is made at most a fifth of the time (RENDER_SHARE): one of 10,000 queues holds the
+  // event loop for over 100 ms, and a few clients asking again as soon as each answer came kept it
+  // making texts back to back, every other request waiting behind them (a put took a second).
+  // A scrape that comes sooner waits for the next text; Prometheus, scraping every few seconds,
+  // never does.
+  // (The process's CPU time is what counts, not the time the text took: one read from Redis, or
+  // gathered from the workers, mostly waits. The pause is at most RENDER_PAUSE_MS.)
   let rendering: Promise<Buffer> | undefined;
-  const render = async () => Buffer.from(await (opts.fromCluster ? opts.fromCluster() : registry.metrics()));
+  let nextAt = 0;
+  const render = async () => {
+    const wait = nextAt - performance.now();
+    if (wait > 0) await sleep(wait);
+    const cpu = process.cpuUsage();
+    try {
+      return Buffer.from(await (opts.fromCluster ? opts.fromCluster() : registry.metrics()));
+    } finally {
+      const used = process.cpuUsage(cpu);
+      const ms = (used.user + used.system) / 1000;
+      nextAt = performance.now() + Math.min(RENDER_PAUSE_MS, ms * (1 / RENDER_SHARE - 1));
+    }
+  };
 
   return {
     registry,
