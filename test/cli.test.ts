@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { flagTable, helpText, parseConfig } from '../src/cli/options.js';
-import { configureLog } from '../src/cli/log.js';
+import { configureLog, readable } from '../src/cli/log.js';
 import { dropNotice, failureLog } from '../src/cli/serve.js';
 import { holderOf } from '../src/store/lock.js';
 import { noRedis, startRedis } from './redis-servers.js';
@@ -630,5 +630,9 @@ describe('HTTP connections', () => {
       await server.stop();
       cleanup(server.dir);
     }
+  });
+  it("a log line read on a terminal shows a message's control characters escaped (a queue name a client chose), keeping its newlines", () => {
+    const line = JSON.stringify({ time: 't', level: 50, msg: 'queue "a\x1b]0;owned\x07\x9b2J" failed', err: { stack: 'Error: x\n    at y\x1b[31m' } });
+    assert.equal(readable(line), 't ERROR queue "a\\x1b]0;owned\\x07\\x9b2J" failed\nError: x\n    at y\\x1b[31m\n');
   });
 });

@@ -11,12 +11,17 @@ import { errorMessage } from '../errors.js';
 
 export const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const satisfies readonly Level[];
 
+/** Control characters other than newline and tab (C0, DEL, C1), shown escaped on a terminal. */
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
+const shown = (text: string) => text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
 /** A line of the log as a person reads it: time, level and message (which says what the fields
- * say), and an error's stack. */
+ * say), and an error's stack. A message may carry what a client sent (a queue name in an error):
+ * its control characters are shown escaped, not sent to the terminal to act on. */
 export function readable(json: string): string {
   const { time, level, msg, err } = JSON.parse(json) as { time: string; level: number; msg: string; err?: { stack?: string } };
   const name = (pino.levels.labels[level] ?? String(level)).toUpperCase();
-  return `${time} ${name.padEnd(5)} ${msg}${err?.stack ? `\n${err.stack}` : ''}\n`;
+  return `${time} ${name.padEnd(5)} ${shown(msg)}${err?.stack ? `\n${shown(err.stack)}` : ''}\n`;
 }
 
 const toTerminal: DestinationStream = { write: (line: string) => void process.stderr.write(readable(line)) };
