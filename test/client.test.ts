@@ -519,6 +519,7 @@ describe('HttpsqsClient', () => {
     const fake = http.createServer((req, res) => {
       const url = req.url!;
       if (url.includes('name=sized')) return res.writeHead(200, { Pos: '1', 'Content-Length': chunk.length }).end(chunk);
+      if (url.includes('name=small')) return res.writeHead(200, { Pos: '1', 'Content-Length': 100 }).end(chunk.subarray(0, 100));
       if (url.includes('name=chunked')) return res.writeHead(200, { Pos: '1' }).end(chunk);
       if (url.includes('name=huge')) return res.writeHead(200, { Pos: '1', 'Content-Length': 64 * 2 ** 20 + 1 }).flushHeaders(); // the body never comes
       res.writeHead(200, { Pos: '1' });
@@ -543,6 +544,20 @@ describe('HttpsqsClient', () => {
       await assert.rejects(under.get('chunked'), over);
       await assert.rejects(under.get('endless'), over);
       await endless; // the server saw the connection closed
+      // A reply that arrived whole, its length over the limit: the call throws, and nothing is
+      // left to throw later (an uncaught exception would end the process).
+      const tiny = new HttpsqsClient({ url, maxReplyBytes: 10 });
+      const uncaught: unknown[] = [];
+      const onUncaught = (err: unknown) => uncaught.push(err);
+      process.prependListener('uncaughtException', onUncaught);
+      try {
+        await assert.rejects(tiny.get('small'), /^ProtocolError: the reply was over the limit of 10 bytes \(maxReplyBytes\)$/);
+        await sleep(100);
+      } finally {
+        process.removeListener('uncaughtException', onUncaught);
+        await tiny.close();
+      }
+      assert.deepEqual(uncaught, []);
       // By default, 64 MiB: a reply that says it is longer is not waited for.
       const byDefault = new HttpsqsClient({ url });
       await assert.rejects(byDefault.get('huge'), /^ProtocolError: the reply was over the limit of 67108864 bytes \(maxReplyBytes\)$/);

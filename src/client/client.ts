@@ -344,6 +344,9 @@ export class HttpsqsClient {
   private async bodyOf(res: Dispatcher.ResponseData): Promise<Buffer> {
     const limit = this.maxReplyBytes;
     const over = () => {
+      // A body not yet read has no 'error' listener: the abort that destroying it emits (when the
+      // whole reply had already arrived) would otherwise be an uncaught exception.
+      res.body.on('error', () => {});
       res.body.destroy();
       return new ProtocolError(`the reply was over the limit of ${limit} bytes (maxReplyBytes)`, '', res.statusCode);
     };
