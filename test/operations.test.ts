@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../src/cli/options.js';
 import { cleanup, freePort, needsTool, request, ROOT, runCli, spawnCli, startServer, tempDir, waitFor, workerPids } from './helpers.js';
@@ -309,6 +309,25 @@ describe('packaging', () => {
     assert.equal(execFileSync(join(prefix, 'bin', 'httpsqs'), ['--version'], { encoding: 'utf8' }), `httpsqs ${VERSION}\n`);
     assert.ok(execFileSync(join(prefix, 'bin', 'httpsqs-cli'), ['--version'], { encoding: 'utf8' }).includes(VERSION));
     cleanup(prefix);
+  });
+
+  it('the package holds what its maps, bins and exports name, and no tests, benchmarks or examples', () => {
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const files = new Set((JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path));
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+      exports: Record<string, string | Record<string, string>>;
+    };
+    const named = [...Object.values(pkg.bin), ...Object.values(pkg.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e)))];
+    for (const f of named) assert.ok(files.has(f.replace(/^\.\//, '')), `${f} is in the package`);
+    for (const f of files) {
+      assert.doesNotMatch(f, /^(test|bench|scripts|examples|dist\/(test|bench|scripts|examples))\//, `${f} is not for the package`);
+      if (!f.endsWith('.map')) continue;
+      // A map whose sources are missing makes bundlers and debuggers warn about every file.
+      const { sources } = JSON.parse(readFileSync(join(ROOT, f), 'utf8')) as { sources: string[] };
+      for (const s of sources) assert.ok(files.has(posix.join(posix.dirname(f), s)), `${s}, the source of ${f}, is in the package`);
+    }
   });
 
   it('a global install of the packed package, as the README says, prints no install-script warning', () => {
