@@ -330,6 +330,28 @@ describe('packaging', () => {
     }
   });
 
+  it("package.json's engines asks for no older Node.js than a dependency the package installs does", () => {
+    const version = (v: string) => (v.match(/\d+/g) ?? []).map(Number).concat(0, 0, 0).slice(0, 3);
+    const atLeast = (a: number[], b: number[]) => a[0]! - b[0]! || a[1]! - b[1]! || a[2]! - b[2]! || 0;
+    const ours = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    assert.match(ours, /^>=\s*\d+(\.\d+){0,2}$/);
+    const min = version(ours);
+    // Our oldest version satisfies one of each range's alternatives (">=20.18.1", "^18 || >=20").
+    const takes = (range: string) =>
+      range.split('||').some((alt) => {
+        const a = alt.trim();
+        if (a.startsWith('^')) return version(a)[0] === min[0] && atLeast(min, version(a)) >= 0;
+        return a.startsWith('>=') && atLeast(min, version(a)) >= 0;
+      });
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { dev?: boolean; engines?: { node?: string } }>;
+    };
+    for (const [path, p] of Object.entries(lock.packages)) {
+      if (!path || p.dev || !p.engines?.node) continue;
+      assert.ok(takes(p.engines.node), `${path} needs Node.js ${p.engines.node}, older than the package's engines (${ours}) says`);
+    }
+  });
+
   it('a global install of the packed package, as the README says, prints no install-script warning', () => {
     const dir = tempDir('httpsqs-pack-');
     // Without prepack's build, which would rewrite dist/ under the tests running beside this one.
