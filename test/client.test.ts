@@ -425,6 +425,11 @@ describe('HttpsqsClient', () => {
     for (const timeout of [0, -1, Number.NaN]) assert.throws(() => new HttpsqsClient({ timeout }), RangeError);
   });
 
+  it('connections is a whole number of at least 1 (0 would be no limit, a fraction a limit rounded up)', () => {
+    for (const connections of [0, -1, 1.5, Number.NaN]) assert.throws(() => new HttpsqsClient({ connections }), RangeError);
+    assert.doesNotThrow(() => new HttpsqsClient({ connections: 1 }).close());
+  });
+
   it('consume and messages refuse a wait under 1 s, which would poll an empty queue in a tight loop', async () => {
     for (const wait of [0, 0.5]) {
       await assert.rejects(

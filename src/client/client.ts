@@ -22,8 +22,9 @@ export interface ClientOptions {
   /** Milliseconds the server may stay silent, before its answer and between its parts; a long poll
    * gets its `wait` on top; at least 1. @default 10000 */
   timeout?: number;
-  /** Keep-alive connections held open to the server at most. By default there is no limit, so that
-   * long polls never hold up other requests (consume() keeps one open per unit of concurrency). */
+  /** Keep-alive connections held open to the server at most, a whole number, at least 1. By default
+   * there is no limit, so that long polls never hold up other requests (consume() keeps one open
+   * per unit of concurrency). */
   connections?: number;
   /** The server is the C HTTPSQS: messages are sent percent-encoded (it URL-decodes every body and
    * knows no `application/octet-stream`). Otherwise they go as they are, as octet-stream. */
@@ -277,7 +278,12 @@ export class HttpsqsClient {
         `not a server URL: "${masked(given)}" (give one like http://127.0.0.1:1218, with a path if you like, without a query or credentials: the password is the auth option)`,
       );
     }
-    this.pool = new Pool(url.origin, { connections: options.connections ?? null, pipelining: 1 });
+    // undici takes 0 as no limit, a fraction as the next whole number, and refuses less than 0 with
+    // an error of its own.
+    const { connections } = options;
+    if (connections !== undefined && !(Number.isSafeInteger(connections) && connections >= 1))
+      throw new RangeError(`connections must be a whole number, at least 1, not ${connections}`);
+    this.pool = new Pool(url.origin, { connections: connections ?? null, pipelining: 1 });
     this.path = url.pathname;
     this.timeout = options.timeout ?? 10_000;
     // 0 would be no limit at all (undici's): a server that stops answering would hang the caller.
