@@ -179,7 +179,9 @@ describe('HttpsqsClient', () => {
     assert.equal(await q.ack('c-lease', m.pos, m.lease), false); // the first grant is over
     assert.equal(await q.ack('c-lease', again!.pos, again!.lease), true);
 
-    const r = await q.mput('c-batch', ['a', new Uint8Array([0, 1, 2])]);
+    // A readonly array is taken too (mput does not change it).
+    const batch = ['a', new Uint8Array([0, 1, 2])] as const;
+    const r = await q.mput('c-batch', batch);
     assert.deepEqual(r, { positions: [1, 2], full: false });
     const got = await q.mget('c-batch', 10);
     assert.deepEqual(

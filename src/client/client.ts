@@ -479,7 +479,7 @@ export class HttpsqsClient {
   /** Stores messages in one atomic call; `positions` holds those that fitted (`full` when not all
    * did). With `delay` (seconds, as for `put`) they are all handed out only from then on, and
    * `positions` are their schedule ids. */
-  async mput(name: QueueName, messages: Array<string | Uint8Array>, o: PutOptions = {}): Promise<{ positions: number[]; full: boolean }> {
+  async mput(name: QueueName, messages: ReadonlyArray<string | Uint8Array>, o: PutOptions = {}): Promise<{ positions: number[]; full: boolean }> {
     const base64 = messages.some((m) => typeof m !== 'string');
     const body = JSON.stringify(messages.map((m) => (base64 ? bytes(m).toString('base64') : m)));
     const reply = await this.call(
