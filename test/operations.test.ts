@@ -330,6 +330,18 @@ describe('packaging', () => {
     }
   });
 
+  it("every relative link of the package's documents reaches a file the package holds", () => {
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const files = new Set((JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path));
+    for (const doc of [...files].filter((f) => f.endsWith('.md'))) {
+      for (const [, target] of readFileSync(join(ROOT, doc), 'utf8').matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
+        if (/^[a-z]+:/i.test(target!)) continue;
+        assert.ok(files.has(posix.join(posix.dirname(doc), target!)), `${doc} links to ${target}, which the package lacks`);
+      }
+    }
+  });
+
   it("package.json's engines asks for no older Node.js than a dependency the package installs does", () => {
     const version = (v: string) => (v.match(/\d+/g) ?? []).map(Number).concat(0, 0, 0).slice(0, 3);
     const atLeast = (a: number[], b: number[]) => a[0]! - b[0]! || a[1]! - b[1]! || a[2]! - b[2]! || 0;
