@@ -4,14 +4,26 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { AuthError, HttpsqsClient, LeaseLostError, NetworkError, ProtocolError, QueueFullError } from '../src/client/index.js';
-import { cleanup, type ClockedServer, clockedServer, freePort, request, ROOT, startInProcess, startServer, waitFor, type InProcessServer } from './helpers.js';
+import {
+  cleanup,
+  type ClockedServer,
+  clockedServer,
+  freePort,
+  request,
+  ROOT,
+  startInProcess,
+  startServer,
+  tempDir,
+  waitFor,
+  type InProcessServer,
+} from './helpers.js';
 
 /** Runs `fn` with a client of a server in this process whose time is a test clock. */
 async function withClock(fn: (client: HttpsqsClient, server: ClockedServer) => Promise<void>): Promise<void> {
@@ -922,6 +934,49 @@ describe('HttpsqsClient', () => {
     const pos = await q.put('c-big', big);
     assert.equal((await q.view('c-big', pos)).toString('utf8') === big, true);
   });
+});
+
+describe('the declarations a TypeScript project sees', () => {
+  // A project of its own, with httpsqs in its node_modules, as an installed package is.
+  const consumer = `import { HttpsqsClient, type ConsumeOptions, type Message } from 'httpsqs/client';
+const env = (k: string): string | undefined => process.env[k];
+const signal: AbortSignal | undefined = env('SIGNAL') ? AbortSignal.timeout(10) : undefined;
+const q = new HttpsqsClient({ url: env('HTTPSQS_URL'), auth: env('HTTPSQS_AUTH'), timeout: undefined });
+const wait = env('WAIT') ? 1 : undefined;
+export const m: Promise<Message | null> = q.get('jobs', { wait, lease: undefined, signal });
+export const p: Promise<number> = q.put('jobs', 'x', { delay: undefined, signal });
+export const o: ConsumeOptions = { concurrency: undefined, onError: undefined, signal };
+export const l = q.list({ prefix: env('PREFIX') });
+export const d = q.dead('jobs', { after: undefined });
+`;
+
+  for (const resolution of ['nodenext', 'bundler']) {
+    it(`compile with strict, exactOptionalPropertyTypes and no skipLibCheck (moduleResolution ${resolution})`, () => {
+      const dir = tempDir('httpsqs-consumer-');
+      try {
+        mkdirSync(join(dir, 'node_modules'));
+        symlinkSync(ROOT, join(dir, 'node_modules', 'httpsqs'));
+        writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+        writeFileSync(join(dir, 'index.ts'), consumer);
+        const compilerOptions = {
+          target: 'ES2022',
+          module: resolution === 'bundler' ? 'esnext' : 'nodenext',
+          moduleResolution: resolution,
+          strict: true,
+          exactOptionalPropertyTypes: true,
+          skipLibCheck: false,
+          noEmit: true,
+          typeRoots: [join(ROOT, 'node_modules', '@types')],
+          types: ['node'],
+        };
+        writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, files: ['index.ts'] }));
+        const r = spawnSync(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', dir], { encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+      } finally {
+        cleanup(dir);
+      }
+    });
+  }
 });
 
 describe('README examples', () => {

@@ -16,25 +16,25 @@ export interface ClientOptions {
   /** Where the server is: `http://host:port`, or with a path (any path reaches the queues, so a
    * server behind a proxy under `/queue/` works). A URL that is not one throws a TypeError.
    * @default 'http://127.0.0.1:1218' */
-  url?: string;
+  url?: string | undefined;
   /** The server's password (`-a`), sent as `auth=`. */
-  auth?: string;
+  auth?: string | undefined;
   /** Milliseconds the server may stay silent, before its answer and between its parts; a long poll
    * gets its `wait` on top; at least 1. @default 10000 */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Keep-alive connections held open to the server at most, a whole number, at least 1. By default
    * there is no limit, so that long polls never hold up other requests (consume() keeps one open
    * per unit of concurrency). */
-  connections?: number;
+  connections?: number | undefined;
   /** The server is the C HTTPSQS: messages are sent percent-encoded (it URL-decodes every body and
    * knows no `application/octet-stream`). Otherwise they go as they are, as octet-stream. */
-  reference?: boolean;
+  reference?: boolean | undefined;
   /** The most bytes a reply's body may have: one over it is not read further (the connection is
    * dropped) and the call throws a `ProtocolError` saying the reply was over the limit. It is
    * above the server's 32 MiB limits on a message and on a reply by default, with room for the
    * base64 and JSON of mget, dead and view with num; raise it with the server's
    * `--max-message-bytes` or `--max-reply-bytes`. At least 1. @default 67108864 (64 MiB) */
-  maxReplyBytes?: number;
+  maxReplyBytes?: number | undefined;
 }
 
 /** A queue's state, as `status_json` gives it. The extensions' counts are 0 where the server
@@ -92,8 +92,8 @@ export interface PutOptions {
   /** Whole seconds (up to 2,592,000: 30 days) before the message is handed out. It is stored at
    * once, outside the ring, and the schedule id returned is the `pos` it is delivered with later;
    * 0 or absent: a plain put. */
-  delay?: number;
-  signal?: AbortSignal;
+  delay?: number | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 /** A dead letter (`dead()`): a message whose lease ended `maxdeliveries` times. */
@@ -110,10 +110,10 @@ export interface DeadLetter {
 
 export interface GetOptions {
   /** Seconds to wait for a message when the queue is empty (long polling). */
-  wait?: number;
+  wait?: number | undefined;
   /** Seconds to lease the message for: it comes back unless acked in time. */
-  lease?: number;
-  signal?: AbortSignal;
+  lease?: number | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 /** The default wait of a long poll, refused by a server whose `--max-wait` is lower (it answers
@@ -184,21 +184,21 @@ function pollOptions(what: string, o: { wait?: number; lease?: number }): void {
 
 export interface ConsumeOptions {
   /** Messages handled at the same time. @default 1 */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /** Seconds a message is leased for: whole seconds, 1 to 86,400 (another throws a RangeError).
    * While its handler runs the lease is extended every half of that, so a long job keeps its
    * message; a consumer that dies lets it come back within that time. @default 60 */
-  lease?: number;
+  lease?: number | undefined;
   /** Seconds each long poll waits, at least 1. @default 20 */
-  wait?: number;
+  wait?: number | undefined;
   /** Stops consuming: polls end at once, running handlers finish and are acked. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Called with what a handler threw (the message is then given back: see consume()), with a
    * failed ack or nack (one tried again, with a growing pause, until the message's lease would
    * end) or extension (the lease then runs out and the message comes back), and with
    * a `LeaseLostError` when a message's lease ended before it was settled (it may be delivered
    * again); by default they are ignored. */
-  onError?: (err: unknown, message: Message) => void;
+  onError?: ((err: unknown, message: Message) => void) | undefined;
 }
 
 type Reply = { status: number; body: Buffer; headers: Record<string, string | string[] | undefined> };
@@ -508,7 +508,7 @@ export class HttpsqsClient {
   }
 
   /** One page of queues, in name order. `after` is a name, or the bytes of one (from `name64`). */
-  async list(o: { prefix?: string; after?: string | Uint8Array; limit?: number } = {}): Promise<QueueStatus[]> {
+  async list(o: { prefix?: string | undefined; after?: string | Uint8Array | undefined; limit?: number | undefined } = {}): Promise<QueueStatus[]> {
     return this.json<Array<Partial<QueueStatus>>>(await this.call({ opt: 'list', prefix: o.prefix, after: o.after, limit: o.limit }), listOf(isObject)).map(
       counted,
     );
@@ -525,7 +525,7 @@ export class HttpsqsClient {
    * first first: they are handed out ahead of newer messages, their deliveries counted afresh.
    * Resolves to how many (`count`) and how many dead letters are left (`dead`). Needs the admin
    * password when the server has one. */
-  async redrive(name: QueueName, o: { num?: number } = {}): Promise<{ count: number; dead: number }> {
+  async redrive(name: QueueName, o: { num?: number | undefined } = {}): Promise<{ count: number; dead: number }> {
     const r = this.json<{ count: number; dead: number }>(await this.call({ name, opt: 'redrive', num: o.num }), isObject);
     return { count: r.count, dead: r.dead };
   }
@@ -539,7 +539,7 @@ export class HttpsqsClient {
   /** The queue's dead letters in `pos` order, those after `after` (a `pos`), up to `num` (1..1000,
    * by default 100; fewer when their bytes make a large reply): page on with the last one's `pos`,
    * until none come. They stay dead letters: this only reads them. */
-  async dead(name: QueueName, o: { num?: number; after?: number; signal?: AbortSignal } = {}): Promise<DeadLetter[]> {
+  async dead(name: QueueName, o: { num?: number | undefined; after?: number | undefined; signal?: AbortSignal | undefined } = {}): Promise<DeadLetter[]> {
     const reply = await this.call({ name, opt: 'dead', num: o.num, after: o.after, encoding: 'base64' }, { signal: o.signal });
     type Item = { pos: number; deliveries: number; died: number; data: string };
     return this.json<Item[]>(
@@ -549,7 +549,7 @@ export class HttpsqsClient {
   }
 
   /** Every queue (starting with `prefix`), page by page. */
-  async *queues(prefix?: string): AsyncGenerator<QueueStatus> {
+  async *queues(prefix?: string | undefined): AsyncGenerator<QueueStatus> {
     for (let after: string | Buffer | undefined; ; ) {
       const page = await this.list({ prefix, after, limit: R.MAX_BATCH });
       yield* page;
