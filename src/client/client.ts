@@ -47,7 +47,8 @@ export interface QueueStatus {
   getpos: number;
   getlap: number;
   unread: number;
-  /** Messages handed out under a lease and not yet acked. */
+  /** Messages handed out under a lease and not settled: those a consumer holds, and those nacked
+   * or whose lease ran out, which the next gets take first (they are not in `unread`). */
   leased: number;
   /** Messages waiting outside the ring: delayed puts not handed out yet (due or not), and dead
    * letters a redrive made deliverable again. */
