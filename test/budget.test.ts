@@ -416,8 +416,10 @@ describe('/metrics asked for again and again', () => {
         while (performance.now() < end) texts.add(await metrics.render());
       }),
     );
-    // Back to back, that is some 50 texts in 2 s; a fifth of the time, about 10.
-    assert.ok(texts.size <= 15, `${texts.size} texts made in 2 s`);
+    // Back to back, that is some 50 texts in 2 s; a fifth of the time, about 10. (The pause follows
+    // the CPU a text took, and the loop above runs by the clock: on a loaded machine, where it gets
+    // a share of a core, the pauses are shorter, up to 25 texts at a quarter of a core.)
+    assert.ok(texts.size <= 30, `${texts.size} texts made in 2 s`);
   });
 });
 

@@ -1,7 +1,7 @@
 /** What the journal's test files share: directories, a store of small segments, crash images,
  * and looks inside the engine. */
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { after } from 'node:test';
@@ -27,8 +27,17 @@ export const open = (path: string, extra: Partial<JournalOptions> = {}) =>
 /** What a crash would leave of a running store: its files as they are now. */
 export function crashImage(from: string): string {
   const to = dir();
-  cpSync(join(from, 'journal'), join(to, 'journal'), { recursive: true });
-  return to;
+  // A checkpoint being written may be renamed into place between the listing and its copy: a file
+  // gone meanwhile is one the image should not hold, so the copy is made again.
+  for (let tries = 1; ; tries++) {
+    try {
+      cpSync(join(from, 'journal'), join(to, 'journal'), { recursive: true });
+      return to;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || tries === 5) throw err;
+      rmSync(join(to, 'journal'), { recursive: true, force: true });
+    }
+  }
 }
 
 export const segFile = (d: string, id = 1) => join(d, 'journal', `${String(id).padStart(10, '0')}.seg`);
