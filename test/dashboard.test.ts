@@ -322,6 +322,20 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('a queue page with a 256-byte name is no wider than the window', async () => {
+    const long = 'L'.repeat(256);
+    await put(server.port, long, 'm');
+    for (const width of [390, 1024]) {
+      const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard#/q/${long}`, { viewport: { width, height: 900 } });
+      await page.locator('#queue-name').waitFor();
+      assert.equal(await page.locator('#queue-name').textContent(), long);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `the page is ${overflow}px wider than the window at ${width}px`);
+      assert.deepEqual(problems, []);
+      await page.close();
+    }
+  });
+
   it('stays usable with 10,000 queues: search, sort and paging', async () => {
     const clients = Array.from({ length: 8 }, () => keepAliveClient(server.port, 1));
     await Promise.all(

@@ -28,7 +28,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px; margin-bottom: 16px; }
   .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
   .card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-  .card .v { font-size: 22px; font-variant-numeric: tabular-nums; }
+  .card .v { font-size: 22px; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
   .panel { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 14px; margin-bottom: 16px; }
   .panel h2 { margin: 0 0 10px; font-size: 15px; }
   .toolbar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; margin-bottom: 10px; }
@@ -298,12 +298,15 @@ async function renderQueue(ref, byTimer) {
     catch (err) { if (err instanceof AuthNeeded) { askAdmin(); return; } notice = { ok: false, text: label + ': ' + err.message }; }
     await refresh();
   };
+  // A long name (up to 256 bytes, often without a space) takes a row of its own and wraps.
+  const nameCard = card('queue', ref.name, 'queue-name');
+  if (ref.name.length > 24) nameCard.style.gridColumn = '1 / -1';
   // Asked again after the fetches: typing, a press or a selection may have begun while they ran.
   if (leaveAsIs(byTimer)) return;
   app.replaceChildren(
     el('p', {}, el('a', { class: 'q', href: '#', text: '‹ all queues' })),
     ...(notice ? [el('div', { class: 'notice' + (notice.ok ? ' ok' : ''), id: 'notice', text: notice.text })] : []),
-    el('div', { class: 'cards' }, card('queue', ref.name, 'queue-name'), card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased), 'queue-leased'), card('delayed', delayed.toLocaleString('en'), 'queue-delayed'), card('dead letters', dead.toLocaleString('en'), 'queue-dead', dead ? 'some' : ''), card('max deliveries', maxdeliveries ? String(maxdeliveries) : 'off', 'queue-maxdeliveries'), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
+    el('div', { class: 'cards' }, nameCard, card('unread', s.unread.toLocaleString('en'), 'queue-unread'), card('leased', String(leased), 'queue-leased'), card('delayed', delayed.toLocaleString('en'), 'queue-delayed'), card('dead letters', dead.toLocaleString('en'), 'queue-dead', dead ? 'some' : ''), card('max deliveries', maxdeliveries ? String(maxdeliveries) : 'off', 'queue-maxdeliveries'), card('put pos', s.putpos + ' (lap ' + s.putlap + ')', 'queue-putpos'), card('get pos', String(s.getpos), 'queue-getpos'), card('maxqueue', s.maxqueue.toLocaleString('en'), 'queue-maxqueue')),
     el('div', { class: 'panel' }, el('h2', {}, 'Rates ', el('span', { class: 'legend' }, el('span', { class: 'put', text: '— put' }), ' ', el('span', { class: 'get', text: '— get' }))), chart(queueRates(ref))),
     el('div', { class: 'panel' }, el('h2', { text: 'Actions' }),
       el('div', { class: 'toolbar' }, putInput, el('button', { id: 'put-button', onclick: () => act('put', () => api({ name, opt: 'put' }, { method: 'POST', body: encodeURIComponent(putInput.value || 'test message') })) }, 'Put message')),
