@@ -336,6 +336,20 @@ describe('dashboard', { skip }, () => {
     }
   });
 
+  it('a queue page with dead letters is no wider than a phone', async () => {
+    const ask = async (query: string) => (await request(server.port, 'GET', `/?name=dead-phone&${query}`)).body.toString();
+    await ask('opt=maxdeliveries&num=1');
+    await ask('opt=put&data=poison');
+    const poison = await request(server.port, 'GET', '/?name=dead-phone&opt=get&lease=60');
+    assert.equal(await ask(`opt=nack&pos=${poison.headers.pos}`), 'HTTPSQS_NACK_OK');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard#/q/dead-phone`, { viewport: { width: 375, height: 800 } });
+    await page.locator('#dead-letters tr[data-dead]').waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('stays usable with 10,000 queues: search, sort and paging', async () => {
     const clients = Array.from({ length: 8 }, () => keepAliveClient(server.port, 1));
     await Promise.all(
