@@ -393,12 +393,27 @@ describe('dashboard with passwords', { skip }, () => {
       await request(server.port, 'GET', '/?name=guarded&opt=put&data=x&auth=user-pass');
       assert.equal((await request(server.port, 'GET', '/dashboard/info')).status, 401);
       const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+      await page.locator('#password-input').waitFor();
+      assert.equal(await page.locator('#login-refused').count(), 0, 'no password tried yet');
+      // A wrong password is said to be wrong, not just asked for again.
+      await page.fill('#password-input', 'not-it');
+      await page.press('#password-input', 'Enter');
+      await page.locator('#login-refused').waitFor();
       await page.fill('#password-input', 'user-pass');
       await page.press('#password-input', 'Enter');
       await page.locator('tr[data-queue="guarded"]').waitFor();
       await page.locator('tr[data-queue="guarded"] a').click();
       await page.locator('#reset-button').click();
       await page.locator('#admin-input').waitFor();
+      assert.equal(await page.locator('#admin-refused').count(), 0, 'no admin password tried yet');
+      assert.match((await request(server.port, 'GET', '/?name=guarded&opt=status_json&auth=user-pass')).body.toString(), /"putpos":1/);
+      // A wrong one is said to be wrong when the action is tried again with it.
+      await page.fill('#admin-input', 'not-it');
+      await page.press('#admin-input', 'Enter');
+      await page.locator('#notice', { hasText: 'Admin password set' }).waitFor();
+      await page.click('#reset-button');
+      await page.locator('#admin-refused').waitFor();
+      assert.equal(await page.locator('#notice').count(), 0, 'no "Admin password set" left up');
       assert.match((await request(server.port, 'GET', '/?name=guarded&opt=status_json&auth=user-pass')).body.toString(), /"putpos":1/);
       await page.fill('#admin-input', 'admin-pass');
       await page.press('#admin-input', 'Enter');

@@ -325,18 +325,24 @@ async function renderQueue(ref, byTimer) {
 }
 
 function askAdmin() {
+  // A password already given was refused: say so, rather than leave "Admin password set" up.
+  const refused = adminAuth !== '';
+  notice = null;
+  document.getElementById('notice')?.remove();
   const input = el('input', { type: 'password', placeholder: 'admin password', 'aria-label': 'admin password', id: 'admin-input' });
   const form = el('form', { class: 'panel', onsubmit: (e) => { e.preventDefault(); adminAuth = input.value; sessionStorage.setItem('httpsqs-admin-auth', adminAuth); notice = { ok: false, text: 'Admin password set: try the action again.' }; form.remove(); refresh(); } },
-    el('h2', { text: 'This action needs the admin password' }), el('div', { class: 'toolbar' }, input, el('button', {}, 'Use it')));
+    el('h2', { text: 'This action needs the admin password' }), ...(refused ? [el('p', { class: 'notice', role: 'alert', id: 'admin-refused', text: 'The admin password given was not accepted.' })] : []), el('div', { class: 'toolbar' }, input, el('button', {}, 'Use it')));
   app.prepend(form);
   input.focus();
 }
 
 function showLogin() {
   clearTimeout(timer);
+  // A password was sent and refused (rather than none yet): say so.
+  const refused = auth !== '';
   const input = el('input', { type: 'password', placeholder: 'password', 'aria-label': 'password', id: 'password-input' });
   app.replaceChildren(el('form', { id: 'login', class: 'panel', onsubmit: (e) => { e.preventDefault(); auth = input.value; sessionStorage.setItem('httpsqs-auth', auth); app.replaceChildren(el('p', { class: 'legend', text: 'Signing in…' })); refresh(); } },
-    el('h2', { text: 'This server needs a password' }), el('p', { class: 'legend', text: 'The one clients send as auth=.' }), el('div', { class: 'toolbar' }, input, el('button', {}, 'Sign in'))));
+    el('h2', { text: 'This server needs a password' }), el('p', { class: 'legend', text: 'The one clients send as auth=.' }), ...(refused ? [el('p', { class: 'notice', role: 'alert', id: 'login-refused', text: 'That password was not accepted.' })] : []), el('div', { class: 'toolbar' }, input, el('button', {}, 'Sign in'))));
   input.focus();
 }
 
