@@ -312,6 +312,23 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('the columns can be sorted from the keyboard', async () => {
+    await put(server.port, 'sorted-by-keys', 'm');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`);
+    await page.locator('tr[data-queue="sorted-by-keys"]').waitFor();
+    await page.focus('#search');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Queue', 'Tab goes from the search box to the first column');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('#queues th.sorted')?.textContent === 'Queue');
+    assert.equal(await page.locator('#queues th.sorted').getAttribute('aria-sort'), 'ascending');
+    // The focus stays on the header through the redraw: Enter again turns the order round.
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('#queues th.sorted')?.getAttribute('aria-sort') === 'descending');
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('reads well on a phone', async () => {
     const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { viewport: { width: 390, height: 844 } });
     await page.locator('tr[data-queue="orders"]').waitFor();

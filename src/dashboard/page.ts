@@ -42,6 +42,8 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   th:first-child, td:first-child { text-align: left; }
   td.name { max-width: 340px; overflow: hidden; text-overflow: ellipsis; }
   th { color: var(--muted); font-weight: 600; font-size: 12px; cursor: pointer; user-select: none; }
+  th button.sort { all: unset; cursor: pointer; }
+  th button.sort:focus-visible { outline: 2px solid var(--put); outline-offset: 2px; border-radius: 2px; }
   th.sorted::after { content: " ▾"; }
   th.sorted.asc::after { content: " ▴"; }
   tbody tr:hover { background: #f9fafb; }
@@ -255,7 +257,9 @@ function renderOverview() {
   const pages = Math.max(1, Math.ceil(filtered.length / view.size));
   view.page = Math.min(view.page, pages - 1);
   const rows = filtered.slice(view.page * view.size, (view.page + 1) * view.size);
-  const head = (label, sort, cls = '') => el('th', { class: cls + (view.sort === sort ? ' sorted' + (view.asc ? ' asc' : '') : ''), onclick: () => { view.asc = view.sort === sort ? !view.asc : sort === 'name'; view.sort = sort; render(); } }, label);
+  // The header sorts on a click anywhere in it; its button makes it reachable with Tab (Enter's
+  // click on the button reaches the header's handler).
+  const head = (label, sort, cls = '') => el('th', { class: cls + (view.sort === sort ? ' sorted' + (view.asc ? ' asc' : '') : ''), ...(view.sort === sort ? { 'aria-sort': view.asc ? 'ascending' : 'descending' } : {}), onclick: () => { view.asc = view.sort === sort ? !view.asc : sort === 'name'; view.sort = sort; render(); } }, el('button', { type: 'button', class: 'sort' }, label));
   const search = el('input', { type: 'search', placeholder: 'Search queues', value: view.search, 'aria-label': 'search queues', id: 'search' });
   search.addEventListener('input', () => { view.search = search.value; view.page = 0; render(); });
   app.replaceChildren(
