@@ -580,6 +580,11 @@ describe('the status dot', { skip }, () => {
     await page.route(/[?&]opt=list/, (route) => route.abort());
     await page.waitForFunction(() => document.getElementById('live')?.className === 'stale');
     assert.match((await page.locator('#facts').textContent())!, /^v\d/); // the facts last known stay
+    // In words too, not by its colour alone: the numbers on the page are old.
+    assert.match((await dot.textContent())!, /^● no answer since \d/);
+    await page.unroute(/[?&]opt=list/);
+    await page.waitForFunction(() => document.getElementById('live')?.className === '');
+    assert.equal(await dot.textContent(), '●');
     assert.deepEqual(problems, []);
     await page.close();
   });

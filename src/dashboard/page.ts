@@ -68,7 +68,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
 </style>
 </head>
 <body>
-<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live" class="connecting" title="connecting">●</span></header>
+<header><h1><a href="#">httpsqs</a></h1><span id="facts">connecting…</span><span id="live" class="connecting" title="connecting" role="status">●</span></header>
 <main id="app"></main>
 <script>
 "use strict";
@@ -387,11 +387,15 @@ async function dashboardJson(path) {
   });
 }
 
-/** The dot: grey until the server first answers, then green, or red while it does not. */
+/** The dot: grey until the server first answers, then green, or red while it does not. While
+ * red it says so in words too, and since when: the numbers on the page are the last ones known. */
+let staleSince = null;
 function live(state, title) {
   const dot = document.getElementById('live');
   dot.className = state;
   dot.title = title;
+  staleSince = state === 'stale' ? (staleSince ?? new Date()) : null;
+  dot.textContent = staleSince ? '● no answer since ' + staleSince.toLocaleTimeString() : '●';
 }
 
 /** Someone types into a form on the page (the search box re-renders as it goes): it is not redrawn. */
