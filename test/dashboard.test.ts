@@ -367,6 +367,21 @@ describe('dashboard', { skip }, () => {
     await page.close();
   });
 
+  it('at 1024 px the queue table fits its panel even with a long name, which its link holds in full', async () => {
+    const long = 'M'.repeat(200);
+    await put(server.port, long, 'm');
+    const { page, problems } = await open(`http://127.0.0.1:${server.port}/dashboard`, { viewport: { width: 1024, height: 800 } });
+    await page.locator(`tr[data-queue="${long}"]`).waitFor();
+    assert.equal(await page.locator(`tr[data-queue="${long}"] a`).getAttribute('title'), long);
+    const over = await page.evaluate(() => {
+      const table = document.getElementById('queues')!;
+      return table.scrollWidth - table.parentElement!.clientWidth;
+    });
+    assert.ok(over <= 0, `the table is ${over}px wider than its panel: the rates are out of sight`);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('stays usable with 10,000 queues: search, sort and paging', async () => {
     const clients = Array.from({ length: 8 }, () => keepAliveClient(server.port, 1));
     await Promise.all(

@@ -60,6 +60,8 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   .ok { background: #ecfdf3; color: #067647; }
   #login { max-width: 360px; margin: 60px auto; }
   svg { display: block; width: 100%; }
+  /* Below the page's full width, a long name gives way for the rates (its title holds it all). */
+  @media (max-width: 1199px) { td.name { max-width: 160px; } }
   @media (max-width: 700px) {
     .wide { display: none; }
     main { padding: 12px; }
@@ -270,7 +272,7 @@ function renderOverview() {
       el('div', { style: 'overflow-x:auto' }, el('table', { id: 'queues' },
         el('thead', {}, el('tr', {}, head('Queue', 'name'), head('Unread', 'unread'), head('Leased', 'leased'), head('Delayed', 'delayed'), head('Dead', 'dead'), head('Put pos', 'putpos', 'wide'), head('Get pos', 'getpos', 'wide'), el('th', { class: 'wide', text: 'Laps' }), head('Maxqueue', 'maxqueue', 'wide'), head('Puts/s', 'put'), head('Gets/s', 'get'), el('th', { text: 'Rates' }))),
         el('tbody', {}, ...rows.map((q) => { const r = latest(q); return el('tr', { 'data-queue': q.name },
-          el('td', { class: 'name' }, el('a', { class: 'q', href: q.name64 ? '#/b/' + encodeURIComponent(q.name64) : '#/q/' + encodeURIComponent(q.name), text: q.name })),
+          el('td', { class: 'name' }, el('a', { class: 'q', href: q.name64 ? '#/b/' + encodeURIComponent(q.name64) : '#/q/' + encodeURIComponent(q.name), title: q.name, text: q.name })),
           el('td', { class: 'unread', text: q.unread.toLocaleString('en') }), el('td', { class: 'leased', text: q.leased }),
           el('td', { class: 'delayed', text: (q.delayed ?? 0).toLocaleString('en') }), el('td', { class: 'dead' + (q.dead ? ' some' : ''), text: (q.dead ?? 0).toLocaleString('en') }),
           el('td', { class: 'wide', text: q.putpos }), el('td', { class: 'wide', text: q.getpos }), el('td', { class: 'wide', text: q.putlap + '/' + q.getlap }), el('td', { class: 'wide', text: q.maxqueue.toLocaleString('en') }),
