@@ -337,16 +337,12 @@ it('a header value with a long run of spaces inside is read in time linear in it
   }
 });
 
+/** A server's limits for the tests of a stop: long time limits, a short grace time. */
+const STOPPING = { maxHeaderBytes: 1024, maxBodyBytes: 100, keepAliveMs: 5000, headersMs: 5000, bodyMs: 5000, stopGraceMs: 200 };
+
 it('a stop lets a reply still being read arrive whole (its messages are taken); what else is busy goes after the grace time', async () => {
   const BODY = Buffer.alloc(8 * 2 ** 20, 'r');
-  const http = createHttpServer((req) => (req.target === '/big' ? { status: 200, head: '', body: BODY } : new Promise<never>(() => {})), {
-    maxHeaderBytes: 1024,
-    maxBodyBytes: 100,
-    keepAliveMs: 5000,
-    headersMs: 5000,
-    bodyMs: 5000,
-    stopGraceMs: 200,
-  });
+  const http = createHttpServer((req) => (req.target === '/big' ? { status: 200, head: '', body: BODY } : new Promise<never>(() => {})), STOPPING);
   await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));
   const port = (http.server.address() as net.AddressInfo).port;
   // A reader of about 6 MB/s: the 8 MiB reply takes over a second, well past the grace time.
@@ -377,14 +373,7 @@ it('a stop lets a small reply still in the socket buffer, on a connection otherw
   // while the reply waits in the socket for a client that is not reading (its buffers are full).
   const REPLY = Buffer.alloc(10_000, 'm');
   let served = 0;
-  const http = createHttpServer(() => (served++, { status: 200, head: '', body: REPLY }), {
-    maxHeaderBytes: 1024,
-    maxBodyBytes: 100,
-    keepAliveMs: 5000,
-    headersMs: 5000,
-    bodyMs: 5000,
-    stopGraceMs: 200,
-  });
+  const http = createHttpServer(() => (served++, { status: 200, head: '', body: REPLY }), STOPPING);
   let inside: net.Socket | undefined;
   http.server.on('connection', (s: net.Socket) => (inside = s));
   await new Promise<void>((r) => http.server.listen(0, '127.0.0.1', r));

@@ -15,6 +15,45 @@ import { TestClock } from './clock.js';
 import { freePort, request, runCli, startServer } from './helpers.js';
 import { b, SEG, dir, open, crashImage, segFile, segments, sizeOf, inside, churn } from './journal-helpers.js';
 
+/** A journal of queue `old` (a, b, c put; a leased) whose checkpoint is of an earlier version. */
+async function earlierJournal(version: 1 | 3) {
+  const d = dir();
+  const s = await open(d);
+  await s.putMany('old', ['a', 'b', 'c'].map(b));
+  const g = await s.get('old', 3_600_000);
+  await s.close();
+  const file = join(d, 'journal', 'checkpoint');
+  writeFileSync(file, asEarlierVersion(decodeCheckpoint(readFileSync(file)), version));
+  return { d, g, file };
+}
+
+/** A checkpoint's state as an earlier version wrote it: version 1 (no maxdeliveries, slot cursor
+ * nor slots) or 3 (no granted deadline after a lease's deliveries). */
+function asEarlierVersion(c: ReturnType<typeof decodeCheckpoint>, version: 1 | 3): Buffer {
+  const parts: Buffer[] = [];
+  const u32 = (n: number) => void parts.push(Buffer.from(new Uint32Array([n]).buffer));
+  const f64 = (n: number) => void parts.push(Buffer.from(new Float64Array([n]).buffer));
+  const size = () => parts.reduce((n, p) => n + p.length, 0);
+  [0x4a515348, version, c.seg, c.off, c.segments.length].forEach(u32);
+  for (const sg of c.segments) [u32(sg.id), u32(sg.size), f64(sg.live)];
+  u32(c.queues.length);
+  for (const q of c.queues) {
+    parts.push(Buffer.from([q.name.length & 255, q.name.length >> 8]), Buffer.from(q.name, 'latin1'));
+    const slots = version >= 2;
+    [q.s.putpos, q.s.getpos, q.s.maxqueue, ...(slots ? [q.s.maxdeliveries ?? 0, q.slotCursor] : []), q.leases.length].forEach(u32);
+    for (const [pos, l] of q.leases) [u32(pos), f64(l.deadline), u32(l.deliveries)];
+    for (const entries of slots ? [q.entries, q.slots] : [q.entries]) {
+      u32(entries.length);
+      if (size() % 4) parts.push(Buffer.alloc(4 - (size() % 4)));
+      parts.push(Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength));
+    }
+  }
+  const body = Buffer.concat(parts);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32LE(crc32(body, 0, body.length));
+  return Buffer.concat([body, crc]);
+}
+
 describe('journal: delayed messages and dead letters', () => {
   /** Everything a queue holds, as export sees it (`from`: stored messages from that position on). */
   async function holding(s: JournalStore, name: string, from = 0) {
@@ -234,34 +273,8 @@ describe('journal: delayed messages and dead letters', () => {
   });
 
   it('a checkpoint of version 1 (before slots and maxdeliveries) is still read', async () => {
-    const d = dir();
-    let s = await open(d);
-    await s.putMany('old', ['a', 'b', 'c'].map(b));
-    const g = await s.get('old', 3_600_000);
-    await s.close();
-    const file = join(d, 'journal', 'checkpoint');
-    const c = decodeCheckpoint(readFileSync(file));
-    // The same state, as version 1 wrote it.
-    const parts: Buffer[] = [];
-    const u32 = (n: number) => void parts.push(Buffer.from(new Uint32Array([n]).buffer));
-    const f64 = (n: number) => void parts.push(Buffer.from(new Float64Array([n]).buffer));
-    const size = () => parts.reduce((n, p) => n + p.length, 0);
-    [0x4a515348, 1, c.seg, c.off, c.segments.length].forEach(u32);
-    for (const sg of c.segments) [u32(sg.id), u32(sg.size), f64(sg.live)];
-    u32(c.queues.length);
-    for (const q of c.queues) {
-      parts.push(Buffer.from([q.name.length & 255, q.name.length >> 8]), Buffer.from(q.name, 'latin1'));
-      [q.s.putpos, q.s.getpos, q.s.maxqueue, q.leases.length].forEach(u32);
-      for (const [pos, l] of q.leases) [u32(pos), f64(l.deadline), u32(l.deliveries)];
-      u32(q.entries.length);
-      if (size() % 4) parts.push(Buffer.alloc(4 - (size() % 4)));
-      parts.push(Buffer.from(q.entries.buffer, q.entries.byteOffset, q.entries.byteLength));
-    }
-    const body = Buffer.concat(parts);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32LE(crc32(body, 0, body.length));
-    writeFileSync(file, Buffer.concat([body, crc]));
-    s = await open(d);
+    const { d, g } = await earlierJournal(1);
+    const s = await open(d);
     assert.equal(inside<number>(s, 'replayed'), 0);
     assert.deepEqual(await s.status('old'), { putpos: 3, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
     assert.deepEqual(await s.leases('old'), [{ pos: 1, lease: { deadline: g!.lease ? Number(g!.lease.split('-')[1]) : 0, deliveries: 1 } }]);
@@ -273,35 +286,8 @@ describe('journal: delayed messages and dead letters', () => {
   });
 
   it('a journal of an earlier version gets a checkpoint of this one at start, before any write: an earlier version refuses it rather than drop the records it does not know', async () => {
-    const d = dir();
-    let s = await open(d);
-    await s.putMany('old', ['a', 'b', 'c'].map(b));
-    const g = await s.get('old', 3_600_000);
-    await s.close();
-    const file = join(d, 'journal', 'checkpoint');
-    const c = decodeCheckpoint(readFileSync(file));
-    // The same state, as version 3 wrote it (no granted deadline after a lease's deliveries).
-    const parts: Buffer[] = [];
-    const u32 = (n: number) => void parts.push(Buffer.from(new Uint32Array([n]).buffer));
-    const f64 = (n: number) => void parts.push(Buffer.from(new Float64Array([n]).buffer));
-    const size = () => parts.reduce((n, p) => n + p.length, 0);
-    [0x4a515348, 3, c.seg, c.off, c.segments.length].forEach(u32);
-    for (const sg of c.segments) [u32(sg.id), u32(sg.size), f64(sg.live)];
-    u32(c.queues.length);
-    for (const q of c.queues) {
-      parts.push(Buffer.from([q.name.length & 255, q.name.length >> 8]), Buffer.from(q.name, 'latin1'));
-      [q.s.putpos, q.s.getpos, q.s.maxqueue, q.s.maxdeliveries ?? 0, q.slotCursor, q.leases.length].forEach(u32);
-      for (const [pos, l] of q.leases) [u32(pos), f64(l.deadline), u32(l.deliveries)];
-      for (const entries of [q.entries, q.slots]) {
-        u32(entries.length);
-        if (size() % 4) parts.push(Buffer.alloc(4 - (size() % 4)));
-        parts.push(Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength));
-      }
-    }
-    const body = Buffer.concat(parts);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32LE(crc32(body, 0, body.length));
-    writeFileSync(file, Buffer.concat([body, crc]));
+    const { d, g, file } = await earlierJournal(3);
+    let s: JournalStore;
     assert.equal(decodeCheckpoint(readFileSync(file)).version, 3);
     s = await open(d);
     assert.equal(decodeCheckpoint(readFileSync(file)).version, 4, 'the checkpoint on disk is of this version once the journal is open');
