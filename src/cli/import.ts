@@ -142,24 +142,25 @@ export class Importer {
     // Memory stays flat however many leases a queue has (delayed messages and dead letters too).
     if (this.held.length >= BATCH) {
       await this.flush(false);
-      this.wrote = true;
-      await this.store.restore(this.name!, { leases: this.held });
+      await this.write({ leases: this.held });
       this.held = [];
       this.leasesWritten = true;
     }
   }
 
+  /** Writes records of the queue being written. */
+  private write(records: Parameters<Store['restore']>[1]): Promise<void> {
+    this.wrote = true;
+    return this.store.restore(this.name!, records);
+  }
+
   async flush(end: boolean): Promise<void> {
     if (this.name === undefined) return;
-    if (this.batch.length) {
-      this.wrote = true;
-      await this.store.restore(this.name, { messages: this.batch });
-    }
+    if (this.batch.length) await this.write({ messages: this.batch });
     this.batch = [];
     this.batchBytes = 0;
     if (end && (this.state || this.held.length || this.leasesWritten)) {
-      this.wrote = true;
-      await this.store.restore(this.name, { state: this.state ?? (await this.store.status(this.name)), leases: this.held });
+      await this.write({ state: this.state ?? (await this.store.status(this.name)), leases: this.held });
       this.state = undefined;
       this.held = [];
       this.leasesWritten = false;

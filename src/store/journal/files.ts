@@ -222,8 +222,7 @@ const MAGIC = 0x4a515348; // "HSQJ"
  * of ring positions); version 3 the last slot taken (after maxdeliveries); version 4 each lease's
  * granted deadline (f64 after deliveries, 0 for none). Versions 1 to 3 are still read (no
  * maxdeliveries, no slots; slots are then taken after the highest held). */
-const VERSION = 4;
-export const CHECKPOINT_VERSION = VERSION;
+export const CHECKPOINT_VERSION = 4;
 /** Bytes of entries written (and checksummed) per event-loop turn. */
 const CHECKPOINT_STEP = 2 ** 20;
 
@@ -273,7 +272,7 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
       if (used + n > stage.length) await flush();
     };
     await room(20);
-    for (const n of [MAGIC, VERSION, c.seg, c.off, c.segments.length]) u32(n);
+    for (const n of [MAGIC, CHECKPOINT_VERSION, c.seg, c.off, c.segments.length]) u32(n);
     for (const s of c.segments) {
       await room(16);
       [u32(s.id), u32(s.size), f64(s.live)];
@@ -345,7 +344,7 @@ export async function installCheckpoint(dir: string, fd: number): Promise<number
 
 export function decodeCheckpoint(b: Buffer): Checkpoint & { version: number } {
   const version = b.length < 28 || b.readUInt32LE(0) !== MAGIC ? 0 : b.readUInt32LE(4);
-  if (version < 1 || version > VERSION) throw new Error(`not a journal checkpoint of version 1 to ${VERSION}`);
+  if (version < 1 || version > CHECKPOINT_VERSION) throw new Error(`not a journal checkpoint of version 1 to ${CHECKPOINT_VERSION}`);
   if (crc32(b, 0, b.length - 4) !== b.readUInt32LE(b.length - 4)) throw new Error('its checksum does not match');
   let o = 8;
   const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
