@@ -15,7 +15,7 @@ COPY package.json package-lock.json LICENSE README.md ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 RUN groupadd --system httpsqs && useradd --system --gid httpsqs --home-dir /data --shell /usr/sbin/nologin httpsqs \
-  && mkdir /data && chown httpsqs:httpsqs /data
+  && mkdir -m 0700 /data && chown httpsqs:httpsqs /data
 USER httpsqs
 VOLUME /data
 EXPOSE 1218

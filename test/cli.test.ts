@@ -1,7 +1,7 @@
 /** The `httpsqs` command as a subprocess: flags, start-up errors, PID file, daemon, signals. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -175,6 +175,32 @@ describe('command line', () => {
     assert.equal(await exit, 0);
     assert.ok(!existsSync(pidfile), 'PID file removed on exit');
     cleanup(cwd);
+  });
+
+  it('a data directory the server makes is for its user alone (0700), on either engine; one that exists keeps its mode', async () => {
+    const base = tempDir();
+    try {
+      for (const engine of ['lmdb', 'journal']) {
+        // Two levels that do not exist yet: every directory made is private.
+        const dir = join(base, engine, 'data');
+        const server = await startServer({ dir, args: ['--engine', engine, '-i', join(base, `${engine}.pid`)] });
+        try {
+          assert.equal((await request(server.port, 'GET', '/?name=q&opt=put&data=secret')).body.toString(), 'HTTPSQS_PUT_OK');
+          for (const d of [dir, join(base, engine)]) assert.equal((statSync(d).mode & 0o777).toString(8), '700', d);
+        } finally {
+          await server.stop();
+        }
+      }
+      // A directory the operator made (with the mode the operator chose) is left as it is.
+      const made = join(base, 'made');
+      mkdirSync(made, { mode: 0o750 });
+      chmodSync(made, 0o750);
+      const server = await startServer({ dir: made });
+      await server.stop();
+      assert.equal((statSync(made).mode & 0o777).toString(8), '750');
+    } finally {
+      cleanup(base);
+    }
   });
 
   it('-i replaces a symlink with a PID file of its own, leaving what it pointed at alone', async () => {

@@ -284,6 +284,8 @@ describe('packaging', () => {
     assert.match(docker, /^FROM node:22-\S*slim$/m);
     assert.match(docker, /^USER httpsqs$/m);
     assert.match(docker, /^VOLUME \/data$/m);
+    // The messages in /data are the server user's alone, as in a directory the server makes.
+    assert.match(docker, /mkdir -m 0700 \/data && chown httpsqs:httpsqs \/data/);
     assert.ok(existsSync(join(ROOT, '.dockerignore')));
     // The HEALTHCHECK's own command, against a real server on the port it checks, then without one.
     const check = json('HEALTHCHECK .*CMD');

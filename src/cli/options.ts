@@ -21,7 +21,7 @@ interface OptionDef {
 export const OPTIONS = {
   listen: { short: 'l', type: 'string', arg: '<ip_addr>', default: '0.0.0.0', help: 'interface to listen on' },
   port: { short: 'p', type: 'string', arg: '<num>', default: '1218', help: 'TCP port' },
-  datadir: { short: 'x', type: 'string', arg: '<path>', default: './data', help: 'data directory (created when missing)' },
+  datadir: { short: 'x', type: 'string', arg: '<path>', default: './data', help: "data directory (created when missing, for the server's user alone: 0700)" },
   timeout: { short: 't', type: 'string', arg: '<second>', default: String(DEFAULTS.keepAliveTimeout), help: 'keep-alive timeout of an idle HTTP connection' },
   synctime: {
     short: 's',

@@ -21,6 +21,7 @@ import { isIP } from 'node:net';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { holderOf, markStopping, removeIfOurs, STOPPING_MS } from '../store/lock.js';
+import { DATA_DIR_MODE } from '../store/store.js';
 import { log, logsToFile, reopenLog } from './log.js';
 import { errorMessage } from '../errors.js';
 
@@ -68,7 +69,7 @@ function ensureDir(dir: string): void {
   if (existsSync(dir)) return;
   const parent = dirname(dir);
   if (parent !== dir) ensureDir(parent);
-  mkdirSync(dir);
+  mkdirSync(dir, { mode: DATA_DIR_MODE });
 }
 
 export function openDataDir(dir: string): void {

@@ -185,6 +185,9 @@ export function timed<T>(observe: StoreHooks['observe'], op: string, p: Promise<
 
 /** The single put and get of an engine whose batch operations do the work: the first position, or 0;
  * the first delivery, or null. */
+/** The mode of a data directory an engine makes: messages are nobody else's to read. */
+export const DATA_DIR_MODE = 0o700;
+
 export const firstPosition = (positions: number[]): number => positions[0] ?? 0;
 export const firstDelivery = (got: Delivery[]): Delivery | null => got[0] ?? null;
 

@@ -52,6 +52,7 @@ import {
 import {
   type EmbeddedOptions,
   DiskLowError,
+  DATA_DIR_MODE,
   firstDelivery,
   firstPosition,
   isInitial,
@@ -328,7 +329,7 @@ export class JournalStore implements Store {
 
   /** Opens the journal in `opts.path`, taking the directory's lock first (unless read-only). */
   static async open(opts: JournalOptions): Promise<JournalStore> {
-    mkdirSync(join(opts.path, 'journal'), { recursive: true });
+    mkdirSync(join(opts.path, 'journal'), { recursive: true, mode: DATA_DIR_MODE });
     const release = opts.readOnly ? undefined : await lockDirectory(opts.path, opts.owner, opts.onLockWait);
     for (let tries = 1; ; tries++) {
       let store: JournalStore | undefined;

@@ -44,6 +44,7 @@ import {
 } from '../plans.js';
 import {
   type EmbeddedOptions,
+  DATA_DIR_MODE,
   DiskLowError,
   firstDelivery,
   firstPosition,
@@ -264,7 +265,7 @@ export class LmdbStore implements Store {
    * other processes their turns to open the environment; a shared one opens it in such a turn
    * (open-turn.ts). */
   static async open(opts: LmdbOptions): Promise<LmdbStore> {
-    mkdirSync(opts.path, { recursive: true });
+    mkdirSync(opts.path, { recursive: true, mode: DATA_DIR_MODE });
     if (opts.shared) {
       const env = await openInTurn(opts.path, () => openEnv(opts), opts.takeTurn);
       return new LmdbStore(opts, env, undefined);
