@@ -126,7 +126,8 @@ describe('journal: delayed messages and dead letters', () => {
     ]);
     const image = crashImage(d);
     await s.close();
-    assert.ok(!existsSync(join(image, 'journal', 'checkpoint')), 'the crash image has no checkpoint: all is replayed');
+    // The crash image holds only the checkpoint written as the journal was made: all is replayed.
+    assert.deepEqual(decodeCheckpoint(readFileSync(join(image, 'journal', 'checkpoint'))).queues, [], 'the crash image has no queue in its checkpoint');
     const c = decodeCheckpoint(readFileSync(join(d, 'journal', 'checkpoint')));
     const saved = c.queues.find((q) => q.name === 'dq')!;
     assert.equal(saved.s.maxdeliveries, 2);
@@ -301,6 +302,23 @@ describe('journal: delayed messages and dead letters', () => {
       ['b', 'c'],
     );
     await s.close();
+  });
+
+  it('a new journal has a checkpoint of this version before its first write: killed at once, an earlier version refuses it rather than drop the records it does not know', async () => {
+    const d = dir();
+    const s = await open(d);
+    const [pos] = await s.putMany('new', ['a', 'b'].map(b));
+    const g = await s.get('new', 3_600_000);
+    assert.equal(await s.touch('new', g!.pos, 7_200_000, g!.lease), g!.lease); // a record an earlier version does not know
+    const image = crashImage(d);
+    await s.close();
+    const c = decodeCheckpoint(readFileSync(join(image, 'journal', 'checkpoint')));
+    assert.deepEqual([c.version, c.queues.length], [4, 0], 'the checkpoint written as the journal was made');
+    const t = await open(image);
+    assert.ok(inside<number>(t, 'replayed') > 0, 'the records after it are replayed');
+    assert.deepEqual(await t.status('new'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 1, delayed: 0, dead: 0 });
+    assert.equal(pos, 1);
+    await t.close();
   });
 
   it('the position index finds positions in runs with gaps (slots whose messages went, copies made by compaction)', () => {

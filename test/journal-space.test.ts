@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
@@ -527,7 +527,9 @@ describe('journal: failures', () => {
     const d = dir();
     warnings.length = 0;
     const s = await open(d);
-    mkdirSync(join(d, 'journal', 'checkpoint', 'in-the-way'), { recursive: true }); // the rename fails
+    // The rename fails: a directory in place of the checkpoint written as the journal was made.
+    rmSync(join(d, 'journal', 'checkpoint'));
+    mkdirSync(join(d, 'journal', 'checkpoint', 'in-the-way'), { recursive: true });
     for (let i = 0; i < 70; i++) await s.put('q', msg(i)); // a roll-over: a checkpoint
     await checkpointed(s);
     assert.match(warnings.join('\n'), /journal checkpoint not written/);

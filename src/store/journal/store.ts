@@ -460,11 +460,12 @@ export class JournalStore implements Store {
     void this.growRoom();
     if (this.syncMode === 'interval') this.tick();
     this.started = true;
-    // A journal from an earlier version gets a checkpoint of this one before anything is written:
-    // an earlier version refuses it, saying which versions it reads. Records it does not know
-    // (`touched`) would otherwise read to it as damage, or at the end of the last segment as a
-    // write a crash cut short, and it would drop them, and the acknowledged records of their batch.
-    if (this.loadedVersion < CHECKPOINT_VERSION && this.loadedVersion > 0) await this.checkpoint();
+    // A journal without a checkpoint of this version (a new one, one from an earlier version, or
+    // one killed before its first checkpoint) gets one before anything is written: an earlier
+    // version refuses it, saying which versions it reads. Records it does not know (`touched`)
+    // would otherwise read to it as damage, or at the end of the last segment as a write a crash
+    // cut short, and it would drop them, and the acknowledged records of their batch.
+    if (this.loadedVersion < CHECKPOINT_VERSION) await this.checkpoint();
     this.compactSoon();
     this.idleSoon();
   }
