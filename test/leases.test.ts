@@ -4,6 +4,8 @@
  * a get runs.
  */
 import assert from 'node:assert/strict';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { it } from 'node:test';
 import fc from 'fast-check';
 import { DEAD, FIRST_SLOT, isDead, LAST_SLOT, type Lease, LeaseTable } from '../src/queue/leases.js';
@@ -184,4 +186,96 @@ it('takeSlot takes the first free slot after the cursor, past the last back to t
     }),
     { numRuns: 300 },
   );
+});
+
+it('the table answers as a map of leases would, across many sets and removals (rows freed, reused and packed)', () => {
+  const posArb = fc.oneof(fc.integer({ min: 1, max: 300 }), fc.integer({ min: FIRST_SLOT, max: FIRST_SLOT + 300 }));
+  const setArb = fc.record({
+    pos: posArb,
+    deadline: fc.integer({ min: NOW - 50, max: NOW + 50 }),
+    deliveries: fc.integer({ min: 0, max: 4 }),
+    dead: fc.boolean(),
+    granted: fc.option(fc.integer({ min: 1, max: NOW }), { nil: undefined }),
+  });
+  const removeArb = fc.record({ pos: posArb, remove: fc.constant(true as const) });
+  type Op = fc.Arbitrary<typeof setArb extends fc.Arbitrary<infer S> ? S : never> | typeof removeArb;
+  let packed = 0;
+  fc.assert(
+    fc.property(
+      fc.array(setArb, { minLength: 100, maxLength: 400 }),
+      fc.integer({ min: 0, max: 40 }),
+      fc.array(fc.oneof(removeArb as Op, setArb as Op), { maxLength: 200 }),
+      (sets, keep, rest) => {
+        const t = new LeaseTable();
+        const model = new Map<number, Lease>();
+        // Most of what was set goes (all but `keep` positions), then more comes and goes.
+        const removals = [...new Set(sets.map((o) => o.pos))].slice(keep).map((pos) => ({ pos, remove: true as const }));
+        for (const o of [...sets, ...removals, ...rest] as Array<{
+          pos: number;
+          remove?: true;
+          deadline?: number;
+          deliveries?: number;
+          dead?: boolean;
+          granted?: number | undefined;
+        }>) {
+          if (o.remove) {
+            assert.equal(t.delete(o.pos), model.delete(o.pos));
+            continue;
+          }
+          const l: Lease = { deadline: o.dead ? DEAD + o.deadline! : o.deadline!, deliveries: o.dead ? Math.max(1, o.deliveries!) : o.deliveries! };
+          if (o.granted !== undefined) l.granted = o.granted;
+          t.set(o.pos, l);
+          model.set(o.pos, { ...l });
+        }
+        const byPos = (a: [number, Lease], b: [number, Lease]) => a[0] - b[0];
+        assert.deepEqual([...t.entries()].sort(byPos), [...model].sort(byPos));
+        for (const [pos, l] of model) assert.deepEqual(t.get(pos), l);
+        const all = [...model.values()];
+        assert.deepEqual(
+          [t.size, t.dead, t.delayed, t.slots],
+          [
+            model.size,
+            all.filter(isDead).length,
+            all.filter((l) => !isDead(l) && l.deliveries === 0).length,
+            [...model.keys()].filter((p) => p >= FIRST_SLOT).length,
+          ],
+        );
+        // Due ones: earliest deadline first, then the lower position; dead letters never.
+        const due = [...model].filter(([, l]) => !isDead(l) && l.deadline <= NOW).sort((a, b) => a[1].deadline - b[1].deadline || a[0] - b[0]);
+        assert.deepEqual([...t.dueInOrder(NOW)], due);
+        const live = [...model].filter(([, l]) => !isDead(l));
+        assert.equal(t.nextDeadline(), live.length ? Math.min(...live.map(([, l]) => l.deadline)) : undefined);
+        const dead = [...model].filter(([, l]) => isDead(l));
+        assert.deepEqual(t.deadAfter(0, Infinity), [...dead].sort(byPos));
+        assert.deepEqual(
+          t.deadLetters(),
+          [...dead].sort((a, b) => a[1].deadline - b[1].deadline || a[0] - b[0]),
+        );
+        if ((t as unknown as { end: number }).end < new Set(sets.map((o) => o.pos)).size) packed++; // rows were packed
+      },
+    ),
+    { numRuns: 200 },
+  );
+  assert.ok(packed > 10, `the rows were packed in ${packed} runs`);
+});
+
+it('a million delayed messages take under 100 bytes each in their table (objects took 184), and give it back once gone', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  // Typed arrays' memory is let go after the collection, in a later turn.
+  const used = async () => {
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
+    gc();
+    return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+  };
+  const before = await used();
+  const t = new LeaseTable();
+  for (let i = 0; i < 1_000_000; i++) t.set(t.takeSlot(), { deadline: NOW + i, deliveries: 0 });
+  const each = ((await used()) - before) / 1_000_000;
+  assert.ok(each < 100, `${each.toFixed(1)} bytes a delayed message`);
+  for (let d = t.due(Infinity); d; d = t.due(Infinity)) t.delete(d[0]);
+  assert.equal(t.size, 0);
+  const left = (await used()) - before;
+  assert.ok(left < 1_000_000, `${left} bytes left once all went`);
 });

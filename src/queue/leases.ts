@@ -53,11 +53,31 @@ export function leaseToken(l: Lease): string {
 /** One queue's leases, by position, with their deadlines in a min-heap, so that finding the lease
  * that ended first costs O(log n) however many are held (a scan made an mget of many over
  * 100,000 expired leases quadratic). A lease replaced or removed leaves its heap entry behind;
- * such entries are dropped when they reach the top, or all at once when they outnumber the live. */
+ * such entries are dropped when they reach the top, or all at once when they outnumber the live.
+ *
+ * Delayed messages and dead letters are leases too, so a queue may hold millions: they are kept
+ * in columns (typed arrays, a row a lease), not as an object each. About 60 bytes a lease (the
+ * position's map entry, its row and a heap entry) where objects took 184; `get` and the walks
+ * hand out a new `Lease` each time, which the caller may keep. */
 export class LeaseTable {
-  private readonly byPos = new Map<number, Lease>();
-  /** [deadline, pos, the lease itself]: an entry is live while `byPos` still holds that lease. */
-  private heap: Array<[number, number, Lease]> = [];
+  /** Position → its row in the columns. */
+  private readonly rows = new Map<number, number>();
+  private deadlines = new Float64Array(8);
+  private delivered = new Uint32Array(8);
+  private positions = new Uint32Array(8);
+  /** Bumped when a row is set or freed: a heap entry is live while its row has the generation it
+   * was pushed with. */
+  private gens = new Uint32Array(8);
+  /** The deadlines touched leases were granted with, by row (few leases are touched). */
+  private readonly grants = new Map<number, number>();
+  /** Rows freed, for reuse; rows past `end` were never used. */
+  private free: number[] = [];
+  private end = 0;
+  /** The heap: an entry's deadline, row and that row's generation when it was pushed. */
+  private hDeadline = new Float64Array(8);
+  private hRow = new Uint32Array(8);
+  private hGen = new Uint32Array(8);
+  private hLen = 0;
   /** How many of the leases are delayed messages, dead letters, and at slots (outside the ring). */
   delayed = 0;
   dead = 0;
@@ -71,12 +91,12 @@ export class LeaseTable {
   private deadSorted = true;
 
   get size(): number {
-    return this.byPos.size;
+    return this.rows.size;
   }
 
   /** Leases held by consumers (neither delayed nor dead). */
   get leased(): number {
-    return this.byPos.size - this.delayed - this.dead;
+    return this.rows.size - this.delayed - this.dead;
   }
 
   /** The last slot taken. Stores keep it across restarts, so that a slot is not handed out again
@@ -96,9 +116,17 @@ export class LeaseTable {
   takeSlot(): number {
     let slot = this.lastSlot;
     do slot = slot >= LAST_SLOT ? FIRST_SLOT : slot + 1;
-    while (this.byPos.has(slot));
+    while (this.rows.has(slot));
     this.lastSlot = slot;
     return slot;
+  }
+
+  /** The lease of a row, as a new object. */
+  private leaseAt(row: number): Lease {
+    const l: Lease = { deadline: this.deadlines[row]!, deliveries: this.delivered[row]! };
+    const granted = this.grants.get(row);
+    if (granted !== undefined) l.granted = granted;
+    return l;
   }
 
   /** The first `max` dead letters, those that died first first (ties: lower position first). One
@@ -106,19 +134,20 @@ export class LeaseTable {
    * time and O(max) memory, however many dead letters the queue holds (a redrive takes 1000 at
    * most; sorting them all took a second and an array as large at a million). */
   deadLetters(max = Number.POSITIVE_INFINITY): Array<[number, Lease]> {
-    const kept: Array<[number, Lease]> = [];
-    if (this.dead === 0 || max < 1) return kept;
-    const first = (a: [number, Lease], b: [number, Lease]) => a[1].deadline < b[1].deadline || (a[1].deadline === b[1].deadline && a[0] < b[0]);
-    const later = (a: [number, Lease], b: [number, Lease]) => first(b, a);
-    for (const e of this.byPos) {
-      if (!isDead(e[1])) continue;
-      if (kept.length < max) heapPush(kept, e, later);
-      else if (first(e, kept[0]!)) {
+    const kept: number[] = [];
+    if (this.dead === 0 || max < 1) return [];
+    const d = this.deadlines;
+    const first = (a: number, b: number) => d[a]! < d[b]! || (d[a] === d[b] && this.positions[a]! < this.positions[b]!);
+    const later = (a: number, b: number) => first(b, a);
+    for (const row of this.rows.values()) {
+      if (d[row]! < DEAD) continue;
+      if (kept.length < max) heapPush(kept, row, later);
+      else if (first(row, kept[0]!)) {
         heapPop(kept, later);
-        heapPush(kept, e, later);
+        heapPush(kept, row, later);
       }
     }
-    return kept.sort((a, b) => (first(a, b) ? -1 : 1));
+    return kept.sort((a, b) => (first(a, b) ? -1 : 1)).map((row) => [this.positions[row]!, this.leaseAt(row)]);
   }
 
   private count(pos: number, l: Lease, by: number): void {
@@ -138,7 +167,7 @@ export class LeaseTable {
   deadAfter(after: number, limit: number): Array<[number, Lease]> {
     if (!this.deadSorted || this.deadPositions.length > 2 * this.dead + 64) {
       this.deadPositions = [];
-      for (const [pos, l] of this.byPos) if (isDead(l)) this.deadPositions.push(pos);
+      for (const [pos, row] of this.rows) if (this.deadlines[row]! >= DEAD) this.deadPositions.push(pos);
       this.deadPositions.sort((a, b) => a - b);
       this.deadSorted = true;
     }
@@ -152,101 +181,196 @@ export class LeaseTable {
     const out: Array<[number, Lease]> = [];
     for (let i = lo; i < d.length && out.length < limit; i++) {
       const pos = d[i]!;
-      const l = this.byPos.get(pos);
+      const l = this.get(pos);
       if (l && isDead(l)) out.push([pos, l]); // else no longer dead (redriven, discarded)
     }
     return out;
   }
 
   has(pos: number): boolean {
-    return this.byPos.has(pos);
+    return this.rows.has(pos);
   }
 
   get(pos: number): Lease | undefined {
-    return this.byPos.get(pos);
+    const row = this.rows.get(pos);
+    return row === undefined ? undefined : this.leaseAt(row);
   }
 
   set(pos: number, lease: Lease): void {
-    const old = this.byPos.get(pos);
-    if (old) this.count(pos, old, -1);
-    this.byPos.set(pos, lease);
-    this.count(pos, lease, 1);
+    let row = this.rows.get(pos);
+    if (row !== undefined) this.count(pos, this.leaseAt(row), -1);
     // A table built again, or an import: slots are taken after the highest held (before a wrap).
-    if (!old && pos > this.lastSlot) this.lastSlot = pos;
+    else if (pos > this.lastSlot) this.lastSlot = pos;
+    if (row === undefined) {
+      row = this.free.pop() ?? this.newRow();
+      this.rows.set(pos, row);
+    }
+    this.deadlines[row] = lease.deadline;
+    this.delivered[row] = lease.deliveries;
+    this.positions[row] = pos;
+    this.gens[row] = (this.gens[row]! + 1) >>> 0;
+    if (lease.granted === undefined) this.grants.delete(row);
+    else this.grants.set(row, lease.granted);
+    this.count(pos, lease, 1);
     // A dead letter is never due: it stays out of the heap.
-    if (!isDead(lease)) this.push([lease.deadline, pos, lease]);
+    if (!isDead(lease)) this.push(row);
     this.compact();
   }
 
   delete(pos: number): boolean {
-    const old = this.byPos.get(pos);
-    if (!old) return false;
-    this.count(pos, old, -1);
-    this.byPos.delete(pos);
+    const row = this.rows.get(pos);
+    if (row === undefined) return false;
+    this.count(pos, this.leaseAt(row), -1);
+    this.rows.delete(pos);
+    this.grants.delete(row);
+    this.gens[row] = (this.gens[row]! + 1) >>> 0;
+    this.free.push(row);
     this.compact();
     return true;
   }
 
-  entries(): IterableIterator<[number, Lease]> {
-    return this.byPos.entries();
+  *entries(): IterableIterator<[number, Lease]> {
+    for (const [pos, row] of this.rows) yield [pos, this.leaseAt(row)];
   }
 
   /** The lease that ended first by `now` (ties: the lower position), if any has. */
   due(now: number): [number, Lease] | undefined {
-    const top = this.top();
-    return top && top[0] <= now ? [top[1], top[2]] : undefined;
+    const row = this.top();
+    return row !== undefined && this.deadlines[row]! <= now ? [this.positions[row]!, this.leaseAt(row)] : undefined;
   }
 
   /** When the next lease ends, if any is held. */
   nextDeadline(): number | undefined {
-    return this.top()?.[0];
+    const row = this.top();
+    return row === undefined ? undefined : this.deadlines[row];
   }
 
-  /** The earliest live entry, after dropping dead ones above it. */
-  private top(): [number, number, Lease] | undefined {
-    for (let t = this.heap[0]; t; t = this.heap[0]) {
-      if (this.byPos.get(t[1]) === t[2]) return t;
+  private newRow(): number {
+    if (this.end === this.deadlines.length) {
+      const n = this.end * 2;
+      [this.deadlines, this.delivered, this.positions, this.gens] = [
+        grown(this.deadlines, n),
+        grown(this.delivered, n),
+        grown(this.positions, n),
+        grown(this.gens, n),
+      ];
+    }
+    return this.end++;
+  }
+
+  private live(i: number): boolean {
+    return this.gens[this.hRow[i]!] === this.hGen[i];
+  }
+
+  /** The row of the earliest live entry, after dropping dead ones above it. */
+  private top(): number | undefined {
+    while (this.hLen > 0) {
+      if (this.live(0)) return this.hRow[0];
       this.pop();
     }
     return undefined;
   }
 
-  /** Drops the dead entries once they outnumber the live ones (amortized O(1) a change). */
+  /** Drops the dead heap entries once they outnumber the live ones, and packs the rows once most
+   * are free, so that a queue that held many leases keeps no room for them (amortized O(1) a
+   * change). */
   private compact(): void {
-    if (this.heap.length <= 2 * this.byPos.size + 64) return;
-    this.heap = [];
-    for (const [pos, lease] of this.byPos) if (!isDead(lease)) this.push([lease.deadline, pos, lease]);
+    const live = this.rows.size;
+    if (this.end > 4 * live + 64) {
+      const n = Math.max(8, 2 * live);
+      const [deadlines, delivered, positions] = [new Float64Array(n), new Uint32Array(n), new Uint32Array(n)];
+      const grants = new Map(this.grants);
+      this.grants.clear();
+      let row = 0;
+      for (const [pos, old] of this.rows) {
+        [deadlines[row], delivered[row], positions[row]] = [this.deadlines[old]!, this.delivered[old]!, pos];
+        const granted = grants.get(old);
+        if (granted !== undefined) this.grants.set(row, granted);
+        this.rows.set(pos, row++);
+      }
+      [this.deadlines, this.delivered, this.positions, this.gens, this.free, this.end] = [deadlines, delivered, positions, new Uint32Array(n), [], row];
+      this.hLen = 0; // every entry named the old rows
+    } else if (this.hLen <= 2 * live + 64) return;
+    if (this.hDeadline.length > 4 * live + 64)
+      [this.hDeadline, this.hRow, this.hGen] = [new Float64Array(2 * live + 8), new Uint32Array(2 * live + 8), new Uint32Array(2 * live + 8)];
+    this.hLen = 0;
+    for (const row of this.rows.values()) if (this.deadlines[row]! < DEAD) this.push(row);
   }
 
-  private static before(a: [number, number, Lease], b: [number, number, Lease]): boolean {
-    return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+  /** Whether heap entry `a` comes before `b`: the earlier deadline, then the lower position. */
+  private before(a: number, b: number): boolean {
+    const [da, db] = [this.hDeadline[a]!, this.hDeadline[b]!];
+    return da < db || (da === db && this.positions[this.hRow[a]!]! < this.positions[this.hRow[b]!]!);
   }
 
-  private push(e: [number, number, Lease]): void {
-    heapPush(this.heap, e, LeaseTable.before);
+  private swap(a: number, b: number): void {
+    const { hDeadline: d, hRow: r, hGen: g } = this;
+    const da = d[a]!;
+    const ra = r[a]!;
+    const ga = g[a]!;
+    d[a] = d[b]!;
+    r[a] = r[b]!;
+    g[a] = g[b]!;
+    d[b] = da;
+    r[b] = ra;
+    g[b] = ga;
+  }
+
+  private push(row: number): void {
+    if (this.hLen === this.hDeadline.length) {
+      const n = this.hLen * 2;
+      [this.hDeadline, this.hRow, this.hGen] = [grown(this.hDeadline, n), grown(this.hRow, n), grown(this.hGen, n)];
+    }
+    let i = this.hLen++;
+    this.hDeadline[i] = this.deadlines[row]!;
+    this.hRow[i] = row;
+    this.hGen[i] = this.gens[row]!;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.before(i, parent)) break;
+      this.swap(i, parent);
+      i = parent;
+    }
   }
 
   private pop(): void {
-    heapPop(this.heap, LeaseTable.before);
+    const last = --this.hLen;
+    if (last === 0) return;
+    this.swap(0, last);
+    for (let i = 0; ; ) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < last && this.before(l, m)) m = l;
+      if (r < last && this.before(r, m)) m = r;
+      if (m === i) return;
+      this.swap(i, m);
+      i = m;
+    }
   }
 
   /** The leases that have ended by `now`, in the order `due` hands them out one after another
    * (those that ended first first; ties: the lower position), without changing the table: the
    * heap is walked from its top, O(log n) a lease however many are held. */
   *dueInOrder(now: number): Generator<[number, Lease]> {
-    const h = this.heap;
-    const before = (a: number, b: number) => LeaseTable.before(h[a]!, h[b]!);
+    const before = (a: number, b: number) => this.before(a, b);
     // The walk's frontier: heap indexes, themselves in a heap by their entries.
     const frontier: number[] = [];
-    const reach = (i: number) => i < h.length && h[i]![0] <= now && heapPush(frontier, i, before);
+    const reach = (i: number) => i < this.hLen && this.hDeadline[i]! <= now && heapPush(frontier, i, before);
     reach(0);
     for (let i = heapPop(frontier, before); i !== undefined; i = heapPop(frontier, before)) {
-      const [, pos, lease] = h[i]!;
-      if (this.byPos.get(pos) === lease) yield [pos, lease];
+      if (this.live(i)) yield [this.positions[this.hRow[i]!]!, this.leaseAt(this.hRow[i]!)];
       reach(2 * i + 1);
       reach(2 * i + 2);
     }
   }
+}
+
+/** `a` in a typed array of `n` elements (at least its own). */
+function grown<T extends Float64Array | Uint32Array>(a: T, n: number): T {
+  const b = new (a.constructor as new (n: number) => T)(n);
+  b.set(a);
+  return b;
 }
 
 /** Adds `e` to the binary min-heap `h` (ordered by `before`). */
