@@ -208,6 +208,22 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     cleanup(dir);
   });
 
+  it("decodes a hex dump's 16 MiB message within a heap of 256 MB (removing its spaces with a regular expression ran out)", async () => {
+    const dir = tempDir('httpsqs-tc-');
+    const big = Buffer.alloc(16 * 2 ** 20, 0xa5);
+    big[0] = 0;
+    const dump = join(dir, 'dump.txt');
+    writeFileSync(dump, tcLine('big:1', big) + tcLine('big:putpos', '1'));
+    const r = spawnSync(process.execPath, ['--max-old-space-size=256', CLI, 'import', '-x', join(dir, 'data'), '--from-tcbmgr', dump], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr.slice(0, 2000));
+    assert.match(r.stderr, /imported 1 queues, 1 messages/);
+    await getsFirst(join(dir, 'data'), 'big', big);
+    cleanup(dir);
+  });
+
   it('a queue the C server had reset (messages, no positions) is not imported, and the summary says so', async () => {
     const dir = tempDir('httpsqs-tc-');
     const dump = tcLine('a:1', 'kept') + tcLine('a:putpos', '1') + tcLine('r:1', 'old1') + tcLine('r:2', 'old2');
