@@ -265,6 +265,21 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     assert.match(replaced.stderr, /emptied again, 1 of which held state here before \(--replace\): they are empty now\)\n$/);
     cleanup(dir);
   });
+  it('a hex dump with CRLF line ends is read from its first line on; a message that ends in CR keeps it', async () => {
+    const dir = tempDir('httpsqs-tc-');
+    const dump = (tcLine('q:1', 'one\r') + tcLine('q:2', '') + tcLine('q:putpos', '2')).replace(/\n/g, '\r\n');
+    const r = httpsqs(['import', '-x', join(dir, 'data'), '--from-tcbmgr', '-'], dump);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /imported 1 queues, 2 messages/);
+    const server = await startServer({ dir: join(dir, 'data') });
+    try {
+      assert.equal((await body(server.port, '/?name=q&opt=get')).toString(), 'one\r');
+      assert.equal((await body(server.port, '/?name=q&opt=view&pos=2')).toString(), '');
+    } finally {
+      await server.stop();
+    }
+    cleanup(dir);
+  });
 });
 
 describe('export and import', () => {

@@ -366,14 +366,21 @@ function hexBytes(s: string): Buffer | undefined {
   return bytes;
 }
 
+/** Whether `line` is KEY<tab>VALUE in hex bytes. */
+function hexLine(line: string): boolean {
+  const tab = line.indexOf('\t');
+  return tab >= 0 && hexBytes(line.slice(0, tab)) !== undefined && hexBytes(line.slice(tab + 1)) !== undefined;
+}
+
 async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<void> {
   const states = new Map<string, Partial<QueueState>>();
   let n = 0;
   let hexMode: boolean | undefined;
   for await (const text of lines) {
     n++;
-    // A hex dump that went through a tool writing CRLF.
-    const line = hexMode && text.endsWith('\r') ? text.slice(0, -1) : text;
+    // A hex dump that went through a tool writing CRLF (the first line too, which decides the form).
+    // In the text form a CR is a message's own byte.
+    const line = text.endsWith('\r') && (hexMode ?? hexLine(text.slice(0, -1))) ? text.slice(0, -1) : text;
     if (!line) continue;
     const tab = line.indexOf('\t');
     if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
