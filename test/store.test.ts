@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { diedAt, FIRST_SLOT, isDead, LAST_SLOT } from '../src/queue/leases.js';
+import { MAX_PASSED_OVER } from '../src/queue/ring.js';
 import { JournalStore } from '../src/store/journal/store.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
 import { RedisStore } from '../src/store/redis.js';
@@ -646,6 +647,22 @@ export function storeContract(title: string, open: (dir: string, hooks?: StoreHo
         [[1, 'one'], [3, 'three'], [4, ''], null],
       );
       assert.deepEqual(await s.status('gap'), { putpos: 4, getpos: 4, maxqueue: 100, leased: 1, delayed: 0, dead: 0 });
+      await s.close();
+    });
+
+    it(`a get passes over at most ${MAX_PASSED_OVER} positions without a message, then answers; the next goes on from there`, async () => {
+      // An import can leave a ring whose unread positions hold no message (a C HTTPSQS file with
+      // records missing): passing over all of them held the engine for a billion positions.
+      const s = await fresh();
+      await s.restore('run', { messages: [{ pos: 1, message: b('after the wrap') }], state: { putpos: 1, getpos: 5, maxqueue: 1_000_000_000 } });
+      assert.equal(await s.get('run'), null);
+      assert.equal((await s.status('run')).getpos, 5 + MAX_PASSED_OVER);
+      assert.equal(await s.get('run'), null);
+      assert.equal((await s.status('run')).getpos, 5 + 2 * MAX_PASSED_OVER);
+      // Within the bound, it is passed over as before: the reader wraps to the message at 1.
+      await s.restore('short', { messages: [{ pos: 1, message: b('one') }], state: { putpos: 1, getpos: 5, maxqueue: 100 } });
+      const got = await s.get('short');
+      assert.deepEqual([got?.pos, got?.message.toString()], [1, 'one']);
       await s.close();
     });
 

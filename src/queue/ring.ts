@@ -19,6 +19,11 @@ export interface QueueState {
 export const DEFAULT_MAXQUEUE = 1_000_000;
 export const MAX_POSITION = 1_000_000_000;
 export const MIN_MAXQUEUE = 10;
+/** The most positions without a message that one get passes over (docs/PROTOCOL.md section 4.3):
+ * an imported ring with a long run of them would otherwise hold the engine for the whole run, up to
+ * a billion positions. A get that meets that many answers with what it took (HTTPSQS_GET_END when
+ * nothing), the reader past them; the next goes on from there. */
+export const MAX_PASSED_OVER = 10_000;
 
 /** `s` with new positions (and size), built field by field: on a hot path, a spread that overrides
  * fields (`{ ...s, putpos }`) costs V8 many times more. */

@@ -4,7 +4,7 @@
  * which the engine turns into its own writes (LMDB keys, journal records).
  */
 import { DEAD, FIRST_SLOT, isDead, leaseToken, putPosition, slotFor, take, type Lease, type LeaseTable } from '../queue/leases.js';
-import { canSetMaxqueue, type QueueState } from '../queue/ring.js';
+import { canSetMaxqueue, MAX_PASSED_OVER, type QueueState } from '../queue/ring.js';
 import type { Delivery } from './store.js';
 
 /** One operation on one queue, as an engine runs it. */
@@ -101,6 +101,7 @@ export const takePlan =
     const at = now();
     const out: Delivery[] = [];
     let bytes = 0;
+    let passed = 0;
     while (out.length < limit) {
       const t = take(d.q.s, d.q.leases, at, leaseMs);
       if (!t) break;
@@ -119,6 +120,7 @@ export const takePlan =
         // A position whose put failed while a later one was written: that put was answered with
         // an error, so there is nothing to deliver here.
         if (d.q.leases.has(t.pos)) d.lease(t.pos, undefined);
+        if (++passed >= MAX_PASSED_OVER) break;
         continue;
       }
       if (spent(d, t.deliveries - 1) && bury(d, t.pos, message, t.deliveries - 1, at)) continue;

@@ -32,7 +32,7 @@
  * few digits for a dead letter's deadline (DEAD + ms since the epoch).
  */
 import { DEAD, FIRST_SLOT, LAST_SLOT, type Lease } from '../queue/leases.js';
-import { DEFAULT_MAXQUEUE } from '../queue/ring.js';
+import { DEFAULT_MAXQUEUE, MAX_PASSED_OVER } from '../queue/ring.js';
 
 const WIDTH = 10;
 
@@ -203,6 +203,7 @@ local now, leaseMs, max, budget = clock(ARGV[3]), tonumber(ARGV[4]), tonumber(AR
 deleteRead = ARGV[7] == '1'
 local out = {}
 local bytes = 0
+local passed = 0
 while #out < 4 * max do
   local pos, deliveries
   local due = redis.call('ZRANGEBYSCORE', D, '-inf', fmt(now), 'LIMIT', 0, 1)
@@ -226,6 +227,8 @@ while #out < 4 * max do
   -- Only a due one holds a lease: an unread position has none to end.
   if not message then
     if #due > 0 then setLease(pos, nil) end
+    passed = passed + 1
+    if passed >= ${MAX_PASSED_OVER} then break end
   elseif not (spent(deliveries - 1) and bury(pos, message, deliveries - 1, now)) then
     bytes = bytes + #message
     local token = ''
