@@ -226,17 +226,51 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
 
   it('a queue the C server had reset (messages, no positions) is not imported, and the summary says so', async () => {
     const dir = tempDir('httpsqs-tc-');
-    const dump = tcLine('a:1', 'kept') + tcLine('a:putpos', '1') + tcLine('r:1', 'old1') + tcLine('r:2', 'old2');
+    const dump =
+      tcLine('a:1', 'kept') + tcLine('a:putpos', '1') + tcLine('r:1', 'old1') + tcLine('r:2', 'old2') + tcLine('s:1', 's1') + tcLine('s:putpos', '1');
     const r = httpsqs(['import', '-x', join(dir, 'data'), '--from-tcbmgr', '-'], dump);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(
       r.stderr,
-      'skipped 1 queue(s) with messages but no positions (reset on the C server, which kept 2 message(s) for its view only)\nimported 1 queues, 1 messages\n',
+      'skipped 1 queue(s) with messages but no positions ("r": reset on the C server, which kept 2 message(s) for its view only)\nimported 2 queues, 2 messages\n',
     );
     const exported = httpsqs(['export', '-x', join(dir, 'data')]);
     assert.equal(exported.status, 0, exported.stderr);
-    assert.match(exported.stderr, /exported 1 queues, 1 messages/);
+    assert.match(exported.stderr, /exported 2 queues, 2 messages/);
     assert.doesNotMatch(exported.stdout, /"queue":"r"/);
+    cleanup(dir);
+  });
+
+  it("a dump cut off (tcbmgr stops at a damaged page, after the records it read): before a queue's putpos it is refused, inside its messages it is said", () => {
+    const dir = tempDir('httpsqs-tc-');
+    const db = join(dir, 'httpsqs.db');
+    execFileSync('tcbmgr', ['create', db]);
+    for (const [k, v] of [
+      ['a:1', 'a1'],
+      ['a:putpos', '1'],
+      ['b:1', 'b1'],
+      ['b:2', 'b2'],
+      ['b:getpos', '1'],
+      ['b:putpos', '2'],
+    ])
+      execFileSync('tcbmgr', ['put', db, k!, v!]);
+    const lines = execFileSync('tcbmgr', ['list', '-pv', '-px', db]).toString('latin1').split('\n').slice(0, -1);
+    const upTo = (key: string) => `${lines.slice(0, lines.findIndex((l) => l.toLowerCase().startsWith(`${hex(Buffer.from(key))}\t`)) + 1).join('\n')}\n`;
+    // Read, never written: the get rules would go round that ring for ever.
+    const positions = httpsqs(['import', '-x', join(dir, 'data'), '--from-tcbmgr', '-'], upTo('b:getpos'));
+    assert.equal(positions.status, 1, positions.stderr);
+    assert.match(
+      positions.stderr,
+      /^httpsqs: import: queue "b": getpos 1 with putpos 0, read but never written, .*cut off between its getpos and putpos keys.*nothing was imported/,
+    );
+    const messages = httpsqs(['import', '-x', join(dir, 'data'), '--from-tcbmgr', '-'], upTo('b:1'));
+    assert.equal(messages.status, 0, messages.stderr);
+    assert.match(messages.stderr, /\("b": reset on the C server, .*\); the dump ends inside the messages of "b": if tcbmgr failed .*the dump is incomplete/);
+    // An export with such a state is refused too.
+    const json = '{"format":"httpsqs-export","version":2}\n{"queue":"c","maxqueue":100,"putpos":0,"getpos":5}\n{"end":true,"queues":1,"messages":0}\n';
+    const exported = httpsqs(['import', '-x', join(dir, 'data2'), '-'], json);
+    assert.equal(exported.status, 1, exported.stderr);
+    assert.equal(exported.stderr, 'httpsqs: import: queue "c": getpos 5 with putpos 0, read but never written, which no HTTPSQS leaves\n');
     cleanup(dir);
   });
 

@@ -1,5 +1,5 @@
 /** `httpsqs import`: an export, or a `tcbmgr list` dump of the C server's database, into a store. */
-import { constants } from 'node:buffer';
+import { constants, isUtf8 } from 'node:buffer';
 import { createReadStream, existsSync, rmSync, statSync } from 'node:fs';
 import { isBase64, MAX_NAME_BYTES } from '../protocol/query.js';
 import { isDead, LAST_SLOT, MAX_DELIVERIES, type Lease } from '../queue/leases.js';
@@ -114,6 +114,12 @@ export class Importer {
     if (s.maxqueue < MIN_MAXQUEUE || s.maxqueue > MAX_POSITION)
       throw new DataError(`${what}: maxqueue ${s.maxqueue} is outside ${MIN_MAXQUEUE}..${MAX_POSITION}`);
     if (s.putpos > s.maxqueue || s.getpos > s.maxqueue) throw new DataError(`${what}: positions ${s.putpos}/${s.getpos} are beyond maxqueue ${s.maxqueue}`);
+    // HTTPSQS never leaves it (a put sets putpos 1 or more, a reset both to 0), and the get rules
+    // would read such a ring round and round, for ever when it holds no message.
+    if (s.putpos === 0 && s.getpos > 0)
+      throw new DataError(
+        `${what}: getpos ${s.getpos} with putpos 0, read but never written, which no HTTPSQS leaves${this.allOrNothing ? ': the dump is cut off between its getpos and putpos keys (did tcbmgr fail on a damaged file?), or the file is damaged' : ''}`,
+      );
     if ((s.maxdeliveries ?? 0) > MAX_DELIVERIES) throw new DataError(`${what}: maxdeliveries ${s.maxdeliveries} is over ${MAX_DELIVERIES}`);
     this.state = s;
   }
@@ -376,6 +382,8 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
   const states = new Map<string, Partial<QueueState>>();
   let n = 0;
   let hexMode: boolean | undefined;
+  /** The queue of the dump's last line, when that line is a message. */
+  let lastMessageOf: string | undefined;
   for await (const text of lines) {
     n++;
     // A hex dump that went through a tool writing CRLF (the first line too, which decides the form).
@@ -406,9 +414,11 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
       if (!/^\d+$/.test(t)) throw new DataError(`line ${n}: ${key} should hold a number, holds ${JSON.stringify(t.slice(0, 40))}`);
       return Number(t);
     };
+    lastMessageOf = undefined;
     if (colon >= 0 && /^\d+$/.test(field)) {
       await imp.queue(name);
       await imp.message(Number(field), value);
+      lastMessageOf = name;
     } else if (field === 'putpos') state().putpos = int();
     else if (field === 'getpos') state().getpos = int();
     else if (field === 'maxqueue') state().maxqueue = int();
@@ -433,18 +443,31 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
   }
   // Messages without positions: a queue the C server reset (its reset deletes the positions and
   // leaves the messages, which only its view still shows). Not imported: the queue is empty.
-  let dropped = 0;
+  const dropped: string[] = [];
   let stale = 0;
   for (const name of imp.begun()) {
     if (states.has(name)) continue;
     stale += await imp.drop(name);
-    dropped++;
+    dropped.push(name);
   }
-  if (dropped)
+  if (dropped.length) {
+    const names = dropped.slice(0, 10).map(quoted).join(', ') + (dropped.length > 10 ? ', …' : '');
+    // A queue's positions come after its messages: a dump cut off there looks like a reset queue.
+    const cut =
+      lastMessageOf !== undefined && !states.has(lastMessageOf)
+        ? `; the dump ends inside the messages of ${quoted(lastMessageOf)}: if tcbmgr failed (a damaged file: "read error", "invalid meta data"), the dump is incomplete, and what followed it is missing`
+        : '';
     process.stderr.write(
-      `skipped ${dropped} queue(s) with messages but no positions (reset on the C server, which kept ${stale} message(s) for its view only)\n`,
+      `skipped ${dropped.length} queue(s) with messages but no positions (${names}: reset on the C server, which kept ${stale} message(s) for its view only)${cut}\n`,
     );
+  }
 }
+
+/** A queue name (bytes, one char a byte) for a message: as UTF-8 when it is. */
+const quoted = (name: string): string => {
+  const bytes = Buffer.from(name, 'latin1');
+  return JSON.stringify(isUtf8(bytes) ? bytes.toString('utf8') : name);
+};
 
 /** The chunks of `input`; an error reading it (a directory, a device that fails) is a DataError. */
 async function* readFrom(input: AsyncIterable<Buffer>, source: string): AsyncGenerator<Buffer> {
