@@ -299,6 +299,23 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     assert.match(replaced.stderr, /emptied again, 1 of which held state here before \(--replace\): they are empty now\)\n$/);
     cleanup(dir);
   });
+  it("the C server's database file itself, given for its dump, is named as such", () => {
+    const dir = tempDir('httpsqs-tc-');
+    const db = join(dir, 'httpsqs.db');
+    execFileSync('tcbmgr', ['create', db]);
+    execFileSync('tcbmgr', ['put', db, 'q:putpos', '1']);
+    for (const args of [['--from-tcbmgr', db], [db]]) {
+      const r = httpsqs(['import', '-x', join(dir, 'data'), ...args]);
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /^httpsqs: import: line 1: .*this is a Tokyo Cabinet database file \(httpsqs\.db\), not its dump: dump it with tcbmgr list -pv -px/,
+      );
+    }
+    assert.equal(existsSync(join(dir, 'data')), false);
+    cleanup(dir);
+  });
+
   it('a hex dump with CRLF line ends is read from its first line on; a message that ends in CR keeps it', async () => {
     const dir = tempDir('httpsqs-tc-');
     const dump = (tcLine('q:1', 'one\r') + tcLine('q:2', '') + tcLine('q:putpos', '2')).replace(/\n/g, '\r\n');

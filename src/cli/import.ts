@@ -267,7 +267,7 @@ async function readJsonLines(imp: Importer, lines: AsyncIterable<string>): Promi
     // The header comes first, not after a blank line: without it, the input may be anything.
     if (n === 1) {
       version = exportVersion(line);
-      if (!version) throw new DataError('line 1: not an httpsqs export (version 1 or 2)');
+      if (!version) throw new DataError(`line 1: not an httpsqs export (version 1 or 2)${line.startsWith(TC_MAGIC) ? `; ${TC_FILE}` : ''}`);
       continue;
     }
     if (!line.trim()) continue;
@@ -353,6 +353,11 @@ async function importTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promis
   }
 }
 
+/** How a Tokyo Cabinet file (the C server's httpsqs.db itself) begins. */
+const TC_MAGIC = 'ToKyO CaBiNeT';
+const TC_FILE =
+  'this is a Tokyo Cabinet database file (httpsqs.db), not its dump: dump it with tcbmgr list -pv -px httpsqs.db > httpsqs.dump, and import that with --from-tcbmgr';
+
 /** The value of a hex digit's char code, or -1. */
 const nibble = (c: number): number => (c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1);
 
@@ -390,6 +395,7 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
     // In the text form a CR is a message's own byte.
     const line = text.endsWith('\r') && (hexMode ?? hexLine(text.slice(0, -1))) ? text.slice(0, -1) : text;
     if (!line) continue;
+    if (n === 1 && line.startsWith(TC_MAGIC)) throw new DataError(`line 1: ${TC_FILE}`);
     const tab = line.indexOf('\t');
     if (tab < 0) throw new DataError(`line ${n}: expected KEY<tab>VALUE (the output of tcbmgr list -pv -px)`);
     const hexKey = hexBytes(line.slice(0, tab));
