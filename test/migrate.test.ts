@@ -238,6 +238,13 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
     assert.equal(exported.status, 0, exported.stderr);
     assert.match(exported.stderr, /exported 2 queues, 2 messages/);
     assert.doesNotMatch(exported.stdout, /"queue":"r"/);
+    // With --replace, such a queue that holds state here is emptied, as the C server's is: said so.
+    const store = await LmdbStore.open({ path: join(dir, 'data') });
+    await store.restore('r', { messages: [{ pos: 1, message: Buffer.from('here') }], state: { putpos: 1, getpos: 0, maxqueue: 100 } });
+    await store.close();
+    const replaced = httpsqs(['import', '-x', join(dir, 'data'), '--replace', '--from-tcbmgr', '-'], dump);
+    assert.equal(replaced.status, 0, replaced.stderr);
+    assert.match(replaced.stderr, /for its view only\); 1 of them \("r"\) held state here, and are empty now \(--replace\)\n/);
     cleanup(dir);
   });
 

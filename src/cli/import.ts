@@ -31,6 +31,8 @@ export class Importer {
   messages = 0;
   /** Queues that held state here and were reset to be written again (--replace). */
   replaced = 0;
+  /** Their names. */
+  private readonly replacedNames = new Set<string>();
   /** Whether anything was written to the store yet. */
   wrote = false;
   /** Messages written, by queue. */
@@ -69,6 +71,7 @@ export class Importer {
       this.seen.add(name);
       this.queues++;
       this.replaced++;
+      this.replacedNames.add(name);
       await this.store.reset(name);
     } else if (await this.store.leftovers?.(name)) {
       // An earlier import stopped before this queue's state: its records would be counted with
@@ -84,6 +87,11 @@ export class Importer {
   /** Queues begun, in the order they came. */
   begun(): string[] {
     return [...this.seen];
+  }
+
+  /** Whether `name` held state here and was reset to be written again (--replace). */
+  wasReplaced(name: string): boolean {
+    return this.replacedNames.has(name);
   }
 
   /** Takes a queue begun out of the import again (emptied); resolves to its messages' count. */
@@ -450,9 +458,11 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
   // Messages without positions: a queue the C server reset (its reset deletes the positions and
   // leaves the messages, which only its view still shows). Not imported: the queue is empty.
   const dropped: string[] = [];
+  const emptied: string[] = [];
   let stale = 0;
   for (const name of imp.begun()) {
     if (states.has(name)) continue;
+    if (imp.wasReplaced(name)) emptied.push(name);
     stale += await imp.drop(name);
     dropped.push(name);
   }
@@ -463,8 +473,12 @@ async function readTcbmgr(imp: Importer, lines: AsyncIterable<string>): Promise<
       lastMessageOf !== undefined && !states.has(lastMessageOf)
         ? `; the dump ends inside the messages of ${quoted(lastMessageOf)}: if tcbmgr failed (a damaged file: "read error", "invalid meta data"), the dump is incomplete, and what followed it is missing`
         : '';
+    // With --replace such a queue that held state here was reset when its messages came: it is empty now, as on the C server.
+    const reset = emptied.length
+      ? `; ${emptied.length} of them (${emptied.slice(0, 10).map(quoted).join(', ')}${emptied.length > 10 ? ', …' : ''}) held state here, and are empty now (--replace)`
+      : '';
     process.stderr.write(
-      `skipped ${dropped.length} queue(s) with messages but no positions (${names}: reset on the C server, which kept ${stale} message(s) for its view only)${cut}\n`,
+      `skipped ${dropped.length} queue(s) with messages but no positions (${names}: reset on the C server, which kept ${stale} message(s) for its view only)${reset}${cut}\n`,
     );
   }
 }
