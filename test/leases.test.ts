@@ -279,3 +279,25 @@ it('a million delayed messages take under 100 bytes each in their table (objects
   const left = (await used()) - before;
   assert.ok(left < 1_000_000, `${left} bytes left once all went`);
 });
+
+it('leases due at the same time come in position order after rows were freed and reused (a stale heap entry keeps its own position)', () => {
+  // An mget under one lease gives its messages the same deadline; so does a delayed mput.
+  const t = new LeaseTable();
+  const at = (deliveries: number): Lease => ({ deadline: NOW, deliveries });
+  t.set(4, at(1));
+  t.set(3, at(1));
+  t.set(4, at(2)); // its first heap entry is stale now
+  t.delete(4); // its row is freed...
+  t.set(2, at(1)); // ...and reused by position 2, under the stale entry
+  t.set(5, at(1));
+  assert.deepEqual(
+    [...t.dueInOrder(NOW)].map(([pos]) => pos),
+    [2, 3, 5],
+  );
+  const order: number[] = [];
+  for (let d = t.due(NOW); d; d = t.due(NOW)) {
+    order.push(d[0]);
+    t.delete(d[0]);
+  }
+  assert.deepEqual(order, [2, 3, 5]);
+});

@@ -73,8 +73,11 @@ export class LeaseTable {
   /** Rows freed, for reuse; rows past `end` were never used. */
   private free: number[] = [];
   private end = 0;
-  /** The heap: an entry's deadline, row and that row's generation when it was pushed. */
+  /** The heap: an entry's deadline, position, row and that row's generation when it was pushed.
+   * The position is the entry's own: a stale entry's row may hold another position by now, and
+   * ordering by that would break the heap's order among equal deadlines. */
   private hDeadline = new Float64Array(8);
+  private hPos = new Uint32Array(8);
   private hRow = new Uint32Array(8);
   private hGen = new Uint32Array(8);
   private hLen = 0;
@@ -291,8 +294,10 @@ export class LeaseTable {
       [this.deadlines, this.delivered, this.positions, this.gens, this.free, this.end] = [deadlines, delivered, positions, new Uint32Array(n), [], row];
       this.hLen = 0; // every entry named the old rows
     } else if (this.hLen <= 2 * live + 64) return;
-    if (this.hDeadline.length > 4 * live + 64)
-      [this.hDeadline, this.hRow, this.hGen] = [new Float64Array(2 * live + 8), new Uint32Array(2 * live + 8), new Uint32Array(2 * live + 8)];
+    if (this.hDeadline.length > 4 * live + 64) {
+      const n = 2 * live + 8;
+      [this.hDeadline, this.hPos, this.hRow, this.hGen] = [new Float64Array(n), new Uint32Array(n), new Uint32Array(n), new Uint32Array(n)];
+    }
     this.hLen = 0;
     for (const row of this.rows.values()) if (this.deadlines[row]! < DEAD) this.push(row);
   }
@@ -300,18 +305,21 @@ export class LeaseTable {
   /** Whether heap entry `a` comes before `b`: the earlier deadline, then the lower position. */
   private before(a: number, b: number): boolean {
     const [da, db] = [this.hDeadline[a]!, this.hDeadline[b]!];
-    return da < db || (da === db && this.positions[this.hRow[a]!]! < this.positions[this.hRow[b]!]!);
+    return da < db || (da === db && this.hPos[a]! < this.hPos[b]!);
   }
 
   private swap(a: number, b: number): void {
-    const { hDeadline: d, hRow: r, hGen: g } = this;
+    const { hDeadline: d, hPos: p, hRow: r, hGen: g } = this;
     const da = d[a]!;
+    const pa = p[a]!;
     const ra = r[a]!;
     const ga = g[a]!;
     d[a] = d[b]!;
+    p[a] = p[b]!;
     r[a] = r[b]!;
     g[a] = g[b]!;
     d[b] = da;
+    p[b] = pa;
     r[b] = ra;
     g[b] = ga;
   }
@@ -319,10 +327,11 @@ export class LeaseTable {
   private push(row: number): void {
     if (this.hLen === this.hDeadline.length) {
       const n = this.hLen * 2;
-      [this.hDeadline, this.hRow, this.hGen] = [grown(this.hDeadline, n), grown(this.hRow, n), grown(this.hGen, n)];
+      [this.hDeadline, this.hPos, this.hRow, this.hGen] = [grown(this.hDeadline, n), grown(this.hPos, n), grown(this.hRow, n), grown(this.hGen, n)];
     }
     let i = this.hLen++;
     this.hDeadline[i] = this.deadlines[row]!;
+    this.hPos[i] = this.positions[row]!;
     this.hRow[i] = row;
     this.hGen[i] = this.gens[row]!;
     while (i > 0) {
