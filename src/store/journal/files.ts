@@ -292,11 +292,21 @@ export async function writeCheckpoint(dir: string, c: Checkpoint<EntrySource>): 
         await room(7);
         u32(entries.length);
         while ((at + used) % 4) stage[used++] = 0;
-        await flush();
-        for (let o = 0; o < entries.length; o += piece.length) {
-          const view = piece.subarray(0, Math.min(piece.length, entries.length - o));
-          entries.read(o, view);
-          await out(Buffer.from(view.buffer, view.byteOffset, view.byteLength));
+        // A small index (most queues hold a few messages) goes through the stage with the fields:
+        // a write of its own for each would make a checkpoint of 100,000 queues take 300,000
+        // writes (16 s, the clean stop included).
+        if (4 * entries.length <= stage.length / 4) {
+          await room(4 * entries.length);
+          const view = piece.subarray(0, entries.length);
+          entries.read(0, view);
+          used += Buffer.from(view.buffer, view.byteOffset, view.byteLength).copy(stage, used);
+        } else {
+          await flush();
+          for (let o = 0; o < entries.length; o += piece.length) {
+            const view = piece.subarray(0, Math.min(piece.length, entries.length - o));
+            entries.read(o, view);
+            await out(Buffer.from(view.buffer, view.byteOffset, view.byteLength));
+          }
         }
         entries.release();
       }
