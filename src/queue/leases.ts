@@ -59,15 +59,20 @@ export function leaseToken(l: Lease): string {
  * in columns (typed arrays, a row a lease), not as an object each: under 100 bytes a lease (the
  * position's map entry, its row and a heap entry; about 70 at a million) where objects took 184.
  * `get` and the walks hand out a new `Lease` each time, which the caller may keep. */
+/** The columns of a table that never held a lease: most queues never do, and seven arrays of their
+ * own took about 1.4 KiB a queue. Empty, they are never written; the first row grows them. */
+const NO_F64 = new Float64Array(0);
+const NO_U32 = new Uint32Array(0);
+
 export class LeaseTable {
   /** Position → its row in the columns. */
   private readonly rows = new Map<number, number>();
-  private deadlines = new Float64Array(8);
-  private delivered = new Uint32Array(8);
-  private positions = new Uint32Array(8);
+  private deadlines = NO_F64;
+  private delivered = NO_U32;
+  private positions = NO_U32;
   /** Bumped when a row is set or freed: a heap entry is live while its row has the generation it
    * was pushed with. */
-  private gens = new Uint32Array(8);
+  private gens = NO_U32;
   /** The deadlines touched leases were granted with, by row (few leases are touched). */
   private readonly grants = new Map<number, number>();
   /** Rows freed, for reuse; rows past `end` were never used. */
@@ -76,10 +81,10 @@ export class LeaseTable {
   /** The heap: an entry's deadline, position, row and that row's generation when it was pushed.
    * The position is the entry's own: a stale entry's row may hold another position by now, and
    * ordering by that would break the heap's order among equal deadlines. */
-  private hDeadline = new Float64Array(8);
-  private hPos = new Uint32Array(8);
-  private hRow = new Uint32Array(8);
-  private hGen = new Uint32Array(8);
+  private hDeadline = NO_F64;
+  private hPos = NO_U32;
+  private hRow = NO_U32;
+  private hGen = NO_U32;
   private hLen = 0;
   /** How many of the leases are delayed messages, dead letters, and at slots (outside the ring). */
   delayed = 0;
@@ -250,7 +255,7 @@ export class LeaseTable {
 
   private newRow(): number {
     if (this.end === this.deadlines.length) {
-      const n = this.end * 2;
+      const n = Math.max(8, this.end * 2);
       [this.deadlines, this.delivered, this.positions, this.gens] = [
         grown(this.deadlines, n),
         grown(this.delivered, n),
@@ -304,7 +309,8 @@ export class LeaseTable {
 
   /** Whether heap entry `a` comes before `b`: the earlier deadline, then the lower position. */
   private before(a: number, b: number): boolean {
-    const [da, db] = [this.hDeadline[a]!, this.hDeadline[b]!];
+    const da = this.hDeadline[a]!;
+    const db = this.hDeadline[b]!;
     return da < db || (da === db && this.hPos[a]! < this.hPos[b]!);
   }
 
@@ -326,7 +332,7 @@ export class LeaseTable {
 
   private push(row: number): void {
     if (this.hLen === this.hDeadline.length) {
-      const n = this.hLen * 2;
+      const n = Math.max(8, this.hLen * 2);
       [this.hDeadline, this.hPos, this.hRow, this.hGen] = [grown(this.hDeadline, n), grown(this.hPos, n), grown(this.hRow, n), grown(this.hGen, n)];
     }
     let i = this.hLen++;
