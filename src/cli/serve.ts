@@ -148,6 +148,25 @@ export function failureLog(everyMs = 60_000): { add: (line: string) => void; sto
   );
 }
 
+/** Says that the disk is full at once, and that puts fit again once they have fitted for
+ * `settleMs` with none refused: on a full disk, a small put can fit in the room a commit left
+ * between two that do not, and each such put logged disk-room and disk-full again. */
+export function settled(say: (full: boolean) => void, settleMs = 1000): (full: boolean) => void {
+  let full = false;
+  let timer: NodeJS.Timeout | undefined;
+  return (now) => {
+    if (now) {
+      clearTimeout(timer);
+      timer = undefined;
+      if (!full) say((full = true));
+    } else if (full && !timer)
+      timer = setTimeout(() => {
+        timer = undefined;
+        say((full = false));
+      }, settleMs).unref();
+  };
+}
+
 async function openEmbedded(config: Config, datadir: string, observe: StoreHooks['observe'], takeTurn: TakeTurn | undefined): Promise<Store> {
   const engine = pickEngine(datadir, config.engine, config.workers);
   const disk = {
@@ -157,10 +176,10 @@ async function openEmbedded(config: Config, datadir: string, observe: StoreHooks
       if (low) log.warn({ event: 'disk-low', free }, `${left}, below --disk-reserve ${config.diskReserve} MiB: puts are refused until there is room`);
       else log.info({ event: 'disk-ok', free }, `${left}: puts are accepted again`);
     },
-    onDiskFull: (full: boolean) => {
+    onDiskFull: settled((full: boolean) => {
       if (full) log.warn({ event: 'disk-full' }, `the disk of ${datadir} is full: puts are refused until there is room`);
       else log.info({ event: 'disk-room' }, `room again on the disk of ${datadir}: puts are accepted again`);
-    },
+    }),
     warn: storeWarning,
     observe,
     onLockWait: sayLockWait(datadir),

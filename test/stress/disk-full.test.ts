@@ -131,11 +131,43 @@ it('disk full: PUT_ERROR and a log line, nothing stored is damaged, puts resume 
     const again = await request(server.port, 'POST', '/?name=full&opt=put', { body: message(stored + 1) });
     assert.equal(again.body.toString(), 'HTTPSQS_PUT_OK');
     assert.equal(again.headers.pos, String(stored + 1));
-    assert.match(server.stderr(), /"event":"disk-room".*puts are accepted again/);
+    await waitFor(() => /"event":"disk-room".*puts are accepted again/.test(server.stderr()));
     assert.equal((await request(server.port, 'GET', `/?name=full&opt=view&pos=${stored + 1}`)).body.toString(), message(stored + 1));
     assertUnharmed(server, worker);
   });
   assert.equal(exit, 0);
+});
+
+it('small puts into a full disk: the log says disk-full once, not once a put, and disk-room once puts fit again', { skip: canMount() }, async (t) => {
+  await onTmpfs('2m', ['--disk-reserve', '0'], async (server, mnt) => {
+    const { answer } = await putUntilRefused(server.port, 1000);
+    assert.equal(answer, 'HTTPSQS_PUT_ERROR');
+    const client = keepAliveClient(server.port, 4);
+    const answers = new Answers();
+    try {
+      // Puts small enough for the room a commit leaves fit between others that do not, until
+      // they have filled it.
+      const putter = async () => {
+        for (let i = 0; i < 500; i++) answers.add('put', answerOf(await client.send('/?name=small&opt=put', message(0).slice(0, 1000))));
+      };
+      await Promise.all([putter(), putter(), putter(), putter()]);
+      t.diagnostic(answers.toString());
+      const said = (event: string) =>
+        server
+          .stderr()
+          .split('\n')
+          .filter((l) => l.includes(`"event":"${event}"`)).length;
+      assert.ok(answers.of('put').includes('HTTPSQS_PUT_ERROR'), answers.toString());
+      assert.equal(said('disk-full'), 1, server.stderr());
+      assert.equal(said('disk-room'), 0, 'puts were still refused');
+      execFileSync('mount', ['-o', 'remount,size=32m', mnt]);
+      assert.equal(await putSoon(server.port), 'HTTPSQS_PUT_OK');
+      await waitFor(() => said('disk-room') === 1);
+      assert.equal(said('disk-full'), 1);
+    } finally {
+      client.close();
+    }
+  });
 });
 
 it('disk full under 30 concurrent producers: every put is answered, every acknowledged message is delivered once, intact; nothing of a refused put is', {
