@@ -11,7 +11,7 @@ import { configureLog, readable } from '../src/cli/log.js';
 import { dropNotice, failureLog } from '../src/cli/serve.js';
 import { holderOf } from '../src/store/lock.js';
 import { noRedis, startRedis } from './redis-servers.js';
-import { cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, unreadOn, waitFor, workerPids } from './helpers.js';
+import { CLI, cleanup, freePort, keepAliveClient, request, ROOT, runCli, spawnCli, startServer, tempDir, unreadOn, waitFor, workerPids } from './helpers.js';
 
 /** True while something accepts connections on the port. */
 function listening(port: number): Promise<boolean> {
@@ -386,6 +386,26 @@ describe('command line', () => {
     assert.doesNotMatch(local.stderr(), /warning/);
     await local.stop();
     for (const s of [open, guarded, local]) cleanup(s.dir);
+  });
+
+  it('warns when the open-files limit is below what --max-connections needs: connections past it would be reset without a line in the log', async () => {
+    const start = async (limit: number, extra: string[]) => {
+      const dir = tempDir();
+      const port = await freePort();
+      const args = ['-l', '127.0.0.1', '-p', String(port), '-x', dir, '-i', join(dir, 'pid'), ...extra];
+      const proc = spawn('sh', ['-c', `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath, CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const exited = new Promise((r) => proc.once('exit', r));
+      await waitFor(() => stderr.includes('listening on'), 10_000);
+      proc.kill('SIGTERM');
+      await exited;
+      cleanup(dir);
+      return stderr;
+    };
+    const few = await start(256, []);
+    assert.match(few, /"event":"fd-limit".*open files are limited to 256 \(ulimit -n\), below what --max-connections 16384 needs: past about 192 connections/);
+    assert.doesNotMatch(await start(256, ['--max-connections', '150']), /fd-limit/);
   });
 
   it('-d runs in the background and returns once it is listening', async () => {

@@ -4,6 +4,7 @@
  * signals. The CLI modules are the only place that exits the process.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
@@ -73,10 +74,30 @@ function unprotected(config: Config): string | undefined {
   return `warning: listening on ${config.listen} without a password: anyone who can reach port ${config.port} can read and write every queue (use -a, or -l 127.0.0.1)`;
 }
 
+/** Descriptors kept for the store's files, the log and the workers' channels, besides connections. */
+const FILES_BESIDES_CONNECTIONS = 64;
+
+/** The warning for a limit on open files (`ulimit -n`) below what `--max-connections` lets in, if
+ * it is: a worker out of descriptors resets the connections it cannot accept (libuv accepts and
+ * closes them) without telling the server, so nothing else would say why clients are refused. */
+function fewDescriptors(config: Config): string | undefined {
+  let limits: string;
+  try {
+    limits = readFileSync('/proc/self/limits', 'utf8'); // Linux
+  } catch {
+    return undefined;
+  }
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(limits)?.[1]);
+  if (!Number.isFinite(soft) || soft >= config.maxConnections + FILES_BESIDES_CONNECTIONS) return undefined;
+  return `warning: open files are limited to ${soft} (ulimit -n), below what --max-connections ${config.maxConnections} needs: past about ${Math.max(0, soft - FILES_BESIDES_CONNECTIONS)} connections a worker resets new ones, which this log does not show; raise ulimit -n (LimitNOFILE under systemd) or lower --max-connections`;
+}
+
 /** The start-up lines, and the `ready` a waiting `-d` parent listens for. */
 function announce(config: Config, datadir: string): void {
   const warning = unprotected(config);
   if (warning) log.warn({ event: 'unprotected' }, warning);
+  const few = fewDescriptors(config);
+  if (few) log.warn({ event: 'fd-limit' }, few);
   const sync = config.sync === 'durable' ? 'durable (ack after flush)' : `every ${config.synctime}s`;
   const workers = `${config.workers} worker${config.workers > 1 ? 's' : ''}`;
   const store = redactUrl(config.store);
