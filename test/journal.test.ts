@@ -306,6 +306,28 @@ describe('journal: checkpoints, replay and restarts', () => {
     await r.close();
   });
 
+  it('a clean close after no write keeps the checkpoint that covers everything instead of writing it again; the next start replays nothing', async () => {
+    const d = dir();
+    let s = await open(d);
+    await s.putMany('kept', [b('one'), b('two')]);
+    await s.close();
+    const file = join(d, 'journal', 'checkpoint');
+    const written = statSync(file).ino;
+    s = await open(d);
+    assert.deepEqual(await s.view('kept', 2), b('two'));
+    await s.close();
+    assert.equal(statSync(file).ino, written, 'the checkpoint was not written again');
+    s = await open(d);
+    assert.equal(inside<number>(s, 'replayed'), 0);
+    await s.get('kept');
+    await s.close();
+    assert.notEqual(statSync(file).ino, written, 'after a write it is');
+    s = await open(d);
+    assert.equal(inside<number>(s, 'replayed'), 0);
+    assert.deepEqual(await s.status('kept'), { putpos: 2, getpos: 1, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+    await s.close();
+  });
+
   it('a checkpoint goes into the room taken for it, never into a file linked elsewhere: a room left linked to the checkpoint (a crash inside its install), a copy made with hard links', async () => {
     const d = dir();
     let s = await open(d);
