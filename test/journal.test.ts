@@ -24,11 +24,12 @@ import fs, {
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { crc32 } from '../src/store/journal/crc32.js';
 import { decodeCheckpoint } from '../src/store/journal/files.js';
 import type { PositionIndex } from '../src/store/journal/positions.js';
 import { Batch, BATCH_BYTES, messageStart, T } from '../src/store/journal/records.js';
-import { JournalDamaged, type JournalStore } from '../src/store/journal/store.js';
+import { JournalDamaged, type JournalStore, Queues } from '../src/store/journal/store.js';
 import { cleanup, freePort, request, runCli, startServer } from './helpers.js';
 import {
   b,
@@ -576,4 +577,44 @@ describe('journal: read-only, next to a server that writes', () => {
       await r.close();
     }
   });
+});
+
+it('journal: the queue names in byte order stay right as queues come and go between pages, and a page after a change sorts only what changed', () => {
+  const byBytes = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(fc.record({ op: fc.constantFrom('set', 'delete'), name: fc.string({ maxLength: 3 }) }), fc.constant({ op: 'names', name: '' })), {
+        maxLength: 200,
+      }),
+      (ops) => {
+        const q = new Queues();
+        const model = new Set<string>();
+        for (const { op, name } of ops) {
+          if (op === 'set') [q.set(name, {} as never), model.add(name)];
+          else if (op === 'delete') assert.equal(q.delete(name), model.delete(name));
+          else assert.deepEqual(q.names(), [...model].sort(byBytes));
+        }
+        assert.deepEqual(q.names(), [...model].sort(byBytes));
+      },
+    ),
+  );
+  const q = new Queues();
+  for (let i = 0; i < 100_000; i++) q.set(`q${(i * 7919) % 100_003}`, {} as never);
+  q.names();
+  const sort = Array.prototype.sort;
+  const sorted: number[] = [];
+  Array.prototype.sort = function (this: unknown[], ...args: unknown[]) {
+    sorted.push(this.length);
+    return (sort as (...a: unknown[]) => unknown[]).apply(this, args);
+  } as typeof sort;
+  try {
+    q.set('new', {} as never);
+    q.delete('q7919');
+    assert.equal(q.from('new', true), q.names().indexOf('new'));
+  } finally {
+    Array.prototype.sort = sort;
+  }
+  assert.ok(Math.max(0, ...sorted) < 10, `sorted arrays of ${sorted} names`);
+  assert.equal(q.names().length, 100_000);
+  assert.ok(!q.names().includes('q7919'));
 });
