@@ -6,6 +6,7 @@
  * stress/open-turns.test.ts.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { lockDirectory, socketName } from '../src/store/lock.js';
 import { giveOpenTurns, openInTurn, TURN_FILE, turns } from '../src/store/lmdb/open-turn.js';
 import { LmdbStore } from '../src/store/lmdb/store.js';
-import { cleanup, tempDir } from './helpers.js';
+import { cleanup, ROOT, tempDir } from './helpers.js';
 
 /** An opener that speaks the protocol by hand: what it was told, line by line. */
 function opener(dir: string) {
@@ -192,4 +193,28 @@ describe('turns to open the LMDB environment', () => {
       cleanup(free);
     }
   });
+});
+
+it('a holder of the directory lock too busy to answer for seconds as it stops (a checkpoint of a million queues) is waited for, not taken for a running server', async () => {
+  const dir = tempDir('httpsqs-lock-busy-');
+  const lock = JSON.stringify(join(ROOT, 'dist/src/store/lock.js'));
+  // Takes the lock, says it is stopping, then holds its event loop for 3 s (over the 2 s a holder
+  // has to answer) and exits, which lets the lock go.
+  const script = `import { lockDirectory, markStopping } from ${lock};
+    await lockDirectory(${JSON.stringify(dir)});
+    markStopping();
+    process.stdout.write('held\\n');
+    setTimeout(() => { for (const end = Date.now() + 3000; Date.now() < end; ); process.exit(0); }, 100);`;
+  const holder = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise((r) => holder.stdout.once('data', r));
+    await sleep(300); // inside its busy loop
+    const waited: number[] = [];
+    const unlock = await lockDirectory(dir, process.pid, (pid) => waited.push(pid));
+    assert.equal(holder.exitCode, 0, 'taken once the holder had gone');
+    unlock();
+  } finally {
+    holder.kill();
+    cleanup(dir);
+  }
 });

@@ -147,7 +147,7 @@ function pidFileOwner(file: string): number | undefined {
 export async function refuseRunningPidFile(file: string, datadir: string): Promise<void> {
   let owner = pidFileOwner(file);
   if (owner === undefined) return;
-  const holder = await holderOf(datadir);
+  const holder = await holderOf(datadir, STOPPING_MS);
   if (holder?.pid === owner && holder.state === 'stopping') {
     log.info({ event: 'wait', pid: owner }, `-i: PID file ${file} names httpsqs process ${owner}, which is stopping: waiting for it`);
     for (const until = Date.now() + STOPPING_MS; pidFileOwner(file) === owner && Date.now() < until; ) await sleep(50);

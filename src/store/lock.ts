@@ -133,7 +133,14 @@ export async function lockDirectory(
       return Object.assign(release, { fd: (server as unknown as { _handle: { fd: number } })._handle.fd });
     }
     const holder = await ask(name);
-    if (holder === 'silent') throw new DirectoryInUse(dir, pidIn(file));
+    // A holder too busy to answer in time may be stopping (a journal of a million queues writes its
+    // checkpoint for seconds): while the process it names lives, it is asked again, for as long as
+    // a stopping one is waited for. One whose owner has ended (a worker left behind) is not.
+    if (holder === 'silent') {
+      const pid = pidIn(file);
+      if (Date.now() > until || pid === undefined || !alive(pid)) throw new DirectoryInUse(dir, pid);
+      continue;
+    }
     if (holder && (holder.state === 'running' || Date.now() > until)) throw new DirectoryInUse(dir, holder.pid);
     if (holder?.state === 'stopping') {
       waiting?.(holder.pid);
@@ -151,8 +158,11 @@ export function socketName(dir: string, role: 'lock' | 'open' = 'lock'): string 
   return `\0httpsqs${role === 'open' ? '-open' : ''}:${dev}:${ino}`;
 }
 
-/** Who holds the lock of `dir` now, if anyone answers (no such directory: no one). */
-export async function holderOf(dir: string): Promise<Holder | undefined> {
-  const holder = existsSync(dir) ? await ask(socketName(dir)) : undefined;
+/** Who holds the lock of `dir` now, if anyone answers (no such directory: no one). With
+ * `patientMs`, a holder too busy to answer is asked again for up to that long. */
+export async function holderOf(dir: string, patientMs = 0): Promise<Holder | undefined> {
+  const until = Date.now() + patientMs;
+  let holder = existsSync(dir) ? await ask(socketName(dir)) : undefined;
+  while (holder === 'silent' && Date.now() < until) holder = await ask(socketName(dir));
   return holder === 'silent' ? undefined : holder;
 }
