@@ -878,7 +878,8 @@ describe('HttpsqsClient', () => {
       },
       { lease: 30, wait: 1, signal: stop.signal, onError: (err) => errors.push((err as Error).message) },
     );
-    await waitFor(async () => (await q.statusJson('c-poison')).dead === 1);
+    // The get that buries it hands out the next message; its handler may run a little later.
+    await waitFor(async () => (await q.statusJson('c-poison')).dead === 1 && seen.includes('fine#1'));
     await sleep(300); // time enough to take it again, were it not dead
     stop.abort();
     await consuming;
