@@ -535,8 +535,37 @@ describe('export and import', () => {
       imp.setState({ putpos: 10, getpos: 0, maxqueue: 1_000_000 });
       for (let i = 1; i <= 10; i++) await imp.message(i, Buffer.alloc(3 * 2 ** 20, i));
       await imp.flush(true);
-      assert.deepEqual(calls, [3, 3, 3, 1, 0]);
+      assert.deepEqual(calls, [3, 3, 3, 1], 'the last batch goes with the state');
       assert.deepEqual(await store.view('q', 10), Buffer.alloc(3 * 2 ** 20, 10));
+    } finally {
+      await store.close();
+      cleanup(dir);
+    }
+  });
+
+  it('the importer writes a queue of a few messages in one operation with its state: one commit a small queue', async () => {
+    const dir = tempDir('httpsqs-small-');
+    const store = await LmdbStore.open({ path: dir });
+    const calls: Array<{ messages: number; state: boolean }> = [];
+    const observed = new Proxy(store, {
+      get: (target, key) =>
+        key === 'restore'
+          ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push({ messages: r.messages?.length ?? 0, state: !!r.state }), target.restore(name, r))
+          : Reflect.get(target, key),
+    });
+    try {
+      const imp = new Importer(observed, false);
+      for (const name of ['a', 'b', 'c']) {
+        await imp.queue(name);
+        imp.setState({ putpos: 2, getpos: 0, maxqueue: 1_000_000 });
+        for (const pos of [1, 2]) await imp.message(pos, Buffer.from(`${name}${pos}`));
+      }
+      await imp.flush(true);
+      assert.deepEqual(calls, Array(3).fill({ messages: 2, state: true }));
+      for (const name of ['a', 'b', 'c']) {
+        assert.deepEqual(await store.status(name), { putpos: 2, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
+        assert.deepEqual(await store.view(name, 2), Buffer.from(`${name}2`));
+      }
     } finally {
       await store.close();
       cleanup(dir);

@@ -170,11 +170,15 @@ export class Importer {
 
   async flush(end: boolean): Promise<void> {
     if (this.name === undefined) return;
-    if (this.batch.length) await this.write({ messages: this.batch });
+    const last = end && (this.state !== undefined || this.held.length > 0 || this.leasesWritten);
+    // The last batch goes with the state, in one operation: a queue of a few messages is one
+    // commit, not two (an import of many small queues waited for each commit in turn).
+    const messages = this.batch;
+    if (messages.length && !last) await this.write({ messages });
     this.batch = [];
     this.batchBytes = 0;
-    if (end && (this.state || this.held.length || this.leasesWritten)) {
-      await this.write({ state: this.state ?? (await this.store.status(this.name)), leases: this.held });
+    if (last) {
+      await this.write({ messages, state: this.state ?? (await this.store.status(this.name)), leases: this.held });
       this.state = undefined;
       this.held = [];
       this.leasesWritten = false;
