@@ -114,7 +114,13 @@ export class Importer {
     this.state = undefined;
     this.name = undefined;
     for (const name of this.seen) await this.store.reset(name);
-    return this.seen.size;
+    const begun = this.seen.size;
+    // Nothing of this import is left: a directory it made can go again (runImport).
+    this.seen.clear();
+    this.counts.clear();
+    this.queues = 0;
+    this.messages = 0;
+    return begun;
   }
 
   setState(s: QueueState): void {
