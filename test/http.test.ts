@@ -275,6 +275,37 @@ describe('HTTP layer', () => {
     );
   });
 
+  it('a head, chunk-size line or trailer line at its limit is read however its last bytes arrive', async () => {
+    // Whole, each of these is within its limit (a head of 1024 bytes before its CRLFCRLF, a line of
+    // 4096 bytes before its CRLF); cut before the end of its terminator, the bytes received so far
+    // must not be taken for one over the limit.
+    const start = 'GET /edge HTTP/1.1\r\nX-Pad: ';
+    const head = `${start}${'p'.repeat(1024 - start.length)}\r\n\r\n`;
+    const chunked = 'POST /edge HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n';
+    const sizeLine = `${chunked}1;${'e'.repeat(4094)}\r\nz\r\n0\r\n\r\n`;
+    const trailer = `${chunked}1\r\nz\r\n0\r\nX: ${'t'.repeat(4093)}\r\n\r\n`;
+    const cases: [string, number[]][] = [
+      [head, [head.length - 3, head.length - 2, head.length - 1]],
+      [sizeLine, [chunked.length + 4097]],
+      [trailer, [trailer.length - 3]],
+    ];
+    for (const [req, cuts] of cases) {
+      assert.deepEqual(
+        responses(await rawExchange(port, req)).map((r) => r.status),
+        [200],
+      );
+      for (const cut of cuts) {
+        const c = connect();
+        c.sock.write(req.slice(0, cut), 'latin1');
+        await waitFor(() => c.server?.bytesRead === cut || c.replies !== '');
+        c.sock.end(req.slice(cut), 'latin1');
+        await waitFor(() => c.sock.destroyed || c.replies.includes('\r\n\r\nGET /edge') || c.replies.includes('\r\n\r\nPOST /edge'));
+        assert.equal(responses(Buffer.from(c.replies, 'latin1'))[0]?.status, 200, `cut at ${cut} of ${req.length}: ${c.replies.slice(0, 60)}`);
+        c.sock.destroy();
+      }
+    }
+  });
+
   it('while a request is in progress, what the client sends next is read only up to the header limit', async () => {
     const c = connect();
     held = false;

@@ -116,6 +116,12 @@ function field(line: string): [string, string] | undefined {
   // Control bytes but tab (NUL among them) make no value (RFC 9110 5.5): one class, no backtracking.
   return /[\x00-\x08\x0a-\x1f\x7f]/.test(value) ? undefined : [line.slice(0, colon), value];
 }
+/** How many of the last bytes of `b` (at most 3) may be the start of a CRLFCRLF. */
+function endStarted(b: Buffer): number {
+  const n = b.length;
+  if (b[n - 1] === 13) return b[n - 2] === 10 && b[n - 3] === 13 ? 3 : 1;
+  return b[n - 1] === 10 && b[n - 2] === 13 ? 2 : 0;
+}
 const EMPTY = Buffer.alloc(0);
 /** Larger bodies are written a piece at a time: a write counts as unsent until it is whole, so a
  * slow reader's progress (which earns it time, see `expired`) shows only between pieces. */
@@ -523,7 +529,9 @@ class Connection {
             }
             this.lineChecked = eol > 0;
           }
-          if (this.pending.length > this.opts.maxHeaderBytes) throw new Refusal(431, this.opts.messages?.[431] ?? 'Request headers too large');
+          // The last bytes may begin the CRLFCRLF, which a head that arrives whole is measured without.
+          if (this.pending.length - endStarted(this.pending) > this.opts.maxHeaderBytes)
+            throw new Refusal(431, this.opts.messages?.[431] ?? 'Request headers too large');
           if (Date.now() - this.headStarted > this.opts.headersMs) throw new Refusal(408, 'Request headers not received in time');
           return false;
         }
@@ -541,7 +549,10 @@ class Connection {
       case Phase.ChunkSize:
       case Phase.Trailer: {
         const eol = this.pending.indexOf('\r\n');
-        if (eol < 0 ? this.pending.length > 4096 : eol > 4096) throw new Refusal(400, 'Malformed chunked body');
+        // Without a CR at the end, which may begin the CRLF: a line is measured without it.
+        if (eol < 0 ? this.pending.length - (this.pending[this.pending.length - 1] === 13 ? 1 : 0) > 4096 : eol > 4096) {
+          throw new Refusal(400, 'Malformed chunked body');
+        }
         if (eol < 0) return false;
         const line = this.take(eol + 2).toString('latin1', 0, eol);
         if (this.phase === Phase.Trailer) {
