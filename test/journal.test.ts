@@ -104,6 +104,42 @@ describe('journal: a torn or damaged tail', () => {
     await s.close();
   });
 
+  it('a segment shorter than the checkpoint says it was made is refused, naming the file and --repair: its cut part is not a torn write, and acknowledged gets must not come undone', async () => {
+    const d = dir();
+    const s = await open(d);
+    for (let i = 1; i <= 6; i++) await s.put('q', b(`message ${i}`));
+    await checkpointed(s); // the checkpoint of the start, which knows the segment's size
+    for (let i = 1; i <= 4; i++) assert.equal((await s.get('q'))?.message.toString(), `message ${i}`);
+    const image = crashImage(d);
+    await s.close();
+    const clean = crashImage(d);
+    // A crash image (gets after the checkpoint) and a clean close (everything before it), each cut
+    // inside the gets, or before the checkpoint's offset, or to nothing.
+    const ends = batchesOf(readFileSync(segFile(image)));
+    for (const [from, cut] of [
+      [image, ends.at(-2)![0] + 3],
+      [image, 0],
+      [clean, ends.at(-1)![1] - 10],
+      [clean, 0],
+    ] as const) {
+      const t = dir();
+      fs.cpSync(join(from, 'journal'), join(t, 'journal'), { recursive: true });
+      fs.truncateSync(segFile(t), cut);
+      await assert.rejects(open(t), (err: Error) => {
+        assert.ok(err instanceof JournalDamaged, `${err}`);
+        assert.match(err.message, new RegExp(`journal segment .*0000000001\\.seg is ${cut} bytes, shorter than the ${SEG} it was made with.*--repair`));
+        return true;
+      });
+      warnings.length = 0;
+      const r = await open(t, { repair: true });
+      assert.match(warnings.join('\n'), /0000000001\.seg is \d+ bytes, shorter than .*--repair/);
+      // --repair takes what is left as it is (the records cut are gone, and said so).
+      await r.put('q', b('after'));
+      await r.close();
+      await (await open(t)).close(); // repaired for good
+    }
+  });
+
   it('a byte flipped anywhere in the last batch drops that batch; never a damaged message', async () => {
     const { seg, bounds } = await sevenBatches();
     const [start, end] = bounds.at(-1)!;

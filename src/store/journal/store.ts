@@ -27,7 +27,7 @@
  * (`compact`). On a full disk too: a checkpoint is written into room taken ahead, which puts wait
  * for as for a segment (`growRoom`), so that consumers can still let the segments they read go.
  */
-import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, write } from 'node:fs';
+import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -427,7 +427,7 @@ export class JournalStore implements Store {
       ids.push(1);
     }
     this.covered = { seg: ids[0]!, off: 0 };
-    this.loadCheckpoint();
+    this.loadCheckpoint(repair);
     // Replay: every segment from the checkpoint's on, each to its last whole batch.
     let last = this.segs.get(this.covered.seg);
     if (!last) {
@@ -510,7 +510,22 @@ export class JournalStore implements Store {
     this.timer.unref();
   }
 
-  private loadCheckpoint(): void {
+  /** Segment `seg` is shorter than the `size` it was made with: refused, or with --repair made its
+   * size again (what was cut reads as zeros: dropped as a torn tail, or as damaged when read). */
+  private cutShort(seg: Segment, size: number, repair: boolean): void {
+    const file = segmentFile(this.dir, seg.id);
+    const what = `journal segment ${file} is ${seg.size} bytes, shorter than the ${size} it was made with: records were cut off its end`;
+    if (this.opts.readOnly) {
+      this.warn(`${what}; read as it is`);
+      return;
+    }
+    if (!repair) throw new JournalDamaged(`${what}: restore the data directory from a backup, or start with --repair to go on without them`);
+    this.warn(`${what}: it is made ${size} bytes again, without them (--repair)`);
+    truncateSync(file, size);
+    seg.size = size;
+  }
+
+  private loadCheckpoint(repair: boolean): void {
     const file = join(this.dir, 'checkpoint');
     let c: ReturnType<typeof decodeCheckpoint>;
     try {
@@ -523,7 +538,12 @@ export class JournalStore implements Store {
     this.loadedVersion = c.version;
     for (const s of c.segments) {
       const seg = this.segs.get(s.id);
-      if (seg) seg.live = s.live;
+      if (!seg) continue;
+      seg.live = s.live;
+      // A segment is made whole before it is used and never shrinks: one shorter than the
+      // checkpoint says lost records (acknowledged ones), not a write a crash cut short. Replayed
+      // as it is, its end would read as a torn tail, and the gets and acks cut off would be undone.
+      if (seg.size < s.size) this.cutShort(seg, s.size, repair);
     }
     for (const [id, seg] of this.segs) {
       // A segment before the checkpoint that it does not know had been let go.
