@@ -48,6 +48,7 @@ import {
   withSegment,
   expectState,
   fill,
+  compacted,
 } from './journal-helpers.js';
 
 it('journal: the CRC-32 of any range, continued from any CRC, is that of a bit-by-bit reference (short ranges in JavaScript, long ones in zlib)', () => {
@@ -138,6 +139,33 @@ describe('journal: a torn or damaged tail', () => {
       await r.close();
       await (await open(t)).close(); // repaired for good
     }
+  });
+
+  it('a journal whose checkpoint is missing after segments were let go is refused, naming the file: replayed from the segments left, gets would be undone', async () => {
+    const d = dir();
+    const s = await open(d);
+    for (let n = 1; n <= 200; n++) await s.put('q', msg(n));
+    for (let n = 1; n <= 150; n++) assert.equal((await s.get('q'))?.message.subarray(0, 5).toString(), msg(n).subarray(0, 5).toString());
+    await checkpointed(s);
+    await compacted(s);
+    await s.close();
+    assert.ok(!segments(d).includes('0000000001.seg'), 'segment 1 was not let go');
+    const t = dir();
+    fs.cpSync(join(d, 'journal'), join(t, 'journal'), { recursive: true });
+    fs.rmSync(join(t, 'journal', 'checkpoint'));
+    await assert.rejects(open(t), (err: Error) => {
+      assert.ok(err instanceof JournalDamaged, `${err}`);
+      assert.match(err.message, /journal checkpoint .*checkpoint is missing, and the segments before .*0+3\.seg are gone.*--repair/);
+      return true;
+    });
+    warnings.length = 0;
+    await (await open(t, { repair: true })).close();
+    assert.match(warnings.join('\n'), /checkpoint is missing.*--repair/);
+    // A new journal, and one killed before its first checkpoint (segment 1 still there), open.
+    const n = dir();
+    await (await open(n)).close();
+    fs.rmSync(join(n, 'journal', 'checkpoint'));
+    await (await open(n)).close();
   });
 
   it('a byte flipped anywhere in the last batch drops that batch; never a damaged message', async () => {

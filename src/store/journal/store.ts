@@ -428,6 +428,14 @@ export class JournalStore implements Store {
     }
     this.covered = { seg: ids[0]!, off: 0 };
     this.loadCheckpoint(repair);
+    // Segment 1 goes only once a checkpoint covers it, and a checkpoint is only ever replaced: with
+    // none, the records of the segments let go (positions, maxqueue, leases) would be missed.
+    if (this.loadedVersion === 0 && ids[0]! > 1) {
+      const what = `journal checkpoint ${join(this.dir, 'checkpoint')} is missing, and the segments before ${segmentFile(this.dir, ids[0]!)} are gone`;
+      if (!this.dropDamaged)
+        throw new JournalDamaged(`${what}: restore the data directory from a backup, or start with --repair to go on from the records left`);
+      this.warn(`${what}: going on from the records left (${ro ? 'read-only' : '--repair'})`);
+    }
     // Replay: every segment from the checkpoint's on, each to its last whole batch.
     let last = this.segs.get(this.covered.seg);
     if (!last) {
