@@ -244,6 +244,48 @@ describe('journal: a torn or damaged tail', () => {
     await r.close();
   });
 
+  it('a start killed while it zeroes a torn tail leaves the header of that tail: a batch forged inside its message never stops the next start', async () => {
+    const d = dir();
+    const size = 16 * 2 ** 20;
+    const s = await open(d, { segmentBytes: size });
+    await s.put('q', b('message 1'));
+    const start = batchesOf(readFileSync(segFile(d))).at(-1)![1];
+    // A message of 6 MiB with a valid batch (this segment, its own offset) 5 MiB into it: a
+    // torn tail longer than the 4 MiB that start-up zeroes at a time.
+    const at = start + BATCH_BYTES + messageStart('q') + 5 * 2 ** 20;
+    const forged = new Batch(1, at);
+    forged.add(T.put, 'evil', [1], b('forged'));
+    forged.seal();
+    const message = Buffer.concat([Buffer.alloc(5 * 2 ** 20, 'p'), forged.buf.subarray(0, forged.used), Buffer.alloc(2 ** 20, 'p')]);
+    await s.put('q', message);
+    const written = readFileSync(segFile(d));
+    await s.close();
+    // That write torn by a power loss (a page missing): the start drops it, zeroing it a piece at
+    // a time, and is killed after the first piece.
+    const torn = Buffer.from(written);
+    torn.fill(0, start + 4096, start + 8192);
+    const t = withSegment(torn);
+    const real = fs.writeSync;
+    let pieces = 0;
+    fs.writeSync = ((fd: number, buf: Buffer, ...rest: unknown[]) => {
+      if (buf.length === 4 * 2 ** 20 && !buf.some((x) => x !== 0) && ++pieces > 1) throw new Error('killed');
+      return (real as (...a: unknown[]) => number)(fd, buf, ...rest);
+    }) as typeof fs.writeSync;
+    syncBuiltinESMExports();
+    try {
+      await assert.rejects(open(t, { segmentBytes: size }), /killed/);
+    } finally {
+      fs.writeSync = real;
+      syncBuiltinESMExports();
+    }
+    warnings.length = 0;
+    const r = await open(t, { segmentBytes: size });
+    assert.equal((await r.status('q')).putpos, 1);
+    assert.equal((await r.status('evil')).putpos, 0);
+    assert.match(warnings.join('\n'), /torn journal tail dropped/);
+    await r.close();
+  });
+
   it('the server refuses to start on such damage with one line saying what to do, and starts with --repair', async () => {
     const { seg, bounds } = await sevenBatches();
     const flipped = Buffer.from(seg);

@@ -164,10 +164,14 @@ export function tailOf(fd: number, id: number, size: number, end: number): { dir
 /** Whether segment `id` holds a whole valid batch at its start. */
 export const hasData = (fd: number, id: number, size: number): boolean => batchAt(new Reader(fd, size), id, 0) !== undefined;
 
-/** Writes zeros over [from, to). */
+/** Writes zeros over [from, to), the last piece first: a crash meanwhile leaves the start (a torn
+ * batch's header, which says where it ends) to the end, so that a batch forged inside its message
+ * never reads as intact records after it (see `tailOf`). */
 export function zero(fd: number, from: number, to: number): void {
-  for (let at = from; at < to; at += CHUNK) writeAt(fd, ZEROS, at, Math.min(CHUNK, to - at));
-  fsyncSync(fd);
+  for (let at = from + Math.floor((to - from - 1) / CHUNK) * CHUNK; at >= from; at -= CHUNK) {
+    writeAt(fd, ZEROS, at, Math.min(CHUNK, to - at));
+    fsyncSync(fd);
+  }
 }
 
 /** Opens `file` to write into it in place (made if missing), unless it is linked elsewhere too
