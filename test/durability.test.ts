@@ -6,11 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { CLI, cleanup, freePort, needsTool, request, tempDir, waitFor, workerPids } from './helpers.js';
+import { CLI, cleanup, freePort, needsTool, request, startServer, tempDir, waitFor, workerPids } from './helpers.js';
 
 const PUTS = 30;
 
@@ -120,4 +120,43 @@ describe('durability of acknowledgements', () => {
       assert.ok(later >= 1, `no flush within 1.8 s after synctime=1 (${later})`);
     });
   }
+
+  it('journal: records a killed --sync interval server left unflushed are flushed at the next start, before a checkpoint can cover them', {
+    skip,
+  }, async () => {
+    const dir = tempDir();
+    const db = join(dir, 'db');
+    const first = await startServer({ dir: db, args: ['--engine', 'journal', '--sync', 'interval', '-s', '3600', '-i', join(dir, 'first.pid')] });
+    for (let i = 0; i < 5; i++) assert.equal((await request(first.port, 'GET', `/?name=q&opt=put&data=m${i}`)).body.toString(), 'HTTPSQS_PUT_OK');
+    // Killed: its records are in the page cache, never flushed (a power cut now would take them).
+    for (const pid of [...workerPids(first.proc.pid!), first.proc.pid!]) process.kill(pid, 'SIGKILL');
+    await new Promise((r) => (first.proc.exitCode === null ? first.proc.once('exit', r) : r(null)));
+    await waitFor(() => workerPids(first.proc.pid!).length === 0);
+    const trace = join(dir, 'trace');
+    const port = await freePort();
+    const pidfile = join(dir, 'second.pid');
+    const second = spawn(
+      'strace',
+      ['-f', '-qq', '-e', 'trace=fdatasync,fsync,openat', '-o', trace, process.execPath, CLI, '-l', '127.0.0.1', '-p', String(port), '-x', db, '-i', pidfile],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    second.stderr.on('data', (d) => (err += d));
+    const exited = new Promise((r) => second.once('exit', r));
+    try {
+      await waitFor(() => err.includes('listening on'), 60_000);
+      assert.equal((await request(port, 'GET', '/?name=q&opt=view&pos=5')).body.toString(), 'm4');
+      // The segment's descriptor, then a flush of it (its writes are O_DSYNC: no other flush of it).
+      const lines = readFileSync(trace, 'utf8').split('\n');
+      const opened = lines.map((l) => /openat\(.*journal\/0000000001\.seg".*\) = (\d+)$/.exec(l)?.[1]).filter((fd) => fd !== undefined);
+      assert.ok(opened.length > 0, 'the segment was opened');
+      const flushed = lines.filter((l) => opened.some((fd) => new RegExp(`\\bf(data)?sync\\(${fd}\\)`).test(l)));
+      assert.ok(flushed.length > 0, `no flush of the replayed segment at start (descriptors ${opened.join(', ')})`);
+    } finally {
+      if (existsSync(pidfile)) process.kill(Number(readFileSync(pidfile, 'utf8')), 'SIGTERM');
+      else second.kill('SIGKILL');
+      await exited;
+      cleanup(dir);
+    }
+  });
 });

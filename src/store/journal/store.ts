@@ -27,7 +27,21 @@
  * (`compact`). On a full disk too: a checkpoint is written into room taken ahead, which puts wait
  * for as for a segment (`growRoom`), so that consumers can still let the segments they read go.
  */
-import { closeSync, constants, fdatasync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, write } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fdatasync,
+  fdatasyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  truncateSync,
+  write,
+} from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -462,6 +476,10 @@ export class JournalStore implements Store {
       const end = replay(fd, id, seg.size, from, (rec, _buf, base) => this.replayRecord(rec, id, base));
       if (end > from || id === this.covered.seg) [last, lastEnd] = [seg, end];
       if (ro) continue; // what is whole is what there is
+      // What was replayed may be in the page cache only (written by a process in --sync interval
+      // mode, or a write in flight, then killed): flushed before a checkpoint covers it, so that a
+      // power cut cannot take records a checkpoint says are there.
+      if (end > from) fdatasyncSync(fd);
       const tail = tailOf(fd, id, seg.size, end);
       if (tail.dirtyTo === end) continue;
       const file = segmentFile(this.dir, id);
