@@ -259,16 +259,18 @@ it('the table answers as a map of leases would, across many sets and removals (r
   assert.ok(packed > 10, `the rows were packed in ${packed} runs`);
 });
 
-it('a million delayed messages take under 100 bytes each in their table (objects took 184), and give it back once gone', async () => {
+/** The heap and typed arrays in use after a full collection. */
+async function used(): Promise<number> {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
+  gc();
   // Typed arrays' memory is let go after the collection, in a later turn.
-  const used = async () => {
-    gc();
-    await new Promise((r) => setTimeout(r, 20));
-    gc();
-    return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
-  };
+  await new Promise((r) => setTimeout(r, 20));
+  gc();
+  return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+}
+
+it('a million delayed messages take under 100 bytes each in their table (objects took 184), and give it back once gone', async () => {
   const before = await used();
   const t = new LeaseTable();
   for (let i = 0; i < 1_000_000; i++) t.set(t.takeSlot(), { deadline: NOW + i, deliveries: 0 });
@@ -303,14 +305,6 @@ it('leases due at the same time come in position order after rows were freed and
 });
 
 it('a table that never held a lease takes under 1 KiB (most queues never hold one: the journal keeps a table for each queue)', async () => {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  const used = async () => {
-    gc();
-    await new Promise((r) => setTimeout(r, 20));
-    gc();
-    return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
-  };
   const before = await used();
   const tables = Array.from({ length: 100_000 }, () => new LeaseTable());
   const each = ((await used()) - before) / tables.length;

@@ -19,6 +19,24 @@ import { noRedis, startRedis } from './redis-servers.js';
 const httpsqs = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input, timeout: 60_000 });
 const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(' ');
 const body = async (port: number, target: string) => (await request(port, 'GET', target)).body;
+
+/** A Tokyo Cabinet B+ tree file `httpsqs.db` in `dir` holding `records` (text keys and values), as the C server keeps its queues. */
+function tcDatabase(dir: string, records: Array<[string, string]>): string {
+  const db = join(dir, 'httpsqs.db');
+  execFileSync('tcbmgr', ['create', db]);
+  for (const [k, v] of records) execFileSync('tcbmgr', ['put', db, k, v]);
+  return db;
+}
+
+/** `store`, with every `restore` call's records noted in `calls`, in order. */
+function restoresOf(store: Store): { observed: Store; calls: Array<Parameters<Store['restore']>[1]> } {
+  const calls: Array<Parameters<Store['restore']>[1]> = [];
+  const observed = new Proxy(store, {
+    get: (target, key) =>
+      key === 'restore' ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push(r), target.restore(name, r)) : Reflect.get(target, key),
+  });
+  return { observed, calls };
+}
 /** A line of `tcbmgr list -pv -px`. */
 const tcLine = (key: string, value: Buffer | string) => `${hex(Buffer.from(key))}\t${hex(Buffer.from(value))}\n`;
 
@@ -111,10 +129,8 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
   });
   it('a queue that already holds state and has only positions in the dump stops the import before any queue is written', async () => {
     const dir = tempDir('httpsqs-tc-');
-    const db = join(dir, 'httpsqs.db');
-    execFileSync('tcbmgr', ['create', db]);
     // In key order: a and b with messages, c with its maxqueue only, d with a message.
-    for (const [k, v] of [
+    const db = tcDatabase(dir, [
       ['a:1', 'a1'],
       ['a:putpos', '1'],
       ['b:1', 'b1'],
@@ -122,8 +138,7 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
       ['c:maxqueue', '100'],
       ['d:1', 'd1'],
       ['d:putpos', '1'],
-    ])
-      execFileSync('tcbmgr', ['put', db, k!, v!]);
+    ]);
     const dump = join(dir, 'dump.txt');
     writeFileSync(dump, execFileSync('tcbmgr', ['list', '-pv', '-px', db]));
     const data = join(dir, 'data');
@@ -156,14 +171,11 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
 
   it('refuses a hex dump with a damaged or odd-length byte on any line, or whose last line has no newline', () => {
     const dir = tempDir('httpsqs-tc-');
-    const db = join(dir, 'httpsqs.db');
-    execFileSync('tcbmgr', ['create', db]);
-    for (const [k, v] of [
+    const db = tcDatabase(dir, [
       ['z:1', 'first message'],
       ['z:2', 'second message'],
       ['z:putpos', '2'],
-    ])
-      execFileSync('tcbmgr', ['put', db, k!, v!]);
+    ]);
     const lines = execFileSync('tcbmgr', ['list', '-pv', '-px', db]).toString('latin1').split('\n').slice(0, -1);
     assert.equal(lines.length, 3);
     assert.ok(lines[1]!.startsWith('7A 3A 32\t'), lines[1]);
@@ -254,17 +266,14 @@ describe('import --from-tcbmgr', { skip: needsTool('tcbmgr', 'tokyocabinet-bin')
 
   it("a dump cut off (tcbmgr stops at a damaged page, after the records it read): before a queue's putpos it is refused, inside its messages it is said", () => {
     const dir = tempDir('httpsqs-tc-');
-    const db = join(dir, 'httpsqs.db');
-    execFileSync('tcbmgr', ['create', db]);
-    for (const [k, v] of [
+    const db = tcDatabase(dir, [
       ['a:1', 'a1'],
       ['a:putpos', '1'],
       ['b:1', 'b1'],
       ['b:2', 'b2'],
       ['b:getpos', '1'],
       ['b:putpos', '2'],
-    ])
-      execFileSync('tcbmgr', ['put', db, k!, v!]);
+    ]);
     const lines = execFileSync('tcbmgr', ['list', '-pv', '-px', db]).toString('latin1').split('\n').slice(0, -1);
     const upTo = (key: string) => `${lines.slice(0, lines.findIndex((l) => l.toLowerCase().startsWith(`${hex(Buffer.from(key))}\t`)) + 1).join('\n')}\n`;
     // Read, never written: the get rules would go round that ring for ever.
@@ -498,24 +507,21 @@ describe('export and import', () => {
   it("the importer writes a queue's leases a thousand at a time, its state last", async () => {
     const dir = tempDir('httpsqs-held-');
     const store = await LmdbStore.open({ path: dir });
-    const calls: Array<{ leases: number; state: boolean }> = [];
-    const observed = new Proxy(store, {
-      get: (target, key) =>
-        key === 'restore'
-          ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push({ leases: r.leases?.length ?? 0, state: !!r.state }), target.restore(name, r))
-          : Reflect.get(target, key),
-    });
+    const { observed, calls: restores } = restoresOf(store);
     try {
       const imp = new Importer(observed, false);
       await imp.queue('q');
       imp.setState({ putpos: 0, getpos: 0, maxqueue: 1_000_000 });
       for (let i = 1; i <= 2500; i++) await imp.lease(1_000_000_000 + i, { deadline: Date.now() + 60_000, deliveries: 0 });
       await imp.flush(true);
-      assert.deepEqual(calls, [
-        { leases: 1000, state: false },
-        { leases: 1000, state: false },
-        { leases: 500, state: true },
-      ]);
+      assert.deepEqual(
+        restores.map((r) => ({ leases: r.leases?.length ?? 0, state: !!r.state })),
+        [
+          { leases: 1000, state: false },
+          { leases: 1000, state: false },
+          { leases: 500, state: true },
+        ],
+      );
       assert.equal((await store.status('q')).delayed, 2500);
     } finally {
       await store.close();
@@ -526,20 +532,18 @@ describe('export and import', () => {
   it('the importer writes messages once they come to 8 MiB, however few', async () => {
     const dir = tempDir('httpsqs-bytes-');
     const store = await LmdbStore.open({ path: dir });
-    const calls: number[] = [];
-    const observed = new Proxy(store, {
-      get: (target, key) =>
-        key === 'restore'
-          ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push(r.messages?.length ?? 0), target.restore(name, r))
-          : Reflect.get(target, key),
-    });
+    const { observed, calls: restores } = restoresOf(store);
     try {
       const imp = new Importer(observed, false);
       await imp.queue('q');
       imp.setState({ putpos: 10, getpos: 0, maxqueue: 1_000_000 });
       for (let i = 1; i <= 10; i++) await imp.message(i, Buffer.alloc(3 * 2 ** 20, i));
       await imp.flush(true);
-      assert.deepEqual(calls, [3, 3, 3, 1], 'the last batch goes with the state');
+      assert.deepEqual(
+        restores.map((r) => r.messages?.length ?? 0),
+        [3, 3, 3, 1],
+        'the last batch goes with the state',
+      );
       assert.deepEqual(await store.view('q', 10), Buffer.alloc(3 * 2 ** 20, 10));
     } finally {
       await store.close();
@@ -550,13 +554,7 @@ describe('export and import', () => {
   it('the importer writes a queue of a few messages in one operation with its state: one commit a small queue', async () => {
     const dir = tempDir('httpsqs-small-');
     const store = await LmdbStore.open({ path: dir });
-    const calls: Array<{ messages: number; state: boolean }> = [];
-    const observed = new Proxy(store, {
-      get: (target, key) =>
-        key === 'restore'
-          ? (name: string, r: Parameters<Store['restore']>[1]) => (calls.push({ messages: r.messages?.length ?? 0, state: !!r.state }), target.restore(name, r))
-          : Reflect.get(target, key),
-    });
+    const { observed, calls: restores } = restoresOf(store);
     try {
       const imp = new Importer(observed, false);
       for (const name of ['a', 'b', 'c']) {
@@ -565,7 +563,10 @@ describe('export and import', () => {
         for (const pos of [1, 2]) await imp.message(pos, Buffer.from(`${name}${pos}`));
       }
       await imp.flush(true);
-      assert.deepEqual(calls, Array(3).fill({ messages: 2, state: true }));
+      assert.deepEqual(
+        restores.map((r) => ({ messages: r.messages?.length ?? 0, state: !!r.state })),
+        Array(3).fill({ messages: 2, state: true }),
+      );
       for (const name of ['a', 'b', 'c']) {
         assert.deepEqual(await store.status(name), { putpos: 2, getpos: 0, maxqueue: 1_000_000, leased: 0, delayed: 0, dead: 0 });
         assert.deepEqual(await store.view(name, 2), Buffer.from(`${name}2`));
