@@ -9,6 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
+import { preallocate } from '../src/store/journal/files.js';
 import type { JournalStore } from '../src/store/journal/store.js';
 import { DiskLowError, StoreError } from '../src/store/store.js';
 import { canMount } from './helpers.js';
@@ -419,6 +420,18 @@ describe('journal: failures', () => {
     assert.deepEqual(told, []);
     for (let i = 1; i <= 4; i++) assert.ok((await s.get('q'))?.message.equals(big), `message ${i}`);
     await s.close();
+  });
+
+  it('a segment the disk takes only part of (a short write, no error, as tmpfs does when full) is never put in place', { skip: canMount() }, async () => {
+    const root = dir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1536k', 'tmpfs', root]);
+    try {
+      // Room for the first MiB of zeros and half the second.
+      await assert.rejects(preallocate(root, 7, 2 * 2 ** 20), (err: NodeJS.ErrnoException) => err.code === 'ENOSPC');
+      assert.deepEqual(readdirSync(root), [], 'neither the segment nor its .tmp is left');
+    } finally {
+      execFileSync('umount', [root]);
+    }
   });
 
   it('a full disk (a small tmpfs) from the roll-over on: consumers get and ack every message, the segments they read go (their checkpoints have room), puts resume', {
