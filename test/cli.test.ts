@@ -380,10 +380,10 @@ describe('command line', () => {
     assert.match(open.stderr(), /warning: listening on 0\.0\.0\.0 without a password/);
     await open.stop();
     const guarded = await startServer({ args: ['-l', '0.0.0.0', '-a', 'pw'] });
-    assert.doesNotMatch(guarded.stderr(), /warning/);
+    assert.doesNotMatch(guarded.stderr(), /warning: listening/);
     await guarded.stop();
     const local = await startServer();
-    assert.doesNotMatch(local.stderr(), /warning/);
+    assert.doesNotMatch(local.stderr(), /warning: listening/);
     await local.stop();
     for (const s of [open, guarded, local]) cleanup(s.dir);
   });
@@ -442,7 +442,7 @@ describe('command line', () => {
     const quiet = await runCli(['-d', '-l', '::ffff:127.0.0.1', '-p', String(port), '-x', guarded, '-i', join(guarded, 'd.pid'), '-a', 'pw']);
     try {
       assert.equal(quiet.code, 0, quiet.stderr);
-      assert.doesNotMatch(quiet.stderr, /warning/);
+      assert.doesNotMatch(quiet.stderr, /warning: listening/);
     } finally {
       process.kill(Number(readFileSync(join(guarded, 'd.pid'), 'utf8')), 'SIGTERM');
       await waitFor(() => !existsSync(join(guarded, 'd.pid')));
