@@ -441,13 +441,12 @@ export class JournalStore implements Store {
       ids.push(1);
     }
     this.covered = { seg: ids[0]!, off: 0 };
-    this.loadCheckpoint(repair);
+    this.loadCheckpoint();
     // Segment 1 goes only once a checkpoint covers it, and a checkpoint is only ever replaced: with
     // none, the records of the segments let go (positions, maxqueue, leases) would be missed.
     if (this.loadedVersion === 0 && ids[0]! > 1) {
       const what = `journal checkpoint ${join(this.dir, 'checkpoint')} is missing, and the segments before ${segmentFile(this.dir, ids[0]!)} are gone`;
-      if (!this.dropDamaged)
-        throw new JournalDamaged(`${what}: restore the data directory from a backup, or start with --repair to go on from the records left`);
+      this.refuseUnlessRepair(what, 'go on from the records left');
       this.warn(`${what}: going on from the records left (${ro ? 'read-only' : '--repair'})`);
     }
     // Replay: every segment from the checkpoint's on, each to its last whole batch.
@@ -536,22 +535,27 @@ export class JournalStore implements Store {
     this.timer.unref();
   }
 
+  /** Damage that start-up goes on past only with --repair (or read-only): refused, saying what to do. */
+  private refuseUnlessRepair(what: string, goOn: string): void {
+    if (!this.dropDamaged) throw new JournalDamaged(`${what}: restore the data directory from a backup, or start with --repair to ${goOn}`);
+  }
+
   /** Segment `seg` is shorter than the `size` it was made with: refused, or with --repair made its
    * size again (what was cut reads as zeros: dropped as a torn tail, or as damaged when read). */
-  private cutShort(seg: Segment, size: number, repair: boolean): void {
+  private cutShort(seg: Segment, size: number): void {
     const file = segmentFile(this.dir, seg.id);
     const what = `journal segment ${file} is ${seg.size} bytes, shorter than the ${size} it was made with: records were cut off its end`;
+    this.refuseUnlessRepair(what, 'go on without them');
     if (this.opts.readOnly) {
       this.warn(`${what}; read as it is`);
       return;
     }
-    if (!repair) throw new JournalDamaged(`${what}: restore the data directory from a backup, or start with --repair to go on without them`);
     this.warn(`${what}: it is made ${size} bytes again, without them (--repair)`);
     truncateSync(file, size);
     seg.size = size;
   }
 
-  private loadCheckpoint(repair: boolean): void {
+  private loadCheckpoint(): void {
     const file = join(this.dir, 'checkpoint');
     let c: ReturnType<typeof decodeCheckpoint>;
     try {
@@ -569,7 +573,7 @@ export class JournalStore implements Store {
       // A segment is made whole before it is used and never shrinks: one shorter than the
       // checkpoint says lost records (acknowledged ones), not a write a crash cut short. Replayed
       // as it is, its end would read as a torn tail, and the gets and acks cut off would be undone.
-      if (seg.size < s.size) this.cutShort(seg, s.size, repair);
+      if (seg.size < s.size) this.cutShort(seg, s.size);
     }
     for (const [id, seg] of this.segs) {
       // A segment before the checkpoint that it does not know had been let go.
