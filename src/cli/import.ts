@@ -29,9 +29,7 @@ export class Importer {
   private readonly seen = new Set<string>();
   queues = 0;
   messages = 0;
-  /** Queues that held state here and were reset to be written again (--replace). */
-  replaced = 0;
-  /** Their names. */
+  /** The queues that held state here and were reset to be written again (--replace). */
   private readonly replacedNames = new Set<string>();
   /** Whether anything was written to the store yet. */
   wrote = false;
@@ -70,7 +68,6 @@ export class Importer {
         );
       this.seen.add(name);
       this.queues++;
-      this.replaced++;
       this.replacedNames.add(name);
       await this.store.reset(name);
     } else if (await this.store.leftovers?.(name)) {
@@ -87,6 +84,11 @@ export class Importer {
   /** Queues begun, in the order they came. */
   begun(): string[] {
     return [...this.seen];
+  }
+
+  /** How many queues held state here and were reset to be written again (--replace). */
+  get replaced(): number {
+    return this.replacedNames.size;
   }
 
   /** Whether `name` held state here and was reset to be written again (--replace). */
